@@ -1,0 +1,170 @@
+//! The narrow contract a storage engine implements.
+//!
+//! Domain rules (validation, references, cascades, key lookup, limits) are
+//! written once in [`crate::Store`] on top of these primitives, so the two
+//! backends cannot drift apart in behaviour; each backend only has to make
+//! the primitives atomic:
+//!
+//! - **records**: JSON values under string keys, written only through
+//!   [`WriteBatch`]es whose conditions and operations apply all-or-nothing;
+//! - **collections**: ordered sets of member strings (ids sort by time), for
+//!   listing and paging;
+//! - **counters**: usage counts in time buckets, sharded by application,
+//!   with an atomic check-and-add for strict limits;
+//! - **ephemeral records** with a time to live (portal sessions);
+//! - the **change feed**, published with the batch that caused it.
+
+pub mod embedded;
+pub mod redis;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+use crate::changes::Change;
+use crate::error::StoreResult;
+
+/// A precondition of a [`WriteBatch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    Exists(String),
+    Absent(String),
+    /// The record holds exactly these bytes (optimistic concurrency).
+    Equals(String, Vec<u8>),
+    /// The collection has no members.
+    Empty(String),
+}
+
+/// One write of a [`WriteBatch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Put(String, Vec<u8>),
+    Delete(String),
+    AddMember { collection: String, member: String },
+    RemoveMember { collection: String, member: String },
+}
+
+/// Writes that happen together or not at all, if every condition holds.
+#[derive(Debug, Default, Clone)]
+pub struct WriteBatch {
+    pub conditions: Vec<Condition>,
+    pub ops: Vec<Op>,
+    /// Published once the batch is committed.
+    pub changes: Vec<Change>,
+}
+
+impl WriteBatch {
+    pub fn require(&mut self, condition: Condition) -> &mut Self {
+        self.conditions.push(condition);
+        self
+    }
+    pub fn put(&mut self, key: impl Into<String>, value: Vec<u8>) -> &mut Self {
+        self.ops.push(Op::Put(key.into(), value));
+        self
+    }
+    pub fn delete(&mut self, key: impl Into<String>) -> &mut Self {
+        self.ops.push(Op::Delete(key.into()));
+        self
+    }
+    pub fn add_member(&mut self, collection: impl Into<String>, member: impl Into<String>) -> &mut Self {
+        self.ops.push(Op::AddMember {
+            collection: collection.into(),
+            member: member.into(),
+        });
+        self
+    }
+    pub fn remove_member(&mut self, collection: impl Into<String>, member: impl Into<String>) -> &mut Self {
+        self.ops.push(Op::RemoveMember {
+            collection: collection.into(),
+            member: member.into(),
+        });
+        self
+    }
+    pub fn publish(&mut self, change: Change) -> &mut Self {
+        self.changes.push(change);
+        self
+    }
+}
+
+/// Which condition of a batch failed (index into `conditions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConditionFailed(pub usize);
+
+/// A usage counter: `shard` is the application id, so every counter of one
+/// application can be checked and added atomically (one Redis Cluster slot).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CounterKey {
+    pub shard: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterAdd {
+    pub key: CounterKey,
+    pub by: u64,
+    /// Seconds the counter is kept after its first increment; `None` = forever.
+    pub ttl_secs: Option<u64>,
+}
+
+/// Admit only if `current + add <= max`, and when `add` is 0 (a metric
+/// counted after the response, such as tokens) only if `current < max`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterCheck {
+    pub key: CounterKey,
+    pub max: u64,
+    pub add: u64,
+}
+
+impl CounterCheck {
+    pub fn admits(&self, current: u64) -> bool {
+        if self.add == 0 {
+            current < self.max
+        } else {
+            current.saturating_add(self.add) <= self.max
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckOutcome {
+    /// All adds applied; the value of each checked counter after them.
+    Admitted(Vec<u64>),
+    /// Nothing applied; `index` is the first check that failed.
+    Rejected { index: usize, current: u64 },
+}
+
+#[async_trait]
+pub trait StoreBackend: Send + Sync + 'static {
+    /// A short name for logs and errors: `redis` or `embedded`.
+    fn kind(&self) -> &'static str;
+
+    async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
+    async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<Vec<u8>>>>;
+    /// Up to `limit` members of `collection` after `after` (exclusive), in
+    /// ascending order, or descending before it when `descending`.
+    async fn members(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        limit: usize,
+        descending: bool,
+    ) -> StoreResult<Vec<String>>;
+    async fn commit(&self, batch: WriteBatch) -> StoreResult<Result<(), ConditionFailed>>;
+
+    async fn add_counters(&self, adds: &[CounterAdd]) -> StoreResult<()>;
+    /// All checks and adds must share one shard.
+    async fn check_and_add(&self, checks: &[CounterCheck], adds: &[CounterAdd]) -> StoreResult<CheckOutcome>;
+    async fn read_counters(&self, keys: &[CounterKey]) -> StoreResult<Vec<u64>>;
+
+    async fn put_ephemeral(&self, key: &str, value: Vec<u8>, ttl_secs: u64) -> StoreResult<()>;
+    async fn get_ephemeral(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
+    async fn delete_ephemeral(&self, key: &str) -> StoreResult<()>;
+
+    fn subscribe(&self) -> broadcast::Receiver<Change>;
+
+    /// Makes everything written so far durable (before shutdown).
+    async fn flush(&self) -> StoreResult<()>;
+}
+
+/// Largest count a check compares exactly in every backend (Lua numbers
+/// are doubles): 2^53.
+pub const MAX_EXACT_COUNT: u64 = 1 << 53;

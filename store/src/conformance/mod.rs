@@ -1,0 +1,148 @@
+//! The conformance suite every [`StoreBackend`](crate::backend::StoreBackend)
+//! must pass. A backend's test file implements [`Fixture`] and expands
+//! [`conformance_suite!`](crate::conformance_suite) to get one `#[tokio::test]`
+//! per case:
+//!
+//! ```ignore
+//! maas_store::conformance_suite!(MyFixture::new().await);
+//! ```
+
+mod catalog;
+mod tenancy;
+mod usage;
+
+use std::future::Future;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use time::macros::datetime;
+
+pub use catalog::*;
+pub use tenancy::*;
+pub use usage::*;
+
+use crate::changes::{Change, ChangeSubscription};
+use crate::clock::ManualClock;
+use crate::document::CatalogDocument;
+use crate::model::{Backend, Plan, Product};
+use crate::store::{Store, StoreOptions};
+
+/// A backend under test: a fresh, empty store per fixture.
+pub trait Fixture: Send + Sync {
+    /// Opens the store. Called again after the previous [`Store`] was
+    /// dropped, it must open the same data (reopen tests).
+    fn open(&self, options: StoreOptions) -> impl Future<Output = Store> + Send;
+    /// Removes what the test wrote (shared servers).
+    fn cleanup(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// Expands to one test per conformance case, each with a fresh fixture.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($fixture:expr) => {
+        $crate::conformance_suite!(@cases $fixture;
+            catalog_crud_round_trip,
+            catalog_validation_errors,
+            deletes_guarded_by_applications,
+            promotion_and_rollback,
+            apply_export_round_trip,
+            accounts_and_users,
+            applications_lifecycle,
+            key_lookup_by_hash,
+            revoked_and_expired_keys_are_not_found,
+            key_rotation_overlaps,
+            concurrent_check_and_add_never_exceeds_limit,
+            period_buckets_roll_over,
+            token_limits_block_once_spent,
+            usage_series_and_batches,
+            change_events_reach_subscribers,
+            sessions_round_trip_and_expire,
+            audit_log_records_changes_without_secrets,
+            data_survives_reopen
+        );
+    };
+    (@cases $fixture:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let fixture = $fixture;
+                $crate::conformance::$case(&fixture).await;
+                $crate::conformance::Fixture::cleanup(&fixture).await;
+            }
+        )*
+    };
+}
+
+/// Noon on the day this suite was written; every case starts its clock here.
+pub const START: OffsetDateTime = datetime!(2026-11-26 12:00:00 UTC);
+
+pub(crate) async fn open_at<F: Fixture>(fixture: &F, clock: &ManualClock) -> Store {
+    fixture
+        .open(StoreOptions {
+            clock: std::sync::Arc::new(clock.clone()),
+            ..StoreOptions::default()
+        })
+        .await
+}
+
+pub(crate) async fn open<F: Fixture>(fixture: &F) -> (Store, ManualClock) {
+    let clock = ManualClock::new(START);
+    (open_at(fixture, &clock).await, clock)
+}
+
+pub(crate) fn backend(name: &str) -> Backend {
+    serde_json::from_value(serde_json::json!({
+        "system_name": name, "urls": ["http://127.0.0.1:8000"]
+    }))
+    .expect("valid backend")
+}
+
+pub(crate) fn product(name: &str, backend: &str) -> Product {
+    serde_json::from_value(serde_json::json!({
+        "system_name": name, "name": format!("Product {name}"), "backend": backend,
+        "models": [format!("{name}-model")],
+    }))
+    .expect("valid product")
+}
+
+pub(crate) fn plan(product: &str, name: &str, limits: serde_json::Value) -> Plan {
+    serde_json::from_value(serde_json::json!({
+        "product": product, "system_name": name, "published": true, "limits": limits,
+    }))
+    .expect("valid plan")
+}
+
+/// A catalog with backend `vllm`, product `granite` and plans `standard`
+/// (10 hits a minute) and `gated` (approval required).
+pub(crate) async fn seed_catalog(store: &Store) {
+    let mut gated = plan("granite", "gated", serde_json::json!([]));
+    gated.approval_required = true;
+    let document = CatalogDocument {
+        backends: vec![backend("vllm")],
+        products: vec![product("granite", "vllm")],
+        plans: vec![
+            plan(
+                "granite",
+                "standard",
+                serde_json::json!([{"metric": "hits", "period": "minute", "value": 10}]),
+            ),
+            gated,
+        ],
+        ..CatalogDocument::default()
+    };
+    store.apply(&document, &Default::default()).await.expect("seed catalog");
+}
+
+/// Waits up to 2 s for a change matching `wanted`, skipping others.
+pub(crate) async fn expect_change(subscription: &mut ChangeSubscription, wanted: impl Fn(&Change) -> bool) -> Change {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let next = tokio::time::timeout_at(deadline, subscription.recv()).await;
+        match next {
+            Ok(Some(change)) if wanted(&change) => return change,
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("change feed closed"),
+            Err(_) => panic!("no matching change event within 2 s"),
+        }
+    }
+}

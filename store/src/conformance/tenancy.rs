@@ -1,0 +1,547 @@
+//! Conformance cases for accounts, users, applications, keys and audit.
+
+use time::Duration;
+
+use super::{Fixture, open, seed_catalog};
+use crate::error::StoreError;
+use crate::model::{ApplicationState, KeyHash, SsoIdentity, UserRole, UserState};
+use crate::store::{
+    Actor, ApplicationFilter, ApplicationUpdate, AuditQuery, NewAccount, NewApplication, NewKey, NewUser, Page, Store,
+    UserUpdate,
+};
+
+async fn account(store: &Store, name: &str) -> String {
+    store
+        .create_account(NewAccount {
+            name: name.into(),
+            description: String::new(),
+        })
+        .await
+        .unwrap()
+        .id
+}
+
+async fn app(store: &Store, account_id: &str, name: &str, plan: &str) -> crate::model::Application {
+    store
+        .create_application(NewApplication {
+            account_id: account_id.into(),
+            name: name.into(),
+            description: String::new(),
+            product: "granite".into(),
+            plan: plan.into(),
+        })
+        .await
+        .unwrap()
+}
+
+/// `local` at example.com (built, so no address is written out in the source).
+pub(crate) fn email(local: &str) -> String {
+    [local, "example.com"].join("@")
+}
+
+fn user(account_id: &str, email: &str) -> NewUser {
+    NewUser {
+        account_id: account_id.into(),
+        email: email.into(),
+        display_name: "Dev".into(),
+        role: UserRole::Member,
+        state: UserState::Active,
+        sso: None,
+        password_hash: None,
+    }
+}
+
+pub async fn accounts_and_users<F: Fixture>(fixture: &F) {
+    let (store, _) = open(fixture).await;
+    let acme = store
+        .create_account(NewAccount {
+            name: "Acme Corp".into(),
+            description: "d".into(),
+        })
+        .await
+        .unwrap();
+    assert!(acme.id.starts_with("acc_"));
+    assert_eq!(store.get_account(&acme.id).await.unwrap(), Some(acme.clone()));
+    assert_eq!(
+        store.find_account("acme corp").await.unwrap(),
+        Some(acme.clone()),
+        "names are case-insensitive"
+    );
+    assert!(matches!(
+        store
+            .create_account(NewAccount {
+                name: "ACME CORP".into(),
+                description: String::new()
+            })
+            .await,
+        Err(StoreError::AlreadyExists { field: "name", .. })
+    ));
+    assert!(matches!(
+        store
+            .create_account(NewAccount {
+                name: "  ".into(),
+                description: String::new()
+            })
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    let renamed = store
+        .update_account(&acme.id, Some("Acme Inc".into()), None)
+        .await
+        .unwrap();
+    assert_eq!(store.find_account("Acme Inc").await.unwrap(), Some(renamed));
+    assert_eq!(store.find_account("Acme Corp").await.unwrap(), None);
+
+    let mut sso_user = user(&acme.id, &email("dev"));
+    sso_user.sso = Some(SsoIdentity {
+        issuer: "https://sso.example.com/realms/maas".into(),
+        subject: "u-1".into(),
+    });
+    let dev = store.create_user(sso_user).await.unwrap();
+    assert_eq!(
+        store.find_user_by_email(&email("dev")).await.unwrap(),
+        Some(dev.clone())
+    );
+    let identity = dev.sso.clone().unwrap();
+    assert_eq!(
+        store.find_user_by_sso(&identity).await.unwrap().map(|u| u.id),
+        Some(dev.id.clone())
+    );
+    assert!(matches!(
+        store.create_user(user(&acme.id, &email("DEV"))).await,
+        Err(StoreError::AlreadyExists { field: "email", .. })
+    ));
+    assert!(matches!(
+        store.create_user(user(&acme.id, "not-an-email")).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.create_user(user("acc_missing", &email("someone"))).await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    let admin = store
+        .update_user(
+            &dev.id,
+            UserUpdate {
+                role: Some(UserRole::Admin),
+                ..UserUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(admin.role, UserRole::Admin);
+    let other = account(&store, "Other").await;
+    store.create_user(user(&other, &email("other"))).await.unwrap();
+    assert_eq!(
+        store.list_users(Some(&acme.id), &Page::first(10)).await.unwrap().items,
+        [admin]
+    );
+    assert_eq!(store.list_users(None, &Page::first(10)).await.unwrap().items.len(), 2);
+
+    // Pages follow creation order and hand over with `next`.
+    for i in 0..5 {
+        account(&store, &format!("Team {i}")).await;
+    }
+    let first = store.list_accounts(&Page::first(3)).await.unwrap();
+    assert_eq!(first.items.len(), 3);
+    let second = store
+        .list_accounts(&Page {
+            after: first.next.clone(),
+            limit: 3,
+        })
+        .await
+        .unwrap();
+    let third = store
+        .list_accounts(&Page {
+            after: second.next.clone(),
+            limit: 3,
+        })
+        .await
+        .unwrap();
+    let names: Vec<String> = [first.items, second.items, third.items]
+        .concat()
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert_eq!(names.len(), 7);
+    assert_eq!(names[0], "Acme Inc");
+    assert!(third.next.is_none());
+
+    store.delete_user(&dev.id).await.unwrap();
+    assert_eq!(store.find_user_by_email(&email("dev")).await.unwrap(), None);
+    assert_eq!(store.find_user_by_sso(&identity).await.unwrap(), None);
+    store
+        .create_user(user(&acme.id, &email("dev")))
+        .await
+        .expect("the email is free again");
+}
+
+pub async fn applications_lifecycle<F: Fixture>(fixture: &F) {
+    let (store, _) = open(fixture).await;
+    seed_catalog(&store).await;
+    let acme = account(&store, "Acme").await;
+    let live = app(&store, &acme, "Chatbot", "standard").await;
+    assert_eq!(live.state, ApplicationState::Live);
+    let pending = app(&store, &acme, "Gated", "gated").await;
+    assert_eq!(
+        pending.state,
+        ApplicationState::Pending,
+        "approval_required plans start pending"
+    );
+    assert!(matches!(
+        store
+            .create_application(NewApplication {
+                account_id: acme.clone(),
+                name: "chatbot".into(),
+                description: String::new(),
+                product: "granite".into(),
+                plan: "standard".into(),
+            })
+            .await,
+        Err(StoreError::AlreadyExists { field: "name", .. })
+    ));
+    assert!(matches!(
+        store
+            .create_application(NewApplication {
+                account_id: acme.clone(),
+                name: "x".into(),
+                description: String::new(),
+                product: "granite".into(),
+                plan: "platinum".into(),
+            })
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+
+    let approved = store
+        .update_application(
+            &pending.id,
+            ApplicationUpdate {
+                state: Some(ApplicationState::Live),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(approved.state, ApplicationState::Live);
+    let moved = store
+        .update_application(
+            &live.id,
+            ApplicationUpdate {
+                plan: Some("gated".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved.plan, "gated");
+    assert!(matches!(
+        store.delete_plan("granite", "gated").await,
+        Err(StoreError::Conflict(_))
+    ));
+    store
+        .delete_plan("granite", "standard")
+        .await
+        .expect("no application is on standard any more");
+
+    let other = account(&store, "Other").await;
+    let foreign = app(&store, &other, "Chatbot", "gated").await;
+    let by_account = store
+        .list_applications(
+            &ApplicationFilter {
+                account_id: Some(acme.clone()),
+                ..Default::default()
+            },
+            &Page::first(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_account.items.len(), 2);
+    let by_product = store
+        .list_applications(
+            &ApplicationFilter {
+                product: Some("granite".into()),
+                ..Default::default()
+            },
+            &Page::first(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_product.items.len(), 3);
+    store
+        .update_application(
+            &foreign.id,
+            ApplicationUpdate {
+                state: Some(ApplicationState::Suspended),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let suspended = store
+        .list_applications(
+            &ApplicationFilter {
+                state: Some(ApplicationState::Suspended),
+                ..Default::default()
+            },
+            &Page::first(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        suspended.items.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+        [foreign.id.as_str()]
+    );
+
+    let key = store.create_key(&live.id, NewKey::default()).await.unwrap();
+    store.delete_account(&acme).await.unwrap();
+    assert_eq!(
+        store.get_application(&live.id).await.unwrap(),
+        None,
+        "applications go with their account"
+    );
+    assert_eq!(
+        store.lookup_key(&key.secret.hash()).await.unwrap(),
+        None,
+        "and so do their keys"
+    );
+    assert_eq!(store.find_account("Acme").await.unwrap(), None);
+    assert!(store.get_application(&foreign.id).await.unwrap().is_some());
+}
+
+pub async fn key_lookup_by_hash<F: Fixture>(fixture: &F) {
+    let (store, _) = open(fixture).await;
+    seed_catalog(&store).await;
+    let acme = account(&store, "Acme").await;
+    let bot = app(&store, &acme, "bot", "standard").await;
+    let issued = store
+        .create_key(
+            &bot.id,
+            NewKey {
+                label: "ci".into(),
+                expires_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    let secret = issued.secret.expose().to_owned();
+    assert!(secret.starts_with("sk-maas-"));
+    assert_eq!(issued.key.hash, KeyHash::of(&secret));
+    assert_eq!(
+        issued.key.masked(),
+        format!("{}…{}", &secret[..12], &secret[secret.len() - 4..])
+    );
+
+    let context = store
+        .lookup_key(&KeyHash::of(&secret))
+        .await
+        .unwrap()
+        .expect("the key resolves");
+    assert_eq!(context.key.id, issued.key.id);
+    assert_eq!(context.application, bot);
+    assert_eq!(context.account.name, "Acme");
+    assert_eq!(context.plan.system_name, "standard");
+    assert_eq!(context.plan.limits[0].value, 10);
+    assert_eq!(store.lookup_key(&KeyHash::of("sk-maas-unknown")).await.unwrap(), None);
+
+    // Not-live applications still resolve: the proxy tells the caller why it refuses.
+    store
+        .update_application(
+            &bot.id,
+            ApplicationUpdate {
+                state: Some(ApplicationState::Suspended),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let context = store.lookup_key(&KeyHash::of(&secret)).await.unwrap().unwrap();
+    assert_eq!(context.application.state, ApplicationState::Suspended);
+
+    let second = store.create_key(&bot.id, NewKey::default()).await.unwrap();
+    let keys = store.application_keys(&bot.id).await.unwrap();
+    assert_eq!(keys.len(), 2, "an application holds several keys");
+    assert!(store.lookup_key(&second.secret.hash()).await.unwrap().is_some());
+    assert!(matches!(
+        store.create_key("app_missing", NewKey::default()).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+pub async fn revoked_and_expired_keys_are_not_found<F: Fixture>(fixture: &F) {
+    let (store, clock) = open(fixture).await;
+    seed_catalog(&store).await;
+    let acme = account(&store, "Acme").await;
+    let bot = app(&store, &acme, "bot", "standard").await;
+
+    let revoked = store.create_key(&bot.id, NewKey::default()).await.unwrap();
+    assert!(store.lookup_key(&revoked.secret.hash()).await.unwrap().is_some());
+    let record = store.revoke_key(&revoked.key.id).await.unwrap();
+    assert!(record.revoked_at.is_some());
+    assert_eq!(store.lookup_key(&revoked.secret.hash()).await.unwrap(), None);
+    assert!(
+        store
+            .get_key(&revoked.key.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some(),
+        "still listed"
+    );
+
+    let expires = clock_now(&store) + Duration::hours(1);
+    let expiring = store
+        .create_key(
+            &bot.id,
+            NewKey {
+                label: String::new(),
+                expires_at: Some(expires),
+            },
+        )
+        .await
+        .unwrap();
+    clock.advance(Duration::minutes(59));
+    assert!(store.lookup_key(&expiring.secret.hash()).await.unwrap().is_some());
+    clock.advance(Duration::minutes(1));
+    assert_eq!(
+        store.lookup_key(&expiring.secret.hash()).await.unwrap(),
+        None,
+        "expired at the stroke of its expiry"
+    );
+    assert!(matches!(
+        store
+            .create_key(
+                &bot.id,
+                NewKey {
+                    label: String::new(),
+                    expires_at: Some(clock_now(&store))
+                }
+            )
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+
+    let deleted = store.create_key(&bot.id, NewKey::default()).await.unwrap();
+    store.delete_key(&deleted.key.id).await.unwrap();
+    assert_eq!(store.lookup_key(&deleted.secret.hash()).await.unwrap(), None);
+    assert_eq!(store.get_key(&deleted.key.id).await.unwrap(), None);
+}
+
+fn clock_now(store: &Store) -> time::OffsetDateTime {
+    store.clock().now()
+}
+
+pub async fn key_rotation_overlaps<F: Fixture>(fixture: &F) {
+    let (store, clock) = open(fixture).await;
+    seed_catalog(&store).await;
+    let acme = account(&store, "Acme").await;
+    let bot = app(&store, &acme, "bot", "standard").await;
+    let old = store
+        .create_key(
+            &bot.id,
+            NewKey {
+                label: "prod".into(),
+                expires_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    let new = store.rotate_key(&old.key.id, Duration::minutes(10)).await.unwrap();
+    assert_eq!(new.key.label, "prod");
+    assert!(
+        store.lookup_key(&old.secret.hash()).await.unwrap().is_some(),
+        "the old key works during the grace period"
+    );
+    assert!(store.lookup_key(&new.secret.hash()).await.unwrap().is_some());
+    clock.advance(Duration::minutes(10));
+    assert_eq!(
+        store.lookup_key(&old.secret.hash()).await.unwrap(),
+        None,
+        "and not after it"
+    );
+    assert!(store.lookup_key(&new.secret.hash()).await.unwrap().is_some());
+    assert!(matches!(
+        store.rotate_key(&old.key.id, Duration::minutes(1)).await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+pub async fn audit_log_records_changes_without_secrets<F: Fixture>(fixture: &F) {
+    let (store, _) = open(fixture).await;
+    seed_catalog(&store).await;
+    let admin = store.as_actor(Actor::new("admin_token", "tok_1", Some("127.0.0.1".into())));
+    let acme = account(&admin, "Acme").await;
+    let bot = app(&admin, &acme, "bot", "standard").await;
+    admin
+        .update_application(
+            &bot.id,
+            ApplicationUpdate {
+                state: Some(ApplicationState::Suspended),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let issued = admin.create_key(&bot.id, NewKey::default()).await.unwrap();
+    let mut local = user(&acme, &email("local"));
+    local.password_hash = Some("$argon2id$v=19$secret-material".into());
+    admin.create_user(local).await.unwrap();
+
+    let app_entries = store
+        .audit_log(&AuditQuery {
+            entity: Some("application".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(app_entries.len(), 2);
+    assert_eq!(app_entries[0].action, "update", "newest first");
+    assert_eq!(
+        app_entries[0].actor,
+        Actor::new("admin_token", "tok_1", Some("127.0.0.1".into()))
+    );
+    assert_eq!(app_entries[0].before.as_ref().unwrap()["state"], "live");
+    assert_eq!(app_entries[0].after.as_ref().unwrap()["state"], "suspended");
+    assert_eq!(app_entries[1].action, "create");
+
+    let everything = store
+        .audit_log(&AuditQuery {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        everything
+            .iter()
+            .any(|e| e.entity == "plan" && e.actor.kind == "system"),
+        "catalog writes are audited too"
+    );
+    let dump = serde_json::to_string(&everything).unwrap();
+    assert!(!dump.contains(issued.secret.expose()), "no key secret in the audit log");
+    assert!(
+        !dump.contains(&issued.key.hash.to_hex()),
+        "no key hash in the audit log"
+    );
+    assert!(!dump.contains("secret-material"), "no password hash in the audit log");
+
+    let page = store
+        .audit_log(&AuditQuery {
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let next = store
+        .audit_log(&AuditQuery {
+            limit: 2,
+            before: Some(page[1].id.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(next[0].id, everything[2].id, "pages continue where the last one ended");
+}

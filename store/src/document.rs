@@ -1,0 +1,420 @@
+//! The declarative catalog document (`catalog.yaml`): `apply` makes the
+//! store match it, `export` writes the store back as one.
+//!
+//! Backends, products and plans are applied in one atomic catalog write;
+//! accounts, users and applications (optional) are upserted by their
+//! natural keys (account name, user email, account + application name).
+//! Keys are never part of a document: secrets do not go into files.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{StoreError, StoreResult};
+use crate::model::{ApplicationState, Backend, Plan, Product, UserRole};
+use crate::store::{
+    ApplicationFilter, ApplicationUpdate, CatalogDiff, Environment, NewAccount, NewApplication, NewUser, Page, Store,
+    UserUpdate,
+};
+use crate::validate::{ByIndex, ValidationErrors, validate_catalog};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogDocument {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<Backend>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub products: Vec<Product>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plans: Vec<Plan>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<AccountSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<UserSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub applications: Vec<ApplicationSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountSpec {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSpec {
+    pub email: String,
+    /// Name of the user's account.
+    pub account: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub display_name: String,
+    #[serde(default, skip_serializing_if = "is_member")]
+    pub role: UserRole,
+}
+
+fn is_member(role: &UserRole) -> bool {
+    *role == UserRole::Member
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplicationSpec {
+    /// Name of the owning account.
+    pub account: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    pub product: String,
+    pub plan: String,
+    /// Left as the store has it (or as the plan starts it) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<ApplicationState>,
+}
+
+impl CatalogDocument {
+    /// Checks the document on its own, without a store: every object, and
+    /// every reference between objects of the document.
+    pub fn validate(&self) -> Result<(), ValidationErrors> {
+        let mut errors = match validate_catalog(&self.backends, &self.products, &self.plans, &ByIndex) {
+            Ok(()) => ValidationErrors::default(),
+            Err(errors) => errors,
+        };
+        let mut push = |path: String, message: String| {
+            errors.0.push(crate::validate::ValidationError { path, message });
+        };
+        let mut accounts = HashSet::new();
+        for (i, account) in self.accounts.iter().enumerate() {
+            if account.name.trim().is_empty() {
+                push(format!("accounts[{i}].name"), "must not be empty".into());
+            } else if !accounts.insert(account.name.trim().to_lowercase()) {
+                push(
+                    format!("accounts[{i}].name"),
+                    format!("duplicate account `{}`", account.name),
+                );
+            }
+        }
+        let has_account = |name: &str| accounts.contains(&name.trim().to_lowercase());
+        let mut emails = HashSet::new();
+        for (i, user) in self.users.iter().enumerate() {
+            if !user.email.contains('@') {
+                push(
+                    format!("users[{i}].email"),
+                    format!("`{}` is not an email address", user.email),
+                );
+            } else if !emails.insert(user.email.trim().to_lowercase()) {
+                push(format!("users[{i}].email"), format!("duplicate user `{}`", user.email));
+            }
+            if !has_account(&user.account) {
+                push(
+                    format!("users[{i}].account"),
+                    format!("no account named `{}` in this file", user.account),
+                );
+            }
+        }
+        let mut apps = HashSet::new();
+        for (i, app) in self.applications.iter().enumerate() {
+            if !has_account(&app.account) {
+                push(
+                    format!("applications[{i}].account"),
+                    format!("no account named `{}` in this file", app.account),
+                );
+            }
+            if app.name.trim().is_empty() {
+                push(format!("applications[{i}].name"), "must not be empty".into());
+            } else if !apps.insert((app.account.trim().to_lowercase(), app.name.trim().to_lowercase())) {
+                push(
+                    format!("applications[{i}].name"),
+                    format!("duplicate application `{}` of `{}`", app.name, app.account),
+                );
+            }
+            if !self
+                .plans
+                .iter()
+                .any(|p| p.product == app.product && p.system_name == app.plan)
+            {
+                push(
+                    format!("applications[{i}].plan"),
+                    format!("no plan `{}` of product `{}` in this file", app.plan, app.product),
+                );
+            }
+        }
+        errors.into_result()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Delete backends, products and plans the document does not list.
+    /// Accounts, users and applications are never pruned.
+    pub prune: bool,
+    /// Promote changed products up to this environment; `None` leaves them
+    /// as drafts.
+    pub promote_to: Option<Environment>,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            prune: false,
+            promote_to: Some(Environment::Production),
+        }
+    }
+}
+
+/// What `apply` changed; empty when the store already matched.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub catalog: CatalogDiff,
+    /// `product → environment vN`
+    pub promoted: Vec<String>,
+    /// `kind name` of every created or updated tenant object.
+    pub tenants_created: Vec<String>,
+    pub tenants_updated: Vec<String>,
+}
+
+impl ApplyReport {
+    pub fn is_empty(&self) -> bool {
+        self.catalog.is_empty()
+            && self.promoted.is_empty()
+            && self.tenants_created.is_empty()
+            && self.tenants_updated.is_empty()
+    }
+}
+
+impl Store {
+    /// Makes the store match `document` (see the module docs).
+    pub async fn apply(&self, document: &CatalogDocument, options: &ApplyOptions) -> StoreResult<ApplyReport> {
+        document.validate()?;
+        let catalog = self
+            .edit_catalog(|c| {
+                if options.prune {
+                    c.backends.clear();
+                    c.products.clear();
+                    c.plans.clear();
+                }
+                for backend in &document.backends {
+                    c.backends.insert(backend.system_name.clone(), backend.clone());
+                }
+                for product in &document.products {
+                    c.products.insert(product.system_name.clone(), product.clone());
+                }
+                for plan in &document.plans {
+                    c.plans.insert(crate::store::plan_key(plan), plan.clone());
+                }
+                Ok(())
+            })
+            .await?;
+        let mut report = ApplyReport {
+            catalog,
+            ..ApplyReport::default()
+        };
+        if let Some(target) = options.promote_to {
+            let environments: &[Environment] = match target {
+                Environment::Staging => &[Environment::Staging],
+                Environment::Production => &[Environment::Staging, Environment::Production],
+            };
+            for product in &document.products {
+                for &environment in environments {
+                    let before = self
+                        .release(&product.system_name, environment)
+                        .await?
+                        .map(|r| r.version);
+                    let version = self.promote(&product.system_name, environment).await?;
+                    if before != Some(version) {
+                        report
+                            .promoted
+                            .push(format!("{} → {environment} v{version}", product.system_name));
+                    }
+                }
+            }
+        }
+        self.apply_tenants(document, &mut report).await?;
+        Ok(report)
+    }
+
+    async fn apply_tenants(&self, document: &CatalogDocument, report: &mut ApplyReport) -> StoreResult<()> {
+        for spec in &document.accounts {
+            match self.find_account(&spec.name).await? {
+                None => {
+                    self.create_account(NewAccount {
+                        name: spec.name.clone(),
+                        description: spec.description.clone(),
+                    })
+                    .await?;
+                    report.tenants_created.push(format!("account {}", spec.name));
+                }
+                Some(account) if account.description != spec.description || account.name != spec.name.trim() => {
+                    self.update_account(&account.id, Some(spec.name.clone()), Some(spec.description.clone()))
+                        .await?;
+                    report.tenants_updated.push(format!("account {}", spec.name));
+                }
+                Some(_) => {}
+            }
+        }
+        for spec in &document.users {
+            let account = self.account_named(&spec.account).await?;
+            match self.find_user_by_email(&spec.email).await? {
+                None => {
+                    self.create_user(NewUser {
+                        account_id: account.id,
+                        email: spec.email.clone(),
+                        display_name: spec.display_name.clone(),
+                        role: spec.role,
+                        state: Default::default(),
+                        sso: None,
+                        password_hash: None,
+                    })
+                    .await?;
+                    report.tenants_created.push(format!("user {}", spec.email));
+                }
+                Some(user) if user.account_id != account.id => {
+                    return Err(StoreError::Conflict(format!(
+                        "user `{}` belongs to another account than `{}`",
+                        spec.email, spec.account
+                    )));
+                }
+                Some(user) if user.display_name != spec.display_name || user.role != spec.role => {
+                    let update = UserUpdate {
+                        display_name: Some(spec.display_name.clone()).filter(|n| !n.is_empty()),
+                        role: Some(spec.role),
+                        ..UserUpdate::default()
+                    };
+                    self.update_user(&user.id, update).await?;
+                    report.tenants_updated.push(format!("user {}", spec.email));
+                }
+                Some(_) => {}
+            }
+        }
+        for spec in &document.applications {
+            let account = self.account_named(&spec.account).await?;
+            let existing = self.find_application(&account.id, &spec.name).await?;
+            let app = match existing {
+                None => {
+                    let app = self
+                        .create_application(NewApplication {
+                            account_id: account.id,
+                            name: spec.name.clone(),
+                            description: spec.description.clone(),
+                            product: spec.product.clone(),
+                            plan: spec.plan.clone(),
+                        })
+                        .await?;
+                    report
+                        .tenants_created
+                        .push(format!("application {}/{}", spec.account, spec.name));
+                    app
+                }
+                Some(app) if app.product != spec.product => {
+                    return Err(StoreError::Conflict(format!(
+                        "application `{}` of `{}` is subscribed to product `{}`; create a new application for `{}`",
+                        spec.name, spec.account, app.product, spec.product
+                    )));
+                }
+                Some(app) => app,
+            };
+            let update = ApplicationUpdate {
+                name: None,
+                description: Some(spec.description.clone()).filter(|d| *d != app.description),
+                plan: Some(spec.plan.clone()).filter(|p| *p != app.plan),
+                state: spec.state.filter(|s| *s != app.state),
+            };
+            if update.description.is_some() || update.plan.is_some() || update.state.is_some() {
+                let created_now =
+                    report.tenants_created.last() == Some(&format!("application {}/{}", spec.account, spec.name));
+                self.update_application(&app.id, update).await?;
+                if !created_now {
+                    report
+                        .tenants_updated
+                        .push(format!("application {}/{}", spec.account, spec.name));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn account_named(&self, name: &str) -> StoreResult<crate::model::Account> {
+        self.find_account(name)
+            .await?
+            .ok_or_else(|| StoreError::not_found("account", name))
+    }
+
+    /// The store as a document `apply` accepts: the catalog (product
+    /// drafts), and with `tenants` also accounts, users and applications.
+    pub async fn export(&self, tenants: bool) -> StoreResult<CatalogDocument> {
+        let catalog = self.catalog().await?;
+        let mut document = CatalogDocument {
+            backends: catalog.backends,
+            products: catalog.products,
+            plans: catalog.plans,
+            ..CatalogDocument::default()
+        };
+        if !tenants {
+            return Ok(document);
+        }
+        let mut names = std::collections::HashMap::new();
+        let mut page = Page::first(1000);
+        loop {
+            let accounts = self.list_accounts(&page).await?;
+            for account in accounts.items {
+                names.insert(account.id.clone(), account.name.clone());
+                document.accounts.push(AccountSpec {
+                    name: account.name,
+                    description: account.description,
+                });
+            }
+            match accounts.next {
+                Some(next) => page.after = Some(next),
+                None => break,
+            }
+        }
+        let mut page = Page::first(1000);
+        loop {
+            let users = self.list_users(None, &page).await?;
+            for user in users.items {
+                let Some(account) = names.get(&user.account_id) else {
+                    continue;
+                };
+                document.users.push(UserSpec {
+                    email: user.email,
+                    account: account.clone(),
+                    display_name: user.display_name,
+                    role: user.role,
+                });
+            }
+            match users.next {
+                Some(next) => page.after = Some(next),
+                None => break,
+            }
+        }
+        let mut page = Page::first(1000);
+        loop {
+            let apps = self.list_applications(&ApplicationFilter::default(), &page).await?;
+            for app in apps.items {
+                let Some(account) = names.get(&app.account_id) else {
+                    continue;
+                };
+                document.applications.push(ApplicationSpec {
+                    account: account.clone(),
+                    name: app.name,
+                    description: app.description,
+                    product: app.product,
+                    plan: app.plan,
+                    state: Some(app.state),
+                });
+            }
+            match apps.next {
+                Some(next) => page.after = Some(next),
+                None => break,
+            }
+        }
+        document.accounts.sort_by(|a, b| a.name.cmp(&b.name));
+        document.users.sort_by(|a, b| a.email.cmp(&b.email));
+        document
+            .applications
+            .sort_by(|a, b| (&a.account, &a.name).cmp(&(&b.account, &b.name)));
+        Ok(document)
+    }
+}

@@ -1,0 +1,40 @@
+//! The store's error type: what went wrong, in words a caller can pass on.
+
+use crate::validate::ValidationErrors;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{kind} `{id}` not found")]
+    NotFound { kind: &'static str, id: String },
+    #[error("{kind} with {field} `{value}` already exists")]
+    AlreadyExists {
+        kind: &'static str,
+        field: &'static str,
+        value: String,
+    },
+    #[error("invalid: {0}")]
+    Invalid(#[from] ValidationErrors),
+    /// The change contradicts what is stored (e.g. deleting a plan that
+    /// applications use) or lost a race with a concurrent change.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+impl StoreError {
+    pub(crate) fn not_found(kind: &'static str, id: impl Into<String>) -> Self {
+        StoreError::NotFound { kind, id: id.into() }
+    }
+
+    pub(crate) fn invalid(path: impl Into<String>, message: impl Into<String>) -> Self {
+        StoreError::Invalid(ValidationErrors(vec![crate::validate::ValidationError {
+            path: path.into(),
+            message: message.into(),
+        }]))
+    }
+}

@@ -1,0 +1,394 @@
+//! The catalog: what operators declare (backends, products, plans).
+//!
+//! Catalog objects are keyed by `system_name` and written as a whole; the
+//! same types are read from `catalog.yaml`, stored as JSON and exported back,
+//! so every field that has a default is skipped on output when it holds it.
+
+use serde::{Deserialize, Serialize};
+
+use super::money::Money;
+use crate::period::Period;
+
+/// The metric every request counts; methods are its children (3scale).
+pub const HITS: &str = "hits";
+/// Token metrics, counted from responses rather than from mapping rules.
+pub const PROMPT_TOKENS: &str = "prompt_tokens";
+pub const COMPLETION_TOKENS: &str = "completion_tokens";
+pub const TOTAL_TOKENS: &str = "total_tokens";
+/// Metrics every product has whether or not it declares them.
+pub const BUILTIN_METRICS: [&str; 4] = [HITS, PROMPT_TOKENS, COMPLETION_TOKENS, TOTAL_TOKENS];
+/// Builtin metrics a mapping rule may not increment.
+pub const TOKEN_METRICS: [&str; 3] = [PROMPT_TOKENS, COMPLETION_TOKENS, TOTAL_TOKENS];
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+fn yes() -> bool {
+    true
+}
+fn is_true(value: &bool) -> bool {
+    *value
+}
+
+/// A model server: one or more replicas of the same OpenAI-compatible API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    pub system_name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Base URLs of the replicas, e.g. `http://vllm.ns.svc:8000`.
+    pub urls: Vec<String>,
+    #[serde(default = "default_health_path")]
+    pub health_path: String,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub timeouts: Timeouts,
+    /// Name of the environment variable holding the backend's own API key
+    /// (vLLM `--api-key`, a KServe token); the client's key never goes upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+}
+
+fn default_health_path() -> String {
+    "/health".to_owned()
+}
+
+/// Upstream timeouts in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    pub connect_ms: u64,
+    /// Longest silence while waiting for the next response bytes.
+    pub read_ms: u64,
+    pub write_ms: u64,
+    /// Pooled connections idle longer than this are closed before reuse;
+    /// below vLLM's 5 s keep-alive so a stale connection is never picked.
+    pub pool_idle_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect_ms: 3_000,
+            read_ms: 120_000,
+            write_ms: 30_000,
+            pool_idle_ms: 4_000,
+        }
+    }
+}
+
+/// A published API: one model endpoint with its metrics, rules and policies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Product {
+    pub system_name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Public path prefix of the product's own endpoint, e.g. `/granite`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    /// Public host names of the product's own endpoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Model ids served, as clients name them in the JSON body's `model`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
+    /// `system_name` of the backend serving this product.
+    pub backend: String,
+    /// Path on the backend the product's paths are appended to.
+    #[serde(default = "root_path", skip_serializing_if = "is_root_path")]
+    pub backend_path: String,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub credentials: CredentialSettings,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsPolicy>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<Metric>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<Method>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mapping_rules: Vec<MappingRule>,
+    /// The product's API documentation; an OpenAI-compatible one is
+    /// generated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub openapi: Option<serde_json::Value>,
+}
+
+fn root_path() -> String {
+    "/".to_owned()
+}
+fn is_root_path(path: &str) -> bool {
+    path == "/"
+}
+
+impl Product {
+    /// Methods in force: the declared ones, or the OpenAI-compatible set
+    /// when the product declares neither methods nor mapping rules.
+    pub fn effective_methods(&self) -> Vec<Method> {
+        if self.uses_openai_defaults() {
+            openai_default_methods()
+        } else {
+            self.methods.clone()
+        }
+    }
+
+    /// Mapping rules in force (see [`Product::effective_methods`]).
+    pub fn effective_mapping_rules(&self) -> Vec<MappingRule> {
+        if self.uses_openai_defaults() {
+            openai_default_rules()
+        } else {
+            self.mapping_rules.clone()
+        }
+    }
+
+    fn uses_openai_defaults(&self) -> bool {
+        self.methods.is_empty() && self.mapping_rules.is_empty()
+    }
+
+    /// Whether `name` is a metric or method a limit or rule may refer to.
+    pub fn knows_metric(&self, name: &str) -> bool {
+        BUILTIN_METRICS.contains(&name)
+            || self.metrics.iter().any(|m| m.system_name == name)
+            || self.effective_methods().iter().any(|m| m.system_name == name)
+    }
+
+    /// Display name, falling back to the system name.
+    pub fn display_name(&self) -> &str {
+        if self.name.is_empty() {
+            &self.system_name
+        } else {
+            &self.name
+        }
+    }
+}
+
+const OPENAI_ENDPOINTS: [(&str, &str, HttpMethod, &str); 5] = [
+    ("v1-models", "List Models", HttpMethod::Get, "/v1/models"),
+    (
+        "v1-chat-completions",
+        "Chat Completions",
+        HttpMethod::Post,
+        "/v1/chat/completions",
+    ),
+    ("v1-completions", "Completions", HttpMethod::Post, "/v1/completions"),
+    ("v1-embeddings", "Embeddings", HttpMethod::Post, "/v1/embeddings"),
+    ("v1-responses", "Responses", HttpMethod::Post, "/v1/responses"),
+];
+
+fn openai_default_methods() -> Vec<Method> {
+    OPENAI_ENDPOINTS
+        .iter()
+        .map(|(name, friendly, _, _)| Method {
+            system_name: (*name).to_owned(),
+            friendly_name: (*friendly).to_owned(),
+            description: String::new(),
+        })
+        .collect()
+}
+
+fn openai_default_rules() -> Vec<MappingRule> {
+    OPENAI_ENDPOINTS
+        .iter()
+        .map(|(name, _, method, pattern)| MappingRule {
+            http_method: *method,
+            pattern: (*pattern).to_owned(),
+            metric: (*name).to_owned(),
+            increment: 1,
+            last: false,
+        })
+        .collect()
+}
+
+/// Where the proxy looks for the API key (the walkthrough's "credentials location").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CredentialSettings {
+    pub locations: Vec<CredentialLocation>,
+    /// Header read by the `header` location.
+    pub header_name: String,
+    /// Query parameter read by the `query` location.
+    pub query_param: String,
+}
+
+impl Default for CredentialSettings {
+    fn default() -> Self {
+        CredentialSettings {
+            locations: vec![CredentialLocation::Bearer, CredentialLocation::Basic],
+            header_name: "api-key".to_owned(),
+            query_param: "user_key".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialLocation {
+    /// `Authorization: Bearer <key>`
+    Bearer,
+    /// HTTP Basic with the key as user or password.
+    Basic,
+    /// A header of its own (`header_name`).
+    Header,
+    /// A query parameter (`query_param`).
+    Query,
+}
+
+/// CORS policy answered by the proxy itself (preflights never reach upstream).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsPolicy {
+    pub allow_origins: Vec<String>,
+    pub allow_headers: Vec<String>,
+    pub allow_methods: Vec<String>,
+    pub expose_headers: Vec<String>,
+    pub allow_credentials: bool,
+    pub max_age_secs: u32,
+}
+
+impl Default for CorsPolicy {
+    fn default() -> Self {
+        let strings = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect();
+        CorsPolicy {
+            allow_origins: strings(&["*"]),
+            allow_headers: strings(&["Authorization", "Content-Type", "Accept"]),
+            allow_methods: strings(&["GET", "POST", "OPTIONS"]),
+            expose_headers: Vec::new(),
+            allow_credentials: false,
+            max_age_secs: 600,
+        }
+    }
+}
+
+/// A countable quantity besides the builtins (hits and the token metrics).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metric {
+    pub system_name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub friendly_name: String,
+    #[serde(default = "default_unit")]
+    pub unit: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+fn default_unit() -> String {
+    "hit".to_owned()
+}
+
+/// A child of `hits`: incrementing a method also increments hits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Method {
+    pub system_name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub friendly_name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+/// HTTP method + path pattern → metric or method increment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingRule {
+    pub http_method: HttpMethod,
+    /// Path with `{param}` segments and an optional trailing `$` anchor.
+    pub pattern: String,
+    /// A method, `hits` or a custom metric.
+    pub metric: String,
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub increment: u64,
+    /// Stop matching further rules when this one matches.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub last: bool,
+}
+
+fn one() -> u64 {
+    1
+}
+fn is_one(value: &u64) -> bool {
+    *value == 1
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Head,
+    Options,
+    /// Matches every method.
+    Any,
+}
+
+/// What a subscriber gets: limits, caps and prices of an application.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// `system_name` of the product this plan belongs to.
+    pub product: String,
+    pub system_name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Shown to developers in the portal.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub published: bool,
+    /// Preselected when a developer subscribes to the product.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub default: bool,
+    /// New applications wait in `pending` until an admin approves them.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub approval_required: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<UsageLimit>,
+    /// Cap on `max_tokens` of any single request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// Lower `max_tokens` to the remaining token quota instead of letting a
+    /// request overrun it.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub clamp_max_tokens: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_requests: Option<u32>,
+    /// Higher is served first when the backend is saturated.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub priority: u8,
+    #[serde(default = "default_currency")]
+    pub currency: String,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub price_per_1k_prompt_tokens: Money,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub price_per_1k_completion_tokens: Money,
+}
+
+fn default_currency() -> String {
+    "USD".to_owned()
+}
+
+impl Plan {
+    pub fn display_name(&self) -> &str {
+        if self.name.is_empty() {
+            &self.system_name
+        } else {
+            &self.name
+        }
+    }
+}
+
+/// At most `value` of `metric` per `period`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageLimit {
+    pub metric: String,
+    pub period: Period,
+    pub value: u64,
+}

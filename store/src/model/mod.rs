@@ -1,0 +1,13 @@
+//! The domain model shared by the control plane and the data plane.
+
+pub mod catalog;
+pub mod key;
+pub mod money;
+pub mod pattern;
+pub mod tenancy;
+
+pub use catalog::*;
+pub use key::{DEFAULT_KEY_PREFIX, KeyHash, KeySecret, valid_key_prefix};
+pub use money::Money;
+pub use pattern::PathPattern;
+pub use tenancy::*;

@@ -1,0 +1,172 @@
+//! [`Store`]: the domain API over a [`StoreBackend`], written once for
+//! both backends.
+
+mod audit;
+mod catalog;
+mod keys;
+mod sessions;
+mod tenancy;
+mod usage;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use audit::{Actor, AuditEntry, AuditQuery};
+pub(crate) use catalog::plan_key;
+pub use catalog::{CatalogDiff, CatalogSnapshot, Environment, ProductRelease};
+pub use keys::{IssuedKey, NewKey};
+pub use sessions::SessionRecord;
+pub use tenancy::{ApplicationFilter, ApplicationUpdate, NewAccount, NewApplication, NewUser, Page, Paged, UserUpdate};
+pub use usage::{Admission, LimitStatus, UsagePoint, UsageRecord};
+
+use crate::backend::embedded::EmbeddedBackend;
+use crate::backend::redis::RedisBackend;
+use crate::backend::{ConditionFailed, StoreBackend, WriteBatch};
+use crate::changes::ChangeSubscription;
+use crate::clock::{Clock, SystemClock};
+use crate::error::{StoreError, StoreResult};
+use crate::model::DEFAULT_KEY_PREFIX;
+
+/// Where the data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// A redb file `maas.redb` in this directory.
+    Embedded { data_dir: PathBuf },
+    /// A Redis server; every key starts with `prefix:`.
+    Redis { url: String, prefix: String },
+}
+
+/// Settings that are not about where the data lives.
+#[derive(Clone)]
+pub struct StoreOptions {
+    /// Prefix of generated API keys.
+    pub key_prefix: String,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// The one data model of MaaS: catalog, tenants, keys, usage, sessions,
+/// audit log and change feed. Cheap to clone; clones share the backend.
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<dyn StoreBackend>,
+    clock: Arc<dyn Clock>,
+    key_prefix: Arc<str>,
+    actor: Actor,
+}
+
+impl Store {
+    pub async fn open(location: &StoreLocation, options: StoreOptions) -> StoreResult<Store> {
+        let backend: Arc<dyn StoreBackend> = match location {
+            StoreLocation::Embedded { data_dir } => Arc::new(EmbeddedBackend::open(data_dir, options.clock.clone())?),
+            StoreLocation::Redis { url, prefix } => Arc::new(RedisBackend::connect(url, prefix).await?),
+        };
+        Ok(Store::with_backend(backend, options))
+    }
+
+    pub fn with_backend(backend: Arc<dyn StoreBackend>, options: StoreOptions) -> Store {
+        if !crate::model::valid_key_prefix(&options.key_prefix) {
+            tracing::warn!(prefix = %options.key_prefix, "unusual API key prefix");
+        }
+        Store {
+            backend,
+            clock: options.clock,
+            key_prefix: options.key_prefix.into(),
+            actor: Actor::system(),
+        }
+    }
+
+    /// This store, recording `actor` as the author of its changes.
+    pub fn as_actor(&self, actor: Actor) -> Store {
+        Store { actor, ..self.clone() }
+    }
+
+    pub fn backend_kind(&self) -> &'static str {
+        self.backend.kind()
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    pub fn subscribe(&self) -> ChangeSubscription {
+        ChangeSubscription {
+            receiver: self.backend.subscribe(),
+        }
+    }
+
+    /// Makes every write so far durable; call before exiting.
+    pub async fn flush(&self) -> StoreResult<()> {
+        self.backend.flush().await
+    }
+
+    fn now(&self) -> time::OffsetDateTime {
+        self.clock.now()
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, key: &str) -> StoreResult<Option<T>> {
+        self.backend
+            .get(key)
+            .await?
+            .map(|bytes| decode(key, &bytes))
+            .transpose()
+    }
+
+    async fn get_many_json<T: DeserializeOwned>(&self, keys: &[String]) -> StoreResult<Vec<Option<T>>> {
+        let values = self.backend.get_many(keys).await?;
+        keys.iter()
+            .zip(values)
+            .map(|(key, value)| value.map(|bytes| decode(key, &bytes)).transpose())
+            .collect()
+    }
+
+    /// Every member of a collection, paging through it.
+    async fn all_members(&self, collection: &str) -> StoreResult<Vec<String>> {
+        const PAGE: usize = 1000;
+        let mut all: Vec<String> = Vec::new();
+        loop {
+            let page = self
+                .backend
+                .members(collection, all.last().map(String::as_str), PAGE, false)
+                .await?;
+            let done = page.len() < PAGE;
+            all.extend(page);
+            if done {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// Commits `batch` with the audit entries of its changes.
+    async fn commit(&self, mut batch: WriteBatch, audit: Vec<AuditEntry>) -> StoreResult<Result<(), ConditionFailed>> {
+        for entry in audit {
+            let key = format!("audit:{}", entry.id);
+            batch.add_member("audit", entry.id.clone());
+            batch.put(key, encode(&entry)?);
+        }
+        self.backend.commit(batch).await
+    }
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(format!("cannot encode record: {e}")))
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("record `{key}`: {e}")))
+}
+
+pub(crate) fn now_ms(now: time::OffsetDateTime) -> u64 {
+    u64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}

@@ -1,0 +1,237 @@
+//! Usage counters: every increment lands in one bucket of each period
+//! (minute … eternity), which serve both limits and charts.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::Store;
+use crate::backend::{CheckOutcome, CounterAdd, CounterCheck, CounterKey};
+use crate::error::{StoreError, StoreResult};
+use crate::model::UsageLimit;
+use crate::period::Period;
+
+/// `value` of `metric` used by an application at `at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    pub application_id: String,
+    pub metric: String,
+    pub value: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// Where an application stands against one limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitStatus {
+    pub limit: UsageLimit,
+    pub used: u64,
+    pub remaining: u64,
+    /// When the current period ends and the count starts over.
+    #[serde(with = "time::serde::rfc3339")]
+    pub resets_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Counted; the status of every limit after counting.
+    Admitted(Vec<LimitStatus>),
+    /// Nothing counted; the limit that refused.
+    Rejected(LimitStatus),
+}
+
+/// One bar of a usage chart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsagePoint {
+    #[serde(with = "time::serde::rfc3339")]
+    pub start: OffsetDateTime,
+    pub value: u64,
+}
+
+/// Most buckets one series may span.
+pub const MAX_SERIES_POINTS: usize = 10_000;
+
+fn counter(application_id: &str, metric: &str, period: Period, bucket_start: i64) -> CounterKey {
+    CounterKey {
+        shard: application_id.to_owned(),
+        name: format!("{metric}:{period}:{bucket_start}"),
+    }
+}
+
+fn bucket_key(application_id: &str, metric: &str, period: Period, at: i64) -> CounterKey {
+    counter(application_id, metric, period, period.bucket_start(at))
+}
+
+fn resets_at(period: Period, at: i64) -> OffsetDateTime {
+    let end = period.bucket_end(period.bucket_start(at));
+    OffsetDateTime::from_unix_timestamp(end).unwrap_or(time::macros::datetime!(9999-12-31 23:59:59 UTC))
+}
+
+fn status(limit: &UsageLimit, used: u64, at: i64) -> LimitStatus {
+    LimitStatus {
+        limit: limit.clone(),
+        used,
+        remaining: limit.value.saturating_sub(used),
+        resets_at: resets_at(limit.period, at),
+    }
+}
+
+/// The increments of `value` to `metric` in every period's bucket at `at`.
+fn adds_for(application_id: &str, metric: &str, value: u64, at: i64) -> impl Iterator<Item = CounterAdd> {
+    Period::ALL.into_iter().map(move |period| CounterAdd {
+        key: bucket_key(application_id, metric, period, at),
+        by: value,
+        ttl_secs: period.retention_secs(),
+    })
+}
+
+impl Store {
+    /// Adds usage without checking limits (tokens after a response, local
+    /// mode's periodic sync). Records of the same bucket are summed first.
+    pub async fn record_usage(&self, records: &[UsageRecord]) -> StoreResult<()> {
+        let mut summed: HashMap<CounterKey, CounterAdd> = HashMap::new();
+        for record in records.iter().filter(|r| r.value > 0) {
+            for add in adds_for(
+                &record.application_id,
+                &record.metric,
+                record.value,
+                record.at.unix_timestamp(),
+            ) {
+                summed
+                    .entry(add.key.clone())
+                    .and_modify(|existing| existing.by = existing.by.saturating_add(add.by))
+                    .or_insert(add);
+            }
+        }
+        let adds: Vec<CounterAdd> = summed.into_values().collect();
+        self.backend.add_counters(&adds).await
+    }
+
+    /// Strict mode: atomically checks every limit against `deltas` and, only
+    /// if all admit, counts the deltas. A limit on a metric with no delta
+    /// (tokens, known after the response) admits while not yet spent.
+    pub async fn check_and_record(
+        &self,
+        application_id: &str,
+        limits: &[UsageLimit],
+        deltas: &[(&str, u64)],
+        at: OffsetDateTime,
+    ) -> StoreResult<Admission> {
+        let at = at.unix_timestamp();
+        let delta_of = |metric: &str| {
+            deltas
+                .iter()
+                .filter(|(m, _)| *m == metric)
+                .map(|(_, v)| *v)
+                .fold(0u64, u64::saturating_add)
+        };
+        let checks: Vec<CounterCheck> = limits
+            .iter()
+            .map(|limit| CounterCheck {
+                key: bucket_key(application_id, &limit.metric, limit.period, at),
+                max: limit.value,
+                add: delta_of(&limit.metric),
+            })
+            .collect();
+        let adds: Vec<CounterAdd> = deltas
+            .iter()
+            .filter(|(_, value)| *value > 0)
+            .flat_map(|(metric, value)| adds_for(application_id, metric, *value, at))
+            .collect();
+        match self.backend.check_and_add(&checks, &adds).await? {
+            CheckOutcome::Admitted(values) => Ok(Admission::Admitted(
+                limits
+                    .iter()
+                    .zip(values)
+                    .map(|(limit, used)| status(limit, used, at))
+                    .collect(),
+            )),
+            CheckOutcome::Rejected { index, current } => {
+                let limit = limits
+                    .get(index)
+                    .ok_or_else(|| StoreError::Corrupt("check-and-add rejected an unknown limit".into()))?;
+                Ok(Admission::Rejected(status(limit, current, at)))
+            }
+        }
+    }
+
+    /// Where an application stands against each limit at `at`.
+    pub async fn limit_status(
+        &self,
+        application_id: &str,
+        limits: &[UsageLimit],
+        at: OffsetDateTime,
+    ) -> StoreResult<Vec<LimitStatus>> {
+        let at = at.unix_timestamp();
+        let keys: Vec<CounterKey> = limits
+            .iter()
+            .map(|l| bucket_key(application_id, &l.metric, l.period, at))
+            .collect();
+        let values = self.backend.read_counters(&keys).await?;
+        Ok(limits
+            .iter()
+            .zip(values)
+            .map(|(limit, used)| status(limit, used, at))
+            .collect())
+    }
+
+    /// Usage of `metric` in the `period` bucket holding `at`.
+    pub async fn usage(
+        &self,
+        application_id: &str,
+        metric: &str,
+        period: Period,
+        at: OffsetDateTime,
+    ) -> StoreResult<u64> {
+        let key = bucket_key(application_id, metric, period, at.unix_timestamp());
+        Ok(self.backend.read_counters(&[key]).await?.first().copied().unwrap_or(0))
+    }
+
+    /// One point per `granularity` bucket from the bucket holding `from` up
+    /// to `to` (exclusive). Buckets past their retention read as 0.
+    pub async fn usage_series(
+        &self,
+        application_id: &str,
+        metric: &str,
+        granularity: Period,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> StoreResult<Vec<UsagePoint>> {
+        if granularity == Period::Eternity {
+            return Err(StoreError::invalid(
+                "granularity",
+                "a series needs minute, hour, day, week, month or year",
+            ));
+        }
+        let to = to.unix_timestamp();
+        let mut starts = Vec::new();
+        let mut start = granularity.bucket_start(from.unix_timestamp());
+        while start < to {
+            if starts.len() == MAX_SERIES_POINTS {
+                return Err(StoreError::invalid(
+                    "granularity",
+                    format!(
+                        "the range spans more than {MAX_SERIES_POINTS} {granularity} buckets; use a coarser granularity"
+                    ),
+                ));
+            }
+            starts.push(start);
+            start = granularity.bucket_end(start);
+        }
+        let keys: Vec<CounterKey> = starts
+            .iter()
+            .map(|s| counter(application_id, metric, granularity, *s))
+            .collect();
+        let values = self.backend.read_counters(&keys).await?;
+        Ok(starts
+            .into_iter()
+            .zip(values)
+            .filter_map(|(start, value)| {
+                OffsetDateTime::from_unix_timestamp(start)
+                    .ok()
+                    .map(|start| UsagePoint { start, value })
+            })
+            .collect())
+    }
+}

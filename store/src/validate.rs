@@ -1,0 +1,650 @@
+//! Validation of catalog objects, alone and together.
+//!
+//! Every error names the field it is about as a path (`products[2].backend`),
+//! so `maas check` can point at the file line and the admin API at the field.
+//! A whole catalog is checked at once: the store validates the catalog a
+//! write would produce, never an object in isolation, so references can't
+//! dangle whichever order objects are written in.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use crate::model::{Backend, CorsPolicy, CredentialSettings, MappingRule, PathPattern, Plan, Product, TOKEN_METRICS};
+
+/// One problem with one field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationError {
+    /// Dotted path of the field, e.g. `plans[1].limits[0].value`.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found, in document order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ValidationErrors(pub Vec<ValidationError>);
+
+impl ValidationErrors {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ValidationError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn into_result(self) -> Result<(), ValidationErrors> {
+        if self.0.is_empty() { Ok(()) } else { Err(self) }
+    }
+}
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ValidationErrors {}
+
+/// How errors name the object they are in: by list index in a file
+/// (`products[2]`), by name in a store write (`products[granite]`).
+pub trait ObjectLabels {
+    fn backend(&self, index: usize, backend: &Backend) -> String;
+    fn product(&self, index: usize, product: &Product) -> String;
+    fn plan(&self, index: usize, plan: &Plan) -> String;
+}
+
+/// Labels of a catalog document: `backends[0]`, `products[1]`, `plans[2]`.
+pub struct ByIndex;
+
+impl ObjectLabels for ByIndex {
+    fn backend(&self, index: usize, _: &Backend) -> String {
+        format!("backends[{index}]")
+    }
+    fn product(&self, index: usize, _: &Product) -> String {
+        format!("products[{index}]")
+    }
+    fn plan(&self, index: usize, _: &Plan) -> String {
+        format!("plans[{index}]")
+    }
+}
+
+/// Labels of stored objects: `backends[vllm]`, `plans[granite/standard]`.
+pub struct ByName;
+
+impl ObjectLabels for ByName {
+    fn backend(&self, _: usize, backend: &Backend) -> String {
+        format!("backends[{}]", backend.system_name)
+    }
+    fn product(&self, _: usize, product: &Product) -> String {
+        format!("products[{}]", product.system_name)
+    }
+    fn plan(&self, _: usize, plan: &Plan) -> String {
+        format!("plans[{}/{}]", plan.product, plan.system_name)
+    }
+}
+
+/// Checks a whole catalog: every object, and every reference between them.
+pub fn validate_catalog(
+    backends: &[Backend],
+    products: &[Product],
+    plans: &[Plan],
+    labels: &dyn ObjectLabels,
+) -> Result<(), ValidationErrors> {
+    let mut errors = ValidationErrors::default();
+
+    let mut backend_names = HashSet::new();
+    for (i, backend) in backends.iter().enumerate() {
+        let at = labels.backend(i, backend);
+        validate_backend(backend, &at, &mut errors);
+        if !backend_names.insert(backend.system_name.as_str()) {
+            errors.push(
+                format!("{at}.system_name"),
+                format!("duplicate backend `{}`", backend.system_name),
+            );
+        }
+    }
+
+    let mut product_names = HashMap::new();
+    let mut prefixes = HashMap::new();
+    let mut hosts = HashMap::new();
+    for (i, product) in products.iter().enumerate() {
+        let at = labels.product(i, product);
+        validate_product(product, &at, &mut errors);
+        if product_names.insert(product.system_name.as_str(), product).is_some() {
+            errors.push(
+                format!("{at}.system_name"),
+                format!("duplicate product `{}`", product.system_name),
+            );
+        }
+        if !product.backend.is_empty() && !backend_names.contains(product.backend.as_str()) {
+            errors.push(
+                format!("{at}.backend"),
+                format!("no backend named `{}`", product.backend),
+            );
+        }
+        if let Some(prefix) = &product.path_prefix
+            && let Some(other) = prefixes.insert(prefix.as_str(), &product.system_name)
+        {
+            errors.push(
+                format!("{at}.path_prefix"),
+                format!("`{prefix}` is already the prefix of product `{other}`"),
+            );
+        }
+        for (h, host) in product.hosts.iter().enumerate() {
+            if let Some(other) = hosts.insert(host.to_ascii_lowercase(), &product.system_name) {
+                errors.push(
+                    format!("{at}.hosts[{h}]"),
+                    format!("`{host}` is already a host of product `{other}`"),
+                );
+            }
+        }
+    }
+
+    let mut plan_names = HashSet::new();
+    let mut defaults: HashMap<&str, &str> = HashMap::new();
+    for (i, plan) in plans.iter().enumerate() {
+        let at = labels.plan(i, plan);
+        let product = product_names.get(plan.product.as_str()).copied();
+        validate_plan(plan, product, &at, &mut errors);
+        if !plan_names.insert((plan.product.as_str(), plan.system_name.as_str())) {
+            errors.push(
+                format!("{at}.system_name"),
+                format!("duplicate plan `{}` of product `{}`", plan.system_name, plan.product),
+            );
+        }
+        if plan.default
+            && let Some(other) = defaults.insert(&plan.product, &plan.system_name)
+        {
+            errors.push(
+                format!("{at}.default"),
+                format!("product `{}` already has default plan `{other}`", plan.product),
+            );
+        }
+    }
+    errors.into_result()
+}
+
+/// Lowercase letters, digits, `-`, `_`, `.`; 1 to 64 long; letter or digit first.
+pub fn is_system_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+const SYSTEM_NAME_RULE: &str =
+    "must be 1-64 lowercase letters, digits, `-`, `_` or `.`, starting with a letter or digit";
+
+fn check_system_name(name: &str, path: String, errors: &mut ValidationErrors) {
+    if !is_system_name(name) {
+        errors.push(path, format!("`{name}` {SYSTEM_NAME_RULE}"));
+    }
+}
+
+fn validate_backend(backend: &Backend, at: &str, errors: &mut ValidationErrors) {
+    check_system_name(&backend.system_name, format!("{at}.system_name"), errors);
+    if backend.urls.is_empty() {
+        errors.push(format!("{at}.urls"), "a backend needs at least one URL");
+    }
+    let mut seen = HashSet::new();
+    for (i, url) in backend.urls.iter().enumerate() {
+        if let Err(reason) = check_base_url(url) {
+            errors.push(format!("{at}.urls[{i}]"), reason);
+        } else if !seen.insert(url.trim_end_matches('/')) {
+            errors.push(format!("{at}.urls[{i}]"), format!("`{url}` is listed twice"));
+        }
+    }
+    if !backend.health_path.starts_with('/') {
+        errors.push(format!("{at}.health_path"), "must start with `/`");
+    }
+    let t = &backend.timeouts;
+    for (field, value) in [
+        ("connect_ms", t.connect_ms),
+        ("read_ms", t.read_ms),
+        ("write_ms", t.write_ms),
+        ("pool_idle_ms", t.pool_idle_ms),
+    ] {
+        if value == 0 {
+            errors.push(format!("{at}.timeouts.{field}"), "must be greater than 0");
+        }
+    }
+    if let Some(var) = &backend.api_key_env {
+        let valid = !var.is_empty()
+            && !var.as_bytes()[0].is_ascii_digit()
+            && var
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+        if !valid {
+            errors.push(
+                format!("{at}.api_key_env"),
+                format!("`{var}` is not an environment variable name (A-Z, 0-9, _)"),
+            );
+        }
+    }
+}
+
+fn check_base_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|_| format!("`{url}` is not a URL"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(format!("`{url}` must start with http:// or https://")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("`{url}` has no host"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("`{url}` must not have a query string"));
+    }
+    Ok(())
+}
+
+fn validate_product(product: &Product, at: &str, errors: &mut ValidationErrors) {
+    check_system_name(&product.system_name, format!("{at}.system_name"), errors);
+    if let Some(prefix) = &product.path_prefix {
+        let path = format!("{at}.path_prefix");
+        if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
+            errors.push(
+                path,
+                format!("`{prefix}` must start with `/`, have a name and no trailing `/`"),
+            );
+        } else if prefix == "/v1" || prefix.starts_with("/v1/") {
+            errors.push(path, format!("`{prefix}` would hide the shared `/v1` endpoint"));
+        } else if prefix
+            .bytes()
+            .any(|b| matches!(b, b'{' | b'}' | b'$' | b'?' | b'#') || b.is_ascii_whitespace())
+        {
+            errors.push(
+                path,
+                format!("`{prefix}` may not contain `{{`, `}}`, `$`, `?`, `#` or spaces"),
+            );
+        }
+    }
+    for (i, host) in product.hosts.iter().enumerate() {
+        if host.parse::<http::uri::Authority>().is_err() || host.contains('@') || host.is_empty() {
+            errors.push(format!("{at}.hosts[{i}]"), format!("`{host}` is not a host name"));
+        }
+    }
+    let mut models = HashSet::new();
+    for (i, model) in product.models.iter().enumerate() {
+        if model.is_empty() || model.chars().any(char::is_whitespace) {
+            errors.push(format!("{at}.models[{i}]"), "a model id is non-empty and has no spaces");
+        } else if !models.insert(model) {
+            errors.push(format!("{at}.models[{i}]"), format!("model `{model}` is listed twice"));
+        }
+    }
+    if product.backend.is_empty() {
+        errors.push(format!("{at}.backend"), "a product needs a backend");
+    }
+    if !product.backend_path.starts_with('/') {
+        errors.push(format!("{at}.backend_path"), "must start with `/`");
+    }
+    validate_credentials(&product.credentials, &format!("{at}.credentials"), errors);
+    if let Some(cors) = &product.cors {
+        validate_cors(cors, &format!("{at}.cors"), errors);
+    }
+    validate_metrics(product, at, errors);
+    for (i, rule) in product.mapping_rules.iter().enumerate() {
+        validate_rule(rule, product, &format!("{at}.mapping_rules[{i}]"), errors);
+    }
+    if let Some(doc) = &product.openapi
+        && !doc.is_object()
+    {
+        errors.push(format!("{at}.openapi"), "must be an OpenAPI document (a mapping)");
+    }
+}
+
+fn validate_credentials(creds: &CredentialSettings, at: &str, errors: &mut ValidationErrors) {
+    if creds.locations.is_empty() {
+        errors.push(format!("{at}.locations"), "at least one credential location is needed");
+    }
+    let mut seen = HashSet::new();
+    for (i, location) in creds.locations.iter().enumerate() {
+        if !seen.insert(location) {
+            errors.push(format!("{at}.locations[{i}]"), "listed twice");
+        }
+    }
+    if http::HeaderName::from_bytes(creds.header_name.as_bytes()).is_err() {
+        errors.push(
+            format!("{at}.header_name"),
+            format!("`{}` is not a header name", creds.header_name),
+        );
+    }
+    let param_ok = !creds.query_param.is_empty()
+        && creds
+            .query_param
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if !param_ok {
+        errors.push(
+            format!("{at}.query_param"),
+            format!("`{}` is not a query parameter name", creds.query_param),
+        );
+    }
+}
+
+fn validate_cors(cors: &CorsPolicy, at: &str, errors: &mut ValidationErrors) {
+    if cors.allow_origins.is_empty() {
+        errors.push(format!("{at}.allow_origins"), "list `*` or at least one origin");
+    }
+    for (i, origin) in cors.allow_origins.iter().enumerate() {
+        if origin != "*" && check_base_url(origin).is_err() {
+            errors.push(
+                format!("{at}.allow_origins[{i}]"),
+                format!("`{origin}` is not `*` or an http(s) origin"),
+            );
+        }
+    }
+    for (i, method) in cors.allow_methods.iter().enumerate() {
+        if http::Method::from_bytes(method.as_bytes()).is_err() {
+            errors.push(
+                format!("{at}.allow_methods[{i}]"),
+                format!("`{method}` is not an HTTP method"),
+            );
+        }
+    }
+    for (field, list) in [
+        ("allow_headers", &cors.allow_headers),
+        ("expose_headers", &cors.expose_headers),
+    ] {
+        for (i, header) in list.iter().enumerate() {
+            if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                errors.push(format!("{at}.{field}[{i}]"), format!("`{header}` is not a header name"));
+            }
+        }
+    }
+}
+
+fn validate_metrics(product: &Product, at: &str, errors: &mut ValidationErrors) {
+    let mut names = HashSet::new();
+    for (i, metric) in product.metrics.iter().enumerate() {
+        check_system_name(&metric.system_name, format!("{at}.metrics[{i}].system_name"), errors);
+        if !names.insert(metric.system_name.as_str()) {
+            errors.push(
+                format!("{at}.metrics[{i}].system_name"),
+                format!("`{}` is declared twice", metric.system_name),
+            );
+        }
+    }
+    for (i, method) in product.methods.iter().enumerate() {
+        let path = format!("{at}.methods[{i}].system_name");
+        check_system_name(&method.system_name, path.clone(), errors);
+        if crate::model::BUILTIN_METRICS.contains(&method.system_name.as_str()) {
+            errors.push(path, format!("`{}` is a metric, not a method", method.system_name));
+        } else if !names.insert(method.system_name.as_str()) {
+            errors.push(path, format!("`{}` is declared twice", method.system_name));
+        }
+    }
+}
+
+fn validate_rule(rule: &MappingRule, product: &Product, at: &str, errors: &mut ValidationErrors) {
+    if let Err(reason) = PathPattern::parse(&rule.pattern) {
+        errors.push(format!("{at}.pattern"), reason);
+    }
+    if TOKEN_METRICS.contains(&rule.metric.as_str()) {
+        errors.push(
+            format!("{at}.metric"),
+            format!(
+                "`{}` is counted from responses, a mapping rule cannot increment it",
+                rule.metric
+            ),
+        );
+    } else if !product.knows_metric(&rule.metric) {
+        errors.push(
+            format!("{at}.metric"),
+            format!(
+                "no method or metric `{}` in product `{}`",
+                rule.metric, product.system_name
+            ),
+        );
+    }
+    if rule.increment == 0 {
+        errors.push(format!("{at}.increment"), "must be at least 1");
+    }
+}
+
+fn validate_plan(plan: &Plan, product: Option<&Product>, at: &str, errors: &mut ValidationErrors) {
+    check_system_name(&plan.system_name, format!("{at}.system_name"), errors);
+    if product.is_none() {
+        errors.push(format!("{at}.product"), format!("no product named `{}`", plan.product));
+    }
+    let mut seen = HashSet::new();
+    for (i, limit) in plan.limits.iter().enumerate() {
+        let path = format!("{at}.limits[{i}]");
+        if let Some(product) = product
+            && !product.knows_metric(&limit.metric)
+        {
+            errors.push(
+                format!("{path}.metric"),
+                format!(
+                    "no method or metric `{}` in product `{}`",
+                    limit.metric, product.system_name
+                ),
+            );
+        }
+        if limit.value == 0 {
+            errors.push(
+                format!("{path}.value"),
+                "must be at least 1 (remove the limit, or suspend the application)",
+            );
+        }
+        if !seen.insert((limit.metric.as_str(), limit.period)) {
+            errors.push(
+                format!("{path}.period"),
+                format!("`{}` already has a {} limit", limit.metric, limit.period),
+            );
+        }
+    }
+    if plan.max_tokens == Some(0) {
+        errors.push(format!("{at}.max_tokens"), "must be at least 1");
+    }
+    if plan.max_concurrent_requests == Some(0) {
+        errors.push(format!("{at}.max_concurrent_requests"), "must be at least 1");
+    }
+    if plan.currency.len() != 3 || !plan.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        errors.push(
+            format!("{at}.currency"),
+            format!("`{}` is not a 3-letter currency code", plan.currency),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CredentialLocation, HttpMethod, Method, UsageLimit};
+    use crate::period::Period;
+
+    fn backend(name: &str) -> Backend {
+        serde_json::from_value(serde_json::json!({"system_name": name, "urls": ["http://127.0.0.1:8000"]})).unwrap()
+    }
+    fn product(name: &str, backend: &str) -> Product {
+        serde_json::from_value(serde_json::json!({"system_name": name, "backend": backend, "models": ["m"]})).unwrap()
+    }
+    fn plan(product: &str, name: &str) -> Plan {
+        serde_json::from_value(serde_json::json!({"product": product, "system_name": name})).unwrap()
+    }
+    fn paths(result: Result<(), ValidationErrors>) -> Vec<String> {
+        result.unwrap_err().0.into_iter().map(|e| e.path).collect()
+    }
+
+    #[test]
+    fn a_consistent_catalog_passes() {
+        let mut p = plan("granite", "standard");
+        p.limits.push(UsageLimit {
+            metric: "v1-chat-completions".into(),
+            period: Period::Minute,
+            value: 10,
+        });
+        validate_catalog(&[backend("vllm")], &[product("granite", "vllm")], &[p], &ByIndex).unwrap();
+    }
+
+    #[test]
+    fn references_must_resolve() {
+        let mut p = plan("nope", "standard");
+        p.limits.push(UsageLimit {
+            metric: "hits".into(),
+            period: Period::Day,
+            value: 1,
+        });
+        let mut q = plan("granite", "gold");
+        q.limits.push(UsageLimit {
+            metric: "v1-unknown".into(),
+            period: Period::Day,
+            value: 1,
+        });
+        let got = paths(validate_catalog(
+            &[backend("vllm")],
+            &[product("granite", "missing")],
+            &[p, q],
+            &ByIndex,
+        ));
+        assert_eq!(
+            got,
+            ["products[0].backend", "plans[0].product", "plans[1].limits[0].metric"]
+        );
+    }
+
+    #[test]
+    fn names_must_be_unique_and_well_formed() {
+        let got = paths(validate_catalog(
+            &[backend("vllm"), backend("vllm"), backend("Bad Name")],
+            &[product("a", "vllm"), product("a", "vllm")],
+            &[plan("a", "p"), plan("a", "p")],
+            &ByName,
+        ));
+        assert_eq!(
+            got,
+            [
+                "backends[vllm].system_name",
+                "backends[Bad Name].system_name",
+                "products[a].system_name",
+                "plans[a/p].system_name"
+            ]
+        );
+    }
+
+    #[test]
+    fn limits_must_be_positive_and_single() {
+        let mut p = plan("granite", "standard");
+        p.limits.push(UsageLimit {
+            metric: "hits".into(),
+            period: Period::Minute,
+            value: 0,
+        });
+        p.limits.push(UsageLimit {
+            metric: "hits".into(),
+            period: Period::Minute,
+            value: 5,
+        });
+        p.max_tokens = Some(0);
+        p.currency = "usd".into();
+        let got = paths(validate_catalog(
+            &[backend("vllm")],
+            &[product("granite", "vllm")],
+            &[p],
+            &ByIndex,
+        ));
+        assert_eq!(
+            got,
+            [
+                "plans[0].limits[0].value",
+                "plans[0].limits[1].period",
+                "plans[0].max_tokens",
+                "plans[0].currency"
+            ]
+        );
+    }
+
+    #[test]
+    fn product_fields_are_checked() {
+        let mut p = product("granite", "vllm");
+        p.path_prefix = Some("/v1".into());
+        p.hosts = vec!["bad host".into()];
+        p.models.push("m".into());
+        p.credentials.locations = vec![CredentialLocation::Basic, CredentialLocation::Basic];
+        p.methods.push(Method {
+            system_name: "chat".into(),
+            friendly_name: String::new(),
+            description: String::new(),
+        });
+        p.mapping_rules.push(MappingRule {
+            http_method: HttpMethod::Post,
+            pattern: "/v1/chat/{".into(),
+            metric: "total_tokens".into(),
+            increment: 0,
+            last: false,
+        });
+        let got = paths(validate_catalog(&[backend("vllm")], &[p], &[], &ByIndex));
+        assert_eq!(
+            got,
+            [
+                "products[0].path_prefix",
+                "products[0].hosts[0]",
+                "products[0].models[1]",
+                "products[0].credentials.locations[1]",
+                "products[0].mapping_rules[0].pattern",
+                "products[0].mapping_rules[0].metric",
+                "products[0].mapping_rules[0].increment"
+            ]
+        );
+    }
+
+    #[test]
+    fn prefixes_hosts_and_defaults_are_exclusive() {
+        let mut a = product("a", "vllm");
+        let mut b = product("b", "vllm");
+        a.path_prefix = Some("/x".into());
+        b.path_prefix = Some("/x".into());
+        a.hosts = vec!["api.example.com".into()];
+        b.hosts = vec!["API.example.com".into()];
+        let mut p = plan("a", "one");
+        let mut q = plan("a", "two");
+        p.default = true;
+        q.default = true;
+        let got = paths(validate_catalog(&[backend("vllm")], &[a, b], &[p, q], &ByIndex));
+        assert_eq!(
+            got,
+            ["products[1].path_prefix", "products[1].hosts[0]", "plans[1].default"]
+        );
+    }
+
+    #[test]
+    fn backend_urls_are_checked() {
+        let mut b = backend("vllm");
+        b.urls = vec![
+            "ftp://x".into(),
+            "http://a:1".into(),
+            "http://a:1/".into(),
+            "http://h/?q=1".into(),
+        ];
+        b.timeouts.read_ms = 0;
+        b.api_key_env = Some("lower".into());
+        let got = paths(validate_catalog(&[b], &[], &[], &ByIndex));
+        assert_eq!(
+            got,
+            [
+                "backends[0].urls[0]",
+                "backends[0].urls[2]",
+                "backends[0].urls[3]",
+                "backends[0].timeouts.read_ms",
+                "backends[0].api_key_env"
+            ]
+        );
+    }
+}
