@@ -1,1 +1,130 @@
-fn main() {}
+//! `maas`: the one binary of MaaS. See `maas --help`.
+
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "maas",
+    version,
+    about = "Model as a Service: an OpenAI-compatible gateway, portal and metering for self-hosted LLMs"
+)]
+struct Cli {
+    /// Server settings (maas.yaml); every setting has a default, MAAS_* variables override them.
+    #[arg(long, short = 'c', global = true, env = "MAAS_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run everything in one process: store, proxy, portal (and with --demo, simulated models).
+    Up {
+        /// Apply the built-in demo catalog and print a demo API key.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Run the API gateway (data plane).
+    Proxy,
+    /// Run the developer portal, admin console and admin API.
+    Portal,
+    /// Run the OpenAI-compatible model simulator.
+    Sim,
+    /// Make the store match a catalog file (backends, products, plans, and optionally tenants).
+    Apply {
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+        /// Delete backends, products and plans the file does not list.
+        #[arg(long)]
+        prune: bool,
+        /// Promote changed products up to this environment.
+        #[arg(long, value_enum, default_value_t = PromoteTo::Production)]
+        promote_to: PromoteTo,
+    },
+    /// Write the store's catalog as YAML that `apply` accepts.
+    Export {
+        /// Include accounts, users and applications.
+        #[arg(long)]
+        tenants: bool,
+        /// Write here instead of standard output.
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+    },
+    /// Check a maas.yaml or catalog file; prints `file:line: field: reason` per mistake.
+    Check {
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+        /// What the file is; guessed from its top-level keys by default.
+        #[arg(long, value_enum)]
+        kind: Option<Kind>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PromoteTo {
+    /// Write drafts only.
+    None,
+    Staging,
+    Production,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Kind {
+    Config,
+    Catalog,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = cli.config.as_deref();
+    let result = match cli.command {
+        Command::Check { file, kind } => return commands::check(&file, kind.map(Kind::into)),
+        Command::Proxy => return commands::not_built("proxy", "the Pingora data plane, issue #3"),
+        Command::Portal => {
+            return commands::not_built("portal", "the developer portal and admin console, issues #5 and #6");
+        }
+        Command::Sim => return commands::not_built("sim", "the model simulator, issue #3"),
+        Command::Up { demo } => commands::with_runtime(config, |ctx| Box::pin(commands::up(ctx, demo))),
+        Command::Apply {
+            file,
+            prune,
+            promote_to,
+        } => commands::with_runtime(config, move |ctx| {
+            Box::pin(commands::apply(ctx, file, prune, promote_to.into()))
+        }),
+        Command::Export { tenants, output } => {
+            commands::with_runtime(config, move |ctx| Box::pin(commands::export(ctx, tenants, output)))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+impl From<PromoteTo> for Option<maas_store::Environment> {
+    fn from(value: PromoteTo) -> Self {
+        match value {
+            PromoteTo::None => None,
+            PromoteTo::Staging => Some(maas_store::Environment::Staging),
+            PromoteTo::Production => Some(maas_store::Environment::Production),
+        }
+    }
+}
+
+impl From<Kind> for maas_conf::FileKind {
+    fn from(value: Kind) -> Self {
+        match value {
+            Kind::Config => maas_conf::FileKind::Config,
+            Kind::Catalog => maas_conf::FileKind::Catalog,
+        }
+    }
+}

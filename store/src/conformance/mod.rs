@@ -3,7 +3,7 @@
 //! [`conformance_suite!`](crate::conformance_suite) to get one `#[tokio::test]`
 //! per case:
 //!
-//! ```ignore
+//! ```text
 //! maas_store::conformance_suite!(MyFixture::new().await);
 //! ```
 

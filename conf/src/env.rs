@@ -1,0 +1,158 @@
+//! Environment variables that override `maas.yaml`, and the secrets that
+//! only come from the environment or from files.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use crate::error::{ConfigError, ConfigErrors};
+use crate::settings::{MaasConfig, Secret, StoreKind};
+
+/// Every variable read, with the setting it overrides (for `--help` and docs).
+pub const VARIABLES: &[(&str, &str)] = &[
+    ("MAAS_REDIS_URL", "store.redis_url (and selects the Redis store)"),
+    ("MAAS_REDIS_PREFIX", "store.redis_prefix"),
+    ("MAAS_DATA_DIR", "store.data_dir"),
+    ("MAAS_STORE", "store.backend (embedded | redis)"),
+    ("MAAS_PROXY_LISTEN", "proxy.listen"),
+    ("MAAS_METRICS_LISTEN", "proxy.metrics_listen"),
+    ("MAAS_PROXY_PUBLIC_URL", "proxy.public_url"),
+    ("MAAS_ENVIRONMENT", "proxy.environment (staging | production)"),
+    ("MAAS_PORTAL_LISTEN", "portal.listen"),
+    ("MAAS_PORTAL_PUBLIC_URL", "portal.public_url"),
+    ("MAAS_SIM_LISTEN", "sim.listen"),
+    ("MAAS_SSO_ISSUER_URL", "sso.issuer_url"),
+    ("MAAS_SSO_CLIENT_ID", "sso.client_id"),
+    ("MAAS_LIMITS_MODE", "limits.mode (strict | local)"),
+    ("MAAS_LOG_LEVEL", "logging.level"),
+    ("MAAS_LOG_FORMAT", "logging.format (text | json)"),
+    ("MAAS_KEY_PREFIX", "keys.prefix"),
+    (
+        "MAAS_ADMIN_TOKEN",
+        "secret: bootstrap admin token (or admin.token_file)",
+    ),
+    (
+        "MAAS_SSO_CLIENT_SECRET",
+        "secret: OIDC client secret (or sso.client_secret_file)",
+    ),
+    (
+        "MAAS_SESSION_KEY",
+        "secret: portal session key (or portal.session_key_file)",
+    ),
+];
+
+struct Overrides<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    errors: Vec<ConfigError>,
+}
+
+impl Overrides<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        (self.lookup)(name).filter(|v| !v.is_empty())
+    }
+
+    fn error(&mut self, name: &str, message: String) {
+        self.errors.push(ConfigError {
+            source: "environment".into(),
+            line: None,
+            field: name.into(),
+            message,
+        });
+    }
+
+    fn parse<T: FromStr>(&mut self, name: &str, target: &mut T)
+    where
+        T::Err: std::fmt::Display,
+    {
+        if let Some(value) = self.get(name) {
+            match value.parse() {
+                Ok(parsed) => *target = parsed,
+                Err(e) => self.error(name, format!("`{value}`: {e}")),
+            }
+        }
+    }
+
+    fn choice<T: serde::de::DeserializeOwned>(&mut self, name: &str, target: &mut T) {
+        if let Some(value) = self.get(name) {
+            match serde_json::from_value(serde_json::Value::String(value.clone())) {
+                Ok(parsed) => *target = parsed,
+                Err(e) => self.error(name, format!("`{value}`: {e}")),
+            }
+        }
+    }
+
+    fn string(&mut self, name: &str, target: &mut String) {
+        if let Some(value) = self.get(name) {
+            *target = value;
+        }
+    }
+
+    fn optional(&mut self, name: &str, target: &mut Option<String>) {
+        if let Some(value) = self.get(name) {
+            *target = Some(value);
+        }
+    }
+
+    /// The variable, else the file's content (trimmed).
+    fn secret(&mut self, name: &str, file: Option<&Path>, field: &str) -> Option<Secret> {
+        if let Some(value) = self.get(name) {
+            return Some(Secret::new(value));
+        }
+        let file = file?;
+        match std::fs::read_to_string(file) {
+            Ok(text) if !text.trim().is_empty() => Some(Secret::new(text.trim())),
+            Ok(_) => {
+                self.error(field, format!("{} is empty", file.display()));
+                None
+            }
+            Err(e) => {
+                self.error(field, format!("cannot read {}: {e}", file.display()));
+                None
+            }
+        }
+    }
+}
+
+/// Applies the `MAAS_*` variables `lookup` returns to `config` and loads its
+/// secrets. Tests pass a map; the binary passes `std::env::var`.
+pub fn apply_environment(config: &mut MaasConfig, lookup: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigErrors> {
+    let mut env = Overrides {
+        lookup,
+        errors: Vec::new(),
+    };
+    if let Some(url) = env.get("MAAS_REDIS_URL") {
+        config.store.redis_url = Some(url);
+    }
+    env.string("MAAS_REDIS_PREFIX", &mut config.store.redis_prefix);
+    env.parse("MAAS_DATA_DIR", &mut config.store.data_dir);
+    let mut backend = config.store.backend.unwrap_or(config.store.kind());
+    if env.get("MAAS_STORE").is_some() {
+        env.choice::<StoreKind>("MAAS_STORE", &mut backend);
+        config.store.backend = Some(backend);
+    }
+    env.parse("MAAS_PROXY_LISTEN", &mut config.proxy.listen);
+    env.parse("MAAS_METRICS_LISTEN", &mut config.proxy.metrics_listen);
+    env.string("MAAS_PROXY_PUBLIC_URL", &mut config.proxy.public_url);
+    env.parse("MAAS_ENVIRONMENT", &mut config.proxy.environment);
+    env.parse("MAAS_PORTAL_LISTEN", &mut config.portal.listen);
+    env.string("MAAS_PORTAL_PUBLIC_URL", &mut config.portal.public_url);
+    env.parse("MAAS_SIM_LISTEN", &mut config.sim.listen);
+    env.optional("MAAS_SSO_ISSUER_URL", &mut config.sso.issuer_url);
+    env.optional("MAAS_SSO_CLIENT_ID", &mut config.sso.client_id);
+    env.choice("MAAS_LIMITS_MODE", &mut config.limits.mode);
+    env.string("MAAS_LOG_LEVEL", &mut config.logging.level);
+    env.choice("MAAS_LOG_FORMAT", &mut config.logging.format);
+    env.string("MAAS_KEY_PREFIX", &mut config.keys.prefix);
+
+    let admin_file = config.admin.token_file.clone();
+    let sso_file = config.sso.client_secret_file.clone();
+    let session_file = config.portal.session_key_file.clone();
+    config.secrets.admin_token = env.secret("MAAS_ADMIN_TOKEN", admin_file.as_deref(), "admin.token_file");
+    config.secrets.sso_client_secret =
+        env.secret("MAAS_SSO_CLIENT_SECRET", sso_file.as_deref(), "sso.client_secret_file");
+    config.secrets.session_key = env.secret("MAAS_SESSION_KEY", session_file.as_deref(), "portal.session_key_file");
+    if env.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(env.errors))
+    }
+}

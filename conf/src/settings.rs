@@ -1,0 +1,317 @@
+//! `maas.yaml`: server settings. Every field has a default, so the product
+//! runs without a file; environment variables override the file (see
+//! [`crate::env`]). Secrets are never read from this file, only from
+//! environment variables or the files that `*_file` fields name.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use maas_store::{Environment, StoreLocation};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaasConfig {
+    pub proxy: ProxySettings,
+    pub portal: PortalSettings,
+    pub admin: AdminSettings,
+    pub sso: SsoSettings,
+    pub store: StoreSettings,
+    pub keys: KeySettings,
+    pub limits: LimitSettings,
+    pub logging: LoggingSettings,
+    pub sim: SimSettings,
+    /// A catalog file `maas up` applies at start (relative to the working
+    /// directory); none by default.
+    pub catalog: Option<PathBuf>,
+    /// Secrets, filled from the environment and `*_file` paths; never
+    /// read from or written to YAML.
+    #[serde(skip)]
+    pub secrets: Secrets,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySettings {
+    pub listen: SocketAddr,
+    /// Prometheus `/metrics` (9421, as APIcast).
+    pub metrics_listen: SocketAddr,
+    /// The environment whose product releases this proxy serves.
+    pub environment: Environment,
+    /// The API's public base URL, shown to developers as their endpoint.
+    pub public_url: String,
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body_bytes: u64,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        ProxySettings {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            metrics_listen: SocketAddr::from(([0, 0, 0, 0], 9421)),
+            environment: Environment::Production,
+            public_url: "http://localhost:8080".into(),
+            max_body_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PortalSettings {
+    /// Developer portal, admin console and `/admin/api/v1`.
+    pub listen: SocketAddr,
+    pub public_url: String,
+    /// Sign-up and sign-in with email and password.
+    pub local_accounts: bool,
+    pub session_ttl_hours: u32,
+    /// Templates here override the built-in ones of the same name.
+    pub templates_dir: Option<PathBuf>,
+    /// File holding the session signing key (else `MAAS_SESSION_KEY`).
+    pub session_key_file: Option<PathBuf>,
+}
+
+impl Default for PortalSettings {
+    fn default() -> Self {
+        PortalSettings {
+            listen: SocketAddr::from(([0, 0, 0, 0], 3000)),
+            public_url: "http://localhost:3000".into(),
+            local_accounts: true,
+            session_ttl_hours: 8,
+            templates_dir: None,
+            session_key_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// File holding the bootstrap admin token (else `MAAS_ADMIN_TOKEN`).
+    pub token_file: Option<PathBuf>,
+    /// Users with these emails are admins whatever their SSO claims say.
+    pub admin_emails: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SsoSettings {
+    pub enabled: bool,
+    /// Shown on the sign-in button.
+    pub display_name: String,
+    /// OpenID issuer, e.g. `https://keycloak.example.com/realms/maas`.
+    pub issuer_url: Option<String>,
+    pub client_id: Option<String>,
+    /// File holding the client secret (else `MAAS_SSO_CLIENT_SECRET`).
+    pub client_secret_file: Option<PathBuf>,
+    pub scopes: Vec<String>,
+    /// Claim naming the user's organization (the walkthrough's mapper).
+    pub account_claim: String,
+    /// Claim and value that make a user an admin, e.g. `groups` / `maas-admins`.
+    pub admin_claim: Option<String>,
+    pub admin_value: Option<String>,
+    /// New SSO users may sign in at once; otherwise they wait for an admin.
+    pub auto_approve: bool,
+}
+
+impl Default for SsoSettings {
+    fn default() -> Self {
+        SsoSettings {
+            enabled: false,
+            display_name: "Company SSO".into(),
+            issuer_url: None,
+            client_id: None,
+            client_secret_file: None,
+            scopes: vec!["openid".into(), "email".into(), "profile".into()],
+            account_claim: "org_name".into(),
+            admin_claim: None,
+            admin_value: None,
+            auto_approve: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    Embedded,
+    Redis,
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// `embedded` or `redis`; by default Redis when `redis_url` is set.
+    pub backend: Option<StoreKind>,
+    pub redis_url: Option<String>,
+    /// Every Redis key starts with `<prefix>:`.
+    pub redis_prefix: String,
+    /// Directory of the embedded store's file.
+    pub data_dir: PathBuf,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            backend: None,
+            redis_url: None,
+            redis_prefix: "maas".into(),
+            data_dir: PathBuf::from("./data"),
+        }
+    }
+}
+
+impl fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreSettings")
+            .field("backend", &self.backend)
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("redis_prefix", &self.redis_prefix)
+            .field("data_dir", &self.data_dir)
+            .finish()
+    }
+}
+
+/// `redis://user:secret@host` → `redis://user:***@host`
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl StoreSettings {
+    pub fn kind(&self) -> StoreKind {
+        self.backend.unwrap_or(if self.redis_url.is_some() {
+            StoreKind::Redis
+        } else {
+            StoreKind::Embedded
+        })
+    }
+
+    pub fn location(&self) -> StoreLocation {
+        match (self.kind(), &self.redis_url) {
+            (StoreKind::Redis, Some(url)) => StoreLocation::Redis {
+                url: url.clone(),
+                prefix: self.redis_prefix.clone(),
+            },
+            _ => StoreLocation::Embedded {
+                data_dir: self.data_dir.clone(),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeySettings {
+    /// Prefix of generated API keys, recognizable by secret scanners.
+    pub prefix: String,
+}
+
+impl Default for KeySettings {
+    fn default() -> Self {
+        KeySettings {
+            prefix: maas_store::model::DEFAULT_KEY_PREFIX.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitMode {
+    /// One atomic check-and-add in the store per request: exact across replicas.
+    Strict,
+    /// Admit from local counters, sync deltas every `sync_interval_ms`.
+    Local,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    pub mode: LimitMode,
+    pub sync_interval_ms: u64,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            mode: LimitMode::Strict,
+            sync_interval_ms: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingSettings {
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a filter such as `info,maas_store=debug`.
+    pub level: String,
+    pub format: LogFormat,
+    /// One JSON line per proxied request.
+    pub access_log: bool,
+}
+
+impl Default for LoggingSettings {
+    fn default() -> Self {
+        LoggingSettings {
+            level: "info".into(),
+            format: LogFormat::Text,
+            access_log: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimSettings {
+    pub listen: SocketAddr,
+}
+
+impl Default for SimSettings {
+    fn default() -> Self {
+        SimSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+        }
+    }
+}
+
+/// A secret value; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Secrets {
+    pub admin_token: Option<Secret>,
+    pub sso_client_secret: Option<Secret>,
+    pub session_key: Option<Secret>,
+}

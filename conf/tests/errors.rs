@@ -1,0 +1,245 @@
+//! Broken files are rejected with `file:line: field: reason`.
+
+use maas_conf::{ConfigError, FileKind, detect_kind, load_config, parse_catalog, parse_config};
+
+const GOOD_CATALOG: &str = "\
+backends:
+  - system_name: vllm
+    urls: [http://127.0.0.1:8000]
+products:
+  - system_name: granite
+    backend: vllm
+    models: [granite]
+plans:
+  - product: granite
+    system_name: standard
+    limits:
+      - {metric: hits, period: minute, value: 10}
+";
+
+/// The single error of `text`, as printed.
+fn catalog_error(text: &str) -> String {
+    let errors = parse_catalog("catalog.yaml", text).expect_err("the file is broken");
+    assert_eq!(errors.0.len(), 1, "one mistake, one error: {errors}");
+    errors.0[0].to_string()
+}
+
+fn config_error(text: &str) -> ConfigError {
+    let mut errors = parse_config("maas.yaml", text).expect_err("the file is broken").0;
+    assert_eq!(errors.len(), 1, "one mistake, one error: {errors:?}");
+    errors.remove(0)
+}
+
+#[test]
+fn the_good_catalog_parses() {
+    let document = parse_catalog("catalog.yaml", GOOD_CATALOG).unwrap();
+    assert_eq!(document.plans[0].limits[0].value, 10);
+}
+
+#[test]
+fn syntax_error() {
+    let text = GOOD_CATALOG.replace("    urls: [http://127.0.0.1:8000]", "    urls: [http://127.0.0.1:8000");
+    let error = catalog_error(&text);
+    assert!(error.starts_with("catalog.yaml:4: invalid YAML: "), "{error}");
+}
+
+#[test]
+fn unknown_field() {
+    let text = GOOD_CATALOG.replace("    models: [granite]", "    models: [granite]\n    modles: [typo]");
+    let error = catalog_error(&text);
+    assert!(
+        error.starts_with("catalog.yaml:8: products[0].modles: unknown field `modles`"),
+        "{error}"
+    );
+}
+
+#[test]
+fn wrong_type() {
+    let text = GOOD_CATALOG.replace("value: 10", "value: ten");
+    let error = catalog_error(&text);
+    assert!(
+        error.starts_with("catalog.yaml:12: plans[0].limits[0].value: invalid type"),
+        "{error}"
+    );
+}
+
+#[test]
+fn missing_required_field() {
+    let text = GOOD_CATALOG.replace("    backend: vllm\n", "");
+    let error = catalog_error(&text);
+    assert_eq!(error, "catalog.yaml:5: products[0]: missing field `backend`");
+}
+
+#[test]
+fn unknown_enum_value() {
+    let text = GOOD_CATALOG.replace("period: minute", "period: fortnight");
+    let error = catalog_error(&text);
+    assert!(
+        error.starts_with("catalog.yaml:12: plans[0].limits[0].period: unknown variant `fortnight`"),
+        "{error}"
+    );
+}
+
+#[test]
+fn dangling_reference() {
+    let text = GOOD_CATALOG.replace("    backend: vllm", "    backend: tgi");
+    assert_eq!(
+        catalog_error(&text),
+        "catalog.yaml:6: products[0].backend: no backend named `tgi`"
+    );
+}
+
+#[test]
+fn limit_not_positive() {
+    let text = GOOD_CATALOG.replace("value: 10", "value: 0");
+    let error = catalog_error(&text);
+    assert!(
+        error.starts_with("catalog.yaml:12: plans[0].limits[0].value: must be at least 1"),
+        "{error}"
+    );
+}
+
+#[test]
+fn duplicate_system_name() {
+    let text = format!("{GOOD_CATALOG}  - product: granite\n    system_name: standard\n");
+    assert_eq!(
+        catalog_error(&text),
+        "catalog.yaml:14: plans[1].system_name: duplicate plan `standard` of product `granite`"
+    );
+}
+
+#[test]
+fn bad_mapping_rule_pattern() {
+    let text = GOOD_CATALOG.replace(
+        "    models: [granite]",
+        "    models: [granite]\n    methods: [{system_name: chat}]\n    mapping_rules:\n      - {http_method: POST, pattern: \"/v1/{x\", metric: chat}",
+    );
+    let error = catalog_error(&text);
+    assert!(
+        error.starts_with("catalog.yaml:10: products[0].mapping_rules[0].pattern: unclosed `{`"),
+        "{error}"
+    );
+}
+
+#[test]
+fn config_mistakes_name_file_line_and_field() {
+    let error = config_error("proxy:\n  listen: 0.0.0.0:8080\n  lissen: 1\n");
+    assert_eq!((error.line, error.field.as_str()), (Some(3), "proxy.lissen"));
+
+    let error = config_error("proxy:\n  listen: not-an-address\n");
+    assert_eq!((error.line, error.field.as_str()), (Some(2), "proxy.listen"));
+    assert!(error.message.contains("invalid socket address"), "{}", error.message);
+
+    let error = config_error("limits:\n  mode: sloppy\n");
+    assert_eq!((error.line, error.field.as_str()), (Some(2), "limits.mode"));
+
+    let error = config_error("sso:\n  enabled: true\n  client_id: maas\n");
+    assert_eq!((error.line, error.field.as_str()), (Some(1), "sso.issuer_url"));
+    assert_eq!(
+        error.to_string(),
+        "maas.yaml:1: sso.issuer_url: required when SSO is enabled"
+    );
+
+    let error = config_error("logging:\n  level: loud\n");
+    assert_eq!((error.line, error.field.as_str()), (Some(2), "logging.level"));
+
+    let error = config_error("store:\n  backend: redis\n");
+    assert_eq!(
+        error.to_string(),
+        "maas.yaml:1: store.redis_url: required for the Redis store (or set MAAS_REDIS_URL)"
+    );
+}
+
+#[test]
+fn empty_config_is_all_defaults() {
+    let config = parse_config("maas.yaml", "# nothing\n").unwrap();
+    assert_eq!(config, maas_conf::MaasConfig::default());
+    assert_eq!(config.proxy.listen.port(), 8080);
+    assert_eq!(config.proxy.metrics_listen.port(), 9421);
+    assert_eq!(config.portal.listen.port(), 3000);
+}
+
+#[test]
+fn environment_overrides_and_secrets() {
+    let env = |name: &str| match name {
+        "MAAS_PROXY_LISTEN" => Some("127.0.0.1:18080".to_owned()),
+        "MAAS_REDIS_URL" => Some("redis://:hunter2@127.0.0.1:6379".to_owned()),
+        "MAAS_ADMIN_TOKEN" => Some("admin-secret".to_owned()),
+        "MAAS_DATA_DIR" => Some("/var/lib/maas".to_owned()),
+        _ => None,
+    };
+    let config = load_config(None, &env).unwrap();
+    assert_eq!(config.proxy.listen.to_string(), "127.0.0.1:18080");
+    assert_eq!(
+        config.store.kind(),
+        maas_conf::StoreKind::Redis,
+        "a Redis URL selects Redis"
+    );
+    assert_eq!(config.secrets.admin_token.as_ref().unwrap().expose(), "admin-secret");
+    let debug = format!("{config:?}");
+    assert!(
+        !debug.contains("hunter2") && !debug.contains("admin-secret"),
+        "secrets never print: {debug}"
+    );
+
+    let bad = |name: &str| (name == "MAAS_METRICS_LISTEN").then(|| "9421".to_owned());
+    let errors = load_config(None, &bad).unwrap_err();
+    assert_eq!(errors.0[0].field, "MAAS_METRICS_LISTEN");
+    assert!(
+        errors
+            .to_string()
+            .starts_with("environment: MAAS_METRICS_LISTEN: `9421`"),
+        "{errors}"
+    );
+
+    let sso = |name: &str| match name {
+        "MAAS_SSO_ISSUER_URL" => Some("http://127.0.0.1:9000".to_owned()),
+        "MAAS_SSO_CLIENT_ID" => Some("maas".to_owned()),
+        _ => None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("maas.yaml");
+    std::fs::write(&path, "sso:\n  enabled: true\n").unwrap();
+    let errors = load_config(Some(&path), &sso).unwrap_err();
+    assert!(errors.to_string().contains("MAAS_SSO_CLIENT_SECRET"), "{errors}");
+    let secret_file = dir.path().join("client-secret");
+    std::fs::write(&secret_file, "s3cret\n").unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "sso:\n  enabled: true\n  client_secret_file: {}\n",
+            secret_file.display()
+        ),
+    )
+    .unwrap();
+    let config = load_config(Some(&path), &sso).unwrap();
+    assert_eq!(config.secrets.sso_client_secret.unwrap().expose(), "s3cret");
+}
+
+#[test]
+fn shipped_files_are_valid_and_recognized() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (name, kind) in [
+        ("maas.yaml", FileKind::Config),
+        ("catalog.yaml", FileKind::Catalog),
+        ("catalog.demo.yaml", FileKind::Catalog),
+    ] {
+        let text = std::fs::read_to_string(root.join(name)).unwrap();
+        assert_eq!(detect_kind(&text), kind, "{name}");
+        match kind {
+            FileKind::Config => assert_eq!(
+                parse_config(name, &text).unwrap(),
+                maas_conf::MaasConfig::default(),
+                "maas.yaml shows the defaults"
+            ),
+            FileKind::Catalog => drop(parse_catalog(name, &text).unwrap()),
+        }
+    }
+}
+
+#[test]
+fn exported_yaml_reads_back_equal() {
+    let document = parse_catalog("catalog.yaml", maas_conf::DEMO_CATALOG).unwrap();
+    let yaml = maas_conf::catalog_to_yaml(&document);
+    assert_eq!(parse_catalog("export.yaml", &yaml).unwrap(), document);
+}

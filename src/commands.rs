@@ -1,0 +1,249 @@
+//! What each subcommand does.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use maas_conf::{ConfigErrors, FileKind, MaasConfig};
+use maas_store::document::{ApplyOptions, ApplyReport};
+use maas_store::{Actor, Environment, NewKey, Store, StoreLocation, StoreOptions};
+
+/// What a command gets: the configuration in force and an open store.
+pub struct CommandContext {
+    pub config: MaasConfig,
+    pub store: Store,
+}
+
+fn environment(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn load_config(path: Option<&Path>) -> Result<MaasConfig, ConfigErrors> {
+    maas_conf::load_config(path, &environment)
+}
+
+fn init_logging(config: &MaasConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.logging.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.logging.format {
+        maas_conf::LogFormat::Json => builder.json().try_init(),
+        maas_conf::LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn describe(location: &StoreLocation) -> String {
+    match location {
+        StoreLocation::Embedded { data_dir } => format!("embedded ({})", data_dir.join("maas.redb").display()),
+        StoreLocation::Redis { url, prefix } => format!("redis ({}, prefix `{prefix}`)", maas_conf::redact_url(url)),
+    }
+}
+
+type CommandFuture = Pin<Box<dyn Future<Output = Result<()>>>>;
+
+/// Loads the configuration, opens the store on a Tokio runtime and runs
+/// `command`; flushes the store afterwards.
+pub fn with_runtime(config_path: Option<&Path>, command: impl FnOnce(CommandContext) -> CommandFuture) -> Result<()> {
+    let config = load_config(config_path).map_err(|errors| anyhow::anyhow!("{errors}"))?;
+    init_logging(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        let location = config.store.location();
+        let options = StoreOptions {
+            key_prefix: config.keys.prefix.clone(),
+            ..StoreOptions::default()
+        };
+        let store = Store::open(&location, options)
+            .await
+            .with_context(|| format!("opening the {} store", describe(&location)))?;
+        let flush = store.clone();
+        let result = command(CommandContext { config, store }).await;
+        flush.flush().await.context("flushing the store")?;
+        result
+    })
+}
+
+pub fn not_built(command: &str, what: &str) -> ExitCode {
+    eprintln!("error: `maas {command}` is not built yet ({what}).");
+    eprintln!("Today `maas` can: up --demo (prepare the store), apply, export, check.");
+    ExitCode::from(2)
+}
+
+pub fn check(file: &Path, kind: Option<FileKind>) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let source = file.display().to_string();
+    let result = match kind.unwrap_or_else(|| maas_conf::detect_kind(&text)) {
+        FileKind::Catalog => maas_conf::parse_catalog(&source, &text).map(|doc| {
+            format!(
+                "catalog: {} backends, {} products, {} plans, {} accounts, {} users, {} applications",
+                doc.backends.len(),
+                doc.products.len(),
+                doc.plans.len(),
+                doc.accounts.len(),
+                doc.users.len(),
+                doc.applications.len()
+            )
+        }),
+        FileKind::Config => maas_conf::load_config(Some(file), &environment).map(|config| {
+            format!(
+                "settings: store {}, proxy {}, portal {}",
+                describe(&config.store.location()),
+                config.proxy.listen,
+                config.portal.listen
+            )
+        }),
+    };
+    match result {
+        Ok(summary) => {
+            println!("{source}: ok ({summary})");
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{source}: {} error(s)", errors.0.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_report(report: &ApplyReport) {
+    let catalog = &report.catalog;
+    for (verb, items) in [
+        ("created", &catalog.created),
+        ("updated", &catalog.updated),
+        ("deleted", &catalog.deleted),
+    ] {
+        for item in items {
+            println!("  {verb} {item}");
+        }
+    }
+    for item in &report.promoted {
+        println!("  promoted {item}");
+    }
+    for item in &report.tenants_created {
+        println!("  created {item}");
+    }
+    for item in &report.tenants_updated {
+        println!("  updated {item}");
+    }
+    if report.is_empty() {
+        println!("  no changes: the store already matches");
+    }
+}
+
+pub async fn apply(ctx: CommandContext, file: PathBuf, prune: bool, promote_to: Option<Environment>) -> Result<()> {
+    let document = maas_conf::load_catalog(&file).map_err(|errors| anyhow::anyhow!("{errors}"))?;
+    let store = ctx.store.as_actor(Actor::new("cli", "maas apply", None));
+    let report = store
+        .apply(&document, &ApplyOptions { prune, promote_to })
+        .await
+        .with_context(|| format!("applying {}", file.display()))?;
+    println!("applied {} to the {} store:", file.display(), store.backend_kind());
+    print_report(&report);
+    Ok(())
+}
+
+pub async fn export(ctx: CommandContext, tenants: bool, output: Option<PathBuf>) -> Result<()> {
+    let document = ctx.store.export(tenants).await.context("reading the catalog")?;
+    let yaml = format!(
+        "# exported by maas {}\n{}",
+        env!("CARGO_PKG_VERSION"),
+        maas_conf::catalog_to_yaml(&document)
+    );
+    match output {
+        Some(path) => std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?,
+        None => print!("{yaml}"),
+    }
+    Ok(())
+}
+
+const DEMO_KEY_LABEL: &str = "maas up --demo";
+
+pub async fn up(ctx: CommandContext, demo: bool) -> Result<()> {
+    let store = ctx.store.as_actor(Actor::new("cli", "maas up", None));
+    println!(
+        "MaaS {} — store: {}",
+        env!("CARGO_PKG_VERSION"),
+        describe(&ctx.config.store.location())
+    );
+    let options = ApplyOptions::default();
+    if let Some(path) = &ctx.config.catalog {
+        let document = maas_conf::load_catalog(path).map_err(|errors| anyhow::anyhow!("{errors}"))?;
+        println!("catalog {}:", path.display());
+        print_report(&store.apply(&document, &options).await?);
+    }
+    if demo {
+        let document = maas_conf::parse_catalog("demo catalog", maas_conf::DEMO_CATALOG)
+            .map_err(|errors| anyhow::anyhow!("{errors}"))?;
+        println!("demo catalog:");
+        print_report(&store.apply(&document, &options).await?);
+        let secret = demo_key(&store).await?;
+        println!();
+        println!("demo API key (application demo-app, product tinyllama, plan free; shown once, stored as a hash):");
+        println!("  {secret}");
+        println!();
+    }
+    let catalog = store.catalog_for(ctx.config.proxy.environment).await?;
+    println!(
+        "serving ({}): {} products, {} plans",
+        ctx.config.proxy.environment,
+        catalog.products.len(),
+        catalog.plans.len()
+    );
+    for product in &catalog.products {
+        let models = product.models.join(", ");
+        let endpoint = product.path_prefix.as_deref().unwrap_or("");
+        println!(
+            "  {} — models [{models}] at {}{endpoint}/v1",
+            product.display_name(),
+            ctx.config.proxy.public_url
+        );
+    }
+    println!();
+    println!(
+        "not built yet: the proxy ({}), the portal ({}) and the simulator ({}) arrive in later releases \
+         (issues #3, #5, #6); the store above is ready for them.",
+        ctx.config.proxy.listen, ctx.config.portal.listen, ctx.config.sim.listen
+    );
+    Ok(())
+}
+
+/// Revokes the previous demo keys and issues a new one.
+async fn demo_key(store: &Store) -> Result<String> {
+    let account = store
+        .find_account("Demo")
+        .await?
+        .context("the demo catalog creates account Demo")?;
+    let app = store
+        .find_application(&account.id, "demo-app")
+        .await?
+        .context("the demo catalog creates application demo-app")?;
+    for key in store.application_keys(&app.id).await? {
+        if key.label == DEMO_KEY_LABEL && key.revoked_at.is_none() {
+            store.revoke_key(&key.id).await?;
+        }
+    }
+    let issued = store
+        .create_key(
+            &app.id,
+            NewKey {
+                label: DEMO_KEY_LABEL.into(),
+                expires_at: None,
+            },
+        )
+        .await?;
+    Ok(issued.secret.into_string())
+}

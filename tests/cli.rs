@@ -1,0 +1,251 @@
+//! The `maas` binary end to end: check, apply, export, up --demo.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use maas_store::model::KeyHash;
+use maas_store::{Store, StoreLocation, StoreOptions};
+
+fn maas(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_maas"));
+    command
+        .current_dir(dir)
+        .args(args)
+        .env_remove("MAAS_REDIS_URL")
+        .env_remove("MAAS_CONFIG");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().expect("the maas binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn repo_file(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(name).display().to_string()
+}
+
+#[test]
+fn check_accepts_the_shipped_files() {
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["conf/maas.yaml", "conf/catalog.yaml", "conf/catalog.demo.yaml"] {
+        let output = maas(dir.path(), &["check", "-f", &repo_file(file)], &[]);
+        assert!(output.status.success(), "{file}: {}", stderr(&output));
+        assert!(stdout(&output).contains(": ok ("), "{}", stdout(&output));
+    }
+}
+
+#[test]
+fn check_prints_file_line_field_reason_for_each_kind_of_mistake() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::fs::read_to_string(repo_file("conf/catalog.yaml")).unwrap();
+    // (mistake, edit of the shipped catalog, expected line prefix)
+    let cases: [(&str, &str, &str, &str); 6] = [
+        (
+            "unknown field",
+            "    health_path: /health",
+            "    health_path: /health\n    helth_path: /x",
+            "broken.yaml:13: backends[0].helth_path: unknown field `helth_path`",
+        ),
+        (
+            "wrong type",
+            "      connect_ms: 3000",
+            "      connect_ms: soon",
+            "broken.yaml:14: backends[0].timeouts.connect_ms: invalid type",
+        ),
+        (
+            "unknown variant",
+            "{metric: hits, period: minute, value: 60}",
+            "{metric: hits, period: minutely, value: 60}",
+            "broken.yaml:65: plans[0].limits[0].period: unknown variant `minutely`",
+        ),
+        (
+            "dangling reference",
+            "    backend: vllm-granite",
+            "    backend: vllm-mistral",
+            "broken.yaml:30: products[0].backend: no backend named `vllm-mistral`",
+        ),
+        (
+            "non-positive limit",
+            "{metric: hits, period: minute, value: 600}",
+            "{metric: hits, period: minute, value: 0}",
+            "broken.yaml:78: plans[1].limits[0].value: must be at least 1",
+        ),
+        (
+            "syntax",
+            "    models: [granite-7b-instruct]",
+            "    models: [granite-7b-instruct",
+            "broken.yaml:",
+        ),
+    ];
+    for (mistake, from, to, expected) in cases {
+        assert!(
+            good.contains(from),
+            "{mistake}: the shipped catalog changed, update this test"
+        );
+        let path = dir.path().join("broken.yaml");
+        std::fs::write(&path, good.replacen(from, to, 1)).unwrap();
+        let output = maas(dir.path(), &["check", "-f", "broken.yaml"], &[]);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{mistake}: a broken file fails the check"
+        );
+        let printed = stderr(&output);
+        assert!(
+            printed.starts_with(expected),
+            "{mistake}: expected `{expected}…`, got:\n{printed}"
+        );
+    }
+    let path = dir.path().join("maas.yaml");
+    std::fs::write(&path, "proxy:\n  listen: 0.0.0.0:8080\n  lisen: 0.0.0.0:1\n").unwrap();
+    let output = maas(dir.path(), &["check", "-f", "maas.yaml"], &[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).starts_with("maas.yaml:3: proxy.lisen: unknown field `lisen`"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn subcommands_not_built_yet_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    for command in ["proxy", "portal", "sim"] {
+        let output = maas(dir.path(), &[command], &[]);
+        assert_eq!(output.status.code(), Some(2), "{command}");
+        assert!(
+            stderr(&output).contains("is not built yet"),
+            "{command}: {}",
+            stderr(&output)
+        );
+    }
+}
+
+/// apply → export → apply changes nothing, on the store `env` selects.
+fn apply_export_apply(env: &[(&str, &str)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let first = maas(dir.path(), &["apply", "-f", &repo_file("conf/catalog.demo.yaml")], env);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(stdout(&first).contains("created product granite"), "{}", stdout(&first));
+
+    let exported = maas(dir.path(), &["export", "--tenants", "-o", "exported.yaml"], env);
+    assert!(exported.status.success(), "{}", stderr(&exported));
+    let check = maas(dir.path(), &["check", "-f", "exported.yaml"], env);
+    assert!(
+        check.status.success(),
+        "the export is a valid catalog: {}",
+        stderr(&check)
+    );
+
+    let second = maas(dir.path(), &["apply", "-f", "exported.yaml"], env);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert!(
+        stdout(&second).contains("no changes: the store already matches"),
+        "{}",
+        stdout(&second)
+    );
+
+    // --prune with a smaller catalog deletes what the file no longer lists.
+    let demo = std::fs::read_to_string(repo_file("conf/catalog.demo.yaml")).unwrap();
+    let start = demo.find("  - product: granite\n    system_name: premium").unwrap();
+    let end = demo[start..].find("\naccounts:").unwrap() + start;
+    std::fs::write(
+        dir.path().join("smaller.yaml"),
+        format!("{}{}", &demo[..start], &demo[end..]),
+    )
+    .unwrap();
+    let pruned = maas(dir.path(), &["apply", "-f", "smaller.yaml", "--prune"], env);
+    assert!(pruned.status.success(), "{}", stderr(&pruned));
+    assert_eq!(
+        stdout(&pruned)
+            .lines()
+            .filter(|l| l.contains("deleted"))
+            .collect::<Vec<_>>(),
+        ["  deleted plan granite/premium"]
+    );
+}
+
+#[test]
+fn apply_export_apply_is_a_no_op_on_the_embedded_store() {
+    let data = tempfile::tempdir().unwrap();
+    apply_export_apply(&[("MAAS_DATA_DIR", data.path().to_str().unwrap())]);
+}
+
+#[test]
+fn apply_export_apply_is_a_no_op_on_redis() {
+    let url = std::env::var("MAAS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!(
+        "maastest-cli-{}",
+        maas_store::ids::hex(&maas_store::ids::random_bytes::<6>())
+    );
+    apply_export_apply(&[("MAAS_REDIS_URL", &url), ("MAAS_REDIS_PREFIX", &prefix)]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let backend = maas_store::backend::redis::RedisBackend::connect(&url, &prefix)
+            .await
+            .unwrap();
+        backend.destroy_all_data().await.unwrap();
+    });
+}
+
+#[test]
+fn up_demo_prints_a_key_the_store_resolves() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("MAAS_DATA_DIR", "data")];
+    let first = maas(dir.path(), &["up", "--demo"], &env);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let again = maas(dir.path(), &["up", "--demo"], &env);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let key_of = |output: &Output| {
+        stdout(output)
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("sk-maas-"))
+            .expect("a demo key")
+            .to_owned()
+    };
+    let (old, new) = (key_of(&first), key_of(&again));
+    assert_ne!(old, new);
+    assert!(
+        stdout(&again).contains("serving (production): 2 products"),
+        "{}",
+        stdout(&again)
+    );
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let location = StoreLocation::Embedded {
+            data_dir: dir.path().join("data"),
+        };
+        let store = Store::open(&location, StoreOptions::default()).await.unwrap();
+        let context = store
+            .lookup_key(&KeyHash::of(&new))
+            .await
+            .unwrap()
+            .expect("the printed key works");
+        assert_eq!(context.application.name, "demo-app");
+        assert_eq!(context.plan.system_name, "free");
+        assert!(
+            store.lookup_key(&KeyHash::of(&old)).await.unwrap().is_none(),
+            "the previous demo key is revoked"
+        );
+        let raw = std::fs::read(dir.path().join("data/maas.redb")).unwrap();
+        assert!(
+            !raw.windows(new.len()).any(|w| w == new.as_bytes()),
+            "the key is not stored in clear"
+        );
+    });
+}
