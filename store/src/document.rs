@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{StoreError, StoreResult};
 use crate::model::{ApplicationState, Backend, Plan, Product, UserRole};
 use crate::store::{
-    ApplicationFilter, ApplicationUpdate, CatalogDiff, Environment, NewAccount, NewApplication, NewUser, Page, Store,
-    UserUpdate,
+    ApplicationFilter, ApplicationUpdate, CatalogDiff, Environment, NewAccount, NewApplication, NewUser, Store,
+    UserUpdate, all_pages,
 };
 use crate::validate::{ByIndex, ValidationErrors, validate_catalog};
 
@@ -354,62 +354,47 @@ impl Store {
         if !tenants {
             return Ok(document);
         }
-        let mut names = std::collections::HashMap::new();
-        let mut page = Page::first(1000);
-        loop {
-            let accounts = self.list_accounts(&page).await?;
-            for account in accounts.items {
-                names.insert(account.id.clone(), account.name.clone());
-                document.accounts.push(AccountSpec {
-                    name: account.name,
-                    description: account.description,
-                });
-            }
-            match accounts.next {
-                Some(next) => page.after = Some(next),
-                None => break,
-            }
-        }
-        let mut page = Page::first(1000);
-        loop {
-            let users = self.list_users(None, &page).await?;
-            for user in users.items {
-                let Some(account) = names.get(&user.account_id) else {
-                    continue;
-                };
-                document.users.push(UserSpec {
+        let accounts = all_pages(|page| async move { self.list_accounts(&page).await }).await?;
+        let names: std::collections::HashMap<String, String> =
+            accounts.iter().map(|a| (a.id.clone(), a.name.clone())).collect();
+        document.accounts = accounts
+            .into_iter()
+            .map(|a| AccountSpec {
+                name: a.name,
+                description: a.description,
+            })
+            .collect();
+        let users = all_pages(|page| async move { self.list_users(None, &page).await }).await?;
+        document.users = users
+            .into_iter()
+            .filter_map(|user| {
+                Some(UserSpec {
+                    account: names.get(&user.account_id)?.clone(),
                     email: user.email,
-                    account: account.clone(),
                     display_name: user.display_name,
                     role: user.role,
-                });
-            }
-            match users.next {
-                Some(next) => page.after = Some(next),
-                None => break,
-            }
-        }
-        let mut page = Page::first(1000);
-        loop {
-            let apps = self.list_applications(&ApplicationFilter::default(), &page).await?;
-            for app in apps.items {
-                let Some(account) = names.get(&app.account_id) else {
-                    continue;
-                };
-                document.applications.push(ApplicationSpec {
-                    account: account.clone(),
+                })
+            })
+            .collect();
+        let all = ApplicationFilter::default();
+        let apps = all_pages(|page| {
+            let all = &all;
+            async move { self.list_applications(all, &page).await }
+        })
+        .await?;
+        document.applications = apps
+            .into_iter()
+            .filter_map(|app| {
+                Some(ApplicationSpec {
+                    account: names.get(&app.account_id)?.clone(),
                     name: app.name,
                     description: app.description,
                     product: app.product,
                     plan: app.plan,
                     state: Some(app.state),
-                });
-            }
-            match apps.next {
-                Some(next) => page.after = Some(next),
-                None => break,
-            }
-        }
+                })
+            })
+            .collect();
         document.accounts.sort_by(|a, b| a.name.cmp(&b.name));
         document.users.sort_by(|a, b| a.email.cmp(&b.email));
         document

@@ -4,6 +4,7 @@
 mod audit;
 mod catalog;
 mod keys;
+mod paging;
 mod sessions;
 mod tenancy;
 mod usage;
@@ -18,8 +19,10 @@ pub use audit::{Actor, AuditEntry, AuditQuery};
 pub(crate) use catalog::plan_key;
 pub use catalog::{CatalogDiff, CatalogSnapshot, Environment, ProductRelease};
 pub use keys::{IssuedKey, NewKey};
+pub(crate) use paging::all_pages;
+pub use paging::{Page, Paged};
 pub use sessions::SessionRecord;
-pub use tenancy::{ApplicationFilter, ApplicationUpdate, NewAccount, NewApplication, NewUser, Page, Paged, UserUpdate};
+pub use tenancy::{ApplicationFilter, ApplicationUpdate, NewAccount, NewApplication, NewUser, UserUpdate};
 pub use usage::{Admission, LimitStatus, UsagePoint, UsageRecord};
 
 use crate::backend::embedded::EmbeddedBackend;

@@ -4,32 +4,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::catalog::plan_id;
+use super::paging::{Page, Paged};
 use super::{Store, encode, now_ms};
 use crate::backend::{Condition, WriteBatch};
 use crate::changes::Change;
 use crate::error::{StoreError, StoreResult};
 use crate::ids::{hex, new_id};
 use crate::model::{Account, ApiKey, Application, ApplicationState, Plan, SsoIdentity, User, UserRole, UserState};
-
-/// A page request: items after `after` (an id from the previous page).
-#[derive(Debug, Clone, Default)]
-pub struct Page {
-    pub after: Option<String>,
-    pub limit: usize,
-}
-
-impl Page {
-    pub fn first(limit: usize) -> Page {
-        Page { after: None, limit }
-    }
-}
-
-/// One page of results; `next` continues after the last item.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Paged<T> {
-    pub items: Vec<T>,
-    pub next: Option<String>,
-}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewAccount {
@@ -141,23 +122,6 @@ fn check_email(email: &str) -> StoreResult<()> {
 }
 
 impl Store {
-    pub(super) async fn page_of<T: serde::de::DeserializeOwned>(
-        &self,
-        collection: &str,
-        prefix: &str,
-        page: &Page,
-    ) -> StoreResult<Paged<T>> {
-        let limit = page.limit.clamp(1, 1000);
-        let ids = self
-            .backend
-            .members(collection, page.after.as_deref(), limit, false)
-            .await?;
-        let next = (ids.len() == limit).then(|| ids.last().cloned()).flatten();
-        let keys: Vec<String> = ids.iter().map(|id| format!("{prefix}:{id}")).collect();
-        let items = self.get_many_json(&keys).await?.into_iter().flatten().collect();
-        Ok(Paged { items, next })
-    }
-
     pub async fn create_account(&self, new: NewAccount) -> StoreResult<Account> {
         check_name("name", &new.name, 200)?;
         let now = self.now();
