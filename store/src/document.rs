@@ -290,8 +290,8 @@ impl Store {
         }
         for spec in &document.applications {
             let account = self.account_named(&spec.account).await?;
-            let existing = self.find_application(&account.id, &spec.name).await?;
-            let app = match existing {
+            let label = format!("application {}/{}", spec.account, spec.name);
+            let (app, created) = match self.find_application(&account.id, &spec.name).await? {
                 None => {
                     let app = self
                         .create_application(NewApplication {
@@ -302,10 +302,7 @@ impl Store {
                             plan: spec.plan.clone(),
                         })
                         .await?;
-                    report
-                        .tenants_created
-                        .push(format!("application {}/{}", spec.account, spec.name));
-                    app
+                    (app, true)
                 }
                 Some(app) if app.product != spec.product => {
                     return Err(StoreError::Conflict(format!(
@@ -313,7 +310,7 @@ impl Store {
                         spec.name, spec.account, app.product, spec.product
                     )));
                 }
-                Some(app) => app,
+                Some(app) => (app, false),
             };
             let update = ApplicationUpdate {
                 name: None,
@@ -321,15 +318,14 @@ impl Store {
                 plan: Some(spec.plan.clone()).filter(|p| *p != app.plan),
                 state: spec.state.filter(|s| *s != app.state),
             };
-            if update.description.is_some() || update.plan.is_some() || update.state.is_some() {
-                let created_now =
-                    report.tenants_created.last() == Some(&format!("application {}/{}", spec.account, spec.name));
+            let changed = update.description.is_some() || update.plan.is_some() || update.state.is_some();
+            if changed {
                 self.update_application(&app.id, update).await?;
-                if !created_now {
-                    report
-                        .tenants_updated
-                        .push(format!("application {}/{}", spec.account, spec.name));
-                }
+            }
+            if created {
+                report.tenants_created.push(label);
+            } else if changed {
+                report.tenants_updated.push(label);
             }
         }
         Ok(())
