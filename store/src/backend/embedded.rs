@@ -21,7 +21,8 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use super::{
-    CheckOutcome, Condition, ConditionFailed, CounterAdd, CounterCheck, CounterKey, Op, StoreBackend, WriteBatch,
+    CheckOutcome, Condition, ConditionFailed, CounterAdd, CounterCheck, CounterKey, Link, Op, StoreBackend, WriteBatch,
+    fill_template,
 };
 use crate::changes::Change;
 use crate::clock::Clock;
@@ -236,6 +237,25 @@ impl StoreBackend for EmbeddedBackend {
             keys.iter()
                 .map(|key| Ok(table.get(key.as_str())?.map(|v| v.value().to_vec())))
                 .collect()
+        })
+    }
+
+    async fn get_linked(&self, key: &str, links: &[Link]) -> StoreResult<Vec<Option<Vec<u8>>>> {
+        self.read(|txn| {
+            let table = txn.open_table(RECORDS)?;
+            let mut out = vec![table.get(key)?.map(|v| v.value().to_vec())];
+            for link in links {
+                let source = out.get(link.from).and_then(Option::as_deref);
+                let next_key = source
+                    .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(bytes).ok())
+                    .and_then(|record| fill_template(link.template, &record));
+                let value = match next_key {
+                    Some(next_key) => table.get(next_key.as_str())?.map(|v| v.value().to_vec()),
+                    None => None,
+                };
+                out.push(value);
+            }
+            Ok(out)
         })
     }
 

@@ -85,6 +85,30 @@ impl WriteBatch {
     }
 }
 
+/// A record read after another, its key made from the other's fields:
+/// `template` is a key with `{field}` placeholders filled from the top-level
+/// string fields of the JSON record at `from` (0 is the first record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub from: usize,
+    pub template: &'static str,
+}
+
+/// `app:{application_id}` with `{"application_id": "app_1"}` → `app:app_1`;
+/// `None` when a placeholder's field is missing or not a string.
+pub fn fill_template(template: &str, record: &serde_json::Value) -> Option<String> {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let close = open + rest[open..].find('}')?;
+        out.push_str(record.get(&rest[open + 1..close])?.as_str()?);
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
 /// Which condition of a batch failed (index into `conditions`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConditionFailed(pub usize);
@@ -139,6 +163,10 @@ pub trait StoreBackend: Send + Sync + 'static {
 
     async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
     async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<Vec<u8>>>>;
+    /// The record at `key`, then one record per link, read together as one
+    /// consistent snapshot (one round trip on Redis): what a key lookup
+    /// needs. A link whose source record is missing reads as `None`.
+    async fn get_linked(&self, key: &str, links: &[Link]) -> StoreResult<Vec<Option<Vec<u8>>>>;
     /// Up to `limit` members of `collection` after `after` (exclusive), in
     /// ascending order, or descending before it when `descending`.
     async fn members(
@@ -168,3 +196,21 @@ pub trait StoreBackend: Send + Sync + 'static {
 /// Largest count a check compares exactly in every backend (Lua numbers
 /// are doubles): 2^53.
 pub const MAX_EXACT_COUNT: u64 = 1 << 53;
+
+#[cfg(test)]
+mod tests {
+    use super::fill_template;
+
+    #[test]
+    fn templates_take_string_fields() {
+        let record = serde_json::json!({"product": "granite", "plan": "standard", "n": 1});
+        assert_eq!(
+            fill_template("plan:{product}/{plan}", &record).as_deref(),
+            Some("plan:granite/standard")
+        );
+        assert_eq!(fill_template("static", &record).as_deref(), Some("static"));
+        assert_eq!(fill_template("x:{missing}", &record), None);
+        assert_eq!(fill_template("x:{n}", &record), None, "only strings fill a key");
+        assert_eq!(fill_template("x:{product", &record), None);
+    }
+}

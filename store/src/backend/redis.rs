@@ -24,8 +24,8 @@ use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
 use super::{
-    CheckOutcome, Condition, ConditionFailed, CounterAdd, CounterCheck, CounterKey, MAX_EXACT_COUNT, Op, StoreBackend,
-    WriteBatch,
+    CheckOutcome, Condition, ConditionFailed, CounterAdd, CounterCheck, CounterKey, Link, MAX_EXACT_COUNT, Op,
+    StoreBackend, WriteBatch,
 };
 use crate::changes::Change;
 use crate::error::{StoreError, StoreResult};
@@ -50,6 +50,35 @@ for _, o in ipairs(plan.o) do
 end
 for _, m in ipairs(plan.m) do redis.call('PUBLISH', ARGV[2], ARGV[m]) end
 return 0
+"#;
+
+// Follows links from the first record; every key is in the `{r}` slot of
+// KEYS[1], so the script stays in one cluster slot.
+const GET_LINKED_SCRIPT: &str = r#"
+local out = {redis.call('GET', KEYS[1])}
+local decoded = {}
+for i, link in ipairs(cjson.decode(ARGV[1])) do
+  local from = link[1] + 1
+  local value = false
+  if out[from] then
+    if decoded[from] == nil then
+      local ok, record = pcall(cjson.decode, out[from])
+      decoded[from] = ok and type(record) == 'table' and record or false
+    end
+    local record = decoded[from]
+    if record then
+      local missing = false
+      local key = string.gsub(link[2], '{([^}]*)}', function(field)
+        local v = record[field]
+        if type(v) ~= 'string' then missing = true; return '' end
+        return v
+      end)
+      if not missing then value = redis.call('GET', ARGV[2] .. key) end
+    end
+  end
+  out[i + 1] = value
+end
+return out
 "#;
 
 const CHECK_AND_ADD_SCRIPT: &str = r#"
@@ -79,6 +108,7 @@ pub struct RedisBackend {
     changes: broadcast::Sender<Change>,
     commit_script: Script,
     check_script: Script,
+    linked_script: Script,
     subscriber: JoinHandle<()>,
 }
 
@@ -114,6 +144,7 @@ impl RedisBackend {
             changes,
             commit_script: Script::new(COMMIT_SCRIPT),
             check_script: Script::new(CHECK_AND_ADD_SCRIPT),
+            linked_script: Script::new(GET_LINKED_SCRIPT),
             subscriber,
         })
     }
@@ -274,6 +305,18 @@ impl StoreBackend for RedisBackend {
         redis::cmd("MGET")
             .arg(full)
             .query_async(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn get_linked(&self, key: &str, links: &[Link]) -> StoreResult<Vec<Option<Vec<u8>>>> {
+        let plan: Vec<_> = links.iter().map(|l| serde_json::json!([l.from, l.template])).collect();
+        let mut conn = self.conn.clone();
+        self.linked_script
+            .key(self.record_key(key))
+            .arg(serde_json::Value::Array(plan).to_string())
+            .arg(self.record_key(""))
+            .invoke_async(&mut conn)
             .await
             .map_err(unavailable)
     }

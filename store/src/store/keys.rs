@@ -3,8 +3,8 @@
 use time::{Duration, OffsetDateTime};
 
 use super::tenancy::stage_key_delete;
-use super::{Store, encode, now_ms};
-use crate::backend::{Condition, WriteBatch};
+use super::{Store, decode, encode, now_ms};
+use crate::backend::{Condition, Link, WriteBatch};
 use crate::changes::Change;
 use crate::error::{StoreError, StoreResult};
 use crate::ids::new_id;
@@ -164,28 +164,37 @@ impl Store {
     /// and plan. `None` for unknown, revoked and expired keys. Applications
     /// that are not live are returned: the caller says why it refuses them.
     pub async fn lookup_key(&self, hash: &KeyHash) -> StoreResult<Option<AuthContext>> {
-        let Some(key) = self.get_json::<ApiKey>(&format!("key:{hash}")).await? else {
+        const LINKS: [Link; 3] = [
+            Link {
+                from: 0,
+                template: "app:{application_id}",
+            },
+            Link {
+                from: 1,
+                template: "account:{account_id}",
+            },
+            Link {
+                from: 1,
+                template: "plan:{product}/{plan}",
+            },
+        ];
+        let key_record = format!("key:{hash}");
+        let records = self.backend.get_linked(&key_record, &LINKS).await?;
+        let [Some(key), Some(application), Some(account), Some(plan)] = <[_; 4]>::try_from(records)
+            .map_err(|_| StoreError::Corrupt("a linked read returned the wrong number of records".into()))?
+        else {
+            // Unknown key, or an application deleted in the same instant.
             return Ok(None);
         };
+        let key: ApiKey = decode(&key_record, &key)?;
         if !key.is_usable_at(self.now()) {
             return Ok(None);
         }
-        let Some(application) = self.get_application(&key.application_id).await? else {
-            return Ok(None);
-        };
-        let keys = [
-            format!("account:{}", application.account_id),
-            format!("plan:{}/{}", application.product, application.plan),
-        ];
-        let mut values = self.backend.get_many(&keys).await?.into_iter();
-        let (Some(Some(account)), Some(Some(plan))) = (values.next(), values.next()) else {
-            return Ok(None);
-        };
         Ok(Some(AuthContext {
+            application: decode(&format!("app:{}", key.application_id), &application)?,
+            account: decode("account", &account)?,
+            plan: decode("plan", &plan)?,
             key,
-            application,
-            account: super::decode(&keys[0], &account)?,
-            plan: super::decode(&keys[1], &plan)?,
         }))
     }
 }
