@@ -72,7 +72,7 @@ pub fn with_runtime(config_path: Option<&Path>, command: impl FnOnce(CommandCont
 
 pub fn not_built(command: &str, what: &str) -> ExitCode {
     eprintln!("error: `maas {command}` is not built yet ({what}).");
-    eprintln!("Today `maas` can: up --demo (prepare the store), apply, export, check.");
+    eprintln!("Today `maas` can: up --demo (prepare the store), sim, apply, export, check.");
     ExitCode::from(2)
 }
 
@@ -246,4 +246,77 @@ async fn demo_key(store: &Store) -> Result<String> {
         )
         .await?;
     Ok(issued.secret.into_string())
+}
+
+/// Loads a simulator file: `file:line: field: reason` on mistakes.
+fn load_sim_config(path: &Path) -> Result<maas_sim::SimConfig> {
+    let source = path.display().to_string();
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {source}"))?;
+    let parsed = maas_conf::yaml::parse::<maas_sim::SimConfig>(&source, &text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    parsed.value.validate().map_err(|errors| {
+        let lines: Vec<String> = errors
+            .iter()
+            .map(|e| match parsed.index.line_of(&e.path) {
+                Some(line) => format!("{source}:{line}: {e}"),
+                None => format!("{source}: {e}"),
+            })
+            .collect();
+        anyhow::anyhow!("{}", lines.join("\n"))
+    })?;
+    Ok(parsed.value)
+}
+
+/// `maas sim`: serves simulated models until SIGINT or SIGTERM.
+pub fn sim(
+    config_path: Option<&Path>,
+    listen: Option<std::net::SocketAddr>,
+    models: Option<PathBuf>,
+    seed: Option<u64>,
+) -> Result<()> {
+    let config = load_config(config_path).map_err(|errors| anyhow::anyhow!("{errors}"))?;
+    init_logging(&config);
+    let mut sim = match &models {
+        Some(path) => load_sim_config(path)?,
+        None => maas_sim::SimConfig::default(),
+    };
+    if let Some(seed) = seed {
+        sim.seed = seed;
+    }
+    let listen = listen.unwrap_or(config.sim.listen);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
+        let ids: Vec<&str> = sim.models.iter().map(|m| m.id.as_str()).collect();
+        println!(
+            "maas-sim listening on http://{} serving {}",
+            listener.local_addr()?,
+            ids.join(", ")
+        );
+        maas_sim::serve(listener, sim, shutdown_signal())
+            .await
+            .context("serving")
+    })
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return interrupt.await.unwrap_or(()),
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    interrupt.await.unwrap_or(());
 }

@@ -33,8 +33,18 @@ enum Command {
     Proxy,
     /// Run the developer portal, admin console and admin API.
     Portal,
-    /// Run the OpenAI-compatible model simulator.
-    Sim,
+    /// Run the OpenAI-compatible model simulator (vLLM's API and chunk shapes).
+    Sim {
+        /// Address to listen on (default: `sim.listen` of maas.yaml, 127.0.0.1:8000).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Models, timing and failure injection (YAML); two demo chat models by default.
+        #[arg(long)]
+        models: Option<PathBuf>,
+        /// Seed of the simulated outputs and failures.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// Make the store match a catalog file (backends, products, plans, and optionally tenants).
     Apply {
         #[arg(long, short = 'f')]
@@ -88,7 +98,7 @@ fn main() -> ExitCode {
         Command::Portal => {
             return commands::not_built("portal", "the developer portal and admin console, issues #5 and #6");
         }
-        Command::Sim => return commands::not_built("sim", "the model simulator, issue #3"),
+        Command::Sim { listen, models, seed } => commands::sim(config, listen, models, seed),
         Command::Up { demo } => commands::with_runtime(config, |ctx| Box::pin(commands::up(ctx, demo))),
         Command::Apply {
             file,

@@ -117,7 +117,7 @@ fn check_prints_file_line_field_reason_for_each_kind_of_mistake() {
 #[test]
 fn subcommands_not_built_yet_say_so() {
     let dir = tempfile::tempdir().unwrap();
-    for command in ["proxy", "portal", "sim"] {
+    for command in ["proxy", "portal"] {
         let output = maas(dir.path(), &[command], &[]);
         assert_eq!(output.status.code(), Some(2), "{command}");
         assert!(
@@ -248,4 +248,70 @@ fn up_demo_prints_a_key_the_store_resolves() {
             "the key is not stored in clear"
         );
     });
+}
+
+#[test]
+fn sim_models_file_mistakes_are_located() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(repo_file("loadtest/sim/sim.example.yaml")).unwrap();
+    let broken = example.replacen("error_rate: 0.01", "error_rate: 1.5", 1);
+    std::fs::write(dir.path().join("sim.yaml"), broken).unwrap();
+    let output = maas(
+        dir.path(),
+        &["sim", "--models", "sim.yaml", "--listen", "127.0.0.1:0"],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("sim.yaml:15: models[1].failures.error_rate: must be between 0 and 1"),
+        "{}",
+        stderr(&output)
+    );
+    std::fs::write(dir.path().join("typo.yaml"), "models:\n  - id: m\n    itl: 5\n").unwrap();
+    let output = maas(dir.path(), &["sim", "--models", "typo.yaml"], &[]);
+    assert!(
+        stderr(&output).contains("typo.yaml:3: models[0].itl: unknown field `itl`"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn sim_serves_until_terminated() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_maas"))
+        .current_dir(dir.path())
+        .args([
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--models",
+            &repo_file("loadtest/sim/sim.example.yaml"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let address = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect(&line)
+        .to_owned();
+    assert!(line.contains("load-test"), "{line}");
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: sim\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    // SIGTERM: a clean stop with status 0.
+    let status = Command::new("kill").arg(child.id().to_string()).status().unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success(), "maas sim exits 0 on SIGTERM");
 }

@@ -1,0 +1,99 @@
+//! `maas-sim`: an OpenAI-compatible model-server simulator, for demos,
+//! tests and load tests (like llm-d's inference simulator).
+//!
+//! - Serves `GET /v1/models`, `POST /v1/chat/completions`,
+//!   `POST /v1/completions`, `POST /v1/embeddings`, `GET /health`,
+//!   `GET /version` and Prometheus `GET /metrics`.
+//! - Streams server-sent events in vLLM's chunk shapes, honouring
+//!   `stream_options.include_usage` and `continuous_usage_stats`.
+//! - Per model ([`SimModel`]): time to first token, inter-token latency,
+//!   output length (from `max_tokens`, else drawn from a range), context
+//!   length, and failure injection (error statuses, streams cut mid-way,
+//!   slow headers).
+//! - Counts what it served per application, named by the
+//!   `x-maas-application-id` header the gateway adds upstream, at
+//!   `GET /sim/usage` (`DELETE` resets): the truth the gateway's metering is
+//!   compared with. Prompt tokens follow the rule in [`tokens`].
+//! - Deterministic: the same seed and the same sequence of requests give the
+//!   same outputs and failures.
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//! maas_sim::serve(listener, maas_sim::SimConfig::default(), std::future::pending()).await
+//! # }
+//! ```
+
+pub mod config;
+pub mod meter;
+pub mod openai;
+mod routes;
+mod stream;
+pub mod tokens;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+pub use config::{Failures, SimConfig, SimConfigError, SimModel, TokenRange};
+pub use meter::{APPLICATION_HEADER, AppUsage};
+
+/// Shared by every request.
+pub struct SimState {
+    pub config: SimConfig,
+    models: HashMap<String, usize>,
+    pub meter: meter::Meter,
+    sequence: AtomicU64,
+}
+
+impl SimState {
+    pub fn new(config: SimConfig) -> SimState {
+        let models = config
+            .models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.id.clone(), i))
+            .collect();
+        SimState {
+            config,
+            models,
+            meter: meter::Meter::default(),
+            sequence: AtomicU64::new(0),
+        }
+    }
+
+    fn model(&self, id: &str) -> Option<&SimModel> {
+        self.models.get(id).map(|&i| &self.config.models[i])
+    }
+}
+
+/// The simulator's routes over `state`.
+pub fn router(state: Arc<SimState>) -> Router {
+    Router::new()
+        .route("/v1/models", get(routes::models))
+        .route("/v1/chat/completions", post(routes::chat))
+        .route("/v1/completions", post(routes::completions))
+        .route("/v1/embeddings", post(routes::embeddings))
+        .route("/health", get(|| async {}))
+        .route("/version", get(routes::version))
+        .route("/metrics", get(routes::metrics))
+        .route("/sim/usage", get(routes::usage).delete(routes::reset_usage))
+        .fallback(routes::not_found)
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    config: SimConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let state = Arc::new(SimState::new(config));
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

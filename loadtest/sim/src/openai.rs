@@ -1,0 +1,242 @@
+//! The OpenAI wire format the simulator speaks: requests it accepts and
+//! the JSON it answers with, in vLLM's shapes.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::tokens::{chat_prompt_tokens, count_words};
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+    #[serde(default)]
+    pub continuous_usage_stats: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<ChatMessage>,
+    pub max_tokens: Option<u32>,
+    pub max_completion_tokens: Option<u32>,
+    #[serde(default)]
+    pub stream: bool,
+    pub stream_options: Option<StreamOptions>,
+    pub n: Option<u32>,
+    pub seed: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    #[serde(default)]
+    pub content: Option<MessageContent>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum MessageContent {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ContentPart {
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+impl ChatRequest {
+    pub fn prompt_tokens(&self) -> u32 {
+        let texts: Vec<String> = self
+            .messages
+            .iter()
+            .map(|m| match &m.content {
+                Some(MessageContent::Text(text)) => text.clone(),
+                Some(MessageContent::Parts(parts)) => parts
+                    .iter()
+                    .filter_map(|p| p.text.as_deref())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                None => String::new(),
+            })
+            .collect();
+        chat_prompt_tokens(texts.iter().map(String::as_str))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CompletionRequest {
+    pub model: String,
+    pub prompt: PromptInput,
+    pub max_tokens: Option<u32>,
+    #[serde(default)]
+    pub stream: bool,
+    pub stream_options: Option<StreamOptions>,
+    pub n: Option<u32>,
+    pub seed: Option<u64>,
+}
+
+/// A prompt or embedding input: text(s) or token ids.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum PromptInput {
+    Text(String),
+    Texts(Vec<String>),
+    Tokens(Vec<u32>),
+    TokenLists(Vec<Vec<u32>>),
+}
+
+impl PromptInput {
+    /// Tokens of every item, one entry per item.
+    pub fn item_tokens(&self) -> Vec<u32> {
+        match self {
+            PromptInput::Text(text) => vec![count_words(text)],
+            PromptInput::Texts(texts) => texts.iter().map(|t| count_words(t)).collect(),
+            PromptInput::Tokens(ids) => vec![ids.len() as u32],
+            PromptInput::TokenLists(lists) => lists.iter().map(|l| l.len() as u32).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EmbeddingRequest {
+    pub model: String,
+    pub input: PromptInput,
+    pub dimensions: Option<u32>,
+    pub encoding_format: Option<String>,
+}
+
+/// `{"error": {...}}` as OpenAI sends it.
+pub fn error_body(message: &str, kind: &str, param: Option<&str>, code: Option<&str>) -> Value {
+    json!({"error": {"message": message, "type": kind, "param": param, "code": code}})
+}
+
+pub fn usage(prompt: u32, completion: u32) -> Value {
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+}
+
+/// What the chat and completions endpoints have in common.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Chat,
+    Completion,
+}
+
+impl Kind {
+    pub fn id_prefix(self) -> &'static str {
+        match self {
+            Kind::Chat => "chatcmpl",
+            Kind::Completion => "cmpl",
+        }
+    }
+
+    pub fn object(self, streamed: bool) -> &'static str {
+        match (self, streamed) {
+            (Kind::Chat, false) => "chat.completion",
+            (Kind::Chat, true) => "chat.completion.chunk",
+            (Kind::Completion, _) => "text_completion",
+        }
+    }
+}
+
+/// Identity of one response, shared by all its chunks.
+#[derive(Debug, Clone)]
+pub struct ResponseMeta {
+    pub kind: Kind,
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+}
+
+impl ResponseMeta {
+    pub fn complete(&self, text: &str, finish_reason: &str, prompt: u32, completion: u32) -> Value {
+        let choice = match self.kind {
+            Kind::Chat => json!({
+                "index": 0, "message": {"role": "assistant", "content": text},
+                "logprobs": null, "finish_reason": finish_reason
+            }),
+            Kind::Completion => json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason}),
+        };
+        json!({
+            "id": self.id, "object": self.kind.object(false), "created": self.created, "model": self.model,
+            "choices": [choice], "usage": usage(prompt, completion),
+        })
+    }
+
+    /// One streamed chunk carrying `text` (and the role on a chat's first chunk).
+    pub fn chunk(&self, text: &str, first: bool, finish_reason: Option<&str>) -> Value {
+        let choice = match self.kind {
+            Kind::Chat => {
+                let delta = if first {
+                    json!({"role": "assistant", "content": text})
+                } else {
+                    json!({"content": text})
+                };
+                json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason})
+            }
+            Kind::Completion => json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason}),
+        };
+        json!({
+            "id": self.id, "object": self.kind.object(true), "created": self.created, "model": self.model,
+            "choices": [choice],
+        })
+    }
+
+    /// The usage-only chunk sent last when `include_usage` is set.
+    pub fn usage_chunk(&self, prompt: u32, completion: u32) -> Value {
+        json!({
+            "id": self.id, "object": self.kind.object(true), "created": self.created, "model": self.model,
+            "choices": [], "usage": usage(prompt, completion),
+        })
+    }
+}
+
+/// Standard base64 of little-endian f32s, as OpenAI's `encoding_format: base64`.
+pub fn base64_f32(values: &[f32]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_standard() {
+        // 1.0f32 = 00 00 80 3f
+        assert_eq!(base64_f32(&[1.0]), "AACAPw==");
+        assert_eq!(base64_f32(&[]), "");
+        assert_eq!(base64_f32(&[1.0, 1.0, 1.0]).len(), 16);
+    }
+
+    #[test]
+    fn prompts_count_by_the_rule() {
+        let chat: ChatRequest = serde_json::from_value(json!({
+            "model": "m",
+            "messages": [{"role": "system", "content": "Be brief."},
+                         {"role": "user", "content": [{"type": "text", "text": "Hi there"}]}]
+        }))
+        .unwrap();
+        assert_eq!(chat.prompt_tokens(), (2 + 3) + (2 + 3) + 3);
+        let completion: CompletionRequest =
+            serde_json::from_value(json!({"model": "m", "prompt": [[1, 2, 3], [4]]})).unwrap();
+        assert_eq!(completion.prompt.item_tokens(), [3, 1]);
+    }
+}

@@ -1,0 +1,325 @@
+//! The HTTP endpoints.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::SimState;
+use crate::config::SimModel;
+use crate::meter::{ANONYMOUS, APPLICATION_HEADER};
+use crate::openai::{
+    ChatRequest, CompletionRequest, EmbeddingRequest, Kind, ResponseMeta, StreamOptions, base64_f32, error_body,
+};
+use crate::stream::{Generation, sse};
+use crate::tokens::{Rng, fnv1a, token_text};
+
+/// An error answered in OpenAI's shape.
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    param: Option<&'static str>,
+    code: Option<&'static str>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            param: None,
+            code: None,
+        }
+    }
+
+    fn param(mut self, param: &'static str) -> ApiError {
+        self.param = Some(param);
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let kind = match self.status.as_u16() {
+            401 => "authentication_error",
+            404 => "not_found_error",
+            429 => "rate_limit_error",
+            500..=599 => "server_error",
+            _ => "invalid_request_error",
+        };
+        (
+            self.status,
+            axum::Json(error_body(&self.message, kind, self.param, self.code)),
+        )
+            .into_response()
+    }
+}
+
+type Answer = Result<Response, ApiError>;
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, message)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| bad_request(format!("invalid request body: {e}")))
+}
+
+fn application(headers: &HeaderMap) -> String {
+    headers
+        .get(APPLICATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .unwrap_or(ANONYMOUS)
+        .to_owned()
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The model, a seeded generator for this request, and any injected
+/// failure: what every generating endpoint does first.
+async fn admit<'a>(
+    state: &'a SimState,
+    model: &str,
+    app: &str,
+    body: &Bytes,
+    request_seed: Option<u64>,
+) -> Result<(&'a SimModel, Rng), ApiError> {
+    let Some(config) = state.model(model) else {
+        let mut error = ApiError::new(StatusCode::NOT_FOUND, format!("The model `{model}` does not exist."));
+        error.code = Some("model_not_found");
+        return Err(error.param("model"));
+    };
+    let sequence = state.sequence.fetch_add(1, Ordering::Relaxed);
+    let mut rng = Rng::new(
+        state.config.seed ^ fnv1a(body) ^ request_seed.unwrap_or(0) ^ sequence.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    );
+    let failures = &config.failures;
+    if failures.slow_headers_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(failures.slow_headers_ms)).await;
+    }
+    if failures.error_rate > 0.0 && rng.next_f64() < failures.error_rate {
+        state.meter.injected_error(app, model);
+        let status = StatusCode::from_u16(failures.error_status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        return Err(ApiError::new(status, "injected failure (maas-sim failures.error_rate)"));
+    }
+    Ok((config, rng))
+}
+
+/// Plans a completion of at most `requested` tokens for a prompt.
+#[allow(clippy::too_many_arguments)]
+fn plan(
+    model: &SimModel,
+    rng: &mut Rng,
+    meta: ResponseMeta,
+    app: String,
+    prompt_tokens: u32,
+    requested: Option<u32>,
+    stream: bool,
+    options: StreamOptions,
+) -> Result<Generation, ApiError> {
+    let room = model.max_model_len.saturating_sub(prompt_tokens);
+    if prompt_tokens > model.max_model_len || requested.is_some_and(|r| r > room) {
+        return Err(bad_request(format!(
+            "This model's maximum context length is {} tokens. However, you requested {} tokens \
+                 ({prompt_tokens} in the messages, {} in the completion). Please reduce the length of the \
+                 messages or completion.",
+            model.max_model_len,
+            prompt_tokens + requested.unwrap_or(0),
+            requested.unwrap_or(0)
+        ))
+        .param("max_tokens"));
+    }
+    let natural = rng.between(model.output_tokens.min, model.output_tokens.max).min(room);
+    let count = requested.map_or(natural, |r| natural.min(r));
+    let finish_reason = if requested.is_some_and(|r| natural >= r) || count == room {
+        "length"
+    } else {
+        "stop"
+    };
+    let tokens: Vec<&'static str> = (0..count).map(|_| token_text(rng)).collect();
+    let reset_after = (stream && model.failures.reset_rate > 0.0 && rng.next_f64() < model.failures.reset_rate)
+        .then(|| rng.between(0, count.saturating_sub(1)) as usize);
+    Ok(Generation {
+        meta,
+        app,
+        prompt_tokens,
+        tokens,
+        finish_reason,
+        options,
+        reset_after,
+        ttft: Duration::from_millis(model.ttft_ms),
+        itl: Duration::from_millis(model.itl_ms),
+    })
+}
+
+fn meta(kind: Kind, model: &str, rng: &mut Rng) -> ResponseMeta {
+    ResponseMeta {
+        kind,
+        id: format!("{}-{:016x}{:016x}", kind.id_prefix(), rng.next_u64(), rng.next_u64()),
+        created: now_secs(),
+        model: model.to_owned(),
+    }
+}
+
+async fn respond(state: Arc<SimState>, generation: Generation, stream: bool, endpoint: &'static str) -> Response {
+    state.meter.start(
+        &generation.app,
+        &generation.meta.model,
+        endpoint,
+        generation.prompt_tokens,
+    );
+    if stream {
+        let body = Body::from_stream(sse(state, generation));
+        (
+            [
+                (header::CONTENT_TYPE, "text/event-stream"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            body,
+        )
+            .into_response()
+    } else {
+        axum::Json(generation.complete(state).await).into_response()
+    }
+}
+
+fn single_choice(n: Option<u32>) -> Result<(), ApiError> {
+    match n {
+        None | Some(1) => Ok(()),
+        Some(_) => Err(bad_request("maas-sim generates one choice per request (n = 1)").param("n")),
+    }
+}
+
+pub async fn chat(State(state): State<Arc<SimState>>, headers: HeaderMap, body: Bytes) -> Answer {
+    let request: ChatRequest = parse(&body)?;
+    single_choice(request.n)?;
+    let app = application(&headers);
+    let (model, mut rng) = admit(&state, &request.model, &app, &body, request.seed).await?;
+    let meta = meta(Kind::Chat, &request.model, &mut rng);
+    let requested = request.max_completion_tokens.or(request.max_tokens);
+    let options = request.stream_options.unwrap_or_default();
+    let generation = plan(
+        model,
+        &mut rng,
+        meta,
+        app,
+        request.prompt_tokens(),
+        requested,
+        request.stream,
+        options,
+    )?;
+    Ok(respond(state.clone(), generation, request.stream, "chat").await)
+}
+
+pub async fn completions(State(state): State<Arc<SimState>>, headers: HeaderMap, body: Bytes) -> Answer {
+    let request: CompletionRequest = parse(&body)?;
+    single_choice(request.n)?;
+    let prompts = request.prompt.item_tokens();
+    if prompts.len() != 1 {
+        return Err(bad_request("maas-sim completes one prompt per request").param("prompt"));
+    }
+    let app = application(&headers);
+    let (model, mut rng) = admit(&state, &request.model, &app, &body, request.seed).await?;
+    let meta = meta(Kind::Completion, &request.model, &mut rng);
+    // OpenAI's completions API defaults to 16 tokens.
+    let requested = Some(request.max_tokens.unwrap_or(16));
+    let options = request.stream_options.unwrap_or_default();
+    let generation = plan(
+        model,
+        &mut rng,
+        meta,
+        app,
+        prompts[0],
+        requested,
+        request.stream,
+        options,
+    )?;
+    Ok(respond(state.clone(), generation, request.stream, "completions").await)
+}
+
+pub async fn embeddings(State(state): State<Arc<SimState>>, headers: HeaderMap, body: Bytes) -> Answer {
+    let request: EmbeddingRequest = parse(&body)?;
+    let base64 = match request.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(bad_request(format!("unknown encoding_format `{other}`")).param("encoding_format"));
+        }
+    };
+    let app = application(&headers);
+    let (model, mut rng) = admit(&state, &request.model, &app, &body, None).await?;
+    let dimensions = request
+        .dimensions
+        .unwrap_or(model.embedding_dimensions)
+        .clamp(1, 65_536) as usize;
+    let items = request.input.item_tokens();
+    let prompt_tokens: u32 = items.iter().sum();
+    let data: Vec<Value> = items
+        .iter()
+        .enumerate()
+        .map(|(index, _)| {
+            let vector: Vec<f32> = (0..dimensions).map(|_| (rng.next_f64() * 2.0 - 1.0) as f32).collect();
+            let embedding = if base64 {
+                json!(base64_f32(&vector))
+            } else {
+                json!(vector)
+            };
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
+        .collect();
+    state.meter.start(&app, &request.model, "embeddings", prompt_tokens);
+    state
+        .meter
+        .finish(&app, &request.model, 0, crate::meter::Ending::Complete);
+    Ok(axum::Json(json!({
+        "object": "list", "data": data, "model": request.model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    }))
+    .into_response())
+}
+
+pub async fn models(State(state): State<Arc<SimState>>) -> Response {
+    let data: Vec<Value> = state
+        .config
+        .models
+        .iter()
+        .map(|m| json!({"id": m.id, "object": "model", "created": 0, "owned_by": "maas-sim", "max_model_len": m.max_model_len}))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+pub async fn usage(State(state): State<Arc<SimState>>) -> Response {
+    axum::Json(json!({"applications": state.meter.applications()})).into_response()
+}
+
+pub async fn reset_usage(State(state): State<Arc<SimState>>) -> StatusCode {
+    state.meter.reset();
+    StatusCode::NO_CONTENT
+}
+
+pub async fn metrics(State(state): State<Arc<SimState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.meter.render_prometheus(),
+    )
+        .into_response()
+}
+
+pub async fn version() -> Response {
+    axum::Json(json!({"version": concat!("maas-sim ", env!("CARGO_PKG_VERSION"))})).into_response()
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such endpoint on maas-sim")
+}

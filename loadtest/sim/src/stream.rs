@@ -1,0 +1,175 @@
+//! Generation: the planned output of one request, sent as one JSON body or
+//! as server-sent events with the model's timing, counted as it goes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use serde_json::Value;
+
+use crate::SimState;
+use crate::meter::Ending;
+use crate::openai::{Kind, ResponseMeta, StreamOptions};
+
+/// Everything decided about a response before it starts.
+pub struct Generation {
+    pub meta: ResponseMeta,
+    pub app: String,
+    pub prompt_tokens: u32,
+    pub tokens: Vec<&'static str>,
+    pub finish_reason: &'static str,
+    pub options: StreamOptions,
+    /// Cut the stream (connection reset) after this many tokens.
+    pub reset_after: Option<usize>,
+    pub ttft: Duration,
+    pub itl: Duration,
+}
+
+impl Generation {
+    fn completion_tokens(&self) -> u32 {
+        self.tokens.len() as u32
+    }
+
+    /// The whole response, after the time generating it would take. A
+    /// client that leaves before gets nothing, and nothing is counted as sent.
+    pub async fn complete(self, state: Arc<SimState>) -> Value {
+        let mut tally = Tally::new(state, &self);
+        let steps = self.tokens.len().saturating_sub(1) as u32;
+        pause(self.ttft + self.itl * steps).await;
+        let text: String = self.tokens.concat();
+        tally.sent = self.completion_tokens();
+        tally.ending = Some(Ending::Complete);
+        self.meta
+            .complete(&text, self.finish_reason, self.prompt_tokens, self.completion_tokens())
+    }
+}
+
+async fn pause(duration: Duration) {
+    if !duration.is_zero() {
+        tokio::time::sleep(duration).await;
+    }
+}
+
+fn event(value: &Value) -> Bytes {
+    Bytes::from(format!("data: {value}\n\n"))
+}
+
+/// Counts what a stream sent when it ends, however it ends: a stream
+/// dropped before its last event was abandoned by the client.
+struct Tally {
+    state: Arc<SimState>,
+    app: String,
+    model: String,
+    sent: u32,
+    ending: Option<Ending>,
+}
+
+impl Tally {
+    fn new(state: Arc<SimState>, generation: &Generation) -> Tally {
+        Tally {
+            state,
+            app: generation.app.clone(),
+            model: generation.meta.model.clone(),
+            sent: 0,
+            ending: None,
+        }
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        let ending = self.ending.unwrap_or(Ending::Aborted);
+        self.state.meter.finish(&self.app, &self.model, self.sent, ending);
+    }
+}
+
+enum Step {
+    /// A chat stream opens with the assistant role and empty content.
+    Role,
+    /// Token `n`, or the finish chunk once every token is out.
+    Token(usize),
+    Usage,
+    Done,
+    End,
+}
+
+struct Streaming {
+    generation: Generation,
+    tally: Tally,
+    step: Step,
+}
+
+impl Streaming {
+    fn with_usage(&self, mut chunk: Value) -> Value {
+        if self.generation.options.continuous_usage_stats && self.generation.options.include_usage {
+            chunk["usage"] = crate::openai::usage(self.generation.prompt_tokens, self.tally.sent);
+        }
+        chunk
+    }
+
+    async fn next(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        let g = &self.generation;
+        match self.step {
+            Step::Role => {
+                pause(g.ttft).await;
+                let chunk = g.meta.chunk("", true, None);
+                self.step = Step::Token(0);
+                Some(Ok(event(&self.with_usage(chunk))))
+            }
+            Step::Token(index) if index < g.tokens.len() => {
+                if g.reset_after == Some(index) {
+                    self.tally.ending = Some(Ending::Reset);
+                    self.step = Step::End;
+                    return Some(Err(std::io::Error::other("injected connection reset")));
+                }
+                match (index, g.meta.kind) {
+                    (0, Kind::Chat) => {} // the role chunk paid the time to first token
+                    (0, Kind::Completion) => pause(g.ttft).await,
+                    _ => pause(g.itl).await,
+                }
+                let chunk = g.meta.chunk(g.tokens[index], false, None);
+                self.tally.sent += 1;
+                self.step = Step::Token(index + 1);
+                Some(Ok(event(&self.with_usage(chunk))))
+            }
+            Step::Token(_) => {
+                let chunk = g.meta.chunk("", false, Some(g.finish_reason));
+                self.step = if g.options.include_usage {
+                    Step::Usage
+                } else {
+                    Step::Done
+                };
+                Some(Ok(event(&self.with_usage(chunk))))
+            }
+            Step::Usage => {
+                self.step = Step::Done;
+                Some(Ok(event(&g.meta.usage_chunk(g.prompt_tokens, self.tally.sent))))
+            }
+            Step::Done => {
+                self.tally.ending = Some(Ending::Complete);
+                self.step = Step::End;
+                Some(Ok(Bytes::from_static(b"data: [DONE]\n\n")))
+            }
+            Step::End => None,
+        }
+    }
+}
+
+/// The response as server-sent events, in vLLM's chunk shapes.
+pub fn sse(state: Arc<SimState>, generation: Generation) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    let tally = Tally::new(state, &generation);
+    let step = match generation.meta.kind {
+        Kind::Chat => Step::Role,
+        Kind::Completion => Step::Token(0),
+    };
+    let streaming = Streaming {
+        generation,
+        tally,
+        step,
+    };
+    futures_util::stream::unfold(streaming, |mut streaming| async move {
+        let item = streaming.next().await?;
+        Some((item, streaming))
+    })
+}
