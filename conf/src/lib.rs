@@ -173,7 +173,7 @@ impl MaasConfig {
             );
         }
         for (i, email) in self.admin.admin_emails.iter().enumerate() {
-            if !email.contains('@') {
+            if !maas_store::validate::is_email(email) {
                 push(
                     &format!("admin.admin_emails[{i}]"),
                     format!("`{email}` is not an email address"),

@@ -99,7 +99,7 @@ impl CatalogDocument {
         let has_account = |name: &str| accounts.contains(&name.trim().to_lowercase());
         let mut emails = HashSet::new();
         for (i, user) in self.users.iter().enumerate() {
-            if !user.email.contains('@') {
+            if !crate::validate::is_email(&user.email) {
                 push(
                     format!("users[{i}].email"),
                     format!("`{}` is not an email address", user.email),

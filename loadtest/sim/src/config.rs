@@ -78,7 +78,8 @@ pub struct Failures {
     /// Share of requests answered with `error_status` instead (0 to 1).
     pub error_rate: f64,
     pub error_status: u16,
-    /// Share of streams cut off (connection reset) after a random number of tokens.
+    /// Share of streams cut off (connection reset) after a random number of
+    /// tokens, at least one and fewer than all.
     pub reset_rate: f64,
     /// Delay before the response headers.
     pub slow_headers_ms: u64,

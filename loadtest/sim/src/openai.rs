@@ -14,17 +14,24 @@ pub struct StreamOptions {
     pub continuous_usage_stats: bool,
 }
 
+/// Parameters the chat and completions endpoints share.
 #[derive(Debug, Deserialize)]
-pub struct ChatRequest {
+pub struct GenerationOptions {
     pub model: String,
-    pub messages: Vec<ChatMessage>,
     pub max_tokens: Option<u32>,
-    pub max_completion_tokens: Option<u32>,
     #[serde(default)]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
     pub n: Option<u32>,
     pub seed: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChatRequest {
+    #[serde(flatten)]
+    pub options: GenerationOptions,
+    pub messages: Vec<ChatMessage>,
+    pub max_completion_tokens: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,14 +75,9 @@ impl ChatRequest {
 
 #[derive(Debug, Deserialize)]
 pub struct CompletionRequest {
-    pub model: String,
+    #[serde(flatten)]
+    pub options: GenerationOptions,
     pub prompt: PromptInput,
-    pub max_tokens: Option<u32>,
-    #[serde(default)]
-    pub stream: bool,
-    pub stream_options: Option<StreamOptions>,
-    pub n: Option<u32>,
-    pub seed: Option<u64>,
 }
 
 /// A prompt or embedding input: text(s) or token ids.

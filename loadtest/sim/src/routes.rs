@@ -14,7 +14,7 @@ use crate::SimState;
 use crate::config::SimModel;
 use crate::meter::{ANONYMOUS, APPLICATION_HEADER};
 use crate::openai::{
-    ChatRequest, CompletionRequest, EmbeddingRequest, Kind, ResponseMeta, StreamOptions, base64_f32, error_body,
+    ChatRequest, CompletionRequest, EmbeddingRequest, GenerationOptions, Kind, ResponseMeta, base64_f32, error_body,
 };
 use crate::stream::{Generation, sse};
 use crate::tokens::{Rng, fnv1a, token_text};
@@ -116,18 +116,19 @@ async fn admit<'a>(
     Ok((config, rng))
 }
 
-/// Plans a completion of at most `requested` tokens for a prompt.
-#[allow(clippy::too_many_arguments)]
-fn plan(
-    model: &SimModel,
-    rng: &mut Rng,
-    meta: ResponseMeta,
-    app: String,
+/// A generation request once its prompt is counted.
+struct Ask {
+    kind: Kind,
+    endpoint: &'static str,
+    options: GenerationOptions,
     prompt_tokens: u32,
+    /// Most tokens the client accepts, if it said.
     requested: Option<u32>,
-    stream: bool,
-    options: StreamOptions,
-) -> Result<Generation, ApiError> {
+}
+
+/// Plans the completion of `ask`: its length, its tokens, any reset.
+fn plan(model: &SimModel, rng: &mut Rng, app: String, ask: &Ask) -> Result<Generation, ApiError> {
+    let (prompt_tokens, requested) = (ask.prompt_tokens, ask.requested);
     let room = model.max_model_len.saturating_sub(prompt_tokens);
     if prompt_tokens > model.max_model_len || requested.is_some_and(|r| r > room) {
         return Err(bad_request(format!(
@@ -148,15 +149,17 @@ fn plan(
         "stop"
     };
     let tokens: Vec<&'static str> = (0..count).map(|_| token_text(rng)).collect();
-    let reset_after = (stream && model.failures.reset_rate > 0.0 && rng.next_f64() < model.failures.reset_rate)
-        .then(|| rng.between(0, count.saturating_sub(1)) as usize);
+    // A reset comes mid-stream: after the first token, before the last.
+    let reset_rate = model.failures.reset_rate;
+    let reset_after = (ask.options.stream && count >= 2 && reset_rate > 0.0 && rng.next_f64() < reset_rate)
+        .then(|| rng.between(1, count - 1) as usize);
     Ok(Generation {
-        meta,
+        meta: meta(ask.kind, &ask.options.model, rng),
         app,
         prompt_tokens,
         tokens,
         finish_reason,
-        options,
+        options: ask.options.stream_options.unwrap_or_default(),
         reset_after,
         ttft: Duration::from_millis(model.ttft_ms),
         itl: Duration::from_millis(model.itl_ms),
@@ -201,51 +204,42 @@ fn single_choice(n: Option<u32>) -> Result<(), ApiError> {
     }
 }
 
+/// What chat and completions share once the request is parsed.
+async fn generate(state: Arc<SimState>, headers: &HeaderMap, body: &Bytes, ask: Ask) -> Answer {
+    single_choice(ask.options.n)?;
+    let app = application(headers);
+    let (model, mut rng) = admit(&state, &ask.options.model, &app, body, ask.options.seed).await?;
+    let generation = plan(model, &mut rng, app, &ask)?;
+    Ok(respond(state.clone(), generation, ask.options.stream, ask.endpoint).await)
+}
+
 pub async fn chat(State(state): State<Arc<SimState>>, headers: HeaderMap, body: Bytes) -> Answer {
     let request: ChatRequest = parse(&body)?;
-    single_choice(request.n)?;
-    let app = application(&headers);
-    let (model, mut rng) = admit(&state, &request.model, &app, &body, request.seed).await?;
-    let meta = meta(Kind::Chat, &request.model, &mut rng);
-    let requested = request.max_completion_tokens.or(request.max_tokens);
-    let options = request.stream_options.unwrap_or_default();
-    let generation = plan(
-        model,
-        &mut rng,
-        meta,
-        app,
-        request.prompt_tokens(),
-        requested,
-        request.stream,
-        options,
-    )?;
-    Ok(respond(state.clone(), generation, request.stream, "chat").await)
+    let ask = Ask {
+        kind: Kind::Chat,
+        endpoint: "chat",
+        prompt_tokens: request.prompt_tokens(),
+        requested: request.max_completion_tokens.or(request.options.max_tokens),
+        options: request.options,
+    };
+    generate(state, &headers, &body, ask).await
 }
 
 pub async fn completions(State(state): State<Arc<SimState>>, headers: HeaderMap, body: Bytes) -> Answer {
     let request: CompletionRequest = parse(&body)?;
-    single_choice(request.n)?;
     let prompts = request.prompt.item_tokens();
-    if prompts.len() != 1 {
+    let [prompt_tokens] = prompts[..] else {
         return Err(bad_request("maas-sim completes one prompt per request").param("prompt"));
-    }
-    let app = application(&headers);
-    let (model, mut rng) = admit(&state, &request.model, &app, &body, request.seed).await?;
-    let meta = meta(Kind::Completion, &request.model, &mut rng);
-    // OpenAI's completions API defaults to 16 tokens.
-    let requested = Some(request.max_tokens.unwrap_or(16));
-    let options = request.stream_options.unwrap_or_default();
-    let generation = plan(
-        model,
-        &mut rng,
-        meta,
-        app,
-        prompts[0],
-        requested,
-        request.stream,
-        options,
-    )?;
-    Ok(respond(state.clone(), generation, request.stream, "completions").await)
+    };
+    let ask = Ask {
+        kind: Kind::Completion,
+        endpoint: "completions",
+        prompt_tokens,
+        // OpenAI's completions API defaults to 16 tokens.
+        requested: Some(request.options.max_tokens.unwrap_or(16)),
+        options: request.options,
+    };
+    generate(state, &headers, &body, ask).await
 }
 
 pub async fn embeddings(State(state): State<Arc<SimState>>, headers: HeaderMap, body: Bytes) -> Answer {

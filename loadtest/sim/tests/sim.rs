@@ -60,17 +60,13 @@ impl Sim {
             .unwrap()
     }
 
+    async fn get_json(&self, path: &str) -> Value {
+        let response = self.client.get(format!("{}{path}", self.base)).send().await.unwrap();
+        response.json().await.unwrap()
+    }
+
     async fn usage(&self, app: &str) -> Value {
-        let all: Value = self
-            .client
-            .get(format!("{}/sim/usage", self.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        all["applications"][app].clone()
+        self.get_json("/sim/usage").await["applications"][app].clone()
     }
 
     /// The `data:` payloads of a streamed response, `[DONE]` included.
@@ -359,7 +355,11 @@ async fn failures_are_injected() {
     );
     assert_eq!(sim.usage("f").await["injected_errors"], 1);
 
-    let sim = start(model(|m| m.failures.reset_rate = 1.0)).await;
+    let sim = start(model(|m| {
+        m.itl_ms = 5;
+        m.failures.reset_rate = 1.0;
+    }))
+    .await;
     let response = sim
         .post(
             "/v1/chat/completions",
@@ -404,15 +404,7 @@ async fn the_same_seed_replays_the_same_outputs() {
 #[tokio::test]
 async fn models_health_version_and_metrics() {
     let sim = start(SimConfig::default()).await;
-    let models: Value = sim
-        .client
-        .get(format!("{}/v1/models", sim.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models = sim.get_json("/v1/models").await;
     let ids: Vec<&str> = models["data"]
         .as_array()
         .unwrap()
@@ -429,15 +421,7 @@ async fn models_health_version_and_metrics() {
             .status(),
         200
     );
-    let version: Value = sim
-        .client
-        .get(format!("{}/version", sim.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let version = sim.get_json("/version").await;
     assert!(version["version"].as_str().unwrap().starts_with("maas-sim "));
     let body =
         json!({"model": "granite-3.1-8b-instruct", "max_tokens": 2, "messages": [{"role": "user", "content": "a"}]});

@@ -106,12 +106,7 @@ fn check_name(field: &str, value: &str, max: usize) -> StoreResult<()> {
 }
 
 fn check_email(email: &str) -> StoreResult<()> {
-    let valid = email.len() <= 254
-        && email.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
-        })
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
-    if valid {
+    if crate::validate::is_email(email) {
         Ok(())
     } else {
         Err(StoreError::invalid(

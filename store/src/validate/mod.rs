@@ -188,6 +188,15 @@ pub fn is_system_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// A plausible email address: `local@domain.tld`, no spaces, at most 254 long.
+pub fn is_email(email: &str) -> bool {
+    email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
+        })
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
 const SYSTEM_NAME_RULE: &str =
     "must be 1-64 lowercase letters, digits, `-`, `_` or `.`, starting with a letter or digit";
 
