@@ -10,9 +10,8 @@ use maas_conf::{ConfigErrors, FileKind, MaasConfig};
 use maas_store::document::{ApplyOptions, ApplyReport};
 use maas_store::{Actor, Environment, NewKey, Store, StoreLocation, StoreOptions};
 
-/// What a command gets: the configuration in force and an open store.
+/// What a command gets: an open store.
 pub struct CommandContext {
-    pub config: MaasConfig,
     pub store: Store,
 }
 
@@ -20,11 +19,11 @@ fn environment(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-fn load_config(path: Option<&Path>) -> Result<MaasConfig, ConfigErrors> {
+pub fn load_config(path: Option<&Path>) -> Result<MaasConfig, ConfigErrors> {
     maas_conf::load_config(path, &environment)
 }
 
-fn init_logging(config: &MaasConfig) {
+pub fn init_logging(config: &MaasConfig) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.logging.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -36,7 +35,7 @@ fn init_logging(config: &MaasConfig) {
     };
 }
 
-fn describe(location: &StoreLocation) -> String {
+pub fn describe(location: &StoreLocation) -> String {
     match location {
         StoreLocation::Embedded { data_dir } => format!("embedded ({})", data_dir.join("maas.redb").display()),
         StoreLocation::Redis { url, prefix } => format!("redis ({}, prefix `{prefix}`)", maas_conf::redact_url(url)),
@@ -55,24 +54,29 @@ pub fn with_runtime(config_path: Option<&Path>, command: impl FnOnce(CommandCont
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async {
-        let location = config.store.location();
-        let options = StoreOptions {
-            key_prefix: config.keys.prefix.clone(),
-            ..StoreOptions::default()
-        };
-        let store = Store::open(&location, options)
-            .await
-            .with_context(|| format!("opening the {} store", describe(&location)))?;
+        let store = open_store(&config).await?;
         let flush = store.clone();
-        let result = command(CommandContext { config, store }).await;
+        let result = command(CommandContext { store }).await;
         flush.flush().await.context("flushing the store")?;
         result
     })
 }
 
+/// Opens the store the configuration names.
+pub async fn open_store(config: &MaasConfig) -> Result<Store> {
+    let location = config.store.location();
+    let options = StoreOptions {
+        key_prefix: config.keys.prefix.clone(),
+        ..StoreOptions::default()
+    };
+    Store::open(&location, options)
+        .await
+        .with_context(|| format!("opening the {} store", describe(&location)))
+}
+
 pub fn not_built(command: &str, what: &str) -> ExitCode {
     eprintln!("error: `maas {command}` is not built yet ({what}).");
-    eprintln!("Today `maas` can: up --demo (prepare the store), sim, apply, export, check.");
+    eprintln!("Today `maas` can: up, proxy, sim, apply, export, check.");
     ExitCode::from(2)
 }
 
@@ -172,53 +176,26 @@ pub async fn export(ctx: CommandContext, tenants: bool, output: Option<PathBuf>)
 
 const DEMO_KEY_LABEL: &str = "maas up --demo";
 
-pub async fn up(ctx: CommandContext, demo: bool) -> Result<()> {
-    let store = ctx.store.as_actor(Actor::new("cli", "maas up", None));
-    println!(
-        "MaaS {} — store: {}",
-        env!("CARGO_PKG_VERSION"),
-        describe(&ctx.config.store.location())
-    );
+/// The store half of `maas up`: applies the configured catalog (and the
+/// demo catalog), and returns a fresh demo key with `--demo`.
+pub async fn prepare_up(config: &MaasConfig, store: &Store, demo: bool) -> Result<Option<String>> {
+    let store = store.as_actor(Actor::new("cli", "maas up", None));
+    println!("MaaS {} — store: {}", env!("CARGO_PKG_VERSION"), describe(&config.store.location()));
     let options = ApplyOptions::default();
-    if let Some(path) = &ctx.config.catalog {
+    if let Some(path) = &config.catalog {
         let document = maas_conf::load_catalog(path).map_err(|errors| anyhow::anyhow!("{errors}"))?;
         println!("catalog {}:", path.display());
         print_report(&store.apply(&document, &options).await?);
     }
+    let mut secret = None;
     if demo {
         let document = maas_conf::parse_catalog("demo catalog", maas_conf::DEMO_CATALOG)
             .map_err(|errors| anyhow::anyhow!("{errors}"))?;
         println!("demo catalog:");
         print_report(&store.apply(&document, &options).await?);
-        let secret = demo_key(&store).await?;
-        println!();
-        println!("demo API key (application demo-app, product tinyllama, plan free; shown once, stored as a hash):");
-        println!("  {secret}");
-        println!();
+        secret = Some(demo_key(&store).await?);
     }
-    let catalog = store.catalog_for(ctx.config.proxy.environment).await?;
-    println!(
-        "serving ({}): {} products, {} plans",
-        ctx.config.proxy.environment,
-        catalog.products.len(),
-        catalog.plans.len()
-    );
-    for product in &catalog.products {
-        let models = product.models.join(", ");
-        let endpoint = product.path_prefix.as_deref().unwrap_or("");
-        println!(
-            "  {} — models [{models}] at {}{endpoint}/v1",
-            product.display_name(),
-            ctx.config.proxy.public_url
-        );
-    }
-    println!();
-    println!(
-        "not built yet: the proxy ({}), the portal ({}) and the simulator ({}) arrive in later releases \
-         (issues #3, #5, #6); the store above is ready for them.",
-        ctx.config.proxy.listen, ctx.config.portal.listen, ctx.config.sim.listen
-    );
-    Ok(())
+    Ok(secret)
 }
 
 /// Revokes the previous demo keys and issues a new one.
@@ -249,7 +226,7 @@ async fn demo_key(store: &Store) -> Result<String> {
 }
 
 /// Loads a simulator file: `file:line: field: reason` on mistakes.
-fn load_sim_config(path: &Path) -> Result<maas_sim::SimConfig> {
+pub fn load_sim_config(path: &Path) -> Result<maas_sim::SimConfig> {
     let source = path.display().to_string();
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {source}"))?;
     let parsed = maas_conf::yaml::parse::<maas_sim::SimConfig>(&source, &text).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -304,7 +281,7 @@ pub fn sim(
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -1,6 +1,7 @@
 //! `maas`: the one binary of MaaS. See `maas --help`.
 
 mod commands;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,7 +31,17 @@ enum Command {
         demo: bool,
     },
     /// Run the API gateway (data plane).
-    Proxy,
+    Proxy {
+        /// Address to listen on (default: `proxy.listen`, 0.0.0.0:8080).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Address of `/metrics` (default: `proxy.metrics_listen`, 0.0.0.0:9421).
+        #[arg(long)]
+        metrics_listen: Option<std::net::SocketAddr>,
+        /// The environment whose product releases to serve (default: `proxy.environment`).
+        #[arg(long, value_enum)]
+        environment: Option<EnvironmentArg>,
+    },
     /// Run the developer portal, admin console and admin API.
     Portal,
     /// Run the OpenAI-compatible model simulator (vLLM's API and chunk shapes).
@@ -84,6 +95,12 @@ enum PromoteTo {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum EnvironmentArg {
+    Staging,
+    Production,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum Kind {
     Config,
     Catalog,
@@ -94,12 +111,26 @@ fn main() -> ExitCode {
     let config = cli.config.as_deref();
     let result = match cli.command {
         Command::Check { file, kind } => return commands::check(&file, kind.map(Kind::into)),
-        Command::Proxy => return commands::not_built("proxy", "the Pingora data plane, issue #3"),
+        Command::Proxy {
+            listen,
+            metrics_listen,
+            environment,
+        } => serve::proxy(
+            config,
+            serve::ProxyOverrides {
+                listen,
+                metrics_listen,
+                environment: environment.map(|e| match e {
+                    EnvironmentArg::Staging => maas_store::Environment::Staging,
+                    EnvironmentArg::Production => maas_store::Environment::Production,
+                }),
+            },
+        ),
         Command::Portal => {
             return commands::not_built("portal", "the developer portal and admin console, issues #5 and #6");
         }
         Command::Sim { listen, models, seed } => commands::sim(config, listen, models, seed),
-        Command::Up { demo } => commands::with_runtime(config, |ctx| Box::pin(commands::up(ctx, demo))),
+        Command::Up { demo } => serve::up(config, demo),
         Command::Apply {
             file,
             prune,

@@ -71,6 +71,9 @@ impl SimState {
     }
 }
 
+/// Largest request body the simulator reads.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+
 /// The simulator's routes over `state`.
 pub fn router(state: Arc<SimState>) -> Router {
     Router::new()
@@ -83,6 +86,8 @@ pub fn router(state: Arc<SimState>) -> Router {
         .route("/metrics", get(routes::metrics))
         .route("/sim/usage", get(routes::usage).delete(routes::reset_usage))
         .fallback(routes::not_found)
+        // Long-context prompts are large; vLLM takes them, so must we.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(state)
 }
 

@@ -1,0 +1,68 @@
+//! What the proxy needs from a JSON request body: the `model` (to route on
+//! the shared endpoint) and whether it asks for a stream.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestFacts {
+    pub model: Option<String>,
+    pub stream: bool,
+}
+
+#[derive(Deserialize)]
+struct Inspect<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    stream: Option<bool>,
+}
+
+/// Reads `model` and `stream` of a JSON object body. A body that is not a
+/// JSON object is an error whose text says where it broke.
+pub fn inspect_json(body: &[u8]) -> Result<RequestFacts, String> {
+    let parsed: Inspect<'_> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    Ok(RequestFacts {
+        model: parsed.model.map(Cow::into_owned),
+        stream: parsed.stream.unwrap_or(false),
+    })
+}
+
+/// Whether a `Content-Type` is JSON (`application/json`, `…+json`).
+pub fn is_json_content_type(value: &[u8]) -> bool {
+    let essence = value.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+    essence.eq_ignore_ascii_case(b"application/json")
+        || (essence.len() > 5 && essence[essence.len() - 5..].eq_ignore_ascii_case(b"+json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_model_and_stream() {
+        let facts = inspect_json(br#"{"messages":[{"role":"user","content":"hi \"there\""}],"model":"tiny","stream":true}"#).unwrap();
+        assert_eq!(facts.model.as_deref(), Some("tiny"));
+        assert!(facts.stream);
+        let facts = inspect_json(br#"{"model":"caf\u00e9"}"#).unwrap();
+        assert_eq!(facts.model.as_deref(), Some("café"));
+        assert_eq!(inspect_json(b"{}").unwrap(), RequestFacts::default());
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_json_object() {
+        for bad in [&b""[..], b"[1,2]", b"{\"model\":", b"{\"model\":5}", b"\xff"] {
+            assert!(inspect_json(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn recognises_json_content_types() {
+        assert!(is_json_content_type(b"application/json"));
+        assert!(is_json_content_type(b"Application/JSON; charset=utf-8"));
+        assert!(is_json_content_type(b"application/vnd.api+json"));
+        assert!(!is_json_content_type(b"multipart/form-data; boundary=x"));
+        assert!(!is_json_content_type(b"json"));
+    }
+}

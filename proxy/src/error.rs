@@ -1,0 +1,282 @@
+//! Errors as OpenAI clients expect them: `{"error":{"message","type","param","code"}}`
+//! with the status code the SDKs map to their exception classes.
+
+use serde::Serialize;
+
+/// A refusal or failure the proxy answers itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub message: String,
+    /// OpenAI's `type`: `invalid_request_error`, `rate_limit_error`, …
+    pub kind: &'static str,
+    /// OpenAI's `code`: `invalid_api_key`, `model_not_found`, …
+    pub code: &'static str,
+    pub param: Option<&'static str>,
+    /// Why, for the rejected-by-reason counter and the access log.
+    pub reason: &'static str,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: Body<'a>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<&'a str>,
+    code: &'a str,
+}
+
+impl ApiError {
+    fn new(status: u16, kind: &'static str, code: &'static str, reason: &'static str, message: String) -> ApiError {
+        ApiError {
+            status,
+            message,
+            kind,
+            code,
+            param: None,
+            reason,
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        let envelope = Envelope {
+            error: Body {
+                message: &self.message,
+                kind: self.kind,
+                param: self.param,
+                code: self.code,
+            },
+        };
+        // Serializing plain strings cannot fail.
+        serde_json::to_vec(&envelope).unwrap_or_default()
+    }
+
+    pub fn missing_key(locations: &str) -> ApiError {
+        ApiError::new(
+            401,
+            "invalid_request_error",
+            "missing_api_key",
+            "missing_key",
+            format!("You didn't provide an API key. Send it as {locations}."),
+        )
+    }
+
+    pub fn invalid_key() -> ApiError {
+        ApiError::new(
+            401,
+            "invalid_request_error",
+            "invalid_api_key",
+            "invalid_key",
+            "Incorrect API key provided. It may be mistyped, revoked or expired; get a new one from the developer portal."
+                .into(),
+        )
+    }
+
+    pub fn malformed_credentials(what: &str) -> ApiError {
+        ApiError::new(
+            401,
+            "invalid_request_error",
+            "invalid_api_key",
+            "invalid_key",
+            format!("Malformed credentials: {what}."),
+        )
+    }
+
+    pub fn application_pending(name: &str) -> ApiError {
+        ApiError::new(
+            403,
+            "permission_error",
+            "application_pending",
+            "application_pending",
+            format!("Application `{name}` is awaiting approval by an administrator; its keys work once it is approved."),
+        )
+    }
+
+    pub fn application_suspended(name: &str) -> ApiError {
+        ApiError::new(
+            403,
+            "permission_error",
+            "application_suspended",
+            "application_suspended",
+            format!("Application `{name}` is suspended; ask an administrator to resume it."),
+        )
+    }
+
+    pub fn not_subscribed(product: &str) -> ApiError {
+        ApiError::new(
+            403,
+            "permission_error",
+            "not_subscribed",
+            "not_subscribed",
+            format!("This API key's application is not subscribed to `{product}`."),
+        )
+    }
+
+    pub fn model_not_found(model: &str) -> ApiError {
+        let mut error = ApiError::new(
+            404,
+            "invalid_request_error",
+            "model_not_found",
+            "model_not_found",
+            format!("The model `{model}` does not exist or you do not have access to it."),
+        );
+        error.param = Some("model");
+        error
+    }
+
+    pub fn model_required() -> ApiError {
+        let mut error = ApiError::new(
+            400,
+            "invalid_request_error",
+            "missing_model",
+            "bad_request",
+            "This endpoint routes by model: the JSON body needs a `model` string.".into(),
+        );
+        error.param = Some("model");
+        error
+    }
+
+    pub fn invalid_json(detail: &str) -> ApiError {
+        ApiError::new(
+            400,
+            "invalid_request_error",
+            "invalid_json",
+            "bad_request",
+            format!("The request body is not valid JSON: {detail}."),
+        )
+    }
+
+    pub fn no_route(path: &str) -> ApiError {
+        ApiError::new(
+            404,
+            "invalid_request_error",
+            "unknown_url",
+            "no_route",
+            format!("No API is served at `{path}`."),
+        )
+    }
+
+    pub fn no_mapping_rule(method: &str, path: &str) -> ApiError {
+        ApiError::new(
+            404,
+            "invalid_request_error",
+            "unknown_url",
+            "no_mapping_rule",
+            format!("No mapping rule matches {method} {path}; this product does not offer that endpoint."),
+        )
+    }
+
+    pub fn body_too_large(limit: u64) -> ApiError {
+        ApiError::new(
+            413,
+            "invalid_request_error",
+            "request_too_large",
+            "body_too_large",
+            format!("The request body exceeds the limit of {limit} bytes."),
+        )
+    }
+
+    pub fn length_required() -> ApiError {
+        ApiError::new(
+            411,
+            "invalid_request_error",
+            "length_required",
+            "bad_request",
+            "Chunked request bodies over 64 KiB need a Content-Length header on this endpoint.".into(),
+        )
+    }
+
+    pub fn rate_limited(metric: &str, period: &str, limit: u64, retry_after_secs: u64) -> ApiError {
+        let what = if maas_store::model::TOKEN_METRICS.contains(&metric) {
+            format!("{metric} spent: the plan allows {limit} {metric} per {period}")
+        } else {
+            format!("the plan allows {limit} {metric} per {period}")
+        };
+        ApiError::new(
+            429,
+            "rate_limit_error",
+            "rate_limit_exceeded",
+            "rate_limited",
+            format!("Rate limit reached: {what}. Retry in {retry_after_secs} s."),
+        )
+    }
+
+    pub fn store_unavailable() -> ApiError {
+        ApiError::new(
+            503,
+            "server_error",
+            "service_unavailable",
+            "store_unavailable",
+            "The gateway cannot reach its store right now; retry shortly.".into(),
+        )
+    }
+
+    pub fn upstream_unavailable(backend: &str) -> ApiError {
+        ApiError::new(
+            503,
+            "server_error",
+            "service_unavailable",
+            "upstream_unavailable",
+            format!("No healthy replica of backend `{backend}` is reachable; retry shortly."),
+        )
+    }
+
+    pub fn upstream_failed() -> ApiError {
+        ApiError::new(
+            502,
+            "server_error",
+            "bad_gateway",
+            "upstream_failed",
+            "The model server failed to answer.".into(),
+        )
+    }
+
+    pub fn upstream_timeout() -> ApiError {
+        ApiError::new(
+            504,
+            "server_error",
+            "gateway_timeout",
+            "upstream_timeout",
+            "The model server did not answer in time.".into(),
+        )
+    }
+
+    pub fn internal(detail: &str) -> ApiError {
+        ApiError::new(
+            500,
+            "server_error",
+            "internal_error",
+            "internal",
+            format!("The gateway failed: {detail}."),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serializes_in_openai_shape() {
+        let json: serde_json::Value = serde_json::from_slice(&ApiError::model_not_found("gpt-x").to_json()).unwrap();
+        assert_eq!(json["error"]["type"], "invalid_request_error");
+        assert_eq!(json["error"]["code"], "model_not_found");
+        assert_eq!(json["error"]["param"], "model");
+        assert!(json["error"]["message"].as_str().unwrap().contains("gpt-x"));
+        let json: serde_json::Value = serde_json::from_slice(&ApiError::invalid_key().to_json()).unwrap();
+        assert_eq!(json["error"]["param"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn rate_limit_message_names_the_limit() {
+        let error = ApiError::rate_limited("total_tokens", "day", 1000, 42);
+        assert_eq!(error.status, 429);
+        assert!(error.message.contains("total_tokens spent"), "{}", error.message);
+        assert!(error.message.contains("42 s"));
+    }
+}

@@ -1,0 +1,30 @@
+//! The MaaS data plane: a Pingora proxy in front of OpenAI-compatible model
+//! servers. Per request, in order: authenticate the key ([`credentials`],
+//! cached in [`state`]), route by host, path prefix or model
+//! ([`routing`]), match mapping rules ([`mapping`]), check plan limits
+//! ([`limits`]), proxy to a healthy replica ([`upstream`]), meter the
+//! response ([`metering`]) and record usage ([`usage`]), metrics
+//! ([`metrics`]) and one access-log line ([`access_log`]).
+//!
+//! Everything except [`service`] (the thin `ProxyHttp` dispatcher) and
+//! [`server`] (wiring) is independent of Pingora and unit-tested alone.
+
+pub mod access_log;
+pub mod body;
+pub mod cors;
+pub mod credentials;
+pub mod error;
+pub mod limits;
+pub mod mapping;
+pub mod metering;
+pub mod metrics;
+pub mod ratelimit;
+pub mod routing;
+pub mod server;
+pub mod service;
+pub mod state;
+pub mod upstream;
+pub mod usage;
+
+pub use limits::LimitMode;
+pub use server::{Proxy, ProxyOptions};

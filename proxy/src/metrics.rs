@@ -1,0 +1,151 @@
+//! Prometheus metrics on `:9421/metrics` (as APIcast). The token counters
+//! keep the names and labels of the reference LLM metrics policy.
+
+use std::sync::LazyLock;
+
+use async_trait::async_trait;
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+const TOKEN_LABELS: [&str; 4] = ["service_id", "service_system_name", "application_id", "application_system_name"];
+/// Latency buckets from 0.5 ms to 5 min: gateway overhead up to long generations.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0,
+];
+
+pub struct ProxyMetrics {
+    pub registry: Registry,
+    pub prompt_tokens: IntCounterVec,
+    pub completion_tokens: IntCounterVec,
+    pub total_tokens: IntCounterVec,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub upstream_duration: HistogramVec,
+    pub in_flight: IntGauge,
+    pub rejected: IntCounterVec,
+    pub store_errors: IntCounterVec,
+    pub upstream_errors: IntCounterVec,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let counter = IntCounterVec::new(Opts::new(name, help), labels).expect("metric definitions are static");
+    registry
+        .register(Box::new(counter.clone()))
+        .expect("metric names are unique");
+    counter
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str) -> HistogramVec {
+    let histogram = HistogramVec::new(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()), &["product"])
+        .expect("metric definitions are static");
+    registry
+        .register(Box::new(histogram.clone()))
+        .expect("metric names are unique");
+    histogram
+}
+
+impl ProxyMetrics {
+    fn new() -> ProxyMetrics {
+        let registry = Registry::new();
+        let in_flight = IntGauge::new("maas_requests_in_flight", "Requests being served now").expect("static");
+        registry.register(Box::new(in_flight.clone())).expect("unique");
+        ProxyMetrics {
+            prompt_tokens: counter(&registry, "llm_prompt_tokens_count", "Prompt tokens metered", &TOKEN_LABELS),
+            completion_tokens: counter(
+                &registry,
+                "llm_completion_tokens_count",
+                "Completion tokens metered",
+                &TOKEN_LABELS,
+            ),
+            total_tokens: counter(&registry, "llm_total_token_count", "Total tokens metered", &TOKEN_LABELS),
+            requests: counter(
+                &registry,
+                "maas_requests_total",
+                "Requests by product and response status",
+                &["product", "status"],
+            ),
+            request_duration: histogram(
+                &registry,
+                "maas_request_duration_seconds",
+                "Time from request to the end of the response",
+            ),
+            upstream_duration: histogram(
+                &registry,
+                "maas_upstream_duration_seconds",
+                "Time from sending upstream to the upstream's response headers",
+            ),
+            in_flight,
+            rejected: counter(
+                &registry,
+                "maas_rejected_total",
+                "Requests the gateway refused, by reason",
+                &["reason"],
+            ),
+            store_errors: counter(
+                &registry,
+                "maas_store_errors_total",
+                "Failed store operations, by operation",
+                &["operation"],
+            ),
+            upstream_errors: counter(
+                &registry,
+                "maas_upstream_errors_total",
+                "Failed upstream attempts, by backend and kind",
+                &["backend", "kind"],
+            ),
+            registry,
+        }
+    }
+
+    pub fn render(&self) -> Vec<u8> {
+        let mut buffer = Vec::new();
+        // Encoding gathered families into a Vec cannot fail.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        buffer
+    }
+}
+
+/// The process's metrics: one proxy per process.
+pub static METRICS: LazyLock<ProxyMetrics> = LazyLock::new(ProxyMetrics::new);
+
+/// Serves `GET /metrics` (and `/health` for probes on the metrics port).
+pub struct MetricsApp;
+
+#[async_trait]
+impl ServeHttp for MetricsApp {
+    async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
+        let path = session.req_header().uri.path();
+        let (status, content_type, body) = match path {
+            "/metrics" => (200, "text/plain; version=0.0.4", METRICS.render()),
+            "/health" => (200, "text/plain", b"ok\n".to_vec()),
+            _ => (404, "text/plain", b"not found: try /metrics\n".to_vec()),
+        };
+        http::Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, content_type)
+            .header(http::header::CONTENT_LENGTH, body.len())
+            .body(body)
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_counters_render_with_their_labels() {
+        METRICS
+            .total_tokens
+            .with_label_values(&["tinyllama", "tinyllama", "app-1", "demo-app"])
+            .inc_by(42);
+        let text = String::from_utf8(METRICS.render()).unwrap();
+        assert!(
+            text.contains(r#"llm_total_token_count{application_id="app-1",application_system_name="demo-app",service_id="tinyllama",service_system_name="tinyllama"} 42"#),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,113 @@
+//! Wiring: the store-facing state on a Tokio runtime of our own (change
+//! feed, usage batches, local-limit sync), and the Pingora server with the
+//! proxy and metrics services, which owns its runtimes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use maas_store::{Environment, Store};
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::{RunArgs, Server};
+use pingora_core::services::listening::Service;
+use tokio::runtime::Handle;
+
+use crate::limits::{LimitMode, Limiter};
+use crate::metrics::{METRICS, MetricsApp};
+use crate::service::MaasProxy;
+use crate::state::ProxyState;
+use crate::usage::UsageSink;
+
+/// How the proxy is run.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    pub listen: String,
+    pub metrics_listen: String,
+    pub environment: Environment,
+    pub max_body_bytes: u64,
+    pub access_log: bool,
+    pub limit_mode: LimitMode,
+    /// How often queued usage is written in strict mode.
+    pub flush_interval: Duration,
+    /// Worker threads of the proxy service (default: one per core).
+    pub threads: usize,
+    /// How long in-flight requests may finish after SIGTERM.
+    pub shutdown_timeout: Duration,
+}
+
+/// The data plane, ready to serve.
+pub struct Proxy {
+    state: Arc<ProxyState>,
+    options: ProxyOptions,
+    control: Handle,
+}
+
+impl Proxy {
+    /// Loads the catalog and starts the background tasks on `control`
+    /// (the runtime the store was opened on).
+    pub async fn start(store: Store, options: ProxyOptions) -> Result<Proxy, String> {
+        let sink = Arc::new(UsageSink::new(store.clone()));
+        let limiter = Limiter::new(store.clone(), sink, options.limit_mode);
+        let state = Arc::new(ProxyState::new(
+            store,
+            options.environment,
+            limiter,
+            options.max_body_bytes,
+            options.access_log,
+        ));
+        state
+            .reload_catalog()
+            .await
+            .map_err(|e| format!("loading the {} catalog: {e}", options.environment))?;
+        tokio::spawn(state.clone().follow_changes());
+        let interval = match options.limit_mode {
+            LimitMode::Strict => options.flush_interval,
+            LimitMode::Local { sync_interval } => sync_interval,
+        };
+        let syncing = state.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                if let Err(error) = syncing.limiter.sync().await {
+                    METRICS.store_errors.with_label_values(&["record_usage"]).inc();
+                    tracing::warn!(%error, "writing usage failed; kept for the next attempt");
+                }
+            }
+        });
+        Ok(Proxy {
+            state,
+            options,
+            control: Handle::current(),
+        })
+    }
+
+    pub fn state(&self) -> &Arc<ProxyState> {
+        &self.state
+    }
+
+    /// Serves until SIGINT/SIGTERM (blocking: Pingora owns its runtimes),
+    /// then writes the usage still queued.
+    pub fn run(self) -> Result<(), String> {
+        let mut conf = ServerConf {
+            threads: self.options.threads.max(1),
+            grace_period_seconds: Some(0),
+            graceful_shutdown_timeout_seconds: Some(self.options.shutdown_timeout.as_secs()),
+            ..ServerConf::default()
+        };
+        conf.upstream_keepalive_pool_size = 1024;
+        let mut server = Server::new_with_opt_and_conf(None, conf);
+        server.bootstrap();
+        let mut proxy = pingora_proxy::http_proxy_service(&server.configuration, MaasProxy::new(self.state.clone()));
+        proxy.add_tcp(&self.options.listen);
+        let mut metrics = Service::new("maas metrics".to_owned(), MetricsApp);
+        metrics.add_tcp(&self.options.metrics_listen);
+        server.add_service(proxy);
+        server.add_service(metrics);
+        server.run(RunArgs::default());
+        let state = self.state.clone();
+        self.control
+            .block_on(async move { state.limiter.sync().await })
+            .map_err(|e| format!("writing the last usage to the store: {e}"))
+    }
+}

@@ -1,0 +1,198 @@
+//! What every request reads: the served catalog (routes and upstreams)
+//! and the key cache, both kept current by the store's change feed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use maas_store::model::{AuthContext, CredentialLocation, CredentialSettings, CorsPolicy, KeyHash};
+use maas_store::{Change, Environment, Store, StoreResult};
+use moka::sync::Cache;
+
+use crate::limits::Limiter;
+use crate::routing::RouteTable;
+use crate::upstream::Upstream;
+
+/// How long a known key is trusted without hearing from the store; change
+/// events invalidate it sooner.
+pub const KEY_TTL: Duration = Duration::from_secs(60);
+/// How long an unknown key is remembered as unknown (a miss storm of random
+/// keys costs one store lookup per key per this period).
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
+
+/// The catalog of one revision as the proxy serves it.
+#[derive(Debug, Default)]
+pub struct ServingCatalog {
+    pub routes: RouteTable,
+    /// By backend `system_name`; backends that failed to resolve are absent.
+    pub upstreams: HashMap<String, Arc<Upstream>>,
+    /// What the shared `/v1` endpoint accepts: the union of every product's
+    /// credential locations and CORS origins.
+    pub shared_credentials: CredentialSettings,
+    pub shared_cors: Option<CorsPolicy>,
+}
+
+impl ServingCatalog {
+    pub async fn load(store: &Store, environment: Environment) -> StoreResult<ServingCatalog> {
+        let snapshot = store.catalog_for(environment).await?;
+        let routes = RouteTable::build(&snapshot);
+        let mut upstreams = HashMap::new();
+        for backend in &snapshot.backends {
+            let authorization = backend
+                .api_key_env
+                .as_deref()
+                .and_then(|name| std::env::var(name).ok())
+                .map(|key| format!("Bearer {}", key.trim()));
+            match Upstream::resolve(backend, authorization).await {
+                Ok(upstream) => {
+                    upstreams.insert(backend.system_name.clone(), Arc::new(upstream));
+                }
+                Err(error) => tracing::error!(backend = %backend.system_name, %error, "backend unusable"),
+            }
+        }
+        let mut shared_credentials = CredentialSettings {
+            locations: Vec::new(),
+            ..CredentialSettings::default()
+        };
+        let mut shared_cors: Option<CorsPolicy> = None;
+        for route in routes.products() {
+            for location in &route.product.credentials.locations {
+                if !shared_credentials.locations.contains(location) {
+                    shared_credentials.locations.push(*location);
+                }
+            }
+            if let Some(policy) = &route.product.cors {
+                let merged = shared_cors.get_or_insert_with(|| CorsPolicy {
+                    allow_origins: Vec::new(),
+                    allow_headers: Vec::new(),
+                    allow_methods: Vec::new(),
+                    expose_headers: Vec::new(),
+                    allow_credentials: false,
+                    max_age_secs: policy.max_age_secs,
+                });
+                for (into, from) in [
+                    (&mut merged.allow_origins, &policy.allow_origins),
+                    (&mut merged.allow_headers, &policy.allow_headers),
+                    (&mut merged.allow_methods, &policy.allow_methods),
+                    (&mut merged.expose_headers, &policy.expose_headers),
+                ] {
+                    for item in from {
+                        if !into.contains(item) {
+                            into.push(item.clone());
+                        }
+                    }
+                }
+                merged.allow_credentials |= policy.allow_credentials;
+            }
+        }
+        if shared_credentials.locations.is_empty() {
+            shared_credentials.locations = vec![CredentialLocation::Bearer, CredentialLocation::Basic];
+        }
+        Ok(ServingCatalog {
+            routes,
+            upstreams,
+            shared_credentials,
+            shared_cors,
+        })
+    }
+}
+
+/// A cached key lookup: `None` is a known-unknown key.
+pub type CachedKey = Option<Arc<AuthContext>>;
+
+pub struct ProxyState {
+    pub store: Store,
+    pub environment: Environment,
+    catalog: RwLock<Arc<ServingCatalog>>,
+    keys: Cache<KeyHash, CachedKey>,
+    pub limiter: Limiter,
+    pub max_body_bytes: u64,
+    pub access_log: bool,
+}
+
+struct KeyExpiry;
+
+impl moka::Expiry<KeyHash, CachedKey> for KeyExpiry {
+    fn expire_after_create(&self, _key: &KeyHash, value: &CachedKey, _now: std::time::Instant) -> Option<Duration> {
+        Some(if value.is_some() { KEY_TTL } else { NEGATIVE_TTL })
+    }
+}
+
+impl ProxyState {
+    pub fn new(store: Store, environment: Environment, limiter: Limiter, max_body_bytes: u64, access_log: bool) -> ProxyState {
+        ProxyState {
+            store,
+            environment,
+            catalog: RwLock::new(Arc::new(ServingCatalog::default())),
+            keys: Cache::builder().max_capacity(1_000_000).expire_after(KeyExpiry).build(),
+            limiter,
+            max_body_bytes,
+            access_log,
+        }
+    }
+
+    pub fn catalog(&self) -> Arc<ServingCatalog> {
+        self.catalog.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub async fn reload_catalog(&self) -> StoreResult<()> {
+        let fresh = ServingCatalog::load(&self.store, self.environment).await?;
+        tracing::info!(
+            revision = fresh.routes.revision,
+            products = fresh.routes.products().len(),
+            "serving catalog"
+        );
+        *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+        Ok(())
+    }
+
+    /// The key's context from the cache, else from the store (cached,
+    /// including "unknown").
+    pub async fn lookup_key(&self, hash: KeyHash) -> StoreResult<CachedKey> {
+        if let Some(cached) = self.keys.get(&hash) {
+            return Ok(cached);
+        }
+        let found = self.store.lookup_key(&hash).await?.map(Arc::new);
+        self.keys.insert(hash, found.clone());
+        Ok(found)
+    }
+
+    /// Applies one change event to the caches; `true` when the catalog
+    /// must be reloaded.
+    pub fn apply_change(&self, change: &Change) -> bool {
+        match change {
+            Change::Key { hash, .. } => {
+                self.keys.invalidate(hash);
+                false
+            }
+            // Applications, accounts and plans are inside cached contexts.
+            Change::Application { .. } | Change::Account { .. } => {
+                self.keys.invalidate_all();
+                false
+            }
+            Change::User { .. } => false,
+            Change::Catalog { .. } | Change::Release { .. } | Change::Resync => {
+                self.keys.invalidate_all();
+                true
+            }
+        }
+    }
+
+    /// Follows the change feed until the store closes it.
+    pub async fn follow_changes(self: Arc<Self>) {
+        let mut changes = self.store.subscribe();
+        while let Some(change) = changes.recv().await {
+            let mut reload = self.apply_change(&change);
+            // Coalesce a burst (an `apply` of many objects) into one reload.
+            while let Some(next) = changes.try_recv() {
+                reload |= self.apply_change(&next);
+            }
+            if reload {
+                if let Err(error) = self.reload_catalog().await {
+                    crate::metrics::METRICS.store_errors.with_label_values(&["catalog"]).inc();
+                    tracing::error!(%error, "reloading the catalog failed; serving the previous one");
+                }
+            }
+        }
+    }
+}

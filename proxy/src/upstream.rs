@@ -1,0 +1,238 @@
+//! Backends as the proxy reaches them: every replica URL resolved once per
+//! catalog revision, round robin over replicas not ejected, passive
+//! ejection after connect errors. Connection pooling itself is Pingora's
+//! (keyed by peer); idle pooled connections are dropped before the
+//! backend's own idle timeout (`pool_idle_ms`, vLLM closes after 5 s).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use maas_store::model::{Backend, Timeouts};
+
+/// How long a replica that refused a connection is skipped.
+pub const EJECTION: Duration = Duration::from_secs(5);
+
+/// One replica of a backend.
+#[derive(Debug)]
+pub struct Replica {
+    pub address: SocketAddr,
+    /// `host[:port]` as written in the URL, for the upstream Host header.
+    pub authority: String,
+    pub tls: bool,
+    pub host: String,
+    /// Milliseconds since `epoch` until which the replica is skipped.
+    ejected_until: AtomicU64,
+}
+
+/// A backend and its replicas.
+#[derive(Debug)]
+pub struct Upstream {
+    pub name: String,
+    pub replicas: Vec<Replica>,
+    /// The path of the URLs, prepended to every request path.
+    pub base_path: String,
+    pub timeouts: Timeouts,
+    /// `Authorization` value for the backend's own credential, if any.
+    pub authorization: Option<String>,
+    next: AtomicUsize,
+    epoch: Instant,
+}
+
+/// A parsed `http(s)://host[:port][/path]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+}
+
+pub fn parse_url(url: &str) -> Result<BackendUrl, String> {
+    let (tls, rest) = if let Some(rest) = url.strip_prefix("http://") {
+        (false, rest)
+    } else if let Some(rest) = url.strip_prefix("https://") {
+        (true, rest)
+    } else {
+        return Err(format!("`{url}` must start with http:// or https://"));
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    if authority.is_empty() {
+        return Err(format!("`{url}` has no host"));
+    }
+    let default_port = if tls { 443 } else { 80 };
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']').ok_or_else(|| format!("`{url}` has an unclosed IPv6 address"))?;
+        let port = match after.strip_prefix(':') {
+            Some(port) => port.parse().map_err(|_| format!("`{url}` has an invalid port"))?,
+            None => default_port,
+        };
+        (host.to_owned(), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (
+                host.to_owned(),
+                port.parse().map_err(|_| format!("`{url}` has an invalid port"))?,
+            ),
+            None => (authority.to_owned(), default_port),
+        }
+    };
+    Ok(BackendUrl {
+        tls,
+        host,
+        port,
+        path: if path.is_empty() { "/".into() } else { path.to_owned() },
+    })
+}
+
+impl Upstream {
+    /// Resolves every URL of `backend`. `authorization` is the backend's
+    /// credential (read from its `api_key_env`).
+    pub async fn resolve(backend: &Backend, authorization: Option<String>) -> Result<Upstream, String> {
+        let mut replicas = Vec::with_capacity(backend.urls.len());
+        let mut base_path = None;
+        for url in &backend.urls {
+            let parsed = parse_url(url)?;
+            if parsed.tls {
+                return Err(format!(
+                    "backend `{}`: `{url}` uses https, which this build does not speak upstream yet; \
+                     reach the model server over http inside the cluster",
+                    backend.system_name
+                ));
+            }
+            let address = tokio::net::lookup_host((parsed.host.as_str(), parsed.port))
+                .await
+                .map_err(|e| format!("backend `{}`: cannot resolve `{}`: {e}", backend.system_name, parsed.host))?
+                .next()
+                .ok_or_else(|| format!("backend `{}`: `{}` has no address", backend.system_name, parsed.host))?;
+            let default_port = if parsed.tls { 443 } else { 80 };
+            let authority = if parsed.port == default_port {
+                parsed.host.clone()
+            } else if parsed.host.contains(':') {
+                format!("[{}]:{}", parsed.host, parsed.port)
+            } else {
+                format!("{}:{}", parsed.host, parsed.port)
+            };
+            base_path.get_or_insert(parsed.path.clone());
+            replicas.push(Replica {
+                address,
+                authority,
+                tls: parsed.tls,
+                host: parsed.host,
+                ejected_until: AtomicU64::new(0),
+            });
+        }
+        if replicas.is_empty() {
+            return Err(format!("backend `{}` has no URL", backend.system_name));
+        }
+        Ok(Upstream {
+            name: backend.system_name.clone(),
+            replicas,
+            base_path: base_path.unwrap_or_else(|| "/".into()),
+            timeouts: backend.timeouts.clone(),
+            authorization,
+            next: AtomicUsize::new(0),
+            epoch: Instant::now(),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The next replica in round robin that is not ejected; when all are,
+    /// the one whose ejection ends first (a failing backend is retried
+    /// rather than shut off).
+    pub fn pick(&self) -> usize {
+        let count = self.replicas.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let now = self.now_ms();
+        (0..count)
+            .map(|offset| (start + offset) % count)
+            .find(|&index| self.replicas[index].ejected_until.load(Ordering::Relaxed) <= now)
+            .unwrap_or_else(|| {
+                (0..count)
+                    .min_by_key(|&index| self.replicas[index].ejected_until.load(Ordering::Relaxed))
+                    .unwrap_or(0)
+            })
+    }
+
+    /// A connect error: skip this replica for [`EJECTION`].
+    pub fn eject(&self, index: usize) {
+        if let Some(replica) = self.replicas.get(index) {
+            let until = self.now_ms() + EJECTION.as_millis() as u64;
+            replica.ejected_until.store(until, Ordering::Relaxed);
+        }
+    }
+
+    pub fn is_ejected(&self, index: usize) -> bool {
+        self.replicas
+            .get(index)
+            .is_some_and(|r| r.ejected_until.load(Ordering::Relaxed) > self.now_ms())
+    }
+
+    /// Replicas not ejected now.
+    pub fn healthy_replicas(&self) -> usize {
+        (0..self.replicas.len()).filter(|&i| !self.is_ejected(i)).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend(urls: &[&str]) -> Backend {
+        Backend {
+            system_name: "b".into(),
+            name: String::new(),
+            description: String::new(),
+            urls: urls.iter().map(|u| (*u).to_owned()).collect(),
+            health_path: "/health".into(),
+            timeouts: Timeouts::default(),
+            api_key_env: None,
+        }
+    }
+
+    #[test]
+    fn parses_backend_urls() {
+        assert_eq!(
+            parse_url("http://127.0.0.1:8000").unwrap(),
+            BackendUrl {
+                tls: false,
+                host: "127.0.0.1".into(),
+                port: 8000,
+                path: "/".into()
+            }
+        );
+        let url = parse_url("https://[::1]/openai/v1").unwrap();
+        assert_eq!((url.tls, url.host.as_str(), url.port, url.path.as_str()), (true, "::1", 443, "/openai/v1"));
+        assert!(parse_url("ftp://x").is_err());
+        assert!(parse_url("http://").is_err());
+        assert!(parse_url("http://host:notaport").is_err());
+    }
+
+    #[tokio::test]
+    async fn round_robin_skips_ejected_replicas() {
+        let upstream = Upstream::resolve(&backend(&["http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3"]), None)
+            .await
+            .unwrap();
+        let picks: Vec<usize> = (0..6).map(|_| upstream.pick()).collect();
+        assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
+        upstream.eject(1);
+        let picks: Vec<usize> = (0..4).map(|_| upstream.pick()).collect();
+        assert!(!picks.contains(&1), "{picks:?}");
+        assert_eq!(upstream.healthy_replicas(), 2);
+        std::thread::sleep(Duration::from_millis(3));
+        upstream.eject(0);
+        upstream.eject(2);
+        // All ejected: still answers, with the replica that was ejected first.
+        assert_eq!(upstream.pick(), 1);
+        assert_eq!(upstream.replicas[0].authority, "127.0.0.1:1");
+    }
+
+    #[tokio::test]
+    async fn https_backends_are_refused_with_a_reason() {
+        let error = Upstream::resolve(&backend(&["https://127.0.0.1:8443"]), None).await.unwrap_err();
+        assert!(error.contains("https"), "{error}");
+    }
+}
