@@ -180,7 +180,11 @@ const DEMO_KEY_LABEL: &str = "maas up --demo";
 /// demo catalog), and returns a fresh demo key with `--demo`.
 pub async fn prepare_up(config: &MaasConfig, store: &Store, demo: bool) -> Result<Option<String>> {
     let store = store.as_actor(Actor::new("cli", "maas up", None));
-    println!("MaaS {} — store: {}", env!("CARGO_PKG_VERSION"), describe(&config.store.location()));
+    println!(
+        "MaaS {} — store: {}",
+        env!("CARGO_PKG_VERSION"),
+        describe(&config.store.location())
+    );
     let options = ApplyOptions::default();
     if let Some(path) = &config.catalog {
         let document = maas_conf::load_catalog(path).map_err(|errors| anyhow::anyhow!("{errors}"))?;
@@ -189,8 +193,16 @@ pub async fn prepare_up(config: &MaasConfig, store: &Store, demo: bool) -> Resul
     }
     let mut secret = None;
     if demo {
-        let document = maas_conf::parse_catalog("demo catalog", maas_conf::DEMO_CATALOG)
+        let mut document = maas_conf::parse_catalog("demo catalog", maas_conf::DEMO_CATALOG)
             .map_err(|errors| anyhow::anyhow!("{errors}"))?;
+        // The demo models are served by the built-in simulator, wherever `sim.listen` puts it.
+        let mut sim = config.sim.listen;
+        if sim.ip().is_unspecified() {
+            sim.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        for backend in document.backends.iter_mut().filter(|b| b.system_name == "sim") {
+            backend.urls = vec![format!("http://{sim}")];
+        }
         println!("demo catalog:");
         print_report(&store.apply(&document, &options).await?);
         secret = Some(demo_key(&store).await?);

@@ -27,7 +27,10 @@ fn proxy_options(config: &MaasConfig, overrides: &ProxyOverrides) -> ProxyOption
     };
     ProxyOptions {
         listen: overrides.listen.unwrap_or(config.proxy.listen).to_string(),
-        metrics_listen: overrides.metrics_listen.unwrap_or(config.proxy.metrics_listen).to_string(),
+        metrics_listen: overrides
+            .metrics_listen
+            .unwrap_or(config.proxy.metrics_listen)
+            .to_string(),
         environment: overrides.environment.unwrap_or(config.proxy.environment),
         max_body_bytes: config.proxy.max_body_bytes,
         access_log: config.logging.access_log,
@@ -65,7 +68,8 @@ pub fn proxy(config_path: Option<&Path>, overrides: ProxyOverrides) -> Result<()
     let runtime = runtime()?;
     let store = runtime.block_on(open_store(&config))?;
     let options = proxy_options(&config, &overrides);
-    println!(
+    // Standard output carries the access log alone.
+    eprintln!(
         "maas proxy: serving {} on http://{} (metrics http://{}/metrics), store {}",
         options.environment,
         options.listen,
@@ -100,7 +104,10 @@ pub fn up(config_path: Option<&Path>, demo: bool) -> Result<()> {
     let catalog = runtime.block_on(store.catalog_for(options.environment))?;
     let public = config.proxy.public_url.trim_end_matches('/');
     println!();
-    println!("API gateway on http://{} — serving {}:", options.listen, options.environment);
+    println!(
+        "API gateway on http://{} — serving {}:",
+        options.listen, options.environment
+    );
     for product in &catalog.products {
         let endpoint = product.path_prefix.as_deref().unwrap_or("");
         println!(

@@ -117,15 +117,9 @@ fn check_prints_file_line_field_reason_for_each_kind_of_mistake() {
 #[test]
 fn subcommands_not_built_yet_say_so() {
     let dir = tempfile::tempdir().unwrap();
-    for command in ["proxy", "portal"] {
-        let output = maas(dir.path(), &[command], &[]);
-        assert_eq!(output.status.code(), Some(2), "{command}");
-        assert!(
-            stderr(&output).contains("is not built yet"),
-            "{command}: {}",
-            stderr(&output)
-        );
-    }
+    let output = maas(dir.path(), &["portal"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("is not built yet"), "{}", stderr(&output));
 }
 
 /// apply → export → apply changes nothing, on the store `env` selects.
@@ -198,29 +192,92 @@ fn apply_export_apply_is_a_no_op_on_redis() {
     });
 }
 
-#[test]
-fn up_demo_prints_a_key_the_store_resolves() {
-    let dir = tempfile::tempdir().unwrap();
-    let env = [("MAAS_DATA_DIR", "data")];
-    let first = maas(dir.path(), &["up", "--demo"], &env);
-    assert!(first.status.success(), "{}", stderr(&first));
-    let again = maas(dir.path(), &["up", "--demo"], &env);
-    assert!(again.status.success(), "{}", stderr(&again));
-    let key_of = |output: &Output| {
-        stdout(output)
-            .lines()
-            .map(str::trim)
-            .find(|l| l.starts_with("sk-maas-"))
-            .expect("a demo key")
-            .to_owned()
-    };
-    let (old, new) = (key_of(&first), key_of(&again));
-    assert_ne!(old, new);
-    assert!(
-        stdout(&again).contains("serving (production): 2 products"),
-        "{}",
-        stdout(&again)
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One HTTP/1.1 exchange on a fresh connection; the whole reply.
+fn http(address: &str, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    reply
+}
+
+/// Runs `maas up --demo` until it prints its curl example, makes that
+/// request, stops it with SIGTERM; returns the key and the reply.
+fn run_up_demo(dir: &Path) -> (String, String) {
+    use std::io::{BufRead, BufReader};
+    let (proxy, metrics, sim) = (free_port(), free_port(), free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_maas"))
+        .current_dir(dir)
+        .args(["up", "--demo"])
+        .env_remove("MAAS_REDIS_URL")
+        .env_remove("MAAS_CONFIG")
+        .env("MAAS_DATA_DIR", "data")
+        .env("MAAS_PROXY_LISTEN", format!("127.0.0.1:{proxy}"))
+        .env("MAAS_METRICS_LISTEN", format!("127.0.0.1:{metrics}"))
+        .env("MAAS_SIM_LISTEN", format!("127.0.0.1:{sim}"))
+        .env("MAAS_LOG_LEVEL", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut printed = String::new();
+    while !printed.contains("try it:") {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "maas up stopped early:\n{printed}"
+        );
+        printed.push_str(&line);
+    }
+    let key = printed
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("sk-maas-"))
+        .expect("a demo key")
+        .to_owned();
+    assert!(printed.contains("/tinyllama/v1"), "{printed}");
+    let body = r#"{"model":"tinyllama-1.1b-chat","messages":[{"role":"user","content":"Hello!"}]}"#;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     );
+    // The listener may open a moment after the banner.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", proxy)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the proxy never listened");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let reply = http(&format!("127.0.0.1:{proxy}"), &request);
+    let status = Command::new("kill").arg(child.id().to_string()).status().unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success(), "maas up exits 0 on SIGTERM");
+    (key, reply)
+}
+
+#[test]
+fn up_demo_serves_a_completion_with_the_key_it_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, reply) = run_up_demo(dir.path());
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("\"usage\""), "{reply}");
+    assert!(
+        reply
+            .to_ascii_lowercase()
+            .contains("x-ratelimit-remaining-requests: 59"),
+        "{reply}"
+    );
+    let (new, _) = run_up_demo(dir.path());
+    assert_ne!(old, new);
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -242,6 +299,28 @@ fn up_demo_prints_a_key_the_store_resolves() {
             store.lookup_key(&KeyHash::of(&old)).await.unwrap().is_none(),
             "the previous demo key is revoked"
         );
+        // Usage queued at SIGTERM was written before exit.
+        let now = time::OffsetDateTime::now_utc();
+        let hits = store
+            .usage(
+                &context.application.id,
+                "hits",
+                maas_store::period::Period::Eternity,
+                now,
+            )
+            .await
+            .unwrap();
+        assert_eq!(hits, 2, "one completion per run");
+        let tokens = store
+            .usage(
+                &context.application.id,
+                "total_tokens",
+                maas_store::period::Period::Eternity,
+                now,
+            )
+            .await
+            .unwrap();
+        assert!(tokens > 0);
         let raw = std::fs::read(dir.path().join("data/maas.redb")).unwrap();
         assert!(
             !raw.windows(new.len()).any(|w| w == new.as_bytes()),

@@ -42,7 +42,9 @@ mod tests {
 
     #[test]
     fn reads_model_and_stream() {
-        let facts = inspect_json(br#"{"messages":[{"role":"user","content":"hi \"there\""}],"model":"tiny","stream":true}"#).unwrap();
+        let facts =
+            inspect_json(br#"{"messages":[{"role":"user","content":"hi \"there\""}],"model":"tiny","stream":true}"#)
+                .unwrap();
         assert_eq!(facts.model.as_deref(), Some("tiny"));
         assert!(facts.stream);
         let facts = inspect_json(br#"{"model":"caf\u00e9"}"#).unwrap();

@@ -5,7 +5,10 @@ use maas_store::model::CorsPolicy;
 
 /// Whether `origin` may call the product.
 pub fn origin_allowed(policy: &CorsPolicy, origin: &str) -> bool {
-    policy.allow_origins.iter().any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(origin))
+    policy
+        .allow_origins
+        .iter()
+        .any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(origin))
 }
 
 /// Headers for a response to `origin`; empty when the origin is not allowed.

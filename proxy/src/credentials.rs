@@ -20,7 +20,10 @@ pub struct RequestCredentials<'a> {
 
 /// The first key found in the product's accepted locations, in the order
 /// they are listed. `Ok(None)` when none holds one.
-pub fn extract_key(request: &RequestCredentials<'_>, settings: &CredentialSettings) -> Result<Option<String>, ApiError> {
+pub fn extract_key(
+    request: &RequestCredentials<'_>,
+    settings: &CredentialSettings,
+) -> Result<Option<String>, ApiError> {
     for location in &settings.locations {
         let found = match location {
             CredentialLocation::Bearer => request.authorization.and_then(bearer).map(str::to_owned),
@@ -75,8 +78,8 @@ fn basic(value: &[u8]) -> Result<String, ApiError> {
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded)
         .map_err(|_| ApiError::malformed_credentials("the Basic credentials are not base64"))?;
-    let decoded =
-        String::from_utf8(decoded).map_err(|_| ApiError::malformed_credentials("the Basic credentials are not UTF-8"))?;
+    let decoded = String::from_utf8(decoded)
+        .map_err(|_| ApiError::malformed_credentials("the Basic credentials are not UTF-8"))?;
     let (user, password) = decoded.split_once(':').unwrap_or((decoded.as_str(), ""));
     // The walkthrough puts the key in the user name; some clients use the password.
     let key = if user.is_empty() { password } else { user };
@@ -96,16 +99,14 @@ fn percent_decode(value: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(high), Some(low)) => {
-                        out.push(high << 4 | low);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(high), Some(low)) => {
+                    out.push(high << 4 | low);
+                    i += 3;
+                    continue;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b'+' => out.push(b' '),
             byte => out.push(byte),
         }

@@ -93,7 +93,9 @@ impl ApiError {
             "permission_error",
             "application_pending",
             "application_pending",
-            format!("Application `{name}` is awaiting approval by an administrator; its keys work once it is approved."),
+            format!(
+                "Application `{name}` is awaiting approval by an administrator; its keys work once it is approved."
+            ),
         )
     }
 

@@ -68,6 +68,9 @@ struct LocalApp {
     last_used: Option<Instant>,
 }
 
+/// A tracked counter at sync time: its limit, bucket and pending count.
+type FlushedCounter = (UsageLimit, i64, u64);
+
 /// Admission and accounting for every request.
 pub struct Limiter {
     store: Store,
@@ -120,21 +123,23 @@ impl Limiter {
             LimitMode::Strict => {
                 let deltas: Vec<(&str, u64)> = deltas.iter().map(|(m, v)| (m.as_str(), *v)).collect();
                 Ok(
-                    match self.store.check_and_record(application_id, limits, &deltas, now).await? {
+                    match self
+                        .store
+                        .check_and_record(application_id, limits, &deltas, now)
+                        .await?
+                    {
                         Admission::Admitted(statuses) => Decision::Admitted(statuses),
                         Admission::Rejected(status) => Decision::Rejected(status),
                     },
                 )
             }
-            LimitMode::Local { .. } => {
-                loop {
-                    let missing = self.try_admit_locally(application_id, limits, deltas, now);
-                    match missing {
-                        Ok(decision) => return Ok(decision),
-                        Err(missing) => self.load_counters(application_id, &missing, now).await?,
-                    }
+            LimitMode::Local { .. } => loop {
+                let missing = self.try_admit_locally(application_id, limits, deltas, now);
+                match missing {
+                    Ok(decision) => return Ok(decision),
+                    Err(missing) => self.load_counters(application_id, &missing, now).await?,
                 }
-            }
+            },
         }
     }
 
@@ -175,7 +180,11 @@ impl Limiter {
         }
         for &index in &indexes {
             let counter = &app.counters[index];
-            if !admits(counter.limit.value, counter.used(), delta_of(deltas, &counter.limit.metric)) {
+            if !admits(
+                counter.limit.value,
+                counter.used(),
+                delta_of(deltas, &counter.limit.metric),
+            ) {
                 return Ok(Decision::Rejected(counter.status()));
             }
         }
@@ -254,7 +263,7 @@ impl Limiter {
             return Ok(());
         };
         // What was pending before the flush is in the store after it.
-        let snapshot: Vec<(String, Vec<(UsageLimit, i64, u64)>)> = {
+        let snapshot: Vec<(String, Vec<FlushedCounter>)> = {
             let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
             local.retain(|_, app| {
                 app.last_used.is_some_and(|t| t.elapsed() < Duration::from_secs(120))
@@ -279,7 +288,9 @@ impl Limiter {
             let statuses = self.store.limit_status(&application_id, &limits, now).await?;
             let at = now.unix_timestamp();
             let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(app) = local.get_mut(&application_id) else { continue };
+            let Some(app) = local.get_mut(&application_id) else {
+                continue;
+            };
             for ((limit, bucket_start, flushed), status) in counters.into_iter().zip(statuses) {
                 let Some(counter) = app
                     .counters
@@ -335,7 +346,11 @@ mod tests {
         let deltas = vec![("hits".to_owned(), 1)];
         let mut admitted = 0;
         for _ in 0..requests {
-            if let Decision::Admitted(_) = limiter.admit(app, &hits(limit), &deltas, OffsetDateTime::now_utc()).await.unwrap() {
+            if let Decision::Admitted(_) = limiter
+                .admit(app, &hits(limit), &deltas, OffsetDateTime::now_utc())
+                .await
+                .unwrap()
+            {
                 admitted += 1;
             }
         }
@@ -357,7 +372,10 @@ mod tests {
             let limiter = Limiter::new(store.clone(), Arc::new(UsageSink::new(store.clone())), mode);
             assert_eq!(count_admitted(&limiter, "app", 15, 10).await, 10, "{name}");
             limiter.sync().await.unwrap();
-            let used = store.usage("app", "hits", Period::Eternity, OffsetDateTime::now_utc()).await.unwrap();
+            let used = store
+                .usage("app", "hits", Period::Eternity, OffsetDateTime::now_utc())
+                .await
+                .unwrap();
             assert_eq!(used, 10, "{name}: the store holds what was admitted");
             assert_eq!(count_admitted(&limiter, "app", 3, 10).await, 0, "{name}");
         }
@@ -397,7 +415,10 @@ mod tests {
         }];
         let deltas = vec![("hits".to_owned(), 1)];
         let now = OffsetDateTime::now_utc();
-        assert!(matches!(limiter.admit("app", &limits, &deltas, now).await.unwrap(), Decision::Admitted(_)));
+        assert!(matches!(
+            limiter.admit("app", &limits, &deltas, now).await.unwrap(),
+            Decision::Admitted(_)
+        ));
         limiter.record("app", &[("total_tokens", 150)], now);
         let Decision::Rejected(status) = limiter.admit("app", &limits, &deltas, now).await.unwrap() else {
             panic!("a spent token budget must refuse");

@@ -6,11 +6,14 @@ use std::sync::LazyLock;
 use async_trait::async_trait;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
-const TOKEN_LABELS: [&str; 4] = ["service_id", "service_system_name", "application_id", "application_system_name"];
+const TOKEN_LABELS: [&str; 4] = [
+    "service_id",
+    "service_system_name",
+    "application_id",
+    "application_system_name",
+];
 /// Latency buckets from 0.5 ms to 5 min: gateway overhead up to long generations.
 const LATENCY_BUCKETS: [f64; 16] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0,
@@ -39,8 +42,11 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntC
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str) -> HistogramVec {
-    let histogram = HistogramVec::new(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()), &["product"])
-        .expect("metric definitions are static");
+    let histogram = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+        &["product"],
+    )
+    .expect("metric definitions are static");
     registry
         .register(Box::new(histogram.clone()))
         .expect("metric names are unique");
@@ -53,14 +59,24 @@ impl ProxyMetrics {
         let in_flight = IntGauge::new("maas_requests_in_flight", "Requests being served now").expect("static");
         registry.register(Box::new(in_flight.clone())).expect("unique");
         ProxyMetrics {
-            prompt_tokens: counter(&registry, "llm_prompt_tokens_count", "Prompt tokens metered", &TOKEN_LABELS),
+            prompt_tokens: counter(
+                &registry,
+                "llm_prompt_tokens_count",
+                "Prompt tokens metered",
+                &TOKEN_LABELS,
+            ),
             completion_tokens: counter(
                 &registry,
                 "llm_completion_tokens_count",
                 "Completion tokens metered",
                 &TOKEN_LABELS,
             ),
-            total_tokens: counter(&registry, "llm_total_token_count", "Total tokens metered", &TOKEN_LABELS),
+            total_tokens: counter(
+                &registry,
+                "llm_total_token_count",
+                "Total tokens metered",
+                &TOKEN_LABELS,
+            ),
             requests: counter(
                 &registry,
                 "maas_requests_total",

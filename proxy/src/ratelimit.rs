@@ -101,7 +101,13 @@ mod tests {
         assert_eq!(format_reset(Duration::seconds(90)), "1m30s");
         assert_eq!(format_reset(Duration::seconds(-5)), "0ms");
         let now = datetime!(2026-01-01 0:00 UTC);
-        assert_eq!(retry_after_secs(&status("hits", 1, 1, Duration::milliseconds(1)), now), 1);
-        assert_eq!(retry_after_secs(&status("hits", 1, 1, Duration::milliseconds(41_200)), now), 42);
+        assert_eq!(
+            retry_after_secs(&status("hits", 1, 1, Duration::milliseconds(1)), now),
+            1
+        );
+        assert_eq!(
+            retry_after_secs(&status("hits", 1, 1, Duration::milliseconds(41_200)), now),
+            42
+        );
     }
 }

@@ -31,9 +31,14 @@ pub struct RouteTable {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route<'a> {
     /// A product's own endpoint; `api_path` is the path with the prefix removed.
-    Product { index: usize, api_path: &'a str },
+    Product {
+        index: usize,
+        api_path: &'a str,
+    },
     /// The shared `/v1` endpoint: the body's `model` decides.
-    Shared { api_path: &'a str },
+    Shared {
+        api_path: &'a str,
+    },
     Unknown,
 }
 
@@ -57,7 +62,12 @@ impl RouteTable {
             for host in &route.product.hosts {
                 by_host.entry(host.to_ascii_lowercase()).or_insert(index);
             }
-            if route.product.path_prefix.as_deref().is_some_and(|p| p != "/" && !p.is_empty()) {
+            if route
+                .product
+                .path_prefix
+                .as_deref()
+                .is_some_and(|p| p != "/" && !p.is_empty())
+            {
                 by_prefix.push(index);
             }
         }
@@ -155,7 +165,9 @@ mod tests {
             products: vec![
                 product(r#"{"system_name":"tiny","backend":"b","path_prefix":"/tiny","models":["tiny-1b"]}"#),
                 product(r#"{"system_name":"tinier","backend":"b","path_prefix":"/tiny/er","models":["tiny-0.5b"]}"#),
-                product(r#"{"system_name":"granite","backend":"b","hosts":["granite.example.com"],"models":["granite-8b"]}"#),
+                product(
+                    r#"{"system_name":"granite","backend":"b","hosts":["granite.example.com"],"models":["granite-8b"]}"#,
+                ),
             ],
             plans: vec![],
         }
@@ -185,7 +197,13 @@ mod tests {
                 api_path: "/v1/models"
             }
         );
-        assert_eq!(table.route(None, "/tiny"), Route::Product { index: 0, api_path: "/" });
+        assert_eq!(
+            table.route(None, "/tiny"),
+            Route::Product {
+                index: 0,
+                api_path: "/"
+            }
+        );
         assert_eq!(table.route(None, "/tinyllama/v1"), Route::Unknown);
         assert_eq!(
             table.route(None, "/v1/embeddings"),
@@ -202,7 +220,10 @@ mod tests {
     #[test]
     fn upstream_path_joins_base_and_query() {
         assert_eq!(upstream_path("/", "/v1/models", None), "/v1/models");
-        assert_eq!(upstream_path("/openai/", "/v1/models", Some("a=1")), "/openai/v1/models?a=1");
+        assert_eq!(
+            upstream_path("/openai/", "/v1/models", Some("a=1")),
+            "/openai/v1/models?a=1"
+        );
         assert_eq!(upstream_path("/", "/", None), "/");
         assert_eq!(strip_port("[::1]:8080"), "::1");
     }

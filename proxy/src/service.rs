@@ -107,7 +107,12 @@ impl MaasProxy {
         // CORS: preflights never need a key and never reach the upstream.
         let origin = header_str(session, "origin").map(str::to_owned);
         if let (Some(policy), Some(origin)) = (cors_policy, origin.as_deref()) {
-            if method == "OPTIONS" && session.req_header().headers.contains_key("access-control-request-method") {
+            if method == "OPTIONS"
+                && session
+                    .req_header()
+                    .headers
+                    .contains_key("access-control-request-method")
+            {
                 let Some(headers) = cors::preflight_headers(policy, origin) else {
                     let mut error = ApiError::no_route(&path);
                     error.status = 403;
@@ -126,7 +131,11 @@ impl MaasProxy {
         let found = extract_key(
             &RequestCredentials {
                 authorization: session.req_header().headers.get("authorization").map(|v| v.as_bytes()),
-                custom_header: session.req_header().headers.get(custom_header.as_str()).map(|v| v.as_bytes()),
+                custom_header: session
+                    .req_header()
+                    .headers
+                    .get(custom_header.as_str())
+                    .map(|v| v.as_bytes()),
                 query: query.as_deref(),
             },
             credentials,
@@ -183,7 +192,11 @@ impl MaasProxy {
             .headers
             .get("content-type")
             .is_some_and(|v| is_json_content_type(v.as_bytes()));
-        if let Some(body) = ctx.body.as_ref().filter(|b| !b.is_empty() && (json_body || route_index.is_none())) {
+        if let Some(body) = ctx
+            .body
+            .as_ref()
+            .filter(|b| !b.is_empty() && (json_body || route_index.is_none()))
+        {
             match inspect_json(body) {
                 Ok(facts) => ctx.model = facts.model,
                 Err(detail) => return Ok(Err(ApiError::invalid_json(&detail))),
@@ -206,17 +219,20 @@ impl MaasProxy {
                     return Ok(Err(ApiError::model_not_found(model)));
                 };
                 if catalog.routes.product(index).product.system_name != auth.application.product {
-                    return Ok(Err(ApiError::not_subscribed(&catalog.routes.product(index).product.system_name)));
+                    return Ok(Err(ApiError::not_subscribed(
+                        &catalog.routes.product(index).product.system_name,
+                    )));
                 }
                 index
             }
         };
         ctx.product = Some(product_index);
         let route = catalog.routes.product(product_index);
-        if let Some(model) = ctx.model.as_deref() {
-            if !route.product.models.is_empty() && !route.product.models.iter().any(|m| m == model) {
-                return Ok(Err(ApiError::model_not_found(model)));
-            }
+        if let Some(model) = ctx.model.as_deref()
+            && !route.product.models.is_empty()
+            && !route.product.models.iter().any(|m| m == model)
+        {
+            return Ok(Err(ApiError::model_not_found(model)));
         }
 
         // Mapping rules and limits.
@@ -242,7 +258,8 @@ impl MaasProxy {
                     error.reason = "token_limit";
                 }
                 ctx.extra_headers.push(("retry-after", retry_after.to_string()));
-                ctx.extra_headers.extend(limit_headers(std::slice::from_ref(&status), now));
+                ctx.extra_headers
+                    .extend(limit_headers(std::slice::from_ref(&status), now));
                 return Ok(Err(error));
             }
             Err(error) => {
@@ -322,10 +339,10 @@ async fn read_body(session: &mut Session, max: u64) -> Result<Result<Bytes, ApiE
         session.as_downstream_mut().enable_retry_buffering();
     }
     loop {
-        if let Some(len) = declared {
-            if len.saturating_sub(buffer.len() as u64) <= RETRY_BUFFER_BYTES {
-                session.as_downstream_mut().enable_retry_buffering();
-            }
+        if let Some(len) = declared
+            && len.saturating_sub(buffer.len() as u64) <= RETRY_BUFFER_BYTES
+        {
+            session.as_downstream_mut().enable_retry_buffering();
         }
         match session.read_request_body().await? {
             Some(chunk) => {
@@ -394,7 +411,9 @@ async fn respond_error(session: &mut Session, ctx: &mut RequestCtx, error: &ApiE
 
 fn upstream_error(error: &Error) -> ApiError {
     match error.etype() {
-        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => error::ApiError::upstream_timeout(),
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+            error::ApiError::upstream_timeout()
+        }
         ErrorType::ConnectRefused | ErrorType::ConnectNoRoute | ErrorType::ConnectError => {
             ApiError::upstream_unavailable("model server")
         }
@@ -460,10 +479,19 @@ impl ProxyHttp for MaasProxy {
         Ok(Box::new(peer))
     }
 
-    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
         if let Some(upstream) = &ctx.upstream {
             upstream.eject(ctx.replica);
-            METRICS.upstream_errors.with_label_values(&[&upstream.name, "connect"]).inc();
+            METRICS
+                .upstream_errors
+                .with_label_values(&[&upstream.name, "connect"])
+                .inc();
             // Nothing reached the upstream: another replica may take it.
             if ctx.attempts < MAX_ATTEMPTS && upstream.replicas.len() > 1 {
                 e.set_retry(true);
@@ -539,7 +567,11 @@ impl ProxyHttp for MaasProxy {
     ) -> Result<()> {
         if let Some(full) = &ctx.body {
             // See `read_body`: the one call per attempt carries the tail.
-            *body = if end_of_stream { Some(full.clone()) } else { Some(Bytes::new()) };
+            *body = if end_of_stream {
+                Some(full.clone())
+            } else {
+                Some(Bytes::new())
+            };
         }
         Ok(())
     }
@@ -614,7 +646,10 @@ impl ProxyHttp for MaasProxy {
                 _ => upstream_error(e),
             };
             if let Some(upstream) = &ctx.upstream {
-                METRICS.upstream_errors.with_label_values(&[&upstream.name, error.reason]).inc();
+                METRICS
+                    .upstream_errors
+                    .with_label_values(&[&upstream.name, error.reason])
+                    .inc();
             }
             if let Err(write_error) = respond_error(session, ctx, &error).await {
                 tracing::debug!(%write_error, "could not send the error response");
@@ -654,22 +689,42 @@ impl ProxyHttp for MaasProxy {
                 auth.application.id.as_str(),
                 auth.application.name.as_str(),
             ];
-            METRICS.prompt_tokens.with_label_values(&labels).inc_by(usage.prompt_tokens);
-            METRICS.completion_tokens.with_label_values(&labels).inc_by(usage.completion_tokens);
-            METRICS.total_tokens.with_label_values(&labels).inc_by(usage.total_tokens);
+            METRICS
+                .prompt_tokens
+                .with_label_values(&labels)
+                .inc_by(usage.prompt_tokens);
+            METRICS
+                .completion_tokens
+                .with_label_values(&labels)
+                .inc_by(usage.completion_tokens);
+            METRICS
+                .total_tokens
+                .with_label_values(&labels)
+                .inc_by(usage.total_tokens);
         }
         let product_label = product.unwrap_or("");
         let status_label = status.to_string();
-        METRICS.requests.with_label_values(&[product_label, &status_label]).inc();
+        METRICS
+            .requests
+            .with_label_values(&[product_label, &status_label])
+            .inc();
         let duration = ctx.started.elapsed();
-        METRICS.request_duration.with_label_values(&[product_label]).observe(duration.as_secs_f64());
+        METRICS
+            .request_duration
+            .with_label_values(&[product_label])
+            .observe(duration.as_secs_f64());
         if let Some(upstream) = ctx.upstream_headers_after {
-            METRICS.upstream_duration.with_label_values(&[product_label]).observe(upstream.as_secs_f64());
+            METRICS
+                .upstream_duration
+                .with_label_values(&[product_label])
+                .observe(upstream.as_secs_f64());
         }
         if self.state.access_log {
             let request = session.req_header();
             AccessLogLine {
-                ts: now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                ts: now
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
                 method: request.method.as_str(),
                 path: request.uri.path(),
                 status,

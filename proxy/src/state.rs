@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use maas_store::model::{AuthContext, CredentialLocation, CredentialSettings, CorsPolicy, KeyHash};
+use maas_store::model::{AuthContext, CorsPolicy, CredentialLocation, CredentialSettings, KeyHash};
 use maas_store::{Change, Environment, Store, StoreResult};
 use moka::sync::Cache;
 
@@ -119,7 +119,13 @@ impl moka::Expiry<KeyHash, CachedKey> for KeyExpiry {
 }
 
 impl ProxyState {
-    pub fn new(store: Store, environment: Environment, limiter: Limiter, max_body_bytes: u64, access_log: bool) -> ProxyState {
+    pub fn new(
+        store: Store,
+        environment: Environment,
+        limiter: Limiter,
+        max_body_bytes: u64,
+        access_log: bool,
+    ) -> ProxyState {
         ProxyState {
             store,
             environment,
@@ -178,20 +184,38 @@ impl ProxyState {
         }
     }
 
-    /// Follows the change feed until the store closes it.
+    /// Follows the change feed until the store closes it. A failed reload
+    /// is retried every second until it succeeds.
     pub async fn follow_changes(self: Arc<Self>) {
         let mut changes = self.store.subscribe();
-        while let Some(change) = changes.recv().await {
+        let mut reload_pending = false;
+        loop {
+            let change = if reload_pending {
+                tokio::select! {
+                    change = changes.recv() => change,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => Some(Change::Resync),
+                }
+            } else {
+                changes.recv().await
+            };
+            let Some(change) = change else { return };
             let mut reload = self.apply_change(&change);
             // Coalesce a burst (an `apply` of many objects) into one reload.
             while let Some(next) = changes.try_recv() {
                 reload |= self.apply_change(&next);
             }
-            if reload {
-                if let Err(error) = self.reload_catalog().await {
-                    crate::metrics::METRICS.store_errors.with_label_values(&["catalog"]).inc();
-                    tracing::error!(%error, "reloading the catalog failed; serving the previous one");
-                }
+            if reload || reload_pending {
+                reload_pending = match self.reload_catalog().await {
+                    Ok(()) => false,
+                    Err(error) => {
+                        crate::metrics::METRICS
+                            .store_errors
+                            .with_label_values(&["catalog"])
+                            .inc();
+                        tracing::error!(%error, "reloading the catalog failed; serving the previous one");
+                        true
+                    }
+                };
             }
         }
     }

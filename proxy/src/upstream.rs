@@ -62,7 +62,9 @@ pub fn parse_url(url: &str) -> Result<BackendUrl, String> {
     }
     let default_port = if tls { 443 } else { 80 };
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (host, after) = v6.split_once(']').ok_or_else(|| format!("`{url}` has an unclosed IPv6 address"))?;
+        let (host, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("`{url}` has an unclosed IPv6 address"))?;
         let port = match after.strip_prefix(':') {
             Some(port) => port.parse().map_err(|_| format!("`{url}` has an invalid port"))?,
             None => default_port,
@@ -102,7 +104,12 @@ impl Upstream {
             }
             let address = tokio::net::lookup_host((parsed.host.as_str(), parsed.port))
                 .await
-                .map_err(|e| format!("backend `{}`: cannot resolve `{}`: {e}", backend.system_name, parsed.host))?
+                .map_err(|e| {
+                    format!(
+                        "backend `{}`: cannot resolve `{}`: {e}",
+                        backend.system_name, parsed.host
+                    )
+                })?
                 .next()
                 .ok_or_else(|| format!("backend `{}`: `{}` has no address", backend.system_name, parsed.host))?;
             let default_port = if parsed.tls { 443 } else { 80 };
@@ -205,7 +212,10 @@ mod tests {
             }
         );
         let url = parse_url("https://[::1]/openai/v1").unwrap();
-        assert_eq!((url.tls, url.host.as_str(), url.port, url.path.as_str()), (true, "::1", 443, "/openai/v1"));
+        assert_eq!(
+            (url.tls, url.host.as_str(), url.port, url.path.as_str()),
+            (true, "::1", 443, "/openai/v1")
+        );
         assert!(parse_url("ftp://x").is_err());
         assert!(parse_url("http://").is_err());
         assert!(parse_url("http://host:notaport").is_err());
@@ -213,9 +223,12 @@ mod tests {
 
     #[tokio::test]
     async fn round_robin_skips_ejected_replicas() {
-        let upstream = Upstream::resolve(&backend(&["http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3"]), None)
-            .await
-            .unwrap();
+        let upstream = Upstream::resolve(
+            &backend(&["http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3"]),
+            None,
+        )
+        .await
+        .unwrap();
         let picks: Vec<usize> = (0..6).map(|_| upstream.pick()).collect();
         assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
         upstream.eject(1);
@@ -232,7 +245,9 @@ mod tests {
 
     #[tokio::test]
     async fn https_backends_are_refused_with_a_reason() {
-        let error = Upstream::resolve(&backend(&["https://127.0.0.1:8443"]), None).await.unwrap_err();
+        let error = Upstream::resolve(&backend(&["https://127.0.0.1:8443"]), None)
+            .await
+            .unwrap_err();
         assert!(error.contains("https"), "{error}");
     }
 }

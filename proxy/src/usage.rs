@@ -88,9 +88,12 @@ mod tests {
     #[tokio::test]
     async fn batches_reach_the_store_summed() {
         let dir = std::env::temp_dir().join(format!("maas-usage-{}", std::process::id()));
-        let store = Store::open(&StoreLocation::Embedded { data_dir: dir.clone() }, StoreOptions::default())
-            .await
-            .unwrap();
+        let store = Store::open(
+            &StoreLocation::Embedded { data_dir: dir.clone() },
+            StoreOptions::default(),
+        )
+        .await
+        .unwrap();
         let sink = UsageSink::new(store.clone());
         let at = OffsetDateTime::now_utc();
         sink.push("app1", "total_tokens", 5, at);
@@ -99,7 +102,10 @@ mod tests {
         assert_eq!(sink.pending_records(), 1);
         assert_eq!(sink.flush().await.unwrap(), 1);
         assert_eq!(sink.pending_records(), 0);
-        assert_eq!(store.usage("app1", "total_tokens", Period::Eternity, at).await.unwrap(), 12);
+        assert_eq!(
+            store.usage("app1", "total_tokens", Period::Eternity, at).await.unwrap(),
+            12
+        );
         drop(store);
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -1,0 +1,11 @@
+//! The data plane end to end: real `maas proxy` processes in front of a
+//! real `maas sim`, sharing a real Redis store.
+
+mod proxy {
+    mod auth;
+    pub mod harness;
+    mod limits;
+    mod observability;
+    mod routing;
+    mod sdk;
+}

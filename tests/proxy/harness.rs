@@ -1,0 +1,249 @@
+//! A gateway under test: a real `maas sim` process, one or more real
+//! `maas proxy` processes, and a real Redis store under a random prefix
+//! (`MAAS_TEST_REDIS_URL`, default redis://127.0.0.1:6379).
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use maas_store::{NewAccount, NewApplication, NewKey, Store, StoreLocation, StoreOptions};
+
+pub fn redis_url() -> String {
+    std::env::var("MAAS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Simulated models: fast, with room for long prompts, and one embedding model.
+pub const SIM_MODELS: &str = "seed: 7
+models:
+  - id: chat-a
+    ttft_ms: 0
+    itl_ms: 0
+    output_tokens: {min: 20, max: 40}
+    max_model_len: 2000000
+  - id: chat-b
+    ttft_ms: 0
+    itl_ms: 0
+    output_tokens: {min: 20, max: 40}
+  - id: embed-a
+    ttft_ms: 0
+    itl_ms: 0
+    embedding_dimensions: 16
+";
+
+/// The catalog of the proxy tests.
+pub const CATALOG: &str = include_str!("catalog.yaml");
+
+pub struct ProxyProcess {
+    child: Child,
+    pub base: String,
+    pub metrics: String,
+    pub access_log: PathBuf,
+}
+
+pub struct Gateway {
+    pub store: Store,
+    pub prefix: String,
+    pub sim_base: String,
+    sim: Child,
+    pub proxies: Vec<ProxyProcess>,
+    pub http: reqwest::Client,
+    pub dir: tempfile::TempDir,
+}
+
+fn wait_for_port(port: u16, what: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited early: {status}");
+        }
+        assert!(Instant::now() < deadline, "{what} did not listen on {port} within 20 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Gateway {
+    /// Applies `catalog` (YAML; `{SIM}` stands for the simulator's URL),
+    /// then starts `proxies` proxy processes in limit `mode`.
+    pub async fn start(catalog: &str, proxies: usize, mode: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = format!(
+            "maastest-proxy-{}",
+            maas_store::ids::hex(&maas_store::ids::random_bytes::<6>())
+        );
+        let models = dir.path().join("models.yaml");
+        std::fs::write(&models, SIM_MODELS).unwrap();
+        let sim_port = free_port();
+        let mut sim = Command::new(env!("CARGO_BIN_EXE_maas"))
+            .args(["sim", "--listen", &format!("127.0.0.1:{sim_port}"), "--models"])
+            .arg(&models)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting maas sim");
+        wait_for_port(sim_port, "maas sim", &mut sim);
+        let sim_base = format!("http://127.0.0.1:{sim_port}");
+
+        let location = StoreLocation::Redis {
+            url: redis_url(),
+            prefix: prefix.clone(),
+        };
+        let store = Store::open(&location, StoreOptions::default())
+            .await
+            .expect("Redis must run on MAAS_TEST_REDIS_URL (default 127.0.0.1:6379): apt install redis-server");
+        let document = maas_conf::parse_catalog("test catalog", &catalog.replace("{SIM}", &sim_base))
+            .unwrap_or_else(|e| panic!("{e}"));
+        store.apply(&document, &Default::default()).await.unwrap();
+
+        let mut gateway = Gateway {
+            store,
+            prefix,
+            sim_base,
+            sim,
+            proxies: Vec::new(),
+            http: reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap(),
+            dir,
+        };
+        for _ in 0..proxies {
+            gateway.add_proxy(mode);
+        }
+        gateway
+    }
+
+    pub fn add_proxy(&mut self, mode: &str) {
+        let (port, metrics_port) = (free_port(), free_port());
+        let access_log = self.dir.path().join(format!("access-{port}.log"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_maas"))
+            .args(["proxy", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+            .env("MAAS_REDIS_URL", redis_url())
+            .env("MAAS_REDIS_PREFIX", &self.prefix)
+            .env("MAAS_LIMITS_MODE", mode)
+            .env("MAAS_LOG_LEVEL", "warn")
+            .env_remove("MAAS_CONFIG")
+            .current_dir(self.dir.path())
+            .stdout(std::fs::File::create(&access_log).unwrap())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting maas proxy");
+        wait_for_port(port, "maas proxy", &mut child);
+        wait_for_port(metrics_port, "maas proxy metrics", &mut child);
+        self.proxies.push(ProxyProcess {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            metrics: format!("http://127.0.0.1:{metrics_port}/metrics"),
+            access_log,
+        });
+    }
+
+    pub fn base(&self) -> &str {
+        &self.proxies[0].base
+    }
+
+    /// A new application of a new account on `product`/`plan`, and its key.
+    pub async fn app_key(&self, name: &str, product: &str, plan: &str) -> (String, String) {
+        let account = self
+            .store
+            .create_account(NewAccount {
+                name: format!("acct-{name}"),
+                description: String::new(),
+            })
+            .await
+            .unwrap();
+        let app = self
+            .store
+            .create_application(NewApplication {
+                account_id: account.id,
+                name: name.into(),
+                description: String::new(),
+                product: product.into(),
+                plan: plan.into(),
+            })
+            .await
+            .unwrap();
+        let key = self.store.create_key(&app.id, NewKey::default()).await.unwrap();
+        (app.id, key.secret.into_string())
+    }
+
+    /// What the simulator served to `application_id`.
+    pub async fn sim_usage(&self, application_id: &str) -> serde_json::Value {
+        let all: serde_json::Value = self
+            .http
+            .get(format!("{}/sim/usage", self.sim_base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        all["applications"][application_id].clone()
+    }
+
+    pub async fn chat(&self, base: &str, key: &str, model: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{base}/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&serde_json::json!({"model": model, "messages": [{"role": "user", "content": "Hello there"}]}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Every access-log line so far, parsed.
+    pub fn access_log(&self, proxy: usize) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.proxies[proxy].access_log)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("access log line `{line}`: {e}")))
+            .collect()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        for proxy in &mut self.proxies {
+            let _ = proxy.child.kill();
+            let _ = proxy.child.wait();
+        }
+        let _ = self.sim.kill();
+        let _ = self.sim.wait();
+        let prefix = self.prefix.clone();
+        // Drop may run inside a runtime: clean Redis from a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(backend) = maas_store::backend::redis::RedisBackend::connect(&redis_url(), &prefix).await {
+                    let _ = backend.destroy_all_data().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The error object of an OpenAI-shaped error response.
+pub async fn error_of(response: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.expect("an error body in JSON");
+    assert!(body["error"]["message"].is_string(), "OpenAI error shape: {body}");
+    assert!(body["error"]["type"].is_string(), "OpenAI error shape: {body}");
+    (status, body["error"].clone())
+}
+
+/// Sleeps into the next UTC minute when less than `needed` is left of the
+/// current one, so a per-minute limit is not reset halfway through a test.
+pub async fn leave_room_in_this_minute(needed: Duration) {
+    let now = time::OffsetDateTime::now_utc();
+    let into_minute = Duration::from_millis((now.second() as u64) * 1000 + now.millisecond() as u64);
+    if Duration::from_secs(60) - into_minute < needed {
+        tokio::time::sleep(Duration::from_secs(60) - into_minute + Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,147 @@
+//! Plan limits across proxy replicas: requests per minute, token budgets,
+//! strict mode's exactness and local mode's documented bound.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+
+use super::harness::{CATALOG, Gateway, error_of, leave_room_in_this_minute};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_per_minute_refuses_the_eleventh_until_the_next_minute() {
+    let gw = Gateway::start(CATALOG, 1, "strict").await;
+    let (_, key) = gw.app_key("minute-app", "alpha", "ten-per-minute").await;
+    leave_room_in_this_minute(Duration::from_secs(10)).await;
+    for n in 1..=10u64 {
+        let response = gw.chat(gw.base(), &key, "chat-a").await;
+        assert_eq!(response.status(), 200, "request {n}");
+        let header = |name: &str| response.headers()[name].to_str().unwrap().to_owned();
+        assert_eq!(header("x-ratelimit-limit-requests"), "10");
+        assert_eq!(header("x-ratelimit-remaining-requests"), (10 - n).to_string());
+    }
+    let refused = gw.chat(gw.base(), &key, "chat-a").await;
+    let header = |name: &str| refused.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+    let retry_after: u64 = header("retry-after").expect("Retry-After").parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(header("x-ratelimit-limit-requests").as_deref(), Some("10"));
+    assert_eq!(header("x-ratelimit-remaining-requests").as_deref(), Some("0"));
+    let reset = header("x-ratelimit-reset-requests").unwrap();
+    assert!(reset.ends_with('s'), "{reset}");
+    let (status, error) = error_of(refused).await;
+    assert_eq!(
+        (status, error["type"].as_str(), error["code"].as_str()),
+        (429, Some("rate_limit_error"), Some("rate_limit_exceeded"))
+    );
+
+    tokio::time::sleep(Duration::from_secs(retry_after) + Duration::from_millis(300)).await;
+    assert_eq!(
+        gw.chat(gw.base(), &key, "chat-a").await.status(),
+        200,
+        "the next minute passes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_token_budget_refuses_the_next_request() {
+    for mode in ["strict", "local"] {
+        let gw = Gateway::start(CATALOG, 1, mode).await;
+        let (_, key) = gw.app_key("token-app", "alpha", "fifty-tokens").await;
+        // 20–40 completion tokens plus the prompt: two requests spend the 50.
+        let mut spent = 0;
+        let mut admitted = 0;
+        loop {
+            let response = gw.chat(gw.base(), &key, "chat-a").await;
+            if response.status() == 429 {
+                let remaining = response.headers()["x-ratelimit-remaining-tokens"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
+                assert_eq!(remaining, "0", "{mode}");
+                let (_, error) = error_of(response).await;
+                assert!(
+                    error["message"].as_str().unwrap().contains("total_tokens spent"),
+                    "{error}"
+                );
+                break;
+            }
+            assert_eq!(response.status(), 200, "{mode}");
+            let reply: serde_json::Value = response.json().await.unwrap();
+            spent += reply["usage"]["total_tokens"].as_u64().unwrap();
+            admitted += 1;
+            assert!(
+                admitted <= 3,
+                "{mode}: admitted {admitted} requests after spending {spent} of 50 tokens"
+            );
+            // Usage reaches the store in batches (every 100 ms).
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert!(spent >= 50, "{mode}: refused after only {spent} tokens");
+    }
+}
+
+/// 300 concurrent requests spread over `proxies`; how many got through.
+async fn burst(gw: &Gateway, key: &str) -> (usize, usize) {
+    let requests = (0..300).map(|i| {
+        let base = gw.proxies[i % gw.proxies.len()].base.clone();
+        let http = gw.http.clone();
+        let key = key.to_owned();
+        async move {
+            http.get(format!("{base}/v1/models"))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    });
+    let statuses = join_all(requests).await;
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(admitted + refused, 300, "{statuses:?}");
+    (admitted, refused)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_mode_admits_exactly_the_limit_across_three_proxies() {
+    let gw = Gateway::start(CATALOG, 3, "strict").await;
+    let (app_id, key) = gw.app_key("strict-app", "alpha", "hundred").await;
+    let (admitted, refused) = burst(&gw, &key).await;
+    assert_eq!((admitted, refused), (100, 200));
+    let used = gw
+        .store
+        .usage(
+            &app_id,
+            "hits",
+            maas_store::period::Period::Eternity,
+            time::OffsetDateTime::now_utc(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(used, 100, "the store counted exactly what was admitted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_mode_stays_within_its_documented_bound() {
+    let gw = Gateway::start(CATALOG, 3, "local").await;
+    let (_, key) = gw.app_key("local-app", "alpha", "hundred").await;
+    let (admitted, _) = burst(&gw, &key).await;
+    // limit + (R − 1) · limit is the per-period ceiling of docs/ARCHITECTURE.md.
+    assert!((100..=300).contains(&admitted), "admitted {admitted}");
+    eprintln!("local mode, 3 proxies, 300 concurrent requests, limit 100: admitted {admitted}");
+    // After one sync (100 ms) every replica knows the limit is spent.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for proxy in &gw.proxies {
+        for _ in 0..5 {
+            let status = gw
+                .http
+                .get(format!("{}/v1/models", proxy.base))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert_eq!(status, 429, "{} after a sync", proxy.base);
+        }
+    }
+}
