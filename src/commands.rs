@@ -174,6 +174,39 @@ pub async fn export(ctx: CommandContext, tenants: bool, output: Option<PathBuf>)
     Ok(())
 }
 
+/// `maas create-key --app ACCOUNT/APP`: prints the secret alone on stdout.
+pub async fn create_key(ctx: CommandContext, app: String, label: String) -> Result<()> {
+    let (account_name, app_name) = app
+        .split_once('/')
+        .with_context(|| format!("`{app}`: name the application as ACCOUNT/APPLICATION"))?;
+    let store = ctx.store.as_actor(Actor::new("cli", "maas create-key", None));
+    let account = store
+        .find_account(account_name)
+        .await?
+        .with_context(|| format!("no account named `{account_name}`"))?;
+    let application = store
+        .find_application(&account.id, app_name)
+        .await?
+        .with_context(|| format!("account `{account_name}` has no application named `{app_name}`"))?;
+    let issued = store
+        .create_key(
+            &application.id,
+            NewKey {
+                label,
+                expires_at: None,
+            },
+        )
+        .await?;
+    eprintln!(
+        "key {} for {account_name}/{app_name} (product {}, plan {}); shown once:",
+        issued.key.masked(),
+        application.product,
+        application.plan
+    );
+    println!("{}", issued.secret.expose());
+    Ok(())
+}
+
 const DEMO_KEY_LABEL: &str = "maas up --demo";
 
 /// The store half of `maas up`: applies the configured catalog (and the

@@ -76,6 +76,15 @@ enum Command {
         #[arg(long, short = 'o')]
         output: Option<PathBuf>,
     },
+    /// Issue an API key for an application (printed once; the store keeps its hash).
+    CreateKey {
+        /// The application as `ACCOUNT/APPLICATION` (names, as in the catalog file).
+        #[arg(long)]
+        app: String,
+        /// A label to tell keys apart.
+        #[arg(long, default_value = "")]
+        label: String,
+    },
     /// Check a maas.yaml or catalog file; prints `file:line: field: reason` per mistake.
     Check {
         #[arg(long, short = 'f')]
@@ -138,6 +147,9 @@ fn main() -> ExitCode {
         } => commands::with_runtime(config, move |ctx| {
             Box::pin(commands::apply(ctx, file, prune, promote_to.into()))
         }),
+        Command::CreateKey { app, label } => {
+            commands::with_runtime(config, move |ctx| Box::pin(commands::create_key(ctx, app, label)))
+        }
         Command::Export { tenants, output } => {
             commands::with_runtime(config, move |ctx| Box::pin(commands::export(ctx, tenants, output)))
         }

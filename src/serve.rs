@@ -36,7 +36,10 @@ fn proxy_options(config: &MaasConfig, overrides: &ProxyOverrides) -> ProxyOption
         access_log: config.logging.access_log,
         limit_mode,
         flush_interval: Duration::from_millis(config.limits.sync_interval_ms.max(1)),
-        threads: std::thread::available_parallelism().map_or(1, usize::from),
+        threads: match config.proxy.threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            threads => threads,
+        },
         shutdown_timeout: Duration::from_secs(30),
     }
 }

@@ -394,3 +394,43 @@ fn sim_serves_until_terminated() {
     assert!(status.success());
     assert!(child.wait().unwrap().success(), "maas sim exits 0 on SIGTERM");
 }
+
+#[test]
+fn create_key_prints_a_working_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("MAAS_DATA_DIR", "data")];
+    let applied = maas(dir.path(), &["apply", "-f", &repo_file("conf/catalog.demo.yaml")], &env);
+    assert!(applied.status.success(), "{}", stderr(&applied));
+    let created = maas(
+        dir.path(),
+        &["create-key", "--app", "Demo/demo-app", "--label", "ci"],
+        &env,
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    let secret = stdout(&created).trim().to_owned();
+    assert!(secret.starts_with("sk-maas-") && !secret.contains('\n'), "{secret}");
+    assert!(stderr(&created).contains("plan free"), "{}", stderr(&created));
+    let missing = maas(dir.path(), &["create-key", "--app", "Demo/nope"], &env);
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("account `Demo` has no application named `nope`"),
+        "{}",
+        stderr(&missing)
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let location = StoreLocation::Embedded {
+            data_dir: dir.path().join("data"),
+        };
+        let store = Store::open(&location, StoreOptions::default()).await.unwrap();
+        let context = store
+            .lookup_key(&KeyHash::of(&secret))
+            .await
+            .unwrap()
+            .expect("the key works");
+        assert_eq!(context.key.label, "ci");
+    });
+}

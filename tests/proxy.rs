@@ -6,6 +6,7 @@ mod proxy {
     pub mod harness;
     mod limits;
     mod observability;
+    mod resilience;
     mod routing;
     mod sdk;
 }

@@ -23,6 +23,10 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("MAAS_SSO_ISSUER_URL", "sso.issuer_url"),
     ("MAAS_SSO_CLIENT_ID", "sso.client_id"),
     ("MAAS_LIMITS_MODE", "limits.mode (strict | local)"),
+    ("MAAS_LIMITS_SYNC_INTERVAL_MS", "limits.sync_interval_ms"),
+    ("MAAS_MAX_BODY_BYTES", "proxy.max_body_bytes"),
+    ("MAAS_PROXY_THREADS", "proxy.threads"),
+    ("MAAS_ACCESS_LOG", "logging.access_log (true | false)"),
     ("MAAS_LOG_LEVEL", "logging.level"),
     ("MAAS_LOG_FORMAT", "logging.format (text | json)"),
     ("MAAS_KEY_PREFIX", "keys.prefix"),
@@ -139,6 +143,10 @@ pub fn apply_environment(config: &mut MaasConfig, lookup: &dyn Fn(&str) -> Optio
     env.optional("MAAS_SSO_ISSUER_URL", &mut config.sso.issuer_url);
     env.optional("MAAS_SSO_CLIENT_ID", &mut config.sso.client_id);
     env.choice("MAAS_LIMITS_MODE", &mut config.limits.mode);
+    env.parse("MAAS_LIMITS_SYNC_INTERVAL_MS", &mut config.limits.sync_interval_ms);
+    env.parse("MAAS_MAX_BODY_BYTES", &mut config.proxy.max_body_bytes);
+    env.parse("MAAS_PROXY_THREADS", &mut config.proxy.threads);
+    env.parse("MAAS_ACCESS_LOG", &mut config.logging.access_log);
     env.string("MAAS_LOG_LEVEL", &mut config.logging.level);
     env.choice("MAAS_LOG_FORMAT", &mut config.logging.format);
     env.string("MAAS_KEY_PREFIX", &mut config.keys.prefix);

@@ -43,6 +43,8 @@ pub struct ProxySettings {
     pub public_url: String,
     /// Largest request body accepted; larger ones get 413.
     pub max_body_bytes: u64,
+    /// Worker threads serving requests; 0 = one per core.
+    pub threads: usize,
 }
 
 impl Default for ProxySettings {
@@ -53,6 +55,7 @@ impl Default for ProxySettings {
             environment: Environment::Production,
             public_url: "http://localhost:8080".into(),
             max_body_bytes: 8 * 1024 * 1024,
+            threads: 0,
         }
     }
 }

@@ -105,6 +105,7 @@ impl Proxy {
         server.add_service(proxy);
         server.add_service(metrics);
         server.run(RunArgs::default());
+        crate::access_log::flush();
         let state = self.state.clone();
         self.control
             .block_on(async move { state.limiter.sync().await })

@@ -34,6 +34,11 @@ models:
     ttft_ms: 0
     itl_ms: 0
     embedding_dimensions: 16
+  - id: slow-a
+    ttft_ms: 0
+    itl_ms: 0
+    failures:
+      slow_headers_ms: 3000
 ";
 
 /// The catalog of the proxy tests.
