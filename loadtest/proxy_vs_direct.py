@@ -157,6 +157,15 @@ def main():
         for proc in procs:
             proc.terminate()
             proc.wait(timeout=30)
+        if args.redis and shutil.which("redis-cli"):
+            # Leave the operator's Redis as it was.
+            keys = subprocess.run(
+                ["redis-cli", "-u", args.redis, "--scan", "--pattern", f"{env['MAAS_REDIS_PREFIX']}:*"],
+                capture_output=True, text=True,
+            ).stdout.split()
+            for start in range(0, len(keys), 500):
+                subprocess.run(["redis-cli", "-u", args.redis, "DEL", *keys[start:start + 500]], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
 
     med = lambda runs, field: statistics.median(r[field] for r in runs)  # noqa: E731
     lines = [
@@ -164,7 +173,7 @@ def main():
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores ({cpu_model()}), Linux {platform.release()}. "
         f"Load: wrk -t1, {args.duration} s per run, {args.rounds} rounds alternating direct/proxy, medians shown. "
-        f"Proxy: limits `{args.mode}` on a {'Redis' if args.redis else 'embedded'} store, key auth, routing by model, "
+        f"Proxy: limits `{args.mode}` on {'a Redis' if args.redis else 'an embedded'} store, key auth, routing by model, "
         f"token metering, Prometheus metrics and JSON access log all on ({logged} access-log lines written). "
         "Simulator model `load-test`: no think time, 16 completion tokens. All processes share the same cores.",
         "",
