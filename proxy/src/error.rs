@@ -153,6 +153,17 @@ impl ApiError {
         )
     }
 
+    /// A request Pingora could not parse or read (`status` is 4xx).
+    pub fn unreadable_request(status: u16) -> ApiError {
+        ApiError::new(
+            status,
+            "invalid_request_error",
+            "bad_request",
+            "bad_request",
+            format!("The request could not be processed (HTTP {status})."),
+        )
+    }
+
     pub fn no_route(path: &str) -> ApiError {
         ApiError::new(
             404,

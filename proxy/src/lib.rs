@@ -10,6 +10,7 @@
 //! [`server`] (wiring) is independent of Pingora and unit-tested alone.
 
 pub mod access_log;
+mod admission;
 pub mod body;
 pub mod cors;
 pub mod credentials;
@@ -19,6 +20,8 @@ pub mod mapping;
 pub mod metering;
 pub mod metrics;
 pub mod ratelimit;
+mod reply;
+mod request_body;
 pub mod routing;
 pub mod server;
 pub mod service;

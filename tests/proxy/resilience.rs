@@ -74,3 +74,76 @@ async fn dead_replicas_are_skipped_and_failures_are_openai_shaped() {
         started.elapsed()
     );
 }
+
+/// A model server that answers one request per connection and then
+/// closes it without saying so (no `Connection: close`), as a server does
+/// when its idle timeout strikes just as a pooled connection is reused.
+fn start_closing_server() -> u16 {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                let reply = r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#;
+                let mut stream = stream;
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{reply}",
+                    reply.len()
+                );
+                // Close a moment later, after the proxy has pooled the
+                // connection and may already have sent the next request on it.
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                drop(stream);
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_closed_by_the_backend_never_reach_the_client() {
+    let port = start_closing_server();
+    let catalog = format!(
+        r#"
+backends:
+  - system_name: closing
+    urls: ["http://127.0.0.1:{port}"]
+    timeouts: {{pool_idle_ms: 60000}}
+products:
+  - {{system_name: closing, models: [chat-c], backend: closing}}
+plans:
+  - {{product: closing, system_name: open}}
+"#
+    );
+    let gw = Gateway::start(&catalog, 1, "strict").await;
+    let (_, key) = gw.app_key("closing-app", "closing", "open").await;
+    for i in 0..30 {
+        let response = gw.chat(gw.base(), &key, "chat-c").await;
+        assert_eq!(response.status(), 200, "request {i}");
+        let reply: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(reply["usage"]["total_tokens"], 7);
+        if i % 3 == 0 {
+            // Sometimes let the close arrive before the next request.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
