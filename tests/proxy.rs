@@ -9,4 +9,5 @@ mod proxy {
     mod resilience;
     mod routing;
     mod sdk;
+    mod streaming;
 }

@@ -39,6 +39,11 @@ pub struct AccessLogLine<'a> {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
+    /// The tokens are an estimate: the upstream reported no usage.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tokens_estimated: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
     pub request_bytes: usize,
     pub duration_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]

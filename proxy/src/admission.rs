@@ -17,6 +17,7 @@ use crate::metrics::METRICS;
 use crate::ratelimit::{limit_headers, retry_after_secs};
 use crate::reply::respond;
 use crate::request_body::read_body;
+use crate::rewrite::{ClientUsage, Endpoint, rewrite_request};
 use crate::routing::{Route, upstream_path};
 use crate::service::{MaasProxy, RequestCtx};
 
@@ -146,7 +147,10 @@ impl MaasProxy {
             .filter(|b| !b.is_empty() && (json_body || route_index.is_none()))
         {
             match inspect_json(body) {
-                Ok(facts) => ctx.model = facts.model,
+                Ok(facts) => {
+                    ctx.model = facts.model;
+                    ctx.stream = facts.stream;
+                }
                 Err(detail) => return Ok(Err(ApiError::invalid_json(&detail))),
             }
         }
@@ -224,6 +228,30 @@ impl MaasProxy {
             respond(session, 200, Bytes::from(body), &headers).await?;
             ctx.extra_headers = headers;
             return Ok(Ok(Next::Answered));
+        }
+
+        // Streams ask the upstream for usage; max_tokens is capped at the plan's.
+        let max_tokens_cap = auth.plan.max_tokens.map(u64::from);
+        if let Some(body) = ctx
+            .body
+            .as_ref()
+            .filter(|_| json_body && (ctx.stream || max_tokens_cap.is_some()))
+        {
+            match rewrite_request(body, Endpoint::of_path(&api_path), max_tokens_cap) {
+                Ok(rewrite) => {
+                    ctx.client_usage = rewrite.client_usage;
+                    if rewrite.stream && Endpoint::of_path(&api_path) == Endpoint::Responses {
+                        ctx.client_usage = ClientUsage {
+                            final_chunk: true,
+                            every_chunk: true,
+                        };
+                    }
+                    if let Some(forwarded) = rewrite.body {
+                        ctx.body = Some(Bytes::from(forwarded));
+                    }
+                }
+                Err(detail) => return Ok(Err(ApiError::invalid_json(&detail))),
+            }
         }
 
         let Some(upstream) = catalog.upstreams.get(&route.product.backend).cloned() else {

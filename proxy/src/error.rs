@@ -249,6 +249,17 @@ impl ApiError {
         )
     }
 
+    /// Sent as the last event of a stream the model server broke off.
+    pub fn stream_interrupted() -> ApiError {
+        ApiError::new(
+            502,
+            "server_error",
+            "stream_interrupted",
+            "stream_interrupted",
+            "The model server stopped in the middle of the stream; the output is incomplete.".into(),
+        )
+    }
+
     pub fn upstream_timeout() -> ApiError {
         ApiError::new(
             504,

@@ -31,6 +31,7 @@ pub struct ProxyMetrics {
     pub rejected: IntCounterVec,
     pub store_errors: IntCounterVec,
     pub upstream_errors: IntCounterVec,
+    pub estimated_tokens: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -111,6 +112,12 @@ impl ProxyMetrics {
                 "maas_upstream_errors_total",
                 "Failed upstream attempts, by backend and kind",
                 &["backend", "kind"],
+            ),
+            estimated_tokens: counter(
+                &registry,
+                "maas_estimated_tokens_total",
+                "Tokens billed from an estimate because the upstream reported no usage",
+                &["product"],
             ),
             registry,
         }

@@ -21,7 +21,9 @@ use crate::error::ApiError;
 use crate::metering::{BodyCollector, TokenUsage};
 use crate::metrics::METRICS;
 use crate::reply::respond_error;
+use crate::rewrite::ClientUsage;
 use crate::state::{ProxyState, ServingCatalog};
+use crate::stream_meter::{StreamMeter, is_event_stream};
 use crate::upstream::Upstream;
 
 /// The header that tells the model server (and `maas sim`) whose request it is.
@@ -62,6 +64,14 @@ pub struct RequestCtx {
     pub(crate) rejected: Option<&'static str>,
     pub(crate) upstream_sent_at: Option<Instant>,
     pub(crate) upstream_headers_after: Option<Duration>,
+    /// The client asked for `stream: true`.
+    pub(crate) stream: bool,
+    /// What the client asked to see of usage (everything, unless a stream
+    /// request was rewritten to ask the upstream for more).
+    pub(crate) client_usage: ClientUsage,
+    pub(crate) stream_meter: Option<StreamMeter>,
+    /// The billed tokens are an estimate (the upstream reported none).
+    pub(crate) tokens_estimated: bool,
     /// Counted in the in-flight gauge (Pingora may skip `request_filter`).
     pub(crate) in_flight: bool,
 }
@@ -101,6 +111,13 @@ impl ProxyHttp for MaasProxy {
             upstream_sent_at: None,
             upstream_headers_after: None,
             in_flight: false,
+            stream: false,
+            client_usage: ClientUsage {
+                final_chunk: true,
+                every_chunk: true,
+            },
+            stream_meter: None,
+            tokens_estimated: false,
         }
     }
 
@@ -250,12 +267,18 @@ impl ProxyHttp for MaasProxy {
         for (name, value) in &ctx.extra_headers {
             response.insert_header(*name, value.as_str())?;
         }
-        let is_json = response
-            .headers
-            .get("content-type")
-            .is_some_and(|v| is_json_content_type(v.as_bytes()));
-        if is_json && response.status.is_success() {
-            ctx.collector = Some(BodyCollector::default());
+        let content_type = response.headers.get("content-type").map(|v| v.as_bytes());
+        if response.status.is_success() {
+            if content_type.is_some_and(is_event_stream) {
+                let meter = StreamMeter::new(ctx.client_usage);
+                if meter.filters() {
+                    // Events are taken out: the length changes.
+                    response.remove_header("content-length");
+                }
+                ctx.stream_meter = Some(meter);
+            } else if content_type.is_some_and(is_json_content_type) {
+                ctx.collector = Some(BodyCollector::default());
+            }
         }
         Ok(())
     }
@@ -267,7 +290,20 @@ impl ProxyHttp for MaasProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
-        if let Some(collector) = ctx.collector.as_mut() {
+        if let Some(meter) = ctx.stream_meter.as_mut() {
+            let mut out = match body.as_deref() {
+                Some(chunk) => meter.filter(chunk),
+                None => None,
+            };
+            if end_of_stream && let Some(tail) = meter.finish() {
+                let mut filtered = out.take().unwrap_or_default();
+                filtered.extend(tail);
+                out = Some(filtered);
+            }
+            if let Some(filtered) = out {
+                *body = Some(Bytes::from(filtered));
+            }
+        } else if let Some(collector) = ctx.collector.as_mut() {
             if let Some(chunk) = body {
                 collector.push(chunk);
             }
@@ -304,6 +340,26 @@ impl ProxyHttp for MaasProxy {
             if let Err(write_error) = respond_error(session, ctx, &error).await {
                 tracing::debug!(%write_error, "could not send the error response");
             }
+        } else if session.response_written().is_some()
+            && *e.esource() != ErrorSource::Downstream
+            && ctx.stream_meter.is_some()
+        {
+            // Headers went out already: end the stream with an error event
+            // rather than a silent cut. What streamed so far is billed.
+            let error = ApiError::stream_interrupted();
+            ctx.rejected = Some(error.reason);
+            if let Some(upstream) = &ctx.upstream {
+                METRICS
+                    .upstream_errors
+                    .with_label_values(&[&upstream.name, error.reason])
+                    .inc();
+            }
+            let mut event = b"data: ".to_vec();
+            event.extend(error.to_json());
+            event.extend_from_slice(b"\n\n");
+            if let Err(write_error) = session.write_response_body(Some(Bytes::from(event)), true).await {
+                tracing::debug!(%write_error, "could not send the stream's error event");
+            }
         }
         FailToProxy {
             error_code: status,
@@ -322,8 +378,23 @@ impl ProxyHttp for MaasProxy {
             .as_ref()
             .zip(ctx.product)
             .map(|(c, i)| c.routes.product(i).product.system_name.as_str());
+        if let Some(meter) = &ctx.stream_meter {
+            // Whole, cut by either side, or failed: what was streamed is billed.
+            let prompt_estimate = ctx.body.as_ref().map_or(0, |b| (b.len() / 4) as u64);
+            let (tokens, estimated) = meter.tokens(prompt_estimate);
+            if meter.usage.is_some() || meter.content_chunks > 0 {
+                ctx.usage = Some(tokens);
+                ctx.tokens_estimated = estimated;
+            }
+        }
         let usage = ctx.usage.unwrap_or_default();
         if let (Some(auth), Some(_)) = (&ctx.auth, ctx.usage) {
+            if ctx.tokens_estimated {
+                METRICS
+                    .estimated_tokens
+                    .with_label_values(&[auth.application.product.as_str()])
+                    .inc_by(usage.total_tokens);
+            }
             self.state.limiter.record(
                 &auth.application.id,
                 &[
@@ -388,6 +459,8 @@ impl ProxyHttp for MaasProxy {
                 prompt_tokens: usage.prompt_tokens,
                 completion_tokens: usage.completion_tokens,
                 total_tokens: usage.total_tokens,
+                tokens_estimated: ctx.tokens_estimated,
+                stream: ctx.stream,
                 request_bytes: ctx.body.as_ref().map_or(0, Bytes::len),
                 duration_ms: duration.as_secs_f64() * 1000.0,
                 upstream_ms: ctx.upstream_headers_after.map(|d| d.as_secs_f64() * 1000.0),

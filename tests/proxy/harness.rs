@@ -39,6 +39,16 @@ models:
     itl_ms: 0
     failures:
       slow_headers_ms: 3000
+  - id: long-a
+    ttft_ms: 0
+    itl_ms: 10
+    output_tokens: {min: 300, max: 300}
+  - id: reset-a
+    ttft_ms: 0
+    itl_ms: 1
+    output_tokens: {min: 40, max: 40}
+    failures:
+      reset_rate: 1.0
 ";
 
 /// The catalog of the proxy tests.

@@ -119,6 +119,9 @@ impl Streaming {
             }
             Step::Token(index) if index < g.tokens.len() => {
                 if g.reset_after == Some(index) {
+                    // Let hyper flush what was sent before cutting the
+                    // connection, so `sent` is what went on the wire.
+                    pause(Duration::from_millis(5)).await;
                     self.tally.ending = Some(Ending::Reset);
                     self.step = Step::End;
                     return Some(Err(std::io::Error::other("injected connection reset")));

@@ -1,0 +1,197 @@
+//! The forwarded request body: for streams, ask the model server for usage
+//! (`stream_options.include_usage`, vLLM's `continuous_usage_stats`) so
+//! every token can be metered, remembering what the client itself asked
+//! for; cap `max_tokens` at the plan's limit. Bodies that need no change
+//! are forwarded byte for byte.
+
+use serde_json::{Map, Value};
+
+/// The OpenAI-style endpoint a path names (by its suffix, so product
+/// prefixes and backend base paths do not matter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+    Responses,
+    Other,
+}
+
+impl Endpoint {
+    pub fn of_path(path: &str) -> Endpoint {
+        let path = path.trim_end_matches('/');
+        if path.ends_with("/chat/completions") {
+            Endpoint::ChatCompletions
+        } else if path.ends_with("/completions") {
+            Endpoint::Completions
+        } else if path.ends_with("/embeddings") {
+            Endpoint::Embeddings
+        } else if path.ends_with("/responses") {
+            Endpoint::Responses
+        } else {
+            Endpoint::Other
+        }
+    }
+
+    /// Endpoints that stream OpenAI chunks with `stream_options`.
+    fn takes_stream_options(self) -> bool {
+        matches!(self, Endpoint::ChatCompletions | Endpoint::Completions)
+    }
+
+    /// The field that bounds generated tokens, preferring the one the client used.
+    fn max_tokens_field(self, body: &Map<String, Value>) -> Option<&'static str> {
+        match self {
+            Endpoint::ChatCompletions if body.contains_key("max_completion_tokens") => Some("max_completion_tokens"),
+            Endpoint::ChatCompletions | Endpoint::Completions => Some("max_tokens"),
+            Endpoint::Responses => Some("max_output_tokens"),
+            Endpoint::Embeddings | Endpoint::Other => None,
+        }
+    }
+}
+
+/// What the client asked to see of usage in a stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientUsage {
+    /// `stream_options.include_usage`: the final usage-only chunk.
+    pub final_chunk: bool,
+    /// `stream_options.continuous_usage_stats`: usage on every chunk.
+    pub every_chunk: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rewrite {
+    /// The body to forward, when it differs from the client's.
+    pub body: Option<Vec<u8>>,
+    pub stream: bool,
+    pub client_usage: ClientUsage,
+    /// `max_tokens` as forwarded, if any.
+    pub max_tokens: Option<u64>,
+}
+
+/// Decides the forwarded body of a JSON request to `endpoint`.
+/// `Err` when the body is not a JSON object.
+pub fn rewrite_request(body: &[u8], endpoint: Endpoint, max_tokens_cap: Option<u64>) -> Result<Rewrite, String> {
+    let mut value: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let Some(object) = value.as_object_mut() else {
+        return Err("expected a JSON object".into());
+    };
+    let stream = object.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let mut changed = false;
+    let mut client_usage = ClientUsage::default();
+    if stream && endpoint.takes_stream_options() {
+        let options = object
+            .entry("stream_options")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !options.is_object() {
+            *options = Value::Object(Map::new());
+        }
+        let options = options.as_object_mut().expect("made an object above");
+        for (field, asked) in [
+            ("include_usage", &mut client_usage.final_chunk),
+            ("continuous_usage_stats", &mut client_usage.every_chunk),
+        ] {
+            *asked = options.get(field).and_then(Value::as_bool).unwrap_or(false);
+            if !*asked {
+                options.insert(field.into(), Value::Bool(true));
+                changed = true;
+            }
+        }
+    }
+    let mut max_tokens = None;
+    if let Some(field) = endpoint.max_tokens_field(object) {
+        let asked = object.get(field).and_then(Value::as_u64);
+        max_tokens = asked;
+        if let Some(cap) = max_tokens_cap
+            && asked.is_none_or(|asked| asked > cap)
+        {
+            object.insert(field.into(), Value::from(cap));
+            max_tokens = Some(cap);
+            changed = true;
+        }
+    }
+    Ok(Rewrite {
+        body: if changed {
+            Some(serde_json::to_vec(&value).map_err(|e| e.to_string())?)
+        } else {
+            None
+        },
+        stream,
+        client_usage,
+        max_tokens,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(bytes: &[u8]) -> Value {
+        serde_json::from_slice(bytes).unwrap()
+    }
+
+    #[test]
+    fn streams_ask_for_usage_and_remember_the_client_choice() {
+        let body = br#"{"model":"m","stream":true,"messages":[]}"#;
+        let out = rewrite_request(body, Endpoint::ChatCompletions, None).unwrap();
+        assert!(out.stream);
+        assert_eq!(out.client_usage, ClientUsage::default());
+        let forwarded = json(&out.body.unwrap());
+        assert_eq!(forwarded["stream_options"]["include_usage"], true);
+        assert_eq!(forwarded["stream_options"]["continuous_usage_stats"], true);
+
+        let body = br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#;
+        let out = rewrite_request(body, Endpoint::Completions, None).unwrap();
+        assert!(out.client_usage.final_chunk && !out.client_usage.every_chunk);
+        assert_eq!(
+            json(&out.body.unwrap())["stream_options"]["continuous_usage_stats"],
+            true
+        );
+
+        let body = br#"{"stream":true,"stream_options":{"include_usage":true,"continuous_usage_stats":true}}"#;
+        let out = rewrite_request(body, Endpoint::ChatCompletions, None).unwrap();
+        assert_eq!(out.body, None, "nothing to change: forwarded as is");
+    }
+
+    #[test]
+    fn non_streams_and_other_endpoints_are_left_alone() {
+        for (body, endpoint) in [
+            (&br#"{"model":"m","messages":[]}"#[..], Endpoint::ChatCompletions),
+            (br#"{"model":"m","stream":true,"input":"x"}"#, Endpoint::Embeddings),
+            (br#"{"model":"m","stream":true,"input":"x"}"#, Endpoint::Responses),
+        ] {
+            assert_eq!(rewrite_request(body, endpoint, None).unwrap().body, None);
+        }
+        assert!(rewrite_request(b"[1]", Endpoint::ChatCompletions, None).is_err());
+        assert!(rewrite_request(b"{", Endpoint::ChatCompletions, None).is_err());
+    }
+
+    #[test]
+    fn caps_max_tokens_in_the_field_the_client_used() {
+        let out = rewrite_request(br#"{"max_tokens":5000}"#, Endpoint::ChatCompletions, Some(1024)).unwrap();
+        assert_eq!(json(&out.body.unwrap())["max_tokens"], 1024);
+        assert_eq!(out.max_tokens, Some(1024));
+        let out = rewrite_request(br#"{"max_completion_tokens":9}"#, Endpoint::ChatCompletions, Some(1024)).unwrap();
+        assert_eq!((out.body, out.max_tokens), (None, Some(9)));
+        let out = rewrite_request(
+            br#"{"max_completion_tokens":2000}"#,
+            Endpoint::ChatCompletions,
+            Some(100),
+        )
+        .unwrap();
+        let forwarded = json(&out.body.unwrap());
+        assert_eq!(forwarded["max_completion_tokens"], 100);
+        assert!(forwarded.get("max_tokens").is_none());
+        let out = rewrite_request(br#"{"input":"x"}"#, Endpoint::Responses, Some(64)).unwrap();
+        assert_eq!(
+            json(&out.body.unwrap())["max_output_tokens"],
+            64,
+            "absent means uncapped: set the cap"
+        );
+        assert_eq!(
+            Endpoint::of_path("/granite/v1/chat/completions/"),
+            Endpoint::ChatCompletions
+        );
+        assert_eq!(Endpoint::of_path("/v1/completions"), Endpoint::Completions);
+        assert_eq!(Endpoint::of_path("/v1/models"), Endpoint::Other);
+    }
+}

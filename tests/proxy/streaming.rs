@@ -1,0 +1,215 @@
+//! Streams through the proxy: clients see what they would see from the
+//! model server directly, every token is metered (whole, cut by the client,
+//! or broken off by the server), and the store, the metrics and the
+//! simulator agree.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use maas_store::period::Period;
+
+use super::harness::{CATALOG, Gateway};
+
+async fn stored(gw: &Gateway, app_id: &str, metric: &str) -> u64 {
+    gw.store
+        .usage(app_id, metric, Period::Eternity, time::OffsetDateTime::now_utc())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_sdk_sees_the_same_stream_through_the_proxy() {
+    match std::process::Command::new("python3")
+        .args(["-c", "import openai"])
+        .output()
+    {
+        Ok(output) if output.status.success() => {}
+        _ => panic!("this test needs Python 3 with `openai`: `python3 -m pip install openai` (.ci/run installs it)"),
+    }
+    let gw = Gateway::start(CATALOG, 1, "strict").await;
+    let (app_id, key) = gw.app_key("stream-sdk-app", "alpha", "open").await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/proxy/openai_stream.py");
+    let output = tokio::process::Command::new("python3")
+        .args([script, gw.base(), &gw.sim_base, &key])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(report["compared"], 6, "{report}");
+
+    // Every streamed token reached the store, whether or not the client asked for usage.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let truth = gw.sim_usage(&app_id).await;
+    assert_eq!(
+        stored(&gw, &app_id, "completion_tokens").await,
+        truth["completion_tokens"].as_u64().unwrap()
+    );
+    assert_eq!(
+        stored(&gw, &app_id, "prompt_tokens").await,
+        truth["prompt_tokens"].as_u64().unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_traffic_is_metered_exactly() {
+    let gw = Gateway::start(CATALOG, 1, "strict").await;
+    let (app_id, key) = gw.app_key("mixed-traffic-app", "alpha", "open").await;
+    let options = [
+        serde_json::json!(null),
+        serde_json::json!({"include_usage": true}),
+        serde_json::json!({"continuous_usage_stats": true}),
+        serde_json::json!({"include_usage": true, "continuous_usage_stats": true}),
+    ];
+    for i in 0..24 {
+        let (path, mut body) = match i % 4 {
+            0 => (
+                "/v1/chat/completions",
+                serde_json::json!({"model": "chat-a", "messages": [{"role": "user", "content": "a b c"}]}),
+            ),
+            1 => (
+                "/v1/completions",
+                serde_json::json!({"model": "chat-a", "prompt": "one two"}),
+            ),
+            2 => (
+                "/v1/embeddings",
+                serde_json::json!({"model": "embed-a", "input": ["x y", "z"]}),
+            ),
+            _ => (
+                "/alpha/v1/chat/completions",
+                serde_json::json!({"model": "chat-a", "messages": [{"role": "user", "content": "d"}]}),
+            ),
+        };
+        if i % 4 != 2 && i % 2 == 1 {
+            body["stream"] = true.into();
+            if !options[i % 4].is_null() {
+                body["stream_options"] = options[(i / 2) % 4].clone();
+            }
+        }
+        let response = gw
+            .http
+            .post(format!("{}{path}", gw.base()))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "request {i}: {body}");
+        let text = response.text().await.unwrap();
+        if body["stream"] == true {
+            assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+            let asked_final = body["stream_options"]["include_usage"] == true;
+            let asked_every = body["stream_options"]["continuous_usage_stats"] == true;
+            let usage_events = text.matches("\"usage\"").count();
+            match (asked_final, asked_every) {
+                (false, false) => assert_eq!(usage_events, 0, "{text}"),
+                (true, false) => assert_eq!(usage_events, 1, "{text}"),
+                _ => assert!(usage_events > 1, "{text}"),
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let truth = gw.sim_usage(&app_id).await;
+    let (prompt, completion) = (
+        truth["prompt_tokens"].as_u64().unwrap(),
+        truth["completion_tokens"].as_u64().unwrap(),
+    );
+    assert_eq!(stored(&gw, &app_id, "prompt_tokens").await, prompt, "{truth}");
+    assert_eq!(stored(&gw, &app_id, "completion_tokens").await, completion, "{truth}");
+    assert_eq!(stored(&gw, &app_id, "total_tokens").await, prompt + completion);
+    let metrics = gw
+        .http
+        .get(&gw.proxies[0].metrics)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let expected = format!(
+        "llm_completion_tokens_count{{application_id=\"{app_id}\",application_system_name=\"mixed-traffic-app\",service_id=\"alpha\",service_system_name=\"alpha\"}} {completion}"
+    );
+    assert!(metrics.contains(&expected), "{expected}\n{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_cancels_the_generation_and_pays_for_what_it_got() {
+    let gw = Gateway::start(CATALOG, 1, "strict").await;
+    let (app_id, key) = gw.app_key("hangup-app", "gamma", "open").await;
+    let response = gw
+        .http
+        .post(format!("{}/v1/chat/completions", gw.base()))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"model": "long-a", "stream": true, "messages": [{"role": "user", "content": "go"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = response.bytes_stream();
+    let mut received = String::new();
+    while received.matches("data: ").count() < 10 {
+        received.push_str(&String::from_utf8_lossy(&stream.next().await.unwrap().unwrap()));
+    }
+    assert!(!received.contains("usage"), "the client did not ask for usage");
+    drop(stream);
+    // The simulator sees the cancellation within a few tokens (10 ms each).
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let truth = loop {
+        let truth = gw.sim_usage(&app_id).await;
+        if truth["aborted_streams"] == 1 {
+            break truth;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upstream stream was not cancelled: {truth}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let served = truth["completion_tokens"].as_u64().unwrap();
+    assert!(served < 100, "generation stopped early: {served} of 300 tokens");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let billed = stored(&gw, &app_id, "completion_tokens").await;
+    // Billed from the last usage the proxy saw; the simulator may have put a
+    // token or two on the wire that the proxy never read.
+    assert!(
+        billed >= 9 && billed <= served && served - billed <= 2,
+        "billed {billed}, served {served}"
+    );
+    assert_eq!(
+        stored(&gw, &app_id, "prompt_tokens").await,
+        truth["prompt_tokens"].as_u64().unwrap()
+    );
+    let line = gw.access_log(0).into_iter().last().unwrap();
+    assert_eq!(line["completion_tokens"], billed, "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_the_server_breaks_off_ends_with_an_error_event_and_is_billed() {
+    let gw = Gateway::start(CATALOG, 1, "strict").await;
+    let (app_id, key) = gw.app_key("reset-app", "gamma", "open").await;
+    let response = gw
+        .http
+        .post(format!("{}/gamma/v1/chat/completions", gw.base()))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"model": "reset-a", "stream": true, "messages": [{"role": "user", "content": "go"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let text = String::from_utf8_lossy(&response.bytes().await.expect("the stream ends cleanly")).into_owned();
+    let last = text.trim_end().rsplit("\n\n").next().unwrap();
+    let error: serde_json::Value = serde_json::from_str(last.strip_prefix("data: ").expect(last)).unwrap();
+    assert_eq!(error["error"]["code"], "stream_interrupted", "{text}");
+    assert!(!text.contains("[DONE]"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let truth = gw.sim_usage(&app_id).await;
+    assert_eq!(truth["reset_streams"], 1, "{truth}");
+    let served = truth["completion_tokens"].as_u64().unwrap();
+    assert!(served > 0 && served < 40, "{truth}");
+    assert_eq!(stored(&gw, &app_id, "completion_tokens").await, served);
+}
