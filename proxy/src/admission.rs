@@ -12,7 +12,7 @@ use crate::body::{inspect_json, is_json_content_type};
 use crate::cors;
 use crate::credentials::{RequestCredentials, describe_locations, extract_key};
 use crate::error::ApiError;
-use crate::limits::Decision;
+use crate::limits::{Decision, completion_budget, prompt_estimate};
 use crate::metrics::METRICS;
 use crate::ratelimit::{limit_headers, retry_after_secs};
 use crate::reply::respond;
@@ -191,13 +191,17 @@ impl MaasProxy {
         let Some(deltas) = route.rules.deltas(&method, &api_path) else {
             return Ok(Err(ApiError::no_mapping_rule(&method, &api_path)));
         };
+        let admitted;
         let decision = self
             .state
             .limiter
             .admit(&auth.application.id, &auth.plan.limits, &deltas, now)
             .await;
         match decision {
-            Ok(Decision::Admitted(statuses)) => ctx.extra_headers.extend(limit_headers(&statuses, now)),
+            Ok(Decision::Admitted(statuses)) => {
+                ctx.extra_headers.extend(limit_headers(&statuses, now));
+                admitted = statuses;
+            }
             Ok(Decision::Rejected(status)) => {
                 let retry_after = retry_after_secs(&status, now);
                 let mut error = ApiError::rate_limited(
@@ -230,17 +234,41 @@ impl MaasProxy {
             return Ok(Ok(Next::Answered));
         }
 
-        // Streams ask the upstream for usage; max_tokens is capped at the plan's.
-        let max_tokens_cap = auth.plan.max_tokens.map(u64::from);
+        // Streams ask the upstream for usage; max_tokens is capped at the
+        // plan's and at what is left of its token limits.
+        let endpoint = Endpoint::of_path(&api_path);
+        let mut max_tokens_cap = auth.plan.max_tokens.map(u64::from);
+        if endpoint.generates() && auth.plan.clamp_max_tokens {
+            let prompt_estimate = ctx.body.as_ref().map_or(0, |b| prompt_estimate(b.len()));
+            match completion_budget(&admitted, prompt_estimate) {
+                Some(0) => {
+                    let status = admitted
+                        .iter()
+                        .filter(|s| TOKEN_METRICS.contains(&s.limit.metric.as_str()))
+                        .min_by_key(|s| s.remaining);
+                    if let Some(status) = status {
+                        ctx.extra_headers
+                            .push(("retry-after", retry_after_secs(status, now).to_string()));
+                        return Ok(Err(ApiError::insufficient_quota(
+                            &status.limit.metric,
+                            status.remaining,
+                            prompt_estimate,
+                        )));
+                    }
+                }
+                Some(budget) => max_tokens_cap = Some(max_tokens_cap.map_or(budget, |cap| cap.min(budget))),
+                None => {}
+            }
+        }
         if let Some(body) = ctx
             .body
             .as_ref()
             .filter(|_| json_body && (ctx.stream || max_tokens_cap.is_some()))
         {
-            match rewrite_request(body, Endpoint::of_path(&api_path), max_tokens_cap) {
+            match rewrite_request(body, endpoint, max_tokens_cap) {
                 Ok(rewrite) => {
                     ctx.client_usage = rewrite.client_usage;
-                    if rewrite.stream && Endpoint::of_path(&api_path) == Endpoint::Responses {
+                    if rewrite.stream && endpoint == Endpoint::Responses {
                         ctx.client_usage = ClientUsage {
                             final_chunk: true,
                             every_chunk: true,

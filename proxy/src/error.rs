@@ -219,6 +219,20 @@ impl ApiError {
         )
     }
 
+    /// The token budget left cannot hold even the request's prompt.
+    pub fn insufficient_quota(metric: &str, remaining: u64, prompt_estimate: u64) -> ApiError {
+        ApiError::new(
+            429,
+            "insufficient_quota",
+            "insufficient_quota",
+            "insufficient_quota",
+            format!(
+                "You exceeded your current quota: {remaining} {metric} left, and this request's prompt alone \
+                 is about {prompt_estimate} tokens."
+            ),
+        )
+    }
+
     pub fn store_unavailable() -> ApiError {
         ApiError::new(
             503,

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use maas_store::model::UsageLimit;
+use maas_store::model::{COMPLETION_TOKENS, PROMPT_TOKENS, TOTAL_TOKENS, UsageLimit};
 use maas_store::{Admission, LimitStatus, Store, StoreResult};
 use time::OffsetDateTime;
 
@@ -87,6 +87,28 @@ pub fn admits(limit_value: u64, used: u64, delta: u64) -> bool {
     } else {
         used.checked_add(delta).is_some_and(|total| total <= limit_value)
     }
+}
+
+/// Prompt tokens guessed from a request body's size, before the model
+/// server counts them: a quarter of the bytes (English text runs about four
+/// characters per token; the JSON around the prompt makes this generous).
+pub fn prompt_estimate(body_bytes: usize) -> u64 {
+    (body_bytes / 4) as u64
+}
+
+/// How many completion tokens the token limits still allow a request
+/// whose prompt is about `prompt_estimate` tokens: `None` when the plan
+/// has no token limit, `Some(0)` when not even the prompt fits.
+pub fn completion_budget(statuses: &[LimitStatus], prompt_estimate: u64) -> Option<u64> {
+    statuses
+        .iter()
+        .filter_map(|status| match status.limit.metric.as_str() {
+            TOTAL_TOKENS => Some(status.remaining.saturating_sub(prompt_estimate)),
+            COMPLETION_TOKENS => Some(status.remaining),
+            PROMPT_TOKENS if status.remaining < prompt_estimate => Some(0),
+            _ => None,
+        })
+        .min()
 }
 
 fn delta_of(deltas: &[(String, u64)], metric: &str) -> u64 {
@@ -329,6 +351,30 @@ mod tests {
             period: Period::Eternity,
             value,
         }]
+    }
+
+    #[test]
+    fn completion_budget_is_the_tightest_token_limit() {
+        let status = |metric: &str, remaining: u64| LimitStatus {
+            limit: UsageLimit {
+                metric: metric.into(),
+                period: Period::Day,
+                value: 1000,
+            },
+            used: 1000 - remaining,
+            remaining,
+            resets_at: OffsetDateTime::UNIX_EPOCH,
+        };
+        assert_eq!(completion_budget(&[status("hits", 5)], 10), None);
+        assert_eq!(completion_budget(&[status("total_tokens", 500)], 100), Some(400));
+        assert_eq!(
+            completion_budget(&[status("total_tokens", 500), status("completion_tokens", 300)], 100),
+            Some(300)
+        );
+        assert_eq!(completion_budget(&[status("total_tokens", 50)], 100), Some(0));
+        assert_eq!(completion_budget(&[status("prompt_tokens", 50)], 100), Some(0));
+        assert_eq!(completion_budget(&[status("prompt_tokens", 500)], 100), None);
+        assert_eq!(prompt_estimate(400), 100);
     }
 
     #[test]

@@ -33,6 +33,14 @@ impl Endpoint {
         }
     }
 
+    /// Endpoints that generate tokens (and take a `max_tokens`).
+    pub fn generates(self) -> bool {
+        matches!(
+            self,
+            Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Responses
+        )
+    }
+
     /// Endpoints that stream OpenAI chunks with `stream_options`.
     fn takes_stream_options(self) -> bool {
         matches!(self, Endpoint::ChatCompletions | Endpoint::Completions)

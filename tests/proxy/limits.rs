@@ -42,25 +42,23 @@ async fn ten_per_minute_refuses_the_eleventh_until_the_next_minute() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_spent_token_budget_refuses_the_next_request() {
+async fn a_token_budget_is_never_overrun_and_then_refuses() {
     for mode in ["strict", "local"] {
         let gw = Gateway::start(CATALOG, 1, mode).await;
-        let (_, key) = gw.app_key("token-app", "alpha", "fifty-tokens").await;
-        // 20–40 completion tokens plus the prompt: two requests spend the 50.
+        let (app_id, key) = gw.app_key("token-app", "alpha", "fifty-tokens").await;
+        // The simulator would write 20–40 tokens; the proxy lowers max_tokens
+        // to what the 50-token budget has left after the prompt.
         let mut spent = 0;
         let mut admitted = 0;
         loop {
             let response = gw.chat(gw.base(), &key, "chat-a").await;
             if response.status() == 429 {
-                let remaining = response.headers()["x-ratelimit-remaining-tokens"]
-                    .to_str()
-                    .unwrap()
-                    .to_owned();
-                assert_eq!(remaining, "0", "{mode}");
+                assert!(response.headers().contains_key("retry-after"), "{mode}");
                 let (_, error) = error_of(response).await;
+                let code = error["code"].as_str().unwrap();
                 assert!(
-                    error["message"].as_str().unwrap().contains("total_tokens spent"),
-                    "{error}"
+                    ["insufficient_quota", "rate_limit_exceeded"].contains(&code),
+                    "{mode}: {error}"
                 );
                 break;
             }
@@ -69,14 +67,57 @@ async fn a_spent_token_budget_refuses_the_next_request() {
             spent += reply["usage"]["total_tokens"].as_u64().unwrap();
             admitted += 1;
             assert!(
-                admitted <= 3,
+                admitted <= 5,
                 "{mode}: admitted {admitted} requests after spending {spent} of 50 tokens"
             );
             // Usage reaches the store in batches (every 100 ms).
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        assert!(spent >= 50, "{mode}: refused after only {spent} tokens");
+        assert!(
+            spent > 0 && spent <= 50,
+            "{mode}: {spent} tokens spent of a 50-token budget"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let stored = gw
+            .store
+            .usage(
+                &app_id,
+                "total_tokens",
+                maas_store::period::Period::Eternity,
+                time::OffsetDateTime::now_utc(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(stored, spent, "{mode}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_budget_refuses_with_rate_limit_headers() {
+    let gw = Gateway::start(CATALOG, 1, "strict").await;
+    let (app_id, key) = gw.app_key("spent-app", "alpha", "fifty-tokens").await;
+    // Spend the budget outside the proxy, as another replica would have.
+    gw.store
+        .record_usage(&[maas_store::UsageRecord {
+            application_id: app_id.clone(),
+            metric: "total_tokens".into(),
+            value: 60,
+            at: time::OffsetDateTime::now_utc(),
+        }])
+        .await
+        .unwrap();
+    let response = gw.chat(gw.base(), &key, "chat-a").await;
+    let remaining = response.headers()["x-ratelimit-remaining-tokens"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(remaining, "0");
+    let (status, error) = error_of(response).await;
+    assert_eq!((status, error["code"].as_str()), (429, Some("rate_limit_exceeded")));
+    assert!(
+        error["message"].as_str().unwrap().contains("total_tokens spent"),
+        "{error}"
+    );
 }
 
 /// 300 concurrent requests spread over `proxies`; how many got through.
