@@ -191,16 +191,15 @@ impl MaasProxy {
         let Some(deltas) = route.rules.deltas(&method, &api_path) else {
             return Ok(Err(ApiError::no_mapping_rule(&method, &api_path)));
         };
-        let admitted;
         let decision = self
             .state
             .limiter
             .admit(&auth.application.id, &auth.plan.limits, &deltas, now)
             .await;
-        match decision {
+        let admitted = match decision {
             Ok(Decision::Admitted(statuses)) => {
                 ctx.extra_headers.extend(limit_headers(&statuses, now));
-                admitted = statuses;
+                statuses
             }
             Ok(Decision::Rejected(status)) => {
                 let retry_after = retry_after_secs(&status, now);
@@ -223,7 +222,7 @@ impl MaasProxy {
                 tracing::error!(%error, "limit check failed");
                 return Ok(Err(ApiError::store_unavailable()));
             }
-        }
+        };
 
         if is_model_list {
             let body = model_list(&route.product.models);
