@@ -97,7 +97,14 @@ pub async fn serve(
     config: SimConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
     let state = Arc::new(SimState::new(config));
+    // Without TCP_NODELAY, the first chunk of a stream on a kept-alive
+    // connection waits for the peer's delayed ACK of the previous response
+    // (tens of milliseconds), as vLLM's server does not.
+    let listener = listener.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
+    });
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
