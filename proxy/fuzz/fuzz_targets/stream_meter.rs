@@ -23,7 +23,10 @@ fn run(client: ClientUsage, chunks: &[&[u8]]) -> (Vec<u8>, (maas_proxy::metering
 
 fuzz_target!(|input: (&[u8], u16, bool, bool)| {
     let (bytes, cut, final_chunk, every_chunk) = input;
-    let client = ClientUsage { final_chunk, every_chunk };
+    let client = ClientUsage {
+        final_chunk,
+        every_chunk,
+    };
     let cut = cut as usize % (bytes.len() + 1);
     let whole = run(client, &[bytes]);
     let split = run(client, &[&bytes[..cut], &bytes[cut..]]);
