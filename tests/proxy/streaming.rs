@@ -57,6 +57,30 @@ async fn the_openai_sdk_sees_the_same_stream_through_the_proxy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_npm_sdk_sees_the_same_stream_through_the_proxy() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node");
+    let installed = std::path::Path::new(dir).join("node_modules/openai/package.json").exists();
+    assert!(
+        installed && std::process::Command::new("node").arg("--version").output().is_ok(),
+        "this test needs Node.js and the `openai` npm package: `npm ci --prefix tests/node` (.ci/run does it)"
+    );
+    let gw = Gateway::start(CATALOG, 1, "strict").await;
+    let (app_id, key) = gw.app_key("stream-npm-app", "alpha", "open").await;
+    let output = tokio::process::Command::new("node")
+        .args([&format!("{dir}/openai_stream.mjs"), gw.base(), &gw.sim_base, &key])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(report["compared"], 6, "{report}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let truth = gw.sim_usage(&app_id).await;
+    assert_eq!(stored(&gw, &app_id, "completion_tokens").await, truth["completion_tokens"].as_u64().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_traffic_is_metered_exactly() {
     let gw = Gateway::start(CATALOG, 1, "strict").await;
     let (app_id, key) = gw.app_key("mixed-traffic-app", "alpha", "open").await;
