@@ -59,7 +59,9 @@ async fn the_openai_sdk_sees_the_same_stream_through_the_proxy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_npm_sdk_sees_the_same_stream_through_the_proxy() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node");
-    let installed = std::path::Path::new(dir).join("node_modules/openai/package.json").exists();
+    let installed = std::path::Path::new(dir)
+        .join("node_modules/openai/package.json")
+        .exists();
     assert!(
         installed && std::process::Command::new("node").arg("--version").output().is_ok(),
         "this test needs Node.js and the `openai` npm package: `npm ci --prefix tests/node` (.ci/run does it)"
@@ -72,12 +74,19 @@ async fn the_openai_npm_sdk_sees_the_same_stream_through_the_proxy() {
         .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(report["compared"], 6, "{report}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let truth = gw.sim_usage(&app_id).await;
-    assert_eq!(stored(&gw, &app_id, "completion_tokens").await, truth["completion_tokens"].as_u64().unwrap());
+    assert_eq!(
+        stored(&gw, &app_id, "completion_tokens").await,
+        truth["completion_tokens"].as_u64().unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
