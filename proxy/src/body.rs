@@ -29,9 +29,19 @@ pub fn inspect_json(body: &[u8]) -> Result<RequestFacts, String> {
     })
 }
 
+/// A `Content-Type` without its parameters (`; charset=…`).
+fn essence(value: &[u8]) -> &[u8] {
+    value.split(|&b| b == b';').next().unwrap_or_default().trim_ascii()
+}
+
+/// Whether a `Content-Type` is `media_type`, parameters aside.
+pub fn content_type_is(value: &[u8], media_type: &[u8]) -> bool {
+    essence(value).eq_ignore_ascii_case(media_type)
+}
+
 /// Whether a `Content-Type` is JSON (`application/json`, `…+json`).
 pub fn is_json_content_type(value: &[u8]) -> bool {
-    let essence = value.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+    let essence = essence(value);
     essence.eq_ignore_ascii_case(b"application/json")
         || (essence.len() > 5 && essence[essence.len() - 5..].eq_ignore_ascii_case(b"+json"))
 }

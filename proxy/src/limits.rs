@@ -111,10 +111,10 @@ pub fn completion_budget(statuses: &[LimitStatus], prompt_estimate: u64) -> Opti
         .min()
 }
 
-fn delta_of(deltas: &[(String, u64)], metric: &str) -> u64 {
+fn delta_of<M: AsRef<str>>(deltas: &[(M, u64)], metric: &str) -> u64 {
     deltas
         .iter()
-        .filter(|(m, _)| m == metric)
+        .filter(|(m, _)| m.as_ref() == metric)
         .map(|(_, v)| *v)
         .fold(0, u64::saturating_add)
 }
@@ -265,11 +265,7 @@ impl Limiter {
             if let Some(app) = local.get_mut(application_id) {
                 for counter in app.counters.iter_mut() {
                     if counter.bucket_start == counter.limit.period.bucket_start(at) {
-                        let delta = deltas
-                            .iter()
-                            .filter(|(m, _)| *m == counter.limit.metric)
-                            .map(|(_, v)| *v)
-                            .fold(0, u64::saturating_add);
+                        let delta = delta_of(deltas, &counter.limit.metric);
                         counter.pending = counter.pending.saturating_add(delta);
                     }
                 }

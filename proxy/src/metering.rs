@@ -16,8 +16,10 @@ struct WithUsage {
     usage: Option<RawUsage>,
 }
 
+/// A `usage` object as servers write it: chat/completions/embeddings names,
+/// or the Responses API's `input_tokens`/`output_tokens`.
 #[derive(Deserialize)]
-struct RawUsage {
+pub(crate) struct RawUsage {
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
     total_tokens: Option<u64>,
@@ -25,19 +27,23 @@ struct RawUsage {
     output_tokens: Option<u64>,
 }
 
+impl RawUsage {
+    pub(crate) fn tokens(&self) -> TokenUsage {
+        let prompt = self.prompt_tokens.or(self.input_tokens).unwrap_or(0);
+        let completion = self.completion_tokens.or(self.output_tokens).unwrap_or(0);
+        TokenUsage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: self.total_tokens.unwrap_or(prompt.saturating_add(completion)),
+        }
+    }
+}
+
 /// The usage of a complete JSON response body; `None` when it has none
 /// or is not JSON.
 pub fn usage_of_json(body: &[u8]) -> Option<TokenUsage> {
     let parsed: WithUsage = serde_json::from_slice(body).ok()?;
-    let raw = parsed.usage?;
-    let prompt = raw.prompt_tokens.or(raw.input_tokens).unwrap_or(0);
-    let completion = raw.completion_tokens.or(raw.output_tokens).unwrap_or(0);
-    let total = raw.total_tokens.unwrap_or(prompt.saturating_add(completion));
-    Some(TokenUsage {
-        prompt_tokens: prompt,
-        completion_tokens: completion,
-        total_tokens: total,
-    })
+    parsed.usage.as_ref().map(RawUsage::tokens)
 }
 
 /// A response body collected up to a cap for metering; beyond the cap it

@@ -18,6 +18,7 @@ use crate::access_log::AccessLogLine;
 use crate::admission::Next;
 use crate::body::is_json_content_type;
 use crate::error::ApiError;
+use crate::limits::prompt_estimate;
 use crate::metering::{BodyCollector, TokenUsage};
 use crate::metrics::METRICS;
 use crate::reply::respond_error;
@@ -316,53 +317,41 @@ impl ProxyHttp for MaasProxy {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
-        let status = match e.esource() {
-            ErrorSource::Downstream => match e.etype() {
-                ErrorType::HTTPStatus(code) => *code,
-                _ => 0,
-            },
-            _ => match e.etype() {
-                ErrorType::HTTPStatus(code) => *code,
-                _ => upstream_error(e, "").status,
-            },
-        };
-        if status > 0 && session.response_written().is_none() {
-            let error = match e.etype() {
-                ErrorType::HTTPStatus(code) if *code < 500 => ApiError::unreadable_request(*code),
-                _ => upstream_error(e, ctx.upstream.as_ref().map_or("", |u| u.name.as_str())),
-            };
-            if let Some(upstream) = &ctx.upstream {
-                METRICS
-                    .upstream_errors
-                    .with_label_values(&[&upstream.name, error.reason])
-                    .inc();
-            }
-            if let Err(write_error) = respond_error(session, ctx, &error).await {
-                tracing::debug!(%write_error, "could not send the error response");
-            }
-        } else if session.response_written().is_some()
-            && *e.esource() != ErrorSource::Downstream
-            && ctx.stream_meter.is_some()
-        {
+        let backend = ctx.upstream.as_ref().map(|u| u.name.clone());
+        let error = match (e.esource(), e.etype()) {
+            (_, ErrorType::HTTPStatus(code)) if *code < 500 => Some(ApiError::unreadable_request(*code)),
+            // The client is gone: nobody to answer.
+            (ErrorSource::Downstream, _) => None,
             // Headers went out already: end the stream with an error event
             // rather than a silent cut. What streamed so far is billed.
-            let error = ApiError::stream_interrupted();
-            ctx.rejected = Some(error.reason);
-            if let Some(upstream) = &ctx.upstream {
-                METRICS
-                    .upstream_errors
-                    .with_label_values(&[&upstream.name, error.reason])
-                    .inc();
+            _ if session.response_written().is_some() => {
+                ctx.stream_meter.as_ref().map(|_| ApiError::stream_interrupted())
             }
+            _ => Some(upstream_error(e, backend.as_deref().unwrap_or(""))),
+        };
+        let Some(error) = error else {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        };
+        if let Some(backend) = backend.as_deref().filter(|_| error.status >= 500) {
+            METRICS.upstream_errors.with_label_values(&[backend, error.reason]).inc();
+        }
+        let written = if session.response_written().is_none() {
+            respond_error(session, ctx, &error).await
+        } else {
+            ctx.rejected = Some(error.reason);
             let mut event = b"data: ".to_vec();
             event.extend(error.to_json());
             event.extend_from_slice(b"\n\n");
-            if let Err(write_error) = session.write_response_body(Some(Bytes::from(event)), true).await {
-                tracing::debug!(%write_error, "could not send the stream's error event");
-            }
+            session.write_response_body(Some(Bytes::from(event)), true).await
+        };
+        if let Err(write_error) = written {
+            tracing::debug!(%write_error, "could not send the error to the client");
         }
         FailToProxy {
-            error_code: status,
+            error_code: error.status,
             can_reuse_downstream: false,
         }
     }
@@ -380,7 +369,7 @@ impl ProxyHttp for MaasProxy {
             .map(|(c, i)| c.routes.product(i).product.system_name.as_str());
         if let Some(meter) = &ctx.stream_meter {
             // Whole, cut by either side, or failed: what was streamed is billed.
-            let prompt_estimate = ctx.body.as_ref().map_or(0, |b| (b.len() / 4) as u64);
+            let prompt_estimate = ctx.body.as_ref().map_or(0, |b| prompt_estimate(b.len()));
             let (tokens, estimated) = meter.tokens(prompt_estimate);
             if meter.usage.is_some() || meter.content_chunks > 0 {
                 ctx.usage = Some(tokens);

@@ -9,33 +9,12 @@
 //! chunk); such counts are marked estimated.
 
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
+use crate::body::content_type_is;
 use crate::json_member::remove_member;
-use crate::metering::TokenUsage;
+use crate::metering::{RawUsage, TokenUsage};
 use crate::rewrite::ClientUsage;
 use crate::sse::{SseEvent, SseParser};
-
-#[derive(Deserialize)]
-struct RawUsage {
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
-    total_tokens: Option<u64>,
-    input_tokens: Option<u64>,
-    output_tokens: Option<u64>,
-}
-
-impl RawUsage {
-    fn tokens(&self) -> TokenUsage {
-        let prompt = self.prompt_tokens.or(self.input_tokens).unwrap_or(0);
-        let completion = self.completion_tokens.or(self.output_tokens).unwrap_or(0);
-        TokenUsage {
-            prompt_tokens: prompt,
-            completion_tokens: completion,
-            total_tokens: self.total_tokens.unwrap_or(prompt.saturating_add(completion)),
-        }
-    }
-}
 
 #[derive(Deserialize)]
 struct Delta<'a> {
@@ -65,14 +44,11 @@ struct Chunk<'a> {
     choices: Option<Vec<Choice<'a>>>,
     #[serde(default)]
     response: Option<ResponseObject>,
-    #[serde(default, rename = "error")]
-    _error: Option<IgnoredAny>,
 }
 
 /// Whether a `Content-Type` is `text/event-stream`.
 pub fn is_event_stream(value: &[u8]) -> bool {
-    let essence = value.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
-    essence.eq_ignore_ascii_case(b"text/event-stream")
+    content_type_is(value, b"text/event-stream")
 }
 
 /// A stream's meter and filter.
