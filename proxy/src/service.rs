@@ -336,7 +336,10 @@ impl ProxyHttp for MaasProxy {
             };
         };
         if let Some(backend) = backend.as_deref().filter(|_| error.status >= 500) {
-            METRICS.upstream_errors.with_label_values(&[backend, error.reason]).inc();
+            METRICS
+                .upstream_errors
+                .with_label_values(&[backend, error.reason])
+                .inc();
         }
         let written = if session.response_written().is_none() {
             respond_error(session, ctx, &error).await

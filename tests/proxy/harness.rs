@@ -209,6 +209,21 @@ impl Gateway {
             .unwrap()
     }
 
+    /// The text of proxy `index`'s `/metrics`.
+    pub async fn metrics(&self, index: usize) -> String {
+        let response = self.http.get(&self.proxies[index].metrics).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
+    /// What the store holds of `metric` for an application, all time.
+    pub async fn stored(&self, application_id: &str, metric: &str) -> u64 {
+        let now = time::OffsetDateTime::now_utc();
+        self.store
+            .usage(application_id, metric, maas_store::period::Period::Eternity, now)
+            .await
+            .unwrap()
+    }
+
     /// Every access-log line so far, parsed.
     pub fn access_log(&self, proxy: usize) -> Vec<serde_json::Value> {
         std::fs::read_to_string(&self.proxies[proxy].access_log)
@@ -261,4 +276,41 @@ pub async fn leave_room_in_this_minute(needed: Duration) {
     if Duration::from_secs(60) - into_minute < needed {
         tokio::time::sleep(Duration::from_secs(60) - into_minute + Duration::from_millis(200)).await;
     }
+}
+
+/// Runs a client script (`program script args…`) that prints one JSON
+/// report, failing with the script's output when it exits non-zero.
+pub async fn run_json_script(program: &str, args: &[&str]) -> serde_json::Value {
+    let output = tokio::process::Command::new(program)
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("running {program}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// Fails with how to install it when Python's `openai` package is missing.
+pub fn require_python_openai() {
+    match std::process::Command::new("python3")
+        .args(["-c", "import openai"])
+        .output()
+    {
+        Ok(output) if output.status.success() => {}
+        _ => panic!("this test needs Python 3 with `openai`: `python3 -m pip install openai` (.ci/run installs it)"),
+    }
+}
+
+/// The value of metric `name` on the line labelled with `label="value"`.
+pub fn metric_value(text: &str, name: &str, label: &str, value: &str) -> Option<u64> {
+    text.lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")))
+        .find(|line| line.contains(&format!("{label}=\"{value}\"")))
+        .and_then(|line| line.rsplit_once(' '))
+        .map(|(_, number)| number.parse().unwrap())
 }

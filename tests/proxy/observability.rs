@@ -1,15 +1,7 @@
 //! What operators see: the token counters on /metrics equal what the
 //! simulator served; the access log has one line per request.
 
-use super::harness::{CATALOG, Gateway};
-
-fn metric_value(text: &str, name: &str, application_id: &str) -> Option<u64> {
-    text.lines()
-        .filter(|line| line.starts_with(&format!("{name}{{")))
-        .find(|line| line.contains(&format!("application_id=\"{application_id}\"")))
-        .and_then(|line| line.rsplit_once(' '))
-        .map(|(_, value)| value.parse().unwrap())
-}
+use super::harness::{CATALOG, Gateway, metric_value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_the_tokens_the_model_served() {
@@ -32,18 +24,10 @@ async fn metrics_count_the_tokens_the_model_served() {
     assert_eq!(refused.status(), 401);
 
     let truth = gw.sim_usage(&app_id).await;
-    let text = gw
-        .http
-        .get(&gw.proxies[0].metrics)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let prompt = metric_value(&text, "llm_prompt_tokens_count", &app_id).expect(&text);
-    let completion = metric_value(&text, "llm_completion_tokens_count", &app_id).expect(&text);
-    let total = metric_value(&text, "llm_total_token_count", &app_id).expect(&text);
+    let text = gw.metrics(0).await;
+    let prompt = metric_value(&text, "llm_prompt_tokens_count", "application_id", &app_id).expect(&text);
+    let completion = metric_value(&text, "llm_completion_tokens_count", "application_id", &app_id).expect(&text);
+    let total = metric_value(&text, "llm_total_token_count", "application_id", &app_id).expect(&text);
     assert_eq!(prompt, truth["prompt_tokens"].as_u64().unwrap(), "{truth}");
     assert_eq!(completion, truth["completion_tokens"].as_u64().unwrap(), "{truth}");
     assert_eq!(total, prompt + completion);
@@ -65,13 +49,7 @@ async fn metrics_count_the_tokens_the_model_served() {
 
     // The store got the same tokens, in batches.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let now = time::OffsetDateTime::now_utc();
-    let stored = gw
-        .store
-        .usage(&app_id, "total_tokens", maas_store::period::Period::Eternity, now)
-        .await
-        .unwrap();
-    assert_eq!(stored, total);
+    assert_eq!(gw.stored(&app_id, "total_tokens").await, total);
 
     let log = gw.access_log(0);
     assert_eq!(log.len(), 7, "one line per request");

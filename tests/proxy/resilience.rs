@@ -1,7 +1,7 @@
 //! Upstream failures: dead replicas are skipped, unreachable backends get
 //! 503, slow ones 504, all in OpenAI's error shape.
 
-use super::harness::{Gateway, error_of, free_port};
+use super::harness::{Gateway, error_of, free_port, metric_value};
 
 fn catalog() -> String {
     // A port nothing listens on: connections are refused.
@@ -36,21 +36,9 @@ async fn dead_replicas_are_skipped_and_failures_are_openai_shaped() {
         let response = gw.chat(gw.base(), &mixed, "chat-a").await;
         assert_eq!(response.status(), 200, "request {i}: the live replica answers");
     }
-    let metrics = gw
-        .http
-        .get(&gw.proxies[0].metrics)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let connect_errors: u64 = metrics
-        .lines()
-        .find(|l| l.starts_with("maas_upstream_errors_total{backend=\"mixed\",kind=\"connect\"}"))
-        .and_then(|l| l.rsplit_once(' '))
-        .map(|(_, v)| v.parse().unwrap())
-        .expect(&metrics);
+    let metrics = gw.metrics(0).await;
+    let connect_errors = metric_value(&metrics, "maas_upstream_errors_total", "kind", "connect").expect(&metrics);
+    assert!(metrics.contains("backend=\"mixed\",kind=\"connect\""), "{metrics}");
     assert!(
         (1..=4).contains(&connect_errors),
         "the dead replica is ejected after its first refusal, not tried on every request: {connect_errors}"

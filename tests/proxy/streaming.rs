@@ -6,52 +6,27 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use maas_store::period::Period;
 
-use super::harness::{CATALOG, Gateway};
-
-async fn stored(gw: &Gateway, app_id: &str, metric: &str) -> u64 {
-    gw.store
-        .usage(app_id, metric, Period::Eternity, time::OffsetDateTime::now_utc())
-        .await
-        .unwrap()
-}
+use super::harness::{CATALOG, Gateway, require_python_openai, run_json_script};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_sdk_sees_the_same_stream_through_the_proxy() {
-    match std::process::Command::new("python3")
-        .args(["-c", "import openai"])
-        .output()
-    {
-        Ok(output) if output.status.success() => {}
-        _ => panic!("this test needs Python 3 with `openai`: `python3 -m pip install openai` (.ci/run installs it)"),
-    }
+    require_python_openai();
     let gw = Gateway::start(CATALOG, 1, "strict").await;
     let (app_id, key) = gw.app_key("stream-sdk-app", "alpha", "open").await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/proxy/openai_stream.py");
-    let output = tokio::process::Command::new("python3")
-        .args([script, gw.base(), &gw.sim_base, &key])
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let report = run_json_script("python3", &[script, gw.base(), &gw.sim_base, &key]).await;
     assert_eq!(report["compared"], 6, "{report}");
 
     // Every streamed token reached the store, whether or not the client asked for usage.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let truth = gw.sim_usage(&app_id).await;
     assert_eq!(
-        stored(&gw, &app_id, "completion_tokens").await,
+        gw.stored(&app_id, "completion_tokens").await,
         truth["completion_tokens"].as_u64().unwrap()
     );
     assert_eq!(
-        stored(&gw, &app_id, "prompt_tokens").await,
+        gw.stored(&app_id, "prompt_tokens").await,
         truth["prompt_tokens"].as_u64().unwrap()
     );
 }
@@ -68,23 +43,13 @@ async fn the_openai_npm_sdk_sees_the_same_stream_through_the_proxy() {
     );
     let gw = Gateway::start(CATALOG, 1, "strict").await;
     let (app_id, key) = gw.app_key("stream-npm-app", "alpha", "open").await;
-    let output = tokio::process::Command::new("node")
-        .args([&format!("{dir}/openai_stream.mjs"), gw.base(), &gw.sim_base, &key])
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let script = format!("{dir}/openai_stream.mjs");
+    let report = run_json_script("node", &[&script, gw.base(), &gw.sim_base, &key]).await;
     assert_eq!(report["compared"], 6, "{report}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let truth = gw.sim_usage(&app_id).await;
     assert_eq!(
-        stored(&gw, &app_id, "completion_tokens").await,
+        gw.stored(&app_id, "completion_tokens").await,
         truth["completion_tokens"].as_u64().unwrap()
     );
 }
@@ -118,10 +83,12 @@ async fn mixed_traffic_is_metered_exactly() {
                 serde_json::json!({"model": "chat-a", "messages": [{"role": "user", "content": "d"}]}),
             ),
         };
-        if i % 4 != 2 && i % 2 == 1 {
+        if i % 2 == 1 {
+            // Odd requests stream, cycling through every usage option.
             body["stream"] = true.into();
-            if !options[i % 4].is_null() {
-                body["stream_options"] = options[(i / 2) % 4].clone();
+            let option = &options[(i / 2) % 4];
+            if !option.is_null() {
+                body["stream_options"] = option.clone();
             }
         }
         let response = gw
@@ -152,18 +119,10 @@ async fn mixed_traffic_is_metered_exactly() {
         truth["prompt_tokens"].as_u64().unwrap(),
         truth["completion_tokens"].as_u64().unwrap(),
     );
-    assert_eq!(stored(&gw, &app_id, "prompt_tokens").await, prompt, "{truth}");
-    assert_eq!(stored(&gw, &app_id, "completion_tokens").await, completion, "{truth}");
-    assert_eq!(stored(&gw, &app_id, "total_tokens").await, prompt + completion);
-    let metrics = gw
-        .http
-        .get(&gw.proxies[0].metrics)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    assert_eq!(gw.stored(&app_id, "prompt_tokens").await, prompt, "{truth}");
+    assert_eq!(gw.stored(&app_id, "completion_tokens").await, completion, "{truth}");
+    assert_eq!(gw.stored(&app_id, "total_tokens").await, prompt + completion);
+    let metrics = gw.metrics(0).await;
     let expected = format!(
         "llm_completion_tokens_count{{application_id=\"{app_id}\",application_system_name=\"mixed-traffic-app\",service_id=\"alpha\",service_system_name=\"alpha\"}} {completion}"
     );
@@ -206,7 +165,7 @@ async fn a_client_that_hangs_up_cancels_the_generation_and_pays_for_what_it_got(
     let served = truth["completion_tokens"].as_u64().unwrap();
     assert!(served < 100, "generation stopped early: {served} of 300 tokens");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let billed = stored(&gw, &app_id, "completion_tokens").await;
+    let billed = gw.stored(&app_id, "completion_tokens").await;
     // Billed from the last usage the proxy saw; the simulator may have put a
     // token or two on the wire that the proxy never read.
     assert!(
@@ -214,7 +173,7 @@ async fn a_client_that_hangs_up_cancels_the_generation_and_pays_for_what_it_got(
         "billed {billed}, served {served}"
     );
     assert_eq!(
-        stored(&gw, &app_id, "prompt_tokens").await,
+        gw.stored(&app_id, "prompt_tokens").await,
         truth["prompt_tokens"].as_u64().unwrap()
     );
     let line = gw.access_log(0).into_iter().last().unwrap();
@@ -244,5 +203,5 @@ async fn a_stream_the_server_breaks_off_ends_with_an_error_event_and_is_billed()
     assert_eq!(truth["reset_streams"], 1, "{truth}");
     let served = truth["completion_tokens"].as_u64().unwrap();
     assert!(served > 0 && served < 40, "{truth}");
-    assert_eq!(stored(&gw, &app_id, "completion_tokens").await, served);
+    assert_eq!(gw.stored(&app_id, "completion_tokens").await, served);
 }
