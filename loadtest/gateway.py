@@ -2,6 +2,7 @@
 loadtest/bench.catalog.yaml applied and a key issued, and read process
 figures from /proc."""
 
+import datetime
 import os
 import platform
 import re
@@ -64,6 +65,16 @@ def cpu_model():
         pass
     return "unknown CPU"
 
+
+
+def write_report(name, report):
+    """Prints a markdown report and writes it to loadtest/results/<date>-<name>.md."""
+    print(report)
+    os.makedirs(os.path.join(ROOT, "loadtest/results"), exist_ok=True)
+    path = os.path.join(ROOT, "loadtest/results", f"{datetime.date.today()}-{name}.md")
+    with open(path, "w") as f:
+        f.write(report)
+    print(f"written to {os.path.relpath(path, ROOT)}")
 
 
 def machine():

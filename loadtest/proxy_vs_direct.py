@@ -22,7 +22,7 @@ import statistics
 import subprocess
 import sys
 
-from gateway import ROOT, Gateway, cpu_seconds, machine, rss_mib, to_us
+from gateway import ROOT, Gateway, cpu_seconds, machine, rss_mib, to_us, write_report
 
 BODY = '{"model":"load-test","messages":[{"role":"user","content":"Say hello to the gateway"}],"max_tokens":16}'
 
@@ -112,12 +112,7 @@ def main():
         ratio = med(proxied, "rps") / med(direct, "rps")
         lines.append(f"| {concurrency} | proxy/direct | {ratio:.2f}× | | | | | | | |")
     report = "\n".join(lines) + "\n"
-    print(report)
-    os.makedirs(os.path.join(ROOT, "loadtest/results"), exist_ok=True)
-    path = os.path.join(ROOT, "loadtest/results", f"{datetime.date.today()}-proxy-vs-direct-{args.mode}.md")
-    with open(path, "w") as f:
-        f.write(report)
-    print(f"written to {os.path.relpath(path, ROOT)}")
+    write_report(f"proxy-vs-direct-{args.mode}", report)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import statistics
 import tempfile
 import time
 
-from gateway import ROOT, Gateway, machine
+from gateway import Gateway, machine, write_report
 
 
 def stream_arrivals(port, key, tokens):
@@ -105,12 +105,7 @@ def main():
         "| --- | --- | --- | --- | --- | --- | --- |",
         *rows,
     ]) + "\n"
-    print(report)
-    os.makedirs(os.path.join(ROOT, "loadtest/results"), exist_ok=True)
-    path = os.path.join(ROOT, "loadtest/results", f"{datetime.date.today()}-stream-latency.md")
-    with open(path, "w") as f:
-        f.write(report)
-    print(f"written to {os.path.relpath(path, ROOT)}")
+    write_report("stream-latency", report)
 
 
 if __name__ == "__main__":

@@ -180,16 +180,28 @@ fn apply_export_apply_is_a_no_op_on_redis() {
         maas_store::ids::hex(&maas_store::ids::random_bytes::<6>())
     );
     apply_export_apply(&[("MAAS_REDIS_URL", &url), ("MAAS_REDIS_PREFIX", &prefix)]);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let backend = maas_store::backend::redis::RedisBackend::connect(&url, &prefix)
             .await
             .unwrap();
         backend.destroy_all_data().await.unwrap();
     });
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+/// The embedded store a test's `maas` runs wrote under `dir/data`.
+async fn open_embedded(dir: &Path) -> Store {
+    let location = StoreLocation::Embedded {
+        data_dir: dir.join("data"),
+    };
+    Store::open(&location, StoreOptions::default()).await.unwrap()
 }
 
 fn free_port() -> u16 {
@@ -279,15 +291,8 @@ fn up_demo_serves_a_completion_with_the_key_it_prints() {
     let (new, _) = run_up_demo(dir.path());
     assert_ne!(old, new);
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let location = StoreLocation::Embedded {
-            data_dir: dir.path().join("data"),
-        };
-        let store = Store::open(&location, StoreOptions::default()).await.unwrap();
+    block_on(async {
+        let store = open_embedded(dir.path()).await;
         let context = store
             .lookup_key(&KeyHash::of(&new))
             .await
@@ -417,15 +422,8 @@ fn create_key_prints_a_working_key_once() {
         "{}",
         stderr(&missing)
     );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let location = StoreLocation::Embedded {
-            data_dir: dir.path().join("data"),
-        };
-        let store = Store::open(&location, StoreOptions::default()).await.unwrap();
+    block_on(async {
+        let store = open_embedded(dir.path()).await;
         let context = store
             .lookup_key(&KeyHash::of(&secret))
             .await
