@@ -175,7 +175,10 @@ impl Limiter {
     ) -> Result<Decision, Vec<UsageLimit>> {
         let at = now.unix_timestamp();
         let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
-        let app = local.entry(application_id.to_owned()).or_default();
+        let Some(app) = local.get_mut(application_id) else {
+            // First sight of the application on this replica.
+            return Err(limits.to_vec());
+        };
         let mut indexes = Vec::with_capacity(limits.len());
         let mut missing = Vec::new();
         for limit in limits {
@@ -214,15 +217,11 @@ impl Limiter {
         for counter in app.counters.iter_mut() {
             counter.pending = counter.pending.saturating_add(delta_of(deltas, &counter.limit.metric));
         }
+        let statuses = indexes.iter().map(|&i| app.counters[i].status()).collect();
         drop(local);
         for (metric, value) in deltas {
             self.sink.push(application_id, metric, *value, now);
         }
-        let local = self.local.lock().unwrap_or_else(|e| e.into_inner());
-        let statuses = local
-            .get(application_id)
-            .map(|app| indexes.iter().map(|&i| app.counters[i].status()).collect())
-            .unwrap_or_default();
         Ok(Decision::Admitted(statuses))
     }
 
@@ -421,6 +420,26 @@ mod tests {
             assert_eq!(used, 10, "{name}: the store holds what was admitted");
             assert_eq!(count_admitted(&limiter, "app", 3, 10).await, 0, "{name}");
         }
+    }
+
+    #[tokio::test]
+    async fn plans_without_limits_are_admitted_and_counted() {
+        let store = store("unlimited").await;
+        let limiter = Limiter::new(
+            store.clone(),
+            Arc::new(UsageSink::new(store.clone())),
+            LimitMode::Local {
+                sync_interval: Duration::from_millis(100),
+            },
+        );
+        let deltas = vec![("hits".to_owned(), 1)];
+        let now = OffsetDateTime::now_utc();
+        for _ in 0..3 {
+            let decision = limiter.admit("app", &[], &deltas, now).await.unwrap();
+            assert_eq!(decision, Decision::Admitted(Vec::new()));
+        }
+        limiter.sync().await.unwrap();
+        assert_eq!(store.usage("app", "hits", Period::Eternity, now).await.unwrap(), 3);
     }
 
     #[tokio::test]
