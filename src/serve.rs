@@ -35,6 +35,10 @@ fn proxy_options(config: &MaasConfig, overrides: &ProxyOverrides) -> ProxyOption
         max_body_bytes: config.proxy.max_body_bytes,
         access_log: config.logging.access_log,
         limit_mode,
+        holds: maas_proxy::HoldPolicy {
+            ttl: Duration::from_secs(config.limits.hold_ttl_secs),
+            default_max_tokens: config.limits.default_max_tokens,
+        },
         flush_interval: Duration::from_millis(config.limits.sync_interval_ms.max(1)),
         threads: match config.proxy.threads {
             0 => std::thread::available_parallelism().map_or(1, usize::from),

@@ -4,6 +4,7 @@
 mod proxy {
     mod auth;
     pub mod harness;
+    mod holds;
     mod limits;
     mod observability;
     mod resilience;

@@ -24,6 +24,8 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("MAAS_SSO_CLIENT_ID", "sso.client_id"),
     ("MAAS_LIMITS_MODE", "limits.mode (strict | local)"),
     ("MAAS_LIMITS_SYNC_INTERVAL_MS", "limits.sync_interval_ms"),
+    ("MAAS_TOKEN_HOLD_TTL_SECS", "limits.hold_ttl_secs"),
+    ("MAAS_DEFAULT_MAX_TOKENS", "limits.default_max_tokens"),
     ("MAAS_MAX_BODY_BYTES", "proxy.max_body_bytes"),
     ("MAAS_PROXY_THREADS", "proxy.threads"),
     ("MAAS_ACCESS_LOG", "logging.access_log (true | false)"),
@@ -144,6 +146,8 @@ pub fn apply_environment(config: &mut MaasConfig, lookup: &dyn Fn(&str) -> Optio
     env.optional("MAAS_SSO_CLIENT_ID", &mut config.sso.client_id);
     env.choice("MAAS_LIMITS_MODE", &mut config.limits.mode);
     env.parse("MAAS_LIMITS_SYNC_INTERVAL_MS", &mut config.limits.sync_interval_ms);
+    env.parse("MAAS_TOKEN_HOLD_TTL_SECS", &mut config.limits.hold_ttl_secs);
+    env.parse("MAAS_DEFAULT_MAX_TOKENS", &mut config.limits.default_max_tokens);
     env.parse("MAAS_MAX_BODY_BYTES", &mut config.proxy.max_body_bytes);
     env.parse("MAAS_PROXY_THREADS", &mut config.proxy.threads);
     env.parse("MAAS_ACCESS_LOG", &mut config.logging.access_log);

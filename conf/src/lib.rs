@@ -211,6 +211,12 @@ impl MaasConfig {
         if !(10..=60_000).contains(&self.limits.sync_interval_ms) {
             push("limits.sync_interval_ms", "must be between 10 and 60000".into());
         }
+        if !(1..=86_400).contains(&self.limits.hold_ttl_secs) {
+            push("limits.hold_ttl_secs", "must be between 1 and 86400".into());
+        }
+        if self.limits.default_max_tokens == 0 {
+            push("limits.default_max_tokens", "must be at least 1".into());
+        }
         if let Err(reason) = check_log_filter(&self.logging.level) {
             push("logging.level", reason);
         }

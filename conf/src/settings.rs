@@ -241,6 +241,11 @@ pub enum LimitMode {
 pub struct LimitSettings {
     pub mode: LimitMode,
     pub sync_interval_ms: u64,
+    /// A token hold nobody settled (its proxy crashed) is released after this.
+    pub hold_ttl_secs: u64,
+    /// Completion tokens held for a request without `max_tokens` on a plan
+    /// with token limits and no `max_tokens` cap; the request is capped to it.
+    pub default_max_tokens: u64,
 }
 
 impl Default for LimitSettings {
@@ -248,6 +253,8 @@ impl Default for LimitSettings {
         LimitSettings {
             mode: LimitMode::Strict,
             sync_interval_ms: 100,
+            hold_ttl_secs: 900,
+            default_max_tokens: 4096,
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use maas_proxy::credentials::{RequestCredentials, extract_key};
-use maas_proxy::limits::{Decision, LimitMode, Limiter};
+use maas_proxy::limits::{Decision, HoldPolicy, LimitMode, Limiter};
 use maas_proxy::routing::Route;
 use maas_proxy::state::ProxyState;
 use maas_proxy::usage::UsageSink;
@@ -56,7 +56,7 @@ async fn seeded(mode: LimitMode, dir: &std::path::Path) -> (Arc<ProxyState>, Str
         .unwrap();
     let key = store.create_key(&app.id, NewKey::default()).await.unwrap();
     let sink = Arc::new(UsageSink::new(store.clone()));
-    let limiter = Limiter::new(store.clone(), sink, mode);
+    let limiter = Limiter::new(store.clone(), sink, mode, HoldPolicy::default());
     let state = Arc::new(ProxyState::new(store, Environment::Production, limiter, 8 << 20, false));
     state.reload_catalog().await.unwrap();
     (state, format!("Bearer {}", key.secret.expose()))
@@ -83,7 +83,7 @@ async fn pure_path(state: &ProxyState, authorization: &str) -> bool {
     matches!(
         state
             .limiter
-            .admit(&auth.application.id, &auth.plan.limits, &deltas, now)
+            .admit(&auth.application.id, &auth.plan.limits, &deltas, None, now)
             .await
             .unwrap(),
         Decision::Admitted(_)

@@ -8,11 +8,11 @@ use pingora_error::Result;
 use pingora_proxy::Session;
 use time::OffsetDateTime;
 
-use crate::body::{inspect_json, is_json_content_type};
+use crate::body::{RequestFacts, inspect_json, is_json_content_type};
 use crate::cors;
 use crate::credentials::{RequestCredentials, describe_locations, extract_key};
 use crate::error::ApiError;
-use crate::limits::{Decision, completion_budget, prompt_estimate};
+use crate::limits::{Decision, TokenRequest, prompt_estimate};
 use crate::metrics::METRICS;
 use crate::ratelimit::{limit_headers, retry_after_secs};
 use crate::reply::respond;
@@ -141,18 +141,18 @@ impl MaasProxy {
             .headers
             .get("content-type")
             .is_some_and(|v| is_json_content_type(v.as_bytes()));
+        let mut facts = RequestFacts::default();
         if let Some(body) = ctx
             .body
             .as_ref()
             .filter(|b| !b.is_empty() && (json_body || route_index.is_none()))
         {
             match inspect_json(body) {
-                Ok(facts) => {
-                    ctx.model = facts.model;
-                    ctx.stream = facts.stream;
-                }
+                Ok(found) => facts = found,
                 Err(detail) => return Ok(Err(ApiError::invalid_json(&detail))),
             }
+            ctx.model = facts.model.take();
+            ctx.stream = facts.stream;
         }
 
         // Route the shared endpoint by model; check the model on product routes.
@@ -191,30 +191,71 @@ impl MaasProxy {
         let Some(deltas) = route.rules.deltas(&method, &api_path) else {
             return Ok(Err(ApiError::no_mapping_rule(&method, &api_path)));
         };
+        // Requests that spend tokens hold them against the plan's token
+        // limits; generation is capped at what the hold was granted.
+        let endpoint = Endpoint::of_path(&api_path);
+        let prompt_estimate = ctx.body.as_ref().map_or(0, |b| prompt_estimate(b.len()));
+        let plan_cap = auth.plan.max_tokens.map(u64::from);
+        let limits_tokens = auth
+            .plan
+            .limits
+            .iter()
+            .any(|l| TOKEN_METRICS.contains(&l.metric.as_str()));
+        let tokens = (limits_tokens && (endpoint.generates() || endpoint == Endpoint::Embeddings)).then(|| {
+            if endpoint.generates() {
+                let policy = self.state.limiter.hold_policy();
+                let wanted = facts
+                    .max_tokens_for(endpoint)
+                    .or(plan_cap)
+                    .unwrap_or(policy.default_max_tokens);
+                TokenRequest {
+                    prompt: prompt_estimate,
+                    completion_max: plan_cap.map_or(wanted, |cap| wanted.min(cap)),
+                    completion_min: 1,
+                }
+            } else {
+                TokenRequest {
+                    prompt: prompt_estimate,
+                    completion_max: 0,
+                    completion_min: 0,
+                }
+            }
+        });
         let decision = self
             .state
             .limiter
-            .admit(&auth.application.id, &auth.plan.limits, &deltas, now)
+            .admit(&auth.application.id, &auth.plan.limits, &deltas, tokens.as_ref(), now)
             .await;
-        let admitted = match decision {
-            Ok(Decision::Admitted(statuses)) => {
-                ctx.extra_headers.extend(limit_headers(&statuses, now));
-                statuses
+        let completion_grant = match decision {
+            Ok(Decision::Admitted(admitted)) => {
+                ctx.extra_headers.extend(limit_headers(&admitted.statuses, now));
+                ctx.hold = admitted.hold;
+                admitted.completion_grant
             }
             Ok(Decision::Rejected(status)) => {
                 let retry_after = retry_after_secs(&status, now);
+                ctx.extra_headers.push(("retry-after", retry_after.to_string()));
+                ctx.extra_headers
+                    .extend(limit_headers(std::slice::from_ref(&status), now));
+                let is_tokens = TOKEN_METRICS.contains(&status.limit.metric.as_str());
+                if is_tokens && status.remaining > 0 {
+                    // Tokens are left, fewer than the prompt and one completion token.
+                    let needed = prompt_estimate + tokens.map_or(0, |t| t.completion_min);
+                    return Ok(Err(ApiError::insufficient_quota(
+                        &status.limit.metric,
+                        status.remaining,
+                        needed,
+                    )));
+                }
                 let mut error = ApiError::rate_limited(
                     &status.limit.metric,
                     status.limit.period.as_str(),
                     status.limit.value,
                     retry_after,
                 );
-                if TOKEN_METRICS.contains(&status.limit.metric.as_str()) {
+                if is_tokens {
                     error.reason = "token_limit";
                 }
-                ctx.extra_headers.push(("retry-after", retry_after.to_string()));
-                ctx.extra_headers
-                    .extend(limit_headers(std::slice::from_ref(&status), now));
                 return Ok(Err(error));
             }
             Err(error) => {
@@ -234,31 +275,11 @@ impl MaasProxy {
         }
 
         // Streams ask the upstream for usage; max_tokens is capped at the
-        // plan's and at what is left of its token limits.
-        let endpoint = Endpoint::of_path(&api_path);
-        let mut max_tokens_cap = auth.plan.max_tokens.map(u64::from);
-        if endpoint.generates() && auth.plan.clamp_max_tokens {
-            let prompt_estimate = ctx.body.as_ref().map_or(0, |b| prompt_estimate(b.len()));
-            match completion_budget(&admitted, prompt_estimate) {
-                Some(0) => {
-                    let status = admitted
-                        .iter()
-                        .filter(|s| TOKEN_METRICS.contains(&s.limit.metric.as_str()))
-                        .min_by_key(|s| s.remaining);
-                    if let Some(status) = status {
-                        ctx.extra_headers
-                            .push(("retry-after", retry_after_secs(status, now).to_string()));
-                        return Ok(Err(ApiError::insufficient_quota(
-                            &status.limit.metric,
-                            status.remaining,
-                            prompt_estimate,
-                        )));
-                    }
-                }
-                Some(budget) => max_tokens_cap = Some(max_tokens_cap.map_or(budget, |cap| cap.min(budget))),
-                None => {}
-            }
-        }
+        // plan's cap and at the tokens the hold was granted.
+        let max_tokens_cap = match completion_grant.filter(|_| auth.plan.clamp_max_tokens) {
+            Some(grant) => Some(plan_cap.map_or(grant, |cap| cap.min(grant))),
+            None => plan_cap,
+        };
         if let Some(body) = ctx
             .body
             .as_ref()

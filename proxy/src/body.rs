@@ -5,10 +5,28 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
+use crate::rewrite::Endpoint;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestFacts {
     pub model: Option<String>,
     pub stream: bool,
+    pub max_tokens: Option<u64>,
+    pub max_completion_tokens: Option<u64>,
+    pub max_output_tokens: Option<u64>,
+}
+
+impl RequestFacts {
+    /// The completion tokens the client allows `endpoint` to generate, read
+    /// from the field the upstream honours (as [`crate::rewrite`] caps it).
+    pub fn max_tokens_for(&self, endpoint: Endpoint) -> Option<u64> {
+        match endpoint {
+            Endpoint::ChatCompletions => self.max_completion_tokens.or(self.max_tokens),
+            Endpoint::Completions => self.max_tokens,
+            Endpoint::Responses => self.max_output_tokens,
+            Endpoint::Embeddings | Endpoint::Other => None,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -17,6 +35,18 @@ struct Inspect<'a> {
     model: Option<Cow<'a, str>>,
     #[serde(default)]
     stream: Option<bool>,
+    #[serde(default, deserialize_with = "count")]
+    max_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "count")]
+    max_completion_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "count")]
+    max_output_tokens: Option<u64>,
+}
+
+/// A token count; any other JSON value (null, a string, a float) reads as
+/// absent and is left for the upstream to judge.
+fn count<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    Ok(serde_json::Value::deserialize(deserializer)?.as_u64())
 }
 
 /// Reads `model` and `stream` of a JSON object body. A body that is not a
@@ -26,6 +56,9 @@ pub fn inspect_json(body: &[u8]) -> Result<RequestFacts, String> {
     Ok(RequestFacts {
         model: parsed.model.map(Cow::into_owned),
         stream: parsed.stream.unwrap_or(false),
+        max_tokens: parsed.max_tokens,
+        max_completion_tokens: parsed.max_completion_tokens,
+        max_output_tokens: parsed.max_output_tokens,
     })
 }
 
@@ -57,6 +90,13 @@ mod tests {
                 .unwrap();
         assert_eq!(facts.model.as_deref(), Some("tiny"));
         assert!(facts.stream);
+        let facts = inspect_json(br#"{"model":"caf\u00e9"}"#).unwrap();
+        assert_eq!(facts.max_tokens_for(Endpoint::ChatCompletions), None);
+        let facts = inspect_json(br#"{"max_tokens":9,"max_completion_tokens":7,"max_output_tokens":"x"}"#).unwrap();
+        assert_eq!(facts.max_tokens_for(Endpoint::ChatCompletions), Some(7));
+        assert_eq!(facts.max_tokens_for(Endpoint::Completions), Some(9));
+        assert_eq!(facts.max_tokens_for(Endpoint::Responses), None, "not a count: absent");
+        assert_eq!(facts.max_tokens_for(Endpoint::Embeddings), None);
         let facts = inspect_json(br#"{"model":"caf\u00e9"}"#).unwrap();
         assert_eq!(facts.model.as_deref(), Some("café"));
         assert_eq!(inspect_json(b"{}").unwrap(), RequestFacts::default());

@@ -220,15 +220,15 @@ impl ApiError {
     }
 
     /// The token budget left cannot hold even the request's prompt.
-    pub fn insufficient_quota(metric: &str, remaining: u64, prompt_estimate: u64) -> ApiError {
+    pub fn insufficient_quota(metric: &str, remaining: u64, needed: u64) -> ApiError {
         ApiError::new(
             429,
             "insufficient_quota",
             "insufficient_quota",
             "insufficient_quota",
             format!(
-                "You exceeded your current quota: {remaining} {metric} left, and this request's prompt alone \
-                 is about {prompt_estimate} tokens."
+                "You exceeded your current quota: {remaining} {metric} left (after requests in flight), and \
+                 this request needs about {needed}: its prompt and at least one completion token."
             ),
         )
     }

@@ -17,6 +17,7 @@ pub mod credentials;
 pub mod error;
 pub mod json_member;
 pub mod limits;
+mod local_limits;
 pub mod mapping;
 pub mod metering;
 pub mod metrics;
@@ -33,5 +34,5 @@ pub mod stream_meter;
 pub mod upstream;
 pub mod usage;
 
-pub use limits::LimitMode;
+pub use limits::{HoldPolicy, LimitMode};
 pub use server::{Proxy, ProxyOptions};

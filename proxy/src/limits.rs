@@ -1,24 +1,33 @@
 //! Plan limits, shared by every proxy replica through the store.
 //!
 //! - `strict`: one atomic check-and-add in the store per request; exact
-//!   across any number of replicas, one store round trip per request.
-//! - `local`: each replica admits from its own view, `base` (the store's
-//!   count at the last sync) plus `pending` (what it admitted since), and
-//!   syncs every `sync_interval`. No store round trip per request. Other
-//!   replicas' admissions since the last sync are invisible, so with `R`
-//!   replicas each admitting at most `λ` requests per second, a limit is
-//!   overshot by at most `(R − 1) · λ · (T + d)` (T the sync interval, d the
-//!   store's round trip), and never by more than `(R − 1) · limit` per
+//!   across any number of replicas, one store round trip per request (two
+//!   when the plan limits tokens: the hold is settled after the response).
+//! - `local`: each replica admits from its own view ([`crate::local_limits`])
+//!   and syncs every `sync_interval`. No store round trip per request.
+//!   Other replicas' admissions and holds since the last sync are
+//!   invisible, so with `R` replicas each admitting at most `λ` requests per
+//!   second, a limit is overshot by at most `(R − 1) · λ · (T + d)` requests
+//!   (T the sync interval, d the store's round trip) and a token limit by
+//!   what those requests hold, and never by more than `(R − 1) · limit` per
 //!   period. One replica alone is exact.
+//!
+//! **Token holds.** A request on a plan with token limits holds its prompt
+//! estimate plus the completion tokens it may generate against every token
+//! limit, and is granted only as many completion tokens as are left, so
+//! concurrent streams cannot overrun the budget between them. The response's
+//! actual usage replaces the hold ([`Limiter::settle`]); holds of a crashed
+//! proxy expire after `hold_ttl`.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
-use maas_store::model::{COMPLETION_TOKENS, PROMPT_TOKENS, TOTAL_TOKENS, UsageLimit};
-use maas_store::{Admission, LimitStatus, Store, StoreResult};
+use maas_store::model::UsageLimit;
+use maas_store::{Admission, LimitStatus, Store, StoreResult, TokenHold, UsageRecord};
 use time::OffsetDateTime;
 
+use crate::local_limits::LocalLimits;
 use crate::usage::UsageSink;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,56 +36,60 @@ pub enum LimitMode {
     Local { sync_interval: Duration },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// Counted; where every limit stands now.
-    Admitted(Vec<LimitStatus>),
-    /// Nothing counted; the limit that refused.
-    Rejected(LimitStatus),
+/// How requests hold tokens on plans with token limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldPolicy {
+    /// A hold nobody settled (its proxy crashed) is released after this.
+    pub ttl: Duration,
+    /// Completion tokens held for a request that names no `max_tokens`,
+    /// when its plan sets no cap either; the request is capped to it.
+    pub default_max_tokens: u64,
 }
 
-#[derive(Debug, Clone)]
-struct LocalCounter {
-    limit: UsageLimit,
-    bucket_start: i64,
-    /// The store's count at the last sync (includes every replica).
-    base: u64,
-    /// Admitted here since the last sync.
-    pending: u64,
-}
-
-impl LocalCounter {
-    fn used(&self) -> u64 {
-        self.base.saturating_add(self.pending)
-    }
-
-    fn status(&self) -> LimitStatus {
-        let used = self.used();
-        LimitStatus {
-            limit: self.limit.clone(),
-            used,
-            remaining: self.limit.value.saturating_sub(used),
-            resets_at: OffsetDateTime::from_unix_timestamp(self.limit.period.bucket_end(self.bucket_start))
-                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+impl Default for HoldPolicy {
+    fn default() -> Self {
+        HoldPolicy {
+            ttl: Duration::from_secs(900),
+            default_max_tokens: 4096,
         }
     }
 }
 
-#[derive(Debug, Default)]
-struct LocalApp {
-    counters: Vec<LocalCounter>,
-    last_used: Option<Instant>,
+/// What a request asks of the token limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenRequest {
+    /// Prompt tokens, estimated from the body.
+    pub prompt: u64,
+    /// Most completion tokens it may generate.
+    pub completion_max: u64,
+    /// Fewest completion tokens worth admitting it for (0 for embeddings).
+    pub completion_min: u64,
 }
 
-/// A tracked counter at sync time: its limit, bucket and pending count.
-type FlushedCounter = (UsageLimit, i64, u64);
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admitted {
+    /// Where every limit stands now (holds count as used).
+    pub statuses: Vec<LimitStatus>,
+    /// Completion tokens granted, when a token limit bounds them.
+    pub completion_grant: Option<u64>,
+    /// The hold to settle after the response.
+    pub hold: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Admitted(Admitted),
+    /// Nothing counted or held; the limit that refused.
+    Rejected(LimitStatus),
+}
 
 /// Admission and accounting for every request.
 pub struct Limiter {
     store: Store,
     sink: Arc<UsageSink>,
     mode: LimitMode,
-    local: Mutex<HashMap<String, LocalApp>>,
+    holds: HoldPolicy,
+    local: Mutex<LocalLimits>,
 }
 
 /// Would `delta` more of a metric fit? A limit on a metric the request does
@@ -96,22 +109,7 @@ pub fn prompt_estimate(body_bytes: usize) -> u64 {
     (body_bytes / 4) as u64
 }
 
-/// How many completion tokens the token limits still allow a request
-/// whose prompt is about `prompt_estimate` tokens: `None` when the plan
-/// has no token limit, `Some(0)` when not even the prompt fits.
-pub fn completion_budget(statuses: &[LimitStatus], prompt_estimate: u64) -> Option<u64> {
-    statuses
-        .iter()
-        .filter_map(|status| match status.limit.metric.as_str() {
-            TOTAL_TOKENS => Some(status.remaining.saturating_sub(prompt_estimate)),
-            COMPLETION_TOKENS => Some(status.remaining),
-            PROMPT_TOKENS if status.remaining < prompt_estimate => Some(0),
-            _ => None,
-        })
-        .min()
-}
-
-fn delta_of<M: AsRef<str>>(deltas: &[(M, u64)], metric: &str) -> u64 {
+pub(crate) fn delta_of<M: AsRef<str>>(deltas: &[(M, u64)], metric: &str) -> u64 {
     deltas
         .iter()
         .filter(|(m, _)| m.as_ref() == metric)
@@ -119,13 +117,22 @@ fn delta_of<M: AsRef<str>>(deltas: &[(M, u64)], metric: &str) -> u64 {
         .fold(0, u64::saturating_add)
 }
 
+/// A hold id unique across replicas and restarts.
+fn new_hold_id() -> String {
+    static NONCE: OnceLock<String> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nonce = NONCE.get_or_init(|| maas_store::ids::hex(&maas_store::ids::random_bytes::<8>()));
+    format!("{nonce}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
 impl Limiter {
-    pub fn new(store: Store, sink: Arc<UsageSink>, mode: LimitMode) -> Limiter {
+    pub fn new(store: Store, sink: Arc<UsageSink>, mode: LimitMode, holds: HoldPolicy) -> Limiter {
         Limiter {
             store,
             sink,
             mode,
-            local: Mutex::new(HashMap::new()),
+            holds,
+            local: Mutex::new(LocalLimits::default()),
         }
     }
 
@@ -133,142 +140,111 @@ impl Limiter {
         self.mode
     }
 
-    /// Checks every limit against `deltas` and counts them if all admit.
+    pub fn hold_policy(&self) -> HoldPolicy {
+        self.holds
+    }
+
+    fn local(&self) -> std::sync::MutexGuard<'_, LocalLimits> {
+        self.local.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Checks every limit against `deltas` (and `tokens`, holding them) and
+    /// counts the deltas if all admit.
     pub async fn admit(
         &self,
         application_id: &str,
         limits: &[UsageLimit],
         deltas: &[(String, u64)],
+        tokens: Option<&TokenRequest>,
         now: OffsetDateTime,
     ) -> StoreResult<Decision> {
+        let hold_id = tokens.map(|_| new_hold_id());
         match self.mode {
             LimitMode::Strict => {
                 let deltas: Vec<(&str, u64)> = deltas.iter().map(|(m, v)| (m.as_str(), *v)).collect();
-                Ok(
-                    match self
-                        .store
-                        .check_and_record(application_id, limits, &deltas, now)
-                        .await?
-                    {
-                        Admission::Admitted(statuses) => Decision::Admitted(statuses),
-                        Admission::Rejected(status) => Decision::Rejected(status),
-                    },
-                )
+                let (admission, completion_grant) = match (tokens, &hold_id) {
+                    (Some(request), Some(id)) => {
+                        let hold = TokenHold {
+                            id: id.clone(),
+                            prompt: request.prompt,
+                            completion_max: request.completion_max,
+                            completion_min: request.completion_min,
+                            ttl_secs: self.holds.ttl.as_secs().max(1),
+                        };
+                        self.store
+                            .reserve_and_record(application_id, limits, &deltas, &hold, now)
+                            .await?
+                    }
+                    _ => (
+                        self.store
+                            .check_and_record(application_id, limits, &deltas, now)
+                            .await?,
+                        None,
+                    ),
+                };
+                Ok(match admission {
+                    Admission::Admitted(statuses) => Decision::Admitted(Admitted {
+                        statuses,
+                        completion_grant,
+                        hold: hold_id,
+                    }),
+                    Admission::Rejected(status) => Decision::Rejected(status),
+                })
             }
             LimitMode::Local { .. } => loop {
-                let missing = self.try_admit_locally(application_id, limits, deltas, now);
-                match missing {
-                    Ok(decision) => return Ok(decision),
-                    Err(missing) => self.load_counters(application_id, &missing, now).await?,
+                let tokens = tokens.zip(hold_id.as_deref()).map(|(t, id)| (t, id, self.holds.ttl));
+                let attempt = self.local().try_admit(application_id, limits, deltas, tokens, now);
+                match attempt {
+                    Ok(decision) => {
+                        if let Decision::Admitted(_) = decision {
+                            for (metric, value) in deltas {
+                                self.sink.push(application_id, metric, *value, now);
+                            }
+                        }
+                        return Ok(decision);
+                    }
+                    Err(missing) => {
+                        let statuses = self.store.limit_status(application_id, &missing, now).await?;
+                        self.local().load(application_id, statuses, now);
+                    }
                 }
             },
         }
     }
 
-    /// `Err(limits)` when some limits have no local counter yet.
-    fn try_admit_locally(
-        &self,
-        application_id: &str,
-        limits: &[UsageLimit],
-        deltas: &[(String, u64)],
-        now: OffsetDateTime,
-    ) -> Result<Decision, Vec<UsageLimit>> {
-        let at = now.unix_timestamp();
-        let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(app) = local.get_mut(application_id) else {
-            // First sight of the application on this replica.
-            return Err(limits.to_vec());
-        };
-        let mut indexes = Vec::with_capacity(limits.len());
-        let mut missing = Vec::new();
-        for limit in limits {
-            match app
-                .counters
-                .iter()
-                .position(|c| c.limit.metric == limit.metric && c.limit.period == limit.period)
-            {
-                Some(index) => {
-                    let counter = &mut app.counters[index];
-                    counter.limit.value = limit.value;
-                    let bucket = limit.period.bucket_start(at);
-                    if counter.bucket_start != bucket {
-                        // A new period: the store's count of it is unknown here yet.
-                        missing.push(limit.clone());
-                    }
-                    indexes.push(index);
-                }
-                None => missing.push(limit.clone()),
-            }
-        }
-        if !missing.is_empty() {
-            return Err(missing);
-        }
-        for &index in &indexes {
-            let counter = &app.counters[index];
-            if !admits(
-                counter.limit.value,
-                counter.used(),
-                delta_of(deltas, &counter.limit.metric),
-            ) {
-                return Ok(Decision::Rejected(counter.status()));
-            }
-        }
-        app.last_used = Some(Instant::now());
-        for counter in app.counters.iter_mut() {
-            counter.pending = counter.pending.saturating_add(delta_of(deltas, &counter.limit.metric));
-        }
-        let statuses = indexes.iter().map(|&i| app.counters[i].status()).collect();
-        drop(local);
-        for (metric, value) in deltas {
-            self.sink.push(application_id, metric, *value, now);
-        }
-        Ok(Decision::Admitted(statuses))
-    }
-
-    async fn load_counters(&self, application_id: &str, limits: &[UsageLimit], now: OffsetDateTime) -> StoreResult<()> {
-        let statuses = self.store.limit_status(application_id, limits, now).await?;
-        let at = now.unix_timestamp();
-        let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
-        let app = local.entry(application_id.to_owned()).or_default();
-        for status in statuses {
-            let bucket_start = status.limit.period.bucket_start(at);
-            let fresh = LocalCounter {
-                limit: status.limit.clone(),
-                bucket_start,
-                base: status.used,
-                pending: 0,
-            };
-            match app
-                .counters
-                .iter_mut()
-                .find(|c| c.limit.metric == status.limit.metric && c.limit.period == status.limit.period)
-            {
-                // Pending usage of an ended period was pushed to the sink already.
-                Some(counter) if counter.bucket_start != bucket_start => *counter = fresh,
-                Some(_) => {}
-                None => app.counters.push(fresh),
-            }
-        }
-        Ok(())
-    }
-
-    /// Usage known after the response (tokens): queued for the store, and
-    /// counted locally so this replica's token limits see it at once.
-    pub fn record(&self, application_id: &str, deltas: &[(&str, u64)], now: OffsetDateTime) {
-        for (metric, value) in deltas {
-            self.sink.push(application_id, metric, *value, now);
-        }
-        if let LimitMode::Local { .. } = self.mode {
-            let at = now.unix_timestamp();
-            let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(app) = local.get_mut(application_id) {
-                for counter in app.counters.iter_mut() {
-                    if counter.bucket_start == counter.limit.period.bucket_start(at) {
-                        let delta = delta_of(deltas, &counter.limit.metric);
-                        counter.pending = counter.pending.saturating_add(delta);
+    /// The response is done: its usage known after the response (tokens)
+    /// replaces its hold. Strict mode writes both at once when there is a
+    /// hold (if that fails, the usage is queued and the hold expires);
+    /// otherwise the usage is queued for the next batch.
+    pub async fn settle(&self, application_id: &str, hold: Option<&str>, deltas: &[(&str, u64)], now: OffsetDateTime) {
+        match (self.mode, hold) {
+            (LimitMode::Strict, Some(hold)) => {
+                let records: Vec<UsageRecord> = deltas
+                    .iter()
+                    .filter(|(_, value)| *value > 0)
+                    .map(|(metric, value)| UsageRecord {
+                        application_id: application_id.to_owned(),
+                        metric: (*metric).to_owned(),
+                        value: *value,
+                        at: now,
+                    })
+                    .collect();
+                match self.store.settle(application_id, hold, &records).await {
+                    Ok(()) => return,
+                    Err(error) => {
+                        crate::metrics::METRICS
+                            .store_errors
+                            .with_label_values(&["settle"])
+                            .inc();
+                        tracing::warn!(%error, "settling a token hold failed; its usage is queued, the hold expires");
                     }
                 }
             }
+            (LimitMode::Local { .. }, _) => self.local().settle(application_id, hold, deltas, now),
+            (LimitMode::Strict, None) => {}
+        }
+        for (metric, value) in deltas {
+            self.sink.push(application_id, metric, *value, now);
         }
     }
 
@@ -280,47 +256,13 @@ impl Limiter {
             return Ok(());
         };
         // What was pending before the flush is in the store after it.
-        let snapshot: Vec<(String, Vec<FlushedCounter>)> = {
-            let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
-            local.retain(|_, app| {
-                app.last_used.is_some_and(|t| t.elapsed() < Duration::from_secs(120))
-                    || app.counters.iter().any(|c| c.pending > 0)
-            });
-            local
-                .iter()
-                .map(|(id, app)| {
-                    let counters = app
-                        .counters
-                        .iter()
-                        .map(|c| (c.limit.clone(), c.bucket_start, c.pending))
-                        .collect();
-                    (id.clone(), counters)
-                })
-                .collect()
-        };
+        let snapshot = self.local().snapshot();
         self.sink.flush().await?;
         let now = OffsetDateTime::now_utc();
         for (application_id, counters) in snapshot {
             let limits: Vec<UsageLimit> = counters.iter().map(|(l, _, _)| l.clone()).collect();
             let statuses = self.store.limit_status(&application_id, &limits, now).await?;
-            let at = now.unix_timestamp();
-            let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(app) = local.get_mut(&application_id) else {
-                continue;
-            };
-            for ((limit, bucket_start, flushed), status) in counters.into_iter().zip(statuses) {
-                let Some(counter) = app
-                    .counters
-                    .iter_mut()
-                    .find(|c| c.limit.metric == limit.metric && c.limit.period == limit.period)
-                else {
-                    continue;
-                };
-                if counter.bucket_start == bucket_start && limit.period.bucket_start(at) == bucket_start {
-                    counter.base = status.used;
-                    counter.pending = counter.pending.saturating_sub(flushed);
-                }
-            }
+            self.local().apply_sync(&application_id, counters, statuses, now);
         }
         Ok(())
     }
@@ -349,30 +291,6 @@ mod tests {
     }
 
     #[test]
-    fn completion_budget_is_the_tightest_token_limit() {
-        let status = |metric: &str, remaining: u64| LimitStatus {
-            limit: UsageLimit {
-                metric: metric.into(),
-                period: Period::Day,
-                value: 1000,
-            },
-            used: 1000 - remaining,
-            remaining,
-            resets_at: OffsetDateTime::UNIX_EPOCH,
-        };
-        assert_eq!(completion_budget(&[status("hits", 5)], 10), None);
-        assert_eq!(completion_budget(&[status("total_tokens", 500)], 100), Some(400));
-        assert_eq!(
-            completion_budget(&[status("total_tokens", 500), status("completion_tokens", 300)], 100),
-            Some(300)
-        );
-        assert_eq!(completion_budget(&[status("total_tokens", 50)], 100), Some(0));
-        assert_eq!(completion_budget(&[status("prompt_tokens", 50)], 100), Some(0));
-        assert_eq!(completion_budget(&[status("prompt_tokens", 500)], 100), None);
-        assert_eq!(prompt_estimate(400), 100);
-    }
-
-    #[test]
     fn admission_arithmetic() {
         assert!(admits(10, 9, 1));
         assert!(!admits(10, 10, 1));
@@ -388,7 +306,7 @@ mod tests {
         let mut admitted = 0;
         for _ in 0..requests {
             if let Decision::Admitted(_) = limiter
-                .admit(app, &hits(limit), &deltas, OffsetDateTime::now_utc())
+                .admit(app, &hits(limit), &deltas, None, OffsetDateTime::now_utc())
                 .await
                 .unwrap()
             {
@@ -410,7 +328,12 @@ mod tests {
             ),
         ] {
             let store = store(name).await;
-            let limiter = Limiter::new(store.clone(), Arc::new(UsageSink::new(store.clone())), mode);
+            let limiter = Limiter::new(
+                store.clone(),
+                Arc::new(UsageSink::new(store.clone())),
+                mode,
+                HoldPolicy::default(),
+            );
             assert_eq!(count_admitted(&limiter, "app", 15, 10).await, 10, "{name}");
             limiter.sync().await.unwrap();
             let used = store
@@ -431,12 +354,20 @@ mod tests {
             LimitMode::Local {
                 sync_interval: Duration::from_millis(100),
             },
+            HoldPolicy::default(),
         );
         let deltas = vec![("hits".to_owned(), 1)];
         let now = OffsetDateTime::now_utc();
         for _ in 0..3 {
-            let decision = limiter.admit("app", &[], &deltas, now).await.unwrap();
-            assert_eq!(decision, Decision::Admitted(Vec::new()));
+            let decision = limiter.admit("app", &[], &deltas, None, now).await.unwrap();
+            assert_eq!(
+                decision,
+                Decision::Admitted(Admitted {
+                    statuses: Vec::new(),
+                    completion_grant: None,
+                    hold: None
+                })
+            );
         }
         limiter.sync().await.unwrap();
         assert_eq!(store.usage("app", "hits", Period::Eternity, now).await.unwrap(), 3);
@@ -448,8 +379,18 @@ mod tests {
         let mode = LimitMode::Local {
             sync_interval: Duration::from_millis(100),
         };
-        let a = Limiter::new(store.clone(), Arc::new(UsageSink::new(store.clone())), mode);
-        let b = Limiter::new(store.clone(), Arc::new(UsageSink::new(store.clone())), mode);
+        let a = Limiter::new(
+            store.clone(),
+            Arc::new(UsageSink::new(store.clone())),
+            mode,
+            HoldPolicy::default(),
+        );
+        let b = Limiter::new(
+            store.clone(),
+            Arc::new(UsageSink::new(store.clone())),
+            mode,
+            HoldPolicy::default(),
+        );
         assert_eq!(count_admitted(&a, "app", 6, 10).await, 6);
         a.sync().await.unwrap();
         // b loads the store's count on first sight of the application.
@@ -468,6 +409,7 @@ mod tests {
             LimitMode::Local {
                 sync_interval: Duration::from_millis(100),
             },
+            HoldPolicy::default(),
         );
         let limits = vec![UsageLimit {
             metric: "total_tokens".into(),
@@ -477,14 +419,93 @@ mod tests {
         let deltas = vec![("hits".to_owned(), 1)];
         let now = OffsetDateTime::now_utc();
         assert!(matches!(
-            limiter.admit("app", &limits, &deltas, now).await.unwrap(),
+            limiter.admit("app", &limits, &deltas, None, now).await.unwrap(),
             Decision::Admitted(_)
         ));
-        limiter.record("app", &[("total_tokens", 150)], now);
-        let Decision::Rejected(status) = limiter.admit("app", &limits, &deltas, now).await.unwrap() else {
+        limiter.settle("app", None, &[("total_tokens", 150)], now).await;
+        let Decision::Rejected(status) = limiter.admit("app", &limits, &deltas, None, now).await.unwrap() else {
             panic!("a spent token budget must refuse");
         };
         assert_eq!(status.used, 150);
         assert_eq!(status.remaining, 0);
+    }
+
+    fn tokens(prompt: u64, completion_max: u64) -> TokenRequest {
+        TokenRequest {
+            prompt,
+            completion_max,
+            completion_min: 1,
+        }
+    }
+
+    /// Concurrent holds share the budget in both modes; settling replaces a
+    /// hold by the usage; nothing is granted once every token is held.
+    #[tokio::test]
+    async fn holds_clamp_then_refuse_then_settle() {
+        for (name, mode) in [
+            ("holds-strict", LimitMode::Strict),
+            (
+                "holds-local",
+                LimitMode::Local {
+                    sync_interval: Duration::from_millis(100),
+                },
+            ),
+        ] {
+            let store = store(name).await;
+            let limiter = Limiter::new(
+                store.clone(),
+                Arc::new(UsageSink::new(store.clone())),
+                mode,
+                HoldPolicy::default(),
+            );
+            let limits = vec![UsageLimit {
+                metric: "total_tokens".into(),
+                period: Period::Day,
+                value: 1_000,
+            }];
+            let deltas = vec![("hits".to_owned(), 1)];
+            let now = OffsetDateTime::now_utc();
+            let admit = |request: TokenRequest| {
+                let (limiter, limits, deltas) = (&limiter, &limits, &deltas);
+                async move { limiter.admit("app", limits, deltas, Some(&request), now).await.unwrap() }
+            };
+            let Decision::Admitted(first) = admit(tokens(100, 500)).await else {
+                panic!("{name}: an empty budget admits")
+            };
+            assert_eq!(first.completion_grant, Some(500), "{name}");
+            assert_eq!(first.statuses[0].used, 600, "{name}: the hold counts as used");
+            let Decision::Admitted(second) = admit(tokens(100, 500)).await else {
+                panic!("{name}: the prompt and some completion fit")
+            };
+            assert_eq!(second.completion_grant, Some(300), "{name}: clamped to what is left");
+            let Decision::Rejected(status) = admit(tokens(1, 1)).await else {
+                panic!("{name}: every token is held")
+            };
+            assert_eq!((status.used, status.remaining), (1_000, 0), "{name}");
+
+            limiter
+                .settle("app", first.hold.as_deref(), &[("total_tokens", 150)], now)
+                .await;
+            limiter.sync().await.unwrap();
+            let Decision::Admitted(third) = admit(tokens(50, 1_000)).await else {
+                panic!("{name}: the settled hold freed 450 tokens")
+            };
+            assert_eq!(third.completion_grant, Some(400), "{name}: 1000 − 150 − 400 − 50");
+            limiter
+                .settle("app", second.hold.as_deref(), &[("total_tokens", 400)], now)
+                .await;
+            limiter
+                .settle("app", third.hold.as_deref(), &[("total_tokens", 10)], now)
+                .await;
+            limiter.sync().await.unwrap();
+            assert_eq!(
+                store.usage("app", "total_tokens", Period::Day, now).await.unwrap(),
+                560,
+                "{name}: the store holds the settled usage"
+            );
+            if let LimitMode::Local { .. } = mode {
+                assert_eq!(limiter.local().held("app"), vec![0], "{name}: nothing stays held");
+            }
+        }
     }
 }

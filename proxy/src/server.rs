@@ -11,7 +11,7 @@ use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::listening::Service;
 use tokio::runtime::Handle;
 
-use crate::limits::{LimitMode, Limiter};
+use crate::limits::{HoldPolicy, LimitMode, Limiter};
 use crate::metrics::{METRICS, MetricsApp};
 use crate::service::MaasProxy;
 use crate::state::ProxyState;
@@ -26,6 +26,8 @@ pub struct ProxyOptions {
     pub max_body_bytes: u64,
     pub access_log: bool,
     pub limit_mode: LimitMode,
+    /// How requests hold tokens on plans with token limits.
+    pub holds: HoldPolicy,
     /// How often queued usage is written in strict mode.
     pub flush_interval: Duration,
     /// Worker threads of the proxy service (default: one per core).
@@ -46,7 +48,7 @@ impl Proxy {
     /// (the runtime the store was opened on).
     pub async fn start(store: Store, options: ProxyOptions) -> Result<Proxy, String> {
         let sink = Arc::new(UsageSink::new(store.clone()));
-        let limiter = Limiter::new(store.clone(), sink, options.limit_mode);
+        let limiter = Limiter::new(store.clone(), sink, options.limit_mode, options.holds);
         let state = Arc::new(ProxyState::new(
             store,
             options.environment,

@@ -75,6 +75,8 @@ pub struct RequestCtx {
     pub(crate) tokens_estimated: bool,
     /// Counted in the in-flight gauge (Pingora may skip `request_filter`).
     pub(crate) in_flight: bool,
+    /// Tokens held against the plan's token limits, settled in `logging`.
+    pub(crate) hold: Option<String>,
 }
 
 fn upstream_error(error: &Error, backend: &str) -> ApiError {
@@ -108,6 +110,7 @@ impl ProxyHttp for MaasProxy {
             extra_headers: Vec::new(),
             collector: None,
             usage: None,
+            hold: None,
             rejected: None,
             upstream_sent_at: None,
             upstream_headers_after: None,
@@ -380,6 +383,24 @@ impl ProxyHttp for MaasProxy {
             }
         }
         let usage = ctx.usage.unwrap_or_default();
+        if let Some(auth) = &ctx.auth
+            && (ctx.usage.is_some() || ctx.hold.is_some())
+        {
+            // Always settled, whatever the outcome, so no hold outlives its request.
+            self.state
+                .limiter
+                .settle(
+                    &auth.application.id,
+                    ctx.hold.as_deref(),
+                    &[
+                        ("prompt_tokens", usage.prompt_tokens),
+                        ("completion_tokens", usage.completion_tokens),
+                        ("total_tokens", usage.total_tokens),
+                    ],
+                    now,
+                )
+                .await;
+        }
         if let (Some(auth), Some(_)) = (&ctx.auth, ctx.usage) {
             if ctx.tokens_estimated {
                 METRICS
@@ -387,15 +408,6 @@ impl ProxyHttp for MaasProxy {
                     .with_label_values(&[auth.application.product.as_str()])
                     .inc_by(usage.total_tokens);
             }
-            self.state.limiter.record(
-                &auth.application.id,
-                &[
-                    ("prompt_tokens", usage.prompt_tokens),
-                    ("completion_tokens", usage.completion_tokens),
-                    ("total_tokens", usage.total_tokens),
-                ],
-                now,
-            );
             let labels = [
                 auth.application.product.as_str(),
                 auth.application.product.as_str(),

@@ -43,6 +43,10 @@ models:
     ttft_ms: 0
     itl_ms: 10
     output_tokens: {min: 300, max: 300}
+  - id: stream-a
+    ttft_ms: 5
+    itl_ms: 2
+    output_tokens: {min: 100, max: 200}
   - id: reset-a
     ttft_ms: 0
     itl_ms: 1

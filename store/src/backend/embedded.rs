@@ -1,9 +1,11 @@
 //! The embedded backend: one durable file (redb), no server, one process.
 //!
 //! Tables: `records` (key → JSON), `members` ((collection, member) → ()),
-//! `counters` (key → u64), `ephemeral` (key → (expiry, value)) and
-//! `expiry` ((unix second, key) → ()) which the sweeper walks to drop
-//! counters and ephemeral records past their time to live.
+//! `counters` (key → u64), `held` (counter key → amount held by requests
+//! in flight), `reservations` ((shard, id) → (expiry, holds)), `ephemeral`
+//! (key → (expiry, value)) and `expiry` ((unix second, key) → ()) which the
+//! sweeper walks to drop counters and ephemeral records past their time to
+//! live. Due reservations are released whenever their shard is checked.
 //!
 //! Records commit with full durability. Counter increments commit without
 //! an fsync and are made durable by the next durable commit or by the
@@ -21,8 +23,8 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use super::{
-    CheckOutcome, Condition, ConditionFailed, CounterAdd, CounterCheck, CounterKey, Link, Op, StoreBackend, WriteBatch,
-    fill_template,
+    CheckOutcome, Condition, ConditionFailed, CounterAdd, CounterCheck, CounterKey, Link, Op, Reservation,
+    StoreBackend, WriteBatch, decide, fill_template,
 };
 use crate::changes::Change;
 use crate::clock::Clock;
@@ -31,6 +33,8 @@ use crate::error::{StoreError, StoreResult};
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 const MEMBERS: TableDefinition<(&str, &str), ()> = TableDefinition::new("members");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+const HELD: TableDefinition<&str, u64> = TableDefinition::new("held");
+const RESERVATIONS: TableDefinition<(&str, &str), (i64, &[u8])> = TableDefinition::new("reservations");
 const EPHEMERAL: TableDefinition<&str, (u64, &[u8])> = TableDefinition::new("ephemeral");
 const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry");
 
@@ -74,6 +78,8 @@ impl EmbeddedBackend {
             txn.open_table(RECORDS).map_err(db_error)?;
             txn.open_table(MEMBERS).map_err(db_error)?;
             txn.open_table(COUNTERS).map_err(db_error)?;
+            txn.open_table(HELD).map_err(db_error)?;
+            txn.open_table(RESERVATIONS).map_err(db_error)?;
             txn.open_table(EPHEMERAL).map_err(db_error)?;
             txn.open_table(EXPIRY).map_err(db_error)?;
         }
@@ -195,6 +201,47 @@ impl Inner {
             counters
                 .insert(name.as_str(), current.unwrap_or(0).saturating_add(add.by))
                 .map_err(db_error)?;
+        }
+        Ok(())
+    }
+
+    /// Adds `by` (may be negative) to what is held on counter `name`.
+    fn change_held(held: &mut redb::Table<&str, u64>, name: &str, by: i128) -> StoreResult<()> {
+        let current = held.get(name).map_err(db_error)?.map(|v| v.value()).unwrap_or(0);
+        let next = (i128::from(current) + by).clamp(0, i128::from(u64::MAX)) as u64;
+        if next == 0 {
+            held.remove(name).map_err(db_error)?;
+        } else {
+            held.insert(name, next).map_err(db_error)?;
+        }
+        Ok(())
+    }
+
+    /// Releases reservation `id` of `shard`, or every one of the shard due
+    /// by `due_by` when `id` is `None`.
+    fn release(txn: &redb::WriteTransaction, shard: &str, id: Option<&str>, due_by: i64) -> StoreResult<()> {
+        let mut reservations = txn.open_table(RESERVATIONS).map_err(db_error)?;
+        let mut held = txn.open_table(HELD).map_err(db_error)?;
+        let released: Vec<(String, Vec<u8>)> = match id {
+            Some(id) => reservations
+                .get((shard, id))
+                .map_err(db_error)?
+                .map(|v| vec![(id.to_owned(), v.value().1.to_vec())])
+                .unwrap_or_default(),
+            None => reservations
+                .range((shard, "")..(format!("{shard}\0").as_str(), ""))
+                .map_err(db_error)?
+                .filter_map(Result::ok)
+                .filter(|(_, v)| v.value().0 <= due_by)
+                .map(|(k, v)| (k.value().1.to_owned(), v.value().1.to_vec()))
+                .collect(),
+        };
+        for (id, holds) in released {
+            reservations.remove((shard, id.as_str())).map_err(db_error)?;
+            let holds: Vec<(String, u64)> = serde_json::from_slice(&holds).unwrap_or_default();
+            for (name, amount) in holds {
+                Self::change_held(&mut held, &name, -i128::from(amount))?;
+            }
         }
         Ok(())
     }
@@ -373,30 +420,79 @@ impl StoreBackend for EmbeddedBackend {
         .await
     }
 
-    async fn check_and_add(&self, checks: &[CounterCheck], adds: &[CounterAdd]) -> StoreResult<CheckOutcome> {
+    async fn check_and_add(
+        &self,
+        checks: &[CounterCheck],
+        adds: &[CounterAdd],
+        now: i64,
+        reservation: Option<&Reservation>,
+    ) -> StoreResult<CheckOutcome> {
         let checks = checks.to_vec();
         let adds = adds.to_vec();
+        let reservation = reservation.cloned();
         self.write(move |inner| {
             let txn = inner.begin_counter_write()?;
-            let read = |txn: &redb::WriteTransaction, key: &CounterKey| -> StoreResult<u64> {
+            if let Some(first) = checks.first() {
+                Inner::release(&txn, &first.key.shard, None, now)?;
+            }
+            let used = |txn: &redb::WriteTransaction, key: &CounterKey| -> StoreResult<u64> {
+                let name = counter_name(key);
                 let counters = txn.open_table(COUNTERS).map_err(db_error)?;
-                let value = counters.get(counter_name(key).as_str()).map_err(db_error)?;
-                Ok(value.map(|v| v.value()).unwrap_or(0))
+                let held = txn.open_table(HELD).map_err(db_error)?;
+                let count = counters.get(name.as_str()).map_err(db_error)?.map_or(0, |v| v.value());
+                let held = held.get(name.as_str()).map_err(db_error)?.map_or(0, |v| v.value());
+                Ok(count.saturating_add(held))
             };
-            for (index, check) in checks.iter().enumerate() {
-                let current = read(&txn, &check.key)?;
-                if !check.admits(current) {
+            let before = checks
+                .iter()
+                .map(|c| used(&txn, &c.key))
+                .collect::<StoreResult<Vec<_>>>()?;
+            let demands: Vec<_> = checks.iter().map(CounterCheck::demand).collect();
+            let (granted, amounts) = match decide(&demands, &before, reservation.as_ref().map(|r| r.grant)) {
+                Ok(decision) => decision,
+                Err((index, current)) => {
                     txn.abort().map_err(db_error)?;
                     return Ok(CheckOutcome::Rejected { index, current });
                 }
-            }
+            };
             inner.apply_adds(&txn, &adds)?;
-            let after = checks
+            if let (Some(reservation), Some(first)) = (&reservation, checks.first()) {
+                let mut holds: Vec<(String, u64)> = Vec::new();
+                {
+                    let mut held = txn.open_table(HELD).map_err(db_error)?;
+                    for (check, amount) in checks.iter().zip(amounts).filter(|(_, a)| *a > 0) {
+                        let name = counter_name(&check.key);
+                        Inner::change_held(&mut held, &name, i128::from(amount))?;
+                        holds.push((name, amount));
+                    }
+                }
+                let encoded = serde_json::to_vec(&holds).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let mut reservations = txn.open_table(RESERVATIONS).map_err(db_error)?;
+                reservations
+                    .insert(
+                        (first.key.shard.as_str(), reservation.id.as_str()),
+                        (reservation.expires_at, encoded.as_slice()),
+                    )
+                    .map_err(db_error)?;
+            }
+            let values = checks
                 .iter()
-                .map(|c| read(&txn, &c.key))
+                .map(|c| used(&txn, &c.key))
                 .collect::<StoreResult<Vec<_>>>()?;
             inner.commit_counters(txn)?;
-            Ok(CheckOutcome::Admitted(after))
+            Ok(CheckOutcome::Admitted { values, granted })
+        })
+        .await
+    }
+
+    async fn settle(&self, shard: &str, reservation_id: &str, adds: &[CounterAdd], now: i64) -> StoreResult<()> {
+        let (shard, id, adds) = (shard.to_owned(), reservation_id.to_owned(), adds.to_vec());
+        self.write(move |inner| {
+            let txn = inner.begin_counter_write()?;
+            Inner::release(&txn, &shard, Some(&id), now)?;
+            Inner::release(&txn, &shard, None, now)?;
+            inner.apply_adds(&txn, &adds)?;
+            inner.commit_counters(txn)
         })
         .await
     }

@@ -129,31 +129,129 @@ pub struct CounterAdd {
     pub ttl_secs: Option<u64>,
 }
 
-/// Admit only if `current + add <= max`, and when `add` is 0 (a metric
-/// counted after the response, such as tokens) only if `current < max`.
+/// One limit checked at admission. `used` below is the counter plus what
+/// requests in flight hold on it ([`Reservation`]s).
+///
+/// Admits only if `used + add + hold <= max` (plus the grant when
+/// `takes_grant`), and when nothing is added or held (a metric counted
+/// after the response, such as tokens without a reservation) only if
+/// `used < max`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CounterCheck {
     pub key: CounterKey,
     pub max: u64,
+    /// Counted now.
     pub add: u64,
+    /// Held until the reservation settles or expires (needs a [`Reservation`]).
+    pub hold: u64,
+    /// Also holds the reservation's grant.
+    pub takes_grant: bool,
+}
+
+/// The arithmetic part of a [`CounterCheck`], what [`decide`] needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Demand {
+    pub max: u64,
+    pub add: u64,
+    pub hold: u64,
+    pub takes_grant: bool,
+}
+
+/// The flexible part of a reservation: as much as fits, at most `max`;
+/// admission fails when less than `min` fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    pub max: u64,
+    pub min: u64,
 }
 
 impl CounterCheck {
-    pub fn admits(&self, current: u64) -> bool {
-        if self.add == 0 {
-            current < self.max
-        } else {
-            current.saturating_add(self.add) <= self.max
+    pub fn demand(&self) -> Demand {
+        Demand {
+            max: self.max,
+            add: self.add,
+            hold: self.hold,
+            takes_grant: self.takes_grant,
+        }
+    }
+
+    /// A plain check: `add` counted now, nothing held.
+    pub fn counting(key: CounterKey, max: u64, add: u64) -> CounterCheck {
+        CounterCheck {
+            key,
+            max,
+            add,
+            hold: 0,
+            takes_grant: false,
         }
     }
 }
 
+/// A hold on limits by one request in flight, released by
+/// [`StoreBackend::settle`] or, if its holder crashed, at `expires_at`.
+///
+/// The grant is the flexible part (completion tokens): as much as every
+/// check with `takes_grant` has room for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    /// Unique per request; settling twice is harmless.
+    pub id: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+    pub grant: Grant,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckOutcome {
-    /// All adds applied; the value of each checked counter after them.
-    Admitted(Vec<u64>),
-    /// Nothing applied; `index` is the first check that failed.
+    /// All adds applied and holds taken; `values` is each check's `used`
+    /// after them, `granted` the grant held (0 without a reservation).
+    Admitted { values: Vec<u64>, granted: u64 },
+    /// Nothing applied; `index` is the first check that failed, `current`
+    /// its `used`.
     Rejected { index: usize, current: u64 },
+}
+
+/// What a reservation takes of each check: `Ok((granted, amounts))` with
+/// the amount held per check, or `Err((index, used))` of the check that
+/// refused. `used[i]` is check `i`'s counter plus its holds; without a
+/// grant (no reservation) nothing is held. Both backends and the proxy's
+/// local limits decide with this arithmetic (Redis in Lua, which mirrors
+/// it line by line).
+pub fn decide(demands: &[Demand], used: &[u64], grant: Option<Grant>) -> Result<(u64, Vec<u64>), (usize, u64)> {
+    let mut granted = grant.map_or(0, |g| g.max);
+    // The check whose room bounds the grant, reported when it is too small.
+    let mut tightest = None;
+    for (index, (demand, &used)) in demands.iter().zip(used).enumerate() {
+        let hold = if grant.is_some() { demand.hold } else { 0 };
+        let takes_grant = grant.is_some() && demand.takes_grant;
+        let need = demand.add.saturating_add(hold);
+        if need == 0 && !takes_grant {
+            if used >= demand.max {
+                return Err((index, used));
+            }
+            continue;
+        }
+        let Some(room) = demand.max.checked_sub(used).and_then(|left| left.checked_sub(need)) else {
+            return Err((index, used));
+        };
+        if takes_grant && (tightest.is_none() || room < granted) {
+            granted = granted.min(room);
+            tightest = Some((index, used));
+        }
+    }
+    let Some(grant) = grant else {
+        return Ok((0, vec![0; demands.len()]));
+    };
+    let granted = match tightest {
+        Some(tightest) if granted < grant.min => return Err(tightest),
+        Some(_) => granted,
+        None => 0,
+    };
+    let amounts = demands
+        .iter()
+        .map(|d| d.hold.saturating_add(if d.takes_grant { granted } else { 0 }))
+        .collect();
+    Ok((granted, amounts))
 }
 
 #[async_trait]
@@ -179,8 +277,20 @@ pub trait StoreBackend: Send + Sync + 'static {
     async fn commit(&self, batch: WriteBatch) -> StoreResult<Result<(), ConditionFailed>>;
 
     async fn add_counters(&self, adds: &[CounterAdd]) -> StoreResult<()>;
-    /// All checks and adds must share one shard.
-    async fn check_and_add(&self, checks: &[CounterCheck], adds: &[CounterAdd]) -> StoreResult<CheckOutcome>;
+    /// All checks and adds must share one shard. Reservations of the shard
+    /// due by `now` (unix seconds) are released first; with a reservation,
+    /// the checks' holds are taken under its id (see [`decide`]).
+    async fn check_and_add(
+        &self,
+        checks: &[CounterCheck],
+        adds: &[CounterAdd],
+        now: i64,
+        reservation: Option<&Reservation>,
+    ) -> StoreResult<CheckOutcome>;
+    /// Releases reservation `reservation_id` of `shard` (if still held) and
+    /// applies `adds` (the usage it turned out to have), atomically.
+    /// Reservations of the shard due by `now` are released too.
+    async fn settle(&self, shard: &str, reservation_id: &str, adds: &[CounterAdd], now: i64) -> StoreResult<()>;
     async fn read_counters(&self, keys: &[CounterKey]) -> StoreResult<Vec<u64>>;
 
     async fn put_ephemeral(&self, key: &str, value: Vec<u8>, ttl_secs: u64) -> StoreResult<()>;
@@ -199,7 +309,61 @@ pub const MAX_EXACT_COUNT: u64 = 1 << 53;
 
 #[cfg(test)]
 mod tests {
-    use super::fill_template;
+    use super::*;
+
+    fn check(max: u64, add: u64, hold: u64, takes_grant: bool) -> Demand {
+        Demand {
+            max,
+            add,
+            hold,
+            takes_grant,
+        }
+    }
+
+    fn reservation(max: u64, min: u64) -> Option<Grant> {
+        Some(Grant { max, min })
+    }
+
+    #[test]
+    fn plain_checks_count_or_admit_while_unspent() {
+        let checks = [check(10, 1, 0, false), check(100, 0, 0, false)];
+        assert_eq!(decide(&checks, &[9, 99], None), Ok((0, vec![0, 0])));
+        assert_eq!(decide(&checks, &[10, 0], None), Err((0, 10)));
+        assert_eq!(
+            decide(&checks, &[0, 100], None),
+            Err((1, 100)),
+            "a spent metric refuses"
+        );
+    }
+
+    #[test]
+    fn the_grant_is_what_the_tightest_check_has_room_for() {
+        // total_tokens (prompt 30 + grant) and completion_tokens (grant).
+        let checks = [check(1_000, 0, 30, true), check(500, 0, 0, true)];
+        let wanted = reservation(200, 1);
+        assert_eq!(decide(&checks, &[0, 0], wanted), Ok((200, vec![230, 200])));
+        assert_eq!(decide(&checks, &[900, 0], wanted), Ok((70, vec![100, 70])));
+        assert_eq!(decide(&checks, &[0, 450], wanted), Ok((50, vec![80, 50])));
+        assert_eq!(
+            decide(&checks, &[970, 0], wanted),
+            Err((0, 970)),
+            "the prompt fits, no completion does"
+        );
+        assert_eq!(
+            decide(&checks, &[980, 0], wanted),
+            Err((0, 980)),
+            "not even the prompt fits"
+        );
+        assert_eq!(decide(&checks, &[0, 500], wanted), Err((1, 500)));
+    }
+
+    #[test]
+    fn holds_without_a_grant() {
+        // An embedding: its prompt is held, nothing is generated.
+        let checks = [check(100, 0, 40, false)];
+        assert_eq!(decide(&checks, &[60], reservation(0, 0)), Ok((0, vec![40])));
+        assert_eq!(decide(&checks, &[61], reservation(0, 0)), Err((0, 61)));
+    }
 
     #[test]
     fn templates_take_string_fields() {

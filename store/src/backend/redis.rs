@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 
 use super::{
     CheckOutcome, Condition, ConditionFailed, CounterAdd, CounterCheck, CounterKey, Link, MAX_EXACT_COUNT, Op,
-    StoreBackend, WriteBatch,
+    Reservation, StoreBackend, WriteBatch,
 };
 use crate::changes::Change;
 use crate::error::{StoreError, StoreResult};
@@ -81,23 +81,78 @@ end
 return out
 "#;
 
+/// Mirrors [`decide`](super::decide). KEYS: the counters, then the
+/// shard's held amounts (hash), reservation expiries (sorted set) and
+/// reservation holds (hash). `plan.c`: checks `[key, max, add, hold,
+/// takes_grant, field]`; `plan.a`: adds `[key, by, ttl]`; `plan.h`, `x`, `v`:
+/// the indexes of the three reservation keys; `plan.now`; `plan.r`: the
+/// reservation `[id, expires_at, grant_max, grant_min, keep_secs]` or absent.
+/// How long a shard's reservation keys outlive its last reservation's expiry.
+const RESERVATION_KEEP_SECS: i64 = 60;
+
 const CHECK_AND_ADD_SCRIPT: &str = r#"
 local plan = cjson.decode(ARGV[1])
+local H, X, V = KEYS[plan.h], KEYS[plan.x], KEYS[plan.v]
+local function release(id)
+  local holds = redis.call('HGET', V, id)
+  if holds then
+    for _, h in ipairs(cjson.decode(holds)) do
+      if redis.call('HINCRBY', H, h[1], -h[2]) <= 0 then redis.call('HDEL', H, h[1]) end
+    end
+    redis.call('HDEL', V, id)
+  end
+  redis.call('ZREM', X, id)
+end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', X, '-inf', plan.now)) do release(id) end
+if plan.settle then
+  release(plan.settle)
+end
+local r = plan.r
+local grant = r and r[3] or 0
+local tightest, tightest_used = nil, 0
+local used = {}
 for i, c in ipairs(plan.c) do
-  local current = tonumber(redis.call('GET', KEYS[c[1]]) or '0')
-  local max, add = c[2], c[3]
-  if (add == 0 and current >= max) or (add > 0 and current + add > max) then
-    return {i, current}
+  local u = tonumber(redis.call('GET', KEYS[c[1]]) or '0') + tonumber(redis.call('HGET', H, c[6]) or '0')
+  used[i] = u
+  local hold = r and c[4] or 0
+  local takes = r and c[5] == 1
+  local need = c[3] + hold
+  if need == 0 and not takes then
+    if u >= c[2] then return {i, u} end
+  else
+    if u + need > c[2] then return {i, u} end
+    local room = c[2] - u - need
+    if takes and (tightest == nil or room < grant) then
+      if room < grant then grant = room end
+      tightest, tightest_used = i, u
+    end
   end
 end
+if r and tightest and grant < r[4] then return {tightest, tightest_used} end
+if not tightest then grant = 0 end
 for _, a in ipairs(plan.a) do
   if redis.call('INCRBY', KEYS[a[1]], a[2]) == a[2] and a[3] > 0 then
     redis.call('EXPIRE', KEYS[a[1]], a[3])
   end
 end
-local result = {0}
-for _, c in ipairs(plan.c) do
-  table.insert(result, tonumber(redis.call('GET', KEYS[c[1]]) or '0'))
+if r then
+  local holds = {}
+  for _, c in ipairs(plan.c) do
+    local amount = c[4] + ((c[5] == 1) and grant or 0)
+    if amount > 0 then
+      redis.call('HINCRBY', H, c[6], amount)
+      table.insert(holds, {c[6], amount})
+    end
+  end
+  redis.call('HSET', V, r[1], cjson.encode(holds))
+  redis.call('ZADD', X, r[2], r[1])
+  for _, k in ipairs({H, X, V}) do
+    if redis.call('TTL', k) < r[5] then redis.call('EXPIRE', k, r[5]) end
+  end
+end
+local result = {0, grant}
+for i, c in ipairs(plan.c) do
+  table.insert(result, tonumber(redis.call('GET', KEYS[c[1]]) or '0') + tonumber(redis.call('HGET', H, c[6]) or '0'))
 end
 return result
 "#;
@@ -159,6 +214,35 @@ impl RedisBackend {
 
     fn counter_key(&self, key: &CounterKey) -> String {
         format!("{}:u:{{{}}}:{}", self.prefix, key.shard, key.name)
+    }
+
+    /// The shard's held amounts, reservation expiries and reservation holds,
+    /// in the shard's slot.
+    fn reservation_keys(&self, shard: &str) -> [String; 3] {
+        ["h", "x", "v"].map(|kind| format!("{}:{kind}:{{{shard}}}", self.prefix))
+    }
+
+    fn adds_plan(&self, script: &mut ScriptArgs, adds: &[CounterAdd]) -> Vec<serde_json::Value> {
+        adds.iter()
+            .filter(|a| a.by > 0)
+            .map(|a| {
+                serde_json::json!([
+                    script.key(self.counter_key(&a.key)),
+                    a.by.min(MAX_EXACT_COUNT),
+                    a.ttl_secs.unwrap_or(0)
+                ])
+            })
+            .collect()
+    }
+
+    async fn run_check_script(&self, script: &ScriptArgs, plan: &serde_json::Value) -> StoreResult<Vec<u64>> {
+        let mut invocation = self.check_script.prepare_invoke();
+        for key in &script.keys {
+            invocation.key(key);
+        }
+        invocation.arg(plan.to_string());
+        let mut conn = self.conn.clone();
+        invocation.invoke_async(&mut conn).await.map_err(unavailable)
     }
 
     fn ephemeral_key(&self, key: &str) -> String {
@@ -418,48 +502,70 @@ impl StoreBackend for RedisBackend {
         pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
     }
 
-    async fn check_and_add(&self, checks: &[CounterCheck], adds: &[CounterAdd]) -> StoreResult<CheckOutcome> {
+    async fn check_and_add(
+        &self,
+        checks: &[CounterCheck],
+        adds: &[CounterAdd],
+        now: i64,
+        reservation: Option<&Reservation>,
+    ) -> StoreResult<CheckOutcome> {
+        let Some(shard) = checks.first().map(|c| c.key.shard.as_str()) else {
+            self.add_counters(adds).await?;
+            return Ok(CheckOutcome::Admitted {
+                values: Vec::new(),
+                granted: 0,
+            });
+        };
         let mut script = ScriptArgs::default();
+        let [held, expiries, holds] = self.reservation_keys(shard).map(|key| script.key(key));
         let checks_plan: Vec<_> = checks
             .iter()
             .map(|c| {
                 serde_json::json!([
                     script.key(self.counter_key(&c.key)),
                     c.max.min(MAX_EXACT_COUNT),
-                    c.add.min(MAX_EXACT_COUNT)
+                    c.add.min(MAX_EXACT_COUNT),
+                    c.hold.min(MAX_EXACT_COUNT),
+                    u8::from(c.takes_grant),
+                    c.key.name,
                 ])
             })
             .collect();
-        let adds_plan: Vec<_> = adds
-            .iter()
-            .filter(|a| a.by > 0)
-            .map(|a| {
-                serde_json::json!([
-                    script.key(self.counter_key(&a.key)),
-                    a.by.min(MAX_EXACT_COUNT),
-                    a.ttl_secs.unwrap_or(0)
-                ])
-            })
-            .collect();
-        if script.keys.is_empty() {
-            return Ok(CheckOutcome::Admitted(Vec::new()));
+        let adds_plan = self.adds_plan(&mut script, adds);
+        let mut plan = serde_json::json!({
+            "c": checks_plan, "a": adds_plan, "h": held, "x": expiries, "v": holds, "now": now,
+        });
+        if let Some(r) = reservation {
+            plan["r"] = serde_json::json!([
+                r.id,
+                r.expires_at,
+                r.grant.max.min(MAX_EXACT_COUNT),
+                r.grant.min.min(MAX_EXACT_COUNT),
+                (r.expires_at - now).max(1) + RESERVATION_KEEP_SECS,
+            ]);
         }
-        let plan = serde_json::json!({"c": checks_plan, "a": adds_plan}).to_string();
-        let mut invocation = self.check_script.prepare_invoke();
-        for key in &script.keys {
-            invocation.key(key);
-        }
-        invocation.arg(plan);
-        let mut conn = self.conn.clone();
-        let result: Vec<u64> = invocation.invoke_async(&mut conn).await.map_err(unavailable)?;
+        let result = self.run_check_script(&script, &plan).await?;
         match result.split_first() {
-            Some((0, values)) => Ok(CheckOutcome::Admitted(values.to_vec())),
+            Some((0, rest)) => Ok(CheckOutcome::Admitted {
+                granted: rest.first().copied().unwrap_or(0),
+                values: rest.get(1..).unwrap_or_default().to_vec(),
+            }),
             Some((&index, rest)) => Ok(CheckOutcome::Rejected {
                 index: index as usize - 1,
                 current: rest.first().copied().unwrap_or(0),
             }),
             None => Err(StoreError::Corrupt("empty check-and-add result".into())),
         }
+    }
+
+    async fn settle(&self, shard: &str, reservation_id: &str, adds: &[CounterAdd], now: i64) -> StoreResult<()> {
+        let mut script = ScriptArgs::default();
+        let [held, expiries, holds] = self.reservation_keys(shard).map(|key| script.key(key));
+        let adds_plan = self.adds_plan(&mut script, adds);
+        let plan = serde_json::json!({
+            "c": [], "a": adds_plan, "h": held, "x": expiries, "v": holds, "now": now, "settle": reservation_id,
+        });
+        self.run_check_script(&script, &plan).await.map(drop)
     }
 
     async fn read_counters(&self, keys: &[CounterKey]) -> StoreResult<Vec<u64>> {

@@ -12,7 +12,9 @@ use crate::changes::Change;
 use crate::clock::ManualClock;
 use crate::model::UsageLimit;
 use crate::period::Period;
-use crate::store::{Admission, Environment, NewAccount, NewApplication, NewKey, SessionRecord, Store, UsageRecord};
+use crate::store::{
+    Admission, Environment, NewAccount, NewApplication, NewKey, SessionRecord, Store, TokenHold, UsageRecord,
+};
 
 fn limit(metric: &str, period: Period, value: u64) -> UsageLimit {
     UsageLimit {
@@ -100,6 +102,172 @@ pub async fn concurrent_check_and_add_never_exceeds_limit<F: Fixture>(fixture: &
         100,
         "a refusal counts nothing"
     );
+}
+
+fn hold(id: &str, prompt: u64, completion_max: u64) -> TokenHold {
+    TokenHold {
+        id: id.into(),
+        prompt,
+        completion_max,
+        completion_min: 1,
+        ttl_secs: 600,
+    }
+}
+
+/// Holds count against token limits until settled; settling swaps the hold
+/// for the actual usage; what does not fit is clamped, then refused.
+pub async fn token_holds_reserve_clamp_and_settle<F: Fixture>(fixture: &F) {
+    let (store, _) = open(fixture).await;
+    let app = live_app(&store).await;
+    let now = store.clock().now();
+    let limits = [
+        limit("hits", Period::Minute, 100),
+        limit("total_tokens", Period::Day, 1_000),
+        limit("completion_tokens", Period::Day, 700),
+    ];
+    let reserve = |id: &'static str, prompt, completion_max| {
+        let (store, app, limits) = (store.clone(), app.clone(), limits.clone());
+        async move {
+            store
+                .reserve_and_record(&app, &limits, &[("hits", 1)], &hold(id, prompt, completion_max), now)
+                .await
+                .unwrap()
+        }
+    };
+    // 100 + 300 held on total, 300 on completion.
+    let (admission, granted) = reserve("a", 100, 300).await;
+    assert_eq!(granted, Some(300));
+    let Admission::Admitted(statuses) = admission else {
+        panic!("an empty budget admits: {admission:?}")
+    };
+    assert_eq!((statuses[1].used, statuses[2].used), (400, 300), "holds count as used");
+    // Requests within the budget get what they ask for …
+    let (_, granted) = reserve("b", 50, 200).await;
+    assert_eq!(granted, Some(200));
+    // … then total (1000 − 650 − 200 = 150) and completion (700 − 500 = 200) clamp.
+    let (_, granted) = reserve("c", 200, 500).await;
+    assert_eq!(granted, Some(150));
+    let usage = store.usage(&app, "total_tokens", Period::Day, now).await.unwrap();
+    assert_eq!(usage, 0, "holds are not usage");
+    let (admission, granted) = reserve("d", 10, 5).await;
+    match admission {
+        Admission::Rejected(status) => {
+            assert!(granted.is_none());
+            assert_eq!(status.limit.metric, "total_tokens");
+            assert_eq!((status.used, status.remaining), (1_000, 0));
+        }
+        other => panic!("every token is held: {other:?}"),
+    }
+    assert_eq!(
+        store.usage(&app, "hits", Period::Minute, now).await.unwrap(),
+        3,
+        "a refused reservation counts no hit"
+    );
+
+    // Settling "a" with 100 + 120 frees 180 of its 400 held tokens.
+    let record = |metric: &str, value| UsageRecord {
+        application_id: app.clone(),
+        metric: metric.into(),
+        value,
+        at: now,
+    };
+    let actual = [
+        record("prompt_tokens", 100),
+        record("completion_tokens", 120),
+        record("total_tokens", 220),
+    ];
+    store.settle(&app, "a", &actual).await.unwrap();
+    store.settle(&app, "a", &[]).await.unwrap();
+    assert_eq!(store.usage(&app, "total_tokens", Period::Day, now).await.unwrap(), 220);
+    assert_eq!(
+        store
+            .usage(&app, "completion_tokens", Period::Month, now)
+            .await
+            .unwrap(),
+        120,
+        "settled usage lands in every period"
+    );
+    let (_, granted) = reserve("e", 20, 1_000).await;
+    assert_eq!(granted, Some(160), "1000 − (220 used + 250 + 350 held) − 20 = 160");
+}
+
+/// A hold whose holder never settles (a crashed proxy) is released at expiry.
+pub async fn token_holds_of_crashed_requests_expire<F: Fixture>(fixture: &F) {
+    let (store, clock) = open(fixture).await;
+    let app = live_app(&store).await;
+    let limits = [limit("total_tokens", Period::Month, 1_000)];
+    let mut crashed = hold("crashed", 100, 900);
+    crashed.ttl_secs = 30;
+    let now = store.clock().now();
+    let (_, granted) = store
+        .reserve_and_record(&app, &limits, &[("hits", 1)], &crashed, now)
+        .await
+        .unwrap();
+    assert_eq!(granted, Some(900));
+    let (admission, _) = store
+        .reserve_and_record(&app, &limits, &[("hits", 1)], &hold("next", 10, 10), now)
+        .await
+        .unwrap();
+    assert!(matches!(admission, Admission::Rejected(_)), "the whole month is held");
+    clock.advance(Duration::seconds(29));
+    let now = store.clock().now();
+    let (admission, _) = store
+        .reserve_and_record(&app, &limits, &[("hits", 1)], &hold("next", 10, 10), now)
+        .await
+        .unwrap();
+    assert!(matches!(admission, Admission::Rejected(_)), "held until it expires");
+    clock.advance(Duration::seconds(2));
+    let now = store.clock().now();
+    let (admission, granted) = store
+        .reserve_and_record(&app, &limits, &[("hits", 1)], &hold("next", 10, 10), now)
+        .await
+        .unwrap();
+    assert!(matches!(admission, Admission::Admitted(_)), "{admission:?}");
+    assert_eq!(granted, Some(10));
+    // Settling late finds nothing to release and still counts the usage.
+    store
+        .settle(
+            &app,
+            "crashed",
+            &[UsageRecord {
+                application_id: app.clone(),
+                metric: "total_tokens".into(),
+                value: 40,
+                at: now,
+            }],
+        )
+        .await
+        .unwrap();
+    let statuses = store.limit_status(&app, &limits, now).await.unwrap();
+    assert_eq!(statuses[0].used, 40);
+}
+
+/// Many requests holding tokens at once never hold more than the limit.
+pub async fn concurrent_token_holds_never_exceed_limit<F: Fixture>(fixture: &F) {
+    let (store, _) = open(fixture).await;
+    let app = live_app(&store).await;
+    let limits = [limit("total_tokens", Period::Day, 10_000)];
+    let now = store.clock().now();
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let (store, app, limits) = (store.clone(), app.clone(), limits.clone());
+        tasks.push(tokio::spawn(async move {
+            let id = format!("r{i}");
+            let (admission, granted) = store
+                .reserve_and_record(&app, &limits, &[("hits", 1)], &hold(&id, 50, 250), now)
+                .await
+                .unwrap();
+            match admission {
+                Admission::Admitted(_) => 50 + granted.unwrap(),
+                Admission::Rejected(_) => 0,
+            }
+        }));
+    }
+    let mut held = 0;
+    for task in tasks {
+        held += task.await.unwrap();
+    }
+    assert_eq!(held, 10_000, "the budget is held to the last token, never past it");
 }
 
 pub async fn period_buckets_roll_over<F: Fixture>(fixture: &F) {

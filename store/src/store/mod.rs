@@ -23,7 +23,7 @@ pub(crate) use paging::all_pages;
 pub use paging::{Page, Paged};
 pub use sessions::SessionRecord;
 pub use tenancy::{ApplicationFilter, ApplicationUpdate, NewAccount, NewApplication, NewUser, UserUpdate};
-pub use usage::{Admission, LimitStatus, UsagePoint, UsageRecord};
+pub use usage::{Admission, LimitStatus, TokenHold, UsagePoint, UsageRecord, token_hold};
 
 use crate::backend::embedded::EmbeddedBackend;
 use crate::backend::redis::RedisBackend;

@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::Store;
-use crate::backend::{CheckOutcome, CounterAdd, CounterCheck, CounterKey};
+use crate::backend::{CheckOutcome, CounterAdd, CounterCheck, CounterKey, Grant, Reservation};
 use crate::error::{StoreError, StoreResult};
-use crate::model::UsageLimit;
+use crate::model::{COMPLETION_TOKENS, PROMPT_TOKENS, TOTAL_TOKENS, UsageLimit};
 use crate::period::Period;
 
 /// `value` of `metric` used by an application at `at`.
@@ -39,6 +39,33 @@ pub enum Admission {
     Admitted(Vec<LimitStatus>),
     /// Nothing counted; the limit that refused.
     Rejected(LimitStatus),
+}
+
+/// Tokens a request holds against its plan's token limits while in flight:
+/// its prompt, and as many completion tokens as fit up to `completion_max`.
+/// Released with the actual usage by [`Store::settle`], or at expiry if the
+/// holder never settles (a crashed proxy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenHold {
+    /// Unique per request.
+    pub id: String,
+    /// Prompt tokens, estimated before the model counts them.
+    pub prompt: u64,
+    /// Most completion tokens wanted; admission fails below `completion_min`.
+    pub completion_max: u64,
+    pub completion_min: u64,
+    pub ttl_secs: u64,
+}
+
+/// What a token limit on `metric` holds for a request: `(fixed, takes the
+/// completion grant)`.
+pub fn token_hold(metric: &str, prompt: u64) -> (u64, bool) {
+    match metric {
+        TOTAL_TOKENS => (prompt, true),
+        COMPLETION_TOKENS => (0, true),
+        PROMPT_TOKENS => (prompt, false),
+        _ => (0, false),
+    }
 }
 
 /// One bar of a usage chart.
@@ -118,6 +145,32 @@ impl Store {
         deltas: &[(&str, u64)],
         at: OffsetDateTime,
     ) -> StoreResult<Admission> {
+        Ok(self.admit(application_id, limits, deltas, None, at).await?.0)
+    }
+
+    /// [`check_and_record`](Self::check_and_record) that also holds tokens
+    /// against the token limits: admitted only if the prompt and at least
+    /// `hold.completion_min` completion tokens fit, and then with the
+    /// completion tokens granted (`None` when no limit bounds them).
+    pub async fn reserve_and_record(
+        &self,
+        application_id: &str,
+        limits: &[UsageLimit],
+        deltas: &[(&str, u64)],
+        hold: &TokenHold,
+        at: OffsetDateTime,
+    ) -> StoreResult<(Admission, Option<u64>)> {
+        self.admit(application_id, limits, deltas, Some(hold), at).await
+    }
+
+    async fn admit(
+        &self,
+        application_id: &str,
+        limits: &[UsageLimit],
+        deltas: &[(&str, u64)],
+        hold: Option<&TokenHold>,
+        at: OffsetDateTime,
+    ) -> StoreResult<(Admission, Option<u64>)> {
         let at = at.unix_timestamp();
         let delta_of = |metric: &str| {
             deltas
@@ -128,32 +181,66 @@ impl Store {
         };
         let checks: Vec<CounterCheck> = limits
             .iter()
-            .map(|limit| CounterCheck {
-                key: bucket_key(application_id, &limit.metric, limit.period, at),
-                max: limit.value,
-                add: delta_of(&limit.metric),
+            .map(|limit| {
+                let (hold, takes_grant) = hold.map_or((0, false), |h| token_hold(&limit.metric, h.prompt));
+                CounterCheck {
+                    key: bucket_key(application_id, &limit.metric, limit.period, at),
+                    max: limit.value,
+                    add: delta_of(&limit.metric),
+                    hold,
+                    takes_grant,
+                }
             })
             .collect();
+        let bounded = checks.iter().any(|c| c.takes_grant);
+        let reservation = hold.map(|h| Reservation {
+            id: h.id.clone(),
+            expires_at: at.saturating_add(i64::try_from(h.ttl_secs).unwrap_or(i64::MAX)),
+            grant: Grant {
+                max: h.completion_max,
+                min: h.completion_min,
+            },
+        });
         let adds: Vec<CounterAdd> = deltas
             .iter()
             .filter(|(_, value)| *value > 0)
             .flat_map(|(metric, value)| adds_for(application_id, metric, *value, at))
             .collect();
-        match self.backend.check_and_add(&checks, &adds).await? {
-            CheckOutcome::Admitted(values) => Ok(Admission::Admitted(
-                limits
-                    .iter()
-                    .zip(values)
-                    .map(|(limit, used)| status(limit, used, at))
-                    .collect(),
+        match self
+            .backend
+            .check_and_add(&checks, &adds, self.clock.now().unix_timestamp(), reservation.as_ref())
+            .await?
+        {
+            CheckOutcome::Admitted { values, granted } => Ok((
+                Admission::Admitted(
+                    limits
+                        .iter()
+                        .zip(values)
+                        .map(|(limit, used)| status(limit, used, at))
+                        .collect(),
+                ),
+                bounded.then_some(granted),
             )),
             CheckOutcome::Rejected { index, current } => {
                 let limit = limits
                     .get(index)
                     .ok_or_else(|| StoreError::Corrupt("check-and-add rejected an unknown limit".into()))?;
-                Ok(Admission::Rejected(status(limit, current, at)))
+                Ok((Admission::Rejected(status(limit, current, at)), None))
             }
         }
+    }
+
+    /// Ends a [`TokenHold`]: releases it and counts the usage the request
+    /// turned out to have, atomically: no moment counts both or neither.
+    pub async fn settle(&self, application_id: &str, hold_id: &str, records: &[UsageRecord]) -> StoreResult<()> {
+        let adds: Vec<CounterAdd> = records
+            .iter()
+            .filter(|r| r.value > 0 && r.application_id == application_id)
+            .flat_map(|r| adds_for(&r.application_id, &r.metric, r.value, r.at.unix_timestamp()))
+            .collect();
+        self.backend
+            .settle(application_id, hold_id, &adds, self.clock.now().unix_timestamp())
+            .await
     }
 
     /// Where an application stands against each limit at `at`.

@@ -1,0 +1,296 @@
+//! Local mode's view of the limits on one replica: per application and
+//! limit, `base` (the store's count at the last sync), `pending` (admitted
+//! here since) and `held` (tokens held here by requests in flight).
+//!
+//! Other replicas' pending usage and holds are invisible until a sync, which
+//! is where local mode's documented overshoot bound comes from.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use maas_store::backend::{Demand, Grant, decide};
+use maas_store::model::UsageLimit;
+use maas_store::{LimitStatus, token_hold};
+use time::OffsetDateTime;
+
+use crate::limits::{Admitted, Decision, TokenRequest, admits, delta_of};
+
+#[derive(Debug, Clone)]
+struct LocalCounter {
+    limit: UsageLimit,
+    bucket_start: i64,
+    base: u64,
+    pending: u64,
+    held: u64,
+}
+
+impl LocalCounter {
+    fn used(&self) -> u64 {
+        self.base.saturating_add(self.pending).saturating_add(self.held)
+    }
+
+    fn status(&self) -> LimitStatus {
+        let used = self.used();
+        LimitStatus {
+            limit: self.limit.clone(),
+            used,
+            remaining: self.limit.value.saturating_sub(used),
+            resets_at: OffsetDateTime::from_unix_timestamp(self.limit.period.bucket_end(self.bucket_start))
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        }
+    }
+
+    fn is(&self, limit: &UsageLimit) -> bool {
+        self.limit.metric == limit.metric && self.limit.period == limit.period
+    }
+}
+
+/// Tokens one request holds: `(counter index, bucket, amount)` each.
+#[derive(Debug)]
+struct LocalHold {
+    amounts: Vec<(usize, i64, u64)>,
+    expires: Instant,
+}
+
+#[derive(Debug, Default)]
+struct LocalApp {
+    counters: Vec<LocalCounter>,
+    holds: HashMap<String, LocalHold>,
+    last_used: Option<Instant>,
+}
+
+/// A tracked counter at sync time: its limit, bucket and pending count.
+pub(crate) type FlushedCounter = (UsageLimit, i64, u64);
+
+/// How long an application nobody calls keeps its counters here.
+const IDLE: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Default)]
+pub(crate) struct LocalLimits {
+    apps: HashMap<String, LocalApp>,
+}
+
+impl LocalLimits {
+    /// Admits against this replica's view; `Err(limits)` when some limits
+    /// have no current counter yet (load them from the store and retry).
+    pub(crate) fn try_admit(
+        &mut self,
+        application_id: &str,
+        limits: &[UsageLimit],
+        deltas: &[(String, u64)],
+        tokens: Option<(&TokenRequest, &str, Duration)>,
+        now: OffsetDateTime,
+    ) -> Result<Decision, Vec<UsageLimit>> {
+        let at = now.unix_timestamp();
+        let Some(app) = self.apps.get_mut(application_id) else {
+            // First sight of the application on this replica.
+            return Err(limits.to_vec());
+        };
+        let mut indexes = Vec::with_capacity(limits.len());
+        let mut missing = Vec::new();
+        for limit in limits {
+            match app.counters.iter().position(|c| c.is(limit)) {
+                Some(index) => {
+                    let counter = &mut app.counters[index];
+                    counter.limit.value = limit.value;
+                    if counter.bucket_start != limit.period.bucket_start(at) {
+                        // A new period: the store's count of it is unknown here yet.
+                        missing.push(limit.clone());
+                    }
+                    indexes.push(index);
+                }
+                None => missing.push(limit.clone()),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(missing);
+        }
+        let mut completion_grant = None;
+        let mut hold = None;
+        match tokens {
+            None => {
+                for &index in &indexes {
+                    let counter = &app.counters[index];
+                    let delta = delta_of(deltas, &counter.limit.metric);
+                    if !admits(counter.limit.value, counter.used(), delta) {
+                        return Ok(Decision::Rejected(counter.status()));
+                    }
+                }
+            }
+            Some((request, id, ttl)) => {
+                let demands: Vec<Demand> = indexes
+                    .iter()
+                    .map(|&i| {
+                        let counter = &app.counters[i];
+                        let (hold, takes_grant) = token_hold(&counter.limit.metric, request.prompt);
+                        Demand {
+                            max: counter.limit.value,
+                            add: delta_of(deltas, &counter.limit.metric),
+                            hold,
+                            takes_grant,
+                        }
+                    })
+                    .collect();
+                let used: Vec<u64> = indexes.iter().map(|&i| app.counters[i].used()).collect();
+                let grant = Grant {
+                    max: request.completion_max,
+                    min: request.completion_min,
+                };
+                match decide(&demands, &used, Some(grant)) {
+                    Err((position, _)) => return Ok(Decision::Rejected(app.counters[indexes[position]].status())),
+                    Ok((granted, amounts)) => {
+                        if demands.iter().any(|d| d.takes_grant) {
+                            completion_grant = Some(granted);
+                        }
+                        let amounts: Vec<(usize, i64, u64)> = indexes
+                            .iter()
+                            .zip(amounts)
+                            .filter(|(_, amount)| *amount > 0)
+                            .map(|(&i, amount)| (i, app.counters[i].bucket_start, amount))
+                            .collect();
+                        for &(index, _, amount) in &amounts {
+                            let counter = &mut app.counters[index];
+                            counter.held = counter.held.saturating_add(amount);
+                        }
+                        app.holds.insert(
+                            id.to_owned(),
+                            LocalHold {
+                                amounts,
+                                expires: Instant::now() + ttl,
+                            },
+                        );
+                        hold = Some(id.to_owned());
+                    }
+                }
+            }
+        }
+        app.last_used = Some(Instant::now());
+        for counter in app.counters.iter_mut() {
+            counter.pending = counter.pending.saturating_add(delta_of(deltas, &counter.limit.metric));
+        }
+        Ok(Decision::Admitted(Admitted {
+            statuses: indexes.iter().map(|&i| app.counters[i].status()).collect(),
+            completion_grant,
+            hold,
+        }))
+    }
+
+    /// Takes the store's counts of limits not tracked (or of a new period).
+    pub(crate) fn load(&mut self, application_id: &str, statuses: Vec<LimitStatus>, now: OffsetDateTime) {
+        let at = now.unix_timestamp();
+        let app = self.apps.entry(application_id.to_owned()).or_default();
+        for status in statuses {
+            let bucket_start = status.limit.period.bucket_start(at);
+            let fresh = LocalCounter {
+                limit: status.limit.clone(),
+                bucket_start,
+                base: status.used,
+                pending: 0,
+                held: 0,
+            };
+            match app.counters.iter_mut().find(|c| c.is(&status.limit)) {
+                // Pending usage of an ended period was pushed to the sink already.
+                Some(counter) if counter.bucket_start != bucket_start => *counter = fresh,
+                Some(_) => {}
+                None => app.counters.push(fresh),
+            }
+        }
+    }
+
+    /// Releases hold `hold` (if any) and counts usage known after the
+    /// response, so this replica's token limits see it at once.
+    pub(crate) fn settle(
+        &mut self,
+        application_id: &str,
+        hold: Option<&str>,
+        deltas: &[(&str, u64)],
+        now: OffsetDateTime,
+    ) {
+        let at = now.unix_timestamp();
+        let Some(app) = self.apps.get_mut(application_id) else {
+            return;
+        };
+        if let Some(released) = hold.and_then(|id| app.holds.remove(id)) {
+            release(&mut app.counters, &released);
+        }
+        for counter in app.counters.iter_mut() {
+            if counter.bucket_start == counter.limit.period.bucket_start(at) {
+                counter.pending = counter.pending.saturating_add(delta_of(deltas, &counter.limit.metric));
+            }
+        }
+    }
+
+    /// Forgets idle applications, releases holds never settled, and lists
+    /// every tracked counter with what is pending on it.
+    pub(crate) fn snapshot(&mut self) -> Vec<(String, Vec<FlushedCounter>)> {
+        let now = Instant::now();
+        self.apps.retain(|_, app| {
+            let expired: Vec<String> = app
+                .holds
+                .iter()
+                .filter(|(_, hold)| hold.expires <= now)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in expired {
+                if let Some(hold) = app.holds.remove(&id) {
+                    release(&mut app.counters, &hold);
+                }
+            }
+            app.last_used.is_some_and(|t| t.elapsed() < IDLE)
+                || !app.holds.is_empty()
+                || app.counters.iter().any(|c| c.pending > 0)
+        });
+        self.apps
+            .iter()
+            .map(|(id, app)| {
+                let counters = app
+                    .counters
+                    .iter()
+                    .map(|c| (c.limit.clone(), c.bucket_start, c.pending))
+                    .collect();
+                (id.clone(), counters)
+            })
+            .collect()
+    }
+
+    /// After a sync wrote `flushed` pending counts: the store's counts are
+    /// the new base, and what was flushed is no longer pending.
+    pub(crate) fn apply_sync(
+        &mut self,
+        application_id: &str,
+        flushed: Vec<FlushedCounter>,
+        statuses: Vec<LimitStatus>,
+        now: OffsetDateTime,
+    ) {
+        let at = now.unix_timestamp();
+        let Some(app) = self.apps.get_mut(application_id) else {
+            return;
+        };
+        for ((limit, bucket_start, flushed), status) in flushed.into_iter().zip(statuses) {
+            let Some(counter) = app.counters.iter_mut().find(|c| c.is(&limit)) else {
+                continue;
+            };
+            if counter.bucket_start == bucket_start && limit.period.bucket_start(at) == bucket_start {
+                counter.base = status.used;
+                counter.pending = counter.pending.saturating_sub(flushed);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn held(&self, application_id: &str) -> Vec<u64> {
+        self.apps
+            .get(application_id)
+            .map(|app| app.counters.iter().map(|c| c.held).collect())
+            .unwrap_or_default()
+    }
+}
+
+fn release(counters: &mut [LocalCounter], hold: &LocalHold) {
+    for &(index, bucket_start, amount) in &hold.amounts {
+        // A counter of a later period never held this.
+        if let Some(counter) = counters.get_mut(index).filter(|c| c.bucket_start == bucket_start) {
+            counter.held = counter.held.saturating_sub(amount);
+        }
+    }
+}
