@@ -3,6 +3,7 @@
 
 mod proxy {
     mod auth;
+    mod exactness;
     pub mod harness;
     mod holds;
     mod limits;

@@ -8,6 +8,8 @@
 //! as one per chunk with generated content (vLLM and TGI send one token per
 //! chunk); such counts are marked estimated.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 
 use crate::body::content_type_is;
@@ -16,10 +18,11 @@ use crate::metering::{RawUsage, TokenUsage};
 use crate::rewrite::ClientUsage;
 use crate::sse::{SseEvent, SseParser};
 
+// `Cow`: text with escapes (`\n`, quotes) cannot be borrowed from the event.
 #[derive(Deserialize)]
 struct Delta<'a> {
     #[serde(borrow, default)]
-    content: Option<&'a str>,
+    content: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -27,7 +30,7 @@ struct Choice<'a> {
     #[serde(borrow, default)]
     delta: Option<Delta<'a>>,
     #[serde(borrow, default)]
-    text: Option<&'a str>,
+    text: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -44,6 +47,11 @@ struct Chunk<'a> {
     choices: Option<Vec<Choice<'a>>>,
     #[serde(default)]
     response: Option<ResponseObject>,
+    /// A Responses API event's type, and its text when it is a delta.
+    #[serde(borrow, default, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    delta: Option<Cow<'a, str>>,
 }
 
 /// Whether a `Content-Type` is `text/event-stream`.
@@ -130,10 +138,14 @@ impl StreamMeter {
         }
         let has_content = chunk.choices.as_ref().is_some_and(|choices| {
             choices.iter().any(|c| {
-                c.delta.as_ref().and_then(|d| d.content).is_some_and(|t| !t.is_empty())
-                    || c.text.is_some_and(|t| !t.is_empty())
+                c.delta
+                    .as_ref()
+                    .and_then(|d| d.content.as_deref())
+                    .is_some_and(|t| !t.is_empty())
+                    || c.text.as_deref().is_some_and(|t| !t.is_empty())
             })
-        });
+        }) || (chunk.kind.as_deref() == Some("response.output_text.delta")
+            && chunk.delta.as_deref().is_some_and(|t| !t.is_empty()));
         if has_content {
             self.content_chunks += 1;
         }
@@ -302,6 +314,42 @@ mod tests {
             )
         );
         assert!(meter.completed);
+    }
+
+    #[test]
+    fn escaped_text_is_metered_and_stripped_like_any_other() {
+        let stream = "data: {\"choices\":[{\"delta\":{\"content\":\"line\\none \\\"q\\\"\"}}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":4}}\n\n";
+        let (meter, seen) = run(ClientUsage::default(), stream, 7);
+        assert!(!seen.contains("usage"), "{seen}");
+        assert!(seen.contains(r#"line\none \"q\""#), "{seen}");
+        assert_eq!(meter.content_chunks, 1);
+        assert_eq!(meter.tokens(0).0.total_tokens, 4);
+    }
+
+    #[test]
+    fn a_cut_responses_stream_is_estimated_from_its_deltas() {
+        let delta =
+            "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\" hi\"}\n\n";
+        let stream = format!(
+            "event: response.created\ndata: {{\"type\":\"response.created\",\"response\":{{\"usage\":null}}}}\n\n{delta}{delta}"
+        );
+        let all = ClientUsage {
+            final_chunk: true,
+            every_chunk: true,
+        };
+        let (meter, _) = run(all, &stream, 13);
+        assert_eq!(
+            meter.tokens(7),
+            (
+                TokenUsage {
+                    prompt_tokens: 7,
+                    completion_tokens: 2,
+                    total_tokens: 9
+                },
+                true
+            )
+        );
+        assert!(!meter.completed);
     }
 
     proptest::proptest! {

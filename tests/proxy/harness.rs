@@ -43,6 +43,24 @@ models:
     ttft_ms: 0
     itl_ms: 10
     output_tokens: {min: 300, max: 300}
+  - id: chat-x
+    ttft_ms: 0
+    itl_ms: 0
+    output_tokens: {min: 20, max: 40}
+  - id: embed-x
+    ttft_ms: 0
+    itl_ms: 0
+    embedding_dimensions: 16
+  - id: frag-x
+    ttft_ms: 1
+    itl_ms: 1
+    output_tokens: {min: 10, max: 30}
+    fragment_events: true
+  - id: paced-x
+    ttft_ms: 100
+    itl_ms: 100
+    output_tokens: {min: 10, max: 30}
+    fragment_events: true
   - id: stream-a
     ttft_ms: 5
     itl_ms: 2

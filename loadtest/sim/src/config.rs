@@ -38,6 +38,9 @@ pub struct SimModel {
     pub max_model_len: u32,
     /// Length of embedding vectors unless the request asks for `dimensions`.
     pub embedding_dimensions: u32,
+    /// Send each streamed event in 1–4 pieces of random size, flushed
+    /// separately, so a client must join events split across reads.
+    pub fragment_events: bool,
     pub failures: Failures,
 }
 
@@ -59,6 +62,7 @@ impl Default for SimModel {
             output_tokens: TokenRange { min: 16, max: 128 },
             max_model_len: 8192,
             embedding_dimensions: 384,
+            fragment_events: false,
             failures: Failures::default(),
         }
     }

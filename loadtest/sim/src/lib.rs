@@ -2,10 +2,13 @@
 //! tests and load tests (like llm-d's inference simulator).
 //!
 //! - Serves `GET /v1/models`, `POST /v1/chat/completions`,
-//!   `POST /v1/completions`, `POST /v1/embeddings`, `GET /health`,
-//!   `GET /version` and Prometheus `GET /metrics`.
+//!   `POST /v1/completions`, `POST /v1/embeddings`, `POST /v1/responses`,
+//!   `GET /health`, `GET /version` and Prometheus `GET /metrics`.
 //! - Streams server-sent events in vLLM's chunk shapes, honouring
-//!   `stream_options.include_usage` and `continuous_usage_stats`.
+//!   `stream_options.include_usage` and `continuous_usage_stats`; Responses
+//!   API streams end with `response.completed` and its usage.
+//! - A stream whose client hung up stops before its next token, and counts
+//!   only what it sent ([`peer`]).
 //! - Per model ([`SimModel`]): time to first token, inter-token latency,
 //!   output length (from `max_tokens`, else drawn from a range), context
 //!   length, and failure injection (error statuses, streams cut mid-way,
@@ -27,6 +30,8 @@
 pub mod config;
 pub mod meter;
 pub mod openai;
+pub mod peer;
+pub mod responses;
 mod routes;
 mod stream;
 pub mod tokens;
@@ -81,6 +86,7 @@ pub fn router(state: Arc<SimState>) -> Router {
         .route("/v1/chat/completions", post(routes::chat))
         .route("/v1/completions", post(routes::completions))
         .route("/v1/embeddings", post(routes::embeddings))
+        .route("/v1/responses", post(routes::responses))
         .route("/health", get(|| async {}))
         .route("/version", get(routes::version))
         .route("/metrics", get(routes::metrics))
@@ -97,15 +103,12 @@ pub async fn serve(
     config: SimConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
     let state = Arc::new(SimState::new(config));
-    // Without TCP_NODELAY, the first chunk of a stream on a kept-alive
-    // connection waits for the peer's delayed ACK of the previous response
-    // (tens of milliseconds), as vLLM's server does not.
-    let listener = listener.tap_io(|stream| {
-        let _ = stream.set_nodelay(true);
-    });
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let listener = peer::NoDelayListener(listener);
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<peer::Peer>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

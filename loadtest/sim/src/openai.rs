@@ -48,6 +48,20 @@ pub enum MessageContent {
     Parts(Vec<ContentPart>),
 }
 
+impl MessageContent {
+    /// The text of a message, its parts joined by spaces.
+    pub fn text(&self) -> String {
+        match self {
+            MessageContent::Text(text) => text.clone(),
+            MessageContent::Parts(parts) => parts
+                .iter()
+                .filter_map(|p| p.text.as_deref())
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub struct ContentPart {
     #[serde(default)]
@@ -59,15 +73,7 @@ impl ChatRequest {
         let texts: Vec<String> = self
             .messages
             .iter()
-            .map(|m| match &m.content {
-                Some(MessageContent::Text(text)) => text.clone(),
-                Some(MessageContent::Parts(parts)) => parts
-                    .iter()
-                    .filter_map(|p| p.text.as_deref())
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                None => String::new(),
-            })
+            .map(|m| m.content.as_ref().map(MessageContent::text).unwrap_or_default())
             .collect();
         chat_prompt_tokens(texts.iter().map(String::as_str))
     }
@@ -119,18 +125,22 @@ pub fn usage(prompt: u32, completion: u32) -> Value {
     json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
 }
 
-/// What the chat and completions endpoints have in common.
+/// The generating endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Chat,
     Completion,
+    /// The Responses API ([`crate::responses`]).
+    Response,
 }
 
 impl Kind {
+    /// The start of a response id: `chatcmpl-…`, `cmpl-…`, `resp_…`.
     pub fn id_prefix(self) -> &'static str {
         match self {
-            Kind::Chat => "chatcmpl",
-            Kind::Completion => "cmpl",
+            Kind::Chat => "chatcmpl-",
+            Kind::Completion => "cmpl-",
+            Kind::Response => "resp_",
         }
     }
 
@@ -139,6 +149,7 @@ impl Kind {
             (Kind::Chat, false) => "chat.completion",
             (Kind::Chat, true) => "chat.completion.chunk",
             (Kind::Completion, _) => "text_completion",
+            (Kind::Response, _) => "response",
         }
     }
 }
@@ -155,6 +166,9 @@ pub struct ResponseMeta {
 impl ResponseMeta {
     pub fn complete(&self, text: &str, finish_reason: &str, prompt: u32, completion: u32) -> Value {
         let choice = match self.kind {
+            Kind::Response => {
+                return crate::responses::response_object(self, Some((text, finish_reason, prompt, completion)));
+            }
             Kind::Chat => json!({
                 "index": 0, "message": {"role": "assistant", "content": text},
                 "logprobs": null, "finish_reason": finish_reason
@@ -178,7 +192,9 @@ impl ResponseMeta {
                 };
                 json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason})
             }
-            Kind::Completion => json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason}),
+            Kind::Completion | Kind::Response => {
+                json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason})
+            }
         };
         json!({
             "id": self.id, "object": self.kind.object(true), "created": self.created, "model": self.model,

@@ -4,8 +4,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -16,6 +17,8 @@ use crate::meter::{ANONYMOUS, APPLICATION_HEADER};
 use crate::openai::{
     ChatRequest, CompletionRequest, EmbeddingRequest, GenerationOptions, Kind, ResponseMeta, base64_f32, error_body,
 };
+use crate::peer::Peer;
+use crate::responses::ResponsesRequest;
 use crate::stream::{Generation, sse};
 use crate::tokens::{Rng, fnv1a, token_text};
 
@@ -163,19 +166,29 @@ fn plan(model: &SimModel, rng: &mut Rng, app: String, ask: &Ask) -> Result<Gener
         reset_after,
         ttft: Duration::from_millis(model.ttft_ms),
         itl: Duration::from_millis(model.itl_ms),
+        fragments: model.fragment_events.then(|| Rng::new(rng.next_u64())),
     })
 }
 
 fn meta(kind: Kind, model: &str, rng: &mut Rng) -> ResponseMeta {
     ResponseMeta {
         kind,
-        id: format!("{}-{:016x}{:016x}", kind.id_prefix(), rng.next_u64(), rng.next_u64()),
+        id: format!("{}{:016x}{:016x}", kind.id_prefix(), rng.next_u64(), rng.next_u64()),
         created: now_secs(),
         model: model.to_owned(),
     }
 }
 
-async fn respond(state: Arc<SimState>, generation: Generation, stream: bool, endpoint: &'static str) -> Response {
+/// The client connection of a request, when served by [`crate::serve`].
+type Connection = Option<Extension<ConnectInfo<Peer>>>;
+
+async fn respond(
+    state: Arc<SimState>,
+    generation: Generation,
+    stream: bool,
+    endpoint: &'static str,
+    peer: Option<Peer>,
+) -> Response {
     state.meter.start(
         &generation.app,
         &generation.meta.model,
@@ -183,7 +196,7 @@ async fn respond(state: Arc<SimState>, generation: Generation, stream: bool, end
         generation.prompt_tokens,
     );
     if stream {
-        let body = Body::from_stream(sse(state, generation));
+        let body = Body::from_stream(sse(state, generation, peer));
         (
             [
                 (header::CONTENT_TYPE, "text/event-stream"),
@@ -205,15 +218,21 @@ fn single_choice(n: Option<u32>) -> Result<(), ApiError> {
 }
 
 /// What chat and completions share once the request is parsed.
-async fn generate(state: Arc<SimState>, headers: &HeaderMap, body: &Bytes, ask: Ask) -> Answer {
+async fn generate(state: Arc<SimState>, headers: &HeaderMap, body: &Bytes, ask: Ask, connection: Connection) -> Answer {
     single_choice(ask.options.n)?;
     let app = application(headers);
     let (model, mut rng) = admit(&state, &ask.options.model, &app, body, ask.options.seed).await?;
     let generation = plan(model, &mut rng, app, &ask)?;
-    Ok(respond(state.clone(), generation, ask.options.stream, ask.endpoint).await)
+    let peer = connection.map(|Extension(ConnectInfo(peer))| peer);
+    Ok(respond(state.clone(), generation, ask.options.stream, ask.endpoint, peer).await)
 }
 
-pub async fn chat(State(state): State<Arc<SimState>>, headers: HeaderMap, body: Bytes) -> Answer {
+pub async fn chat(
+    State(state): State<Arc<SimState>>,
+    connection: Connection,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
     let request: ChatRequest = parse(&body)?;
     let ask = Ask {
         kind: Kind::Chat,
@@ -222,10 +241,15 @@ pub async fn chat(State(state): State<Arc<SimState>>, headers: HeaderMap, body: 
         requested: request.max_completion_tokens.or(request.options.max_tokens),
         options: request.options,
     };
-    generate(state, &headers, &body, ask).await
+    generate(state, &headers, &body, ask, connection).await
 }
 
-pub async fn completions(State(state): State<Arc<SimState>>, headers: HeaderMap, body: Bytes) -> Answer {
+pub async fn completions(
+    State(state): State<Arc<SimState>>,
+    connection: Connection,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
     let request: CompletionRequest = parse(&body)?;
     let prompts = request.prompt.item_tokens();
     let [prompt_tokens] = prompts[..] else {
@@ -239,7 +263,31 @@ pub async fn completions(State(state): State<Arc<SimState>>, headers: HeaderMap,
         requested: Some(request.options.max_tokens.unwrap_or(16)),
         options: request.options,
     };
-    generate(state, &headers, &body, ask).await
+    generate(state, &headers, &body, ask, connection).await
+}
+
+pub async fn responses(
+    State(state): State<Arc<SimState>>,
+    connection: Connection,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let request: ResponsesRequest = parse(&body)?;
+    let ask = Ask {
+        kind: Kind::Response,
+        endpoint: "responses",
+        prompt_tokens: request.prompt_tokens(),
+        requested: request.max_output_tokens,
+        options: GenerationOptions {
+            model: request.model,
+            max_tokens: request.max_output_tokens,
+            stream: request.stream,
+            stream_options: None,
+            n: None,
+            seed: None,
+        },
+    };
+    generate(state, &headers, &body, ask, connection).await
 }
 
 pub async fn embeddings(State(state): State<Arc<SimState>>, headers: HeaderMap, body: Bytes) -> Answer {

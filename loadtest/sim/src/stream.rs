@@ -11,6 +11,9 @@ use serde_json::Value;
 use crate::SimState;
 use crate::meter::Ending;
 use crate::openai::{Kind, ResponseMeta, StreamOptions};
+use crate::peer::Peer;
+use crate::responses::EventWriter;
+use crate::tokens::Rng;
 
 /// Everything decided about a response before it starts.
 pub struct Generation {
@@ -24,6 +27,8 @@ pub struct Generation {
     pub reset_after: Option<usize>,
     pub ttft: Duration,
     pub itl: Duration,
+    /// Splits every streamed event into random pieces, when set.
+    pub fragments: Option<Rng>,
 }
 
 impl Generation {
@@ -85,7 +90,8 @@ impl Drop for Tally {
 }
 
 enum Step {
-    /// A chat stream opens with the assistant role and empty content.
+    /// A chat stream opens with the assistant role and empty content, a
+    /// response stream with its `response.created` … events.
     Role,
     /// Token `n`, or the finish chunk once every token is out.
     Token(usize),
@@ -98,6 +104,11 @@ struct Streaming {
     generation: Generation,
     tally: Tally,
     step: Step,
+    /// The client connection, checked before every token.
+    peer: Option<Peer>,
+    events: EventWriter,
+    /// Pieces of a fragmented event still to send.
+    pieces: std::collections::VecDeque<Bytes>,
 }
 
 impl Streaming {
@@ -108,13 +119,56 @@ impl Streaming {
         chunk
     }
 
+    /// Whether the client left: the stream ends, counting only what was sent.
+    fn abandoned(&mut self) -> bool {
+        let gone = self.peer.is_some_and(|peer| peer.hung_up());
+        if gone {
+            self.step = Step::End;
+        }
+        gone
+    }
+
+    /// The next piece of the stream: the next event whole, or its pieces.
+    async fn next_piece(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        if let Some(piece) = self.pieces.pop_front() {
+            // Let hyper write the previous piece on its own first.
+            tokio::task::yield_now().await;
+            return Some(Ok(piece));
+        }
+        let item = self.next().await?;
+        let (Ok(event), Some(rng)) = (&item, self.generation.fragments.as_mut()) else {
+            return Some(item);
+        };
+        if event.len() < 2 {
+            return Some(item);
+        }
+        let last = event.len() as u32 - 1;
+        let mut cuts: Vec<usize> = (1..rng.between(1, 4)).map(|_| rng.between(1, last) as usize).collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut start = 0;
+        for cut in cuts {
+            self.pieces.push_back(event.slice(start..cut));
+            start = cut;
+        }
+        self.pieces.push_back(event.slice(start..));
+        self.pieces.pop_front().map(Ok)
+    }
+
     async fn next(&mut self) -> Option<Result<Bytes, std::io::Error>> {
         let g = &self.generation;
         match self.step {
             Step::Role => {
-                pause(g.ttft).await;
-                let chunk = g.meta.chunk("", true, None);
+                // As vLLM: the opening goes out at once, the first token after TTFT.
+                if self.abandoned() {
+                    return None;
+                }
+                let g = &self.generation;
                 self.step = Step::Token(0);
+                if g.meta.kind == Kind::Response {
+                    return Some(Ok(Bytes::from(self.events.opening(&g.meta))));
+                }
+                let chunk = g.meta.chunk("", true, None);
                 Some(Ok(event(&self.with_usage(chunk))))
             }
             Step::Token(index) if index < g.tokens.len() => {
@@ -126,15 +180,27 @@ impl Streaming {
                     self.step = Step::End;
                     return Some(Err(std::io::Error::other("injected connection reset")));
                 }
-                match (index, g.meta.kind) {
-                    (0, Kind::Chat) => {} // the role chunk paid the time to first token
-                    (0, Kind::Completion) => pause(g.ttft).await,
-                    _ => pause(g.itl).await,
+                pause(if index == 0 { g.ttft } else { g.itl }).await;
+                if self.abandoned() {
+                    return None;
                 }
-                let chunk = g.meta.chunk(g.tokens[index], false, None);
+                let g = &self.generation;
                 self.tally.sent += 1;
                 self.step = Step::Token(index + 1);
+                if g.meta.kind == Kind::Response {
+                    return Some(Ok(Bytes::from(self.events.delta(&g.meta, g.tokens[index]))));
+                }
+                let chunk = g.meta.chunk(g.tokens[index], false, None);
                 Some(Ok(event(&self.with_usage(chunk))))
+            }
+            Step::Token(_) if g.meta.kind == Kind::Response => {
+                let text = g.tokens.concat();
+                let closing = self
+                    .events
+                    .closing(&g.meta, &text, g.finish_reason, g.prompt_tokens, self.tally.sent);
+                self.tally.ending = Some(Ending::Complete);
+                self.step = Step::End;
+                Some(Ok(Bytes::from(closing)))
             }
             Step::Token(_) => {
                 let chunk = g.meta.chunk("", false, Some(g.finish_reason));
@@ -159,20 +225,28 @@ impl Streaming {
     }
 }
 
-/// The response as server-sent events, in vLLM's chunk shapes.
-pub fn sse(state: Arc<SimState>, generation: Generation) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
+/// The response as server-sent events, in vLLM's chunk shapes; `peer` is
+/// the client connection, watched for a hang-up.
+pub fn sse(
+    state: Arc<SimState>,
+    generation: Generation,
+    peer: Option<Peer>,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
     let tally = Tally::new(state, &generation);
     let step = match generation.meta.kind {
-        Kind::Chat => Step::Role,
+        Kind::Chat | Kind::Response => Step::Role,
         Kind::Completion => Step::Token(0),
     };
     let streaming = Streaming {
         generation,
         tally,
         step,
+        peer,
+        events: EventWriter::default(),
+        pieces: std::collections::VecDeque::new(),
     };
     futures_util::stream::unfold(streaming, |mut streaming| async move {
-        let item = streaming.next().await?;
+        let item = streaming.next_piece().await?;
         Some((item, streaming))
     })
 }

@@ -48,6 +48,21 @@ assert len(embedding.data) == 2 and len(embedding.data[0].embedding) == 384, emb
 assert embedding.usage.prompt_tokens == 3, embedding.usage
 report["embedding_dims"] = len(embedding.data[0].embedding)
 
+# The Responses API, whole and streamed: usage arrives with response.completed.
+response = client.responses.create(
+    model="tinyllama-1.1b-chat", input="Tell me about gateways", instructions="Be brief", max_output_tokens=6
+)
+assert response.usage.output_tokens == 6 and response.usage.input_tokens == (4 + 3) + (2 + 3) + 3, response.usage
+assert len(response.output_text.split()) == 6 and response.status == "incomplete", response
+report["response"] = response.usage.total_tokens
+events = list(client.responses.create(model="tinyllama-1.1b-chat", input="Tell me", max_output_tokens=5, stream=True))
+kinds = [event.type for event in events]
+assert kinds[0] == "response.created" and kinds[-1] == "response.incomplete", kinds
+deltas = "".join(event.delta for event in events if event.type == "response.output_text.delta")
+assert deltas == events[-1].response.output_text, (deltas, events[-1])
+report["response_stream_events"] = len(events)
+report["response_stream_usage"] = events[-1].response.usage.total_tokens
+
 try:
     client.chat.completions.create(model="no-such-model", messages=messages)
     raise AssertionError("an unknown model must fail")

@@ -1,6 +1,6 @@
 //! The official `openai` Python SDK against the simulator: the wire format
 //! is what real clients parse (chat, streams with and without usage,
-//! completions, base64 embeddings, errors).
+//! completions, base64 embeddings, the Responses API, errors).
 
 use std::process::Command;
 
@@ -41,5 +41,12 @@ async fn the_openai_python_sdk_talks_to_the_simulator() {
     assert_eq!(report["stream_usage"], 15);
     assert_eq!(report["completion"], 7);
     assert_eq!(report["embedding_dims"], 384);
+    assert_eq!(report["response"], 15 + 6);
+    assert_eq!(
+        report["response_stream_events"],
+        4 + 5 + 4,
+        "opening, 5 deltas, closing"
+    );
+    assert_eq!(report["response_stream_usage"], 8 + 5);
     assert_eq!(report["not_found"], 404);
 }
