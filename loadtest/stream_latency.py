@@ -2,14 +2,13 @@
 """What the proxy adds to each streamed chunk, direct vs through `maas proxy`.
 
 The simulator emits the first token after TTFT and one every ITL
-milliseconds. The client measures, direct and through the proxy (which
-meters the stream and strips the usage it injected, the heaviest path),
-alternating streams: the time to the first token, and the gap between
-consecutive token chunks. A proxy that held chunks back would widen the
-gaps' tail; the TTFT difference is the request path plus the first
-chunk's forwarding. (The simulator's timer adds up to ~1 ms of jitter to
-both paths alike; exact per-chunk forwarding time needs packet
-timestamps, which the issue #7 harness takes.)
+milliseconds, each stamped with its emission time (`stamp_events`). The
+client measures, direct and through the proxy (which meters the stream and
+strips the usage it injected, the heaviest path), alternating streams:
+the delay of every token chunk from the simulator emitting it to the client
+reading it (one clock, one machine), the time to the first token, and the
+gap between consecutive token chunks. The chunk delay is what the proxy
+adds per chunk, free of the simulator's timer jitter.
 Writes loadtest/results/<date>-stream-latency.md.
 
 Usage: python3 loadtest/stream_latency.py [--streams 200] [--tokens 50] [--itl-ms 5]
@@ -28,7 +27,8 @@ from gateway import Gateway, machine, write_report
 
 
 def stream_arrivals(port, key, tokens):
-    """Seconds from sending the request to the arrival of each token chunk."""
+    """Seconds from sending the request to the arrival of each token chunk,
+    and each token chunk's delay from emission to arrival in µs."""
     body = json.dumps({"model": "load-test", "stream": True, "max_tokens": tokens,
                        "messages": [{"role": "user", "content": "stream please"}]})
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
@@ -37,19 +37,22 @@ def stream_arrivals(port, key, tokens):
     connection.request("POST", "/v1/chat/completions", body=body, headers=headers)
     response = connection.getresponse()
     assert response.status == 200, response.read()
-    arrivals, buffer = [], b""
+    arrivals, delays, buffer = [], [], b""
     while True:
         piece = response.read1(65536)
         if not piece:
             break
+        received_ns = time.time_ns()
         now = time.perf_counter() - start
         buffer += piece
         while b"\n\n" in buffer:
             event, buffer = buffer.split(b"\n\n", 1)
-            if b'"content":" ' in event or b'"content":"\\u' in event:
+            if b'"sim_emitted_ns"' in event:
                 arrivals.append(now)
+                emitted_ns = json.loads(event.split(b"data: ", 1)[1])["sim_emitted_ns"]
+                delays.append((received_ns - emitted_ns) / 1000)
     connection.close()
-    return arrivals
+    return arrivals, delays
 
 
 def percentile(values, p):
@@ -66,19 +69,21 @@ def main():
     args = parser.parse_args()
     models = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
     models.write(f"models:\n  - id: load-test\n    ttft_ms: {args.ttft_ms}\n    itl_ms: {args.itl_ms}\n"
-                 "    output_tokens: {min: 100000, max: 100000}\n    max_model_len: 1000000\n")
+                 "    output_tokens: {min: 100000, max: 100000}\n    max_model_len: 1000000\n    stamp_events: true\n")
     models.close()
     gateway = Gateway(models.name)
     gaps = {"direct": [], "proxy": []}
     first = {"direct": [], "proxy": []}
+    delays = {"direct": [], "proxy": []}
     try:
         ports = {"direct": gateway.sim_port, "proxy": gateway.proxy_port}
         for name in ports:  # warm up
             stream_arrivals(ports[name], gateway.key, 5)
         for i in range(args.streams):
             for name in (("direct", "proxy") if i % 2 == 0 else ("proxy", "direct")):
-                arrivals = stream_arrivals(ports[name], gateway.key, args.tokens)
+                arrivals, chunk_delays = stream_arrivals(ports[name], gateway.key, args.tokens)
                 assert len(arrivals) == args.tokens, (name, len(arrivals))
+                delays[name].extend(chunk_delays)
                 first[name].append(arrivals[0] * 1e6)
                 gaps[name].extend((b - a) * 1e6 for a, b in zip(arrivals, arrivals[1:]))
     finally:
@@ -86,7 +91,8 @@ def main():
         os.unlink(models.name)
 
     rows = []
-    for label, data in (("time to first token", first), ("gap between chunks", gaps)):
+    for label, data in (("chunk delay (emitted → read)", delays), ("time to first token", first),
+                        ("gap between chunks", gaps)):
         d, p = data["direct"], data["proxy"]
         rows.append(
             f"| {label} | {statistics.median(d):.0f} | {percentile(d, 99):.0f} | {statistics.median(p):.0f} | "
@@ -98,8 +104,9 @@ def main():
         "",
         f"Machine: {machine()}. {args.streams} streams per path, alternating, one at a time, {args.tokens} tokens "
         f"each (TTFT {args.ttft_ms} ms, ITL {args.itl_ms} ms in the simulator); the proxy injects usage options and "
-        "strips them from what the client sees. Times in µs as the client sees them; the simulator's timer "
-        "jitter is in both columns.",
+        "strips them from what the client sees. Times in µs. The chunk delay runs from the simulator stamping a "
+        "token chunk to the client reading it, so it holds no timer jitter; TTFT and gaps include the "
+        "simulator's timer jitter in both columns.",
         "",
         "| what | direct p50 | direct p99 | proxy p50 | proxy p99 | added p50 | added p99 |",
         "| --- | --- | --- | --- | --- | --- | --- |",

@@ -41,6 +41,10 @@ pub struct SimModel {
     /// Send each streamed event in 1–4 pieces of random size, flushed
     /// separately, so a client must join events split across reads.
     pub fragment_events: bool,
+    /// Put the emission time on every streamed token chunk, as
+    /// `sim_emitted_ns` (Unix nanoseconds): load tests measure what a
+    /// gateway adds per chunk from it.
+    pub stamp_events: bool,
     pub failures: Failures,
 }
 
@@ -63,6 +67,7 @@ impl Default for SimModel {
             max_model_len: 8192,
             embedding_dimensions: 384,
             fragment_events: false,
+            stamp_events: false,
             failures: Failures::default(),
         }
     }

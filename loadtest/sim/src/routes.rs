@@ -167,6 +167,7 @@ fn plan(model: &SimModel, rng: &mut Rng, app: String, ask: &Ask) -> Result<Gener
         ttft: Duration::from_millis(model.ttft_ms),
         itl: Duration::from_millis(model.itl_ms),
         fragments: model.fragment_events.then(|| Rng::new(rng.next_u64())),
+        stamp: model.stamp_events,
     })
 }
 

@@ -29,6 +29,8 @@ pub struct Generation {
     pub itl: Duration,
     /// Splits every streamed event into random pieces, when set.
     pub fragments: Option<Rng>,
+    /// Stamps token chunks with their emission time.
+    pub stamp: bool,
 }
 
 impl Generation {
@@ -54,6 +56,12 @@ async fn pause(duration: Duration) {
     if !duration.is_zero() {
         tokio::time::sleep(duration).await;
     }
+}
+
+fn unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn event(value: &Value) -> Bytes {
@@ -190,8 +198,11 @@ impl Streaming {
                 if g.meta.kind == Kind::Response {
                     return Some(Ok(Bytes::from(self.events.delta(&g.meta, g.tokens[index]))));
                 }
-                let chunk = g.meta.chunk(g.tokens[index], false, None);
-                Some(Ok(event(&self.with_usage(chunk))))
+                let mut chunk = self.with_usage(g.meta.chunk(g.tokens[index], false, None));
+                if g.stamp {
+                    chunk["sim_emitted_ns"] = unix_nanos().into();
+                }
+                Some(Ok(event(&chunk)))
             }
             Step::Token(_) if g.meta.kind == Kind::Response => {
                 let text = g.tokens.concat();

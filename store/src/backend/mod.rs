@@ -16,6 +16,7 @@
 
 pub mod embedded;
 pub mod redis;
+mod redis_scripts;
 
 use async_trait::async_trait;
 use tokio::sync::broadcast;
