@@ -14,6 +14,7 @@ mod admission;
 pub mod body;
 pub mod cors;
 pub mod credentials;
+pub mod decoding;
 pub mod error;
 pub mod json_member;
 pub mod limits;

@@ -17,6 +17,7 @@ use time::OffsetDateTime;
 use crate::access_log::AccessLogLine;
 use crate::admission::Next;
 use crate::body::is_json_content_type;
+use crate::decoding::{ContentDecoder, Encoding};
 use crate::error::ApiError;
 use crate::limits::prompt_estimate;
 use crate::metering::{BodyCollector, TokenUsage};
@@ -77,6 +78,8 @@ pub struct RequestCtx {
     pub(crate) in_flight: bool,
     /// Tokens held against the plan's token limits, settled in `logging`.
     pub(crate) hold: Option<String>,
+    /// Undoes a coding the upstream applied anyway, before metering.
+    pub(crate) decoder: Option<ContentDecoder>,
 }
 
 fn upstream_error(error: &Error, backend: &str) -> ApiError {
@@ -111,6 +114,7 @@ impl ProxyHttp for MaasProxy {
             collector: None,
             usage: None,
             hold: None,
+            decoder: None,
             rejected: None,
             upstream_sent_at: None,
             upstream_headers_after: None,
@@ -220,8 +224,9 @@ impl ProxyHttp for MaasProxy {
         if let Some(authorization) = &upstream.authorization {
             request.insert_header("authorization", authorization.as_str())?;
         }
-        // Metering reads the response: ask for it uncompressed.
-        request.remove_header("accept-encoding");
+        // Metering reads the response: ask for it uncompressed (without the
+        // header any coding would be acceptable).
+        request.insert_header("accept-encoding", "identity")?;
         request.remove_header("expect");
         if let Some(auth) = &ctx.auth {
             request.insert_header(APPLICATION_HEADER, auth.application.id.as_str())?;
@@ -272,6 +277,28 @@ impl ProxyHttp for MaasProxy {
             response.insert_header(*name, value.as_str())?;
         }
         let content_type = response.headers.get("content-type").map(|v| v.as_bytes());
+        let metered = content_type.is_some_and(|t| is_event_stream(t) || is_json_content_type(t));
+        if response.status.is_success() && metered {
+            match Encoding::of(response.headers.get("content-encoding").map(|v| v.as_bytes())) {
+                Encoding::Identity => {}
+                Encoding::Decodable(decoder) => {
+                    // The client gets the decoded body, as from a compliant upstream.
+                    ctx.decoder = Some(decoder);
+                    response.remove_header("content-encoding");
+                    response.remove_header("content-length");
+                }
+                Encoding::Unsupported => {
+                    let backend = ctx.upstream.as_ref().map_or("", |u| u.name.as_str());
+                    METRICS
+                        .upstream_errors
+                        .with_label_values(&[backend, "undecodable_encoding"])
+                        .inc();
+                    tracing::warn!(backend, "upstream sent a content coding the proxy cannot meter");
+                    return Ok(());
+                }
+            }
+        }
+        let content_type = response.headers.get("content-type").map(|v| v.as_bytes());
         if response.status.is_success() {
             if content_type.is_some_and(is_event_stream) {
                 let meter = StreamMeter::new(ctx.client_usage);
@@ -294,6 +321,16 @@ impl ProxyHttp for MaasProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
+        if let Some(decoder) = ctx.decoder.as_mut() {
+            let chunk = body.as_deref().unwrap_or_default();
+            match decoder.decode(chunk, end_of_stream) {
+                Ok(decoded) => *body = Some(Bytes::from(decoded)),
+                Err(detail) => {
+                    ctx.decoder = None;
+                    return Error::e_explain(ErrorType::Custom("undecodable_body"), detail);
+                }
+            }
+        }
         if let Some(meter) = ctx.stream_meter.as_mut() {
             let mut out = match body.as_deref() {
                 Some(chunk) => meter.filter(chunk),

@@ -135,3 +135,131 @@ plans:
         }
     }
 }
+
+/// A model server that compresses with gzip whatever the request asks,
+/// and reports the `Accept-Encoding` it was sent.
+fn start_gzipping_server() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let (mut length, mut accept) = (0usize, String::from("(none)"));
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(value) = lower.strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+                if let Some(value) = lower.strip_prefix("accept-encoding:") {
+                    accept = value.trim().to_owned();
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            recorded.lock().unwrap().push(accept);
+            let gzip = |data: &[u8]| {
+                let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                encoder.write_all(data).unwrap();
+                encoder.finish().unwrap()
+            };
+            if String::from_utf8_lossy(&body).contains("\"stream\":true") {
+                let events = concat!(
+                    "data: {\"id\":\"z\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" hi\"}}],",
+                    "\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":4}}\n\n",
+                    "data: {\"id\":\"z\",\"choices\":[],",
+                    "\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":4}}\n\n",
+                    "data: [DONE]\n\n",
+                );
+                let compressed = gzip(events.as_bytes());
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Encoding: gzip\r\n\
+                     Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                );
+                // In three pieces, so decoding must carry state across them.
+                for piece in compressed.chunks(compressed.len() / 3 + 1) {
+                    let _ = write!(stream, "{:x}\r\n", piece.len());
+                    let _ = stream.write_all(piece);
+                    let _ = stream.write_all(b"\r\n");
+                    let _ = stream.flush();
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                let _ = stream.write_all(b"0\r\n\r\n");
+            } else {
+                let reply =
+                    gzip(br#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n",
+                    reply.len()
+                );
+                let _ = stream.write_all(&reply);
+            }
+        }
+    });
+    (port, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compressing_upstream_is_decoded_metered_and_filtered() {
+    let (port, seen) = start_gzipping_server();
+    let catalog = format!(
+        r#"
+backends:
+  - system_name: gzipping
+    urls: ["http://127.0.0.1:{port}"]
+products:
+  - {{system_name: gzipping, models: [chat-g], backend: gzipping}}
+plans:
+  - {{product: gzipping, system_name: open}}
+"#
+    );
+    let gw = Gateway::start(&catalog, 1, "strict").await;
+    let (app_id, key) = gw.app_key("gzip-app", "gzipping", "open").await;
+    let response = gw
+        .http
+        .post(format!("{}/v1/chat/completions", gw.base()))
+        .bearer_auth(&key)
+        .header("accept-encoding", "gzip")
+        .json(&serde_json::json!({"model": "chat-g", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("content-encoding").is_none());
+    let reply: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(reply["usage"]["total_tokens"], 7);
+
+    let response = gw
+        .http
+        .post(format!("{}/v1/chat/completions", gw.base()))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"model": "chat-g", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    let text = response.text().await.unwrap();
+    assert_eq!(
+        text, "data: {\"id\":\"z\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" hi\"}}]}\n\ndata: [DONE]\n\n",
+        "decoded, and the usage the client did not ask for taken out"
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["identity", "identity"],
+        "the proxy asks for identity"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(gw.stored(&app_id, "total_tokens").await, 7 + 4);
+}

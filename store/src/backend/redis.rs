@@ -24,17 +24,16 @@ use redis::{AsyncCommands, Script};
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
+use super::redis_scripts::{CHECK_AND_ADD_SCRIPT, COMMIT_SCRIPT, GET_LINKED_SCRIPT};
 use super::{
     CheckOutcome, Condition, ConditionFailed, CounterAdd, CounterCheck, CounterKey, Link, MAX_EXACT_COUNT, Op,
     Reservation, StoreBackend, WriteBatch,
 };
-use super::redis_scripts::{CHECK_AND_ADD_SCRIPT, COMMIT_SCRIPT, GET_LINKED_SCRIPT};
 use crate::changes::Change;
 use crate::error::{StoreError, StoreResult};
 
 /// How long a shard's reservation keys outlive its last reservation's expiry.
 const RESERVATION_KEEP_SECS: i64 = 60;
-
 
 pub struct RedisBackend {
     conn: ConnectionManager,
