@@ -21,6 +21,14 @@ assert chat.usage.completion_tokens == 8, chat
 assert chat.choices[0].message.content, chat
 report["chat_tokens"] = chat.usage.total_tokens
 
+# The Responses API through the gateway, whole and streamed.
+response = client.responses.create(model="chat-a", input="Hello through the gateway", max_output_tokens=5)
+assert response.usage.output_tokens == 5 and len(response.output_text.split()) == 5, response
+events = list(client.responses.create(model="chat-a", input="Hello", max_output_tokens=4, stream=True))
+assert events[0].type == "response.created" and events[-1].type == "response.incomplete", [e.type for e in events]
+assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == events[-1].response.output_text
+report["responses_tokens"] = response.usage.total_tokens + events[-1].response.usage.total_tokens
+
 raw = client.chat.completions.with_raw_response.create(
     model="chat-a", messages=[{"role": "user", "content": "hi"}], max_tokens=1
 )

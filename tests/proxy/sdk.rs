@@ -13,6 +13,8 @@ async fn the_openai_python_sdk_works_through_the_proxy() {
     let report = run_json_script("python3", &[script, gw.base(), &key, &limited]).await;
     assert!(report["chat_tokens"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(report["embedding_dimensions"], 16);
+    // "Hello through the gateway": 4 words + 3 + 3; "Hello": 1 + 3 + 3.
+    assert_eq!(report["responses_tokens"], (10 + 5) + (7 + 4), "{report}");
     assert_eq!(report["rate_limited_after"], 10, "{report}");
     assert_eq!(report["rate_limit_code"], "rate_limit_exceeded");
     assert_eq!(report["bad_key_status"], 401);
