@@ -125,5 +125,42 @@ fn request_path(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, request_path);
+/// The request body phase: read the facts, then add usage options and a
+/// `max_tokens` cap in place; against reading the facts and making the same
+/// edit through a `serde_json::Value` tree (parse, insert, serialize), as
+/// the proxy did before, as the baseline.
+fn request_body(c: &mut Criterion) {
+    use maas_proxy::body::inspect_json;
+    use maas_proxy::rewrite::{Endpoint, rewrite_request};
+    let body = |prompt_bytes: usize| {
+        let content = "gateways meter every token exactly ".repeat(prompt_bytes / 35 + 1);
+        serde_json::to_vec(&serde_json::json!({
+            "model": "m", "stream": true, "max_tokens": 5000, "temperature": 0.2,
+            "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": content}],
+        }))
+        .unwrap()
+    };
+    let mut group = c.benchmark_group("request_body");
+    for (label, bytes) in [("300B", body(200)), ("100KiB", body(100 * 1024))] {
+        group.bench_function(format!("inspect+rewrite_in_place/{label}"), |b| {
+            b.iter(|| {
+                let facts = inspect_json(std::hint::black_box(&bytes)).unwrap();
+                let rewrite = rewrite_request(&bytes, Endpoint::ChatCompletions, Some(1024)).unwrap();
+                (facts, rewrite)
+            })
+        });
+        group.bench_function(format!("tree_rewrite_baseline/{label}"), |b| {
+            b.iter(|| {
+                let facts = inspect_json(std::hint::black_box(&bytes)).unwrap();
+                let mut value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                value["stream_options"] = serde_json::json!({"include_usage": true, "continuous_usage_stats": true});
+                value["max_tokens"] = 1024.into();
+                (facts, serde_json::to_vec(&value).unwrap())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, request_path, request_body);
 criterion_main!(benches);

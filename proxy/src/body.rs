@@ -49,10 +49,13 @@ fn count<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64
     Ok(serde_json::Value::deserialize(deserializer)?.as_u64())
 }
 
-/// Reads `model` and `stream` of a JSON object body. A body that is not a
-/// JSON object is an error whose text says where it broke.
+/// Reads `model`, `stream` and the `max_tokens` fields of a JSON object
+/// body, checking the whole body is JSON. A body that is not a JSON object
+/// is an error whose text says where it broke.
 pub fn inspect_json(body: &[u8]) -> Result<RequestFacts, String> {
-    let parsed: Inspect<'_> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    // JSON is UTF-8 (RFC 8259); serde_json does not check the strings it skips.
+    let text = std::str::from_utf8(body).map_err(|e| format!("the body is not UTF-8: {e}"))?;
+    let parsed: Inspect<'_> = serde_json::from_str(text).map_err(|e| e.to_string())?;
     Ok(RequestFacts {
         model: parsed.model.map(Cow::into_owned),
         stream: parsed.stream.unwrap_or(false),

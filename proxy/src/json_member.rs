@@ -1,7 +1,9 @@
-//! Byte surgery on a JSON object: find a top-level member by name and cut
-//! it out, leaving every other byte as it was (no re-serialization, so key
-//! order, spacing and number formats are preserved). Used to strip `usage`
-//! fields the client did not ask for from stream chunks.
+//! Byte surgery on a JSON object: find a top-level member by name, cut it
+//! out or set it, leaving every other byte as it was (no re-serialization,
+//! so key order, spacing, escapes and number formats are preserved, and a
+//! megabyte prompt is copied, not parsed into a tree). Used to strip `usage`
+//! fields the client did not ask for from stream chunks and to add usage
+//! options and `max_tokens` caps to request bodies.
 
 use std::ops::Range;
 
@@ -12,14 +14,15 @@ fn skip_ws(bytes: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// The index just past the string starting at `i` (which is `"`).
+/// The index just past the string starting at `i` (which is `"`); prompts
+/// are long strings, so it jumps between quotes and backslashes.
 fn skip_string(bytes: &[u8], mut i: usize) -> Option<usize> {
     i += 1;
     while i < bytes.len() {
+        i += memchr::memchr2(b'"', b'\\', &bytes[i..])?;
         match bytes[i] {
             b'\\' => i += 2,
-            b'"' => return Some(i + 1),
-            _ => i += 1,
+            _ => return Some(i + 1),
         }
     }
     None
@@ -61,8 +64,17 @@ fn skip_value(bytes: &[u8], i: usize) -> Option<usize> {
     }
 }
 
-/// Spans of the top-level members: `(key with quotes, key start..value end)`.
-fn members(bytes: &[u8]) -> Option<Vec<(Range<usize>, Range<usize>)>> {
+/// One top-level member: its key (with quotes), the whole member (key
+/// start to value end) and its value.
+#[derive(Debug, Clone)]
+struct Member {
+    key: Range<usize>,
+    whole: Range<usize>,
+    value: Range<usize>,
+}
+
+/// The top-level members in order.
+fn members(bytes: &[u8]) -> Option<Vec<Member>> {
     let mut i = skip_ws(bytes, 0);
     if bytes.get(i) != Some(&b'{') {
         return None;
@@ -84,7 +96,11 @@ fn members(bytes: &[u8]) -> Option<Vec<(Range<usize>, Range<usize>)>> {
         }
         let value_start = skip_ws(bytes, colon + 1);
         let value_end = skip_value(bytes, value_start)?;
-        spans.push((key.clone(), key.start..value_end));
+        spans.push(Member {
+            key: key.clone(),
+            whole: key.start..value_end,
+            value: value_start..value_end,
+        });
         i = skip_ws(bytes, value_end);
         match bytes.get(i)? {
             b',' => i = skip_ws(bytes, i + 1),
@@ -98,22 +114,94 @@ fn members(bytes: &[u8]) -> Option<Vec<(Range<usize>, Range<usize>)>> {
 /// such member (or `json` is not an object this scanner understands).
 pub fn remove_member(json: &[u8], name: &str) -> Option<Vec<u8>> {
     let spans = members(json)?;
-    let index = spans
-        .iter()
-        .position(|(key, _)| &json[key.start + 1..key.end - 1] == name.as_bytes())?;
+    let index = spans.iter().position(|m| is_named(json, m, name))?;
     let cut = if index + 1 < spans.len() {
         // The member and the comma after it, up to the next key.
-        spans[index].1.start..spans[index + 1].1.start
+        spans[index].whole.start..spans[index + 1].whole.start
     } else if index > 0 {
         // The comma before it, from the end of the previous value.
-        spans[index - 1].1.end..spans[index].1.end
+        spans[index - 1].whole.end..spans[index].whole.end
     } else {
-        spans[index].1.clone()
+        spans[index].whole.clone()
     };
     let mut out = Vec::with_capacity(json.len() - cut.len());
     out.extend_from_slice(&json[..cut.start]);
     out.extend_from_slice(&json[cut.end..]);
     Some(out)
+}
+
+/// Keys compare by their decoded text, as the upstream's JSON parser reads
+/// them: `"max_tok\u0065ns"` is `max_tokens`, or a client could slip a
+/// field past the rewriter.
+fn is_named(json: &[u8], member: &Member, name: &str) -> bool {
+    let raw = &json[member.key.start + 1..member.key.end - 1];
+    if raw.contains(&b'\\') {
+        serde_json::from_slice::<String>(&json[member.key.clone()]).is_ok_and(|key| key == name)
+    } else {
+        raw == name.as_bytes()
+    }
+}
+
+/// A top-level object scanned once, to read members and then rewrite it.
+pub struct JsonObject<'a> {
+    json: &'a [u8],
+    members: Vec<Member>,
+}
+
+impl<'a> JsonObject<'a> {
+    /// `None` when `json` is not an object this scanner understands (callers
+    /// validate JSON first; the scanner only finds spans).
+    pub fn scan(json: &'a [u8]) -> Option<JsonObject<'a>> {
+        Some(JsonObject {
+            json,
+            members: members(json)?,
+        })
+    }
+
+    /// The raw value of member `name` (the last one, as JSON parsers keep).
+    pub fn get(&self, name: &str) -> Option<&'a [u8]> {
+        self.members
+            .iter()
+            .rev()
+            .find(|m| is_named(self.json, m, name))
+            .map(|m| &self.json[m.value.clone()])
+    }
+
+    /// The object with each `(name, raw JSON value)` set: an existing
+    /// member's value is replaced in place, a new member goes first.
+    pub fn with(&self, edits: &[(&str, Vec<u8>)]) -> Vec<u8> {
+        let json = self.json;
+        let mut replacements: Vec<(Range<usize>, &[u8])> = Vec::new();
+        let mut added: Vec<u8> = Vec::new();
+        for (name, value) in edits {
+            match self.members.iter().rev().find(|m| is_named(json, m, name)) {
+                Some(member) => replacements.push((member.value.clone(), value)),
+                None => {
+                    added.push(b'"');
+                    added.extend_from_slice(name.as_bytes());
+                    added.extend_from_slice(b"\":");
+                    added.extend_from_slice(value);
+                    added.push(b',');
+                }
+            }
+        }
+        if self.members.is_empty() {
+            added.pop();
+        }
+        replacements.sort_by_key(|(range, _)| range.start);
+        let open = skip_ws(json, 0) + 1;
+        let mut out = Vec::with_capacity(json.len() + added.len() + 64);
+        out.extend_from_slice(&json[..open]);
+        out.extend_from_slice(&added);
+        let mut at = open;
+        for (range, value) in replacements {
+            out.extend_from_slice(&json[at..range.start]);
+            out.extend_from_slice(value);
+            at = range.end;
+        }
+        out.extend_from_slice(&json[at..]);
+        out
+    }
 }
 
 #[cfg(test)]
@@ -151,7 +239,52 @@ mod tests {
         assert_eq!(value["choices"][0]["delta"]["content"], " hi");
     }
 
+    fn edit(json: &str, edits: &[(&str, &str)]) -> String {
+        let edits: Vec<(&str, Vec<u8>)> = edits.iter().map(|(n, v)| (*n, v.as_bytes().to_vec())).collect();
+        String::from_utf8(JsonObject::scan(json.as_bytes()).unwrap().with(&edits)).unwrap()
+    }
+
+    #[test]
+    fn sets_members_in_place_or_first() {
+        assert_eq!(
+            edit(r#"{"model":"m", "max_tokens": 900,"x":1}"#, &[("max_tokens", "50")]),
+            r#"{"model":"m", "max_tokens": 50,"x":1}"#
+        );
+        assert_eq!(
+            edit(r#" {"a":1}"#, &[("s", r#"{"u":true}"#), ("a", "2")]),
+            r#" {"s":{"u":true},"a":2}"#
+        );
+        assert_eq!(edit("{ }", &[("a", "1"), ("b", "2")]), r#"{"a":1,"b":2 }"#);
+        // Duplicates: JSON parsers keep the last, so the last is edited.
+        assert_eq!(edit(r#"{"a":1,"a":2}"#, &[("a", "3")]), r#"{"a":1,"a":3}"#);
+        let object = JsonObject::scan(br#"{"a":"x\"}","b":[1,{"c":2}]}"#).unwrap();
+        assert_eq!(object.get("b"), Some(&br#"[1,{"c":2}]"#[..]));
+        assert_eq!(object.get("c"), None, "top level only");
+        assert_eq!(
+            edit(r#"{"max_tok\u0065ns":9000}"#, &[("max_tokens", "5")]),
+            r#"{"max_tok\u0065ns":5}"#,
+            "escaped keys are the members they spell"
+        );
+    }
+
     proptest::proptest! {
+        #[test]
+        fn edits_keep_json_valid_and_set_the_value(
+            keys in proptest::collection::btree_set("[a-f]{1,3}", 0..5),
+            name in "[a-f]{1,3}",
+            value in 0u32..1000,
+        ) {
+            let json = format!(
+                "{{{}}}",
+                keys.iter().map(|k| format!("\"{k}\": [\"{k}\", {{\"n\": 1}}]")).collect::<Vec<_>>().join(" , ")
+            );
+            let out = JsonObject::scan(json.as_bytes()).unwrap().with(&[(name.as_str(), value.to_string().into_bytes())]);
+            let parsed: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            proptest::prop_assert_eq!(&parsed[name.as_str()], &serde_json::json!(value));
+            let expected = keys.len() + usize::from(!keys.contains(&name));
+            proptest::prop_assert_eq!(parsed.as_object().unwrap().len(), expected);
+        }
+
         #[test]
         fn never_panics_and_keeps_json_valid(input in "[{}\\[\\]\",:a-z0-9 \\\\]{0,60}") {
             if let Some(out) = remove_member(input.as_bytes(), "usage")

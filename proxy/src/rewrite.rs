@@ -6,6 +6,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::json_member::JsonObject;
+
 /// The OpenAI-style endpoint a path names (by its suffix, so product
 /// prefixes and backend base paths do not matter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,9 +49,9 @@ impl Endpoint {
     }
 
     /// The field that bounds generated tokens, preferring the one the client used.
-    fn max_tokens_field(self, body: &Map<String, Value>) -> Option<&'static str> {
+    fn max_tokens_field(self, body: &JsonObject<'_>) -> Option<&'static str> {
         match self {
-            Endpoint::ChatCompletions if body.contains_key("max_completion_tokens") => Some("max_completion_tokens"),
+            Endpoint::ChatCompletions if body.get("max_completion_tokens").is_some() => Some("max_completion_tokens"),
             Endpoint::ChatCompletions | Endpoint::Completions => Some("max_tokens"),
             Endpoint::Responses => Some("max_output_tokens"),
             Endpoint::Embeddings | Endpoint::Other => None,
@@ -76,24 +78,27 @@ pub struct Rewrite {
     pub max_tokens: Option<u64>,
 }
 
-/// Decides the forwarded body of a JSON request to `endpoint`.
-/// `Err` when the body is not a JSON object.
+/// Decides the forwarded body of a JSON request to `endpoint`, a body
+/// [`crate::body::inspect_json`] accepted (which checks it is JSON). `Err`
+/// when it is not an object. The body is edited in place ([`JsonObject`]),
+/// never parsed into a tree: every byte the gateway does not change reaches
+/// the upstream as the client sent it.
 pub fn rewrite_request(body: &[u8], endpoint: Endpoint, max_tokens_cap: Option<u64>) -> Result<Rewrite, String> {
-    let mut value: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    let Some(object) = value.as_object_mut() else {
-        return Err("expected a JSON object".into());
+    let object = JsonObject::scan(body).ok_or_else(|| "expected a JSON object".to_owned())?;
+    let parse = |name: &str| {
+        object
+            .get(name)
+            .and_then(|raw| serde_json::from_slice::<Value>(raw).ok())
     };
-    let stream = object.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let mut changed = false;
+    let stream = parse("stream").and_then(|v| v.as_bool()).unwrap_or(false);
+    let mut edits: Vec<(&str, Vec<u8>)> = Vec::new();
     let mut client_usage = ClientUsage::default();
     if stream && endpoint.takes_stream_options() {
-        let options = object
-            .entry("stream_options")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !options.is_object() {
-            *options = Value::Object(Map::new());
-        }
-        let options = options.as_object_mut().expect("made an object above");
+        let mut options = match parse("stream_options") {
+            Some(Value::Object(options)) => options,
+            _ => Map::new(),
+        };
+        let mut changed = false;
         for (field, asked) in [
             ("include_usage", &mut client_usage.final_chunk),
             ("continuous_usage_stats", &mut client_usage.every_chunk),
@@ -104,25 +109,26 @@ pub fn rewrite_request(body: &[u8], endpoint: Endpoint, max_tokens_cap: Option<u
                 changed = true;
             }
         }
+        if changed {
+            edits.push((
+                "stream_options",
+                serde_json::to_vec(&options).map_err(|e| e.to_string())?,
+            ));
+        }
     }
     let mut max_tokens = None;
-    if let Some(field) = endpoint.max_tokens_field(object) {
-        let asked = object.get(field).and_then(Value::as_u64);
+    if let Some(field) = endpoint.max_tokens_field(&object) {
+        let asked = parse(field).and_then(|v| v.as_u64());
         max_tokens = asked;
         if let Some(cap) = max_tokens_cap
             && asked.is_none_or(|asked| asked > cap)
         {
-            object.insert(field.into(), Value::from(cap));
+            edits.push((field, cap.to_string().into_bytes()));
             max_tokens = Some(cap);
-            changed = true;
         }
     }
     Ok(Rewrite {
-        body: if changed {
-            Some(serde_json::to_vec(&value).map_err(|e| e.to_string())?)
-        } else {
-            None
-        },
+        body: (!edits.is_empty()).then(|| object.with(&edits)),
         stream,
         client_usage,
         max_tokens,
@@ -171,6 +177,25 @@ mod tests {
         }
         assert!(rewrite_request(b"[1]", Endpoint::ChatCompletions, None).is_err());
         assert!(rewrite_request(b"{", Endpoint::ChatCompletions, None).is_err());
+    }
+
+    #[test]
+    fn only_the_edited_members_change() {
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"caf\u00e9 1.0e3"}],"temperature":1.50,"stream":true,"max_tokens":99}"#;
+        let out = rewrite_request(body, Endpoint::ChatCompletions, Some(10)).unwrap();
+        let forwarded = String::from_utf8(out.body.unwrap()).unwrap();
+        assert_eq!(
+            forwarded,
+            r#"{"stream_options":{"continuous_usage_stats":true,"include_usage":true},"model":"m","messages":[{"role":"user","content":"caf\u00e9 1.0e3"}],"temperature":1.50,"stream":true,"max_tokens":10}"#
+        );
+    }
+
+    #[test]
+    fn escaped_field_names_are_capped_too() {
+        let out = rewrite_request(br#"{"max_tok\u0065ns":5000}"#, Endpoint::Completions, Some(64)).unwrap();
+        let forwarded = json(&out.body.unwrap());
+        assert_eq!(forwarded["max_tokens"], 64, "{forwarded}");
+        assert_eq!(forwarded.as_object().unwrap().len(), 1);
     }
 
     #[test]
