@@ -153,6 +153,11 @@ impl Gateway {
     }
 
     pub fn add_proxy(&mut self, mode: &str) {
+        self.add_proxy_with_env(mode, &[]);
+    }
+
+    /// A proxy with extra environment (settings such as `MAAS_TOKEN_HOLD_TTL_SECS`).
+    pub fn add_proxy_with_env(&mut self, mode: &str, env: &[(&str, &str)]) {
         let (port, metrics_port) = (free_port(), free_port());
         let access_log = self.dir.path().join(format!("access-{port}.log"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_maas"))
@@ -162,6 +167,7 @@ impl Gateway {
             .env("MAAS_REDIS_PREFIX", &self.prefix)
             .env("MAAS_LIMITS_MODE", mode)
             .env("MAAS_LOG_LEVEL", "warn")
+            .envs(env.iter().copied())
             .env_remove("MAAS_CONFIG")
             .current_dir(self.dir.path())
             .stdout(std::fs::File::create(&access_log).unwrap())
@@ -180,6 +186,12 @@ impl Gateway {
 
     pub fn base(&self) -> &str {
         &self.proxies[0].base
+    }
+
+    /// Kills proxy `index` at once (SIGKILL), as a crash would.
+    pub fn crash_proxy(&mut self, index: usize) {
+        let _ = self.proxies[index].child.kill();
+        let _ = self.proxies[index].child.wait();
     }
 
     /// A new application of a new account on `product`/`plan`, and its key.

@@ -178,3 +178,65 @@ async fn local_mode_stays_within_its_bound() {
         one.stored, one.refused, two.stored, two.refused
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_holds_of_a_crashed_proxy_expire() {
+    let mut gw = Gateway::start(CATALOG, 0, "strict").await;
+    gw.add_proxy_with_env("strict", &[("MAAS_TOKEN_HOLD_TTL_SECS", "2")]);
+    gw.add_proxy_with_env("strict", &[("MAAS_TOKEN_HOLD_TTL_SECS", "2")]);
+    let (app_id, key) = gw.app_key("crash-app", "gamma", "thousand-daily").await;
+    let http = gw.http.clone();
+    let chat = |base: String, max_tokens: u64| {
+        let (http, key) = (http.clone(), key.clone());
+        async move {
+            http.post(format!("{base}/v1/chat/completions"))
+                .bearer_auth(key)
+                .json(&serde_json::json!({
+                    "model": "long-a", "stream": true, "max_tokens": max_tokens,
+                    "messages": [{"role": "user", "content": "go"}],
+                }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // A 3-second stream holds 960 + its prompt estimate (~23) of the 1000
+    // tokens on proxy 0 …
+    let holding = chat(gw.proxies[0].base.clone(), 960).await;
+    assert_eq!(holding.status(), 200);
+    let mut events = holding.bytes_stream();
+    events.next().await.unwrap().unwrap();
+    // … so proxy 1 has no room for another prompt.
+    let refused = chat(gw.proxies[1].base.clone(), 200).await;
+    assert_eq!(refused.status(), 429);
+    let error: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "insufficient_quota", "{error}");
+    // Proxy 0 dies mid-stream: nobody will settle its hold.
+    gw.crash_proxy(0);
+    drop(events);
+    let started = std::time::Instant::now();
+    let released_after = loop {
+        let response = chat(gw.proxies[1].base.clone(), 200).await;
+        if response.status() == 200 {
+            let released_after = started.elapsed();
+            let text = response.text().await.unwrap();
+            assert!(text.trim_end().ends_with("data: [DONE]"));
+            break released_after;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "the crashed proxy's hold was not released within its 2 s TTL"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Deadlines are whole seconds: a 2 s hold goes 1 to 2 s after it was taken.
+    assert!(
+        released_after >= Duration::from_millis(800),
+        "released before its TTL: {released_after:?}"
+    );
+    eprintln!("hold of the crashed proxy released {released_after:?} after the crash");
+    // What the crashed proxy streamed but never recorded is lost with it;
+    // what proxy 1 served is billed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(gw.stored(&app_id, "completion_tokens").await >= 200);
+}
