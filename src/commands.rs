@@ -74,12 +74,6 @@ pub async fn open_store(config: &MaasConfig) -> Result<Store> {
         .with_context(|| format!("opening the {} store", describe(&location)))
 }
 
-pub fn not_built(command: &str, what: &str) -> ExitCode {
-    eprintln!("error: `maas {command}` is not built yet ({what}).");
-    eprintln!("Today `maas` can: up, proxy, sim, apply, export, check.");
-    ExitCode::from(2)
-}
-
 pub fn check(file: &Path, kind: Option<FileKind>) -> ExitCode {
     let text = match std::fs::read_to_string(file) {
         Ok(text) => text,

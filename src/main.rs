@@ -42,7 +42,7 @@ enum Command {
         #[arg(long, value_enum)]
         environment: Option<EnvironmentArg>,
     },
-    /// Run the developer portal, admin console and admin API.
+    /// Run the admin API (`/admin/api/v1` on `portal.listen`); the portal pages come with issue #6.
     Portal,
     /// Run the OpenAI-compatible model simulator (vLLM's API and chunk shapes).
     Sim {
@@ -135,9 +135,7 @@ fn main() -> ExitCode {
                 }),
             },
         ),
-        Command::Portal => {
-            return commands::not_built("portal", "the developer portal and admin console, issues #5 and #6");
-        }
+        Command::Portal => serve::portal(config),
         Command::Sim { listen, models, seed } => commands::sim(config, listen, models, seed),
         Command::Up { demo } => serve::up(config, demo),
         Command::Apply {

@@ -124,7 +124,7 @@ pub fn up(config_path: Option<&Path>, demo: bool) -> Result<()> {
         );
     }
     println!("metrics on http://{}/metrics", options.metrics_listen);
-    println!("portal: not built yet (issues #5, #6)");
+    spawn_admin_api(&runtime, &store, &config)?;
     if let Some(secret) = &secret {
         let model = catalog
             .product("tinyllama")
@@ -141,4 +141,80 @@ pub fn up(config_path: Option<&Path>, demo: bool) -> Result<()> {
     }
     println!();
     serve(&runtime, store, options)
+}
+
+/// The admin API's tokens: the configured bootstrap token, else one made
+/// now, printed once and kept only as a hash for this process's lifetime.
+fn admin_tokens(config: &MaasConfig) -> maas_admin_api::AdminTokens {
+    match &config.secrets.admin_token {
+        Some(secret) => maas_admin_api::AdminTokens::new(Some(secret.expose())),
+        None => {
+            let token = format!(
+                "maas-admin-{}",
+                maas_store::ids::hex(&maas_store::ids::random_bytes::<24>())
+            );
+            eprintln!(
+                "admin API token for this run (shown once; set MAAS_ADMIN_TOKEN or admin.token_file to keep one):\n  {token}"
+            );
+            maas_admin_api::AdminTokens::new(Some(&token))
+        }
+    }
+}
+
+async fn bind_portal(config: &MaasConfig) -> Result<tokio::net::TcpListener> {
+    let listen = config.portal.listen;
+    tokio::net::TcpListener::bind(listen).await.with_context(|| {
+        format!("starting the admin API on {listen} (portal.listen; is something else using the port?)")
+    })
+}
+
+fn admin_app(
+    store: &Store,
+    config: &MaasConfig,
+) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<axum::Router, std::net::SocketAddr> {
+    maas_admin_api::router(store.clone(), admin_tokens(config))
+        .into_make_service_with_connect_info::<std::net::SocketAddr>()
+}
+
+/// `maas up`: the admin API beside the proxy, on the control runtime.
+fn spawn_admin_api(runtime: &tokio::runtime::Runtime, store: &Store, config: &MaasConfig) -> Result<()> {
+    let listener = runtime.block_on(bind_portal(config))?;
+    println!(
+        "admin API on http://{}{}",
+        config.portal.listen,
+        maas_admin_api::BASE_PATH
+    );
+    let app = admin_app(store, config);
+    runtime.spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "the admin API stopped");
+        }
+    });
+    Ok(())
+}
+
+/// `maas portal`: the admin API (the portal pages arrive with issue #6),
+/// until SIGINT or SIGTERM.
+pub fn portal(config_path: Option<&Path>) -> Result<()> {
+    let config = load_config(config_path).map_err(|errors| anyhow::anyhow!("{errors}"))?;
+    init_logging(&config);
+    let runtime = runtime()?;
+    let store = runtime.block_on(open_store(&config))?;
+    let listener = runtime.block_on(bind_portal(&config))?;
+    let app = admin_app(&store, &config);
+    eprintln!(
+        "maas portal: admin API on http://{}{}, store {}",
+        config.portal.listen,
+        maas_admin_api::BASE_PATH,
+        describe(&config.store.location())
+    );
+    runtime
+        .block_on(async {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(commands::shutdown_signal())
+                .await
+        })
+        .context("serving the admin API")?;
+    runtime.block_on(store.flush()).context("flushing the store")?;
+    Ok(())
 }

@@ -114,12 +114,64 @@ fn check_prints_file_line_field_reason_for_each_kind_of_mistake() {
     );
 }
 
+fn wait_for(port: u16, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "{what} never listened on {port}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn admin_request(method: &str, path: &str, token: Option<&str>, body: &str) -> String {
+    let authorization = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    format!(
+        "{method} /admin/api/v1{path} HTTP/1.1\r\nHost: localhost\r\n{authorization}\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 #[test]
-fn subcommands_not_built_yet_say_so() {
+fn portal_serves_the_admin_api_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let output = maas(dir.path(), &["portal"], &[]);
-    assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("is not built yet"), "{}", stderr(&output));
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_maas"))
+        .current_dir(dir.path())
+        .arg("portal")
+        .env_remove("MAAS_REDIS_URL")
+        .env_remove("MAAS_CONFIG")
+        .env("MAAS_DATA_DIR", "data")
+        .env("MAAS_PORTAL_LISTEN", format!("127.0.0.1:{port}"))
+        .env("MAAS_ADMIN_TOKEN", "cli-admin-token")
+        .env("MAAS_LOG_LEVEL", "warn")
+        .spawn()
+        .unwrap();
+    wait_for(port, "maas portal");
+    let address = format!("127.0.0.1:{port}");
+    let body = r#"{"urls":["http://127.0.0.1:8000"]}"#;
+    let refused = http(&address, &admin_request("PUT", "/backends/vllm", None, body));
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    let created = http(
+        &address,
+        &admin_request("PUT", "/backends/vllm", Some("cli-admin-token"), body),
+    );
+    assert!(created.starts_with("HTTP/1.1 201"), "{created}");
+    assert!(created.to_ascii_lowercase().contains("etag: \""), "{created}");
+    let status = Command::new("kill").arg(child.id().to_string()).status().unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success(), "maas portal exits 0 on SIGTERM");
+    // What the API wrote is in the store.
+    let exported = maas(
+        dir.path(),
+        &["export", "-o", "exported.yaml"],
+        &[("MAAS_DATA_DIR", "data")],
+    );
+    assert!(exported.status.success(), "{}", stderr(&exported));
+    let yaml = std::fs::read_to_string(dir.path().join("exported.yaml")).unwrap();
+    assert!(
+        yaml.contains("vllm") && yaml.contains("http://127.0.0.1:8000"),
+        "{yaml}"
+    );
 }
 
 /// apply → export → apply changes nothing, on the store `env` selects.
@@ -226,7 +278,7 @@ fn http(address: &str, request: &str) -> String {
 /// request, stops it with SIGTERM; returns the key and the reply.
 fn run_up_demo(dir: &Path) -> (String, String) {
     use std::io::{BufRead, BufReader};
-    let (proxy, metrics, sim) = (free_port(), free_port(), free_port());
+    let (proxy, metrics, sim, portal) = (free_port(), free_port(), free_port(), free_port());
     let mut child = Command::new(env!("CARGO_BIN_EXE_maas"))
         .current_dir(dir)
         .args(["up", "--demo"])
@@ -236,6 +288,8 @@ fn run_up_demo(dir: &Path) -> (String, String) {
         .env("MAAS_PROXY_LISTEN", format!("127.0.0.1:{proxy}"))
         .env("MAAS_METRICS_LISTEN", format!("127.0.0.1:{metrics}"))
         .env("MAAS_SIM_LISTEN", format!("127.0.0.1:{sim}"))
+        .env("MAAS_PORTAL_LISTEN", format!("127.0.0.1:{portal}"))
+        .env("MAAS_ADMIN_TOKEN", "demo-admin-token")
         .env("MAAS_LOG_LEVEL", "warn")
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -270,6 +324,16 @@ fn run_up_demo(dir: &Path) -> (String, String) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let reply = http(&format!("127.0.0.1:{proxy}"), &request);
+    // The admin API runs beside the proxy.
+    wait_for(portal, "the admin API");
+    let products = http(
+        &format!("127.0.0.1:{portal}"),
+        &admin_request("GET", "/products", Some("demo-admin-token"), ""),
+    );
+    assert!(
+        products.starts_with("HTTP/1.1 200") && products.contains("tinyllama"),
+        "{products}"
+    );
     let status = Command::new("kill").arg(child.id().to_string()).status().unwrap();
     assert!(status.success());
     assert!(child.wait().unwrap().success(), "maas up exits 0 on SIGTERM");

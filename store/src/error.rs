@@ -18,6 +18,9 @@ pub enum StoreError {
     /// applications use) or lost a race with a concurrent change.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A conditional write found another version than the one it named.
+    #[error("{kind} `{id}` changed since it was read; read it again and reapply the change")]
+    PreconditionFailed { kind: &'static str, id: String },
     #[error("store unavailable: {0}")]
     Unavailable(String),
     #[error("stored data is corrupt: {0}")]

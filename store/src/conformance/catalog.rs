@@ -4,13 +4,74 @@ use super::{Fixture, backend, open, plan, product, seed_catalog};
 use crate::document::{AccountSpec, ApplicationSpec, ApplyOptions, CatalogDocument, UserSpec};
 use crate::error::StoreError;
 use crate::model::{ApplicationState, HttpMethod, MappingRule, Method, UserRole};
-use crate::store::{Environment, NewAccount, NewApplication};
+use crate::store::{Environment, NewAccount, NewApplication, Precondition, etag};
 
 fn invalid_paths(error: StoreError) -> Vec<String> {
     match error {
         StoreError::Invalid(errors) => errors.0.into_iter().map(|e| e.path).collect(),
         other => panic!("expected a validation error, got {other:?}"),
     }
+}
+
+/// Writes naming a version (`If-Match`) or asking for creation
+/// (`If-None-Match: *`) succeed only if the catalog still holds what they
+/// expect.
+pub async fn conditional_catalog_writes<F: Fixture>(fixture: &F) {
+    let (store, _) = open(fixture).await;
+    let stale = |result: Result<_, StoreError>| {
+        assert!(
+            matches!(result, Err(StoreError::PreconditionFailed { .. })),
+            "{result:?}"
+        );
+    };
+    let vllm = backend("vllm");
+    store.put_backend_if(vllm.clone(), Precondition::Absent).await.unwrap();
+    stale(store.put_backend_if(vllm.clone(), Precondition::Absent).await);
+    let first = etag(&store.get_backend("vllm").await.unwrap().unwrap());
+    assert_eq!(first, etag(&vllm), "the tag depends on the content only");
+
+    let mut moved = vllm.clone();
+    moved.urls = vec!["http://127.0.0.1:9000".into()];
+    store
+        .put_backend_if(moved.clone(), Precondition::Matches(&first))
+        .await
+        .unwrap();
+    let second = etag(&moved);
+    assert_ne!(first, second);
+    stale(store.put_backend_if(vllm.clone(), Precondition::Matches(&first)).await);
+    assert_eq!(
+        store.get_backend("vllm").await.unwrap(),
+        Some(moved),
+        "a stale write changes nothing"
+    );
+
+    store.put_product(product("granite", "vllm")).await.unwrap();
+    let standard = plan("granite", "standard", serde_json::json!([]));
+    store.put_plan_if(standard.clone(), Precondition::Absent).await.unwrap();
+    stale(
+        store
+            .delete_plan_if("granite", "standard", Precondition::Matches("0000000000000000"))
+            .await,
+    );
+    store
+        .delete_plan_if("granite", "standard", Precondition::Matches(&etag(&standard)))
+        .await
+        .unwrap();
+    let product_tag = etag(&store.get_product("granite").await.unwrap().unwrap());
+    stale(store.delete_product_if("granite", Precondition::Absent).await);
+    store
+        .delete_product_if("granite", Precondition::Matches(&product_tag))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.delete_backend_if("nope", Precondition::Matches(&second)).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    store
+        .delete_backend_if("vllm", Precondition::Matches(&second))
+        .await
+        .unwrap();
+    assert!(store.catalog().await.unwrap().backends.is_empty());
 }
 
 pub async fn catalog_crud_round_trip<F: Fixture>(fixture: &F) {

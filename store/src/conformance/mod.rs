@@ -42,6 +42,7 @@ macro_rules! conformance_suite {
     ($fixture:expr) => {
         $crate::conformance_suite!(@cases $fixture;
             catalog_crud_round_trip,
+            conditional_catalog_writes,
             catalog_validation_errors,
             deletes_guarded_by_applications,
             promotion_and_rollback,

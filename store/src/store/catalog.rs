@@ -14,6 +14,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::versions::Precondition;
 use super::{Store, encode};
 use crate::backend::{Condition, WriteBatch};
 use crate::changes::Change;
@@ -330,22 +331,12 @@ impl Store {
 
     /// Creates or replaces a backend.
     pub async fn put_backend(&self, backend: Backend) -> StoreResult<CatalogDiff> {
-        self.edit_catalog(|c| {
-            c.backends.insert(backend.system_name.clone(), backend.clone());
-            Ok(())
-        })
-        .await
+        self.put_backend_if(backend, Precondition::Any).await
     }
 
     /// Deletes a backend no product uses.
     pub async fn delete_backend(&self, name: &str) -> StoreResult<CatalogDiff> {
-        self.edit_catalog(|c| {
-            c.backends
-                .remove(name)
-                .map(drop)
-                .ok_or_else(|| StoreError::not_found("backend", name))
-        })
-        .await
+        self.delete_backend_if(name, Precondition::Any).await
     }
 
     /// The draft of a product.
@@ -359,23 +350,12 @@ impl Store {
 
     /// Creates or replaces the draft of a product; promote it to serve it.
     pub async fn put_product(&self, product: Product) -> StoreResult<CatalogDiff> {
-        self.edit_catalog(|c| {
-            c.products.insert(product.system_name.clone(), product.clone());
-            Ok(())
-        })
-        .await
+        self.put_product_if(product, Precondition::Any).await
     }
 
     /// Deletes a product, its plans and releases, unless applications use it.
     pub async fn delete_product(&self, name: &str) -> StoreResult<CatalogDiff> {
-        self.edit_catalog(|c| {
-            c.products
-                .remove(name)
-                .ok_or_else(|| StoreError::not_found("product", name))?;
-            c.plans.retain(|_, plan| plan.product != name);
-            Ok(())
-        })
-        .await
+        self.delete_product_if(name, Precondition::Any).await
     }
 
     pub async fn get_plan(&self, product: &str, name: &str) -> StoreResult<Option<Plan>> {
@@ -390,23 +370,12 @@ impl Store {
     }
 
     pub async fn put_plan(&self, plan: Plan) -> StoreResult<CatalogDiff> {
-        self.edit_catalog(|c| {
-            c.plans.insert(plan_id(&plan.product, &plan.system_name), plan.clone());
-            Ok(())
-        })
-        .await
+        self.put_plan_if(plan, Precondition::Any).await
     }
 
     /// Deletes a plan no application is on.
     pub async fn delete_plan(&self, product: &str, name: &str) -> StoreResult<CatalogDiff> {
-        let id = plan_id(product, name);
-        self.edit_catalog(|c| {
-            c.plans
-                .remove(&id)
-                .map(drop)
-                .ok_or_else(|| StoreError::not_found("plan", &id))
-        })
-        .await
+        self.delete_plan_if(product, name, Precondition::Any).await
     }
 
     /// The release serving `product` in `environment`, if any.

@@ -8,6 +8,7 @@ mod paging;
 mod sessions;
 mod tenancy;
 mod usage;
+mod versions;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ pub use paging::{Page, Paged};
 pub use sessions::SessionRecord;
 pub use tenancy::{ApplicationFilter, ApplicationUpdate, NewAccount, NewApplication, NewUser, UserUpdate};
 pub use usage::{Admission, LimitStatus, TokenHold, UsagePoint, UsageRecord, token_hold};
+pub use versions::{Precondition, etag};
 
 use crate::backend::embedded::EmbeddedBackend;
 use crate::backend::redis::RedisBackend;
