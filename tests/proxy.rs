@@ -2,6 +2,7 @@
 //! real `maas sim`, sharing a real Redis store.
 
 mod proxy {
+    mod admin;
     mod auth;
     mod exactness;
     pub mod harness;

@@ -10,7 +10,7 @@
 //! `If-None-Match: *` only creates. The name in the URL is the object's
 //! `system_name` (a body naming another is refused).
 
-use axum::extract::{Path, Query};
+use axum::extract::Path;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::AdminState;
 use crate::auth::Admin;
 use crate::error::ApiError;
-use crate::json::JsonObject;
+use crate::json::{JsonObject, QueryParams};
 use crate::paging::{ListQuery, page};
 
 pub fn routes() -> Router<AdminState> {
@@ -95,7 +95,7 @@ fn found<T: Serialize>(kind: &'static str, id: &str, value: Option<T>) -> Result
     Ok(tagged(StatusCode::OK, &value))
 }
 
-async fn list_backends(admin: Admin, Query(query): Query<ListQuery>) -> Result<Response, ApiError> {
+async fn list_backends(admin: Admin, QueryParams(query): QueryParams<ListQuery>) -> Result<Response, ApiError> {
     let backends = admin.store.list_backends().await?;
     Ok(Json(page(backends, |b| b.system_name.clone(), &query)?).into_response())
 }
@@ -124,7 +124,7 @@ async fn delete_backend(admin: Admin, Path(name): Path<String>, headers: HeaderM
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_products(admin: Admin, Query(query): Query<ListQuery>) -> Result<Response, ApiError> {
+async fn list_products(admin: Admin, QueryParams(query): QueryParams<ListQuery>) -> Result<Response, ApiError> {
     let products = admin.store.list_products().await?;
     Ok(Json(page(products, |p| p.system_name.clone(), &query)?).into_response())
 }
@@ -156,7 +156,7 @@ async fn delete_product(admin: Admin, Path(name): Path<String>, headers: HeaderM
 async fn list_plans(
     admin: Admin,
     Path(product): Path<String>,
-    Query(query): Query<ListQuery>,
+    QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Response, ApiError> {
     if admin.store.get_product(&product).await?.is_none() {
         return Err(StoreError::NotFound {

@@ -1,8 +1,9 @@
-//! Request bodies: JSON objects whose errors name the field that broke.
+//! Request bodies and query strings: errors in JSON that name what broke.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequest, Request};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
@@ -53,6 +54,23 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
     }
 }
 
+/// An optional body: none at all (no `Content-Type`, empty) is `None`.
+impl<S: Send + Sync> OptionalFromRequest<S> for JsonObject {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Option<JsonObject>, ApiError> {
+        let headers = request.headers();
+        let empty = headers.get("content-length").is_none_or(|v| v.as_bytes() == b"0")
+            && headers.get("transfer-encoding").is_none();
+        if empty && headers.get("content-type").is_none() {
+            return Ok(None);
+        }
+        <JsonObject as FromRequest<S>>::from_request(request, state)
+            .await
+            .map(Some)
+    }
+}
+
 impl JsonObject {
     /// Sets `field` from the path, refusing a body that names another value.
     pub fn set_from_path(&mut self, field: &str, value: &str) -> Result<(), ApiError> {
@@ -76,5 +94,18 @@ impl JsonObject {
             let message = error.into_inner().to_string();
             ApiError::invalid_field(if path == "." { "(body)".into() } else { path }, message)
         })
+    }
+}
+
+/// A query string read as `T`; a mistake is a 400 in the API's JSON shape.
+pub struct QueryParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<QueryParams<T>, ApiError> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|axum::extract::Query(value)| QueryParams(value))
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))
     }
 }

@@ -9,6 +9,9 @@
 //! - **Catalog** ([`catalog`]): backends, products (drafts) and plans, with
 //!   `ETag` on every read and `If-Match` / `If-None-Match: *` on every
 //!   write; a stale `If-Match` is 409 and changes nothing.
+//! - **Tenants** ([`tenancy`]): accounts, applications (approve, suspend,
+//!   resume, change plan) and keys (created with their secret shown once,
+//!   listed by prefix and last 4, revoked, rotated with a grace period).
 //! - **Errors** ([`error`]): `{"error": {"code", "message", "fields": [{"field",
 //!   "message"}]}}`; validation errors name each field (`limits[0].value`).
 //! - **Lists**: `?limit=` (1–500, default 100) and `?after=<last id>`,
@@ -27,6 +30,7 @@ pub mod catalog;
 pub mod error;
 mod json;
 mod paging;
+pub mod tenancy;
 
 use std::sync::Arc;
 
@@ -54,6 +58,7 @@ pub fn router(store: Store, tokens: AdminTokens) -> Router {
     Router::new().nest(
         BASE_PATH,
         catalog::routes()
+            .merge(tenancy::routes())
             .fallback(|| async { error::ApiError::not_found_route() })
             .with_state(state),
     )

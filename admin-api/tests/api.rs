@@ -414,3 +414,172 @@ impl Drop for Api {
         .join();
     }
 }
+
+/// A catalog with a product, an open plan and one that needs approval.
+async fn seed(api: &Api) {
+    api.admin("PUT", "/backends/vllm", Some(backend())).await;
+    api.admin(
+        "PUT",
+        "/products/granite",
+        Some(json!({"backend": "vllm", "models": ["g"]})),
+    )
+    .await;
+    api.admin("PUT", "/products/granite/plans/open", Some(json!({"published": true})))
+        .await;
+    let (status, _, body) = api
+        .admin(
+            "PUT",
+            "/products/granite/plans/gated",
+            Some(json!({"published": true, "approval_required": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_applications_and_keys() {
+    for api in Api::both().await {
+        let kind = api.kind();
+        seed(&api).await;
+        let (status, _, account) = api.admin("POST", "/accounts", Some(json!({"name": "Acme"}))).await;
+        assert_eq!(status, StatusCode::CREATED, "{kind}: {account}");
+        let account_id = account["id"].as_str().unwrap().to_owned();
+        let (status, _, body) = api.admin("POST", "/accounts", Some(json!({"name": "acme"}))).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{kind}: names are unique, case aside");
+        assert_eq!(body["error"]["fields"][0]["field"], "name");
+        let (status, _, renamed) = api
+            .admin(
+                "PATCH",
+                &format!("/accounts/{account_id}"),
+                Some(json!({"description": "the customer"})),
+            )
+            .await;
+        assert_eq!(
+            (status, &renamed["description"]),
+            (StatusCode::OK, &json!("the customer")),
+            "{kind}"
+        );
+
+        // An application on a plan that needs approval starts pending.
+        let new = json!({"account_id": account_id, "name": "bot", "product": "granite", "plan": "gated"});
+        let (status, _, app) = api.admin("POST", "/applications", Some(new)).await;
+        assert_eq!(status, StatusCode::CREATED, "{kind}: {app}");
+        assert_eq!(app["state"], "pending");
+        let app_id = app["id"].as_str().unwrap().to_owned();
+        let (status, _, body) = api.admin("POST", &format!("/applications/{app_id}/resume"), None).await;
+        assert_eq!(
+            status,
+            StatusCode::CONFLICT,
+            "{kind}: a pending application is approved, not resumed: {body}"
+        );
+        for (action, state) in [("approve", "live"), ("suspend", "suspended"), ("resume", "live")] {
+            let (status, _, body) = api
+                .admin("POST", &format!("/applications/{app_id}/{action}"), None)
+                .await;
+            assert_eq!(
+                (status, &body["state"]),
+                (StatusCode::OK, &json!(state)),
+                "{kind}: {action}"
+            );
+        }
+        let (status, _, body) = api
+            .admin(
+                "PATCH",
+                &format!("/applications/{app_id}"),
+                Some(json!({"plan": "open"})),
+            )
+            .await;
+        assert_eq!(
+            (status, &body["plan"]),
+            (StatusCode::OK, &json!("open")),
+            "{kind}: {body}"
+        );
+        let (status, _, body) = api
+            .admin(
+                "PATCH",
+                &format!("/applications/{app_id}"),
+                Some(json!({"plan": "nope"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{kind}: {body}");
+        let (status, _, list) = api
+            .admin(
+                "GET",
+                &format!("/applications?account_id={account_id}&state=live"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(list["data"].as_array().unwrap().len(), 1, "{kind}: {list}");
+        let (status, _, _) = api.admin("GET", "/applications?state=asleep", None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{kind}: an unknown state filter");
+
+        // Keys: the secret once, then prefix and last 4 only, never the hash.
+        let (status, _, issued) = api
+            .admin(
+                "POST",
+                &format!("/applications/{app_id}/keys"),
+                Some(json!({"label": "ci"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{kind}: {issued}");
+        let secret = issued["secret"].as_str().unwrap().to_owned();
+        assert!(secret.starts_with("sk-maas-") && secret.ends_with(issued["last4"].as_str().unwrap()));
+        let key_id = issued["id"].as_str().unwrap().to_owned();
+        let (_, _, keys) = api.admin("GET", &format!("/applications/{app_id}/keys"), None).await;
+        let listed = keys.to_string();
+        assert!(
+            !listed.contains(&secret) && !listed.contains("hash"),
+            "{kind}: {listed}"
+        );
+        assert_eq!(keys["data"][0]["active"], true);
+        let (status, _, _) = api.admin("POST", &format!("/applications/{app_id}/keys"), None).await;
+        assert_eq!(status, StatusCode::CREATED, "{kind}: a key needs no body");
+
+        let (status, _, body) = api
+            .admin(
+                "POST",
+                &format!("/keys/{key_id}/rotate"),
+                Some(json!({"grace_seconds": -1})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(body["error"]["fields"][0]["field"], "grace_seconds");
+        let (status, _, rotated) = api
+            .admin(
+                "POST",
+                &format!("/keys/{key_id}/rotate"),
+                Some(json!({"grace_seconds": 3600})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{kind}: {rotated}");
+        assert_ne!(rotated["secret"], json!(secret));
+        let (_, _, old) = api.admin("GET", &format!("/keys/{key_id}"), None).await;
+        assert!(
+            old["expires_at"].is_string() && old["active"] == true,
+            "{kind}: valid during the grace: {old}"
+        );
+        let (status, _, revoked) = api.admin("POST", &format!("/keys/{key_id}/revoke"), None).await;
+        assert_eq!((status, &revoked["active"]), (StatusCode::OK, &json!(false)), "{kind}");
+        let (status, _, _) = api
+            .admin(
+                "POST",
+                &format!("/keys/{key_id}/rotate"),
+                Some(json!({"grace_seconds": 0})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{kind}: a revoked key is not rotated");
+        let (status, _, _) = api.admin("DELETE", &format!("/keys/{key_id}"), None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, _, _) = api.admin("GET", &format!("/keys/{key_id}"), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
+        // Deleting the account takes its applications and keys along.
+        let (status, _, _) = api.admin("DELETE", &format!("/accounts/{account_id}"), None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{kind}");
+        let (status, _, _) = api.admin("GET", &format!("/applications/{app_id}"), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{kind}");
+        let (status, _, body) = api.admin("POST", "/applications", Some(json!({"name": "x"}))).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{kind}: {body}");
+    }
+}
