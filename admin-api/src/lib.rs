@@ -12,6 +12,8 @@
 //! - **Tenants** ([`tenancy`]): accounts, applications (approve, suspend,
 //!   resume, change plan) and keys (created with their secret shown once,
 //!   listed by prefix and last 4, revoked, rotated with a grace period).
+//! - **Operations** ([`operations`]): promotion to staging and production,
+//!   rollback, users, and the audit log.
 //! - **Errors** ([`error`]): `{"error": {"code", "message", "fields": [{"field",
 //!   "message"}]}}`; validation errors name each field (`limits[0].value`).
 //! - **Lists**: `?limit=` (1–500, default 100) and `?after=<last id>`,
@@ -29,6 +31,7 @@ pub mod auth;
 pub mod catalog;
 pub mod error;
 mod json;
+pub mod operations;
 mod paging;
 pub mod tenancy;
 
@@ -59,6 +62,7 @@ pub fn router(store: Store, tokens: AdminTokens) -> Router {
         BASE_PATH,
         catalog::routes()
             .merge(tenancy::routes())
+            .merge(operations::routes())
             .fallback(|| async { error::ApiError::not_found_route() })
             .with_state(state),
     )

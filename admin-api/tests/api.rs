@@ -583,3 +583,131 @@ async fn accounts_applications_and_keys() {
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{kind}: {body}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promotion_users_and_the_audit_log() {
+    for api in Api::both().await {
+        let kind = api.kind();
+        seed(&api).await;
+        let (status, _, body) = api
+            .admin(
+                "POST",
+                "/products/granite/promote",
+                Some(json!({"environment": "production"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{kind}: nothing in staging yet: {body}");
+        let (status, _, body) = api
+            .admin(
+                "POST",
+                "/products/granite/promote",
+                Some(json!({"environment": "staging"})),
+            )
+            .await;
+        assert_eq!(
+            (status, &body["version"]),
+            (StatusCode::OK, &json!(1)),
+            "{kind}: {body}"
+        );
+        api.admin(
+            "POST",
+            "/products/granite/promote",
+            Some(json!({"environment": "production"})),
+        )
+        .await;
+        api.admin(
+            "PUT",
+            "/products/granite",
+            Some(json!({"backend": "vllm", "models": ["g", "h"]})),
+        )
+        .await;
+        let (_, _, body) = api
+            .admin(
+                "POST",
+                "/products/granite/promote",
+                Some(json!({"environment": "staging"})),
+            )
+            .await;
+        assert_eq!(body["version"], 2, "{kind}: a changed draft is a new version");
+        let (status, _, releases) = api.admin("GET", "/products/granite/releases", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            (releases["staging"].clone(), releases["production"].clone()),
+            (json!(2), json!(1)),
+            "{kind}"
+        );
+        assert_eq!(releases["data"].as_array().unwrap().len(), 2);
+        let (status, _, _) = api
+            .admin(
+                "POST",
+                "/products/granite/rollback",
+                Some(json!({"environment": "staging", "version": 9})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{kind}: no such release");
+        let (status, _, body) = api
+            .admin(
+                "POST",
+                "/products/granite/rollback",
+                Some(json!({"environment": "staging", "version": 1})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{kind}: {body}");
+        let (status, _, body) = api
+            .admin("POST", "/products/granite/promote", Some(json!({"environment": "qa"})))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{kind}");
+        assert_eq!(body["error"]["fields"][0]["field"], "environment");
+
+        let (_, _, account) = api.admin("POST", "/accounts", Some(json!({"name": "People"}))).await;
+        let email = ["ada", "example.com"].join("@");
+        let new = json!({"account_id": account["id"], "email": email, "role": "admin"});
+        let (status, _, user) = api.admin("POST", "/users", Some(new)).await;
+        assert_eq!(status, StatusCode::CREATED, "{kind}: {user}");
+        assert!(
+            user.get("password_hash").is_none() && user["has_password"] == false,
+            "{kind}: {user}"
+        );
+        let user_id = user["id"].as_str().unwrap();
+        let (status, _, user) = api
+            .admin(
+                "PATCH",
+                &format!("/users/{user_id}"),
+                Some(json!({"state": "disabled"})),
+            )
+            .await;
+        assert_eq!((status, &user["state"]), (StatusCode::OK, &json!("disabled")), "{kind}");
+        let (status, _, body) = api
+            .admin(
+                "POST",
+                "/users",
+                Some(json!({"account_id": account["id"], "email": "nope"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{kind}");
+        assert_eq!(body["error"]["fields"][0]["field"], "email");
+        let (_, _, users) = api
+            .admin(
+                "GET",
+                &format!("/users?account_id={}", account["id"].as_str().unwrap()),
+                None,
+            )
+            .await;
+        assert_eq!(users["data"].as_array().unwrap().len(), 1, "{kind}: {users}");
+
+        // The audit log answers who did what, newest first, in pages.
+        let (status, _, page) = api.admin("GET", "/audit?entity=environment&limit=2", None).await;
+        assert_eq!(status, StatusCode::OK, "{kind}: {page}");
+        let entries = page["data"].as_array().unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0]["action"], "rollback", "{kind}: {page}");
+        assert_eq!(entries[0]["actor"]["id"], "bootstrap");
+        let next = page["next"].as_str().unwrap();
+        let (_, _, older) = api
+            .admin("GET", &format!("/audit?entity=environment&limit=2&before={next}"), None)
+            .await;
+        assert!(!older["data"].as_array().unwrap().is_empty(), "{kind}: {older}");
+        let (_, _, users_audit) = api.admin("GET", "/audit?entity=user", None).await;
+        assert!(!users_audit.to_string().contains("password"), "{kind}");
+    }
+}

@@ -115,3 +115,110 @@ async fn approval_rotation_and_revocation_through_the_admin_api() {
          revocation after {revoked_after:?}"
     );
 }
+
+/// Status of `POST {base}/beta/v1/completions` on proxy `index`.
+async fn completions_status(gw: &Gateway, index: usize, key: &str) -> u16 {
+    gw.http
+        .post(format!("{}/beta/v1/completions", gw.proxies[index].base))
+        .bearer_auth(key)
+        .json(&json!({"model": "chat-b", "prompt": "hi", "max_tokens": 2}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Waits up to a second for proxy `index` to answer `wanted`.
+async fn until_served(gw: &Gateway, index: usize, key: &str, wanted: u16) {
+    let started = Instant::now();
+    loop {
+        let status = completions_status(gw, index, key).await;
+        if status == wanted {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "proxy {index} still answers {status}, wanted {wanted}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promotion_reaches_staging_then_production_and_rolls_back() {
+    // Proxy 0 serves production, proxy 1 staging.
+    let mut gw = Gateway::start(CATALOG, 1, "strict").await;
+    gw.add_proxy_with_env("strict", &[("MAAS_ENVIRONMENT", "staging")]);
+    let api = admin_api(&gw).await;
+    let (_, key) = gw.app_key("promotion-app", "beta", "open").await;
+    for proxy in [0, 1] {
+        assert_eq!(
+            completions_status(&gw, proxy, &key).await,
+            200,
+            "proxy {proxy} serves completions"
+        );
+    }
+    let before = call(&gw, "GET", format!("{api}/products/beta/releases"), None).await;
+    let old_version = before["production"].as_u64().unwrap();
+
+    // The draft allows chat only: nothing served changes yet.
+    let mut draft = call(&gw, "GET", format!("{api}/products/beta"), None).await;
+    draft["mapping_rules"] = json!([{"http_method": "POST", "pattern": "/v1/chat/completions$", "metric": "hits"}]);
+    call(&gw, "PUT", format!("{api}/products/beta"), Some(draft)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for proxy in [0, 1] {
+        assert_eq!(
+            completions_status(&gw, proxy, &key).await,
+            200,
+            "a draft is served nowhere"
+        );
+    }
+
+    // Staging first …
+    let promoted = call(
+        &gw,
+        "POST",
+        format!("{api}/products/beta/promote"),
+        Some(json!({"environment": "staging"})),
+    )
+    .await;
+    until_served(&gw, 1, &key, 404).await;
+    assert_eq!(
+        completions_status(&gw, 0, &key).await,
+        200,
+        "production still serves the old rules"
+    );
+    // … then production.
+    call(
+        &gw,
+        "POST",
+        format!("{api}/products/beta/promote"),
+        Some(json!({"environment": "production"})),
+    )
+    .await;
+    until_served(&gw, 0, &key, 404).await;
+    let (status, error) = error_of(
+        gw.http
+            .post(format!("{}/beta/v1/completions", gw.base()))
+            .bearer_auth(&key)
+            .json(&json!({"model": "chat-b", "prompt": "hi"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 404, "{error}");
+
+    // Rollback: production serves the old version again; staging keeps the new one.
+    call(
+        &gw,
+        "POST",
+        format!("{api}/products/beta/rollback"),
+        Some(json!({"environment": "production", "version": old_version})),
+    )
+    .await;
+    until_served(&gw, 0, &key, 200).await;
+    assert_eq!(completions_status(&gw, 1, &key).await, 404);
+    assert!(promoted["version"].as_u64().unwrap() > old_version);
+}
