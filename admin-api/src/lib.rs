@@ -14,6 +14,8 @@
 //!   listed by prefix and last 4, revoked, rotated with a grace period).
 //! - **Operations** ([`operations`]): promotion to staging and production,
 //!   rollback, users, and the audit log.
+//! - **Analytics** ([`analytics`]): usage series per application, product or
+//!   account (JSON or CSV), top applications, cost from plan prices.
 //! - **Errors** ([`error`]): `{"error": {"code", "message", "fields": [{"field",
 //!   "message"}]}}`; validation errors name each field (`limits[0].value`).
 //! - **Lists**: `?limit=` (1–500, default 100) and `?after=<last id>`,
@@ -27,6 +29,7 @@
 //! # }
 //! ```
 
+pub mod analytics;
 pub mod auth;
 pub mod catalog;
 pub mod error;
@@ -63,6 +66,7 @@ pub fn router(store: Store, tokens: AdminTokens) -> Router {
         catalog::routes()
             .merge(tenancy::routes())
             .merge(operations::routes())
+            .merge(analytics::routes())
             .fallback(|| async { error::ApiError::not_found_route() })
             .with_state(state),
     )

@@ -711,3 +711,58 @@ async fn promotion_users_and_the_audit_log() {
         assert!(!users_audit.to_string().contains("password"), "{kind}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analytics_check_their_parameters() {
+    for api in Api::both().await {
+        let kind = api.kind();
+        seed(&api).await;
+        let (status, _, body) = api
+            .admin("GET", "/analytics/usage?scope=application&id=nope", None)
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{kind}: {body}");
+        let (status, _, _) = api.admin("GET", "/analytics/usage?scope=galaxy&id=x", None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{kind}");
+        let (status, _, body) = api
+            .admin("GET", "/analytics/usage?scope=product&id=granite&from=yesterday", None)
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{kind}");
+        assert_eq!(body["error"]["fields"][0]["field"], "from");
+        let (status, _, body) = api
+            .admin(
+                "GET",
+                "/analytics/usage?scope=product&id=granite&from=2026-11-26T10:00:00Z&to=2026-11-26T09:00:00Z",
+                None,
+            )
+            .await;
+        assert_eq!(
+            (status, &body["error"]["fields"][0]["field"]),
+            (StatusCode::UNPROCESSABLE_ENTITY, &json!("from"))
+        );
+        let (status, _, body) = api
+            .admin(
+                "GET",
+                "/analytics/usage?scope=product&id=granite&granularity=hour&from=2026-11-26T00:00:00Z&to=2026-11-27T00:00:00Z",
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{kind}: {body}");
+        assert_eq!(
+            body["points"].as_array().unwrap().len(),
+            24,
+            "{kind}: a product without applications reads zero"
+        );
+        assert_eq!(body["total"], 0);
+        let (status, _, _) = api
+            .admin("GET", "/analytics/usage?scope=product&id=granite&format=xml", None)
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{kind}");
+        let (status, _, body) = api.admin("GET", "/analytics/top?limit=0", None).await;
+        assert_eq!(
+            (status, &body["error"]["fields"][0]["field"]),
+            (StatusCode::UNPROCESSABLE_ENTITY, &json!("limit"))
+        );
+        let (status, _, _) = api.admin("GET", "/analytics/cost?application_id=nope", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{kind}");
+    }
+}

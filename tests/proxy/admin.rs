@@ -222,3 +222,106 @@ async fn promotion_reaches_staging_then_production_and_rolls_back() {
     assert_eq!(completions_status(&gw, 1, &key).await, 404);
     assert!(promoted["version"].as_u64().unwrap() > old_version);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analytics_report_what_the_proxy_counted() {
+    let gw = Gateway::start(CATALOG, 1, "strict").await;
+    let api = admin_api(&gw).await;
+    let (app_id, key) = gw.app_key("analytics-app", "alpha", "priced").await;
+    for _ in 0..12 {
+        assert_eq!(gw.chat(gw.base(), &key, "chat-a").await.status(), 200);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let truth = gw.sim_usage(&app_id).await;
+    let (prompt, completion) = (
+        truth["prompt_tokens"].as_u64().unwrap(),
+        truth["completion_tokens"].as_u64().unwrap(),
+    );
+    assert_eq!(gw.stored(&app_id, "total_tokens").await, prompt + completion);
+
+    let now = time::OffsetDateTime::now_utc();
+    let format = |t: time::OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let (from, to) = (
+        format(now - time::Duration::hours(1)),
+        format(now + time::Duration::minutes(1)),
+    );
+    let range = format!("from={from}&to={to}").replace('+', "%2B");
+    let series = call(
+        &gw,
+        "GET",
+        format!("{api}/analytics/usage?scope=application&id={app_id}&granularity=minute&{range}"),
+        None,
+    )
+    .await;
+    assert_eq!(series["total"], prompt + completion, "{series}");
+    let points = series["points"].as_array().unwrap();
+    // One point per minute bucket the range touches: 61, or 62 off the minute.
+    assert!((61..=62).contains(&points.len()), "{} points", points.len());
+
+    // The CSV is the same series.
+    let csv = gw
+        .http
+        .get(format!(
+            "{api}/analytics/usage?scope=application&id={app_id}&granularity=minute&{range}&format=csv"
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+    let text = csv.text().await.unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("start,value"));
+    let rows: Vec<(String, u64)> = lines
+        .map(|l| {
+            let (start, value) = l.split_once(',').unwrap();
+            (start.to_owned(), value.parse().unwrap())
+        })
+        .collect();
+    let json_rows: Vec<(String, u64)> = points
+        .iter()
+        .map(|p| (p["start"].as_str().unwrap().to_owned(), p["value"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(rows, json_rows);
+
+    // Per product and per metric, and the ranking, agree.
+    let completions = call(
+        &gw,
+        "GET",
+        format!("{api}/analytics/usage?scope=product&id=alpha&metric=completion_tokens&granularity=hour&{range}"),
+        None,
+    )
+    .await;
+    assert!(completions["total"].as_u64().unwrap() >= completion, "{completions}");
+    let top = call(
+        &gw,
+        "GET",
+        format!("{api}/analytics/top?metric=total_tokens&period=day"),
+        None,
+    )
+    .await;
+    let ranked = top["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["application_id"] == app_id.as_str())
+        .unwrap_or_else(|| panic!("{top}"));
+    assert_eq!(ranked["value"], prompt + completion);
+
+    // Cost at the plan's prices: 0.5 and 1.5 per 1k tokens.
+    let cost = call(
+        &gw,
+        "GET",
+        format!("{api}/analytics/cost?application_id={app_id}&{range}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (cost["prompt_tokens"].as_u64(), cost["completion_tokens"].as_u64()),
+        (Some(prompt), Some(completion))
+    );
+    let micros = (prompt * 500_000 + completion * 1_500_000 + 500) / 1000;
+    let expected = maas_store::model::Money::from_micros(micros).to_string();
+    assert_eq!(cost["cost"], expected.as_str(), "{cost}");
+    assert_eq!(cost["currency"], "USD");
+}

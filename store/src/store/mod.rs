@@ -24,7 +24,7 @@ pub(crate) use paging::all_pages;
 pub use paging::{Page, Paged};
 pub use sessions::SessionRecord;
 pub use tenancy::{ApplicationFilter, ApplicationUpdate, NewAccount, NewApplication, NewUser, UserUpdate};
-pub use usage::{Admission, LimitStatus, TokenHold, UsagePoint, UsageRecord, token_hold};
+pub use usage::{Admission, LimitStatus, MAX_SERIES_POINTS, TokenHold, UsagePoint, UsageRecord, token_hold};
 pub use versions::{Precondition, etag};
 
 use crate::backend::embedded::EmbeddedBackend;

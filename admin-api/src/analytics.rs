@@ -1,0 +1,339 @@
+//! Usage analytics from the store's counters (the ones limits use, so the
+//! numbers are what the proxies counted).
+//!
+//! | route | what |
+//! | --- | --- |
+//! | `GET /analytics/usage` | a series: `scope` (`application`, `product`, `account`) and `id`, `metric` (default `total_tokens`), `granularity` (`minute`, `hour`, `day`, `week`, `month`, `year`; default `hour`), `from`/`to` (RFC 3339; default the last 24 h); `format=csv` for CSV |
+//! | `GET /analytics/top` | applications ranked by `metric` in the `period` bucket holding `at` (default now), `limit` (default 10) |
+//! | `GET /analytics/cost` | one application's prompt and completion tokens over `from`/`to` priced by its plan |
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use maas_store::model::{Application, COMPLETION_TOKENS, Money, PROMPT_TOKENS, TOTAL_TOKENS};
+use maas_store::period::Period;
+use maas_store::{ApplicationFilter, Page, Store, StoreError, UsagePoint};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::AdminState;
+use crate::auth::Admin;
+use crate::error::ApiError;
+use crate::json::QueryParams;
+
+pub fn routes() -> Router<AdminState> {
+    Router::new()
+        .route("/analytics/usage", get(usage))
+        .route("/analytics/top", get(top))
+        .route("/analytics/cost", get(cost))
+}
+
+fn instant(field: &str, value: Option<&str>, default: OffsetDateTime) -> Result<OffsetDateTime, ApiError> {
+    match value {
+        None => Ok(default),
+        Some(text) => OffsetDateTime::parse(text, &Rfc3339)
+            .map_err(|e| ApiError::invalid_field(field, format!("`{text}` is not an RFC 3339 time: {e}"))),
+    }
+}
+
+/// `from`..`to`, by default the last 24 hours.
+fn range(from: Option<&str>, to: Option<&str>) -> Result<(OffsetDateTime, OffsetDateTime), ApiError> {
+    let to = instant("to", to, OffsetDateTime::now_utc())?;
+    let from = instant("from", from, to - time::Duration::days(1))?;
+    if from >= to {
+        return Err(ApiError::invalid_field("from", "must be before `to`"));
+    }
+    Ok((from, to))
+}
+
+/// Every application matching `filter`.
+async fn applications(store: &Store, filter: &ApplicationFilter) -> Result<Vec<Application>, ApiError> {
+    let mut all = Vec::new();
+    let mut page = Page::first(1000);
+    loop {
+        let batch = store.list_applications(filter, &page).await?;
+        all.extend(batch.items);
+        match batch.next {
+            Some(next) => page.after = Some(next),
+            None => return Ok(all),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Scope {
+    Application,
+    Product,
+    Account,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsageQuery {
+    scope: Scope,
+    id: String,
+    metric: Option<String>,
+    granularity: Option<Period>,
+    from: Option<String>,
+    to: Option<String>,
+    format: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Series {
+    scope: Scope,
+    id: String,
+    metric: String,
+    granularity: Period,
+    #[serde(with = "time::serde::rfc3339")]
+    from: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    to: OffsetDateTime,
+    points: Vec<UsagePoint>,
+    total: u64,
+}
+
+async fn usage(admin: Admin, QueryParams(query): QueryParams<UsageQuery>) -> Result<Response, ApiError> {
+    let (from, to) = range(query.from.as_deref(), query.to.as_deref())?;
+    let metric = query.metric.unwrap_or_else(|| TOTAL_TOKENS.to_owned());
+    let granularity = query.granularity.unwrap_or(Period::Hour);
+    let csv = match query.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => {
+            return Err(ApiError::invalid_field(
+                "format",
+                format!("`{other}` is not json or csv"),
+            ));
+        }
+    };
+    let ids: Vec<String> = match query.scope {
+        Scope::Application => match admin.store.get_application(&query.id).await? {
+            Some(app) => vec![app.id],
+            None => return Err(not_found("application", &query.id)),
+        },
+        Scope::Product => {
+            if admin.store.get_product(&query.id).await?.is_none() {
+                return Err(not_found("product", &query.id));
+            }
+            let filter = ApplicationFilter {
+                product: Some(query.id.clone()),
+                ..ApplicationFilter::default()
+            };
+            applications(&admin.store, &filter)
+                .await?
+                .into_iter()
+                .map(|a| a.id)
+                .collect()
+        }
+        Scope::Account => {
+            if admin.store.get_account(&query.id).await?.is_none() {
+                return Err(not_found("account", &query.id));
+            }
+            let filter = ApplicationFilter {
+                account_id: Some(query.id.clone()),
+                ..ApplicationFilter::default()
+            };
+            applications(&admin.store, &filter)
+                .await?
+                .into_iter()
+                .map(|a| a.id)
+                .collect()
+        }
+    };
+    let mut points: Vec<UsagePoint> = Vec::new();
+    for id in &ids {
+        let series = admin.store.usage_series(id, &metric, granularity, from, to).await?;
+        if points.is_empty() {
+            points = series;
+        } else {
+            for (point, add) in points.iter_mut().zip(series) {
+                point.value = point.value.saturating_add(add.value);
+            }
+        }
+    }
+    if ids.is_empty() {
+        points = zero_series(granularity, from, to)?;
+    }
+    let total = points.iter().map(|p| p.value).fold(0, u64::saturating_add);
+    if csv {
+        let mut text = String::from("start,value\n");
+        for point in &points {
+            let start = point.start.format(&Rfc3339).unwrap_or_default();
+            text.push_str(&format!("{start},{}\n", point.value));
+        }
+        return Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], text).into_response());
+    }
+    Ok(Json(Series {
+        scope: query.scope,
+        id: query.id,
+        metric,
+        granularity,
+        from,
+        to,
+        points,
+        total,
+    })
+    .into_response())
+}
+
+/// The buckets of a series with no applications in it, all zero.
+fn zero_series(granularity: Period, from: OffsetDateTime, to: OffsetDateTime) -> Result<Vec<UsagePoint>, ApiError> {
+    if granularity == Period::Eternity {
+        return Err(ApiError::invalid_field(
+            "granularity",
+            "a series needs minute, hour, day, week, month or year",
+        ));
+    }
+    let mut points = Vec::new();
+    let mut start = granularity.bucket_start(from.unix_timestamp());
+    while start < to.unix_timestamp() {
+        if points.len() == maas_store::MAX_SERIES_POINTS {
+            return Err(ApiError::invalid_field(
+                "granularity",
+                "the range spans too many buckets; use a coarser one",
+            ));
+        }
+        let at =
+            OffsetDateTime::from_unix_timestamp(start).map_err(|e| ApiError::invalid_field("from", e.to_string()))?;
+        points.push(UsagePoint { start: at, value: 0 });
+        start = granularity.bucket_end(start);
+    }
+    Ok(points)
+}
+
+fn not_found(kind: &'static str, id: &str) -> ApiError {
+    StoreError::NotFound {
+        kind,
+        id: id.to_owned(),
+    }
+    .into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopQuery {
+    metric: Option<String>,
+    period: Option<Period>,
+    at: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct Ranked {
+    application_id: String,
+    name: String,
+    account_id: String,
+    product: String,
+    value: u64,
+}
+
+async fn top(admin: Admin, QueryParams(query): QueryParams<TopQuery>) -> Result<Json<serde_json::Value>, ApiError> {
+    let metric = query.metric.unwrap_or_else(|| TOTAL_TOKENS.to_owned());
+    let period = query.period.unwrap_or(Period::Day);
+    let at = instant("at", query.at.as_deref(), OffsetDateTime::now_utc())?;
+    let limit = match query.limit {
+        None => 10,
+        Some(limit) if (1..=500).contains(&limit) => limit,
+        Some(_) => return Err(ApiError::invalid_field("limit", "must be between 1 and 500")),
+    };
+    let mut ranked = Vec::new();
+    for app in applications(&admin.store, &ApplicationFilter::default()).await? {
+        let value = admin.store.usage(&app.id, &metric, period, at).await?;
+        if value > 0 {
+            ranked.push(Ranked {
+                application_id: app.id,
+                name: app.name,
+                account_id: app.account_id,
+                product: app.product,
+                value,
+            });
+        }
+    }
+    ranked.sort_by(|a, b| {
+        b.value
+            .cmp(&a.value)
+            .then_with(|| a.application_id.cmp(&b.application_id))
+    });
+    ranked.truncate(limit);
+    let start = OffsetDateTime::from_unix_timestamp(period.bucket_start(at.unix_timestamp()))
+        .map_err(|e| ApiError::invalid_field("at", e.to_string()))?;
+    Ok(Json(serde_json::json!({
+        "metric": metric,
+        "period": period,
+        "bucket_start": start.format(&Rfc3339).unwrap_or_default(),
+        "data": ranked,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CostQuery {
+    application_id: String,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// `tokens` at `price` per 1,000, rounded half up to a millionth.
+pub fn price(tokens: u64, per_1k: Money) -> Money {
+    let micros = (u128::from(tokens) * u128::from(per_1k.micros) + 500) / 1000;
+    Money::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
+}
+
+async fn cost(admin: Admin, QueryParams(query): QueryParams<CostQuery>) -> Result<Json<serde_json::Value>, ApiError> {
+    let (from, to) = range(query.from.as_deref(), query.to.as_deref())?;
+    let app = admin
+        .store
+        .get_application(&query.application_id)
+        .await?
+        .ok_or_else(|| not_found("application", &query.application_id))?;
+    let plan = admin
+        .store
+        .get_plan(&app.product, &app.plan)
+        .await?
+        .ok_or_else(|| not_found("plan", &format!("{}/{}", app.product, app.plan)))?;
+    let mut sums = [0u64; 2];
+    for (sum, metric) in sums.iter_mut().zip([PROMPT_TOKENS, COMPLETION_TOKENS]) {
+        let series = admin
+            .store
+            .usage_series(&app.id, metric, Period::Hour, from, to)
+            .await?;
+        *sum = series.iter().map(|p| p.value).fold(0, u64::saturating_add);
+    }
+    let prompt_cost = price(sums[0], plan.price_per_1k_prompt_tokens);
+    let completion_cost = price(sums[1], plan.price_per_1k_completion_tokens);
+    let total = Money::from_micros(prompt_cost.micros.saturating_add(completion_cost.micros));
+    Ok(Json(serde_json::json!({
+        "application_id": app.id,
+        "plan": app.plan,
+        "currency": plan.currency,
+        "from": from.format(&Rfc3339).unwrap_or_default(),
+        "to": to.format(&Rfc3339).unwrap_or_default(),
+        "prompt_tokens": sums[0],
+        "completion_tokens": sums[1],
+        "prompt_cost": prompt_cost.to_string(),
+        "completion_cost": completion_cost.to_string(),
+        "cost": total.to_string(),
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prices_round_half_up_to_a_millionth() {
+        let per_1k = Money::parse("0.0015").unwrap();
+        assert_eq!(price(1_000, per_1k).to_string(), "0.0015");
+        assert_eq!(price(1, per_1k).to_string(), "0.000002", "0.0000015 rounds up");
+        assert_eq!(price(0, per_1k).to_string(), "0");
+        assert_eq!(
+            price(u64::MAX, Money::parse("1000").unwrap()).micros,
+            u64::MAX,
+            "saturates"
+        );
+    }
+}
