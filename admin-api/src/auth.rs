@@ -1,5 +1,7 @@
 //! Admin authentication: bearer tokens, compared by their SHA-256 (the
-//! secrets themselves are never kept), each with a scope.
+//! secrets themselves are never kept), each with a scope: the bootstrap
+//! token from the configuration, and tokens made through `/tokens` (kept in
+//! the store, so every replica knows them).
 
 use std::net::SocketAddr;
 
@@ -14,11 +16,7 @@ use crate::AdminState;
 use crate::error::ApiError;
 
 /// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    Read,
-    Write,
-}
+pub use maas_store::model::AdminScope as Scope;
 
 /// The tokens the API accepts (their hashes only).
 #[derive(Default)]
@@ -78,7 +76,14 @@ impl FromRequestParts<AdminState> for Admin {
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(str::trim)
             .ok_or_else(ApiError::unauthorized)?;
-        let (scope, name) = state.tokens.find(secret).ok_or_else(ApiError::unauthorized)?;
+        let (scope, name) = match state.tokens.find(secret) {
+            Some((scope, name)) => (scope, name.to_owned()),
+            None => {
+                let token = state.store.lookup_admin_token(&KeyHash::of(secret)).await?;
+                let token = token.ok_or_else(ApiError::unauthorized)?;
+                (token.scope, token.id)
+            }
+        };
         let reads = matches!(parts.method, Method::GET | Method::HEAD);
         if scope == Scope::Read && !reads {
             return Err(ApiError::forbidden("This token may only read."));
@@ -89,7 +94,7 @@ impl FromRequestParts<AdminState> for Admin {
             .map(|ConnectInfo(addr)| addr.ip().to_string());
         Ok(Admin {
             scope,
-            store: state.store.as_actor(Actor::new("admin_token", name, ip)),
+            store: state.store.as_actor(Actor::new("admin_token", &name, ip)),
         })
     }
 }

@@ -8,6 +8,8 @@
 //! | `/users` | `GET` (filter `account_id`), `POST` (`account_id`, `email`, `display_name`, `role`, `state`) |
 //! | `/users/{id}` | `GET`, `PATCH` (`display_name`, `role`, `state`), `DELETE` |
 //! | `/audit` | `GET` (filters `entity`, `entity_id`, `actor_id`; `before` an entry id; newest first) |
+//! | `/tokens` | `GET` (name, scope, last 4), `POST {"name", "scope": "read" \| "write"}` (the answer carries the `secret`, the only time it is shown) |
+//! | `/tokens/{id}` | `DELETE`: refused from the next request on |
 //!
 //! Proxies pick promotions and rollbacks up from the change feed, without
 //! a restart. Password hashes never appear in answers.
@@ -17,7 +19,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use maas_store::model::{SsoIdentity, User, UserRole, UserState};
+use maas_store::model::{AdminScope, AdminToken, SsoIdentity, User, UserRole, UserState};
 use maas_store::{AuditEntry, AuditQuery, Environment, NewUser, Page, ProductRelease, StoreError, UserUpdate};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -36,6 +38,8 @@ pub fn routes() -> Router<AdminState> {
         .route("/users", get(list_users).post(create_user))
         .route("/users/{id}", get(get_user).patch(update_user).delete(delete_user))
         .route("/audit", get(audit))
+        .route("/tokens", get(list_tokens).post(create_token))
+        .route("/tokens/{id}", axum::routing::delete(delete_token))
 }
 
 #[derive(Serialize)]
@@ -268,4 +272,58 @@ async fn audit(
         .then(|| entries.last().map(|e| e.id.clone()))
         .flatten();
     Ok(Json(ListPage { data: entries, next }))
+}
+
+/// An admin token as the API shows it: never its hash.
+#[derive(Serialize)]
+struct TokenView {
+    id: String,
+    name: String,
+    scope: AdminScope,
+    last4: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+}
+
+impl From<AdminToken> for TokenView {
+    fn from(token: AdminToken) -> TokenView {
+        TokenView {
+            id: token.id,
+            name: token.name,
+            scope: token.scope,
+            last4: token.last4,
+            created_at: token.created_at,
+            secret: None,
+        }
+    }
+}
+
+async fn list_tokens(admin: Admin) -> Result<Json<ListPage<TokenView>>, ApiError> {
+    let tokens = admin.store.list_admin_tokens().await?;
+    Ok(Json(ListPage {
+        data: tokens.into_iter().map(TokenView::from).collect(),
+        next: None,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    name: String,
+    scope: AdminScope,
+}
+
+async fn create_token(admin: Admin, body: JsonObject) -> Result<Response, ApiError> {
+    let request: NewToken = body.parse()?;
+    let (token, secret) = admin.store.create_admin_token(&request.name, request.scope).await?;
+    let mut view = TokenView::from(token);
+    view.secret = Some(secret.into_string());
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+async fn delete_token(admin: Admin, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    admin.store.delete_admin_token(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -146,6 +146,48 @@ async fn tokens_decide_who_may_read_and_write() {
         assert_eq!(status, StatusCode::FORBIDDEN, "{kind}: a reader does not write");
         assert_eq!(body["error"]["code"], "forbidden");
         assert!(api.store.get_backend("vllm").await.unwrap().is_none(), "{kind}");
+        // Tokens made through the API, with a scope, revocable.
+        let (status, _, made) = api
+            .admin("POST", "/tokens", Some(json!({"name": "grafana", "scope": "read"})))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{kind}: {made}");
+        let made_secret = made["secret"].as_str().unwrap().to_owned();
+        let (status, _, _) = api.send("GET", "/products", Some(&made_secret), &[], None).await;
+        assert_eq!(status, StatusCode::OK, "{kind}");
+        let (status, _, _) = api
+            .send(
+                "POST",
+                "/tokens",
+                Some(&made_secret),
+                &[],
+                Some(json!({"name": "x", "scope": "write"})),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "{kind}: a read token cannot make a write token"
+        );
+        let (_, _, listed) = api.admin("GET", "/tokens", None).await;
+        assert!(
+            !listed.to_string().contains(&made_secret) && !listed.to_string().contains("hash"),
+            "{kind}: {listed}"
+        );
+        assert_eq!(listed["data"][0]["name"], "grafana");
+        let (status, _, _) = api
+            .admin("DELETE", &format!("/tokens/{}", made["id"].as_str().unwrap()), None)
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, _, _) = api.send("GET", "/products", Some(&made_secret), &[], None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{kind}: a deleted token is refused");
+        let (status, _, body) = api
+            .admin("POST", "/tokens", Some(json!({"name": "x", "scope": "root"})))
+            .await;
+        assert_eq!(
+            (status, &body["error"]["fields"][0]["field"]),
+            (StatusCode::UNPROCESSABLE_ENTITY, &json!("scope"))
+        );
+
         let (status, _, body) = api.admin("GET", "/no-such-route", None).await;
         assert_eq!(
             (status, &body["error"]["code"]),

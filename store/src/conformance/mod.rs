@@ -52,6 +52,7 @@ macro_rules! conformance_suite {
             key_lookup_by_hash,
             revoked_and_expired_keys_are_not_found,
             key_rotation_overlaps,
+            admin_tokens_round_trip,
             concurrent_check_and_add_never_exceeds_limit,
             period_buckets_roll_over,
             token_limits_block_once_spent,

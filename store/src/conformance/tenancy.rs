@@ -545,3 +545,62 @@ pub async fn audit_log_records_changes_without_secrets<F: Fixture>(fixture: &F) 
         .unwrap();
     assert_eq!(next[0].id, everything[2].id, "pages continue where the last one ended");
 }
+
+/// Admin tokens: found by the hash of their secret, listed without it,
+/// gone once deleted, and never in the audit log in clear or hashed.
+pub async fn admin_tokens_round_trip<F: Fixture>(fixture: &F) {
+    use crate::model::AdminScope;
+    let (store, _) = open(fixture).await;
+    let (token, secret) = store.create_admin_token(" ci ", AdminScope::Read).await.unwrap();
+    assert_eq!(token.name, "ci");
+    assert!(secret.expose().starts_with(crate::store::ADMIN_TOKEN_PREFIX));
+    let found = store.lookup_admin_token(&KeyHash::of(secret.expose())).await.unwrap();
+    assert_eq!(found.as_ref().map(|t| t.scope), Some(AdminScope::Read));
+    assert!(
+        store
+            .lookup_admin_token(&KeyHash::of("maas-admin-wrong"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let (second, _) = store.create_admin_token("deploy", AdminScope::Write).await.unwrap();
+    let listed: Vec<String> = store
+        .list_admin_tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(listed, ["ci", "deploy"]);
+    assert!(matches!(
+        store.create_admin_token("", AdminScope::Read).await,
+        Err(StoreError::Invalid(_))
+    ));
+    store.delete_admin_token(&token.id).await.unwrap();
+    assert!(
+        store
+            .lookup_admin_token(&KeyHash::of(secret.expose()))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        store.delete_admin_token(&token.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(store.list_admin_tokens().await.unwrap(), [second]);
+    let audit = store
+        .audit_log(&crate::store::AuditQuery {
+            entity: Some("admin_token".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let text = serde_json::to_string(&audit).unwrap();
+    assert_eq!(audit.len(), 3, "two creations and a deletion");
+    assert!(
+        !text.contains(secret.expose()) && !text.contains(&token.hash.to_string()),
+        "{text}"
+    );
+}

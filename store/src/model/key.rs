@@ -166,3 +166,24 @@ mod tests {
         assert!(!valid_key_prefix(""));
     }
 }
+
+/// What an admin token may do with `/admin/api/v1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminScope {
+    Read,
+    Write,
+}
+
+/// A token of the admin API, stored as its hash like an API key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AdminToken {
+    pub id: String,
+    /// Who or what uses it (`ci`, `grafana`); named in the audit log.
+    pub name: String,
+    pub scope: AdminScope,
+    pub hash: KeyHash,
+    pub last4: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: time::OffsetDateTime,
+}

@@ -1,6 +1,7 @@
 //! [`Store`]: the domain API over a [`StoreBackend`], written once for
 //! both backends.
 
+mod admin_tokens;
 mod audit;
 mod catalog;
 mod keys;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use admin_tokens::ADMIN_TOKEN_PREFIX;
 pub use audit::{Actor, AuditEntry, AuditQuery};
 pub(crate) use catalog::plan_key;
 pub use catalog::{CatalogDiff, CatalogSnapshot, Environment, ProductRelease};
