@@ -191,11 +191,16 @@ impl ProxyHttp for MaasProxy {
         let mut e = e.more_context(format!("Peer: {}", peer.address()));
         // The body is replayed from our own copy, so a POST that failed on a
         // stale pooled connection (the backend closed it while idle) is
-        // retried like Pingora retries idempotent requests.
-        if ctx.attempts < MAX_ATTEMPTS {
-            e.retry.decide_reuse(client_reused);
-        } else {
+        // retried like Pingora retries idempotent requests. Nothing came
+        // back on a reused connection: whether the failure surfaced while
+        // writing (a broken pipe, which Pingora does not mark retryable) or
+        // while reading, the connection went stale under the request.
+        if ctx.attempts >= MAX_ATTEMPTS {
             e.set_retry(false);
+        } else if client_reused && ctx.upstream_headers_after.is_none() {
+            e.set_retry(true);
+        } else {
+            e.retry.decide_reuse(client_reused);
         }
         e
     }
