@@ -13,7 +13,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use maas_store::model::{Application, COMPLETION_TOKENS, Money, PROMPT_TOKENS, TOTAL_TOKENS};
 use maas_store::period::Period;
-use maas_store::{ApplicationFilter, Page, Store, StoreError, UsagePoint};
+use maas_store::{ApplicationFilter, Store, UsagePoint, all_pages};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -22,6 +22,7 @@ use crate::AdminState;
 use crate::auth::Admin;
 use crate::error::ApiError;
 use crate::json::QueryParams;
+use crate::paging::limit_or;
 
 pub fn routes() -> Router<AdminState> {
     Router::new()
@@ -50,16 +51,7 @@ fn range(from: Option<&str>, to: Option<&str>) -> Result<(OffsetDateTime, Offset
 
 /// Every application matching `filter`.
 async fn applications(store: &Store, filter: &ApplicationFilter) -> Result<Vec<Application>, ApiError> {
-    let mut all = Vec::new();
-    let mut page = Page::first(1000);
-    loop {
-        let batch = store.list_applications(filter, &page).await?;
-        all.extend(batch.items);
-        match batch.next {
-            Some(next) => page.after = Some(next),
-            None => return Ok(all),
-        }
-    }
+    Ok(all_pages(|page| async move { store.list_applications(filter, &page).await }).await?)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -110,33 +102,28 @@ async fn usage(admin: Admin, QueryParams(query): QueryParams<UsageQuery>) -> Res
             ));
         }
     };
+    let mut filter = ApplicationFilter::default();
     let ids: Vec<String> = match query.scope {
         Scope::Application => match admin.store.get_application(&query.id).await? {
             Some(app) => vec![app.id],
-            None => return Err(not_found("application", &query.id)),
+            None => return Err(ApiError::not_found("application", &query.id)),
         },
-        Scope::Product => {
-            if admin.store.get_product(&query.id).await?.is_none() {
-                return Err(not_found("product", &query.id));
-            }
-            let filter = ApplicationFilter {
-                product: Some(query.id.clone()),
-                ..ApplicationFilter::default()
+        Scope::Product | Scope::Account => {
+            let exists = if query.scope == Scope::Product {
+                filter.product = Some(query.id.clone());
+                admin.store.get_product(&query.id).await?.is_some()
+            } else {
+                filter.account_id = Some(query.id.clone());
+                admin.store.get_account(&query.id).await?.is_some()
             };
-            applications(&admin.store, &filter)
-                .await?
-                .into_iter()
-                .map(|a| a.id)
-                .collect()
-        }
-        Scope::Account => {
-            if admin.store.get_account(&query.id).await?.is_none() {
-                return Err(not_found("account", &query.id));
+            if !exists {
+                let kind = if query.scope == Scope::Product {
+                    "product"
+                } else {
+                    "account"
+                };
+                return Err(ApiError::not_found(kind, &query.id));
             }
-            let filter = ApplicationFilter {
-                account_id: Some(query.id.clone()),
-                ..ApplicationFilter::default()
-            };
             applications(&admin.store, &filter)
                 .await?
                 .into_iter()
@@ -144,20 +131,10 @@ async fn usage(admin: Admin, QueryParams(query): QueryParams<UsageQuery>) -> Res
                 .collect()
         }
     };
-    let mut points: Vec<UsagePoint> = Vec::new();
-    for id in &ids {
-        let series = admin.store.usage_series(id, &metric, granularity, from, to).await?;
-        if points.is_empty() {
-            points = series;
-        } else {
-            for (point, add) in points.iter_mut().zip(series) {
-                point.value = point.value.saturating_add(add.value);
-            }
-        }
-    }
-    if ids.is_empty() {
-        points = zero_series(granularity, from, to)?;
-    }
+    let points = admin
+        .store
+        .usage_series_total(&ids, &metric, granularity, from, to)
+        .await?;
     let total = points.iter().map(|p| p.value).fold(0, u64::saturating_add);
     if csv {
         let mut text = String::from("start,value\n");
@@ -178,39 +155,6 @@ async fn usage(admin: Admin, QueryParams(query): QueryParams<UsageQuery>) -> Res
         total,
     })
     .into_response())
-}
-
-/// The buckets of a series with no applications in it, all zero.
-fn zero_series(granularity: Period, from: OffsetDateTime, to: OffsetDateTime) -> Result<Vec<UsagePoint>, ApiError> {
-    if granularity == Period::Eternity {
-        return Err(ApiError::invalid_field(
-            "granularity",
-            "a series needs minute, hour, day, week, month or year",
-        ));
-    }
-    let mut points = Vec::new();
-    let mut start = granularity.bucket_start(from.unix_timestamp());
-    while start < to.unix_timestamp() {
-        if points.len() == maas_store::MAX_SERIES_POINTS {
-            return Err(ApiError::invalid_field(
-                "granularity",
-                "the range spans too many buckets; use a coarser one",
-            ));
-        }
-        let at =
-            OffsetDateTime::from_unix_timestamp(start).map_err(|e| ApiError::invalid_field("from", e.to_string()))?;
-        points.push(UsagePoint { start: at, value: 0 });
-        start = granularity.bucket_end(start);
-    }
-    Ok(points)
-}
-
-fn not_found(kind: &'static str, id: &str) -> ApiError {
-    StoreError::NotFound {
-        kind,
-        id: id.to_owned(),
-    }
-    .into()
 }
 
 #[derive(Deserialize)]
@@ -235,11 +179,7 @@ async fn top(admin: Admin, QueryParams(query): QueryParams<TopQuery>) -> Result<
     let metric = query.metric.unwrap_or_else(|| TOTAL_TOKENS.to_owned());
     let period = query.period.unwrap_or(Period::Day);
     let at = instant("at", query.at.as_deref(), OffsetDateTime::now_utc())?;
-    let limit = match query.limit {
-        None => 10,
-        Some(limit) if (1..=500).contains(&limit) => limit,
-        Some(_) => return Err(ApiError::invalid_field("limit", "must be between 1 and 500")),
-    };
+    let limit = limit_or(query.limit, 10)?;
     let mut ranked = Vec::new();
     for app in applications(&admin.store, &ApplicationFilter::default()).await? {
         let value = admin.store.usage(&app.id, &metric, period, at).await?;
@@ -289,12 +229,12 @@ async fn cost(admin: Admin, QueryParams(query): QueryParams<CostQuery>) -> Resul
         .store
         .get_application(&query.application_id)
         .await?
-        .ok_or_else(|| not_found("application", &query.application_id))?;
+        .ok_or_else(|| ApiError::not_found("application", &query.application_id))?;
     let plan = admin
         .store
         .get_plan(&app.product, &app.plan)
         .await?
-        .ok_or_else(|| not_found("plan", &format!("{}/{}", app.product, app.plan)))?;
+        .ok_or_else(|| ApiError::not_found("plan", &format!("{}/{}", app.product, app.plan)))?;
     let mut sums = [0u64; 2];
     for (sum, metric) in sums.iter_mut().zip([PROMPT_TOKENS, COMPLETION_TOKENS]) {
         let series = admin

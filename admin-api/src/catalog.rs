@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use maas_store::model::{Backend, Plan, Product};
-use maas_store::{CatalogDiff, Precondition, StoreError, etag};
+use maas_store::{CatalogDiff, Precondition, etag};
 use serde::Serialize;
 
 use crate::AdminState;
@@ -86,12 +86,7 @@ fn written<T: Serialize>(diff: &CatalogDiff, value: &T) -> Response {
 }
 
 fn found<T: Serialize>(kind: &'static str, id: &str, value: Option<T>) -> Result<Response, ApiError> {
-    let value = value.ok_or_else(|| {
-        ApiError::from(StoreError::NotFound {
-            kind,
-            id: id.to_owned(),
-        })
-    })?;
+    let value = value.ok_or_else(|| ApiError::not_found(kind, id))?;
     Ok(tagged(StatusCode::OK, &value))
 }
 
@@ -159,11 +154,7 @@ async fn list_plans(
     QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Response, ApiError> {
     if admin.store.get_product(&product).await?.is_none() {
-        return Err(StoreError::NotFound {
-            kind: "product",
-            id: product,
-        }
-        .into());
+        return Err(ApiError::not_found("product", &product));
     }
     let plans = admin.store.list_plans(Some(&product)).await?;
     Ok(Json(page(plans, |p| p.system_name.clone(), &query)?).into_response())

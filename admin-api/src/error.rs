@@ -54,6 +54,15 @@ impl ApiError {
         ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
+    /// 404 for `kind` `id`, worded as the store words it.
+    pub fn not_found(kind: &'static str, id: &str) -> ApiError {
+        StoreError::NotFound {
+            kind,
+            id: id.to_owned(),
+        }
+        .into()
+    }
+
     pub fn not_found_route() -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such admin API route.")
     }

@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use maas_store::model::{AdminScope, AdminToken, SsoIdentity, User, UserRole, UserState};
-use maas_store::{AuditEntry, AuditQuery, Environment, NewUser, Page, ProductRelease, StoreError, UserUpdate};
+use maas_store::{AuditEntry, AuditQuery, Environment, NewUser, Page, ProductRelease, UserUpdate};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -28,7 +28,7 @@ use crate::AdminState;
 use crate::auth::Admin;
 use crate::error::ApiError;
 use crate::json::{JsonObject, QueryParams};
-use crate::paging::{DEFAULT_LIMIT, ListPage, MAX_LIMIT};
+use crate::paging::{DEFAULT_LIMIT, ListPage, limit_or};
 
 pub fn routes() -> Router<AdminState> {
     Router::new()
@@ -52,11 +52,7 @@ struct Releases {
 
 async fn releases(admin: Admin, Path(name): Path<String>) -> Result<Json<Releases>, ApiError> {
     if admin.store.get_product(&name).await?.is_none() {
-        return Err(StoreError::NotFound {
-            kind: "product",
-            id: name,
-        }
-        .into());
+        return Err(ApiError::not_found("product", &name));
     }
     let data = admin.store.releases(&name).await?;
     let staging = admin
@@ -155,24 +151,13 @@ struct UserQuery {
     after: Option<String>,
 }
 
-fn limit(limit: Option<usize>) -> Result<usize, ApiError> {
-    match limit {
-        None => Ok(DEFAULT_LIMIT),
-        Some(limit) if (1..=MAX_LIMIT).contains(&limit) => Ok(limit),
-        Some(_) => Err(ApiError::invalid_field(
-            "limit",
-            format!("must be between 1 and {MAX_LIMIT}"),
-        )),
-    }
-}
-
 async fn list_users(
     admin: Admin,
     QueryParams(query): QueryParams<UserQuery>,
 ) -> Result<Json<ListPage<UserView>>, ApiError> {
     let page = Page {
         after: query.after,
-        limit: limit(query.limit)?,
+        limit: limit_or(query.limit, DEFAULT_LIMIT)?,
     };
     let paged = admin.store.list_users(query.account_id.as_deref(), &page).await?;
     Ok(Json(ListPage {
@@ -213,10 +198,7 @@ async fn create_user(admin: Admin, body: JsonObject) -> Result<Response, ApiErro
 
 async fn get_user(admin: Admin, Path(id): Path<String>) -> Result<Json<UserView>, ApiError> {
     let user = admin.store.get_user(&id).await?;
-    Ok(Json(
-        user.ok_or_else(|| ApiError::from(StoreError::NotFound { kind: "user", id }))?
-            .into(),
-    ))
+    Ok(Json(user.ok_or_else(|| ApiError::not_found("user", &id))?.into()))
 }
 
 #[derive(Deserialize)]
@@ -257,7 +239,7 @@ async fn audit(
     admin: Admin,
     QueryParams(query): QueryParams<AuditParams>,
 ) -> Result<Json<ListPage<AuditEntry>>, ApiError> {
-    let limit = limit(query.limit)?;
+    let limit = limit_or(query.limit, DEFAULT_LIMIT)?;
     let entries = admin
         .store
         .audit_log(&AuditQuery {

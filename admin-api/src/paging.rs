@@ -17,14 +17,19 @@ pub struct ListQuery {
 
 impl ListQuery {
     pub fn limit(&self) -> Result<usize, ApiError> {
-        match self.limit {
-            None => Ok(DEFAULT_LIMIT),
-            Some(limit) if (1..=MAX_LIMIT).contains(&limit) => Ok(limit),
-            Some(_) => Err(ApiError::invalid_field(
-                "limit",
-                format!("must be between 1 and {MAX_LIMIT}"),
-            )),
-        }
+        limit_or(self.limit, DEFAULT_LIMIT)
+    }
+}
+
+/// A `?limit=` parameter: `default` when absent, else 1 to [`MAX_LIMIT`].
+pub fn limit_or(limit: Option<usize>, default: usize) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(default),
+        Some(limit) if (1..=MAX_LIMIT).contains(&limit) => Ok(limit),
+        Some(_) => Err(ApiError::invalid_field(
+            "limit",
+            format!("must be between 1 and {MAX_LIMIT}"),
+        )),
     }
 }
 

@@ -51,14 +51,6 @@ pub fn routes() -> Router<AdminState> {
         .route("/keys/{id}/rotate", post(rotate_key))
 }
 
-fn not_found(kind: &'static str, id: &str) -> ApiError {
-    StoreError::NotFound {
-        kind,
-        id: id.to_owned(),
-    }
-    .into()
-}
-
 fn store_page(query: &ListQuery) -> Result<Page, ApiError> {
     Ok(Page {
         after: query.after.clone(),
@@ -85,7 +77,7 @@ async fn create_account(admin: Admin, body: JsonObject) -> Result<Response, ApiE
 
 async fn get_account(admin: Admin, Path(id): Path<String>) -> Result<Json<Account>, ApiError> {
     let account = admin.store.get_account(&id).await?;
-    Ok(Json(account.ok_or_else(|| not_found("account", &id))?))
+    Ok(Json(account.ok_or_else(|| ApiError::not_found("account", &id))?))
 }
 
 #[derive(Deserialize)]
@@ -145,7 +137,9 @@ async fn create_application(admin: Admin, body: JsonObject) -> Result<Response, 
 
 async fn get_application(admin: Admin, Path(id): Path<String>) -> Result<Json<Application>, ApiError> {
     let application = admin.store.get_application(&id).await?;
-    Ok(Json(application.ok_or_else(|| not_found("application", &id))?))
+    Ok(Json(
+        application.ok_or_else(|| ApiError::not_found("application", &id))?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -183,7 +177,7 @@ async fn transition(
         .store
         .get_application(id)
         .await?
-        .ok_or_else(|| not_found("application", id))?;
+        .ok_or_else(|| ApiError::not_found("application", id))?;
     if application.state == to {
         return Ok(Json(application));
     }
@@ -270,7 +264,7 @@ struct IssuedKeyView {
 
 async fn list_keys(admin: Admin, Path(id): Path<String>) -> Result<Json<ListPage<KeyView>>, ApiError> {
     if admin.store.get_application(&id).await?.is_none() {
-        return Err(not_found("application", &id));
+        return Err(ApiError::not_found("application", &id));
     }
     let keys = admin.store.application_keys(&id).await?;
     Ok(Json(ListPage {
@@ -312,7 +306,7 @@ async fn create_key(admin: Admin, Path(id): Path<String>, body: Option<JsonObjec
 
 async fn get_key(admin: Admin, Path(id): Path<String>) -> Result<Json<KeyView>, ApiError> {
     let key = admin.store.get_key(&id).await?;
-    Ok(Json(key.ok_or_else(|| not_found("key", &id))?.into()))
+    Ok(Json(key.ok_or_else(|| ApiError::not_found("key", &id))?.into()))
 }
 
 async fn revoke_key(admin: Admin, Path(id): Path<String>) -> Result<Json<KeyView>, ApiError> {

@@ -435,6 +435,34 @@ pub async fn usage_series_and_batches<F: Fixture>(fixture: &F) {
             .is_err()
     );
     assert_eq!(store.usage(&app, "hits", Period::Minute, t).await.unwrap(), 1);
+
+    // Summed over applications (a product's, an account's); none reads zero.
+    let other = "app_other".to_owned();
+    store
+        .record_usage(&[UsageRecord {
+            application_id: other.clone(),
+            metric: "prompt_tokens".into(),
+            value: 100,
+            at: t + Duration::minutes(2),
+        }])
+        .await
+        .unwrap();
+    let both = store
+        .usage_series_total(
+            &[app.clone(), other],
+            "prompt_tokens",
+            Period::Minute,
+            t,
+            t + Duration::minutes(4),
+        )
+        .await
+        .unwrap();
+    assert_eq!(both.iter().map(|p| p.value).collect::<Vec<_>>(), [15, 0, 107, 0]);
+    let none = store
+        .usage_series_total(&[], "prompt_tokens", Period::Minute, t, t + Duration::minutes(4))
+        .await
+        .unwrap();
+    assert_eq!(none.iter().map(|p| p.value).collect::<Vec<_>>(), [0, 0, 0, 0]);
 }
 
 pub async fn change_events_reach_subscribers<F: Fixture>(fixture: &F) {

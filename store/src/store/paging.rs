@@ -48,7 +48,7 @@ impl Store {
 }
 
 /// Every item of a paged listing, following `next` to the end.
-pub(crate) async fn all_pages<T, F, Fut>(mut list: F) -> StoreResult<Vec<T>>
+pub async fn all_pages<T, F, Fut>(mut list: F) -> StoreResult<Vec<T>>
 where
     F: FnMut(Page) -> Fut,
     Fut: Future<Output = StoreResult<Paged<T>>>,

@@ -285,6 +285,20 @@ impl Store {
         from: OffsetDateTime,
         to: OffsetDateTime,
     ) -> StoreResult<Vec<UsagePoint>> {
+        self.usage_series_total(&[application_id.to_owned()], metric, granularity, from, to)
+            .await
+    }
+
+    /// [`usage_series`](Store::usage_series) summed over applications (a
+    /// product's or an account's); every bucket, zero without applications.
+    pub async fn usage_series_total(
+        &self,
+        application_ids: &[String],
+        metric: &str,
+        granularity: Period,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> StoreResult<Vec<UsagePoint>> {
         if granularity == Period::Eternity {
             return Err(StoreError::invalid(
                 "granularity",
@@ -306,14 +320,18 @@ impl Store {
             starts.push(start);
             start = granularity.bucket_end(start);
         }
-        let keys: Vec<CounterKey> = starts
+        let keys: Vec<CounterKey> = application_ids
             .iter()
-            .map(|s| counter(application_id, metric, granularity, *s))
+            .flat_map(|id| starts.iter().map(move |s| counter(id, metric, granularity, *s)))
             .collect();
         let values = self.backend.read_counters(&keys).await?;
+        let mut totals = vec![0u64; starts.len()];
+        for (index, value) in values.into_iter().enumerate() {
+            totals[index % starts.len()] = totals[index % starts.len()].saturating_add(value);
+        }
         Ok(starts
             .into_iter()
-            .zip(values)
+            .zip(totals)
             .filter_map(|(start, value)| {
                 OffsetDateTime::from_unix_timestamp(start)
                     .ok()
