@@ -92,15 +92,9 @@ pub struct Limiter {
     local: Mutex<LocalLimits>,
 }
 
-/// Would `delta` more of a metric fit? A limit on a metric the request does
-/// not count up front (tokens) admits while not yet spent.
-pub fn admits(limit_value: u64, used: u64, delta: u64) -> bool {
-    if delta == 0 {
-        used < limit_value
-    } else {
-        used.checked_add(delta).is_some_and(|total| total <= limit_value)
-    }
-}
+/// Would `delta` more of a metric fit? The store's arithmetic, so local
+/// and strict modes decide alike.
+pub use maas_store::backend::admits;
 
 /// Prompt tokens guessed from a request body's size, before the model
 /// server counts them: a quarter of the bytes (English text runs about four

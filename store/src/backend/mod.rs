@@ -175,17 +175,6 @@ impl CounterCheck {
             takes_grant: self.takes_grant,
         }
     }
-
-    /// A plain check: `add` counted now, nothing held.
-    pub fn counting(key: CounterKey, max: u64, add: u64) -> CounterCheck {
-        CounterCheck {
-            key,
-            max,
-            add,
-            hold: 0,
-            takes_grant: false,
-        }
-    }
 }
 
 /// A hold on limits by one request in flight, released by
@@ -212,6 +201,16 @@ pub enum CheckOutcome {
     Rejected { index: usize, current: u64 },
 }
 
+/// Whether `need` more fits under `max` with `used` spent; needing nothing
+/// (a metric counted after the response) fits while not yet spent.
+pub fn admits(max: u64, used: u64, need: u64) -> bool {
+    if need == 0 {
+        used < max
+    } else {
+        used.checked_add(need).is_some_and(|total| total <= max)
+    }
+}
+
 /// What a reservation takes of each check: `Ok((granted, amounts))` with
 /// the amount held per check, or `Err((index, used))` of the check that
 /// refused. `used[i]` is check `i`'s counter plus its holds; without a
@@ -226,8 +225,8 @@ pub fn decide(demands: &[Demand], used: &[u64], grant: Option<Grant>) -> Result<
         let hold = if grant.is_some() { demand.hold } else { 0 };
         let takes_grant = grant.is_some() && demand.takes_grant;
         let need = demand.add.saturating_add(hold);
-        if need == 0 && !takes_grant {
-            if used >= demand.max {
+        if !takes_grant {
+            if !admits(demand.max, used, need) {
                 return Err((index, used));
             }
             continue;
@@ -235,7 +234,7 @@ pub fn decide(demands: &[Demand], used: &[u64], grant: Option<Grant>) -> Result<
         let Some(room) = demand.max.checked_sub(used).and_then(|left| left.checked_sub(need)) else {
             return Err((index, used));
         };
-        if takes_grant && (tightest.is_none() || room < granted) {
+        if tightest.is_none() || room < granted {
             granted = granted.min(room);
             tightest = Some((index, used));
         }
