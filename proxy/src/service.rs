@@ -281,40 +281,42 @@ impl ProxyHttp for MaasProxy {
         for (name, value) in &ctx.extra_headers {
             response.insert_header(*name, value.as_str())?;
         }
-        let content_type = response.headers.get("content-type").map(|v| v.as_bytes());
-        let metered = content_type.is_some_and(|t| is_event_stream(t) || is_json_content_type(t));
-        if response.status.is_success() && metered {
-            match Encoding::of(response.headers.get("content-encoding").map(|v| v.as_bytes())) {
-                Encoding::Identity => {}
-                Encoding::Decodable(decoder) => {
-                    // The client gets the decoded body, as from a compliant upstream.
-                    ctx.decoder = Some(decoder);
-                    response.remove_header("content-encoding");
-                    response.remove_header("content-length");
-                }
-                Encoding::Unsupported => {
-                    let backend = ctx.upstream.as_ref().map_or("", |u| u.name.as_str());
-                    METRICS
-                        .upstream_errors
-                        .with_label_values(&[backend, "undecodable_encoding"])
-                        .inc();
-                    tracing::warn!(backend, "upstream sent a content coding the proxy cannot meter");
-                    return Ok(());
-                }
+        if !response.status.is_success() {
+            return Ok(());
+        }
+        // Event streams and JSON bodies are metered; anything else passes.
+        let stream = match response.headers.get("content-type").map(|v| v.as_bytes()) {
+            Some(t) if is_event_stream(t) => true,
+            Some(t) if is_json_content_type(t) => false,
+            _ => return Ok(()),
+        };
+        match Encoding::of(response.headers.get("content-encoding").map(|v| v.as_bytes())) {
+            Encoding::Identity => {}
+            Encoding::Decodable(decoder) => {
+                // The client gets the decoded body, as from a compliant upstream.
+                ctx.decoder = Some(decoder);
+                response.remove_header("content-encoding");
+                response.remove_header("content-length");
+            }
+            Encoding::Unsupported => {
+                let backend = ctx.upstream.as_ref().map_or("", |u| u.name.as_str());
+                METRICS
+                    .upstream_errors
+                    .with_label_values(&[backend, "undecodable_encoding"])
+                    .inc();
+                tracing::warn!(backend, "upstream sent a content coding the proxy cannot meter");
+                return Ok(());
             }
         }
-        let content_type = response.headers.get("content-type").map(|v| v.as_bytes());
-        if response.status.is_success() {
-            if content_type.is_some_and(is_event_stream) {
-                let meter = StreamMeter::new(ctx.client_usage);
-                if meter.filters() {
-                    // Events are taken out: the length changes.
-                    response.remove_header("content-length");
-                }
-                ctx.stream_meter = Some(meter);
-            } else if content_type.is_some_and(is_json_content_type) {
-                ctx.collector = Some(BodyCollector::default());
+        if stream {
+            let meter = StreamMeter::new(ctx.client_usage);
+            if meter.filters() {
+                // Events are taken out: the length changes.
+                response.remove_header("content-length");
             }
+            ctx.stream_meter = Some(meter);
+        } else {
+            ctx.collector = Some(BodyCollector::default());
         }
         Ok(())
     }
