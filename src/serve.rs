@@ -145,20 +145,32 @@ pub fn up(config_path: Option<&Path>, demo: bool) -> Result<()> {
 
 /// The admin API's tokens: the configured bootstrap token, else one made
 /// now, printed once and kept only as a hash for this process's lifetime.
-fn admin_tokens(config: &MaasConfig) -> maas_admin_api::AdminTokens {
-    match &config.secrets.admin_token {
-        Some(secret) => maas_admin_api::AdminTokens::new(Some(secret.expose())),
-        None => {
-            let token = format!(
-                "maas-admin-{}",
-                maas_store::ids::hex(&maas_store::ids::random_bytes::<24>())
-            );
-            eprintln!(
-                "admin API token for this run (shown once; set MAAS_ADMIN_TOKEN or admin.token_file to keep one):\n  {token}"
-            );
-            maas_admin_api::AdminTokens::new(Some(&token))
-        }
+/// The configured admin token; without one, a bootstrap token is made the
+/// first time the store has no admin token at all, stored hashed like the
+/// tokens made through `/tokens`, and printed this once.
+async fn admin_tokens(store: &Store, config: &MaasConfig) -> Result<maas_admin_api::AdminTokens> {
+    if let Some(secret) = &config.secrets.admin_token {
+        return Ok(maas_admin_api::AdminTokens::new(Some(secret.expose())));
     }
+    let existing = store.list_admin_tokens().await.context("reading the admin tokens")?;
+    if existing.is_empty() {
+        let (_, secret) = store
+            .as_actor(maas_store::Actor::system())
+            .create_admin_token("bootstrap", maas_store::model::AdminScope::Write)
+            .await
+            .context("creating the bootstrap admin token")?;
+        eprintln!(
+            "admin API bootstrap token (stored hashed, shown only now; keep it, or set MAAS_ADMIN_TOKEN):\n  {}",
+            secret.expose()
+        );
+    } else {
+        eprintln!(
+            "admin API: {} token(s) in the store (the bootstrap token was printed at first start); \
+             MAAS_ADMIN_TOKEN or admin.token_file adds one",
+            existing.len()
+        );
+    }
+    Ok(maas_admin_api::AdminTokens::default())
 }
 
 async fn bind_portal(config: &MaasConfig) -> Result<tokio::net::TcpListener> {
@@ -168,23 +180,23 @@ async fn bind_portal(config: &MaasConfig) -> Result<tokio::net::TcpListener> {
     })
 }
 
-fn admin_app(
+async fn admin_app(
     store: &Store,
     config: &MaasConfig,
-) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<axum::Router, std::net::SocketAddr> {
-    maas_admin_api::router(store.clone(), admin_tokens(config))
-        .into_make_service_with_connect_info::<std::net::SocketAddr>()
+) -> Result<axum::extract::connect_info::IntoMakeServiceWithConnectInfo<axum::Router, std::net::SocketAddr>> {
+    let tokens = admin_tokens(store, config).await?;
+    Ok(maas_admin_api::router(store.clone(), tokens).into_make_service_with_connect_info::<std::net::SocketAddr>())
 }
 
 /// `maas up`: the admin API beside the proxy, on the control runtime.
 fn spawn_admin_api(runtime: &tokio::runtime::Runtime, store: &Store, config: &MaasConfig) -> Result<()> {
+    let app = runtime.block_on(admin_app(store, config))?;
     let listener = runtime.block_on(bind_portal(config))?;
     println!(
         "admin API on http://{}{}",
         config.portal.listen,
         maas_admin_api::BASE_PATH
     );
-    let app = admin_app(store, config);
     runtime.spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::error!(%error, "the admin API stopped");
@@ -200,8 +212,10 @@ pub fn portal(config_path: Option<&Path>) -> Result<()> {
     init_logging(&config);
     let runtime = runtime()?;
     let store = runtime.block_on(open_store(&config))?;
+    // The app (and its bootstrap token) before the port opens: a client
+    // that finds the port open finds the API ready.
+    let app = runtime.block_on(admin_app(&store, &config))?;
     let listener = runtime.block_on(bind_portal(&config))?;
-    let app = admin_app(&store, &config);
     eprintln!(
         "maas portal: admin API on http://{}{}, store {}",
         config.portal.listen,

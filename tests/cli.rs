@@ -63,7 +63,7 @@ fn check_prints_file_line_field_reason_for_each_kind_of_mistake() {
             "unknown variant",
             "{metric: hits, period: minute, value: 60}",
             "{metric: hits, period: minutely, value: 60}",
-            "broken.yaml:65: plans[0].limits[0].period: unknown variant `minutely`",
+            "broken.yaml:67: plans[0].limits[0].period: unknown variant `minutely`",
         ),
         (
             "dangling reference",
@@ -75,7 +75,7 @@ fn check_prints_file_line_field_reason_for_each_kind_of_mistake() {
             "non-positive limit",
             "{metric: hits, period: minute, value: 600}",
             "{metric: hits, period: minute, value: 0}",
-            "broken.yaml:78: plans[1].limits[0].value: must be at least 1",
+            "broken.yaml:80: plans[1].limits[0].value: must be at least 1",
         ),
         (
             "syntax",
@@ -172,6 +172,64 @@ fn portal_serves_the_admin_api_and_stops_cleanly() {
         yaml.contains("vllm") && yaml.contains("http://127.0.0.1:8000"),
         "{yaml}"
     );
+}
+
+/// Starts `maas portal` on a fresh port without `MAAS_ADMIN_TOKEN`, waits
+/// until it listens, stops it, and returns what it printed.
+fn portal_run_without_a_token(dir: &std::path::Path, during: impl FnOnce(&str)) -> String {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_maas"))
+        .current_dir(dir)
+        .arg("portal")
+        .env_remove("MAAS_REDIS_URL")
+        .env_remove("MAAS_CONFIG")
+        .env_remove("MAAS_ADMIN_TOKEN")
+        .env("MAAS_DATA_DIR", "data")
+        .env("MAAS_PORTAL_LISTEN", format!("127.0.0.1:{port}"))
+        .env("MAAS_LOG_LEVEL", "warn")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(port, "maas portal");
+    during(&format!("127.0.0.1:{port}"));
+    let status = Command::new("kill").arg(child.id().to_string()).status().unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "maas portal exits 0 on SIGTERM");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn the_bootstrap_admin_token_is_printed_once_and_kept_hashed() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = portal_run_without_a_token(dir.path(), |_| {});
+    let token = first
+        .lines()
+        .skip_while(|line| !line.contains("bootstrap token"))
+        .nth(1)
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no bootstrap token printed:\n{first}"))
+        .to_owned();
+    assert!(token.len() >= 40, "{token}");
+    // Only its hash is stored.
+    let data = std::fs::read_dir(dir.path().join("data")).unwrap();
+    for file in data {
+        let bytes = std::fs::read(file.unwrap().path()).unwrap();
+        assert!(
+            !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
+            "the token is in the store in clear"
+        );
+    }
+    // A second start prints no token, and the first one still works.
+    let second = portal_run_without_a_token(dir.path(), |address| {
+        let listed = http(address, &admin_request("GET", "/tokens", Some(&token), ""));
+        assert!(listed.starts_with("HTTP/1.1 200"), "{listed}");
+        assert!(listed.contains("\"bootstrap\""), "{listed}");
+        let refused = http(address, &admin_request("GET", "/tokens", Some("guess"), ""));
+        assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    });
+    assert!(!second.contains(&token), "printed once:\n{second}");
+    assert!(second.contains("1 token(s) in the store"), "{second}");
 }
 
 /// apply → export → apply changes nothing, on the store `env` selects.

@@ -7,28 +7,30 @@
 //! | `GET /analytics/top` | applications ranked by `metric` in the `period` bucket holding `at` (default now), `limit` (default 10) |
 //! | `GET /analytics/cost` | one application's prompt and completion tokens over `from`/`to` priced by its plan |
 
+use axum::Json;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use maas_store::model::{Application, COMPLETION_TOKENS, Money, PROMPT_TOKENS, TOTAL_TOKENS};
 use maas_store::period::Period;
 use maas_store::{ApplicationFilter, Store, UsagePoint, all_pages};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AdminState;
 use crate::auth::Admin;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::json::QueryParams;
 use crate::paging::limit_or;
 
-pub fn routes() -> Router<AdminState> {
-    Router::new()
-        .route("/analytics/usage", get(usage))
-        .route("/analytics/top", get(top))
-        .route("/analytics/cost", get(cost))
+pub fn routes() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::new()
+        .routes(routes!(usage))
+        .routes(routes!(top))
+        .routes(routes!(cost))
 }
 
 fn instant(field: &str, value: Option<&str>, default: OffsetDateTime) -> Result<OffsetDateTime, ApiError> {
@@ -54,7 +56,7 @@ async fn applications(store: &Store, filter: &ApplicationFilter) -> Result<Vec<A
     Ok(all_pages(|page| async move { store.list_applications(filter, &page).await }).await?)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 enum Scope {
     Application,
@@ -62,19 +64,30 @@ enum Scope {
     Account,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct UsageQuery {
+    /// What `id` names.
     scope: Scope,
+    /// The application id, product `system_name` or account id.
     id: String,
+    /// `hits`, `prompt_tokens`, `completion_tokens`, `total_tokens` (default) or a product metric.
     metric: Option<String>,
+    /// Bucket size (default `hour`).
     granularity: Option<Period>,
+    /// RFC 3339 start (default: 24 h before `to`).
+    #[param(format = DateTime)]
     from: Option<String>,
+    /// RFC 3339 end (default: now).
+    #[param(format = DateTime)]
     to: Option<String>,
+    /// `json` (default) or `csv` (`start,value` lines).
+    #[param(pattern = "^(json|csv)$")]
     format: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Series {
     scope: Scope,
     id: String,
@@ -84,10 +97,18 @@ struct Series {
     from: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     to: OffsetDateTime,
+    /// One point per bucket from `from` to `to`, zeros included.
     points: Vec<UsagePoint>,
+    /// The sum of the points.
     total: u64,
 }
 
+/// A usage series
+#[utoipa::path(get, path = "/analytics/usage", tag = "analytics", params(UsageQuery),
+    responses((status = OK, description = "The series as JSON, or as CSV with `format=csv`", content(
+        (Series = "application/json"),
+        (String = "text/csv", example = "start,value\n2026-11-26T10:00:00Z,1234\n"))),
+        (status = NOT_FOUND, description = "No such application, product or account", body = ErrorBody)))]
 async fn usage(admin: Admin, QueryParams(query): QueryParams<UsageQuery>) -> Result<Response, ApiError> {
     let (from, to) = range(query.from.as_deref(), query.to.as_deref())?;
     let metric = query.metric.unwrap_or_else(|| TOTAL_TOKENS.to_owned());
@@ -157,16 +178,23 @@ async fn usage(admin: Admin, QueryParams(query): QueryParams<UsageQuery>) -> Res
     .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct TopQuery {
+    /// The metric to rank by (default `total_tokens`).
     metric: Option<String>,
+    /// The bucket to rank in (default `day`).
     period: Option<Period>,
+    /// An RFC 3339 time inside the bucket (default: now).
+    #[param(format = DateTime)]
     at: Option<String>,
+    /// How many applications, 1 to 500 (default 10).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Ranked {
     application_id: String,
     name: String,
@@ -175,7 +203,20 @@ struct Ranked {
     value: u64,
 }
 
-async fn top(admin: Admin, QueryParams(query): QueryParams<TopQuery>) -> Result<Json<serde_json::Value>, ApiError> {
+#[derive(Serialize, ToSchema)]
+struct TopApplications {
+    metric: String,
+    period: Period,
+    #[serde(with = "time::serde::rfc3339")]
+    bucket_start: OffsetDateTime,
+    /// Applications with usage in the bucket, most first.
+    data: Vec<Ranked>,
+}
+
+/// Top applications
+#[utoipa::path(get, path = "/analytics/top", tag = "analytics", params(TopQuery),
+    responses((status = OK, body = TopApplications)))]
+async fn top(admin: Admin, QueryParams(query): QueryParams<TopQuery>) -> Result<Json<TopApplications>, ApiError> {
     let metric = query.metric.unwrap_or_else(|| TOTAL_TOKENS.to_owned());
     let period = query.period.unwrap_or(Period::Day);
     let at = instant("at", query.at.as_deref(), OffsetDateTime::now_utc())?;
@@ -201,20 +242,43 @@ async fn top(admin: Admin, QueryParams(query): QueryParams<TopQuery>) -> Result<
     ranked.truncate(limit);
     let start = OffsetDateTime::from_unix_timestamp(period.bucket_start(at.unix_timestamp()))
         .map_err(|e| ApiError::invalid_field("at", e.to_string()))?;
-    Ok(Json(serde_json::json!({
-        "metric": metric,
-        "period": period,
-        "bucket_start": start.format(&Rfc3339).unwrap_or_default(),
-        "data": ranked,
-    })))
+    Ok(Json(TopApplications {
+        metric,
+        period,
+        bucket_start: start,
+        data: ranked,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct CostQuery {
     application_id: String,
+    /// RFC 3339 start (default: 24 h before `to`).
+    #[param(format = DateTime)]
     from: Option<String>,
+    /// RFC 3339 end (default: now).
+    #[param(format = DateTime)]
     to: Option<String>,
+}
+
+/// Token usage priced by the application's plan.
+#[derive(Serialize, ToSchema)]
+struct Cost {
+    application_id: String,
+    plan: String,
+    currency: String,
+    #[serde(with = "time::serde::rfc3339")]
+    from: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    to: OffsetDateTime,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    /// Decimal strings, exact to a millionth.
+    prompt_cost: String,
+    completion_cost: String,
+    cost: String,
 }
 
 /// `tokens` at `price` per 1,000, rounded half up to a millionth.
@@ -223,7 +287,11 @@ pub fn price(tokens: u64, per_1k: Money) -> Money {
     Money::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
 }
 
-async fn cost(admin: Admin, QueryParams(query): QueryParams<CostQuery>) -> Result<Json<serde_json::Value>, ApiError> {
+/// Cost of an application
+#[utoipa::path(get, path = "/analytics/cost", tag = "analytics", params(CostQuery),
+    responses((status = OK, body = Cost),
+        (status = NOT_FOUND, description = "No such application", body = ErrorBody)))]
+async fn cost(admin: Admin, QueryParams(query): QueryParams<CostQuery>) -> Result<Json<Cost>, ApiError> {
     let (from, to) = range(query.from.as_deref(), query.to.as_deref())?;
     let app = admin
         .store
@@ -246,18 +314,18 @@ async fn cost(admin: Admin, QueryParams(query): QueryParams<CostQuery>) -> Resul
     let prompt_cost = price(sums[0], plan.price_per_1k_prompt_tokens);
     let completion_cost = price(sums[1], plan.price_per_1k_completion_tokens);
     let total = Money::from_micros(prompt_cost.micros.saturating_add(completion_cost.micros));
-    Ok(Json(serde_json::json!({
-        "application_id": app.id,
-        "plan": app.plan,
-        "currency": plan.currency,
-        "from": from.format(&Rfc3339).unwrap_or_default(),
-        "to": to.format(&Rfc3339).unwrap_or_default(),
-        "prompt_tokens": sums[0],
-        "completion_tokens": sums[1],
-        "prompt_cost": prompt_cost.to_string(),
-        "completion_cost": completion_cost.to_string(),
-        "cost": total.to_string(),
-    })))
+    Ok(Json(Cost {
+        application_id: app.id,
+        plan: app.plan,
+        currency: plan.currency,
+        from,
+        to,
+        prompt_tokens: sums[0],
+        completion_tokens: sums[1],
+        prompt_cost: prompt_cost.to_string(),
+        completion_cost: completion_cost.to_string(),
+        cost: total.to_string(),
+    }))
 }
 
 #[cfg(test)]

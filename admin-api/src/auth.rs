@@ -1,7 +1,13 @@
-//! Admin authentication: bearer tokens, compared by their SHA-256 (the
-//! secrets themselves are never kept), each with a scope: the bootstrap
-//! token from the configuration, and tokens made through `/tokens` (kept in
-//! the store, so every replica knows them).
+//! Admin authentication, two ways:
+//!
+//! - **Bearer tokens**, compared by their SHA-256 (the secrets themselves are
+//!   never kept), each with a scope: the token from the configuration, and
+//!   tokens kept in the store (the bootstrap token `maas` makes on first
+//!   start, and those made through `/tokens`), so every replica knows them.
+//! - **The portal's session**: the [`SESSION_COOKIE`] of a signed-in user
+//!   with the `admin` role, as the admin console's pages call the API. A
+//!   write with a session must also carry the session's CSRF token in
+//!   [`CSRF_HEADER`], so another site cannot make the browser write.
 
 use std::net::SocketAddr;
 
@@ -10,7 +16,7 @@ use axum::http::Method;
 use axum::http::request::Parts;
 use maas_store::Actor;
 use maas_store::Store;
-use maas_store::model::KeyHash;
+use maas_store::model::{KeyHash, UserRole, UserState};
 
 use crate::AdminState;
 use crate::error::ApiError;
@@ -58,6 +64,13 @@ impl AdminTokens {
     }
 }
 
+/// The portal's session cookie.
+pub const SESSION_COOKIE: &str = "maas_session";
+/// The header a session-authenticated write repeats the session's CSRF token in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// Where the portal keeps a session's CSRF token ([`maas_store::SessionRecord::data`]).
+pub const SESSION_CSRF_FIELD: &str = "csrf";
+
 /// An authenticated admin request: its scope, and the store acting as it
 /// (so the audit log names the token and the client address).
 pub struct Admin {
@@ -69,32 +82,85 @@ impl FromRequestParts<AdminState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AdminState) -> Result<Admin, ApiError> {
-        let secret = parts
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim)
-            .ok_or_else(ApiError::unauthorized)?;
-        let (scope, name) = match state.tokens.find(secret) {
-            Some((scope, name)) => (scope, name.to_owned()),
-            None => {
-                let token = state.store.lookup_admin_token(&KeyHash::of(secret)).await?;
-                let token = token.ok_or_else(ApiError::unauthorized)?;
-                (token.scope, token.id)
-            }
-        };
-        let reads = matches!(parts.method, Method::GET | Method::HEAD);
-        if scope == Scope::Read && !reads {
-            return Err(ApiError::forbidden("This token may only read."));
-        }
         let ip = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip().to_string());
+        let writes = !matches!(parts.method, Method::GET | Method::HEAD);
+        let bearer = parts
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim);
+        let (scope, actor) = match (bearer, session_id(parts)) {
+            (Some(secret), _) => {
+                let (scope, name) = match state.tokens.find(secret) {
+                    Some((scope, name)) => (scope, name.to_owned()),
+                    None => {
+                        let token = state.store.lookup_admin_token(&KeyHash::of(secret)).await?;
+                        let token = token.ok_or_else(ApiError::unauthorized)?;
+                        (token.scope, token.id)
+                    }
+                };
+                (scope, Actor::new("admin_token", &name, ip))
+            }
+            (None, Some(session)) => {
+                let user = session_admin(&state.store, parts, session, writes).await?;
+                (Scope::Write, Actor::new("user", &user, ip))
+            }
+            (None, None) => return Err(ApiError::unauthorized()),
+        };
+        if scope == Scope::Read && writes {
+            return Err(ApiError::forbidden("This token may only read."));
+        }
         Ok(Admin {
             scope,
-            store: state.store.as_actor(Actor::new("admin_token", &name, ip)),
+            store: state.store.as_actor(actor),
         })
     }
+}
+
+/// The session id in the request's cookies, if any.
+fn session_id(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value)
+        .filter(|value| !value.is_empty())
+}
+
+/// The id of the active admin user signed in with `session`.
+async fn session_admin(store: &Store, parts: &Parts, session: &str, writes: bool) -> Result<String, ApiError> {
+    let record = store.get_session(session).await?;
+    let record = record.ok_or_else(ApiError::unauthorized)?;
+    let user_id = record.user_id.as_deref().ok_or_else(ApiError::unauthorized)?;
+    let user = store.get_user(user_id).await?.ok_or_else(ApiError::unauthorized)?;
+    if user.state != UserState::Active || user.role != UserRole::Admin {
+        return Err(ApiError::forbidden(
+            "The admin API needs a user with the admin role (or an admin token).",
+        ));
+    }
+    if writes {
+        let expected = record.data.get(SESSION_CSRF_FIELD).and_then(|v| v.as_str());
+        let given = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+        let matches = matches!((expected, given), (Some(e), Some(g)) if !e.is_empty() && constant_time_eq(e, g));
+        if !matches {
+            return Err(ApiError::forbidden(
+                "A write with the portal session must repeat its CSRF token in X-CSRF-Token.",
+            ));
+        }
+    }
+    Ok(user.id)
+}
+
+/// Compares without stopping at the first difference, so timing says
+/// nothing about how much of a guess was right.
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

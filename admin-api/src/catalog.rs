@@ -10,70 +10,31 @@
 //! `If-None-Match: *` only creates. The name in the URL is the object's
 //! `system_name` (a body naming another is refused).
 
+use axum::Json;
 use axum::extract::Path;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use maas_store::CatalogDiff;
 use maas_store::model::{Backend, Plan, Product};
-use maas_store::{CatalogDiff, Precondition, etag};
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AdminState;
 use crate::auth::Admin;
+use crate::conditional::{WritePreconditions, precondition, tagged};
 use crate::error::ApiError;
 use crate::json::{JsonObject, QueryParams};
-use crate::paging::{ListQuery, page};
+use crate::paging::{ListPage, ListQuery, page};
 
-pub fn routes() -> Router<AdminState> {
-    Router::new()
-        .route("/backends", get(list_backends))
-        .route(
-            "/backends/{name}",
-            get(get_backend).put(put_backend).delete(delete_backend),
-        )
-        .route("/products", get(list_products))
-        .route(
-            "/products/{name}",
-            get(get_product).put(put_product).delete(delete_product),
-        )
-        .route("/products/{product}/plans", get(list_plans))
-        .route(
-            "/products/{product}/plans/{plan}",
-            get(get_plan).put(put_plan).delete(delete_plan),
-        )
-}
-
-/// The precondition a write's headers state.
-pub fn precondition(headers: &HeaderMap) -> Result<Precondition<'_>, ApiError> {
-    if let Some(value) = headers.get(header::IF_MATCH) {
-        let value = value
-            .to_str()
-            .map_err(|_| ApiError::invalid_field("If-Match", "is not text"))?
-            .trim();
-        if value == "*" {
-            return Ok(Precondition::Any);
-        }
-        let tag = value.strip_prefix("W/").unwrap_or(value);
-        return tag
-            .strip_prefix('"')
-            .and_then(|t| t.strip_suffix('"'))
-            .map(Precondition::Matches)
-            .ok_or_else(|| ApiError::invalid_field("If-Match", "must be a quoted ETag such as \"9f2c…\""));
-    }
-    match headers.get(header::IF_NONE_MATCH).map(|v| v.as_bytes()) {
-        Some(b"*") => Ok(Precondition::Absent),
-        Some(_) => Err(ApiError::invalid_field(
-            "If-None-Match",
-            "only `*` is supported on writes",
-        )),
-        None => Ok(Precondition::Any),
-    }
-}
-
-/// `value` as JSON with its `ETag`.
-pub fn tagged<T: Serialize>(status: StatusCode, value: &T) -> Response {
-    (status, [(header::ETAG, format!("\"{}\"", etag(value)))], Json(value)).into_response()
+pub fn routes() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_backends))
+        .routes(routes!(get_backend, put_backend, delete_backend))
+        .routes(routes!(list_products))
+        .routes(routes!(get_product, put_product, delete_product))
+        .routes(routes!(list_plans))
+        .routes(routes!(get_plan, put_plan, delete_plan))
 }
 
 fn written<T: Serialize>(diff: &CatalogDiff, value: &T) -> Response {
@@ -90,15 +51,29 @@ fn found<T: Serialize>(kind: &'static str, id: &str, value: Option<T>) -> Result
     Ok(tagged(StatusCode::OK, &value))
 }
 
+/// List backends
+#[utoipa::path(get, path = "/backends", tag = "catalog", params(ListQuery),
+    responses((status = OK, description = "One page of backends, by name", body = ListPage<Backend>)))]
 async fn list_backends(admin: Admin, QueryParams(query): QueryParams<ListQuery>) -> Result<Response, ApiError> {
     let backends = admin.store.list_backends().await?;
     Ok(Json(page(backends, |b| b.system_name.clone(), &query)?).into_response())
 }
 
+/// Read a backend
+#[utoipa::path(get, path = "/backends/{name}", tag = "catalog",
+    params(("name" = String, Path, description = "The backend's `system_name`")),
+    responses((status = OK, body = Backend, headers(("ETag" = String, description = "The version, for `If-Match`")))))]
 async fn get_backend(admin: Admin, Path(name): Path<String>) -> Result<Response, ApiError> {
     found("backend", &name, admin.store.get_backend(&name).await?)
 }
 
+/// Create or replace a backend
+#[utoipa::path(put, path = "/backends/{name}", tag = "catalog",
+    params(("name" = String, Path, description = "The backend's `system_name`"), WritePreconditions),
+    request_body = Backend,
+    responses(
+        (status = OK, description = "Replaced", body = Backend, headers(("ETag" = String, description = "The version, for `If-Match`"))),
+        (status = CREATED, description = "Created", body = Backend, headers(("ETag" = String, description = "The version, for `If-Match`")))))]
 async fn put_backend(
     admin: Admin,
     Path(name): Path<String>,
@@ -114,20 +89,38 @@ async fn put_backend(
     Ok(written(&diff, &backend))
 }
 
+/// Delete a backend
+#[utoipa::path(delete, path = "/backends/{name}", tag = "catalog",
+    params(("name" = String, Path, description = "The backend's `system_name`"), WritePreconditions),
+    responses((status = NO_CONTENT, description = "Deleted")))]
 async fn delete_backend(admin: Admin, Path(name): Path<String>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
     admin.store.delete_backend_if(&name, precondition(&headers)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// List products (drafts)
+#[utoipa::path(get, path = "/products", tag = "catalog", params(ListQuery),
+    responses((status = OK, description = "One page of products, by name", body = ListPage<Product>)))]
 async fn list_products(admin: Admin, QueryParams(query): QueryParams<ListQuery>) -> Result<Response, ApiError> {
     let products = admin.store.list_products().await?;
     Ok(Json(page(products, |p| p.system_name.clone(), &query)?).into_response())
 }
 
+/// Read a product's draft
+#[utoipa::path(get, path = "/products/{name}", tag = "catalog",
+    params(("name" = String, Path, description = "The product's `system_name`")),
+    responses((status = OK, body = Product, headers(("ETag" = String, description = "The version, for `If-Match`")))))]
 async fn get_product(admin: Admin, Path(name): Path<String>) -> Result<Response, ApiError> {
     found("product", &name, admin.store.get_product(&name).await?)
 }
 
+/// Create or replace a product's draft
+#[utoipa::path(put, path = "/products/{name}", tag = "catalog",
+    params(("name" = String, Path, description = "The product's `system_name`"), WritePreconditions),
+    request_body = Product,
+    responses(
+        (status = OK, description = "Replaced", body = Product, headers(("ETag" = String, description = "The version, for `If-Match`"))),
+        (status = CREATED, description = "Created", body = Product, headers(("ETag" = String, description = "The version, for `If-Match`")))))]
 async fn put_product(
     admin: Admin,
     Path(name): Path<String>,
@@ -143,11 +136,18 @@ async fn put_product(
     Ok(written(&diff, &product))
 }
 
+/// Delete a product
+#[utoipa::path(delete, path = "/products/{name}", tag = "catalog",
+    params(("name" = String, Path, description = "The product's `system_name`"), WritePreconditions),
+    responses((status = NO_CONTENT, description = "Deleted")))]
 async fn delete_product(admin: Admin, Path(name): Path<String>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
     admin.store.delete_product_if(&name, precondition(&headers)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// List a product's plans
+#[utoipa::path(get, path = "/products/{product}/plans", tag = "catalog", params(("product" = String, Path, description = "The product's `system_name`"), ListQuery),
+    responses((status = OK, description = "One page of the product's plans, by name", body = ListPage<Plan>)))]
 async fn list_plans(
     admin: Admin,
     Path(product): Path<String>,
@@ -160,6 +160,9 @@ async fn list_plans(
     Ok(Json(page(plans, |p| p.system_name.clone(), &query)?).into_response())
 }
 
+/// Read a plan
+#[utoipa::path(get, path = "/products/{product}/plans/{plan}", tag = "catalog", params(("product" = String, Path, description = "The product's `system_name`"), ("plan" = String, Path, description = "The plan's `system_name`")),
+    responses((status = OK, body = Plan, headers(("ETag" = String, description = "The version, for `If-Match`")))))]
 async fn get_plan(admin: Admin, Path((product, plan)): Path<(String, String)>) -> Result<Response, ApiError> {
     found(
         "plan",
@@ -168,6 +171,13 @@ async fn get_plan(admin: Admin, Path((product, plan)): Path<(String, String)>) -
     )
 }
 
+/// Create or replace a plan
+#[utoipa::path(put, path = "/products/{product}/plans/{plan}", tag = "catalog",
+    params(("product" = String, Path, description = "The product's `system_name`"), ("plan" = String, Path, description = "The plan's `system_name`"), WritePreconditions),
+    request_body = Plan,
+    responses(
+        (status = OK, description = "Replaced", body = Plan, headers(("ETag" = String, description = "The version, for `If-Match`"))),
+        (status = CREATED, description = "Created", body = Plan, headers(("ETag" = String, description = "The version, for `If-Match`")))))]
 async fn put_plan(
     admin: Admin,
     Path((product, plan)): Path<(String, String)>,
@@ -181,6 +191,10 @@ async fn put_plan(
     Ok(written(&diff, &plan))
 }
 
+/// Delete a plan
+#[utoipa::path(delete, path = "/products/{product}/plans/{plan}", tag = "catalog",
+    params(("product" = String, Path, description = "The product's `system_name`"), ("plan" = String, Path, description = "The plan's `system_name`"), WritePreconditions),
+    responses((status = NO_CONTENT, description = "Deleted")))]
 async fn delete_plan(
     admin: Admin,
     Path((product, plan)): Path<(String, String)>,

@@ -5,9 +5,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maas_store::StoreError;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// One field that failed validation, by its dotted path.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -46,7 +47,7 @@ impl ApiError {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "Send an admin token: `Authorization: Bearer <token>` (MAAS_ADMIN_TOKEN or admin.token_file).",
+            "Send an admin token (`Authorization: Bearer <token>`) or sign in to the portal as an admin.",
         )
     }
 
@@ -109,25 +110,30 @@ impl From<StoreError> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Inner<'a>,
+/// Every error answer: `{"error": {"code", "message", "fields"}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
 }
 
-#[derive(Serialize)]
-struct Inner<'a> {
-    code: &'a str,
-    message: &'a str,
-    fields: &'a [FieldError],
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `invalid`, `not_found`, `stale_version`,
+    /// `already_exists`, `conflict`, `unauthorized`, `forbidden`, …
+    pub code: String,
+    /// For people: what went wrong and what to do.
+    pub message: String,
+    /// Each field that failed validation; empty for other errors.
+    pub fields: Vec<FieldError>,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body {
-            error: Inner {
-                code: self.code,
-                message: &self.message,
-                fields: &self.fields,
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+                fields: self.fields,
             },
         };
         let mut response = (self.status, axum::Json(body)).into_response();

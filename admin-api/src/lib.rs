@@ -3,9 +3,12 @@
 //! `maas up`. JSON in and out, over the same [`maas_store::Store`] calls
 //! `maas apply` and `maas export` make.
 //!
-//! - **Authentication**: `Authorization: Bearer <admin token>`; the
-//!   bootstrap token comes from `MAAS_ADMIN_TOKEN` or `admin.token_file`
-//!   ([`AdminTokens`]). No token: 401; a read-only token writing: 403.
+//! - **Authentication** ([`auth`]): `Authorization: Bearer <admin token>`
+//!   (from `MAAS_ADMIN_TOKEN` or `admin.token_file`, the bootstrap token
+//!   printed at first start, or made through `/tokens`), or the portal
+//!   session of a user with the admin role (writes also send its CSRF
+//!   token). No credentials: 401; a read-only token writing, or a
+//!   non-admin session: 403.
 //! - **Catalog** ([`catalog`]): backends, products (drafts) and plans, with
 //!   `ETag` on every read and `If-Match` / `If-None-Match: *` on every
 //!   write; a stale `If-Match` is 409 and changes nothing.
@@ -18,6 +21,9 @@
 //!   account (JSON or CSV), top applications, cost from plan prices.
 //! - **Errors** ([`error`]): `{"error": {"code", "message", "fields": [{"field",
 //!   "message"}]}}`; validation errors name each field (`limits[0].value`).
+//! - **Documentation** ([`docs`]): the OpenAPI 3.1 document, generated
+//!   from the handlers as they are routed, at `/admin/api/v1/openapi.json`,
+//!   and Swagger UI (assets in the binary) at `/admin/api/v1/docs`.
 //! - **Lists**: `?limit=` (1–500, default 100) and `?after=<last id>`,
 //!   answered as `{"data": [...], "next": <id or null>}`.
 //!
@@ -32,6 +38,8 @@
 pub mod analytics;
 pub mod auth;
 pub mod catalog;
+pub mod conditional;
+pub mod docs;
 pub mod error;
 mod json;
 pub mod operations;
@@ -42,8 +50,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use maas_store::Store;
+use utoipa_axum::router::OpenApiRouter;
 
-pub use auth::{AdminTokens, Scope};
+pub use auth::{AdminTokens, CSRF_HEADER, SESSION_COOKIE, SESSION_CSRF_FIELD, Scope};
 
 /// Where the API is mounted.
 pub const BASE_PATH: &str = "/admin/api/v1";
@@ -55,19 +64,32 @@ pub struct AdminState {
     pub tokens: Arc<AdminTokens>,
 }
 
-/// The admin API, mounted at [`BASE_PATH`].
+/// Every route with its documentation, relative to [`BASE_PATH`].
+fn api_routes() -> OpenApiRouter<AdminState> {
+    catalog::routes()
+        .merge(tenancy::routes())
+        .merge(operations::routes())
+        .merge(analytics::routes())
+}
+
+/// The OpenAPI 3.1 document of the API (served at `/admin/api/v1/openapi.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, collected) = api_routes().split_for_parts();
+    docs::document(collected)
+}
+
+/// The admin API, mounted at [`BASE_PATH`], with its OpenAPI document and
+/// Swagger UI.
 pub fn router(store: Store, tokens: AdminTokens) -> Router {
     let state = AdminState {
         store,
         tokens: Arc::new(tokens),
     };
-    Router::new().nest(
+    let (api, collected) = api_routes().split_for_parts();
+    let doc = docs::document(collected);
+    Router::new().merge(docs::routes(&doc)).nest(
         BASE_PATH,
-        catalog::routes()
-            .merge(tenancy::routes())
-            .merge(operations::routes())
-            .merge(analytics::routes())
-            .fallback(|| async { error::ApiError::not_found_route() })
+        api.fallback(|| async { error::ApiError::not_found_route() })
             .with_state(state),
     )
 }

@@ -14,35 +14,38 @@
 //! Proxies pick promotions and rollbacks up from the change feed, without
 //! a restart. Password hashes never appear in answers.
 
+use axum::Json;
 use axum::extract::Path;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use maas_store::model::{AdminScope, AdminToken, SsoIdentity, User, UserRole, UserState};
 use maas_store::{AuditEntry, AuditQuery, Environment, NewUser, Page, ProductRelease, UserUpdate};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AdminState;
 use crate::auth::Admin;
+use crate::conditional::{WritePreconditions, precondition, shown_as};
 use crate::error::ApiError;
 use crate::json::{JsonObject, QueryParams};
 use crate::paging::{DEFAULT_LIMIT, ListPage, limit_or};
 
-pub fn routes() -> Router<AdminState> {
-    Router::new()
-        .route("/products/{name}/releases", get(releases))
-        .route("/products/{name}/promote", post(promote))
-        .route("/products/{name}/rollback", post(rollback))
-        .route("/users", get(list_users).post(create_user))
-        .route("/users/{id}", get(get_user).patch(update_user).delete(delete_user))
-        .route("/audit", get(audit))
-        .route("/tokens", get(list_tokens).post(create_token))
-        .route("/tokens/{id}", axum::routing::delete(delete_token))
+pub fn routes() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::new()
+        .routes(routes!(releases))
+        .routes(routes!(promote))
+        .routes(routes!(rollback))
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(get_user, update_user, delete_user))
+        .routes(routes!(audit))
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(delete_token))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Releases {
     data: Vec<ProductRelease>,
     /// The version each environment serves, if any.
@@ -50,6 +53,9 @@ struct Releases {
     production: Option<u64>,
 }
 
+/// List a product's releases
+#[utoipa::path(get, path = "/products/{name}/releases", tag = "promotion", params(("name" = String, Path, description = "The product's `system_name`")),
+    responses((status = OK, description = "Every released version, and what each environment serves", body = Releases)))]
 async fn releases(admin: Admin, Path(name): Path<String>) -> Result<Json<Releases>, ApiError> {
     if admin.store.get_product(&name).await?.is_none() {
         return Err(ApiError::not_found("product", &name));
@@ -72,18 +78,22 @@ async fn releases(admin: Admin, Path(name): Path<String>) -> Result<Json<Release
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PromoteRequest {
     environment: Environment,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Served {
     environment: Environment,
     version: u64,
 }
 
+/// Promote a product
+#[utoipa::path(post, path = "/products/{name}/promote", tag = "promotion", params(("name" = String, Path, description = "The product's `system_name`")),
+    request_body = PromoteRequest,
+    responses((status = OK, description = "The version the environment now serves", body = Served)))]
 async fn promote(admin: Admin, Path(name): Path<String>, body: JsonObject) -> Result<Json<Served>, ApiError> {
     let request: PromoteRequest = body.parse()?;
     let version = admin.store.promote(&name, request.environment).await?;
@@ -93,13 +103,17 @@ async fn promote(admin: Admin, Path(name): Path<String>, body: JsonObject) -> Re
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RollbackRequest {
     environment: Environment,
     version: u64,
 }
 
+/// Roll an environment back
+#[utoipa::path(post, path = "/products/{name}/rollback", tag = "promotion", params(("name" = String, Path, description = "The product's `system_name`")),
+    request_body = RollbackRequest,
+    responses((status = OK, description = "The version the environment now serves", body = Served)))]
 async fn rollback(admin: Admin, Path(name): Path<String>, body: JsonObject) -> Result<Json<Served>, ApiError> {
     let request: RollbackRequest = body.parse()?;
     admin
@@ -113,7 +127,7 @@ async fn rollback(admin: Admin, Path(name): Path<String>, body: JsonObject) -> R
 }
 
 /// A user as the API shows it: never the password hash.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct UserView {
     id: String,
     account_id: String,
@@ -143,14 +157,22 @@ impl From<User> for UserView {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct UserQuery {
+    /// Only this account's users.
     account_id: Option<String>,
+    /// Items per page, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
+    /// The id of the last item of the previous page.
     after: Option<String>,
 }
 
+/// List users
+#[utoipa::path(get, path = "/users", tag = "tenants", params(UserQuery),
+    responses((status = OK, description = "One page of users", body = ListPage<UserView>)))]
 async fn list_users(
     admin: Admin,
     QueryParams(query): QueryParams<UserQuery>,
@@ -166,12 +188,18 @@ async fn list_users(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewUserRequest {
+    #[schema(min_length = 1)]
     account_id: String,
+    #[schema(format = Email)]
     email: String,
     #[serde(default)]
+    #[schema(
+        pattern = "^$|^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$",
+        max_length = 200
+    )]
     display_name: String,
     #[serde(default)]
     role: UserRole,
@@ -179,6 +207,9 @@ struct NewUserRequest {
     state: UserState,
 }
 
+/// Create a user
+#[utoipa::path(post, path = "/users", tag = "tenants", request_body = NewUserRequest,
+    responses((status = CREATED, body = UserView)))]
 async fn create_user(admin: Admin, body: JsonObject) -> Result<Response, ApiError> {
     let request: NewUserRequest = body.parse()?;
     let user = admin
@@ -196,20 +227,36 @@ async fn create_user(admin: Admin, body: JsonObject) -> Result<Response, ApiErro
     Ok((StatusCode::CREATED, Json(UserView::from(user))).into_response())
 }
 
-async fn get_user(admin: Admin, Path(id): Path<String>) -> Result<Json<UserView>, ApiError> {
+/// Read a user
+#[utoipa::path(get, path = "/users/{id}", tag = "tenants", params(("id" = String, Path, description = "The user's id")),
+    responses((status = OK, body = UserView, headers(("ETag" = String, description = "The version, for `If-Match`")))))]
+async fn get_user(admin: Admin, Path(id): Path<String>) -> Result<Response, ApiError> {
     let user = admin.store.get_user(&id).await?;
-    Ok(Json(user.ok_or_else(|| ApiError::not_found("user", &id))?.into()))
+    let user = user.ok_or_else(|| ApiError::not_found("user", &id))?;
+    Ok(shown_as(StatusCode::OK, &user, &UserView::from(user.clone())))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UserPatch {
+    #[schema(
+        pattern = "^$|^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$",
+        max_length = 200
+    )]
     display_name: Option<String>,
     role: Option<UserRole>,
     state: Option<UserState>,
 }
 
-async fn update_user(admin: Admin, Path(id): Path<String>, body: JsonObject) -> Result<Json<UserView>, ApiError> {
+/// Change a user
+#[utoipa::path(patch, path = "/users/{id}", tag = "tenants", params(("id" = String, Path, description = "The user's id"), WritePreconditions),
+    request_body = UserPatch, responses((status = OK, body = UserView, headers(("ETag" = String, description = "The version, for `If-Match`")))))]
+async fn update_user(
+    admin: Admin,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: JsonObject,
+) -> Result<Response, ApiError> {
     let patch: UserPatch = body.parse()?;
     let update = UserUpdate {
         display_name: patch.display_name,
@@ -217,24 +264,38 @@ async fn update_user(admin: Admin, Path(id): Path<String>, body: JsonObject) -> 
         state: patch.state,
         password_hash: None,
     };
-    Ok(Json(admin.store.update_user(&id, update).await?.into()))
+    let user = admin.store.update_user_if(&id, update, precondition(&headers)?).await?;
+    Ok(shown_as(StatusCode::OK, &user, &UserView::from(user.clone())))
 }
 
+/// Delete a user
+#[utoipa::path(delete, path = "/users/{id}", tag = "tenants", params(("id" = String, Path, description = "The user's id")),
+    responses((status = NO_CONTENT, description = "Deleted")))]
 async fn delete_user(admin: Admin, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     admin.store.delete_user(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct AuditParams {
+    /// `backend`, `product`, `plan`, `account`, `user`, `application`, `key`, `admin_token`, …
     entity: Option<String>,
+    /// The changed object's id or name.
     entity_id: Option<String>,
+    /// Who changed it: an admin token's id or name, a user id.
     actor_id: Option<String>,
+    /// Entries older than this entry id (the previous page's `next`).
     before: Option<String>,
+    /// Entries per page, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
 }
 
+/// Read the audit log
+#[utoipa::path(get, path = "/audit", tag = "audit", params(AuditParams),
+    responses((status = OK, description = "Entries, newest first; secrets are never recorded", body = ListPage<AuditEntry>)))]
 async fn audit(
     admin: Admin,
     QueryParams(query): QueryParams<AuditParams>,
@@ -257,7 +318,7 @@ async fn audit(
 }
 
 /// An admin token as the API shows it: never its hash.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TokenView {
     id: String,
     name: String,
@@ -282,6 +343,9 @@ impl From<AdminToken> for TokenView {
     }
 }
 
+/// List admin tokens
+#[utoipa::path(get, path = "/tokens", tag = "access", 
+    responses((status = OK, description = "The admin tokens made through the API (never their secrets)", body = ListPage<TokenView>)))]
 async fn list_tokens(admin: Admin) -> Result<Json<ListPage<TokenView>>, ApiError> {
     let tokens = admin.store.list_admin_tokens().await?;
     Ok(Json(ListPage {
@@ -290,13 +354,20 @@ async fn list_tokens(admin: Admin) -> Result<Json<ListPage<TokenView>>, ApiError
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewToken {
+    #[schema(
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$",
+        max_length = 100
+    )]
     name: String,
     scope: AdminScope,
 }
 
+/// Create an admin token
+#[utoipa::path(post, path = "/tokens", tag = "access", request_body = NewToken,
+    responses((status = CREATED, description = "The token with its `secret`, shown this once", body = TokenView)))]
 async fn create_token(admin: Admin, body: JsonObject) -> Result<Response, ApiError> {
     let request: NewToken = body.parse()?;
     let (token, secret) = admin.store.create_admin_token(&request.name, request.scope).await?;
@@ -305,6 +376,9 @@ async fn create_token(admin: Admin, body: JsonObject) -> Result<Response, ApiErr
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
+/// Delete an admin token
+#[utoipa::path(delete, path = "/tokens/{id}", tag = "access", params(("id" = String, Path, description = "The token's id")),
+    responses((status = NO_CONTENT, description = "Refused from the next request on")))]
 async fn delete_token(admin: Admin, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     admin.store.delete_admin_token(&id).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -1,15 +1,19 @@
 //! Lists: `?limit=` and `?after=`, answered as `{"data": [...], "next": …}`.
 
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
 
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 500;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Items per page, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
     /// The id of the last item of the previous page.
     pub after: Option<String>,
@@ -33,7 +37,8 @@ pub fn limit_or(limit: Option<usize>, default: usize) -> Result<usize, ApiError>
     }
 }
 
-#[derive(Debug, Serialize)]
+/// One page of a list.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ListPage<T> {
     pub data: Vec<T>,
     /// Pass as `after` for the next page; `null` on the last page.

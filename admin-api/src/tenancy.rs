@@ -12,43 +12,38 @@
 //! | `/keys/{id}/revoke` | `POST`: refused from now on, kept listed |
 //! | `/keys/{id}/rotate` | `POST` `{"grace_seconds": n}`: a new key; the old one works for the grace period, then expires |
 
+use axum::Json;
 use axum::extract::Path;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use maas_store::model::{Account, ApiKey, Application, ApplicationState};
 use maas_store::{ApplicationFilter, ApplicationUpdate, NewAccount, NewApplication, NewKey, Page, StoreError};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AdminState;
 use crate::auth::Admin;
+use crate::conditional::{WritePreconditions, precondition, tagged};
 use crate::error::ApiError;
 use crate::json::{JsonObject, QueryParams};
 use crate::paging::{ListPage, ListQuery};
 
-pub fn routes() -> Router<AdminState> {
-    Router::new()
-        .route("/accounts", get(list_accounts).post(create_account))
-        .route(
-            "/accounts/{id}",
-            get(get_account).patch(update_account).delete(delete_account),
-        )
-        .route("/applications", get(list_applications).post(create_application))
-        .route(
-            "/applications/{id}",
-            get(get_application)
-                .patch(update_application)
-                .delete(delete_application),
-        )
-        .route("/applications/{id}/approve", post(approve))
-        .route("/applications/{id}/suspend", post(suspend))
-        .route("/applications/{id}/resume", post(resume))
-        .route("/applications/{id}/keys", get(list_keys).post(create_key))
-        .route("/keys/{id}", get(get_key).delete(delete_key))
-        .route("/keys/{id}/revoke", post(revoke_key))
-        .route("/keys/{id}/rotate", post(rotate_key))
+pub fn routes() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_accounts, create_account))
+        .routes(routes!(get_account, update_account, delete_account))
+        .routes(routes!(list_applications, create_application))
+        .routes(routes!(get_application, update_application, delete_application))
+        .routes(routes!(approve))
+        .routes(routes!(suspend))
+        .routes(routes!(resume))
+        .routes(routes!(list_keys, create_key))
+        .routes(routes!(get_key, delete_key))
+        .routes(routes!(revoke_key))
+        .routes(routes!(rotate_key))
 }
 
 fn store_page(query: &ListQuery) -> Result<Page, ApiError> {
@@ -58,6 +53,9 @@ fn store_page(query: &ListQuery) -> Result<Page, ApiError> {
     })
 }
 
+/// List accounts
+#[utoipa::path(get, path = "/accounts", tag = "tenants", params(ListQuery),
+    responses((status = OK, description = "One page of accounts", body = ListPage<Account>)))]
 async fn list_accounts(
     admin: Admin,
     QueryParams(query): QueryParams<ListQuery>,
@@ -69,46 +67,82 @@ async fn list_accounts(
     }))
 }
 
+/// Create an account
+#[utoipa::path(post, path = "/accounts", tag = "tenants", request_body = NewAccount,
+    responses((status = CREATED, body = Account)))]
 async fn create_account(admin: Admin, body: JsonObject) -> Result<Response, ApiError> {
     let new: NewAccount = body.parse()?;
     let account = admin.store.create_account(new).await?;
     Ok((StatusCode::CREATED, Json(account)).into_response())
 }
 
-async fn get_account(admin: Admin, Path(id): Path<String>) -> Result<Json<Account>, ApiError> {
+/// Read an account
+#[utoipa::path(get, path = "/accounts/{id}", tag = "tenants", params(("id" = String, Path, description = "The account's id")),
+    responses((status = OK, body = Account, headers(("ETag" = String, description = "The version, for `If-Match`")))))]
+async fn get_account(admin: Admin, Path(id): Path<String>) -> Result<Response, ApiError> {
     let account = admin.store.get_account(&id).await?;
-    Ok(Json(account.ok_or_else(|| ApiError::not_found("account", &id))?))
+    Ok(tagged(
+        StatusCode::OK,
+        &account.ok_or_else(|| ApiError::not_found("account", &id))?,
+    ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AccountPatch {
+    #[schema(
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$",
+        max_length = 200
+    )]
     name: Option<String>,
     description: Option<String>,
 }
 
-async fn update_account(admin: Admin, Path(id): Path<String>, body: JsonObject) -> Result<Json<Account>, ApiError> {
+/// Rename or describe an account
+#[utoipa::path(patch, path = "/accounts/{id}", tag = "tenants", params(("id" = String, Path, description = "The account's id"), WritePreconditions),
+    request_body = AccountPatch, responses((status = OK, body = Account, headers(("ETag" = String, description = "The version, for `If-Match`")))))]
+async fn update_account(
+    admin: Admin,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: JsonObject,
+) -> Result<Response, ApiError> {
     let patch: AccountPatch = body.parse()?;
-    Ok(Json(
-        admin.store.update_account(&id, patch.name, patch.description).await?,
-    ))
+    let account = admin
+        .store
+        .update_account_if(&id, patch.name, patch.description, precondition(&headers)?)
+        .await?;
+    Ok(tagged(StatusCode::OK, &account))
 }
 
+/// Delete an account
+#[utoipa::path(delete, path = "/accounts/{id}", tag = "tenants", params(("id" = String, Path, description = "The account's id")),
+    responses((status = NO_CONTENT, description = "Deleted with its users, applications and keys")))]
 async fn delete_account(admin: Admin, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     admin.store.delete_account(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ApplicationQuery {
+    /// Only this account's applications.
     account_id: Option<String>,
+    /// Only applications of this product.
     product: Option<String>,
+    /// Only applications in this state.
     state: Option<ApplicationState>,
+    /// Items per page, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
+    /// The id of the last item of the previous page.
     after: Option<String>,
 }
 
+/// List applications
+#[utoipa::path(get, path = "/applications", tag = "tenants", params(ApplicationQuery),
+    responses((status = OK, description = "One page of applications", body = ListPage<Application>)))]
 async fn list_applications(
     admin: Admin,
     QueryParams(query): QueryParams<ApplicationQuery>,
@@ -129,33 +163,48 @@ async fn list_applications(
     }))
 }
 
+/// Create an application for an account
+#[utoipa::path(post, path = "/applications", tag = "tenants", request_body = NewApplication,
+    responses((status = CREATED, description = "`pending` when the plan needs approval, else `live`", body = Application)))]
 async fn create_application(admin: Admin, body: JsonObject) -> Result<Response, ApiError> {
     let new: NewApplication = body.parse()?;
     let application = admin.store.create_application(new).await?;
     Ok((StatusCode::CREATED, Json(application)).into_response())
 }
 
-async fn get_application(admin: Admin, Path(id): Path<String>) -> Result<Json<Application>, ApiError> {
+/// Read an application
+#[utoipa::path(get, path = "/applications/{id}", tag = "tenants", params(("id" = String, Path, description = "The application's id")),
+    responses((status = OK, body = Application, headers(("ETag" = String, description = "The version, for `If-Match`")))))]
+async fn get_application(admin: Admin, Path(id): Path<String>) -> Result<Response, ApiError> {
     let application = admin.store.get_application(&id).await?;
-    Ok(Json(
-        application.ok_or_else(|| ApiError::not_found("application", &id))?,
+    Ok(tagged(
+        StatusCode::OK,
+        &application.ok_or_else(|| ApiError::not_found("application", &id))?,
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ApplicationPatch {
+    #[schema(
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$",
+        max_length = 200
+    )]
     name: Option<String>,
     description: Option<String>,
     /// Another published plan of the same product.
     plan: Option<String>,
 }
 
+/// Rename an application or change its plan
+#[utoipa::path(patch, path = "/applications/{id}", tag = "tenants", params(("id" = String, Path, description = "The application's id"), WritePreconditions),
+    request_body = ApplicationPatch, responses((status = OK, body = Application, headers(("ETag" = String, description = "The version, for `If-Match`")))))]
 async fn update_application(
     admin: Admin,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: JsonObject,
-) -> Result<Json<Application>, ApiError> {
+) -> Result<Response, ApiError> {
     let patch: ApplicationPatch = body.parse()?;
     let update = ApplicationUpdate {
         name: patch.name,
@@ -163,23 +212,29 @@ async fn update_application(
         plan: patch.plan,
         state: None,
     };
-    Ok(Json(admin.store.update_application(&id, update).await?))
+    let application = admin
+        .store
+        .update_application_if(&id, update, precondition(&headers)?)
+        .await?;
+    Ok(tagged(StatusCode::OK, &application))
 }
 
 /// Moves an application from `from` to `to`, refusing other starting states.
 async fn transition(
     admin: &Admin,
     id: &str,
+    headers: &HeaderMap,
     from: &[ApplicationState],
     to: ApplicationState,
-) -> Result<Json<Application>, ApiError> {
+) -> Result<Response, ApiError> {
+    let precondition = precondition(headers)?;
     let application = admin
         .store
         .get_application(id)
         .await?
         .ok_or_else(|| ApiError::not_found("application", id))?;
     if application.state == to {
-        return Ok(Json(application));
+        return Ok(tagged(StatusCode::OK, &application));
     }
     if !from.contains(&application.state) {
         return Err(StoreError::Conflict(format!(
@@ -193,34 +248,62 @@ async fn transition(
         state: Some(to),
         ..ApplicationUpdate::default()
     };
-    Ok(Json(admin.store.update_application(id, update).await?))
+    let application = admin.store.update_application_if(id, update, precondition).await?;
+    Ok(tagged(StatusCode::OK, &application))
 }
 
-async fn approve(admin: Admin, Path(id): Path<String>) -> Result<Json<Application>, ApiError> {
-    transition(&admin, &id, &[ApplicationState::Pending], ApplicationState::Live).await
-}
-
-async fn suspend(admin: Admin, Path(id): Path<String>) -> Result<Json<Application>, ApiError> {
+/// Approve a pending application
+#[utoipa::path(post, path = "/applications/{id}/approve", tag = "tenants", params(("id" = String, Path, description = "The application's id"), WritePreconditions),
+    responses((status = OK, description = "`pending` → `live`", body = Application, headers(("ETag" = String, description = "The version, for `If-Match`")))))]
+async fn approve(admin: Admin, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
     transition(
         &admin,
         &id,
+        &headers,
+        &[ApplicationState::Pending],
+        ApplicationState::Live,
+    )
+    .await
+}
+
+/// Suspend an application
+#[utoipa::path(post, path = "/applications/{id}/suspend", tag = "tenants", params(("id" = String, Path, description = "The application's id"), WritePreconditions),
+    responses((status = OK, description = "`live` or `pending` → `suspended`: its keys are refused", body = Application, headers(("ETag" = String, description = "The version, for `If-Match`")))))]
+async fn suspend(admin: Admin, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+    transition(
+        &admin,
+        &id,
+        &headers,
         &[ApplicationState::Live, ApplicationState::Pending],
         ApplicationState::Suspended,
     )
     .await
 }
 
-async fn resume(admin: Admin, Path(id): Path<String>) -> Result<Json<Application>, ApiError> {
-    transition(&admin, &id, &[ApplicationState::Suspended], ApplicationState::Live).await
+/// Resume a suspended application
+#[utoipa::path(post, path = "/applications/{id}/resume", tag = "tenants", params(("id" = String, Path, description = "The application's id"), WritePreconditions),
+    responses((status = OK, description = "`suspended` → `live`", body = Application, headers(("ETag" = String, description = "The version, for `If-Match`")))))]
+async fn resume(admin: Admin, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+    transition(
+        &admin,
+        &id,
+        &headers,
+        &[ApplicationState::Suspended],
+        ApplicationState::Live,
+    )
+    .await
 }
 
+/// Delete an application
+#[utoipa::path(delete, path = "/applications/{id}", tag = "tenants", params(("id" = String, Path, description = "The application's id")),
+    responses((status = NO_CONTENT, description = "Deleted with its keys")))]
 async fn delete_application(admin: Admin, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     admin.store.delete_application(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// What may be shown of a key: never its hash.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct KeyView {
     pub id: String,
     pub application_id: String,
@@ -255,13 +338,17 @@ impl From<ApiKey> for KeyView {
 }
 
 /// A new key with its secret: the only answer that carries it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct IssuedKeyView {
     #[serde(flatten)]
     key: KeyView,
+    /// The key itself: shown in this answer only, stored as a hash.
     secret: String,
 }
 
+/// List an application's keys
+#[utoipa::path(get, path = "/applications/{id}/keys", tag = "tenants", params(("id" = String, Path, description = "The application's id")),
+    responses((status = OK, description = "Every key of the application (prefix and last 4 only)", body = ListPage<KeyView>)))]
 async fn list_keys(admin: Admin, Path(id): Path<String>) -> Result<Json<ListPage<KeyView>>, ApiError> {
     if admin.store.get_application(&id).await?.is_none() {
         return Err(ApiError::not_found("application", &id));
@@ -273,7 +360,7 @@ async fn list_keys(admin: Admin, Path(id): Path<String>) -> Result<Json<ListPage
     }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct KeyRequest {
     #[serde(default)]
@@ -282,6 +369,10 @@ struct KeyRequest {
     expires_at: Option<OffsetDateTime>,
 }
 
+/// Create a key
+#[utoipa::path(post, path = "/applications/{id}/keys", tag = "tenants", params(("id" = String, Path, description = "The application's id")),
+    request_body(content = Option<KeyRequest>, description = "Optional: a label and an expiry"),
+    responses((status = CREATED, description = "The new key with its secret, shown this once", body = IssuedKeyView)))]
 async fn create_key(admin: Admin, Path(id): Path<String>, body: Option<JsonObject>) -> Result<Response, ApiError> {
     let request: KeyRequest = match body {
         Some(body) => body.parse()?,
@@ -304,22 +395,33 @@ async fn create_key(admin: Admin, Path(id): Path<String>, body: Option<JsonObjec
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
+/// Read a key
+#[utoipa::path(get, path = "/keys/{id}", tag = "tenants", params(("id" = String, Path, description = "The key's id")),
+    responses((status = OK, body = KeyView)))]
 async fn get_key(admin: Admin, Path(id): Path<String>) -> Result<Json<KeyView>, ApiError> {
     let key = admin.store.get_key(&id).await?;
     Ok(Json(key.ok_or_else(|| ApiError::not_found("key", &id))?.into()))
 }
 
+/// Revoke a key
+#[utoipa::path(post, path = "/keys/{id}/revoke", tag = "tenants", params(("id" = String, Path, description = "The key's id")),
+    responses((status = OK, description = "Refused from now on, kept listed", body = KeyView)))]
 async fn revoke_key(admin: Admin, Path(id): Path<String>) -> Result<Json<KeyView>, ApiError> {
     Ok(Json(admin.store.revoke_key(&id).await?.into()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RotateRequest {
     /// How long the old key keeps working (0 to 30 days).
+    #[schema(minimum = 0, maximum = 2_592_000)]
     grace_seconds: i64,
 }
 
+/// Rotate a key
+#[utoipa::path(post, path = "/keys/{id}/rotate", tag = "tenants", params(("id" = String, Path, description = "The key's id")),
+    request_body = RotateRequest,
+    responses((status = CREATED, description = "The new key with its secret; the old one expires after the grace period", body = IssuedKeyView)))]
 async fn rotate_key(admin: Admin, Path(id): Path<String>, body: JsonObject) -> Result<Response, ApiError> {
     let request: RotateRequest = body.parse()?;
     if !(0..=30 * 86_400).contains(&request.grace_seconds) {
@@ -339,6 +441,9 @@ async fn rotate_key(admin: Admin, Path(id): Path<String>, body: JsonObject) -> R
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
+/// Delete a key
+#[utoipa::path(delete, path = "/keys/{id}", tag = "tenants", params(("id" = String, Path, description = "The key's id")),
+    responses((status = NO_CONTENT, description = "Deleted")))]
 async fn delete_key(admin: Admin, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     admin.store.delete_key(&id).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -2,123 +2,13 @@
 //! catalog CRUD with ETags, validation errors naming fields, pagination,
 //! and the audit trail of API writes.
 
-use std::net::SocketAddr;
-
-use maas_admin_api::{AdminTokens, Scope};
-use maas_store::{AuditQuery, Store, StoreLocation, StoreOptions};
+use maas_store::AuditQuery;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const ADMIN: &str = "admin-test-token";
-const READER: &str = "reader-test-token";
+mod harness;
 
-struct Api {
-    base: String,
-    http: reqwest::Client,
-    store: Store,
-    _dir: Option<tempfile::TempDir>,
-    redis_prefix: Option<String>,
-}
-
-impl Api {
-    async fn start(store: Store, dir: Option<tempfile::TempDir>, redis_prefix: Option<String>) -> Api {
-        let mut tokens = AdminTokens::new(Some(ADMIN));
-        tokens.add(READER, Scope::Read, "reader");
-        let app = maas_admin_api::router(store.clone(), tokens);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .await
-                .unwrap()
-        });
-        Api {
-            base: format!("http://{address}/admin/api/v1"),
-            http: reqwest::Client::new(),
-            store,
-            _dir: dir,
-            redis_prefix,
-        }
-    }
-
-    async fn embedded() -> Api {
-        let dir = tempfile::tempdir().unwrap();
-        let location = StoreLocation::Embedded {
-            data_dir: dir.path().to_owned(),
-        };
-        let store = Store::open(&location, StoreOptions::default()).await.unwrap();
-        Api::start(store, Some(dir), None).await
-    }
-
-    async fn redis() -> Api {
-        let url = std::env::var("MAAS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let prefix = format!(
-            "maastest-admin-{}",
-            maas_store::ids::hex(&maas_store::ids::random_bytes::<6>())
-        );
-        let location = StoreLocation::Redis {
-            url,
-            prefix: prefix.clone(),
-        };
-        let store = Store::open(&location, StoreOptions::default())
-            .await
-            .expect("Redis must run on MAAS_TEST_REDIS_URL (default 127.0.0.1:6379): apt install redis-server");
-        Api::start(store, None, Some(prefix)).await
-    }
-
-    async fn both() -> [Api; 2] {
-        [Api::embedded().await, Api::redis().await]
-    }
-
-    fn kind(&self) -> &'static str {
-        if self.redis_prefix.is_some() {
-            "redis"
-        } else {
-            "embedded"
-        }
-    }
-
-    async fn send(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        headers: &[(&str, &str)],
-        body: Option<Value>,
-    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-        let mut request = self
-            .http
-            .request(method.parse().unwrap(), format!("{}{path}", self.base));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response.text().await.unwrap();
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap()
-        };
-        (status, headers, body)
-    }
-
-    async fn admin(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-        self.send(method, path, Some(ADMIN), &[], body).await
-    }
-}
+use harness::{ADMIN, Api, READER};
 
 fn etag(headers: &reqwest::header::HeaderMap) -> String {
     headers["etag"].to_str().unwrap().to_owned()
@@ -432,28 +322,6 @@ async fn lists_come_in_pages() {
         let (status, _, body) = api.admin("GET", "/backends?limit=0", None).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{kind}");
         assert_eq!(body["error"]["fields"][0]["field"], "limit");
-    }
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        let Some(prefix) = self.redis_prefix.clone() else {
-            return;
-        };
-        let url = std::env::var("MAAS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let backend = maas_store::backend::redis::RedisBackend::connect(&url, &prefix)
-                    .await
-                    .unwrap();
-                backend.destroy_all_data().await.unwrap();
-            });
-        })
-        .join();
     }
 }
 
@@ -806,5 +674,250 @@ async fn analytics_check_their_parameters() {
         );
         let (status, _, _) = api.admin("GET", "/analytics/cost?application_id=nope", None).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{kind}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_sessions_of_admins_may_use_the_api() {
+    use maas_store::model::{UserRole, UserState};
+    use maas_store::{NewAccount, NewUser, SessionRecord};
+
+    for api in Api::both().await {
+        let kind = api.kind();
+        let account = api
+            .store
+            .create_account(NewAccount {
+                name: "Ops".into(),
+                description: String::new(),
+            })
+            .await
+            .unwrap();
+        let mut sessions = Vec::new();
+        for (n, (role, state)) in [
+            (UserRole::Member, UserState::Active),
+            (UserRole::Admin, UserState::Active),
+            (UserRole::Admin, UserState::Disabled),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let user = api
+                .store
+                .create_user(NewUser {
+                    account_id: account.id.clone(),
+                    email: [format!("user{n}"), "example.com".to_owned()].join("@"),
+                    display_name: String::new(),
+                    role,
+                    state,
+                    sso: None,
+                    password_hash: None,
+                })
+                .await
+                .unwrap();
+            let id = format!(
+                "session-{n}-{}",
+                maas_store::ids::hex(&maas_store::ids::random_bytes::<8>())
+            );
+            let mut record = SessionRecord {
+                user_id: Some(user.id.clone()),
+                created_at: time::OffsetDateTime::now_utc(),
+                data: serde_json::Map::new(),
+            };
+            record.data.insert("csrf".into(), json!(format!("csrf-{n}")));
+            api.store
+                .put_session(&id, &record, time::Duration::minutes(5))
+                .await
+                .unwrap();
+            sessions.push((id, user.id));
+        }
+        let cookie = |n: usize| format!("theme=dark; maas_session={}", sessions[n].0);
+        let (member, admin, disabled) = (cookie(0), cookie(1), cookie(2));
+
+        let (status, _, body) = api.send("GET", "/products", None, &[("cookie", &member)], None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{kind}: a member's session: {body}");
+        let (status, _, _) = api.send("GET", "/products", None, &[("cookie", &disabled)], None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{kind}: a disabled admin's session");
+        let (status, _, _) = api
+            .send("GET", "/products", None, &[("cookie", "maas_session=forged")], None)
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{kind}: an unknown session");
+        let (status, _, _) = api.send("GET", "/products", None, &[("cookie", &admin)], None).await;
+        assert_eq!(status, StatusCode::OK, "{kind}: an admin's session reads");
+
+        // Writes need the session's CSRF token too.
+        for csrf in [None, Some("csrf-0"), Some("")] {
+            let mut headers = vec![("cookie", admin.as_str())];
+            if let Some(csrf) = csrf {
+                headers.push(("x-csrf-token", csrf));
+            }
+            let (status, _, body) = api.send("PUT", "/backends/vllm", None, &headers, Some(backend())).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{kind}: CSRF {csrf:?}: {body}");
+        }
+        assert!(api.store.get_backend("vllm").await.unwrap().is_none(), "{kind}");
+        let (status, _, body) = api
+            .send(
+                "PUT",
+                "/backends/vllm",
+                None,
+                &[("cookie", &admin), ("x-csrf-token", "csrf-1")],
+                Some(backend()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{kind}: {body}");
+        // A bearer token wins over a cookie, so a token's scope is never widened.
+        let (status, _, _) = api
+            .send(
+                "DELETE",
+                "/backends/vllm",
+                Some(READER),
+                &[("cookie", &admin), ("x-csrf-token", "csrf-1")],
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{kind}");
+        let audit = api
+            .store
+            .audit_log(&AuditQuery {
+                entity: Some("backend".into()),
+                limit: 10,
+                ..AuditQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(audit[0].actor.kind, "user", "{kind}");
+        assert_eq!(
+            audit[0].actor.id, sessions[1].1,
+            "{kind}: the audit log names the admin"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_edits_are_conditional_on_their_etag() {
+    for api in Api::both().await {
+        let kind = api.kind();
+        seed(&api).await;
+        let (status, _, account) = api.admin("POST", "/accounts", Some(json!({"name": "Etag Corp"}))).await;
+        assert_eq!(status, StatusCode::CREATED, "{kind}");
+        let account_path = format!("/accounts/{}", account["id"].as_str().unwrap());
+        let (_, headers, _) = api.admin("GET", &account_path, None).await;
+        let first = etag(&headers);
+        // Someone else renames it in between.
+        let (status, headers, _) = api
+            .admin("PATCH", &account_path, Some(json!({"description": "theirs"})))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{kind}");
+        let second = etag(&headers);
+        assert_ne!(first, second, "{kind}: a change is a new version");
+        let (status, _, body) = api
+            .send(
+                "PATCH",
+                &account_path,
+                Some(ADMIN),
+                &[("if-match", &first)],
+                Some(json!({"description": "mine"})),
+            )
+            .await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (StatusCode::CONFLICT, &json!("stale_version")),
+            "{kind}"
+        );
+        let (_, _, now) = api.admin("GET", &account_path, None).await;
+        assert_eq!(now["description"], "theirs", "{kind}: a stale write changes nothing");
+        let (status, _, body) = api
+            .send(
+                "PATCH",
+                &account_path,
+                Some(ADMIN),
+                &[("if-match", &second)],
+                Some(json!({"description": "mine"})),
+            )
+            .await;
+        assert_eq!(
+            (status, &body["description"]),
+            (StatusCode::OK, &json!("mine")),
+            "{kind}"
+        );
+
+        // Applications: state changes too.
+        let (_, _, app) = api
+            .admin(
+                "POST",
+                "/applications",
+                Some(json!({"account_id": account["id"], "name": "e", "product": "granite", "plan": "open"})),
+            )
+            .await;
+        let app_path = format!("/applications/{}", app["id"].as_str().unwrap());
+        let (_, headers, _) = api.admin("GET", &app_path, None).await;
+        let app_tag = etag(&headers);
+        api.admin("PATCH", &app_path, Some(json!({"name": "renamed"}))).await;
+        let (status, _, _) = api
+            .send(
+                "POST",
+                &format!("{app_path}/suspend"),
+                Some(ADMIN),
+                &[("if-match", &app_tag)],
+                None,
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::CONFLICT,
+            "{kind}: suspending a version that is gone"
+        );
+        let (_, headers, _) = api.admin("GET", &app_path, None).await;
+        let (status, _, body) = api
+            .send(
+                "POST",
+                &format!("{app_path}/suspend"),
+                Some(ADMIN),
+                &[("if-match", &etag(&headers))],
+                None,
+            )
+            .await;
+        assert_eq!(
+            (status, &body["state"]),
+            (StatusCode::OK, &json!("suspended")),
+            "{kind}"
+        );
+
+        // Users: the tag versions the stored user, the answer hides its secrets.
+        let (_, _, user) = api
+            .admin(
+                "POST",
+                "/users",
+                Some(json!({"account_id": account["id"], "email": (["e", "example.com"].join("@"))})),
+            )
+            .await;
+        let user_path = format!("/users/{}", user["id"].as_str().unwrap());
+        let (_, headers, _) = api.admin("GET", &user_path, None).await;
+        let user_tag = etag(&headers);
+        let (status, headers, _) = api
+            .send(
+                "PATCH",
+                &user_path,
+                Some(ADMIN),
+                &[("if-match", &user_tag)],
+                Some(json!({"role": "admin"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{kind}");
+        let (status, _, _) = api
+            .send(
+                "PATCH",
+                &user_path,
+                Some(ADMIN),
+                &[("if-match", &user_tag)],
+                Some(json!({"role": "member"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{kind}");
+        let (_, latest, _) = api.admin("GET", &user_path, None).await;
+        assert_eq!(
+            etag(&latest),
+            etag(&headers),
+            "{kind}: the PATCH answer's tag is the stored one"
+        );
     }
 }

@@ -14,7 +14,7 @@ use maas_proxy::routing::Route;
 use maas_proxy::state::ProxyState;
 use maas_proxy::usage::UsageSink;
 use maas_store::document::CatalogDocument;
-use maas_store::model::KeyHash;
+use maas_store::model::{KeyHash, StreamUsage};
 use maas_store::{Environment, NewAccount, NewApplication, NewKey, Store, StoreLocation, StoreOptions};
 use time::OffsetDateTime;
 
@@ -145,7 +145,8 @@ fn request_body(c: &mut Criterion) {
         group.bench_function(format!("inspect+rewrite_in_place/{label}"), |b| {
             b.iter(|| {
                 let facts = inspect_json(std::hint::black_box(&bytes)).unwrap();
-                let rewrite = rewrite_request(&bytes, Endpoint::ChatCompletions, Some(1024)).unwrap();
+                let rewrite =
+                    rewrite_request(&bytes, Endpoint::ChatCompletions, StreamUsage::Continuous, Some(1024)).unwrap();
                 (facts, rewrite)
             })
         });

@@ -285,7 +285,7 @@ impl MaasProxy {
             .as_ref()
             .filter(|_| json_body && (ctx.stream || max_tokens_cap.is_some()))
         {
-            match rewrite_request(body, endpoint, max_tokens_cap) {
+            match rewrite_request(body, endpoint, route.product.metering.stream_usage, max_tokens_cap) {
                 Ok(rewrite) => {
                     ctx.client_usage = rewrite.client_usage;
                     if rewrite.stream && endpoint == Endpoint::Responses {

@@ -1,9 +1,10 @@
 //! The forwarded request body: for streams, ask the model server for usage
-//! (`stream_options.include_usage`, vLLM's `continuous_usage_stats`) so
-//! every token can be metered, remembering what the client itself asked
-//! for; cap `max_tokens` at the plan's limit. Bodies that need no change
-//! are forwarded byte for byte.
+//! (`stream_options.include_usage`, vLLM's `continuous_usage_stats`, as the
+//! product's [`StreamUsage`] says) so every token can be metered,
+//! remembering what the client itself asked for; cap `max_tokens` at the
+//! plan's limit. Bodies that need no change are forwarded byte for byte.
 
+pub use maas_store::model::StreamUsage;
 use serde_json::{Map, Value};
 
 use crate::json_member::JsonObject;
@@ -83,7 +84,12 @@ pub struct Rewrite {
 /// when it is not an object. The body is edited in place ([`JsonObject`]),
 /// never parsed into a tree: every byte the gateway does not change reaches
 /// the upstream as the client sent it.
-pub fn rewrite_request(body: &[u8], endpoint: Endpoint, max_tokens_cap: Option<u64>) -> Result<Rewrite, String> {
+pub fn rewrite_request(
+    body: &[u8],
+    endpoint: Endpoint,
+    stream_usage: StreamUsage,
+    max_tokens_cap: Option<u64>,
+) -> Result<Rewrite, String> {
     let object = JsonObject::scan(body).ok_or_else(|| "expected a JSON object".to_owned())?;
     let parse = |name: &str| {
         object
@@ -99,12 +105,20 @@ pub fn rewrite_request(body: &[u8], endpoint: Endpoint, max_tokens_cap: Option<u
             _ => Map::new(),
         };
         let mut changed = false;
-        for (field, asked) in [
-            ("include_usage", &mut client_usage.final_chunk),
-            ("continuous_usage_stats", &mut client_usage.every_chunk),
+        for (field, asked, wanted) in [
+            (
+                "include_usage",
+                &mut client_usage.final_chunk,
+                stream_usage != StreamUsage::Off,
+            ),
+            (
+                "continuous_usage_stats",
+                &mut client_usage.every_chunk,
+                stream_usage == StreamUsage::Continuous,
+            ),
         ] {
             *asked = options.get(field).and_then(Value::as_bool).unwrap_or(false);
-            if !*asked {
+            if wanted && !*asked {
                 options.insert(field.into(), Value::Bool(true));
                 changed = true;
             }
@@ -146,7 +160,7 @@ mod tests {
     #[test]
     fn streams_ask_for_usage_and_remember_the_client_choice() {
         let body = br#"{"model":"m","stream":true,"messages":[]}"#;
-        let out = rewrite_request(body, Endpoint::ChatCompletions, None).unwrap();
+        let out = rewrite_request(body, Endpoint::ChatCompletions, StreamUsage::Continuous, None).unwrap();
         assert!(out.stream);
         assert_eq!(out.client_usage, ClientUsage::default());
         let forwarded = json(&out.body.unwrap());
@@ -154,7 +168,7 @@ mod tests {
         assert_eq!(forwarded["stream_options"]["continuous_usage_stats"], true);
 
         let body = br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#;
-        let out = rewrite_request(body, Endpoint::Completions, None).unwrap();
+        let out = rewrite_request(body, Endpoint::Completions, StreamUsage::Continuous, None).unwrap();
         assert!(out.client_usage.final_chunk && !out.client_usage.every_chunk);
         assert_eq!(
             json(&out.body.unwrap())["stream_options"]["continuous_usage_stats"],
@@ -162,8 +176,27 @@ mod tests {
         );
 
         let body = br#"{"stream":true,"stream_options":{"include_usage":true,"continuous_usage_stats":true}}"#;
-        let out = rewrite_request(body, Endpoint::ChatCompletions, None).unwrap();
+        let out = rewrite_request(body, Endpoint::ChatCompletions, StreamUsage::Continuous, None).unwrap();
         assert_eq!(out.body, None, "nothing to change: forwarded as is");
+    }
+
+    #[test]
+    fn the_product_policy_decides_what_streams_ask_for() {
+        let body = br#"{"model":"m","stream":true,"messages":[]}"#;
+        let out = rewrite_request(body, Endpoint::ChatCompletions, StreamUsage::Final, None).unwrap();
+        let forwarded = json(&out.body.unwrap());
+        assert_eq!(forwarded["stream_options"], serde_json::json!({"include_usage": true}));
+        let out = rewrite_request(body, Endpoint::ChatCompletions, StreamUsage::Off, None).unwrap();
+        assert_eq!(out.body, None, "forwarded as sent");
+        assert!(out.stream);
+        // What the client asked for itself still reaches the upstream and is remembered.
+        let body = br#"{"stream":true,"stream_options":{"continuous_usage_stats":true}}"#;
+        let out = rewrite_request(body, Endpoint::Completions, StreamUsage::Final, None).unwrap();
+        assert!(out.client_usage.every_chunk && !out.client_usage.final_chunk);
+        assert_eq!(
+            json(&out.body.unwrap())["stream_options"],
+            serde_json::json!({"continuous_usage_stats": true, "include_usage": true})
+        );
     }
 
     #[test]
@@ -173,16 +206,21 @@ mod tests {
             (br#"{"model":"m","stream":true,"input":"x"}"#, Endpoint::Embeddings),
             (br#"{"model":"m","stream":true,"input":"x"}"#, Endpoint::Responses),
         ] {
-            assert_eq!(rewrite_request(body, endpoint, None).unwrap().body, None);
+            assert_eq!(
+                rewrite_request(body, endpoint, StreamUsage::Continuous, None)
+                    .unwrap()
+                    .body,
+                None
+            );
         }
-        assert!(rewrite_request(b"[1]", Endpoint::ChatCompletions, None).is_err());
-        assert!(rewrite_request(b"{", Endpoint::ChatCompletions, None).is_err());
+        assert!(rewrite_request(b"[1]", Endpoint::ChatCompletions, StreamUsage::Continuous, None).is_err());
+        assert!(rewrite_request(b"{", Endpoint::ChatCompletions, StreamUsage::Continuous, None).is_err());
     }
 
     #[test]
     fn only_the_edited_members_change() {
         let body = br#"{"model":"m","messages":[{"role":"user","content":"caf\u00e9 1.0e3"}],"temperature":1.50,"stream":true,"max_tokens":99}"#;
-        let out = rewrite_request(body, Endpoint::ChatCompletions, Some(10)).unwrap();
+        let out = rewrite_request(body, Endpoint::ChatCompletions, StreamUsage::Continuous, Some(10)).unwrap();
         let forwarded = String::from_utf8(out.body.unwrap()).unwrap();
         assert_eq!(
             forwarded,
@@ -192,7 +230,13 @@ mod tests {
 
     #[test]
     fn escaped_field_names_are_capped_too() {
-        let out = rewrite_request(br#"{"max_tok\u0065ns":5000}"#, Endpoint::Completions, Some(64)).unwrap();
+        let out = rewrite_request(
+            br#"{"max_tok\u0065ns":5000}"#,
+            Endpoint::Completions,
+            StreamUsage::Continuous,
+            Some(64),
+        )
+        .unwrap();
         let forwarded = json(&out.body.unwrap());
         assert_eq!(forwarded["max_tokens"], 64, "{forwarded}");
         assert_eq!(forwarded.as_object().unwrap().len(), 1);
@@ -200,21 +244,40 @@ mod tests {
 
     #[test]
     fn caps_max_tokens_in_the_field_the_client_used() {
-        let out = rewrite_request(br#"{"max_tokens":5000}"#, Endpoint::ChatCompletions, Some(1024)).unwrap();
+        let out = rewrite_request(
+            br#"{"max_tokens":5000}"#,
+            Endpoint::ChatCompletions,
+            StreamUsage::Continuous,
+            Some(1024),
+        )
+        .unwrap();
         assert_eq!(json(&out.body.unwrap())["max_tokens"], 1024);
         assert_eq!(out.max_tokens, Some(1024));
-        let out = rewrite_request(br#"{"max_completion_tokens":9}"#, Endpoint::ChatCompletions, Some(1024)).unwrap();
+        let out = rewrite_request(
+            br#"{"max_completion_tokens":9}"#,
+            Endpoint::ChatCompletions,
+            StreamUsage::Continuous,
+            Some(1024),
+        )
+        .unwrap();
         assert_eq!((out.body, out.max_tokens), (None, Some(9)));
         let out = rewrite_request(
             br#"{"max_completion_tokens":2000}"#,
             Endpoint::ChatCompletions,
+            StreamUsage::Continuous,
             Some(100),
         )
         .unwrap();
         let forwarded = json(&out.body.unwrap());
         assert_eq!(forwarded["max_completion_tokens"], 100);
         assert!(forwarded.get("max_tokens").is_none());
-        let out = rewrite_request(br#"{"input":"x"}"#, Endpoint::Responses, Some(64)).unwrap();
+        let out = rewrite_request(
+            br#"{"input":"x"}"#,
+            Endpoint::Responses,
+            StreamUsage::Continuous,
+            Some(64),
+        )
+        .unwrap();
         assert_eq!(
             json(&out.body.unwrap())["max_output_tokens"],
             64,

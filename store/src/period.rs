@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use time::{Date, Month, OffsetDateTime};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Period {
     Minute,

@@ -71,6 +71,16 @@ models:
     output_tokens: {min: 40, max: 40}
     failures:
       reset_rate: 1.0
+  - id: strict-d
+    ttft_ms: 0
+    itl_ms: 0
+    output_tokens: {min: 20, max: 40}
+    continuous_usage_stats: false
+  - id: strict-e
+    ttft_ms: 0
+    itl_ms: 0
+    output_tokens: {min: 20, max: 40}
+    continuous_usage_stats: false
 ";
 
 /// The catalog of the proxy tests.

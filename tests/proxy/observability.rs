@@ -24,7 +24,16 @@ async fn metrics_count_the_tokens_the_model_served() {
     assert_eq!(refused.status(), 401);
 
     let truth = gw.sim_usage(&app_id).await;
-    let text = gw.metrics(0).await;
+    // Pingora logs a request (and counts it out of flight) just after the
+    // client has its answer; wait for the last one.
+    let mut text = gw.metrics(0).await;
+    for _ in 0..100 {
+        if text.contains("maas_requests_in_flight 0") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        text = gw.metrics(0).await;
+    }
     let prompt = metric_value(&text, "llm_prompt_tokens_count", "application_id", &app_id).expect(&text);
     let completion = metric_value(&text, "llm_completion_tokens_count", "application_id", &app_id).expect(&text);
     let total = metric_value(&text, "llm_total_token_count", "application_id", &app_id).expect(&text);

@@ -130,6 +130,58 @@ async fn mixed_traffic_is_metered_exactly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_product_metering_policy_fits_servers_without_continuous_usage() {
+    let gw = Gateway::start(CATALOG, 1, "strict").await;
+    let stream = |model: &str| serde_json::json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "a b"}]});
+    // The default policy asks for vLLM's continuous usage, which such a server refuses.
+    let (_, key) = gw.app_key("continuous-app", "delta", "open").await;
+    let response = gw
+        .http
+        .post(format!("{}/v1/chat/completions", gw.base()))
+        .bearer_auth(&key)
+        .json(&stream("strict-d"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.text().await.unwrap().contains("continuous_usage_stats"));
+
+    // `stream_usage: final` asks only for the final usage chunk: served and metered exactly.
+    let (app_id, key) = gw.app_key("final-usage-app", "epsilon", "open").await;
+    for i in 0..6 {
+        let mut body = stream("strict-e");
+        if i % 2 == 1 {
+            body["stream_options"] = serde_json::json!({"include_usage": true});
+        }
+        let response = gw
+            .http
+            .post(format!("{}/v1/chat/completions", gw.base()))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "request {i}");
+        let text = response.text().await.unwrap();
+        assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+        let usage_events = text.matches("\"usage\"").count();
+        assert_eq!(usage_events, i % 2, "usage only when the client asked: {text}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let truth = gw.sim_usage(&app_id).await;
+    assert_eq!(
+        gw.stored(&app_id, "completion_tokens").await,
+        truth["completion_tokens"].as_u64().unwrap(),
+        "{truth}"
+    );
+    assert_eq!(
+        gw.stored(&app_id, "prompt_tokens").await,
+        truth["prompt_tokens"].as_u64().unwrap(),
+        "{truth}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_hangs_up_cancels_the_generation_and_pays_for_what_it_got() {
     let gw = Gateway::start(CATALOG, 1, "strict").await;
     let (app_id, key) = gw.app_key("hangup-app", "gamma", "open").await;

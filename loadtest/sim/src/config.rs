@@ -45,6 +45,10 @@ pub struct SimModel {
     /// `sim_emitted_ns` (Unix nanoseconds): load tests measure what a
     /// gateway adds per chunk from it.
     pub stamp_events: bool,
+    /// Accept vLLM's `stream_options.continuous_usage_stats`; `false`
+    /// answers 400 to a request naming it, as OpenAI's API and servers that
+    /// refuse unknown fields do.
+    pub continuous_usage_stats: bool,
     pub failures: Failures,
 }
 
@@ -68,6 +72,7 @@ impl Default for SimModel {
             embedding_dimensions: 384,
             fragment_events: false,
             stamp_events: false,
+            continuous_usage_stats: true,
             failures: Failures::default(),
         }
     }

@@ -10,8 +10,15 @@ use crate::tokens::{chat_prompt_tokens, count_words};
 pub struct StreamOptions {
     #[serde(default)]
     pub include_usage: bool,
+    /// vLLM's extension; `None` when the request does not name it.
     #[serde(default)]
-    pub continuous_usage_stats: bool,
+    pub continuous_usage_stats: Option<bool>,
+}
+
+impl StreamOptions {
+    pub fn continuous(&self) -> bool {
+        self.continuous_usage_stats == Some(true)
+    }
 }
 
 /// Parameters the chat and completions endpoints share.

@@ -132,6 +132,17 @@ struct Ask {
 /// Plans the completion of `ask`: its length, its tokens, any reset.
 fn plan(model: &SimModel, rng: &mut Rng, app: String, ask: &Ask) -> Result<Generation, ApiError> {
     let (prompt_tokens, requested) = (ask.prompt_tokens, ask.requested);
+    if !model.continuous_usage_stats
+        && ask
+            .options
+            .stream_options
+            .is_some_and(|o| o.continuous_usage_stats.is_some())
+    {
+        return Err(
+            bad_request("Unrecognized request argument supplied: stream_options.continuous_usage_stats")
+                .param("stream_options"),
+        );
+    }
     let room = model.max_model_len.saturating_sub(prompt_tokens);
     if prompt_tokens > model.max_model_len || requested.is_some_and(|r| r > room) {
         return Err(bad_request(format!(

@@ -121,7 +121,7 @@ struct Streaming {
 
 impl Streaming {
     fn with_usage(&self, mut chunk: Value) -> Value {
-        if self.generation.options.continuous_usage_stats && self.generation.options.include_usage {
+        if self.generation.options.continuous() && self.generation.options.include_usage {
             chunk["usage"] = crate::openai::usage(self.generation.prompt_tokens, self.tally.sent);
         }
         chunk

@@ -1,15 +1,21 @@
 //! Any request body: the rewriter never panics; what it forwards is JSON
-//! that asks for usage on streams, respects the cap, and leaves every
+//! that asks for usage on streams as the policy says, respects the cap, and leaves every
 //! member it does not own as the client sent it.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use maas_proxy::body::inspect_json;
 use maas_proxy::json_member::remove_member;
-use maas_proxy::rewrite::{Endpoint, rewrite_request};
+use maas_proxy::rewrite::{Endpoint, StreamUsage, rewrite_request};
 
 fuzz_target!(|input: (&[u8], u8, Option<u16>)| {
-    let (body, endpoint, cap) = input;
+    let (body, selector, cap) = input;
+    let endpoint = selector;
+    let stream_usage = match selector / 5 % 3 {
+        0 => StreamUsage::Continuous,
+        1 => StreamUsage::Final,
+        _ => StreamUsage::Off,
+    };
     let endpoint = match endpoint % 5 {
         0 => Endpoint::ChatCompletions,
         1 => Endpoint::Completions,
@@ -22,7 +28,7 @@ fuzz_target!(|input: (&[u8], u8, Option<u16>)| {
     if inspect_json(body).is_err() {
         return;
     }
-    if let Ok(rewrite) = rewrite_request(body, endpoint, cap) {
+    if let Ok(rewrite) = rewrite_request(body, endpoint, stream_usage, cap) {
         let original: serde_json::Value = match serde_json::from_slice(body) {
             Ok(value) => value,
             // serde_json's tree refuses some JSON its skipping parser takes
@@ -31,7 +37,10 @@ fuzz_target!(|input: (&[u8], u8, Option<u16>)| {
         };
         if let Some(forwarded) = &rewrite.body {
             let value: serde_json::Value = serde_json::from_slice(forwarded).expect("forwarded bodies are JSON");
-            if rewrite.stream && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions) {
+            if rewrite.stream
+                && stream_usage != StreamUsage::Off
+                && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
+            {
                 assert_eq!(value["stream_options"]["include_usage"], true);
             }
             let owned = ["stream_options", "max_tokens", "max_completion_tokens", "max_output_tokens"];

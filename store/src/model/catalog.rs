@@ -32,16 +32,20 @@ fn is_true(value: &bool) -> bool {
 
 /// A model server: one or more replicas of the same OpenAI-compatible API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Backend {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$"))]
     pub system_name: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
     /// Base URLs of the replicas, e.g. `http://vllm.ns.svc:8000`.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub urls: Vec<String>,
     #[serde(default = "default_health_path")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^/"))]
     pub health_path: String,
     #[serde(default, skip_serializing_if = "is_default")]
     pub timeouts: Timeouts,
@@ -57,14 +61,19 @@ fn default_health_path() -> String {
 
 /// Upstream timeouts in milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub connect_ms: u64,
     /// Longest silence while waiting for the next response bytes.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub read_ms: u64,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub write_ms: u64,
     /// Pooled connections idle longer than this are closed before reuse;
     /// below vLLM's 5 s keep-alive so a stale connection is never picked.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub pool_idle_ms: u64,
 }
 
@@ -81,8 +90,10 @@ impl Default for Timeouts {
 
 /// A published API: one model endpoint with its metrics, rules and policies.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Product {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$"))]
     pub system_name: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
@@ -98,6 +109,7 @@ pub struct Product {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<String>,
     /// `system_name` of the backend serving this product.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$"))]
     pub backend: String,
     /// Path on the backend the product's paths are appended to.
     #[serde(default = "root_path", skip_serializing_if = "is_root_path")]
@@ -106,6 +118,8 @@ pub struct Product {
     pub credentials: CredentialSettings,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<CorsPolicy>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub metering: MeteringPolicy,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<Metric>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -205,6 +219,7 @@ fn openai_default_rules() -> Vec<MappingRule> {
 
 /// Where the proxy looks for the API key (the walkthrough's "credentials location").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct CredentialSettings {
     pub locations: Vec<CredentialLocation>,
@@ -225,6 +240,7 @@ impl Default for CredentialSettings {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CredentialLocation {
     /// `Authorization: Bearer <key>`
@@ -239,6 +255,7 @@ pub enum CredentialLocation {
 
 /// CORS policy answered by the proxy itself (preflights never reach upstream).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct CorsPolicy {
     pub allow_origins: Vec<String>,
@@ -264,9 +281,39 @@ impl Default for CorsPolicy {
 }
 
 /// A countable quantity besides the builtins (hits and the token metrics).
+/// How the gateway gets token counts for streams from this product's
+/// model server.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields, default)]
+pub struct MeteringPolicy {
+    pub stream_usage: StreamUsage,
+}
+
+/// What a streamed request asks the model server for (the client sees only
+/// the usage it asked for itself either way).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum StreamUsage {
+    /// `include_usage` and vLLM's `continuous_usage_stats`: usage on every
+    /// chunk, so a stream cut short is metered to its last token.
+    #[default]
+    Continuous,
+    /// `include_usage` only (OpenAI, Ollama, TGI, servers that refuse
+    /// unknown `stream_options`): the final usage chunk; a stream cut short
+    /// is estimated from the chunks that passed.
+    Final,
+    /// The request is forwarded as sent; streams without usage are
+    /// estimated (one token per content chunk) and marked estimated.
+    Off,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Metric {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$"))]
     pub system_name: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub friendly_name: String,
@@ -282,8 +329,10 @@ fn default_unit() -> String {
 
 /// A child of `hits`: incrementing a method also increments hits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Method {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$"))]
     pub system_name: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub friendly_name: String,
@@ -293,6 +342,7 @@ pub struct Method {
 
 /// HTTP method + path pattern → metric or method increment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MappingRule {
     pub http_method: HttpMethod,
@@ -315,6 +365,7 @@ fn is_one(value: &u64) -> bool {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "UPPERCASE")]
 pub enum HttpMethod {
     Get,
@@ -330,10 +381,13 @@ pub enum HttpMethod {
 
 /// What a subscriber gets: limits, caps and prices of an application.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
     /// `system_name` of the product this plan belongs to.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$"))]
     pub product: String,
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$"))]
     pub system_name: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
@@ -352,17 +406,20 @@ pub struct Plan {
     pub limits: Vec<UsageLimit>,
     /// Cap on `max_tokens` of any single request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub max_tokens: Option<u32>,
     /// Lower `max_tokens` to the remaining token quota instead of letting a
     /// request overrun it.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub clamp_max_tokens: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub max_concurrent_requests: Option<u32>,
     /// Higher is served first when the backend is saturated.
     #[serde(default, skip_serializing_if = "is_default")]
     pub priority: u8,
     #[serde(default = "default_currency")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Z]{3}$"))]
     pub currency: String,
     #[serde(default, skip_serializing_if = "is_default")]
     pub price_per_1k_prompt_tokens: Money,
@@ -386,9 +443,11 @@ impl Plan {
 
 /// At most `value` of `metric` per `period`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UsageLimit {
     pub metric: String,
     pub period: Period,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub value: u64,
 }

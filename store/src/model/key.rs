@@ -169,6 +169,7 @@ mod tests {
 
 /// What an admin token may do with `/admin/api/v1`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AdminScope {
     Read,

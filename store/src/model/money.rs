@@ -67,6 +67,24 @@ impl Serialize for Money {
     }
 }
 
+/// In the OpenAPI document: a non-negative number (a decimal string such as
+/// `"0.0015"` is accepted too, as `Deserialize` reads it).
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Money {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::Number)
+            .minimum(Some(0))
+            .description(Some("An amount in the plan's currency, at most 6 decimals."))
+            .examples([serde_json::json!(0.0015)])
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Money {}
+
 impl<'de> Deserialize<'de> for Money {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct MoneyVisitor;

@@ -9,6 +9,7 @@ use super::key::KeyHash;
 
 /// An organization; the walkthrough maps the SSO `org_name` claim to it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Account {
     pub id: String,
     pub name: String,
@@ -19,6 +20,7 @@ pub struct Account {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum UserRole {
     #[default]
@@ -27,6 +29,7 @@ pub enum UserRole {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum UserState {
     #[default]
@@ -38,6 +41,7 @@ pub enum UserState {
 
 /// The identity provider's name for a user.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SsoIdentity {
     pub issuer: String,
     pub subject: String,
@@ -64,6 +68,7 @@ pub struct User {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ApplicationState {
     /// Waiting for approval: its keys are refused with that reason.
@@ -85,6 +90,7 @@ impl ApplicationState {
 
 /// An account's subscription to one product on one of its plans.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Application {
     pub id: String,
     pub account_id: String,

@@ -11,6 +11,7 @@ use crate::ids::new_id;
 
 /// The author of a change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Actor {
     /// `system`, `cli`, `admin_token`, `user`.
     pub kind: String,
@@ -39,6 +40,7 @@ impl Actor {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     pub id: String,
     #[serde(with = "time::serde::rfc3339")]

@@ -28,6 +28,7 @@ const MAX_ATTEMPTS: usize = 8;
 /// Where a released product version is served. The draft (the editable
 /// product) is served nowhere until promoted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Environment {
     Staging,
@@ -62,6 +63,7 @@ impl FromStr for Environment {
 
 /// A numbered, immutable snapshot of a product's configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProductRelease {
     pub version: u64,
     #[serde(with = "time::serde::rfc3339")]

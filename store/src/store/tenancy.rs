@@ -5,6 +5,7 @@ use sha2::{Digest, Sha256};
 
 use super::catalog::plan_id;
 use super::paging::{Page, Paged};
+use super::versions::{Precondition, check as check_precondition};
 use super::{Store, encode, now_ms};
 use crate::backend::{Condition, WriteBatch};
 use crate::changes::Change;
@@ -13,7 +14,15 @@ use crate::ids::{hex, new_id};
 use crate::model::{Account, ApiKey, Application, ApplicationState, Plan, SsoIdentity, User, UserRole, UserState};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewAccount {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$",
+            max_length = 200
+        )
+    )]
     pub name: String,
     #[serde(default)]
     pub description: String,
@@ -45,12 +54,23 @@ pub struct UserUpdate {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewApplication {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub account_id: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$",
+            max_length = 200
+        )
+    )]
     pub name: String,
     #[serde(default)]
     pub description: String,
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub product: String,
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub plan: String,
 }
 
@@ -167,10 +187,23 @@ impl Store {
         name: Option<String>,
         description: Option<String>,
     ) -> StoreResult<Account> {
+        self.update_account_if(id, name, description, Precondition::Any).await
+    }
+
+    /// [`update_account`](Store::update_account) if the account is at the
+    /// version `precondition` names; the write commits only on that version.
+    pub async fn update_account_if(
+        &self,
+        id: &str,
+        name: Option<String>,
+        description: Option<String>,
+        precondition: Precondition<'_>,
+    ) -> StoreResult<Account> {
         let before = self
             .get_account(id)
             .await?
             .ok_or_else(|| StoreError::not_found("account", id))?;
+        check_precondition("account", id, Some(&before), precondition)?;
         let mut after = before.clone();
         if let Some(name) = name {
             check_name("name", &name, 200)?;
@@ -313,13 +346,28 @@ impl Store {
     }
 
     pub async fn update_user(&self, id: &str, update: UserUpdate) -> StoreResult<User> {
+        self.update_user_if(id, update, Precondition::Any).await
+    }
+
+    /// [`update_user`](Store::update_user) if the user is at the version
+    /// `precondition` names.
+    pub async fn update_user_if(
+        &self,
+        id: &str,
+        update: UserUpdate,
+        precondition: Precondition<'_>,
+    ) -> StoreResult<User> {
         let before = self
             .get_user(id)
             .await?
             .ok_or_else(|| StoreError::not_found("user", id))?;
+        check_precondition("user", id, Some(&before), precondition)?;
         let mut after = before.clone();
         if let Some(name) = update.display_name {
-            check_name("display_name", &name, 200)?;
+            // Empty clears it, as at creation.
+            if !name.is_empty() {
+                check_name("display_name", &name, 200)?;
+            }
             after.display_name = name;
         }
         after.role = update.role.unwrap_or(after.role);
@@ -473,10 +521,22 @@ impl Store {
     }
 
     pub async fn update_application(&self, id: &str, update: ApplicationUpdate) -> StoreResult<Application> {
+        self.update_application_if(id, update, Precondition::Any).await
+    }
+
+    /// [`update_application`](Store::update_application) if the application
+    /// is at the version `precondition` names.
+    pub async fn update_application_if(
+        &self,
+        id: &str,
+        update: ApplicationUpdate,
+        precondition: Precondition<'_>,
+    ) -> StoreResult<Application> {
         let before = self
             .get_application(id)
             .await?
             .ok_or_else(|| StoreError::not_found("application", id))?;
+        check_precondition("application", id, Some(&before), precondition)?;
         let mut after = before.clone();
         let mut batch = WriteBatch::default();
         batch.require(Condition::Equals(format!("app:{id}"), encode(&before)?));

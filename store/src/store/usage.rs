@@ -70,6 +70,7 @@ pub fn token_hold(metric: &str, prompt: u64) -> (u64, bool) {
 
 /// One bar of a usage chart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsagePoint {
     #[serde(with = "time::serde::rfc3339")]
     pub start: OffsetDateTime,

@@ -31,7 +31,7 @@ pub enum Precondition<'a> {
     Absent,
 }
 
-fn check<T: Serialize>(
+pub(crate) fn check<T: Serialize>(
     kind: &'static str,
     id: &str,
     current: Option<&T>,
