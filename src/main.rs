@@ -42,7 +42,7 @@ enum Command {
         #[arg(long, value_enum)]
         environment: Option<EnvironmentArg>,
     },
-    /// Run the admin API (`/admin/api/v1` on `portal.listen`); the portal pages come with issue #6.
+    /// Run the developer portal and the admin API (`/admin/api/v1`) on `portal.listen`.
     Portal,
     /// Run the OpenAI-compatible model simulator (vLLM's API and chunk shapes).
     Sim {

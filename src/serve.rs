@@ -180,12 +180,64 @@ async fn bind_portal(config: &MaasConfig) -> Result<tokio::net::TcpListener> {
     })
 }
 
+/// The portal's options from the configuration.
+fn portal_options(config: &MaasConfig) -> Result<maas_portal::PortalOptions> {
+    let settings = &config.portal;
+    let brand = &settings.brand;
+    let logo = match &brand.logo_file {
+        None => None,
+        Some(path) => {
+            let content_type = match path
+                .extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_ascii_lowercase)
+                .as_deref()
+            {
+                Some("png") => "image/png",
+                Some("jpg" | "jpeg") => "image/jpeg",
+                Some("svg") => "image/svg+xml",
+                _ => anyhow::bail!(
+                    "portal.brand.logo_file: `{}` is not a .png, .jpg or .svg file",
+                    path.display()
+                ),
+            };
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("portal.brand.logo_file: cannot read `{}`", path.display()))?;
+            Some((bytes, content_type))
+        }
+    };
+    Ok(maas_portal::PortalOptions {
+        public_url: settings.public_url.clone(),
+        gateway_url: config.proxy.public_url.trim_end_matches('/').to_owned(),
+        local_accounts: settings.local_accounts,
+        session_ttl: Duration::from_secs(u64::from(settings.session_ttl_hours) * 3600),
+        secure_cookies: settings
+            .secure_cookies
+            .unwrap_or_else(|| settings.public_url.starts_with("https://")),
+        templates_dir: settings.templates_dir.clone(),
+        brand: maas_portal::Brand {
+            name: brand.name.clone(),
+            title: brand.title.clone(),
+            home_text: brand.home_text.clone(),
+            primary_color: brand.primary_color.clone(),
+            has_logo: logo.is_some(),
+            logo,
+        },
+        admin_emails: config.admin.admin_emails.clone(),
+    })
+}
+
+/// The portal's pages and the admin API, on `portal.listen`.
 async fn admin_app(
     store: &Store,
     config: &MaasConfig,
 ) -> Result<axum::extract::connect_info::IntoMakeServiceWithConnectInfo<axum::Router, std::net::SocketAddr>> {
     let tokens = admin_tokens(store, config).await?;
-    Ok(maas_admin_api::router(store.clone(), tokens).into_make_service_with_connect_info::<std::net::SocketAddr>())
+    let portal = maas_portal::router(store.clone(), portal_options(config)?)
+        .map_err(|e| anyhow::anyhow!("portal template {e}"))?;
+    Ok(maas_admin_api::router(store.clone(), tokens)
+        .merge(portal)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>())
 }
 
 /// `maas up`: the admin API beside the proxy, on the control runtime.
@@ -193,7 +245,8 @@ fn spawn_admin_api(runtime: &tokio::runtime::Runtime, store: &Store, config: &Ma
     let app = runtime.block_on(admin_app(store, config))?;
     let listener = runtime.block_on(bind_portal(config))?;
     println!(
-        "admin API on http://{}{}",
+        "portal on {} (listening on {}), admin API at {}",
+        config.portal.public_url,
         config.portal.listen,
         maas_admin_api::BASE_PATH
     );
@@ -205,7 +258,7 @@ fn spawn_admin_api(runtime: &tokio::runtime::Runtime, store: &Store, config: &Ma
     Ok(())
 }
 
-/// `maas portal`: the admin API (the portal pages arrive with issue #6),
+/// `maas portal`: the portal pages and the admin API,
 /// until SIGINT or SIGTERM.
 pub fn portal(config_path: Option<&Path>) -> Result<()> {
     let config = load_config(config_path).map_err(|errors| anyhow::anyhow!("{errors}"))?;
@@ -217,7 +270,8 @@ pub fn portal(config_path: Option<&Path>) -> Result<()> {
     let app = runtime.block_on(admin_app(&store, &config))?;
     let listener = runtime.block_on(bind_portal(&config))?;
     eprintln!(
-        "maas portal: admin API on http://{}{}, store {}",
+        "maas portal: portal on {} (listening on {}), admin API at {}, store {}",
+        config.portal.public_url,
         config.portal.listen,
         maas_admin_api::BASE_PATH,
         describe(&config.store.location())

@@ -9,6 +9,7 @@ mod proxy {
     mod holds;
     mod limits;
     mod observability;
+    mod portal;
     mod resilience;
     mod routing;
     mod sdk;

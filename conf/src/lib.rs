@@ -150,6 +150,16 @@ impl MaasConfig {
         if self.proxy.max_body_bytes < 1024 {
             push("proxy.max_body_bytes", "must be at least 1024".into());
         }
+        let color = &self.portal.brand.primary_color;
+        if color.len() != 7 || !color.starts_with('#') || !color[1..].bytes().all(|b| b.is_ascii_hexdigit()) {
+            push(
+                "portal.brand.primary_color",
+                format!("`{color}` is not a #rrggbb colour"),
+            );
+        }
+        if self.portal.brand.name.trim().is_empty() {
+            push("portal.brand.name", "must not be empty".into());
+        }
         if self.portal.session_ttl_hours == 0 {
             push("portal.session_ttl_hours", "must be at least 1".into());
         }

@@ -73,6 +73,40 @@ pub struct PortalSettings {
     pub templates_dir: Option<PathBuf>,
     /// File holding the session signing key (else `MAAS_SESSION_KEY`).
     pub session_key_file: Option<PathBuf>,
+    /// Cookies marked `Secure`: by default when `public_url` is https.
+    pub secure_cookies: Option<bool>,
+    pub brand: BrandSettings,
+}
+
+/// How the portal presents itself (the walkthrough's "MaaS on RHOAI").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrandSettings {
+    /// In the navigation bar and page titles.
+    pub name: String,
+    /// The home page's heading.
+    pub title: String,
+    /// The home page's text, plain text; blank lines separate paragraphs.
+    pub home_text: String,
+    /// A PNG, JPEG or SVG file shown beside the heading.
+    pub logo_file: Option<PathBuf>,
+    /// Accent colour, `#rrggbb`.
+    pub primary_color: String,
+}
+
+impl Default for BrandSettings {
+    fn default() -> Self {
+        BrandSettings {
+            name: "MaaS".into(),
+            title: "Models as a Service".into(),
+            home_text: "Access to the models hosted here requires an API key.\n\n\
+                        Create an application for a model to get one, then call the model \
+                        with any OpenAI-compatible client."
+                .into(),
+            logo_file: None,
+            primary_color: "#0f62fe".into(),
+        }
+    }
 }
 
 impl Default for PortalSettings {
@@ -84,6 +118,8 @@ impl Default for PortalSettings {
             session_ttl_hours: 8,
             templates_dir: None,
             session_key_file: None,
+            secure_cookies: None,
+            brand: BrandSettings::default(),
         }
     }
 }

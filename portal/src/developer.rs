@@ -1,0 +1,424 @@
+//! The developer's pages: home, the models catalog, applications and keys.
+//! Developers see only what production serves (released products,
+//! published plans) and only their own account's applications; another
+//! account's application is "not found", not "forbidden".
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use maas_store::model::{Application, ApplicationState, Plan, Product};
+use maas_store::{ApplicationFilter, Environment, NewApplication, NewKey, Page, all_pages};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::PortalState;
+use crate::render::PortalError;
+use crate::session::{CsrfField, Developer, Posted, SignedIn, Visitor};
+
+/// A product as developers see it: its production release and published plans.
+struct Offer {
+    product: Product,
+    plans: Vec<Plan>,
+}
+
+/// What production serves, with the plans a developer may choose.
+async fn offers(state: &PortalState) -> Result<Vec<Offer>, PortalError> {
+    let store = state.store();
+    let mut offers = Vec::new();
+    for draft in store.list_products().await? {
+        let Some(release) = store.release(&draft.system_name, Environment::Production).await? else {
+            continue;
+        };
+        let plans: Vec<Plan> = store
+            .list_plans(Some(&draft.system_name))
+            .await?
+            .into_iter()
+            .filter(|p| p.published)
+            .collect();
+        if !plans.is_empty() {
+            offers.push(Offer {
+                product: release.config,
+                plans,
+            });
+        }
+    }
+    offers.sort_by(|a, b| display_name(&a.product).cmp(display_name(&b.product)));
+    Ok(offers)
+}
+
+fn display_name(product: &Product) -> &str {
+    if product.name.is_empty() {
+        &product.system_name
+    } else {
+        &product.name
+    }
+}
+
+/// Where a developer calls `product`.
+fn endpoint(state: &PortalState, product: &Product) -> String {
+    let base = state.options().gateway_url.trim_end_matches('/');
+    match &product.path_prefix {
+        Some(prefix) => format!("{base}{prefix}/v1"),
+        None => format!("{base}/v1"),
+    }
+}
+
+fn plan_context(plan: &Plan) -> Value {
+    let limits: Vec<String> = plan
+        .limits
+        .iter()
+        .map(|l| {
+            format!(
+                "{} {} per {}",
+                group_digits(l.value),
+                l.metric.replace('_', " "),
+                l.period.as_str()
+            )
+        })
+        .collect();
+    let priced = plan.price_per_1k_prompt_tokens.micros > 0 || plan.price_per_1k_completion_tokens.micros > 0;
+    json!({
+        "system_name": plan.system_name,
+        "name": plan.display_name(),
+        "description": plan.description,
+        "limits": limits,
+        "max_tokens": plan.max_tokens,
+        "approval_required": plan.approval_required,
+        "default": plan.default,
+        "price": priced.then(|| format!(
+            "{} {} / {} per 1k prompt / completion tokens",
+            plan.currency, plan.price_per_1k_prompt_tokens, plan.price_per_1k_completion_tokens
+        )),
+    })
+}
+
+fn offer_context(state: &PortalState, offer: &Offer) -> Value {
+    json!({
+        "system_name": offer.product.system_name,
+        "name": display_name(&offer.product),
+        "description": offer.product.description,
+        "models": offer.product.models,
+        "endpoint": endpoint(state, &offer.product),
+        "plans": offer.plans.iter().map(plan_context).collect::<Vec<_>>(),
+    })
+}
+
+/// `1234567` as `1,234,567`.
+fn group_digits(value: u64) -> String {
+    let digits = value.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `2026-11-26 11:30 UTC`: minutes are enough on a page.
+pub(crate) fn when(at: OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute()
+    )
+}
+
+pub async fn home(State(state): State<PortalState>, visitor: Visitor) -> Result<Response, PortalError> {
+    let paragraphs: Vec<&str> = state
+        .options()
+        .brand
+        .home_text
+        .split("\n\n")
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    state.page(&visitor, "home.html", json!({"page": "home", "paragraphs": paragraphs}))
+}
+
+pub async fn models(State(state): State<PortalState>, visitor: Visitor) -> Result<Response, PortalError> {
+    let offers = offers(&state).await?;
+    let products: Vec<Value> = offers.iter().map(|o| offer_context(&state, o)).collect();
+    state.page(&visitor, "models.html", json!({"page": "models", "products": products}))
+}
+
+/// The signed-in account's application `id`.
+pub(crate) async fn own_application(
+    state: &PortalState,
+    session: &SignedIn,
+    id: &str,
+) -> Result<Application, PortalError> {
+    match state.store().get_application(id).await? {
+        Some(app) if app.account_id == session.account.id => Ok(app),
+        _ => Err(PortalError::not_found("No such application in your organization.")),
+    }
+}
+
+fn state_label(state: ApplicationState) -> &'static str {
+    match state {
+        ApplicationState::Pending => "Waiting for approval",
+        ApplicationState::Live => "Live",
+        ApplicationState::Suspended => "Suspended",
+    }
+}
+
+pub async fn applications(State(state): State<PortalState>, developer: Developer) -> Result<Response, PortalError> {
+    let session = developer.session();
+    let store = state.store();
+    let filter = ApplicationFilter {
+        account_id: Some(session.account.id.clone()),
+        ..ApplicationFilter::default()
+    };
+    let apps = all_pages(|page: Page| {
+        let filter = &filter;
+        async move { store.list_applications(filter, &page).await }
+    })
+    .await?;
+    let mut rows = Vec::new();
+    for app in apps {
+        let keys = store.application_keys(&app.id).await?;
+        let now = OffsetDateTime::now_utc();
+        let key = keys.iter().filter(|k| k.is_usable_at(now)).map(|k| k.masked()).next();
+        rows.push(json!({
+            "id": app.id, "name": app.name, "product": app.product, "plan": app.plan,
+            "state": app.state.as_str(), "state_label": state_label(app.state), "key": key,
+        }));
+    }
+    state.page(
+        &developer.0,
+        "applications.html",
+        json!({"page": "applications", "applications": rows}),
+    )
+}
+
+pub async fn new_application(State(state): State<PortalState>, developer: Developer) -> Result<Response, PortalError> {
+    let offers = offers(&state).await?;
+    let products: Vec<Value> = offers.iter().map(|o| offer_context(&state, o)).collect();
+    state.page(
+        &developer.0,
+        "application_new.html",
+        json!({"page": "applications", "products": products}),
+    )
+}
+
+#[derive(Deserialize)]
+pub struct NewApplicationForm {
+    csrf: String,
+    name: String,
+    #[serde(default)]
+    description: String,
+    /// `product/plan`.
+    plan: String,
+}
+
+impl CsrfField for NewApplicationForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+pub async fn create_application(
+    State(state): State<PortalState>,
+    Posted { visitor, form }: Posted<NewApplicationForm>,
+) -> Result<Response, PortalError> {
+    let Some(session) = visitor.signed_in.clone() else {
+        return Ok(visitor.redirect(state.options(), "/sign-in?next=/applications/new"));
+    };
+    let offers = offers(&state).await?;
+    let chosen = form.plan.split_once('/').and_then(|(product, plan)| {
+        offers
+            .iter()
+            .find(|o| o.product.system_name == product)
+            .and_then(|o| o.plans.iter().find(|p| p.system_name == plan))
+    });
+    let Some(plan) = chosen else {
+        return Err(PortalError::bad_request("Choose one of the published plans."));
+    };
+    let created = state
+        .store()
+        .create_application(NewApplication {
+            account_id: session.account.id.clone(),
+            name: form.name.trim().to_owned(),
+            description: form.description.trim().to_owned(),
+            product: plan.product.clone(),
+            plan: plan.system_name.clone(),
+        })
+        .await;
+    match created {
+        Ok(app) => Ok(visitor.redirect(state.options(), &format!("/applications/{}", app.id))),
+        Err(e @ (maas_store::StoreError::Invalid(_) | maas_store::StoreError::AlreadyExists { .. })) => {
+            let products: Vec<Value> = offers.iter().map(|o| offer_context(&state, o)).collect();
+            let context = json!({"page": "applications", "products": products, "error": e.to_string(),
+                "name": form.name, "description": form.description, "chosen": form.plan});
+            let mut response = state.page(&visitor, "application_new.html", context)?;
+            *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+            Ok(response)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The application page, with a key's secret when one was just issued.
+async fn application_page(
+    state: &PortalState,
+    visitor: &Visitor,
+    app: Application,
+    issued: Option<String>,
+) -> Result<Response, PortalError> {
+    let store = state.store();
+    let offers = offers(state).await?;
+    let offer = offers.iter().find(|o| o.product.system_name == app.product);
+    let now = OffsetDateTime::now_utc();
+    let keys: Vec<Value> = store
+        .application_keys(&app.id)
+        .await?
+        .into_iter()
+        .map(|k| {
+            json!({
+                "id": k.id, "masked": k.masked(), "label": k.label, "created_at": when(k.created_at),
+                "expires_at": k.expires_at.map(when), "revoked": k.revoked_at.is_some(),
+                "active": k.is_usable_at(now),
+            })
+        })
+        .collect();
+    let plan = store.get_plan(&app.product, &app.plan).await?;
+    let context = json!({
+        "page": "applications",
+        "app": {
+            "id": app.id, "name": app.name, "description": app.description, "product": app.product,
+            "state": app.state.as_str(), "state_label": state_label(app.state),
+            "created_at": when(app.created_at),
+        },
+        "plan": plan.as_ref().map(plan_context),
+        "product": offer.map(|o| offer_context(state, o)),
+        "keys": keys,
+        "issued": issued,
+    });
+    state.page(visitor, "application.html", context)
+}
+
+pub async fn application(
+    State(state): State<PortalState>,
+    developer: Developer,
+    Path(id): Path<String>,
+) -> Result<Response, PortalError> {
+    let app = own_application(&state, developer.session(), &id).await?;
+    application_page(&state, &developer.0, app, None).await
+}
+
+#[derive(Deserialize)]
+pub struct PlanForm {
+    csrf: String,
+    plan: String,
+}
+
+impl CsrfField for PlanForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+fn signed_in(visitor: &Visitor) -> Result<&SignedIn, PortalError> {
+    visitor
+        .signed_in
+        .as_ref()
+        .ok_or_else(|| PortalError::forbidden("Sign in first."))
+}
+
+pub async fn change_plan(
+    State(state): State<PortalState>,
+    Path(id): Path<String>,
+    Posted { visitor, form }: Posted<PlanForm>,
+) -> Result<Response, PortalError> {
+    let app = own_application(&state, signed_in(&visitor)?, &id).await?;
+    let published = state
+        .store()
+        .get_plan(&app.product, &form.plan)
+        .await?
+        .is_some_and(|p| p.published);
+    if !published {
+        return Err(PortalError::bad_request("Choose one of the product's published plans."));
+    }
+    let update = maas_store::ApplicationUpdate {
+        plan: Some(form.plan),
+        ..Default::default()
+    };
+    state.store().update_application(&app.id, update).await?;
+    Ok(visitor.redirect(state.options(), &format!("/applications/{}", app.id)))
+}
+
+#[derive(Deserialize)]
+pub struct KeyForm {
+    csrf: String,
+    #[serde(default)]
+    label: String,
+    /// For rotation: hours the old key keeps working.
+    #[serde(default)]
+    grace_hours: Option<u32>,
+}
+
+impl CsrfField for KeyForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+pub async fn create_key(
+    State(state): State<PortalState>,
+    Path(id): Path<String>,
+    Posted { visitor, form }: Posted<KeyForm>,
+) -> Result<Response, PortalError> {
+    let app = own_application(&state, signed_in(&visitor)?, &id).await?;
+    let issued = state
+        .store()
+        .create_key(
+            &app.id,
+            NewKey {
+                label: form.label.trim().to_owned(),
+                expires_at: None,
+            },
+        )
+        .await?;
+    let mut response = application_page(&state, &visitor, app, Some(issued.secret.into_string())).await?;
+    *response.status_mut() = StatusCode::CREATED;
+    Ok(response)
+}
+
+/// Key `id` and its application, if the application is the visitor's.
+async fn own_key(state: &PortalState, visitor: &Visitor, id: &str) -> Result<Application, PortalError> {
+    let session = signed_in(visitor)?;
+    let key = state.store().get_key(id).await?;
+    let key = key.ok_or_else(|| PortalError::not_found("No such key."))?;
+    own_application(state, session, &key.application_id)
+        .await
+        .map_err(|_| PortalError::not_found("No such key."))
+}
+
+pub async fn revoke_key(
+    State(state): State<PortalState>,
+    Path(id): Path<String>,
+    Posted { visitor, .. }: Posted<KeyForm>,
+) -> Result<Response, PortalError> {
+    let app = own_key(&state, &visitor, &id).await?;
+    state.store().revoke_key(&id).await?;
+    Ok(visitor.redirect(state.options(), &format!("/applications/{}", app.id)))
+}
+
+pub async fn rotate_key(
+    State(state): State<PortalState>,
+    Path(id): Path<String>,
+    Posted { visitor, form }: Posted<KeyForm>,
+) -> Result<Response, PortalError> {
+    let app = own_key(&state, &visitor, &id).await?;
+    let grace = time::Duration::hours(i64::from(form.grace_hours.unwrap_or(24).min(720)));
+    let issued = state.store().rotate_key(&id, grace).await?;
+    let mut response = application_page(&state, &visitor, app, Some(issued.secret.into_string())).await?;
+    *response.status_mut() = StatusCode::CREATED;
+    Ok(response)
+}

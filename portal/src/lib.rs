@@ -1,0 +1,158 @@
+//! `maas-portal`: the developer portal, served by `maas portal` and
+//! `maas up` beside the admin API on `portal.listen`.
+//!
+//! Server-rendered pages ([minijinja] templates compiled in, each
+//! overridable from `portal.templates_dir`), plain HTML forms that work
+//! without JavaScript, and assets served by the binary. Developers sign up
+//! or sign in, browse the models, create applications, get keys and the
+//! endpoint to call.
+//!
+//! - **Sessions** ([`session`]): a random id in an `HttpOnly`,
+//!   `SameSite=Lax` cookie (`Secure` behind https), kept in the store under
+//!   its hash so every replica shares it, a new id at every sign-in.
+//! - **Forms** ([`session::Posted`]): every state-changing form carries a
+//!   CSRF token (the session's, or a double-submit cookie before sign-in),
+//!   checked before the handler runs; 403 otherwise.
+//! - **Headers** ([`security`]): a CSP without inline script or style,
+//!   `frame-ancestors 'none'`, `nosniff`; `next=` redirects only to own paths.
+//! - **Errors**: a page that says what went wrong, with the right status.
+
+pub mod accounts;
+mod assets;
+pub mod developer;
+mod render;
+pub mod security;
+pub mod session;
+pub mod statistics;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::middleware;
+use axum::routing::{get, post};
+use maas_store::Store;
+
+pub use render::{PortalError, TemplateError};
+
+/// What the portal is told at start.
+#[derive(Debug, Clone)]
+pub struct PortalOptions {
+    /// The portal's own public URL (`portal.public_url`).
+    pub public_url: String,
+    /// Where developers call the models (`proxy.public_url`).
+    pub gateway_url: String,
+    /// Sign-up and sign-in with email and password.
+    pub local_accounts: bool,
+    pub session_ttl: std::time::Duration,
+    /// Mark cookies `Secure`.
+    pub secure_cookies: bool,
+    /// Templates here override the built-in ones of the same name.
+    pub templates_dir: Option<PathBuf>,
+    pub brand: Brand,
+    /// Emails that are admins whatever else says (`admin.admin_emails`).
+    pub admin_emails: Vec<String>,
+}
+
+impl Default for PortalOptions {
+    fn default() -> Self {
+        PortalOptions {
+            public_url: "http://localhost:3000".into(),
+            gateway_url: "http://localhost:8080".into(),
+            local_accounts: true,
+            session_ttl: std::time::Duration::from_secs(8 * 3600),
+            secure_cookies: false,
+            templates_dir: None,
+            brand: Brand::default(),
+            admin_emails: Vec::new(),
+        }
+    }
+}
+
+/// How the portal presents itself.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Brand {
+    pub name: String,
+    pub title: String,
+    /// Plain text; blank lines separate paragraphs.
+    pub home_text: String,
+    pub primary_color: String,
+    /// The logo's bytes and content type, served at `/assets/logo`.
+    #[serde(skip)]
+    pub logo: Option<(Vec<u8>, &'static str)>,
+    /// Whether there is a logo, for templates.
+    pub has_logo: bool,
+}
+
+impl Default for Brand {
+    fn default() -> Self {
+        Brand {
+            name: "MaaS".into(),
+            title: "Models as a Service".into(),
+            home_text: "Access to the models hosted here requires an API key.".into(),
+            primary_color: "#0f62fe".into(),
+            logo: None,
+            has_logo: false,
+        }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct PortalState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    options: PortalOptions,
+    templates: render::Templates,
+    login_limiter: accounts::LoginLimiter,
+}
+
+impl PortalState {
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn options(&self) -> &PortalOptions {
+        &self.inner.options
+    }
+}
+
+/// The portal's pages. Fails when a template (built in or overridden)
+/// does not compile, naming the file and line.
+pub fn router(store: Store, options: PortalOptions) -> Result<Router, TemplateError> {
+    let templates = render::Templates::load(options.templates_dir.as_deref())?;
+    let state = PortalState {
+        inner: Arc::new(Inner {
+            store,
+            options,
+            templates,
+            login_limiter: accounts::LoginLimiter::default(),
+        }),
+    };
+    Ok(Router::new()
+        .route("/", get(developer::home))
+        .route("/sign-in", get(accounts::sign_in_page).post(accounts::sign_in))
+        .route("/sign-up", get(accounts::sign_up_page).post(accounts::sign_up))
+        .route("/sign-out", post(accounts::sign_out))
+        .route("/models", get(developer::models))
+        .route(
+            "/applications",
+            get(developer::applications).post(developer::create_application),
+        )
+        .route("/applications/new", get(developer::new_application))
+        .route("/applications/{id}", get(developer::application))
+        .route("/applications/{id}/plan", post(developer::change_plan))
+        .route("/applications/{id}/statistics", get(statistics::page))
+        .route("/applications/{id}/statistics.csv", get(statistics::csv))
+        .route("/applications/{id}/keys", post(developer::create_key))
+        .route("/keys/{id}/revoke", post(developer::revoke_key))
+        .route("/keys/{id}/rotate", post(developer::rotate_key))
+        .route("/assets/{file}", get(assets::serve))
+        .fallback(|| async { PortalError::not_found("No such page.") })
+        .layer(middleware::from_fn_with_state(state.clone(), render::error_pages))
+        .layer(middleware::from_fn(security::headers))
+        .with_state(state))
+}

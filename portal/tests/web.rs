@@ -1,0 +1,422 @@
+//! The portal over HTTP on a real store: local accounts, applications and
+//! keys, and the web security rules (CSRF, escaping, redirects, cookies,
+//! sessions shared by replicas, sign-in limits).
+
+use maas_portal::PortalOptions;
+use maas_store::model::KeyHash;
+use maas_store::{StoreLocation, StoreOptions};
+use reqwest::StatusCode;
+
+mod harness;
+
+use harness::{Portal, email, seed_catalog, text};
+
+/// Creates an application on `plan` and returns its id.
+async fn create_application(browser: &mut harness::Browser, name: &str, plan: &str) -> String {
+    let answer = browser
+        .submit("/applications/new", "/applications", &[("name", name), ("plan", plan)])
+        .await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    answer.location().trim_start_matches("/applications/").to_owned()
+}
+
+/// The key secret shown on a page, if any.
+fn shown_secret(body: &str) -> Option<String> {
+    let start = body.find("data-copy=\"sk-maas-")? + "data-copy=\"".len();
+    let end = body[start..].find('"')? + start;
+    Some(body[start..end].to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_developer_signs_up_creates_an_application_and_gets_a_key() {
+    let portal = Portal::embedded(PortalOptions::default()).await;
+    let mut browser = portal.browser();
+    let home = browser.get("/").await;
+    assert_eq!(home.status, StatusCode::OK);
+    assert!(home.body.contains("Sign up"), "{}", home.body);
+
+    let signed_up = browser.sign_up("Acme", &email("ada")).await;
+    assert_eq!(signed_up.location(), "/models");
+    let models = browser.get("/models").await;
+    let shown = text(&models.body);
+    assert!(
+        shown.contains("Granite 8B") && shown.contains("http://localhost:8080/granite/v1"),
+        "{shown}"
+    );
+    assert!(shown.contains("60 hits per minute"), "{shown}");
+    assert!(!shown.contains("Internal"), "unpublished plans are not offered");
+    assert!(
+        models.body.contains("A model for &lt;code&gt; &amp; chat"),
+        "descriptions are escaped"
+    );
+
+    let id = create_application(&mut browser, "chatbot", "granite/standard").await;
+    let page = browser.get(&format!("/applications/{id}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains("Live") && page.body.contains("granite-8b"),
+        "{}",
+        page.body
+    );
+    assert!(shown_secret(&page.body).is_none(), "no key yet");
+
+    // A key: shown once, stored as a hash, usable by the proxy.
+    let csrf = page.hidden("csrf");
+    let issued = browser
+        .post(
+            &format!("/applications/{id}/keys"),
+            &[("csrf", &csrf), ("label", "laptop")],
+        )
+        .await;
+    assert_eq!(issued.status, StatusCode::CREATED, "{}", issued.body);
+    assert_eq!(issued.headers["cache-control"], "no-store");
+    let secret = shown_secret(&issued.body).expect("the new key is shown");
+    let context = portal.store.lookup_key(&KeyHash::of(&secret)).await.unwrap().unwrap();
+    assert_eq!(context.application.id, id);
+    let again = browser.get(&format!("/applications/{id}")).await;
+    assert!(!again.body.contains(&secret), "shown only once");
+    assert!(
+        again.body.contains(&context.key.masked()),
+        "listed by prefix and last 4"
+    );
+
+    // Rotation: a new key, the old one keeps working for the grace period.
+    let rotated = browser
+        .post(
+            &format!("/keys/{}/rotate", context.key.id),
+            &[("csrf", &csrf), ("grace_hours", "24")],
+        )
+        .await;
+    assert_eq!(rotated.status, StatusCode::CREATED);
+    let new_secret = shown_secret(&rotated.body).unwrap();
+    assert_ne!(new_secret, secret);
+    let old = portal.store.get_key(&context.key.id).await.unwrap().unwrap();
+    assert!(old.expires_at.is_some() && old.is_usable_at(time::OffsetDateTime::now_utc()));
+    // Revocation: refused from now on.
+    let new_key = portal
+        .store
+        .lookup_key(&KeyHash::of(&new_secret))
+        .await
+        .unwrap()
+        .unwrap()
+        .key;
+    let revoked = browser
+        .post(&format!("/keys/{}/revoke", new_key.id), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER);
+    let new_key = portal.store.get_key(&new_key.id).await.unwrap().unwrap();
+    assert!(new_key.revoked_at.is_some());
+
+    // Statistics: every period and metric renders, with a chart and a CSV.
+    for period in ["24h", "7d", "30d", "12m"] {
+        for metric in ["hits", "tokens", "cost"] {
+            let page = browser
+                .get(&format!(
+                    "/applications/{id}/statistics?period={period}&metric={metric}"
+                ))
+                .await;
+            assert_eq!(page.status, StatusCode::OK, "{period} {metric}: {}", page.body);
+            assert!(page.body.contains("<svg class=\"chart\""), "{period} {metric}");
+            let csv = browser
+                .get(&format!(
+                    "/applications/{id}/statistics.csv?period={period}&metric={metric}"
+                ))
+                .await;
+            assert_eq!(csv.status, StatusCode::OK);
+            assert!(
+                csv.body.starts_with("start,") && csv.body.lines().count() > 1,
+                "{}",
+                csv.body
+            );
+        }
+    }
+    let bad = browser.get(&format!("/applications/{id}/statistics?period=1y")).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+
+    // A plan that needs approval leaves the application pending.
+    let gated = create_application(&mut browser, "gated", "granite/premium").await;
+    let page = browser.get(&format!("/applications/{gated}")).await;
+    assert!(page.body.contains("Waiting for approval"), "{}", page.body);
+    let list = browser.get("/applications").await;
+    assert!(list.body.contains("chatbot") && list.body.contains("gated"));
+    // An unpublished plan cannot be chosen.
+    let refused = browser
+        .submit(
+            "/applications/new",
+            "/applications",
+            &[("name", "x"), ("plan", "granite/internal")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(refused.body.contains("published plans"), "{}", refused.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forms_without_their_csrf_token_are_refused() {
+    let portal = Portal::embedded(PortalOptions::default()).await;
+    let mut browser = portal.browser();
+    browser.sign_up("Acme", &email("ada")).await;
+    for (path, fields) in [
+        ("/applications", vec![("name", "x"), ("plan", "granite/standard")]),
+        ("/sign-out", vec![]),
+    ] {
+        let missing = browser.post(path, &fields).await;
+        assert_eq!(missing.status, StatusCode::FORBIDDEN, "{path} without a token");
+        assert!(missing.body.contains("This form expired"), "{}", missing.body);
+        let mut wrong = vec![("csrf", "0".repeat(64))];
+        wrong.extend(fields.iter().map(|(k, v)| (*k, v.to_string())));
+        let wrong: Vec<(&str, &str)> = wrong.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(browser.post(path, &wrong).await.status, StatusCode::FORBIDDEN, "{path}");
+    }
+    let apps = browser.get("/applications").await;
+    assert!(!apps.body.contains("/applications/app_"), "nothing was created");
+    // Before sign-in too: the double-submit cookie must match the form.
+    let mut stranger = portal.browser();
+    let answer = stranger
+        .post(
+            "/sign-in",
+            &[("email", &email("ada")), ("password", "correct horse battery")],
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_text_is_rendered_inert() {
+    let portal = Portal::embedded(PortalOptions::default()).await;
+    let mut browser = portal.browser();
+    browser.sign_up("<img src=x onerror=alert(1)>", &email("eve")).await;
+    let id = create_application(&mut browser, "<script>alert(1)</script>", "granite/standard").await;
+    for path in [format!("/applications/{id}"), "/applications".to_owned()] {
+        let page = browser.get(&path).await;
+        assert!(!page.body.contains("<script>alert(1)"), "{path}: {}", page.body);
+        assert!(!page.body.contains("<img src=x"), "{path}");
+        assert!(
+            text(&page.body).contains("<script>alert(1)</script>"),
+            "{path}: shown as text"
+        );
+        let csp = page.headers["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+            "{csp}"
+        );
+        assert_eq!(page.headers["x-content-type-options"], "nosniff");
+        assert!(csp.contains("frame-ancestors 'none'"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_rotates_the_session_and_goes_only_to_own_paths() {
+    let portal = Portal::embedded(PortalOptions::default()).await;
+    let mut browser = portal.browser();
+    browser.sign_up("Acme", &email("ada")).await;
+    let first_session = browser.cookies["maas_session"].clone();
+    let flags = browser
+        .set_cookie_lines
+        .iter()
+        .find(|l| l.starts_with("maas_session=") && !l.starts_with("maas_session=;"))
+        .unwrap()
+        .clone();
+    for flag in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=28800"] {
+        assert!(flags.contains(flag), "{flag} in {flags}");
+    }
+    assert!(!flags.contains("Secure"), "plain http: {flags}");
+
+    // Signed out, a page sends you to sign in and back.
+    let signed_out = browser.submit("/applications", "/sign-out", &[]).await;
+    assert_eq!(signed_out.location(), "/");
+    assert!(!browser.cookies.contains_key("maas_session"));
+    let redirect = browser.get("/applications/new").await;
+    assert_eq!(redirect.status, StatusCode::SEE_OTHER);
+    assert_eq!(redirect.location(), "/sign-in?next=/applications/new");
+
+    for (next, expected) in [
+        ("https://evil.example", "/applications"),
+        ("//evil.example", "/applications"),
+        ("/models", "/models"),
+    ] {
+        let answer = browser
+            .submit(
+                "/sign-in",
+                "/sign-in",
+                &[
+                    ("email", &email("ada")),
+                    ("password", "correct horse battery"),
+                    ("next", next),
+                ],
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+        assert_eq!(answer.location(), expected, "next={next}");
+        let session = browser.cookies["maas_session"].clone();
+        assert_ne!(session, first_session, "a new session id at every sign-in");
+        browser.submit("/models", "/sign-out", &[]).await;
+    }
+    // The first session was ended at sign-out: its cookie is worthless.
+    let mut replay = portal.browser();
+    replay.cookies.insert("maas_session".into(), first_session);
+    assert_eq!(replay.get("/applications").await.status, StatusCode::SEE_OTHER);
+
+    // A wrong password: 401 and the form again, never a session.
+    let wrong = browser
+        .submit(
+            "/sign-in",
+            "/sign-in",
+            &[("email", &email("ada")), ("password", "wrong password")],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.body.contains("do not match"));
+    assert!(!browser.cookies.contains_key("maas_session"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_sign_ins_are_limited() {
+    let portal = Portal::embedded(PortalOptions::default()).await;
+    let mut browser = portal.browser();
+    browser.sign_up("Acme", &email("ada")).await;
+    browser.submit("/models", "/sign-out", &[]).await;
+    for attempt in 0..10 {
+        let answer = browser
+            .submit(
+                "/sign-in",
+                "/sign-in",
+                &[("email", &email("ada")), ("password", "guess {attempt}")],
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "attempt {attempt}");
+    }
+    let blocked = browser
+        .submit(
+            "/sign-in",
+            "/sign-in",
+            &[("email", &email("ada")), ("password", "correct horse battery")],
+        )
+        .await;
+    assert_eq!(blocked.status, StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = blocked.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=900).contains(&wait), "{wait}");
+    assert!(blocked.body.contains("Too many failed sign-ins"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_accounts_applications_do_not_exist_for_you() {
+    let portal = Portal::embedded(PortalOptions::default()).await;
+    let mut ada = portal.browser();
+    ada.sign_up("Acme", &email("ada")).await;
+    let id = create_application(&mut ada, "private", "granite/standard").await;
+    let page = ada.get(&format!("/applications/{id}")).await;
+    let csrf = page.hidden("csrf");
+    let issued = ada.post(&format!("/applications/{id}/keys"), &[("csrf", &csrf)]).await;
+    let secret = shown_secret(&issued.body).unwrap();
+    let key = portal
+        .store
+        .lookup_key(&KeyHash::of(&secret))
+        .await
+        .unwrap()
+        .unwrap()
+        .key;
+
+    let mut eve = portal.browser();
+    eve.sign_up("Evil Corp", &email("eve")).await;
+    assert_eq!(
+        eve.get(&format!("/applications/{id}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let eve_csrf = eve.get("/applications").await.hidden("csrf");
+    for path in [
+        format!("/keys/{}/revoke", key.id),
+        format!("/keys/{}/rotate", key.id),
+        format!("/applications/{id}/keys"),
+    ] {
+        let answer = eve.post(&path, &[("csrf", &eve_csrf)]).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{path}");
+        assert!(answer.body.contains("No such"), "an error page: {}", answer.body);
+    }
+    let key = portal.store.get_key(&key.id).await.unwrap().unwrap();
+    assert!(key.revoked_at.is_none() && key.expires_at.is_none(), "untouched");
+    assert_eq!(portal.store.application_keys(&id).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_sessions_through_redis() {
+    let url = std::env::var("MAAS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!(
+        "maastest-portal-{}",
+        maas_store::ids::hex(&maas_store::ids::random_bytes::<6>())
+    );
+    let location = StoreLocation::Redis { url, prefix };
+    let open = || async {
+        Store::open(&location, StoreOptions::default())
+            .await
+            .expect("Redis must run on MAAS_TEST_REDIS_URL (default 127.0.0.1:6379): apt install redis-server")
+    };
+    let first = open().await;
+    seed_catalog(&first).await;
+    let a = Portal::start(first, PortalOptions::default(), None).await;
+    let b = Portal::start(open().await, PortalOptions::default(), None).await;
+    let mut on_a = a.browser();
+    on_a.sign_up("Acme", &email("ada")).await;
+    let mut on_b = b.browser();
+    on_b.cookies = on_a.cookies.clone();
+    let page = on_b.get("/applications").await;
+    assert_eq!(page.status, StatusCode::OK, "replica B knows replica A's session");
+    assert!(page.body.contains("Acme"));
+    // Signing out on B ends the session on A too.
+    on_b.submit("/applications", "/sign-out", &[]).await;
+    assert_eq!(on_a.get("/applications").await.status, StatusCode::SEE_OTHER);
+}
+
+use maas_store::Store;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_brand_override_templates_and_switch_local_accounts_off() {
+    let templates = tempfile::tempdir().unwrap();
+    std::fs::write(
+        templates.path().join("home.html"),
+        "{% extends \"base.html\" %}{% block content %}<h1>Welcome to {{ brand.name }}</h1>{% endblock %}",
+    )
+    .unwrap();
+    let options = PortalOptions {
+        templates_dir: Some(templates.path().to_owned()),
+        local_accounts: false,
+        secure_cookies: true,
+        brand: maas_portal::Brand {
+            name: "MaaS on OpenShift AI".into(),
+            primary_color: "#ee0000".into(),
+            ..maas_portal::Brand::default()
+        },
+        ..PortalOptions::default()
+    };
+    let portal = Portal::embedded(options.clone()).await;
+    let mut browser = portal.browser();
+    let home = browser.get("/").await;
+    assert!(
+        home.body.contains("<h1>Welcome to MaaS on OpenShift AI</h1>"),
+        "{}",
+        home.body
+    );
+    assert!(
+        !home.body.contains("/sign-up"),
+        "no sign-up link without local accounts"
+    );
+    assert!(
+        browser.set_cookie_lines.iter().all(|l| l.contains("; Secure")),
+        "{:?}",
+        browser.set_cookie_lines
+    );
+    let css = browser.get("/assets/brand.css").await;
+    assert!(css.body.contains("--brand: #ee0000"));
+    assert_eq!(browser.get("/sign-up").await.status, StatusCode::NOT_FOUND);
+    let missing = browser.get("/no/such/page").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(missing.body.contains("No such page.") && missing.headers.contains_key("content-security-policy"));
+
+    // A broken override stops the start, naming file and line.
+    std::fs::write(templates.path().join("models.html"), "line one\n{% for x in %}\n").unwrap();
+    let error = match maas_portal::router(portal.store.clone(), options) {
+        Ok(_) => panic!("a broken template was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(error.contains("models.html:2:"), "{error}");
+}
