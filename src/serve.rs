@@ -224,6 +224,17 @@ fn portal_options(config: &MaasConfig) -> Result<maas_portal::PortalOptions> {
             logo,
         },
         admin_emails: config.admin.admin_emails.clone(),
+        sso: config.sso.enabled.then(|| maas_portal::sso::SsoOptions {
+            display_name: config.sso.display_name.clone(),
+            issuer_url: config.sso.issuer_url.clone().unwrap_or_default(),
+            client_id: config.sso.client_id.clone().unwrap_or_default(),
+            client_secret: config.secrets.sso_client_secret.as_ref().map(|s| s.expose().to_owned()),
+            scopes: config.sso.scopes.clone(),
+            account_claim: config.sso.account_claim.clone(),
+            admin_claim: config.sso.admin_claim.clone(),
+            admin_value: config.sso.admin_value.clone(),
+            auto_approve: config.sso.auto_approve,
+        }),
     })
 }
 

@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::PortalState;
 use crate::render::PortalError;
-use crate::security::{ClientAddress, safe_next};
+use crate::security::{ClientAddress, encode_query_value, safe_next};
 use crate::session::{CsrfField, Posted, Visitor};
 
 const AFTER_SIGN_IN: &str = "/applications";
@@ -138,7 +138,9 @@ pub async fn sign_in_page(
     if visitor.signed_in.is_some() {
         return Ok(visitor.redirect(state.options(), next));
     }
-    state.page(&visitor, "sign_in.html", json!({"page": "sign-in", "next": next}))
+    let sso = state.sso().map(|s| s.display_name().to_owned());
+    let context = json!({"page": "sign-in", "next": next, "next_encoded": encode_query_value(next), "sso": sso});
+    state.page(&visitor, "sign_in.html", context)
 }
 
 #[derive(Deserialize)]
@@ -189,7 +191,9 @@ pub async fn sign_in(
     let password_ok = verify_password(form.password, hash).await;
     let Some(user) = user.filter(|_| password_ok) else {
         limiter.failed(&keys);
-        let context = json!({"page": "sign-in", "next": next, "email": form.email,
+        let sso = state.sso().map(|s| s.display_name().to_owned());
+        let context = json!({"page": "sign-in", "next": next, "next_encoded": encode_query_value(&next),
+            "email": form.email, "sso": sso,
             "error": "That email and password do not match an account."});
         let mut response = state.page(&visitor, "sign_in.html", context)?;
         *response.status_mut() = StatusCode::UNAUTHORIZED;
@@ -241,7 +245,7 @@ pub async fn sign_up(
     Posted { mut visitor, form }: Posted<SignUpForm>,
 ) -> Result<Response, PortalError> {
     local_accounts_on(&state)?;
-    let store = state.store();
+    let store = &visitor.store(&state);
     let email = form.email.trim().to_owned();
     let refuse = |visitor: &Visitor, message: String| -> Result<Response, PortalError> {
         let context = json!({"page": "sign-up", "error": message, "organization": form.organization,
@@ -331,6 +335,9 @@ pub async fn sign_out(
     State(state): State<PortalState>,
     Posted { mut visitor, .. }: Posted<SignOutForm>,
 ) -> Result<Response, PortalError> {
+    let id_token = visitor.signed_in.as_ref().and_then(|s| s.id_token.clone());
     visitor.sign_out(&state).await?;
-    Ok(visitor.redirect(state.options(), "/"))
+    // Signed in through the provider: sign out there too, then come back.
+    let to = crate::sso::logout_url(&state, id_token.as_deref()).await;
+    Ok(visitor.redirect(state.options(), to.as_deref().unwrap_or("/")))
 }

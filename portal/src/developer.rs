@@ -240,8 +240,8 @@ pub async fn create_application(
     let Some(plan) = chosen else {
         return Err(PortalError::bad_request("Choose one of the published plans."));
     };
-    let created = state
-        .store()
+    let created = visitor
+        .store(&state)
         .create_application(NewApplication {
             account_id: session.account.id.clone(),
             name: form.name.trim().to_owned(),
@@ -349,7 +349,7 @@ pub async fn change_plan(
         plan: Some(form.plan),
         ..Default::default()
     };
-    state.store().update_application(&app.id, update).await?;
+    visitor.store(&state).update_application(&app.id, update).await?;
     Ok(visitor.redirect(state.options(), &format!("/applications/{}", app.id)))
 }
 
@@ -375,8 +375,8 @@ pub async fn create_key(
     Posted { visitor, form }: Posted<KeyForm>,
 ) -> Result<Response, PortalError> {
     let app = own_application(&state, signed_in(&visitor)?, &id).await?;
-    let issued = state
-        .store()
+    let issued = visitor
+        .store(&state)
         .create_key(
             &app.id,
             NewKey {
@@ -406,7 +406,7 @@ pub async fn revoke_key(
     Posted { visitor, .. }: Posted<KeyForm>,
 ) -> Result<Response, PortalError> {
     let app = own_key(&state, &visitor, &id).await?;
-    state.store().revoke_key(&id).await?;
+    visitor.store(&state).revoke_key(&id).await?;
     Ok(visitor.redirect(state.options(), &format!("/applications/{}", app.id)))
 }
 
@@ -417,7 +417,7 @@ pub async fn rotate_key(
 ) -> Result<Response, PortalError> {
     let app = own_key(&state, &visitor, &id).await?;
     let grace = time::Duration::hours(i64::from(form.grace_hours.unwrap_or(24).min(720)));
-    let issued = state.store().rotate_key(&id, grace).await?;
+    let issued = visitor.store(&state).rotate_key(&id, grace).await?;
     let mut response = application_page(&state, &visitor, app, Some(issued.secret.into_string())).await?;
     *response.status_mut() = StatusCode::CREATED;
     Ok(response)

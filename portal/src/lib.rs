@@ -19,10 +19,12 @@
 
 pub mod accounts;
 mod assets;
+pub mod console;
 pub mod developer;
 mod render;
 pub mod security;
 pub mod session;
+pub mod sso;
 pub mod statistics;
 
 use std::path::PathBuf;
@@ -52,6 +54,8 @@ pub struct PortalOptions {
     pub brand: Brand,
     /// Emails that are admins whatever else says (`admin.admin_emails`).
     pub admin_emails: Vec<String>,
+    /// Sign-in through the company's OpenID provider, if configured.
+    pub sso: Option<sso::SsoOptions>,
 }
 
 impl Default for PortalOptions {
@@ -65,6 +69,7 @@ impl Default for PortalOptions {
             templates_dir: None,
             brand: Brand::default(),
             admin_emails: Vec::new(),
+            sso: None,
         }
     }
 }
@@ -108,6 +113,8 @@ struct Inner {
     options: PortalOptions,
     templates: render::Templates,
     login_limiter: accounts::LoginLimiter,
+    sso: Option<sso::Sso>,
+    csp: axum::http::HeaderValue,
 }
 
 impl PortalState {
@@ -118,6 +125,10 @@ impl PortalState {
     pub fn options(&self) -> &PortalOptions {
         &self.inner.options
     }
+
+    pub fn sso(&self) -> Option<&sso::Sso> {
+        self.inner.sso.as_ref()
+    }
 }
 
 /// The portal's pages. Fails when a template (built in or overridden)
@@ -127,9 +138,17 @@ pub fn router(store: Store, options: PortalOptions) -> Result<Router, TemplateEr
     let state = PortalState {
         inner: Arc::new(Inner {
             store,
-            options,
             templates,
             login_limiter: accounts::LoginLimiter::default(),
+            sso: options.sso.clone().map(sso::Sso::new),
+            csp: security::content_security_policy(
+                options
+                    .sso
+                    .as_ref()
+                    .and_then(|s| security::origin(&s.issuer_url))
+                    .as_deref(),
+            ),
+            options,
         }),
     };
     Ok(Router::new()
@@ -137,6 +156,8 @@ pub fn router(store: Store, options: PortalOptions) -> Result<Router, TemplateEr
         .route("/sign-in", get(accounts::sign_in_page).post(accounts::sign_in))
         .route("/sign-up", get(accounts::sign_up_page).post(accounts::sign_up))
         .route("/sign-out", post(accounts::sign_out))
+        .route("/sso/login", get(sso::login))
+        .route("/sso/callback", get(sso::callback))
         .route("/models", get(developer::models))
         .route(
             "/applications",
@@ -150,9 +171,18 @@ pub fn router(store: Store, options: PortalOptions) -> Result<Router, TemplateEr
         .route("/applications/{id}/keys", post(developer::create_key))
         .route("/keys/{id}/revoke", post(developer::revoke_key))
         .route("/keys/{id}/rotate", post(developer::rotate_key))
+        .route("/admin", get(console::overview))
+        .route("/admin/applications", get(console::applications))
+        .route("/admin/applications/{id}/{action}", post(console::application_action))
+        .route("/admin/accounts", get(console::accounts))
+        .route("/admin/users/{id}/{action}", post(console::user_action))
+        .route("/admin/products", get(console::products))
+        .route("/admin/products/{name}/promote", post(console::promote))
+        .route("/admin/products/{name}/rollback", post(console::rollback))
+        .route("/admin/audit", get(console::audit))
         .route("/assets/{file}", get(assets::serve))
         .fallback(|| async { PortalError::not_found("No such page.") })
         .layer(middleware::from_fn_with_state(state.clone(), render::error_pages))
-        .layer(middleware::from_fn(security::headers))
+        .layer(middleware::from_fn_with_state(state.clone(), security::headers))
         .with_state(state))
 }

@@ -19,7 +19,7 @@ use crate::PortalState;
 use crate::session::Visitor;
 
 /// The built-in templates, by name.
-const BUILT_IN: [(&str, &str); 11] = [
+const BUILT_IN: [(&str, &str); 17] = [
     ("base.html", include_str!("../templates/base.html")),
     ("home.html", include_str!("../templates/home.html")),
     ("sign_in.html", include_str!("../templates/sign_in.html")),
@@ -34,6 +34,15 @@ const BUILT_IN: [(&str, &str); 11] = [
     ("error.html", include_str!("../templates/error.html")),
     ("macros.html", include_str!("../templates/macros.html")),
     ("statistics.html", include_str!("../templates/statistics.html")),
+    ("admin_nav.html", include_str!("../templates/admin_nav.html")),
+    ("admin_overview.html", include_str!("../templates/admin_overview.html")),
+    (
+        "admin_applications.html",
+        include_str!("../templates/admin_applications.html"),
+    ),
+    ("admin_accounts.html", include_str!("../templates/admin_accounts.html")),
+    ("admin_products.html", include_str!("../templates/admin_products.html")),
+    ("admin_audit.html", include_str!("../templates/admin_audit.html")),
 ];
 
 /// A template that does not compile: which file, which line, why.

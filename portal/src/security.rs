@@ -4,24 +4,44 @@
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
 
-/// Only the portal's own scripts, styles and images; no framing; forms post
-/// only here. No inline script or style anywhere, so an injected tag that
-/// escaped escaping still would not run.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
-img-src 'self' data:; connect-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; \
-form-action 'self'";
+use crate::PortalState;
 
-pub async fn headers(request: Request, next: Next) -> Response {
+/// Only the portal's own scripts, styles and images; no framing; forms post
+/// only here, or (sign-out) lead on to the OpenID provider at
+/// `provider_origin`. No inline script or style anywhere, so an injected
+/// tag that escaped escaping still would not run.
+pub fn content_security_policy(provider_origin: Option<&str>) -> HeaderValue {
+    let form_action = match provider_origin {
+        Some(origin) => format!("'self' {origin}"),
+        None => "'self'".to_owned(),
+    };
+    let policy = format!(
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \
+         object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action {form_action}"
+    );
+    HeaderValue::from_str(&policy).unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'"))
+}
+
+/// The scheme, host and port of `url` (for a CSP source), if it is one.
+pub fn origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host = rest.split(['/', '?', '#']).next()?;
+    let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']');
+    (matches!(scheme, "http" | "https") && !host.is_empty() && host.chars().all(safe))
+        .then(|| format!("{scheme}://{host}"))
+}
+
+pub async fn headers(State(state): State<PortalState>, request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, state.inner.csp.clone());
     for (name, value) in [
-        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::REFERRER_POLICY, "same-origin"),
@@ -103,6 +123,24 @@ mod tests {
             assert_eq!(safe_next(Some(foreign), "/home"), "/home", "{foreign:?}");
         }
         assert_eq!(safe_next(None, "/home"), "/home");
+    }
+
+    #[test]
+    fn the_provider_is_a_form_target_only_when_configured() {
+        let own = content_security_policy(None);
+        assert!(own.to_str().unwrap().ends_with("form-action 'self'"));
+        let sso = content_security_policy(origin("https://sso.example.com/realms/maas").as_deref());
+        assert!(
+            sso.to_str()
+                .unwrap()
+                .ends_with("form-action 'self' https://sso.example.com")
+        );
+        assert_eq!(
+            origin("http://127.0.0.1:8443/x?y"),
+            Some("http://127.0.0.1:8443".into())
+        );
+        assert_eq!(origin("https://a b/"), None);
+        assert_eq!(origin("javascript:alert(1)"), None);
     }
 
     #[test]

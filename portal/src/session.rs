@@ -33,6 +33,8 @@ pub struct SignedIn {
     pub session_id: String,
     pub user: User,
     pub account: Account,
+    /// The provider's ID token, for its logout, when signed in through SSO.
+    pub id_token: Option<String>,
 }
 
 impl SignedIn {
@@ -45,6 +47,8 @@ impl SignedIn {
 #[derive(Debug, Clone)]
 pub struct Visitor {
     pub signed_in: Option<SignedIn>,
+    /// The client's address, for the audit log.
+    pub ip: Option<String>,
     csrf: String,
     /// Cookies to send with the answer.
     set_cookies: Vec<String>,
@@ -89,6 +93,16 @@ impl Visitor {
         &self.csrf
     }
 
+    /// The store acting as this visitor, so the audit log names who changed
+    /// what, and from where.
+    pub fn store(&self, state: &PortalState) -> maas_store::Store {
+        let actor = match &self.signed_in {
+            Some(s) => maas_store::Actor::new("user", &s.user.id, self.ip.clone()),
+            None => maas_store::Actor::new("portal", "anonymous", self.ip.clone()),
+        };
+        state.store().as_actor(actor)
+    }
+
     /// What templates show of the user (`null` when not signed in).
     pub fn user_context(&self) -> Value {
         match &self.signed_in {
@@ -124,15 +138,27 @@ impl Visitor {
 
     /// Starts a new session for `user`, replacing any current one.
     pub async fn sign_in(&mut self, state: &PortalState, user: User, account: Account) -> Result<(), PortalError> {
+        self.sign_in_with(state, user, account, serde_json::Map::new()).await
+    }
+
+    /// [`sign_in`](Visitor::sign_in), keeping `extra` in the session.
+    pub async fn sign_in_with(
+        &mut self,
+        state: &PortalState,
+        user: User,
+        account: Account,
+        extra: serde_json::Map<String, Value>,
+    ) -> Result<(), PortalError> {
         if let Some(old) = self.signed_in.take() {
             state.store().delete_session(&old.session_id).await?;
         }
         let id = random_token();
         let csrf = random_token();
+        let id_token = extra.get("id_token").and_then(Value::as_str).map(str::to_owned);
         let mut record = SessionRecord {
             user_id: Some(user.id.clone()),
             created_at: time::OffsetDateTime::now_utc(),
-            data: serde_json::Map::new(),
+            data: extra,
         };
         record.data.insert(SESSION_CSRF_FIELD.into(), json!(csrf));
         let ttl = i64::try_from(state.options().session_ttl.as_secs()).unwrap_or(i64::MAX);
@@ -148,6 +174,7 @@ impl Visitor {
             session_id: id,
             user,
             account,
+            id_token,
         });
         Ok(())
     }
@@ -166,8 +193,13 @@ impl FromRequestParts<PortalState> for Visitor {
     type Rejection = PortalError;
 
     async fn from_request_parts(parts: &mut Parts, state: &PortalState) -> Result<Visitor, PortalError> {
+        let ip = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|axum::extract::ConnectInfo(address)| address.ip().to_string());
         let mut visitor = Visitor {
             signed_in: None,
+            ip,
             csrf: String::new(),
             set_cookies: Vec::new(),
         };
@@ -217,10 +249,12 @@ async fn session_user(state: &PortalState, id: &str) -> Result<Option<(SignedIn,
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
+    let id_token = record.data.get("id_token").and_then(Value::as_str).map(str::to_owned);
     let signed_in = SignedIn {
         session_id: id.to_owned(),
         user,
         account,
+        id_token,
     };
     Ok(Some((signed_in, csrf)))
 }

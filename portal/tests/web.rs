@@ -420,3 +420,59 @@ async fn operators_brand_override_templates_and_switch_local_accounts_off() {
     };
     assert!(error.contains("models.html:2:"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sso_callbacks_must_match_a_sign_in_started_here() {
+    let options = PortalOptions {
+        sso: Some(maas_portal::sso::SsoOptions {
+            display_name: "Company SSO".into(),
+            // Nothing listens here: discovery fails.
+            issuer_url: "http://127.0.0.1:9/realms/maas".into(),
+            client_id: "maas-portal".into(),
+            client_secret: Some("secret".into()),
+            scopes: vec!["openid".into()],
+            account_claim: "org_name".into(),
+            admin_claim: None,
+            admin_value: None,
+            auto_approve: true,
+        }),
+        ..PortalOptions::default()
+    };
+    let portal = Portal::embedded(options).await;
+    let mut browser = portal.browser();
+    let page = browser.get("/sign-in?next=/models").await;
+    assert!(text(&page.body).contains("/sso/login?next=/models"), "{}", page.body);
+    assert!(page.body.contains("Sign in with Company SSO"));
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.ends_with("form-action 'self' http://127.0.0.1:9"), "{csp}");
+
+    let down = browser.get("/sso/login").await;
+    assert_eq!(down.status, StatusCode::BAD_GATEWAY);
+    assert!(down.body.contains("could not be reached"), "{}", down.body);
+
+    // No sign-in started: refused.
+    let stray = browser.get("/sso/callback?code=x&state=y").await;
+    assert_eq!(stray.status, StatusCode::FORBIDDEN);
+    // A started sign-in, answered with another state: refused, and used up.
+    let mut record = maas_store::SessionRecord {
+        user_id: None,
+        created_at: time::OffsetDateTime::now_utc(),
+        data: serde_json::Map::new(),
+    };
+    record.data.insert("state".into(), serde_json::json!("expected-state"));
+    let flow = "f".repeat(64);
+    portal
+        .store
+        .put_session(&flow, &record, time::Duration::minutes(10))
+        .await
+        .unwrap();
+    browser.cookies.insert("maas_sso".into(), flow.clone());
+    let forged = browser.get("/sso/callback?code=x&state=forged").await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert!(forged.body.contains("does not match"), "{}", forged.body);
+    browser.cookies.insert("maas_sso".into(), flow.clone());
+    let replay = browser.get("/sso/callback?code=x&state=expected-state").await;
+    assert_eq!(replay.status, StatusCode::FORBIDDEN, "one use only");
+    assert!(replay.body.contains("expired or was already used"), "{}", replay.body);
+    assert!(!browser.cookies.contains_key("maas_session"));
+}

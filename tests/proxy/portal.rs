@@ -72,3 +72,156 @@ async fn a_developer_gets_a_key_in_the_browser_and_sees_the_call_in_statistics()
         .unwrap();
     assert_eq!(gw.stored(&apps.items[0].id, "total_tokens").await, total);
 }
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sso_sign_in_then_an_admin_approves_in_the_console() {
+    use tokio::io::AsyncBufReadExt;
+
+    let node_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node");
+    let installed = ["openai", "playwright-core", "oidc-provider"].iter().all(|p| {
+        std::path::Path::new(node_dir)
+            .join("node_modules")
+            .join(p)
+            .join("package.json")
+            .exists()
+    });
+    assert!(
+        installed && std::path::Path::new("/usr/bin/chromium").exists(),
+        "this test needs Debian's chromium and the npm packages of tests/node: \
+         `apt-get install chromium && npm ci --prefix tests/node` (.ci/run does both)"
+    );
+    let gw = Gateway::start(CATALOG, 1, "strict").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let portal = format!("http://{}", listener.local_addr().unwrap());
+    let idp_port = free_port();
+    let issuer = format!("http://127.0.0.1:{idp_port}");
+    let mut idp = tokio::process::Command::new("node")
+        .arg(format!("{node_dir}/oidc_provider.mjs"))
+        .args([
+            &idp_port.to_string(),
+            "maas-portal",
+            "test-client-secret",
+            &format!("{portal}/sso/callback"),
+            &format!("{portal}/"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node");
+    let mut lines = tokio::io::BufReader::new(idp.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line()).await;
+    assert!(
+        matches!(ready, Ok(Ok(Some(ref line))) if line == "ready"),
+        "the OpenID provider did not start: {ready:?}"
+    );
+
+    let options = maas_portal::PortalOptions {
+        public_url: portal.clone(),
+        gateway_url: gw.base().to_owned(),
+        sso: Some(maas_portal::sso::SsoOptions {
+            display_name: "Company SSO".into(),
+            issuer_url: issuer.clone(),
+            client_id: "maas-portal".into(),
+            client_secret: Some("test-client-secret".into()),
+            scopes: vec!["openid".into(), "email".into(), "profile".into()],
+            account_claim: "org_name".into(),
+            admin_claim: Some("groups".into()),
+            admin_value: Some("maas-admins".into()),
+            auto_approve: true,
+        }),
+        ..maas_portal::PortalOptions::default()
+    };
+    let app = maas_portal::router(gw.store.clone(), options).unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+            .unwrap()
+    });
+    let shots = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/target/artifacts"));
+    std::fs::create_dir_all(shots).unwrap();
+    let output = tokio::process::Command::new("node")
+        .arg(format!("{node_dir}/sso_flow.mjs"))
+        .args([
+            portal.as_str(),
+            shots.to_str().unwrap(),
+            "alpha/open",
+            "alpha/gated",
+            "chat-a",
+        ])
+        .output()
+        .await
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(report["errors"], serde_json::json!([]), "{report}");
+    assert_eq!(report["ada_landed"], "/models", "{report}");
+    assert_eq!(
+        report["ada_header"], "Ada Lovelace · Acme Research",
+        "claims mapped: {report}"
+    );
+    assert_eq!(
+        report["statistics_total_tokens"], report["usage"]["total_tokens"],
+        "{report}"
+    );
+    assert_eq!(report["gated_state"], "Waiting for approval", "{report}");
+    assert_eq!(
+        report["pending_call"]["status"], 403,
+        "a pending application's key is refused: {report}"
+    );
+    assert!(
+        report["pending_call"]["message"].as_str().unwrap().contains("approv"),
+        "with the reason: {report}"
+    );
+    assert!(
+        report["ada_admin_status"]
+            .as_str()
+            .unwrap()
+            .starts_with("403 Not allowed"),
+        "a developer gets 403 in the console: {report}"
+    );
+    assert_eq!(
+        report["after_sign_out"], "/",
+        "back from the provider's logout: {report}"
+    );
+    assert_eq!(report["root_landed"], "/admin", "{report}");
+    assert!(
+        report["approved_call_tokens"].as_u64().unwrap() > 0,
+        "approved → served: {report}"
+    );
+    assert!(
+        report["logout_page"].as_str().unwrap().contains("sign-out"),
+        "signed out at the provider too: {report}"
+    );
+
+    let ada = gw
+        .store
+        .find_user_by_email(&["ada", "example.com"].join("@"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ada.sso.as_ref().unwrap().issuer, issuer);
+    assert_eq!(ada.role, maas_store::model::UserRole::Member);
+    let account = gw.store.get_account(&ada.account_id).await.unwrap().unwrap();
+    assert_eq!(account.name, "Acme Research");
+    let root = gw
+        .store
+        .find_user_by_email(&["root", "example.com"].join("@"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(root.role, maas_store::model::UserRole::Admin, "from the groups claim");
+}

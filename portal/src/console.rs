@@ -1,0 +1,374 @@
+//! The admin console: overview, applications (approve, suspend, resume),
+//! accounts and users, products with promotion (diff, promote, rollback),
+//! and the audit log. Only for signed-in users with the admin role: anyone
+//! else signed in gets 403 on every page and every action. Changes go
+//! through the same store calls as the admin API, as the admin (audit log).
+
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use maas_store::model::{
+    Application, ApplicationState, COMPLETION_TOKENS, HITS, PROMPT_TOKENS, TOTAL_TOKENS, UserRole, UserState,
+};
+use maas_store::period::Period;
+use maas_store::{ApplicationFilter, ApplicationUpdate, AuditQuery, Environment, Page, UserUpdate, all_pages};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::PortalState;
+use crate::developer::when;
+use crate::render::PortalError;
+use crate::session::{CsrfField, Developer, Posted, Visitor};
+
+/// A signed-in admin; others signed in get 403, visitors are sent to sign in.
+pub struct AdminUser(pub Visitor);
+
+impl FromRequestParts<PortalState> for AdminUser {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &PortalState) -> Result<AdminUser, Response> {
+        let Developer(visitor) = Developer::from_request_parts(parts, state).await?;
+        if visitor.signed_in.as_ref().is_some_and(|s| s.is_admin()) {
+            Ok(AdminUser(visitor))
+        } else {
+            Err(PortalError::forbidden("The admin console is for administrators.").into_response())
+        }
+    }
+}
+
+/// The visitor of an admin form, refused unless an admin.
+fn require_admin(visitor: &Visitor) -> Result<(), PortalError> {
+    match &visitor.signed_in {
+        Some(s) if s.is_admin() => Ok(()),
+        _ => Err(PortalError::forbidden("The admin console is for administrators.")),
+    }
+}
+
+async fn all_applications(state: &PortalState, filter: &ApplicationFilter) -> Result<Vec<Application>, PortalError> {
+    let store = state.store();
+    Ok(all_pages(|page: Page| async move { store.list_applications(filter, &page).await }).await?)
+}
+
+pub async fn overview(
+    State(state): State<PortalState>,
+    AdminUser(visitor): AdminUser,
+) -> Result<Response, PortalError> {
+    let store = state.store();
+    let apps = all_applications(&state, &ApplicationFilter::default()).await?;
+    let accounts = all_pages(|page: Page| async move { store.list_accounts(&page).await }).await?;
+    let count = |s: ApplicationState| apps.iter().filter(|a| a.state == s).count();
+    let ids: Vec<String> = apps.iter().map(|a| a.id.clone()).collect();
+    let to = OffsetDateTime::now_utc();
+    let from = to - time::Duration::days(1) + time::Duration::seconds(1);
+    let mut last_day = serde_json::Map::new();
+    for metric in [HITS, PROMPT_TOKENS, COMPLETION_TOKENS, TOTAL_TOKENS] {
+        let points = store.usage_series_total(&ids, metric, Period::Hour, from, to).await?;
+        let total: u64 = points.iter().map(|p| p.value).sum();
+        last_day.insert(metric.into(), json!(total));
+    }
+    let mut top = Vec::new();
+    for app in &apps {
+        let tokens = store.usage(&app.id, TOTAL_TOKENS, Period::Day, to).await?;
+        if tokens > 0 {
+            top.push((tokens, app));
+        }
+    }
+    top.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.id.cmp(&b.1.id)));
+    let top: Vec<Value> = top
+        .iter()
+        .take(10)
+        .map(|(tokens, app)| json!({"id": app.id, "name": app.name, "product": app.product, "tokens": tokens}))
+        .collect();
+    let pending: Vec<Value> = apps
+        .iter()
+        .filter(|a| a.state == ApplicationState::Pending)
+        .map(application_row)
+        .collect();
+    let context = json!({
+        "page": "admin", "section": "overview",
+        "counts": {"accounts": accounts.len(), "applications": apps.len(), "live": count(ApplicationState::Live),
+                   "pending": count(ApplicationState::Pending), "suspended": count(ApplicationState::Suspended)},
+        "last_day": last_day, "top": top, "pending": pending,
+    });
+    state.page(&visitor, "admin_overview.html", context)
+}
+
+fn application_row(app: &Application) -> Value {
+    json!({"id": app.id, "name": app.name, "account_id": app.account_id, "product": app.product,
+           "plan": app.plan, "state": app.state.as_str(), "created_at": when(app.created_at)})
+}
+
+#[derive(Deserialize)]
+pub struct ApplicationsQuery {
+    state: Option<String>,
+}
+
+pub async fn applications(
+    State(state): State<PortalState>,
+    AdminUser(visitor): AdminUser,
+    Query(query): Query<ApplicationsQuery>,
+) -> Result<Response, PortalError> {
+    let filter_state = match query.state.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some("pending") => Some(ApplicationState::Pending),
+        Some("live") => Some(ApplicationState::Live),
+        Some("suspended") => Some(ApplicationState::Suspended),
+        Some(other) => {
+            return Err(PortalError::bad_request(format!(
+                "`{other}` is not an application state."
+            )));
+        }
+    };
+    let filter = ApplicationFilter {
+        state: filter_state,
+        ..ApplicationFilter::default()
+    };
+    let apps = all_applications(&state, &filter).await?;
+    let mut rows = Vec::new();
+    for app in &apps {
+        let mut row = application_row(app);
+        let account = state.store().get_account(&app.account_id).await?;
+        row["account"] = json!(account.map(|a| a.name).unwrap_or_default());
+        rows.push(row);
+    }
+    let context = json!({"page": "admin", "section": "applications", "applications": rows,
+        "state": query.state.unwrap_or_default()});
+    state.page(&visitor, "admin_applications.html", context)
+}
+
+#[derive(Deserialize)]
+pub struct ActionForm {
+    csrf: String,
+}
+
+impl CsrfField for ActionForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// `approve`, `suspend` or `resume` an application.
+pub async fn application_action(
+    State(state): State<PortalState>,
+    Path((id, action)): Path<(String, String)>,
+    Posted { visitor, .. }: Posted<ActionForm>,
+) -> Result<Response, PortalError> {
+    require_admin(&visitor)?;
+    let (from, to): (&[ApplicationState], ApplicationState) = match action.as_str() {
+        "approve" => (&[ApplicationState::Pending], ApplicationState::Live),
+        "suspend" => (
+            &[ApplicationState::Live, ApplicationState::Pending],
+            ApplicationState::Suspended,
+        ),
+        "resume" => (&[ApplicationState::Suspended], ApplicationState::Live),
+        _ => return Err(PortalError::not_found("No such action.")),
+    };
+    let store = visitor.store(&state);
+    let app = store
+        .get_application(&id)
+        .await?
+        .ok_or_else(|| PortalError::not_found("No such application."))?;
+    if !from.contains(&app.state) {
+        return Err(PortalError::new(
+            axum::http::StatusCode::CONFLICT,
+            "That did not work",
+            format!("The application is {}; it cannot be {action}d.", app.state.as_str()),
+        ));
+    }
+    let update = ApplicationUpdate {
+        state: Some(to),
+        ..ApplicationUpdate::default()
+    };
+    store.update_application(&id, update).await?;
+    Ok(visitor.redirect(state.options(), "/admin/applications"))
+}
+
+pub async fn accounts(
+    State(state): State<PortalState>,
+    AdminUser(visitor): AdminUser,
+) -> Result<Response, PortalError> {
+    let store = state.store();
+    let accounts = all_pages(|page: Page| async move { store.list_accounts(&page).await }).await?;
+    let mut rows = Vec::new();
+    for account in accounts {
+        let id = account.id.clone();
+        let users = all_pages(|page: Page| {
+            let id = id.clone();
+            async move { store.list_users(Some(&id), &page).await }
+        })
+        .await?;
+        let users: Vec<Value> = users
+            .iter()
+            .map(|u| {
+                json!({"id": u.id, "email": u.email, "name": u.display_name, "role": u.role,
+                            "state": u.state, "sso": u.sso.is_some()})
+            })
+            .collect();
+        rows.push(json!({"id": account.id, "name": account.name, "users": users}));
+    }
+    state.page(
+        &visitor,
+        "admin_accounts.html",
+        json!({"page": "admin", "section": "accounts", "accounts": rows}),
+    )
+}
+
+/// `activate`, `disable`, `make-admin` or `make-member` a user.
+pub async fn user_action(
+    State(state): State<PortalState>,
+    Path((id, action)): Path<(String, String)>,
+    Posted { visitor, .. }: Posted<ActionForm>,
+) -> Result<Response, PortalError> {
+    require_admin(&visitor)?;
+    let mut update = UserUpdate::default();
+    match action.as_str() {
+        "activate" => update.state = Some(UserState::Active),
+        "disable" => update.state = Some(UserState::Disabled),
+        "make-admin" => update.role = Some(UserRole::Admin),
+        "make-member" => update.role = Some(UserRole::Member),
+        _ => return Err(PortalError::not_found("No such action.")),
+    }
+    let own = visitor.signed_in.as_ref().is_some_and(|s| s.user.id == id);
+    if own && matches!(action.as_str(), "disable" | "make-member") {
+        return Err(PortalError::bad_request("You cannot take away your own access."));
+    }
+    visitor.store(&state).update_user(&id, update).await?;
+    Ok(visitor.redirect(state.options(), "/admin/accounts"))
+}
+
+/// The top-level fields where `a` and `b` differ, with both values.
+fn diff(a: &Value, b: &Value) -> Vec<Value> {
+    let empty = serde_json::Map::new();
+    let (a, b) = (a.as_object().unwrap_or(&empty), b.as_object().unwrap_or(&empty));
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| {
+            let show = |v: Option<&Value>| {
+                v.map_or("(none)".to_owned(), |v| {
+                    serde_json::to_string_pretty(v).unwrap_or_default()
+                })
+            };
+            json!({"field": k, "before": show(b.get(k)), "after": show(a.get(k))})
+        })
+        .collect()
+}
+
+pub async fn products(
+    State(state): State<PortalState>,
+    AdminUser(visitor): AdminUser,
+) -> Result<Response, PortalError> {
+    let store = state.store();
+    let mut rows = Vec::new();
+    for draft in store.list_products().await? {
+        let name = draft.system_name.clone();
+        let staging = store.release(&name, Environment::Staging).await?;
+        let production = store.release(&name, Environment::Production).await?;
+        let releases = store.releases(&name).await?;
+        let draft_json = serde_json::to_value(&draft).unwrap_or_default();
+        let staging_json = staging
+            .as_ref()
+            .map(|r| serde_json::to_value(&r.config).unwrap_or_default());
+        let production_json = production
+            .as_ref()
+            .map(|r| serde_json::to_value(&r.config).unwrap_or_default());
+        let plans: Vec<Value> = store
+            .list_plans(Some(&name))
+            .await?
+            .iter()
+            .map(|p| {
+                json!({"name": p.display_name(), "system_name": p.system_name, "published": p.published,
+                            "approval_required": p.approval_required, "limits": p.limits.len()})
+            })
+            .collect();
+        rows.push(json!({
+            "system_name": name, "name": draft.name, "backend": draft.backend, "models": draft.models,
+            "staging": staging.as_ref().map(|r| r.version), "production": production.as_ref().map(|r| r.version),
+            "draft_changes": diff(&draft_json, staging_json.as_ref().unwrap_or(&Value::Null)),
+            "staging_changes": staging_json.as_ref().map(|s| diff(s, production_json.as_ref().unwrap_or(&Value::Null))),
+            "versions": releases.iter().map(|r| json!({"version": r.version, "created_at": when(r.created_at)})).collect::<Vec<_>>(),
+            "plans": plans,
+        }));
+    }
+    state.page(
+        &visitor,
+        "admin_products.html",
+        json!({"page": "admin", "section": "products", "products": rows}),
+    )
+}
+
+#[derive(Deserialize)]
+pub struct ReleaseForm {
+    csrf: String,
+    environment: Environment,
+    version: Option<u64>,
+}
+
+impl CsrfField for ReleaseForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+pub async fn promote(
+    State(state): State<PortalState>,
+    Path(name): Path<String>,
+    Posted { visitor, form }: Posted<ReleaseForm>,
+) -> Result<Response, PortalError> {
+    require_admin(&visitor)?;
+    visitor.store(&state).promote(&name, form.environment).await?;
+    Ok(visitor.redirect(state.options(), "/admin/products"))
+}
+
+pub async fn rollback(
+    State(state): State<PortalState>,
+    Path(name): Path<String>,
+    Posted { visitor, form }: Posted<ReleaseForm>,
+) -> Result<Response, PortalError> {
+    require_admin(&visitor)?;
+    let version = form
+        .version
+        .ok_or_else(|| PortalError::bad_request("Choose the version to roll back to."))?;
+    visitor.store(&state).rollback(&name, form.environment, version).await?;
+    Ok(visitor.redirect(state.options(), "/admin/products"))
+}
+
+#[derive(Deserialize)]
+pub struct AuditFilter {
+    entity: Option<String>,
+    before: Option<String>,
+}
+
+pub async fn audit(
+    State(state): State<PortalState>,
+    AdminUser(visitor): AdminUser,
+    Query(query): Query<AuditFilter>,
+) -> Result<Response, PortalError> {
+    let entries = state
+        .store()
+        .audit_log(&AuditQuery {
+            entity: query.entity.clone().filter(|e| !e.is_empty()),
+            before: query.before.clone().filter(|b| !b.is_empty()),
+            limit: 100,
+            ..AuditQuery::default()
+        })
+        .await?;
+    let next = (entries.len() == 100)
+        .then(|| entries.last().map(|e| e.id.clone()))
+        .flatten();
+    let rows: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            let show = |v: &Option<Value>| v.as_ref().map(|v| serde_json::to_string_pretty(v).unwrap_or_default());
+            json!({"at": when(e.at), "actor": format!("{} {}", e.actor.kind, e.actor.id), "ip": e.actor.ip,
+                   "action": e.action, "entity": e.entity, "entity_id": e.entity_id,
+                   "before": show(&e.before), "after": show(&e.after)})
+        })
+        .collect();
+    let context = json!({"page": "admin", "section": "audit", "entries": rows, "next": next,
+        "entity": query.entity.unwrap_or_default()});
+    state.page(&visitor, "admin_audit.html", context)
+}

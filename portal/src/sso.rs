@@ -1,0 +1,533 @@
+//! Sign-in through the company's OpenID provider (Keycloak, Red Hat SSO,
+//! any OIDC issuer): the authorization-code flow with PKCE, `state` and
+//! `nonce`, the ID token checked against the provider's keys (JWKS, from
+//! discovery), claims mapped to the account, the name and the admin role,
+//! and RP-initiated logout.
+//!
+//! The flow's secrets (PKCE verifier, state, nonce, where to go after) are
+//! kept in the store for 10 minutes under a random id in the `maas_sso`
+//! cookie, so any portal replica can finish a sign-in another one started,
+//! and each can be used once.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, State};
+use axum::response::Response;
+use maas_store::SessionRecord;
+use maas_store::model::{SsoIdentity, UserRole, UserState};
+use maas_store::{NewAccount, NewUser, UserUpdate};
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreGenderClaim, CoreProviderMetadata};
+use openidconnect::{
+    AccessTokenHash, AdditionalClaims, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
+    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse, UserInfoClaims,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use tokio::sync::RwLock;
+
+use crate::PortalState;
+use crate::render::PortalError;
+use crate::security::{encode_query_value, safe_next};
+use crate::session::{Visitor, cookie, cookie_header, random_token};
+
+/// The cookie naming a sign-in in progress.
+pub const FLOW_COOKIE: &str = "maas_sso";
+const FLOW_TTL: time::Duration = time::Duration::minutes(10);
+/// Provider metadata and keys are fetched again after this long, or at
+/// once when a token does not verify (keys rotate).
+const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
+
+/// The provider and how its claims map (`sso` in `maas.yaml`).
+#[derive(Debug, Clone)]
+pub struct SsoOptions {
+    /// Shown on the sign-in button.
+    pub display_name: String,
+    pub issuer_url: String,
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    pub scopes: Vec<String>,
+    /// The claim naming the user's organization (fallback: the email).
+    pub account_claim: String,
+    /// A claim and value that make a user an admin (`groups` / `maas-admins`).
+    pub admin_claim: Option<String>,
+    pub admin_value: Option<String>,
+    /// New users may sign in at once; else they wait for an admin.
+    pub auto_approve: bool,
+}
+
+/// Claims beyond the standard ones (organization, groups, roles).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+struct ExtraClaims {
+    #[serde(flatten)]
+    claims: Map<String, Value>,
+}
+
+impl AdditionalClaims for ExtraClaims {}
+
+#[derive(Clone)]
+struct Discovered {
+    metadata: CoreProviderMetadata,
+    end_session_endpoint: Option<String>,
+    at: Instant,
+}
+
+pub struct Sso {
+    options: SsoOptions,
+    http: Http,
+    discovered: RwLock<Option<Discovered>>,
+}
+
+#[derive(Debug)]
+struct HttpError(String);
+
+impl std::fmt::Display for HttpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for HttpError {}
+
+/// The provider's HTTP client as `openidconnect` calls it (a named type
+/// with a boxed `Send` future: the handlers run on a multi-threaded runtime).
+#[derive(Clone)]
+struct Http(reqwest::Client);
+
+type HttpFuture<'c> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<openidconnect::HttpResponse, HttpError>> + Send + 'c>>;
+
+impl<'c> openidconnect::AsyncHttpClient<'c> for Http {
+    type Error = HttpError;
+    type Future = HttpFuture<'c>;
+
+    fn call(&'c self, request: openidconnect::HttpRequest) -> Self::Future {
+        Box::pin(send(&self.0, request))
+    }
+}
+
+/// One HTTP exchange with the provider.
+async fn send(
+    http: &reqwest::Client,
+    request: openidconnect::HttpRequest,
+) -> Result<openidconnect::HttpResponse, HttpError> {
+    let (parts, body) = request.into_parts();
+    let response = http
+        .request(parts.method, parts.uri.to_string())
+        .headers(parts.headers)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| HttpError(e.to_string()))?;
+    let mut answer = openidconnect::http::Response::builder().status(response.status());
+    for (name, value) in response.headers() {
+        answer = answer.header(name, value);
+    }
+    let body = response.bytes().await.map_err(|e| HttpError(e.to_string()))?;
+    answer.body(body.to_vec()).map_err(|e| HttpError(e.to_string()))
+}
+
+fn unavailable(what: &str, error: impl std::fmt::Display) -> PortalError {
+    tracing::warn!(%error, "portal: SSO {what}");
+    PortalError::new(
+        axum::http::StatusCode::BAD_GATEWAY,
+        "Sign-in is unavailable",
+        format!("The company sign-in could not be reached ({what}). Try again in a minute."),
+    )
+}
+
+fn refused(message: impl Into<String>) -> PortalError {
+    PortalError::new(axum::http::StatusCode::FORBIDDEN, "Sign-in refused", message)
+}
+
+impl Sso {
+    pub fn new(options: SsoOptions) -> Sso {
+        let http = reqwest::Client::builder()
+            // Following redirects from the token endpoint opens SSRF holes.
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        let http = Http(http);
+        Sso {
+            options,
+            http,
+            discovered: RwLock::new(None),
+        }
+    }
+
+    pub fn display_name(&self) -> &str {
+        &self.options.display_name
+    }
+
+    async fn discover(&self, fresh: bool) -> Result<Discovered, PortalError> {
+        if !fresh
+            && let Some(d) = self.discovered.read().await.as_ref()
+            && d.at.elapsed() < DISCOVERY_TTL
+        {
+            return Ok(d.clone());
+        }
+        let issuer = IssuerUrl::new(self.options.issuer_url.clone()).map_err(|e| unavailable("issuer URL", e))?;
+        let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
+            .await
+            .map_err(|e| unavailable("discovery", e))?;
+        // RP-initiated logout is not in the core metadata.
+        let well_known = format!(
+            "{}/.well-known/openid-configuration",
+            self.options.issuer_url.trim_end_matches('/')
+        );
+        let end_session_endpoint = match self.http.0.get(&well_known).send().await {
+            Ok(response) => response
+                .json::<Value>()
+                .await
+                .ok()
+                .and_then(|v| v["end_session_endpoint"].as_str().map(str::to_owned)),
+            Err(_) => None,
+        };
+        let discovered = Discovered {
+            metadata,
+            end_session_endpoint,
+            at: Instant::now(),
+        };
+        *self.discovered.write().await = Some(discovered.clone());
+        Ok(discovered)
+    }
+
+    fn client(
+        &self,
+        discovered: &Discovered,
+        public_url: &str,
+    ) -> Result<
+        CoreClient<
+            openidconnect::EndpointSet,
+            openidconnect::EndpointNotSet,
+            openidconnect::EndpointNotSet,
+            openidconnect::EndpointNotSet,
+            openidconnect::EndpointMaybeSet,
+            openidconnect::EndpointMaybeSet,
+        >,
+        PortalError,
+    > {
+        let redirect = RedirectUrl::new(format!("{}/sso/callback", public_url.trim_end_matches('/')))
+            .map_err(|e| unavailable("redirect URL", e))?;
+        Ok(CoreClient::from_provider_metadata(
+            discovered.metadata.clone(),
+            ClientId::new(self.options.client_id.clone()),
+            self.options.client_secret.clone().map(ClientSecret::new),
+        )
+        .set_redirect_uri(redirect))
+    }
+
+    /// Where to send the browser to sign in, and the flow to remember.
+    async fn start(&self, public_url: &str, next: &str) -> Result<(String, SessionRecord), PortalError> {
+        let discovered = self.discover(false).await?;
+        let client = self.client(&discovered, public_url)?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut request = client.authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        );
+        for scope in self.options.scopes.iter().filter(|s| *s != "openid") {
+            request = request.add_scope(Scope::new(scope.clone()));
+        }
+        let (url, state, nonce) = request.set_pkce_challenge(challenge).url();
+        let mut record = SessionRecord {
+            user_id: None,
+            created_at: time::OffsetDateTime::now_utc(),
+            data: Map::new(),
+        };
+        for (key, value) in [
+            ("state", state.secret().as_str()),
+            ("nonce", nonce.secret().as_str()),
+            ("verifier", verifier.secret().as_str()),
+            ("next", next),
+        ] {
+            record.data.insert(key.into(), json!(value));
+        }
+        Ok((url.to_string(), record))
+    }
+
+    /// Exchanges `code` and returns the verified identity and claims.
+    async fn finish(&self, public_url: &str, flow: &SessionRecord, code: String) -> Result<Identity, PortalError> {
+        let field = |name: &str| {
+            flow.data
+                .get(name)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let discovered = self.discover(false).await?;
+        let client = self.client(&discovered, public_url)?;
+        let http = &self.http;
+        let token = client
+            .exchange_code(AuthorizationCode::new(code))
+            .map_err(|e| unavailable("token endpoint", e))?
+            .set_pkce_verifier(PkceCodeVerifier::new(field("verifier")))
+            .request_async(http)
+            .await
+            .map_err(|e| refused(format!("The provider did not accept the sign-in: {e}")))?;
+        let id_token = token
+            .id_token()
+            .ok_or_else(|| refused("The provider sent no ID token."))?;
+        let nonce = Nonce::new(field("nonce"));
+        let verifies = id_token.claims(&client.id_token_verifier(), &nonce).is_ok();
+        let client = if verifies {
+            client
+        } else {
+            // Perhaps signed with a key the cached JWKS lacks: fetch them again.
+            self.client(&self.discover(true).await?, public_url)?
+        };
+        let verifier = client.id_token_verifier();
+        let claims = id_token
+            .claims(&verifier, &nonce)
+            .map_err(|e| refused(format!("The ID token is not valid: {e}")))?;
+        if let Some(expected) = claims.access_token_hash() {
+            let algorithm = id_token.signing_alg().map_err(|e| refused(e.to_string()))?;
+            let key = id_token.signing_key(&verifier).map_err(|e| refused(e.to_string()))?;
+            let actual = AccessTokenHash::from_token(token.access_token(), algorithm, key)
+                .map_err(|e| refused(e.to_string()))?;
+            if actual != *expected {
+                return Err(refused("The access token does not match the ID token."));
+            }
+        }
+        let mut extra = Map::new();
+        let mut email = claims.email().map(|e| e.to_string());
+        let mut email_verified = claims.email_verified().unwrap_or(false);
+        let mut name = claims.name().and_then(|n| n.get(None)).map(|n| n.to_string());
+        if let Ok(request) = client.user_info(token.access_token().clone(), Some(claims.subject().clone())) {
+            let info: Result<UserInfoClaims<ExtraClaims, CoreGenderClaim>, _> = request.request_async(http).await;
+            match info {
+                Ok(info) => {
+                    extra = info.additional_claims().claims.clone();
+                    email = email.or_else(|| info.email().map(|e| e.to_string()));
+                    email_verified = email_verified || info.email_verified().unwrap_or(false);
+                    name = name.or_else(|| info.name().and_then(|n| n.get(None)).map(|n| n.to_string()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "portal: the userinfo endpoint failed; using the ID token's claims")
+                }
+            }
+        }
+        Ok(Identity {
+            sso: SsoIdentity {
+                issuer: claims.issuer().to_string(),
+                subject: claims.subject().to_string(),
+            },
+            email,
+            email_verified,
+            name,
+            extra,
+            id_token: id_token.to_string(),
+        })
+    }
+
+    /// The provider's logout URL for a session signed in with `id_token`.
+    async fn logout_url(&self, public_url: &str, id_token: &str) -> Option<String> {
+        let discovered = self.discover(false).await.ok()?;
+        let endpoint = discovered.end_session_endpoint?;
+        let back = format!("{}/", public_url.trim_end_matches('/'));
+        Some(format!(
+            "{endpoint}{}id_token_hint={}&post_logout_redirect_uri={}&client_id={}",
+            if endpoint.contains('?') { "&" } else { "?" },
+            encode_query_value(id_token),
+            encode_query_value(&back),
+            encode_query_value(&self.options.client_id)
+        ))
+    }
+}
+
+/// Who the provider says signed in.
+struct Identity {
+    sso: SsoIdentity,
+    email: Option<String>,
+    email_verified: bool,
+    name: Option<String>,
+    extra: Map<String, Value>,
+    id_token: String,
+}
+
+impl Identity {
+    /// A claim as text (a string claim, or the first of an array).
+    fn text(&self, claim: &str) -> Option<String> {
+        match self.extra.get(claim)? {
+            Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+            Value::Array(items) => items.iter().find_map(|v| v.as_str()).map(str::to_owned),
+            _ => None,
+        }
+    }
+
+    /// Whether `claim` is `value` or a list holding it (Keycloak groups may
+    /// come as `/maas-admins`).
+    fn has(&self, claim: &str, value: &str) -> bool {
+        let matches = |v: &Value| {
+            v.as_str()
+                .is_some_and(|s| s == value || s.trim_start_matches('/') == value)
+        };
+        match self.extra.get(claim) {
+            Some(Value::Array(items)) => items.iter().any(matches),
+            Some(other) => matches(other),
+            None => false,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    next: Option<String>,
+}
+
+pub async fn login(
+    State(state): State<PortalState>,
+    mut visitor: Visitor,
+    Query(query): Query<LoginQuery>,
+) -> Result<Response, PortalError> {
+    let sso = state
+        .sso()
+        .ok_or_else(|| PortalError::not_found("Company sign-in is not configured here."))?;
+    let next = safe_next(query.next.as_deref(), "/applications");
+    let (url, flow) = sso.start(&state.options().public_url, next).await?;
+    let id = random_token();
+    state.store().put_session(&id, &flow, FLOW_TTL).await?;
+    let secs = FLOW_TTL.whole_seconds();
+    visitor.set_cookie(cookie_header(state.options(), FLOW_COOKIE, &id, Some(secs)));
+    Ok(visitor.redirect(state.options(), &url))
+}
+
+#[derive(Deserialize)]
+pub struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+pub async fn callback(
+    State(state): State<PortalState>,
+    mut visitor: Visitor,
+    headers: axum::http::HeaderMap,
+    Query(query): Query<CallbackQuery>,
+) -> Result<Response, PortalError> {
+    let sso = state
+        .sso()
+        .ok_or_else(|| PortalError::not_found("Company sign-in is not configured here."))?;
+    visitor.set_cookie(cookie_header(state.options(), FLOW_COOKIE, "", Some(0)));
+    let flow_id = cookie(&headers, FLOW_COOKIE)
+        .ok_or_else(|| refused("This sign-in expired or was started elsewhere. Sign in again."))?;
+    let flow = state.store().get_session(flow_id).await?;
+    // One use: a replayed callback finds nothing.
+    state.store().delete_session(flow_id).await?;
+    let flow = flow.ok_or_else(|| refused("This sign-in expired or was already used. Sign in again."))?;
+    if let Some(error) = query.error {
+        let detail = query.error_description.unwrap_or_default();
+        return Err(refused(format!("The provider refused the sign-in: {error} {detail}")));
+    }
+    let expected = flow.data.get("state").and_then(Value::as_str).unwrap_or_default();
+    if expected.is_empty() || query.state.as_deref() != Some(expected) {
+        return Err(refused("The sign-in answer does not match the sign-in started here."));
+    }
+    let code = query
+        .code
+        .ok_or_else(|| refused("The provider sent no authorization code."))?;
+    let identity = sso.finish(&state.options().public_url, &flow, code).await?;
+    let next = safe_next(flow.data.get("next").and_then(Value::as_str), "/applications").to_owned();
+    let (user, account) = match_user(&state, &visitor, sso, &identity).await?;
+    let mut extra = Map::new();
+    extra.insert("id_token".into(), json!(identity.id_token));
+    visitor.sign_in_with(&state, user, account, extra).await?;
+    Ok(visitor.redirect(state.options(), &next))
+}
+
+/// The user the identity is, created (with its account) on first sign-in.
+async fn match_user(
+    state: &PortalState,
+    visitor: &Visitor,
+    sso: &Sso,
+    identity: &Identity,
+) -> Result<(maas_store::model::User, maas_store::model::Account), PortalError> {
+    let store = visitor.store(state);
+    let options = &sso.options;
+    let email = identity
+        .email
+        .clone()
+        .ok_or_else(|| refused("Your company account has no email address; ask an administrator to map one."))?;
+    let listed = identity.email_verified
+        && state
+            .options()
+            .admin_emails
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(&email));
+    let claimed = matches!((&options.admin_claim, &options.admin_value), (Some(c), Some(v)) if identity.has(c, v));
+    let role = if listed || claimed {
+        UserRole::Admin
+    } else {
+        UserRole::Member
+    };
+    let user = match store.find_user_by_sso(&identity.sso).await? {
+        Some(user) => {
+            // The provider decides the role at every sign-in.
+            if user.role != role {
+                let update = UserUpdate {
+                    role: Some(role),
+                    ..UserUpdate::default()
+                };
+                store.update_user(&user.id, update).await?
+            } else {
+                user
+            }
+        }
+        None => {
+            if store.find_user_by_email(&email).await?.is_some() {
+                return Err(refused(
+                    "An account with this email signs in with a password. Sign in with it, or ask an administrator.",
+                ));
+            }
+            let account_name = identity.text(&options.account_claim).unwrap_or_else(|| email.clone());
+            let account = match store.find_account(&account_name).await? {
+                Some(account) => account,
+                None => {
+                    store
+                        .create_account(NewAccount {
+                            name: account_name,
+                            description: String::new(),
+                        })
+                        .await?
+                }
+            };
+            store
+                .create_user(NewUser {
+                    account_id: account.id,
+                    email,
+                    display_name: identity.name.clone().unwrap_or_default(),
+                    role,
+                    state: if options.auto_approve {
+                        UserState::Active
+                    } else {
+                        UserState::Pending
+                    },
+                    sso: Some(identity.sso.clone()),
+                    password_hash: None,
+                })
+                .await?
+        }
+    };
+    match user.state {
+        UserState::Active => {}
+        UserState::Pending => {
+            return Err(refused(
+                "Welcome! Your account waits for an administrator's approval; you can sign in once it is approved.",
+            ));
+        }
+        UserState::Disabled => return Err(refused("Your account is disabled. Ask an administrator.")),
+    }
+    let account = store
+        .get_account(&user.account_id)
+        .await?
+        .ok_or_else(|| refused("Your organization no longer exists."))?;
+    Ok((user, account))
+}
+
+/// Where to go after signing out of a session that came from the provider.
+pub async fn logout_url(state: &PortalState, id_token: Option<&str>) -> Option<String> {
+    let sso = state.sso()?;
+    sso.logout_url(&state.options().public_url, id_token?).await
+}

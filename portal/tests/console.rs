@@ -1,0 +1,211 @@
+//! The admin console over HTTP on a real store: only admins get in; they
+//! approve applications, manage users, promote and roll back products, and
+//! every change is in the audit log under their name.
+
+use maas_portal::PortalOptions;
+use maas_store::model::ApplicationState;
+use maas_store::{AuditQuery, Environment};
+use reqwest::StatusCode;
+
+mod harness;
+
+use harness::{Portal, email, text};
+
+const PAGES: [&str; 5] = [
+    "/admin",
+    "/admin/applications",
+    "/admin/accounts",
+    "/admin/products",
+    "/admin/audit",
+];
+
+fn options() -> PortalOptions {
+    PortalOptions {
+        admin_emails: vec![email("root")],
+        ..PortalOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_admins_get_into_the_console() {
+    let portal = Portal::embedded(options()).await;
+    let mut stranger = portal.browser();
+    for page in PAGES {
+        let answer = stranger.get(page).await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{page}");
+        assert!(answer.location().starts_with("/sign-in?next=/admin"), "{page}");
+    }
+    let mut member = portal.browser();
+    member.sign_up("Acme", &email("ada")).await;
+    let developer_page = member.get("/applications").await;
+    assert!(
+        !developer_page.body.contains("href=\"/admin\""),
+        "no admin link for members"
+    );
+    let csrf = developer_page.hidden("csrf");
+    for page in PAGES {
+        let answer = member.get(page).await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{page}");
+        assert!(answer.body.contains("for administrators"), "{page}: an error page");
+    }
+    let user = portal.store.find_user_by_email(&email("ada")).await.unwrap().unwrap();
+    for action in [
+        "/admin/applications/app_x/approve".to_owned(),
+        format!("/admin/users/{}/make-admin", user.id),
+        "/admin/products/granite/promote".to_owned(),
+        "/admin/products/granite/rollback".to_owned(),
+    ] {
+        let answer = member
+            .post(
+                &action,
+                &[("csrf", &csrf), ("environment", "production"), ("version", "1")],
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{action}");
+    }
+    let user = portal.store.get_user(&user.id).await.unwrap().unwrap();
+    assert_eq!(user.role, maas_store::model::UserRole::Member, "nothing changed");
+
+    let mut admin = portal.browser();
+    admin.sign_up("Operators", &email("root")).await;
+    for page in PAGES {
+        let answer = admin.get(page).await;
+        assert_eq!(answer.status, StatusCode::OK, "{page}: {}", answer.body);
+    }
+    assert!(admin.get("/models").await.body.contains("href=\"/admin\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_approves_suspends_and_manages_users() {
+    let portal = Portal::embedded(options()).await;
+    let mut developer = portal.browser();
+    developer.sign_up("Acme", &email("ada")).await;
+    let created = developer
+        .submit(
+            "/applications/new",
+            "/applications",
+            &[("name", "gated app"), ("plan", "granite/premium")],
+        )
+        .await;
+    let id = created.location().trim_start_matches("/applications/").to_owned();
+    let app = portal.store.get_application(&id).await.unwrap().unwrap();
+    assert_eq!(app.state, ApplicationState::Pending);
+
+    let mut admin = portal.browser();
+    admin.sign_up("Operators", &email("root")).await;
+    let overview = admin.get("/admin").await;
+    assert!(
+        overview.body.contains("gated app"),
+        "pending on the overview: {}",
+        overview.body
+    );
+    let pending = admin.get("/admin/applications?state=pending").await;
+    assert!(pending.body.contains("gated app") && pending.body.contains("Acme"));
+    let csrf = pending.hidden("csrf");
+    let approved = admin
+        .post(&format!("/admin/applications/{id}/approve"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(approved.status, StatusCode::SEE_OTHER, "{}", approved.body);
+    let app = portal.store.get_application(&id).await.unwrap().unwrap();
+    assert_eq!(app.state, ApplicationState::Live);
+    let again = admin
+        .post(&format!("/admin/applications/{id}/approve"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "live cannot be approved");
+    let page = developer.get(&format!("/applications/{id}")).await;
+    assert!(page.body.contains("Live"), "the developer sees it live");
+
+    admin
+        .post(&format!("/admin/applications/{id}/suspend"), &[("csrf", &csrf)])
+        .await;
+    let app = portal.store.get_application(&id).await.unwrap().unwrap();
+    assert_eq!(app.state, ApplicationState::Suspended);
+
+    // The audit log names the admin and where they were.
+    let root = portal.store.find_user_by_email(&email("root")).await.unwrap().unwrap();
+    let entries = portal
+        .store
+        .audit_log(&AuditQuery {
+            entity: Some("application".into()),
+            entity_id: Some(id.clone()),
+            limit: 10,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(entries[0].actor.id, root.id);
+    assert_eq!(entries[0].actor.kind, "user");
+    assert_eq!(entries[0].actor.ip.as_deref(), Some("127.0.0.1"));
+    let audit = admin.get("/admin/audit?entity=application").await;
+    assert!(text(&audit.body).contains(&format!("user {}", root.id)));
+
+    // Users: disable the developer, who is then signed out everywhere.
+    let ada = portal.store.find_user_by_email(&email("ada")).await.unwrap().unwrap();
+    admin
+        .post(&format!("/admin/users/{}/disable", ada.id), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(developer.get("/applications").await.status, StatusCode::SEE_OTHER);
+    let own = admin
+        .post(&format!("/admin/users/{}/disable", root.id), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(own.status, StatusCode::BAD_REQUEST, "no locking yourself out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_promotes_with_a_diff_and_rolls_back() {
+    let portal = Portal::embedded(options()).await;
+    let mut admin = portal.browser();
+    admin.sign_up("Operators", &email("root")).await;
+    let page = admin.get("/admin/products").await;
+    assert!(page.body.contains("Staging serves the draft."), "{}", page.body);
+
+    let mut draft = portal.store.get_product("granite").await.unwrap().unwrap();
+    draft.description = "Now with tools".into();
+    portal.store.put_product(draft).await.unwrap();
+    let page = admin.get("/admin/products").await;
+    let shown = text(&page.body);
+    assert!(
+        shown.contains("<code>description</code>") && shown.contains("Now with tools"),
+        "{shown}"
+    );
+    let csrf = page.hidden("csrf");
+
+    for environment in ["staging", "production"] {
+        let answer = admin
+            .post(
+                "/admin/products/granite/promote",
+                &[("csrf", &csrf), ("environment", environment)],
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    }
+    let served = |env| {
+        let store = portal.store.clone();
+        async move { store.release("granite", env).await.unwrap().unwrap() }
+    };
+    assert_eq!(
+        served(Environment::Production).await.config.description,
+        "Now with tools"
+    );
+    let developer_view = admin.get("/models").await;
+    assert!(
+        developer_view.body.contains("Now with tools"),
+        "developers see production"
+    );
+
+    let answer = admin
+        .post(
+            "/admin/products/granite/rollback",
+            &[("csrf", &csrf), ("environment", "production"), ("version", "1")],
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER);
+    let production = served(Environment::Production).await;
+    assert_eq!(production.version, 1);
+    assert_ne!(production.config.description, "Now with tools");
+    assert_eq!(
+        served(Environment::Staging).await.version,
+        2,
+        "staging keeps the new version"
+    );
+}

@@ -1,0 +1,46 @@
+// A real OpenID provider for the SSO tests: the npm `oidc-provider` with
+// its development sign-in pages (any password), PKCE, RP-initiated logout,
+// and two people: ada (a developer of "Acme Research") and root (in the
+// `maas-admins` group, as the walkthrough's Keycloak admin group).
+//
+// Usage: node oidc_provider.mjs PORT CLIENT_ID CLIENT_SECRET REDIRECT_URI POST_LOGOUT_URI
+// Prints "ready" once it listens; stops on SIGTERM.
+import Provider from "oidc-provider";
+
+const [port, clientId, clientSecret, redirectUri, postLogoutUri] = process.argv.slice(2);
+const people = {
+  ada: { email: ["ada", "example.com"].join("@"), name: "Ada Lovelace", org_name: "Acme Research", groups: ["developers"] },
+  root: { email: ["root", "example.com"].join("@"), name: "Root Admin", org_name: "Platform Team", groups: ["/maas-admins"] },
+};
+
+const provider = new Provider(`http://127.0.0.1:${port}`, {
+  clients: [{
+    client_id: clientId,
+    client_secret: clientSecret,
+    redirect_uris: [redirectUri],
+    post_logout_redirect_uris: [postLogoutUri],
+    response_types: ["code"],
+    grant_types: ["authorization_code"],
+  }],
+  claims: {
+    openid: ["sub"],
+    email: ["email", "email_verified"],
+    profile: ["name", "org_name", "groups"],
+  },
+  async findAccount(ctx, id) {
+    const person = people[id];
+    if (!person) return undefined;
+    return {
+      accountId: id,
+      async claims() {
+        return { sub: id, email_verified: true, ...person };
+      },
+    };
+  },
+  pkce: { required: () => true },
+  features: { devInteractions: { enabled: true }, rpInitiatedLogout: { enabled: true } },
+  cookies: { keys: ["only-for-tests"] },
+});
+provider.proxy = false;
+const server = provider.listen(Number(port), "127.0.0.1", () => console.log("ready"));
+process.on("SIGTERM", () => server.close(() => process.exit(0)));
