@@ -237,6 +237,47 @@ pub async fn prepare_up(config: &MaasConfig, store: &Store, demo: bool) -> Resul
     Ok(secret)
 }
 
+/// The demo's portal admin: `admin@demo.local` in account Demo, with a new
+/// random password each run (stored as an Argon2id hash), so the console
+/// can be tried at once. Returns the email and the password.
+pub async fn demo_admin(store: &Store) -> Result<(String, String)> {
+    let store = store.as_actor(Actor::new("cli", "maas up", None));
+    let email = ["admin", "demo.local"].join("@");
+    let password = maas_store::ids::hex(&maas_store::ids::random_bytes::<12>());
+    let hash = maas_portal::accounts::hash_password(password.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("hashing the demo admin's password: {}", e.message))?;
+    match store.find_user_by_email(&email).await? {
+        Some(user) => {
+            let update = maas_store::UserUpdate {
+                role: Some(maas_store::model::UserRole::Admin),
+                state: Some(maas_store::model::UserState::Active),
+                password_hash: Some(Some(hash)),
+                ..maas_store::UserUpdate::default()
+            };
+            store.update_user(&user.id, update).await?;
+        }
+        None => {
+            let account = store
+                .find_account("Demo")
+                .await?
+                .context("the demo catalog creates account Demo")?;
+            store
+                .create_user(maas_store::NewUser {
+                    account_id: account.id,
+                    email: email.clone(),
+                    display_name: "Demo admin".into(),
+                    role: maas_store::model::UserRole::Admin,
+                    state: maas_store::model::UserState::Active,
+                    sso: None,
+                    password_hash: Some(hash),
+                })
+                .await?;
+        }
+    }
+    Ok((email, password))
+}
+
 /// Revokes the previous demo keys and issues a new one.
 async fn demo_key(store: &Store) -> Result<String> {
     let account = store

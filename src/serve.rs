@@ -125,6 +125,15 @@ pub fn up(config_path: Option<&Path>, demo: bool) -> Result<()> {
     }
     println!("metrics on http://{}/metrics", options.metrics_listen);
     spawn_admin_api(&runtime, &store, &config)?;
+    if demo {
+        let (email, password) = runtime.block_on(commands::demo_admin(&store))?;
+        println!();
+        println!("portal admin (demo; a new password each run): {email} / {password}");
+        println!(
+            "  sign in at {}/sign-in, then open {}/admin",
+            config.portal.public_url, config.portal.public_url
+        );
+    }
     if let Some(secret) = &secret {
         let model = catalog
             .product("tinyllama")

@@ -332,6 +332,57 @@ fn http(address: &str, request: &str) -> String {
     reply
 }
 
+/// The value of cookie `name` set by a raw HTTP `reply`.
+fn set_cookie(reply: &str, name: &str) -> Option<String> {
+    reply
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .filter_map(|l| l.split_once(':').map(|(_, v)| v.trim()))
+        .filter_map(|v| v.split(';').next()?.split_once('='))
+        .find(|(k, v)| *k == name && !v.is_empty())
+        .map(|(_, v)| v.to_owned())
+}
+
+/// The demo admin `maas up --demo` printed signs in to the portal and
+/// opens the admin console.
+fn demo_admin_signs_in(address: &str, printed: &str) {
+    let line = printed
+        .lines()
+        .find(|l| l.starts_with("portal admin (demo"))
+        .unwrap_or_else(|| panic!("no demo admin printed:\n{printed}"));
+    let (email, password) = line.rsplit_once(": ").unwrap().1.split_once(" / ").unwrap();
+    let page = http(
+        address,
+        "GET /sign-in HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
+    let csrf = set_cookie(&page, "maas_csrf").expect("a CSRF cookie");
+    let body = format!(
+        "csrf={csrf}&email={}&password={}&next=%2Fadmin",
+        email.replace('@', "%40"),
+        password.trim()
+    );
+    let signed_in = http(
+        address,
+        &format!(
+            "POST /sign-in HTTP/1.1\r\nHost: localhost\r\nCookie: maas_csrf={csrf}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert!(signed_in.starts_with("HTTP/1.1 303"), "{signed_in}");
+    let session = set_cookie(&signed_in, "maas_session").expect("a session");
+    let console = http(
+        address,
+        &format!(
+            "GET /admin HTTP/1.1\r\nHost: localhost\r\nCookie: maas_session={session}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert!(
+        console.starts_with("HTTP/1.1 200") && console.contains("Overview"),
+        "{console}"
+    );
+}
+
 /// Runs `maas up --demo` until it prints its curl example, makes that
 /// request, stops it with SIGTERM; returns the key and the reply.
 fn run_up_demo(dir: &Path) -> (String, String) {
@@ -392,6 +443,7 @@ fn run_up_demo(dir: &Path) -> (String, String) {
         products.starts_with("HTTP/1.1 200") && products.contains("tinyllama"),
         "{products}"
     );
+    demo_admin_signs_in(&format!("127.0.0.1:{portal}"), &printed);
     let status = Command::new("kill").arg(child.id().to_string()).status().unwrap();
     assert!(status.success());
     assert!(child.wait().unwrap().success(), "maas up exits 0 on SIGTERM");

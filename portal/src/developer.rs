@@ -17,9 +17,9 @@ use crate::render::PortalError;
 use crate::session::{CsrfField, Developer, Posted, SignedIn, Visitor};
 
 /// A product as developers see it: its production release and published plans.
-struct Offer {
-    product: Product,
-    plans: Vec<Plan>,
+pub(crate) struct Offer {
+    pub product: Product,
+    pub plans: Vec<Plan>,
 }
 
 /// What production serves, with the plans a developer may choose.
@@ -47,6 +47,15 @@ async fn offers(state: &PortalState) -> Result<Vec<Offer>, PortalError> {
     Ok(offers)
 }
 
+/// The served product `name`, or "not found".
+pub(crate) async fn served_offer(state: &PortalState, name: &str) -> Result<Offer, PortalError> {
+    offers(state)
+        .await?
+        .into_iter()
+        .find(|o| o.product.system_name == name)
+        .ok_or_else(|| PortalError::not_found("No such model is published here."))
+}
+
 fn display_name(product: &Product) -> &str {
     if product.name.is_empty() {
         &product.system_name
@@ -56,7 +65,7 @@ fn display_name(product: &Product) -> &str {
 }
 
 /// Where a developer calls `product`.
-fn endpoint(state: &PortalState, product: &Product) -> String {
+pub(crate) fn endpoint(state: &PortalState, product: &Product) -> String {
     let base = state.options().gateway_url.trim_end_matches('/');
     match &product.path_prefix {
         Some(prefix) => format!("{base}{prefix}/v1"),
@@ -93,13 +102,14 @@ fn plan_context(plan: &Plan) -> Value {
     })
 }
 
-fn offer_context(state: &PortalState, offer: &Offer) -> Value {
+pub(crate) fn offer_context(state: &PortalState, offer: &Offer) -> Value {
     json!({
         "system_name": offer.product.system_name,
         "name": display_name(&offer.product),
         "description": offer.product.description,
         "models": offer.product.models,
         "endpoint": endpoint(state, &offer.product),
+        "model": offer.product.models.first().cloned().unwrap_or_else(|| "MODEL".into()),
         "plans": offer.plans.iter().map(plan_context).collect::<Vec<_>>(),
     })
 }
@@ -421,4 +431,56 @@ pub async fn rotate_key(
     let mut response = application_page(&state, &visitor, app, Some(issued.secret.into_string())).await?;
     *response.status_mut() = StatusCode::CREATED;
     Ok(response)
+}
+
+/// The account's settings: its name and its members.
+pub async fn account(State(state): State<PortalState>, developer: Developer) -> Result<Response, PortalError> {
+    let session = developer.session();
+    let store = state.store();
+    let id = session.account.id.clone();
+    let members = all_pages(|page: Page| {
+        let id = id.clone();
+        async move { store.list_users(Some(&id), &page).await }
+    })
+    .await?;
+    let members: Vec<Value> = members
+        .iter()
+        .map(|u| {
+            json!({"name": u.display_name, "email": u.email, "role": u.role, "state": u.state,
+                        "sso": u.sso.is_some(), "you": u.id == session.user.id})
+        })
+        .collect();
+    let context = json!({"page": "account", "account": {"name": session.account.name,
+        "description": session.account.description}, "members": members});
+    state.page(&developer.0, "account.html", context)
+}
+
+#[derive(Deserialize)]
+pub struct AccountForm {
+    csrf: String,
+    name: String,
+    #[serde(default)]
+    description: String,
+}
+
+impl CsrfField for AccountForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+pub async fn update_account(
+    State(state): State<PortalState>,
+    Posted { visitor, form }: Posted<AccountForm>,
+) -> Result<Response, PortalError> {
+    let session = signed_in(&visitor)?;
+    visitor
+        .store(&state)
+        .update_account(
+            &session.account.id,
+            Some(form.name.trim().to_owned()),
+            Some(form.description.trim().to_owned()),
+        )
+        .await?;
+    Ok(visitor.redirect(state.options(), "/account"))
 }

@@ -21,6 +21,7 @@ pub mod accounts;
 mod assets;
 pub mod console;
 pub mod developer;
+pub mod reference;
 mod render;
 pub mod security;
 pub mod session;
@@ -159,11 +160,16 @@ pub fn router(store: Store, options: PortalOptions) -> Result<Router, TemplateEr
         .route("/sso/login", get(sso::login))
         .route("/sso/callback", get(sso::callback))
         .route("/models", get(developer::models))
+        .route("/models/{product}", get(reference::product))
+        .route("/models/{product}/openapi.json", get(reference::openapi))
+        .route("/models/{product}/api", get(reference::viewer))
+        .route("/assets/api-viewer.js", get(reference::viewer_script))
         .route(
             "/applications",
             get(developer::applications).post(developer::create_application),
         )
         .route("/applications/new", get(developer::new_application))
+        .route("/account", get(developer::account).post(developer::update_account))
         .route("/applications/{id}", get(developer::application))
         .route("/applications/{id}/plan", post(developer::change_plan))
         .route("/applications/{id}/statistics", get(statistics::page))
@@ -184,5 +190,10 @@ pub fn router(store: Store, options: PortalOptions) -> Result<Router, TemplateEr
         .fallback(|| async { PortalError::not_found("No such page.") })
         .layer(middleware::from_fn_with_state(state.clone(), render::error_pages))
         .layer(middleware::from_fn_with_state(state.clone(), security::headers))
-        .with_state(state))
+        .with_state(state)
+        .merge(swagger_ui_dist::generate_routes(swagger_ui_dist::ApiDefinition {
+            uri_prefix: reference::VIEWER_ASSETS,
+            api_definition: swagger_ui_dist::OpenApiSource::Uri("/models"),
+            title: None,
+        })))
 }

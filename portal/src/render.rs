@@ -19,7 +19,7 @@ use crate::PortalState;
 use crate::session::Visitor;
 
 /// The built-in templates, by name.
-const BUILT_IN: [(&str, &str); 17] = [
+const BUILT_IN: [(&str, &str); 21] = [
     ("base.html", include_str!("../templates/base.html")),
     ("home.html", include_str!("../templates/home.html")),
     ("sign_in.html", include_str!("../templates/sign_in.html")),
@@ -35,6 +35,10 @@ const BUILT_IN: [(&str, &str); 17] = [
     ("macros.html", include_str!("../templates/macros.html")),
     ("statistics.html", include_str!("../templates/statistics.html")),
     ("admin_nav.html", include_str!("../templates/admin_nav.html")),
+    ("product.html", include_str!("../templates/product.html")),
+    ("account.html", include_str!("../templates/account.html")),
+    ("examples.html", include_str!("../templates/examples.html")),
+    ("api_reference.html", include_str!("../templates/api_reference.html")),
     ("admin_overview.html", include_str!("../templates/admin_overview.html")),
     (
         "admin_applications.html",

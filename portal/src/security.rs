@@ -40,7 +40,10 @@ pub fn origin(url: &str) -> Option<String> {
 pub async fn headers(State(state): State<PortalState>, request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_SECURITY_POLICY, state.inner.csp.clone());
+    // A page may set a policy of its own (the API reference's viewer).
+    headers
+        .entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert_with(|| state.inner.csp.clone());
     for (name, value) in [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),

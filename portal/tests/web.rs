@@ -476,3 +476,87 @@ async fn sso_callbacks_must_match_a_sign_in_started_here() {
     assert!(replay.body.contains("expired or was already used"), "{}", replay.body);
     assert!(!browser.cookies.contains_key("maas_session"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn product_pages_carry_examples_and_an_api_reference() {
+    let portal = Portal::embedded(PortalOptions::default()).await;
+    let mut browser = portal.browser();
+    let page = browser.get("/models/granite").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let shown = text(&page.body);
+    for example in ["curl", "python", "langchain", "node", "continue", "k6"] {
+        assert!(shown.contains(&format!("data-example=\"{example}\"")), "{example}");
+    }
+    assert!(
+        shown.contains("base_url=\"http://localhost:8080/granite/v1\""),
+        "{shown}"
+    );
+    assert!(shown.contains("model=\"granite-8b\""));
+    assert!(
+        shown.contains("apiKey: ${{ secrets.MAAS_API_KEY }}"),
+        "Continue's secret syntax"
+    );
+    assert!(
+        shown
+            .match_indices("sk-maas-")
+            .all(|(i, _)| shown[i + 8..].starts_with('…')),
+        "no key on the page, only the placeholder"
+    );
+
+    let document: serde_json::Value =
+        serde_json::from_str(&browser.get("/models/granite/openapi.json").await.body).unwrap();
+    assert_eq!(document["openapi"], "3.1.0");
+    assert_eq!(document["servers"][0]["url"], "http://localhost:8080/granite/v1");
+    let model = &document["paths"]["/chat/completions"]["post"]["requestBody"]["content"]["application/json"];
+    assert_eq!(
+        model["schema"]["properties"]["model"]["enum"],
+        serde_json::json!(["granite-8b"])
+    );
+    assert_eq!(model["example"]["model"], "granite-8b");
+
+    let viewer = browser.get("/models/granite/api").await;
+    assert_eq!(viewer.status, StatusCode::OK);
+    let csp = viewer.headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("connect-src 'self' http://localhost:8080"),
+        "try-it reaches the gateway: {csp}"
+    );
+    assert!(csp.contains("script-src 'self';"), "still no inline script: {csp}");
+    assert!(!viewer.body.contains("<script>"));
+    assert!(text(&viewer.body).contains("data-spec=\"/models/granite/openapi.json\""));
+    for asset in [
+        "/assets/api-viewer/swagger-ui-bundle.js",
+        "/assets/api-viewer/swagger-ui.css",
+        "/assets/api-viewer.js",
+    ] {
+        assert_eq!(browser.get(asset).await.status, StatusCode::OK, "{asset}");
+    }
+    assert_eq!(browser.get("/models/nope").await.status, StatusCode::NOT_FOUND);
+    // Other pages keep the strict policy.
+    let csp = browser.get("/models").await.headers["content-security-policy"].clone();
+    assert!(!csp.to_str().unwrap().contains("unsafe-inline"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_account_page_lists_members_and_renames_the_organization() {
+    let portal = Portal::embedded(PortalOptions::default()).await;
+    let mut browser = portal.browser();
+    browser.sign_up("Acme", &email("ada")).await;
+    let page = browser.get("/account").await;
+    assert!(
+        text(&page.body).contains(&email("ada")) && page.body.contains("(you)"),
+        "{}",
+        page.body
+    );
+    let renamed = browser
+        .submit(
+            "/account",
+            "/account",
+            &[("name", "Acme Research"), ("description", "LLM apps")],
+        )
+        .await;
+    assert_eq!(renamed.status, StatusCode::SEE_OTHER);
+    assert!(browser.get("/applications").await.body.contains("Acme Research"));
+    let refused = browser.post("/account", &[("name", "Evil")]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "CSRF checked");
+}

@@ -68,7 +68,16 @@ try {
   await shot("statistics");
   await page.goto(`${appUrl}/statistics?period=24h&metric=tokens`);
   await shot("statistics-tokens");
-  console.log(JSON.stringify({ usage: completion.usage, statistics, errors }));
+
+  // The product's API reference renders in Swagger UI, served by the portal.
+  const product = planValue.split("/")[0];
+  await page.goto(`${portal}/models/${product}`);
+  await shot("product");
+  await page.goto(`${portal}/models/${product}/api`);
+  await page.waitForSelector(".opblock", { timeout: 15000 });
+  const operations = await page.locator(".opblock").count();
+  await shot("api-reference");
+  console.log(JSON.stringify({ usage: completion.usage, statistics, operations, errors }));
 } finally {
   await browser.close();
 }

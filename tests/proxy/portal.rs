@@ -6,6 +6,23 @@ use std::net::SocketAddr;
 
 use super::harness::{CATALOG, Gateway};
 
+/// The portal in front of `gw` (its gateway URL), on a free port; its URL.
+async fn serve_portal(gw: &Gateway, options: maas_portal::PortalOptions) -> String {
+    let options = maas_portal::PortalOptions {
+        gateway_url: gw.base().to_owned(),
+        ..options
+    };
+    let app = maas_portal::router(gw.store.clone(), options).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let portal = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+            .unwrap()
+    });
+    portal
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_developer_gets_a_key_in_the_browser_and_sees_the_call_in_statistics() {
     let node_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node");
@@ -22,18 +39,7 @@ async fn a_developer_gets_a_key_in_the_browser_and_sees_the_call_in_statistics()
          `apt-get install chromium && npm ci --prefix tests/node` (.ci/run does both)"
     );
     let gw = Gateway::start(CATALOG, 1, "strict").await;
-    let options = maas_portal::PortalOptions {
-        gateway_url: gw.base().to_owned(),
-        ..maas_portal::PortalOptions::default()
-    };
-    let app = maas_portal::router(gw.store.clone(), options).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let portal = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .await
-            .unwrap()
-    });
+    let portal = serve_portal(&gw, maas_portal::PortalOptions::default()).await;
     let shots = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/target/artifacts"));
     std::fs::create_dir_all(shots).unwrap();
     let email = ["ada", "example.com"].join("@");
@@ -57,6 +63,10 @@ async fn a_developer_gets_a_key_in_the_browser_and_sees_the_call_in_statistics()
     assert_eq!(statistics["total_tokens"], total, "the page shows the tokens: {report}");
     assert_eq!(statistics["hits"], 1, "and the request: {report}");
     assert!(statistics["bars"].as_u64().unwrap() >= 1, "{report}");
+    assert_eq!(
+        report["operations"], 4,
+        "the API reference lists the OpenAI-compatible operations: {report}"
+    );
     // The numbers on the page are the store's.
     let user = gw.store.find_user_by_email(&email).await.unwrap().unwrap();
     let apps = gw
@@ -224,4 +234,70 @@ async fn sso_sign_in_then_an_admin_approves_in_the_console() {
         .unwrap()
         .unwrap();
     assert_eq!(root.role, maas_store::model::UserRole::Admin, "from the groups claim");
+}
+
+/// The text of the example `name` on a portal page, as a browser shows it.
+fn example(html: &str, name: &str) -> String {
+    let marker = format!("data-example=\"{name}\"><code>");
+    let start = html.find(&marker).unwrap_or_else(|| panic!("no {name} example")) + marker.len();
+    let end = html[start..].find("</code>").unwrap() + start;
+    html[start..end]
+        .replace("&#x2f;", "/")
+        .replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_and_node_examples_on_a_product_page_run_as_shown() {
+    super::harness::require_python_openai();
+    let node_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node");
+    assert!(
+        std::path::Path::new(node_dir)
+            .join("node_modules/openai/package.json")
+            .exists(),
+        "this test needs the npm packages of tests/node: `npm ci --prefix tests/node` (.ci/run does it)"
+    );
+    let gw = Gateway::start(CATALOG, 1, "strict").await;
+    let (app_id, key) = gw.app_key("examples-app", "alpha", "open").await;
+    let portal = serve_portal(&gw, maas_portal::PortalOptions::default()).await;
+    let html = gw
+        .http
+        .get(format!("{portal}/models/alpha"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let python = dir.path().join("example.py");
+    std::fs::write(&python, example(&html, "python")).unwrap();
+    // Node resolves `openai` from the script's directory.
+    let node = std::path::Path::new(node_dir).join(format!("example-{}.mjs", std::process::id()));
+    std::fs::write(&node, example(&html, "node")).unwrap();
+    for (program, script) in [("python3", python.as_path()), ("node", node.as_path())] {
+        let output = tokio::process::Command::new(program)
+            .arg(script)
+            .env("MAAS_API_KEY", &key)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            output.status.success() && !output.stdout.is_empty(),
+            "{program} example:\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let _ = std::fs::remove_file(&node);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        gw.stored(&app_id, "hits").await,
+        2,
+        "both examples went through the gateway"
+    );
 }
