@@ -284,7 +284,32 @@ pub async fn products(
                             "approval_required": p.approval_required, "limits": p.limits.len()})
             })
             .collect();
+        let methods: Vec<Value> = draft
+            .effective_methods()
+            .iter()
+            .map(|m| json!({"system_name": m.system_name, "name": m.friendly_name}))
+            .collect();
+        let rules: Vec<Value> = draft
+            .effective_mapping_rules()
+            .iter()
+            .map(|r| {
+                json!({"method": format!("{:?}", r.http_method).to_uppercase(), "pattern": r.pattern,
+                            "metric": r.metric, "increment": r.increment, "last": r.last})
+            })
+            .collect();
+        let locations: Vec<String> = draft
+            .credentials
+            .locations
+            .iter()
+            .map(|l| format!("{l:?}").to_lowercase())
+            .collect();
         rows.push(json!({
+            "methods": methods, "mapping_rules": rules,
+            "metrics": draft.metrics.iter().map(|m| m.system_name.clone()).collect::<Vec<_>>(),
+            "credentials": locations.join(", "),
+            "cors": draft.cors.as_ref().map(|c| c.allow_origins.join(", ")),
+            "stream_usage": format!("{:?}", draft.metering.stream_usage).to_lowercase(),
+            "path_prefix": draft.path_prefix,
             "system_name": name, "name": draft.name, "backend": draft.backend, "models": draft.models,
             "staging": staging.as_ref().map(|r| r.version), "production": production.as_ref().map(|r| r.version),
             "draft_changes": diff(&draft_json, staging_json.as_ref().unwrap_or(&Value::Null)),
@@ -298,6 +323,66 @@ pub async fn products(
         "admin_products.html",
         json!({"page": "admin", "section": "products", "products": rows}),
     )
+}
+
+pub async fn backends(
+    State(state): State<PortalState>,
+    AdminUser(visitor): AdminUser,
+) -> Result<Response, PortalError> {
+    let rows: Vec<Value> = state
+        .store()
+        .list_backends()
+        .await?
+        .iter()
+        .map(|b| {
+            json!({"system_name": b.system_name, "name": b.name, "urls": b.urls, "health_path": b.health_path,
+                        "timeouts": b.timeouts, "api_key_env": b.api_key_env})
+        })
+        .collect();
+    state.page(
+        &visitor,
+        "admin_backends.html",
+        json!({"page": "admin", "section": "backends", "backends": rows}),
+    )
+}
+
+/// One application: its details and keys, with revocation.
+pub async fn application(
+    State(state): State<PortalState>,
+    AdminUser(visitor): AdminUser,
+    Path(id): Path<String>,
+) -> Result<Response, PortalError> {
+    let store = state.store();
+    let app = store
+        .get_application(&id)
+        .await?
+        .ok_or_else(|| PortalError::not_found("No such application."))?;
+    let account = store.get_account(&app.account_id).await?;
+    let now = OffsetDateTime::now_utc();
+    let keys: Vec<Value> = store
+        .application_keys(&id)
+        .await?
+        .iter()
+        .map(|k| json!({"id": k.id, "masked": k.masked(), "label": k.label, "created_at": when(k.created_at),
+                        "expires_at": k.expires_at.map(when), "revoked": k.revoked_at.is_some(), "active": k.is_usable_at(now)}))
+        .collect();
+    let tokens = store.usage(&id, TOTAL_TOKENS, Period::Day, now).await?;
+    let hits = store.usage(&id, HITS, Period::Day, now).await?;
+    let mut row = application_row(&app);
+    row["account"] = json!(account.map(|a| a.name).unwrap_or_default());
+    let context = json!({"page": "admin", "section": "applications", "app": row, "keys": keys,
+        "today": {"hits": hits, "tokens": tokens}});
+    state.page(&visitor, "admin_application.html", context)
+}
+
+pub async fn revoke_key(
+    State(state): State<PortalState>,
+    Path(id): Path<String>,
+    Posted { visitor, .. }: Posted<ActionForm>,
+) -> Result<Response, PortalError> {
+    require_admin(&visitor)?;
+    let key = visitor.store(&state).revoke_key(&id).await?;
+    Ok(visitor.redirect(state.options(), &format!("/admin/applications/{}", key.application_id)))
 }
 
 #[derive(Deserialize)]

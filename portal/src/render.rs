@@ -19,7 +19,7 @@ use crate::PortalState;
 use crate::session::Visitor;
 
 /// The built-in templates, by name.
-const BUILT_IN: [(&str, &str); 21] = [
+const BUILT_IN: [(&str, &str); 23] = [
     ("base.html", include_str!("../templates/base.html")),
     ("home.html", include_str!("../templates/home.html")),
     ("sign_in.html", include_str!("../templates/sign_in.html")),
@@ -47,6 +47,11 @@ const BUILT_IN: [(&str, &str); 21] = [
     ("admin_accounts.html", include_str!("../templates/admin_accounts.html")),
     ("admin_products.html", include_str!("../templates/admin_products.html")),
     ("admin_audit.html", include_str!("../templates/admin_audit.html")),
+    ("admin_backends.html", include_str!("../templates/admin_backends.html")),
+    (
+        "admin_application.html",
+        include_str!("../templates/admin_application.html"),
+    ),
 ];
 
 /// A template that does not compile: which file, which line, why.

@@ -51,6 +51,7 @@ async fn only_admins_get_into_the_console() {
     let user = portal.store.find_user_by_email(&email("ada")).await.unwrap().unwrap();
     for action in [
         "/admin/applications/app_x/approve".to_owned(),
+        "/admin/keys/key_x/revoke".to_owned(),
         format!("/admin/users/{}/make-admin", user.id),
         "/admin/products/granite/promote".to_owned(),
         "/admin/products/granite/rollback".to_owned(),
@@ -121,6 +122,18 @@ async fn an_admin_approves_suspends_and_manages_users() {
     let app = portal.store.get_application(&id).await.unwrap().unwrap();
     assert_eq!(app.state, ApplicationState::Suspended);
 
+    // The application's page: its keys, revocable by the admin.
+    let issued = portal.store.create_key(&id, Default::default()).await.unwrap();
+    let detail = admin.get(&format!("/admin/applications/{id}")).await;
+    assert!(detail.body.contains(&issued.key.masked()), "{}", detail.body);
+    assert!(!detail.body.contains(issued.secret.expose()), "never the secret");
+    let revoked = admin
+        .post(&format!("/admin/keys/{}/revoke", issued.key.id), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(revoked.location(), format!("/admin/applications/{id}"));
+    let key = portal.store.get_key(&issued.key.id).await.unwrap().unwrap();
+    assert!(key.revoked_at.is_some());
+
     // The audit log names the admin and where they were.
     let root = portal.store.find_user_by_email(&email("root")).await.unwrap().unwrap();
     let entries = portal
@@ -158,6 +171,18 @@ async fn an_admin_promotes_with_a_diff_and_rolls_back() {
     admin.sign_up("Operators", &email("root")).await;
     let page = admin.get("/admin/products").await;
     assert!(page.body.contains("Staging serves the draft."), "{}", page.body);
+    let shown = text(&page.body);
+    assert!(
+        shown.contains("<code>v1-chat-completions</code>"),
+        "methods in force: {shown}"
+    );
+    assert!(
+        shown.contains("<code>/v1/chat/completions</code>"),
+        "mapping rules: {shown}"
+    );
+    assert!(shown.contains("stream usage: continuous"), "policies: {shown}");
+    let backends = admin.get("/admin/backends").await;
+    assert!(text(&backends.body).contains("http://127.0.0.1:9"), "{}", backends.body);
 
     let mut draft = portal.store.get_product("granite").await.unwrap().unwrap();
     draft.description = "Now with tools".into();
