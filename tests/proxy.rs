@@ -7,6 +7,7 @@ mod proxy {
     mod exactness;
     pub mod harness;
     mod holds;
+    mod k6;
     mod limits;
     mod observability;
     mod portal;
