@@ -229,7 +229,6 @@ fn portal_options(config: &MaasConfig) -> Result<maas_portal::PortalOptions> {
             title: brand.title.clone(),
             home_text: brand.home_text.clone(),
             primary_color: brand.primary_color.clone(),
-            has_logo: logo.is_some(),
             logo,
         },
         admin_emails: config.admin.admin_emails.clone(),

@@ -93,7 +93,7 @@ impl FromRequestParts<AdminState> for Admin {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(str::trim);
-        let (scope, actor) = match (bearer, session_id(parts)) {
+        let (scope, actor) = match (bearer, cookie(&parts.headers, SESSION_COOKIE)) {
             (Some(secret), _) => {
                 let (scope, name) = match state.tokens.find(secret) {
                     Some((scope, name)) => (scope, name.to_owned()),
@@ -122,15 +122,16 @@ impl FromRequestParts<AdminState> for Admin {
 }
 
 /// The session id in the request's cookies, if any.
-fn session_id(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
+/// The value of cookie `name` in a request's headers (the portal reads
+/// its cookies with this too).
+pub fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
         .get_all("cookie")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
+        .find(|(key, _)| *key == name)
         .map(|(_, value)| value)
         .filter(|value| !value.is_empty())
 }
@@ -161,6 +162,6 @@ async fn session_admin(store: &Store, parts: &Parts, session: &str, writes: bool
 
 /// Compares without stopping at the first difference, so timing says
 /// nothing about how much of a guess was right.
-fn constant_time_eq(a: &str, b: &str) -> bool {
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -22,7 +22,7 @@ use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
 };
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, ResponseBuilder};
-use utoipa::{Modify, OpenApi as _, PartialSchema};
+use utoipa::{Modify, OpenApi as _};
 
 use crate::BASE_PATH;
 use crate::auth::SESSION_COOKIE;
@@ -180,13 +180,8 @@ fn add_errors_to(operation: &mut Operation, method: HttpMethod, has_id: bool) {
 pub fn document(mut collected: OpenApi) -> OpenApi {
     add_error_answers(&mut collected);
     let mut doc = ApiDoc::openapi();
+    // `ErrorBody`, which only the error answers name, is in `ApiDoc`'s components.
     doc.merge(collected);
-    // Schemas referenced only by the error answers.
-    let components = doc.components.get_or_insert_with(Default::default);
-    components
-        .schemas
-        .entry("ErrorBody".to_owned())
-        .or_insert_with(ErrorBody::schema);
     doc
 }
 

@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::PortalState;
 use crate::render::PortalError;
 use crate::security::{ClientAddress, encode_query_value, safe_next};
-use crate::session::{CsrfField, Posted, Visitor};
+use crate::session::{NoFields, Posted, Visitor};
 
 const AFTER_SIGN_IN: &str = "/applications";
 const MIN_PASSWORD: usize = 10;
@@ -136,7 +136,7 @@ pub async fn sign_in_page(
 ) -> Result<Response, PortalError> {
     let next = safe_next(query.next.as_deref(), AFTER_SIGN_IN);
     if visitor.signed_in.is_some() {
-        return Ok(visitor.redirect(state.options(), next));
+        return Ok(visitor.redirect(next));
     }
     let sso = state.sso().map(|s| s.display_name().to_owned());
     let context = json!({"page": "sign-in", "next": next, "next_encoded": encode_query_value(next), "sso": sso});
@@ -145,16 +145,9 @@ pub async fn sign_in_page(
 
 #[derive(Deserialize)]
 pub struct SignInForm {
-    csrf: String,
     email: String,
     password: String,
     next: Option<String>,
-}
-
-impl CsrfField for SignInForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
 }
 
 pub async fn sign_in(
@@ -213,31 +206,24 @@ pub async fn sign_in(
         .await?
         .ok_or_else(|| PortalError::forbidden("Your organization no longer exists."))?;
     visitor.sign_in(&state, user, account).await?;
-    Ok(visitor.redirect(state.options(), &next))
+    Ok(visitor.redirect(&next))
 }
 
 pub async fn sign_up_page(State(state): State<PortalState>, visitor: Visitor) -> Result<Response, PortalError> {
     local_accounts_on(&state)?;
     if visitor.signed_in.is_some() {
-        return Ok(visitor.redirect(state.options(), AFTER_SIGN_IN));
+        return Ok(visitor.redirect(AFTER_SIGN_IN));
     }
     state.page(&visitor, "sign_up.html", json!({"page": "sign-up"}))
 }
 
 #[derive(Deserialize)]
 pub struct SignUpForm {
-    csrf: String,
     organization: String,
     #[serde(default)]
     display_name: String,
     email: String,
     password: String,
-}
-
-impl CsrfField for SignUpForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
 }
 
 pub async fn sign_up(
@@ -317,27 +303,16 @@ pub async fn sign_up(
         }
     };
     visitor.sign_in(&state, user, account).await?;
-    Ok(visitor.redirect(state.options(), "/models"))
-}
-
-#[derive(Deserialize)]
-pub struct SignOutForm {
-    csrf: String,
-}
-
-impl CsrfField for SignOutForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
+    Ok(visitor.redirect("/models"))
 }
 
 pub async fn sign_out(
     State(state): State<PortalState>,
-    Posted { mut visitor, .. }: Posted<SignOutForm>,
+    Posted { mut visitor, .. }: Posted<NoFields>,
 ) -> Result<Response, PortalError> {
     let id_token = visitor.signed_in.as_ref().and_then(|s| s.id_token.clone());
     visitor.sign_out(&state).await?;
     // Signed in through the provider: sign out there too, then come back.
     let to = crate::sso::logout_url(&state, id_token.as_deref()).await;
-    Ok(visitor.redirect(state.options(), to.as_deref().unwrap_or("/")))
+    Ok(visitor.redirect(to.as_deref().unwrap_or("/")))
 }

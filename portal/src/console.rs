@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use crate::PortalState;
 use crate::developer::when;
 use crate::render::PortalError;
-use crate::session::{CsrfField, Developer, Posted, Visitor};
+use crate::session::{Developer, NoFields, Posted, Visitor};
 
 /// A signed-in admin; others signed in get 403, visitors are sent to sign in.
 pub struct AdminUser(pub Visitor);
@@ -137,22 +137,11 @@ pub async fn applications(
     state.page(&visitor, "admin_applications.html", context)
 }
 
-#[derive(Deserialize)]
-pub struct ActionForm {
-    csrf: String,
-}
-
-impl CsrfField for ActionForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
-
 /// `approve`, `suspend` or `resume` an application.
 pub async fn application_action(
     State(state): State<PortalState>,
     Path((id, action)): Path<(String, String)>,
-    Posted { visitor, .. }: Posted<ActionForm>,
+    Posted { visitor, .. }: Posted<NoFields>,
 ) -> Result<Response, PortalError> {
     require_admin(&visitor)?;
     let (from, to): (&[ApplicationState], ApplicationState) = match action.as_str() {
@@ -181,7 +170,7 @@ pub async fn application_action(
         ..ApplicationUpdate::default()
     };
     store.update_application(&id, update).await?;
-    Ok(visitor.redirect(state.options(), "/admin/applications"))
+    Ok(visitor.redirect("/admin/applications"))
 }
 
 pub async fn accounts(
@@ -192,12 +181,7 @@ pub async fn accounts(
     let accounts = all_pages(|page: Page| async move { store.list_accounts(&page).await }).await?;
     let mut rows = Vec::new();
     for account in accounts {
-        let id = account.id.clone();
-        let users = all_pages(|page: Page| {
-            let id = id.clone();
-            async move { store.list_users(Some(&id), &page).await }
-        })
-        .await?;
+        let users = crate::developer::members(&state, &account.id).await?;
         let users: Vec<Value> = users
             .iter()
             .map(|u| {
@@ -218,7 +202,7 @@ pub async fn accounts(
 pub async fn user_action(
     State(state): State<PortalState>,
     Path((id, action)): Path<(String, String)>,
-    Posted { visitor, .. }: Posted<ActionForm>,
+    Posted { visitor, .. }: Posted<NoFields>,
 ) -> Result<Response, PortalError> {
     require_admin(&visitor)?;
     let mut update = UserUpdate::default();
@@ -234,7 +218,7 @@ pub async fn user_action(
         return Err(PortalError::bad_request("You cannot take away your own access."));
     }
     visitor.store(&state).update_user(&id, update).await?;
-    Ok(visitor.redirect(state.options(), "/admin/accounts"))
+    Ok(visitor.redirect("/admin/accounts"))
 }
 
 /// The top-level fields where `a` and `b` differ, with both values.
@@ -378,24 +362,17 @@ pub async fn application(
 pub async fn revoke_key(
     State(state): State<PortalState>,
     Path(id): Path<String>,
-    Posted { visitor, .. }: Posted<ActionForm>,
+    Posted { visitor, .. }: Posted<NoFields>,
 ) -> Result<Response, PortalError> {
     require_admin(&visitor)?;
     let key = visitor.store(&state).revoke_key(&id).await?;
-    Ok(visitor.redirect(state.options(), &format!("/admin/applications/{}", key.application_id)))
+    Ok(visitor.redirect(&format!("/admin/applications/{}", key.application_id)))
 }
 
 #[derive(Deserialize)]
 pub struct ReleaseForm {
-    csrf: String,
     environment: Environment,
     version: Option<u64>,
-}
-
-impl CsrfField for ReleaseForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
 }
 
 pub async fn promote(
@@ -405,7 +382,7 @@ pub async fn promote(
 ) -> Result<Response, PortalError> {
     require_admin(&visitor)?;
     visitor.store(&state).promote(&name, form.environment).await?;
-    Ok(visitor.redirect(state.options(), "/admin/products"))
+    Ok(visitor.redirect("/admin/products"))
 }
 
 pub async fn rollback(
@@ -418,7 +395,7 @@ pub async fn rollback(
         .version
         .ok_or_else(|| PortalError::bad_request("Choose the version to roll back to."))?;
     visitor.store(&state).rollback(&name, form.environment, version).await?;
-    Ok(visitor.redirect(state.options(), "/admin/products"))
+    Ok(visitor.redirect("/admin/products"))
 }
 
 #[derive(Deserialize)]

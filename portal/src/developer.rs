@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 
 use crate::PortalState;
 use crate::render::PortalError;
-use crate::session::{CsrfField, Developer, Posted, SignedIn, Visitor};
+use crate::session::{Developer, Posted, SignedIn, Visitor};
 
 /// A product as developers see it: its production release and published plans.
 pub(crate) struct Offer {
@@ -219,7 +219,6 @@ pub async fn new_application(State(state): State<PortalState>, developer: Develo
 
 #[derive(Deserialize)]
 pub struct NewApplicationForm {
-    csrf: String,
     name: String,
     #[serde(default)]
     description: String,
@@ -227,18 +226,12 @@ pub struct NewApplicationForm {
     plan: String,
 }
 
-impl CsrfField for NewApplicationForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
-
 pub async fn create_application(
     State(state): State<PortalState>,
     Posted { visitor, form }: Posted<NewApplicationForm>,
 ) -> Result<Response, PortalError> {
     let Some(session) = visitor.signed_in.clone() else {
-        return Ok(visitor.redirect(state.options(), "/sign-in?next=/applications/new"));
+        return Ok(visitor.redirect("/sign-in?next=/applications/new"));
     };
     let offers = offers(&state).await?;
     let chosen = form.plan.split_once('/').and_then(|(product, plan)| {
@@ -261,7 +254,7 @@ pub async fn create_application(
         })
         .await;
     match created {
-        Ok(app) => Ok(visitor.redirect(state.options(), &format!("/applications/{}", app.id))),
+        Ok(app) => Ok(visitor.redirect(&format!("/applications/{}", app.id))),
         Err(e @ (maas_store::StoreError::Invalid(_) | maas_store::StoreError::AlreadyExists { .. })) => {
             let products: Vec<Value> = offers.iter().map(|o| offer_context(&state, o)).collect();
             let context = json!({"page": "applications", "products": products, "error": e.to_string(),
@@ -324,14 +317,7 @@ pub async fn application(
 
 #[derive(Deserialize)]
 pub struct PlanForm {
-    csrf: String,
     plan: String,
-}
-
-impl CsrfField for PlanForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
 }
 
 fn signed_in(visitor: &Visitor) -> Result<&SignedIn, PortalError> {
@@ -360,23 +346,16 @@ pub async fn change_plan(
         ..Default::default()
     };
     visitor.store(&state).update_application(&app.id, update).await?;
-    Ok(visitor.redirect(state.options(), &format!("/applications/{}", app.id)))
+    Ok(visitor.redirect(&format!("/applications/{}", app.id)))
 }
 
 #[derive(Deserialize)]
 pub struct KeyForm {
-    csrf: String,
     #[serde(default)]
     label: String,
     /// For rotation: hours the old key keeps working.
     #[serde(default)]
     grace_hours: Option<u32>,
-}
-
-impl CsrfField for KeyForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
 }
 
 pub async fn create_key(
@@ -417,7 +396,7 @@ pub async fn revoke_key(
 ) -> Result<Response, PortalError> {
     let app = own_key(&state, &visitor, &id).await?;
     visitor.store(&state).revoke_key(&id).await?;
-    Ok(visitor.redirect(state.options(), &format!("/applications/{}", app.id)))
+    Ok(visitor.redirect(&format!("/applications/{}", app.id)))
 }
 
 pub async fn rotate_key(
@@ -434,15 +413,15 @@ pub async fn rotate_key(
 }
 
 /// The account's settings: its name and its members.
+/// Every user of account `id`.
+pub(crate) async fn members(state: &PortalState, id: &str) -> Result<Vec<maas_store::model::User>, PortalError> {
+    let store = state.store();
+    Ok(all_pages(|page: Page| async move { store.list_users(Some(id), &page).await }).await?)
+}
+
 pub async fn account(State(state): State<PortalState>, developer: Developer) -> Result<Response, PortalError> {
     let session = developer.session();
-    let store = state.store();
-    let id = session.account.id.clone();
-    let members = all_pages(|page: Page| {
-        let id = id.clone();
-        async move { store.list_users(Some(&id), &page).await }
-    })
-    .await?;
+    let members = members(&state, &session.account.id).await?;
     let members: Vec<Value> = members
         .iter()
         .map(|u| {
@@ -457,16 +436,9 @@ pub async fn account(State(state): State<PortalState>, developer: Developer) -> 
 
 #[derive(Deserialize)]
 pub struct AccountForm {
-    csrf: String,
     name: String,
     #[serde(default)]
     description: String,
-}
-
-impl CsrfField for AccountForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
 }
 
 pub async fn update_account(
@@ -482,5 +454,5 @@ pub async fn update_account(
             Some(form.description.trim().to_owned()),
         )
         .await?;
-    Ok(visitor.redirect(state.options(), "/account"))
+    Ok(visitor.redirect("/account"))
 }

@@ -86,8 +86,6 @@ pub struct Brand {
     /// The logo's bytes and content type, served at `/assets/logo`.
     #[serde(skip)]
     pub logo: Option<(Vec<u8>, &'static str)>,
-    /// Whether there is a logo, for templates.
-    pub has_logo: bool,
 }
 
 impl Default for Brand {
@@ -98,7 +96,6 @@ impl Default for Brand {
             home_text: "Access to the models hosted here requires an API key.".into(),
             primary_color: "#0f62fe".into(),
             logo: None,
-            has_logo: false,
         }
     }
 }

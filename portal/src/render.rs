@@ -225,6 +225,7 @@ impl PortalState {
     pub fn page(&self, visitor: &Visitor, template: &str, mut context: Value) -> Result<Response, PortalError> {
         if let Value::Object(map) = &mut context {
             map.insert("brand".into(), json!(self.options().brand));
+            map.insert("has_logo".into(), json!(self.options().brand.logo.is_some()));
             map.insert("user".into(), visitor.user_context());
             map.insert("csrf".into(), json!(visitor.csrf_token()));
             map.insert("local_accounts".into(), json!(self.options().local_accounts));
@@ -239,7 +240,7 @@ impl PortalState {
             )
         })?;
         let mut response = Html(html).into_response();
-        visitor.set_cookies(self.options(), response.headers_mut());
+        visitor.write_cookies(response.headers_mut());
         Ok(response)
     }
 }

@@ -14,6 +14,8 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use maas_admin_api::auth::constant_time_eq;
+pub use maas_admin_api::auth::cookie;
 use maas_admin_api::{SESSION_COOKIE, SESSION_CSRF_FIELD};
 use maas_store::SessionRecord;
 use maas_store::ids::{hex, random_bytes};
@@ -52,19 +54,6 @@ pub struct Visitor {
     csrf: String,
     /// Cookies to send with the answer.
     set_cookies: Vec<String>,
-}
-
-/// The value of cookie `name` in the request.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value)
-        .filter(|value| !value.is_empty())
 }
 
 /// A new random token: 32 bytes as 64 hex digits.
@@ -121,7 +110,8 @@ impl Visitor {
         self.set_cookies.push(text);
     }
 
-    pub fn set_cookies(&self, _options: &PortalOptions, headers: &mut HeaderMap) {
+    /// Writes the cookies added so far into an answer's headers.
+    pub fn write_cookies(&self, headers: &mut HeaderMap) {
         for text in &self.set_cookies {
             if let Ok(value) = HeaderValue::from_str(text) {
                 headers.append(header::SET_COOKIE, value);
@@ -130,9 +120,9 @@ impl Visitor {
     }
 
     /// A redirect carrying the visitor's new cookies.
-    pub fn redirect(&self, options: &PortalOptions, to: &str) -> Response {
+    pub fn redirect(&self, to: &str) -> Response {
         let mut response = Redirect::to(to).into_response();
-        self.set_cookies(options, response.headers_mut());
+        self.write_cookies(response.headers_mut());
         response
     }
 
@@ -280,22 +270,22 @@ impl FromRequestParts<PortalState> for Developer {
         }
         let here = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let to = format!("/sign-in?next={}", crate::security::encode_query_value(here));
-        Err(visitor.redirect(state.options(), &to))
+        Err(visitor.redirect(&to))
     }
 }
 
-/// A form field holding the CSRF token.
-pub trait CsrfField {
-    fn csrf(&self) -> &str;
-}
+/// A form with nothing but its CSRF token (sign out, approve, …).
+#[derive(Debug, serde::Deserialize)]
+pub struct NoFields {}
 
-/// A posted form whose CSRF token matched, with the visitor who posted it.
+/// A posted form whose `csrf` field matched the visitor's token, with the
+/// visitor who posted it. `T` names only the form's own fields.
 pub struct Posted<T> {
     pub visitor: Visitor,
     pub form: T,
 }
 
-impl<T: DeserializeOwned + CsrfField + Send> FromRequest<PortalState> for Posted<T> {
+impl<T: DeserializeOwned + Send> FromRequest<PortalState> for Posted<T> {
     type Rejection = PortalError;
 
     async fn from_request(request: Request, state: &PortalState) -> Result<Posted<T>, PortalError> {
@@ -326,12 +316,6 @@ impl<T: DeserializeOwned + CsrfField + Send> FromRequest<PortalState> for Posted
         }
         let form: T = serde_urlencoded::from_bytes(&bytes)
             .map_err(|e| PortalError::bad_request(format!("The form could not be read: {e}")))?;
-        debug_assert_eq!(form.csrf(), given.unwrap_or_default());
         Ok(Posted { visitor, form })
     }
-}
-
-/// Compares without stopping at the first difference.
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -390,7 +390,7 @@ pub async fn login(
     state.store().put_session(&id, &flow, FLOW_TTL).await?;
     let secs = FLOW_TTL.whole_seconds();
     visitor.set_cookie(cookie_header(state.options(), FLOW_COOKIE, &id, Some(secs)));
-    Ok(visitor.redirect(state.options(), &url))
+    Ok(visitor.redirect(&url))
 }
 
 #[derive(Deserialize)]
@@ -434,7 +434,7 @@ pub async fn callback(
     let mut extra = Map::new();
     extra.insert("id_token".into(), json!(identity.id_token));
     visitor.sign_in_with(&state, user, account, extra).await?;
-    Ok(visitor.redirect(state.options(), &next))
+    Ok(visitor.redirect(&next))
 }
 
 /// The user the identity is, created (with its account) on first sign-in.

@@ -57,10 +57,19 @@ struct Traffic {
 }
 
 impl Traffic {
+    /// `value` as a number: a count, or an exact decimal amount.
+    fn amount(&self, value: u64) -> String {
+        match self.currency {
+            Some(_) => Money::from_micros(value).to_string(),
+            None => value.to_string(),
+        }
+    }
+
+    /// `value` for people: with the currency when it is money.
     fn format(&self, value: u64) -> String {
         match &self.currency {
-            Some(currency) => format!("{currency} {}", Money::from_micros(value)),
-            None => value.to_string(),
+            Some(currency) => format!("{currency} {}", self.amount(value)),
+            None => self.amount(value),
         }
     }
 }
@@ -292,12 +301,12 @@ fn nice_max(value: u64) -> u64 {
         .unwrap_or(10 * magnitude)
 }
 
+/// An axis label: counts shortened (`12k`, `3.4M`), amounts exact.
 fn short(traffic: &Traffic, value: u64) -> String {
     match traffic.currency {
-        Some(_) => Money::from_micros(value).to_string(),
         None if value >= 1_000_000 => format!("{:.1}M", value as f64 / 1e6),
         None if value >= 10_000 => format!("{}k", value / 1000),
-        None => value.to_string(),
+        _ => traffic.amount(value),
     }
 }
 
@@ -376,17 +385,9 @@ pub async fn csv(
         for series in &traffic.series {
             let value = series.values.get(i).copied().unwrap_or(0);
             total += value;
-            let shown = match traffic.currency {
-                Some(_) => Money::from_micros(value).to_string(),
-                None => value.to_string(),
-            };
-            let _ = write!(text, ",{shown}");
+            let _ = write!(text, ",{}", traffic.amount(value));
         }
-        let total = match traffic.currency {
-            Some(_) => Money::from_micros(total).to_string(),
-            None => total.to_string(),
-        };
-        let _ = writeln!(text, ",{total}");
+        let _ = writeln!(text, ",{}", traffic.amount(total));
     }
     let mut response = text.into_response();
     let headers = response.headers_mut();

@@ -4,7 +4,25 @@
 
 use std::net::SocketAddr;
 
-use super::harness::{CATALOG, Gateway};
+use super::harness::{CATALOG, Gateway, free_port, run_json_script};
+
+/// The tests/node directory, once Chromium and the npm `packages` are there.
+fn require_browser(packages: &[&str]) -> &'static str {
+    let node_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node");
+    let installed = packages.iter().all(|p| {
+        std::path::Path::new(node_dir)
+            .join("node_modules")
+            .join(p)
+            .join("package.json")
+            .exists()
+    });
+    assert!(
+        installed && std::path::Path::new("/usr/bin/chromium").exists(),
+        "this test needs Debian's chromium and the npm packages of tests/node: \
+         `apt-get install chromium && npm ci --prefix tests/node` (.ci/run does both)"
+    );
+    node_dir
+}
 
 /// The portal in front of `gw` (its gateway URL), on a free port; its URL.
 async fn serve_portal(gw: &Gateway, options: maas_portal::PortalOptions) -> String {
@@ -25,37 +43,15 @@ async fn serve_portal(gw: &Gateway, options: maas_portal::PortalOptions) -> Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_developer_gets_a_key_in_the_browser_and_sees_the_call_in_statistics() {
-    let node_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node");
-    let installed = ["openai", "playwright-core"].iter().all(|p| {
-        std::path::Path::new(node_dir)
-            .join("node_modules")
-            .join(p)
-            .join("package.json")
-            .exists()
-    });
-    assert!(
-        installed && std::path::Path::new("/usr/bin/chromium").exists(),
-        "this test needs Debian's chromium and the npm packages of tests/node: \
-         `apt-get install chromium && npm ci --prefix tests/node` (.ci/run does both)"
-    );
+    let node_dir = require_browser(&["openai", "playwright-core"]);
     let gw = Gateway::start(CATALOG, 1, "strict").await;
     let portal = serve_portal(&gw, maas_portal::PortalOptions::default()).await;
     let shots = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/target/artifacts"));
     std::fs::create_dir_all(shots).unwrap();
     let email = ["ada", "example.com"].join("@");
-    let output = tokio::process::Command::new("node")
-        .arg(format!("{node_dir}/portal_flow.mjs"))
-        .args([portal.as_str(), shots.to_str().unwrap(), &email, "alpha/open", "chat-a"])
-        .output()
-        .await
-        .expect("node");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let script = format!("{node_dir}/portal_flow.mjs");
+    let shots = shots.to_str().unwrap();
+    let report = run_json_script("node", &[&script, &portal, shots, &email, "alpha/open", "chat-a"]).await;
     assert_eq!(report["errors"], serde_json::json!([]), "no console errors: {report}");
     let total = report["usage"]["total_tokens"].as_u64().unwrap();
     assert!(total > 0, "{report}");
@@ -83,32 +79,11 @@ async fn a_developer_gets_a_key_in_the_browser_and_sees_the_call_in_statistics()
     assert_eq!(gw.stored(&apps.items[0].id, "total_tokens").await, total);
 }
 
-/// A free loopback port.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sso_sign_in_then_an_admin_approves_in_the_console() {
     use tokio::io::AsyncBufReadExt;
 
-    let node_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node");
-    let installed = ["openai", "playwright-core", "oidc-provider"].iter().all(|p| {
-        std::path::Path::new(node_dir)
-            .join("node_modules")
-            .join(p)
-            .join("package.json")
-            .exists()
-    });
-    assert!(
-        installed && std::path::Path::new("/usr/bin/chromium").exists(),
-        "this test needs Debian's chromium and the npm packages of tests/node: \
-         `apt-get install chromium && npm ci --prefix tests/node` (.ci/run does both)"
-    );
+    let node_dir = require_browser(&["openai", "playwright-core", "oidc-provider"]);
     let gw = Gateway::start(CATALOG, 1, "strict").await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let portal = format!("http://{}", listener.local_addr().unwrap());
@@ -158,25 +133,13 @@ async fn sso_sign_in_then_an_admin_approves_in_the_console() {
     });
     let shots = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/target/artifacts"));
     std::fs::create_dir_all(shots).unwrap();
-    let output = tokio::process::Command::new("node")
-        .arg(format!("{node_dir}/sso_flow.mjs"))
-        .args([
-            portal.as_str(),
-            shots.to_str().unwrap(),
-            "alpha/open",
-            "alpha/gated",
-            "chat-a",
-        ])
-        .output()
-        .await
-        .expect("node");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let script = format!("{node_dir}/sso_flow.mjs");
+    let shots = shots.to_str().unwrap();
+    let report = run_json_script(
+        "node",
+        &[&script, &portal, shots, "alpha/open", "alpha/gated", "chat-a"],
+    )
+    .await;
     assert_eq!(report["errors"], serde_json::json!([]), "{report}");
     assert_eq!(report["ada_landed"], "/models", "{report}");
     assert_eq!(
