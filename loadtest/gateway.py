@@ -2,10 +2,8 @@
 loadtest/bench.catalog.yaml applied and a key issued, and read process
 figures from /proc."""
 
-import datetime
 import os
 import platform
-import re
 import shutil
 import socket
 import subprocess
@@ -14,7 +12,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "maas")
+BIN = os.environ.get("MAAS_BIN") or os.path.join(ROOT, "target", "release", "maas")
 
 
 def free_port():
@@ -23,8 +21,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_port(port, proc, what):
-    deadline = time.time() + 20
+def wait_port(port, proc, what, timeout=20):
+    deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
             sys.exit(f"{what} exited early ({proc.returncode})")
@@ -50,11 +48,6 @@ def rss_mib(pid):
     return 0.0
 
 
-def to_us(text):
-    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
-    return float(value) * {"us": 1, "ms": 1000, "s": 1_000_000}[unit]
-
-
 def cpu_model():
     try:
         with open("/proc/cpuinfo") as f:
@@ -67,31 +60,57 @@ def cpu_model():
 
 
 
-def write_report(name, report):
-    """Prints a markdown report and writes it to loadtest/results/<date>-<name>.md."""
-    print(report)
-    os.makedirs(os.path.join(ROOT, "loadtest/results"), exist_ok=True)
-    path = os.path.join(ROOT, "loadtest/results", f"{datetime.date.today()}-{name}.md")
-    with open(path, "w") as f:
-        f.write(report)
-    print(f"written to {os.path.relpath(path, ROOT)}")
-
-
 def machine():
     return f"{platform.machine()}, {os.cpu_count()} cores ({cpu_model()}), Linux {platform.release()}"
 
 
+def pinned(cpus):
+    """A `preexec_fn` that runs the child on `cpus` (None: anywhere)."""
+    if not cpus:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
+def tree(pid):
+    """`pid` and its descendants (nginx's workers, uvicorn's)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def tree_cpu_seconds(pid):
+    return sum(cpu_seconds(p) for p in tree(pid) if os.path.exists(f"/proc/{p}"))
+
+
+def tree_rss_mib(pid):
+    return sum(rss_mib(p) for p in tree(pid) if os.path.exists(f"/proc/{p}"))
+
+
 class Gateway:
     """The simulator (with `models`) and a proxy in front of it; `mode` is
-    the limits mode, `redis` an optional Redis URL for the store."""
+    the limits mode, `redis` an optional Redis URL for the store. The
+    simulator runs on `sim_cpus`, the proxy on `proxy_cpus` with
+    `proxy_threads` worker threads (0: one per core)."""
 
-    def __init__(self, models, mode="local", redis=None):
+    def __init__(self, models, mode="local", redis=None, sim_cpus=None, proxy_cpus=None, proxy_threads=0):
         if not os.path.exists(BIN):
-            sys.exit("no release build: cargo build --release")
+            sys.exit(f"no build at {BIN}: cargo build --release (or set MAAS_BIN)")
         self.work = tempfile.mkdtemp(prefix="maas-bench-")
         self.redis = redis
         env = dict(os.environ, MAAS_DATA_DIR=os.path.join(self.work, "data"), MAAS_LOG_LEVEL="warn",
-                   MAAS_LIMITS_MODE=mode)
+                   MAAS_LIMITS_MODE=mode, MAAS_PROXY_THREADS=str(proxy_threads))
         env.pop("MAAS_CONFIG", None)
         if redis:
             env.update(MAAS_REDIS_URL=redis, MAAS_REDIS_PREFIX=f"maasbench-{os.getpid()}")
@@ -99,7 +118,7 @@ class Gateway:
         self.procs = []
         sim_port, proxy_port, metrics_port = free_port(), free_port(), free_port()
         sim = subprocess.Popen([BIN, "sim", "--listen", f"127.0.0.1:{sim_port}", "--models", models],
-                               stdout=subprocess.DEVNULL, env=env)
+                               stdout=subprocess.DEVNULL, env=env, preexec_fn=pinned(sim_cpus))
         self.procs.append(sim)
         wait_port(sim_port, sim, "maas sim")
         catalog = os.path.join(self.work, "catalog.yaml")
@@ -114,10 +133,10 @@ class Gateway:
         self.access_log = open(self.access_log_path, "w")
         self.proxy = subprocess.Popen(
             [BIN, "proxy", "--listen", f"127.0.0.1:{proxy_port}", "--metrics-listen", f"127.0.0.1:{metrics_port}"],
-            stdout=self.access_log, env=env)
+            stdout=self.access_log, env=env, preexec_fn=pinned(proxy_cpus))
         self.procs.append(self.proxy)
         wait_port(proxy_port, self.proxy, "maas proxy")
-        self.sim_port, self.proxy_port = sim_port, proxy_port
+        self.sim_port, self.proxy_port, self.metrics_port = sim_port, proxy_port, metrics_port
 
     def logged_lines(self):
         self.access_log.flush()

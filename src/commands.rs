@@ -345,9 +345,19 @@ pub fn sim(
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("listening on {listen}"))?;
+        // A deep accept queue, as a model server behind a gateway needs:
+        // with tokio's default of 1024, a burst of new upstream connections
+        // (thousands of streams opening) overflows it and the dropped SYNs
+        // come back a second or more later.
+        let socket = if listen.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .context("creating the listening socket")?;
+        socket.set_reuseaddr(true).context("SO_REUSEADDR")?;
+        socket.bind(listen).with_context(|| format!("listening on {listen}"))?;
+        let listener = socket.listen(8192).with_context(|| format!("listening on {listen}"))?;
         let ids: Vec<&str> = sim.models.iter().map(|m| m.id.as_str()).collect();
         println!(
             "maas-sim listening on http://{} serving {}",
@@ -376,4 +386,22 @@ pub async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     interrupt.await.unwrap_or(());
+}
+
+/// `maas bench`: runs the load, prints the figures, writes the JSON report.
+pub fn bench(options: &maas_bench::BenchOptions) -> Result<()> {
+    let report = maas_bench::run_blocking(options)?;
+    let json = serde_json::to_string_pretty(&report)?;
+    match options.json.as_deref() {
+        Some("-") => println!("{json}"),
+        Some(path) => {
+            std::fs::write(path, json).with_context(|| format!("writing {path}"))?;
+            print!("{report}");
+        }
+        None => print!("{report}"),
+    }
+    if report.ok == 0 {
+        anyhow::bail!("no request got status {}", options.expect_status);
+    }
+    Ok(())
 }

@@ -56,6 +56,8 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Load an OpenAI-compatible endpoint and measure latency, time to first token and chunk gaps.
+    Bench(Box<maas_bench::BenchOptions>),
     /// Make the store match a catalog file (backends, products, plans, and optionally tenants).
     Apply {
         #[arg(long, short = 'f')]
@@ -138,6 +140,7 @@ fn main() -> ExitCode {
         Command::Portal => serve::portal(config),
         Command::Sim { listen, models, seed } => commands::sim(config, listen, models, seed),
         Command::Up { demo } => serve::up(config, demo),
+        Command::Bench(options) => commands::bench(&options),
         Command::Apply {
             file,
             prune,

@@ -4,6 +4,7 @@
 mod proxy {
     mod admin;
     mod auth;
+    mod bench;
     mod exactness;
     pub mod harness;
     mod holds;

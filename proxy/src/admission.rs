@@ -3,7 +3,7 @@
 //! `request_filter` decides before a request may go upstream.
 
 use bytes::Bytes;
-use maas_store::model::{ApplicationState, CredentialLocation, KeyHash, TOKEN_METRICS};
+use maas_store::model::{ApplicationState, CredentialLocation, KeyHash, TOKEN_METRICS, has_valid_checksum};
 use pingora_error::Result;
 use pingora_proxy::Session;
 use time::OffsetDateTime;
@@ -100,6 +100,10 @@ impl MaasProxy {
             Ok(None) => return Ok(Err(ApiError::missing_key(&describe_locations(credentials)))),
             Err(error) => return Ok(Err(error)),
         };
+        if !has_valid_checksum(&secret) {
+            METRICS.key_lookups.malformed.inc();
+            return Ok(Err(ApiError::invalid_key()));
+        }
         let auth = match self.state.lookup_key(KeyHash::of(&secret)).await {
             Ok(Some(auth)) => auth,
             Ok(None) => return Ok(Err(ApiError::invalid_key())),

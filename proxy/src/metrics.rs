@@ -6,7 +6,9 @@ use std::sync::LazyLock;
 use async_trait::async_trait;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 
 const TOKEN_LABELS: [&str; 4] = [
     "service_id",
@@ -32,6 +34,18 @@ pub struct ProxyMetrics {
     pub store_errors: IntCounterVec,
     pub upstream_errors: IntCounterVec,
     pub estimated_tokens: IntCounterVec,
+    pub key_lookups: KeyLookups,
+}
+
+/// How presented keys were resolved; `store` is what a storm of made-up
+/// keys would multiply, so it is watched on its own.
+pub struct KeyLookups {
+    /// Refused by the checksum, before any lookup.
+    pub malformed: IntCounter,
+    /// Answered from the key cache, a known-unknown key included.
+    pub cached: IntCounter,
+    /// Asked of the store.
+    pub store: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -119,6 +133,19 @@ impl ProxyMetrics {
                 "Tokens billed from an estimate because the upstream reported no usage",
                 &["product"],
             ),
+            key_lookups: {
+                let outcomes = counter(
+                    &registry,
+                    "maas_key_lookups_total",
+                    "Presented API keys by how they were resolved: malformed (checksum), cached, store",
+                    &["outcome"],
+                );
+                KeyLookups {
+                    malformed: outcomes.with_label_values(&["malformed"]),
+                    cached: outcomes.with_label_values(&["cached"]),
+                    store: outcomes.with_label_values(&["store"]),
+                }
+            },
             registry,
         }
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use maas_store::{Environment, Store};
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::listening::Service;
@@ -101,7 +102,12 @@ impl Proxy {
         let mut server = Server::new_with_opt_and_conf(None, conf);
         server.bootstrap();
         let mut proxy = pingora_proxy::http_proxy_service(&server.configuration, MaasProxy::new(self.state.clone()));
-        proxy.add_tcp(&self.options.listen);
+        // Pingora's default 64 KiB read buffer per client connection is for
+        // TLS records; plaintext HTTP/1 reads into the session's own header
+        // buffer, so the extra buffer only costs memory per open stream.
+        proxy.endpoints().add_listener(
+            ListenerConfig::tcp(self.options.listen.clone()).l4_buffer(L4BufferSettings::default().read(0)),
+        );
         let mut metrics = Service::new("maas metrics".to_owned(), MetricsApp);
         metrics.add_tcp(&self.options.metrics_listen);
         server.add_service(proxy);

@@ -10,6 +10,7 @@ use maas_store::{Change, Environment, Store, StoreResult};
 use moka::sync::Cache;
 
 use crate::limits::Limiter;
+use crate::metrics::METRICS;
 use crate::routing::RouteTable;
 use crate::upstream::Upstream;
 
@@ -156,8 +157,10 @@ impl ProxyState {
     /// including "unknown").
     pub async fn lookup_key(&self, hash: KeyHash) -> StoreResult<CachedKey> {
         if let Some(cached) = self.keys.get(&hash) {
+            METRICS.key_lookups.cached.inc();
             return Ok(cached);
         }
+        METRICS.key_lookups.store.inc();
         let found = self.store.lookup_key(&hash).await?.map(Arc::new);
         self.keys.insert(hash, found.clone());
         Ok(found)

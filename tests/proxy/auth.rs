@@ -7,7 +7,7 @@ use base64::Engine;
 use maas_store::model::{ApplicationState, KeyHash};
 use maas_store::{ApplicationUpdate, NewKey};
 
-use super::harness::{CATALOG, Gateway, error_of};
+use super::harness::{CATALOG, Gateway, error_of, metric_value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_auth_location_works_and_bad_keys_get_401() {
@@ -179,4 +179,56 @@ async fn applications_that_are_not_live_are_refused_with_the_reason() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, error) = error_of(gw.chat(gw.base(), &key, "chat-a").await).await;
     assert_eq!((status, error["code"].as_str()), (403, Some("application_suspended")));
+}
+
+/// A storm of made-up keys costs a checksum each, not a store lookup; a
+/// well-formed unknown key is looked up once, then answered from the
+/// negative cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_keys_never_reach_the_store() {
+    let gw = Gateway::start(CATALOG, 1, "strict").await;
+    let (_, key) = gw.app_key("storm-app", "alpha", "open").await;
+    let url = format!("{}/alpha/v1/models", gw.base());
+    let lookups =
+        |text: &str, outcome: &str| metric_value(text, "maas_key_lookups_total", "outcome", outcome).unwrap_or(0);
+
+    assert_eq!(gw.http.get(&url).bearer_auth(&key).send().await.unwrap().status(), 200);
+    let before = gw.metrics(0).await;
+    assert_eq!(lookups(&before, "store"), 1, "{before}");
+
+    let well_formed_unknown = maas_store::model::KeySecret::generate("sk-maas-").into_string();
+    let mut storm = Vec::new();
+    for i in 0..100 {
+        storm.push(format!("sk-maas-{i:040}")); // the right shape, a wrong checksum
+        storm.push(KeyHash::of(&i.to_string()).to_hex()); // any other string
+    }
+    storm.push(format!("{}x", &key[..key.len() - 1])); // a real key with a typo
+    for made_up in &storm {
+        let (status, error) = error_of(gw.http.get(&url).bearer_auth(made_up).send().await.unwrap()).await;
+        assert_eq!(
+            (status, error["code"].as_str()),
+            (401, Some("invalid_api_key")),
+            "{made_up}"
+        );
+    }
+    for _ in 0..20 {
+        let response = gw
+            .http
+            .get(&url)
+            .bearer_auth(&well_formed_unknown)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+    }
+
+    let after = gw.metrics(0).await;
+    assert_eq!(
+        lookups(&after, "malformed") - lookups(&before, "malformed"),
+        storm.len() as u64,
+        "{after}"
+    );
+    // The one well-formed unknown key: one lookup, then 19 negative-cache hits.
+    assert_eq!(lookups(&after, "store") - lookups(&before, "store"), 1, "{after}");
+    assert_eq!(lookups(&after, "cached") - lookups(&before, "cached"), 19, "{after}");
 }

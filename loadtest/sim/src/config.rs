@@ -41,9 +41,9 @@ pub struct SimModel {
     /// Send each streamed event in 1–4 pieces of random size, flushed
     /// separately, so a client must join events split across reads.
     pub fragment_events: bool,
-    /// Put the emission time on every streamed token chunk, as
+    /// Put the emission time on the opening chunk and every token chunk, as
     /// `sim_emitted_ns` (Unix nanoseconds): load tests measure what a
-    /// gateway adds per chunk from it.
+    /// gateway adds per chunk, and to the request, from it.
     pub stamp_events: bool,
     /// Accept vLLM's `stream_options.continuous_usage_stats`; `false`
     /// answers 400 to a request naming it, as OpenAI's API and servers that

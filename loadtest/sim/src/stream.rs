@@ -176,8 +176,11 @@ impl Streaming {
                 if g.meta.kind == Kind::Response {
                     return Some(Ok(Bytes::from(self.events.opening(&g.meta))));
                 }
-                let chunk = g.meta.chunk("", true, None);
-                Some(Ok(event(&self.with_usage(chunk))))
+                let mut chunk = self.with_usage(g.meta.chunk("", true, None));
+                if g.stamp {
+                    chunk["sim_emitted_ns"] = unix_nanos().into();
+                }
+                Some(Ok(event(&chunk)))
             }
             Step::Token(index) if index < g.tokens.len() => {
                 if g.reset_after == Some(index) {

@@ -10,8 +10,11 @@ use crate::ids::{hex, random_bytes};
 
 /// The default secret prefix, recognizable by secret scanners.
 pub const DEFAULT_KEY_PREFIX: &str = "sk-maas-";
-/// Random characters after the prefix: 40 base62 chars ≈ 238 bits.
+/// Characters after the prefix: 34 random base62 characters (≈ 202 bits)
+/// then a 6-character checksum.
 const SECRET_CHARS: usize = 40;
+/// The checksum: CRC-32 of everything before it, in base62 (62⁶ > 2³²).
+const CHECKSUM_CHARS: usize = 6;
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// SHA-256 of a key secret: what the store keeps and the proxy looks up.
@@ -75,18 +78,21 @@ pub struct KeySecret {
 }
 
 impl KeySecret {
-    /// A new secret `prefix` + 40 base62 characters from the OS CSPRNG.
+    /// A new secret: `prefix`, 34 base62 characters from the OS CSPRNG and
+    /// the checksum of both (see [`has_valid_checksum`]).
     pub fn generate(prefix: &str) -> KeySecret {
+        let random_end = prefix.len() + SECRET_CHARS - CHECKSUM_CHARS;
         let mut secret = String::with_capacity(prefix.len() + SECRET_CHARS);
         secret.push_str(prefix);
-        while secret.len() < prefix.len() + SECRET_CHARS {
+        while secret.len() < random_end {
             // Rejection sampling keeps every character uniform: 248 = 4 × 62.
             for byte in random_bytes::<32>() {
-                if byte < 248 && secret.len() < prefix.len() + SECRET_CHARS {
+                if byte < 248 && secret.len() < random_end {
                     secret.push(BASE62[(byte % 62) as usize] as char);
                 }
             }
         }
+        secret.push_str(&checksum(&secret));
         KeySecret {
             secret,
             prefix_len: prefix.len(),
@@ -121,6 +127,36 @@ impl fmt::Debug for KeySecret {
     }
 }
 
+/// The base62 CRC-32 of `text`, `CHECKSUM_CHARS` long.
+fn checksum(text: &str) -> String {
+    let mut value = u64::from(crc32fast::hash(text.as_bytes()));
+    let mut out = [b'0'; CHECKSUM_CHARS];
+    for slot in out.iter_mut().rev() {
+        *slot = BASE62[(value % 62) as usize];
+        value /= 62;
+    }
+    String::from_utf8(out.to_vec()).expect("base62 is ASCII")
+}
+
+/// Whether `secret` has the shape of a generated secret (40 base62
+/// characters after its prefix) and its last 6 are the checksum of the rest.
+///
+/// The gateway rejects a secret that fails this before asking the store, so
+/// a storm of made-up keys costs a CRC, not a lookup each (secret scanners
+/// use the same check to tell a real leak from noise).
+pub fn has_valid_checksum(secret: &str) -> bool {
+    let bytes = secret.as_bytes();
+    if bytes.len() <= SECRET_CHARS
+        || !bytes[bytes.len() - SECRET_CHARS..]
+            .iter()
+            .all(u8::is_ascii_alphanumeric)
+    {
+        return false;
+    }
+    let (body, sum) = secret.split_at(secret.len() - CHECKSUM_CHARS);
+    checksum(body) == sum
+}
+
 /// Whether `prefix` can start a key: short, and only characters that need
 /// no escaping in headers, URLs or shells.
 pub fn valid_key_prefix(prefix: &str) -> bool {
@@ -146,6 +182,32 @@ mod tests {
         assert_eq!(a.display_prefix().len(), 12);
         assert!(a.expose().ends_with(&a.last4()));
         assert!(!format!("{a:?}").contains(a.expose()));
+    }
+
+    #[test]
+    fn generated_secrets_carry_a_checksum_that_catches_typos() {
+        for prefix in [DEFAULT_KEY_PREFIX, "acme_", "mt"] {
+            let secret = KeySecret::generate(prefix).into_string();
+            assert!(has_valid_checksum(&secret), "{secret}");
+            // Any one character changed, anywhere, fails the check.
+            for at in 0..secret.len() {
+                let mut changed = secret.clone().into_bytes();
+                changed[at] = if changed[at] == b'x' { b'y' } else { b'x' };
+                assert!(!has_valid_checksum(std::str::from_utf8(&changed).unwrap()), "{at}");
+            }
+            assert!(!has_valid_checksum(&secret[..secret.len() - 1]));
+            assert!(!has_valid_checksum(&format!("{secret}0")));
+        }
+        for made_up in [
+            "",
+            "sk-maas-unknown",
+            "sk-maas-",
+            "sk-maas-ÄÖÜ",
+            &"a".repeat(48),
+            &"é".repeat(40),
+        ] {
+            assert!(!has_valid_checksum(made_up), "{made_up}");
+        }
     }
 
     #[test]

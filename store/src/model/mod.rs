@@ -7,7 +7,7 @@ pub mod pattern;
 pub mod tenancy;
 
 pub use catalog::*;
-pub use key::{AdminScope, AdminToken, DEFAULT_KEY_PREFIX, KeyHash, KeySecret, valid_key_prefix};
+pub use key::{AdminScope, AdminToken, DEFAULT_KEY_PREFIX, KeyHash, KeySecret, has_valid_checksum, valid_key_prefix};
 pub use money::Money;
 pub use pattern::PathPattern;
 pub use tenancy::*;

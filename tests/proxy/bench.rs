@@ -1,0 +1,108 @@
+//! The side-by-side benchmark (`loadtest/compare.py --smoke`) end to end, in
+//! seconds, with this build's `maas`: `maas bench` loads the simulator
+//! directly, nginx and the proxy; the tables, JSON and chart are written;
+//! slow streams are held open and a storm of made-up keys never reaches
+//! the store.
+
+use std::process::Command;
+
+#[test]
+fn the_side_by_side_benchmark_runs_in_smoke_mode() {
+    let nginx = Command::new("nginx")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success())
+        || std::path::Path::new("/usr/sbin/nginx").exists();
+    assert!(
+        nginx,
+        "this test needs nginx: `apt install nginx-light` (.ci/run installs it)"
+    );
+    let out = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let run = Command::new("python3")
+        .arg(format!("{root}/loadtest/compare.py"))
+        .args(["--smoke", "--out"])
+        .arg(out.path())
+        .env("MAAS_BIN", env!("CARGO_BIN_EXE_maas"))
+        .output()
+        .expect("python3 runs");
+    let log = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(run.status.success(), "compare.py --smoke failed:\n{log}");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("compare.json")).unwrap()).unwrap();
+    let rows = &json["rows"];
+    for path in ["direct", "nginx", "maas"] {
+        for figure in [
+            "one_p50",
+            "one_p99",
+            "c1_p50",
+            "c64_rps",
+            "ttft_p99",
+            "chunk_delay_p99",
+            "gap_p99",
+        ] {
+            assert!(
+                rows[path][figure].as_f64().is_some_and(|v| v > 0.0),
+                "{path} {figure}: {json}"
+            );
+        }
+    }
+    for path in ["nginx", "maas"] {
+        assert!(
+            rows[path]["cpu_ms_per_1k"].as_f64().is_some_and(|v| v > 0.0),
+            "{path}: {json}"
+        );
+        assert!(
+            rows[path]["rss_mib"].as_f64().is_some_and(|v| v > 1.0),
+            "{path}: {json}"
+        );
+    }
+    // The stamped stream lets the path's share of TTFT be told apart.
+    for path in ["direct", "maas"] {
+        assert!(
+            rows[path]["ttft_path_p99"].as_f64().is_some_and(|v| v > 0.0),
+            "{path}: {json}"
+        );
+    }
+
+    let scale = &json["scale"];
+    let streams = scale["streams"].as_u64().unwrap();
+    assert!(streams >= 100, "{scale}");
+    assert_eq!(
+        scale["ok"].as_u64(),
+        Some(streams),
+        "every slow stream completed: {scale}"
+    );
+    assert_eq!(scale["peak_open"].as_u64(), Some(streams), "all open at once: {scale}");
+    assert!(scale["per_stream_kib"].as_f64().is_some(), "{scale}");
+
+    let storm = &json["storm"];
+    assert!(storm["refused"].as_u64().unwrap() > 100, "{storm}");
+    assert_eq!(
+        storm["store_lookups"].as_f64(),
+        Some(0.0),
+        "made-up keys reached the store: {storm}"
+    );
+    assert_eq!(storm["malformed"].as_f64(), storm["refused"].as_f64(), "{storm}");
+
+    let markdown = std::fs::read_to_string(out.path().join("compare.md")).unwrap();
+    for heading in [
+        "## Non-streamed chat",
+        "## Streamed chat",
+        "## Targets",
+        "## Connection scale",
+        "## Miss storm",
+    ] {
+        assert!(markdown.contains(heading), "{heading}:\n{markdown}");
+    }
+    let png = std::fs::read(out.path().join("compare.png")).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "compare.png is a chart"
+    );
+}
