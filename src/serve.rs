@@ -44,7 +44,7 @@ fn proxy_options(config: &MaasConfig, overrides: &ProxyOverrides) -> ProxyOption
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             threads => threads,
         },
-        shutdown_timeout: Duration::from_secs(30),
+        shutdown_timeout: Duration::from_secs(config.proxy.shutdown_timeout_secs),
     }
 }
 

@@ -15,5 +15,6 @@ mod proxy {
     mod resilience;
     mod routing;
     mod sdk;
+    mod shutdown;
     mod streaming;
 }

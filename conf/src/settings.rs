@@ -45,6 +45,9 @@ pub struct ProxySettings {
     pub max_body_bytes: u64,
     /// Worker threads serving requests; 0 = one per core.
     pub threads: usize,
+    /// On SIGTERM/SIGINT: stop accepting, let requests and streams in
+    /// flight finish for up to this many seconds, write the usage, exit.
+    pub shutdown_timeout_secs: u64,
 }
 
 impl Default for ProxySettings {
@@ -56,6 +59,7 @@ impl Default for ProxySettings {
             public_url: "http://localhost:8080".into(),
             max_body_bytes: 8 * 1024 * 1024,
             threads: 0,
+            shutdown_timeout_secs: 30,
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod accounts;
 mod assets;
 pub mod console;
 pub mod developer;
+mod probes;
 pub mod reference;
 mod render;
 pub mod security;
@@ -151,6 +152,8 @@ pub fn router(store: Store, options: PortalOptions) -> Result<Router, TemplateEr
     };
     Ok(Router::new()
         .route("/", get(developer::home))
+        .route("/healthz", get(probes::healthz))
+        .route("/readyz", get(probes::readyz))
         .route("/sign-in", get(accounts::sign_in_page).post(accounts::sign_in))
         .route("/sign-up", get(accounts::sign_up_page).post(accounts::sign_up))
         .route("/sign-out", post(accounts::sign_out))

@@ -560,3 +560,13 @@ async fn the_account_page_lists_members_and_renames_the_organization() {
     let refused = browser.post("/account", &[("name", "Evil")]).await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN, "CSRF checked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_answer_for_kubernetes() {
+    let portal = Portal::embedded(PortalOptions::default()).await;
+    let mut probe = portal.browser();
+    let live = probe.get("/healthz").await;
+    assert_eq!((live.status, live.body.as_str()), (StatusCode::OK, "ok\n"));
+    let ready = probe.get("/readyz").await;
+    assert_eq!((ready.status, ready.body.as_str()), (StatusCode::OK, "ready\n"));
+}

@@ -29,6 +29,7 @@ pub struct ProxyMetrics {
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
     pub upstream_duration: HistogramVec,
+    pub time_to_first_token: HistogramVec,
     pub in_flight: IntGauge,
     pub rejected: IntCounterVec,
     pub store_errors: IntCounterVec,
@@ -108,6 +109,11 @@ impl ProxyMetrics {
                 "maas_upstream_duration_seconds",
                 "Time from sending upstream to the upstream's response headers",
             ),
+            time_to_first_token: histogram(
+                &registry,
+                "maas_time_to_first_token_seconds",
+                "Streams: time from the request to the first generated text sent on",
+            ),
             in_flight,
             rejected: counter(
                 &registry,
@@ -161,8 +167,12 @@ impl ProxyMetrics {
 /// The process's metrics: one proxy per process.
 pub static METRICS: LazyLock<ProxyMetrics> = LazyLock::new(ProxyMetrics::new);
 
-/// Serves `GET /metrics` (and `/health` for probes on the metrics port).
-pub struct MetricsApp;
+/// Serves `GET /metrics` and the probes: `/health` (liveness: the process
+/// answers) and `/ready` (readiness: the catalog is loaded and its last
+/// reload from the store succeeded).
+pub struct MetricsApp {
+    pub state: std::sync::Arc<crate::state::ProxyState>,
+}
 
 #[async_trait]
 impl ServeHttp for MetricsApp {
@@ -171,6 +181,12 @@ impl ServeHttp for MetricsApp {
         let (status, content_type, body) = match path {
             "/metrics" => (200, "text/plain; version=0.0.4", METRICS.render()),
             "/health" => (200, "text/plain", b"ok\n".to_vec()),
+            "/ready" if self.state.is_ready() => (200, "text/plain", b"ready\n".to_vec()),
+            "/ready" => (
+                503,
+                "text/plain",
+                b"not ready: the catalog could not be loaded from the store\n".to_vec(),
+            ),
             _ => (404, "text/plain", b"not found: try /metrics\n".to_vec()),
         };
         http::Response::builder()

@@ -92,12 +92,16 @@ impl Proxy {
     /// Serves until SIGINT/SIGTERM (blocking: Pingora owns its runtimes),
     /// then writes the usage still queued.
     pub fn run(self) -> Result<(), String> {
+        // On SIGTERM Pingora stops accepting, then sleeps the whole grace
+        // period before dropping what still runs; `exit_when_drained` ends
+        // the process as soon as the requests in flight are done.
         let mut conf = ServerConf {
             threads: self.options.threads.max(1),
-            grace_period_seconds: Some(0),
-            graceful_shutdown_timeout_seconds: Some(self.options.shutdown_timeout.as_secs()),
+            grace_period_seconds: Some(self.options.shutdown_timeout.as_secs()),
+            graceful_shutdown_timeout_seconds: Some(1),
             ..ServerConf::default()
         };
+        self.control.spawn(exit_when_drained(self.state.clone()));
         conf.upstream_keepalive_pool_size = 1024;
         let mut server = Server::new_with_opt_and_conf(None, conf);
         server.bootstrap();
@@ -108,15 +112,56 @@ impl Proxy {
         proxy.endpoints().add_listener(
             ListenerConfig::tcp(self.options.listen.clone()).l4_buffer(L4BufferSettings::default().read(0)),
         );
-        let mut metrics = Service::new("maas metrics".to_owned(), MetricsApp);
+        let mut metrics = Service::new(
+            "maas metrics".to_owned(),
+            MetricsApp {
+                state: self.state.clone(),
+            },
+        );
         metrics.add_tcp(&self.options.metrics_listen);
         server.add_service(proxy);
         server.add_service(metrics);
         server.run(RunArgs::default());
-        crate::access_log::flush();
         let state = self.state.clone();
-        self.control
-            .block_on(async move { state.limiter.sync().await })
-            .map_err(|e| format!("writing the last usage to the store: {e}"))
+        self.control.block_on(async move { write_usage(&state).await })
     }
+}
+
+/// Writes what is queued: the access log, then the usage (the caller
+/// flushes the store).
+async fn write_usage(state: &ProxyState) -> Result<(), String> {
+    crate::access_log::flush();
+    state
+        .limiter
+        .sync()
+        .await
+        .map_err(|e| format!("writing the last usage to the store: {e}"))
+}
+
+/// After SIGTERM (Pingora has stopped accepting on the same signal), waits
+/// for the requests and streams in flight to end, writes their usage,
+/// flushes the store and exits 0, without sitting out the rest of the
+/// grace period. Past the deadline Pingora's own shutdown takes over.
+async fn exit_when_drained(state: Arc<ProxyState>) {
+    let Ok(mut terminate) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        return;
+    };
+    if terminate.recv().await.is_none() {
+        return;
+    }
+    tracing::info!(in_flight = METRICS.in_flight.get(), "SIGTERM: draining");
+    while METRICS.in_flight.get() > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let written = write_usage(&state).await;
+    let flushed = state.store.flush().await;
+    match (written, flushed) {
+        (Ok(()), Ok(())) => {
+            tracing::info!("drained: usage written, exiting");
+            std::process::exit(0);
+        }
+        (Err(error), _) => tracing::error!(%error, "draining"),
+        (_, Err(error)) => tracing::error!(%error, "flushing the store while draining"),
+    }
+    // Leave the exit to Pingora's shutdown, whose caller reports the error.
 }

@@ -339,10 +339,22 @@ impl ProxyHttp for MaasProxy {
             }
         }
         if let Some(meter) = ctx.stream_meter.as_mut() {
+            let had_content = meter.content_chunks > 0;
             let mut out = match body.as_deref() {
                 Some(chunk) => meter.filter(chunk),
                 None => None,
             };
+            if !had_content && meter.content_chunks > 0 {
+                let product = ctx
+                    .catalog
+                    .as_ref()
+                    .zip(ctx.product)
+                    .map_or("", |(c, i)| c.routes.product(i).product.system_name.as_str());
+                METRICS
+                    .time_to_first_token
+                    .with_label_values(&[product])
+                    .observe(ctx.started.elapsed().as_secs_f64());
+            }
             if end_of_stream && let Some(tail) = meter.finish() {
                 let mut filtered = out.take().unwrap_or_default();
                 filtered.extend(tail);
@@ -407,9 +419,7 @@ impl ProxyHttp for MaasProxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        if ctx.in_flight {
-            METRICS.in_flight.dec();
-        }
+        let _leaves = LeavesFlight(std::mem::take(&mut ctx.in_flight));
         let now = OffsetDateTime::now_utc();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let catalog = ctx.catalog.clone();
@@ -515,6 +525,18 @@ impl ProxyHttp for MaasProxy {
                 client: session.client_addr().map(|a| a.to_string()),
             }
             .write();
+        }
+    }
+}
+
+/// Counts a request out of flight when `logging` ends, after its usage is
+/// queued: draining on SIGTERM waits for the count to reach zero.
+struct LeavesFlight(bool);
+
+impl Drop for LeavesFlight {
+    fn drop(&mut self) {
+        if self.0 {
+            METRICS.in_flight.dec();
         }
     }
 }

@@ -2,6 +2,7 @@
 //! and the key cache, both kept current by the store's change feed.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -109,6 +110,9 @@ pub struct ProxyState {
     pub limiter: Limiter,
     pub max_body_bytes: u64,
     pub access_log: bool,
+    /// False while the last catalog reload failed (the previous catalog is
+    /// still served): readiness reports it.
+    catalog_current: AtomicBool,
 }
 
 struct KeyExpiry;
@@ -135,6 +139,7 @@ impl ProxyState {
             limiter,
             max_body_bytes,
             access_log,
+            catalog_current: AtomicBool::new(false),
         }
     }
 
@@ -150,7 +155,13 @@ impl ProxyState {
             "serving catalog"
         );
         *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+        self.catalog_current.store(true, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Whether the catalog is loaded and its last reload succeeded.
+    pub fn is_ready(&self) -> bool {
+        self.catalog_current.load(Ordering::Relaxed)
     }
 
     /// The key's context from the cache, else from the store (cached,
@@ -211,6 +222,7 @@ impl ProxyState {
                 reload_pending = match self.reload_catalog().await {
                     Ok(()) => false,
                     Err(error) => {
+                        self.catalog_current.store(false, Ordering::Relaxed);
                         crate::metrics::METRICS
                             .store_errors
                             .with_label_values(&["catalog"])

@@ -325,3 +325,71 @@ async fn analytics_report_what_the_proxy_counted() {
     assert_eq!(cost["cost"], expected.as_str(), "{cost}");
     assert_eq!(cost["currency"], "USD");
 }
+
+/// Many replicas on one Redis: two proxy processes and a `maas portal`
+/// process (which serves the admin API). A plan changed through the
+/// portal's admin API is enforced by both proxies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_changed_through_the_portal_is_enforced_by_both_proxies() {
+    let gw = Gateway::start(CATALOG, 2, "strict").await;
+    let (_, key) = gw.app_key("replicas-app", "alpha", "open").await;
+    for index in 0..2 {
+        assert_eq!(
+            gw.chat(&gw.proxies[index].base, &key, "chat-a").await.status().as_u16(),
+            200,
+            "proxy {index} before"
+        );
+    }
+    let portal_port = super::harness::free_port();
+    let portal = std::process::Command::new(env!("CARGO_BIN_EXE_maas"))
+        .arg("portal")
+        .env("MAAS_REDIS_URL", super::harness::redis_url())
+        .env("MAAS_REDIS_PREFIX", &gw.prefix)
+        .env("MAAS_PORTAL_LISTEN", format!("127.0.0.1:{portal_port}"))
+        .env("MAAS_ADMIN_TOKEN", TOKEN)
+        .env("MAAS_LOG_LEVEL", "warn")
+        .env_remove("MAAS_CONFIG")
+        .current_dir(gw.dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("starting maas portal");
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _portal = Stop(portal);
+    let plan_url = format!("http://127.0.0.1:{portal_port}/admin/api/v1/products/alpha/plans/open");
+    let mut plan = None;
+    for _ in 0..200 {
+        if let Ok(response) = gw.http.get(&plan_url).bearer_auth(TOKEN).send().await
+            && response.status() == 200
+        {
+            plan = Some(response.json::<Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut plan = plan.expect("the portal's admin API answers");
+    plan["limits"] = json!([{"metric": "hits", "period": "minute", "value": 3}]);
+    call(&gw, "PUT", plan_url, Some(plan)).await;
+
+    // Three hits a minute, counted across both replicas (strict mode): two
+    // were spent above, so both refuse within a request or two once the
+    // change has reached them.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut refused = [false, false];
+    while refused != [true, true] {
+        for (index, seen) in refused.iter_mut().enumerate() {
+            if !*seen {
+                *seen = gw.chat(&gw.proxies[index].base, &key, "chat-a").await.status().as_u16() == 429;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "both proxies enforce the new plan: {refused:?}"
+        );
+    }
+}

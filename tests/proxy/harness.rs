@@ -204,6 +204,28 @@ impl Gateway {
         let _ = self.proxies[index].child.wait();
     }
 
+    /// Sends SIGTERM to proxy `index`, as Kubernetes does, and waits up to
+    /// `within` for it to exit; returns how it exited.
+    pub fn terminate_proxy(&mut self, index: usize, within: Duration) -> std::process::ExitStatus {
+        let child = &mut self.proxies[index].child;
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -TERM {}", child.id());
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the proxy did not exit within {within:?} of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// A new application of a new account on `product`/`plan`, and its key.
     pub async fn app_key(&self, name: &str, product: &str, plan: &str) -> (String, String) {
         let account = self
