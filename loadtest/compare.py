@@ -16,6 +16,7 @@ Writes compare.md (tables, targets, machine), compare.json and compare.png
 into --out (default loadtest/results/).
 
 Usage: python3 loadtest/compare.py [--rounds 3] [--duration 10] [--litellm PATH]
+       [--mode local|strict] [--redis redis://127.0.0.1:6379]
        python3 loadtest/compare.py --smoke --out /tmp/smoke     # seconds, for CI
 Needs: a release build (cargo build --release, or MAAS_BIN), nginx
 (apt install nginx-light), matplotlib (pip install matplotlib).
@@ -329,6 +330,9 @@ def main():
     parser.add_argument("--stream-seconds", type=int, default=31,
                         help="how long each slow stream lasts (longer than opening them all takes)")
     parser.add_argument("--storm-seconds", type=float, default=10)
+    parser.add_argument("--mode", default="local", choices=["local", "strict"],
+                        help="the proxy's limits mode (strict: one store round trip per request)")
+    parser.add_argument("--redis", help="run the proxy's store on this Redis instead of the embedded one")
     parser.add_argument("--out", default=os.path.join(ROOT, "loadtest", "results"))
     parser.add_argument("--smoke", action="store_true", help="one short round of everything, for CI")
     args = parser.parse_args()
@@ -348,7 +352,7 @@ def main():
     pinning = (f"gateway under test on core {cores[0]} with one worker; simulator and `maas bench` on "
                f"core(s) {','.join(map(str, sorted(client_cpus)))}" if proxy_cpus else "no pinning (one core)")
     work = tempfile.mkdtemp(prefix="maas-compare-")
-    gateway = Gateway(os.path.join(ROOT, "loadtest/bench.models.yaml"), sim_cpus=client_cpus,
+    gateway = Gateway(os.path.join(ROOT, "loadtest/bench.models.yaml"), args.mode, args.redis, sim_cpus=client_cpus,
                       proxy_cpus=proxy_cpus, proxy_threads=1 if proxy_cpus else 0)
     peers = []
     try:
@@ -408,9 +412,10 @@ def main():
     nginx_version = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
     description = (f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, maas {commit}; {machine()}; {pinning}. "
                    f"{args.rounds} round(s) of {args.duration:g} s per path and load after {args.warmup:g} s of "
-                   f"warm-up, paths in rotating order; medians. {nginx_version}. The maas proxy: embedded store, "
-                   "local limits mode, key auth, routing by model, a per-minute request limit and a daily token "
-                   "limit checked on every request, token metering, Prometheus metrics, JSON access log. "
+                   f"warm-up, paths in rotating order; medians. {nginx_version}. The maas proxy: "
+                   f"{'Redis' if args.redis else 'embedded'} store, {args.mode} limits mode, key auth, "
+                   "routing by model, a per-minute request limit and a daily token limit checked on every "
+                   "request, token metering, Prometheus metrics, JSON access log. "
                    "Load: `maas bench`, one connection per worker, kept alive.")
     markdown = report_markdown(rows, scale, storm, args, description)
     os.makedirs(args.out, exist_ok=True)

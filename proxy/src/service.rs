@@ -345,14 +345,9 @@ impl ProxyHttp for MaasProxy {
                 None => None,
             };
             if !had_content && meter.content_chunks > 0 {
-                let product = ctx
-                    .catalog
-                    .as_ref()
-                    .zip(ctx.product)
-                    .map_or("", |(c, i)| c.routes.product(i).product.system_name.as_str());
                 METRICS
                     .time_to_first_token
-                    .with_label_values(&[product])
+                    .with_label_values(&[product_name(&ctx.catalog, ctx.product).unwrap_or("")])
                     .observe(ctx.started.elapsed().as_secs_f64());
             }
             if end_of_stream && let Some(tail) = meter.finish() {
@@ -423,10 +418,7 @@ impl ProxyHttp for MaasProxy {
         let now = OffsetDateTime::now_utc();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let catalog = ctx.catalog.clone();
-        let product = catalog
-            .as_ref()
-            .zip(ctx.product)
-            .map(|(c, i)| c.routes.product(i).product.system_name.as_str());
+        let product = product_name(&catalog, ctx.product);
         if let Some(meter) = &ctx.stream_meter {
             // Whole, cut by either side, or failed: what was streamed is billed.
             let prompt_estimate = ctx.body.as_ref().map_or(0, |b| prompt_estimate(b.len()));
@@ -527,6 +519,12 @@ impl ProxyHttp for MaasProxy {
             .write();
         }
     }
+}
+
+/// The `system_name` of the routed product, for metric labels.
+fn product_name(catalog: &Option<Arc<ServingCatalog>>, index: Option<usize>) -> Option<&str> {
+    let (catalog, index) = catalog.as_ref().zip(index)?;
+    Some(catalog.routes.product(index).product.system_name.as_str())
 }
 
 /// Counts a request out of flight when `logging` ends, after its usage is

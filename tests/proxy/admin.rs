@@ -331,7 +331,7 @@ async fn analytics_report_what_the_proxy_counted() {
 /// portal's admin API is enforced by both proxies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plan_changed_through_the_portal_is_enforced_by_both_proxies() {
-    let gw = Gateway::start(CATALOG, 2, "strict").await;
+    let mut gw = Gateway::start(CATALOG, 2, "strict").await;
     let (_, key) = gw.app_key("replicas-app", "alpha", "open").await;
     for index in 0..2 {
         assert_eq!(
@@ -340,39 +340,9 @@ async fn a_plan_changed_through_the_portal_is_enforced_by_both_proxies() {
             "proxy {index} before"
         );
     }
-    let portal_port = super::harness::free_port();
-    let portal = std::process::Command::new(env!("CARGO_BIN_EXE_maas"))
-        .arg("portal")
-        .env("MAAS_REDIS_URL", super::harness::redis_url())
-        .env("MAAS_REDIS_PREFIX", &gw.prefix)
-        .env("MAAS_PORTAL_LISTEN", format!("127.0.0.1:{portal_port}"))
-        .env("MAAS_ADMIN_TOKEN", TOKEN)
-        .env("MAAS_LOG_LEVEL", "warn")
-        .env_remove("MAAS_CONFIG")
-        .current_dir(gw.dir.path())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("starting maas portal");
-    struct Stop(std::process::Child);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _portal = Stop(portal);
-    let plan_url = format!("http://127.0.0.1:{portal_port}/admin/api/v1/products/alpha/plans/open");
-    let mut plan = None;
-    for _ in 0..200 {
-        if let Ok(response) = gw.http.get(&plan_url).bearer_auth(TOKEN).send().await
-            && response.status() == 200
-        {
-            plan = Some(response.json::<Value>().await.unwrap());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut plan = plan.expect("the portal's admin API answers");
+    let portal = gw.add_portal(TOKEN);
+    let plan_url = format!("{portal}/admin/api/v1/products/alpha/plans/open");
+    let mut plan = call(&gw, "GET", plan_url.clone(), None).await;
     plan["limits"] = json!([{"metric": "hits", "period": "minute", "value": 3}]);
     call(&gw, "PUT", plan_url, Some(plan)).await;
 

@@ -99,6 +99,7 @@ pub struct Gateway {
     pub sim_base: String,
     sim: Child,
     pub proxies: Vec<ProxyProcess>,
+    portals: Vec<Child>,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
 }
@@ -153,6 +154,7 @@ impl Gateway {
             sim_base,
             sim,
             proxies: Vec::new(),
+            portals: Vec::new(),
             http: reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap(),
             dir,
         };
@@ -192,6 +194,29 @@ impl Gateway {
             metrics: format!("http://127.0.0.1:{metrics_port}/metrics"),
             access_log,
         });
+    }
+
+    /// A `maas portal` process on the same store, whose admin API takes
+    /// `admin_token`; returns its base URL once it listens (it binds only
+    /// when the API is ready).
+    pub fn add_portal(&mut self, admin_token: &str) -> String {
+        let port = free_port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_maas"))
+            .arg("portal")
+            .env("MAAS_REDIS_URL", redis_url())
+            .env("MAAS_REDIS_PREFIX", &self.prefix)
+            .env("MAAS_PORTAL_LISTEN", format!("127.0.0.1:{port}"))
+            .env("MAAS_ADMIN_TOKEN", admin_token)
+            .env("MAAS_LOG_LEVEL", "warn")
+            .env_remove("MAAS_CONFIG")
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting maas portal");
+        wait_for_port(port, "maas portal", &mut child);
+        self.portals.push(child);
+        format!("http://127.0.0.1:{port}")
     }
 
     pub fn base(&self) -> &str {
@@ -281,6 +306,20 @@ impl Gateway {
         response.text().await.unwrap()
     }
 
+    /// Asserts the store billed the application exactly the prompt and
+    /// completion tokens the simulator served it; returns the simulator's count.
+    pub async fn assert_stored_as_served(&self, application_id: &str) -> serde_json::Value {
+        let served = self.sim_usage(application_id).await;
+        for metric in ["prompt_tokens", "completion_tokens"] {
+            assert_eq!(
+                self.stored(application_id, metric).await,
+                served[metric].as_u64().unwrap(),
+                "{metric}: {served}"
+            );
+        }
+        served
+    }
+
     /// What the store holds of `metric` for an application, all time.
     pub async fn stored(&self, application_id: &str, metric: &str) -> u64 {
         let now = time::OffsetDateTime::now_utc();
@@ -302,9 +341,9 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        for proxy in &mut self.proxies {
-            let _ = proxy.child.kill();
-            let _ = proxy.child.wait();
+        for child in self.proxies.iter_mut().map(|p| &mut p.child).chain(&mut self.portals) {
+            let _ = child.kill();
+            let _ = child.wait();
         }
         let _ = self.sim.kill();
         let _ = self.sim.wait();

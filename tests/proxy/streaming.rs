@@ -20,15 +20,7 @@ async fn the_openai_sdk_sees_the_same_stream_through_the_proxy() {
 
     // Every streamed token reached the store, whether or not the client asked for usage.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let truth = gw.sim_usage(&app_id).await;
-    assert_eq!(
-        gw.stored(&app_id, "completion_tokens").await,
-        truth["completion_tokens"].as_u64().unwrap()
-    );
-    assert_eq!(
-        gw.stored(&app_id, "prompt_tokens").await,
-        truth["prompt_tokens"].as_u64().unwrap()
-    );
+    gw.assert_stored_as_served(&app_id).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,11 +39,7 @@ async fn the_openai_npm_sdk_sees_the_same_stream_through_the_proxy() {
     let report = run_json_script("node", &[&script, gw.base(), &gw.sim_base, &key]).await;
     assert_eq!(report["compared"], 6, "{report}");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let truth = gw.sim_usage(&app_id).await;
-    assert_eq!(
-        gw.stored(&app_id, "completion_tokens").await,
-        truth["completion_tokens"].as_u64().unwrap()
-    );
+    gw.assert_stored_as_served(&app_id).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,17 +156,7 @@ async fn the_product_metering_policy_fits_servers_without_continuous_usage() {
         assert_eq!(usage_events, i % 2, "usage only when the client asked: {text}");
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let truth = gw.sim_usage(&app_id).await;
-    assert_eq!(
-        gw.stored(&app_id, "completion_tokens").await,
-        truth["completion_tokens"].as_u64().unwrap(),
-        "{truth}"
-    );
-    assert_eq!(
-        gw.stored(&app_id, "prompt_tokens").await,
-        truth["prompt_tokens"].as_u64().unwrap(),
-        "{truth}"
-    );
+    gw.assert_stored_as_served(&app_id).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

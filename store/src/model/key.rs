@@ -92,7 +92,8 @@ impl KeySecret {
                 }
             }
         }
-        secret.push_str(&checksum(&secret));
+        let sum = checksum(&secret);
+        secret.extend(sum.iter().map(|&b| char::from(b)));
         KeySecret {
             secret,
             prefix_len: prefix.len(),
@@ -128,14 +129,14 @@ impl fmt::Debug for KeySecret {
 }
 
 /// The base62 CRC-32 of `text`, `CHECKSUM_CHARS` long.
-fn checksum(text: &str) -> String {
+fn checksum(text: &str) -> [u8; CHECKSUM_CHARS] {
     let mut value = u64::from(crc32fast::hash(text.as_bytes()));
     let mut out = [b'0'; CHECKSUM_CHARS];
     for slot in out.iter_mut().rev() {
         *slot = BASE62[(value % 62) as usize];
         value /= 62;
     }
-    String::from_utf8(out.to_vec()).expect("base62 is ASCII")
+    out
 }
 
 /// Whether `secret` has the shape of a generated secret (40 base62
@@ -154,7 +155,7 @@ pub fn has_valid_checksum(secret: &str) -> bool {
         return false;
     }
     let (body, sum) = secret.split_at(secret.len() - CHECKSUM_CHARS);
-    checksum(body) == sum
+    checksum(body) == sum.as_bytes()
 }
 
 /// Whether `prefix` can start a key: short, and only characters that need
