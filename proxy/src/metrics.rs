@@ -36,6 +36,7 @@ pub struct ProxyMetrics {
     pub upstream_errors: IntCounterVec,
     pub estimated_tokens: IntCounterVec,
     pub key_lookups: KeyLookups,
+    pub changes_applied: IntCounterVec,
 }
 
 /// How presented keys were resolved; `store` is what a storm of made-up
@@ -152,6 +153,12 @@ impl ProxyMetrics {
                     store: outcomes.with_label_values(&["store"]),
                 }
             },
+            changes_applied: counter(
+                &registry,
+                "maas_store_changes_total",
+                "Change-feed events applied to the proxy's caches, by kind (resync: events may have been missed)",
+                &["kind"],
+            ),
             registry,
         }
     }

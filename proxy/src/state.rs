@@ -180,6 +180,14 @@ impl ProxyState {
     /// Applies one change event to the caches; `true` when the catalog
     /// must be reloaded.
     pub fn apply_change(&self, change: &Change) -> bool {
+        let reload = self.invalidate_for(change);
+        // Counted after the caches dropped what the event names, so an
+        // observer that sees the count knows the cache no longer holds it.
+        METRICS.changes_applied.with_label_values(&[change.kind()]).inc();
+        reload
+    }
+
+    fn invalidate_for(&self, change: &Change) -> bool {
         match change {
             Change::Key { hash, .. } => {
                 self.keys.invalidate(hash);

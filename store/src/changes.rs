@@ -38,6 +38,21 @@ pub enum Change {
     Resync,
 }
 
+impl Change {
+    /// The event's kind, as it is tagged on the wire (`key`, `catalog`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Change::Catalog { .. } => "catalog",
+            Change::Release { .. } => "release",
+            Change::Account { .. } => "account",
+            Change::User { .. } => "user",
+            Change::Application { .. } => "application",
+            Change::Key { .. } => "key",
+            Change::Resync => "resync",
+        }
+    }
+}
+
 /// A subscription to the change feed.
 pub struct ChangeSubscription {
     pub(crate) receiver: broadcast::Receiver<Change>,
@@ -60,6 +75,35 @@ impl ChangeSubscription {
             Ok(change) => Some(change),
             Err(broadcast::error::TryRecvError::Lagged(_)) => Some(Change::Resync),
             Err(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_is_the_wire_tag() {
+        let changes = [
+            Change::Catalog { revision: 3 },
+            Change::Release {
+                product: "granite".into(),
+                environment: crate::Environment::Staging,
+                version: 2,
+            },
+            Change::Account { id: "a".into() },
+            Change::User { id: "u".into() },
+            Change::Application { id: "p".into() },
+            Change::Key {
+                id: "k".into(),
+                hash: KeyHash::of("sk-test"),
+            },
+            Change::Resync,
+        ];
+        for change in changes {
+            let wire = serde_json::to_value(&change).unwrap();
+            assert_eq!(wire["kind"], change.kind(), "{wire}");
         }
     }
 }

@@ -306,6 +306,25 @@ impl Gateway {
         response.text().await.unwrap()
     }
 
+    /// Waits until proxy `index` has applied at least `count` change events
+    /// of `kind` (e.g. `key`): the feed is ordered, so every event published
+    /// before those has reached its caches too.
+    pub async fn await_changes(&self, index: usize, kind: &str, count: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.metrics(index).await;
+            let applied = metric_value(&text, "maas_store_changes_total", "kind", kind).unwrap_or(0);
+            if applied >= count {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "proxy {index} applied {applied} `{kind}` changes in 10 s, expected {count}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Asserts the store billed the application exactly the prompt and
     /// completion tokens the simulator served it; returns the simulator's count.
     pub async fn assert_stored_as_served(&self, application_id: &str) -> serde_json::Value {
@@ -409,6 +428,12 @@ pub fn require_python_openai() {
         Ok(output) if output.status.success() => {}
         _ => panic!("this test needs Python 3 with `openai`: `python3 -m pip install openai` (.ci/run installs it)"),
     }
+}
+
+/// `key` with its last character changed (never to itself).
+pub fn with_typo(key: &str) -> String {
+    let typo = if key.ends_with('x') { 'y' } else { 'x' };
+    format!("{}{typo}", &key[..key.len() - 1])
 }
 
 /// The value of metric `name` on the line labelled with `label="value"`.
