@@ -38,7 +38,9 @@ pub fn init_logging(config: &MaasConfig) {
 pub fn describe(location: &StoreLocation) -> String {
     match location {
         StoreLocation::Embedded { data_dir } => format!("embedded ({})", data_dir.join("maas.redb").display()),
-        StoreLocation::Redis { url, prefix } => format!("redis ({}, prefix `{prefix}`)", maas_conf::redact_url(url)),
+        StoreLocation::Redis { url, prefix, .. } => {
+            format!("redis ({}, prefix `{prefix}`)", maas_conf::redact_url(url))
+        }
     }
 }
 

@@ -291,7 +291,7 @@ fn apply_export_apply_is_a_no_op_on_redis() {
     );
     apply_export_apply(&[("MAAS_REDIS_URL", &url), ("MAAS_REDIS_PREFIX", &prefix)]);
     block_on(async {
-        let backend = maas_store::backend::redis::RedisBackend::connect(&url, &prefix)
+        let backend = maas_store::backend::redis::RedisBackend::connect(&url, &prefix, &Default::default())
             .await
             .unwrap();
         backend.destroy_all_data().await.unwrap();

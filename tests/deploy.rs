@@ -255,3 +255,211 @@ async fn the_image_runs_proxy_and_portal_with_the_mounted_config() {
         let _ = Command::new("redis-cli").args(["-u", &redis, "DEL", key]).output();
     }
 }
+
+/// Runs `openssl` with `args` in `dir`, failing with how to install it.
+fn openssl(dir: &Path, args: &[&str]) {
+    let output = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("this test needs the openssl command: `apt-get install openssl` (.ci/run installs it)");
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as
+/// an operator would mount them for a managed Redis with TLS.
+fn make_certificates(dir: &Path) {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        dir,
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=maas test CA",
+            ],
+        ]
+        .concat(),
+    );
+    for (name, extensions) in [
+        ("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        std::fs::write(dir.join(format!("{name}.ext")), extensions).unwrap();
+        let (key, csr, crt, ext) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+            format!("{name}.ext"),
+        );
+        let subject = format!("/CN=maas test {name}");
+        openssl(
+            dir,
+            &[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", &subject]].concat(),
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+                "-out",
+                &crt,
+            ],
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_redis_is_reached_with_the_mounted_ca_and_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path();
+    make_certificates(certs);
+    let file = |name: &str| certs.join(name).display().to_string();
+
+    // Redis with TLS only, requiring a client certificate (mutual TLS).
+    let tls_port = free_port();
+    let mut redis = Running(
+        Command::new("redis-server")
+            .args(["--port", "0", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--tls-port", &tls_port.to_string(), "--tls-auth-clients", "yes"])
+            .args([
+                "--tls-cert-file",
+                &file("server.crt"),
+                "--tls-key-file",
+                &file("server.key"),
+            ])
+            .args([
+                "--tls-ca-cert-file",
+                &file("ca.crt"),
+                "--dir",
+                &certs.display().to_string(),
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("this test needs redis-server (with TLS, as Debian builds it): `apt-get install redis-server`"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_err() {
+        assert!(redis.0.try_wait().unwrap().is_none(), "redis-server with TLS exited");
+        assert!(Instant::now() < deadline, "redis-server never listened on {tls_port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let (proxy_port, metrics_port) = (free_port(), free_port());
+    let catalog = repo("conf/catalog.yaml").display().to_string();
+    let maas = |args: &[&str], tls: &[(&str, String)]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_maas"));
+        command
+            .args(args)
+            .current_dir(certs)
+            .env("MAAS_CONFIG", repo("conf/maas.yaml"))
+            .env("MAAS_REDIS_URL", format!("rediss://127.0.0.1:{tls_port}"))
+            .env("MAAS_PROXY_LISTEN", format!("127.0.0.1:{proxy_port}"))
+            .env("MAAS_METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
+            .env("MAAS_LOG_LEVEL", "warn")
+            .stdout(Stdio::null());
+        for (name, value) in tls {
+            command.env(name, value);
+        }
+        command
+    };
+    let ca = ("MAAS_REDIS_TLS_CA_FILE", file("ca.crt"));
+    let client = [
+        ("MAAS_REDIS_TLS_CERT_FILE", file("client.crt")),
+        ("MAAS_REDIS_TLS_KEY_FILE", file("client.key")),
+    ];
+    let all = [ca.clone(), client[0].clone(), client[1].clone()];
+
+    // The server's certificate is not in the system's trust store, and the
+    // server refuses a client without a certificate: both fail, saying so.
+    let untrusted = maas(&["apply", "-f", &catalog], &client).output().unwrap();
+    let said = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(!untrusted.status.success(), "connected without the CA");
+    assert!(
+        said.contains("invalid peer certificate") && said.contains("MAAS_REDIS_TLS_CA_FILE"),
+        "{said}"
+    );
+    let anonymous = maas(&["apply", "-f", &catalog], std::slice::from_ref(&ca))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&anonymous.stderr);
+    assert!(!anonymous.status.success(), "connected without a client certificate");
+    assert!(said.contains("CertificateRequired"), "{said}");
+
+    // With the mounted files: the catalog is written, the proxy loads it and
+    // follows the change feed over TLS.
+    let applied = maas(&["apply", "-f", &catalog], &all).output().unwrap();
+    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    let http = reqwest::Client::new();
+    let mut proxy = Running(maas(&["proxy"], &all).spawn().unwrap());
+    let metrics = format!("http://127.0.0.1:{metrics_port}");
+    let (status, body) = wait_for(&http, &format!("{metrics}/ready"), &mut proxy.0).await;
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+    let catalog_changes = || async {
+        let text = http
+            .get(format!("{metrics}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find(|l| l.starts_with("maas_store_changes_total{kind=\"catalog\"}"))
+            .and_then(|l| l.rsplit_once(' '))
+            .map_or(0, |(_, n)| n.parse::<u64>().unwrap())
+    };
+    let before = catalog_changes().await;
+    let edited = certs.join("catalog.yaml");
+    let text = std::fs::read_to_string(&catalog).unwrap();
+    std::fs::write(&edited, text.replacen("description:", "description: (edited)", 1)).unwrap();
+    assert!(
+        text.contains("description:"),
+        "conf/catalog.yaml has a description to edit"
+    );
+    let reapplied = maas(&["apply", "-f", &edited.display().to_string()], &all)
+        .output()
+        .unwrap();
+    assert!(
+        reapplied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reapplied.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while catalog_changes().await <= before {
+        assert!(
+            Instant::now() < deadline,
+            "the proxy heard no catalog change over TLS in 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = http
+        .get(format!("http://127.0.0.1:{proxy_port}/v1/models"))
+        .bearer_auth("sk-maas-not-issued")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+}

@@ -11,6 +11,9 @@ use crate::settings::{MaasConfig, Secret, StoreKind};
 pub const VARIABLES: &[(&str, &str)] = &[
     ("MAAS_REDIS_URL", "store.redis_url (and selects the Redis store)"),
     ("MAAS_REDIS_PREFIX", "store.redis_prefix"),
+    ("MAAS_REDIS_TLS_CA_FILE", "store.redis_tls_ca_file"),
+    ("MAAS_REDIS_TLS_CERT_FILE", "store.redis_tls_cert_file"),
+    ("MAAS_REDIS_TLS_KEY_FILE", "store.redis_tls_key_file"),
     ("MAAS_DATA_DIR", "store.data_dir"),
     ("MAAS_STORE", "store.backend (embedded | redis)"),
     ("MAAS_PROXY_LISTEN", "proxy.listen"),
@@ -93,6 +96,12 @@ impl Overrides<'_> {
         }
     }
 
+    fn path(&mut self, name: &str, target: &mut Option<std::path::PathBuf>) {
+        if let Some(value) = self.get(name) {
+            *target = Some(value.into());
+        }
+    }
+
     fn optional(&mut self, name: &str, target: &mut Option<String>) {
         if let Some(value) = self.get(name) {
             *target = Some(value);
@@ -130,6 +139,9 @@ pub fn apply_environment(config: &mut MaasConfig, lookup: &dyn Fn(&str) -> Optio
         config.store.redis_url = Some(url);
     }
     env.string("MAAS_REDIS_PREFIX", &mut config.store.redis_prefix);
+    env.path("MAAS_REDIS_TLS_CA_FILE", &mut config.store.redis_tls_ca_file);
+    env.path("MAAS_REDIS_TLS_CERT_FILE", &mut config.store.redis_tls_cert_file);
+    env.path("MAAS_REDIS_TLS_KEY_FILE", &mut config.store.redis_tls_key_file);
     env.parse("MAAS_DATA_DIR", &mut config.store.data_dir);
     let mut backend = config.store.backend.unwrap_or(config.store.kind());
     if env.get("MAAS_STORE").is_some() {

@@ -201,6 +201,32 @@ impl MaasConfig {
             ),
             _ => {}
         }
+        let store = &self.store;
+        let tls_files = [
+            ("store.redis_tls_ca_file", &store.redis_tls_ca_file),
+            ("store.redis_tls_cert_file", &store.redis_tls_cert_file),
+            ("store.redis_tls_key_file", &store.redis_tls_key_file),
+        ];
+        let rediss = store
+            .redis_url
+            .as_deref()
+            .is_some_and(|url| url.starts_with("rediss://"));
+        for (field, file) in tls_files {
+            if file.is_some() && !rediss {
+                push(field, "only applies to a rediss:// store.redis_url".into());
+            }
+        }
+        match (&store.redis_tls_cert_file, &store.redis_tls_key_file) {
+            (Some(_), None) => push(
+                "store.redis_tls_key_file",
+                "required with store.redis_tls_cert_file (the client certificate's key)".into(),
+            ),
+            (None, Some(_)) => push(
+                "store.redis_tls_cert_file",
+                "required with store.redis_tls_key_file (the client certificate)".into(),
+            ),
+            _ => {}
+        }
         let prefix = &self.store.redis_prefix;
         if prefix.is_empty()
             || prefix

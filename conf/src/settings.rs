@@ -7,7 +7,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use maas_store::{Environment, StoreLocation};
+use maas_store::{Environment, RedisTls, StoreLocation};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -190,6 +190,13 @@ pub struct StoreSettings {
     pub redis_url: Option<String>,
     /// Every Redis key starts with `<prefix>:`.
     pub redis_prefix: String,
+    /// `rediss://` only: the CA that signed the server's certificate (PEM),
+    /// instead of the system's trust store.
+    pub redis_tls_ca_file: Option<PathBuf>,
+    /// `rediss://` only: a client certificate and its key (PEM), for
+    /// servers that require mutual TLS.
+    pub redis_tls_cert_file: Option<PathBuf>,
+    pub redis_tls_key_file: Option<PathBuf>,
     /// Directory of the embedded store's file.
     pub data_dir: PathBuf,
 }
@@ -200,6 +207,9 @@ impl Default for StoreSettings {
             backend: None,
             redis_url: None,
             redis_prefix: "maas".into(),
+            redis_tls_ca_file: None,
+            redis_tls_cert_file: None,
+            redis_tls_key_file: None,
             data_dir: PathBuf::from("./data"),
         }
     }
@@ -211,6 +221,9 @@ impl fmt::Debug for StoreSettings {
             .field("backend", &self.backend)
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("redis_prefix", &self.redis_prefix)
+            .field("redis_tls_ca_file", &self.redis_tls_ca_file)
+            .field("redis_tls_cert_file", &self.redis_tls_cert_file)
+            .field("redis_tls_key_file", &self.redis_tls_key_file)
             .field("data_dir", &self.data_dir)
             .finish()
     }
@@ -244,6 +257,11 @@ impl StoreSettings {
             (StoreKind::Redis, Some(url)) => StoreLocation::Redis {
                 url: url.clone(),
                 prefix: self.redis_prefix.clone(),
+                tls: RedisTls {
+                    ca_file: self.redis_tls_ca_file.clone(),
+                    cert_file: self.redis_tls_cert_file.clone(),
+                    key_file: self.redis_tls_key_file.clone(),
+                },
             },
             _ => StoreLocation::Embedded {
                 data_dir: self.data_dir.clone(),

@@ -148,6 +148,27 @@ fn config_mistakes_name_file_line_and_field() {
         error.to_string(),
         "maas.yaml:1: store.redis_url: required for the Redis store (or set MAAS_REDIS_URL)"
     );
+
+    let error = config_error("store:\n  redis_url: redis://cache:6379\n  redis_tls_ca_file: ca.crt\n");
+    assert_eq!(
+        error.to_string(),
+        "maas.yaml:3: store.redis_tls_ca_file: only applies to a rediss:// store.redis_url"
+    );
+    let error = config_error("store:\n  redis_url: rediss://cache:6380\n  redis_tls_cert_file: client.crt\n");
+    assert_eq!(
+        error.to_string(),
+        "maas.yaml:1: store.redis_tls_key_file: required with store.redis_tls_cert_file (the client certificate's key)"
+    );
+    let tls = "store:\n  redis_url: rediss://cache:6380\n  redis_tls_ca_file: ca.crt\n  redis_tls_cert_file: c.crt\n  redis_tls_key_file: c.key\n";
+    let config = parse_config("maas.yaml", tls).unwrap();
+    let maas_store::StoreLocation::Redis { tls, .. } = config.store.location() else {
+        panic!("a Redis store");
+    };
+    assert_eq!(tls.ca_file.unwrap(), std::path::Path::new("ca.crt"));
+    assert_eq!(
+        (tls.cert_file.unwrap().to_str(), tls.key_file.unwrap().to_str()),
+        (Some("c.crt"), Some("c.key"))
+    );
 }
 
 #[test]

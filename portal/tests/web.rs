@@ -345,7 +345,11 @@ async fn replicas_share_sessions_through_redis() {
         "maastest-portal-{}",
         maas_store::ids::hex(&maas_store::ids::random_bytes::<6>())
     );
-    let location = StoreLocation::Redis { url, prefix };
+    let location = StoreLocation::Redis {
+        url,
+        prefix,
+        tls: Default::default(),
+    };
     let open = || async {
         Store::open(&location, StoreOptions::default())
             .await

@@ -107,7 +107,7 @@ fn benches(c: &mut Criterion) {
         maas_store::ids::hex(&maas_store::ids::random_bytes::<4>())
     );
     let backend = runtime
-        .block_on(RedisBackend::connect(&url, &prefix))
+        .block_on(RedisBackend::connect(&url, &prefix, &Default::default()))
         .unwrap_or_else(|e| {
             panic!("the Redis benchmark needs redis-server at {url} (apt-get install redis-server): {e}")
         });

@@ -26,7 +26,7 @@ impl RedisFixture {
     }
 
     async fn connect(&self) -> RedisBackend {
-        RedisBackend::connect(&redis_url(), &self.prefix)
+        RedisBackend::connect(&redis_url(), &self.prefix, &Default::default())
             .await
             .unwrap_or_else(|e| {
                 panic!(

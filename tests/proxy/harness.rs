@@ -140,6 +140,7 @@ impl Gateway {
         let location = StoreLocation::Redis {
             url: redis_url(),
             prefix: prefix.clone(),
+            tls: Default::default(),
         };
         let store = Store::open(&location, StoreOptions::default())
             .await
@@ -374,7 +375,9 @@ impl Drop for Gateway {
                 .build()
                 .unwrap();
             runtime.block_on(async {
-                if let Ok(backend) = maas_store::backend::redis::RedisBackend::connect(&redis_url(), &prefix).await {
+                if let Ok(backend) =
+                    maas_store::backend::redis::RedisBackend::connect(&redis_url(), &prefix, &Default::default()).await
+                {
                     let _ = backend.destroy_all_data().await;
                 }
             });

@@ -1,7 +1,7 @@
 //! Upstream failures: dead replicas are skipped, unreachable backends get
 //! 503, slow ones 504, all in OpenAI's error shape.
 
-use super::harness::{Gateway, error_of, free_port, metric_value};
+use super::harness::{CATALOG, Gateway, error_of, free_port, metric_value};
 
 fn catalog() -> String {
     // A port nothing listens on: connections are refused.
@@ -262,4 +262,68 @@ plans:
     );
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(gw.stored(&app_id, "total_tokens").await, 7 + 4);
+}
+
+/// Runs `redis-cli` against the test Redis; its stdout.
+fn redis_cli(args: &[&str]) -> String {
+    let output = std::process::Command::new("redis-cli")
+        .args(["-u", &super::harness::redis_url()])
+        .args(args)
+        .output()
+        .expect("this test needs redis-cli: `apt-get install redis-server`");
+    assert!(output.status.success(), "redis-cli {args:?}");
+    String::from_utf8(output.stdout).unwrap().trim_end().to_owned()
+}
+
+/// A catalog the store cannot produce (a corrupt record) is not served:
+/// the proxy keeps serving the one it has, reports not ready, retries every
+/// second, and is ready again once the record is mended, with no new event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_catalog_reload_keeps_serving_and_turns_readiness_off() {
+    let gw = Gateway::start(CATALOG, 1, "strict").await;
+    let (_, key) = gw.app_key("steady-app", "alpha", "open").await;
+    let ready_url = gw.proxies[0].metrics.replace("/metrics", "/ready");
+    let readiness = || async {
+        let response = gw.http.get(&ready_url).send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
+    let until = |wanted: u16| async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let (status, body) = readiness().await;
+            if status == wanted {
+                return body;
+            }
+            assert!(std::time::Instant::now() < deadline, "/ready stayed {status} ({body})");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    assert_eq!(readiness().await, (200, "ready\n".to_owned()));
+
+    let pointer = format!("{}:{{r}}:env:alpha:production", gw.prefix);
+    let released = redis_cli(&["GET", &pointer]);
+    assert!(released.contains("version"), "{pointer}: {released}");
+    redis_cli(&["SET", &pointer, "{not json"]);
+    let listeners = redis_cli(&["PUBLISH", &format!("{}:changes", gw.prefix), r#"{"kind":"resync"}"#]);
+    assert_eq!(
+        listeners, "2",
+        "the proxy and the test's own store follow the change feed"
+    );
+
+    let body = until(503).await;
+    assert!(body.contains("could not be loaded"), "{body}");
+    let metrics = gw.metrics(0).await;
+    assert!(
+        metric_value(&metrics, "maas_store_errors_total", "operation", "catalog").is_some_and(|n| n >= 1),
+        "{metrics}"
+    );
+    assert_eq!(
+        gw.chat(gw.base(), &key, "chat-a").await.status(),
+        200,
+        "the previous catalog is still served"
+    );
+
+    redis_cli(&["SET", &pointer, &released]);
+    until(200).await;
+    assert_eq!(gw.chat(gw.base(), &key, "chat-a").await.status(), 200);
 }

@@ -60,6 +60,7 @@ impl Api {
         let location = StoreLocation::Redis {
             url,
             prefix: prefix.clone(),
+            tls: Default::default(),
         };
         let store = Store::open(&location, StoreOptions::default())
             .await
@@ -134,7 +135,7 @@ impl Drop for Api {
                 .build()
                 .unwrap();
             runtime.block_on(async {
-                let backend = maas_store::backend::redis::RedisBackend::connect(&url, &prefix)
+                let backend = maas_store::backend::redis::RedisBackend::connect(&url, &prefix, &Default::default())
                     .await
                     .unwrap();
                 backend.destroy_all_data().await.unwrap();

@@ -31,6 +31,7 @@ use super::{
 };
 use crate::changes::Change;
 use crate::error::{StoreError, StoreResult};
+use crate::store::RedisTls;
 
 /// How long a shard's reservation keys outlive its last reservation's expiry.
 const RESERVATION_KEEP_SECS: i64 = 60;
@@ -48,8 +49,8 @@ pub struct RedisBackend {
 impl RedisBackend {
     /// Connects, and subscribes to the change feed before returning so no
     /// change committed after this call is missed.
-    pub async fn connect(url: &str, prefix: &str) -> StoreResult<RedisBackend> {
-        let client = redis::Client::open(url).map_err(|e| StoreError::Unavailable(format!("redis URL: {e}")))?;
+    pub async fn connect(url: &str, prefix: &str, tls: &RedisTls) -> StoreResult<RedisBackend> {
+        let client = client(url, tls)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(5)))
@@ -57,7 +58,17 @@ impl RedisBackend {
             .set_max_delay(Duration::from_secs(2));
         let conn = ConnectionManager::new_with_config(client.clone(), config)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| match unavailable(e) {
+                StoreError::Unavailable(message)
+                    if url.starts_with("rediss://") && tls.ca_file.is_none() && message.contains("certificate") =>
+                {
+                    StoreError::Unavailable(format!(
+                        "{message} (the server's certificate was checked against the system's trust store; \
+                         set store.redis_tls_ca_file or MAAS_REDIS_TLS_CA_FILE to the CA that signed it)"
+                    ))
+                }
+                other => other,
+            })?;
         let (changes, _) = broadcast::channel(4096);
         let (ready_tx, ready_rx) = oneshot::channel();
         let subscriber = tokio::spawn(run_subscriber(
@@ -162,6 +173,38 @@ impl Drop for RedisBackend {
     fn drop(&mut self) {
         self.subscriber.abort();
     }
+}
+
+/// A client for `url`; a `rediss://` URL with PEM files configured trusts
+/// `tls.ca_file` instead of the system's roots and may present a client
+/// certificate.
+fn client(url: &str, tls: &RedisTls) -> StoreResult<redis::Client> {
+    let bad_url = |e: redis::RedisError| StoreError::Unavailable(format!("redis URL: {e}"));
+    if !tls.is_configured() {
+        return redis::Client::open(url).map_err(bad_url);
+    }
+    if !url.starts_with("rediss://") {
+        return Err(StoreError::Unavailable(
+            "redis TLS files are set but the URL is not rediss://".into(),
+        ));
+    }
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| StoreError::Unavailable(format!("redis TLS: reading {}: {e}", path.display())))
+    };
+    let client_tls = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read(cert)?,
+            client_key: read(key)?,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(StoreError::Unavailable(
+                "redis TLS: a client certificate needs both cert_file and key_file".into(),
+            ));
+        }
+    };
+    let root_cert = tls.ca_file.as_deref().map(read).transpose()?;
+    redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls, root_cert }).map_err(bad_url)
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {

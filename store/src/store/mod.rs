@@ -42,7 +42,23 @@ pub enum StoreLocation {
     /// A redb file `maas.redb` in this directory.
     Embedded { data_dir: PathBuf },
     /// A Redis server; every key starts with `prefix:`.
-    Redis { url: String, prefix: String },
+    Redis { url: String, prefix: String, tls: RedisTls },
+}
+
+/// PEM files for a `rediss://` connection. Without `ca_file` the server's
+/// certificate is checked against the system's trust store; `cert_file` and
+/// `key_file` together present a client certificate (mutual TLS).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedisTls {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+impl RedisTls {
+    pub fn is_configured(&self) -> bool {
+        self.ca_file.is_some() || self.cert_file.is_some() || self.key_file.is_some()
+    }
 }
 
 /// Settings that are not about where the data lives.
@@ -76,7 +92,7 @@ impl Store {
     pub async fn open(location: &StoreLocation, options: StoreOptions) -> StoreResult<Store> {
         let backend: Arc<dyn StoreBackend> = match location {
             StoreLocation::Embedded { data_dir } => Arc::new(EmbeddedBackend::open(data_dir, options.clock.clone())?),
-            StoreLocation::Redis { url, prefix } => Arc::new(RedisBackend::connect(url, prefix).await?),
+            StoreLocation::Redis { url, prefix, tls } => Arc::new(RedisBackend::connect(url, prefix, tls).await?),
         };
         Ok(Store::with_backend(backend, options))
     }
