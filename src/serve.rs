@@ -45,6 +45,7 @@ fn proxy_options(config: &MaasConfig, overrides: &ProxyOverrides) -> ProxyOption
             threads => threads,
         },
         shutdown_timeout: Duration::from_secs(config.proxy.shutdown_timeout_secs),
+        upstream_ca_file: config.proxy.upstream_ca_file.clone(),
     }
 }
 

@@ -1,6 +1,9 @@
 //! The data plane end to end: real `maas proxy` processes in front of a
 //! real `maas sim`, sharing a real Redis store.
 
+#[path = "support/certs.rs"]
+mod certs;
+
 mod proxy {
     mod admin;
     mod auth;
@@ -17,4 +20,5 @@ mod proxy {
     mod sdk;
     mod shutdown;
     mod streaming;
+    mod upstream_tls;
 }

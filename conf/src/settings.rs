@@ -48,6 +48,9 @@ pub struct ProxySettings {
     /// On SIGTERM/SIGINT: stop accepting, let requests and streams in
     /// flight finish for up to this many seconds, write the usage, exit.
     pub shutdown_timeout_secs: u64,
+    /// PEM file of the CAs trusted for `https://` backends, instead of the
+    /// system's trust store (e.g. the cluster's service CA).
+    pub upstream_ca_file: Option<PathBuf>,
 }
 
 impl Default for ProxySettings {
@@ -60,6 +63,7 @@ impl Default for ProxySettings {
             max_body_bytes: 8 * 1024 * 1024,
             threads: 0,
             shutdown_timeout_secs: 30,
+            upstream_ca_file: None,
         }
     }
 }

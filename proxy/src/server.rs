@@ -2,6 +2,7 @@
 //! feed, usage batches, local-limit sync), and the Pingora server with the
 //! proxy and metrics services, which owns its runtimes.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +36,8 @@ pub struct ProxyOptions {
     pub threads: usize,
     /// How long in-flight requests may finish after SIGTERM.
     pub shutdown_timeout: Duration,
+    /// CAs trusted for `https://` backends (PEM); the system's by default.
+    pub upstream_ca_file: Option<PathBuf>,
 }
 
 /// The data plane, ready to serve.
@@ -48,6 +51,9 @@ impl Proxy {
     /// Loads the catalog and starts the background tasks on `control`
     /// (the runtime the store was opened on).
     pub async fn start(store: Store, options: ProxyOptions) -> Result<Proxy, String> {
+        if let Some(path) = &options.upstream_ca_file {
+            check_ca_file(path)?;
+        }
         let sink = Arc::new(UsageSink::new(store.clone()));
         let limiter = Limiter::new(store.clone(), sink, options.limit_mode, options.holds);
         let state = Arc::new(ProxyState::new(
@@ -99,6 +105,7 @@ impl Proxy {
             threads: self.options.threads.max(1),
             grace_period_seconds: Some(self.options.shutdown_timeout.as_secs()),
             graceful_shutdown_timeout_seconds: Some(1),
+            ca_file: self.options.upstream_ca_file.as_ref().map(|p| p.display().to_string()),
             ..ServerConf::default()
         };
         self.control.spawn(exit_when_drained(self.state.clone()));
@@ -125,6 +132,22 @@ impl Proxy {
         let state = self.state.clone();
         self.control.block_on(async move { write_usage(&state).await })
     }
+}
+
+/// Pingora reads the upstream CA file when the service is built and
+/// cannot say which setting was wrong; check it first.
+fn check_ca_file(path: &Path) -> Result<(), String> {
+    let what = format!("proxy.upstream_ca_file: `{}`", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{what}: {e}"))?;
+    if text.contains("PRIVATE KEY-----") {
+        return Err(format!(
+            "{what}: holds a private key; it must hold only CA certificates"
+        ));
+    }
+    if !text.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(format!("{what}: holds no PEM certificate"));
+    }
+    Ok(())
 }
 
 /// Writes what is queued: the access log, then the usage (the caller

@@ -88,8 +88,22 @@ fn upstream_error(error: &Error, backend: &str) -> ApiError {
         ErrorType::ConnectRefused | ErrorType::ConnectNoRoute | ErrorType::ConnectError => {
             ApiError::upstream_unavailable(backend)
         }
+        // The client cannot fix the backend's certificate; the operator
+        // sees `kind="tls"` and the log line with the reason.
+        _ if is_tls_failure(error) => ApiError::upstream_unavailable(backend),
         _ => ApiError::upstream_failed(),
     }
+}
+
+fn is_tls_failure(error: &Error) -> bool {
+    matches!(
+        error.etype(),
+        ErrorType::TLSHandshakeFailure
+            | ErrorType::TLSHandshakeTimedout
+            | ErrorType::InvalidCert
+            | ErrorType::HandshakeError
+            | ErrorType::TLSWantX509Lookup
+    )
 }
 
 #[async_trait]
@@ -168,10 +182,11 @@ impl ProxyHttp for MaasProxy {
     ) -> Box<Error> {
         if let Some(upstream) = &ctx.upstream {
             upstream.eject(ctx.replica);
-            METRICS
-                .upstream_errors
-                .with_label_values(&[&upstream.name, "connect"])
-                .inc();
+            let kind = if is_tls_failure(&e) { "tls" } else { "connect" };
+            METRICS.upstream_errors.with_label_values(&[&upstream.name, kind]).inc();
+            if kind == "tls" {
+                tracing::warn!(backend = %upstream.name, error = %e, "TLS to the backend failed");
+            }
             // Nothing reached the upstream: another replica may take it.
             if ctx.attempts < MAX_ATTEMPTS && upstream.replicas.len() > 1 {
                 e.set_retry(true);

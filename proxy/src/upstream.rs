@@ -95,13 +95,6 @@ impl Upstream {
         let mut base_path = None;
         for url in &backend.urls {
             let parsed = parse_url(url)?;
-            if parsed.tls {
-                return Err(format!(
-                    "backend `{}`: `{url}` uses https, which this build does not speak upstream yet; \
-                     reach the model server over http inside the cluster",
-                    backend.system_name
-                ));
-            }
             let address = tokio::net::lookup_host((parsed.host.as_str(), parsed.port))
                 .await
                 .map_err(|e| {
@@ -244,10 +237,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn https_backends_are_refused_with_a_reason() {
-        let error = Upstream::resolve(&backend(&["https://127.0.0.1:8443"]), None)
-            .await
-            .unwrap_err();
-        assert!(error.contains("https"), "{error}");
+    async fn https_backends_speak_tls_with_the_host_as_server_name() {
+        let upstream = Upstream::resolve(
+            &backend(&["https://localhost/openai/v1", "https://localhost:8443"]),
+            None,
+        )
+        .await
+        .unwrap();
+        let [default_port, own_port] = &upstream.replicas[..] else {
+            panic!("two replicas");
+        };
+        assert!(default_port.tls && own_port.tls);
+        assert_eq!(
+            (default_port.host.as_str(), default_port.address.port()),
+            ("localhost", 443)
+        );
+        assert_eq!(default_port.authority, "localhost");
+        assert_eq!(own_port.authority, "localhost:8443");
+        assert_eq!(upstream.base_path, "/openai/v1");
     }
 }

@@ -204,6 +204,9 @@ fn client(url: &str, tls: &RedisTls) -> StoreResult<redis::Client> {
         }
     };
     let root_cert = tls.ca_file.as_deref().map(read).transpose()?;
+    // The redis client builds its TLS config from the process's default
+    // provider, which rustls cannot pick when several are linked in.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls, root_cert }).map_err(bad_url)
 }
 
