@@ -268,12 +268,21 @@ mod tests {
     use maas_store::period::Period;
     use maas_store::{StoreLocation, StoreOptions};
 
-    async fn store(name: &str) -> Store {
-        let dir = std::env::temp_dir().join(format!("maas-limits-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        Store::open(&StoreLocation::Embedded { data_dir: dir }, StoreOptions::default())
-            .await
-            .unwrap()
+    /// An embedded store in a directory removed when the second value drops.
+    async fn store(name: &str) -> (Store, tempfile::TempDir) {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("maas-limits-{name}-"))
+            .tempdir()
+            .unwrap();
+        let store = Store::open(
+            &StoreLocation::Embedded {
+                data_dir: dir.path().to_owned(),
+            },
+            StoreOptions::default(),
+        )
+        .await
+        .unwrap();
+        (store, dir)
     }
 
     fn hits(value: u64) -> Vec<UsageLimit> {
@@ -321,7 +330,7 @@ mod tests {
                 },
             ),
         ] {
-            let store = store(name).await;
+            let (store, _dir) = store(name).await;
             let limiter = Limiter::new(
                 store.clone(),
                 Arc::new(UsageSink::new(store.clone())),
@@ -341,7 +350,7 @@ mod tests {
 
     #[tokio::test]
     async fn plans_without_limits_are_admitted_and_counted() {
-        let store = store("unlimited").await;
+        let (store, _dir) = store("unlimited").await;
         let limiter = Limiter::new(
             store.clone(),
             Arc::new(UsageSink::new(store.clone())),
@@ -369,7 +378,7 @@ mod tests {
 
     #[tokio::test]
     async fn local_replicas_see_each_other_after_a_sync() {
-        let store = store("replicas").await;
+        let (store, _dir) = store("replicas").await;
         let mode = LimitMode::Local {
             sync_interval: Duration::from_millis(100),
         };
@@ -396,7 +405,7 @@ mod tests {
 
     #[tokio::test]
     async fn token_limits_refuse_once_spent() {
-        let store = store("tokens").await;
+        let (store, _dir) = store("tokens").await;
         let limiter = Limiter::new(
             store.clone(),
             Arc::new(UsageSink::new(store.clone())),
@@ -445,7 +454,7 @@ mod tests {
                 },
             ),
         ] {
-            let store = store(name).await;
+            let (store, _dir) = store(name).await;
             let limiter = Limiter::new(
                 store.clone(),
                 Arc::new(UsageSink::new(store.clone())),

@@ -87,9 +87,11 @@ mod tests {
 
     #[tokio::test]
     async fn batches_reach_the_store_summed() {
-        let dir = std::env::temp_dir().join(format!("maas-usage-{}", std::process::id()));
+        let dir = tempfile::tempdir().unwrap();
         let store = Store::open(
-            &StoreLocation::Embedded { data_dir: dir.clone() },
+            &StoreLocation::Embedded {
+                data_dir: dir.path().to_owned(),
+            },
             StoreOptions::default(),
         )
         .await
@@ -107,6 +109,5 @@ mod tests {
             12
         );
         drop(store);
-        let _ = std::fs::remove_dir_all(dir);
     }
 }
