@@ -323,6 +323,13 @@ async fn a_tls_redis_is_reached_with_the_mounted_ca_and_client_certificate() {
 
     // The server's certificate is not in the system's trust store, and the
     // server refuses a client without a certificate: both fail, saying so.
+    let plain = maas(&["apply", "-f", &catalog], &[]).output().unwrap();
+    let said = String::from_utf8_lossy(&plain.stderr);
+    assert!(!plain.status.success(), "connected with no TLS files");
+    assert!(
+        said.contains("invalid peer certificate") && !said.contains("panicked"),
+        "{said}"
+    );
     let untrusted = maas(&["apply", "-f", &catalog], &client).output().unwrap();
     let said = String::from_utf8_lossy(&untrusted.stderr);
     assert!(!untrusted.status.success(), "connected without the CA");

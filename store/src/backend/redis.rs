@@ -180,6 +180,11 @@ impl Drop for RedisBackend {
 /// certificate.
 fn client(url: &str, tls: &RedisTls) -> StoreResult<redis::Client> {
     let bad_url = |e: redis::RedisError| StoreError::Unavailable(format!("redis URL: {e}"));
+    if url.starts_with("rediss://") {
+        // The redis client builds its TLS config from the process's default
+        // provider, which rustls cannot pick when several are linked in.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    }
     if !tls.is_configured() {
         return redis::Client::open(url).map_err(bad_url);
     }
@@ -204,9 +209,6 @@ fn client(url: &str, tls: &RedisTls) -> StoreResult<redis::Client> {
         }
     };
     let root_cert = tls.ca_file.as_deref().map(read).transpose()?;
-    // The redis client builds its TLS config from the process's default
-    // provider, which rustls cannot pick when several are linked in.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls, root_cert }).map_err(bad_url)
 }
 
