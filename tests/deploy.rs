@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[path = "support/certs.rs"]
-mod certs;
-use certs::make_certificates;
+#[path = "support/mod.rs"]
+mod support;
+use support::certs::make_certificates;
+use support::{free_port, metric_value};
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -108,14 +109,6 @@ impl Drop for Running {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn wait_for(http: &reqwest::Client, url: &str, child: &mut Child) -> (u16, String) {
@@ -362,10 +355,7 @@ async fn a_tls_redis_is_reached_with_the_mounted_ca_and_client_certificate() {
             .text()
             .await
             .unwrap();
-        text.lines()
-            .find(|l| l.starts_with("maas_store_changes_total{kind=\"catalog\"}"))
-            .and_then(|l| l.rsplit_once(' '))
-            .map_or(0, |(_, n)| n.parse::<u64>().unwrap())
+        metric_value(&text, "maas_store_changes_total", "kind", "catalog").unwrap_or(0)
     };
     let before = catalog_changes().await;
     let edited = certs.join("catalog.yaml");

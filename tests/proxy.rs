@@ -1,8 +1,8 @@
 //! The data plane end to end: real `maas proxy` processes in front of a
 //! real `maas sim`, sharing a real Redis store.
 
-#[path = "support/certs.rs"]
-mod certs;
+#[path = "support/mod.rs"]
+mod support;
 
 mod proxy {
     mod admin;

@@ -35,5 +35,19 @@ pub mod stream_meter;
 pub mod upstream;
 pub mod usage;
 
+/// An embedded store for unit tests, in a directory removed when the
+/// second value drops.
+#[cfg(test)]
+pub(crate) async fn test_store() -> (maas_store::Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let location = maas_store::StoreLocation::Embedded {
+        data_dir: dir.path().to_owned(),
+    };
+    let store = maas_store::Store::open(&location, maas_store::StoreOptions::default())
+        .await
+        .unwrap();
+    (store, dir)
+}
+
 pub use limits::{HoldPolicy, LimitMode};
 pub use server::{Proxy, ProxyOptions};

@@ -266,24 +266,6 @@ impl Limiter {
 mod tests {
     use super::*;
     use maas_store::period::Period;
-    use maas_store::{StoreLocation, StoreOptions};
-
-    /// An embedded store in a directory removed when the second value drops.
-    async fn store(name: &str) -> (Store, tempfile::TempDir) {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("maas-limits-{name}-"))
-            .tempdir()
-            .unwrap();
-        let store = Store::open(
-            &StoreLocation::Embedded {
-                data_dir: dir.path().to_owned(),
-            },
-            StoreOptions::default(),
-        )
-        .await
-        .unwrap();
-        (store, dir)
-    }
 
     fn hits(value: u64) -> Vec<UsageLimit> {
         vec![UsageLimit {
@@ -330,7 +312,7 @@ mod tests {
                 },
             ),
         ] {
-            let (store, _dir) = store(name).await;
+            let (store, _dir) = crate::test_store().await;
             let limiter = Limiter::new(
                 store.clone(),
                 Arc::new(UsageSink::new(store.clone())),
@@ -350,7 +332,7 @@ mod tests {
 
     #[tokio::test]
     async fn plans_without_limits_are_admitted_and_counted() {
-        let (store, _dir) = store("unlimited").await;
+        let (store, _dir) = crate::test_store().await;
         let limiter = Limiter::new(
             store.clone(),
             Arc::new(UsageSink::new(store.clone())),
@@ -378,7 +360,7 @@ mod tests {
 
     #[tokio::test]
     async fn local_replicas_see_each_other_after_a_sync() {
-        let (store, _dir) = store("replicas").await;
+        let (store, _dir) = crate::test_store().await;
         let mode = LimitMode::Local {
             sync_interval: Duration::from_millis(100),
         };
@@ -405,7 +387,7 @@ mod tests {
 
     #[tokio::test]
     async fn token_limits_refuse_once_spent() {
-        let (store, _dir) = store("tokens").await;
+        let (store, _dir) = crate::test_store().await;
         let limiter = Limiter::new(
             store.clone(),
             Arc::new(UsageSink::new(store.clone())),
@@ -454,7 +436,7 @@ mod tests {
                 },
             ),
         ] {
-            let (store, _dir) = store(name).await;
+            let (store, _dir) = crate::test_store().await;
             let limiter = Limiter::new(
                 store.clone(),
                 Arc::new(UsageSink::new(store.clone())),

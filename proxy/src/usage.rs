@@ -83,19 +83,10 @@ impl UsageSink {
 mod tests {
     use super::*;
     use maas_store::period::Period;
-    use maas_store::{StoreLocation, StoreOptions};
 
     #[tokio::test]
     async fn batches_reach_the_store_summed() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            &StoreLocation::Embedded {
-                data_dir: dir.path().to_owned(),
-            },
-            StoreOptions::default(),
-        )
-        .await
-        .unwrap();
+        let (store, _dir) = crate::test_store().await;
         let sink = UsageSink::new(store.clone());
         let at = OffsetDateTime::now_utc();
         sink.push("app1", "total_tokens", 5, at);
@@ -108,6 +99,5 @@ mod tests {
             store.usage("app1", "total_tokens", Period::Eternity, at).await.unwrap(),
             12
         );
-        drop(store);
     }
 }

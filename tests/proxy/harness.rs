@@ -2,7 +2,6 @@
 //! `maas proxy` processes, and a real Redis store under a random prefix
 //! (`MAAS_TEST_REDIS_URL`, default redis://127.0.0.1:6379).
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,10 +12,7 @@ pub fn redis_url() -> String {
     std::env::var("MAAS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+pub use crate::support::{free_port, metric_value};
 
 /// Simulated models: fast, with room for long prompts, and one embedding model.
 pub const SIM_MODELS: &str = "seed: 7
@@ -292,10 +288,25 @@ impl Gateway {
     }
 
     pub async fn chat(&self, base: &str, key: &str, model: &str) -> reqwest::Response {
+        self.chat_body(
+            base,
+            key,
+            serde_json::json!({"model": model, "messages": [{"role": "user", "content": "Hello there"}]}),
+        )
+        .await
+    }
+
+    /// The same chat, streamed (`stream: true`, no usage asked for).
+    pub async fn stream_chat(&self, base: &str, key: &str, model: &str) -> reqwest::Response {
+        let body = serde_json::json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "Hello there"}]});
+        self.chat_body(base, key, body).await
+    }
+
+    async fn chat_body(&self, base: &str, key: &str, body: serde_json::Value) -> reqwest::Response {
         self.http
             .post(format!("{base}/v1/chat/completions"))
             .bearer_auth(key)
-            .json(&serde_json::json!({"model": model, "messages": [{"role": "user", "content": "Hello there"}]}))
+            .json(&body)
             .send()
             .await
             .unwrap()
@@ -437,13 +448,4 @@ pub fn require_python_openai() {
 pub fn with_typo(key: &str) -> String {
     let typo = if key.ends_with('x') { 'y' } else { 'x' };
     format!("{}{typo}", &key[..key.len() - 1])
-}
-
-/// The value of metric `name` on the line labelled with `label="value"`.
-pub fn metric_value(text: &str, name: &str, label: &str, value: &str) -> Option<u64> {
-    text.lines()
-        .filter(|line| line.starts_with(&format!("{name}{{")))
-        .find(|line| line.contains(&format!("{label}=\"{value}\"")))
-        .and_then(|line| line.rsplit_once(' '))
-        .map(|(_, number)| number.parse().unwrap())
 }

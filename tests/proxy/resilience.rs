@@ -242,14 +242,7 @@ plans:
     let reply: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
     assert_eq!(reply["usage"]["total_tokens"], 7);
 
-    let response = gw
-        .http
-        .post(format!("{}/v1/chat/completions", gw.base()))
-        .bearer_auth(&key)
-        .json(&serde_json::json!({"model": "chat-g", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    let response = gw.stream_chat(gw.base(), &key, "chat-g").await;
     let text = response.text().await.unwrap();
     assert_eq!(
         text, "data: {\"id\":\"z\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" hi\"}}]}\n\ndata: [DONE]\n\n",

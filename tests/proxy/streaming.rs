@@ -163,14 +163,7 @@ async fn the_product_metering_policy_fits_servers_without_continuous_usage() {
 async fn a_client_that_hangs_up_cancels_the_generation_and_pays_for_what_it_got() {
     let gw = Gateway::start(CATALOG, 1, "strict").await;
     let (app_id, key) = gw.app_key("hangup-app", "gamma", "open").await;
-    let response = gw
-        .http
-        .post(format!("{}/v1/chat/completions", gw.base()))
-        .bearer_auth(&key)
-        .json(&serde_json::json!({"model": "long-a", "stream": true, "messages": [{"role": "user", "content": "go"}]}))
-        .send()
-        .await
-        .unwrap();
+    let response = gw.stream_chat(gw.base(), &key, "long-a").await;
     assert_eq!(response.status(), 200);
     let mut stream = response.bytes_stream();
     let mut received = String::new();
@@ -217,14 +210,7 @@ async fn a_client_that_hangs_up_cancels_the_generation_and_pays_for_what_it_got(
 async fn a_stream_the_server_breaks_off_ends_with_an_error_event_and_is_billed() {
     let gw = Gateway::start(CATALOG, 1, "strict").await;
     let (app_id, key) = gw.app_key("reset-app", "gamma", "open").await;
-    let response = gw
-        .http
-        .post(format!("{}/gamma/v1/chat/completions", gw.base()))
-        .bearer_auth(&key)
-        .json(&serde_json::json!({"model": "reset-a", "stream": true, "messages": [{"role": "user", "content": "go"}]}))
-        .send()
-        .await
-        .unwrap();
+    let response = gw.stream_chat(&format!("{}/gamma", gw.base()), &key, "reset-a").await;
     assert_eq!(response.status(), 200);
     let text = String::from_utf8_lossy(&response.bytes().await.expect("the stream ends cleanly")).into_owned();
     let last = text.trim_end().rsplit("\n\n").next().unwrap();

@@ -12,7 +12,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::harness::{Gateway, error_of, free_port, metric_value};
-use crate::certs::make_certificates;
+use crate::support::certs::make_certificates;
 
 /// Terminates TLS on `port` with the server certificate in `dir` and
 /// forwards each connection to `target` over plain TCP, as a TLS sidecar in
@@ -79,14 +79,7 @@ plans:
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.unwrap();
     assert!(body["usage"]["completion_tokens"].as_u64().unwrap() > 0, "{body}");
-    let streamed = gw
-        .http
-        .post(format!("{}/v1/chat/completions", gw.base()))
-        .bearer_auth(&key)
-        .json(&serde_json::json!({"model": "chat-a", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    let streamed = gw.stream_chat(gw.base(), &key, "chat-a").await;
     assert_eq!(streamed.status(), 200);
     let text = streamed.text().await.unwrap();
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
