@@ -171,6 +171,31 @@ pub async fn export(ctx: CommandContext, tenants: bool, output: Option<PathBuf>)
 }
 
 /// `maas create-key --app ACCOUNT/APP`: prints the secret alone on stdout.
+/// `maas set-role`: an operator on the server makes a user an admin.
+pub async fn set_role(ctx: CommandContext, email: String, role: maas_store::model::UserRole) -> Result<()> {
+    let store = ctx.store.as_actor(Actor::new("cli", "maas set-role", None));
+    let user = store
+        .find_user_by_email(&email)
+        .await?
+        .with_context(|| format!("no user with the email `{email}`"))?;
+    let update = maas_store::UserUpdate {
+        role: Some(role),
+        ..maas_store::UserUpdate::default()
+    };
+    let user = store.update_user(&user.id, update).await?;
+    let note = if user.sso.is_some() {
+        " (company sign-in decides the role again at the user's next sign-in)"
+    } else {
+        ""
+    };
+    eprintln!(
+        "{} is now {}{note}",
+        user.email,
+        serde_json::to_value(user.role)?.as_str().unwrap_or("?")
+    );
+    Ok(())
+}
+
 pub async fn create_key(ctx: CommandContext, app: String, label: String) -> Result<()> {
     let (account_name, app_name) = app
         .split_once('/')
@@ -273,6 +298,7 @@ pub async fn demo_admin(store: &Store) -> Result<(String, String)> {
                     state: maas_store::model::UserState::Active,
                     sso: None,
                     password_hash: Some(hash),
+                    email_verified: true,
                 })
                 .await?;
         }

@@ -87,6 +87,15 @@ enum Command {
         #[arg(long, default_value = "")]
         label: String,
     },
+    /// Make a user an admin (or a member again), by email: the way, beside
+    /// the console and the admin API, a local account becomes an admin.
+    SetRole {
+        /// The user's email.
+        #[arg(long)]
+        email: String,
+        #[arg(value_enum)]
+        role: RoleArg,
+    },
     /// Check a maas.yaml or catalog file; prints `file:line: field: reason` per mistake.
     Check {
         #[arg(long, short = 'f')]
@@ -95,6 +104,12 @@ enum Command {
         #[arg(long, value_enum)]
         kind: Option<Kind>,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Admin,
+    Member,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -148,6 +163,13 @@ fn main() -> ExitCode {
         } => commands::with_runtime(config, move |ctx| {
             Box::pin(commands::apply(ctx, file, prune, promote_to.into()))
         }),
+        Command::SetRole { email, role } => {
+            let role = match role {
+                RoleArg::Admin => maas_store::model::UserRole::Admin,
+                RoleArg::Member => maas_store::model::UserRole::Member,
+            };
+            commands::with_runtime(config, move |ctx| Box::pin(commands::set_role(ctx, email, role)))
+        }
         Command::CreateKey { app, label } => {
             commands::with_runtime(config, move |ctx| Box::pin(commands::create_key(ctx, app, label)))
         }

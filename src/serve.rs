@@ -233,6 +233,8 @@ fn portal_options(config: &MaasConfig) -> Result<maas_portal::PortalOptions> {
             logo,
         },
         admin_emails: config.admin.admin_emails.clone(),
+        trusted_proxies: maas_portal::security::TrustedProxies::parse(&settings.trusted_proxies)
+            .map_err(|e| anyhow::anyhow!("portal.trusted_proxies: {e}"))?,
         sso: config.sso.enabled.then(|| maas_portal::sso::SsoOptions {
             display_name: config.sso.display_name.clone(),
             issuer_url: config.sso.issuer_url.clone().unwrap_or_default(),
@@ -253,11 +255,12 @@ async fn admin_app(
     config: &MaasConfig,
 ) -> Result<axum::extract::connect_info::IntoMakeServiceWithConnectInfo<axum::Router, std::net::SocketAddr>> {
     let tokens = admin_tokens(store, config).await?;
-    let portal = maas_portal::router(store.clone(), portal_options(config)?)
-        .map_err(|e| anyhow::anyhow!("portal template {e}"))?;
-    Ok(maas_admin_api::router(store.clone(), tokens)
-        .merge(portal)
-        .into_make_service_with_connect_info::<std::net::SocketAddr>())
+    let options = portal_options(config)?;
+    let csp = maas_portal::content_security_policy(&options);
+    let portal = maas_portal::router(store.clone(), options).map_err(|e| anyhow::anyhow!("portal template {e}"))?;
+    // The admin API and its Swagger UI get the portal's headers too.
+    let app = maas_admin_api::router(store.clone(), tokens).merge(portal);
+    Ok(maas_portal::with_security_headers(app, csp).into_make_service_with_connect_info::<std::net::SocketAddr>())
 }
 
 /// `maas up`: the admin API beside the proxy, on the control runtime.

@@ -198,7 +198,6 @@ async fn the_image_runs_proxy_and_portal_with_the_mounted_config() {
             .env("MAAS_METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
             .env("MAAS_PORTAL_LISTEN", format!("127.0.0.1:{portal_port}"))
             .env("MAAS_ADMIN_TOKEN", "0123456789abcdef0123456789abcdef")
-            .env("MAAS_SESSION_KEY", "fedcba9876543210fedcba9876543210")
             .env("MAAS_SSO_CLIENT_SECRET", "test-client-secret")
             .env("MAAS_LOG_LEVEL", "warn")
             .stdout(Stdio::null());

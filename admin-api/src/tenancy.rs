@@ -5,8 +5,8 @@
 //! | `/accounts` | `GET` (list), `POST` (create) |
 //! | `/accounts/{id}` | `GET`, `PATCH` (`name`, `description`), `DELETE` (with its users, applications and keys) |
 //! | `/applications` | `GET` (list; `account_id`, `product`, `state` filters), `POST` (create: `pending` when the plan needs approval) |
-//! | `/applications/{id}` | `GET`, `PATCH` (`name`, `description`, `plan`), `DELETE` |
-//! | `/applications/{id}/approve`, `/suspend`, `/resume` | `POST` |
+//! | `/applications/{id}` | `GET`, `PATCH` (`name`, `description`, `plan`: an admin's plan change is at once), `DELETE` |
+//! | `/applications/{id}/approve`, `/suspend`, `/resume`, `/decline` | `POST`: the store's [`ApplicationAction`]s; repeating one is a no-op |
 //! | `/applications/{id}/keys` | `GET` (list: prefix and last 4 only), `POST` (create: the secret is in this answer only) |
 //! | `/keys/{id}` | `GET`, `DELETE` |
 //! | `/keys/{id}/revoke` | `POST`: refused from now on, kept listed |
@@ -17,7 +17,10 @@ use axum::extract::Path;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use maas_store::model::{Account, ApiKey, Application, ApplicationState};
-use maas_store::{ApplicationFilter, ApplicationUpdate, NewAccount, NewApplication, NewKey, Page, StoreError};
+use maas_store::{
+    ApplicationAction, ApplicationFilter, ApplicationUpdate, NewAccount, NewApplication, NewKey, Page, PlanChangeBy,
+    Precondition,
+};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
@@ -40,6 +43,7 @@ pub fn routes() -> OpenApiRouter<AdminState> {
         .routes(routes!(approve))
         .routes(routes!(suspend))
         .routes(routes!(resume))
+        .routes(routes!(decline))
         .routes(routes!(list_keys, create_key))
         .routes(routes!(get_key, delete_key))
         .routes(routes!(revoke_key))
@@ -206,92 +210,71 @@ async fn update_application(
     body: JsonObject,
 ) -> Result<Response, ApiError> {
     let patch: ApplicationPatch = body.parse()?;
-    let update = ApplicationUpdate {
-        name: patch.name,
-        description: patch.description,
-        plan: patch.plan,
-        state: None,
+    let mut precondition = precondition(&headers)?;
+    let mut application = None;
+    if patch.name.is_some() || patch.description.is_some() {
+        let update = ApplicationUpdate {
+            name: patch.name,
+            description: patch.description,
+        };
+        let updated = admin.store.update_application_if(&id, update, precondition).await?;
+        application = Some(updated);
+        // The version asked for was checked; the plan change follows it.
+        precondition = Precondition::Any;
+    }
+    if let Some(plan) = patch.plan {
+        let changed = admin
+            .store
+            .change_plan(&id, &plan, PlanChangeBy::Admin, precondition)
+            .await?;
+        application = Some(changed);
+    }
+    let application = match application {
+        Some(application) => application,
+        None => {
+            let current = admin.store.get_application(&id).await?;
+            let current = current.ok_or_else(|| ApiError::not_found("application", &id))?;
+            maas_store::check_precondition("application", &id, Some(&current), precondition)?;
+            current
+        }
     };
+    Ok(tagged(StatusCode::OK, &application))
+}
+
+async fn act(admin: &Admin, id: &str, headers: &HeaderMap, action: ApplicationAction) -> Result<Response, ApiError> {
     let application = admin
         .store
-        .update_application_if(&id, update, precondition(&headers)?)
+        .act_on_application(id, action, precondition(headers)?)
         .await?;
     Ok(tagged(StatusCode::OK, &application))
 }
 
-/// Moves an application from `from` to `to`, refusing other starting states.
-async fn transition(
-    admin: &Admin,
-    id: &str,
-    headers: &HeaderMap,
-    from: &[ApplicationState],
-    to: ApplicationState,
-) -> Result<Response, ApiError> {
-    let precondition = precondition(headers)?;
-    let application = admin
-        .store
-        .get_application(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("application", id))?;
-    if application.state == to {
-        return Ok(tagged(StatusCode::OK, &application));
-    }
-    if !from.contains(&application.state) {
-        return Err(StoreError::Conflict(format!(
-            "application `{id}` is {}; it cannot become {}",
-            application.state.as_str(),
-            to.as_str()
-        ))
-        .into());
-    }
-    let update = ApplicationUpdate {
-        state: Some(to),
-        ..ApplicationUpdate::default()
-    };
-    let application = admin.store.update_application_if(id, update, precondition).await?;
-    Ok(tagged(StatusCode::OK, &application))
-}
-
-/// Approve a pending application
+/// Approve a pending application, or the plan its owner asked for
 #[utoipa::path(post, path = "/applications/{id}/approve", tag = "tenants", params(("id" = String, Path, description = "The application's id"), WritePreconditions),
-    responses((status = OK, description = "`pending` → `live`", body = Application, headers(("ETag" = String, description = "The version, for `If-Match`")))))]
+    responses((status = OK, description = "`pending` → `live`; a live application with a `requested_plan` moves to it", body = Application, headers(("ETag" = String, description = "The version, for `If-Match`")))))]
 async fn approve(admin: Admin, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
-    transition(
-        &admin,
-        &id,
-        &headers,
-        &[ApplicationState::Pending],
-        ApplicationState::Live,
-    )
-    .await
+    act(&admin, &id, &headers, ApplicationAction::Approve).await
 }
 
 /// Suspend an application
 #[utoipa::path(post, path = "/applications/{id}/suspend", tag = "tenants", params(("id" = String, Path, description = "The application's id"), WritePreconditions),
     responses((status = OK, description = "`live` or `pending` → `suspended`: its keys are refused", body = Application, headers(("ETag" = String, description = "The version, for `If-Match`")))))]
 async fn suspend(admin: Admin, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
-    transition(
-        &admin,
-        &id,
-        &headers,
-        &[ApplicationState::Live, ApplicationState::Pending],
-        ApplicationState::Suspended,
-    )
-    .await
+    act(&admin, &id, &headers, ApplicationAction::Suspend).await
 }
 
 /// Resume a suspended application
 #[utoipa::path(post, path = "/applications/{id}/resume", tag = "tenants", params(("id" = String, Path, description = "The application's id"), WritePreconditions),
     responses((status = OK, description = "`suspended` → `live`", body = Application, headers(("ETag" = String, description = "The version, for `If-Match`")))))]
 async fn resume(admin: Admin, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
-    transition(
-        &admin,
-        &id,
-        &headers,
-        &[ApplicationState::Suspended],
-        ApplicationState::Live,
-    )
-    .await
+    act(&admin, &id, &headers, ApplicationAction::Resume).await
+}
+
+/// Decline the plan an application's owner asked for
+#[utoipa::path(post, path = "/applications/{id}/decline", tag = "tenants", params(("id" = String, Path, description = "The application's id"), WritePreconditions),
+    responses((status = OK, description = "The `requested_plan` is dropped; the plan stays", body = Application, headers(("ETag" = String, description = "The version, for `If-Match`")))))]
+async fn decline(admin: Admin, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+    act(&admin, &id, &headers, ApplicationAction::Decline).await
 }
 
 /// Delete an application

@@ -22,6 +22,10 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("MAAS_ENVIRONMENT", "proxy.environment (staging | production)"),
     ("MAAS_PORTAL_LISTEN", "portal.listen"),
     ("MAAS_PORTAL_PUBLIC_URL", "portal.public_url"),
+    (
+        "MAAS_PORTAL_TRUSTED_PROXIES",
+        "portal.trusted_proxies (comma-separated addresses or CIDRs)",
+    ),
     ("MAAS_SIM_LISTEN", "sim.listen"),
     ("MAAS_SSO_ISSUER_URL", "sso.issuer_url"),
     ("MAAS_SSO_CLIENT_ID", "sso.client_id"),
@@ -44,10 +48,6 @@ pub const VARIABLES: &[(&str, &str)] = &[
     (
         "MAAS_SSO_CLIENT_SECRET",
         "secret: OIDC client secret (or sso.client_secret_file)",
-    ),
-    (
-        "MAAS_SESSION_KEY",
-        "secret: portal session key (or portal.session_key_file)",
     ),
 ];
 
@@ -155,6 +155,14 @@ pub fn apply_environment(config: &mut MaasConfig, lookup: &dyn Fn(&str) -> Optio
     env.parse("MAAS_ENVIRONMENT", &mut config.proxy.environment);
     env.parse("MAAS_PORTAL_LISTEN", &mut config.portal.listen);
     env.string("MAAS_PORTAL_PUBLIC_URL", &mut config.portal.public_url);
+    if let Some(list) = env.get("MAAS_PORTAL_TRUSTED_PROXIES") {
+        config.portal.trusted_proxies = list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+    }
     env.parse("MAAS_SIM_LISTEN", &mut config.sim.listen);
     env.optional("MAAS_SSO_ISSUER_URL", &mut config.sso.issuer_url);
     env.optional("MAAS_SSO_CLIENT_ID", &mut config.sso.client_id);
@@ -173,11 +181,9 @@ pub fn apply_environment(config: &mut MaasConfig, lookup: &dyn Fn(&str) -> Optio
 
     let admin_file = config.admin.token_file.clone();
     let sso_file = config.sso.client_secret_file.clone();
-    let session_file = config.portal.session_key_file.clone();
     config.secrets.admin_token = env.secret("MAAS_ADMIN_TOKEN", admin_file.as_deref(), "admin.token_file");
     config.secrets.sso_client_secret =
         env.secret("MAAS_SSO_CLIENT_SECRET", sso_file.as_deref(), "sso.client_secret_file");
-    config.secrets.session_key = env.secret("MAAS_SESSION_KEY", session_file.as_deref(), "portal.session_key_file");
     if env.errors.is_empty() {
         Ok(())
     } else {

@@ -182,6 +182,11 @@ impl MaasConfig {
                 "set both admin_claim and admin_value, or neither".into(),
             );
         }
+        for (i, range) in self.portal.trusted_proxies.iter().enumerate() {
+            if let Err(reason) = maas_store::validate::IpRange::parse(range) {
+                push(&format!("portal.trusted_proxies[{i}]"), reason);
+            }
+        }
         for (i, email) in self.admin.admin_emails.iter().enumerate() {
             if !maas_store::validate::is_email(email) {
                 push(

@@ -79,8 +79,10 @@ pub struct PortalSettings {
     pub session_ttl_hours: u32,
     /// Templates here override the built-in ones of the same name.
     pub templates_dir: Option<PathBuf>,
-    /// File holding the session signing key (else `MAAS_SESSION_KEY`).
-    pub session_key_file: Option<PathBuf>,
+    /// Reverse proxies (ingress, load balancer) in front of the portal,
+    /// as addresses or CIDRs: from these alone `X-Forwarded-For` names
+    /// the client, for sign-in limits and the audit log.
+    pub trusted_proxies: Vec<String>,
     /// Cookies marked `Secure`: by default when `public_url` is https.
     pub secure_cookies: Option<bool>,
     pub brand: BrandSettings,
@@ -125,7 +127,7 @@ impl Default for PortalSettings {
             local_accounts: true,
             session_ttl_hours: 8,
             templates_dir: None,
-            session_key_file: None,
+            trusted_proxies: Vec::new(),
             secure_cookies: None,
             brand: BrandSettings::default(),
         }
@@ -385,5 +387,4 @@ impl fmt::Debug for Secret {
 pub struct Secrets {
     pub admin_token: Option<Secret>,
     pub sso_client_secret: Option<Secret>,
-    pub session_key: Option<Secret>,
 }

@@ -11,7 +11,9 @@ use maas_store::model::{
     Application, ApplicationState, COMPLETION_TOKENS, HITS, PROMPT_TOKENS, TOTAL_TOKENS, UserRole, UserState,
 };
 use maas_store::period::Period;
-use maas_store::{ApplicationFilter, ApplicationUpdate, AuditQuery, Environment, Page, UserUpdate, all_pages};
+use maas_store::{
+    ApplicationAction, ApplicationFilter, AuditQuery, Environment, Page, Precondition, UserUpdate, all_pages,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -82,7 +84,7 @@ pub async fn overview(
         .collect();
     let pending: Vec<Value> = apps
         .iter()
-        .filter(|a| a.state == ApplicationState::Pending)
+        .filter(|a| a.state == ApplicationState::Pending || a.requested_plan.is_some())
         .map(application_row)
         .collect();
     let context = json!({
@@ -96,7 +98,8 @@ pub async fn overview(
 
 fn application_row(app: &Application) -> Value {
     json!({"id": app.id, "name": app.name, "account_id": app.account_id, "product": app.product,
-           "plan": app.plan, "state": app.state.as_str(), "created_at": when(app.created_at)})
+           "plan": app.plan, "requested_plan": app.requested_plan, "state": app.state.as_str(),
+           "created_at": when(app.created_at)})
 }
 
 #[derive(Deserialize)]
@@ -137,39 +140,25 @@ pub async fn applications(
     state.page(&visitor, "admin_applications.html", context)
 }
 
-/// `approve`, `suspend` or `resume` an application.
+/// `approve`, `suspend`, `resume` or `decline` an application, by the
+/// store's rules ([`ApplicationAction`]).
 pub async fn application_action(
     State(state): State<PortalState>,
     Path((id, action)): Path<(String, String)>,
     Posted { visitor, .. }: Posted<NoFields>,
 ) -> Result<Response, PortalError> {
     require_admin(&visitor)?;
-    let (from, to): (&[ApplicationState], ApplicationState) = match action.as_str() {
-        "approve" => (&[ApplicationState::Pending], ApplicationState::Live),
-        "suspend" => (
-            &[ApplicationState::Live, ApplicationState::Pending],
-            ApplicationState::Suspended,
-        ),
-        "resume" => (&[ApplicationState::Suspended], ApplicationState::Live),
-        _ => return Err(PortalError::not_found("No such action.")),
-    };
-    let store = visitor.store(&state);
-    let app = store
-        .get_application(&id)
-        .await?
-        .ok_or_else(|| PortalError::not_found("No such application."))?;
-    if !from.contains(&app.state) {
-        return Err(PortalError::new(
-            axum::http::StatusCode::CONFLICT,
-            "That did not work",
-            format!("The application is {}; it cannot be {action}d.", app.state.as_str()),
-        ));
-    }
-    let update = ApplicationUpdate {
-        state: Some(to),
-        ..ApplicationUpdate::default()
-    };
-    store.update_application(&id, update).await?;
+    let action = ApplicationAction::parse(&action).ok_or_else(|| PortalError::not_found("No such action."))?;
+    visitor
+        .store(&state)
+        .act_on_application(&id, action, Precondition::Any)
+        .await
+        .map_err(|error| match error {
+            maas_store::StoreError::Conflict(reason) => {
+                PortalError::new(axum::http::StatusCode::CONFLICT, "That did not work", reason)
+            }
+            error => error.into(),
+        })?;
     Ok(visitor.redirect("/admin/applications"))
 }
 

@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use maas_store::model::{Application, ApplicationState, Plan, Product};
-use maas_store::{ApplicationFilter, Environment, NewApplication, NewKey, Page, all_pages};
+use maas_store::{ApplicationFilter, Environment, NewApplication, NewKey, Page, PlanChangeBy, Precondition, all_pages};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -258,7 +258,9 @@ pub async fn create_application(
         Err(e @ (maas_store::StoreError::Invalid(_) | maas_store::StoreError::AlreadyExists { .. })) => {
             let products: Vec<Value> = offers.iter().map(|o| offer_context(&state, o)).collect();
             let context = json!({"page": "applications", "products": products, "error": e.to_string(),
-                "name": form.name, "description": form.description, "chosen": form.plan});
+                "name": form.name.chars().take(200).collect::<String>(),
+                "description": form.description.chars().take(maas_store::MAX_DESCRIPTION).collect::<String>(),
+                "chosen": form.plan});
             let mut response = state.page(&visitor, "application_new.html", context)?;
             *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
             Ok(response)
@@ -296,7 +298,7 @@ async fn application_page(
         "app": {
             "id": app.id, "name": app.name, "description": app.description, "product": app.product,
             "state": app.state.as_str(), "state_label": state_label(app.state),
-            "created_at": when(app.created_at),
+            "requested_plan": app.requested_plan, "created_at": when(app.created_at),
         },
         "plan": plan.as_ref().map(plan_context),
         "product": offer.map(|o| offer_context(state, o)),
@@ -327,25 +329,25 @@ fn signed_in(visitor: &Visitor) -> Result<&SignedIn, PortalError> {
         .ok_or_else(|| PortalError::forbidden("Sign in first."))
 }
 
+/// The owner's plan change, by the store's rule: a plan that needs
+/// approval is asked for, and the application keeps its plan until an
+/// admin approves.
 pub async fn change_plan(
     State(state): State<PortalState>,
     Path(id): Path<String>,
     Posted { visitor, form }: Posted<PlanForm>,
 ) -> Result<Response, PortalError> {
     let app = own_application(&state, signed_in(&visitor)?, &id).await?;
-    let published = state
-        .store()
-        .get_plan(&app.product, &form.plan)
-        .await?
-        .is_some_and(|p| p.published);
-    if !published {
-        return Err(PortalError::bad_request("Choose one of the product's published plans."));
-    }
-    let update = maas_store::ApplicationUpdate {
-        plan: Some(form.plan),
-        ..Default::default()
-    };
-    visitor.store(&state).update_application(&app.id, update).await?;
+    visitor
+        .store(&state)
+        .change_plan(&app.id, &form.plan, PlanChangeBy::Owner, Precondition::Any)
+        .await
+        .map_err(|error| match error {
+            maas_store::StoreError::Invalid(_) => {
+                PortalError::bad_request("Choose one of the product's published plans.")
+            }
+            error => error.into(),
+        })?;
     Ok(visitor.redirect(&format!("/applications/{}", app.id)))
 }
 

@@ -33,6 +33,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{get, post};
 use maas_store::Store;
@@ -58,6 +59,8 @@ pub struct PortalOptions {
     pub admin_emails: Vec<String>,
     /// Sign-in through the company's OpenID provider, if configured.
     pub sso: Option<sso::SsoOptions>,
+    /// Proxies whose `X-Forwarded-For` names the client (`portal.trusted_proxies`).
+    pub trusted_proxies: security::TrustedProxies,
 }
 
 impl Default for PortalOptions {
@@ -72,6 +75,7 @@ impl Default for PortalOptions {
             brand: Brand::default(),
             admin_emails: Vec::new(),
             sso: None,
+            trusted_proxies: security::TrustedProxies::default(),
         }
     }
 }
@@ -111,9 +115,10 @@ struct Inner {
     store: Store,
     options: PortalOptions,
     templates: render::Templates,
-    login_limiter: accounts::LoginLimiter,
+    login_limiter: accounts::AttemptLimiter,
+    sign_up_limiter: accounts::AttemptLimiter,
     sso: Option<sso::Sso>,
-    csp: axum::http::HeaderValue,
+    trusted_proxies: security::TrustedProxies,
 }
 
 impl PortalState {
@@ -128,29 +133,29 @@ impl PortalState {
     pub fn sso(&self) -> Option<&sso::Sso> {
         self.inner.sso.as_ref()
     }
+
+    pub fn trusted_proxies(&self) -> &security::TrustedProxies {
+        &self.inner.trusted_proxies
+    }
 }
 
 /// The portal's pages. Fails when a template (built in or overridden)
 /// does not compile, naming the file and line.
 pub fn router(store: Store, options: PortalOptions) -> Result<Router, TemplateError> {
     let templates = render::Templates::load(options.templates_dir.as_deref())?;
+    let csp = content_security_policy(&options);
     let state = PortalState {
         inner: Arc::new(Inner {
             store,
             templates,
-            login_limiter: accounts::LoginLimiter::default(),
+            login_limiter: accounts::sign_in_limiter(),
+            sign_up_limiter: accounts::sign_up_limiter(),
             sso: options.sso.clone().map(sso::Sso::new),
-            csp: security::content_security_policy(
-                options
-                    .sso
-                    .as_ref()
-                    .and_then(|s| security::origin(&s.issuer_url))
-                    .as_deref(),
-            ),
+            trusted_proxies: options.trusted_proxies.clone(),
             options,
         }),
     };
-    Ok(Router::new()
+    let pages = Router::new()
         .route("/", get(developer::home))
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))
@@ -192,11 +197,34 @@ pub fn router(store: Store, options: PortalOptions) -> Result<Router, TemplateEr
         .route("/assets/{file}", get(assets::serve))
         .fallback(|| async { PortalError::not_found("No such page.") })
         .layer(middleware::from_fn_with_state(state.clone(), render::error_pages))
-        .layer(middleware::from_fn_with_state(state.clone(), security::headers))
-        .with_state(state)
-        .merge(swagger_ui_dist::generate_routes(swagger_ui_dist::ApiDefinition {
-            uri_prefix: reference::VIEWER_ASSETS,
-            api_definition: swagger_ui_dist::OpenApiSource::Uri("/models"),
-            title: None,
-        })))
+        // Forms are small; past this the post is refused before any field is read.
+        .layer(DefaultBodyLimit::max(FORM_LIMIT_BYTES))
+        .with_state(state);
+    let viewer_assets = swagger_ui_dist::generate_routes(swagger_ui_dist::ApiDefinition {
+        uri_prefix: reference::VIEWER_ASSETS,
+        api_definition: swagger_ui_dist::OpenApiSource::Uri("/models"),
+        title: None,
+    });
+    Ok(with_security_headers(pages.merge(viewer_assets), csp))
+}
+
+/// The most a form post may carry; fields have their own, smaller limits.
+pub const FORM_LIMIT_BYTES: usize = 2 * 1024 * 1024;
+
+/// The portal's policy for pages: its own scripts and styles, and the
+/// OpenID provider as a form target for sign-out.
+pub fn content_security_policy(options: &PortalOptions) -> axum::http::HeaderValue {
+    security::content_security_policy(
+        options
+            .sso
+            .as_ref()
+            .and_then(|s| security::origin(&s.issuer_url))
+            .as_deref(),
+    )
+}
+
+/// `router` with the portal's security headers on every answer: pages,
+/// assets, Swagger UI's files and the admin API merged beside them.
+pub fn with_security_headers(router: Router, csp: axum::http::HeaderValue) -> Router {
+    router.layer(middleware::from_fn_with_state(csp, security::headers))
 }

@@ -1,5 +1,7 @@
-//! Web security every page gets: response headers, and the rule for
-//! where `next=` may send a visitor after signing in.
+//! Web security every answer gets: response headers (pages, assets, the
+//! API viewer's files and the admin API alike), who the client is behind
+//! reverse proxies, and the rule for where `next=` may send a visitor
+//! after signing in.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -9,6 +11,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use maas_store::validate::IpRange;
 
 use crate::PortalState;
 
@@ -37,13 +40,11 @@ pub fn origin(url: &str) -> Option<String> {
         .then(|| format!("{scheme}://{host}"))
 }
 
-pub async fn headers(State(state): State<PortalState>, request: Request, next: Next) -> Response {
+pub async fn headers(State(csp): State<HeaderValue>, request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     // A page may set a policy of its own (the API reference's viewer).
-    headers
-        .entry(header::CONTENT_SECURITY_POLICY)
-        .or_insert_with(|| state.inner.csp.clone());
+    headers.entry(header::CONTENT_SECURITY_POLICY).or_insert(csp);
     for (name, value) in [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
@@ -58,19 +59,84 @@ pub async fn headers(State(state): State<PortalState>, request: Request, next: N
     response
 }
 
+/// The reverse proxies whose `X-Forwarded-For` is believed
+/// (`portal.trusted_proxies`).
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<IpRange>);
+
+impl TrustedProxies {
+    pub fn parse(ranges: &[String]) -> Result<TrustedProxies, String> {
+        ranges
+            .iter()
+            .map(|r| IpRange::parse(r))
+            .collect::<Result<Vec<_>, _>>()
+            .map(TrustedProxies)
+    }
+
+    fn trusts(&self, address: IpAddr) -> bool {
+        self.0.iter().any(|range| range.contains(address))
+    }
+
+    /// The client of a request that reached us from `peer`: the peer
+    /// itself, unless it is a trusted proxy; then the nearest address in
+    /// `X-Forwarded-For` (read right to left, as each proxy appends) that
+    /// is not a trusted proxy. Anything left of it was written by the
+    /// client and is not believed.
+    pub fn client(&self, peer: Option<IpAddr>, forwarded_for: &[&str]) -> Option<IpAddr> {
+        let peer = peer?;
+        if !self.trusts(peer) {
+            return Some(peer);
+        }
+        let mut client = peer;
+        for hop in forwarded_for.iter().rev().flat_map(|h| h.rsplit(',')) {
+            let Some(address) = parse_hop(hop) else {
+                // Garbage from here leftwards: stop at the last address we trust.
+                break;
+            };
+            client = address;
+            if !self.trusts(address) {
+                break;
+            }
+        }
+        Some(client)
+    }
+}
+
+/// An `X-Forwarded-For` entry: an address, maybe with a port or brackets.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    if let Ok(address) = hop.parse() {
+        return Some(address);
+    }
+    if let Ok(socket) = hop.parse::<SocketAddr>() {
+        return Some(socket.ip());
+    }
+    hop.trim_start_matches('[').split(']').next()?.parse().ok()
+}
+
+/// The request's client address (see [`TrustedProxies::client`]).
+pub fn client_address(parts: &Parts, trusted: &TrustedProxies) -> Option<IpAddr> {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(address)| address.ip());
+    let forwarded: Vec<&str> = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    trusted.client(peer, &forwarded)
+}
+
 /// The client's address, when the server was started with connect info.
 pub struct ClientAddress(pub Option<IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+impl FromRequestParts<PortalState> for ClientAddress {
     type Rejection = Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<ClientAddress, Infallible> {
-        Ok(ClientAddress(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(address)| address.ip()),
-        ))
+    async fn from_request_parts(parts: &mut Parts, state: &PortalState) -> Result<ClientAddress, Infallible> {
+        Ok(ClientAddress(client_address(parts, &state.inner.trusted_proxies)))
     }
 }
 
@@ -144,6 +210,41 @@ mod tests {
         );
         assert_eq!(origin("https://a b/"), None);
         assert_eq!(origin("javascript:alert(1)"), None);
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_from_trusted_proxies() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let none = TrustedProxies::default();
+        assert_eq!(
+            none.client(ip("10.0.0.5"), &["6.6.6.6"]),
+            ip("10.0.0.5"),
+            "nobody is trusted"
+        );
+        let ingress = TrustedProxies::parse(&["10.0.0.0/8".into()]).unwrap();
+        assert_eq!(ingress.client(ip("10.0.0.5"), &["203.0.113.7"]), ip("203.0.113.7"));
+        // A client's own X-Forwarded-For is left of what the ingress appended.
+        assert_eq!(
+            ingress.client(ip("10.0.0.5"), &["1.1.1.1, 203.0.113.7"]),
+            ip("203.0.113.7")
+        );
+        assert_eq!(
+            ingress.client(ip("10.0.0.5"), &["1.1.1.1", "203.0.113.7, 10.0.0.9"]),
+            ip("203.0.113.7"),
+            "several headers and proxies"
+        );
+        assert_eq!(
+            ingress.client(ip("198.51.100.1"), &["1.1.1.1"]),
+            ip("198.51.100.1"),
+            "untrusted peer"
+        );
+        assert_eq!(ingress.client(ip("10.0.0.5"), &["garbage"]), ip("10.0.0.5"));
+        assert_eq!(
+            ingress.client(ip("10.0.0.5"), &["[2001:db8::1]:443"]),
+            ip("2001:db8::1")
+        );
+        assert_eq!(ingress.client(ip("10.0.0.5"), &[]), ip("10.0.0.5"));
+        assert!(TrustedProxies::parse(&["nope".into()]).is_err());
     }
 
     #[test]

@@ -183,10 +183,7 @@ impl FromRequestParts<PortalState> for Visitor {
     type Rejection = PortalError;
 
     async fn from_request_parts(parts: &mut Parts, state: &PortalState) -> Result<Visitor, PortalError> {
-        let ip = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|axum::extract::ConnectInfo(address)| address.ip().to_string());
+        let ip = crate::security::client_address(parts, state.trusted_proxies()).map(|a| a.to_string());
         let mut visitor = Visitor {
             signed_in: None,
             ip,

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use axum::extract::{Query, State};
 use axum::response::Response;
 use maas_store::SessionRecord;
-use maas_store::model::{SsoIdentity, UserRole, UserState};
-use maas_store::{NewAccount, NewUser, UserUpdate};
+use maas_store::model::{AccountBinding, SsoIdentity, UserRole, UserState};
+use maas_store::{NewUser, UserUpdate};
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreGenderClaim, CoreProviderMetadata};
 use openidconnect::{
     AccessTokenHash, AdditionalClaims, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
@@ -438,6 +438,11 @@ pub async fn callback(
 }
 
 /// The user the identity is, created (with its account) on first sign-in.
+/// The account is the one bound to this provider and the identity's
+/// organization claim (`sso.account_claim`, else its email: a personal
+/// organization), never one that merely shares the name; the admin role
+/// comes from the provider's claims or a **verified** email on
+/// `admin.admin_emails`, decided at every sign-in.
 async fn match_user(
     state: &PortalState,
     visitor: &Visitor,
@@ -475,40 +480,7 @@ async fn match_user(
                 user
             }
         }
-        None => {
-            if store.find_user_by_email(&email).await?.is_some() {
-                return Err(refused(
-                    "An account with this email signs in with a password. Sign in with it, or ask an administrator.",
-                ));
-            }
-            let account_name = identity.text(&options.account_claim).unwrap_or_else(|| email.clone());
-            let account = match store.find_account(&account_name).await? {
-                Some(account) => account,
-                None => {
-                    store
-                        .create_account(NewAccount {
-                            name: account_name,
-                            description: String::new(),
-                        })
-                        .await?
-                }
-            };
-            store
-                .create_user(NewUser {
-                    account_id: account.id,
-                    email,
-                    display_name: identity.name.clone().unwrap_or_default(),
-                    role,
-                    state: if options.auto_approve {
-                        UserState::Active
-                    } else {
-                        UserState::Pending
-                    },
-                    sso: Some(identity.sso.clone()),
-                    password_hash: None,
-                })
-                .await?
-        }
+        None => first_sign_in(&store, options, identity, email, role).await?,
     };
     match user.state {
         UserState::Active => {}
@@ -524,6 +496,50 @@ async fn match_user(
         .await?
         .ok_or_else(|| refused("Your organization no longer exists."))?;
     Ok((user, account))
+}
+
+/// The user of an identity seen for the first time, in its
+/// organization's account.
+async fn first_sign_in(
+    store: &maas_store::Store,
+    options: &SsoOptions,
+    identity: &Identity,
+    email: String,
+    role: UserRole,
+) -> Result<maas_store::model::User, PortalError> {
+    if identity.email_verified
+        && let Some(released) = store.release_unverified_email(&email).await?
+    {
+        tracing::warn!(user = %released.id, "portal: a verified sign-in took over an email a local sign-up held unverified");
+    }
+    if store.find_user_by_email(&email).await?.is_some() {
+        return Err(refused(
+            "An account with this email signs in with a password. Sign in with it, or ask an administrator.",
+        ));
+    }
+    let claim_value = identity.text(&options.account_claim).unwrap_or_else(|| email.clone());
+    let binding = AccountBinding {
+        issuer: identity.sso.issuer.clone(),
+        claim_value: claim_value.clone(),
+    };
+    let account = store.account_for_sso(&binding, &claim_value).await?;
+    let user = store
+        .create_user(NewUser {
+            account_id: account.id,
+            email,
+            display_name: identity.name.clone().unwrap_or_default(),
+            role,
+            state: if options.auto_approve {
+                UserState::Active
+            } else {
+                UserState::Pending
+            },
+            sso: Some(identity.sso.clone()),
+            password_hash: None,
+            email_verified: identity.email_verified,
+        })
+        .await?;
+    Ok(user)
 }
 
 /// Where to go after signing out of a session that came from the provider.

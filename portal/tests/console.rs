@@ -71,6 +71,15 @@ async fn only_admins_get_into_the_console() {
     admin.sign_up("Operators", &email("root")).await;
     for page in PAGES {
         let answer = admin.get(page).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::FORBIDDEN,
+            "{page}: admin_emails do not make a local sign-up an admin"
+        );
+    }
+    portal.make_admin(&email("root")).await;
+    for page in PAGES {
+        let answer = admin.get(page).await;
         assert_eq!(answer.status, StatusCode::OK, "{page}: {}", answer.body);
     }
     assert!(admin.get("/models").await.body.contains("href=\"/admin\""));
@@ -94,6 +103,7 @@ async fn an_admin_approves_suspends_and_manages_users() {
 
     let mut admin = portal.browser();
     admin.sign_up("Operators", &email("root")).await;
+    portal.make_admin(&email("root")).await;
     let overview = admin.get("/admin").await;
     assert!(
         overview.body.contains("gated app"),
@@ -112,7 +122,12 @@ async fn an_admin_approves_suspends_and_manages_users() {
     let again = admin
         .post(&format!("/admin/applications/{id}/approve"), &[("csrf", &csrf)])
         .await;
-    assert_eq!(again.status, StatusCode::CONFLICT, "live cannot be approved");
+    assert_eq!(
+        again.status,
+        StatusCode::SEE_OTHER,
+        "approving a live application changes nothing, as in the admin API"
+    );
+    assert_eq!(portal.store.get_application(&id).await.unwrap().unwrap(), app);
     let page = developer.get(&format!("/applications/{id}")).await;
     assert!(page.body.contains("Live"), "the developer sees it live");
 
@@ -121,6 +136,14 @@ async fn an_admin_approves_suspends_and_manages_users() {
         .await;
     let app = portal.store.get_application(&id).await.unwrap().unwrap();
     assert_eq!(app.state, ApplicationState::Suspended);
+    let refused = admin
+        .post(&format!("/admin/applications/{id}/approve"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::CONFLICT,
+        "a suspended application is resumed, not approved"
+    );
 
     // The application's page: its keys, revocable by the admin.
     let issued = portal.store.create_key(&id, Default::default()).await.unwrap();
@@ -169,6 +192,7 @@ async fn an_admin_promotes_with_a_diff_and_rolls_back() {
     let portal = Portal::embedded(options()).await;
     let mut admin = portal.browser();
     admin.sign_up("Operators", &email("root")).await;
+    portal.make_admin(&email("root")).await;
     let page = admin.get("/admin/products").await;
     assert!(page.body.contains("Staging serves the draft."), "{}", page.body);
     let shown = text(&page.body);

@@ -175,7 +175,7 @@ async fn forms_without_their_csrf_token_are_refused() {
     let answer = stranger
         .post(
             "/sign-in",
-            &[("email", &email("ada")), ("password", "correct horse battery")],
+            &[("email", &email("ada")), ("password", "correct horse battery staple")],
         )
         .await;
     assert_eq!(answer.status, StatusCode::FORBIDDEN);
@@ -241,7 +241,7 @@ async fn sign_in_rotates_the_session_and_goes_only_to_own_paths() {
                 "/sign-in",
                 &[
                     ("email", &email("ada")),
-                    ("password", "correct horse battery"),
+                    ("password", "correct horse battery staple"),
                     ("next", next),
                 ],
             )
@@ -290,7 +290,7 @@ async fn failed_sign_ins_are_limited() {
         .submit(
             "/sign-in",
             "/sign-in",
-            &[("email", &email("ada")), ("password", "correct horse battery")],
+            &[("email", &email("ada")), ("password", "correct horse battery staple")],
         )
         .await;
     assert_eq!(blocked.status, StatusCode::TOO_MANY_REQUESTS);

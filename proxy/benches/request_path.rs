@@ -41,6 +41,7 @@ async fn seeded(mode: LimitMode, dir: &std::path::Path) -> (Arc<ProxyState>, Str
         .create_account(NewAccount {
             name: "Bench".into(),
             description: String::new(),
+            sso: None,
         })
         .await
         .unwrap();
@@ -131,7 +132,7 @@ fn request_path(c: &mut Criterion) {
 /// the proxy did before, as the baseline.
 fn request_body(c: &mut Criterion) {
     use maas_proxy::body::inspect_json;
-    use maas_proxy::rewrite::{Endpoint, rewrite_request};
+    use maas_proxy::rewrite::{Endpoint, ForwardPolicy, rewrite_request};
     let body = |prompt_bytes: usize| {
         let content = "gateways meter every token exactly ".repeat(prompt_bytes / 35 + 1);
         serde_json::to_vec(&serde_json::json!({
@@ -145,8 +146,12 @@ fn request_body(c: &mut Criterion) {
         group.bench_function(format!("inspect+rewrite_in_place/{label}"), |b| {
             b.iter(|| {
                 let facts = inspect_json(std::hint::black_box(&bytes)).unwrap();
-                let rewrite =
-                    rewrite_request(&bytes, Endpoint::ChatCompletions, StreamUsage::Continuous, Some(1024)).unwrap();
+                let policy = ForwardPolicy {
+                    stream_usage: StreamUsage::Continuous,
+                    max_tokens_cap: Some(1024),
+                    default_model: None,
+                };
+                let rewrite = rewrite_request(&bytes, Endpoint::ChatCompletions, &policy).unwrap();
                 (facts, rewrite)
             })
         });

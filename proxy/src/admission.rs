@@ -1,91 +1,221 @@
-//! The request phase: route, authenticate, read the body, route by model,
-//! match mapping rules and admit against limits — everything
-//! `request_filter` decides before a request may go upstream.
+//! The request phase: everything `request_filter` decides before a request
+//! may go upstream, as named stages in request order. Each stage either
+//! hands the next what it found or ends the request with an [`ApiError`].
+//!
+//! The edge comes first: the path is normalised ([`request_path`]) before
+//! anything reads it, and the body of an inference endpoint is read as
+//! JSON whatever its `Content-Type` says, because that is how the model
+//! server reads it. Every later stage sees only the normalised request.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
-use maas_store::model::{ApplicationState, CredentialLocation, KeyHash, TOKEN_METRICS, has_valid_checksum};
+use maas_store::model::{
+    ApplicationState, AuthContext, CredentialLocation, KeyHash, TOKEN_METRICS, has_valid_checksum,
+};
 use pingora_error::Result;
 use pingora_proxy::Session;
 use time::OffsetDateTime;
 
 use crate::body::{RequestFacts, inspect_json, is_json_content_type};
 use crate::cors;
-use crate::credentials::{RequestCredentials, describe_locations, extract_key};
+use crate::credentials::{RequestCredentials, describe_locations, extract_key, is_query_param};
 use crate::error::ApiError;
 use crate::limits::{Decision, TokenRequest, prompt_estimate};
+use crate::mapping::Deltas;
 use crate::metrics::METRICS;
 use crate::ratelimit::{limit_headers, retry_after_secs};
 use crate::reply::respond;
 use crate::request_body::read_body;
-use crate::rewrite::{ClientUsage, Endpoint, rewrite_request};
-use crate::routing::{Route, upstream_path};
+use crate::request_path::normalize;
+use crate::rewrite::{ClientUsage, Endpoint, ForwardPolicy, rewrite_request};
+use crate::routing::{ProductRoute, Route, upstream_path};
 use crate::service::{MaasProxy, RequestCtx};
+use crate::state::ServingCatalog;
 
 pub(crate) enum Next {
     Proxy,
     Answered,
 }
 
+/// A stage's outcome: Pingora's error (the connection is gone), or the
+/// stage's answer, which is either what the next stage needs or the
+/// refusal to send.
+type Stage<T> = Result<Result<T, ApiError>>;
+
+/// The value of a stage that awaits, or `prepare` ends with its refusal.
+macro_rules! next {
+    ($stage:expr) => {
+        match $stage? {
+            Ok(value) => value,
+            Err(error) => return Ok(Err(error)),
+        }
+    };
+}
+
+/// The value of a stage that decides alone, or `prepare` ends with its refusal.
+macro_rules! or_refuse {
+    ($decision:expr) => {
+        match $decision {
+            Ok(value) => value,
+            Err(error) => return Ok(Err(error)),
+        }
+    };
+}
+
 pub(crate) fn header_str<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
     session.req_header().headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The request line and host, normalised once.
+struct Target {
+    method: String,
+    host: Option<String>,
+    /// The normal form of the path ([`normalize`]).
+    path: String,
+    query: Option<String>,
+}
+
+/// What routing found: a product's endpoint, or the shared `/v1`.
+struct Routed {
+    index: Option<usize>,
+    /// The path below the product's prefix (the shared endpoint's whole path).
+    api_path: String,
+}
+
+/// The body as the model server will read it.
+#[derive(Default)]
+struct Body {
+    facts: RequestFacts,
+    /// The body was read as a JSON object: it may be rewritten, and is
+    /// forwarded as `application/json`.
+    json: bool,
+}
+
+/// Tokens the request may spend, as the limiter was asked for them.
+struct Spend {
+    request: Option<TokenRequest>,
+    /// Generations the grant is shared by (`n`, prompts of a batch).
+    generations: u64,
+}
+
 impl MaasProxy {
     /// Authenticates, routes and admits a request; `Err` is answered as is.
-    pub(crate) async fn prepare(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Result<Next, ApiError>> {
+    pub(crate) async fn prepare(&self, session: &mut Session, ctx: &mut RequestCtx) -> Stage<Next> {
         let catalog = self.state.catalog();
         ctx.catalog = Some(catalog.clone());
-        let host = header_str(session, "host").map(str::to_owned);
-        let path = session.req_header().uri.path().to_owned();
-        let query = session.req_header().uri.query().map(str::to_owned);
-        let method = session.req_header().method.as_str().to_owned();
-        let (route_index, api_path) = match catalog.routes.route(host.as_deref(), &path) {
-            Route::Product { index, api_path } => (Some(index), api_path.to_owned()),
-            Route::Shared { api_path } => (None, api_path.to_owned()),
-            Route::Unknown => return Ok(Err(ApiError::no_route(&path))),
-        };
-        ctx.product = route_index;
-        let (credentials, cors_policy) = match route_index {
-            Some(index) => {
-                let product = &catalog.routes.product(index).product;
-                (&product.credentials, product.cors.as_ref())
-            }
-            None => (&catalog.shared_credentials, catalog.shared_cors.as_ref()),
-        };
-
-        // CORS: preflights never need a key and never reach the upstream.
-        let origin = header_str(session, "origin").map(str::to_owned);
-        if let (Some(policy), Some(origin)) = (cors_policy, origin.as_deref()) {
-            if method == "OPTIONS"
-                && session
-                    .req_header()
-                    .headers
-                    .contains_key("access-control-request-method")
-            {
-                let Some(headers) = cors::preflight_headers(policy, origin) else {
-                    let mut error = ApiError::no_route(&path);
-                    error.status = 403;
-                    error.message = format!("Origin `{origin}` may not call this API.");
-                    error.reason = "cors_origin";
-                    return Ok(Err(error));
-                };
-                respond(session, 204, Bytes::new(), &headers).await?;
-                return Ok(Ok(Next::Answered));
-            }
-            ctx.extra_headers.extend(cors::response_headers(policy, origin));
+        let target = or_refuse!(read_target(session));
+        let routed = or_refuse!(route(&catalog, &target));
+        ctx.product = routed.index;
+        if let Next::Answered = next!(self.answer_preflight(session, ctx, &catalog, &target, &routed).await) {
+            return Ok(Ok(Next::Answered));
         }
+        let auth = next!(self.authenticate(session, ctx, &catalog, &target, &routed).await);
+        let endpoint = Endpoint::of_path(&routed.api_path);
+        let body = next!(self.read_request_body(session, ctx, &routed, endpoint).await);
+        ctx.model = body.facts.model.clone();
+        ctx.stream = body.facts.stream;
+        ctx.json_body = body.json && endpoint.is_inference();
+        let is_model_list = target.method == "GET" && routed.api_path == "/v1/models";
+        let product_index = or_refuse!(product_for(
+            &catalog,
+            &routed,
+            &auth,
+            ctx.model.as_deref(),
+            is_model_list
+        ));
+        ctx.product = Some(product_index);
+        let route = catalog.routes.product(product_index);
+        if let Some(model) = ctx.model.as_deref()
+            && !route.product.models.is_empty()
+            && !route.product.models.iter().any(|m| m == model)
+        {
+            return Ok(Err(ApiError::model_not_found(model)));
+        }
+        let Some(deltas) = route.rules.deltas(&target.method, &routed.api_path) else {
+            return Ok(Err(ApiError::no_mapping_rule(&target.method, &routed.api_path)));
+        };
+        let spend = self.spend(ctx, &auth, endpoint, &body.facts);
+        let completion_grant = or_refuse!(self.admit(ctx, &auth, &deltas, &spend).await);
+        if is_model_list {
+            let body = model_list(&route.product.models);
+            let mut headers = std::mem::take(&mut ctx.extra_headers);
+            headers.push(("content-type", "application/json".into()));
+            respond(session, 200, Bytes::from(body), &headers).await?;
+            ctx.extra_headers = headers;
+            return Ok(Ok(Next::Answered));
+        }
+        or_refuse!(rewrite_body(
+            ctx,
+            &auth,
+            route,
+            endpoint,
+            &body,
+            &spend,
+            completion_grant
+        ));
+        or_refuse!(choose_upstream(ctx, &catalog, route, &routed, &target));
+        Ok(Ok(Next::Proxy))
+    }
 
-        // Authenticate.
+    /// CORS preflights of a product with a policy are answered here: they
+    /// never need a key and never reach the upstream.
+    async fn answer_preflight(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        catalog: &ServingCatalog,
+        target: &Target,
+        routed: &Routed,
+    ) -> Stage<Next> {
+        let policy = match routed.index {
+            Some(index) => catalog.routes.product(index).product.cors.as_ref(),
+            None => catalog.shared_cors.as_ref(),
+        };
+        let (Some(policy), Some(origin)) = (policy, header_str(session, "origin").map(str::to_owned)) else {
+            return Ok(Ok(Next::Proxy));
+        };
+        let is_preflight = target.method == "OPTIONS"
+            && session
+                .req_header()
+                .headers
+                .contains_key("access-control-request-method");
+        if is_preflight {
+            let Some(headers) = cors::preflight_headers(policy, &origin) else {
+                let mut error = ApiError::no_route(&target.path);
+                error.status = 403;
+                error.message = format!("Origin `{origin}` may not call this API.");
+                error.reason = "cors_origin";
+                return Ok(Err(error));
+            };
+            respond(session, 204, Bytes::new(), &headers).await?;
+            return Ok(Ok(Next::Answered));
+        }
+        ctx.extra_headers.extend(cors::response_headers(policy, &origin));
+        Ok(Ok(Next::Proxy))
+    }
+
+    /// The key from the product's locations, checked, looked up, and its
+    /// application's state and subscription checked.
+    async fn authenticate(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        catalog: &ServingCatalog,
+        target: &Target,
+        routed: &Routed,
+    ) -> Stage<Arc<AuthContext>> {
+        let credentials = match routed.index {
+            Some(index) => &catalog.routes.product(index).product.credentials,
+            None => &catalog.shared_credentials,
+        };
         let custom_header = credentials.header_name.to_ascii_lowercase();
+        let headers = &session.req_header().headers;
         let found = extract_key(
             &RequestCredentials {
-                authorization: session.req_header().headers.get("authorization").map(|v| v.as_bytes()),
-                custom_header: session
-                    .req_header()
-                    .headers
-                    .get(custom_header.as_str())
-                    .map(|v| v.as_bytes()),
-                query: query.as_deref(),
+                authorization: headers.get("authorization").map(|v| v.as_bytes()),
+                custom_header: headers.get(custom_header.as_str()).map(|v| v.as_bytes()),
+                query: target.query.as_deref(),
             },
             credentials,
         );
@@ -114,8 +244,7 @@ impl MaasProxy {
             }
         };
         drop(secret);
-        let now = OffsetDateTime::now_utc();
-        if !auth.key.is_usable_at(now) {
+        if !auth.key.is_usable_at(OffsetDateTime::now_utc()) {
             return Ok(Err(ApiError::invalid_key()));
         }
         ctx.auth = Some(auth.clone());
@@ -124,117 +253,109 @@ impl MaasProxy {
             ApplicationState::Pending => return Ok(Err(ApiError::application_pending(&auth.application.name))),
             ApplicationState::Suspended => return Ok(Err(ApiError::application_suspended(&auth.application.name))),
         }
-        if let Some(index) = route_index {
+        if let Some(index) = routed.index {
             let product = &catalog.routes.product(index).product;
             if product.system_name != auth.application.product {
                 return Ok(Err(ApiError::not_subscribed(&product.system_name)));
             }
         }
+        Ok(Ok(auth))
+    }
 
-        // The body, whole, before the peer is chosen.
-        let has_body = session.req_header().headers.contains_key("content-length")
-            || session.req_header().headers.contains_key("transfer-encoding");
-        if has_body {
-            match read_body(session, self.state.max_body_bytes).await? {
-                Ok(body) => ctx.body = Some(body),
-                Err(error) => return Ok(Err(error)),
-            }
+    /// The whole body, before the peer is chosen, read as the model server
+    /// reads it: an inference endpoint's body is JSON whatever the
+    /// `Content-Type` (vLLM's FastAPI parses it either way), the shared
+    /// endpoint needs JSON to route, and elsewhere a body that declares or
+    /// turns out to be a JSON object is checked like one.
+    async fn read_request_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        routed: &Routed,
+        endpoint: Endpoint,
+    ) -> Stage<Body> {
+        let headers = &session.req_header().headers;
+        if !headers.contains_key("content-length") && !headers.contains_key("transfer-encoding") {
+            return Ok(Ok(Body::default()));
         }
-        let json_body = session
-            .req_header()
-            .headers
+        let declared_json = headers
             .get("content-type")
             .is_some_and(|v| is_json_content_type(v.as_bytes()));
-        let mut facts = RequestFacts::default();
-        if let Some(body) = ctx
-            .body
-            .as_ref()
-            .filter(|b| !b.is_empty() && (json_body || route_index.is_none()))
-        {
-            match inspect_json(body) {
-                Ok(found) => facts = found,
-                Err(detail) => return Ok(Err(ApiError::invalid_json(&detail))),
-            }
-            ctx.model = facts.model.take();
-            ctx.stream = facts.stream;
+        let bytes = next!(read_body(session, self.state.max_body_bytes).await);
+        ctx.body = Some(bytes.clone());
+        if bytes.is_empty() {
+            return Ok(Ok(Body::default()));
         }
-
-        // Route the shared endpoint by model; check the model on product routes.
-        let is_model_list = method == "GET" && api_path == "/v1/models";
-        let product_index = match route_index {
-            Some(index) => index,
-            None if is_model_list => match catalog.routes.find_product(&auth.application.product) {
-                Some(index) => index,
-                None => return Ok(Err(ApiError::not_subscribed(&auth.application.product))),
-            },
-            None => {
-                let Some(model) = ctx.model.as_deref() else {
-                    return Ok(Err(ApiError::model_required()));
-                };
-                let Some(index) = catalog.routes.product_for_model(model) else {
-                    return Ok(Err(ApiError::model_not_found(model)));
-                };
-                if catalog.routes.product(index).product.system_name != auth.application.product {
-                    return Ok(Err(ApiError::not_subscribed(
-                        &catalog.routes.product(index).product.system_name,
-                    )));
-                }
-                index
-            }
-        };
-        ctx.product = Some(product_index);
-        let route = catalog.routes.product(product_index);
-        if let Some(model) = ctx.model.as_deref()
-            && !route.product.models.is_empty()
-            && !route.product.models.iter().any(|m| m == model)
-        {
-            return Ok(Err(ApiError::model_not_found(model)));
+        let must_be_json = endpoint.is_inference() || routed.index.is_none() || declared_json;
+        match inspect_json(&bytes) {
+            Ok(facts) => Ok(Ok(Body { facts, json: true })),
+            Err(refused) if must_be_json => Ok(Err(ApiError::invalid_body(endpoint.is_inference(), &refused))),
+            // Not JSON and not an endpoint that reads JSON (an upload, a
+            // form): the model server's business.
+            Err(_) => Ok(Ok(Body::default())),
         }
+    }
 
-        // Mapping rules and limits.
-        let Some(deltas) = route.rules.deltas(&method, &api_path) else {
-            return Ok(Err(ApiError::no_mapping_rule(&method, &api_path)));
-        };
-        // Requests that spend tokens hold them against the plan's token
-        // limits; generation is capped at what the hold was granted.
-        let endpoint = Endpoint::of_path(&api_path);
-        let prompt_estimate = ctx.body.as_ref().map_or(0, |b| prompt_estimate(b.len()));
-        let plan_cap = auth.plan.max_tokens.map(u64::from);
+    /// What the request asks to spend: its prompt, and for generating
+    /// endpoints its completion tokens, on plans with token limits.
+    fn spend(&self, ctx: &RequestCtx, auth: &AuthContext, endpoint: Endpoint, facts: &RequestFacts) -> Spend {
+        let generations = facts.generations(endpoint).max(1);
+        let prompt = ctx.body.as_ref().map_or(0, |b| prompt_estimate(b.len()));
         let limits_tokens = auth
             .plan
             .limits
             .iter()
             .any(|l| TOKEN_METRICS.contains(&l.metric.as_str()));
-        let tokens = (limits_tokens && (endpoint.generates() || endpoint == Endpoint::Embeddings)).then(|| {
+        let request = (limits_tokens && (endpoint.generates() || endpoint == Endpoint::Embeddings)).then(|| {
             if endpoint.generates() {
-                let policy = self.state.limiter.hold_policy();
+                let plan_cap = auth.plan.max_tokens.map(u64::from);
                 let wanted = facts
                     .max_tokens_for(endpoint)
                     .or(plan_cap)
-                    .unwrap_or(policy.default_max_tokens);
+                    .unwrap_or(self.state.limiter.hold_policy().default_max_tokens);
+                let per_generation = plan_cap.map_or(wanted, |cap| wanted.min(cap));
                 TokenRequest {
-                    prompt: prompt_estimate,
-                    completion_max: plan_cap.map_or(wanted, |cap| wanted.min(cap)),
-                    completion_min: 1,
+                    prompt,
+                    completion_max: per_generation.saturating_mul(generations),
+                    completion_min: generations,
                 }
             } else {
                 TokenRequest {
-                    prompt: prompt_estimate,
+                    prompt,
                     completion_max: 0,
                     completion_min: 0,
                 }
             }
         });
+        Spend { request, generations }
+    }
+
+    /// Checks and counts the plan's limits (holding the tokens asked for);
+    /// the completion tokens granted, if any were asked for.
+    async fn admit(
+        &self,
+        ctx: &mut RequestCtx,
+        auth: &AuthContext,
+        deltas: &Deltas,
+        spend: &Spend,
+    ) -> Result<Option<u64>, ApiError> {
+        let now = OffsetDateTime::now_utc();
         let decision = self
             .state
             .limiter
-            .admit(&auth.application.id, &auth.plan.limits, &deltas, tokens.as_ref(), now)
+            .admit(
+                &auth.application.id,
+                &auth.plan.limits,
+                deltas,
+                spend.request.as_ref(),
+                now,
+            )
             .await;
-        let completion_grant = match decision {
+        match decision {
             Ok(Decision::Admitted(admitted)) => {
                 ctx.extra_headers.extend(limit_headers(&admitted.statuses, now));
                 ctx.hold = admitted.hold;
-                admitted.completion_grant
+                Ok(admitted.completion_grant)
             }
             Ok(Decision::Rejected(status)) => {
                 let retry_after = retry_after_secs(&status, now);
@@ -244,12 +365,12 @@ impl MaasProxy {
                 let is_tokens = TOKEN_METRICS.contains(&status.limit.metric.as_str());
                 if is_tokens && status.remaining > 0 {
                     // Tokens are left, fewer than the prompt and one completion token.
-                    let needed = prompt_estimate + tokens.map_or(0, |t| t.completion_min);
-                    return Ok(Err(ApiError::insufficient_quota(
+                    let needed = spend.request.map_or(0, |t| t.prompt + t.completion_min);
+                    return Err(ApiError::insufficient_quota(
                         &status.limit.metric,
                         status.remaining,
                         needed,
-                    )));
+                    ));
                 }
                 let mut error = ApiError::rate_limited(
                     &status.limit.metric,
@@ -260,68 +381,150 @@ impl MaasProxy {
                 if is_tokens {
                     error.reason = "token_limit";
                 }
-                return Ok(Err(error));
+                Err(error)
             }
             Err(error) => {
                 METRICS.store_errors.with_label_values(&["check_limits"]).inc();
                 tracing::error!(%error, "limit check failed");
-                return Ok(Err(ApiError::store_unavailable()));
-            }
-        };
-
-        if is_model_list {
-            let body = model_list(&route.product.models);
-            let mut headers = std::mem::take(&mut ctx.extra_headers);
-            headers.push(("content-type", "application/json".into()));
-            respond(session, 200, Bytes::from(body), &headers).await?;
-            ctx.extra_headers = headers;
-            return Ok(Ok(Next::Answered));
-        }
-
-        // Streams ask the upstream for usage; max_tokens is capped at the
-        // plan's cap and at the tokens the hold was granted.
-        let max_tokens_cap = match completion_grant.filter(|_| auth.plan.clamp_max_tokens) {
-            Some(grant) => Some(plan_cap.map_or(grant, |cap| cap.min(grant))),
-            None => plan_cap,
-        };
-        if let Some(body) = ctx
-            .body
-            .as_ref()
-            .filter(|_| json_body && (ctx.stream || max_tokens_cap.is_some()))
-        {
-            match rewrite_request(body, endpoint, route.product.metering.stream_usage, max_tokens_cap) {
-                Ok(rewrite) => {
-                    ctx.client_usage = rewrite.client_usage;
-                    if rewrite.stream && endpoint == Endpoint::Responses {
-                        ctx.client_usage = ClientUsage {
-                            final_chunk: true,
-                            every_chunk: true,
-                        };
-                    }
-                    if let Some(forwarded) = rewrite.body {
-                        ctx.body = Some(Bytes::from(forwarded));
-                    }
-                }
-                Err(detail) => return Ok(Err(ApiError::invalid_json(&detail))),
+                Err(ApiError::store_unavailable())
             }
         }
-
-        let Some(upstream) = catalog.upstreams.get(&route.product.backend).cloned() else {
-            return Ok(Err(ApiError::upstream_unavailable(&route.product.backend)));
-        };
-        let base = if route.product.backend_path == "/" {
-            upstream.base_path.as_str()
-        } else {
-            route.product.backend_path.as_str()
-        };
-        let forwarded_query = query
-            .as_deref()
-            .map(|q| strip_query_param(q, ctx.key_query_param.as_deref()))
-            .filter(|q| !q.is_empty());
-        ctx.upstream_path = upstream_path(base, &api_path, forwarded_query.as_deref());
-        ctx.upstream = Some(upstream);
-        Ok(Ok(Next::Proxy))
     }
+}
+
+/// The method, host and normalised path; a path with no safe normal form
+/// is refused.
+fn read_target(session: &Session) -> Result<Target, ApiError> {
+    let request = session.req_header();
+    let path = normalize(request.uri.path()).map_err(|refused| ApiError::unsafe_path(refused.0))?;
+    Ok(Target {
+        method: request.method.as_str().to_owned(),
+        host: header_str(session, "host").map(str::to_owned),
+        path: path.into_owned(),
+        query: request.uri.query().map(str::to_owned),
+    })
+}
+
+fn route(catalog: &ServingCatalog, target: &Target) -> Result<Routed, ApiError> {
+    match catalog.routes.route(target.host.as_deref(), &target.path) {
+        Route::Product { index, api_path } => Ok(Routed {
+            index: Some(index),
+            api_path: api_path.to_owned(),
+        }),
+        Route::Shared { api_path } => Ok(Routed {
+            index: None,
+            api_path: api_path.to_owned(),
+        }),
+        Route::Unknown => Err(ApiError::no_route(&target.path)),
+    }
+}
+
+/// The product a request is for: its route's, or on the shared endpoint
+/// the one serving the body's `model`, which must be the key's.
+fn product_for(
+    catalog: &ServingCatalog,
+    routed: &Routed,
+    auth: &AuthContext,
+    model: Option<&str>,
+    is_model_list: bool,
+) -> Result<usize, ApiError> {
+    if let Some(index) = routed.index {
+        return Ok(index);
+    }
+    if is_model_list {
+        return catalog
+            .routes
+            .find_product(&auth.application.product)
+            .ok_or_else(|| ApiError::not_subscribed(&auth.application.product));
+    }
+    let model = model.ok_or_else(ApiError::model_required)?;
+    let index = catalog
+        .routes
+        .product_for_model(model)
+        .ok_or_else(|| ApiError::model_not_found(model))?;
+    let product = &catalog.routes.product(index).product;
+    if product.system_name != auth.application.product {
+        return Err(ApiError::not_subscribed(&product.system_name));
+    }
+    Ok(index)
+}
+
+/// The body as forwarded: streams ask the upstream for usage; every
+/// `max_tokens` field is capped at the plan's cap and at the share of the
+/// hold's grant of each generation; an inference request without a model
+/// names the product's, so a server hosting several cannot pick another.
+fn rewrite_body(
+    ctx: &mut RequestCtx,
+    auth: &AuthContext,
+    route: &ProductRoute,
+    endpoint: Endpoint,
+    body: &Body,
+    spend: &Spend,
+    completion_grant: Option<u64>,
+) -> Result<(), ApiError> {
+    let Some(bytes) = ctx.body.as_ref().filter(|_| body.json) else {
+        return Ok(());
+    };
+    let plan_cap = auth.plan.max_tokens.map(u64::from);
+    let grant_per_generation = completion_grant
+        .filter(|_| auth.plan.clamp_max_tokens)
+        .map(|grant| grant / spend.generations);
+    let max_tokens_cap = match (plan_cap, grant_per_generation) {
+        (Some(cap), Some(grant)) => Some(cap.min(grant)),
+        (cap, grant) => cap.or(grant),
+    };
+    let default_model = (endpoint.is_inference() && body.facts.model.is_none())
+        .then(|| route.product.models.first().map(String::as_str))
+        .flatten();
+    let policy = ForwardPolicy {
+        stream_usage: route.product.metering.stream_usage,
+        max_tokens_cap,
+        default_model,
+    };
+    let rewrite = rewrite_request(bytes, endpoint, &policy).map_err(|detail| ApiError::invalid_json(&detail))?;
+    ctx.client_usage = rewrite.client_usage;
+    if rewrite.stream && endpoint == Endpoint::Responses {
+        ctx.client_usage = ClientUsage {
+            final_chunk: true,
+            every_chunk: true,
+        };
+    }
+    if let Some(forwarded) = rewrite.body {
+        ctx.body = Some(Bytes::from(forwarded));
+    }
+    if let Some(model) = default_model {
+        ctx.model = Some(model.to_owned());
+    }
+    Ok(())
+}
+
+/// The backend and the path (normalised, below its base path) and query
+/// (without the key) to send upstream.
+fn choose_upstream(
+    ctx: &mut RequestCtx,
+    catalog: &ServingCatalog,
+    route: &ProductRoute,
+    routed: &Routed,
+    target: &Target,
+) -> Result<(), ApiError> {
+    let upstream = catalog
+        .upstreams
+        .get(&route.product.backend)
+        .cloned()
+        .ok_or_else(|| ApiError::upstream_unavailable(&route.product.backend))?;
+    let base = if route.product.backend_path == "/" {
+        upstream.base_path.as_str()
+    } else {
+        route.product.backend_path.as_str()
+    };
+    let forwarded_query = target
+        .query
+        .as_deref()
+        .map(|q| strip_query_param(q, ctx.key_query_param.as_deref()))
+        .filter(|q| !q.is_empty());
+    ctx.upstream_path = upstream_path(base, &routed.api_path, forwarded_query.as_deref());
+    ctx.upstream = Some(upstream);
+    Ok(())
 }
 
 fn model_list(models: &[String]) -> Vec<u8> {
@@ -332,12 +535,13 @@ fn model_list(models: &[String]) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({"object": "list", "data": data})).unwrap_or_default()
 }
 
-/// The query string without the parameter that carried the key.
+/// The query string without the parameter that carried the key, however
+/// its name was spelled (`user%5Fkey` is `user_key`).
 fn strip_query_param(query: &str, param: Option<&str>) -> String {
     let Some(param) = param else { return query.to_owned() };
     query
         .split('&')
-        .filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k) != param)
+        .filter(|pair| !is_query_param(pair.split_once('=').map_or(*pair, |(k, _)| k), param))
         .collect::<Vec<_>>()
         .join("&")
 }
@@ -347,10 +551,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn strips_only_the_key_parameter() {
+    fn strips_only_the_key_parameter_however_spelled() {
         assert_eq!(strip_query_param("user_key=sk&a=1&b", Some("user_key")), "a=1&b");
         assert_eq!(strip_query_param("a=1", None), "a=1");
         assert_eq!(strip_query_param("user_key=sk", Some("user_key")), "");
+        assert_eq!(
+            strip_query_param(
+                "user%5Fkey=sk&%75ser_key=sk2&user_key=sk3&user_keys=1",
+                Some("user_key")
+            ),
+            "user_keys=1"
+        );
+        assert_eq!(strip_query_param("user+key=1", Some("user key")), "");
     }
 
     #[test]

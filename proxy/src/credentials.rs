@@ -89,8 +89,17 @@ fn basic(value: &[u8]) -> Result<String, ApiError> {
 fn query_param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (key == name).then(|| percent_decode(value))
+        is_query_param(key, name).then(|| percent_decode(value))
     })
+}
+
+/// Whether a raw query parameter name is `name` once decoded, as every
+/// server behind the gateway decodes it (`user%5Fkey` is `user_key`).
+pub fn is_query_param(raw: &str, name: &str) -> bool {
+    if !raw.contains(['%', '+']) {
+        return raw == name;
+    }
+    percent_decode(raw) == name
 }
 
 fn percent_decode(value: &str) -> String {

@@ -284,6 +284,66 @@ impl ApiError {
         )
     }
 
+    /// A body an endpoint reads as JSON that is not a JSON object the
+    /// gateway can vouch for (see [`crate::body`]).
+    pub fn invalid_body(inference: bool, refused: &crate::body::BodyRefused) -> ApiError {
+        let mut error = ApiError::invalid_json(&refused.message);
+        if inference {
+            error.message = format!(
+                "This endpoint takes a JSON object, whatever the Content-Type says: {}.",
+                refused.message
+            );
+        }
+        error.param = refused.param;
+        error
+    }
+
+    /// A path with no safe normal form ([`crate::request_path`]).
+    pub fn unsafe_path(reason: &str) -> ApiError {
+        ApiError::new(
+            400,
+            "invalid_request_error",
+            "invalid_path",
+            "invalid_path",
+            format!("The request path was refused: {reason}."),
+        )
+    }
+
+    /// A request body whose framing is broken (a malformed chunk).
+    pub fn malformed_body(detail: &str) -> ApiError {
+        ApiError::new(
+            400,
+            "invalid_request_error",
+            "bad_request",
+            "bad_request",
+            format!("The request body could not be read: {detail}."),
+        )
+    }
+
+    /// What Pingora refuses before the gateway sees the request: a header
+    /// section it cannot parse (400) or the `CONNECT` method (405).
+    pub fn unparsable_request(status: u16) -> ApiError {
+        let message = match status {
+            405 => "This method is not served here.".to_owned(),
+            400 => "The request is not valid HTTP/1.1: a malformed request line or header, too many \
+                    headers, a conflicting Content-Length or Transfer-Encoding, or a Host that \
+                    does not match the request target."
+                .to_owned(),
+            _ => format!("The request could not be processed (HTTP {status})."),
+        };
+        ApiError::new(
+            status,
+            "invalid_request_error",
+            if status == 405 {
+                "method_not_allowed"
+            } else {
+                "bad_request"
+            },
+            "unparsable_request",
+            message,
+        )
+    }
+
     pub fn internal(detail: &str) -> ApiError {
         ApiError::new(
             500,

@@ -2,7 +2,7 @@
 //! Pingora's rules (see `read_body`).
 
 use bytes::{Bytes, BytesMut};
-use pingora_error::Result;
+use pingora_error::{Error, ErrorType, Result};
 use pingora_proxy::Session;
 
 use crate::admission::header_str;
@@ -42,7 +42,11 @@ pub(crate) async fn read_body(session: &mut Session, max: u64) -> Result<Result<
         {
             session.as_downstream_mut().enable_retry_buffering();
         }
-        match session.read_request_body().await? {
+        let read = match session.read_request_body().await {
+            Ok(read) => read,
+            Err(error) => return framing_error(error),
+        };
+        match read {
             Some(chunk) => {
                 if buffer.len() as u64 + chunk.len() as u64 > max {
                     drain_body(session, max).await;
@@ -61,6 +65,26 @@ pub(crate) async fn read_body(session: &mut Session, max: u64) -> Result<Result<
         }));
     }
     Ok(Ok(buffer.freeze()))
+}
+
+/// A body that could not be read: broken framing is the client's mistake
+/// (400, not Pingora's 502); a timeout or a hang-up is the client leaving.
+fn framing_error(mut error: Box<Error>) -> Result<Result<Bytes, ApiError>> {
+    match error.etype() {
+        ErrorType::Custom(kind @ ("InvalidChunk" | "InvalidTrailerEnd")) => {
+            let detail = if *kind == "InvalidChunk" {
+                "a chunk of the chunked encoding is malformed"
+            } else {
+                "the chunked encoding's trailer is malformed"
+            };
+            Ok(Err(ApiError::malformed_body(detail)))
+        }
+        ErrorType::InvalidHTTPHeader => Ok(Err(ApiError::malformed_body("its framing is invalid"))),
+        _ => {
+            error.as_down();
+            Err(error)
+        }
+    }
 }
 
 /// Reads and drops the rest of a refused body, up to a bound, so clients

@@ -21,19 +21,29 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// `path` is normalised ([`crate::request_path`]); the suffix is
+    /// compared without case, as some servers route.
     pub fn of_path(path: &str) -> Endpoint {
-        let path = path.trim_end_matches('/');
-        if path.ends_with("/chat/completions") {
+        let path = path.trim_end_matches('/').as_bytes();
+        let ends_with = |suffix: &[u8]| {
+            path.len() >= suffix.len() && path[path.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+        };
+        if ends_with(b"/chat/completions") {
             Endpoint::ChatCompletions
-        } else if path.ends_with("/completions") {
+        } else if ends_with(b"/completions") {
             Endpoint::Completions
-        } else if path.ends_with("/embeddings") {
+        } else if ends_with(b"/embeddings") {
             Endpoint::Embeddings
-        } else if path.ends_with("/responses") {
+        } else if ends_with(b"/responses") {
             Endpoint::Responses
         } else {
             Endpoint::Other
         }
+    }
+
+    /// Endpoints whose body the model server reads as an OpenAI request.
+    pub fn is_inference(self) -> bool {
+        self != Endpoint::Other
     }
 
     /// Endpoints that generate tokens (and take a `max_tokens`).
@@ -49,13 +59,15 @@ impl Endpoint {
         matches!(self, Endpoint::ChatCompletions | Endpoint::Completions)
     }
 
-    /// The field that bounds generated tokens, preferring the one the client used.
-    fn max_tokens_field(self, body: &JsonObject<'_>) -> Option<&'static str> {
+    /// The fields that bound generated tokens, the one set when none is
+    /// given first. Chat has two: vLLM honours `max_completion_tokens`,
+    /// else `max_tokens`, so both are capped.
+    fn max_tokens_fields(self) -> &'static [&'static str] {
         match self {
-            Endpoint::ChatCompletions if body.get("max_completion_tokens").is_some() => Some("max_completion_tokens"),
-            Endpoint::ChatCompletions | Endpoint::Completions => Some("max_tokens"),
-            Endpoint::Responses => Some("max_output_tokens"),
-            Endpoint::Embeddings | Endpoint::Other => None,
+            Endpoint::ChatCompletions => &["max_tokens", "max_completion_tokens"],
+            Endpoint::Completions => &["max_tokens"],
+            Endpoint::Responses => &["max_output_tokens"],
+            Endpoint::Embeddings | Endpoint::Other => &[],
         }
     }
 }
@@ -79,17 +91,24 @@ pub struct Rewrite {
     pub max_tokens: Option<u64>,
 }
 
+/// What the gateway changes in a forwarded body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForwardPolicy<'a> {
+    /// What streams ask the upstream for (the product's metering policy).
+    pub stream_usage: StreamUsage,
+    /// The most completion tokens one generation may ask for.
+    pub max_tokens_cap: Option<u64>,
+    /// The `model` to name when the body names none.
+    pub default_model: Option<&'a str>,
+}
+
 /// Decides the forwarded body of a JSON request to `endpoint`, a body
 /// [`crate::body::inspect_json`] accepted (which checks it is JSON). `Err`
 /// when it is not an object. The body is edited in place ([`JsonObject`]),
 /// never parsed into a tree: every byte the gateway does not change reaches
 /// the upstream as the client sent it.
-pub fn rewrite_request(
-    body: &[u8],
-    endpoint: Endpoint,
-    stream_usage: StreamUsage,
-    max_tokens_cap: Option<u64>,
-) -> Result<Rewrite, String> {
+pub fn rewrite_request(body: &[u8], endpoint: Endpoint, policy: &ForwardPolicy<'_>) -> Result<Rewrite, String> {
+    let (stream_usage, max_tokens_cap) = (policy.stream_usage, policy.max_tokens_cap);
     let object = JsonObject::scan(body).ok_or_else(|| "expected a JSON object".to_owned())?;
     let parse = |name: &str| {
         object
@@ -130,16 +149,42 @@ pub fn rewrite_request(
             ));
         }
     }
+    // Every field the upstream may honour ends at most at the cap; when
+    // none is given, the first is set.
     let mut max_tokens = None;
-    if let Some(field) = endpoint.max_tokens_field(&object) {
-        let asked = parse(field).and_then(|v| v.as_u64());
-        max_tokens = asked;
-        if let Some(cap) = max_tokens_cap
-            && asked.is_none_or(|asked| asked > cap)
-        {
-            edits.push((field, cap.to_string().into_bytes()));
+    if let Some(cap) = max_tokens_cap {
+        let fields = endpoint.max_tokens_fields();
+        let mut given = false;
+        for &field in fields {
+            let Some(raw) = object.get(field) else { continue };
+            given = true;
+            let asked = serde_json::from_slice::<Value>(raw).ok().and_then(|v| v.as_u64());
+            let forwarded = match asked {
+                Some(asked) if asked <= cap => asked,
+                _ => {
+                    edits.push((field, cap.to_string().into_bytes()));
+                    cap
+                }
+            };
+            max_tokens = Some(max_tokens.map_or(forwarded, |m: u64| m.max(forwarded)));
+        }
+        if let (false, Some(&first)) = (given, fields.first()) {
+            edits.push((first, cap.to_string().into_bytes()));
             max_tokens = Some(cap);
         }
+    } else {
+        for &field in endpoint.max_tokens_fields() {
+            if let Some(asked) = parse(field).and_then(|v| v.as_u64()) {
+                max_tokens = Some(max_tokens.map_or(asked, |m: u64| m.max(asked)));
+            }
+        }
+    }
+    let named_model;
+    if let Some(model) = policy.default_model
+        && object.get("model").is_none_or(|raw| raw == b"null")
+    {
+        named_model = serde_json::to_vec(model).map_err(|e| e.to_string())?;
+        edits.push(("model", named_model));
     }
     Ok(Rewrite {
         body: (!edits.is_empty()).then(|| object.with(&edits)),
@@ -153,6 +198,72 @@ pub fn rewrite_request(
 mod tests {
     use super::*;
 
+    fn rewrite(
+        body: &[u8],
+        endpoint: Endpoint,
+        stream_usage: StreamUsage,
+        cap: Option<u64>,
+    ) -> Result<Rewrite, String> {
+        let policy = ForwardPolicy {
+            stream_usage,
+            max_tokens_cap: cap,
+            default_model: None,
+        };
+        rewrite_request(body, endpoint, &policy)
+    }
+
+    #[test]
+    fn every_field_the_upstream_may_honour_is_capped() {
+        // vLLM reads `max_completion_tokens or max_tokens`: a 0 lets the second through.
+        let out = rewrite(
+            br#"{"max_completion_tokens":0,"max_tokens":5000}"#,
+            Endpoint::ChatCompletions,
+            StreamUsage::Continuous,
+            Some(50),
+        )
+        .unwrap();
+        let forwarded = json(&out.body.unwrap());
+        assert_eq!(
+            (
+                forwarded["max_completion_tokens"].as_u64(),
+                forwarded["max_tokens"].as_u64()
+            ),
+            (Some(0), Some(50))
+        );
+        let out = rewrite(
+            br#"{"max_tokens":null,"max_completion_tokens":null}"#,
+            Endpoint::ChatCompletions,
+            StreamUsage::Continuous,
+            Some(50),
+        )
+        .unwrap();
+        let forwarded = json(&out.body.unwrap());
+        assert_eq!(
+            (
+                forwarded["max_completion_tokens"].as_u64(),
+                forwarded["max_tokens"].as_u64()
+            ),
+            (Some(50), Some(50))
+        );
+        assert_eq!(out.max_tokens, Some(50));
+    }
+
+    #[test]
+    fn a_missing_model_is_named() {
+        let policy = ForwardPolicy {
+            default_model: Some("tiny-1b"),
+            ..ForwardPolicy::default()
+        };
+        for body in [&br#"{"messages":[]}"#[..], br#"{"model":null,"messages":[]}"#] {
+            let out = rewrite_request(body, Endpoint::ChatCompletions, &policy).unwrap();
+            assert_eq!(json(&out.body.unwrap())["model"], "tiny-1b");
+        }
+        let out = rewrite_request(br#"{"model":"x"}"#, Endpoint::ChatCompletions, &policy).unwrap();
+        assert_eq!(out.body, None, "a named model stays");
+        assert_eq!(Endpoint::of_path("/v1/Chat/COMPLETIONS"), Endpoint::ChatCompletions);
+        assert!(Endpoint::Embeddings.is_inference() && !Endpoint::Other.is_inference());
+    }
+
     fn json(bytes: &[u8]) -> Value {
         serde_json::from_slice(bytes).unwrap()
     }
@@ -160,7 +271,7 @@ mod tests {
     #[test]
     fn streams_ask_for_usage_and_remember_the_client_choice() {
         let body = br#"{"model":"m","stream":true,"messages":[]}"#;
-        let out = rewrite_request(body, Endpoint::ChatCompletions, StreamUsage::Continuous, None).unwrap();
+        let out = rewrite(body, Endpoint::ChatCompletions, StreamUsage::Continuous, None).unwrap();
         assert!(out.stream);
         assert_eq!(out.client_usage, ClientUsage::default());
         let forwarded = json(&out.body.unwrap());
@@ -168,7 +279,7 @@ mod tests {
         assert_eq!(forwarded["stream_options"]["continuous_usage_stats"], true);
 
         let body = br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#;
-        let out = rewrite_request(body, Endpoint::Completions, StreamUsage::Continuous, None).unwrap();
+        let out = rewrite(body, Endpoint::Completions, StreamUsage::Continuous, None).unwrap();
         assert!(out.client_usage.final_chunk && !out.client_usage.every_chunk);
         assert_eq!(
             json(&out.body.unwrap())["stream_options"]["continuous_usage_stats"],
@@ -176,22 +287,22 @@ mod tests {
         );
 
         let body = br#"{"stream":true,"stream_options":{"include_usage":true,"continuous_usage_stats":true}}"#;
-        let out = rewrite_request(body, Endpoint::ChatCompletions, StreamUsage::Continuous, None).unwrap();
+        let out = rewrite(body, Endpoint::ChatCompletions, StreamUsage::Continuous, None).unwrap();
         assert_eq!(out.body, None, "nothing to change: forwarded as is");
     }
 
     #[test]
     fn the_product_policy_decides_what_streams_ask_for() {
         let body = br#"{"model":"m","stream":true,"messages":[]}"#;
-        let out = rewrite_request(body, Endpoint::ChatCompletions, StreamUsage::Final, None).unwrap();
+        let out = rewrite(body, Endpoint::ChatCompletions, StreamUsage::Final, None).unwrap();
         let forwarded = json(&out.body.unwrap());
         assert_eq!(forwarded["stream_options"], serde_json::json!({"include_usage": true}));
-        let out = rewrite_request(body, Endpoint::ChatCompletions, StreamUsage::Off, None).unwrap();
+        let out = rewrite(body, Endpoint::ChatCompletions, StreamUsage::Off, None).unwrap();
         assert_eq!(out.body, None, "forwarded as sent");
         assert!(out.stream);
         // What the client asked for itself still reaches the upstream and is remembered.
         let body = br#"{"stream":true,"stream_options":{"continuous_usage_stats":true}}"#;
-        let out = rewrite_request(body, Endpoint::Completions, StreamUsage::Final, None).unwrap();
+        let out = rewrite(body, Endpoint::Completions, StreamUsage::Final, None).unwrap();
         assert!(out.client_usage.every_chunk && !out.client_usage.final_chunk);
         assert_eq!(
             json(&out.body.unwrap())["stream_options"],
@@ -207,20 +318,18 @@ mod tests {
             (br#"{"model":"m","stream":true,"input":"x"}"#, Endpoint::Responses),
         ] {
             assert_eq!(
-                rewrite_request(body, endpoint, StreamUsage::Continuous, None)
-                    .unwrap()
-                    .body,
+                rewrite(body, endpoint, StreamUsage::Continuous, None).unwrap().body,
                 None
             );
         }
-        assert!(rewrite_request(b"[1]", Endpoint::ChatCompletions, StreamUsage::Continuous, None).is_err());
-        assert!(rewrite_request(b"{", Endpoint::ChatCompletions, StreamUsage::Continuous, None).is_err());
+        assert!(rewrite(b"[1]", Endpoint::ChatCompletions, StreamUsage::Continuous, None).is_err());
+        assert!(rewrite(b"{", Endpoint::ChatCompletions, StreamUsage::Continuous, None).is_err());
     }
 
     #[test]
     fn only_the_edited_members_change() {
         let body = br#"{"model":"m","messages":[{"role":"user","content":"caf\u00e9 1.0e3"}],"temperature":1.50,"stream":true,"max_tokens":99}"#;
-        let out = rewrite_request(body, Endpoint::ChatCompletions, StreamUsage::Continuous, Some(10)).unwrap();
+        let out = rewrite(body, Endpoint::ChatCompletions, StreamUsage::Continuous, Some(10)).unwrap();
         let forwarded = String::from_utf8(out.body.unwrap()).unwrap();
         assert_eq!(
             forwarded,
@@ -230,7 +339,7 @@ mod tests {
 
     #[test]
     fn escaped_field_names_are_capped_too() {
-        let out = rewrite_request(
+        let out = rewrite(
             br#"{"max_tok\u0065ns":5000}"#,
             Endpoint::Completions,
             StreamUsage::Continuous,
@@ -244,7 +353,7 @@ mod tests {
 
     #[test]
     fn caps_max_tokens_in_the_field_the_client_used() {
-        let out = rewrite_request(
+        let out = rewrite(
             br#"{"max_tokens":5000}"#,
             Endpoint::ChatCompletions,
             StreamUsage::Continuous,
@@ -253,7 +362,7 @@ mod tests {
         .unwrap();
         assert_eq!(json(&out.body.unwrap())["max_tokens"], 1024);
         assert_eq!(out.max_tokens, Some(1024));
-        let out = rewrite_request(
+        let out = rewrite(
             br#"{"max_completion_tokens":9}"#,
             Endpoint::ChatCompletions,
             StreamUsage::Continuous,
@@ -261,7 +370,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!((out.body, out.max_tokens), (None, Some(9)));
-        let out = rewrite_request(
+        let out = rewrite(
             br#"{"max_completion_tokens":2000}"#,
             Endpoint::ChatCompletions,
             StreamUsage::Continuous,
@@ -271,7 +380,7 @@ mod tests {
         let forwarded = json(&out.body.unwrap());
         assert_eq!(forwarded["max_completion_tokens"], 100);
         assert!(forwarded.get("max_tokens").is_none());
-        let out = rewrite_request(
+        let out = rewrite(
             br#"{"input":"x"}"#,
             Endpoint::Responses,
             StreamUsage::Continuous,

@@ -13,6 +13,7 @@ use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::listening::Service;
 use tokio::runtime::Handle;
 
+use crate::edge::EdgeApp;
 use crate::limits::{HoldPolicy, LimitMode, Limiter};
 use crate::metrics::{METRICS, MetricsApp};
 use crate::service::MaasProxy;
@@ -112,7 +113,8 @@ impl Proxy {
         conf.upstream_keepalive_pool_size = 1024;
         let mut server = Server::new_with_opt_and_conf(None, conf);
         server.bootstrap();
-        let mut proxy = pingora_proxy::http_proxy_service(&server.configuration, MaasProxy::new(self.state.clone()));
+        let app = pingora_proxy::http_proxy(&server.configuration, MaasProxy::new(self.state.clone()));
+        let mut proxy = Service::new("maas proxy".to_owned(), EdgeApp::new(app));
         // Pingora's default 64 KiB read buffer per client connection is for
         // TLS records; plaintext HTTP/1 reads into the session's own header
         // buffer, so the extra buffer only costs memory per open stream.

@@ -56,6 +56,9 @@ pub struct RequestCtx {
     pub(crate) upstream_path: String,
     /// The whole request body, read before the peer is chosen.
     pub(crate) body: Option<Bytes>,
+    /// The body was read as an OpenAI request: it goes upstream labelled
+    /// JSON, so the model server reads it the way the gateway did.
+    pub(crate) json_body: bool,
     pub(crate) model: Option<String>,
     /// Query parameter that carried the key, removed before forwarding.
     pub(crate) key_query_param: Option<String>,
@@ -121,6 +124,7 @@ impl ProxyHttp for MaasProxy {
             attempts: 0,
             upstream_path: String::new(),
             body: None,
+            json_body: false,
             model: None,
             key_query_param: None,
             custom_key_header: None,
@@ -254,6 +258,9 @@ impl ProxyHttp for MaasProxy {
         if let Some(body) = &ctx.body {
             request.remove_header("transfer-encoding");
             request.insert_header("content-length", body.len().to_string())?;
+        }
+        if ctx.json_body {
+            request.insert_header("content-type", "application/json")?;
         }
         ctx.upstream_sent_at = Some(Instant::now());
         Ok(())

@@ -32,6 +32,7 @@ async fn seeded(backend: Arc<dyn StoreBackend>) -> (Store, KeyHash, String) {
         .create_account(NewAccount {
             name: "Bench".into(),
             description: String::new(),
+            sso: None,
         })
         .await
         .unwrap();

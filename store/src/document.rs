@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{StoreError, StoreResult};
 use crate::model::{ApplicationState, Backend, Plan, Product, UserRole};
 use crate::store::{
-    ApplicationFilter, ApplicationUpdate, CatalogDiff, Environment, NewAccount, NewApplication, NewUser, Store,
-    UserUpdate, all_pages,
+    ApplicationAction, ApplicationFilter, ApplicationUpdate, CatalogDiff, Environment, NewAccount, NewApplication,
+    NewUser, PlanChangeBy, Precondition, Store, UserUpdate, all_pages,
 };
 use crate::validate::{ByIndex, ValidationErrors, validate_catalog};
 
@@ -41,6 +41,10 @@ pub struct AccountSpec {
     pub name: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
+    /// The identity provider's organization company sign-in joins it by
+    /// (set when the account is created).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sso: Option<crate::model::AccountBinding>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -242,6 +246,7 @@ impl Store {
                     self.create_account(NewAccount {
                         name: spec.name.clone(),
                         description: spec.description.clone(),
+                        sso: spec.sso.clone(),
                     })
                     .await?;
                     report.tenants_created.push(format!("account {}", spec.name));
@@ -266,6 +271,8 @@ impl Store {
                         state: Default::default(),
                         sso: None,
                         password_hash: None,
+                        // An admin's file vouches for it.
+                        email_verified: true,
                     })
                     .await?;
                     report.tenants_created.push(format!("user {}", spec.email));
@@ -312,15 +319,31 @@ impl Store {
                 }
                 Some(app) => (app, false),
             };
+            // The file is an admin's: plans move at once, states by the
+            // same actions the console takes.
             let update = ApplicationUpdate {
                 name: None,
                 description: Some(spec.description.clone()).filter(|d| *d != app.description),
-                plan: Some(spec.plan.clone()).filter(|p| *p != app.plan),
-                state: spec.state.filter(|s| *s != app.state),
             };
-            let changed = update.description.is_some() || update.plan.is_some() || update.state.is_some();
-            if changed {
+            let mut changed = false;
+            if update.description.is_some() {
                 self.update_application(&app.id, update).await?;
+                changed = true;
+            }
+            if spec.plan != app.plan {
+                self.change_plan(&app.id, &spec.plan, PlanChangeBy::Admin, Precondition::Any)
+                    .await?;
+                changed = true;
+            }
+            let current = self.get_application(&app.id).await?.map_or(app.state, |a| a.state);
+            if let Some(action) = spec
+                .state
+                .map(|to| ApplicationAction::to_reach(current, to))
+                .transpose()?
+                .flatten()
+            {
+                self.act_on_application(&app.id, action, Precondition::Any).await?;
+                changed = true;
             }
             if created {
                 report.tenants_created.push(label);
@@ -358,6 +381,7 @@ impl Store {
             .map(|a| AccountSpec {
                 name: a.name,
                 description: a.description,
+                sso: a.sso,
             })
             .collect();
         let users = all_pages(|page| async move { self.list_users(None, &page).await }).await?;

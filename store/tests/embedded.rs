@@ -50,3 +50,32 @@ async fn a_second_process_cannot_open_the_same_file() {
         Err(other) => panic!("unexpected error: {other}"),
     }
 }
+
+/// Key and password hashes, sessions and usage are the owner's alone: a
+/// new data directory is 0700 and the store file 0600, and a file left
+/// readable by an older version is tightened at the next open.
+#[tokio::test]
+async fn the_store_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data").join("maas");
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    {
+        let backend = EmbeddedBackend::open(&dir, Arc::new(maas_store::SystemClock)).unwrap();
+        let store = Store::with_backend(Arc::new(backend), StoreOptions::default());
+        store.flush().await.unwrap();
+    }
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("maas.redb")), 0o600);
+    std::fs::set_permissions(dir.join("maas.redb"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    for _ in 0..100 {
+        match EmbeddedBackend::open(&dir, Arc::new(maas_store::SystemClock)) {
+            Ok(_) => break,
+            Err(StoreError::Unavailable(reason)) if reason.contains("already open") => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(mode(&dir.join("maas.redb")), 0o600);
+}

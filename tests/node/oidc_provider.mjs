@@ -4,6 +4,8 @@
 // `maas-admins` group, as the walkthrough's Keycloak admin group).
 //
 // Usage: node oidc_provider.mjs PORT CLIENT_ID CLIENT_SECRET REDIRECT_URI POST_LOGOUT_URI
+// More people (or other claims for these two) come as JSON in OIDC_PEOPLE,
+// e.g. {"eve": {"email": "...", "email_verified": false, "org_name": "..."}}.
 // Prints "ready" once it listens; stops on SIGTERM.
 import Provider from "oidc-provider";
 
@@ -11,6 +13,7 @@ const [port, clientId, clientSecret, redirectUri, postLogoutUri] = process.argv.
 const people = {
   ada: { email: ["ada", "example.com"].join("@"), name: "Ada Lovelace", org_name: "Acme Research", groups: ["developers"] },
   root: { email: ["root", "example.com"].join("@"), name: "Root Admin", org_name: "Platform Team", groups: ["/maas-admins"] },
+  ...JSON.parse(process.env.OIDC_PEOPLE ?? "{}"),
 };
 
 const provider = new Provider(`http://127.0.0.1:${port}`, {

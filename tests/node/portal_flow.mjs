@@ -28,6 +28,10 @@ try {
   await page.fill("input[name=email]", email);
   await page.fill("input[name=password]", "correct horse battery staple");
   await page.click("button:has-text('Create the account')");
+  // Sign-up says the same whether the email existed: then sign in.
+  await page.waitForSelector(".notice");
+  await page.fill("input[name=password]", "correct horse battery staple");
+  await page.click("button:has-text('Sign in')");
   await page.waitForURL(`${portal}/models`);
   await shot("models");
 

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use maas_store::model::{ApplicationState, KeyHash};
-use maas_store::{ApplicationUpdate, NewKey};
+use maas_store::model::KeyHash;
+use maas_store::{ApplicationAction, NewKey, Precondition};
 
 use super::harness::{CATALOG, Gateway, error_of, metric_value, with_typo};
 
@@ -163,19 +163,17 @@ async fn applications_that_are_not_live_are_refused_with_the_reason() {
         "{error}"
     );
 
-    let approve = ApplicationUpdate {
-        state: Some(ApplicationState::Live),
-        ..Default::default()
-    };
-    gw.store.update_application(&app_id, approve).await.unwrap();
+    gw.store
+        .act_on_application(&app_id, ApplicationAction::Approve, Precondition::Any)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(gw.chat(gw.base(), &key, "chat-a").await.status(), 200, "approved");
 
-    let suspend = ApplicationUpdate {
-        state: Some(ApplicationState::Suspended),
-        ..Default::default()
-    };
-    gw.store.update_application(&app_id, suspend).await.unwrap();
+    gw.store
+        .act_on_application(&app_id, ApplicationAction::Suspend, Precondition::Any)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, error) = error_of(gw.chat(gw.base(), &key, "chat-a").await).await;
     assert_eq!((status, error["code"].as_str()), (403, Some("application_suspended")));

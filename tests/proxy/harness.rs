@@ -255,6 +255,7 @@ impl Gateway {
             .create_account(NewAccount {
                 name: format!("acct-{name}"),
                 description: String::new(),
+                sso: None,
             })
             .await
             .unwrap();

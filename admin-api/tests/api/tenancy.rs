@@ -351,6 +351,7 @@ async fn portal_sessions_of_admins_may_use_the_api() {
             .create_account(NewAccount {
                 name: "Ops".into(),
                 description: String::new(),
+                sso: None,
             })
             .await
             .unwrap();
@@ -373,6 +374,7 @@ async fn portal_sessions_of_admins_may_use_the_api() {
                     state,
                     sso: None,
                     password_hash: None,
+                    email_verified: true,
                 })
                 .await
                 .unwrap();

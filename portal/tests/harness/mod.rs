@@ -192,8 +192,10 @@ impl Browser {
         self.post(path, &all).await
     }
 
-    /// Signs up a new organization with one user.
+    /// Signs up a new organization with one user, then signs in (sign-up
+    /// answers the same whether the email existed, so it signs nobody in).
     pub async fn sign_up(&mut self, organization: &str, email: &str) -> Answer {
+        let password = "correct horse battery staple";
         let answer = self
             .submit(
                 "/sign-up",
@@ -202,12 +204,33 @@ impl Browser {
                     ("organization", organization),
                     ("display_name", "Ada"),
                     ("email", email),
-                    ("password", "correct horse battery"),
+                    ("password", password),
                 ],
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        let next = text(&answer.hidden("next"));
+        let answer = self
+            .submit(
+                "/sign-in",
+                "/sign-in",
+                &[("email", email), ("password", password), ("next", &next)],
             )
             .await;
         assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
         answer
+    }
+}
+
+impl Portal {
+    /// Makes the user an admin, as an admin or `maas set-role` would.
+    pub async fn make_admin(&self, email: &str) {
+        let user = self.store.find_user_by_email(email).await.unwrap().unwrap();
+        let update = maas_store::UserUpdate {
+            role: Some(maas_store::model::UserRole::Admin),
+            ..maas_store::UserUpdate::default()
+        };
+        self.store.update_user(&user.id, update).await.unwrap();
     }
 }
 

@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use maas_proxy::body::inspect_json;
 use maas_proxy::json_member::remove_member;
-use maas_proxy::rewrite::{Endpoint, StreamUsage, rewrite_request};
+use maas_proxy::rewrite::{Endpoint, ForwardPolicy, StreamUsage, rewrite_request};
 
 fuzz_target!(|input: (&[u8], u8, Option<u16>)| {
     let (body, selector, cap) = input;
@@ -28,7 +28,12 @@ fuzz_target!(|input: (&[u8], u8, Option<u16>)| {
     if inspect_json(body).is_err() {
         return;
     }
-    if let Ok(rewrite) = rewrite_request(body, endpoint, stream_usage, cap) {
+    let policy = ForwardPolicy {
+        stream_usage,
+        max_tokens_cap: cap,
+        default_model: (selector & 0x80 != 0).then_some("fuzz-model"),
+    };
+    if let Ok(rewrite) = rewrite_request(body, endpoint, &policy) {
         let original: serde_json::Value = match serde_json::from_slice(body) {
             Ok(value) => value,
             // serde_json's tree refuses some JSON its skipping parser takes
@@ -43,7 +48,7 @@ fuzz_target!(|input: (&[u8], u8, Option<u16>)| {
             {
                 assert_eq!(value["stream_options"]["include_usage"], true);
             }
-            let owned = ["stream_options", "max_tokens", "max_completion_tokens", "max_output_tokens"];
+            let owned = ["stream_options", "max_tokens", "max_completion_tokens", "max_output_tokens", "model"];
             for (name, member) in original.as_object().expect("accepted bodies are objects") {
                 if !owned.contains(&name.as_str()) {
                     assert_eq!(&value[name], member, "{name} changed");
@@ -52,6 +57,21 @@ fuzz_target!(|input: (&[u8], u8, Option<u16>)| {
         }
         if let (Some(cap), Some(max)) = (cap, rewrite.max_tokens) {
             assert!(max <= cap);
+        }
+        // Every field the upstream may honour ends at most at the cap.
+        if let (Some(cap), Some(forwarded)) = (cap, &rewrite.body) {
+            let value: serde_json::Value = serde_json::from_slice(forwarded).expect("forwarded bodies are JSON");
+            for field in ["max_tokens", "max_completion_tokens", "max_output_tokens"] {
+                if let Some(asked) = value.get(field).and_then(|v| v.as_u64()) {
+                    let honoured = match endpoint {
+                        Endpoint::ChatCompletions => field != "max_output_tokens",
+                        Endpoint::Completions => field == "max_tokens",
+                        Endpoint::Responses => field == "max_output_tokens",
+                        _ => false,
+                    };
+                    assert!(!honoured || asked <= cap, "{field} {asked} > {cap}");
+                }
+            }
         }
     }
     if let Some(stripped) = remove_member(body, "usage") {

@@ -59,13 +59,43 @@ fn db_error(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("embedded store: {e}"))
 }
 
+/// The data directory (0700) and the store file (0600) are the owner's
+/// alone: the file holds key and password hashes, sessions and usage. A
+/// directory that exists already is left as its owner set it; the file is
+/// always tightened.
+fn create_private(dir: &Path, file: &Path) -> StoreResult<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    let unavailable = |what: &str, path: &Path, e: std::io::Error| {
+        StoreError::Unavailable(format!("cannot {what} {}: {e}", path.display()))
+    };
+    if !dir.is_dir() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| unavailable("create data directory", dir, e))?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| unavailable("restrict", file, e))
+        }
+        Err(e) => Err(unavailable("create", file, e)),
+    }
+}
+
 impl EmbeddedBackend {
     /// Opens (or creates) `dir/maas.redb`. Must be called inside a Tokio
     /// runtime: housekeeping runs as a background task.
     pub fn open(dir: &Path, clock: Arc<dyn Clock>) -> StoreResult<EmbeddedBackend> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Unavailable(format!("cannot create data directory {}: {e}", dir.display())))?;
         let path = dir.join("maas.redb");
+        create_private(dir, &path)?;
         let db = Database::create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Unavailable(format!(
                 "{} is already open in another process; the embedded store serves one process (use Redis for several)",

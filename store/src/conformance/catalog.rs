@@ -221,6 +221,7 @@ pub async fn deletes_guarded_by_applications<F: Fixture>(fixture: &F) {
         .create_account(NewAccount {
             name: "Acme".into(),
             description: String::new(),
+            sso: None,
         })
         .await
         .unwrap();
@@ -352,6 +353,7 @@ fn full_document() -> CatalogDocument {
         accounts: vec![AccountSpec {
             name: "Acme".into(),
             description: "the first".into(),
+            sso: None,
         }],
         users: vec![UserSpec {
             email: super::tenancy::email("dev"),

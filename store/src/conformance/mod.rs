@@ -49,6 +49,8 @@ macro_rules! conformance_suite {
             apply_export_round_trip,
             accounts_and_users,
             applications_lifecycle,
+            plan_changes_and_actions_follow_one_rule,
+            company_sign_in_joins_only_bound_accounts,
             key_lookup_by_hash,
             revoked_and_expired_keys_are_not_found,
             key_rotation_overlaps,

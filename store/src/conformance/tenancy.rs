@@ -4,10 +4,10 @@ use time::Duration;
 
 use super::{Fixture, open, seed_catalog};
 use crate::error::StoreError;
-use crate::model::{ApplicationState, KeyHash, SsoIdentity, UserRole, UserState};
+use crate::model::{AccountBinding, ApplicationState, KeyHash, SsoIdentity, UserRole, UserState};
 use crate::store::{
-    Actor, ApplicationFilter, ApplicationUpdate, AuditQuery, NewAccount, NewApplication, NewKey, NewUser, Page, Store,
-    UserUpdate,
+    Actor, ApplicationAction, ApplicationFilter, AuditQuery, NewAccount, NewApplication, NewKey, NewUser, Page,
+    PlanChangeBy, Precondition, Store, UserUpdate,
 };
 
 async fn account(store: &Store, name: &str) -> String {
@@ -15,6 +15,7 @@ async fn account(store: &Store, name: &str) -> String {
         .create_account(NewAccount {
             name: name.into(),
             description: String::new(),
+            sso: None,
         })
         .await
         .unwrap()
@@ -48,7 +49,213 @@ fn user(account_id: &str, email: &str) -> NewUser {
         state: UserState::Active,
         sso: None,
         password_hash: None,
+        email_verified: true,
     }
+}
+
+/// An application's plan and state change only by the store's rules: an
+/// owner's move to a plan that needs approval waits for it (the plan and
+/// its limits stay), an admin's is at once, and actions repeat harmlessly.
+pub async fn plan_changes_and_actions_follow_one_rule<F: Fixture>(fixture: &F) {
+    let (store, _) = open(fixture).await;
+    seed_catalog(&store).await;
+    let acme = account(&store, "Acme").await;
+    let live = app(&store, &acme, "chatbot", "standard").await;
+    assert_eq!(live.state, ApplicationState::Live);
+    let asked = store
+        .change_plan(&live.id, "gated", PlanChangeBy::Owner, Precondition::Any)
+        .await
+        .unwrap();
+    assert_eq!(
+        (asked.plan.as_str(), asked.state, asked.requested_plan.as_deref()),
+        ("standard", ApplicationState::Live, Some("gated"))
+    );
+    // The key still resolves to the plan in force.
+    let key = store.create_key(&live.id, NewKey::default()).await.unwrap();
+    let auth = store
+        .lookup_key(&KeyHash::of(key.secret.expose()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(auth.plan.system_name, "standard");
+    let approved = store
+        .act_on_application(&live.id, ApplicationAction::Approve, Precondition::Any)
+        .await
+        .unwrap();
+    assert_eq!(
+        (approved.plan.as_str(), approved.requested_plan.as_deref()),
+        ("gated", None)
+    );
+    let auth = store
+        .lookup_key(&KeyHash::of(key.secret.expose()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(auth.plan.system_name, "gated");
+    // Approving again changes nothing; resuming a live application neither.
+    let again = store
+        .act_on_application(&live.id, ApplicationAction::Approve, Precondition::Any)
+        .await
+        .unwrap();
+    assert_eq!(again, approved);
+    assert_eq!(
+        store
+            .act_on_application(&live.id, ApplicationAction::Resume, Precondition::Any)
+            .await
+            .unwrap(),
+        approved
+    );
+    // Declining leaves the plan; declining with nothing asked is a conflict.
+    let back = store
+        .change_plan(&live.id, "standard", PlanChangeBy::Admin, Precondition::Any)
+        .await
+        .unwrap();
+    assert_eq!(back.plan, "standard");
+    store
+        .change_plan(&live.id, "gated", PlanChangeBy::Owner, Precondition::Any)
+        .await
+        .unwrap();
+    let declined = store
+        .act_on_application(&live.id, ApplicationAction::Decline, Precondition::Any)
+        .await
+        .unwrap();
+    assert_eq!((declined.plan.as_str(), declined.requested_plan), ("standard", None));
+    assert!(matches!(
+        store
+            .act_on_application(&live.id, ApplicationAction::Decline, Precondition::Any)
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    // A pending application cannot be resumed, only approved.
+    let pending = app(&store, &acme, "gated-app", "gated").await;
+    assert!(matches!(
+        store
+            .act_on_application(&pending.id, ApplicationAction::Resume, Precondition::Any)
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    // A stale version is refused before any rule runs.
+    assert!(matches!(
+        store
+            .act_on_application(&pending.id, ApplicationAction::Approve, Precondition::Matches("0000"))
+            .await,
+        Err(StoreError::PreconditionFailed { .. })
+    ));
+    let audit = store
+        .audit_log(&AuditQuery {
+            entity_id: Some(live.id.clone()),
+            limit: 100,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
+    assert!(
+        actions.contains(&"request_plan") && actions.contains(&"approve"),
+        "{actions:?}"
+    );
+}
+
+/// Company sign-in joins the account bound to its provider and claim
+/// value, never one that only shares the name; a verified email frees an
+/// unverified holder's.
+pub async fn company_sign_in_joins_only_bound_accounts<F: Fixture>(fixture: &F) {
+    let (store, _) = open(fixture).await;
+    let binding = AccountBinding {
+        issuer: "https://idp.example.com".into(),
+        claim_value: "Acme Research".into(),
+    };
+    // A stranger signs up first with the organization's name.
+    let squatter = store
+        .create_account(NewAccount {
+            name: "Acme Research".into(),
+            description: String::new(),
+            sso: None,
+        })
+        .await
+        .unwrap();
+    store
+        .create_user(NewUser {
+            email_verified: false,
+            ..user(&squatter.id, &email("ada"))
+        })
+        .await
+        .unwrap();
+    let bound = store.account_for_sso(&binding, "Acme Research").await.unwrap();
+    assert_ne!(bound.id, squatter.id, "the squatter's account is not joined");
+    assert_eq!(bound.name, "Acme Research (SSO)");
+    assert_eq!(bound.sso.as_ref(), Some(&binding));
+    assert_eq!(
+        store.account_for_sso(&binding, "Acme Research").await.unwrap().id,
+        bound.id
+    );
+    assert_eq!(
+        store.find_account_by_binding(&binding).await.unwrap().unwrap().id,
+        bound.id
+    );
+    // The same value from another provider is another organization.
+    let other = AccountBinding {
+        issuer: "https://other.example.com".into(),
+        ..binding.clone()
+    };
+    assert_ne!(
+        store.account_for_sso(&other, "Acme Research").await.unwrap().id,
+        bound.id
+    );
+    // An account company sign-in made before accounts were bound is bound on the next sign-in.
+    let legacy = account(&store, "Legacy").await;
+    let sso = SsoIdentity {
+        issuer: binding.issuer.clone(),
+        subject: "legacy-1".into(),
+    };
+    store
+        .create_user(NewUser {
+            sso: Some(sso),
+            ..user(&legacy, &email("legacy"))
+        })
+        .await
+        .unwrap();
+    let legacy_binding = AccountBinding {
+        issuer: binding.issuer.clone(),
+        claim_value: "Legacy".into(),
+    };
+    assert_eq!(
+        store.account_for_sso(&legacy_binding, "Legacy").await.unwrap().id,
+        legacy
+    );
+    // A local sign-up's unverified email yields to a verified identity.
+    let released = store.release_unverified_email(&email("ada")).await.unwrap().unwrap();
+    assert_eq!(released.state, UserState::Disabled);
+    assert!(released.password_hash.is_none() && released.email.ends_with("@email.invalid"));
+    assert!(store.find_user_by_email(&email("ada")).await.unwrap().is_none());
+    // A vouched-for email stays.
+    assert!(
+        store
+            .release_unverified_email(&email("legacy"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Names a sign-up asks for are never refused for existing.
+    let named = store
+        .create_account_with_free_name(NewAccount {
+            name: "acme research".into(),
+            description: String::new(),
+            sso: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(named.name, "acme research (2)");
+    assert!(matches!(
+        store
+            .create_account(NewAccount {
+                name: "x".into(),
+                description: "d".repeat(2001),
+                sso: None,
+            })
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
 }
 
 pub async fn accounts_and_users<F: Fixture>(fixture: &F) {
@@ -57,6 +264,7 @@ pub async fn accounts_and_users<F: Fixture>(fixture: &F) {
         .create_account(NewAccount {
             name: "Acme Corp".into(),
             description: "d".into(),
+            sso: None,
         })
         .await
         .unwrap();
@@ -71,7 +279,8 @@ pub async fn accounts_and_users<F: Fixture>(fixture: &F) {
         store
             .create_account(NewAccount {
                 name: "ACME CORP".into(),
-                description: String::new()
+                description: String::new(),
+                sso: None,
             })
             .await,
         Err(StoreError::AlreadyExists { field: "name", .. })
@@ -80,7 +289,8 @@ pub async fn accounts_and_users<F: Fixture>(fixture: &F) {
         store
             .create_account(NewAccount {
                 name: "  ".into(),
-                description: String::new()
+                description: String::new(),
+                sso: None,
             })
             .await,
         Err(StoreError::Invalid(_))
@@ -215,24 +425,12 @@ pub async fn applications_lifecycle<F: Fixture>(fixture: &F) {
     ));
 
     let approved = store
-        .update_application(
-            &pending.id,
-            ApplicationUpdate {
-                state: Some(ApplicationState::Live),
-                ..Default::default()
-            },
-        )
+        .act_on_application(&pending.id, ApplicationAction::Approve, Precondition::Any)
         .await
         .unwrap();
     assert_eq!(approved.state, ApplicationState::Live);
     let moved = store
-        .update_application(
-            &live.id,
-            ApplicationUpdate {
-                plan: Some("gated".into()),
-                ..Default::default()
-            },
-        )
+        .change_plan(&live.id, "gated", PlanChangeBy::Admin, Precondition::Any)
         .await
         .unwrap();
     assert_eq!(moved.plan, "gated");
@@ -270,13 +468,7 @@ pub async fn applications_lifecycle<F: Fixture>(fixture: &F) {
         .unwrap();
     assert_eq!(by_product.items.len(), 3);
     store
-        .update_application(
-            &foreign.id,
-            ApplicationUpdate {
-                state: Some(ApplicationState::Suspended),
-                ..Default::default()
-            },
-        )
+        .act_on_application(&foreign.id, ApplicationAction::Suspend, Precondition::Any)
         .await
         .unwrap();
     let suspended = store
@@ -347,13 +539,7 @@ pub async fn key_lookup_by_hash<F: Fixture>(fixture: &F) {
 
     // Not-live applications still resolve: the proxy tells the caller why it refuses.
     store
-        .update_application(
-            &bot.id,
-            ApplicationUpdate {
-                state: Some(ApplicationState::Suspended),
-                ..Default::default()
-            },
-        )
+        .act_on_application(&bot.id, ApplicationAction::Suspend, Precondition::Any)
         .await
         .unwrap();
     let context = store.lookup_key(&KeyHash::of(&secret)).await.unwrap().unwrap();
@@ -475,13 +661,7 @@ pub async fn audit_log_records_changes_without_secrets<F: Fixture>(fixture: &F) 
     let acme = account(&admin, "Acme").await;
     let bot = app(&admin, &acme, "bot", "standard").await;
     admin
-        .update_application(
-            &bot.id,
-            ApplicationUpdate {
-                state: Some(ApplicationState::Suspended),
-                ..Default::default()
-            },
-        )
+        .act_on_application(&bot.id, ApplicationAction::Suspend, Precondition::Any)
         .await
         .unwrap();
     let issued = admin.create_key(&bot.id, NewKey::default()).await.unwrap();
@@ -498,7 +678,7 @@ pub async fn audit_log_records_changes_without_secrets<F: Fixture>(fixture: &F) 
         .await
         .unwrap();
     assert_eq!(app_entries.len(), 2);
-    assert_eq!(app_entries[0].action, "update", "newest first");
+    assert_eq!(app_entries[0].action, "suspend", "newest first, named by the action");
     assert_eq!(
         app_entries[0].actor,
         Actor::new("admin_token", "tok_1", Some("127.0.0.1".into()))

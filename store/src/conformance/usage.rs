@@ -30,6 +30,7 @@ async fn live_app(store: &Store) -> String {
         .create_account(NewAccount {
             name: "Acme".into(),
             description: String::new(),
+            sso: None,
         })
         .await
         .unwrap();
@@ -479,6 +480,7 @@ pub async fn change_events_reach_subscribers<F: Fixture>(fixture: &F) {
         .create_account(NewAccount {
             name: "Acme".into(),
             description: String::new(),
+            sso: None,
         })
         .await
         .unwrap();

@@ -15,8 +15,23 @@ pub struct Account {
     pub name: String,
     #[serde(default)]
     pub description: String,
+    /// The identity provider's organization this account is: company
+    /// sign-in joins only an account bound to the provider and claim value
+    /// its user carries, never one that merely has the same name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sso: Option<AccountBinding>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+}
+
+/// An identity provider's organization: its issuer and the value of the
+/// organization claim (`sso.account_claim`, e.g. `org_name`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AccountBinding {
+    pub issuer: String,
+    pub claim_value: String,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -59,6 +74,11 @@ pub struct User {
     pub state: UserState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sso: Option<SsoIdentity>,
+    /// Someone vouched for the email: the identity provider
+    /// (`email_verified`), or an admin who created the user. Local sign-up
+    /// proves nothing, so a verified identity may take the address over.
+    #[serde(default)]
+    pub email_verified: bool,
     /// argon2id PHC string of a local account; never leaves the store layer
     /// in API answers or audit entries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -100,6 +120,10 @@ pub struct Application {
     pub product: String,
     pub plan: String,
     pub state: ApplicationState,
+    /// A plan its owner asked for that needs an admin's approval; the
+    /// application keeps its current plan until it is approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_plan: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]

@@ -2,7 +2,7 @@
 
 use time::{Duration, OffsetDateTime};
 
-use super::tenancy::stage_key_delete;
+use super::applications::stage_key_delete;
 use super::{Store, decode, encode, now_ms};
 use crate::backend::{Condition, Link, WriteBatch};
 use crate::changes::Change;

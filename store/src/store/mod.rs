@@ -2,8 +2,10 @@
 //! both backends.
 
 mod admin_tokens;
+mod applications;
 mod audit;
 mod catalog;
+mod identity;
 mod keys;
 mod paging;
 mod sessions;
@@ -18,15 +20,18 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use admin_tokens::ADMIN_TOKEN_PREFIX;
+pub use applications::{
+    ApplicationAction, ApplicationFilter, ApplicationUpdate, MAX_DESCRIPTION, NewApplication, PlanChangeBy, plan_change,
+};
 pub use audit::{Actor, AuditEntry, AuditQuery};
 pub(crate) use catalog::plan_key;
 pub use catalog::{CatalogDiff, CatalogSnapshot, Environment, ProductRelease};
 pub use keys::{IssuedKey, NewKey};
 pub use paging::{Page, Paged, all_pages};
 pub use sessions::SessionRecord;
-pub use tenancy::{ApplicationFilter, ApplicationUpdate, NewAccount, NewApplication, NewUser, UserUpdate};
+pub use tenancy::{NewAccount, NewUser, UserUpdate};
 pub use usage::{Admission, LimitStatus, MAX_SERIES_POINTS, TokenHold, UsagePoint, UsageRecord, token_hold};
-pub use versions::{Precondition, etag};
+pub use versions::{Precondition, check as check_precondition, etag};
 
 use crate::backend::embedded::EmbeddedBackend;
 use crate::backend::redis::RedisBackend;

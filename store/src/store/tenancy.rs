@@ -1,9 +1,10 @@
-//! Accounts, users and applications.
+//! Accounts and users; how company sign-in finds its account and user is
+//! in [`super::identity`].
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::catalog::plan_id;
+use super::applications::MAX_DESCRIPTION;
 use super::paging::{Page, Paged};
 use super::versions::{Precondition, check as check_precondition};
 use super::{Store, encode, now_ms};
@@ -11,7 +12,7 @@ use crate::backend::{Condition, WriteBatch};
 use crate::changes::Change;
 use crate::error::{StoreError, StoreResult};
 use crate::ids::{hex, new_id};
-use crate::model::{Account, ApiKey, Application, ApplicationState, Plan, SsoIdentity, User, UserRole, UserState};
+use crate::model::{Account, AccountBinding, SsoIdentity, User, UserRole, UserState};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -25,7 +26,12 @@ pub struct NewAccount {
     )]
     pub name: String,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 2000))]
     pub description: String,
+    /// The identity provider's organization this account is, for company
+    /// sign-in to join it.
+    #[serde(default)]
+    pub sso: Option<AccountBinding>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +48,9 @@ pub struct NewUser {
     pub sso: Option<SsoIdentity>,
     #[serde(default)]
     pub password_hash: Option<String>,
+    /// See [`User::email_verified`].
+    #[serde(default)]
+    pub email_verified: bool,
 }
 
 /// Fields of a user to change; `None` leaves a field as it is.
@@ -53,56 +62,27 @@ pub struct UserUpdate {
     pub password_hash: Option<Option<String>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct NewApplication {
-    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
-    pub account_id: String,
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$",
-            max_length = 200
-        )
-    )]
-    pub name: String,
-    #[serde(default)]
-    pub description: String,
-    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
-    pub product: String,
-    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
-    pub plan: String,
-}
-
-/// Fields of an application to change; the plan must be of the same product.
-#[derive(Debug, Clone, Default)]
-pub struct ApplicationUpdate {
-    pub name: Option<String>,
-    pub description: Option<String>,
-    pub plan: Option<String>,
-    pub state: Option<ApplicationState>,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct ApplicationFilter {
-    pub account_id: Option<String>,
-    pub product: Option<String>,
-    pub state: Option<ApplicationState>,
-}
-
-fn lower(text: &str) -> String {
+pub(super) fn lower(text: &str) -> String {
     text.trim().to_lowercase()
 }
 
-fn account_name_key(name: &str) -> String {
+pub(super) fn account_name_key(name: &str) -> String {
     format!("account-name:{}", lower(name))
 }
 
-fn email_key(email: &str) -> String {
+pub(super) fn binding_key(binding: &AccountBinding) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(binding.issuer.as_bytes());
+    hasher.update([0]);
+    hasher.update(binding.claim_value.as_bytes());
+    format!("account-sso:{}", hex(&hasher.finalize()))
+}
+
+pub(super) fn email_key(email: &str) -> String {
     format!("user-email:{}", lower(email))
 }
 
-fn sso_key(identity: &SsoIdentity) -> String {
+pub(super) fn sso_key(identity: &SsoIdentity) -> String {
     let mut hasher = Sha256::new();
     hasher.update(identity.issuer.as_bytes());
     hasher.update([0]);
@@ -110,17 +90,36 @@ fn sso_key(identity: &SsoIdentity) -> String {
     format!("user-sso:{}", hex(&hasher.finalize()))
 }
 
-fn app_name_key(account_id: &str, name: &str) -> String {
-    format!("app-name:{account_id}:{}", lower(name))
-}
-
-fn check_name(field: &str, value: &str, max: usize) -> StoreResult<()> {
+pub(super) fn check_name(field: &str, value: &str, max: usize) -> StoreResult<()> {
     let value = value.trim();
     if value.is_empty() || value.chars().count() > max || value.chars().any(char::is_control) {
         return Err(StoreError::invalid(
             field,
             format!("must be 1-{max} characters without control characters"),
         ));
+    }
+    Ok(())
+}
+
+/// Free text (a description): at most `max` characters; line breaks are
+/// allowed, other control characters are not.
+pub(super) fn check_text(field: &str, value: &str, max: usize) -> StoreResult<()> {
+    if value.chars().count() > max
+        || value
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(StoreError::invalid(
+            field,
+            format!("must be at most {max} characters without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_binding(binding: &AccountBinding) -> StoreResult<()> {
+    if binding.issuer.trim().is_empty() || binding.claim_value.trim().is_empty() {
+        return Err(StoreError::invalid("sso", "needs an issuer and a claim value"));
     }
     Ok(())
 }
@@ -139,11 +138,16 @@ fn check_email(email: &str) -> StoreResult<()> {
 impl Store {
     pub async fn create_account(&self, new: NewAccount) -> StoreResult<Account> {
         check_name("name", &new.name, 200)?;
+        check_text("description", &new.description, MAX_DESCRIPTION)?;
+        if let Some(binding) = &new.sso {
+            check_binding(binding)?;
+        }
         let now = self.now();
         let account = Account {
             id: new_id("acc", now_ms(now)),
             name: new.name.trim().to_owned(),
             description: new.description,
+            sso: new.sso,
             created_at: now,
         };
         let mut batch = WriteBatch::default();
@@ -153,15 +157,33 @@ impl Store {
             .put(format!("account:{}", account.id), encode(&account)?)
             .add_member("accounts", account.id.clone())
             .publish(Change::Account { id: account.id.clone() });
+        if let Some(binding) = &account.sso {
+            batch
+                .require(Condition::Absent(binding_key(binding)))
+                .put(binding_key(binding), encode(&account.id)?);
+        }
         let audit = vec![self.audit_entry("create", "account", &account.id, None, Some(&account))];
-        self.commit(batch, audit)
-            .await?
-            .map_err(|_| StoreError::AlreadyExists {
+        match self.commit(batch, audit).await? {
+            Ok(()) => Ok(account),
+            Err(failed) if failed.0 == 0 => Err(StoreError::AlreadyExists {
                 kind: "account",
                 field: "name",
                 value: account.name.clone(),
-            })?;
-        Ok(account)
+            }),
+            Err(_) => Err(StoreError::AlreadyExists {
+                kind: "account",
+                field: "sso",
+                value: account.sso.map(|b| b.claim_value).unwrap_or_default(),
+            }),
+        }
+    }
+
+    /// The account bound to this identity provider's organization.
+    pub async fn find_account_by_binding(&self, binding: &AccountBinding) -> StoreResult<Option<Account>> {
+        match self.get_json::<String>(&binding_key(binding)).await? {
+            Some(id) => self.get_account(&id).await,
+            None => Ok(None),
+        }
     }
 
     pub async fn get_account(&self, id: &str) -> StoreResult<Option<Account>> {
@@ -210,6 +232,7 @@ impl Store {
             after.name = name.trim().to_owned();
         }
         if let Some(description) = description {
+            check_text("description", &description, MAX_DESCRIPTION)?;
             after.description = description;
         }
         let mut batch = WriteBatch::default();
@@ -263,6 +286,9 @@ impl Store {
             .delete(account_name_key(&account.name))
             .remove_member("accounts", id)
             .publish(Change::Account { id: id.to_owned() });
+        if let Some(binding) = &account.sso {
+            batch.delete(binding_key(binding));
+        }
         self.commit(batch, audit)
             .await?
             .map_err(|_| StoreError::Conflict(format!("account `{id}` changed meanwhile; try again")))
@@ -282,6 +308,7 @@ impl Store {
             role: new.role,
             state: new.state,
             sso: new.sso,
+            email_verified: new.email_verified,
             password_hash: new.password_hash,
             created_at: now,
         };
@@ -413,217 +440,4 @@ impl Store {
         }
         Ok(())
     }
-
-    /// Subscribes an account to a product on a plan; the application starts
-    /// `pending` when the plan requires approval, else `live`.
-    pub async fn create_application(&self, new: NewApplication) -> StoreResult<Application> {
-        check_name("name", &new.name, 200)?;
-        let plan = self.existing_plan(&new.product, &new.plan).await?;
-        let now = self.now();
-        let app = Application {
-            id: new_id("app", now_ms(now)),
-            account_id: new.account_id,
-            name: new.name.trim().to_owned(),
-            description: new.description,
-            product: new.product,
-            plan: new.plan,
-            state: if plan.approval_required {
-                ApplicationState::Pending
-            } else {
-                ApplicationState::Live
-            },
-            created_at: now,
-            updated_at: now,
-        };
-        let pid = plan_id(&app.product, &app.plan);
-        let mut batch = WriteBatch::default();
-        batch
-            .require(Condition::Exists(format!("account:{}", app.account_id)))
-            .require(Condition::Exists(format!("plan:{pid}")))
-            .require(Condition::Absent(app_name_key(&app.account_id, &app.name)))
-            .put(app_name_key(&app.account_id, &app.name), encode(&app.id)?)
-            .put(format!("app:{}", app.id), encode(&app)?)
-            .add_member("apps", app.id.clone())
-            .add_member(format!("account-apps:{}", app.account_id), app.id.clone())
-            .add_member(format!("product-apps:{}", app.product), app.id.clone())
-            .add_member(format!("plan-apps:{pid}"), app.id.clone())
-            .publish(Change::Application { id: app.id.clone() });
-        let audit = vec![self.audit_entry("create", "application", &app.id, None, Some(&app))];
-        match self.commit(batch, audit).await? {
-            Ok(()) => Ok(app),
-            Err(failed) => Err(match failed.0 {
-                0 => StoreError::not_found("account", app.account_id),
-                1 => StoreError::not_found("plan", pid),
-                _ => StoreError::AlreadyExists {
-                    kind: "application",
-                    field: "name",
-                    value: app.name,
-                },
-            }),
-        }
-    }
-
-    async fn existing_plan(&self, product: &str, plan: &str) -> StoreResult<Plan> {
-        self.get_plan(product, plan)
-            .await?
-            .ok_or_else(|| StoreError::invalid("plan", format!("product `{product}` has no plan `{plan}`")))
-    }
-
-    pub async fn get_application(&self, id: &str) -> StoreResult<Option<Application>> {
-        self.get_json(&format!("app:{id}")).await
-    }
-
-    /// The application of an account with this name (case-insensitive).
-    pub async fn find_application(&self, account_id: &str, name: &str) -> StoreResult<Option<Application>> {
-        match self.get_json::<String>(&app_name_key(account_id, name)).await? {
-            Some(id) => self.get_application(&id).await,
-            None => Ok(None),
-        }
-    }
-
-    /// Applications, oldest first, narrowed by account, product and state.
-    pub async fn list_applications(&self, filter: &ApplicationFilter, page: &Page) -> StoreResult<Paged<Application>> {
-        let collection = match (&filter.account_id, &filter.product) {
-            (Some(account), _) => format!("account-apps:{account}"),
-            (None, Some(product)) => format!("product-apps:{product}"),
-            (None, None) => "apps".to_owned(),
-        };
-        let limit = page.limit.clamp(1, 1000);
-        let mut cursor = page.after.clone();
-        let mut items = Vec::new();
-        loop {
-            let batch: Paged<Application> = self
-                .page_of(
-                    &collection,
-                    "app",
-                    &Page {
-                        after: cursor.clone(),
-                        limit,
-                    },
-                )
-                .await?;
-            for app in batch.items {
-                cursor = Some(app.id.clone());
-                let wanted = filter.product.as_ref().is_none_or(|p| *p == app.product)
-                    && filter.state.is_none_or(|s| s == app.state);
-                if wanted {
-                    items.push(app);
-                    if items.len() == limit {
-                        return Ok(Paged { next: cursor, items });
-                    }
-                }
-            }
-            if batch.next.is_none() {
-                return Ok(Paged { items, next: None });
-            }
-            cursor = batch.next;
-        }
-    }
-
-    pub async fn update_application(&self, id: &str, update: ApplicationUpdate) -> StoreResult<Application> {
-        self.update_application_if(id, update, Precondition::Any).await
-    }
-
-    /// [`update_application`](Store::update_application) if the application
-    /// is at the version `precondition` names.
-    pub async fn update_application_if(
-        &self,
-        id: &str,
-        update: ApplicationUpdate,
-        precondition: Precondition<'_>,
-    ) -> StoreResult<Application> {
-        let before = self
-            .get_application(id)
-            .await?
-            .ok_or_else(|| StoreError::not_found("application", id))?;
-        check_precondition("application", id, Some(&before), precondition)?;
-        let mut after = before.clone();
-        let mut batch = WriteBatch::default();
-        batch.require(Condition::Equals(format!("app:{id}"), encode(&before)?));
-        if let Some(name) = update.name {
-            check_name("name", &name, 200)?;
-            after.name = name.trim().to_owned();
-            if lower(&after.name) != lower(&before.name) {
-                batch
-                    .require(Condition::Absent(app_name_key(&after.account_id, &after.name)))
-                    .delete(app_name_key(&before.account_id, &before.name))
-                    .put(app_name_key(&after.account_id, &after.name), encode(&after.id)?);
-            }
-        }
-        if let Some(description) = update.description {
-            after.description = description;
-        }
-        if let Some(plan) = update.plan
-            && plan != before.plan
-        {
-            self.existing_plan(&before.product, &plan).await?;
-            let (old, new) = (plan_id(&before.product, &before.plan), plan_id(&before.product, &plan));
-            batch
-                .require(Condition::Exists(format!("plan:{new}")))
-                .remove_member(format!("plan-apps:{old}"), id)
-                .add_member(format!("plan-apps:{new}"), id);
-            after.plan = plan;
-        }
-        if let Some(state) = update.state {
-            after.state = state;
-        }
-        after.updated_at = self.now();
-        batch
-            .put(format!("app:{id}"), encode(&after)?)
-            .publish(Change::Application { id: id.to_owned() });
-        let audit = vec![self.audit_entry("update", "application", id, Some(&before), Some(&after))];
-        match self.commit(batch, audit).await? {
-            Ok(()) => Ok(after),
-            Err(failed) if failed.0 == 0 => Err(StoreError::Conflict(format!(
-                "application `{id}` changed meanwhile; try again"
-            ))),
-            Err(_) => Err(StoreError::Conflict(format!(
-                "name or plan of application `{id}` is taken or gone; try again"
-            ))),
-        }
-    }
-
-    /// Deletes an application and its keys.
-    pub async fn delete_application(&self, id: &str) -> StoreResult<()> {
-        let app = self
-            .get_application(id)
-            .await?
-            .ok_or_else(|| StoreError::not_found("application", id))?;
-        let mut batch = WriteBatch::default();
-        batch.require(Condition::Exists(format!("app:{id}")));
-        self.stage_application_delete(&mut batch, &app).await?;
-        let audit = vec![self.audit_entry("delete", "application", id, Some(&app), None)];
-        self.commit(batch, audit)
-            .await?
-            .map_err(|_| StoreError::not_found("application", id))
-    }
-
-    async fn stage_application_delete(&self, batch: &mut WriteBatch, app: &Application) -> StoreResult<()> {
-        for key in self.application_keys(&app.id).await? {
-            stage_key_delete(batch, &key);
-        }
-        batch
-            .delete(format!("app:{}", app.id))
-            .delete(app_name_key(&app.account_id, &app.name))
-            .remove_member("apps", app.id.clone())
-            .remove_member(format!("account-apps:{}", app.account_id), app.id.clone())
-            .remove_member(format!("product-apps:{}", app.product), app.id.clone())
-            .remove_member(
-                format!("plan-apps:{}", plan_id(&app.product, &app.plan)),
-                app.id.clone(),
-            )
-            .publish(Change::Application { id: app.id.clone() });
-        Ok(())
-    }
-}
-
-pub(super) fn stage_key_delete(batch: &mut WriteBatch, key: &ApiKey) {
-    batch
-        .delete(format!("key:{}", key.hash))
-        .delete(format!("key-id:{}", key.id))
-        .remove_member(format!("app-keys:{}", key.application_id), key.id.clone())
-        .publish(Change::Key {
-            id: key.id.clone(),
-            hash: key.hash,
-        });
 }

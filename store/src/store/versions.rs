@@ -31,7 +31,8 @@ pub enum Precondition<'a> {
     Absent,
 }
 
-pub(crate) fn check<T: Serialize>(
+/// Whether `current` is at the version `precondition` names.
+pub fn check<T: Serialize>(
     kind: &'static str,
     id: &str,
     current: Option<&T>,

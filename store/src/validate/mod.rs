@@ -197,6 +197,55 @@ pub fn is_email(email: &str) -> bool {
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
+/// An address or a CIDR block (`10.0.0.0/8`, `fd00::/8`, `127.0.0.1`),
+/// for settings that name trusted hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRange {
+    network: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl IpRange {
+    pub fn parse(text: &str) -> Result<IpRange, String> {
+        let (address, prefix) = match text.trim().split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text.trim(), None),
+        };
+        let network: std::net::IpAddr = address
+            .parse()
+            .map_err(|_| format!("`{text}` is not an IP address or CIDR block"))?;
+        let bits = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => bits,
+            Some(prefix) => prefix
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= bits)
+                .ok_or_else(|| format!("`{text}`: the prefix length must be 0-{bits}"))?,
+        };
+        Ok(IpRange { network, prefix })
+    }
+
+    pub fn contains(&self, address: std::net::IpAddr) -> bool {
+        let address = match address {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        let (network, address, bits) = match (self.network, address) {
+            (std::net::IpAddr::V4(n), std::net::IpAddr::V4(a)) => {
+                (u128::from(u32::from(n)), u128::from(u32::from(a)), 32)
+            }
+            (std::net::IpAddr::V6(n), std::net::IpAddr::V6(a)) => (u128::from(n), u128::from(a), 128),
+            _ => return false,
+        };
+        let shift = bits - u32::from(self.prefix);
+        if shift >= bits {
+            return true;
+        }
+        network >> shift == address >> shift
+    }
+}
+
 const SYSTEM_NAME_RULE: &str =
     "must be 1-64 lowercase letters, digits, `-`, `_` or `.`, starting with a letter or digit";
 

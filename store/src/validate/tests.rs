@@ -181,3 +181,20 @@ fn backend_urls_are_checked() {
         ]
     );
 }
+
+#[test]
+fn ip_ranges_parse_and_match() {
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let private = IpRange::parse("10.0.0.0/8").unwrap();
+    assert!(private.contains(ip("10.1.2.3")));
+    assert!(!private.contains(ip("11.0.0.1")));
+    assert!(private.contains(ip("::ffff:10.9.9.9")), "IPv4-mapped addresses match");
+    let one = IpRange::parse("127.0.0.1").unwrap();
+    assert!(one.contains(ip("127.0.0.1")) && !one.contains(ip("127.0.0.2")));
+    assert!(IpRange::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));
+    assert!(IpRange::parse("fd00::/8").unwrap().contains(ip("fd12::1")));
+    assert!(!IpRange::parse("fd00::/8").unwrap().contains(ip("10.0.0.1")));
+    for bad in ["10.0.0.0/33", "::/129", "localhost", "10.0.0/8", ""] {
+        assert!(IpRange::parse(bad).is_err(), "{bad}");
+    }
+}

@@ -1,0 +1,155 @@
+//! Who company sign-in makes a user part of, written once: the account is
+//! the one bound to the identity provider and organization claim value,
+//! never one that merely has the same name (anyone may sign up an account
+//! called "Acme"), and a verified email outranks an unverified one.
+
+use super::tenancy::{NewAccount, email_key};
+use super::{Store, encode};
+use crate::backend::{Condition, WriteBatch};
+use crate::changes::Change;
+use crate::error::{StoreError, StoreResult};
+use crate::model::{Account, AccountBinding, User, UserState};
+
+/// Tries before a sign-in racing others for the same account gives up.
+const ATTEMPTS: usize = 5;
+
+impl Store {
+    /// The account of the provider's organization `binding`, created
+    /// (named `name`, or `name (SSO)`, `name (SSO 2)`… when that is taken)
+    /// on its first sign-in. An account from before accounts were bound,
+    /// whose every member signs in through this provider, is bound to it.
+    pub async fn account_for_sso(&self, binding: &AccountBinding, name: &str) -> StoreResult<Account> {
+        for _ in 0..ATTEMPTS {
+            if let Some(account) = self.find_account_by_binding(binding).await? {
+                return Ok(account);
+            }
+            if let Some(account) = self.find_account(name).await?
+                && account.sso.is_none()
+                && self.every_member_signs_in_with(&account, &binding.issuer).await?
+            {
+                match self.bind_account(&account, binding).await {
+                    Ok(bound) => return Ok(bound),
+                    Err(StoreError::Conflict(_)) => continue,
+                    Err(error) => return Err(error),
+                }
+            }
+            let new = NewAccount {
+                name: self.free_account_name(name, Some("SSO")).await?,
+                description: String::new(),
+                sso: Some(binding.clone()),
+            };
+            match self.create_account(new).await {
+                Ok(account) => return Ok(account),
+                // Another sign-in of the same organization, or the name, won the race.
+                Err(StoreError::AlreadyExists { .. }) => continue,
+                Err(error) => return Err(error),
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "the account of `{}` changed meanwhile; sign in again",
+            binding.claim_value
+        )))
+    }
+
+    async fn every_member_signs_in_with(&self, account: &Account, issuer: &str) -> StoreResult<bool> {
+        let ids = self.all_members(&format!("account-users:{}", account.id)).await?;
+        if ids.is_empty() {
+            return Ok(false);
+        }
+        for id in ids {
+            let signs_in_there = self
+                .get_user(&id)
+                .await?
+                .is_some_and(|user| user.sso.as_ref().is_some_and(|sso| sso.issuer == issuer));
+            if !signs_in_there {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    async fn bind_account(&self, account: &Account, binding: &AccountBinding) -> StoreResult<Account> {
+        let mut after = account.clone();
+        after.sso = Some(binding.clone());
+        let key = super::tenancy::binding_key(binding);
+        let mut batch = WriteBatch::default();
+        batch
+            .require(Condition::Equals(format!("account:{}", account.id), encode(account)?))
+            .require(Condition::Absent(key.clone()))
+            .put(key, encode(&account.id)?)
+            .put(format!("account:{}", account.id), encode(&after)?)
+            .publish(Change::Account { id: account.id.clone() });
+        let audit = vec![self.audit_entry("bind", "account", &account.id, Some(account), Some(&after))];
+        self.commit(batch, audit)
+            .await?
+            .map_err(|_| StoreError::Conflict(format!("account `{}` changed meanwhile; try again", account.id)))?;
+        Ok(after)
+    }
+
+    /// An account named as `new` asks, or, when that name is taken, the
+    /// first of `name (2)`, `name (3)`, … that is free: a sign-up never
+    /// learns which organizations exist.
+    pub async fn create_account_with_free_name(&self, mut new: NewAccount) -> StoreResult<Account> {
+        let asked = new.name.clone();
+        for _ in 0..ATTEMPTS {
+            new.name = self.free_account_name(&asked, None).await?;
+            match self.create_account(new.clone()).await {
+                Err(StoreError::AlreadyExists { field: "name", .. }) => continue,
+                created => return created,
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "no free account name for `{asked}`; try again"
+        )))
+    }
+
+    /// `name`, or the first of `name (LABEL)`, `name (LABEL 2)`, … (or
+    /// `name (2)`, … without a label) that no account has.
+    async fn free_account_name(&self, name: &str, label: Option<&str>) -> StoreResult<String> {
+        let base: String = name.trim().chars().take(180).collect();
+        for n in 0..100 {
+            let candidate = match (n, label) {
+                (0, _) => base.clone(),
+                (1, Some(label)) => format!("{base} ({label})"),
+                (n, Some(label)) => format!("{base} ({label} {n})"),
+                (n, None) => format!("{base} ({})", n + 1),
+            };
+            if self.find_account(&candidate).await?.is_none() {
+                return Ok(candidate);
+            }
+        }
+        Err(StoreError::Conflict(format!("no free account name for `{base}`")))
+    }
+
+    /// Frees `email` for an identity whose provider verified it: a user
+    /// who holds it without proof (a local sign-up; nobody checked the
+    /// address) is disabled, loses its password and gets a placeholder
+    /// address, so whoever signed up with someone else's email can
+    /// neither keep it nor lock its owner out. Returns that user, if any;
+    /// a user whose email was vouched for is left alone (`None`).
+    pub async fn release_unverified_email(&self, email: &str) -> StoreResult<Option<User>> {
+        let Some(holder) = self.find_user_by_email(email).await? else {
+            return Ok(None);
+        };
+        if holder.email_verified || holder.sso.is_some() {
+            return Ok(None);
+        }
+        let mut after = holder.clone();
+        after.email = format!("unverified.{}@email.invalid", holder.id.to_lowercase());
+        after.state = UserState::Disabled;
+        after.password_hash = None;
+        let mut batch = WriteBatch::default();
+        batch
+            .require(Condition::Equals(format!("user:{}", holder.id), encode(&holder)?))
+            .require(Condition::Absent(email_key(&after.email)))
+            .delete(email_key(&holder.email))
+            .put(email_key(&after.email), encode(&holder.id)?)
+            .put(format!("user:{}", holder.id), encode(&after)?)
+            .publish(Change::User { id: holder.id.clone() });
+        let audit = vec![self.audit_entry("release_email", "user", &holder.id, Some(&holder), Some(&after))];
+        self.commit(batch, audit)
+            .await?
+            .map_err(|_| StoreError::Conflict(format!("user `{}` changed meanwhile; try again", holder.id)))?;
+        Ok(Some(after))
+    }
+}

@@ -1,0 +1,469 @@
+//! What the attacks need besides the gateway harness: an upstream that
+//! records exactly what reached it, a `maas portal` process with its own
+//! settings, the OpenID provider, and a portal client that keeps cookies
+//! and answers forms with their CSRF token.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+
+use crate::harness::{Gateway, free_port, redis_url};
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    /// The request target (path and query) exactly as sent.
+    pub target: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Seen {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {:?}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A model server that records every request and answers it as a chat
+/// completion that spent all the `max_tokens` it was allowed (100 when
+/// none), reading the body as JSON whatever its content type, as vLLM does.
+#[derive(Clone)]
+pub struct Capture {
+    pub base: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Capture {
+    pub async fn start() -> Capture {
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let recorded = seen.clone();
+        let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+            let recorded = recorded.clone();
+            async move {
+                let (parts, body) = request.into_parts();
+                let body = axum::body::to_bytes(body, 64 << 20).await.unwrap_or_default();
+                let target = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+                let asked: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                recorded.lock().unwrap().push(Seen {
+                    method: parts.method.to_string(),
+                    target,
+                    headers: parts.headers,
+                    body,
+                });
+                let completion = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+                    .iter()
+                    .filter_map(|f| asked[*f].as_u64())
+                    .max()
+                    .unwrap_or(100);
+                let answer = serde_json::json!({
+                    "id": "chatcmpl-capture", "object": "chat.completion", "created": 0, "model": asked["model"],
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "length"}],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": completion, "total_tokens": 5 + completion},
+                });
+                (StatusCode::OK, axum::Json(answer)).into_response()
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Capture { base, seen }
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("the upstream saw a request")
+    }
+}
+
+/// A `maas portal` process on the gateway's Redis store, configured by a
+/// `maas.yaml` of `settings` (YAML lines under the top level); its admin
+/// API takes `ADMIN_TOKEN`.
+pub struct PortalProcess {
+    child: Child,
+    pub base: String,
+}
+
+pub const ADMIN_TOKEN: &str = "security-suite-admin-token";
+
+impl PortalProcess {
+    pub fn start(gw: &Gateway, settings: &str) -> PortalProcess {
+        PortalProcess::launch(gw, free_port(), settings, &[])
+    }
+
+    /// As [`start`](PortalProcess::start), on `port` (when the settings name the URL).
+    pub fn start_at(gw: &Gateway, port: u16, settings: &str) -> PortalProcess {
+        PortalProcess::launch(gw, port, settings, &[])
+    }
+
+    /// As [`start_at`](PortalProcess::start_at), with `env` besides.
+    pub fn launch(gw: &Gateway, port: u16, settings: &str, env: &[(&str, &str)]) -> PortalProcess {
+        let base = format!("http://127.0.0.1:{port}");
+        let config = gw.dir.path().join(format!("maas-portal-{port}.yaml"));
+        let yaml = format!(
+            "portal:\n  listen: 127.0.0.1:{port}\n  public_url: {base}\nstore:\n  redis_url: {}\n  redis_prefix: {}\n{settings}\n",
+            redis_url(),
+            gw.prefix
+        );
+        std::fs::write(&config, yaml).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_maas"))
+            .arg("--config")
+            .arg(&config)
+            .arg("portal")
+            .env("MAAS_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("MAAS_SSO_CLIENT_SECRET", "test-client-secret")
+            .env("MAAS_LOG_LEVEL", "warn")
+            .envs(env.iter().copied())
+            .env_remove("MAAS_CONFIG")
+            .env_remove("MAAS_REDIS_URL")
+            .current_dir(gw.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting maas portal");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("maas portal exited early: {status}");
+            }
+            assert!(Instant::now() < deadline, "maas portal did not listen within 20 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        PortalProcess { child, base }
+    }
+}
+
+impl Drop for PortalProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The tests/node directory with its npm packages installed.
+pub fn node_dir(packages: &[&str]) -> &'static str {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node");
+    for package in packages {
+        assert!(
+            std::path::Path::new(dir)
+                .join("node_modules")
+                .join(package)
+                .join("package.json")
+                .exists(),
+            "this test needs the npm package `{package}`: `npm ci --prefix tests/node` (.ci/run does it)"
+        );
+    }
+    dir
+}
+
+/// The npm `oidc-provider` as the company's OpenID provider, with the
+/// people of tests/node/oidc_provider.mjs and `people` (JSON) besides.
+pub struct Idp {
+    _child: tokio::process::Child,
+    pub issuer: String,
+}
+
+impl Idp {
+    pub async fn start(portal_base: &str, people: serde_json::Value) -> Idp {
+        use tokio::io::AsyncBufReadExt;
+        let dir = node_dir(&["oidc-provider"]);
+        let port = free_port();
+        let mut child = tokio::process::Command::new("node")
+            .arg(format!("{dir}/oidc_provider.mjs"))
+            .args([
+                &port.to_string(),
+                "maas-portal",
+                "test-client-secret",
+                &format!("{portal_base}/sso/callback"),
+                &format!("{portal_base}/"),
+            ])
+            .env("OIDC_PEOPLE", people.to_string())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs (apt-get install nodejs)");
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await;
+        assert!(
+            matches!(ready, Ok(Ok(Some(ref line))) if line == "ready"),
+            "the OpenID provider did not start: {ready:?}"
+        );
+        // Its later warnings go to stdout too: keep reading, or it dies of EPIPE.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Idp {
+            _child: child,
+            issuer: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// The `sso:` settings of a portal signing in through this provider.
+    pub fn settings(&self) -> String {
+        format!(
+            "sso:\n  enabled: true\n  issuer_url: {}\n  client_id: maas-portal\n  account_claim: org_name\n  \
+             admin_claim: groups\n  admin_value: maas-admins\n  auto_approve: true\n",
+            self.issuer
+        )
+    }
+}
+
+/// What a company sign-in of `login` through `portal` ended with.
+pub async fn sso_sign_in(portal: &str, login: &str) -> serde_json::Value {
+    let dir = node_dir(&["oidc-provider"]);
+    crate::harness::run_json_script("node", &[&format!("{dir}/sso_login.mjs"), portal, login]).await
+}
+
+/// A portal visitor without a browser: keeps the cookies it is given and
+/// posts forms with the CSRF token of the page they are on.
+pub struct Visitor {
+    pub base: String,
+    http: reqwest::Client,
+    cookies: HashMap<String, String>,
+    /// Headers sent with every request (e.g. `X-Forwarded-For`).
+    pub extra: Vec<(String, String)>,
+}
+
+pub struct Page {
+    pub status: u16,
+    pub location: Option<String>,
+    pub body: String,
+}
+
+impl Page {
+    /// The value of the first hidden input `name`.
+    pub fn hidden(&self, name: &str) -> Option<String> {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = self.body.find(&marker)? + marker.len();
+        let end = self.body[start..].find('"')? + start;
+        Some(self.body[start..end].to_owned())
+    }
+}
+
+impl Visitor {
+    pub fn new(base: &str) -> Visitor {
+        Visitor {
+            base: base.to_owned(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            cookies: HashMap::new(),
+            extra: Vec::new(),
+        }
+    }
+
+    /// A visitor holding the portal session `session` (from [`sso_sign_in`]).
+    pub fn with_session(base: &str, session: &str) -> Visitor {
+        let mut visitor = Visitor::new(base);
+        visitor.cookies.insert("maas_session".into(), session.into());
+        visitor
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn finish(&mut self, response: reqwest::Response) -> Page {
+        for value in response.headers().get_all("set-cookie") {
+            let text = value.to_str().unwrap_or_default();
+            let pair = text.split(';').next().unwrap_or_default();
+            if let Some((name, value)) = pair.split_once('=') {
+                if value.is_empty() || text.contains("Max-Age=0") {
+                    self.cookies.remove(name);
+                } else {
+                    self.cookies.insert(name.to_owned(), value.to_owned());
+                }
+            }
+        }
+        let status = response.status().as_u16();
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = response.text().await.unwrap_or_default();
+        Page { status, location, body }
+    }
+
+    pub async fn get(&mut self, path: &str) -> Page {
+        let mut request = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header());
+        for (name, value) in &self.extra {
+            request = request.header(name, value);
+        }
+        let response = request.send().await.unwrap();
+        self.finish(response).await
+    }
+
+    /// Posts `fields` to `path` with the CSRF token of the page at `from`.
+    pub async fn submit(&mut self, from: &str, path: &str, fields: &[(&str, &str)]) -> Page {
+        let page = self.get(from).await;
+        let csrf = page
+            .hidden("csrf")
+            .unwrap_or_else(|| panic!("{from} has a form: {}", page.body));
+        let mut all: Vec<(&str, &str)> = vec![("csrf", csrf.as_str())];
+        all.extend_from_slice(fields);
+        self.post(path, &all).await
+    }
+
+    pub async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let body = form_encode(fields);
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        for (name, value) in &self.extra {
+            request = request.header(name, value);
+        }
+        let response = request.send().await.unwrap();
+        self.finish(response).await
+    }
+
+    pub fn session(&self) -> Option<&str> {
+        self.cookies.get("maas_session").map(String::as_str)
+    }
+}
+
+/// A password zxcvbn rates strong.
+pub const STRONG_PASSWORD: &str = "correct horse battery staple 93";
+
+/// `local` at example.com.
+pub fn email(local: &str) -> String {
+    [local, "example.com"].join("@")
+}
+
+/// An admin API call with the suite's admin token.
+pub async fn admin_api(
+    portal: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{portal}/admin/api/v1{path}"))
+        .bearer_auth(ADMIN_TOKEN);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+/// The suite's catalog (see catalog.yaml).
+pub const CATALOG: &str = include_str!("catalog.yaml");
+
+/// A gateway of `proxies` strict proxies on the suite's catalog, its
+/// capture upstream beside the simulator.
+pub async fn gateway(proxies: usize) -> (Gateway, Capture) {
+    let capture = Capture::start().await;
+    let gw = Gateway::start(&CATALOG.replace("{CAPTURE}", &capture.base), proxies, "strict").await;
+    (gw, capture)
+}
+
+/// The content types a JSON body has been sent with to slip past checks
+/// that looked only at `application/json`.
+pub const CONTENT_TYPES: [Option<&str>; 7] = [
+    None,
+    Some("text/plain"),
+    Some("application/x-www-form-urlencoded"),
+    Some("multipart/form-data; boundary=x"),
+    Some("Application/JSON; charset=utf-8"),
+    Some("application/octet-stream"),
+    Some("application/vnd.api+json"),
+];
+
+/// Signs `visitor` up (a new organization `organization`) and in.
+pub async fn sign_up_and_in(visitor: &mut Visitor, organization: &str, email: &str) {
+    let page = visitor
+        .submit(
+            "/sign-up",
+            "/sign-up",
+            &[
+                ("organization", organization),
+                ("display_name", "Dev"),
+                ("email", email),
+                ("password", STRONG_PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 200, "sign-up: {}", page.body);
+    sign_in(visitor, email, STRONG_PASSWORD).await;
+}
+
+/// Signs `visitor` in with a password; fails unless it worked.
+pub async fn sign_in(visitor: &mut Visitor, email: &str, password: &str) {
+    let page = visitor
+        .submit("/sign-in", "/sign-in", &[("email", email), ("password", password)])
+        .await;
+    assert_eq!(page.status, 303, "sign-in of {email}: {}", page.body);
+}
+
+/// Runs `maas ARGS` against the gateway's store; its exit status and stderr.
+pub fn maas_cli(gw: &Gateway, args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_maas"))
+        .args(args)
+        .env("MAAS_REDIS_URL", redis_url())
+        .env("MAAS_REDIS_PREFIX", &gw.prefix)
+        .env("MAAS_LOG_LEVEL", "warn")
+        .env_remove("MAAS_CONFIG")
+        .current_dir(gw.dir.path())
+        .output()
+        .expect("maas runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The id in `/applications/<id>`.
+pub fn application_id(location: &str) -> String {
+    location
+        .trim_start_matches("/applications/")
+        .split(['/', '?'])
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// `application/x-www-form-urlencoded`, as a browser sends a form.
+pub fn form_encode(fields: &[(&str, &str)]) -> String {
+    let encode = |text: &str| {
+        text.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => (b as char).to_string(),
+                b' ' => "+".to_owned(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}

@@ -1,0 +1,156 @@
+//! Sign-up tells a stranger nothing about who exists, refuses passwords
+//! that are easy to guess and fields past their limits with a 422 that
+//! names them, and is throttled per address.
+
+use super::fixtures::{PortalProcess, STRONG_PASSWORD, Visitor, email, gateway, sign_in};
+use crate::harness::free_port;
+
+async fn sign_up(portal: &str, address: &str, fields: &[(&str, &str)]) -> super::fixtures::Page {
+    let mut visitor = Visitor::new(portal);
+    visitor.extra.push(("x-forwarded-for".into(), address.into()));
+    visitor.submit("/sign-up", "/sign-up", fields).await
+}
+
+fn fields<'a>(organization: &'a str, email: &'a str, password: &'a str) -> [(&'a str, &'a str); 4] {
+    [
+        ("organization", organization),
+        ("display_name", "Someone"),
+        ("email", email),
+        ("password", password),
+    ]
+}
+
+/// The page without what differs per visitor (the CSRF token) or was typed.
+fn normalised(page: &super::fixtures::Page, typed: &str) -> String {
+    let mut body = page.body.replace(typed, "EMAIL");
+    if let Some(token) = page.hidden("csrf") {
+        body = body.replace(&token, "CSRF");
+    }
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_up_answers_the_same_whoever_exists() {
+    let (gw, _capture) = gateway(0).await;
+    let portal = PortalProcess::launch(&gw, free_port(), "", &[("MAAS_PORTAL_TRUSTED_PROXIES", "127.0.0.1")]);
+    let base = &portal.base;
+    let (first, second) = (email("first"), email("second"));
+    let new = sign_up(base, "192.0.2.1", &fields("Acme", &first, STRONG_PASSWORD)).await;
+    let same_email = sign_up(base, "192.0.2.2", &fields("Zeta", &first, STRONG_PASSWORD)).await;
+    let same_org = sign_up(base, "192.0.2.3", &fields("Acme", &second, STRONG_PASSWORD)).await;
+    assert_eq!((new.status, same_email.status, same_org.status), (200, 200, 200));
+    assert_eq!(
+        normalised(&new, &first),
+        normalised(&same_email, &first),
+        "an existing email changes nothing visible"
+    );
+    assert_eq!(
+        normalised(&new, &first),
+        normalised(&same_org, &second),
+        "nor does an existing organization"
+    );
+    // Nothing was overwritten; the second organization has a name of its own.
+    let mut visitor = Visitor::new(base);
+    sign_in(&mut visitor, &second, STRONG_PASSWORD).await;
+    let user = gw.store.find_user_by_email(&second).await.unwrap().unwrap();
+    let account = gw.store.get_account(&user.account_id).await.unwrap().unwrap();
+    assert_eq!(account.name, "Acme (2)");
+    let first_user = gw.store.find_user_by_email(&first).await.unwrap().unwrap();
+    assert_ne!(
+        first_user.account_id, user.account_id,
+        "never joined to the existing organization"
+    );
+    assert!(
+        gw.store.find_account("Zeta").await.unwrap().is_none(),
+        "the duplicate made nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weak_passwords_and_oversized_fields_are_named() {
+    let (gw, _capture) = gateway(0).await;
+    let portal = PortalProcess::launch(&gw, free_port(), "", &[("MAAS_PORTAL_TRUSTED_PROXIES", "127.0.0.1")]);
+    let base = &portal.base;
+    let address = |i: usize| format!("198.51.100.{i}");
+    let long_name = "a".repeat(1_000_000);
+    let cases: Vec<([(&str, &str); 4], &str)> = vec![
+        (fields("Acme", "weak1@example.com", "aaaaaaaaaa"), "Password"),
+        (fields("Acme", "weak2@example.com", "password123"), "Password"),
+        (fields("Acme", "weak3@example.com", "Password1!"), "Password"),
+        (fields("Acme", "weak4@example.com", "qwertyuiop"), "Password"),
+        (fields("Acme", "weak5@example.com", "weak5@example.com"), "Password"),
+        (fields("Acme", "short@example.com", "x1!Y"), "Password"),
+        (fields(&long_name, "long1@example.com", STRONG_PASSWORD), "Organization"),
+        (fields("Acme", "not an email", STRONG_PASSWORD), "Email"),
+        (fields("   ", "blank@example.com", STRONG_PASSWORD), "Organization"),
+    ];
+    for (i, (form, field)) in cases.iter().enumerate() {
+        let page = sign_up(base, &address(i), form).await;
+        assert_eq!(page.status, 422, "{field}: {}", &page.body[..page.body.len().min(300)]);
+        assert!(page.body.contains(&format!("{field}:")), "the answer names {field}");
+        assert!(
+            page.body.len() < 100_000,
+            "the oversized field is not echoed back whole"
+        );
+    }
+    let long_display = [
+        ("organization", "Acme"),
+        ("display_name", &*"n".repeat(201)),
+        ("email", "named@example.com"),
+        ("password", STRONG_PASSWORD),
+    ];
+    let page = sign_up(base, "198.51.100.99", &long_display).await;
+    assert_eq!(page.status, 422);
+    assert!(page.body.contains("Your name:"));
+    assert!(
+        gw.store
+            .find_user_by_email("weak1@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // An application's description has a limit too.
+    let mut dev = Visitor::new(base);
+    dev.extra.push(("x-forwarded-for".into(), "198.51.100.200".into()));
+    super::fixtures::sign_up_and_in(&mut dev, "Describers", &email("describer")).await;
+    let description = "d".repeat(1_000_000);
+    let page = dev
+        .submit(
+            "/applications/new",
+            "/applications",
+            &[
+                ("name", "bot"),
+                ("description", &description),
+                ("plan", "tinyllama/open"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 422, "{}", &page.body[..page.body.len().min(300)]);
+    assert!(page.body.contains("description"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_ups_are_throttled_per_address() {
+    let (gw, _capture) = gateway(0).await;
+    let portal = PortalProcess::launch(&gw, free_port(), "", &[("MAAS_PORTAL_TRUSTED_PROXIES", "127.0.0.1")]);
+    let mut statuses = Vec::new();
+    for i in 0..11 {
+        let page = sign_up(
+            &portal.base,
+            "203.0.113.50",
+            &fields("Spam", &email(&format!("spam{i}")), STRONG_PASSWORD),
+        )
+        .await;
+        statuses.push(page.status);
+    }
+    assert_eq!(&statuses[..10], [200; 10]);
+    assert_eq!(statuses[10], 429);
+    // Another address is not held back.
+    let page = sign_up(
+        &portal.base,
+        "203.0.113.51",
+        &fields("Ham", &email("ham"), STRONG_PASSWORD),
+    )
+    .await;
+    assert_eq!(page.status, 200);
+}
