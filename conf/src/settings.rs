@@ -139,7 +139,8 @@ impl Default for PortalSettings {
 pub struct AdminSettings {
     /// File holding the bootstrap admin token (else `MAAS_ADMIN_TOKEN`).
     pub token_file: Option<PathBuf>,
-    /// Users with these emails are admins whatever their SSO claims say.
+    /// Company sign-in users whose provider verified one of these emails
+    /// are admins whatever their group claims say (never a local sign-up).
     pub admin_emails: Vec<String>,
 }
 

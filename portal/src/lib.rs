@@ -14,7 +14,13 @@
 //!   CSRF token (the session's, or a double-submit cookie before sign-in),
 //!   checked before the handler runs; 403 otherwise.
 //! - **Headers** ([`security`]): a CSP without inline script or style,
-//!   `frame-ancestors 'none'`, `nosniff`; `next=` redirects only to own paths.
+//!   `frame-ancestors 'none'`, `nosniff` on every answer (assets and the
+//!   admin API merged beside included, [`with_security_headers`]); `next=`
+//!   redirects only to own paths; the client address is believed from
+//!   `X-Forwarded-For` only behind `portal.trusted_proxies`.
+//! - **Accounts** ([`accounts`], [`sso`]): attempts counted before the
+//!   password check, sign-up that reveals nobody and never makes admins,
+//!   company sign-in that joins only the account bound to its provider.
 //! - **Errors**: a page that says what went wrong, with the right status.
 
 pub mod accounts;
@@ -55,7 +61,8 @@ pub struct PortalOptions {
     /// Templates here override the built-in ones of the same name.
     pub templates_dir: Option<PathBuf>,
     pub brand: Brand,
-    /// Emails that are admins whatever else says (`admin.admin_emails`).
+    /// Emails that make a company sign-in an admin when its provider
+    /// verified them (`admin.admin_emails`); never a local sign-up.
     pub admin_emails: Vec<String>,
     /// Sign-in through the company's OpenID provider, if configured.
     pub sso: Option<sso::SsoOptions>,

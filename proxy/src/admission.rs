@@ -113,6 +113,13 @@ impl MaasProxy {
         let auth = next!(self.authenticate(session, ctx, &catalog, &target, &routed).await);
         let endpoint = Endpoint::of_path(&routed.api_path);
         let body = next!(self.read_request_body(session, ctx, &routed, endpoint).await);
+        if endpoint == Endpoint::Responses && body.facts.background {
+            return Ok(Err(ApiError::unsupported(
+                "background",
+                "Background responses are generated after the answer, where the gateway cannot meter them; \
+                 send the request without `background` (stream it for long generations).",
+            )));
+        }
         ctx.model = body.facts.model.clone();
         ctx.stream = body.facts.stream;
         ctx.json_body = body.json && endpoint.is_inference();
@@ -396,6 +403,16 @@ impl MaasProxy {
 /// is refused.
 fn read_target(session: &Session) -> Result<Target, ApiError> {
     let request = session.req_header();
+    // A tunnel (WebSocket and the like) would carry tokens past every
+    // check; only h2c, which is dropped before forwarding, is let by.
+    if let Some(upgrade) = request.headers.get("upgrade")
+        && !upgrade.as_bytes().eq_ignore_ascii_case(b"h2c")
+    {
+        return Err(ApiError::unsupported(
+            "upgrade",
+            "Protocol upgrades (WebSocket and others) are not served here.",
+        ));
+    }
     let path = normalize(request.uri.path()).map_err(|refused| ApiError::unsafe_path(refused.0))?;
     Ok(Target {
         method: request.method.as_str().to_owned(),

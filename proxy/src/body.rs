@@ -30,6 +30,9 @@ pub struct RequestFacts {
     /// Prompts of a completions request: `prompt` as a list of texts or of
     /// token lists is one generation per entry.
     pub prompts: u64,
+    /// The Responses API's `background: true`: generated after the answer,
+    /// where the gateway cannot meter it.
+    pub background: bool,
 }
 
 impl Default for RequestFacts {
@@ -42,6 +45,7 @@ impl Default for RequestFacts {
             max_output_tokens: None,
             choices: 1,
             prompts: 1,
+            background: false,
         }
     }
 }
@@ -133,6 +137,7 @@ impl<'de> Visitor<'de> for FactsVisitor<'_> {
                 "n" => n = map.next_value_seed(Count("n"))?,
                 "best_of" => best_of = map.next_value_seed(Count("best_of"))?,
                 "prompt" => facts.prompts = map.next_value_seed(PromptCount)?,
+                "background" => facts.background = map.next_value::<Option<bool>>()?.unwrap_or(false),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -173,7 +178,7 @@ impl<'de> Visitor<'de> for MemberName {
 }
 
 /// The members whose errors name them as OpenAI's `param`.
-const KNOWN: [&str; 8] = [
+const KNOWN: [&str; 9] = [
     "model",
     "stream",
     "max_tokens",
@@ -182,6 +187,7 @@ const KNOWN: [&str; 8] = [
     "n",
     "best_of",
     "prompt",
+    "background",
 ];
 
 /// A count: a non-negative integer or `null` (absent), nothing else.
@@ -241,6 +247,24 @@ impl<'de> Visitor<'de> for PromptCount {
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<u64, E> {
+        Ok(1)
+    }
+
+    // Any other shape is one prompt at most; the model server judges it.
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<u64, E> {
+        Ok(1)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<u64, E> {
+        Ok(1)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<u64, E> {
+        Ok(1)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<u64, E> {
+        Ok(1)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<u64, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(1)
     }
 
@@ -371,7 +395,7 @@ mod tests {
             (br#"{"n":"4"}"#, "n"),
             (br#"{"best_of":1.5}"#, "best_of"),
             (br#"{"stream":"true"}"#, "stream"),
-            (br#"{"prompt":{"a":1}}"#, "prompt"),
+            (br#"{"background":"yes"}"#, "background"),
         ] {
             let refused = inspect_json(bad).unwrap_err();
             assert_eq!(
@@ -420,6 +444,8 @@ mod tests {
             facts(br#"{"prompt":["a","b"],"n":3}"#).generations(Endpoint::Responses),
             1
         );
+        assert_eq!(facts(br#"{"prompt":{"a":[1]}}"#).generations(Endpoint::Completions), 1);
+        assert!(facts(br#"{"background":true}"#).background);
     }
 
     #[test]

@@ -298,6 +298,20 @@ impl ApiError {
         error
     }
 
+    /// A parameter the gateway does not serve, because it could not meter
+    /// or bound what it asks for.
+    pub fn unsupported(param: &'static str, message: &str) -> ApiError {
+        let mut error = ApiError::new(
+            400,
+            "invalid_request_error",
+            "unsupported_parameter",
+            "unsupported",
+            message.into(),
+        );
+        error.param = Some(param);
+        error
+    }
+
     /// A path with no safe normal form ([`crate::request_path`]).
     pub fn unsafe_path(reason: &str) -> ApiError {
         ApiError::new(

@@ -1,13 +1,16 @@
 //! The MaaS data plane: a Pingora proxy in front of OpenAI-compatible model
-//! servers. Per request, in order: authenticate the key ([`credentials`],
+//! servers. Per request, in order: normalise the path ([`request_path`];
+//! bodies are read as the model server reads them, [`body`]), authenticate
+//! the key ([`credentials`],
 //! cached in [`state`]), route by host, path prefix or model
 //! ([`routing`]), match mapping rules ([`mapping`]), check plan limits
 //! ([`limits`]), proxy to a healthy replica ([`upstream`]), meter the
 //! response ([`metering`]) and record usage ([`usage`]), metrics
 //! ([`metrics`]) and one access-log line ([`access_log`]).
 //!
-//! Everything except [`service`] (the thin `ProxyHttp` dispatcher) and
-//! [`server`] (wiring) is independent of Pingora and unit-tested alone.
+//! Everything except [`service`] (the thin `ProxyHttp` dispatcher),
+//! [`server`] (wiring) and [`edge`] (Pingora's own refusals as OpenAI
+//! errors) is independent of Pingora and unit-tested alone.
 
 pub mod access_log;
 mod admission;

@@ -252,6 +252,9 @@ impl ProxyHttp for MaasProxy {
         // header any coding would be acceptable).
         request.insert_header("accept-encoding", "identity")?;
         request.remove_header("expect");
+        // Nothing is tunnelled: the gateway meters requests and responses.
+        request.remove_header("upgrade");
+        request.remove_header("http2-settings");
         if let Some(auth) = &ctx.auth {
             request.insert_header(APPLICATION_HEADER, auth.application.id.as_str())?;
         }

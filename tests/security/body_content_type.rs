@@ -229,3 +229,45 @@ async fn the_shared_endpoint_caps_whatever_the_content_type() {
         assert_eq!(seen["stream_options"]["include_usage"], true, "{content_type:?}");
     }
 }
+
+/// What would generate tokens where the gateway cannot meter them is not
+/// served: a background response (generated after the answer) and a
+/// protocol upgrade (a tunnel past every check). `Upgrade: h2c`, which
+/// curl sends with `--http2`, is dropped before forwarding, not refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_generated_where_it_cannot_be_metered() {
+    let (gw, capture) = gateway(1).await;
+    let (_, key) = gw.app_key("tunnel-app", "tinyllama", "open").await;
+    let base = gw.base().to_owned();
+    let json = "Content-Type: application/json";
+    let before = capture.count();
+    let background = br#"{"model":"chat-a","input":"hi","background":true}"#;
+    let answer = send(&base, &post("/tinyllama/v1/responses", &key, &[json], background)).await;
+    assert_eq!(
+        (answer.status, answer.error()["param"].as_str()),
+        (400, Some("background"))
+    );
+    for upgrade in ["websocket", "WebSocket", "tcp", "h2c, websocket"] {
+        let upgrade = format!("Upgrade: {upgrade}");
+        let headers = [json, "Connection: Upgrade", upgrade.as_str()];
+        let body = br#"{"model":"chat-a","messages":[]}"#;
+        let answer = send(&base, &post("/tinyllama/v1/chat/completions", &key, &headers, body)).await;
+        assert_eq!(answer.status, 400, "{upgrade}");
+        assert_eq!(answer.error()["param"], "upgrade");
+    }
+    assert_eq!(capture.count(), before, "nothing reached the model server");
+    let headers = [json, "Upgrade: h2c", "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA"];
+    let answer = send(
+        &base,
+        &post(
+            "/tinyllama/v1/chat/completions",
+            &key,
+            &headers,
+            br#"{"model":"chat-a","messages":[]}"#,
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    let seen = capture.last();
+    assert!(seen.header("upgrade").is_none() && seen.header("http2-settings").is_none());
+}
