@@ -152,13 +152,7 @@ pub async fn application_action(
     visitor
         .store(&state)
         .act_on_application(&id, action, Precondition::Any)
-        .await
-        .map_err(|error| match error {
-            maas_store::StoreError::Conflict(reason) => {
-                PortalError::new(axum::http::StatusCode::CONFLICT, "That did not work", reason)
-            }
-            error => error.into(),
-        })?;
+        .await?;
     Ok(visitor.redirect("/admin/applications"))
 }
 

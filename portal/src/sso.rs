@@ -480,7 +480,7 @@ async fn match_user(
                 user
             }
         }
-        None => first_sign_in(&store, options, identity, email, role).await?,
+        None => first_sign_in(&store, options, identity, email.clone(), role).await?,
     };
     match user.state {
         UserState::Active => {}
@@ -495,7 +495,23 @@ async fn match_user(
         .get_account(&user.account_id)
         .await?
         .ok_or_else(|| refused("Your organization no longer exists."))?;
+    // An account from before accounts were bound takes the organization
+    // its member's provider names now.
+    let account = store
+        .adopt_binding(&account, &binding_of(identity, options, &email))
+        .await?;
     Ok((user, account))
+}
+
+/// The provider's organization of `identity`: the `account_claim` value,
+/// else its email (a personal organization).
+fn binding_of(identity: &Identity, options: &SsoOptions, email: &str) -> AccountBinding {
+    AccountBinding {
+        issuer: identity.sso.issuer.clone(),
+        claim_value: identity
+            .text(&options.account_claim)
+            .unwrap_or_else(|| email.to_owned()),
+    }
 }
 
 /// The user of an identity seen for the first time, in its
@@ -517,12 +533,8 @@ async fn first_sign_in(
             "An account with this email signs in with a password. Sign in with it, or ask an administrator.",
         ));
     }
-    let claim_value = identity.text(&options.account_claim).unwrap_or_else(|| email.clone());
-    let binding = AccountBinding {
-        issuer: identity.sso.issuer.clone(),
-        claim_value: claim_value.clone(),
-    };
-    let account = store.account_for_sso(&binding, &claim_value).await?;
+    let binding = binding_of(identity, options, &email);
+    let account = store.account_for_sso(&binding, &binding.claim_value).await?;
     let user = store
         .create_user(NewUser {
             account_id: account.id,

@@ -42,14 +42,17 @@ const PINGORA_ERROR_HEADERS: [&[u8]; 3] = [
 /// The JSON answer that replaces `head` when it is one of Pingora's own
 /// empty error answers; `None` for every other write.
 pub fn openai_error_for(head: &[u8]) -> Option<Vec<u8>> {
-    if !(head.starts_with(b"HTTP/1.1 4") || head.starts_with(b"HTTP/1.0 4") || head.starts_with(b"HTTP/1.1 5"))
+    if !(head.starts_with(b"HTTP/1.1 4")
+        || head.starts_with(b"HTTP/1.0 4")
+        || head.starts_with(b"HTTP/1.1 5")
+        || head.starts_with(b"HTTP/1.0 5"))
         || !head.ends_with(b"\r\n\r\n")
         || head.len() > 1024
     {
         return None;
     }
-    let lower = head.to_ascii_lowercase();
-    let has = |needle: &[u8]| lower.windows(needle.len()).any(|w| w == needle);
+    // Every 4xx the gateway itself sends passes here: no allocation.
+    let has = |needle: &[u8]| head.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle));
     if !PINGORA_ERROR_HEADERS.iter().all(|h| has(h)) {
         return None;
     }

@@ -151,40 +151,33 @@ pub fn rewrite_request(body: &[u8], endpoint: Endpoint, policy: &ForwardPolicy<'
     }
     // Every field the upstream may honour ends at most at the cap; when
     // none is given, the first is set.
-    let mut max_tokens = None;
-    if let Some(cap) = max_tokens_cap {
-        let fields = endpoint.max_tokens_fields();
-        let mut given = false;
-        for &field in fields {
-            let Some(raw) = object.get(field) else { continue };
-            given = true;
-            let asked = serde_json::from_slice::<Value>(raw).ok().and_then(|v| v.as_u64());
-            let forwarded = match asked {
-                Some(asked) if asked <= cap => asked,
-                _ => {
-                    edits.push((field, cap.to_string().into_bytes()));
-                    cap
-                }
-            };
-            max_tokens = Some(max_tokens.map_or(forwarded, |m: u64| m.max(forwarded)));
+    let fields = endpoint.max_tokens_fields();
+    let mut max_tokens: Option<u64> = None;
+    let mut given = false;
+    for &field in fields {
+        if object.get(field).is_none() {
+            continue;
         }
-        if let (false, Some(&first)) = (given, fields.first()) {
-            edits.push((first, cap.to_string().into_bytes()));
-            max_tokens = Some(cap);
-        }
-    } else {
-        for &field in endpoint.max_tokens_fields() {
-            if let Some(asked) = parse(field).and_then(|v| v.as_u64()) {
-                max_tokens = Some(max_tokens.map_or(asked, |m: u64| m.max(asked)));
+        given = true;
+        let asked = parse(field).and_then(|v| v.as_u64());
+        let forwarded = match (asked, max_tokens_cap) {
+            (Some(asked), Some(cap)) if asked <= cap => Some(asked),
+            (_, Some(cap)) => {
+                edits.push((field, cap.to_string().into_bytes()));
+                Some(cap)
             }
-        }
+            (asked, None) => asked,
+        };
+        max_tokens = max_tokens.max(forwarded);
     }
-    let named_model;
+    if let (false, Some(&first), Some(cap)) = (given, fields.first(), max_tokens_cap) {
+        edits.push((first, cap.to_string().into_bytes()));
+        max_tokens = Some(cap);
+    }
     if let Some(model) = policy.default_model
         && object.get("model").is_none_or(|raw| raw == b"null")
     {
-        named_model = serde_json::to_vec(model).map_err(|e| e.to_string())?;
-        edits.push(("model", named_model));
+        edits.push(("model", serde_json::to_vec(model).map_err(|e| e.to_string())?));
     }
     Ok(Rewrite {
         body: (!edits.is_empty()).then(|| object.with(&edits)),

@@ -321,24 +321,25 @@ impl Store {
             };
             // The file is an admin's: plans move at once, states by the
             // same actions the console takes.
-            let update = ApplicationUpdate {
-                name: None,
-                description: Some(spec.description.clone()).filter(|d| *d != app.description),
-            };
+            let mut app = app;
             let mut changed = false;
-            if update.description.is_some() {
-                self.update_application(&app.id, update).await?;
+            if spec.description != app.description {
+                let update = ApplicationUpdate {
+                    name: None,
+                    description: Some(spec.description.clone()),
+                };
+                app = self.update_application(&app.id, update).await?;
                 changed = true;
             }
             if spec.plan != app.plan {
-                self.change_plan(&app.id, &spec.plan, PlanChangeBy::Admin, Precondition::Any)
+                app = self
+                    .change_plan(&app.id, &spec.plan, PlanChangeBy::Admin, Precondition::Any)
                     .await?;
                 changed = true;
             }
-            let current = self.get_application(&app.id).await?.map_or(app.state, |a| a.state);
             if let Some(action) = spec
                 .state
-                .map(|to| ApplicationAction::to_reach(current, to))
+                .map(|to| ApplicationAction::to_reach(app.state, to))
                 .transpose()?
                 .flatten()
             {

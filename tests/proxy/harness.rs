@@ -111,6 +111,22 @@ fn wait_for_port(port: u16, what: &str, child: &mut Child) {
     }
 }
 
+/// A `maas sim` process serving [`SIM_MODELS`], once it listens; its URL.
+pub fn spawn_sim(dir: &std::path::Path) -> (Child, String) {
+    let models = dir.join("models.yaml");
+    std::fs::write(&models, SIM_MODELS).unwrap();
+    let port = free_port();
+    let mut sim = Command::new(env!("CARGO_BIN_EXE_maas"))
+        .args(["sim", "--listen", &format!("127.0.0.1:{port}"), "--models"])
+        .arg(&models)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting maas sim");
+    wait_for_port(port, "maas sim", &mut sim);
+    (sim, format!("http://127.0.0.1:{port}"))
+}
+
 impl Gateway {
     /// Applies `catalog` (YAML; `{SIM}` stands for the simulator's URL),
     /// then starts `proxies` proxy processes in limit `mode`.
@@ -120,18 +136,7 @@ impl Gateway {
             "maastest-proxy-{}",
             maas_store::ids::hex(&maas_store::ids::random_bytes::<6>())
         );
-        let models = dir.path().join("models.yaml");
-        std::fs::write(&models, SIM_MODELS).unwrap();
-        let sim_port = free_port();
-        let mut sim = Command::new(env!("CARGO_BIN_EXE_maas"))
-            .args(["sim", "--listen", &format!("127.0.0.1:{sim_port}"), "--models"])
-            .arg(&models)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting maas sim");
-        wait_for_port(sim_port, "maas sim", &mut sim);
-        let sim_base = format!("http://127.0.0.1:{sim_port}");
+        let (sim, sim_base) = spawn_sim(dir.path());
 
         let location = StoreLocation::Redis {
             url: redis_url(),

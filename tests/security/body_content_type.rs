@@ -5,11 +5,7 @@
 //! forwarded.
 
 use super::fixtures::{CONTENT_TYPES, gateway};
-use super::raw_http::{post, send};
-
-fn content_type_line(content_type: Option<&str>) -> Vec<String> {
-    content_type.map(|c| format!("Content-Type: {c}")).into_iter().collect()
-}
+use super::raw_http::{post, post_typed, send};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_json_body_is_checked_whatever_its_content_type() {
@@ -17,14 +13,16 @@ async fn every_json_body_is_checked_whatever_its_content_type() {
     let (_, key) = gw.app_key("ct-app", "tinyllama", "capped").await;
     let base = gw.base().to_owned();
     for content_type in CONTENT_TYPES {
-        let headers = content_type_line(content_type);
-        let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
         let label = content_type.unwrap_or("no content type");
 
         // Another product's model is refused before the upstream.
         let before = capture.count();
         let body = br#"{"model":"chat-b","max_tokens":200,"messages":[{"role":"user","content":"hi"}]}"#;
-        let answer = send(&base, &post("/tinyllama/v1/chat/completions", &key, &headers, body)).await;
+        let answer = send(
+            &base,
+            &post_typed("/tinyllama/v1/chat/completions", &key, content_type, body),
+        )
+        .await;
         assert_eq!(
             (answer.status, answer.error()["code"].as_str()),
             (404, Some("model_not_found")),
@@ -35,10 +33,10 @@ async fn every_json_body_is_checked_whatever_its_content_type() {
         // The plan's cap holds, and the upstream is told it is JSON.
         let answer = send(
             &base,
-            &post(
+            &post_typed(
                 "/tinyllama/v1/chat/completions",
                 &key,
-                &headers,
+                content_type,
                 &body[..].replace_model(),
             ),
         )
@@ -55,7 +53,11 @@ async fn every_json_body_is_checked_whatever_its_content_type() {
 
         // Streams ask for usage, so they are metered.
         let stream = br#"{"model":"chat-a","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
-        let answer = send(&base, &post("/tinyllama/v1/chat/completions", &key, &headers, stream)).await;
+        let answer = send(
+            &base,
+            &post_typed("/tinyllama/v1/chat/completions", &key, content_type, stream),
+        )
+        .await;
         assert_eq!(answer.status, 200, "{label}");
         assert_eq!(
             capture.last().json()["stream_options"]["include_usage"],
@@ -70,7 +72,11 @@ async fn every_json_body_is_checked_whatever_its_content_type() {
             b"--x\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nchat-b\r\n--x--",
             b"[1]",
         ] {
-            let answer = send(&base, &post("/tinyllama/v1/chat/completions", &key, &headers, bad)).await;
+            let answer = send(
+                &base,
+                &post_typed("/tinyllama/v1/chat/completions", &key, content_type, bad),
+            )
+            .await;
             assert_eq!(answer.status, 400, "{label}: {:?}", String::from_utf8_lossy(bad));
             assert_eq!(answer.error()["type"], "invalid_request_error");
         }
@@ -219,10 +225,8 @@ async fn the_shared_endpoint_caps_whatever_the_content_type() {
     let (_, key) = gw.app_key("shared-app", "tinyllama", "capped").await;
     let base = gw.base().to_owned();
     for content_type in CONTENT_TYPES {
-        let headers = content_type_line(content_type);
-        let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
         let body = br#"{"model":"chat-a","stream":true,"max_tokens":104,"messages":[{"role":"user","content":"hi"}]}"#;
-        let answer = send(&base, &post("/v1/chat/completions", &key, &headers, body)).await;
+        let answer = send(&base, &post_typed("/v1/chat/completions", &key, content_type, body)).await;
         assert_eq!(answer.status, 200, "{content_type:?}");
         let seen = capture.last().json();
         assert_eq!(seen["max_tokens"], 50, "{content_type:?}");

@@ -343,6 +343,15 @@ impl Visitor {
         self.finish(response).await
     }
 
+    /// Creates an application on `plan` (`product/plan`) in the portal; its id.
+    pub async fn create_application(&mut self, name: &str, plan: &str) -> String {
+        let created = self
+            .submit("/applications/new", "/applications", &[("name", name), ("plan", plan)])
+            .await;
+        assert_eq!(created.status, 303, "creating {name}: {}", created.body);
+        application_id(&created.location.unwrap())
+    }
+
     pub fn session(&self) -> Option<&str> {
         self.cookies.get("maas_session").map(String::as_str)
     }

@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use super::fixtures::{Idp, PortalProcess, Visitor, application_id, email, gateway, sign_up_and_in, sso_sign_in};
+use super::fixtures::{Idp, PortalProcess, Visitor, email, gateway, sign_up_and_in, sso_sign_in};
 use crate::harness::free_port;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -15,7 +15,11 @@ async fn company_sign_in_never_joins_a_lookalike_organization() {
     let base = format!("http://127.0.0.1:{port}");
     let idp = Idp::start(
         &base,
-        json!({"grace": {"email": email("grace"), "name": "Grace", "org_name": "Acme Research", "groups": []}}),
+        json!({
+            "grace": {"email": email("grace"), "name": "Grace", "org_name": "Acme Research", "groups": []},
+            "eve": {"email": email("eve"), "name": "Eve", "org_name": "Beta Corp", "groups": []},
+            "hal": {"email": email("hal"), "name": "Hal", "org_name": "Hal Labs", "groups": []},
+        }),
     )
     .await;
     let portal = PortalProcess::start_at(&gw, port, &idp.settings());
@@ -23,14 +27,7 @@ async fn company_sign_in_never_joins_a_lookalike_organization() {
     // A stranger takes the organization's name first and makes an application.
     let mut stranger = Visitor::new(&portal.base);
     sign_up_and_in(&mut stranger, "Acme Research", &email("stranger")).await;
-    let created = stranger
-        .submit(
-            "/applications/new",
-            "/applications",
-            &[("name", "bait"), ("plan", "tinyllama/open")],
-        )
-        .await;
-    let bait = application_id(&created.location.unwrap());
+    let bait = stranger.create_application("bait", "tinyllama/open").await;
 
     // ada of Acme Research (the provider's people) signs in: another account.
     let ada = sso_sign_in(&portal.base, "ada").await;
@@ -56,14 +53,7 @@ async fn company_sign_in_never_joins_a_lookalike_organization() {
     );
 
     // ada's application is hers alone; the stranger cannot see it either.
-    let created = ada
-        .submit(
-            "/applications/new",
-            "/applications",
-            &[("name", "real"), ("plan", "tinyllama/open")],
-        )
-        .await;
-    let real = application_id(&created.location.unwrap());
+    let real = ada.create_application("real", "tinyllama/open").await;
     assert_eq!(stranger.get(&format!("/applications/{real}")).await.status, 404);
 
     // A colleague from the same organization joins ada's account.
@@ -78,4 +68,41 @@ async fn company_sign_in_never_joins_a_lookalike_organization() {
     let copycat_user = gw.store.find_user_by_email(&email("copycat")).await.unwrap().unwrap();
     assert_ne!(copycat_user.account_id, ada_user.account_id);
     assert_eq!(copycat.get(&format!("/applications/{real}")).await.status, 404);
+
+    // An account from before accounts were bound, renamed by its member
+    // after another organization: the name wins nothing; the member's own
+    // sign-in binds it to the organization the provider names for her.
+    let legacy = gw
+        .store
+        .create_account(maas_store::NewAccount {
+            name: "Hal Labs".into(),
+            description: String::new(),
+            sso: None,
+        })
+        .await
+        .unwrap();
+    gw.store
+        .create_user(maas_store::NewUser {
+            account_id: legacy.id.clone(),
+            email: email("eve"),
+            display_name: "Eve".into(),
+            role: maas_store::model::UserRole::Member,
+            state: maas_store::model::UserState::Active,
+            sso: Some(maas_store::model::SsoIdentity {
+                issuer: idp.issuer.clone(),
+                subject: "eve".into(),
+            }),
+            password_hash: None,
+            email_verified: true,
+        })
+        .await
+        .unwrap();
+    let hal = sso_sign_in(&portal.base, "hal").await;
+    assert!(hal["session"].is_string(), "{hal}");
+    let hal_user = gw.store.find_user_by_email(&email("hal")).await.unwrap().unwrap();
+    assert_ne!(hal_user.account_id, legacy.id, "never joined by name");
+    let eve = sso_sign_in(&portal.base, "eve").await;
+    assert!(eve["session"].is_string(), "{eve}");
+    let adopted = gw.store.get_account(&legacy.id).await.unwrap().unwrap();
+    assert_eq!(adopted.sso.map(|b| b.claim_value).as_deref(), Some("Beta Corp"));
 }

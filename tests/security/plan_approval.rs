@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use maas_store::model::ApplicationState;
 
-use super::fixtures::{PortalProcess, Visitor, admin_api, application_id, email, gateway, maas_cli, sign_up_and_in};
+use super::fixtures::{PortalProcess, Visitor, admin_api, email, gateway, maas_cli, sign_up_and_in};
 use crate::harness::leave_room_in_this_minute;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,16 +17,8 @@ async fn a_plan_that_needs_approval_is_asked_for_not_taken() {
     let portal = PortalProcess::start(&gw, "");
     let mut dev = Visitor::new(&portal.base);
     sign_up_and_in(&mut dev, "Acme", &email("owner")).await;
-    let created = dev
-        .submit(
-            "/applications/new",
-            "/applications",
-            &[("name", "bot"), ("plan", "tinyllama/standard")],
-        )
-        .await;
-    assert_eq!(created.status, 303, "{}", created.body);
-    let app_path = created.location.unwrap();
-    let id = application_id(&app_path);
+    let id = dev.create_application("bot", "tinyllama/standard").await;
+    let app_path = format!("/applications/{id}");
     let key = gw
         .store
         .create_key(&id, maas_store::NewKey::default())
@@ -127,15 +119,8 @@ async fn owners_choose_only_published_plans_of_their_own_applications() {
     let portal = PortalProcess::start(&gw, "");
     let mut dev = Visitor::new(&portal.base);
     sign_up_and_in(&mut dev, "Acme", &email("dev")).await;
-    let created = dev
-        .submit(
-            "/applications/new",
-            "/applications",
-            &[("name", "gated"), ("plan", "tinyllama/premium")],
-        )
-        .await;
-    let app_path = created.location.unwrap();
-    let id = application_id(&app_path);
+    let id = dev.create_application("gated", "tinyllama/premium").await;
+    let app_path = format!("/applications/{id}");
     assert_eq!(
         gw.store.get_application(&id).await.unwrap().unwrap().state,
         ApplicationState::Pending

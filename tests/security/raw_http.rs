@@ -91,6 +91,13 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     body
 }
 
+/// [`post`] with a `Content-Type` of `content_type`, or none.
+pub fn post_typed(target: &str, key: &str, content_type: Option<&str>, body: &[u8]) -> Vec<u8> {
+    let header = content_type.map(|c| format!("Content-Type: {c}"));
+    let headers: Vec<&str> = header.iter().map(String::as_str).collect();
+    post(target, key, &headers, body)
+}
+
 /// A POST of `body` to `target` with a Bearer `key` and `headers` (each a
 /// whole `Name: value` line), closing the connection after the answer.
 pub fn post(target: &str, key: &str, headers: &[&str], body: &[u8]) -> Vec<u8> {

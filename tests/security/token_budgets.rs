@@ -7,8 +7,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::fixtures::{CONTENT_TYPES, gateway};
-use super::raw_http::{post, send};
-use crate::harness::{SIM_MODELS, free_port};
+use super::raw_http::{post_typed, send};
+use crate::harness::{free_port, spawn_sim};
 
 /// The plan's budget (catalog.yaml, `budget/two-thousand`).
 const BUDGET: u64 = 2000;
@@ -52,9 +52,7 @@ async fn storm(bases: &[String], key: &str) -> Vec<u16> {
             let base = bases[i % bases.len()].clone();
             let key = key.to_owned();
             tokio::spawn(async move {
-                let header = content_type.map(|c| format!("Content-Type: {c}"));
-                let headers: Vec<&str> = header.iter().map(String::as_str).collect();
-                let answer = send(&base, &post(&path, &key, &headers, body.as_bytes())).await;
+                let answer = send(&base, &post_typed(&path, &key, content_type, body.as_bytes())).await;
                 if answer.status != 200 {
                     let error = answer.error();
                     assert_eq!(answer.status, 429, "{path} {content_type:?}: {error}");
@@ -111,20 +109,12 @@ async fn concurrent_variants_never_overrun_the_budget_on_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_variants_never_overrun_the_budget_on_the_embedded_store() {
     let dir = tempfile::tempdir().unwrap();
-    let models = dir.path().join("models.yaml");
-    std::fs::write(&models, SIM_MODELS).unwrap();
-    let sim_port = free_port();
-    let mut sim = Command::new(env!("CARGO_BIN_EXE_maas"))
-        .args(["sim", "--listen", &format!("127.0.0.1:{sim_port}"), "--models"])
-        .arg(&models)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut sim, sim_base) = spawn_sim(dir.path());
     let catalog = dir.path().join("catalog.yaml");
     std::fs::write(
         &catalog,
         format!(
-            "backends:\n  - {{system_name: sim, urls: [\"http://127.0.0.1:{sim_port}\"]}}\n\
+            "backends:\n  - {{system_name: sim, urls: [\"{sim_base}\"]}}\n\
              products:\n  - {{system_name: budget, path_prefix: /budget, models: [stream-a], backend: sim}}\n\
              plans:\n  - product: budget\n    system_name: two-thousand\n    \
              limits: [{{metric: total_tokens, period: eternity, value: {BUDGET}}}]\n\
@@ -206,7 +196,7 @@ async fn concurrent_variants_never_overrun_the_budget_on_the_embedded_store() {
         )
         .await
         .unwrap();
-    let usage: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{sim_port}/sim/usage"))
+    let usage: serde_json::Value = reqwest::get(format!("{sim_base}/sim/usage"))
         .await
         .unwrap()
         .json()

@@ -202,7 +202,9 @@ pub async fn company_sign_in_joins_only_bound_accounts<F: Fixture>(fixture: &F) 
         store.account_for_sso(&other, "Acme Research").await.unwrap().id,
         bound.id
     );
-    // An account company sign-in made before accounts were bound is bound on the next sign-in.
+    // An account company sign-in made before accounts were bound is bound
+    // by its member's claim at sign-in, never found by its name: a member
+    // of another organization who renamed theirs to "Legacy" gains nothing.
     let legacy = account(&store, "Legacy").await;
     let sso = SsoIdentity {
         issuer: binding.issuer.clone(),
@@ -219,10 +221,29 @@ pub async fn company_sign_in_joins_only_bound_accounts<F: Fixture>(fixture: &F) 
         issuer: binding.issuer.clone(),
         claim_value: "Legacy".into(),
     };
+    let lookalike = store.account_for_sso(&legacy_binding, "Legacy").await.unwrap();
+    assert_ne!(lookalike.id, legacy, "the name alone never binds");
+    store.delete_account(&lookalike.id).await.unwrap();
+    let legacy_account = store.get_account(&legacy).await.unwrap().unwrap();
+    let adopted = store.adopt_binding(&legacy_account, &legacy_binding).await.unwrap();
+    assert_eq!(adopted.sso.as_ref(), Some(&legacy_binding));
     assert_eq!(
         store.account_for_sso(&legacy_binding, "Legacy").await.unwrap().id,
         legacy
     );
+    // A bound account keeps its binding; a taken binding is not copied.
+    let again = store.adopt_binding(&adopted, &binding).await.unwrap();
+    assert_eq!(again.sso.as_ref(), Some(&legacy_binding));
+    let other_account = account(&store, "Other Legacy").await;
+    let other_account = store.get_account(&other_account).await.unwrap().unwrap();
+    assert_eq!(store.adopt_binding(&other_account, &binding).await.unwrap().sso, None);
+    // An account with a local member (one company sign-in once joined by
+    // name) is not adopted.
+    let mixed_binding = AccountBinding {
+        issuer: binding.issuer.clone(),
+        claim_value: "Mixed".into(),
+    };
+    assert_eq!(store.adopt_binding(&squatter, &mixed_binding).await.unwrap().sso, None);
     // A local sign-up's unverified email yields to a verified identity.
     let released = store.release_unverified_email(&email("ada")).await.unwrap().unwrap();
     assert_eq!(released.state, UserState::Disabled);

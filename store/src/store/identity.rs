@@ -16,22 +16,12 @@ const ATTEMPTS: usize = 5;
 impl Store {
     /// The account of the provider's organization `binding`, created
     /// (named `name`, or `name (SSO)`, `name (SSO 2)`… when that is taken)
-    /// on its first sign-in. An account from before accounts were bound,
-    /// whose every member signs in through this provider, is bound to it.
+    /// on its first sign-in. Never found by name: anyone may name an
+    /// account "Acme", by signing up or by renaming their own.
     pub async fn account_for_sso(&self, binding: &AccountBinding, name: &str) -> StoreResult<Account> {
         for _ in 0..ATTEMPTS {
             if let Some(account) = self.find_account_by_binding(binding).await? {
                 return Ok(account);
-            }
-            if let Some(account) = self.find_account(name).await?
-                && account.sso.is_none()
-                && self.every_member_signs_in_with(&account, &binding.issuer).await?
-            {
-                match self.bind_account(&account, binding).await {
-                    Ok(bound) => return Ok(bound),
-                    Err(StoreError::Conflict(_)) => continue,
-                    Err(error) => return Err(error),
-                }
             }
             let new = NewAccount {
                 name: self.free_account_name(name, Some("SSO")).await?,
@@ -51,12 +41,28 @@ impl Store {
         )))
     }
 
-    async fn every_member_signs_in_with(&self, account: &Account, issuer: &str) -> StoreResult<bool> {
-        let ids = self.all_members(&format!("account-users:{}", account.id)).await?;
-        if ids.is_empty() {
-            return Ok(false);
+    /// Binds an account made before accounts were bound to the
+    /// organization its member's provider names at sign-in: the evidence
+    /// is the provider's claim for someone already in the account, never
+    /// the account's name. Left as it is when it is bound already, when
+    /// another account holds that binding, or when a member signs in
+    /// otherwise (a local account company sign-in once joined by name).
+    pub async fn adopt_binding(&self, account: &Account, binding: &AccountBinding) -> StoreResult<Account> {
+        if account.sso.is_some()
+            || self.find_account_by_binding(binding).await?.is_some()
+            || !self.every_member_signs_in_with(account, &binding.issuer).await?
+        {
+            return Ok(account.clone());
         }
-        for id in ids {
+        match self.bind_account(account, binding).await {
+            // Bound meanwhile, by this sign-in's twin or another organization's.
+            Err(StoreError::Conflict(_)) => Ok(self.get_account(&account.id).await?.unwrap_or_else(|| account.clone())),
+            bound => bound,
+        }
+    }
+
+    async fn every_member_signs_in_with(&self, account: &Account, issuer: &str) -> StoreResult<bool> {
+        for id in self.all_members(&format!("account-users:{}", account.id)).await? {
             let signs_in_there = self
                 .get_user(&id)
                 .await?
