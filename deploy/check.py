@@ -75,14 +75,45 @@ def render(directory):
     for patch in kustomization.get("patches", []):
         body = yaml.safe_load(patch["patch"])
         target = patch["target"]
-        if body.get("$patch") != "delete":
-            problem(f"{os.path.relpath(path, ROOT)}: check.py renders only `$patch: delete` patches")
-            continue
-        before = len(objects)
-        objects = [o for o in objects if not (o["kind"] == target["kind"] and o["metadata"]["name"] == target["name"])]
-        if len(objects) == before:
-            problem(f"{os.path.relpath(path, ROOT)}: the patch's target {target} matches nothing")
+        where = os.path.relpath(path, ROOT)
+        matches = lambda o: o["kind"] == target["kind"] and o["metadata"]["name"] == target["name"]
+        if not any(matches(o) for o in objects):
+            problem(f"{where}: the patch's target {target} matches nothing")
+        elif isinstance(body, list):
+            for obj in filter(matches, objects):
+                json_patch(obj, body, where)
+        elif body.get("$patch") == "delete":
+            objects = [o for o in objects if not matches(o)]
+        else:
+            problem(f"{where}: check.py renders only `$patch: delete` and JSON 6902 (remove, add, replace) patches")
     return objects
+
+
+def json_patch(obj, operations, where):
+    """Applies JSON 6902 `remove`, `add` and `replace` operations, as kustomize does; a path that
+    does not exist is an error there too."""
+    for operation in operations:
+        op, pointer = operation.get("op"), operation.get("path", "")
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]]
+        parent = obj
+        try:
+            for part in parts[:-1]:
+                parent = parent[int(part)] if isinstance(parent, list) else parent[part]
+            last = int(parts[-1]) if isinstance(parent, list) else parts[-1]
+            if op == "remove":
+                del parent[last]
+            elif op == "replace":
+                parent[last]  # must exist
+                parent[last] = operation["value"]
+            elif op == "add":
+                if isinstance(parent, list):
+                    parent.insert(last, operation["value"])
+                else:
+                    parent[last] = operation["value"]
+            else:
+                problem(f"{where}: check.py does not render the JSON patch operation {op}")
+        except (KeyError, IndexError, ValueError, TypeError):
+            problem(f"{where}: JSON patch {op} {pointer}: no such path in {obj['kind']} {obj['metadata']['name']}")
 
 
 def pod_spec(obj):
@@ -176,6 +207,18 @@ def cross_check(objects, overlay):
                 secret = env.get("valueFrom", {}).get("secretKeyRef", {}).get("name")
                 if secret and secret not in EXTERNAL_SECRETS and secret not in by_kind.get("Secret", {}):
                     problem(f"{where}: env {env['name']} reads Secret {secret}, which nothing creates")
+    # OpenShift's restricted-v2 SCC admits only the namespace's own uid range.
+    if "openshift" in overlay:
+        for workload in workloads:
+            spec = pod_spec(workload)
+            fixed = [f"fsGroup {spec['securityContext']['fsGroup']}"] if "fsGroup" in spec.get("securityContext", {}) else []
+            for container in containers(workload):
+                for field in ("runAsUser", "runAsGroup"):
+                    if field in container.get("securityContext", {}):
+                        fixed.append(f"{container['name']} {field} {container['securityContext'][field]}")
+            if fixed:
+                problem(f"{overlay}: {workload['kind']} {workload['metadata']['name']} fixes {', '.join(fixed)}, "
+                        "which the restricted-v2 SCC refuses")
     # The proxy drains within the pod's grace period.
     proxy = by_kind.get("Deployment", {}).get("maas-proxy")
     config = by_kind.get("ConfigMap", {}).get("maas-config")

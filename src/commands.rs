@@ -139,7 +139,9 @@ fn print_report(report: &ApplyReport) {
     for item in &report.tenants_updated {
         println!("  updated {item}");
     }
-    if report.is_empty() {
+    if !report.kept.is_empty() {
+        println!("  kept as they are: {}", report.kept.join(", "));
+    } else if report.is_empty() {
         println!("  no changes: the store already matches");
     }
 }
@@ -148,7 +150,14 @@ pub async fn apply(ctx: CommandContext, file: PathBuf, prune: bool, promote_to: 
     let document = maas_conf::load_catalog(&file).map_err(|errors| anyhow::anyhow!("{errors}"))?;
     let store = ctx.store.as_actor(Actor::new("cli", "maas apply", None));
     let report = store
-        .apply(&document, &ApplyOptions { prune, promote_to })
+        .apply(
+            &document,
+            &ApplyOptions {
+                prune,
+                promote_to,
+                keep_existing: false,
+            },
+        )
         .await
         .with_context(|| format!("applying {}", file.display()))?;
     println!("applied {} to the {} store:", file.display(), store.backend_kind());
@@ -230,84 +239,129 @@ pub async fn create_key(ctx: CommandContext, app: String, label: String) -> Resu
 
 const DEMO_KEY_LABEL: &str = "maas up --demo";
 
-/// The store half of `maas up`: applies the configured catalog (and the
-/// demo catalog), and returns a fresh demo key with `--demo`.
-pub async fn prepare_up(config: &MaasConfig, store: &Store, demo: bool) -> Result<Option<String>> {
+/// The demo's API key: made now (its secret, printed this once) or kept
+/// from an earlier run (only its masked form is known).
+pub enum DemoKey {
+    Issued(String),
+    Kept { masked: String },
+}
+
+/// The demo's portal admin: made now with a password, or kept as it is.
+pub enum DemoAdmin {
+    Created { email: String, password: String },
+    Kept { email: String },
+}
+
+/// The store half of `maas up`: applies the configured catalog, and with
+/// `--demo` seeds what the store lacks of the demo (catalog, account,
+/// application, key), leaving what exists as it is.
+pub async fn prepare_up(config: &MaasConfig, store: &Store, demo: bool) -> Result<Option<DemoKey>> {
     let store = store.as_actor(Actor::new("cli", "maas up", None));
     println!(
         "MaaS {} — store: {}",
         env!("CARGO_PKG_VERSION"),
         describe(&config.store.location())
     );
-    let options = ApplyOptions::default();
     if let Some(path) = &config.catalog {
         let document = maas_conf::load_catalog(path).map_err(|errors| anyhow::anyhow!("{errors}"))?;
         println!("catalog {}:", path.display());
-        print_report(&store.apply(&document, &options).await?);
+        print_report(&store.apply(&document, &ApplyOptions::default()).await?);
     }
-    let mut secret = None;
-    if demo {
-        let mut document = maas_conf::parse_catalog("demo catalog", maas_conf::DEMO_CATALOG)
-            .map_err(|errors| anyhow::anyhow!("{errors}"))?;
-        // The demo models are served by the built-in simulator, wherever `sim.listen` puts it.
-        let mut sim = config.sim.listen;
-        if sim.ip().is_unspecified() {
-            sim.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-        }
-        for backend in document.backends.iter_mut().filter(|b| b.system_name == "sim") {
-            backend.urls = vec![format!("http://{sim}")];
-        }
-        println!("demo catalog:");
-        print_report(&store.apply(&document, &options).await?);
-        secret = Some(demo_key(&store).await?);
+    if !demo {
+        return Ok(None);
     }
-    Ok(secret)
+    let mut document = maas_conf::parse_catalog("demo catalog", maas_conf::DEMO_CATALOG)
+        .map_err(|errors| anyhow::anyhow!("{errors}"))?;
+    // The demo models are served by the built-in simulator, wherever `sim.listen` puts it.
+    let mut sim = config.sim.listen;
+    if sim.ip().is_unspecified() {
+        sim.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let sim_url = format!("http://{sim}");
+    for backend in document.backends.iter_mut().filter(|b| b.system_name == "sim") {
+        backend.urls = vec![sim_url.clone()];
+    }
+    println!("demo catalog (made where missing; what exists is kept as it is):");
+    let seed = ApplyOptions {
+        keep_existing: true,
+        ..ApplyOptions::default()
+    };
+    print_report(&store.apply(&document, &seed).await?);
+    follow_simulator(&store, &sim_url).await?;
+    Ok(Some(demo_key(&store).await?))
 }
 
-/// The demo's portal admin: `admin@demo.local` in account Demo, with a new
-/// random password each run (stored as an Argon2id hash), so the console
-/// can be tried at once. Returns the email and the password.
-pub async fn demo_admin(store: &Store) -> Result<(String, String)> {
+/// Points the demo's `sim` backend at the simulator's address of this run,
+/// when it still names a simulator on this machine (one loopback URL); a
+/// backend an operator pointed elsewhere is left alone, with a warning.
+async fn follow_simulator(store: &Store, sim_url: &str) -> Result<()> {
+    let Some(mut backend) = store.get_backend("sim").await? else {
+        return Ok(());
+    };
+    if backend.urls == [sim_url] {
+        return Ok(());
+    }
+    let on_this_machine = match backend.urls.as_slice() {
+        [url] => url
+            .strip_prefix("http://")
+            .and_then(|rest| rest.split('/').next())
+            .is_some_and(|authority| match authority.parse::<std::net::SocketAddr>() {
+                Ok(address) => address.ip().is_loopback(),
+                Err(_) => authority.split(':').next() == Some("localhost"),
+            }),
+        _ => false,
+    };
+    if on_this_machine {
+        println!(
+            "  updated backend sim: {} → {sim_url} (the simulator of this run)",
+            backend.urls[0]
+        );
+        backend.urls = vec![sim_url.to_owned()];
+        store.put_backend(backend).await?;
+    } else {
+        println!(
+            "  warning: backend sim points at {} (kept); the demo simulator listens on {sim_url}",
+            backend.urls.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The demo's portal admin `admin@demo.local` in account Demo: made with a
+/// random password (stored as an Argon2id hash) when missing, so the
+/// console can be tried at once; an existing one is left as it is.
+pub async fn demo_admin(store: &Store) -> Result<DemoAdmin> {
     let store = store.as_actor(Actor::new("cli", "maas up", None));
     let email = ["admin", "demo.local"].join("@");
+    if store.find_user_by_email(&email).await?.is_some() {
+        return Ok(DemoAdmin::Kept { email });
+    }
     let password = maas_store::ids::hex(&maas_store::ids::random_bytes::<12>());
     let hash = maas_portal::accounts::hash_password(password.clone())
         .await
         .map_err(|e| anyhow::anyhow!("hashing the demo admin's password: {}", e.message))?;
-    match store.find_user_by_email(&email).await? {
-        Some(user) => {
-            let update = maas_store::UserUpdate {
-                role: Some(maas_store::model::UserRole::Admin),
-                state: Some(maas_store::model::UserState::Active),
-                password_hash: Some(Some(hash)),
-                ..maas_store::UserUpdate::default()
-            };
-            store.update_user(&user.id, update).await?;
-        }
-        None => {
-            let account = store
-                .find_account("Demo")
-                .await?
-                .context("the demo catalog creates account Demo")?;
-            store
-                .create_user(maas_store::NewUser {
-                    account_id: account.id,
-                    email: email.clone(),
-                    display_name: "Demo admin".into(),
-                    role: maas_store::model::UserRole::Admin,
-                    state: maas_store::model::UserState::Active,
-                    sso: None,
-                    password_hash: Some(hash),
-                    email_verified: true,
-                })
-                .await?;
-        }
-    }
-    Ok((email, password))
+    let account = store
+        .find_account("Demo")
+        .await?
+        .context("the demo catalog creates account Demo")?;
+    store
+        .create_user(maas_store::NewUser {
+            account_id: account.id,
+            email: email.clone(),
+            display_name: "Demo admin".into(),
+            role: maas_store::model::UserRole::Admin,
+            state: maas_store::model::UserState::Active,
+            sso: None,
+            password_hash: Some(hash),
+            email_verified: true,
+        })
+        .await?;
+    Ok(DemoAdmin::Created { email, password })
 }
 
-/// Revokes the previous demo keys and issues a new one.
-async fn demo_key(store: &Store) -> Result<String> {
+/// The demo application's key: a usable one made by an earlier run is
+/// kept; else a new one is issued.
+async fn demo_key(store: &Store) -> Result<DemoKey> {
     let account = store
         .find_account("Demo")
         .await?
@@ -316,10 +370,14 @@ async fn demo_key(store: &Store) -> Result<String> {
         .find_application(&account.id, "demo-app")
         .await?
         .context("the demo catalog creates application demo-app")?;
-    for key in store.application_keys(&app.id).await? {
-        if key.label == DEMO_KEY_LABEL && key.revoked_at.is_none() {
-            store.revoke_key(&key.id).await?;
-        }
+    let now = time::OffsetDateTime::now_utc();
+    if let Some(key) = store
+        .application_keys(&app.id)
+        .await?
+        .into_iter()
+        .find(|k| k.label == DEMO_KEY_LABEL && k.is_usable_at(now))
+    {
+        return Ok(DemoKey::Kept { masked: key.masked() });
     }
     let issued = store
         .create_key(
@@ -330,7 +388,7 @@ async fn demo_key(store: &Store) -> Result<String> {
             },
         )
         .await?;
-    Ok(issued.secret.into_string())
+    Ok(DemoKey::Issued(issued.secret.into_string()))
 }
 
 /// Loads a simulator file: `file:line: field: reason` on mistakes.

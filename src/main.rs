@@ -26,17 +26,19 @@ struct Cli {
 enum Command {
     /// Run everything in one process: store, proxy, portal (and with --demo, simulated models).
     Up {
-        /// Apply the built-in demo catalog and print a demo API key.
+        /// Apply the built-in demo catalog (what is missing of it) and print a demo API key.
         #[arg(long)]
         demo: bool,
+        #[command(flatten)]
+        settings: serve::UpSettings,
     },
     /// Run the API gateway (data plane).
     Proxy {
-        /// Address to listen on (default: `proxy.listen`, 0.0.0.0:8080).
-        #[arg(long)]
+        /// Address of the API (default: `proxy.listen`, 0.0.0.0:8080).
+        #[arg(long, env = "MAAS_PROXY_LISTEN", hide_env_values = true)]
         listen: Option<std::net::SocketAddr>,
-        /// Address of `/metrics` (default: `proxy.metrics_listen`, 0.0.0.0:9421).
-        #[arg(long)]
+        /// Address of `/metrics`, `/health`, `/ready` (default: `proxy.metrics_listen`, 0.0.0.0:9421).
+        #[arg(long, env = "MAAS_METRICS_LISTEN", hide_env_values = true)]
         metrics_listen: Option<std::net::SocketAddr>,
         /// The environment whose product releases to serve (default: `proxy.environment`).
         #[arg(long, value_enum)]
@@ -154,7 +156,7 @@ fn main() -> ExitCode {
         ),
         Command::Portal => serve::portal(config),
         Command::Sim { listen, models, seed } => commands::sim(config, listen, models, seed),
-        Command::Up { demo } => serve::up(config, demo),
+        Command::Up { demo, settings } => serve::up(config, demo, &settings),
         Command::Bench(options) => commands::bench(&options),
         Command::Apply {
             file,

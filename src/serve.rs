@@ -18,6 +18,76 @@ pub struct ProxyOverrides {
     pub environment: Option<Environment>,
 }
 
+/// The settings a first run needs, as flags of `maas up` (each also a
+/// `MAAS_*` variable and a `maas.yaml` field; a flag wins).
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct UpSettings {
+    /// Address of the OpenAI-compatible API [default: `proxy.listen`, 0.0.0.0:8080]
+    #[arg(long, value_name = "ADDR", env = "MAAS_PROXY_LISTEN", hide_env_values = true)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Address of `/metrics`, `/health`, `/ready` [default: 0.0.0.0:9421]
+    #[arg(long, value_name = "ADDR", env = "MAAS_METRICS_LISTEN", hide_env_values = true)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Address of the portal and the admin API [default: 0.0.0.0:3000]
+    #[arg(long, value_name = "ADDR", env = "MAAS_PORTAL_LISTEN", hide_env_values = true)]
+    pub portal_listen: Option<std::net::SocketAddr>,
+    /// Address of the demo's simulated models [default: 127.0.0.1:8000]
+    #[arg(long, value_name = "ADDR", env = "MAAS_SIM_LISTEN", hide_env_values = true)]
+    pub sim_listen: Option<std::net::SocketAddr>,
+    /// The API's URL as developers reach it (behind a load balancer, a
+    /// TLS terminator); printed and shown in the portal [default: from --listen]
+    #[arg(long, value_name = "URL", env = "MAAS_PROXY_PUBLIC_URL", hide_env_values = true)]
+    pub public_url: Option<String>,
+    /// The portal's URL as browsers reach it (SSO redirects) [default: from --portal-listen]
+    #[arg(long, value_name = "URL", env = "MAAS_PORTAL_PUBLIC_URL", hide_env_values = true)]
+    pub portal_public_url: Option<String>,
+    /// Directory of the embedded store [default: `store.data_dir`, ./data]
+    #[arg(long, value_name = "DIR", env = "MAAS_DATA_DIR", hide_env_values = true)]
+    pub data_dir: Option<std::path::PathBuf>,
+}
+
+impl UpSettings {
+    /// Writes the flags given over the configuration, then checks it again
+    /// (a flag's URL is checked like the file's).
+    fn apply_to(&self, config: &mut MaasConfig) -> Result<()> {
+        let set = |target: &mut std::net::SocketAddr, value: Option<std::net::SocketAddr>| {
+            if let Some(value) = value {
+                *target = value;
+            }
+        };
+        set(&mut config.proxy.listen, self.listen);
+        set(&mut config.proxy.metrics_listen, self.metrics_listen);
+        set(&mut config.portal.listen, self.portal_listen);
+        set(&mut config.sim.listen, self.sim_listen);
+        if let Some(url) = &self.public_url {
+            config.proxy.public_url = Some(url.clone());
+        }
+        if let Some(url) = &self.portal_public_url {
+            config.portal.public_url = Some(url.clone());
+        }
+        if let Some(dir) = &self.data_dir {
+            config.store.data_dir = dir.clone();
+        }
+        config.validate().map_err(|errors| {
+            let lines: Vec<String> = errors
+                .0
+                .iter()
+                .map(|e| format!("{}: {}", flag_of(&e.path), e.message))
+                .collect();
+            anyhow::anyhow!("{}", lines.join("\n"))
+        })
+    }
+}
+
+/// The flag of a setting's path, for errors in flags' values.
+fn flag_of(path: &str) -> String {
+    match path {
+        "proxy.public_url" => "--public-url (proxy.public_url)".into(),
+        "portal.public_url" => "--portal-public-url (portal.public_url)".into(),
+        other => other.into(),
+    }
+}
+
 fn proxy_options(config: &MaasConfig, overrides: &ProxyOverrides) -> ProxyOptions {
     let limit_mode = match config.limits.mode {
         LimitMode::Strict => maas_proxy::LimitMode::Strict,
@@ -88,8 +158,9 @@ pub fn proxy(config_path: Option<&Path>, overrides: ProxyOverrides) -> Result<()
 }
 
 /// `maas up`: store, proxy and (with `--demo`) the simulated models in one process.
-pub fn up(config_path: Option<&Path>, demo: bool) -> Result<()> {
-    let config = load_config(config_path).map_err(|errors| anyhow::anyhow!("{errors}"))?;
+pub fn up(config_path: Option<&Path>, demo: bool, settings: &UpSettings) -> Result<()> {
+    let mut config = load_config(config_path).map_err(|errors| anyhow::anyhow!("{errors}"))?;
+    settings.apply_to(&mut config)?;
     init_logging(&config);
     let runtime = runtime()?;
     let store = runtime.block_on(open_store(&config))?;
@@ -110,7 +181,7 @@ pub fn up(config_path: Option<&Path>, demo: bool) -> Result<()> {
     }
     let options = proxy_options(&config, &ProxyOverrides::default());
     let catalog = runtime.block_on(store.catalog_for(options.environment))?;
-    let public = config.proxy.public_url.trim_end_matches('/');
+    let public = config.proxy.advertised_url();
     println!();
     println!(
         "API gateway on http://{} — serving {}:",
@@ -127,26 +198,43 @@ pub fn up(config_path: Option<&Path>, demo: bool) -> Result<()> {
     println!("metrics on http://{}/metrics", options.metrics_listen);
     spawn_admin_api(&runtime, &store, &config)?;
     if demo {
-        let (email, password) = runtime.block_on(commands::demo_admin(&store))?;
+        let portal = config.portal.advertised_url();
         println!();
-        println!("portal admin (demo; a new password each run): {email} / {password}");
-        println!(
-            "  sign in at {}/sign-in, then open {}/admin",
-            config.portal.public_url, config.portal.public_url
-        );
+        match runtime.block_on(commands::demo_admin(&store))? {
+            commands::DemoAdmin::Created { email, password } => {
+                println!("portal admin (demo; made now, the password is shown once): {email} / {password}");
+            }
+            commands::DemoAdmin::Kept { email } => {
+                println!("portal admin (demo): {email}, kept with the password printed when it was made");
+            }
+        }
+        println!("  sign in at {portal}/sign-in, then open {portal}/admin");
     }
-    if let Some(secret) = &secret {
+    if let Some(key) = &secret {
         let model = catalog
             .product("tinyllama")
             .and_then(|p| p.models.first().cloned())
             .unwrap_or_else(|| "tinyllama-1.1b-chat".into());
-        println!();
-        println!("demo API key (application demo-app, plan free; shown once, stored as a hash):");
-        println!("  {secret}");
+        let shown = match key {
+            commands::DemoKey::Issued(secret) => {
+                println!();
+                println!("demo API key (application Demo/demo-app, plan free; shown once, stored as a hash):");
+                println!("  {secret}");
+                secret.clone()
+            }
+            commands::DemoKey::Kept { masked } => {
+                println!();
+                println!(
+                    "demo API key: {masked} of Demo/demo-app, kept from an earlier run (its secret was shown \
+                     once then); new keys: the portal's application page"
+                );
+                "$MAAS_API_KEY".to_owned()
+            }
+        };
         println!();
         println!("try it:");
         println!(
-            "  curl {public}/v1/chat/completions -H 'Authorization: Bearer {secret}' \\\n    -H 'Content-Type: application/json' \\\n    -d '{{\"model\":\"{model}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'"
+            "  curl {public}/v1/chat/completions -H \"Authorization: Bearer {shown}\" \\\n    -H 'Content-Type: application/json' \\\n    -d '{{\"model\":\"{model}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'"
         );
     }
     println!();
@@ -216,14 +304,15 @@ fn portal_options(config: &MaasConfig) -> Result<maas_portal::PortalOptions> {
             Some((bytes, content_type))
         }
     };
+    let public_url = settings.advertised_url();
     Ok(maas_portal::PortalOptions {
-        public_url: settings.public_url.clone(),
-        gateway_url: config.proxy.public_url.trim_end_matches('/').to_owned(),
-        local_accounts: settings.local_accounts,
-        session_ttl: Duration::from_secs(u64::from(settings.session_ttl_hours) * 3600),
         secure_cookies: settings
             .secure_cookies
-            .unwrap_or_else(|| settings.public_url.starts_with("https://")),
+            .unwrap_or_else(|| public_url.starts_with("https://")),
+        public_url,
+        gateway_url: config.proxy.advertised_url(),
+        local_accounts: settings.local_accounts,
+        session_ttl: Duration::from_secs(u64::from(settings.session_ttl_hours) * 3600),
         templates_dir: settings.templates_dir.clone(),
         brand: maas_portal::Brand {
             name: brand.name.clone(),
@@ -269,7 +358,7 @@ fn spawn_admin_api(runtime: &tokio::runtime::Runtime, store: &Store, config: &Ma
     let listener = runtime.block_on(bind_portal(config))?;
     println!(
         "portal on {} (listening on {}), admin API at {}",
-        config.portal.public_url,
+        config.portal.advertised_url(),
         config.portal.listen,
         maas_admin_api::BASE_PATH
     );
@@ -294,7 +383,7 @@ pub fn portal(config_path: Option<&Path>) -> Result<()> {
     let listener = runtime.block_on(bind_portal(&config))?;
     eprintln!(
         "maas portal: portal on {} (listening on {}), admin API at {}, store {}",
-        config.portal.public_url,
+        config.portal.advertised_url(),
         config.portal.listen,
         maas_admin_api::BASE_PATH,
         describe(&config.store.location())

@@ -343,14 +343,9 @@ fn set_cookie(reply: &str, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-/// The demo admin `maas up --demo` printed signs in to the portal and
-/// opens the admin console.
-fn demo_admin_signs_in(address: &str, printed: &str) {
-    let line = printed
-        .lines()
-        .find(|l| l.starts_with("portal admin (demo"))
-        .unwrap_or_else(|| panic!("no demo admin printed:\n{printed}"));
-    let (email, password) = line.rsplit_once(": ").unwrap().1.split_once(" / ").unwrap();
+/// The demo admin signs in to the portal with `password` and opens the
+/// admin console.
+fn demo_admin_signs_in(address: &str, email: &str, password: &str) {
     let page = http(
         address,
         "GET /sign-in HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
@@ -383,21 +378,34 @@ fn demo_admin_signs_in(address: &str, printed: &str) {
     );
 }
 
-/// Runs `maas up --demo` until it prints its curl example, makes that
-/// request, stops it with SIGTERM; returns the key and the reply.
-fn run_up_demo(dir: &Path) -> (String, String) {
+/// What one `maas up --demo` run printed and answered.
+struct DemoRun {
+    printed: String,
+    /// The key the run printed, else the one it was given.
+    key: String,
+    /// The reply to the curl example it printed.
+    reply: String,
+    /// The portal's model page of TinyLlama.
+    model_page: String,
+}
+
+/// Runs `maas up --demo` on fresh ports (as flags) until it prints its
+/// curl example, makes that request with the key it printed (or `known`),
+/// signs in as the demo admin, stops it with SIGTERM.
+fn run_up_demo(dir: &Path, known: Option<&str>, admin_password: &mut Option<String>) -> DemoRun {
     use std::io::{BufRead, BufReader};
     let (proxy, metrics, sim, portal) = (free_port(), free_port(), free_port(), free_port());
     let mut child = Command::new(env!("CARGO_BIN_EXE_maas"))
         .current_dir(dir)
-        .args(["up", "--demo"])
+        .args(["up", "--demo", "--data-dir", "data"])
+        .args(["--listen", &format!("127.0.0.1:{proxy}")])
+        .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
+        .args(["--sim-listen", &format!("127.0.0.1:{sim}")])
+        .args(["--portal-listen", &format!("127.0.0.1:{portal}")])
         .env_remove("MAAS_REDIS_URL")
         .env_remove("MAAS_CONFIG")
-        .env("MAAS_DATA_DIR", "data")
-        .env("MAAS_PROXY_LISTEN", format!("127.0.0.1:{proxy}"))
-        .env("MAAS_METRICS_LISTEN", format!("127.0.0.1:{metrics}"))
-        .env("MAAS_SIM_LISTEN", format!("127.0.0.1:{sim}"))
-        .env("MAAS_PORTAL_LISTEN", format!("127.0.0.1:{portal}"))
+        .env_remove("MAAS_PROXY_PUBLIC_URL")
+        .env_remove("MAAS_PORTAL_PUBLIC_URL")
         .env("MAAS_ADMIN_TOKEN", "demo-admin-token")
         .env("MAAS_LOG_LEVEL", "warn")
         .stdout(std::process::Stdio::piped())
@@ -405,7 +413,7 @@ fn run_up_demo(dir: &Path) -> (String, String) {
         .unwrap();
     let mut reader = BufReader::new(child.stdout.take().unwrap());
     let mut printed = String::new();
-    while !printed.contains("try it:") {
+    while !printed.contains("Hello!") {
         let mut line = String::new();
         assert!(
             reader.read_line(&mut line).unwrap() > 0,
@@ -417,9 +425,23 @@ fn run_up_demo(dir: &Path) -> (String, String) {
         .lines()
         .map(str::trim)
         .find(|l| l.starts_with("sk-maas-"))
-        .expect("a demo key")
-        .to_owned();
-    assert!(printed.contains("/tinyllama/v1"), "{printed}");
+        .map(str::to_owned)
+        .or_else(|| known.map(str::to_owned))
+        .unwrap_or_else(|| panic!("no demo key printed:\n{printed}"));
+    let gateway = format!("http://127.0.0.1:{proxy}");
+    assert!(
+        printed.contains(&format!("{gateway}/tinyllama/v1")),
+        "the endpoints follow --listen:\n{printed}"
+    );
+    assert!(
+        printed.contains(&format!("curl {gateway}/v1/chat/completions")),
+        "the curl example follows --listen:\n{printed}"
+    );
+    assert!(
+        printed.contains(&format!("http://127.0.0.1:{portal}/sign-in")),
+        "the portal's address follows --portal-listen:\n{printed}"
+    );
+    assert!(!printed.contains("localhost:8080"), "{printed}");
     let body = r#"{"model":"tinyllama-1.1b-chat","messages":[{"role":"user","content":"Hello!"}]}"#;
     let request = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {key}\r\n\
@@ -443,17 +465,70 @@ fn run_up_demo(dir: &Path) -> (String, String) {
         products.starts_with("HTTP/1.1 200") && products.contains("tinyllama"),
         "{products}"
     );
-    demo_admin_signs_in(&format!("127.0.0.1:{portal}"), &printed);
+    let model_page = http(
+        &format!("127.0.0.1:{portal}"),
+        "GET /models/tinyllama HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .replace("&#x2f;", "/");
+    let admin = printed
+        .lines()
+        .find(|l| l.starts_with("portal admin (demo"))
+        .unwrap_or_else(|| panic!("no demo admin printed:\n{printed}"));
+    if admin_password.is_none() {
+        let (_, password) = admin.rsplit_once(": ").unwrap().1.split_once(" / ").unwrap();
+        *admin_password = Some(password.trim().to_owned());
+    } else {
+        assert!(admin.contains("kept"), "{admin}");
+    }
+    demo_admin_signs_in(
+        &format!("127.0.0.1:{portal}"),
+        "admin@demo.local",
+        admin_password.as_deref().unwrap(),
+    );
     let status = Command::new("kill").arg(child.id().to_string()).status().unwrap();
     assert!(status.success());
     assert!(child.wait().unwrap().success(), "maas up exits 0 on SIGTERM");
-    (key, reply)
+    DemoRun {
+        printed,
+        key,
+        reply,
+        model_page,
+    }
 }
 
 #[test]
-fn up_demo_serves_a_completion_with_the_key_it_prints() {
+fn up_help_lists_the_listen_settings_and_their_variables() {
     let dir = tempfile::tempdir().unwrap();
-    let (old, reply) = run_up_demo(dir.path());
+    let help = stdout(&maas(dir.path(), &["up", "--help"], &[]));
+    for (flag, variable) in [
+        ("--listen", "MAAS_PROXY_LISTEN"),
+        ("--metrics-listen", "MAAS_METRICS_LISTEN"),
+        ("--portal-listen", "MAAS_PORTAL_LISTEN"),
+        ("--sim-listen", "MAAS_SIM_LISTEN"),
+        ("--public-url", "MAAS_PROXY_PUBLIC_URL"),
+        ("--portal-public-url", "MAAS_PORTAL_PUBLIC_URL"),
+        ("--data-dir", "MAAS_DATA_DIR"),
+    ] {
+        assert!(
+            help.contains(flag) && help.contains(variable),
+            "{flag} / {variable}:\n{help}"
+        );
+    }
+    let refused = maas(dir.path(), &["up", "--public-url", "ftp://example.com"], &[]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("--public-url (proxy.public_url): `ftp://example.com` is not an http(s) URL"),
+        "{}",
+        stderr(&refused)
+    );
+}
+
+#[test]
+fn up_demo_serves_a_completion_with_the_key_it_prints_and_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut password = None;
+    let first = run_up_demo(dir.path(), None, &mut password);
+    let reply = &first.reply;
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(reply.contains("\"usage\""), "{reply}");
     assert!(
@@ -462,22 +537,62 @@ fn up_demo_serves_a_completion_with_the_key_it_prints() {
             .contains("x-ratelimit-remaining-requests: 59"),
         "{reply}"
     );
-    let (new, _) = run_up_demo(dir.path());
-    assert_ne!(old, new);
+    assert!(
+        first.model_page.contains(&format!(
+            "{}/tinyllama/v1",
+            first
+                .printed
+                .split("curl ")
+                .nth(1)
+                .unwrap()
+                .split("/v1/")
+                .next()
+                .unwrap()
+        )),
+        "the model page shows the gateway's real address:\n{}",
+        first.model_page
+    );
+    assert!(!first.model_page.contains("localhost:8080"), "{}", first.model_page);
+
+    // An operator's edits between runs.
+    block_on(async {
+        let store = open_embedded(dir.path()).await;
+        let mut plan = store.get_plan("tinyllama", "free").await.unwrap().unwrap();
+        plan.limits[0].value = 30;
+        store.put_plan(plan).await.unwrap();
+        store.flush().await.unwrap();
+    });
+
+    let second = run_up_demo(dir.path(), Some(&first.key), &mut password);
+    assert!(
+        second.reply.starts_with("HTTP/1.1 200"),
+        "the first key still works: {}",
+        second.reply
+    );
+    assert!(
+        !second.printed.lines().any(|l| l.trim().starts_with("sk-maas-")),
+        "no new key when one is kept:\n{}",
+        second.printed
+    );
+    assert!(
+        second.printed.contains("kept from an earlier run"),
+        "{}",
+        second.printed
+    );
+    assert!(second.printed.contains("kept as they are:"), "{}", second.printed);
+    assert!(second.printed.contains("plan tinyllama/free"), "{}", second.printed);
 
     block_on(async {
         let store = open_embedded(dir.path()).await;
+        let plan = store.get_plan("tinyllama", "free").await.unwrap().unwrap();
+        assert_eq!(plan.limits[0].value, 30, "the edit survives a second `up --demo`");
         let context = store
-            .lookup_key(&KeyHash::of(&new))
+            .lookup_key(&KeyHash::of(&first.key))
             .await
             .unwrap()
-            .expect("the printed key works");
+            .expect("the printed key still works");
         assert_eq!(context.application.name, "demo-app");
         assert_eq!(context.plan.system_name, "free");
-        assert!(
-            store.lookup_key(&KeyHash::of(&old)).await.unwrap().is_none(),
-            "the previous demo key is revoked"
-        );
         // Usage queued at SIGTERM was written before exit.
         let now = time::OffsetDateTime::now_utc();
         let hits = store
@@ -502,7 +617,7 @@ fn up_demo_serves_a_completion_with_the_key_it_prints() {
         assert!(tokens > 0);
         let raw = std::fs::read(dir.path().join("data/maas.redb")).unwrap();
         assert!(
-            !raw.windows(new.len()).any(|w| w == new.as_bytes()),
+            !raw.windows(first.key.len()).any(|w| w == first.key.as_bytes()),
             "the key is not stored in clear"
         );
     });

@@ -84,6 +84,11 @@ fn manifests_and_dashboard_pass_the_offline_checks() {
         "termination: none",
     );
     edit(
+        "deploy/kubernetes/overlays/openshift/kustomization.yaml",
+        "      - op: remove\n        path: /spec/template/spec/securityContext/fsGroup\n",
+        "",
+    );
+    edit(
         "deploy/grafana/maas-dashboard.json",
         "maas_rejected_total",
         "maas_refused_total",
@@ -96,10 +101,42 @@ fn manifests_and_dashboard_pass_the_offline_checks() {
         "Deployment maas-proxy: 'two' is not of type 'integer'",
         "must stay below terminationGracePeriodSeconds 60 s",
         "Route maas-api: spec.tls.termination must be edge, passthrough or reencrypt",
+        "kubernetes/overlays/openshift: StatefulSet maas-redis fixes fsGroup 999, which the restricted-v2 SCC refuses",
         "the proxy exports no metric maas_refused_total",
     ] {
         assert!(errors.contains(expected), "{expected}:\n{errors}");
     }
+}
+
+/// `maas check` on the config the manifests mount, with the secrets the
+/// cluster provides; and the same file with SSO off, where nobody could sign
+/// in, is refused.
+#[test]
+fn the_mounted_config_passes_maas_check_and_someone_can_sign_in() {
+    let check = |file: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_maas"))
+            .args(["check", "-f"])
+            .arg(file)
+            .env("MAAS_SSO_CLIENT_SECRET", "test-client-secret")
+            .env("MAAS_ADMIN_TOKEN", "0123456789abcdef0123456789abcdef")
+            .output()
+            .unwrap()
+    };
+    let config = repo("deploy/kubernetes/base/config/maas.yaml");
+    let checked = check(&config);
+    assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("local_accounts: false"), "{text}");
+    let dir = tempfile::tempdir().unwrap();
+    let without_sso = dir.path().join("maas.yaml");
+    std::fs::write(&without_sso, text.replacen("  enabled: true\n", "", 1)).unwrap();
+    let refused = check(&without_sso);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "a config nobody can sign in with passed");
+    assert!(
+        said.contains("portal.local_accounts: nobody can sign in to the portal"),
+        "{said}"
+    );
 }
 
 struct Running(Child);
@@ -136,6 +173,21 @@ async fn the_image_runs_proxy_and_portal_with_the_mounted_config() {
     assert!(containerfile.contains("COPY --from=build /out/maas /usr/local/bin/maas"));
     assert!(containerfile.contains("ENTRYPOINT [\"/usr/local/bin/maas\"]"));
     assert!(containerfile.contains("CMD [\"proxy\"]"));
+    assert!(
+        !containerfile.contains("cmake"),
+        "the build needs no cmake: {containerfile}"
+    );
+    // The build context leaves out build outputs and the repository (Podman
+    // reads .containerignore, Docker .dockerignore: the same file).
+    for ignore in [".containerignore", ".dockerignore"] {
+        let text = std::fs::read_to_string(repo(ignore)).unwrap();
+        for excluded in ["target/", ".git/", "**/node_modules/"] {
+            assert!(
+                text.lines().any(|l| l == excluded),
+                "{ignore} lacks {excluded}:\n{text}"
+            );
+        }
+    }
     let user = containerfile
         .lines()
         .find_map(|l| l.strip_prefix("USER "))

@@ -151,10 +151,10 @@ pub fn apply_environment(config: &mut MaasConfig, lookup: &dyn Fn(&str) -> Optio
     }
     env.parse("MAAS_PROXY_LISTEN", &mut config.proxy.listen);
     env.parse("MAAS_METRICS_LISTEN", &mut config.proxy.metrics_listen);
-    env.string("MAAS_PROXY_PUBLIC_URL", &mut config.proxy.public_url);
+    env.optional("MAAS_PROXY_PUBLIC_URL", &mut config.proxy.public_url);
     env.parse("MAAS_ENVIRONMENT", &mut config.proxy.environment);
     env.parse("MAAS_PORTAL_LISTEN", &mut config.portal.listen);
-    env.string("MAAS_PORTAL_PUBLIC_URL", &mut config.portal.public_url);
+    env.optional("MAAS_PORTAL_PUBLIC_URL", &mut config.portal.public_url);
     if let Some(list) = env.get("MAAS_PORTAL_TRUSTED_PROXIES") {
         config.portal.trusted_proxies = list
             .split(',')

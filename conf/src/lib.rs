@@ -143,7 +143,9 @@ impl MaasConfig {
             ("proxy.public_url", &self.proxy.public_url),
             ("portal.public_url", &self.portal.public_url),
         ] {
-            if !is_http_url(url) {
+            if let Some(url) = url
+                && !is_http_url(url)
+            {
                 push(path, format!("`{url}` is not an http(s) URL"));
             }
         }
@@ -172,6 +174,14 @@ impl MaasConfig {
             if self.sso.client_id.as_deref().is_none_or(str::is_empty) {
                 push("sso.client_id", "required when SSO is enabled".into());
             }
+        }
+        if !self.portal.local_accounts && !self.sso.enabled {
+            push(
+                "portal.local_accounts",
+                "nobody can sign in to the portal: local accounts are off and SSO is not enabled \
+                 (set sso.enabled: true, or portal.local_accounts: true)"
+                    .into(),
+            );
         }
         if !self.sso.scopes.iter().any(|s| s == "openid") {
             push("sso.scopes", "must include `openid`".into());

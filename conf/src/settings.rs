@@ -39,8 +39,10 @@ pub struct ProxySettings {
     pub metrics_listen: SocketAddr,
     /// The environment whose product releases this proxy serves.
     pub environment: Environment,
-    /// The API's public base URL, shown to developers as their endpoint.
-    pub public_url: String,
+    /// The API's public base URL, shown to developers as their endpoint;
+    /// by default the listen address as a client on this machine reaches
+    /// it (see [`ProxySettings::advertised_url`]).
+    pub public_url: Option<String>,
     /// Largest request body accepted; larger ones get 413.
     pub max_body_bytes: u64,
     /// Worker threads serving requests; 0 = one per core.
@@ -59,7 +61,7 @@ impl Default for ProxySettings {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             metrics_listen: SocketAddr::from(([0, 0, 0, 0], 9421)),
             environment: Environment::Production,
-            public_url: "http://localhost:8080".into(),
+            public_url: None,
             max_body_bytes: 8 * 1024 * 1024,
             threads: 0,
             shutdown_timeout_secs: 30,
@@ -68,12 +70,37 @@ impl Default for ProxySettings {
     }
 }
 
+impl ProxySettings {
+    /// Where developers call the API, without a trailing slash: `public_url`
+    /// when set, else the listen address.
+    pub fn advertised_url(&self) -> String {
+        advertised_url(self.public_url.as_deref(), self.listen)
+    }
+}
+
+/// `configured` without its trailing slash, else `http://` and the address
+/// a client on this machine uses to reach `listen` (`localhost` for a
+/// wildcard address, so the URL works whatever the interfaces).
+pub fn advertised_url(configured: Option<&str>, listen: SocketAddr) -> String {
+    if let Some(url) = configured {
+        return url.trim_end_matches('/').to_owned();
+    }
+    let port = listen.port();
+    match listen.ip() {
+        ip if ip.is_unspecified() => format!("http://localhost:{port}"),
+        std::net::IpAddr::V4(ip) => format!("http://{ip}:{port}"),
+        std::net::IpAddr::V6(ip) => format!("http://[{ip}]:{port}"),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PortalSettings {
     /// Developer portal, admin console and `/admin/api/v1`.
     pub listen: SocketAddr,
-    pub public_url: String,
+    /// The portal's public URL (SSO redirects, links); by default the
+    /// listen address (see [`PortalSettings::advertised_url`]).
+    pub public_url: Option<String>,
     /// Sign-up and sign-in with email and password.
     pub local_accounts: bool,
     pub session_ttl_hours: u32,
@@ -119,11 +146,19 @@ impl Default for BrandSettings {
     }
 }
 
+impl PortalSettings {
+    /// The portal's base URL, without a trailing slash: `public_url` when
+    /// set, else the listen address.
+    pub fn advertised_url(&self) -> String {
+        advertised_url(self.public_url.as_deref(), self.listen)
+    }
+}
+
 impl Default for PortalSettings {
     fn default() -> Self {
         PortalSettings {
             listen: SocketAddr::from(([0, 0, 0, 0], 3000)),
-            public_url: "http://localhost:3000".into(),
+            public_url: None,
             local_accounts: true,
             session_ttl_hours: 8,
             templates_dir: None,
@@ -388,4 +423,29 @@ impl fmt::Debug for Secret {
 pub struct Secrets {
     pub admin_token: Option<Secret>,
     pub sso_client_secret: Option<Secret>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertised_urls_follow_the_listen_address_unless_configured() {
+        let at = |listen: &str| advertised_url(None, listen.parse().unwrap());
+        assert_eq!(at("0.0.0.0:8080"), "http://localhost:8080");
+        assert_eq!(at("[::]:9090"), "http://localhost:9090");
+        assert_eq!(at("127.0.0.1:18080"), "http://127.0.0.1:18080");
+        assert_eq!(at("10.1.2.3:80"), "http://10.1.2.3:80");
+        assert_eq!(at("[::1]:8080"), "http://[::1]:8080");
+        assert_eq!(
+            advertised_url(Some("https://api.example.com/"), "0.0.0.0:8080".parse().unwrap()),
+            "https://api.example.com"
+        );
+        let proxy = ProxySettings {
+            listen: "127.0.0.1:7000".parse().unwrap(),
+            ..ProxySettings::default()
+        };
+        assert_eq!(proxy.advertised_url(), "http://127.0.0.1:7000");
+        assert_eq!(PortalSettings::default().advertised_url(), "http://localhost:3000");
+    }
 }

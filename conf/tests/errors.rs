@@ -140,6 +140,10 @@ fn config_mistakes_name_file_line_and_field() {
         "maas.yaml:1: sso.issuer_url: required when SSO is enabled"
     );
 
+    let error = config_error("portal:\n  local_accounts: false\n");
+    assert_eq!((error.line, error.field.as_str()), (Some(2), "portal.local_accounts"));
+    assert!(error.message.contains("nobody can sign in"), "{}", error.message);
+
     let error = config_error("logging:\n  level: loud\n");
     assert_eq!((error.line, error.field.as_str()), (Some(2), "logging.level"));
 

@@ -154,9 +154,14 @@ pub struct ApplyOptions {
     /// Delete backends, products and plans the document does not list.
     /// Accounts, users and applications are never pruned.
     pub prune: bool,
-    /// Promote changed products up to this environment; `None` leaves them
-    /// as drafts.
+    /// Promote up to this environment the products whose draft this apply
+    /// created or changed, and those never released anywhere; `None`
+    /// leaves them as drafts. A product the file leaves as it is keeps its
+    /// releases (a draft promoted to staging only stays there).
     pub promote_to: Option<Environment>,
+    /// Seed: create what the store lacks and leave everything that exists
+    /// as it is, edited or not (`maas up --demo` run again).
+    pub keep_existing: bool,
 }
 
 impl Default for ApplyOptions {
@@ -164,6 +169,7 @@ impl Default for ApplyOptions {
         ApplyOptions {
             prune: false,
             promote_to: Some(Environment::Production),
+            keep_existing: false,
         }
     }
 }
@@ -177,6 +183,8 @@ pub struct ApplyReport {
     /// `kind name` of every created or updated tenant object.
     pub tenants_created: Vec<String>,
     pub tenants_updated: Vec<String>,
+    /// `kind name` of what existed and was left as it is (`keep_existing`).
+    pub kept: Vec<String>,
 }
 
 impl ApplyReport {
@@ -192,21 +200,29 @@ impl Store {
     /// Makes the store match `document` (see the module docs).
     pub async fn apply(&self, document: &CatalogDocument, options: &ApplyOptions) -> StoreResult<ApplyReport> {
         document.validate()?;
+        let keep = options.keep_existing;
         let catalog = self
             .edit_catalog(|c| {
-                if options.prune {
+                if options.prune && !keep {
                     c.backends.clear();
                     c.products.clear();
                     c.plans.clear();
                 }
+                fn put<T: Clone>(map: &mut std::collections::BTreeMap<String, T>, key: String, value: &T, keep: bool) {
+                    if keep {
+                        map.entry(key).or_insert_with(|| value.clone());
+                    } else {
+                        map.insert(key, value.clone());
+                    }
+                }
                 for backend in &document.backends {
-                    c.backends.insert(backend.system_name.clone(), backend.clone());
+                    put(&mut c.backends, backend.system_name.clone(), backend, keep);
                 }
                 for product in &document.products {
-                    c.products.insert(product.system_name.clone(), product.clone());
+                    put(&mut c.products, product.system_name.clone(), product, keep);
                 }
                 for plan in &document.plans {
-                    c.plans.insert(crate::store::plan_key(plan), plan.clone());
+                    put(&mut c.plans, crate::store::plan_key(plan), plan, keep);
                 }
                 Ok(())
             })
@@ -215,12 +231,30 @@ impl Store {
             catalog,
             ..ApplyReport::default()
         };
+        if keep {
+            let named = document
+                .backends
+                .iter()
+                .map(|b| format!("backend {}", b.system_name))
+                .chain(document.products.iter().map(|p| format!("product {}", p.system_name)))
+                .chain(
+                    document
+                        .plans
+                        .iter()
+                        .map(|p| format!("plan {}", crate::store::plan_key(p))),
+                );
+            let created = &report.catalog.created;
+            report.kept.extend(named.filter(|item| !created.contains(item)));
+        }
         if let Some(target) = options.promote_to {
             let environments: &[Environment] = match target {
                 Environment::Staging => &[Environment::Staging],
                 Environment::Production => &[Environment::Staging, Environment::Production],
             };
             for product in &document.products {
+                if !self.to_promote(&product.system_name, &report.catalog, keep).await? {
+                    continue;
+                }
                 for &environment in environments {
                     let before = self
                         .release(&product.system_name, environment)
@@ -235,11 +269,25 @@ impl Store {
                 }
             }
         }
-        self.apply_tenants(document, &mut report).await?;
+        self.apply_tenants(document, keep, &mut report).await?;
         Ok(report)
     }
 
-    async fn apply_tenants(&self, document: &CatalogDocument, report: &mut ApplyReport) -> StoreResult<()> {
+    /// Whether `apply` promotes `product`: when it created or changed its
+    /// draft, or (unless seeding) when no environment has it yet.
+    async fn to_promote(&self, product: &str, diff: &CatalogDiff, keep: bool) -> StoreResult<bool> {
+        let item = format!("product {product}");
+        if diff.created.contains(&item) || diff.updated.contains(&item) {
+            return Ok(true);
+        }
+        if keep {
+            return Ok(false);
+        }
+        Ok(self.release(product, Environment::Staging).await?.is_none()
+            && self.release(product, Environment::Production).await?.is_none())
+    }
+
+    async fn apply_tenants(&self, document: &CatalogDocument, keep: bool, report: &mut ApplyReport) -> StoreResult<()> {
         for spec in &document.accounts {
             match self.find_account(&spec.name).await? {
                 None => {
@@ -251,6 +299,7 @@ impl Store {
                     .await?;
                     report.tenants_created.push(format!("account {}", spec.name));
                 }
+                Some(_) if keep => report.kept.push(format!("account {}", spec.name)),
                 Some(account) if account.description != spec.description || account.name != spec.name.trim() => {
                     self.update_account(&account.id, Some(spec.name.clone()), Some(spec.description.clone()))
                         .await?;
@@ -277,6 +326,7 @@ impl Store {
                     .await?;
                     report.tenants_created.push(format!("user {}", spec.email));
                 }
+                Some(_) if keep => report.kept.push(format!("user {}", spec.email)),
                 Some(user) if user.account_id != account.id => {
                     return Err(StoreError::Conflict(format!(
                         "user `{}` belongs to another account than `{}`",
@@ -310,6 +360,10 @@ impl Store {
                         })
                         .await?;
                     (app, true)
+                }
+                Some(_) if keep => {
+                    report.kept.push(label);
+                    continue;
                 }
                 Some(app) if app.product != spec.product => {
                     return Err(StoreError::Conflict(format!(

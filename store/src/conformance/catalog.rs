@@ -426,3 +426,164 @@ pub async fn apply_export_round_trip<F: Fixture>(fixture: &F) {
     let error = store.apply(&broken, &ApplyOptions::default()).await.unwrap_err();
     assert_eq!(invalid_paths(error), ["plans[0].product"]);
 }
+
+/// `apply` promotes what it changed and what was never released; a draft
+/// an admin promoted to staging only stays there through export → apply.
+pub async fn apply_promotes_only_what_it_changed<F: Fixture>(fixture: &F) {
+    let (store, _) = open(fixture).await;
+    let document = full_document();
+    store.apply(&document, &ApplyOptions::default()).await.unwrap();
+    let mut staged = store.get_product("granite").await.unwrap().unwrap();
+    staged.description = "staging only".into();
+    store.put_product(staged).await.unwrap();
+    let staging = store.promote("granite", Environment::Staging).await.unwrap();
+    let production = store
+        .release("granite", Environment::Production)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(staging > production.version);
+
+    let exported = store.export(true).await.unwrap();
+    let again = store.apply(&exported, &ApplyOptions::default()).await.unwrap();
+    assert!(again.is_empty(), "the round trip changed {again:?}");
+    let still = store
+        .release("granite", Environment::Production)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        still.version, production.version,
+        "the staging draft stayed out of production"
+    );
+    assert_eq!(still.config.description, production.config.description);
+
+    // Changed by the file: promoted to where it asks.
+    let mut edited = exported.clone();
+    edited
+        .products
+        .iter_mut()
+        .find(|p| p.system_name == "mistral")
+        .unwrap()
+        .description = "v2".into();
+    let report = store.apply(&edited, &ApplyOptions::default()).await.unwrap();
+    assert_eq!(report.catalog.updated, ["product mistral"]);
+    assert_eq!(report.promoted.len(), 2, "{:?}", report.promoted);
+    assert!(
+        report.promoted.iter().all(|p| p.starts_with("mistral")),
+        "{:?}",
+        report.promoted
+    );
+
+    // Written as a draft earlier, never released: the next apply releases it.
+    let mut fresh = edited.clone();
+    fresh.backends.push(backend("ollama"));
+    fresh.products.push(product("phi", "ollama"));
+    let drafts = ApplyOptions {
+        promote_to: None,
+        ..ApplyOptions::default()
+    };
+    assert!(store.apply(&fresh, &drafts).await.unwrap().promoted.is_empty());
+    let report = store.apply(&fresh, &ApplyOptions::default()).await.unwrap();
+    assert!(report.catalog.is_empty());
+    assert_eq!(report.promoted, ["phi → staging v1", "phi → production v1"]);
+}
+
+/// Seeding (`keep_existing`) creates what is missing and leaves everything
+/// that exists as it is, edits included; it reports what it kept.
+pub async fn seeding_keeps_what_exists<F: Fixture>(fixture: &F) {
+    let (store, _) = open(fixture).await;
+    let document = full_document();
+    let seed = ApplyOptions {
+        keep_existing: true,
+        ..ApplyOptions::default()
+    };
+    let first = store.apply(&document, &seed).await.unwrap();
+    assert_eq!(first.catalog.created.len(), 7);
+    assert_eq!(first.tenants_created.len(), 3);
+    assert!(first.kept.is_empty());
+
+    // An operator's edits, through the same calls the admin API makes.
+    let mut moved = store.get_backend("vllm").await.unwrap().unwrap();
+    moved.urls = vec!["http://10.0.0.9:8000".into()];
+    store.put_backend(moved).await.unwrap();
+    let mut described = store.get_product("granite").await.unwrap().unwrap();
+    described.description = "edited".into();
+    store.put_product(described).await.unwrap();
+    store.delete_plan("mistral", "standard").await.unwrap();
+    let account = store.find_account("Acme").await.unwrap().unwrap();
+    store
+        .update_account(&account.id, None, Some("edited".into()))
+        .await
+        .unwrap();
+    let user = store
+        .find_user_by_email(&document.users[0].email)
+        .await
+        .unwrap()
+        .unwrap();
+    let demoted = crate::store::UserUpdate {
+        role: Some(UserRole::Member),
+        ..Default::default()
+    };
+    store.update_user(&user.id, demoted).await.unwrap();
+    let app = store.find_application(&account.id, "chatbot").await.unwrap().unwrap();
+    store
+        .act_on_application(&app.id, crate::store::ApplicationAction::Suspend, Precondition::Any)
+        .await
+        .unwrap();
+    let production = store
+        .release("granite", Environment::Production)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let again = store.apply(&document, &seed).await.unwrap();
+    assert_eq!(
+        again.catalog.created,
+        ["plan mistral/standard"],
+        "only the missing plan"
+    );
+    assert!(
+        again.catalog.updated.is_empty() && again.tenants_updated.is_empty(),
+        "{again:?}"
+    );
+    assert!(again.promoted.is_empty(), "{again:?}");
+    let mut kept = again.kept.clone();
+    kept.sort();
+    assert_eq!(
+        kept,
+        [
+            "account Acme".to_owned(),
+            "application Acme/chatbot".into(),
+            "backend tgi".into(),
+            "backend vllm".into(),
+            "plan granite/gated".into(),
+            "plan granite/standard".into(),
+            "product granite".into(),
+            "product mistral".into(),
+            format!("user {}", document.users[0].email),
+        ]
+    );
+    assert_eq!(
+        store.get_backend("vllm").await.unwrap().unwrap().urls,
+        ["http://10.0.0.9:8000"]
+    );
+    assert_eq!(
+        store.get_product("granite").await.unwrap().unwrap().description,
+        "edited"
+    );
+    assert_eq!(
+        store
+            .release("granite", Environment::Production)
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        production.version
+    );
+    assert_eq!(store.find_account("Acme").await.unwrap().unwrap().description, "edited");
+    let user = store.find_user_by_email(&user.email).await.unwrap().unwrap();
+    assert_eq!(user.role, UserRole::Member);
+    let app = store.get_application(&app.id).await.unwrap().unwrap();
+    assert_eq!(app.state, ApplicationState::Suspended);
+}

@@ -47,6 +47,8 @@ macro_rules! conformance_suite {
             deletes_guarded_by_applications,
             promotion_and_rollback,
             apply_export_round_trip,
+            apply_promotes_only_what_it_changed,
+            seeding_keeps_what_exists,
             accounts_and_users,
             applications_lifecycle,
             plan_changes_and_actions_follow_one_rule,
