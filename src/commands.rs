@@ -1,8 +1,6 @@
 //! What each subcommand does.
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -10,10 +8,7 @@ use maas_conf::{ConfigErrors, FileKind, MaasConfig};
 use maas_store::document::{ApplyOptions, ApplyReport};
 use maas_store::{Actor, Environment, NewKey, Store, StoreLocation, StoreOptions};
 
-/// What a command gets: an open store.
-pub struct CommandContext {
-    pub store: Store,
-}
+use crate::control::CommandOutput;
 
 fn environment(name: &str) -> Option<String> {
     std::env::var(name).ok()
@@ -42,26 +37,6 @@ pub fn describe(location: &StoreLocation) -> String {
             format!("redis ({}, prefix `{prefix}`)", maas_conf::redact_url(url))
         }
     }
-}
-
-type CommandFuture = Pin<Box<dyn Future<Output = Result<()>>>>;
-
-/// Loads the configuration, opens the store on a Tokio runtime and runs
-/// `command`; flushes the store afterwards.
-pub fn with_runtime(config_path: Option<&Path>, command: impl FnOnce(CommandContext) -> CommandFuture) -> Result<()> {
-    let config = load_config(config_path).map_err(|errors| anyhow::anyhow!("{errors}"))?;
-    init_logging(&config);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    runtime.block_on(async {
-        let store = open_store(&config).await?;
-        let flush = store.clone();
-        let result = command(CommandContext { store }).await;
-        flush.flush().await.context("flushing the store")?;
-        result
-    })
 }
 
 /// Opens the store the configuration names.
@@ -119,7 +94,10 @@ pub fn check(file: &Path, kind: Option<FileKind>) -> ExitCode {
     }
 }
 
-fn print_report(report: &ApplyReport) {
+/// What `apply` changed, one line each.
+fn report_lines(report: &ApplyReport) -> String {
+    use std::fmt::Write;
+    let mut text = String::new();
     let catalog = &report.catalog;
     for (verb, items) in [
         ("created", &catalog.created),
@@ -127,64 +105,79 @@ fn print_report(report: &ApplyReport) {
         ("deleted", &catalog.deleted),
     ] {
         for item in items {
-            println!("  {verb} {item}");
+            let _ = writeln!(text, "  {verb} {item}");
         }
     }
     for item in &report.promoted {
-        println!("  promoted {item}");
+        let _ = writeln!(text, "  promoted {item}");
     }
     for item in &report.tenants_created {
-        println!("  created {item}");
+        let _ = writeln!(text, "  created {item}");
     }
     for item in &report.tenants_updated {
-        println!("  updated {item}");
+        let _ = writeln!(text, "  updated {item}");
     }
     if !report.kept.is_empty() {
-        println!("  kept as they are: {}", report.kept.join(", "));
+        let _ = writeln!(text, "  kept as they are: {}", report.kept.join(", "));
     } else if report.is_empty() {
-        println!("  no changes: the store already matches");
+        let _ = writeln!(text, "  no changes: the store already matches");
     }
+    text
 }
 
-pub async fn apply(ctx: CommandContext, file: PathBuf, prune: bool, promote_to: Option<Environment>) -> Result<()> {
-    let document = maas_conf::load_catalog(&file).map_err(|errors| anyhow::anyhow!("{errors}"))?;
-    let store = ctx.store.as_actor(Actor::new("cli", "maas apply", None));
-    let report = store
-        .apply(
-            &document,
-            &ApplyOptions {
-                prune,
-                promote_to,
-                keep_existing: false,
-            },
-        )
-        .await
-        .with_context(|| format!("applying {}", file.display()))?;
-    println!("applied {} to the {} store:", file.display(), store.backend_kind());
-    print_report(&report);
+fn print_report(report: &ApplyReport) {
+    print!("{}", report_lines(report));
+}
+
+/// `maas apply`: the catalog `text` (from the file `source`) into the store.
+pub async fn apply(
+    store: &Store,
+    source: &str,
+    text: &str,
+    prune: bool,
+    promote_to: Option<Environment>,
+    out: &mut CommandOutput,
+) -> Result<()> {
+    let document = maas_conf::parse_catalog(source, text).map_err(|errors| anyhow::anyhow!("{errors}"))?;
+    let store = store.as_actor(Actor::new("cli", "maas apply", None));
+    let options = ApplyOptions {
+        prune,
+        promote_to,
+        keep_existing: false,
+    };
+    let report = store.apply(&document, &options).await.map_err(|error| match error {
+        maas_store::StoreError::Invalid(errors) => {
+            anyhow::anyhow!("{}", maas_conf::locate_apply_errors(source, text, &document, errors))
+        }
+        other => anyhow::anyhow!("{source}: {other}"),
+    })?;
+    out.stdout
+        .push_str(&format!("applied {source} to the {} store:\n", store.backend_kind()));
+    out.stdout.push_str(&report_lines(&report));
     Ok(())
 }
 
-pub async fn export(ctx: CommandContext, tenants: bool, output: Option<PathBuf>) -> Result<()> {
-    let document = ctx.store.export(tenants).await.context("reading the catalog")?;
-    let yaml = format!(
+/// `maas export`: the store as YAML that `apply` accepts.
+pub async fn export(store: &Store, tenants: bool, out: &mut CommandOutput) -> Result<()> {
+    let document = store.export(tenants).await.context("reading the catalog")?;
+    out.stdout = format!(
         "# exported by maas {}\n{}",
         env!("CARGO_PKG_VERSION"),
         maas_conf::catalog_to_yaml(&document)
     );
-    match output {
-        Some(path) => std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?,
-        None => print!("{yaml}"),
-    }
     Ok(())
 }
 
-/// `maas create-key --app ACCOUNT/APP`: prints the secret alone on stdout.
 /// `maas set-role`: an operator on the server makes a user an admin.
-pub async fn set_role(ctx: CommandContext, email: String, role: maas_store::model::UserRole) -> Result<()> {
-    let store = ctx.store.as_actor(Actor::new("cli", "maas set-role", None));
+pub async fn set_role(
+    store: &Store,
+    email: &str,
+    role: maas_store::model::UserRole,
+    out: &mut CommandOutput,
+) -> Result<()> {
+    let store = store.as_actor(Actor::new("cli", "maas set-role", None));
     let user = store
-        .find_user_by_email(&email)
+        .find_user_by_email(email)
         .await?
         .with_context(|| format!("no user with the email `{email}`"))?;
     let update = maas_store::UserUpdate {
@@ -197,19 +190,20 @@ pub async fn set_role(ctx: CommandContext, email: String, role: maas_store::mode
     } else {
         ""
     };
-    eprintln!(
-        "{} is now {}{note}",
+    out.stderr.push_str(&format!(
+        "{} is now {}{note}\n",
         user.email,
         serde_json::to_value(user.role)?.as_str().unwrap_or("?")
-    );
+    ));
     Ok(())
 }
 
-pub async fn create_key(ctx: CommandContext, app: String, label: String) -> Result<()> {
+/// `maas create-key --app ACCOUNT/APP`: the secret alone on stdout.
+pub async fn create_key(store: &Store, app: &str, label: String, out: &mut CommandOutput) -> Result<()> {
     let (account_name, app_name) = app
         .split_once('/')
         .with_context(|| format!("`{app}`: name the application as ACCOUNT/APPLICATION"))?;
-    let store = ctx.store.as_actor(Actor::new("cli", "maas create-key", None));
+    let store = store.as_actor(Actor::new("cli", "maas create-key", None));
     let account = store
         .find_account(account_name)
         .await?
@@ -227,13 +221,13 @@ pub async fn create_key(ctx: CommandContext, app: String, label: String) -> Resu
             },
         )
         .await?;
-    eprintln!(
-        "key {} for {account_name}/{app_name} (product {}, plan {}); shown once:",
+    out.stderr.push_str(&format!(
+        "key {} for {account_name}/{app_name} (product {}, plan {}); shown once:\n",
         issued.key.masked(),
         application.product,
         application.plan
-    );
-    println!("{}", issued.secret.expose());
+    ));
+    out.stdout.push_str(&format!("{}\n", issued.secret.expose()));
     Ok(())
 }
 

@@ -1,9 +1,12 @@
 //! `maas`: the one binary of MaaS. See `maas --help`.
 
 mod commands;
+mod control;
 mod serve;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -162,21 +165,29 @@ fn main() -> ExitCode {
             file,
             prune,
             promote_to,
-        } => commands::with_runtime(config, move |ctx| {
-            Box::pin(commands::apply(ctx, file, prune, promote_to.into()))
-        }),
+        } => std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))
+            .and_then(|text| {
+                let command = control::StoreCommand::Apply {
+                    source: file.display().to_string(),
+                    text,
+                    prune,
+                    promote_to: promote_to.into(),
+                };
+                store_command(config, command, None)
+            }),
         Command::SetRole { email, role } => {
             let role = match role {
                 RoleArg::Admin => maas_store::model::UserRole::Admin,
                 RoleArg::Member => maas_store::model::UserRole::Member,
             };
-            commands::with_runtime(config, move |ctx| Box::pin(commands::set_role(ctx, email, role)))
+            store_command(config, control::StoreCommand::SetRole { email, role }, None)
         }
         Command::CreateKey { app, label } => {
-            commands::with_runtime(config, move |ctx| Box::pin(commands::create_key(ctx, app, label)))
+            store_command(config, control::StoreCommand::CreateKey { app, label }, None)
         }
         Command::Export { tenants, output } => {
-            commands::with_runtime(config, move |ctx| Box::pin(commands::export(ctx, tenants, output)))
+            store_command(config, control::StoreCommand::Export { tenants }, output.as_deref())
         }
     };
     match result {
@@ -185,6 +196,24 @@ fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Runs a store command (beside a running server when one holds the
+/// embedded store) and prints what it printed; `output` takes its standard
+/// output instead.
+fn store_command(config_path: Option<&Path>, command: control::StoreCommand, output: Option<&Path>) -> Result<()> {
+    let config = commands::load_config(config_path).map_err(|errors| anyhow::anyhow!("{errors}"))?;
+    commands::init_logging(&config);
+    let printed = control::execute(&config, command)?;
+    eprint!("{}", printed.stderr);
+    match output {
+        Some(path) => std::fs::write(path, &printed.stdout).with_context(|| format!("writing {}", path.display()))?,
+        None => print!("{}", printed.stdout),
+    }
+    match printed.error {
+        Some(error) => Err(anyhow::anyhow!(error)),
+        None => Ok(()),
     }
 }
 

@@ -9,6 +9,30 @@ use maas_proxy::{Proxy, ProxyOptions};
 use maas_store::{Environment, Store};
 
 use crate::commands::{self, describe, init_logging, load_config, open_store};
+use crate::control;
+
+/// With the embedded store, which one process holds, the store commands
+/// (`apply`, `export`, `create-key`, `set-role`) reach this process through
+/// the data directory's socket instead; the socket lives as long as the
+/// value returned.
+fn take_commands(
+    runtime: &tokio::runtime::Runtime,
+    store: &Store,
+    config: &MaasConfig,
+) -> Option<control::ControlSocket> {
+    let maas_store::StoreLocation::Embedded { data_dir } = config.store.location() else {
+        return None;
+    };
+    match control::listen(runtime, store, &data_dir) {
+        Ok(socket) => Some(socket),
+        Err(error) => {
+            eprintln!(
+                "warning: {error:#}; `maas apply`, `export`, `create-key` and `set-role` cannot run beside this process"
+            );
+            None
+        }
+    }
+}
 
 /// Command-line overrides of `proxy.*` settings.
 #[derive(Debug, Default, Clone)]
@@ -145,6 +169,7 @@ pub fn proxy(config_path: Option<&Path>, overrides: ProxyOverrides) -> Result<()
     init_logging(&config);
     let runtime = runtime()?;
     let store = runtime.block_on(open_store(&config))?;
+    let _commands = take_commands(&runtime, &store, &config);
     let options = proxy_options(&config, &overrides);
     // Standard output carries the access log alone.
     eprintln!(
@@ -164,6 +189,7 @@ pub fn up(config_path: Option<&Path>, demo: bool, settings: &UpSettings) -> Resu
     init_logging(&config);
     let runtime = runtime()?;
     let store = runtime.block_on(open_store(&config))?;
+    let _commands = take_commands(&runtime, &store, &config);
     let secret = runtime.block_on(commands::prepare_up(&config, &store, demo))?;
     if demo {
         let listen = config.sim.listen;
@@ -377,6 +403,7 @@ pub fn portal(config_path: Option<&Path>) -> Result<()> {
     init_logging(&config);
     let runtime = runtime()?;
     let store = runtime.block_on(open_store(&config))?;
+    let _commands = take_commands(&runtime, &store, &config);
     // The app (and its bootstrap token) before the port opens: a client
     // that finds the port open finds the API ready.
     let app = runtime.block_on(admin_app(&store, &config))?;

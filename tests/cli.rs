@@ -174,6 +174,104 @@ fn portal_serves_the_admin_api_and_stops_cleanly() {
     );
 }
 
+/// `apply`, `create-key`, `set-role` and `export` work while a server holds
+/// the embedded store (through its socket), and on their own once it
+/// stopped, also past a socket a dead server left; a store held by a
+/// process that takes no commands gets a message that says what to do.
+#[test]
+fn store_commands_run_beside_a_server_on_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let env = [("MAAS_DATA_DIR", "data")];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_maas"))
+        .current_dir(dir.path())
+        .args(["portal"])
+        .env_remove("MAAS_REDIS_URL")
+        .env_remove("MAAS_CONFIG")
+        .env("MAAS_DATA_DIR", "data")
+        .env("MAAS_PORTAL_LISTEN", format!("127.0.0.1:{port}"))
+        .env("MAAS_ADMIN_TOKEN", "cli-admin-token")
+        .env("MAAS_LOG_LEVEL", "warn")
+        .spawn()
+        .unwrap();
+    wait_for(port, "maas portal");
+    let socket = dir.path().join("data/maas.sock");
+    assert!(socket.exists(), "the server listens for commands on data/maas.sock");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "only the store's owner may send commands");
+
+    let applied = maas(dir.path(), &["apply", "-f", &repo_file("conf/catalog.demo.yaml")], &env);
+    assert!(applied.status.success(), "{}", stderr(&applied));
+    assert!(
+        stdout(&applied).contains("created product granite"),
+        "{}",
+        stdout(&applied)
+    );
+    // The running server sees the write at once.
+    let products = http(
+        &format!("127.0.0.1:{port}"),
+        &admin_request("GET", "/products", Some("cli-admin-token"), ""),
+    );
+    assert!(products.contains("granite"), "{products}");
+
+    let issued = maas(
+        dir.path(),
+        &["create-key", "--app", "Demo/demo-app", "--label", "beside"],
+        &env,
+    );
+    assert!(issued.status.success(), "{}", stderr(&issued));
+    let key = stdout(&issued).trim().to_owned();
+    assert!(key.starts_with("sk-maas-"), "the secret alone on stdout: {key}");
+    assert!(stderr(&issued).contains("shown once"), "{}", stderr(&issued));
+
+    let missing = maas(
+        dir.path(),
+        &["set-role", "--email", "nobody@example.com", "admin"],
+        &env,
+    );
+    assert!(!missing.status.success());
+    assert_eq!(
+        stderr(&missing).trim(),
+        "error: no user with the email `nobody@example.com`"
+    );
+
+    let exported = maas(dir.path(), &["export", "--tenants", "-o", "beside.yaml"], &env);
+    assert!(exported.status.success(), "{}", stderr(&exported));
+    let yaml = std::fs::read_to_string(dir.path().join("beside.yaml")).unwrap();
+    assert!(yaml.contains("demo-app"), "{yaml}");
+
+    let status = Command::new("kill").arg(child.id().to_string()).status().unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success(), "maas portal exits 0 on SIGTERM");
+    assert!(!socket.exists(), "the socket goes with the server");
+
+    // A socket a killed server left behind: the command opens the store.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(socket.exists());
+    let alone = maas(dir.path(), &["export", "--tenants"], &env);
+    assert!(alone.status.success(), "{}", stderr(&alone));
+    assert_eq!(stdout(&alone), yaml, "the same store either way");
+    block_on(async {
+        let store = open_embedded(dir.path()).await;
+        let context = store.lookup_key(&KeyHash::of(&key)).await.unwrap();
+        assert_eq!(
+            context.expect("the key issued beside the server").application.name,
+            "demo-app"
+        );
+
+        // Held by a process that takes no commands (this test): say so.
+        std::fs::remove_file(&socket).unwrap();
+        let held = maas(dir.path(), &["export"], &env);
+        assert!(!held.status.success());
+        let said = stderr(&held);
+        assert!(
+            said.contains("another maas process holds the store in data") && said.contains("stop it"),
+            "{said}"
+        );
+    });
+}
+
 /// Starts `maas portal` on a fresh port without `MAAS_ADMIN_TOKEN`, waits
 /// until it listens, stops it, and returns what it printed.
 fn portal_run_without_a_token(dir: &std::path::Path, during: impl FnOnce(&str)) -> String {
@@ -720,4 +818,48 @@ fn create_key_prints_a_working_key_once() {
             .expect("the key works");
         assert_eq!(context.key.label, "ci");
     });
+}
+
+/// What the store refuses of a file is said once, at the file's line:
+/// a clash with an object only the store has, an application moved to
+/// another product.
+#[test]
+fn apply_errors_name_the_file_line_and_field_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("MAAS_DATA_DIR", "data")];
+    let applied = maas(dir.path(), &["apply", "-f", &repo_file("conf/catalog.demo.yaml")], &env);
+    assert!(applied.status.success(), "{}", stderr(&applied));
+
+    std::fs::write(
+        dir.path().join("clash.yaml"),
+        "backends:\n  - system_name: other-sim\n    urls: [http://127.0.0.1:8000]\nproducts:\n  - system_name: other\n    \
+         path_prefix: /tinyllama\n    models: [other-model]\n    backend: other-sim\n",
+    )
+    .unwrap();
+    let clash = maas(dir.path(), &["apply", "-f", "clash.yaml"], &env);
+    assert!(!clash.status.success());
+    assert_eq!(
+        stderr(&clash).trim(),
+        "error: clash.yaml:6: products[0].path_prefix: `/tinyllama` is already the prefix of product `tinyllama`"
+    );
+
+    let demo = std::fs::read_to_string(repo_file("conf/catalog.demo.yaml")).unwrap();
+    let at = demo.rfind("    product: tinyllama\n    plan: free").unwrap();
+    let moved = format!(
+        "{}    product: granite\n    plan: standard{}",
+        &demo[..at],
+        &demo[at + "    product: tinyllama\n    plan: free".len()..]
+    );
+    std::fs::write(dir.path().join("moved.yaml"), &moved).unwrap();
+    let line = moved[..moved.rfind("product: granite").unwrap()].lines().count();
+    let refused = maas(dir.path(), &["apply", "-f", "moved.yaml"], &env);
+    assert!(!refused.status.success());
+    let said = stderr(&refused);
+    assert_eq!(said.lines().count(), 1, "said once: {said}");
+    assert!(
+        said.starts_with(&format!(
+            "error: moved.yaml:{line}: applications[0].product: application `demo-app`"
+        )),
+        "{said}"
+    );
 }

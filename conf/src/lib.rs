@@ -90,6 +90,44 @@ pub fn parse_catalog(source: &str, text: &str) -> Result<CatalogDocument, Config
     Ok(parsed.value)
 }
 
+/// What the store refused of `document` (parsed from `text`), at the
+/// file's lines. The store names catalog objects by name
+/// (`products[granite]`), the file by position (`products[0]`); an object
+/// the file does not list keeps its name and gets no line.
+pub fn locate_apply_errors(
+    source: &str,
+    text: &str,
+    document: &CatalogDocument,
+    errors: maas_store::validate::ValidationErrors,
+) -> ConfigErrors {
+    let index = yaml::LocationIndex::build(text).ok();
+    let position = |path: &str| -> Option<String> {
+        let (list, rest) = path.split_once('[')?;
+        let (name, tail) = rest.split_once(']')?;
+        let at = match list {
+            "backends" => document.backends.iter().position(|b| b.system_name == name),
+            "products" => document.products.iter().position(|p| p.system_name == name),
+            "plans" => document
+                .plans
+                .iter()
+                .position(|p| format!("{}/{}", p.product, p.system_name) == name),
+            _ => None,
+        }?;
+        Some(format!("{list}[{at}]{tail}"))
+    };
+    let errors = errors
+        .0
+        .into_iter()
+        .map(|mut e| {
+            if let Some(path) = position(&e.path) {
+                e.path = path;
+            }
+            e
+        })
+        .collect();
+    located(source, index.as_ref(), maas_store::validate::ValidationErrors(errors))
+}
+
 pub fn load_catalog(path: &Path) -> Result<CatalogDocument, ConfigErrors> {
     parse_catalog(&path.display().to_string(), &read(path)?)
 }

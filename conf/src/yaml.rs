@@ -132,32 +132,178 @@ pub fn parse<T: DeserializeOwned + Default>(source: &str, text: &str) -> Result<
     match serde_path_to_error::deserialize(deserializer) {
         Ok(value) => Ok(Located { value, index }),
         Err(error) => {
-            let path = error.path().to_string();
-            let inner = error.inner();
-            let mut message = inner.to_string();
-            if let Some(at) = message.find(" at line ") {
-                message.truncate(at);
+            let first = describe(source, &index, &error);
+            let mut errors = vec![first];
+            for (path, message) in further_errors::<T>(text) {
+                if errors.iter().any(|e| e.field == path) {
+                    continue;
+                }
+                errors.push(ConfigError {
+                    source: source.to_owned(),
+                    line: index.line_of(&path).filter(|_| !path.is_empty()),
+                    field: path,
+                    message,
+                });
             }
-            // serde_yaml_ng starts its message with its own (shorter) path.
-            if let Some((head, rest)) = message.split_once(": ")
-                && path.starts_with(head)
-            {
-                message = rest.to_owned();
-            }
-            let field = if path == "." { String::new() } else { path };
-            let line = index
-                .line_of(&field)
-                .filter(|_| !field.is_empty())
-                .or_else(|| inner.location().map(|l| l.line()));
-            Err(ConfigError {
-                source: source.to_owned(),
-                line,
-                field,
-                message,
-            }
-            .into())
+            errors.sort_by_key(|e| e.line.unwrap_or(0));
+            Err(ConfigErrors(errors))
         }
     }
+}
+
+/// The error serde stopped at, with its line.
+fn describe(
+    source: &str,
+    index: &LocationIndex,
+    error: &serde_path_to_error::Error<serde_yaml_ng::Error>,
+) -> ConfigError {
+    let path = error.path().to_string();
+    let inner = error.inner();
+    let message = clean_message(&path, &inner.to_string());
+    let field = if path == "." { String::new() } else { path };
+    let line = index
+        .line_of(&field)
+        .filter(|_| !field.is_empty())
+        .or_else(|| inner.location().map(|l| l.line()));
+    ConfigError {
+        source: source.to_owned(),
+        line,
+        field,
+        message,
+    }
+}
+
+fn clean_message(path: &str, message: &str) -> String {
+    let mut message = message.to_owned();
+    if let Some(at) = message.find(" at line ") {
+        message.truncate(at);
+    }
+    // serde_yaml_ng starts its message with its own (shorter) path.
+    if let Some((head, rest)) = message.split_once(": ")
+        && path.starts_with(head)
+    {
+        message = rest.to_owned();
+    }
+    message
+}
+
+/// Every type error of the document, not only the first: after each one
+/// the offending node is taken out (its field falls back to its default, a
+/// list item goes) and the document is read again. Paths are given in the
+/// file's numbering, whatever items were taken out before.
+fn further_errors<T: DeserializeOwned>(text: &str) -> Vec<(String, String)> {
+    let Ok(mut value) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) else {
+        return Vec::new();
+    };
+    let mut removed: Vec<(String, usize)> = Vec::new();
+    let mut found: Vec<(String, String)> = Vec::new();
+    for _ in 0..64 {
+        // Read from text as the first pass does: serde_yaml_ng is more
+        // lenient with plain scalars there than from a `Value`.
+        let Ok(text) = serde_yaml_ng::to_string(&value) else {
+            break;
+        };
+        let deserializer = serde_yaml_ng::Deserializer::from_str(&text);
+        let error = match serde_path_to_error::deserialize::<_, T>(deserializer) {
+            Ok(_) => break,
+            Err(error) => error,
+        };
+        let current = error.path().to_string();
+        let current = if current == "." { String::new() } else { current };
+        let path = in_file_numbering(&current, &removed);
+        let message = clean_message(&current, &error.inner().to_string());
+        // Taking a required field out leaves its object without it: that
+        // is the field's error again, not a new one.
+        let echo = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+            .is_some_and(|field| found.iter().any(|(p, _)| *p == format!("{path}.{field}")));
+        if !echo {
+            found.push((path, message));
+        }
+        if !take_out(&mut value, &current, &mut removed) {
+            break;
+        }
+    }
+    found
+}
+
+/// The segments of `a.b[2].c`: keys and list indexes.
+fn segments(path: &str) -> Vec<Segment> {
+    let mut out = Vec::new();
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let mut rest = part;
+        if let Some(open) = rest.find('[') {
+            if open > 0 {
+                out.push(Segment::Key(rest[..open].to_owned()));
+            }
+            rest = &rest[open..];
+            while let Some(inner) = rest.strip_prefix('[') {
+                let Some(close) = inner.find(']') else { break };
+                match inner[..close].parse() {
+                    Ok(i) => out.push(Segment::Index(i)),
+                    Err(_) => out.push(Segment::Key(inner[..close].to_owned())),
+                }
+                rest = &inner[close + 1..];
+            }
+        } else {
+            out.push(Segment::Key(rest.to_owned()));
+        }
+    }
+    out
+}
+
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+/// Removes the node at `path` (in the current numbering) from `value`,
+/// remembering removed list items; false when there is nothing to remove.
+fn take_out(value: &mut serde_yaml_ng::Value, path: &str, removed: &mut Vec<(String, usize)>) -> bool {
+    let segments = segments(path);
+    let Some((last, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut node = value;
+    for segment in parents {
+        let next = match segment {
+            Segment::Key(key) => node.get_mut(key.as_str()),
+            Segment::Index(i) => node.get_mut(*i),
+        };
+        let Some(next) = next else { return false };
+        node = next;
+    }
+    match (last, node) {
+        (Segment::Key(key), serde_yaml_ng::Value::Mapping(map)) => map.remove(key.as_str()).is_some(),
+        (Segment::Index(i), serde_yaml_ng::Value::Sequence(items)) if *i < items.len() => {
+            items.remove(*i);
+            let list = path[..path.rfind('[').unwrap_or(0)].to_owned();
+            removed.push((list, *i));
+            true
+        }
+        _ => false,
+    }
+}
+
+/// `path` in the current numbering, back in the file's: every list item
+/// taken out before shifted the items after it down by one.
+fn in_file_numbering(path: &str, removed: &[(String, usize)]) -> String {
+    let mut path = path.to_owned();
+    for (list, index) in removed.iter().rev() {
+        let prefix = format!("{list}[");
+        let Some(rest) = path.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some(close) = rest.find(']') else { continue };
+        let Ok(current) = rest[..close].parse::<usize>() else {
+            continue;
+        };
+        if current >= *index {
+            path = format!("{prefix}{}{}", current + 1, &rest[close..]);
+        }
+    }
+    path
 }
 
 #[cfg(test)]

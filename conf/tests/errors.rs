@@ -268,3 +268,49 @@ fn exported_yaml_reads_back_equal() {
     let yaml = maas_conf::catalog_to_yaml(&document);
     assert_eq!(parse_catalog("export.yaml", &yaml).unwrap(), document);
 }
+
+/// Every type mistake of a file in one run, each with its line, in the
+/// file's numbering even after earlier list items were found broken.
+#[test]
+fn every_type_error_of_a_file_is_reported_at_once() {
+    let errors = parse_config(
+        "maas.yaml",
+        "proxy:\n  listen: 5\n  max_body_bytes: x\nportal:\n  session_ttl_hours: [1]\n",
+    )
+    .unwrap_err();
+    let found: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        found,
+        [
+            "maas.yaml:2: proxy.listen: invalid socket address syntax",
+            "maas.yaml:3: proxy.max_body_bytes: invalid type: string \"x\", expected u64",
+            "maas.yaml:5: portal.session_ttl_hours: invalid type: sequence, expected u32",
+        ]
+    );
+
+    let text = "\
+backends:
+  - system_name: a
+    urls: 5
+  - system_name: b
+    urls: [http://127.0.0.1:1]
+    bogus: 1
+  - system_name: 7
+    urls: [http://127.0.0.1:2]
+products:
+  - {system_name: p, backend: b, models: [m]}
+  - {system_name: q, backend: {x: 1}}
+";
+    let errors = parse_catalog("catalog.yaml", text).unwrap_err();
+    let found: Vec<(Option<usize>, &str)> = errors.0.iter().map(|e| (e.line, e.field.as_str())).collect();
+    assert_eq!(
+        found,
+        [
+            (Some(3), "backends[0].urls"),
+            (Some(6), "backends[1].bogus"),
+            (Some(11), "products[1].backend"),
+        ],
+        "a number where a name goes is read as the name, as in the first pass: {errors}"
+    );
+    assert!(errors.0[1].message.starts_with("unknown field `bogus`"), "{errors}");
+}

@@ -308,7 +308,7 @@ impl Store {
                 Some(_) => {}
             }
         }
-        for spec in &document.users {
+        for (i, spec) in document.users.iter().enumerate() {
             let account = self.account_named(&spec.account).await?;
             match self.find_user_by_email(&spec.email).await? {
                 None => {
@@ -328,10 +328,13 @@ impl Store {
                 }
                 Some(_) if keep => report.kept.push(format!("user {}", spec.email)),
                 Some(user) if user.account_id != account.id => {
-                    return Err(StoreError::Conflict(format!(
-                        "user `{}` belongs to another account than `{}`",
-                        spec.email, spec.account
-                    )));
+                    return Err(StoreError::invalid(
+                        format!("users[{i}].account"),
+                        format!(
+                            "user `{}` belongs to another account than `{}` in the store",
+                            spec.email, spec.account
+                        ),
+                    ));
                 }
                 Some(user) if user.display_name != spec.display_name || user.role != spec.role => {
                     let update = UserUpdate {
@@ -345,7 +348,7 @@ impl Store {
                 Some(_) => {}
             }
         }
-        for spec in &document.applications {
+        for (i, spec) in document.applications.iter().enumerate() {
             let account = self.account_named(&spec.account).await?;
             let label = format!("application {}/{}", spec.account, spec.name);
             let (app, created) = match self.find_application(&account.id, &spec.name).await? {
@@ -366,10 +369,14 @@ impl Store {
                     continue;
                 }
                 Some(app) if app.product != spec.product => {
-                    return Err(StoreError::Conflict(format!(
-                        "application `{}` of `{}` is subscribed to product `{}`; create a new application for `{}`",
-                        spec.name, spec.account, app.product, spec.product
-                    )));
+                    return Err(StoreError::invalid(
+                        format!("applications[{i}].product"),
+                        format!(
+                            "application `{}` of `{}` is subscribed to product `{}` in the store; an application \
+                             keeps its product: name a new application for `{}`",
+                            spec.name, spec.account, app.product, spec.product
+                        ),
+                    ));
                 }
                 Some(app) => (app, false),
             };

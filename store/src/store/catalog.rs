@@ -211,9 +211,15 @@ impl Store {
             let old = self.load_catalog().await?;
             let mut new = old.clone();
             edit(&mut new)?;
-            let backends: Vec<Backend> = new.backends.values().cloned().collect();
-            let products: Vec<Product> = new.products.values().cloned().collect();
-            let plans: Vec<Plan> = new.plans.values().cloned().collect();
+            // What this edit changed goes last, so that a clash between it
+            // and what was there is reported on the changed object.
+            fn unchanged_first<T: Clone + PartialEq>(old: &BTreeMap<String, T>, new: &BTreeMap<String, T>) -> Vec<T> {
+                let (same, changed): (Vec<_>, Vec<_>) = new.iter().partition(|(k, v)| old.get(*k) == Some(*v));
+                same.into_iter().chain(changed).map(|(_, v)| v.clone()).collect()
+            }
+            let backends: Vec<Backend> = unchanged_first(&old.backends, &new.backends);
+            let products: Vec<Product> = unchanged_first(&old.products, &new.products);
+            let plans: Vec<Plan> = unchanged_first(&old.plans, &new.plans);
             validate_catalog(&backends, &products, &plans, &ByName)?;
 
             let revision = old.revision + 1;
