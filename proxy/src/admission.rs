@@ -19,11 +19,12 @@ use time::OffsetDateTime;
 
 use crate::body::{RequestFacts, inspect_json, is_json_content_type};
 use crate::cors;
-use crate::credentials::{RequestCredentials, describe_locations, extract_key, is_query_param};
+use crate::credentials::{RequestCredentials, describe_locations, extract_key, strip_query_param};
 use crate::error::ApiError;
 use crate::limits::{Decision, TokenRequest, prompt_estimate};
 use crate::mapping::Deltas;
 use crate::metrics::METRICS;
+use crate::models_api::{ModelsRequest, model_json, model_list, models_request, shared_allowed_methods};
 use crate::ratelimit::{limit_headers, retry_after_secs};
 use crate::reply::respond;
 use crate::request_body::read_body;
@@ -110,6 +111,7 @@ impl MaasProxy {
         if let Next::Answered = next!(self.answer_preflight(session, ctx, &catalog, &target, &routed).await) {
             return Ok(Ok(Next::Answered));
         }
+        or_refuse!(check_method(ctx, &catalog, &target, &routed));
         let auth = next!(self.authenticate(session, ctx, &catalog, &target, &routed).await);
         let endpoint = Endpoint::of_path(&routed.api_path);
         let body = next!(self.read_request_body(session, ctx, &routed, endpoint).await);
@@ -123,7 +125,11 @@ impl MaasProxy {
         ctx.model = body.facts.model.clone();
         ctx.stream = body.facts.stream;
         ctx.json_body = body.json && endpoint.is_inference();
-        let is_model_list = target.method == "GET" && routed.api_path == "/v1/models";
+        let models_request = models_request(&target.method, &routed.api_path);
+        if let Some(ModelsRequest::Retrieve(id)) = &models_request {
+            ctx.model = Some(id.clone());
+        }
+        let is_model_list = models_request == Some(ModelsRequest::List);
         let product_index = or_refuse!(product_for(
             &catalog,
             &routed,
@@ -144,8 +150,11 @@ impl MaasProxy {
         };
         let spend = self.spend(ctx, &auth, endpoint, &body.facts);
         let completion_grant = or_refuse!(self.admit(ctx, &auth, &deltas, &spend).await);
-        if is_model_list {
-            let body = model_list(&route.product.models);
+        if let Some(request) = models_request {
+            let body = match request {
+                ModelsRequest::List => model_list(&route.product.models),
+                ModelsRequest::Retrieve(id) => model_json(&id),
+            };
             let mut headers = std::mem::take(&mut ctx.extra_headers);
             headers.push(("content-type", "application/json".into()));
             respond(session, 200, Bytes::from(body), &headers).await?;
@@ -263,7 +272,8 @@ impl MaasProxy {
         if let Some(index) = routed.index {
             let product = &catalog.routes.product(index).product;
             if product.system_name != auth.application.product {
-                return Ok(Err(ApiError::not_subscribed(&product.system_name)));
+                let model = product.models.first().unwrap_or(&product.system_name);
+                return Ok(Err(ApiError::not_subscribed(model)));
             }
         }
         Ok(Ok(auth))
@@ -436,6 +446,37 @@ fn route(catalog: &ServingCatalog, target: &Target) -> Result<Routed, ApiError> 
     }
 }
 
+/// A method the path does not take is a 405 naming the ones it does, before
+/// any key is asked for: on a product route by its mapping rules (a path no
+/// rule knows stays a 404 later), on the shared endpoint by OpenAI's paths.
+fn check_method(
+    ctx: &mut RequestCtx,
+    catalog: &ServingCatalog,
+    target: &Target,
+    routed: &Routed,
+) -> Result<(), ApiError> {
+    let allowed = match routed.index {
+        Some(index) => {
+            let rules = &catalog.routes.product(index).rules;
+            if rules.deltas(&target.method, &routed.api_path).is_some() {
+                return Ok(());
+            }
+            let methods = rules.methods_for(&routed.api_path);
+            if methods.is_empty() {
+                return Ok(());
+            }
+            methods.join(", ")
+        }
+        None => match shared_allowed_methods(&target.method, &routed.api_path) {
+            Some(allowed) => allowed.to_owned(),
+            None => return Ok(()),
+        },
+    };
+    let error = ApiError::method_not_allowed(&target.method, &target.path, &allowed);
+    ctx.extra_headers.push(("allow", allowed));
+    Err(error)
+}
+
 /// The product a request is for: its route's, or on the shared endpoint
 /// the one serving the body's `model`, which must be the key's.
 fn product_for(
@@ -452,7 +493,7 @@ fn product_for(
         return catalog
             .routes
             .find_product(&auth.application.product)
-            .ok_or_else(|| ApiError::not_subscribed(&auth.application.product));
+            .ok_or_else(|| ApiError::product_not_served(&auth.application.product));
     }
     let model = model.ok_or_else(ApiError::model_required)?;
     let index = catalog
@@ -461,7 +502,7 @@ fn product_for(
         .ok_or_else(|| ApiError::model_not_found(model))?;
     let product = &catalog.routes.product(index).product;
     if product.system_name != auth.application.product {
-        return Err(ApiError::not_subscribed(&product.system_name));
+        return Err(ApiError::not_subscribed(model));
     }
     Ok(index)
 }
@@ -542,50 +583,4 @@ fn choose_upstream(
     ctx.upstream_path = upstream_path(base, &routed.api_path, forwarded_query.as_deref());
     ctx.upstream = Some(upstream);
     Ok(())
-}
-
-fn model_list(models: &[String]) -> Vec<u8> {
-    let data: Vec<serde_json::Value> = models
-        .iter()
-        .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "maas"}))
-        .collect();
-    serde_json::to_vec(&serde_json::json!({"object": "list", "data": data})).unwrap_or_default()
-}
-
-/// The query string without the parameter that carried the key, however
-/// its name was spelled (`user%5Fkey` is `user_key`).
-fn strip_query_param(query: &str, param: Option<&str>) -> String {
-    let Some(param) = param else { return query.to_owned() };
-    query
-        .split('&')
-        .filter(|pair| !is_query_param(pair.split_once('=').map_or(*pair, |(k, _)| k), param))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn strips_only_the_key_parameter_however_spelled() {
-        assert_eq!(strip_query_param("user_key=sk&a=1&b", Some("user_key")), "a=1&b");
-        assert_eq!(strip_query_param("a=1", None), "a=1");
-        assert_eq!(strip_query_param("user_key=sk", Some("user_key")), "");
-        assert_eq!(
-            strip_query_param(
-                "user%5Fkey=sk&%75ser_key=sk2&user_key=sk3&user_keys=1",
-                Some("user_key")
-            ),
-            "user_keys=1"
-        );
-        assert_eq!(strip_query_param("user+key=1", Some("user key")), "");
-    }
-
-    #[test]
-    fn model_list_is_openai_shaped() {
-        let json: serde_json::Value = serde_json::from_slice(&model_list(&["a".into(), "b".into()])).unwrap();
-        assert_eq!(json["object"], "list");
-        assert_eq!(json["data"][1]["id"], "b");
-    }
 }

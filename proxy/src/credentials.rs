@@ -128,6 +128,17 @@ fn hex(byte: u8) -> Option<u8> {
     (byte as char).to_digit(16).map(|d| d as u8)
 }
 
+/// The query string without the parameter that carried the key, however
+/// its name was spelled (`user%5Fkey` is `user_key`).
+pub(crate) fn strip_query_param(query: &str, param: Option<&str>) -> String {
+    let Some(param) = param else { return query.to_owned() };
+    query
+        .split('&')
+        .filter(|pair| !is_query_param(pair.split_once('=').map_or(*pair, |(k, _)| k), param))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,5 +235,20 @@ mod tests {
         assert_eq!(percent_decode("a%41"), "aA");
         assert_eq!(percent_decode("a%zz+b"), "a%zz b");
         assert_eq!(percent_decode("%E2%82%AC"), "€");
+    }
+
+    #[test]
+    fn strips_only_the_key_parameter_however_spelled() {
+        assert_eq!(strip_query_param("user_key=sk&a=1&b", Some("user_key")), "a=1&b");
+        assert_eq!(strip_query_param("a=1", None), "a=1");
+        assert_eq!(strip_query_param("user_key=sk", Some("user_key")), "");
+        assert_eq!(
+            strip_query_param(
+                "user%5Fkey=sk&%75ser_key=sk2&user_key=sk3&user_keys=1",
+                Some("user_key")
+            ),
+            "user_keys=1"
+        );
+        assert_eq!(strip_query_param("user+key=1", Some("user key")), "");
     }
 }

@@ -109,13 +109,33 @@ impl ApiError {
         )
     }
 
-    pub fn not_subscribed(product: &str) -> ApiError {
+    /// A model that exists but not for this key: answered as OpenAI
+    /// answers it (and as a model that does not exist, so keys cannot
+    /// probe the catalog), counted apart for operators.
+    pub fn not_subscribed(model: &str) -> ApiError {
+        let mut error = ApiError::model_not_found(model);
+        error.reason = "not_subscribed";
+        error
+    }
+
+    /// The key's product is not released in the environment this proxy serves.
+    pub fn product_not_served(product: &str) -> ApiError {
         ApiError::new(
             403,
             "permission_error",
+            "product_not_served",
             "not_subscribed",
-            "not_subscribed",
-            format!("This API key's application is not subscribed to `{product}`."),
+            format!("This API key's product `{product}` is not served here."),
+        )
+    }
+
+    pub fn method_not_allowed(method: &str, path: &str, allowed: &str) -> ApiError {
+        ApiError::new(
+            405,
+            "invalid_request_error",
+            "method_not_allowed",
+            "method_not_allowed",
+            format!("{method} is not allowed on {path}; use {allowed}."),
         )
     }
 

@@ -26,6 +26,7 @@ mod local_limits;
 pub mod mapping;
 pub mod metering;
 pub mod metrics;
+pub mod models_api;
 pub mod ratelimit;
 mod reply;
 mod request_body;

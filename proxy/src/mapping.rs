@@ -71,11 +71,27 @@ impl MappingRules {
         }
         matched.then_some(deltas)
     }
+
+    /// The methods some rule takes on `path`, for a 405's `Allow`; empty
+    /// when no rule knows the path at all (a 404), or one takes any method.
+    pub fn methods_for(&self, path: &str) -> Vec<&'static str> {
+        let path = path.split_once('?').map_or(path, |(path, _)| path);
+        let mut methods = Vec::new();
+        for rule in self.rules.iter().filter(|r| r.pattern.matches(path)) {
+            let Some(name) = method_name(rule.method) else {
+                return Vec::new();
+            };
+            if !methods.contains(&name) {
+                methods.push(name);
+            }
+        }
+        methods
+    }
 }
 
-fn method_matches(rule: HttpMethod, method: &str) -> bool {
-    let name = match rule {
-        HttpMethod::Any => return true,
+fn method_name(method: HttpMethod) -> Option<&'static str> {
+    Some(match method {
+        HttpMethod::Any => return None,
         HttpMethod::Get => "GET",
         HttpMethod::Post => "POST",
         HttpMethod::Put => "PUT",
@@ -83,8 +99,11 @@ fn method_matches(rule: HttpMethod, method: &str) -> bool {
         HttpMethod::Delete => "DELETE",
         HttpMethod::Head => "HEAD",
         HttpMethod::Options => "OPTIONS",
-    };
-    name.eq_ignore_ascii_case(method)
+    })
+}
+
+fn method_matches(rule: HttpMethod, method: &str) -> bool {
+    method_name(rule).is_none_or(|name| name.eq_ignore_ascii_case(method))
 }
 
 #[cfg(test)]
@@ -104,6 +123,9 @@ mod tests {
         assert_eq!(rules.deltas("GET", "/v1/chat/completions"), None);
         assert_eq!(rules.deltas("POST", "/v2/other"), None);
         assert!(rules.deltas("get", "/v1/models").is_some());
+        assert_eq!(rules.methods_for("/v1/chat/completions"), ["POST"]);
+        assert_eq!(rules.methods_for("/v1/models/granite"), ["GET"]);
+        assert!(rules.methods_for("/v2/other").is_empty(), "unknown paths are 404s");
     }
 
     #[test]

@@ -40,6 +40,30 @@ assert embedding.usage.prompt_tokens > 0, embedding
 
 models = client.models.list()
 assert [m.id for m in models.data] == ["chat-a", "embed-a"], models
+model = client.models.retrieve("chat-a")
+assert (model.id, model.object) == ("chat-a", "model"), model
+report["retrieved_model"] = model.id
+
+# Another product's model, and one that does not exist, look the same:
+# 404 model_not_found, which the SDK raises as NotFoundError.
+for missing in ["chat-b", "no-such-model"]:
+    try:
+        client.models.retrieve(missing)
+        raise SystemExit(f"models.retrieve({missing!r}) answered")
+    except openai.NotFoundError as error:
+        report.setdefault("retrieve_not_found", []).append(error.code)
+    try:
+        client.chat.completions.create(model=missing, messages=[{"role": "user", "content": "hi"}])
+        raise SystemExit(f"a chat with {missing!r} answered")
+    except openai.NotFoundError as error:
+        report.setdefault("chat_not_found", []).append(error.code)
+
+# A method the path does not take.
+try:
+    client.get("/chat/completions", cast_to=object)
+    raise SystemExit("GET /v1/chat/completions answered")
+except openai.APIStatusError as error:
+    report["wrong_method"] = [error.status_code, error.code, error.response.headers.get("allow")]
 
 limited = openai.OpenAI(base_url=f"{base_url}/v1", api_key=limited_key, max_retries=0)
 sent = 0

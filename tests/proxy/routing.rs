@@ -114,7 +114,11 @@ async fn models_are_listed_per_key_and_routing_errors_are_openai_shaped() {
         (404, Some("model_not_found"), Some("model"))
     );
     let (status, error) = error_of(gw.chat(base, &alpha, "chat-b").await).await;
-    assert_eq!((status, error["code"].as_str()), (403, Some("not_subscribed")));
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (404, Some("model_not_found")),
+        "another product's model looks like one that does not exist"
+    );
     let response = gw
         .http
         .post(format!("{base}/beta/v1/chat/completions"))
@@ -123,7 +127,12 @@ async fn models_are_listed_per_key_and_routing_errors_are_openai_shaped() {
         .send()
         .await
         .unwrap();
-    assert_eq!(error_of(response).await.0, 403, "a product route of another product");
+    let (status, error) = error_of(response).await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (404, Some("model_not_found")),
+        "a product route of another product"
+    );
     let response = gw
         .http
         .post(format!("{base}/alpha/v1/chat/completions"))
@@ -133,6 +142,69 @@ async fn models_are_listed_per_key_and_routing_errors_are_openai_shaped() {
         .await
         .unwrap();
     assert_eq!(error_of(response).await.0, 404, "a model the product does not serve");
+
+    // One model, by id, on the shared endpoint and on a product's.
+    for (path, key, expected) in [
+        ("/v1/models/chat-a", &alpha, Some("chat-a")),
+        ("/v1/models/embed-a", &alpha, Some("embed-a")),
+        ("/alpha/v1/models/chat-a", &alpha, Some("chat-a")),
+        ("/v1/models/chat-b", &alpha, None),
+        ("/alpha/v1/models/chat-b", &alpha, None),
+        ("/v1/models/no-such-model", &alpha, None),
+        ("/beta/v1/models/chat-b", &alpha, None),
+    ] {
+        let response = gw
+            .http
+            .get(format!("{base}{path}"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        match expected {
+            Some(id) => {
+                assert_eq!(response.status(), 200, "{path}");
+                let model: serde_json::Value = response.json().await.unwrap();
+                assert_eq!(
+                    (model["id"].as_str(), model["object"].as_str()),
+                    (Some(id), Some("model"))
+                );
+            }
+            None => {
+                let (status, error) = error_of(response).await;
+                assert_eq!(
+                    (status, error["code"].as_str()),
+                    (404, Some("model_not_found")),
+                    "{path}"
+                );
+            }
+        }
+    }
+    // A method the path does not take: 405 with `Allow`, before any key.
+    for (method, path, allow) in [
+        (reqwest::Method::GET, "/v1/chat/completions", "POST"),
+        (reqwest::Method::GET, "/alpha/v1/chat/completions", "POST"),
+        (reqwest::Method::PUT, "/v1/embeddings", "POST"),
+        (reqwest::Method::POST, "/v1/models", "GET"),
+        (reqwest::Method::DELETE, "/alpha/v1/models/chat-a", "GET"),
+    ] {
+        let response = gw
+            .http
+            .request(method.clone(), format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.headers().get("allow").and_then(|v| v.to_str().ok()),
+            Some(allow),
+            "{method} {path}"
+        );
+        let (status, error) = error_of(response).await;
+        assert_eq!(
+            (status, error["code"].as_str()),
+            (405, Some("method_not_allowed")),
+            "{method} {path}"
+        );
+    }
     let response = gw
         .http
         .post(format!("{base}/alpha/v1/images/generations"))

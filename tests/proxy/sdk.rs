@@ -18,4 +18,13 @@ async fn the_openai_python_sdk_works_through_the_proxy() {
     assert_eq!(report["rate_limited_after"], 10, "{report}");
     assert_eq!(report["rate_limit_code"], "rate_limit_exceeded");
     assert_eq!(report["bad_key_status"], 401);
+    assert_eq!(report["retrieved_model"], "chat-a");
+    let not_found = serde_json::json!(["model_not_found", "model_not_found"]);
+    assert_eq!(report["retrieve_not_found"], not_found, "{report}");
+    assert_eq!(report["chat_not_found"], not_found, "{report}");
+    assert_eq!(
+        report["wrong_method"],
+        serde_json::json!([405, "method_not_allowed", "POST"]),
+        "{report}"
+    );
 }
