@@ -50,6 +50,8 @@ pub struct AccessLogLine<'a> {
     pub upstream_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<&'a str>,
 }
 
 static BACKLOG: LazyLock<Mutex<Vec<u8>>> = LazyLock::new(|| {

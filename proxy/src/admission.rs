@@ -197,7 +197,8 @@ impl MaasProxy {
                 .headers
                 .contains_key("access-control-request-method");
         if is_preflight {
-            let Some(headers) = cors::preflight_headers(policy, &origin) else {
+            let requested = header_str(session, "access-control-request-headers");
+            let Some(headers) = cors::preflight_headers(policy, &origin, requested) else {
                 let mut error = ApiError::no_route(&target.path);
                 error.status = 403;
                 error.message = format!("Origin `{origin}` may not call this API.");
@@ -306,7 +307,7 @@ impl MaasProxy {
         let must_be_json = endpoint.is_inference() || routed.index.is_none() || declared_json;
         match inspect_json(&bytes) {
             Ok(facts) => Ok(Ok(Body { facts, json: true })),
-            Err(refused) if must_be_json => Ok(Err(ApiError::invalid_body(endpoint.is_inference(), &refused))),
+            Err(refused) if must_be_json => Ok(Err(ApiError::invalid_body(&refused))),
             // Not JSON and not an endpoint that reads JSON (an upload, a
             // form): the model server's business.
             Err(_) => Ok(Ok(Body::default())),
@@ -334,7 +335,8 @@ impl MaasProxy {
                 TokenRequest {
                     prompt,
                     completion_max: per_generation.saturating_mul(generations),
-                    completion_min: generations,
+                    // `max_tokens: 0` asks for no completion: the prompt alone is held.
+                    completion_min: generations.min(per_generation.saturating_mul(generations)),
                 }
             } else {
                 TokenRequest {
@@ -377,10 +379,16 @@ impl MaasProxy {
             Ok(Decision::Rejected(status)) => {
                 let retry_after = retry_after_secs(&status, now);
                 ctx.extra_headers.push(("retry-after", retry_after.to_string()));
+                let is_tokens = TOKEN_METRICS.contains(&status.limit.metric.as_str());
+                let quota_short = is_tokens && status.remaining > 0;
+                if quota_short || retry_after > SDK_RETRY_HORIZON_SECS {
+                    // The OpenAI SDKs retry a 429 within a minute whatever
+                    // `Retry-After` says; this one would fail again.
+                    ctx.extra_headers.push(("x-should-retry", "false".into()));
+                }
                 ctx.extra_headers
                     .extend(limit_headers(std::slice::from_ref(&status), now));
-                let is_tokens = TOKEN_METRICS.contains(&status.limit.metric.as_str());
-                if is_tokens && status.remaining > 0 {
+                if quota_short {
                     // Tokens are left, fewer than the prompt and one completion token.
                     let needed = spend.request.map_or(0, |t| t.prompt + t.completion_min);
                     return Err(ApiError::insufficient_quota(
@@ -408,6 +416,10 @@ impl MaasProxy {
         }
     }
 }
+
+/// The longest `Retry-After` the OpenAI SDKs wait out before retrying (60 s);
+/// past it they retry sooner than the limit resets.
+const SDK_RETRY_HORIZON_SECS: u64 = 60;
 
 /// The method, host and normalised path; a path with no safe normal form
 /// is refused.

@@ -7,8 +7,14 @@
 //! The body is read as the model server will read it, so the two cannot
 //! disagree: a member given twice is refused (Python's `json` keeps the
 //! last, a streaming reader the first), and the members that bound
-//! spending must be plain integers (pydantic would read `"200"` or `2e2`
-//! as 200, past a cap that only looked at numbers).
+//! spending must be numbers with a whole value (pydantic would read
+//! `"200"` as 200, past a cap that only looked at numbers; `2e2` and
+//! `200.0` it reads as 200, and so does the gateway, see
+//! [`whole_number`]).
+//!
+//! A refusal says what OpenAI says: which member has the wrong type and
+//! what it got (`Invalid type for 'max_tokens': expected an integer, but
+//! got a string instead.`), or that the body is not JSON at all.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -78,34 +84,84 @@ impl RequestFacts {
     }
 }
 
-/// Why a body was refused, and the member at fault if one is.
+/// Why a body was refused, in OpenAI's words, the member at fault if one
+/// is, and OpenAI's `code` for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BodyRefused {
     pub message: String,
     pub param: Option<&'static str>,
+    /// `invalid_json` (not JSON), `invalid_type` (a member's or the body's
+    /// type), `integer_below_min_value`, `duplicate_member`.
+    pub code: &'static str,
+}
+
+impl BodyRefused {
+    fn syntax(detail: String) -> BodyRefused {
+        BodyRefused {
+            message: format!("We could not parse the JSON body of your request ({detail}); it must be a JSON object."),
+            param: None,
+            code: "invalid_json",
+        }
+    }
+
+    fn wrong_type(member: Option<&'static str>, expected: &str, got: &str) -> BodyRefused {
+        let what = member.map_or_else(|| "the request body".to_owned(), |m| format!("'{m}'"));
+        BodyRefused {
+            message: format!("Invalid type for {what}: expected {expected}, but got {got} instead."),
+            param: member,
+            code: "invalid_type",
+        }
+    }
+}
+
+/// A number's value as a count when it is whole and fits, as pydantic
+/// reads `2.0` or `2e2` into an integer field; `None` for `1.5`, negative
+/// numbers, infinities and values past `u64`.
+pub fn whole_number(value: f64) -> Option<u64> {
+    // 2^64 is exactly representable; anything at or past it does not fit.
+    (value.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&value)).then_some(value as u64)
+}
+
+/// OpenAI's name for what a JSON value is.
+fn kind_of(unexpected: &de::Unexpected<'_>) -> &'static str {
+    match unexpected {
+        de::Unexpected::Bool(_) => "a boolean",
+        de::Unexpected::Unsigned(_) | de::Unexpected::Signed(_) => "an integer",
+        de::Unexpected::Float(_) => "a decimal",
+        de::Unexpected::Str(_) | de::Unexpected::Char(_) => "a string",
+        de::Unexpected::Unit | de::Unexpected::Option => "null",
+        de::Unexpected::Seq => "an array",
+        de::Unexpected::Map => "an object",
+        _ => "another type",
+    }
 }
 
 /// Reads the facts of a JSON object body, checking the whole body is JSON.
 pub fn inspect_json(body: &[u8]) -> Result<RequestFacts, BodyRefused> {
     // JSON is UTF-8 (RFC 8259); serde_json does not check the strings it skips.
-    let text = std::str::from_utf8(body).map_err(|e| BodyRefused {
-        message: format!("the body is not UTF-8: {e}"),
-        param: None,
-    })?;
+    let text = std::str::from_utf8(body).map_err(|e| BodyRefused::syntax(format!("it is not UTF-8: {e}")))?;
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    let mut param = None;
+    let mut refusal = None;
     let facts = deserializer
-        .deserialize_map(FactsVisitor { param: &mut param })
+        .deserialize_any(FactsVisitor { refusal: &mut refusal })
         .and_then(|facts| deserializer.end().map(|()| facts));
-    facts.map_err(|e| BodyRefused {
-        message: e.to_string(),
-        param,
+    facts.map_err(|e| match refusal {
+        Some(refused) => refused,
+        None => BodyRefused::syntax(e.to_string()),
     })
 }
 
-struct FactsVisitor<'p> {
-    /// The member being read when an error is raised.
-    param: &'p mut Option<&'static str>,
+struct FactsVisitor<'r> {
+    /// Set with OpenAI's words when the body is JSON but not what the
+    /// gateway reads (the deserializer's own error only stops it).
+    refusal: &'r mut Option<BodyRefused>,
+}
+
+impl FactsVisitor<'_> {
+    fn not_an_object<T, E: de::Error>(self, got: de::Unexpected<'_>) -> Result<T, E> {
+        *self.refusal = Some(BodyRefused::wrong_type(None, "an object", kind_of(&got)));
+        Err(E::custom("the body is not a JSON object"))
+    }
 }
 
 impl<'de> Visitor<'de> for FactsVisitor<'_> {
@@ -121,32 +177,196 @@ impl<'de> Visitor<'de> for FactsVisitor<'_> {
         let (mut n, mut best_of) = (None, None);
         while let Some(key) = map.next_key_seed(MemberName)? {
             if seen.contains(&key) {
-                return Err(de::Error::custom(format!(
-                    "the member `{key}` appears twice; send each member once"
-                )));
+                *self.refusal = Some(BodyRefused {
+                    message: format!("The member '{key}' appears twice; send each member once."),
+                    param: KNOWN.iter().copied().find(|k| *k == key),
+                    code: "duplicate_member",
+                });
+                return Err(de::Error::custom("a member appears twice"));
             }
-            *self.param = KNOWN.iter().copied().find(|k| *k == key);
+            macro_rules! member {
+                ($name:literal, $want:expr) => {
+                    Member {
+                        name: $name,
+                        want: $want,
+                        refusal: &mut *self.refusal,
+                    }
+                };
+            }
             match key.as_ref() {
-                "model" => facts.model = map.next_value::<Option<String>>()?,
-                "stream" => facts.stream = map.next_value::<Option<bool>>()?.unwrap_or(false),
-                "max_tokens" => facts.max_tokens = map.next_value_seed(Count("max_tokens"))?,
+                "model" => facts.model = map.next_value_seed(member!("model", Want::Text))?.text(),
+                "stream" => facts.stream = map.next_value_seed(member!("stream", Want::Flag))?.flag(),
+                "max_tokens" => facts.max_tokens = map.next_value_seed(member!("max_tokens", Want::Count))?.count(),
                 "max_completion_tokens" => {
-                    facts.max_completion_tokens = map.next_value_seed(Count("max_completion_tokens"))?
+                    facts.max_completion_tokens = map
+                        .next_value_seed(member!("max_completion_tokens", Want::Count))?
+                        .count()
                 }
-                "max_output_tokens" => facts.max_output_tokens = map.next_value_seed(Count("max_output_tokens"))?,
-                "n" => n = map.next_value_seed(Count("n"))?,
-                "best_of" => best_of = map.next_value_seed(Count("best_of"))?,
+                "max_output_tokens" => {
+                    facts.max_output_tokens = map.next_value_seed(member!("max_output_tokens", Want::Count))?.count()
+                }
+                "n" => n = map.next_value_seed(member!("n", Want::Count))?.count(),
+                "best_of" => best_of = map.next_value_seed(member!("best_of", Want::Count))?.count(),
                 "prompt" => facts.prompts = map.next_value_seed(PromptCount)?,
-                "background" => facts.background = map.next_value::<Option<bool>>()?.unwrap_or(false),
+                "background" => facts.background = map.next_value_seed(member!("background", Want::Flag))?.flag(),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
-            *self.param = None;
             seen.insert(key);
         }
         facts.choices = n.unwrap_or(1).max(best_of.unwrap_or(1)).max(1);
         Ok(facts)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<RequestFacts, A::Error> {
+        self.not_an_object(de::Unexpected::Seq)
+    }
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<RequestFacts, E> {
+        self.not_an_object(de::Unexpected::Str(value))
+    }
+    fn visit_bool<E: de::Error>(self, value: bool) -> Result<RequestFacts, E> {
+        self.not_an_object(de::Unexpected::Bool(value))
+    }
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<RequestFacts, E> {
+        self.not_an_object(de::Unexpected::Unsigned(value))
+    }
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<RequestFacts, E> {
+        self.not_an_object(de::Unexpected::Signed(value))
+    }
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<RequestFacts, E> {
+        self.not_an_object(de::Unexpected::Float(value))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<RequestFacts, E> {
+        self.not_an_object(de::Unexpected::Unit)
+    }
+}
+
+/// What a known member must hold (`null` always stands for absent).
+#[derive(Clone, Copy)]
+enum Want {
+    Text,
+    Flag,
+    /// A non-negative whole number.
+    Count,
+}
+
+impl Want {
+    fn expected(self) -> &'static str {
+        match self {
+            Want::Text => "a string",
+            Want::Flag => "a boolean",
+            Want::Count => "an integer",
+        }
+    }
+}
+
+/// A known member's value.
+enum MemberValue {
+    Absent,
+    Text(String),
+    Flag(bool),
+    Count(u64),
+}
+
+impl MemberValue {
+    fn text(self) -> Option<String> {
+        match self {
+            MemberValue::Text(text) => Some(text),
+            _ => None,
+        }
+    }
+    fn flag(self) -> bool {
+        matches!(self, MemberValue::Flag(true))
+    }
+    fn count(self) -> Option<u64> {
+        match self {
+            MemberValue::Count(count) => Some(count),
+            _ => None,
+        }
+    }
+}
+
+/// Reads one known member, refusing another type in OpenAI's words.
+struct Member<'r> {
+    name: &'static str,
+    want: Want,
+    refusal: &'r mut Option<BodyRefused>,
+}
+
+impl Member<'_> {
+    fn refuse<E: de::Error>(self, got: de::Unexpected<'_>) -> Result<MemberValue, E> {
+        *self.refusal = Some(BodyRefused::wrong_type(
+            Some(self.name),
+            self.want.expected(),
+            kind_of(&got),
+        ));
+        Err(E::custom("a member has the wrong type"))
+    }
+
+    fn count<E: de::Error>(self, value: Option<u64>, got: de::Unexpected<'_>) -> Result<MemberValue, E> {
+        match (self.want, value) {
+            (Want::Count, Some(count)) => Ok(MemberValue::Count(count)),
+            _ => self.refuse(got),
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Member<'_> {
+    type Value = MemberValue;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<MemberValue, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Member<'_> {
+    type Value = MemberValue;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}` as {} or null", self.name, self.want.expected())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<MemberValue, E> {
+        Ok(MemberValue::Absent)
+    }
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<MemberValue, E> {
+        match self.want {
+            Want::Text => Ok(MemberValue::Text(value.to_owned())),
+            _ => self.refuse(de::Unexpected::Str(value)),
+        }
+    }
+    fn visit_bool<E: de::Error>(self, value: bool) -> Result<MemberValue, E> {
+        match self.want {
+            Want::Flag => Ok(MemberValue::Flag(value)),
+            _ => self.refuse(de::Unexpected::Bool(value)),
+        }
+    }
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<MemberValue, E> {
+        self.count(Some(value), de::Unexpected::Unsigned(value))
+    }
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<MemberValue, E> {
+        if let (Want::Count, Err(_)) = (self.want, u64::try_from(value)) {
+            *self.refusal = Some(BodyRefused {
+                message: format!(
+                    "Invalid '{}': integer below minimum value. Expected a value >= 0, but got {value} instead.",
+                    self.name
+                ),
+                param: Some(self.name),
+                code: "integer_below_min_value",
+            });
+            return Err(E::custom("a count is negative"));
+        }
+        self.count(u64::try_from(value).ok(), de::Unexpected::Signed(value))
+    }
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<MemberValue, E> {
+        self.count(whole_number(value), de::Unexpected::Float(value))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<MemberValue, A::Error> {
+        self.refuse(de::Unexpected::Seq)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<MemberValue, A::Error> {
+        self.refuse(de::Unexpected::Map)
     }
 }
 
@@ -189,39 +409,6 @@ const KNOWN: [&str; 9] = [
     "prompt",
     "background",
 ];
-
-/// A count: a non-negative integer or `null` (absent), nothing else.
-struct Count(&'static str);
-
-impl<'de> DeserializeSeed<'de> for Count {
-    type Value = Option<u64>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<u64>, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Count {
-    type Value = Option<u64>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "`{}` as a non-negative integer or null", self.0)
-    }
-
-    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Option<u64>, E> {
-        Ok(Some(value))
-    }
-
-    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Option<u64>, E> {
-        u64::try_from(value)
-            .map(Some)
-            .map_err(|_| E::custom(format!("`{}` must be a non-negative integer, not {value}", self.0)))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Option<u64>, E> {
-        Ok(None)
-    }
-}
 
 /// How many generations `prompt` asks for: one for a text or a list of
 /// token ids, one per entry of a list of texts or of token lists.
@@ -370,39 +557,125 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_a_json_object() {
-        for bad in [
-            &b""[..],
-            b"[1,2]",
-            b"{\"model\":",
-            b"{\"model\":5}",
-            b"\xff",
-            b"{} {}",
-            b"{\"a\":NaN}",
-        ] {
+        for bad in [&b""[..], b"[1,2]", b"{\"model\":", b"\xff", b"{} {}", b"{\"a\":NaN}"] {
             assert!(inspect_json(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
     }
 
     #[test]
-    fn spending_bounds_are_plain_integers() {
-        for (bad, param) in [
-            (&br#"{"max_tokens":"200"}"#[..], "max_tokens"),
-            (br#"{"max_tokens":2e2}"#, "max_tokens"),
-            (br#"{"max_tokens":200.0}"#, "max_tokens"),
-            (br#"{"max_tokens":-1}"#, "max_tokens"),
-            (br#"{"max_completion_tokens":true}"#, "max_completion_tokens"),
-            (br#"{"max_output_tokens":[1]}"#, "max_output_tokens"),
-            (br#"{"n":"4"}"#, "n"),
-            (br#"{"best_of":1.5}"#, "best_of"),
-            (br#"{"stream":"true"}"#, "stream"),
-            (br#"{"background":"yes"}"#, "background"),
+    fn spending_bounds_are_whole_numbers() {
+        for (bad, param, message) in [
+            (
+                &br#"{"max_tokens":"200"}"#[..],
+                "max_tokens",
+                "Invalid type for 'max_tokens': expected an integer, but got a string instead.",
+            ),
+            (
+                br#"{"max_tokens":200.5}"#,
+                "max_tokens",
+                "Invalid type for 'max_tokens': expected an integer, but got a decimal instead.",
+            ),
+            (
+                br#"{"max_tokens":-1}"#,
+                "max_tokens",
+                "Invalid 'max_tokens': integer below minimum value. Expected a value >= 0, but got -1 instead.",
+            ),
+            (
+                br#"{"max_completion_tokens":true}"#,
+                "max_completion_tokens",
+                "Invalid type for 'max_completion_tokens': expected an integer, but got a boolean instead.",
+            ),
+            (
+                br#"{"max_output_tokens":[1]}"#,
+                "max_output_tokens",
+                "Invalid type for 'max_output_tokens': expected an integer, but got an array instead.",
+            ),
+            (
+                br#"{"n":"4"}"#,
+                "n",
+                "Invalid type for 'n': expected an integer, but got a string instead.",
+            ),
+            (
+                br#"{"n":1e300}"#,
+                "n",
+                "Invalid type for 'n': expected an integer, but got a decimal instead.",
+            ),
+            (
+                br#"{"best_of":1.5}"#,
+                "best_of",
+                "Invalid type for 'best_of': expected an integer, but got a decimal instead.",
+            ),
+            (
+                br#"{"stream":"true"}"#,
+                "stream",
+                "Invalid type for 'stream': expected a boolean, but got a string instead.",
+            ),
+            (
+                br#"{"background":1}"#,
+                "background",
+                "Invalid type for 'background': expected a boolean, but got an integer instead.",
+            ),
+            (
+                br#"{"model":5}"#,
+                "model",
+                "Invalid type for 'model': expected a string, but got an integer instead.",
+            ),
+            (
+                br#"{"model":{"a":1}}"#,
+                "model",
+                "Invalid type for 'model': expected a string, but got an object instead.",
+            ),
+        ] {
+            let refused = inspect_json(bad).unwrap_err();
+            let body = String::from_utf8_lossy(bad);
+            assert_eq!(refused.param, Some(param), "{body}: {refused:?}");
+            assert_eq!(refused.message, message, "{body}");
+            assert_ne!(refused.code, "invalid_json", "{body}: valid JSON is not called invalid");
+        }
+        // Whole decimals are read as pydantic reads them.
+        let facts = inspect_json(br#"{"n":2.0,"max_tokens":2e2,"best_of":1.0,"stream":null}"#).unwrap();
+        assert_eq!((facts.choices, facts.max_tokens, facts.stream), (2, Some(200), false));
+        assert_eq!(whole_number(18_446_744_073_709_551_616.0), None);
+        assert_eq!(whole_number(f64::INFINITY), None);
+        assert_eq!(whole_number(-0.0), Some(0));
+    }
+
+    #[test]
+    fn refusals_say_what_the_body_is() {
+        for (bad, message) in [
+            (
+                &b"[1,2]"[..],
+                "Invalid type for the request body: expected an object, but got an array instead.",
+            ),
+            (
+                b"\"x\"",
+                "Invalid type for the request body: expected an object, but got a string instead.",
+            ),
+            (
+                b"42",
+                "Invalid type for the request body: expected an object, but got an integer instead.",
+            ),
+            (
+                b"null",
+                "Invalid type for the request body: expected an object, but got null instead.",
+            ),
         ] {
             let refused = inspect_json(bad).unwrap_err();
             assert_eq!(
-                refused.param,
-                Some(param),
-                "{}: {refused:?}",
-                String::from_utf8_lossy(bad)
+                (refused.message.as_str(), refused.code, refused.param),
+                (message, "invalid_type", None)
+            );
+        }
+        for syntax in [&b"{\"model\":"[..], b"{} {}", b"\xff", b""] {
+            let refused = inspect_json(syntax).unwrap_err();
+            assert_eq!(refused.code, "invalid_json", "{refused:?}");
+            assert!(
+                refused.message.starts_with("We could not parse the JSON body"),
+                "{refused:?}"
+            );
+            assert!(
+                !refused.message.contains("Inspect") && !refused.message.contains("struct"),
+                "{refused:?}"
             );
         }
     }

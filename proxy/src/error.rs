@@ -306,14 +306,11 @@ impl ApiError {
 
     /// A body an endpoint reads as JSON that is not a JSON object the
     /// gateway can vouch for (see [`crate::body`]).
-    pub fn invalid_body(inference: bool, refused: &crate::body::BodyRefused) -> ApiError {
+    /// A body refused by [`crate::body::inspect_json`], in its words.
+    pub fn invalid_body(refused: &crate::body::BodyRefused) -> ApiError {
         let mut error = ApiError::invalid_json(&refused.message);
-        if inference {
-            error.message = format!(
-                "This endpoint takes a JSON object, whatever the Content-Type says: {}.",
-                refused.message
-            );
-        }
+        error.message = refused.message.clone();
+        error.code = refused.code;
         error.param = refused.param;
         error
     }

@@ -30,6 +30,7 @@ pub mod models_api;
 pub mod ratelimit;
 mod reply;
 mod request_body;
+pub mod request_id;
 pub mod request_path;
 pub mod rewrite;
 pub mod routing;

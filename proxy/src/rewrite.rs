@@ -159,7 +159,8 @@ pub fn rewrite_request(body: &[u8], endpoint: Endpoint, policy: &ForwardPolicy<'
             continue;
         }
         given = true;
-        let asked = parse(field).and_then(|v| v.as_u64());
+        // A whole decimal (`200.0`) is read as the server reads it.
+        let asked = parse(field).and_then(|v| v.as_u64().or_else(|| v.as_f64().and_then(crate::body::whole_number)));
         let forwarded = match (asked, max_tokens_cap) {
             (Some(asked), Some(cap)) if asked <= cap => Some(asked),
             (_, Some(cap)) => {
@@ -173,6 +174,12 @@ pub fn rewrite_request(body: &[u8], endpoint: Endpoint, policy: &ForwardPolicy<'
     if let (false, Some(&first), Some(cap)) = (given, fields.first(), max_tokens_cap) {
         edits.push((first, cap.to_string().into_bytes()));
         max_tokens = Some(cap);
+    } else if given && max_tokens_cap.is_some() && max_tokens == Some(0) {
+        // vLLM reads `max_completion_tokens or max_tokens`: with the first
+        // 0 and the second absent it would generate to the context's end.
+        for &field in fields.iter().filter(|f| object.get(f).is_none()) {
+            edits.push((field, b"0".to_vec()));
+        }
     }
     if let Some(model) = policy.default_model
         && object.get("model").is_none_or(|raw| raw == b"null")
@@ -239,6 +246,43 @@ mod tests {
             (Some(50), Some(50))
         );
         assert_eq!(out.max_tokens, Some(50));
+        // Whole decimals count as the server reads them: over the cap they
+        // are capped, under it they pass as sent.
+        let out = rewrite(
+            br#"{"max_tokens":5e3}"#,
+            Endpoint::Completions,
+            StreamUsage::Continuous,
+            Some(50),
+        )
+        .unwrap();
+        assert_eq!(
+            (json(&out.body.unwrap())["max_tokens"].as_u64(), out.max_tokens),
+            (Some(50), Some(50))
+        );
+        let out = rewrite(
+            br#"{"max_tokens":20.0}"#,
+            Endpoint::Completions,
+            StreamUsage::Continuous,
+            Some(50),
+        )
+        .unwrap();
+        assert_eq!((out.body, out.max_tokens), (None, Some(20)));
+        // Asked for no completion: no field falls back past the cap.
+        let out = rewrite(
+            br#"{"max_completion_tokens":0}"#,
+            Endpoint::ChatCompletions,
+            StreamUsage::Continuous,
+            Some(50),
+        )
+        .unwrap();
+        let forwarded = json(&out.body.unwrap());
+        assert_eq!(
+            (
+                forwarded["max_completion_tokens"].as_u64(),
+                forwarded["max_tokens"].as_u64()
+            ),
+            (Some(0), Some(0))
+        );
     }
 
     #[test]

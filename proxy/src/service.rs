@@ -64,6 +64,8 @@ pub struct RequestCtx {
     pub(crate) key_query_param: Option<String>,
     pub(crate) custom_key_header: Option<String>,
     pub(crate) extra_headers: Vec<(&'static str, String)>,
+    /// `x-request-id` ([`crate::request_id`]), empty until `request_filter`.
+    pub(crate) request_id: String,
     pub(crate) collector: Option<BodyCollector>,
     pub(crate) usage: Option<TokenUsage>,
     pub(crate) rejected: Option<&'static str>,
@@ -129,6 +131,7 @@ impl ProxyHttp for MaasProxy {
             key_query_param: None,
             custom_key_header: None,
             extra_headers: Vec::new(),
+            request_id: String::new(),
             collector: None,
             usage: None,
             hold: None,
@@ -150,6 +153,9 @@ impl ProxyHttp for MaasProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         METRICS.in_flight.inc();
         ctx.in_flight = true;
+        let client_id = session.req_header().headers.get("x-request-id").map(|v| v.as_bytes());
+        ctx.request_id = crate::request_id::accept_or_make(client_id);
+        ctx.extra_headers.push(("x-request-id", ctx.request_id.clone()));
         match self.prepare(session, ctx).await? {
             Ok(Next::Proxy) => Ok(false),
             Ok(Next::Answered) => Ok(true),
@@ -251,6 +257,7 @@ impl ProxyHttp for MaasProxy {
         // Metering reads the response: ask for it uncompressed (without the
         // header any coding would be acceptable).
         request.insert_header("accept-encoding", "identity")?;
+        request.insert_header("x-request-id", ctx.request_id.as_str())?;
         request.remove_header("expect");
         // Nothing is tunnelled: the gateway meters requests and responses.
         request.remove_header("upgrade");
@@ -540,6 +547,7 @@ impl ProxyHttp for MaasProxy {
                 duration_ms: duration.as_secs_f64() * 1000.0,
                 upstream_ms: ctx.upstream_headers_after.map(|d| d.as_secs_f64() * 1000.0),
                 client: session.client_addr().map(|a| a.to_string()),
+                request_id: Some(ctx.request_id.as_str()).filter(|id| !id.is_empty()),
             }
             .write();
         }

@@ -73,3 +73,171 @@ async fn metrics_count_the_tokens_the_model_served() {
     assert_eq!(log[6]["status"], 401);
     assert_eq!(log[6]["rejected"], "invalid_key");
 }
+
+/// A model server that answers every request with the same small chat
+/// completion and records each request's head and body.
+fn start_recording_server() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let (mut head, mut length) = (String::new(), 0usize);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+                head.push_str(&line.to_ascii_lowercase());
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            recorded
+                .lock()
+                .unwrap()
+                .push(format!("{head}\n{}", String::from_utf8_lossy(&body)));
+            let reply = r#"{"id":"c","object":"chat.completion","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":0,"total_tokens":3}}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nx-request-id: upstream-own-id\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+                reply.len()
+            );
+        }
+    });
+    (port, seen)
+}
+
+/// Every answer carries `x-request-id`, the client's when it sent a
+/// plausible one, else one made here; the model server gets the same id,
+/// and so does the access log. A body of the wrong shape is refused in
+/// OpenAI's words; `max_tokens: 0` is not a quota error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_follow_a_request_and_body_errors_say_what_is_wrong() {
+    let (port, seen) = start_recording_server();
+    let catalog = format!(
+        r#"
+backends:
+  - system_name: recording
+    urls: ["http://127.0.0.1:{port}"]
+products:
+  - {{system_name: recording, models: [chat-r], backend: recording}}
+plans:
+  - product: recording
+    system_name: budget
+    limits: [{{metric: total_tokens, period: day, value: 1000}}]
+"#
+    );
+    let gw = Gateway::start(&catalog, 1, "strict").await;
+    let (_, key) = gw.app_key("trace-app", "recording", "budget").await;
+    let chat = |body: serde_json::Value, id: Option<&str>| {
+        let mut request = gw
+            .http
+            .post(format!("{}/v1/chat/completions", gw.base()))
+            .bearer_auth(&key)
+            .json(&body);
+        if let Some(id) = id {
+            request = request.header("x-request-id", id);
+        }
+        request.send()
+    };
+    let hello = serde_json::json!({"model": "chat-r", "messages": [{"role": "user", "content": "hi"}]});
+    let id_of = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("x-request-id")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+
+    let kept = chat(hello.clone(), Some("client-trace-1")).await.unwrap();
+    assert_eq!(kept.status(), 200);
+    assert_eq!(
+        id_of(&kept).as_deref(),
+        Some("client-trace-1"),
+        "the client's id, not the upstream's"
+    );
+    let made = chat(hello.clone(), Some("bad id\twith tab")).await.unwrap();
+    let made_id = id_of(&made).unwrap();
+    assert!(made_id.starts_with("req_") && made_id.len() == 28, "{made_id}");
+    {
+        let seen = seen.lock().unwrap();
+        assert!(seen[0].contains("x-request-id: client-trace-1\r\n"), "{}", seen[0]);
+        assert!(seen[1].contains(&format!("x-request-id: {made_id}\r\n")), "{}", seen[1]);
+    }
+
+    // Refused by the gateway itself: an id all the same.
+    let refused = gw
+        .http
+        .post(format!("{}/v1/chat/completions", gw.base()))
+        .bearer_auth("sk-maas-not-a-key")
+        .json(&hello)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert!(id_of(&refused).is_some_and(|id| id.starts_with("req_")));
+
+    // `max_tokens: 0` asks for no completion: the prompt alone is held.
+    let mut nothing = hello.clone();
+    nothing["max_tokens"] = 0.into();
+    let response = chat(nothing, None).await.unwrap();
+    assert_eq!(response.status(), 200, "not a quota error");
+    let forwarded = seen.lock().unwrap().last().cloned().unwrap();
+    assert!(forwarded.contains("\"max_tokens\":0"), "{forwarded}");
+
+    // Valid JSON of the wrong shape: which member, in OpenAI's words.
+    for (body, status, code, param, message) in [
+        (
+            serde_json::json!({"model": "chat-r", "messages": [], "max_tokens": "5"}),
+            400,
+            "invalid_type",
+            Some("max_tokens"),
+            "Invalid type for 'max_tokens': expected an integer, but got a string instead.",
+        ),
+        (
+            serde_json::json!([1, 2]),
+            400,
+            "invalid_type",
+            None,
+            "Invalid type for the request body: expected an object, but got an array instead.",
+        ),
+        (
+            serde_json::json!({"model": "chat-r", "messages": [], "n": -2}),
+            400,
+            "integer_below_min_value",
+            Some("n"),
+            "Invalid 'n': integer below minimum value. Expected a value >= 0, but got -2 instead.",
+        ),
+    ] {
+        let response = chat(body.clone(), None).await.unwrap();
+        let (got_status, error) = super::harness::error_of(response).await;
+        assert_eq!(
+            (
+                got_status,
+                error["code"].as_str(),
+                error["param"].as_str(),
+                error["message"].as_str()
+            ),
+            (status, Some(code), param, Some(message)),
+            "{body}"
+        );
+    }
+    // A whole decimal is a number as vLLM reads it.
+    let mut decimal = hello.clone();
+    decimal["n"] = serde_json::json!(1.0);
+    decimal["stream"] = serde_json::Value::Null;
+    assert_eq!(chat(decimal, None).await.unwrap().status(), 200);
+
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let log = gw.access_log(0);
+    assert_eq!(log[0]["request_id"], "client-trace-1");
+    assert_eq!(log[1]["request_id"], made_id.as_str());
+    assert!(log.iter().all(|line| line["request_id"].is_string()), "{log:?}");
+}

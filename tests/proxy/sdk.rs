@@ -28,3 +28,66 @@ async fn the_openai_python_sdk_works_through_the_proxy() {
         "{report}"
     );
 }
+
+/// The official npm SDK inside headless Chromium, on another origin than
+/// the gateway: its requests pass CORS with their `x-stainless-*` headers,
+/// it reads `x-request-id`, `x-ratelimit-*` and `retry-after`, and it does
+/// not retry a 429 that says `x-should-retry: false`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_npm_sdk_runs_in_a_browser_against_the_gateway() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node");
+    for package in ["openai", "playwright-core"] {
+        assert!(
+            std::path::Path::new(dir)
+                .join("node_modules")
+                .join(package)
+                .join("package.json")
+                .exists(),
+            "this test needs the npm packages of tests/node: `npm ci --prefix tests/node` (.ci/run does it)"
+        );
+    }
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists() || std::env::var_os("CHROMIUM_PATH").is_some(),
+        "this test needs Chromium: `apt-get install chromium` (.ci/run does it)"
+    );
+    // Product beta with the default CORS policy (any origin), and a plan
+    // of one request a day.
+    let catalog = CATALOG
+        .replacen(
+            "    models: [chat-b]\n    backend: sim\n",
+            "    models: [chat-b]\n    backend: sim\n    cors: {}\n",
+            1,
+        )
+        .replacen(
+            "  - {product: beta, system_name: open}\n",
+            "  - {product: beta, system_name: open}\n  - product: beta\n    system_name: daily\n    \
+             limits: [{metric: hits, period: day, value: 1}]\n",
+            1,
+        );
+    assert!(catalog.contains("cors: {}") && catalog.contains("system_name: daily"));
+    let gw = Gateway::start(&catalog, 1, "strict").await;
+    let (_, key) = gw.app_key("browser-app", "beta", "open").await;
+    let (_, daily) = gw.app_key("browser-daily-app", "beta", "daily").await;
+    let script = format!("{dir}/openai_browser.mjs");
+    let report = run_json_script("node", &[&script, gw.base(), &key, &daily, "chat-b"]).await;
+    assert_eq!(report["errors"], serde_json::json!([]), "{report}");
+    assert!(report["content"].as_str().is_some_and(|c| !c.is_empty()), "{report}");
+    assert!(report["usage"].as_u64() > Some(0), "{report}");
+    assert!(!report["streamed"].as_str().unwrap().is_empty(), "{report}");
+    assert_eq!(report["models"], serde_json::json!(["chat-b"]));
+    assert_eq!(report["retrieved"], "chat-b");
+    let request_id = report["request_id"].as_str().unwrap_or_default();
+    assert!(request_id.starts_with("req_"), "the SDK reads x-request-id: {report}");
+    let refused = &report["refused"];
+    assert_eq!(refused["rate_limit_error"], true, "{report}");
+    assert_eq!(refused["status"], 429);
+    assert!(refused["retry_after"].as_u64() > Some(60), "{report}");
+    assert_eq!(refused["should_retry"], "false");
+    assert_eq!(refused["remaining"], "0");
+    assert!(
+        refused["request_id"].as_str().is_some_and(|id| id.starts_with("req_")),
+        "{report}"
+    );
+    // A chat, a stream, 2 model calls, then the daily key's 2: no retry.
+    assert_eq!(report["requests"], 6, "{report}");
+}

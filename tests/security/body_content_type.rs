@@ -109,13 +109,10 @@ async fn spending_bounds_cannot_be_spelled_past_the_cap() {
             Some("max_tokens"),
         ),
         (
-            br#"{"model":"chat-a","max_tokens":2e2,"messages":[]}"#,
+            br#"{"model":"chat-a","max_tokens":200.5,"messages":[]}"#,
             Some("max_tokens"),
         ),
-        (
-            br#"{"model":"chat-a","max_tokens":200.0,"messages":[]}"#,
-            Some("max_tokens"),
-        ),
+        (br#"{"model":"chat-a","n":1e300,"messages":[]}"#, Some("n")),
         (
             br#"{"model":"chat-a","max_completion_tokens":-1,"messages":[]}"#,
             Some("max_completion_tokens"),
@@ -151,9 +148,14 @@ async fn spending_bounds_cannot_be_spelled_past_the_cap() {
             String::from_utf8_lossy(body)
         );
     }
-    // vLLM reads `max_completion_tokens or max_tokens`: both are capped.
+    // vLLM reads `max_completion_tokens or max_tokens`: both are capped;
+    // whole decimals are the numbers pydantic reads, capped as such; a 0
+    // alone does not let the absent field fall back to the context's end.
     for body in [
         &br#"{"model":"chat-a","max_completion_tokens":0,"max_tokens":5000,"messages":[]}"#[..],
+        br#"{"model":"chat-a","max_tokens":2e2,"messages":[]}"#,
+        br#"{"model":"chat-a","max_tokens":200.0,"messages":[]}"#,
+        br#"{"model":"chat-a","max_completion_tokens":0,"messages":[]}"#,
         br#"{"model":"chat-a","max_completion_tokens":null,"max_tokens":null,"messages":[]}"#,
         br#"{"model":"chat-a","max_completion_tokens":900,"messages":[]}"#,
     ] {
@@ -161,17 +163,16 @@ async fn spending_bounds_cannot_be_spelled_past_the_cap() {
         assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(body));
         let seen = capture.last().json();
         for field in ["max_tokens", "max_completion_tokens"] {
-            if let Some(value) = seen[field].as_u64() {
-                assert!(value <= 50, "{field} {value} past the cap: {seen}");
+            if let Some(value) = seen[field].as_f64() {
+                assert!(value <= 50.0, "{field} {value} past the cap: {seen}");
             }
         }
-        assert!(
-            seen["max_tokens"]
-                .as_u64()
-                .or(seen["max_completion_tokens"].as_u64())
-                .is_some(),
-            "{seen}"
-        );
+        // What vLLM reads: `max_completion_tokens or max_tokens`, never unbounded.
+        let bound = match seen["max_completion_tokens"].as_f64() {
+            Some(value) if value != 0.0 => Some(value),
+            _ => seen["max_tokens"].as_f64(),
+        };
+        assert!(bound.is_some_and(|b| b <= 50.0), "{seen}");
     }
     // No model: the product's, not the server's default.
     let answer = send(

@@ -421,7 +421,12 @@ fn validate_cors(cors: &CorsPolicy, at: &str, errors: &mut ValidationErrors) {
         ("expose_headers", &cors.expose_headers),
     ] {
         for (i, header) in list.iter().enumerate() {
-            if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+            // `X-Team-*` allows a family of request headers.
+            let name = match field {
+                "allow_headers" => header.strip_suffix('*').unwrap_or(header),
+                _ => header,
+            };
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
                 errors.push(format!("{at}.{field}[{i}]"), format!("`{header}` is not a header name"));
             }
         }
