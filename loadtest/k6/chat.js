@@ -1,7 +1,7 @@
 // Non-streamed chat completions at a fixed arrival rate.
 //   RATE (req/s, 5), DURATION (30s), P95_MS (latency threshold, 2000)
 import { check } from "k6";
-import { KEYS, MODELS, chat, env, pick, usage } from "./lib.js";
+import { chat, env, keyModels, pickPair, usage } from "./lib.js";
 
 export const options = {
   scenarios: {
@@ -21,8 +21,13 @@ export const options = {
   },
 };
 
-export default function () {
-  const res = chat(pick(KEYS), pick(MODELS));
+export function setup() {
+  return { pairs: keyModels() };
+}
+
+export default function (data) {
+  const { key, model } = pickPair(data.pairs);
+  const res = chat(key, model);
   const used = usage(res);
   check(res, {
     "status is 200": (r) => r.status === 200,

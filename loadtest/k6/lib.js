@@ -3,12 +3,14 @@
 //
 //   BASE_URL   the gateway's OpenAI endpoint, e.g. http://localhost:8080/v1
 //   API_KEY    one key; or API_KEYS, several, comma-separated
-//   MODEL      one model; or MODELS, several, comma-separated
+//   MODEL      one model; or MODELS, several, comma-separated: each key
+//              calls those of them its product serves (by default all of
+//              its models but EMBED_MODEL). Keys of several products mix.
 import http from "k6/http";
 
 export const BASE_URL = (__ENV.BASE_URL || "http://localhost:8080/v1").replace(/\/$/, "");
 export const KEYS = (__ENV.API_KEYS || __ENV.API_KEY || "").split(",").map((k) => k.trim()).filter(Boolean);
-export const MODELS = (__ENV.MODELS || __ENV.MODEL || "tinyllama-1.1b-chat").split(",").map((m) => m.trim()).filter(Boolean);
+export const MODELS = (__ENV.MODELS || __ENV.MODEL || "").split(",").map((m) => m.trim()).filter(Boolean);
 export const MAX_TOKENS = Number(__ENV.MAX_TOKENS || 64);
 
 if (KEYS.length === 0) {
@@ -18,6 +20,32 @@ if (KEYS.length === 0) {
 /** A number from the environment, or `fallback`. */
 export function env(name, fallback) {
   return __ENV[name] === undefined ? fallback : Number(__ENV[name]);
+}
+
+/**
+ * Each key with the models it may call, asked of the gateway
+ * (`GET /v1/models`), for `setup()`: a key is never sent with another
+ * product's model, which would only measure 404s.
+ */
+export function keyModels() {
+  return KEYS.map((key) => {
+    const res = http.get(`${BASE_URL}/models`, { headers: headers(key) });
+    if (res.status !== 200) {
+      throw new Error(`GET ${BASE_URL}/models with key …${key.slice(-4)}: ${res.status} ${res.body}`);
+    }
+    const own = res.json("data").map((m) => m.id);
+    const models = MODELS.length > 0 ? own.filter((m) => MODELS.includes(m)) : own.filter((m) => m !== __ENV.EMBED_MODEL);
+    if (models.length === 0) {
+      throw new Error(`key …${key.slice(-4)} may call ${own.join(", ")}; none of MODELS (${MODELS.join(", ")})`);
+    }
+    return { key, models, embeds: own.includes(__ENV.EMBED_MODEL) };
+  });
+}
+
+/** A key and one of its own models, from what `keyModels()` found. */
+export function pickPair(pairs) {
+  const pair = pick(pairs);
+  return { ...pair, model: pick(pair.models) };
 }
 
 export function pick(list) {

@@ -3,7 +3,7 @@
 //   RATE (req/s, 10), DURATION (30s), EMBED_MODEL (embedding model, optional)
 import http from "k6/http";
 import { check } from "k6";
-import { BASE_URL, KEYS, MAX_TOKENS, MODELS, chat, env, headers, pick } from "./lib.js";
+import { BASE_URL, MAX_TOKENS, chat, env, headers, keyModels, pickPair } from "./lib.js";
 
 export const options = {
   scenarios: {
@@ -19,16 +19,19 @@ export const options = {
   thresholds: { http_req_failed: ["rate<0.01"], checks: ["rate>0.99"] },
 };
 
-export default function () {
-  const key = pick(KEYS);
-  const model = pick(MODELS);
+export function setup() {
+  return { pairs: keyModels() };
+}
+
+export default function (data) {
+  const { key, model, embeds } = pickPair(data.pairs);
   const roll = Math.random();
   let res;
   if (roll < 0.4) {
     res = chat(key, model);
   } else if (roll < 0.7) {
     res = chat(key, model, { stream: true });
-  } else if (roll < 0.9 || !__ENV.EMBED_MODEL) {
+  } else if (roll < 0.9 || !embeds) {
     res = http.post(`${BASE_URL}/completions`, JSON.stringify({ model, prompt: "Once upon a time", max_tokens: MAX_TOKENS }), {
       headers: headers(key),
     });

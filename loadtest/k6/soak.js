@@ -2,7 +2,7 @@
 // streamed chat at a modest rate.
 //   RATE (req/s, 2), DURATION (30m), P99_MS (10000)
 import { check } from "k6";
-import { KEYS, MODELS, chat, env, pick } from "./lib.js";
+import { chat, env, keyModels, pickPair } from "./lib.js";
 
 export const options = {
   scenarios: {
@@ -22,9 +22,14 @@ export const options = {
   },
 };
 
-export default function () {
+export function setup() {
+  return { pairs: keyModels() };
+}
+
+export default function (data) {
+  const { key, model } = pickPair(data.pairs);
   const stream = Math.random() < 0.5;
-  const res = chat(pick(KEYS), pick(MODELS), stream ? { stream: true } : {});
+  const res = chat(key, model, stream ? { stream: true } : {});
   check(res, {
     "status is 200": (r) => r.status === 200,
     "complete": (r) => !stream || (r.body || "").trimEnd().endsWith("data: [DONE]"),

@@ -2,7 +2,7 @@
 // the usage the client asked for.
 //   VUS (5), DURATION (30s), P95_MS (whole stream, 10000)
 import { check } from "k6";
-import { KEYS, MODELS, chat, env, pick } from "./lib.js";
+import { chat, env, keyModels, pickPair } from "./lib.js";
 
 export const options = {
   vus: env("VUS", 5),
@@ -14,8 +14,13 @@ export const options = {
   },
 };
 
-export default function () {
-  const res = chat(pick(KEYS), pick(MODELS), { stream: true, stream_options: { include_usage: true } });
+export function setup() {
+  return { pairs: keyModels() };
+}
+
+export default function (data) {
+  const { key, model } = pickPair(data.pairs);
+  const res = chat(key, model, { stream: true, stream_options: { include_usage: true } });
   const events = (res.body || "").split("\n").filter((l) => l.startsWith("data: "));
   const last = events[events.length - 1];
   const usageEvent = events.find((e) => e.includes('"usage":{'));

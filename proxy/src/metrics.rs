@@ -10,12 +10,26 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
-const TOKEN_LABELS: [&str; 4] = [
+/// The reference policy's labels, and the model (only a catalog model's
+/// name, so its values stay as few as the catalog's models).
+const TOKEN_LABELS: [&str; 5] = [
     "service_id",
     "service_system_name",
     "application_id",
     "application_system_name",
+    "model",
 ];
+/// Kinds of upstream failure, each present (at 0) for every backend.
+pub const UPSTREAM_ERROR_KINDS: [&str; 6] = [
+    "connect",
+    "tls",
+    "upstream_unavailable",
+    "upstream_failed",
+    "upstream_timeout",
+    "undecodable_encoding",
+];
+/// Store operations the proxy counts failures of, present from the start.
+const STORE_OPERATIONS: [&str; 3] = ["lookup_key", "check_limits", "record_usage"];
 /// Latency buckets from 0.5 ms to 5 min: gateway overhead up to long generations.
 const LATENCY_BUCKETS: [f64; 16] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0,
@@ -31,6 +45,8 @@ pub struct ProxyMetrics {
     pub upstream_duration: HistogramVec,
     pub time_to_first_token: HistogramVec,
     pub in_flight: IntGauge,
+    /// Event streams being sent to clients now.
+    pub streams_in_flight: IntGauge,
     pub rejected: IntCounterVec,
     pub store_errors: IntCounterVec,
     pub upstream_errors: IntCounterVec,
@@ -75,6 +91,9 @@ impl ProxyMetrics {
         let registry = Registry::new();
         let in_flight = IntGauge::new("maas_requests_in_flight", "Requests being served now").expect("static");
         registry.register(Box::new(in_flight.clone())).expect("unique");
+        let streams_in_flight =
+            IntGauge::new("maas_streams_in_flight", "Event streams being sent to clients now").expect("static");
+        registry.register(Box::new(streams_in_flight.clone())).expect("unique");
         ProxyMetrics {
             prompt_tokens: counter(
                 &registry,
@@ -97,8 +116,8 @@ impl ProxyMetrics {
             requests: counter(
                 &registry,
                 "maas_requests_total",
-                "Requests by product and response status",
-                &["product", "status"],
+                "Requests by product, model (a catalog model, else empty) and response status",
+                &["product", "model", "status"],
             ),
             request_duration: histogram(
                 &registry,
@@ -116,6 +135,7 @@ impl ProxyMetrics {
                 "Streams: time from the request to the first generated text sent on",
             ),
             in_flight,
+            streams_in_flight,
             rejected: counter(
                 &registry,
                 "maas_rejected_total",
@@ -160,6 +180,23 @@ impl ProxyMetrics {
                 &["kind"],
             ),
             registry,
+        }
+    }
+
+    /// Makes the families that count failures present at 0 for what this
+    /// catalog serves, so dashboards show 0 rather than "No data" until
+    /// the first failure.
+    pub fn prepare_for(&self, products: &[&str], backends: &[&str]) {
+        for operation in STORE_OPERATIONS {
+            self.store_errors.with_label_values(&[operation]);
+        }
+        for backend in backends {
+            for kind in UPSTREAM_ERROR_KINDS {
+                self.upstream_errors.with_label_values(&[backend, kind]);
+            }
+        }
+        for product in products {
+            self.estimated_tokens.with_label_values(&[product]);
         }
     }
 

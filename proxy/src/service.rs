@@ -81,6 +81,8 @@ pub struct RequestCtx {
     pub(crate) tokens_estimated: bool,
     /// Counted in the in-flight gauge (Pingora may skip `request_filter`).
     pub(crate) in_flight: bool,
+    /// Counted in the streams-in-flight gauge.
+    pub(crate) streaming: bool,
     /// Tokens held against the plan's token limits, settled in `logging`.
     pub(crate) hold: Option<String>,
     /// Undoes a coding the upstream applied anyway, before metering.
@@ -140,6 +142,7 @@ impl ProxyHttp for MaasProxy {
             upstream_sent_at: None,
             upstream_headers_after: None,
             in_flight: false,
+            streaming: false,
             stream: false,
             client_usage: ClientUsage {
                 final_chunk: true,
@@ -347,6 +350,8 @@ impl ProxyHttp for MaasProxy {
                 response.remove_header("content-length");
             }
             ctx.stream_meter = Some(meter);
+            METRICS.streams_in_flight.inc();
+            ctx.streaming = true;
         } else {
             ctx.collector = Some(BodyCollector::default());
         }
@@ -449,8 +454,15 @@ impl ProxyHttp for MaasProxy {
         let _leaves = LeavesFlight(std::mem::take(&mut ctx.in_flight));
         let now = OffsetDateTime::now_utc();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if std::mem::take(&mut ctx.streaming) {
+            METRICS.streams_in_flight.dec();
+        }
         let catalog = ctx.catalog.clone();
-        let product = product_name(&catalog, ctx.product);
+        // A refusal before routing (a model of another product) counts
+        // under the key's product.
+        let product =
+            product_name(&catalog, ctx.product).or_else(|| ctx.auth.as_ref().map(|a| a.application.product.as_str()));
+        let model = model_label(&catalog, ctx.product, ctx.model.as_deref());
         if let Some(meter) = &ctx.stream_meter {
             // Whole, cut by either side, or failed: what was streamed is billed.
             let prompt_estimate = ctx.body.as_ref().map_or(0, |b| prompt_estimate(b.len()));
@@ -491,6 +503,7 @@ impl ProxyHttp for MaasProxy {
                 auth.application.product.as_str(),
                 auth.application.id.as_str(),
                 auth.application.name.as_str(),
+                model,
             ];
             METRICS
                 .prompt_tokens
@@ -509,7 +522,7 @@ impl ProxyHttp for MaasProxy {
         let status_label = status.to_string();
         METRICS
             .requests
-            .with_label_values(&[product_label, &status_label])
+            .with_label_values(&[product_label, model, &status_label])
             .inc();
         let duration = ctx.started.elapsed();
         METRICS
@@ -558,6 +571,20 @@ impl ProxyHttp for MaasProxy {
 fn product_name(catalog: &Option<Arc<ServingCatalog>>, index: Option<usize>) -> Option<&str> {
     let (catalog, index) = catalog.as_ref().zip(index)?;
     Some(catalog.routes.product(index).product.system_name.as_str())
+}
+
+/// The model label: the request's model when the routed product serves it,
+/// else empty (a client's made-up names must not add series).
+fn model_label<'a>(catalog: &'a Option<Arc<ServingCatalog>>, index: Option<usize>, model: Option<&str>) -> &'a str {
+    let (Some(catalog), Some(index), Some(model)) = (catalog.as_ref(), index, model) else {
+        return "";
+    };
+    let product = &catalog.routes.product(index).product;
+    product
+        .models
+        .iter()
+        .find(|m| m.as_str() == model)
+        .map_or("", String::as_str)
 }
 
 /// Counts a request out of flight when `logging` ends, after its usage is

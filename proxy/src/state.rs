@@ -90,6 +90,9 @@ impl ServingCatalog {
         if shared_credentials.locations.is_empty() {
             shared_credentials.locations = vec![CredentialLocation::Bearer, CredentialLocation::Basic];
         }
+        let products: Vec<&str> = snapshot.products.iter().map(|p| p.system_name.as_str()).collect();
+        let backends: Vec<&str> = snapshot.backends.iter().map(|b| b.system_name.as_str()).collect();
+        crate::metrics::METRICS.prepare_for(&products, &backends);
         Ok(ServingCatalog {
             routes,
             upstreams,

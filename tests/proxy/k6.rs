@@ -44,9 +44,11 @@ async fn the_k6_scripts_run_green_against_the_gateway() {
     let gw = Gateway::start(CATALOG, 1, "strict").await;
     let (_, first) = gw.app_key("k6-one", "alpha", "open").await;
     let (_, second) = gw.app_key("k6-two", "alpha", "open").await;
+    let (_, other) = gw.app_key("k6-other-product", "beta", "open").await;
     let (_, limited) = gw.app_key("k6-limited", "alpha", "ten-per-minute").await;
     let base = format!("{}/v1", gw.base());
-    let keys = format!("{first},{second}");
+    // Keys of two products: each must be sent with its own product's models.
+    let keys = format!("{first},{second},{other}");
     let common = [("BASE_URL", base.as_str()), ("MODEL", "chat-a")];
     let with = |extra: &[(&'static str, &str)]| {
         let mut env: Vec<(&str, String)> = common.iter().map(|(k, v)| (*k, v.to_string())).collect();
@@ -66,6 +68,7 @@ async fn the_k6_scripts_run_green_against_the_gateway() {
             "mixed.js",
             with(&[
                 ("API_KEYS", &keys),
+                ("MODELS", "chat-a,chat-b"),
                 ("EMBED_MODEL", "embed-a"),
                 ("RATE", "10"),
                 ("DURATION", "2s"),

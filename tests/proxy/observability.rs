@@ -22,6 +22,11 @@ async fn metrics_count_the_tokens_the_model_served() {
     assert_eq!(embeddings.status(), 200);
     let refused = gw.chat(gw.base(), "sk-maas-not-a-key", "chat-a").await;
     assert_eq!(refused.status(), 401);
+    // Another product's model and a made-up one: counted under the key's
+    // product, with no model label of the client's choosing.
+    for model in ["chat-b", "made-up-model"] {
+        assert_eq!(gw.chat(gw.base(), &key, model).await.status(), 404);
+    }
 
     let truth = gw.sim_usage(&app_id).await;
     // Pingora logs a request (and counts it out of flight) just after the
@@ -41,13 +46,25 @@ async fn metrics_count_the_tokens_the_model_served() {
     assert_eq!(completion, truth["completion_tokens"].as_u64().unwrap(), "{truth}");
     assert_eq!(total, prompt + completion);
     let labels = format!(
-        "llm_total_token_count{{application_id=\"{app_id}\",application_system_name=\"metered-app\",service_id=\"alpha\",service_system_name=\"alpha\"}} {total}"
+        "llm_total_token_count{{application_id=\"{app_id}\",application_system_name=\"metered-app\",model=\"chat-a\",service_id=\"alpha\",service_system_name=\"alpha\"}} "
     );
     assert!(text.contains(&labels), "{labels}\n{text}");
-    assert!(
-        text.contains("maas_requests_total{product=\"alpha\",status=\"200\"} 6"),
-        "{text}"
-    );
+    assert!(text.contains("model=\"embed-a\""), "{text}");
+    for line in [
+        "maas_requests_total{model=\"chat-a\",product=\"alpha\",status=\"200\"} 5",
+        "maas_requests_total{model=\"embed-a\",product=\"alpha\",status=\"200\"} 1",
+        "maas_requests_total{model=\"\",product=\"alpha\",status=\"404\"} 2",
+        "maas_rejected_total{reason=\"not_subscribed\"} 1",
+        "maas_rejected_total{reason=\"model_not_found\"} 1",
+        // Present before anything failed, so dashboards show 0.
+        "maas_upstream_errors_total{backend=\"sim\",kind=\"connect\"} 0",
+        "maas_store_errors_total{operation=\"lookup_key\"} 0",
+        "maas_estimated_tokens_total{product=\"alpha\"} 0",
+        "maas_streams_in_flight 0",
+    ] {
+        assert!(text.contains(line), "{line}\n{text}");
+    }
+    assert!(!text.contains("made-up-model"), "{text}");
     assert!(text.contains("maas_rejected_total{reason=\"invalid_key\"} 1"), "{text}");
     assert!(text.contains("maas_request_duration_seconds_bucket"), "{text}");
     assert!(
@@ -61,7 +78,7 @@ async fn metrics_count_the_tokens_the_model_served() {
     assert_eq!(gw.stored(&app_id, "total_tokens").await, total);
 
     let log = gw.access_log(0);
-    assert_eq!(log.len(), 7, "one line per request");
+    assert_eq!(log.len(), 9, "one line per request");
     let chat = &log[0];
     assert_eq!(chat["status"], 200);
     assert_eq!(chat["application_id"], app_id.as_str());

@@ -14,9 +14,11 @@ pub fn free_port() -> u16 {
 
 /// The value of metric `name` on the line labelled with `label="value"`.
 pub fn metric_value(text: &str, name: &str, label: &str, value: &str) -> Option<u64> {
+    // Summed over the series that match (one per model, say).
     text.lines()
         .filter(|line| line.starts_with(&format!("{name}{{")))
-        .find(|line| line.contains(&format!("{label}=\"{value}\"")))
-        .and_then(|line| line.rsplit_once(' '))
-        .map(|(_, number)| number.parse().unwrap())
+        .filter(|line| line.contains(&format!("{label}=\"{value}\"")))
+        .filter_map(|line| line.rsplit_once(' '))
+        .map(|(_, number)| number.parse::<u64>().unwrap())
+        .reduce(|a, b| a + b)
 }
