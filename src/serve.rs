@@ -360,6 +360,11 @@ fn portal_options(config: &MaasConfig) -> Result<maas_portal::PortalOptions> {
             admin_claim: config.sso.admin_claim.clone(),
             admin_value: config.sso.admin_value.clone(),
             auto_approve: config.sso.auto_approve,
+            token_auth: match config.sso.token_auth_method {
+                maas_conf::TokenAuthMethod::Auto => maas_portal::sso::TokenAuth::Auto,
+                maas_conf::TokenAuthMethod::ClientSecretBasic => maas_portal::sso::TokenAuth::Basic,
+                maas_conf::TokenAuthMethod::ClientSecretPost => maas_portal::sso::TokenAuth::Post,
+            },
         }),
     })
 }

@@ -198,6 +198,21 @@ pub struct SsoSettings {
     pub admin_value: Option<String>,
     /// New SSO users may sign in at once; otherwise they wait for an admin.
     pub auto_approve: bool,
+    /// How the client secret goes to the token endpoint.
+    pub token_auth_method: TokenAuthMethod,
+}
+
+/// `sso.token_auth_method`: how the portal authenticates at the
+/// provider's token endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenAuthMethod {
+    /// `client_secret_basic`, unless the provider's discovery document
+    /// lists only `client_secret_post`.
+    #[default]
+    Auto,
+    ClientSecretBasic,
+    ClientSecretPost,
 }
 
 impl Default for SsoSettings {
@@ -213,6 +228,7 @@ impl Default for SsoSettings {
             admin_claim: None,
             admin_value: None,
             auto_approve: true,
+            token_auth_method: TokenAuthMethod::Auto,
         }
     }
 }

@@ -403,6 +403,13 @@ pub async fn sign_out(
     let id_token = visitor.signed_in.as_ref().and_then(|s| s.id_token.clone());
     visitor.sign_out(&state).await?;
     // Signed in through the provider: sign out there too, then come back.
-    let to = crate::sso::logout_url(&state, id_token.as_deref()).await;
-    Ok(visitor.redirect(to.as_deref().unwrap_or("/")))
+    match crate::sso::logout_url(&state, id_token.as_deref()).await {
+        Some((to, expected)) => {
+            let cookie =
+                crate::session::cookie_header(state.options(), crate::sso::SIGN_OUT_COOKIE, &expected, Some(600));
+            visitor.set_cookie(cookie);
+            Ok(visitor.redirect(&to))
+        }
+        None => Ok(visitor.redirect("/")),
+    }
 }

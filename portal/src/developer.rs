@@ -140,7 +140,25 @@ pub(crate) fn when(at: OffsetDateTime) -> String {
     )
 }
 
-pub async fn home(State(state): State<PortalState>, visitor: Visitor) -> Result<Response, PortalError> {
+/// `?state=` on the home page: the provider's return from a sign-out.
+#[derive(serde::Deserialize)]
+pub struct HomeQuery {
+    state: Option<String>,
+}
+
+pub async fn home(
+    State(state): State<PortalState>,
+    mut visitor: Visitor,
+    headers: axum::http::HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<HomeQuery>,
+) -> Result<Response, PortalError> {
+    let notice = query.state.as_deref().map(|returned| {
+        if crate::sso::sign_out_returned(&state, &mut visitor, &headers, returned) {
+            "You are signed out, here and at the company sign-in."
+        } else {
+            "The company sign-in sent back a sign-out this browser did not start; nothing was changed."
+        }
+    });
     let paragraphs: Vec<&str> = state
         .options()
         .brand
@@ -149,7 +167,11 @@ pub async fn home(State(state): State<PortalState>, visitor: Visitor) -> Result<
         .map(str::trim)
         .filter(|p| !p.is_empty())
         .collect();
-    state.page(&visitor, "home.html", json!({"page": "home", "paragraphs": paragraphs}))
+    state.page(
+        &visitor,
+        "home.html",
+        json!({"page": "home", "paragraphs": paragraphs, "notice": notice}),
+    )
 }
 
 pub async fn models(State(state): State<PortalState>, visitor: Visitor) -> Result<Response, PortalError> {

@@ -32,6 +32,9 @@ use crate::session::{Visitor, cookie, cookie_header, random_token};
 
 /// The cookie naming a sign-in in progress.
 pub const FLOW_COOKIE: &str = "maas_sso";
+/// The cookie holding the `state` of a sign-out at the provider, checked
+/// when the provider sends the browser back.
+pub const SIGN_OUT_COOKIE: &str = "maas_sso_out";
 const FLOW_TTL: time::Duration = time::Duration::minutes(10);
 /// Provider metadata and keys are fetched again after this long, or at
 /// once when a token does not verify (keys rotate).
@@ -53,6 +56,22 @@ pub struct SsoOptions {
     pub admin_value: Option<String>,
     /// New users may sign in at once; else they wait for an admin.
     pub auto_approve: bool,
+    /// How the client authenticates at the token endpoint.
+    pub token_auth: TokenAuth,
+}
+
+/// How the portal presents its client secret at the token endpoint
+/// (`sso.token_auth_method`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TokenAuth {
+    /// `client_secret_basic` unless the provider's discovery document
+    /// lists only `client_secret_post`.
+    #[default]
+    Auto,
+    /// HTTP Basic (`client_secret_basic`), OAuth's default.
+    Basic,
+    /// In the form body (`client_secret_post`).
+    Post,
 }
 
 /// Claims beyond the standard ones (organization, groups, roles).
@@ -68,6 +87,8 @@ impl AdditionalClaims for ExtraClaims {}
 struct Discovered {
     metadata: CoreProviderMetadata,
     end_session_endpoint: Option<String>,
+    /// The provider takes the secret only in the form body.
+    post_only: bool,
     at: Instant,
 }
 
@@ -167,25 +188,29 @@ impl Sso {
             return Ok(d.clone());
         }
         let issuer = IssuerUrl::new(self.options.issuer_url.clone()).map_err(|e| unavailable("issuer URL", e))?;
-        let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
-            .await
-            .map_err(|e| unavailable("discovery", e))?;
+        let metadata = match CoreProviderMetadata::discover_async(issuer, &self.http).await {
+            Ok(metadata) => metadata,
+            Err(error) => return Err(self.discovery_failed(error).await),
+        };
         // RP-initiated logout is not in the core metadata.
         let well_known = format!(
             "{}/.well-known/openid-configuration",
             self.options.issuer_url.trim_end_matches('/')
         );
-        let end_session_endpoint = match self.http.0.get(&well_known).send().await {
-            Ok(response) => response
-                .json::<Value>()
-                .await
-                .ok()
-                .and_then(|v| v["end_session_endpoint"].as_str().map(str::to_owned)),
-            Err(_) => None,
+        let document = match self.http.0.get(&well_known).send().await {
+            Ok(response) => response.json::<Value>().await.unwrap_or_default(),
+            Err(_) => Value::Null,
         };
+        let end_session_endpoint = document["end_session_endpoint"].as_str().map(str::to_owned);
+        let methods: Vec<&str> = document["token_endpoint_auth_methods_supported"]
+            .as_array()
+            .map(|list| list.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let post_only = methods.contains(&"client_secret_post") && !methods.contains(&"client_secret_basic");
         let discovered = Discovered {
             metadata,
             end_session_endpoint,
+            post_only,
             at: Instant::now(),
         };
         *self.discovered.write().await = Some(discovered.clone());
@@ -209,12 +234,71 @@ impl Sso {
     > {
         let redirect = RedirectUrl::new(format!("{}/sso/callback", public_url.trim_end_matches('/')))
             .map_err(|e| unavailable("redirect URL", e))?;
+        let in_body = match self.options.token_auth {
+            TokenAuth::Post => true,
+            TokenAuth::Basic => false,
+            TokenAuth::Auto => discovered.post_only,
+        };
+        let auth_type = if in_body {
+            openidconnect::AuthType::RequestBody
+        } else {
+            openidconnect::AuthType::BasicAuth
+        };
         Ok(CoreClient::from_provider_metadata(
             discovered.metadata.clone(),
             ClientId::new(self.options.client_id.clone()),
             self.options.client_secret.clone().map(ClientSecret::new),
         )
+        .set_auth_type(auth_type)
         .set_redirect_uri(redirect))
+    }
+
+    /// Why discovery failed, in terms the operator can act on: most often
+    /// an issuer configured with or without a trailing slash that the
+    /// provider's document spells the other way.
+    async fn discovery_failed(&self, error: impl std::fmt::Display) -> PortalError {
+        let configured = &self.options.issuer_url;
+        let well_known = format!("{}/.well-known/openid-configuration", configured.trim_end_matches('/'));
+        let announced = match self.http.0.get(&well_known).send().await {
+            Ok(response) => response
+                .json::<Value>()
+                .await
+                .ok()
+                .and_then(|v| v["issuer"].as_str().map(str::to_owned)),
+            Err(_) => None,
+        };
+        match announced {
+            Some(issuer)
+                if issuer != *configured && issuer.trim_end_matches('/') == configured.trim_end_matches('/') =>
+            {
+                tracing::error!(
+                    configured = %configured,
+                    announced = %issuer,
+                    "portal: sso.issuer_url differs from the provider's issuer only by a trailing slash; set it to exactly `{issuer}`"
+                );
+                PortalError::new(
+                    axum::http::StatusCode::BAD_GATEWAY,
+                    "Sign-in is misconfigured",
+                    format!(
+                        "The company sign-in's issuer is `{issuer}`, but the portal is configured with `{configured}` \
+                         (they differ by a trailing slash, and OpenID Connect compares them exactly). \
+                         An administrator must set sso.issuer_url to `{issuer}`."
+                    ),
+                )
+            }
+            Some(issuer) if issuer != *configured => {
+                tracing::error!(configured = %configured, announced = %issuer, "portal: sso.issuer_url is not the provider's issuer");
+                PortalError::new(
+                    axum::http::StatusCode::BAD_GATEWAY,
+                    "Sign-in is misconfigured",
+                    format!(
+                        "The company sign-in announces the issuer `{issuer}`, not the configured `{configured}`; \
+                         an administrator must set sso.issuer_url to it."
+                    ),
+                )
+            }
+            _ => unavailable("discovery", error),
+        }
     }
 
     /// Where to send the browser to sign in, and the flow to remember.
@@ -321,17 +405,19 @@ impl Sso {
         })
     }
 
-    /// The provider's logout URL for a session signed in with `id_token`.
-    async fn logout_url(&self, public_url: &str, id_token: &str) -> Option<String> {
+    /// The provider's logout URL for a session signed in with `id_token`,
+    /// carrying `state`, which the provider sends back with the browser.
+    async fn logout_url(&self, public_url: &str, id_token: &str, state: &str) -> Option<String> {
         let discovered = self.discover(false).await.ok()?;
         let endpoint = discovered.end_session_endpoint?;
         let back = format!("{}/", public_url.trim_end_matches('/'));
         Some(format!(
-            "{endpoint}{}id_token_hint={}&post_logout_redirect_uri={}&client_id={}",
+            "{endpoint}{}id_token_hint={}&post_logout_redirect_uri={}&client_id={}&state={}",
             if endpoint.contains('?') { "&" } else { "?" },
             encode_query_value(id_token),
             encode_query_value(&back),
-            encode_query_value(&self.options.client_id)
+            encode_query_value(&self.options.client_id),
+            encode_query_value(state)
         ))
     }
 }
@@ -554,8 +640,27 @@ async fn first_sign_in(
     Ok(user)
 }
 
-/// Where to go after signing out of a session that came from the provider.
-pub async fn logout_url(state: &PortalState, id_token: Option<&str>) -> Option<String> {
+/// Where to go after signing out of a session that came from the provider,
+/// and the `state` to expect back (kept in [`SIGN_OUT_COOKIE`]).
+pub async fn logout_url(state: &PortalState, id_token: Option<&str>) -> Option<(String, String)> {
     let sso = state.sso()?;
-    sso.logout_url(&state.options().public_url, id_token?).await
+    let expected = random_token();
+    let url = sso
+        .logout_url(&state.options().public_url, id_token?, &expected)
+        .await?;
+    Some((url, expected))
+}
+
+/// The provider sent the browser back from a sign-out with `returned`:
+/// whether this browser started that sign-out. The cookie is cleared
+/// either way.
+pub fn sign_out_returned(
+    state: &PortalState,
+    visitor: &mut Visitor,
+    headers: &axum::http::HeaderMap,
+    returned: &str,
+) -> bool {
+    let expected = cookie(headers, SIGN_OUT_COOKIE).unwrap_or_default();
+    visitor.set_cookie(cookie_header(state.options(), SIGN_OUT_COOKIE, "", Some(0)));
+    !expected.is_empty() && maas_admin_api::auth::constant_time_eq(expected, returned)
 }

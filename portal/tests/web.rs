@@ -439,6 +439,7 @@ async fn sso_callbacks_must_match_a_sign_in_started_here() {
             admin_claim: None,
             admin_value: None,
             auto_approve: true,
+            token_auth: maas_portal::sso::TokenAuth::Auto,
         }),
         ..PortalOptions::default()
     };

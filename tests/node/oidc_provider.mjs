@@ -6,6 +6,9 @@
 // Usage: node oidc_provider.mjs PORT CLIENT_ID CLIENT_SECRET REDIRECT_URI POST_LOGOUT_URI
 // More people (or other claims for these two) come as JSON in OIDC_PEOPLE,
 // e.g. {"eve": {"email": "...", "email_verified": false, "org_name": "..."}}.
+// OIDC_TOKEN_AUTH=client_secret_post makes it a provider that takes the
+// client secret only in the token request's body (and says so in its
+// discovery document).
 // Prints "ready" once it listens; stops on SIGTERM.
 import Provider from "oidc-provider";
 
@@ -16,8 +19,11 @@ const people = {
   ...JSON.parse(process.env.OIDC_PEOPLE ?? "{}"),
 };
 
+const tokenAuth = process.env.OIDC_TOKEN_AUTH;
 const provider = new Provider(`http://127.0.0.1:${port}`, {
+  ...(tokenAuth ? { clientAuthMethods: [tokenAuth] } : {}),
   clients: [{
+    ...(tokenAuth ? { token_endpoint_auth_method: tokenAuth } : {}),
     client_id: clientId,
     client_secret: clientSecret,
     redirect_uris: [redirectUri],
@@ -45,5 +51,17 @@ const provider = new Provider(`http://127.0.0.1:${port}`, {
   cookies: { keys: ["only-for-tests"] },
 });
 provider.proxy = false;
+// oidc-provider itself takes a Basic header from any client; a provider
+// registered for client_secret_post alone refuses it, as this one then does.
+if (tokenAuth === "client_secret_post") {
+  provider.use(async (ctx, next) => {
+    if (ctx.path === "/token" && ctx.headers.authorization) {
+      ctx.status = 401;
+      ctx.body = { error: "invalid_client", error_description: "send the client secret in the request body" };
+      return;
+    }
+    await next();
+  });
+}
 const server = provider.listen(Number(port), "127.0.0.1", () => console.log("ready"));
 process.on("SIGTERM", () => server.close(() => process.exit(0)));

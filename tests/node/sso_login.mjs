@@ -3,11 +3,14 @@
 // forms) with fetch and a cookie jar, as a browser would, and reports where
 // it ended and the portal session it got.
 //
-// Usage: node sso_login.mjs PORTAL_URL LOGIN
+// Usage: node sso_login.mjs PORTAL_URL LOGIN [sign-out]
 // Prints a JSON report: {status, url, session, body}. `session` is the
-// maas_session cookie (null when the portal refused the sign-in).
+// maas_session cookie (null when the portal refused the sign-in). With
+// `sign-out`, it then signs out through the portal's form and the
+// provider's confirmation, and reports where that ended as `signed_out`
+// ({status, url, body}).
 
-const [portal, login] = process.argv.slice(2);
+const [portal, login, then] = process.argv.slice(2);
 const jar = new Map(); // origin → Map(name → value)
 
 function remember(url, response) {
@@ -40,11 +43,19 @@ async function request(url, options = {}) {
   return response;
 }
 
-/// Follows redirects (and the provider's forms) until a page that is not
-/// one of the provider's login or consent forms.
-async function run() {
-  let url = `${portal}/sso/login?next=/applications`;
-  let response = await request(url);
+/// The first POST form of a page: its action, or null.
+function postForm(body) {
+  for (const tag of body.matchAll(/<form[^>]*>/g)) {
+    const method = tag[0].match(/method="([^"]+)"/);
+    const action = tag[0].match(/action="([^"]+)"/);
+    if (method && method[1].toLowerCase() === "post" && action) return action[1];
+  }
+  return null;
+}
+
+/// Follows redirects (and the provider's forms) from `url` until a page of
+/// the portal that is not a redirect.
+async function follow(url, response) {
   for (let step = 0; step < 20; step++) {
     if (response.status >= 300 && response.status < 400) {
       url = new URL(response.headers.get("location"), url).href;
@@ -52,7 +63,7 @@ async function run() {
       continue;
     }
     const body = await response.text();
-    const form = body.match(/<form[^>]*action="([^"]+)"[^>]*method="post"/);
+    const form = postForm(body);
     if (!url.startsWith(portal) && form) {
       const fields = new URLSearchParams();
       for (const input of body.matchAll(/<input[^>]*name="([^"]+)"[^>]*>/g)) {
@@ -63,7 +74,9 @@ async function run() {
         fields.set("login", login);
         fields.set("password", "any password");
       }
-      url = new URL(form[1], url).href;
+      // The provider's sign-out confirmation: "Yes, sign me out".
+      if (body.includes('name="logout"')) fields.set("logout", "yes");
+      url = new URL(form, url).href;
       response = await request(url, {
         method: "POST",
         headers: { "content-type": "application/x-www-form-urlencoded" },
@@ -71,10 +84,28 @@ async function run() {
       });
       continue;
     }
-    const session = jar.get(new URL(portal).origin)?.get("maas_session") ?? null;
-    return { status: response.status, url, session, body: body.slice(0, 4000) };
+    return { status: response.status, url, body: body.slice(0, 4000) };
   }
   throw new Error(`no end after 20 steps at ${url}`);
+}
+
+async function run() {
+  const start = `${portal}/sso/login?next=/applications`;
+  const report = await follow(start, await request(start));
+  report.session = jar.get(new URL(portal).origin)?.get("maas_session") ?? null;
+  if (then === "sign-out" && report.session) {
+    const page = await (await request(`${portal}/applications`)).text();
+    const csrf = page.match(/action="\/sign-out"[\s\S]*?name="csrf" value="([^"]+)"/)?.[1];
+    if (!csrf) throw new Error("no sign-out form on /applications");
+    const url = `${portal}/sign-out`;
+    const response = await request(url, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({ csrf }).toString(),
+    });
+    report.signed_out = await follow(url, response);
+  }
+  return report;
 }
 
 console.log(JSON.stringify(await run()));

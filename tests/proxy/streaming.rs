@@ -112,7 +112,7 @@ async fn mixed_traffic_is_metered_exactly() {
     assert_eq!(gw.stored(&app_id, "total_tokens").await, prompt + completion);
     let metrics = gw.metrics(0).await;
     let expected = format!(
-        "llm_completion_tokens_count{{application_id=\"{app_id}\",application_system_name=\"mixed-traffic-app\",service_id=\"alpha\",service_system_name=\"alpha\"}} {completion}"
+        "llm_completion_tokens_count{{application_id=\"{app_id}\",application_system_name=\"mixed-traffic-app\",model=\"chat-a\",service_id=\"alpha\",service_system_name=\"alpha\"}} {completion}"
     );
     assert!(metrics.contains(&expected), "{expected}\n{metrics}");
 }

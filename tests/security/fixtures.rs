@@ -182,6 +182,12 @@ pub struct Idp {
 
 impl Idp {
     pub async fn start(portal_base: &str, people: serde_json::Value) -> Idp {
+        Idp::start_with(portal_base, people, &[]).await
+    }
+
+    /// As [`start`](Idp::start), with `env` for the provider script
+    /// (`OIDC_TOKEN_AUTH`).
+    pub async fn start_with(portal_base: &str, people: serde_json::Value, env: &[(&str, &str)]) -> Idp {
         use tokio::io::AsyncBufReadExt;
         let dir = node_dir(&["oidc-provider"]);
         let port = free_port();
@@ -195,6 +201,7 @@ impl Idp {
                 &format!("{portal_base}/"),
             ])
             .env("OIDC_PEOPLE", people.to_string())
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -227,6 +234,13 @@ impl Idp {
 pub async fn sso_sign_in(portal: &str, login: &str) -> serde_json::Value {
     let dir = node_dir(&["oidc-provider"]);
     crate::harness::run_json_script("node", &[&format!("{dir}/sso_login.mjs"), portal, login]).await
+}
+
+/// A company sign-in, then a sign-out through the portal and the provider;
+/// the sign-out's end is `signed_out`.
+pub async fn sso_sign_in_and_out(portal: &str, login: &str) -> serde_json::Value {
+    let dir = node_dir(&["oidc-provider"]);
+    crate::harness::run_json_script("node", &[&format!("{dir}/sso_login.mjs"), portal, login, "sign-out"]).await
 }
 
 /// A portal visitor without a browser: keeps the cookies it is given and
