@@ -4,6 +4,10 @@
 //! - Serves `GET /v1/models`, `POST /v1/chat/completions`,
 //!   `POST /v1/completions`, `POST /v1/embeddings`, `POST /v1/responses`,
 //!   `GET /health`, `GET /version` and Prometheus `GET /metrics`.
+//! - Chat answers in the shape asked ([`output`]): text, a JSON document
+//!   (`response_format` `json_object`, or `json_schema` of that schema),
+//!   or a call of one of the request's `tools` (`tool_choice` honoured,
+//!   streamed as `tool_calls` deltas); `n` choices side by side.
 //! - Streams server-sent events in vLLM's chunk shapes, honouring
 //!   `stream_options.include_usage` and `continuous_usage_stats`; Responses
 //!   API streams end with `response.completed` and its usage.
@@ -30,6 +34,7 @@
 pub mod config;
 pub mod meter;
 pub mod openai;
+pub mod output;
 pub mod peer;
 pub mod responses;
 mod routes;

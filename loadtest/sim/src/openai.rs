@@ -1,14 +1,59 @@
 //! The OpenAI wire format the simulator speaks: requests it accepts and
 //! the JSON it answers with, in vLLM's shapes.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::tokens::{chat_prompt_tokens, count_words};
 
+/// Members read as vLLM's pydantic models read them: `null` for absent, a
+/// whole decimal (`1.0`) for its integer, a negative `seed`.
+pub mod lenient {
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    fn whole(number: &serde_json::Number) -> Option<i128> {
+        if let Some(value) = number.as_i64() {
+            return Some(i128::from(value));
+        }
+        if let Some(value) = number.as_u64() {
+            return Some(i128::from(value));
+        }
+        let value = number.as_f64()?;
+        (value.fract() == 0.0 && value.abs() < 1e30).then_some(value as i128)
+    }
+
+    /// A count: `null`, or a non-negative whole number.
+    pub fn count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+        match Option::<serde_json::Number>::deserialize(deserializer)? {
+            None => Ok(None),
+            Some(number) => whole(&number)
+                .and_then(|value| u32::try_from(value).ok())
+                .map(Some)
+                .ok_or_else(|| D::Error::custom(format!("expected a non-negative integer, got {number}"))),
+        }
+    }
+
+    /// A flag: `null` is false.
+    pub fn flag<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+        Ok(Option::<bool>::deserialize(deserializer)?.unwrap_or(false))
+    }
+
+    /// A seed: any whole number, negative ones included.
+    pub fn seed<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+        match Option::<serde_json::Number>::deserialize(deserializer)? {
+            None => Ok(None),
+            Some(number) => whole(&number)
+                .map(|value| Some(value as u64))
+                .ok_or_else(|| D::Error::custom(format!("expected an integer seed, got {number}"))),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
 pub struct StreamOptions {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::flag")]
     pub include_usage: bool,
     /// vLLM's extension; `None` when the request does not name it.
     #[serde(default)]
@@ -25,11 +70,14 @@ impl StreamOptions {
 #[derive(Debug, Deserialize)]
 pub struct GenerationOptions {
     pub model: String,
+    #[serde(default, deserialize_with = "lenient::count")]
     pub max_tokens: Option<u32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::flag")]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
+    #[serde(default, deserialize_with = "lenient::count")]
     pub n: Option<u32>,
+    #[serde(default, deserialize_with = "lenient::seed")]
     pub seed: Option<u64>,
 }
 
@@ -38,7 +86,12 @@ pub struct ChatRequest {
     #[serde(flatten)]
     pub options: GenerationOptions,
     pub messages: Vec<ChatMessage>,
+    #[serde(default, deserialize_with = "lenient::count")]
     pub max_completion_tokens: Option<u32>,
+    /// Function tools the model may call ([`crate::output`]).
+    pub tools: Option<Value>,
+    pub tool_choice: Option<Value>,
+    pub response_format: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,42 +223,89 @@ pub struct ResponseMeta {
     pub model: String,
 }
 
+/// One generated choice: its tokens, why it ended, and the tool it calls
+/// (its tokens are then the call's arguments).
+#[derive(Debug, Clone)]
+pub struct Choice {
+    pub tokens: Vec<Cow<'static, str>>,
+    pub finish_reason: &'static str,
+    pub tool_call: Option<ToolCall>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+}
+
+impl Choice {
+    pub fn text(&self) -> String {
+        self.tokens.concat()
+    }
+}
+
 impl ResponseMeta {
-    pub fn complete(&self, text: &str, finish_reason: &str, prompt: u32, completion: u32) -> Value {
-        let choice = match self.kind {
-            Kind::Response => {
-                return crate::responses::response_object(self, Some((text, finish_reason, prompt, completion)));
-            }
-            Kind::Chat => json!({
-                "index": 0, "message": {"role": "assistant", "content": text},
-                "logprobs": null, "finish_reason": finish_reason
-            }),
-            Kind::Completion => json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason}),
-        };
+    /// The whole answer: every choice, the usage of them all.
+    pub fn complete(&self, choices: &[Choice], prompt: u32, completion: u32) -> Value {
+        if self.kind == Kind::Response {
+            let first = &choices[0];
+            return crate::responses::response_object(
+                self,
+                Some((&first.text(), first.finish_reason, prompt, completion)),
+            );
+        }
+        let choices: Vec<Value> = choices
+            .iter()
+            .enumerate()
+            .map(|(index, choice)| match self.kind {
+                Kind::Chat => {
+                    let message = match &choice.tool_call {
+                        Some(call) => json!({
+                            "role": "assistant", "content": null, "refusal": null,
+                            "tool_calls": [{"id": call.id, "type": "function",
+                                            "function": {"name": call.name, "arguments": choice.text()}}],
+                        }),
+                        None => json!({"role": "assistant", "content": choice.text(), "refusal": null}),
+                    };
+                    json!({"index": index, "message": message, "logprobs": null, "finish_reason": choice.finish_reason})
+                }
+                _ => json!({"index": index, "text": choice.text(), "logprobs": null, "finish_reason": choice.finish_reason}),
+            })
+            .collect();
         json!({
             "id": self.id, "object": self.kind.object(false), "created": self.created, "model": self.model,
-            "choices": [choice], "usage": usage(prompt, completion),
+            "choices": choices, "usage": usage(prompt, completion),
         })
     }
 
-    /// One streamed chunk carrying `text` (and the role on a chat's first chunk).
-    pub fn chunk(&self, text: &str, first: bool, finish_reason: Option<&str>) -> Value {
-        let choice = match self.kind {
+    /// One streamed chunk of choice `index` carrying `piece`: the role on a
+    /// chat's opening chunk, a tool call's id and name with its first
+    /// piece of arguments, the finish reason on the last.
+    pub fn chunk(&self, index: usize, choice: &Choice, piece: Option<&str>, step: ChunkStep) -> Value {
+        let finish_reason = (step == ChunkStep::Finish).then_some(choice.finish_reason);
+        let body = match self.kind {
             Kind::Chat => {
-                let delta = if first {
-                    json!({"role": "assistant", "content": text})
-                } else {
-                    json!({"content": text})
+                let delta = match (step, &choice.tool_call, piece) {
+                    (ChunkStep::Opening, _, _) => json!({"role": "assistant", "content": ""}),
+                    (ChunkStep::Finish, Some(_), _) => json!({}),
+                    (ChunkStep::Finish, None, _) => json!({"content": ""}),
+                    (ChunkStep::FirstPiece, Some(call), piece) => json!({"tool_calls": [{
+                        "index": 0, "id": call.id, "type": "function",
+                        "function": {"name": call.name, "arguments": piece.unwrap_or("")}}]}),
+                    (_, Some(_), piece) => {
+                        json!({"tool_calls": [{"index": 0, "function": {"arguments": piece.unwrap_or("")}}]})
+                    }
+                    (_, None, piece) => json!({"content": piece.unwrap_or("")}),
                 };
-                json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason})
+                json!({"index": index, "delta": delta, "logprobs": null, "finish_reason": finish_reason})
             }
             Kind::Completion | Kind::Response => {
-                json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason})
+                json!({"index": index, "text": piece.unwrap_or(""), "logprobs": null, "finish_reason": finish_reason})
             }
         };
         json!({
             "id": self.id, "object": self.kind.object(true), "created": self.created, "model": self.model,
-            "choices": [choice],
+            "choices": [body],
         })
     }
 
@@ -216,6 +316,17 @@ impl ResponseMeta {
             "choices": [], "usage": usage(prompt, completion),
         })
     }
+}
+
+/// Where a chunk stands in its choice's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkStep {
+    /// A chat's opening chunk: the role, no token.
+    Opening,
+    FirstPiece,
+    Piece,
+    /// The last chunk: the finish reason, no token.
+    Finish,
 }
 
 /// Standard base64 of little-endian f32s, as OpenAI's `encoding_format: base64`.

@@ -15,8 +15,9 @@ pub struct ResponsesRequest {
     pub model: String,
     pub input: ResponsesInput,
     pub instructions: Option<String>,
+    #[serde(default, deserialize_with = "crate::openai::lenient::count")]
     pub max_output_tokens: Option<u32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::openai::lenient::flag")]
     pub stream: bool,
 }
 
@@ -77,6 +78,7 @@ pub fn response_object(meta: &ResponseMeta, done: Option<(&str, &str, u32, u32)>
         "id": meta.id, "object": "response", "created_at": meta.created, "model": meta.model,
         "status": "in_progress", "output": [], "usage": null, "incomplete_details": null,
         "parallel_tool_calls": true, "tool_choice": "auto", "tools": [],
+        "error": null, "instructions": null, "metadata": {}, "temperature": 1.0, "top_p": 1.0,
     });
     if let Some((text, finish_reason, prompt, completion)) = done {
         let cut = finish_reason == "length";
@@ -129,7 +131,7 @@ impl EventWriter {
     pub fn delta(&mut self, meta: &ResponseMeta, token: &str) -> String {
         self.push(
             "response.output_text.delta",
-            json!({"item_id": message_id(meta), "output_index": 0, "content_index": 0, "delta": token}),
+            json!({"item_id": message_id(meta), "output_index": 0, "content_index": 0, "delta": token, "logprobs": []}),
         );
         self.take()
     }
@@ -147,7 +149,7 @@ impl EventWriter {
         let part = json!({"type": "output_text", "text": text, "annotations": []});
         self.push(
             "response.output_text.done",
-            json!({"item_id": message_id(meta), "output_index": 0, "content_index": 0, "text": text}),
+            json!({"item_id": message_id(meta), "output_index": 0, "content_index": 0, "text": text, "logprobs": []}),
         );
         self.push(
             "response.content_part.done",

@@ -15,12 +15,14 @@ use crate::SimState;
 use crate::config::SimModel;
 use crate::meter::{ANONYMOUS, APPLICATION_HEADER};
 use crate::openai::{
-    ChatRequest, CompletionRequest, EmbeddingRequest, GenerationOptions, Kind, ResponseMeta, base64_f32, error_body,
+    ChatRequest, Choice, CompletionRequest, EmbeddingRequest, GenerationOptions, Kind, ResponseMeta, ToolCall,
+    base64_f32, error_body,
 };
+use crate::output::{Shape, shape_of};
 use crate::peer::Peer;
 use crate::responses::ResponsesRequest;
 use crate::stream::{Generation, sse};
-use crate::tokens::{Rng, fnv1a, token_text};
+use crate::tokens::{Rng, fnv1a};
 
 /// An error answered in OpenAI's shape.
 pub struct ApiError {
@@ -127,7 +129,12 @@ struct Ask {
     prompt_tokens: u32,
     /// Most tokens the client accepts, if it said.
     requested: Option<u32>,
+    /// What each choice is: text, a JSON document or a tool call.
+    shape: Shape,
 }
+
+/// Most choices one request may ask for.
+const MAX_CHOICES: u32 = 128;
 
 /// Plans the completion of `ask`: its length, its tokens, any reset.
 fn plan(model: &SimModel, rng: &mut Rng, app: String, ask: &Ask) -> Result<Generation, ApiError> {
@@ -155,24 +162,19 @@ fn plan(model: &SimModel, rng: &mut Rng, app: String, ask: &Ask) -> Result<Gener
         ))
         .param("max_tokens"));
     }
-    let natural = rng.between(model.output_tokens.min, model.output_tokens.max).min(room);
-    let count = requested.map_or(natural, |r| natural.min(r));
-    let finish_reason = if requested.is_some_and(|r| natural >= r) || count == room {
-        "length"
-    } else {
-        "stop"
-    };
-    let tokens: Vec<&'static str> = (0..count).map(|_| token_text(rng)).collect();
+    let choices: Vec<Choice> = (0..ask.options.n.unwrap_or(1))
+        .map(|_| plan_choice(model, rng, ask, room))
+        .collect();
+    let longest = choices.iter().map(|c| c.tokens.len() as u32).max().unwrap_or(0);
     // A reset comes mid-stream: after the first token, before the last.
     let reset_rate = model.failures.reset_rate;
-    let reset_after = (ask.options.stream && count >= 2 && reset_rate > 0.0 && rng.next_f64() < reset_rate)
-        .then(|| rng.between(1, count - 1) as usize);
+    let reset_after = (ask.options.stream && longest >= 2 && reset_rate > 0.0 && rng.next_f64() < reset_rate)
+        .then(|| rng.between(1, longest - 1) as usize);
     Ok(Generation {
         meta: meta(ask.kind, &ask.options.model, rng),
         app,
         prompt_tokens,
-        tokens,
-        finish_reason,
+        choices,
         options: ask.options.stream_options.unwrap_or_default(),
         reset_after,
         ttft: Duration::from_millis(model.ttft_ms),
@@ -180,6 +182,49 @@ fn plan(model: &SimModel, rng: &mut Rng, app: String, ask: &Ask) -> Result<Gener
         fragments: model.fragment_events.then(|| Rng::new(rng.next_u64())),
         stamp: model.stamp_events,
     })
+}
+
+/// One choice: its length drawn from the model's range, cut at the
+/// client's limit and the context's room.
+fn plan_choice(model: &SimModel, rng: &mut Rng, ask: &Ask, room: u32) -> Choice {
+    let natural = rng.between(model.output_tokens.min, model.output_tokens.max).min(room);
+    let cap = ask.requested.map_or(room, |r| r.min(room));
+    let tool_call = match &ask.shape {
+        Shape::ToolCall { name, .. } => Some(ToolCall {
+            id: format!("chatcmpl-tool-{:016x}", rng.next_u64()),
+            name: name.clone(),
+        }),
+        _ => None,
+    };
+    if ask.shape == Shape::Text {
+        let count = natural.min(cap);
+        let finish_reason = if ask.requested.is_some_and(|r| natural >= r) || count == room {
+            "length"
+        } else {
+            "stop"
+        };
+        let tokens = crate::output::tokens(&Shape::Text, count, None, rng);
+        return Choice {
+            tokens,
+            finish_reason,
+            tool_call,
+        };
+    }
+    // A document takes the tokens it needs, unless the limit cuts it.
+    let mut tokens = crate::output::tokens(&ask.shape, natural.max(1), None, rng);
+    let finish_reason = if tokens.len() > cap as usize {
+        tokens.truncate(cap as usize);
+        "length"
+    } else if tool_call.is_some() {
+        "tool_calls"
+    } else {
+        "stop"
+    };
+    Choice {
+        tokens,
+        finish_reason,
+        tool_call,
+    }
 }
 
 fn meta(kind: Kind, model: &str, rng: &mut Rng) -> ResponseMeta {
@@ -222,16 +267,17 @@ async fn respond(
     }
 }
 
-fn single_choice(n: Option<u32>) -> Result<(), ApiError> {
+fn choices(n: Option<u32>) -> Result<(), ApiError> {
     match n {
-        None | Some(1) => Ok(()),
-        Some(_) => Err(bad_request("maas-sim generates one choice per request (n = 1)").param("n")),
+        Some(0) => Err(bad_request("n must be at least 1, got 0.").param("n")),
+        Some(n) if n > MAX_CHOICES => Err(bad_request(format!("n must be at most {MAX_CHOICES}, got {n}.")).param("n")),
+        _ => Ok(()),
     }
 }
 
 /// What chat and completions share once the request is parsed.
 async fn generate(state: Arc<SimState>, headers: &HeaderMap, body: &Bytes, ask: Ask, connection: Connection) -> Answer {
-    single_choice(ask.options.n)?;
+    choices(ask.options.n)?;
     let app = application(headers);
     let (model, mut rng) = admit(&state, &ask.options.model, &app, body, ask.options.seed).await?;
     let generation = plan(model, &mut rng, app, &ask)?;
@@ -246,12 +292,20 @@ pub async fn chat(
     body: Bytes,
 ) -> Answer {
     let request: ChatRequest = parse(&body)?;
+    let shape = shape_of(
+        request.tools.as_ref(),
+        request.tool_choice.as_ref(),
+        request.response_format.as_ref(),
+        request.messages.last().map(|m| m.role.as_str()),
+    )
+    .map_err(|message| bad_request(message).param("tool_choice"))?;
     let ask = Ask {
         kind: Kind::Chat,
         endpoint: "chat",
         prompt_tokens: request.prompt_tokens(),
         requested: request.max_completion_tokens.or(request.options.max_tokens),
         options: request.options,
+        shape,
     };
     generate(state, &headers, &body, ask, connection).await
 }
@@ -274,6 +328,7 @@ pub async fn completions(
         // OpenAI's completions API defaults to 16 tokens.
         requested: Some(request.options.max_tokens.unwrap_or(16)),
         options: request.options,
+        shape: Shape::Text,
     };
     generate(state, &headers, &body, ask, connection).await
 }
@@ -298,6 +353,7 @@ pub async fn responses(
             n: None,
             seed: None,
         },
+        shape: Shape::Text,
     };
     generate(state, &headers, &body, ask, connection).await
 }

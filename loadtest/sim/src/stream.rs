@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::SimState;
 use crate::meter::Ending;
-use crate::openai::{Kind, ResponseMeta, StreamOptions};
+use crate::openai::{Choice, ChunkStep, Kind, ResponseMeta, StreamOptions};
 use crate::peer::Peer;
 use crate::responses::EventWriter;
 use crate::tokens::Rng;
@@ -20,8 +20,8 @@ pub struct Generation {
     pub meta: ResponseMeta,
     pub app: String,
     pub prompt_tokens: u32,
-    pub tokens: Vec<&'static str>,
-    pub finish_reason: &'static str,
+    /// `n` of them; the Responses API has one.
+    pub choices: Vec<Choice>,
     pub options: StreamOptions,
     /// Cut the stream (connection reset) after this many tokens.
     pub reset_after: Option<usize>,
@@ -35,20 +35,25 @@ pub struct Generation {
 
 impl Generation {
     fn completion_tokens(&self) -> u32 {
-        self.tokens.len() as u32
+        self.choices.iter().map(|c| c.tokens.len() as u32).sum()
     }
 
-    /// The whole response, after the time generating it would take. A
-    /// client that leaves before gets nothing, and nothing is counted as sent.
+    /// Tokens of the longest choice: the steps a stream takes.
+    fn longest(&self) -> usize {
+        self.choices.iter().map(|c| c.tokens.len()).max().unwrap_or(0)
+    }
+
+    /// The whole response, after the time generating it would take (the
+    /// choices are generated side by side). A client that leaves before
+    /// gets nothing, and nothing is counted as sent.
     pub async fn complete(self, state: Arc<SimState>) -> Value {
         let mut tally = Tally::new(state, &self);
-        let steps = self.tokens.len().saturating_sub(1) as u32;
+        let steps = self.longest().saturating_sub(1) as u32;
         pause(self.ttft + self.itl * steps).await;
-        let text: String = self.tokens.concat();
         tally.sent = self.completion_tokens();
         tally.ending = Some(Ending::Complete);
         self.meta
-            .complete(&text, self.finish_reason, self.prompt_tokens, self.completion_tokens())
+            .complete(&self.choices, self.prompt_tokens, self.completion_tokens())
     }
 }
 
@@ -163,6 +168,20 @@ impl Streaming {
         self.pieces.pop_front().map(Ok)
     }
 
+    /// One chunk per choice, as events of one write.
+    fn chunks(&self, mut chunk_of: impl FnMut(usize, &Choice) -> Option<Value>) -> Bytes {
+        let mut out = Vec::new();
+        for (index, choice) in self.generation.choices.iter().enumerate() {
+            if let Some(mut chunk) = chunk_of(index, choice) {
+                if self.generation.stamp {
+                    chunk["sim_emitted_ns"] = unix_nanos().into();
+                }
+                out.extend_from_slice(&event(&self.with_usage(chunk)));
+            }
+        }
+        Bytes::from(out)
+    }
+
     async fn next(&mut self) -> Option<Result<Bytes, std::io::Error>> {
         let g = &self.generation;
         match self.step {
@@ -176,13 +195,12 @@ impl Streaming {
                 if g.meta.kind == Kind::Response {
                     return Some(Ok(Bytes::from(self.events.opening(&g.meta))));
                 }
-                let mut chunk = self.with_usage(g.meta.chunk("", true, None));
-                if g.stamp {
-                    chunk["sim_emitted_ns"] = unix_nanos().into();
-                }
-                Some(Ok(event(&chunk)))
+                let meta = &g.meta;
+                Some(Ok(self.chunks(|index, choice| {
+                    Some(meta.chunk(index, choice, None, ChunkStep::Opening))
+                })))
             }
-            Step::Token(index) if index < g.tokens.len() => {
+            Step::Token(index) if index < g.longest() => {
                 if g.reset_after == Some(index) {
                     // Let hyper flush what was sent before cutting the
                     // connection, so `sent` is what went on the wire.
@@ -196,34 +214,49 @@ impl Streaming {
                     return None;
                 }
                 let g = &self.generation;
-                self.tally.sent += 1;
                 self.step = Step::Token(index + 1);
+                let emitting = g.choices.iter().filter(|c| c.tokens.len() > index).count() as u32;
+                self.tally.sent += emitting;
                 if g.meta.kind == Kind::Response {
-                    return Some(Ok(Bytes::from(self.events.delta(&g.meta, g.tokens[index]))));
+                    let token = g.choices[0].tokens[index].clone();
+                    return Some(Ok(Bytes::from(self.events.delta(&self.generation.meta, &token))));
                 }
-                let mut chunk = self.with_usage(g.meta.chunk(g.tokens[index], false, None));
-                if g.stamp {
-                    chunk["sim_emitted_ns"] = unix_nanos().into();
-                }
-                Some(Ok(event(&chunk)))
+                let step = if index == 0 {
+                    ChunkStep::FirstPiece
+                } else {
+                    ChunkStep::Piece
+                };
+                let meta = &self.generation.meta;
+                Some(Ok(self.chunks(|i, choice| {
+                    choice
+                        .tokens
+                        .get(index)
+                        .map(|token| meta.chunk(i, choice, Some(token), step))
+                })))
             }
             Step::Token(_) if g.meta.kind == Kind::Response => {
-                let text = g.tokens.concat();
-                let closing = self
-                    .events
-                    .closing(&g.meta, &text, g.finish_reason, g.prompt_tokens, self.tally.sent);
+                let first = &g.choices[0];
+                let closing = self.events.closing(
+                    &g.meta,
+                    &first.text(),
+                    first.finish_reason,
+                    g.prompt_tokens,
+                    self.tally.sent,
+                );
                 self.tally.ending = Some(Ending::Complete);
                 self.step = Step::End;
                 Some(Ok(Bytes::from(closing)))
             }
             Step::Token(_) => {
-                let chunk = g.meta.chunk("", false, Some(g.finish_reason));
                 self.step = if g.options.include_usage {
                     Step::Usage
                 } else {
                     Step::Done
                 };
-                Some(Ok(event(&self.with_usage(chunk))))
+                let meta = &self.generation.meta;
+                Some(Ok(self.chunks(|index, choice| {
+                    Some(meta.chunk(index, choice, None, ChunkStep::Finish))
+                })))
             }
             Step::Usage => {
                 self.step = Step::Done;

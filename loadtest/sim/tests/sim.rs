@@ -263,10 +263,11 @@ async fn bad_requests_get_openai_errors() {
         .await;
     assert_eq!(too_long.status(), 400);
     assert_eq!(too_long.json::<Value>().await.unwrap()["error"]["param"], "max_tokens");
-    let two = sim
-        .post("/v1/completions", "a", json!({"model": "m", "prompt": "x", "n": 2}))
+    let none = sim
+        .post("/v1/completions", "a", json!({"model": "m", "prompt": "x", "n": 0}))
         .await;
-    assert_eq!(two.status(), 400);
+    assert_eq!(none.status(), 400);
+    assert_eq!(none.json::<Value>().await.unwrap()["error"]["param"], "n");
     let nowhere = sim.client.get(format!("{}/v2/nothing", sim.base)).send().await.unwrap();
     assert_eq!(nowhere.status(), 404);
     assert!(
@@ -455,4 +456,191 @@ async fn models_health_version_and_metrics() {
         .unwrap();
     assert_eq!(reset.status(), 204);
     assert!(sim.usage("x").await.is_null());
+}
+
+/// What vLLM's pydantic models accept, the simulator accepts: `null` for
+/// absent, whole decimals, negative seeds.
+#[tokio::test]
+async fn requests_are_read_as_vllm_reads_them() {
+    let sim = start(model(|_| {})).await;
+    let hi = json!([{"role": "user", "content": "hi"}]);
+    for body in [
+        json!({"model": "m", "messages": hi, "stream": null, "n": 1.0, "seed": -3}),
+        json!({"model": "m", "messages": hi, "max_tokens": 5.0, "stream_options": null}),
+        json!({"model": "m", "messages": hi, "max_completion_tokens": null, "tools": null, "response_format": null}),
+    ] {
+        let response = sim.post("/v1/chat/completions", "lenient", body.clone()).await;
+        assert_eq!(response.status(), 200, "{body}");
+        let answer: Value = response.json().await.unwrap();
+        assert!(answer["choices"][0]["message"]["refusal"].is_null(), "{answer}");
+        assert!(
+            answer["choices"][0]["message"].get("refusal").is_some(),
+            "refusal: null is present"
+        );
+    }
+    let response = sim
+        .post(
+            "/v1/responses",
+            "lenient",
+            json!({"model": "m", "input": "hi", "stream": null, "max_output_tokens": 4.0}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    for member in ["error", "instructions", "metadata", "temperature", "top_p"] {
+        assert!(answer.get(member).is_some(), "{member}: {answer}");
+    }
+    let refused = sim
+        .post(
+            "/v1/chat/completions",
+            "lenient",
+            json!({"model": "m", "messages": hi, "n": 1.5}),
+        )
+        .await;
+    assert_eq!(refused.status(), 400);
+}
+
+/// `n` choices side by side, whole and streamed, all of them billed.
+#[tokio::test]
+async fn n_choices_are_generated_and_counted() {
+    let sim = start(model(|_| {})).await;
+    let body = json!({"model": "m", "n": 3, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]});
+    let answer: Value = sim
+        .post("/v1/chat/completions", "n", body.clone())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let choices = answer["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3);
+    let words_out: u64 = choices
+        .iter()
+        .map(|c| words(c["message"]["content"].as_str().unwrap()))
+        .sum();
+    assert_eq!(answer["usage"]["completion_tokens"], words_out);
+    assert_eq!(words_out, 12, "4 tokens each");
+
+    let mut streamed = body;
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    let events = sim.events("/v1/chat/completions", streamed).await;
+    let mut text = [String::new(), String::new(), String::new()];
+    let mut finished = 0;
+    for event in events.iter().filter(|e| *e != "[DONE]") {
+        let chunk: Value = serde_json::from_str(event).unwrap();
+        for choice in chunk["choices"].as_array().unwrap() {
+            let index = choice["index"].as_u64().unwrap() as usize;
+            text[index].push_str(choice["delta"]["content"].as_str().unwrap_or(""));
+            finished += usize::from(choice["finish_reason"].is_string());
+        }
+    }
+    assert_eq!(finished, 3);
+    assert!(text.iter().all(|t| words(t) == 4), "{text:?}");
+    let last: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(last["usage"]["completion_tokens"], 12);
+    assert_eq!(sim.usage("n").await["completion_tokens"], 12, "whole");
+    assert_eq!(sim.usage("app").await["completion_tokens"], 12, "streamed");
+}
+
+/// Tools are called (arguments valid against the tool's parameters), a
+/// tool's result is answered in words, and `response_format` gives JSON.
+#[tokio::test]
+async fn tool_calls_and_response_formats() {
+    let sim = start(model(|_| {})).await;
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "required": ["city"], "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}
+    }}}]);
+    let ask = json!([{"role": "user", "content": "Weather in Paris?"}]);
+    let answer: Value = sim
+        .post(
+            "/v1/chat/completions",
+            "tools",
+            json!({"model": "m", "messages": ask, "tools": tools}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let choice = &answer["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{answer}");
+    let call = &choice["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather");
+    assert!(call["id"].as_str().unwrap().starts_with("chatcmpl-tool-"));
+    let arguments: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert!(
+        arguments["city"].is_string() && arguments["days"].is_u64(),
+        "{arguments}"
+    );
+    assert!(choice["message"]["content"].is_null());
+
+    // Streamed: the id and name first, then the arguments in pieces.
+    let streamed = json!({"model": "m", "messages": ask, "tools": tools, "stream": true, "tool_choice": "required"});
+    let events = sim.events("/v1/chat/completions", streamed).await;
+    let mut arguments = String::new();
+    let mut names = Vec::new();
+    for event in events.iter().filter(|e| *e != "[DONE]") {
+        let chunk: Value = serde_json::from_str(event).unwrap();
+        if let Some(call) = chunk["choices"][0]["delta"]["tool_calls"].get(0) {
+            if let Some(name) = call["function"]["name"].as_str() {
+                names.push(name.to_owned());
+            }
+            arguments.push_str(call["function"]["arguments"].as_str().unwrap_or(""));
+        }
+    }
+    assert_eq!(names, ["get_weather"], "the name once");
+    assert!(
+        serde_json::from_str::<Value>(&arguments).unwrap()["city"].is_string(),
+        "{arguments}"
+    );
+
+    // After the tool's result: words.
+    let answered = json!([
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": null, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "sunny"}
+    ]);
+    let answer: Value = sim
+        .post(
+            "/v1/chat/completions",
+            "tools",
+            json!({"model": "m", "messages": answered, "tools": tools}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(answer["choices"][0]["message"]["content"].is_string(), "{answer}");
+
+    let schema = json!({"type": "json_schema", "json_schema": {"name": "person", "schema": {
+        "type": "object", "required": ["name", "age"],
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}}
+    }}});
+    let answer: Value = sim
+        .post(
+            "/v1/chat/completions",
+            "tools",
+            json!({"model": "m", "messages": ask, "response_format": schema}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let person: Value = serde_json::from_str(answer["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
+    assert!(person["name"].is_string() && person["age"].is_u64(), "{person}");
+    let object = json!({"type": "json_object"});
+    let answer: Value = sim
+        .post(
+            "/v1/chat/completions",
+            "tools",
+            json!({"model": "m", "messages": ask, "response_format": object}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let parsed: Value = serde_json::from_str(answer["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
+    assert!(parsed.is_object());
+    // Every token billed is a token sent.
+    let served = sim.usage("tools").await;
+    assert!(served["completion_tokens"].as_u64().unwrap() > 0, "{served}");
 }
