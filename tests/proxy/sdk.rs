@@ -29,6 +29,31 @@ async fn the_openai_python_sdk_works_through_the_proxy() {
     );
 }
 
+/// LangChain's `ChatOpenAI` through the gateway: `bind_tools` (whole,
+/// streamed, answered after the tool's result) and `with_structured_output`
+/// by JSON schema and by function calling, every token metered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn langchain_tools_and_structured_output_work_through_the_gateway() {
+    let found = std::process::Command::new("python3")
+        .args(["-c", "import langchain_openai"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "this test needs LangChain's OpenAI package: `python3 -m pip install langchain-openai` (.ci/run installs it)"
+    );
+    let gw = Gateway::start(CATALOG, 1, "strict").await;
+    let (app_id, key) = gw.app_key("langchain-app", "alpha", "open").await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/proxy/langchain_tools.py");
+    let report = run_json_script("python3", &[script, gw.base(), &key, "chat-a"]).await;
+    assert_eq!(report["tool_call"], "get_weather", "{report}");
+    assert_eq!(report["streamed_tool_call"], "get_weather", "{report}");
+    assert_eq!(report["answered_after_tool"], true);
+    assert_eq!(report["structured"], serde_json::json!(["json_schema", "function_calling"]));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    gw.assert_stored_as_served(&app_id).await;
+}
+
 /// The official npm SDK inside headless Chromium, on another origin than
 /// the gateway: its requests pass CORS with their `x-stainless-*` headers,
 /// it reads `x-request-id`, `x-ratelimit-*` and `retry-after`, and it does
