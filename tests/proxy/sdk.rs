@@ -49,7 +49,10 @@ async fn langchain_tools_and_structured_output_work_through_the_gateway() {
     assert_eq!(report["tool_call"], "get_weather", "{report}");
     assert_eq!(report["streamed_tool_call"], "get_weather", "{report}");
     assert_eq!(report["answered_after_tool"], true);
-    assert_eq!(report["structured"], serde_json::json!(["json_schema", "function_calling"]));
+    assert_eq!(
+        report["structured"],
+        serde_json::json!(["json_schema", "function_calling"])
+    );
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     gw.assert_stored_as_served(&app_id).await;
 }

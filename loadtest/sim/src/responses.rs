@@ -53,7 +53,7 @@ impl ResponsesRequest {
 
 fn usage(prompt: u32, completion: u32) -> Value {
     json!({
-        "input_tokens": prompt, "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens": prompt, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
         "output_tokens": completion, "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": prompt + completion,
     })
@@ -76,9 +76,10 @@ fn message(meta: &ResponseMeta, text: &str, status: &str) -> Value {
 pub fn response_object(meta: &ResponseMeta, done: Option<(&str, &str, u32, u32)>) -> Value {
     let mut response = json!({
         "id": meta.id, "object": "response", "created_at": meta.created, "model": meta.model,
-        "status": "in_progress", "output": [], "usage": null, "incomplete_details": null,
+        "status": "in_progress", "output": [], "incomplete_details": null,
         "parallel_tool_calls": true, "tool_choice": "auto", "tools": [],
         "error": null, "instructions": null, "metadata": {}, "temperature": 1.0, "top_p": 1.0,
+        "access_programs": null,
     });
     if let Some((text, finish_reason, prompt, completion)) = done {
         let cut = finish_reason == "length";
