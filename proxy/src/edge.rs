@@ -62,11 +62,13 @@ pub fn openai_error_for(head: &[u8]) -> Option<Vec<u8>> {
         .and_then(|s| s.canonical_reason())
         .unwrap_or("Error");
     let body = ApiError::unparsable_request(status).to_json();
+    // The request was not read: its id, if it sent one, is unknown.
     let mut answer = format!(
         "{} {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
-         cache-control: no-store\r\nconnection: close\r\n\r\n",
+         x-request-id: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n",
         std::str::from_utf8(&head[..8]).ok()?,
-        body.len()
+        body.len(),
+        crate::request_id::accept_or_make(None)
     )
     .into_bytes();
     answer.extend_from_slice(&body);
@@ -240,6 +242,7 @@ Content-Length: 0\r\nCache-Control: private, no-store\r\nConnection: close\r\n\r
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
         assert!(head.contains(&format!("content-length: {}", body.len())), "{head}");
+        assert!(head.contains("\r\nx-request-id: req_"), "{head}");
         let json: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(json["error"]["type"], "invalid_request_error");
         let connect = String::from_utf8_lossy(PINGORA_400).replace("400 Bad Request", "405 Method Not Allowed");

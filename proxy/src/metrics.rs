@@ -250,12 +250,21 @@ mod tests {
     fn token_counters_render_with_their_labels() {
         METRICS
             .total_tokens
-            .with_label_values(&["tinyllama", "tinyllama", "app-1", "demo-app"])
+            .with_label_values(&["tinyllama", "tinyllama", "app-1", "demo-app", "tinyllama-1.1b-chat"])
             .inc_by(42);
+        METRICS.prepare_for(&["tinyllama"], &["sim"]);
         let text = String::from_utf8(METRICS.render()).unwrap();
         assert!(
-            text.contains(r#"llm_total_token_count{application_id="app-1",application_system_name="demo-app",service_id="tinyllama",service_system_name="tinyllama"} 42"#),
+            text.contains(r#"llm_total_token_count{application_id="app-1",application_system_name="demo-app",model="tinyllama-1.1b-chat",service_id="tinyllama",service_system_name="tinyllama"} 42"#),
             "{text}"
         );
+        for kind in UPSTREAM_ERROR_KINDS {
+            assert!(
+                text.contains(&format!(
+                    r#"maas_upstream_errors_total{{backend="sim",kind="{kind}"}} 0"#
+                )),
+                "{text}"
+            );
+        }
     }
 }
