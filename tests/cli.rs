@@ -131,19 +131,26 @@ fn admin_request(method: &str, path: &str, token: Option<&str>, body: &str) -> S
     )
 }
 
-#[test]
-fn portal_serves_the_admin_api_and_stops_cleanly() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_maas"))
-        .current_dir(dir.path())
+/// `maas portal` on the embedded store in `dir/data`, listening on `port`.
+fn portal_command(dir: &Path, port: u16) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_maas"));
+    command
+        .current_dir(dir)
         .arg("portal")
         .env_remove("MAAS_REDIS_URL")
         .env_remove("MAAS_CONFIG")
         .env("MAAS_DATA_DIR", "data")
         .env("MAAS_PORTAL_LISTEN", format!("127.0.0.1:{port}"))
+        .env("MAAS_LOG_LEVEL", "warn");
+    command
+}
+
+#[test]
+fn portal_serves_the_admin_api_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = portal_command(dir.path(), port)
         .env("MAAS_ADMIN_TOKEN", "cli-admin-token")
-        .env("MAAS_LOG_LEVEL", "warn")
         .spawn()
         .unwrap();
     wait_for(port, "maas portal");
@@ -183,15 +190,8 @@ fn store_commands_run_beside_a_server_on_the_embedded_store() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let env = [("MAAS_DATA_DIR", "data")];
-    let mut child = Command::new(env!("CARGO_BIN_EXE_maas"))
-        .current_dir(dir.path())
-        .args(["portal"])
-        .env_remove("MAAS_REDIS_URL")
-        .env_remove("MAAS_CONFIG")
-        .env("MAAS_DATA_DIR", "data")
-        .env("MAAS_PORTAL_LISTEN", format!("127.0.0.1:{port}"))
+    let mut child = portal_command(dir.path(), port)
         .env("MAAS_ADMIN_TOKEN", "cli-admin-token")
-        .env("MAAS_LOG_LEVEL", "warn")
         .spawn()
         .unwrap();
     wait_for(port, "maas portal");
@@ -276,15 +276,8 @@ fn store_commands_run_beside_a_server_on_the_embedded_store() {
 /// until it listens, stops it, and returns what it printed.
 fn portal_run_without_a_token(dir: &std::path::Path, during: impl FnOnce(&str)) -> String {
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_maas"))
-        .current_dir(dir)
-        .arg("portal")
-        .env_remove("MAAS_REDIS_URL")
-        .env_remove("MAAS_CONFIG")
+    let child = portal_command(dir, port)
         .env_remove("MAAS_ADMIN_TOKEN")
-        .env("MAAS_DATA_DIR", "data")
-        .env("MAAS_PORTAL_LISTEN", format!("127.0.0.1:{port}"))
-        .env("MAAS_LOG_LEVEL", "warn")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

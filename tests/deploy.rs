@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+// Each test binary uses its own part of the shared support.
+#[allow(dead_code)]
 #[path = "support/mod.rs"]
 mod support;
 use support::certs::make_certificates;

@@ -1,6 +1,8 @@
 //! The data plane end to end: real `maas proxy` processes in front of a
 //! real `maas sim`, sharing a real Redis store.
 
+// Each test binary uses its own part of the shared support.
+#[allow(dead_code)]
 #[path = "support/mod.rs"]
 mod support;
 

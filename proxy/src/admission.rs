@@ -470,7 +470,7 @@ fn check_method(
     let allowed = match routed.index {
         Some(index) => {
             let rules = &catalog.routes.product(index).rules;
-            if rules.deltas(&target.method, &routed.api_path).is_some() {
+            if rules.takes(&target.method, &routed.api_path) {
                 return Ok(());
             }
             let methods = rules.methods_for(&routed.api_path);

@@ -175,40 +175,46 @@ impl<'de> Visitor<'de> for FactsVisitor<'_> {
         let mut facts = RequestFacts::default();
         let mut seen: HashSet<Cow<'de, str>> = HashSet::new();
         let (mut n, mut best_of) = (None, None);
+        let refusal = self.refusal;
         while let Some(key) = map.next_key_seed(MemberName)? {
             if seen.contains(&key) {
-                *self.refusal = Some(BodyRefused {
+                *refusal = Some(BodyRefused {
                     message: format!("The member '{key}' appears twice; send each member once."),
                     param: KNOWN.iter().copied().find(|k| *k == key),
                     code: "duplicate_member",
                 });
                 return Err(de::Error::custom("a member appears twice"));
             }
-            macro_rules! member {
-                ($name:literal, $want:expr) => {
-                    Member {
-                        name: $name,
-                        want: $want,
-                        refusal: &mut *self.refusal,
-                    }
-                };
-            }
             match key.as_ref() {
-                "model" => facts.model = map.next_value_seed(member!("model", Want::Text))?.text(),
-                "stream" => facts.stream = map.next_value_seed(member!("stream", Want::Flag))?.flag(),
-                "max_tokens" => facts.max_tokens = map.next_value_seed(member!("max_tokens", Want::Count))?.count(),
+                "model" => facts.model = map.next_value_seed(Member::new(refusal, "model", Want::Text))?.text(),
+                "stream" => facts.stream = map.next_value_seed(Member::new(refusal, "stream", Want::Flag))?.flag(),
+                "max_tokens" => {
+                    facts.max_tokens = map
+                        .next_value_seed(Member::new(refusal, "max_tokens", Want::Count))?
+                        .count()
+                }
                 "max_completion_tokens" => {
                     facts.max_completion_tokens = map
-                        .next_value_seed(member!("max_completion_tokens", Want::Count))?
+                        .next_value_seed(Member::new(refusal, "max_completion_tokens", Want::Count))?
                         .count()
                 }
                 "max_output_tokens" => {
-                    facts.max_output_tokens = map.next_value_seed(member!("max_output_tokens", Want::Count))?.count()
+                    facts.max_output_tokens = map
+                        .next_value_seed(Member::new(refusal, "max_output_tokens", Want::Count))?
+                        .count()
                 }
-                "n" => n = map.next_value_seed(member!("n", Want::Count))?.count(),
-                "best_of" => best_of = map.next_value_seed(member!("best_of", Want::Count))?.count(),
+                "n" => n = map.next_value_seed(Member::new(refusal, "n", Want::Count))?.count(),
+                "best_of" => {
+                    best_of = map
+                        .next_value_seed(Member::new(refusal, "best_of", Want::Count))?
+                        .count()
+                }
                 "prompt" => facts.prompts = map.next_value_seed(PromptCount)?,
-                "background" => facts.background = map.next_value_seed(member!("background", Want::Flag))?.flag(),
+                "background" => {
+                    facts.background = map
+                        .next_value_seed(Member::new(refusal, "background", Want::Flag))?
+                        .flag()
+                }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -294,7 +300,11 @@ struct Member<'r> {
     refusal: &'r mut Option<BodyRefused>,
 }
 
-impl Member<'_> {
+impl<'r> Member<'r> {
+    fn new(refusal: &'r mut Option<BodyRefused>, name: &'static str, want: Want) -> Member<'r> {
+        Member { name, want, refusal }
+    }
+
     fn refuse<E: de::Error>(self, got: de::Unexpected<'_>) -> Result<MemberValue, E> {
         *self.refusal = Some(BodyRefused::wrong_type(
             Some(self.name),

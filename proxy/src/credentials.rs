@@ -103,6 +103,12 @@ pub fn is_query_param(raw: &str, name: &str) -> bool {
 }
 
 fn percent_decode(value: &str) -> String {
+    String::from_utf8_lossy(&percent_decode_bytes(value, true)).into_owned()
+}
+
+/// `%XX` escapes decoded (a truncated or malformed one stays as it is);
+/// `+` is a space in a query (`plus_as_space`), itself in a path.
+pub(crate) fn percent_decode_bytes(value: &str, plus_as_space: bool) -> Vec<u8> {
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -116,12 +122,12 @@ fn percent_decode(value: &str) -> String {
                 }
                 _ => out.push(b'%'),
             },
-            b'+' => out.push(b' '),
+            b'+' if plus_as_space => out.push(b' '),
             byte => out.push(byte),
         }
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 fn hex(byte: u8) -> Option<u8> {

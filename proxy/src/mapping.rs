@@ -72,6 +72,15 @@ impl MappingRules {
         matched.then_some(deltas)
     }
 
+    /// Whether some rule takes `method` on `path`: [`deltas`](Self::deltas)
+    /// is `Some`, without counting anything.
+    pub fn takes(&self, method: &str, path: &str) -> bool {
+        let path = path.split_once('?').map_or(path, |(path, _)| path);
+        self.rules
+            .iter()
+            .any(|rule| method_matches(rule.method, method) && rule.pattern.matches(path))
+    }
+
     /// The methods some rule takes on `path`, for a 405's `Allow`; empty
     /// when no rule knows the path at all (a 404), or one takes any method.
     pub fn methods_for(&self, path: &str) -> Vec<&'static str> {
@@ -126,6 +135,18 @@ mod tests {
         assert_eq!(rules.methods_for("/v1/chat/completions"), ["POST"]);
         assert_eq!(rules.methods_for("/v1/models/granite"), ["GET"]);
         assert!(rules.methods_for("/v2/other").is_empty(), "unknown paths are 404s");
+        for (method, path) in [
+            ("POST", "/v1/chat/completions"),
+            ("GET", "/v1/chat/completions"),
+            ("GET", "/v1/models/x"),
+            ("POST", "/v2/other"),
+        ] {
+            assert_eq!(
+                rules.takes(method, path),
+                rules.deltas(method, path).is_some(),
+                "{method} {path}"
+            );
+        }
     }
 
     #[test]

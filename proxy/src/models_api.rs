@@ -3,6 +3,7 @@
 //! OpenAI's paths take, so that a wrong one is a 405 and not a 400 about
 //! a missing model.
 
+use crate::credentials::percent_decode_bytes;
 use crate::rewrite::Endpoint;
 
 /// A request for the models a key may use.
@@ -24,7 +25,8 @@ pub fn models_request(method: &str, api_path: &str) -> Option<ModelsRequest> {
     if path == "/v1/models" {
         return Some(ModelsRequest::List);
     }
-    let id = percent_decode(path.strip_prefix("/v1/models/")?)?;
+    let escaped = path.strip_prefix("/v1/models/")?;
+    let id = String::from_utf8(percent_decode_bytes(escaped, false)).ok()?;
     (!id.is_empty()).then_some(ModelsRequest::Retrieve(id))
 }
 
@@ -56,31 +58,6 @@ pub fn model_json(id: &str) -> Vec<u8> {
 
 fn model_object(id: &str) -> serde_json::Value {
     serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "maas"})
-}
-
-/// `%XX` escapes decoded; `None` when they do not make UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (
-            bytes[i],
-            bytes.get(i + 1).copied().and_then(hex),
-            bytes.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(high), Some(low)) => {
-                out.push((high * 16 + low) as u8);
-                i += 3;
-            }
-            (byte, _, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ pub fn redis_url() -> String {
     std::env::var("MAAS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
-pub use crate::support::{free_port, metric_value};
+pub use crate::support::{free_port, metric_value, node_dir};
 
 /// Simulated models: fast, with room for long prompts, and one embedding model.
 pub const SIM_MODELS: &str = "seed: 7
@@ -437,6 +437,17 @@ pub async fn run_json_script(program: &str, args: &[&str]) -> serde_json::Value 
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// The tests/node directory, once Debian's Chromium and the npm `packages`
+/// are there.
+pub fn require_browser(packages: &[&str]) -> &'static str {
+    let dir = node_dir(packages);
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "this test needs Debian's chromium: `apt-get install chromium` (.ci/run does it)"
+    );
+    dir
 }
 
 /// Fails with how to install it when Python's `openai` package is missing.

@@ -94,7 +94,7 @@ async fn metrics_count_the_tokens_the_model_served() {
 /// A model server that answers every request with the same small chat
 /// completion and records each request's head and body.
 fn start_recording_server() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -103,19 +103,9 @@ fn start_recording_server() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
             let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let (mut head, mut length) = (String::new(), 0usize);
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-                head.push_str(&line.to_ascii_lowercase());
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
+            let Some((head, body)) = crate::support::read_request(&mut reader) else {
+                continue;
+            };
             recorded
                 .lock()
                 .unwrap()

@@ -4,25 +4,7 @@
 
 use std::net::SocketAddr;
 
-use super::harness::{CATALOG, Gateway, free_port, run_json_script};
-
-/// The tests/node directory, once Chromium and the npm `packages` are there.
-fn require_browser(packages: &[&str]) -> &'static str {
-    let node_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node");
-    let installed = packages.iter().all(|p| {
-        std::path::Path::new(node_dir)
-            .join("node_modules")
-            .join(p)
-            .join("package.json")
-            .exists()
-    });
-    assert!(
-        installed && std::path::Path::new("/usr/bin/chromium").exists(),
-        "this test needs Debian's chromium and the npm packages of tests/node: \
-         `apt-get install chromium && npm ci --prefix tests/node` (.ci/run does both)"
-    );
-    node_dir
-}
+use super::harness::{CATALOG, Gateway, free_port, node_dir, require_browser, run_json_script};
 
 /// The portal in front of `gw` (its gateway URL), on a free port; its URL.
 async fn serve_portal(gw: &Gateway, options: maas_portal::PortalOptions) -> String {
@@ -217,13 +199,7 @@ fn example(html: &str, name: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_and_node_examples_on_a_product_page_run_as_shown() {
     super::harness::require_python_openai();
-    let node_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node");
-    assert!(
-        std::path::Path::new(node_dir)
-            .join("node_modules/openai/package.json")
-            .exists(),
-        "this test needs the npm packages of tests/node: `npm ci --prefix tests/node` (.ci/run does it)"
-    );
+    let node_dir = node_dir(&["openai"]);
     let gw = Gateway::start(CATALOG, 1, "strict").await;
     let (app_id, key) = gw.app_key("examples-app", "alpha", "open").await;
     let portal = serve_portal(&gw, maas_portal::PortalOptions::default()).await;

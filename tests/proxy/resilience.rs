@@ -67,7 +67,7 @@ async fn dead_replicas_are_skipped_and_failures_are_openai_shaped() {
 /// closes it without saying so (no `Connection: close`), as a server does
 /// when its idle timeout strikes just as a pooled connection is reused.
 fn start_closing_server() -> u16 {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -75,21 +75,9 @@ fn start_closing_server() -> u16 {
             let Ok(stream) = stream else { continue };
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut length = 0usize;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        length = value.trim().parse().unwrap_or(0);
-                    }
-                    if line == "\r\n" {
-                        break;
-                    }
+                if crate::support::read_request(&mut reader).is_none() {
+                    return;
                 }
-                let mut body = vec![0; length];
-                let _ = reader.read_exact(&mut body);
                 let reply = r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#;
                 let mut stream = stream;
                 let _ = write!(
@@ -139,7 +127,7 @@ plans:
 /// A model server that compresses with gzip whatever the request asks,
 /// and reports the `Accept-Encoding` it was sent.
 fn start_gzipping_server() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -148,25 +136,13 @@ fn start_gzipping_server() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
             let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let (mut length, mut accept) = (0usize, String::from("(none)"));
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                let lower = line.to_ascii_lowercase();
-                if let Some(value) = lower.strip_prefix("content-length:") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-                if let Some(value) = lower.strip_prefix("accept-encoding:") {
-                    accept = value.trim().to_owned();
-                }
-                if line == "\r\n" {
-                    break;
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
+            let Some((head, body)) = crate::support::read_request(&mut reader) else {
+                continue;
+            };
+            let accept = head
+                .lines()
+                .find_map(|line| line.strip_prefix("accept-encoding:"))
+                .map_or("(none)".to_owned(), |value| value.trim().to_owned());
             recorded.lock().unwrap().push(accept);
             let gzip = |data: &[u8]| {
                 let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());

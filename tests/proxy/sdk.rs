@@ -63,21 +63,7 @@ async fn langchain_tools_and_structured_output_work_through_the_gateway() {
 /// not retry a 429 that says `x-should-retry: false`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_npm_sdk_runs_in_a_browser_against_the_gateway() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node");
-    for package in ["openai", "playwright-core"] {
-        assert!(
-            std::path::Path::new(dir)
-                .join("node_modules")
-                .join(package)
-                .join("package.json")
-                .exists(),
-            "this test needs the npm packages of tests/node: `npm ci --prefix tests/node` (.ci/run does it)"
-        );
-    }
-    assert!(
-        std::path::Path::new("/usr/bin/chromium").exists() || std::env::var_os("CHROMIUM_PATH").is_some(),
-        "this test needs Chromium: `apt-get install chromium` (.ci/run does it)"
-    );
+    let dir = super::harness::require_browser(&["openai", "playwright-core"]);
     // Product beta with the default CORS policy (any origin), and a plan
     // of one request a day.
     let catalog = CATALOG

@@ -25,14 +25,7 @@ async fn the_openai_sdk_sees_the_same_stream_through_the_proxy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_npm_sdk_sees_the_same_stream_through_the_proxy() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node");
-    let installed = std::path::Path::new(dir)
-        .join("node_modules/openai/package.json")
-        .exists();
-    assert!(
-        installed && std::process::Command::new("node").arg("--version").output().is_ok(),
-        "this test needs Node.js and the `openai` npm package: `npm ci --prefix tests/node` (.ci/run does it)"
-    );
+    let dir = super::harness::node_dir(&["openai"]);
     let gw = Gateway::start(CATALOG, 1, "strict").await;
     let (app_id, key) = gw.app_key("stream-npm-app", "alpha", "open").await;
     let script = format!("{dir}/openai_stream.mjs");
@@ -174,6 +167,9 @@ async fn a_client_that_hangs_up_cancels_the_generation_and_pays_for_what_it_got(
         !received.contains("\"usage\""),
         "the client did not ask for usage: {received}"
     );
+    // Counted as a stream while it flows, and only then.
+    let metrics = gw.metrics(0).await;
+    assert!(metrics.contains("\nmaas_streams_in_flight 1\n"), "{metrics}");
     drop(stream);
     // The simulator sees the cancellation within a few tokens (10 ms each).
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
@@ -190,6 +186,11 @@ async fn a_client_that_hangs_up_cancels_the_generation_and_pays_for_what_it_got(
     };
     let served = truth["completion_tokens"].as_u64().unwrap();
     assert!(served < 100, "generation stopped early: {served} of 300 tokens");
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while !gw.metrics(0).await.contains("\nmaas_streams_in_flight 0\n") {
+        assert!(std::time::Instant::now() < deadline, "the stream was never counted out");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let billed = gw.stored(&app_id, "completion_tokens").await;
     // Billed from the last usage the proxy saw; the simulator may have put a

@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 
 use crate::harness::{Gateway, free_port, redis_url};
+pub use crate::support::node_dir;
 
 /// One request as the upstream received it.
 #[derive(Debug, Clone)]
@@ -155,22 +156,6 @@ impl Drop for PortalProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The tests/node directory with its npm packages installed.
-pub fn node_dir(packages: &[&str]) -> &'static str {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node");
-    for package in packages {
-        assert!(
-            std::path::Path::new(dir)
-                .join("node_modules")
-                .join(package)
-                .join("package.json")
-                .exists(),
-            "this test needs the npm package `{package}`: `npm ci --prefix tests/node` (.ci/run does it)"
-        );
-    }
-    dir
 }
 
 /// The npm `oidc-provider` as the company's OpenID provider, with the
