@@ -19,6 +19,7 @@ mod security {
     mod body_content_type;
     mod error_shapes;
     mod key_location;
+    mod metering_truth;
     mod organizations;
     mod plan_approval;
     mod portal_headers;

@@ -21,7 +21,7 @@ use crate::body::{RequestFacts, inspect_json, is_json_content_type};
 use crate::cors;
 use crate::credentials::{RequestCredentials, describe_locations, extract_key, strip_query_param};
 use crate::error::ApiError;
-use crate::limits::{Decision, TokenRequest, prompt_estimate};
+use crate::limits::Decision;
 use crate::mapping::Deltas;
 use crate::metrics::METRICS;
 use crate::models_api::{ModelsRequest, model_json, model_list, models_request, shared_allowed_methods};
@@ -32,6 +32,7 @@ use crate::request_path::normalize;
 use crate::rewrite::{ClientUsage, Endpoint, ForwardPolicy, rewrite_request};
 use crate::routing::{ProductRoute, Route, upstream_path};
 use crate::service::{MaasProxy, RequestCtx};
+use crate::spend::{Spend, spend_of};
 use crate::state::ServingCatalog;
 
 pub(crate) enum Next {
@@ -93,13 +94,6 @@ struct Body {
     json: bool,
 }
 
-/// Tokens the request may spend, as the limiter was asked for them.
-struct Spend {
-    request: Option<TokenRequest>,
-    /// Generations the grant is shared by (`n`, prompts of a batch).
-    generations: u64,
-}
-
 impl MaasProxy {
     /// Authenticates, routes and admits a request; `Err` is answered as is.
     pub(crate) async fn prepare(&self, session: &mut Session, ctx: &mut RequestCtx) -> Stage<Next> {
@@ -148,7 +142,10 @@ impl MaasProxy {
         let Some(deltas) = route.rules.deltas(&target.method, &routed.api_path) else {
             return Ok(Err(ApiError::no_mapping_rule(&target.method, &routed.api_path)));
         };
-        let spend = self.spend(ctx, &auth, endpoint, &body.facts);
+        let body_bytes = ctx.body.as_ref().map_or(0, Bytes::len);
+        let holds = self.state.limiter.hold_policy();
+        let spend = spend_of(endpoint, &body.facts, body_bytes, &auth.plan, holds);
+        ctx.ceiling = spend.ceiling;
         let completion_grant = or_refuse!(self.admit(ctx, &auth, &deltas, &spend).await);
         if let Some(request) = models_request {
             let body = match request {
@@ -312,41 +309,6 @@ impl MaasProxy {
             // form): the model server's business.
             Err(_) => Ok(Ok(Body::default())),
         }
-    }
-
-    /// What the request asks to spend: its prompt, and for generating
-    /// endpoints its completion tokens, on plans with token limits.
-    fn spend(&self, ctx: &RequestCtx, auth: &AuthContext, endpoint: Endpoint, facts: &RequestFacts) -> Spend {
-        let generations = facts.generations(endpoint).max(1);
-        let prompt = ctx.body.as_ref().map_or(0, |b| prompt_estimate(b.len()));
-        let limits_tokens = auth
-            .plan
-            .limits
-            .iter()
-            .any(|l| TOKEN_METRICS.contains(&l.metric.as_str()));
-        let request = (limits_tokens && (endpoint.generates() || endpoint == Endpoint::Embeddings)).then(|| {
-            if endpoint.generates() {
-                let plan_cap = auth.plan.max_tokens.map(u64::from);
-                let wanted = facts
-                    .max_tokens_for(endpoint)
-                    .or(plan_cap)
-                    .unwrap_or(self.state.limiter.hold_policy().default_max_tokens);
-                let per_generation = plan_cap.map_or(wanted, |cap| wanted.min(cap));
-                TokenRequest {
-                    prompt,
-                    completion_max: per_generation.saturating_mul(generations),
-                    // `max_tokens: 0` asks for no completion: the prompt alone is held.
-                    completion_min: generations.min(per_generation.saturating_mul(generations)),
-                }
-            } else {
-                TokenRequest {
-                    prompt,
-                    completion_max: 0,
-                    completion_min: 0,
-                }
-            }
-        });
-        Spend { request, generations }
     }
 
     /// Checks and counts the plan's limits (holding the tokens asked for);
@@ -536,9 +498,9 @@ fn rewrite_body(
         return Ok(());
     };
     let plan_cap = auth.plan.max_tokens.map(u64::from);
-    let grant_per_generation = completion_grant
-        .filter(|_| auth.plan.clamp_max_tokens)
-        .map(|grant| grant / spend.generations);
+    // Without clamping the grant is the whole ask (or the default bound
+    // when none was asked), so capping at it changes only the absent bound.
+    let grant_per_generation = completion_grant.map(|grant| grant / spend.generations);
     let max_tokens_cap = match (plan_cap, grant_per_generation) {
         (Some(cap), Some(grant)) => Some(cap.min(grant)),
         (cap, grant) => cap.or(grant),
@@ -553,6 +515,10 @@ fn rewrite_body(
     };
     let rewrite = rewrite_request(bytes, endpoint, &policy).map_err(|detail| ApiError::invalid_json(&detail))?;
     ctx.client_usage = rewrite.client_usage;
+    if let (Some(bound), Some(ceiling)) = (rewrite.max_tokens, ctx.ceiling.as_mut()) {
+        // The server was told at most `bound` a generation.
+        *ceiling = ceiling.with_completion_at_most(bound.saturating_mul(spend.generations));
+    }
     if rewrite.stream && endpoint == Endpoint::Responses {
         ctx.client_usage = ClientUsage {
             final_chunk: true,

@@ -58,17 +58,12 @@ impl Default for RequestFacts {
 
 impl RequestFacts {
     /// The most completion tokens one generation of `endpoint` may ask
-    /// for: the largest of the fields the upstream may honour (vLLM reads
-    /// `max_completion_tokens or max_tokens`, so a `0` in the first lets
-    /// the second through).
+    /// for, read as the server reads its fields ([`Endpoint::bound_asked`]).
     pub fn max_tokens_for(&self, endpoint: Endpoint) -> Option<u64> {
         match endpoint {
-            Endpoint::ChatCompletions => match (self.max_completion_tokens, self.max_tokens) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                (a, b) => a.or(b),
-            },
-            Endpoint::Completions => self.max_tokens,
-            Endpoint::Responses => self.max_output_tokens,
+            Endpoint::ChatCompletions => endpoint.bound_asked(&[self.max_completion_tokens, self.max_tokens]),
+            Endpoint::Completions => endpoint.bound_asked(&[self.max_tokens]),
+            Endpoint::Responses => endpoint.bound_asked(&[self.max_output_tokens]),
             Endpoint::Embeddings | Endpoint::Other => None,
         }
     }
@@ -89,7 +84,7 @@ impl RequestFacts {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BodyRefused {
     pub message: String,
-    pub param: Option<&'static str>,
+    pub param: Option<Cow<'static, str>>,
     /// `invalid_json` (not JSON), `invalid_type` (a member's or the body's
     /// type), `integer_below_min_value`, `duplicate_member`.
     pub code: &'static str,
@@ -108,7 +103,7 @@ impl BodyRefused {
         let what = member.map_or_else(|| "the request body".to_owned(), |m| format!("'{m}'"));
         BodyRefused {
             message: format!("Invalid type for {what}: expected {expected}, but got {got} instead."),
-            param: member,
+            param: member.map(Cow::Borrowed),
             code: "invalid_type",
         }
     }
@@ -180,7 +175,7 @@ impl<'de> Visitor<'de> for FactsVisitor<'_> {
             if seen.contains(&key) {
                 *refusal = Some(BodyRefused {
                     message: format!("The member '{key}' appears twice; send each member once."),
-                    param: KNOWN.iter().copied().find(|k| *k == key),
+                    param: Some(Cow::Owned(key.clone().into_owned())),
                     code: "duplicate_member",
                 });
                 return Err(de::Error::custom("a member appears twice"));
@@ -362,7 +357,7 @@ impl<'de> Visitor<'de> for Member<'_> {
                     "Invalid '{}': integer below minimum value. Expected a value >= 0, but got {value} instead.",
                     self.name
                 ),
-                param: Some(self.name),
+                param: Some(Cow::Borrowed(self.name)),
                 code: "integer_below_min_value",
             });
             return Err(E::custom("a count is negative"));
@@ -406,19 +401,6 @@ impl<'de> Visitor<'de> for MemberName {
         Ok(Cow::Owned(name.to_owned()))
     }
 }
-
-/// The members whose errors name them as OpenAI's `param`.
-const KNOWN: [&str; 9] = [
-    "model",
-    "stream",
-    "max_tokens",
-    "max_completion_tokens",
-    "max_output_tokens",
-    "n",
-    "best_of",
-    "prompt",
-    "background",
-];
 
 /// How many generations `prompt` asks for: one for a text or a list of
 /// token ids, one per entry of a list of texts or of token lists.
@@ -638,7 +620,7 @@ mod tests {
         ] {
             let refused = inspect_json(bad).unwrap_err();
             let body = String::from_utf8_lossy(bad);
-            assert_eq!(refused.param, Some(param), "{body}: {refused:?}");
+            assert_eq!(refused.param.as_deref(), Some(param), "{body}: {refused:?}");
             assert_eq!(refused.message, message, "{body}");
             assert_ne!(refused.code, "invalid_json", "{body}: valid JSON is not called invalid");
         }
@@ -672,7 +654,7 @@ mod tests {
         ] {
             let refused = inspect_json(bad).unwrap_err();
             assert_eq!(
-                (refused.message.as_str(), refused.code, refused.param),
+                (refused.message.as_str(), refused.code, refused.param.as_deref()),
                 (message, "invalid_type", None)
             );
         }
@@ -692,15 +674,19 @@ mod tests {
 
     #[test]
     fn a_member_given_twice_is_refused() {
-        for bad in [
-            &br#"{"max_tokens":5,"max_tokens":5000}"#[..],
-            br#"{"max_tokens":5,"max_tok\u0065ns":5000}"#,
-            br#"{"model":"a","model":"b"}"#,
-            br#"{"stream_options":{},"stream_options":{"include_usage":false}}"#,
-            br#"{"messages":[],"messages":[]}"#,
+        for (bad, member) in [
+            (&br#"{"max_tokens":5,"max_tokens":5000}"#[..], "max_tokens"),
+            (br#"{"max_tokens":5,"max_tok\u0065ns":5000}"#, "max_tokens"),
+            (br#"{"model":"a","model":"b"}"#, "model"),
+            (
+                br#"{"stream_options":{},"stream_options":{"include_usage":false}}"#,
+                "stream_options",
+            ),
+            (br#"{"messages":[],"messages":[]}"#, "messages"),
         ] {
             let refused = inspect_json(bad).unwrap_err();
             assert!(refused.message.contains("twice"), "{refused:?}");
+            assert_eq!(refused.param.as_deref(), Some(member), "{refused:?}");
         }
         // Nested objects are the model server's business.
         assert!(inspect_json(br#"{"messages":[{"a":1},{"a":2}],"x":{"a":1,"b":2}}"#).is_ok());

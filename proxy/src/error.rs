@@ -2,6 +2,7 @@
 //! with the status code the SDKs map to their exception classes.
 
 use serde::Serialize;
+use std::borrow::Cow;
 
 /// A refusal or failure the proxy answers itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,7 +13,7 @@ pub struct ApiError {
     pub kind: &'static str,
     /// OpenAI's `code`: `invalid_api_key`, `model_not_found`, …
     pub code: &'static str,
-    pub param: Option<&'static str>,
+    pub param: Option<Cow<'static, str>>,
     /// Why, for the rejected-by-reason counter and the access log.
     pub reason: &'static str,
 }
@@ -48,7 +49,7 @@ impl ApiError {
             error: Body {
                 message: &self.message,
                 kind: self.kind,
-                param: self.param,
+                param: self.param.as_deref(),
                 code: self.code,
             },
         };
@@ -147,7 +148,7 @@ impl ApiError {
             "model_not_found",
             format!("The model `{model}` does not exist or you do not have access to it."),
         );
-        error.param = Some("model");
+        error.param = Some(Cow::Borrowed("model"));
         error
     }
 
@@ -159,7 +160,7 @@ impl ApiError {
             "bad_request",
             "This endpoint routes by model: the JSON body needs a `model` string.".into(),
         );
-        error.param = Some("model");
+        error.param = Some(Cow::Borrowed("model"));
         error
     }
 
@@ -311,7 +312,7 @@ impl ApiError {
         let mut error = ApiError::invalid_json(&refused.message);
         error.message = refused.message.clone();
         error.code = refused.code;
-        error.param = refused.param;
+        error.param = refused.param.clone();
         error
     }
 
@@ -325,7 +326,7 @@ impl ApiError {
             "unsupported",
             message.into(),
         );
-        error.param = Some(param);
+        error.param = Some(Cow::Borrowed(param));
         error
     }
 

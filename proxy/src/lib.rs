@@ -14,6 +14,7 @@
 
 pub mod access_log;
 mod admission;
+mod billing;
 pub mod body;
 pub mod cors;
 pub mod credentials;
@@ -36,6 +37,7 @@ pub mod rewrite;
 pub mod routing;
 pub mod server;
 pub mod service;
+pub mod spend;
 pub mod sse;
 pub mod state;
 pub mod stream_meter;

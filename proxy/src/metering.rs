@@ -16,6 +16,18 @@ struct WithUsage {
     usage: Option<RawUsage>,
 }
 
+impl TokenUsage {
+    /// The same usage with at most `most` completion tokens.
+    pub fn with_completion_at_most(self, most: u64) -> TokenUsage {
+        let completion = self.completion_tokens.min(most);
+        TokenUsage {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: completion,
+            total_tokens: self.prompt_tokens.saturating_add(completion),
+        }
+    }
+}
+
 /// A `usage` object as servers write it: chat/completions/embeddings names,
 /// or the Responses API's `input_tokens`/`output_tokens`.
 #[derive(Deserialize)]
@@ -46,34 +58,179 @@ pub fn usage_of_json(body: &[u8]) -> Option<TokenUsage> {
     parsed.usage.as_ref().map(RawUsage::tokens)
 }
 
-/// A response body collected up to a cap for metering; beyond the cap it
-/// is passed through unmetered rather than held in memory.
+/// Finds the top-level `usage` member of a JSON object as the body passes,
+/// holding only that member's bytes: an answer of any size is metered
+/// (OpenAI-style servers write `usage` last, after `data` or `choices`
+/// that may run to many megabytes). Strings are skipped with `memchr`, so
+/// the cost is a pass over the bytes, not a parse.
 #[derive(Debug, Default)]
-pub struct BodyCollector {
-    buffer: Vec<u8>,
-    overflowed: bool,
+pub struct UsageScanner {
+    /// Nesting depth: 1 is inside the top-level object.
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+    /// At depth 1, the next string is a member name.
+    expect_name: bool,
+    /// The current top-level member name, raw (escapes kept).
+    name: Vec<u8>,
+    /// Inside the value of a top-level `usage` member.
+    capturing: bool,
+    value: Vec<u8>,
+    /// The last `usage` read; a later one replaces it.
+    found: Option<TokenUsage>,
+    /// A `usage` member whose value could not be read.
+    unreadable: bool,
+    /// The body is not a JSON object (or its structure broke).
+    broken: bool,
+    seen_start: bool,
 }
 
-impl BodyCollector {
-    pub const CAP: usize = 16 * 1024 * 1024;
+/// A `usage` object is a few hundred bytes; a longer one is not read.
+const USAGE_VALUE_CAP: usize = 64 * 1024;
+/// Longer member names cannot be `usage`, however escaped.
+const NAME_CAP: usize = 64;
 
+impl UsageScanner {
     pub fn push(&mut self, chunk: &[u8]) {
-        if self.overflowed {
-            return;
+        let mut rest = chunk;
+        while !rest.is_empty() && !self.broken {
+            rest = if self.in_string {
+                self.in_string_bytes(rest)
+            } else {
+                self.structural_byte(rest)
+            };
         }
-        if self.buffer.len() + chunk.len() > Self::CAP {
-            self.overflowed = true;
-            self.buffer = Vec::new();
-            return;
-        }
-        self.buffer.extend_from_slice(chunk);
     }
 
+    /// Consumes string bytes up to and including the closing quote.
+    fn in_string_bytes<'a>(&mut self, bytes: &'a [u8]) -> &'a [u8] {
+        if self.escaped {
+            self.escaped = false;
+            self.keep(&bytes[..1]);
+            return &bytes[1..];
+        }
+        match memchr::memchr2(b'"', b'\\', bytes) {
+            None => {
+                self.keep(bytes);
+                &[]
+            }
+            Some(at) => {
+                self.keep(&bytes[..=at]);
+                if bytes[at] == b'\\' {
+                    self.escaped = true;
+                } else {
+                    self.in_string = false;
+                }
+                &bytes[at + 1..]
+            }
+        }
+    }
+
+    /// Keeps string bytes that belong to a member name or a `usage` value.
+    fn keep(&mut self, bytes: &[u8]) {
+        if self.capturing {
+            self.capture(bytes);
+        } else if self.depth == 1 && self.expect_name && self.name.len() <= NAME_CAP {
+            let room = NAME_CAP + 1 - self.name.len();
+            self.name.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        }
+    }
+
+    fn capture(&mut self, bytes: &[u8]) {
+        if self.value.len() + bytes.len() > USAGE_VALUE_CAP {
+            self.capturing = false;
+            self.unreadable = true;
+            self.value = Vec::new();
+        } else {
+            self.value.extend_from_slice(bytes);
+        }
+    }
+
+    fn structural_byte<'a>(&mut self, bytes: &'a [u8]) -> &'a [u8] {
+        let byte = bytes[0];
+        if !self.seen_start {
+            if byte.is_ascii_whitespace() {
+                return &bytes[1..];
+            }
+            self.seen_start = true;
+            if byte != b'{' {
+                self.broken = true;
+                return &[];
+            }
+        }
+        let ends_value = self.depth == 1 && (byte == b',' || byte == b'}');
+        if self.capturing && ends_value {
+            self.capturing = false;
+            self.read_value();
+        }
+        match byte {
+            b'"' => {
+                self.in_string = true;
+                if self.depth == 1 && self.expect_name {
+                    self.name.clear();
+                }
+            }
+            b'{' | b'[' => {
+                self.depth += 1;
+                if self.depth == 1 {
+                    self.expect_name = true;
+                }
+            }
+            b'}' | b']' => match self.depth.checked_sub(1) {
+                Some(depth) => self.depth = depth,
+                None => self.broken = true,
+            },
+            b':' if self.depth == 1 && self.expect_name => {
+                self.expect_name = false;
+                if self.name_is_usage() {
+                    self.capturing = true;
+                    self.value.clear();
+                    return &bytes[1..];
+                }
+            }
+            b',' if self.depth == 1 => self.expect_name = true,
+            _ => {}
+        }
+        if self.capturing {
+            self.capture(&bytes[..1]);
+        }
+        &bytes[1..]
+    }
+
+    /// Whether the member name just read (with its closing quote) is `usage`.
+    fn name_is_usage(&self) -> bool {
+        let Some(raw) = self.name.strip_suffix(b"\"") else {
+            return false;
+        };
+        if !raw.contains(&b'\\') {
+            return raw == b"usage";
+        }
+        let mut quoted = Vec::with_capacity(raw.len() + 2);
+        quoted.push(b'"');
+        quoted.extend_from_slice(raw);
+        quoted.push(b'"');
+        serde_json::from_slice::<String>(&quoted).is_ok_and(|name| name == "usage")
+    }
+
+    fn read_value(&mut self) {
+        match serde_json::from_slice::<Option<RawUsage>>(&self.value) {
+            Ok(Some(usage)) => {
+                self.found = Some(usage.tokens());
+                self.unreadable = false;
+            }
+            Ok(None) => {}
+            Err(_) => self.unreadable = true,
+        }
+        self.value = Vec::new();
+    }
+
+    /// The usage the body reported, once it has all passed; `None` when it
+    /// named none, or its `usage` could not be read.
     pub fn usage(&self) -> Option<TokenUsage> {
-        if self.overflowed {
+        if self.broken || self.unreadable || self.depth != 0 || self.in_string {
             return None;
         }
-        usage_of_json(&self.buffer)
+        self.found
     }
 }
 
@@ -102,13 +259,69 @@ mod tests {
         assert_eq!(usage_of_json(br#"{"usage":null}"#), None);
     }
 
+    fn scan(body: &[u8], piece: usize) -> Option<TokenUsage> {
+        let mut scanner = UsageScanner::default();
+        for chunk in body.chunks(piece.max(1)) {
+            scanner.push(chunk);
+        }
+        scanner.usage()
+    }
+
     #[test]
-    fn collector_gives_up_past_its_cap() {
-        let mut collector = BodyCollector::default();
-        collector.push(br#"{"usage":{"prompt_tokens":1,"#);
-        collector.push(br#""completion_tokens":2}}"#);
-        assert_eq!(collector.usage().unwrap().total_tokens, 3);
-        collector.push(&vec![b' '; BodyCollector::CAP]);
-        assert_eq!(collector.usage(), None);
+    fn the_scanner_reads_usage_wherever_it_is_and_however_cut() {
+        let bodies: [&[u8]; 6] = [
+            br#"{"id":"x","choices":[{"text":"a \"usage\": {} }"}],"usage":{"prompt_tokens":12,"completion_tokens":30,"total_tokens":42}}"#,
+            br#"{"usage":{"prompt_tokens":12,"completion_tokens":30},"data":[[1,2],{"usage":{"prompt_tokens":1}}]}"#,
+            br#" { "usage" : { "input_tokens" : 12 , "output_tokens" : 30 } , "output" : [] } "#,
+            br#"{"us\u0061ge":{"prompt_tokens":12,"completion_tokens":30,"total_tokens":42}}"#,
+            br#"{"usage":{"prompt_tokens":1},"usage":{"prompt_tokens":12,"completion_tokens":30}}"#,
+            br#"{"a":"\\","b":{"usage":{"prompt_tokens":9}},"usage":{"prompt_tokens":12,"completion_tokens":30}}"#,
+        ];
+        for body in bodies {
+            for piece in [1, 2, 3, 7, 64, body.len()] {
+                let usage = scan(body, piece);
+                assert_eq!(
+                    usage.map(|u| u.total_tokens),
+                    Some(42),
+                    "{} in {piece}",
+                    String::from_utf8_lossy(body)
+                );
+                assert_eq!(usage.map(|u| u.prompt_tokens), Some(12));
+            }
+        }
+    }
+
+    #[test]
+    fn the_scanner_finds_no_usage_where_there_is_none() {
+        let bodies: [&[u8]; 8] = [
+            br#"{"choices":[]}"#,
+            br#"{"usage":null}"#,
+            br#"{"usage":"lots"}"#,
+            br#"[{"usage":{"prompt_tokens":1}}]"#,
+            br#"{"x":{"usage":{"prompt_tokens":1}}}"#,
+            br#"{"usage":{"prompt_tokens":1}"#,
+            br#"not json"#,
+            br#"{"usage":{"prompt_tokens":1}}}"#,
+        ];
+        for body in bodies {
+            assert_eq!(scan(body, 3), None, "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn the_scanner_holds_only_the_usage_member() {
+        let mut body = br#"{"data":[{"embedding":""#.to_vec();
+        body.extend(std::iter::repeat_n(b'A', 20 * 1024 * 1024));
+        body.extend_from_slice(br#""}],"usage":{"prompt_tokens":7,"total_tokens":7}}"#);
+        let mut scanner = UsageScanner::default();
+        for chunk in body.chunks(64 * 1024) {
+            scanner.push(chunk);
+            assert!(scanner.value.capacity() <= USAGE_VALUE_CAP);
+        }
+        assert_eq!(scanner.usage().map(|u| u.total_tokens), Some(7));
+        let mut huge_usage = br#"{"usage":{"prompt_tokens":7,"pad":""#.to_vec();
+        huge_usage.extend(std::iter::repeat_n(b'A', USAGE_VALUE_CAP));
+        huge_usage.extend_from_slice(br#""}}"#);
+        assert_eq!(scan(&huge_usage, 4096), None);
     }
 }

@@ -51,6 +51,7 @@ pub struct ProxyMetrics {
     pub store_errors: IntCounterVec,
     pub upstream_errors: IntCounterVec,
     pub estimated_tokens: IntCounterVec,
+    pub unmetered_answers: IntCounterVec,
     pub key_lookups: KeyLookups,
     pub changes_applied: IntCounterVec,
 }
@@ -160,6 +161,12 @@ impl ProxyMetrics {
                 "Tokens billed from an estimate because the upstream reported no usage",
                 &["product"],
             ),
+            unmetered_answers: counter(
+                &registry,
+                "maas_unmetered_answers_total",
+                "Successful answers whose usage could not be read, billed at the request's ceiling",
+                &["product"],
+            ),
             key_lookups: {
                 let outcomes = counter(
                     &registry,
@@ -197,6 +204,7 @@ impl ProxyMetrics {
         }
         for product in products {
             self.estimated_tokens.with_label_values(&[product]);
+            self.unmetered_answers.with_label_values(&[product]);
         }
     }
 

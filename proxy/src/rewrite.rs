@@ -59,6 +59,23 @@ impl Endpoint {
         matches!(self, Endpoint::ChatCompletions | Endpoint::Completions)
     }
 
+    /// The most tokens a generation asks for, given the values of its
+    /// bound fields (`None` for `null`), as servers read them: vLLM and
+    /// SGLang take `max_completion_tokens or max_tokens`, so a `0` or
+    /// `null` falls through to the next field and, when every field is
+    /// falsy, means "to the end of the context" (`None` here). Completions
+    /// alone honour a `0` (a prompt scored with `echo`); the gateway
+    /// forwards it as 1, the one value every reading bounds.
+    pub fn bound_asked(self, values: &[Option<u64>]) -> Option<u64> {
+        let zero_is_one = self == Endpoint::Completions;
+        values
+            .iter()
+            .flatten()
+            .map(|&v| if v == 0 && zero_is_one { 1 } else { v })
+            .filter(|&v| v > 0)
+            .max()
+    }
+
     /// The fields that bound generated tokens, the one set when none is
     /// given first. Chat has two: vLLM honours `max_completion_tokens`,
     /// else `max_tokens`, so both are capped.
@@ -149,38 +166,37 @@ pub fn rewrite_request(body: &[u8], endpoint: Endpoint, policy: &ForwardPolicy<'
             ));
         }
     }
-    // Every field the upstream may honour ends at most at the cap; when
-    // none is given, the first is set.
+    // Every field the server may read is set to one bound at most the
+    // cap, so the value it uses is bounded whichever field it reads first
+    // and however it reads a 0 ([`Endpoint::bound_asked`]).
     let fields = endpoint.max_tokens_fields();
-    let mut max_tokens: Option<u64> = None;
-    let mut given = false;
-    for &field in fields {
-        if object.get(field).is_none() {
-            continue;
-        }
-        given = true;
-        // A whole decimal (`200.0`) is read as the server reads it.
-        let asked = parse(field).and_then(|v| v.as_u64().or_else(|| v.as_f64().and_then(crate::body::whole_number)));
-        let forwarded = match (asked, max_tokens_cap) {
-            (Some(asked), Some(cap)) if asked <= cap => Some(asked),
-            (_, Some(cap)) => {
-                edits.push((field, cap.to_string().into_bytes()));
-                Some(cap)
+    let given: Vec<(&str, Option<u64>)> = fields
+        .iter()
+        .filter(|field| object.get(field).is_some())
+        .map(|&field| {
+            // A whole decimal (`200.0`) is read as the server reads it.
+            let value =
+                parse(field).and_then(|v| v.as_u64().or_else(|| v.as_f64().and_then(crate::body::whole_number)));
+            (field, value)
+        })
+        .collect();
+    let values: Vec<Option<u64>> = given.iter().map(|(_, value)| *value).collect();
+    let asked = endpoint.bound_asked(&values);
+    let max_tokens = match max_tokens_cap {
+        None => asked,
+        Some(cap) => {
+            let bound = asked.map_or(cap, |asked| asked.min(cap)).max(1);
+            for (field, value) in &given {
+                if !value.is_some_and(|v| v > 0 && v <= bound) {
+                    edits.push((field, bound.to_string().into_bytes()));
+                }
             }
-            (asked, None) => asked,
-        };
-        max_tokens = max_tokens.max(forwarded);
-    }
-    if let (false, Some(&first), Some(cap)) = (given, fields.first(), max_tokens_cap) {
-        edits.push((first, cap.to_string().into_bytes()));
-        max_tokens = Some(cap);
-    } else if given && max_tokens_cap.is_some() && max_tokens == Some(0) {
-        // vLLM reads `max_completion_tokens or max_tokens`: with the first
-        // 0 and the second absent it would generate to the context's end.
-        for &field in fields.iter().filter(|f| object.get(f).is_none()) {
-            edits.push((field, b"0".to_vec()));
+            if let (true, Some(&first)) = (given.is_empty(), fields.first()) {
+                edits.push((first, bound.to_string().into_bytes()));
+            }
+            fields.first().map(|_| bound)
         }
-    }
+    };
     if let Some(model) = policy.default_model
         && object.get("model").is_none_or(|raw| raw == b"null")
     {
@@ -212,40 +228,46 @@ mod tests {
         rewrite_request(body, endpoint, &policy)
     }
 
+    /// The bound fields as forwarded.
+    fn bounds(out: &Rewrite, fields: &[&str]) -> Vec<Option<u64>> {
+        let forwarded = json(out.body.as_deref().unwrap());
+        fields.iter().map(|f| forwarded[*f].as_u64()).collect()
+    }
+
+    /// What a server uses, read each way servers read the fields.
+    fn every_reading(forwarded: &[Option<u64>]) -> Vec<Option<u64>> {
+        let truthy = |v: &Option<u64>| v.filter(|&n| n > 0);
+        let python_or = forwarded.iter().find_map(truthy);
+        let option_or = forwarded.iter().find_map(|v| *v);
+        let last_first = forwarded.iter().rev().find_map(|v| *v);
+        vec![python_or, option_or, last_first]
+    }
+
     #[test]
     fn every_field_the_upstream_may_honour_is_capped() {
-        // vLLM reads `max_completion_tokens or max_tokens`: a 0 lets the second through.
-        let out = rewrite(
-            br#"{"max_completion_tokens":0,"max_tokens":5000}"#,
-            Endpoint::ChatCompletions,
-            StreamUsage::Continuous,
-            Some(50),
-        )
-        .unwrap();
-        let forwarded = json(&out.body.unwrap());
-        assert_eq!(
-            (
-                forwarded["max_completion_tokens"].as_u64(),
-                forwarded["max_tokens"].as_u64()
-            ),
-            (Some(0), Some(50))
-        );
-        let out = rewrite(
-            br#"{"max_tokens":null,"max_completion_tokens":null}"#,
-            Endpoint::ChatCompletions,
-            StreamUsage::Continuous,
-            Some(50),
-        )
-        .unwrap();
-        let forwarded = json(&out.body.unwrap());
-        assert_eq!(
-            (
-                forwarded["max_completion_tokens"].as_u64(),
-                forwarded["max_tokens"].as_u64()
-            ),
-            (Some(50), Some(50))
-        );
-        assert_eq!(out.max_tokens, Some(50));
+        let chat = ["max_completion_tokens", "max_tokens"];
+        for (body, expected) in [
+            (&br#"{"max_completion_tokens":0,"max_tokens":5000}"#[..], 50),
+            (br#"{"max_completion_tokens":0}"#, 50),
+            (br#"{"max_tokens":0}"#, 50),
+            (br#"{"max_completion_tokens":0,"max_tokens":0}"#, 50),
+            (br#"{"max_tokens":null,"max_completion_tokens":null}"#, 50),
+            (br#"{"max_completion_tokens":null,"max_tokens":30}"#, 30),
+            (br#"{"max_completion_tokens":30,"max_tokens":0}"#, 30),
+            (br#"{"max_completion_tokens":30.0,"max_tokens":5e3}"#, 50),
+            (br#"{"max_completion_tokens":900}"#, 50),
+        ] {
+            let out = rewrite(body, Endpoint::ChatCompletions, StreamUsage::Continuous, Some(50)).unwrap();
+            let text = String::from_utf8_lossy(body);
+            assert_eq!(out.max_tokens, Some(expected), "{text}");
+            let forwarded = bounds(&out, &chat);
+            for reading in every_reading(&forwarded) {
+                assert!(
+                    reading.is_some_and(|r| r >= 1 && r <= expected),
+                    "{text}: {forwarded:?}"
+                );
+            }
+        }
         // Whole decimals count as the server reads them: over the cap they
         // are capped, under it they pass as sent.
         let out = rewrite(
@@ -256,8 +278,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (json(&out.body.unwrap())["max_tokens"].as_u64(), out.max_tokens),
-            (Some(50), Some(50))
+            (bounds(&out, &["max_tokens"]), out.max_tokens),
+            (vec![Some(50)], Some(50))
         );
         let out = rewrite(
             br#"{"max_tokens":20.0}"#,
@@ -267,22 +289,47 @@ mod tests {
         )
         .unwrap();
         assert_eq!((out.body, out.max_tokens), (None, Some(20)));
-        // Asked for no completion: no field falls back past the cap.
+        // A completion of no tokens (a prompt scored with `echo`) is forwarded
+        // as 1: some servers would read 0 as no limit.
         let out = rewrite(
-            br#"{"max_completion_tokens":0}"#,
-            Endpoint::ChatCompletions,
+            br#"{"max_tokens":0}"#,
+            Endpoint::Completions,
             StreamUsage::Continuous,
             Some(50),
         )
         .unwrap();
-        let forwarded = json(&out.body.unwrap());
         assert_eq!(
-            (
-                forwarded["max_completion_tokens"].as_u64(),
-                forwarded["max_tokens"].as_u64()
-            ),
-            (Some(0), Some(0))
+            (bounds(&out, &["max_tokens"]), out.max_tokens),
+            (vec![Some(1)], Some(1))
         );
+        let out = rewrite(
+            br#"{"max_output_tokens":0}"#,
+            Endpoint::Responses,
+            StreamUsage::Continuous,
+            Some(50),
+        )
+        .unwrap();
+        assert_eq!(bounds(&out, &["max_output_tokens"]), vec![Some(50)]);
+        // Without a cap the body passes as sent.
+        let out = rewrite(
+            br#"{"max_tokens":0}"#,
+            Endpoint::ChatCompletions,
+            StreamUsage::Continuous,
+            None,
+        )
+        .unwrap();
+        assert_eq!((out.body, out.max_tokens), (None, None));
+    }
+
+    #[test]
+    fn the_asked_bound_is_read_as_servers_read_it() {
+        let chat = Endpoint::ChatCompletions;
+        assert_eq!(chat.bound_asked(&[Some(0), Some(5000)]), Some(5000));
+        assert_eq!(chat.bound_asked(&[Some(0)]), None);
+        assert_eq!(chat.bound_asked(&[None, Some(0)]), None);
+        assert_eq!(chat.bound_asked(&[Some(30), Some(20)]), Some(30));
+        assert_eq!(Endpoint::Completions.bound_asked(&[Some(0)]), Some(1));
+        assert_eq!(Endpoint::Responses.bound_asked(&[Some(0)]), None);
     }
 
     #[test]

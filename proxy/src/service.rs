@@ -19,8 +19,7 @@ use crate::admission::Next;
 use crate::body::is_json_content_type;
 use crate::decoding::{ContentDecoder, Encoding};
 use crate::error::ApiError;
-use crate::limits::prompt_estimate;
-use crate::metering::{BodyCollector, TokenUsage};
+use crate::metering::{TokenUsage, UsageScanner};
 use crate::metrics::METRICS;
 use crate::reply::respond_error;
 use crate::rewrite::ClientUsage;
@@ -66,8 +65,11 @@ pub struct RequestCtx {
     pub(crate) extra_headers: Vec<(&'static str, String)>,
     /// `x-request-id` ([`crate::request_id`]), empty until `request_filter`.
     pub(crate) request_id: String,
-    pub(crate) collector: Option<BodyCollector>,
+    /// Reads `usage` from a JSON answer of any size as it passes.
+    pub(crate) usage_scanner: Option<UsageScanner>,
     pub(crate) usage: Option<TokenUsage>,
+    /// The most the request can cost ([`crate::spend`]), on metered endpoints.
+    pub(crate) ceiling: Option<TokenUsage>,
     pub(crate) rejected: Option<&'static str>,
     pub(crate) upstream_sent_at: Option<Instant>,
     pub(crate) upstream_headers_after: Option<Duration>,
@@ -134,8 +136,9 @@ impl ProxyHttp for MaasProxy {
             custom_key_header: None,
             extra_headers: Vec::new(),
             request_id: String::new(),
-            collector: None,
+            usage_scanner: None,
             usage: None,
+            ceiling: None,
             hold: None,
             decoder: None,
             rejected: None,
@@ -156,6 +159,9 @@ impl ProxyHttp for MaasProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         METRICS.in_flight.inc();
         ctx.in_flight = true;
+        // Requests a client writes back to back on one connection are
+        // answered in order (RFC 9112 §9.3.2), not dropped with the connection.
+        session.as_downstream_mut().set_pipelining_enabled(true);
         let client_id = session.req_header().headers.get("x-request-id").map(|v| v.as_bytes());
         ctx.request_id = crate::request_id::accept_or_make(client_id);
         ctx.extra_headers.push(("x-request-id", ctx.request_id.clone()));
@@ -353,7 +359,7 @@ impl ProxyHttp for MaasProxy {
             METRICS.streams_in_flight.inc();
             ctx.streaming = true;
         } else {
-            ctx.collector = Some(BodyCollector::default());
+            ctx.usage_scanner = Some(UsageScanner::default());
         }
         Ok(())
     }
@@ -395,13 +401,13 @@ impl ProxyHttp for MaasProxy {
             if let Some(filtered) = out {
                 *body = Some(Bytes::from(filtered));
             }
-        } else if let Some(collector) = ctx.collector.as_mut() {
+        } else if let Some(scanner) = ctx.usage_scanner.as_mut() {
             if let Some(chunk) = body {
-                collector.push(chunk);
+                scanner.push(chunk);
             }
             if end_of_stream {
-                ctx.usage = collector.usage();
-                ctx.collector = None;
+                ctx.usage = scanner.usage();
+                ctx.usage_scanner = None;
             }
         }
         Ok(None)
@@ -458,66 +464,12 @@ impl ProxyHttp for MaasProxy {
             METRICS.streams_in_flight.dec();
         }
         let catalog = ctx.catalog.clone();
+        let model = model_label(&catalog, ctx.product, ctx.model.as_deref());
+        let usage = self.settle(ctx, status, model, now).await;
         // A refusal before routing (a model of another product) counts
         // under the key's product.
         let product =
             product_name(&catalog, ctx.product).or_else(|| ctx.auth.as_ref().map(|a| a.application.product.as_str()));
-        let model = model_label(&catalog, ctx.product, ctx.model.as_deref());
-        if let Some(meter) = &ctx.stream_meter {
-            // Whole, cut by either side, or failed: what was streamed is billed.
-            let prompt_estimate = ctx.body.as_ref().map_or(0, |b| prompt_estimate(b.len()));
-            let (tokens, estimated) = meter.tokens(prompt_estimate);
-            if meter.usage.is_some() || meter.content_chunks > 0 {
-                ctx.usage = Some(tokens);
-                ctx.tokens_estimated = estimated;
-            }
-        }
-        let usage = ctx.usage.unwrap_or_default();
-        if let Some(auth) = &ctx.auth
-            && (ctx.usage.is_some() || ctx.hold.is_some())
-        {
-            // Always settled, whatever the outcome, so no hold outlives its request.
-            self.state
-                .limiter
-                .settle(
-                    &auth.application.id,
-                    ctx.hold.as_deref(),
-                    &[
-                        ("prompt_tokens", usage.prompt_tokens),
-                        ("completion_tokens", usage.completion_tokens),
-                        ("total_tokens", usage.total_tokens),
-                    ],
-                    now,
-                )
-                .await;
-        }
-        if let (Some(auth), Some(_)) = (&ctx.auth, ctx.usage) {
-            if ctx.tokens_estimated {
-                METRICS
-                    .estimated_tokens
-                    .with_label_values(&[auth.application.product.as_str()])
-                    .inc_by(usage.total_tokens);
-            }
-            let labels = [
-                auth.application.product.as_str(),
-                auth.application.product.as_str(),
-                auth.application.id.as_str(),
-                auth.application.name.as_str(),
-                model,
-            ];
-            METRICS
-                .prompt_tokens
-                .with_label_values(&labels)
-                .inc_by(usage.prompt_tokens);
-            METRICS
-                .completion_tokens
-                .with_label_values(&labels)
-                .inc_by(usage.completion_tokens);
-            METRICS
-                .total_tokens
-                .with_label_values(&labels)
-                .inc_by(usage.total_tokens);
-        }
         let product_label = product.unwrap_or("");
         let status_label = status.to_string();
         METRICS

@@ -4,13 +4,19 @@
 //! Responses API's `response.completed` carries `response.usage`), and
 //! usage the client did not ask for is taken out of what it sees.
 //!
-//! When a stream carries no usage at all, completion tokens are estimated
-//! as one per chunk with generated content (vLLM and TGI send one token per
-//! chunk); such counts are marked estimated.
+//! Generated output the last usage does not cover yet (a stream cut before
+//! its final usage, or a server that reports none) is estimated from every
+//! kind of delta: text, reasoning, refusals, tool-call names and arguments
+//! (chat and completions), and every `response.*.delta` event of the
+//! Responses API. Servers stream one token per delta, so a delta counts one
+//! token; a longer one (a tool call's arguments sent whole, several tokens
+//! per step) counts one per [`BYTES_PER_TOKEN`] bytes. Such counts are
+//! marked estimated.
 
-use std::borrow::Cow;
+use std::fmt;
 
 use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::body::content_type_is;
 use crate::json_member::remove_member;
@@ -18,19 +24,126 @@ use crate::metering::{RawUsage, TokenUsage};
 use crate::rewrite::ClientUsage;
 use crate::sse::{SseEvent, SseParser};
 
-// `Cow`: text with escapes (`\n`, quotes) cannot be borrowed from the event.
-#[derive(Deserialize)]
-struct Delta<'a> {
-    #[serde(borrow, default)]
-    content: Option<Cow<'a, str>>,
+/// The byte-per-token ratio of the estimates (English text runs about four).
+pub const BYTES_PER_TOKEN: usize = 4;
+/// The longest delta still counted as one token: longer than common vocabulary entries.
+const ONE_TOKEN_BYTES: usize = 16;
+
+/// Tokens estimated for `bytes` of one generated delta.
+pub fn delta_tokens(bytes: usize) -> u64 {
+    match bytes {
+        0 => 0,
+        1..=ONE_TOKEN_BYTES => 1,
+        _ => bytes.div_ceil(BYTES_PER_TOKEN) as u64,
+    }
+}
+
+/// The length of a generated text member; any other type counts nothing
+/// instead of failing the whole event (one odd member must not hide the
+/// event's usage).
+#[derive(Default, Clone, Copy)]
+struct Generated(usize);
+
+impl<'de> Deserialize<'de> for Generated {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Generated, D::Error> {
+        deserializer.deserialize_any(GeneratedVisitor)
+    }
+}
+
+struct GeneratedVisitor;
+
+impl<'de> Visitor<'de> for GeneratedVisitor {
+    type Value = Generated;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("generated text")
+    }
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Generated, E> {
+        Ok(Generated(text.len()))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Generated, E> {
+        Ok(Generated(0))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Generated, E> {
+        Ok(Generated(0))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Generated, E> {
+        Ok(Generated(0))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Generated, E> {
+        Ok(Generated(0))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Generated, E> {
+        Ok(Generated(0))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Generated, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Generated(0))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Generated, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Generated(0))
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct FunctionDelta {
+    #[serde(default)]
+    name: Generated,
+    #[serde(default)]
+    arguments: Generated,
+}
+
+impl FunctionDelta {
+    fn bytes(&self) -> usize {
+        self.name.0 + self.arguments.0
+    }
 }
 
 #[derive(Deserialize)]
-struct Choice<'a> {
-    #[serde(borrow, default)]
-    delta: Option<Delta<'a>>,
-    #[serde(borrow, default)]
-    text: Option<Cow<'a, str>>,
+struct ToolCallDelta {
+    #[serde(default)]
+    function: Option<FunctionDelta>,
+}
+
+/// A chat chunk's `delta`: every member a model generates.
+#[derive(Deserialize)]
+struct Delta {
+    #[serde(default)]
+    content: Generated,
+    /// vLLM's and SGLang's reasoning parsers; `reasoning` elsewhere.
+    #[serde(default)]
+    reasoning_content: Generated,
+    #[serde(default)]
+    reasoning: Generated,
+    #[serde(default)]
+    refusal: Generated,
+    #[serde(default)]
+    tool_calls: Option<Vec<ToolCallDelta>>,
+    /// The deprecated single `function_call`.
+    #[serde(default)]
+    function_call: Option<FunctionDelta>,
+}
+
+impl Delta {
+    fn bytes(&self) -> usize {
+        let tools = self.tool_calls.iter().flatten().filter_map(|t| t.function.as_ref());
+        self.content.0
+            + self.reasoning_content.0
+            + self.reasoning.0
+            + self.refusal.0
+            + tools.map(FunctionDelta::bytes).sum::<usize>()
+            + self.function_call.as_ref().map_or(0, FunctionDelta::bytes)
+    }
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    #[serde(default)]
+    delta: Option<Delta>,
+    /// Completions' text.
+    #[serde(default)]
+    text: Generated,
 }
 
 #[derive(Deserialize)]
@@ -43,15 +156,34 @@ struct ResponseObject {
 struct Chunk<'a> {
     #[serde(default)]
     usage: Option<RawUsage>,
-    #[serde(borrow, default)]
-    choices: Option<Vec<Choice<'a>>>,
+    #[serde(default)]
+    choices: Option<Vec<Choice>>,
     #[serde(default)]
     response: Option<ResponseObject>,
-    /// A Responses API event's type, and its text when it is a delta.
+    /// A Responses API event's type, and its output when it is a delta.
     #[serde(borrow, default, rename = "type")]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    delta: Option<Cow<'a, str>>,
+    kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    delta: Generated,
+}
+
+impl Chunk<'_> {
+    /// Tokens this event generated, estimated per choice (or per Responses delta).
+    fn generated_tokens(&self) -> u64 {
+        let choices = self.choices.iter().flatten();
+        let chat: u64 = choices
+            .map(|c| delta_tokens(c.delta.as_ref().map_or(0, Delta::bytes) + c.text.0))
+            .sum();
+        let is_responses_delta = self
+            .kind
+            .as_deref()
+            .is_some_and(|k| k.starts_with("response.") && k.ends_with(".delta"));
+        chat + if is_responses_delta {
+            delta_tokens(self.delta.0)
+        } else {
+            0
+        }
+    }
 }
 
 /// Whether a `Content-Type` is `text/event-stream`.
@@ -66,8 +198,10 @@ pub struct StreamMeter {
     client: ClientUsage,
     /// The last usage the upstream reported.
     pub usage: Option<TokenUsage>,
-    /// Chunks that carried generated content (the estimate's basis).
+    /// Chunks that carried generated output.
     pub content_chunks: u64,
+    /// Completion tokens estimated from deltas since the last usage.
+    pub unreported: u64,
     /// `[DONE]` or `response.completed` was seen.
     pub completed: bool,
 }
@@ -81,6 +215,7 @@ impl StreamMeter {
             client,
             usage: None,
             content_chunks: 0,
+            unreported: 0,
             completed: false,
         }
     }
@@ -132,26 +267,21 @@ impl StreamMeter {
             }
             return;
         };
+        let generated = chunk.generated_tokens();
+        if generated > 0 {
+            self.content_chunks += 1;
+            self.unreported = self.unreported.saturating_add(generated);
+        }
+        // Usage covers the deltas of its own event and every one before.
         if let Some(usage) = chunk.response.as_ref().and_then(|r| r.usage.as_ref()) {
             self.usage = Some(usage.tokens());
+            self.unreported = 0;
             self.completed = true;
-        }
-        let has_content = chunk.choices.as_ref().is_some_and(|choices| {
-            choices.iter().any(|c| {
-                c.delta
-                    .as_ref()
-                    .and_then(|d| d.content.as_deref())
-                    .is_some_and(|t| !t.is_empty())
-                    || c.text.as_deref().is_some_and(|t| !t.is_empty())
-            })
-        }) || (chunk.kind.as_deref() == Some("response.output_text.delta")
-            && chunk.delta.as_deref().is_some_and(|t| !t.is_empty()));
-        if has_content {
-            self.content_chunks += 1;
         }
         let usage_only = chunk.usage.is_some() && chunk.choices.as_ref().is_some_and(Vec::is_empty);
         if let Some(usage) = &chunk.usage {
             self.usage = Some(usage.tokens());
+            self.unreported = 0;
         }
         let Some(out) = out else { return };
         if usage_only {
@@ -177,19 +307,23 @@ impl StreamMeter {
         out.extend_from_slice(event.raw);
     }
 
-    /// What to bill: the upstream's usage, else the estimate (`true`).
+    /// What to bill: the upstream's last usage plus what was generated
+    /// after it, else the prompt's estimate plus the generated estimate;
+    /// `true` when any of it is estimated. A stream that started was read
+    /// by the model server, so even one cut before any output bills its
+    /// prompt.
     pub fn tokens(&self, prompt_estimate: u64) -> (TokenUsage, bool) {
-        match self.usage {
-            Some(usage) => (usage, false),
-            None => (
-                TokenUsage {
-                    prompt_tokens: prompt_estimate,
-                    completion_tokens: self.content_chunks,
-                    total_tokens: prompt_estimate + self.content_chunks,
-                },
-                true,
-            ),
-        }
+        let reported = self.usage.unwrap_or(TokenUsage {
+            prompt_tokens: prompt_estimate,
+            completion_tokens: 0,
+            total_tokens: prompt_estimate,
+        });
+        let usage = TokenUsage {
+            prompt_tokens: reported.prompt_tokens,
+            completion_tokens: reported.completion_tokens.saturating_add(self.unreported),
+            total_tokens: reported.total_tokens.saturating_add(self.unreported),
+        };
+        (usage, self.usage.is_none() || self.unreported > 0)
     }
 }
 
@@ -350,6 +484,83 @@ mod tests {
             )
         );
         assert!(!meter.completed);
+    }
+
+    #[test]
+    fn a_stream_cut_before_any_output_bills_its_prompt() {
+        let created =
+            "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"usage\":null}}\n\n";
+        let role = "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"}}]}\n\n";
+        for stream in ["", created, role] {
+            let (meter, _) = run(ClientUsage::default(), stream, 5);
+            assert_eq!(meter.tokens(30).0.prompt_tokens, 30, "{stream}");
+            assert_eq!(meter.tokens(30).0.completion_tokens, 0, "{stream}");
+            assert!(meter.tokens(30).1, "an estimate");
+        }
+    }
+
+    #[test]
+    fn every_kind_of_delta_is_counted() {
+        let events = [
+            r#"{"choices":[{"delta":{"reasoning_content":"hm"}}]}"#,
+            r#"{"choices":[{"delta":{"reasoning":"hm"}}]}"#,
+            r#"{"choices":[{"delta":{"refusal":"no"}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c1","type":"function","function":{"name":"get","arguments":""}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"a"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"function_call":{"arguments":"1"}}}]}"#,
+            r#"{"choices":[{"text":"x"}]}"#,
+            r#"{"type":"response.reasoning_text.delta","delta":"hm"}"#,
+            r#"{"type":"response.reasoning_summary_text.delta","delta":"hm"}"#,
+            r#"{"type":"response.function_call_arguments.delta","delta":"{"}"#,
+            r#"{"type":"response.refusal.delta","delta":"no"}"#,
+            r#"{"type":"response.output_text.delta","delta":"hi"}"#,
+        ];
+        for event in events {
+            let stream = format!("data: {event}\n\n");
+            let (meter, _) = run(ClientUsage::default(), &stream, 3);
+            assert_eq!(meter.tokens(0).0.completion_tokens, 1, "{event}");
+            assert_eq!(meter.content_chunks, 1, "{event}");
+        }
+        let quiet = [
+            r#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#,
+            r#"{"type":"response.output_text.done","text":"hi"}"#,
+            r#"{"type":"response.in_progress","response":{"usage":null}}"#,
+        ];
+        for event in quiet {
+            let (meter, _) = run(ClientUsage::default(), &format!("data: {event}\n\n"), 3);
+            assert_eq!(meter.tokens(0).0.completion_tokens, 0, "{event}");
+        }
+    }
+
+    #[test]
+    fn long_deltas_and_several_choices_count_more() {
+        let arguments = "x".repeat(400);
+        let stream = format!(
+            "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"tool_calls\":[{{\"function\":{{\"arguments\":\"{arguments}\"}}}}]}}}},{{\"index\":1,\"delta\":{{\"content\":\"a\"}}}}]}}\n\n"
+        );
+        let (meter, _) = run(ClientUsage::default(), &stream, 64);
+        assert_eq!(meter.tokens(0).0.completion_tokens, 100 + 1);
+    }
+
+    #[test]
+    fn output_after_the_last_usage_is_added_to_it() {
+        let stream = concat!(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":1}}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"reasoning\":{\"odd\":true},\"content\":\"c\"}}]}\n\n",
+        );
+        let (meter, _) = run(ClientUsage::default(), stream, 9);
+        assert_eq!(
+            meter.tokens(99),
+            (
+                TokenUsage {
+                    prompt_tokens: 5,
+                    completion_tokens: 3,
+                    total_tokens: 8
+                },
+                true
+            )
+        );
     }
 
     proptest::proptest! {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
+use futures_util::StreamExt;
 
 use crate::harness::{Gateway, free_port, redis_url};
 pub use crate::support::node_dir;
@@ -38,6 +39,11 @@ impl Seen {
 /// A model server that records every request and answers it as a chat
 /// completion that spent all the `max_tokens` it was allowed (100 when
 /// none), reading the body as JSON whatever its content type, as vLLM does.
+///
+/// A request header [`ANSWER_HEADER`] asks for another answer (the gateway
+/// forwards it): `no-usage` (the completion without `usage`), `text` (a
+/// `text/plain` body), or `stream:` and a JSON array of events, written
+/// as a `text/event-stream` that then stays open until the client leaves.
 #[derive(Clone)]
 pub struct Capture {
     pub base: String,
@@ -55,12 +61,16 @@ impl Capture {
                 let body = axum::body::to_bytes(body, 64 << 20).await.unwrap_or_default();
                 let target = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
                 let asked: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                let mode = parts.headers.get(ANSWER_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
                 recorded.lock().unwrap().push(Seen {
                     method: parts.method.to_string(),
                     target,
                     headers: parts.headers,
                     body,
                 });
+                if let Some(events) = mode.strip_prefix("stream:") {
+                    return open_stream(events);
+                }
                 let completion = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
                     .iter()
                     .filter_map(|f| asked[*f].as_u64())
@@ -71,7 +81,15 @@ impl Capture {
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "length"}],
                     "usage": {"prompt_tokens": 5, "completion_tokens": completion, "total_tokens": 5 + completion},
                 });
-                (StatusCode::OK, axum::Json(answer)).into_response()
+                match mode.as_str() {
+                    "no-usage" => {
+                        let mut answer = answer;
+                        answer.as_object_mut().unwrap().remove("usage");
+                        (StatusCode::OK, axum::Json(answer)).into_response()
+                    }
+                    "text" => (StatusCode::OK, "ok").into_response(),
+                    _ => (StatusCode::OK, axum::Json(answer)).into_response(),
+                }
             }
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -92,6 +110,22 @@ impl Capture {
             .cloned()
             .expect("the upstream saw a request")
     }
+}
+
+/// The request header that picks the capture upstream's answer.
+pub const ANSWER_HEADER: &str = "x-capture-answer";
+
+/// An event stream of `events` (a JSON array) that never ends by itself.
+fn open_stream(events: &str) -> axum::response::Response {
+    let events: Vec<serde_json::Value> = serde_json::from_str(events).expect("a JSON array of events");
+    let frames = events
+        .into_iter()
+        .map(|event| Ok::<_, std::io::Error>(Bytes::from(format!("data: {event}\n\n"))));
+    let body = futures_util::stream::iter(frames).chain(futures_util::stream::pending());
+    axum::response::Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(axum::body::Body::from_stream(body))
+        .unwrap()
 }
 
 /// A `maas portal` process on the gateway's Redis store, configured by a

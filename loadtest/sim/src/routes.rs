@@ -133,6 +133,11 @@ struct Ask {
     shape: Shape,
 }
 
+/// A limit as Python's `or` reads it: 0 is no limit.
+fn truthy(limit: Option<u32>) -> Option<u32> {
+    limit.filter(|&n| n > 0)
+}
+
 /// Most choices one request may ask for.
 const MAX_CHOICES: u32 = 128;
 
@@ -303,7 +308,10 @@ pub async fn chat(
         kind: Kind::Chat,
         endpoint: "chat",
         prompt_tokens: request.prompt_tokens(),
-        requested: request.max_completion_tokens.or(request.options.max_tokens),
+        // As vLLM and SGLang read them: `max_completion_tokens or max_tokens`,
+        // so a 0 falls through, and with both falsy the model generates
+        // until it stops or the context ends.
+        requested: truthy(request.max_completion_tokens).or(truthy(request.options.max_tokens)),
         options: request.options,
         shape,
     };
@@ -344,7 +352,7 @@ pub async fn responses(
         kind: Kind::Response,
         endpoint: "responses",
         prompt_tokens: request.prompt_tokens(),
-        requested: request.max_output_tokens,
+        requested: truthy(request.max_output_tokens),
         options: GenerationOptions {
             model: request.model,
             max_tokens: request.max_output_tokens,

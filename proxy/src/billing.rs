@@ -1,0 +1,127 @@
+//! What a finished request is billed, and its settlement: the usage the
+//! model server reported; where a stream was cut before its usage, the
+//! prompt plus an estimate of every delta generated
+//! ([`crate::stream_meter`]); and where a successful answer's usage cannot
+//! be read at all, the request's ceiling ([`crate::spend`]). A 2xx that
+//! reached the model server never settles at zero.
+
+use maas_store::model::AuthContext;
+use time::OffsetDateTime;
+
+use crate::limits::prompt_estimate;
+use crate::metering::TokenUsage;
+use crate::metrics::METRICS;
+use crate::service::{MaasProxy, RequestCtx};
+
+/// Where billed tokens come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Basis {
+    /// The model server's `usage`.
+    Reported,
+    /// Partly or wholly estimated: a stream that ended without (all of) its usage.
+    Estimated,
+    /// The answer's usage could not be read: the most the request could cost.
+    Ceiling,
+}
+
+/// What a request is billed, `None` when it cost nothing (refused, failed
+/// before the model server answered, or not a metered endpoint).
+pub fn bill_of(ctx: &RequestCtx, status: u16) -> Option<(TokenUsage, Basis)> {
+    if let Some(meter) = &ctx.stream_meter {
+        // Whole, cut by either side, or failed: the server read the prompt.
+        let prompt = ctx.ceiling.map_or_else(
+            || ctx.body.as_ref().map_or(0, |b| prompt_estimate(b.len())),
+            |c| c.prompt_tokens,
+        );
+        let (usage, estimated) = meter.tokens(prompt);
+        return Some((usage, if estimated { Basis::Estimated } else { Basis::Reported }));
+    }
+    if let Some(usage) = ctx.usage {
+        return Some((usage, Basis::Reported));
+    }
+    let answered = (200..300).contains(&status) && ctx.upstream_headers_after.is_some();
+    ctx.ceiling
+        .filter(|_| answered)
+        .map(|ceiling| (ceiling, Basis::Ceiling))
+}
+
+impl MaasProxy {
+    /// Settles the request's hold with what it is billed (always, whatever
+    /// the outcome, so no hold outlives its request) and counts the tokens.
+    pub(crate) async fn settle(
+        &self,
+        ctx: &mut RequestCtx,
+        status: u16,
+        model: &str,
+        now: OffsetDateTime,
+    ) -> TokenUsage {
+        let bill = bill_of(ctx, status);
+        let usage = bill.map(|(usage, _)| usage).unwrap_or_default();
+        ctx.tokens_estimated = bill.is_some_and(|(_, basis)| basis != Basis::Reported);
+        let Some(auth) = ctx.auth.clone() else {
+            return usage;
+        };
+        if bill.is_some() || ctx.hold.is_some() {
+            self.state
+                .limiter
+                .settle(
+                    &auth.application.id,
+                    ctx.hold.as_deref(),
+                    &[
+                        ("prompt_tokens", usage.prompt_tokens),
+                        ("completion_tokens", usage.completion_tokens),
+                        ("total_tokens", usage.total_tokens),
+                    ],
+                    now,
+                )
+                .await;
+        }
+        if let Some((usage, basis)) = bill {
+            count_tokens(&auth, usage, basis, model);
+        }
+        usage
+    }
+}
+
+fn count_tokens(auth: &AuthContext, usage: TokenUsage, basis: Basis, model: &str) {
+    let product = auth.application.product.as_str();
+    match basis {
+        Basis::Reported => {}
+        Basis::Estimated => METRICS
+            .estimated_tokens
+            .with_label_values(&[product])
+            .inc_by(usage.total_tokens),
+        Basis::Ceiling => {
+            METRICS.unmetered_answers.with_label_values(&[product]).inc();
+            METRICS
+                .estimated_tokens
+                .with_label_values(&[product])
+                .inc_by(usage.total_tokens);
+            tracing::warn!(
+                product,
+                application = %auth.application.id,
+                tokens = usage.total_tokens,
+                "the model server's answer carried no readable usage: billed the request's ceiling"
+            );
+        }
+    }
+    let labels = [
+        product,
+        product,
+        auth.application.id.as_str(),
+        auth.application.name.as_str(),
+        model,
+    ];
+    METRICS
+        .prompt_tokens
+        .with_label_values(&labels)
+        .inc_by(usage.prompt_tokens);
+    METRICS
+        .completion_tokens
+        .with_label_values(&labels)
+        .inc_by(usage.completion_tokens);
+    METRICS
+        .total_tokens
+        .with_label_values(&labels)
+        .inc_by(usage.total_tokens);
+}

@@ -1,0 +1,155 @@
+//! What a request may spend, decided from its body before it goes
+//! upstream: the tokens it holds against a plan's token limits, and its
+//! ceiling, the most it can cost. The ceiling is what is billed when a
+//! model server answered but its usage cannot be read (an answer in a
+//! coding or shape the gateway cannot meter): a 2xx that reached the
+//! model server never costs nothing.
+
+use maas_store::model::{Plan, TOKEN_METRICS};
+
+use crate::body::RequestFacts;
+use crate::limits::{HoldPolicy, TokenRequest, prompt_estimate};
+use crate::metering::TokenUsage;
+use crate::rewrite::Endpoint;
+
+/// Tokens the request may spend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spend {
+    /// What the limiter is asked to hold (plans that limit tokens only).
+    pub request: Option<TokenRequest>,
+    /// The most the request can cost, for endpoints that are metered.
+    pub ceiling: Option<TokenUsage>,
+    /// Generations the grant is shared by (`n`, prompts of a batch).
+    pub generations: u64,
+}
+
+/// The spend of a request to `endpoint` with `facts`, a body of
+/// `body_bytes`, on `plan`.
+pub fn spend_of(endpoint: Endpoint, facts: &RequestFacts, body_bytes: usize, plan: &Plan, holds: HoldPolicy) -> Spend {
+    let generations = facts.generations(endpoint).max(1);
+    let metered = endpoint.generates() || endpoint == Endpoint::Embeddings;
+    if !metered {
+        return Spend {
+            request: None,
+            ceiling: None,
+            generations,
+        };
+    }
+    let prompt = prompt_estimate(body_bytes);
+    let (completion_max, completion_min) = if endpoint.generates() {
+        let plan_cap = plan.max_tokens.map(u64::from);
+        let wanted = facts
+            .max_tokens_for(endpoint)
+            .or(plan_cap)
+            .unwrap_or(holds.default_max_tokens);
+        let per_generation = plan_cap.map_or(wanted, |cap| wanted.min(cap));
+        let most = per_generation.saturating_mul(generations);
+        // Clamping grants what is left down to one token a generation;
+        // without it the request goes as asked, so all of it must fit.
+        let least = if plan.clamp_max_tokens {
+            generations.min(most)
+        } else {
+            most
+        };
+        (most, least)
+    } else {
+        (0, 0)
+    };
+    let limits_tokens = plan.limits.iter().any(|l| TOKEN_METRICS.contains(&l.metric.as_str()));
+    Spend {
+        request: limits_tokens.then_some(TokenRequest {
+            prompt,
+            completion_max,
+            completion_min,
+        }),
+        ceiling: Some(TokenUsage {
+            prompt_tokens: prompt,
+            completion_tokens: completion_max,
+            total_tokens: prompt.saturating_add(completion_max),
+        }),
+        generations,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(max_tokens: Option<u32>, token_limit: bool) -> Plan {
+        let limits = if token_limit {
+            serde_json::json!([{"metric": "total_tokens", "period": "day", "value": 1000}])
+        } else {
+            serde_json::json!([])
+        };
+        serde_json::from_value(serde_json::json!({
+            "product": "p", "system_name": "basic", "max_tokens": max_tokens, "limits": limits
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn generating_requests_hold_their_prompt_and_every_generation() {
+        let facts = RequestFacts {
+            max_tokens: Some(50),
+            choices: 3,
+            ..RequestFacts::default()
+        };
+        let spend = spend_of(
+            Endpoint::ChatCompletions,
+            &facts,
+            400,
+            &plan(Some(40), true),
+            HoldPolicy::default(),
+        );
+        let request = spend.request.unwrap();
+        assert_eq!(
+            (request.prompt, request.completion_max, request.completion_min),
+            (100, 120, 3)
+        );
+        assert_eq!(spend.ceiling.unwrap().total_tokens, 220);
+        assert_eq!(spend.generations, 3);
+    }
+
+    #[test]
+    fn without_clamping_the_whole_ask_must_fit() {
+        let facts = RequestFacts {
+            max_tokens: Some(300),
+            ..RequestFacts::default()
+        };
+        let mut plan = plan(None, true);
+        plan.clamp_max_tokens = false;
+        let request = spend_of(Endpoint::ChatCompletions, &facts, 40, &plan, HoldPolicy::default())
+            .request
+            .unwrap();
+        assert_eq!((request.completion_max, request.completion_min), (300, 300));
+        let facts = RequestFacts::default();
+        let request = spend_of(Endpoint::Completions, &facts, 40, &plan, HoldPolicy::default())
+            .request
+            .unwrap();
+        assert_eq!(request.completion_min, 4096, "the default bound when none is asked");
+    }
+
+    #[test]
+    fn plans_without_token_limits_still_have_a_ceiling() {
+        let facts = RequestFacts::default();
+        let spend = spend_of(
+            Endpoint::Completions,
+            &facts,
+            40,
+            &plan(None, false),
+            HoldPolicy::default(),
+        );
+        assert_eq!(spend.request, None);
+        assert_eq!(spend.ceiling.unwrap().completion_tokens, 4096);
+        let embeddings = spend_of(
+            Endpoint::Embeddings,
+            &facts,
+            40,
+            &plan(None, true),
+            HoldPolicy::default(),
+        );
+        assert_eq!(embeddings.ceiling.unwrap().total_tokens, 10);
+        let other = spend_of(Endpoint::Other, &facts, 40, &plan(None, true), HoldPolicy::default());
+        assert_eq!((other.request, other.ceiling), (None, None));
+    }
+}
