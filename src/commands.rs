@@ -62,6 +62,11 @@ pub fn check(file: &Path, kind: Option<FileKind>) -> ExitCode {
     let source = file.display().to_string();
     let result = match kind.unwrap_or_else(|| maas_conf::detect_kind(&text)) {
         FileKind::Catalog => maas_conf::parse_catalog(&source, &text).map(|doc| {
+            for product in &doc.products {
+                for note in maas_proxy::mapping::unmetered_notes(product) {
+                    println!("{source}: note: {note}");
+                }
+            }
             format!(
                 "catalog: {} backends, {} products, {} plans, {} accounts, {} users, {} applications",
                 doc.backends.len(),

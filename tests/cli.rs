@@ -39,6 +39,18 @@ fn check_accepts_the_shipped_files() {
         assert!(output.status.success(), "{file}: {}", stderr(&output));
         assert!(stdout(&output).contains(": ok ("), "{}", stdout(&output));
     }
+    // Rules that reach past metering are named.
+    let output = maas(dir.path(), &["check", "-f", &repo_file("conf/catalog.yaml")], &[]);
+    let printed = stdout(&output);
+    assert!(
+        printed.contains("note: product `granite-7b-instruct` mapping_rules[6] (POST /tokenize): `unmetered: true`"),
+        "{printed}"
+    );
+    assert_eq!(
+        printed.matches("note: ").count(),
+        2,
+        "tokenize and detokenize: {printed}"
+    );
 }
 
 #[test]
@@ -63,7 +75,7 @@ fn check_prints_file_line_field_reason_for_each_kind_of_mistake() {
             "unknown variant",
             "{metric: hits, period: minute, value: 60}",
             "{metric: hits, period: minutely, value: 60}",
-            "broken.yaml:67: plans[0].limits[0].period: unknown variant `minutely`",
+            "broken.yaml:68: plans[0].limits[0].period: unknown variant `minutely`",
         ),
         (
             "dangling reference",
@@ -75,7 +87,7 @@ fn check_prints_file_line_field_reason_for_each_kind_of_mistake() {
             "non-positive limit",
             "{metric: hits, period: minute, value: 600}",
             "{metric: hits, period: minute, value: 0}",
-            "broken.yaml:80: plans[1].limits[0].value: must be at least 1",
+            "broken.yaml:81: plans[1].limits[0].value: must be at least 1",
         ),
         (
             "syntax",

@@ -109,6 +109,10 @@ impl MaasProxy {
         let auth = next!(self.authenticate(session, ctx, &catalog, &target, &routed).await);
         let endpoint = Endpoint::of_path(&routed.api_path);
         let body = next!(self.read_request_body(session, ctx, &routed, endpoint).await);
+        let endpoint = match endpoint {
+            Endpoint::Invocations => or_refuse!(body.facts.invoked.ok_or_else(ApiError::unknown_invocation)),
+            endpoint => endpoint,
+        };
         if endpoint == Endpoint::Responses && body.facts.background {
             return Ok(Err(ApiError::unsupported(
                 "background",
@@ -142,6 +146,15 @@ impl MaasProxy {
         let Some(deltas) = route.rules.deltas(&target.method, &routed.api_path) else {
             return Ok(Err(ApiError::no_mapping_rule(&target.method, &routed.api_path)));
         };
+        let carries_body = !matches!(target.method.as_str(), "GET" | "HEAD" | "OPTIONS")
+            || ctx.body.as_ref().is_some_and(|b| !b.is_empty());
+        if endpoint == Endpoint::Other
+            && carries_body
+            && !route.rules.allows_unmetered(&target.method, &routed.api_path)
+        {
+            // Nothing would cap, hold or meter what it generates.
+            return Ok(Err(ApiError::unmetered_endpoint(&target.method, &routed.api_path)));
+        }
         let body_bytes = ctx.body.as_ref().map_or(0, Bytes::len);
         let holds = self.state.limiter.hold_policy();
         let spend = spend_of(endpoint, &body.facts, body_bytes, &auth.plan, holds);
@@ -301,7 +314,8 @@ impl MaasProxy {
         if bytes.is_empty() {
             return Ok(Ok(Body::default()));
         }
-        let must_be_json = endpoint.is_inference() || routed.index.is_none() || declared_json;
+        let must_be_json =
+            endpoint.is_inference() || routed.index.is_none() || declared_json || looks_like_json(&bytes);
         match inspect_json(&bytes) {
             Ok(facts) => Ok(Ok(Body { facts, json: true })),
             Err(refused) if must_be_json => Ok(Err(ApiError::invalid_body(&refused))),
@@ -377,6 +391,14 @@ impl MaasProxy {
             }
         }
     }
+}
+
+/// Whether a body starts like a JSON object or array: a server reads it as
+/// JSON whatever its `Content-Type`, so it is checked as JSON.
+fn looks_like_json(body: &[u8]) -> bool {
+    body.iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{' || *b == b'[')
 }
 
 /// The longest `Retry-After` the OpenAI SDKs wait out before retrying (60 s);

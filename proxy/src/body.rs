@@ -39,6 +39,10 @@ pub struct RequestFacts {
     /// The Responses API's `background: true`: generated after the answer,
     /// where the gateway cannot meter it.
     pub background: bool,
+    /// The endpoint whose request the members make (`messages`: chat,
+    /// `prompt`: completions, `input`: embeddings), as vLLM's
+    /// `/invocations` tells them apart.
+    pub invoked: Option<Endpoint>,
 }
 
 impl Default for RequestFacts {
@@ -52,6 +56,7 @@ impl Default for RequestFacts {
             choices: 1,
             prompts: 1,
             background: false,
+            invoked: None,
         }
     }
 }
@@ -64,7 +69,7 @@ impl RequestFacts {
             Endpoint::ChatCompletions => endpoint.bound_asked(&[self.max_completion_tokens, self.max_tokens]),
             Endpoint::Completions => endpoint.bound_asked(&[self.max_tokens]),
             Endpoint::Responses => endpoint.bound_asked(&[self.max_output_tokens]),
-            Endpoint::Embeddings | Endpoint::Other => None,
+            Endpoint::Embeddings | Endpoint::Invocations | Endpoint::Other => None,
         }
     }
 
@@ -170,6 +175,7 @@ impl<'de> Visitor<'de> for FactsVisitor<'_> {
         let mut facts = RequestFacts::default();
         let mut seen: HashSet<Cow<'de, str>> = HashSet::new();
         let (mut n, mut best_of) = (None, None);
+        let (mut messages, mut prompt, mut input) = (false, false, false);
         let refusal = self.refusal;
         while let Some(key) = map.next_key_seed(MemberName)? {
             if seen.contains(&key) {
@@ -204,7 +210,15 @@ impl<'de> Visitor<'de> for FactsVisitor<'_> {
                         .next_value_seed(Member::new(refusal, "best_of", Want::Count))?
                         .count()
                 }
-                "prompt" => facts.prompts = map.next_value_seed(PromptCount)?,
+                "prompt" => {
+                    prompt = true;
+                    facts.prompts = map.next_value_seed(PromptCount)?
+                }
+                "messages" | "input" => {
+                    messages |= key == "messages";
+                    input |= key == "input";
+                    map.next_value::<IgnoredAny>()?;
+                }
                 "background" => {
                     facts.background = map
                         .next_value_seed(Member::new(refusal, "background", Want::Flag))?
@@ -217,6 +231,15 @@ impl<'de> Visitor<'de> for FactsVisitor<'_> {
             seen.insert(key);
         }
         facts.choices = n.unwrap_or(1).max(best_of.unwrap_or(1)).max(1);
+        facts.invoked = if messages {
+            Some(Endpoint::ChatCompletions)
+        } else if prompt {
+            Some(Endpoint::Completions)
+        } else if input {
+            Some(Endpoint::Embeddings)
+        } else {
+            None
+        };
         Ok(facts)
     }
 
@@ -715,6 +738,13 @@ mod tests {
         );
         assert_eq!(facts(br#"{"prompt":{"a":[1]}}"#).generations(Endpoint::Completions), 1);
         assert!(facts(br#"{"background":true}"#).background);
+        assert_eq!(
+            facts(br#"{"prompt":"a","messages":[]}"#).invoked,
+            Some(Endpoint::ChatCompletions)
+        );
+        assert_eq!(facts(br#"{"prompt":"a"}"#).invoked, Some(Endpoint::Completions));
+        assert_eq!(facts(br#"{"input":["a"]}"#).invoked, Some(Endpoint::Embeddings));
+        assert_eq!(facts(br#"{"inputs":"a"}"#).invoked, None);
     }
 
     #[test]

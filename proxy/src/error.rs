@@ -205,6 +205,37 @@ impl ApiError {
         )
     }
 
+    /// A request with a body on a path the gateway cannot meter, which no
+    /// mapping rule lets through unmetered.
+    pub fn unmetered_endpoint(method: &str, path: &str) -> ApiError {
+        ApiError::new(
+            404,
+            "invalid_request_error",
+            "unknown_url",
+            "unmetered_endpoint",
+            format!(
+                "{method} {path} is not served: the gateway meters /v1/chat/completions, /v1/completions, \
+                 /v1/embeddings and /v1/responses, and forwards other requests with a body only where the \
+                 product lets them through unmetered."
+            ),
+        )
+    }
+
+    /// An `/invocations` body that is none of the requests it takes.
+    pub fn unknown_invocation() -> ApiError {
+        let mut error = ApiError::new(
+            400,
+            "invalid_request_error",
+            "invalid_request",
+            "unknown_invocation",
+            "An /invocations request must be a chat (`messages`), completions (`prompt`) or embeddings \
+             (`input`) request."
+                .to_owned(),
+        );
+        error.param = Some(Cow::Borrowed("messages"));
+        error
+    }
+
     pub fn body_too_large(limit: u64) -> ApiError {
         ApiError::new(
             413,

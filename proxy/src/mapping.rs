@@ -13,6 +13,7 @@ struct CompiledRule {
     increment: u64,
     last: bool,
     is_method: bool,
+    unmetered: bool,
 }
 
 /// A product's rules, parsed once per catalog revision.
@@ -41,6 +42,7 @@ impl MappingRules {
                     increment: rule.increment,
                     last: rule.last,
                     is_method: methods.iter().any(|m| m.system_name == rule.metric),
+                    unmetered: rule.unmetered,
                 })
             })
             .collect();
@@ -81,6 +83,24 @@ impl MappingRules {
             .any(|rule| method_matches(rule.method, method) && rule.pattern.matches(path))
     }
 
+    /// Whether a rule that matches `method` `path` (up to the first
+    /// matching `last`) lets it reach the model server unmetered.
+    pub fn allows_unmetered(&self, method: &str, path: &str) -> bool {
+        let path = path.split_once('?').map_or(path, |(path, _)| path);
+        for rule in &self.rules {
+            if !method_matches(rule.method, method) || !rule.pattern.matches(path) {
+                continue;
+            }
+            if rule.unmetered {
+                return true;
+            }
+            if rule.last {
+                break;
+            }
+        }
+        false
+    }
+
     /// The methods some rule takes on `path`, for a 405's `Allow`; empty
     /// when no rule knows the path at all (a 404), or one takes any method.
     pub fn methods_for(&self, path: &str) -> Vec<&'static str> {
@@ -96,6 +116,37 @@ impl MappingRules {
         }
         methods
     }
+}
+
+/// What `maas check` says of a product's rules that reach past metering:
+/// those that let requests through unmetered, and those that match paths
+/// the gateway cannot meter, where requests with a body are refused.
+pub fn unmetered_notes(product: &Product) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (index, rule) in product.effective_mapping_rules().iter().enumerate() {
+        let method = method_name(rule.http_method).unwrap_or("ANY");
+        let what = format!(
+            "product `{}` mapping_rules[{index}] ({method} {})",
+            product.system_name, rule.pattern
+        );
+        let takes_bodies = !matches!(
+            rule.http_method,
+            HttpMethod::Get | HttpMethod::Head | HttpMethod::Options
+        );
+        let metered = crate::rewrite::Endpoint::of_path(rule.pattern.trim_end_matches('$')).is_inference();
+        if rule.unmetered {
+            notes.push(format!(
+                "{what}: `unmetered: true`, requests it matches on paths other than the OpenAI inference \
+                 endpoints reach the model server with no cap, hold or usage"
+            ));
+        } else if takes_bodies && !metered {
+            notes.push(format!(
+                "{what} matches paths the gateway cannot meter: requests with a body there are refused \
+                 (404 unmetered_endpoint) unless a rule says `unmetered: true`"
+            ));
+        }
+    }
+    notes
 }
 
 fn method_name(method: HttpMethod) -> Option<&'static str> {
@@ -169,6 +220,7 @@ mod tests {
             metric: metric.into(),
             increment,
             last,
+            unmetered: false,
         };
         p.mapping_rules = vec![
             rule(HttpMethod::Post, "/v1/chat", "chat", 2, false),
@@ -186,5 +238,32 @@ mod tests {
         let deltas = rules.deltas("POST", "/v1/chat/completions/x").unwrap();
         assert_eq!(deltas, vec![("chat".into(), 2), ("hits".into(), 103)]);
         assert_eq!(rules.deltas("GET", "/other").unwrap(), vec![("hits".into(), 100)]);
+        assert!(!rules.allows_unmetered("POST", "/tokenize"));
+        p.mapping_rules.insert(
+            0,
+            MappingRule {
+                unmetered: true,
+                ..rule(HttpMethod::Post, "/tokenize$", "hits", 1, false)
+            },
+        );
+        let rules = MappingRules::compile(&p);
+        assert!(rules.allows_unmetered("POST", "/tokenize"));
+        assert!(!rules.allows_unmetered("GET", "/tokenize"));
+        assert!(!rules.allows_unmetered("POST", "/tokenize/x"));
+        let notes = unmetered_notes(&p);
+        assert_eq!(notes.len(), 4, "{notes:#?}");
+        assert!(
+            notes[0].contains("mapping_rules[0] (POST /tokenize$): `unmetered: true`"),
+            "{notes:#?}"
+        );
+        assert!(
+            notes[1].contains("(POST /v1/chat) matches paths the gateway cannot meter"),
+            "{notes:#?}"
+        );
+        assert!(
+            notes.iter().all(|n| !n.contains("/v1/chat/completions$")),
+            "metered: {notes:#?}"
+        );
+        assert!(unmetered_notes(&product(r#"{"system_name":"p","backend":"b"}"#)).is_empty());
     }
 }

@@ -17,6 +17,10 @@ pub enum Endpoint {
     Completions,
     Embeddings,
     Responses,
+    /// vLLM's SageMaker-style `/invocations`: a chat, completions or
+    /// embeddings request told apart by its members
+    /// ([`crate::body::RequestFacts::invoked`]).
+    Invocations,
     Other,
 }
 
@@ -36,6 +40,8 @@ impl Endpoint {
             Endpoint::Embeddings
         } else if ends_with(b"/responses") {
             Endpoint::Responses
+        } else if ends_with(b"/invocations") {
+            Endpoint::Invocations
         } else {
             Endpoint::Other
         }
@@ -84,7 +90,7 @@ impl Endpoint {
             Endpoint::ChatCompletions => &["max_tokens", "max_completion_tokens"],
             Endpoint::Completions => &["max_tokens"],
             Endpoint::Responses => &["max_output_tokens"],
-            Endpoint::Embeddings | Endpoint::Other => &[],
+            Endpoint::Embeddings | Endpoint::Invocations | Endpoint::Other => &[],
         }
     }
 }

@@ -445,3 +445,84 @@ async fn without_clamping_a_request_that_does_not_fit_is_refused_not_forwarded()
     assert_eq!(error["error"]["code"], "insufficient_quota", "{error}");
     assert_eq!(capture.count(), before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_the_gateway_cannot_meter_fail_closed() {
+    let (gw, capture) = gateway(1).await;
+    let (_, key) = gw.app_key("broad-app", "broad", "capped").await;
+    let base = gw.base().to_owned();
+    let json = ["Content-Type: application/json"];
+    let post = |path: &str, headers: &[&str], body: &str| super::raw_http::post(path, &key, headers, body.as_bytes());
+    // vLLM's /invocations: a chat, completions or embeddings request, metered as one.
+    for body in [
+        r#"{"model":"chat-w","messages":[{"role":"user","content":"hi"}],"max_tokens":5000}"#,
+        r#"{"model":"chat-w","prompt":"hi","max_tokens":5000}"#,
+        r#"{"model":"chat-w","messages":[],"max_completion_tokens":0}"#,
+    ] {
+        let answer = send(&base, &post("/broad/invocations", &[], body)).await;
+        assert_eq!(answer.status, 200, "{body}");
+        let seen = capture.last().json();
+        let bound = seen["max_tokens"].as_u64().or(seen["max_completion_tokens"].as_u64());
+        assert!(bound.is_some_and(|b| (1..=50).contains(&b)), "{body} went as {seen}");
+    }
+    let answer = send(&base, &post("/broad/invocations", &json, r#"{"inputs":"hi"}"#)).await;
+    assert_eq!(
+        (answer.status, answer.error()["param"].as_str()),
+        (400, Some("messages"))
+    );
+    // Generating endpoints the gateway cannot meter, and any other POST.
+    let before = capture.count();
+    let generate = r#"{"inputs":"hi","parameters":{"max_new_tokens":5000},"text":"hi","prompt":"hi"}"#;
+    for path in [
+        "/broad/generate",
+        "/broad/generate_stream",
+        "/broad/inference/v1/generate",
+        "/broad/api/generate",
+        "/broad/api/chat",
+        "/broad/v2/models/chat-w/infer",
+        "/broad/v2/models/chat-w/generate",
+        "/broad/",
+        "/broad/v1/rerank",
+        "/broad/v1/messages",
+        "/broad/tokenize/x",
+    ] {
+        for headers in [&json[..], &[], &["Content-Type: text/plain"]] {
+            let answer = send(&base, &post(path, headers, generate)).await;
+            let error = answer.error();
+            assert_eq!(
+                (answer.status, error["code"].as_str()),
+                (404, Some("unknown_url")),
+                "{path}: {error}"
+            );
+        }
+    }
+    assert_eq!(capture.count(), before, "none reached the model server");
+    // The rule that says so lets a path through unmetered, its body checked if JSON.
+    let answer = send(
+        &base,
+        &post("/broad/tokenize", &json, r#"{"model":"chat-w","prompt":"hi"}"#),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    let answer = send(
+        &base,
+        &post("/broad/tokenize", &["Content-Type: text/plain"], "just words"),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "not JSON: the server's business");
+    assert_eq!(capture.count(), before + 2);
+    for (body, status) in [
+        (r#"{"model":"chat-w","model":"chat-b","prompt":"hi"}"#, 400),
+        (r#" {"model":"chat-w","prompt":NaN}"#, 400),
+        (r#"[{"model":"chat-w"}]"#, 400),
+        (r#"{"model":"chat-b","prompt":"hi"}"#, 404),
+    ] {
+        let answer = send(&base, &post("/broad/tokenize", &["Content-Type: text/plain"], body)).await;
+        assert_eq!(answer.status, status, "{body}: {:?}", answer.error());
+    }
+    assert_eq!(capture.count(), before + 2, "refused bodies never went upstream");
+    // Reading without a body stays open.
+    let get =
+        format!("GET /broad/health HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n");
+    assert_eq!(send(&base, get.as_bytes()).await.status, 200);
+}

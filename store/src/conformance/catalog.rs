@@ -99,6 +99,7 @@ pub async fn catalog_crud_round_trip<F: Fixture>(fixture: &F) {
         metric: "chat".into(),
         increment: 1,
         last: false,
+        unmetered: false,
     });
     granite.openapi = Some(serde_json::json!({"openapi": "3.1.0", "info": {"title": "granite", "version": "1"}}));
     store.put_product(granite.clone()).await.unwrap();
@@ -194,6 +195,7 @@ pub async fn catalog_validation_errors<F: Fixture>(fixture: &F) {
         metric: "chat".into(),
         increment: 1,
         last: false,
+        unmetered: false,
     });
     let mut standard = store.get_plan("granite", "standard").await.unwrap().unwrap();
     standard.limits[0].metric = "v1-chat-completions".into();

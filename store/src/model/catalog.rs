@@ -213,6 +213,7 @@ fn openai_default_rules() -> Vec<MappingRule> {
             metric: (*name).to_owned(),
             increment: 1,
             last: false,
+            unmetered: false,
         })
         .collect()
 }
@@ -355,6 +356,11 @@ pub struct MappingRule {
     /// Stop matching further rules when this one matches.
     #[serde(default, skip_serializing_if = "is_default")]
     pub last: bool,
+    /// Requests this rule matches may reach the model server on a path the
+    /// gateway cannot meter (anything but the OpenAI inference endpoints):
+    /// no cap, no hold, no usage. Without it such requests are refused.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub unmetered: bool,
 }
 
 fn one() -> u64 {

@@ -123,6 +123,7 @@ fn product_fields_are_checked() {
         metric: "total_tokens".into(),
         increment: 0,
         last: false,
+        unmetered: false,
     });
     let got = paths(validate_catalog(&[backend("vllm")], &[p], &[], &ByIndex));
     assert_eq!(
