@@ -23,6 +23,7 @@ mod security {
     mod organizations;
     mod plan_approval;
     mod portal_headers;
+    mod prompt_bounds;
     mod request_paths;
     mod sign_in_throttling;
     mod sign_up;

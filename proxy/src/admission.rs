@@ -32,7 +32,7 @@ use crate::request_path::normalize;
 use crate::rewrite::{ClientUsage, Endpoint, ForwardPolicy, rewrite_request};
 use crate::routing::{ProductRoute, Route, upstream_path};
 use crate::service::{MaasProxy, RequestCtx};
-use crate::spend::{Spend, spend_of};
+use crate::spend::{Ask, Spend, spend_of};
 use crate::state::ServingCatalog;
 
 pub(crate) enum Next {
@@ -157,8 +157,15 @@ impl MaasProxy {
         }
         let body_bytes = ctx.body.as_ref().map_or(0, Bytes::len);
         let holds = self.state.limiter.hold_policy();
-        let spend = spend_of(endpoint, &body.facts, body_bytes, &auth.plan, holds);
+        let ask = Ask {
+            endpoint,
+            facts: &body.facts,
+            body_bytes,
+            model: route.product.settings_of(ctx.model.as_deref()),
+        };
+        let spend = spend_of(&ask, &auth.plan, holds);
         ctx.ceiling = spend.ceiling;
+        ctx.prompt_estimate = Some(spend.prompt_estimate);
         let completion_grant = or_refuse!(self.admit(ctx, &auth, &deltas, &spend).await);
         if let Some(request) = models_request {
             let body = match request {

@@ -29,10 +29,9 @@ pub enum Basis {
 pub fn bill_of(ctx: &RequestCtx, status: u16) -> Option<(TokenUsage, Basis)> {
     if let Some(meter) = &ctx.stream_meter {
         // Whole, cut by either side, or failed: the server read the prompt.
-        let prompt = ctx.ceiling.map_or_else(
-            || ctx.body.as_ref().map_or(0, |b| prompt_estimate(b.len())),
-            |c| c.prompt_tokens,
-        );
+        let prompt = ctx
+            .prompt_estimate
+            .unwrap_or_else(|| ctx.body.as_ref().map_or(0, |b| prompt_estimate(b.len())));
         let (usage, estimated) = meter.tokens(prompt);
         return Some((usage, if estimated { Basis::Estimated } else { Basis::Reported }));
     }

@@ -22,6 +22,7 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use crate::prompt::{PromptMember, PromptTally, tally_member};
 use crate::rewrite::Endpoint;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +44,8 @@ pub struct RequestFacts {
     /// `prompt`: completions, `input`: embeddings), as vLLM's
     /// `/invocations` tells them apart.
     pub invoked: Option<Endpoint>,
+    /// What the prompt holds ([`crate::prompt`]).
+    pub prompt: PromptTally,
 }
 
 impl Default for RequestFacts {
@@ -57,6 +60,7 @@ impl Default for RequestFacts {
             prompts: 1,
             background: false,
             invoked: None,
+            prompt: PromptTally::default(),
         }
     }
 }
@@ -212,20 +216,22 @@ impl<'de> Visitor<'de> for FactsVisitor<'_> {
                 }
                 "prompt" => {
                     prompt = true;
-                    facts.prompts = map.next_value_seed(PromptCount)?
-                }
-                "messages" | "input" => {
-                    messages |= key == "messages";
-                    input |= key == "input";
-                    map.next_value::<IgnoredAny>()?;
+                    (facts.prompts, facts.prompt) = map.next_value_seed(PromptMember)?;
                 }
                 "background" => {
                     facts.background = map
                         .next_value_seed(Member::new(refusal, "background", Want::Flag))?
                         .flag()
                 }
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
+                other => {
+                    messages |= other == "messages";
+                    input |= other == "input";
+                    match tally_member(other, &mut map)? {
+                        Some(tally) => facts.prompt.add(tally),
+                        None => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
                 }
             }
             seen.insert(key);
@@ -422,108 +428,6 @@ impl<'de> Visitor<'de> for MemberName {
 
     fn visit_str<E: de::Error>(self, name: &str) -> Result<Cow<'de, str>, E> {
         Ok(Cow::Owned(name.to_owned()))
-    }
-}
-
-/// How many generations `prompt` asks for: one for a text or a list of
-/// token ids, one per entry of a list of texts or of token lists.
-struct PromptCount;
-
-impl<'de> DeserializeSeed<'de> for PromptCount {
-    type Value = u64;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<u64, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for PromptCount {
-    type Value = u64;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("`prompt` as a string, a list of strings, or a list of token lists")
-    }
-
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<u64, E> {
-        Ok(1)
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<u64, E> {
-        Ok(1)
-    }
-
-    // Any other shape is one prompt at most; the model server judges it.
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<u64, E> {
-        Ok(1)
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<u64, E> {
-        Ok(1)
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<u64, E> {
-        Ok(1)
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<u64, E> {
-        Ok(1)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<u64, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(1)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<u64, A::Error> {
-        let (mut entries, mut numbers) = (0u64, 0u64);
-        while let Some(is_number) = seq.next_element_seed(IsNumber)? {
-            entries += 1;
-            numbers += u64::from(is_number);
-        }
-        // A list of token ids is one prompt; anything else, one per entry.
-        Ok(if numbers == entries { 1 } else { entries })
-    }
-}
-
-/// Skips a value, saying whether it was a number.
-struct IsNumber;
-
-impl<'de> DeserializeSeed<'de> for IsNumber {
-    type Value = bool;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for IsNumber {
-    type Value = bool;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<bool, E> {
-        Ok(true)
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<bool, E> {
-        Ok(true)
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<bool, E> {
-        Ok(true)
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(false)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(false)
     }
 }
 

@@ -28,6 +28,7 @@ pub mod mapping;
 pub mod metering;
 pub mod metrics;
 pub mod models_api;
+pub mod prompt;
 pub mod ratelimit;
 mod reply;
 mod request_body;

@@ -70,6 +70,8 @@ pub struct RequestCtx {
     pub(crate) usage: Option<TokenUsage>,
     /// The most the request can cost ([`crate::spend`]), on metered endpoints.
     pub(crate) ceiling: Option<TokenUsage>,
+    /// The prompt's tokens billed when the model server reports none.
+    pub(crate) prompt_estimate: Option<u64>,
     pub(crate) rejected: Option<&'static str>,
     pub(crate) upstream_sent_at: Option<Instant>,
     pub(crate) upstream_headers_after: Option<Duration>,
@@ -139,6 +141,7 @@ impl ProxyHttp for MaasProxy {
             usage_scanner: None,
             usage: None,
             ceiling: None,
+            prompt_estimate: None,
             hold: None,
             decoder: None,
             rejected: None,

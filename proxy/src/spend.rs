@@ -5,7 +5,7 @@
 //! coding or shape the gateway cannot meter): a 2xx that reached the
 //! model server never costs nothing.
 
-use maas_store::model::{Plan, TOKEN_METRICS};
+use maas_store::model::{ModelSettings, Plan, TOKEN_METRICS};
 
 use crate::body::RequestFacts;
 use crate::limits::{HoldPolicy, TokenRequest, prompt_estimate};
@@ -15,27 +15,43 @@ use crate::rewrite::Endpoint;
 /// Tokens the request may spend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Spend {
-    /// What the limiter is asked to hold (plans that limit tokens only).
+    /// What the limiter is asked to hold (plans that limit tokens only);
+    /// its prompt is the prompt's bound ([`crate::prompt`]).
     pub request: Option<TokenRequest>,
+    /// The prompt's tokens as billed when the model server reports none
+    /// (a stream cut before its usage): a quarter of the body's bytes,
+    /// never past the bound.
+    pub prompt_estimate: u64,
     /// The most the request can cost, for endpoints that are metered.
     pub ceiling: Option<TokenUsage>,
     /// Generations the grant is shared by (`n`, prompts of a batch).
     pub generations: u64,
 }
 
-/// The spend of a request to `endpoint` with `facts`, a body of
-/// `body_bytes`, on `plan`.
-pub fn spend_of(endpoint: Endpoint, facts: &RequestFacts, body_bytes: usize, plan: &Plan, holds: HoldPolicy) -> Spend {
+/// What a request asks of `plan`, its body of `body_bytes` read as `facts`.
+pub struct Ask<'a> {
+    pub endpoint: Endpoint,
+    pub facts: &'a RequestFacts,
+    pub body_bytes: usize,
+    /// How the requested model counts prompts.
+    pub model: &'a ModelSettings,
+}
+
+/// The spend of `ask` on `plan`.
+pub fn spend_of(ask: &Ask<'_>, plan: &Plan, holds: HoldPolicy) -> Spend {
+    let (endpoint, facts) = (ask.endpoint, ask.facts);
     let generations = facts.generations(endpoint).max(1);
+    let prompt = facts.prompt.bound(ask.model);
+    let prompt_estimate = prompt_estimate(ask.body_bytes).min(prompt);
     let metered = endpoint.generates() || endpoint == Endpoint::Embeddings;
     if !metered {
         return Spend {
             request: None,
+            prompt_estimate,
             ceiling: None,
             generations,
         };
     }
-    let prompt = prompt_estimate(body_bytes);
     let (completion_max, completion_min) = if endpoint.generates() {
         let plan_cap = plan.max_tokens.map(u64::from);
         let wanted = facts
@@ -62,6 +78,7 @@ pub fn spend_of(endpoint: Endpoint, facts: &RequestFacts, body_bytes: usize, pla
             completion_max,
             completion_min,
         }),
+        prompt_estimate,
         ceiling: Some(TokenUsage {
             prompt_tokens: prompt,
             completion_tokens: completion_max,
@@ -74,6 +91,16 @@ pub fn spend_of(endpoint: Endpoint, facts: &RequestFacts, body_bytes: usize, pla
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ask<'a>(endpoint: Endpoint, facts: &'a RequestFacts) -> Ask<'a> {
+        static MODEL: std::sync::LazyLock<ModelSettings> = std::sync::LazyLock::new(ModelSettings::default);
+        Ask {
+            endpoint,
+            facts,
+            body_bytes: 400,
+            model: &MODEL,
+        }
+    }
 
     fn plan(max_tokens: Option<u32>, token_limit: bool) -> Plan {
         let limits = if token_limit {
@@ -95,18 +122,18 @@ mod tests {
             ..RequestFacts::default()
         };
         let spend = spend_of(
-            Endpoint::ChatCompletions,
-            &facts,
-            400,
+            &ask(Endpoint::ChatCompletions, &facts),
             &plan(Some(40), true),
             HoldPolicy::default(),
         );
         let request = spend.request.unwrap();
+        let prompt = facts.prompt.bound(&ModelSettings::default());
         assert_eq!(
             (request.prompt, request.completion_max, request.completion_min),
-            (100, 120, 3)
+            (prompt, 120, 3)
         );
-        assert_eq!(spend.ceiling.unwrap().total_tokens, 220);
+        assert_eq!(spend.ceiling.unwrap().total_tokens, prompt + 120);
+        assert_eq!(spend.prompt_estimate, 100.min(prompt));
         assert_eq!(spend.generations, 3);
     }
 
@@ -118,12 +145,12 @@ mod tests {
         };
         let mut plan = plan(None, true);
         plan.clamp_max_tokens = false;
-        let request = spend_of(Endpoint::ChatCompletions, &facts, 40, &plan, HoldPolicy::default())
+        let request = spend_of(&ask(Endpoint::ChatCompletions, &facts), &plan, HoldPolicy::default())
             .request
             .unwrap();
         assert_eq!((request.completion_max, request.completion_min), (300, 300));
         let facts = RequestFacts::default();
-        let request = spend_of(Endpoint::Completions, &facts, 40, &plan, HoldPolicy::default())
+        let request = spend_of(&ask(Endpoint::Completions, &facts), &plan, HoldPolicy::default())
             .request
             .unwrap();
         assert_eq!(request.completion_min, 4096, "the default bound when none is asked");
@@ -133,23 +160,23 @@ mod tests {
     fn plans_without_token_limits_still_have_a_ceiling() {
         let facts = RequestFacts::default();
         let spend = spend_of(
-            Endpoint::Completions,
-            &facts,
-            40,
+            &ask(Endpoint::Completions, &facts),
             &plan(None, false),
             HoldPolicy::default(),
         );
         assert_eq!(spend.request, None);
         assert_eq!(spend.ceiling.unwrap().completion_tokens, 4096);
         let embeddings = spend_of(
-            Endpoint::Embeddings,
-            &facts,
-            40,
+            &ask(Endpoint::Embeddings, &facts),
             &plan(None, true),
             HoldPolicy::default(),
         );
-        assert_eq!(embeddings.ceiling.unwrap().total_tokens, 10);
-        let other = spend_of(Endpoint::Other, &facts, 40, &plan(None, true), HoldPolicy::default());
+        assert_eq!(
+            embeddings.ceiling.unwrap().total_tokens,
+            64,
+            "the template's tokens alone"
+        );
+        let other = spend_of(&ask(Endpoint::Other, &facts), &plan(None, true), HoldPolicy::default());
         assert_eq!((other.request, other.ceiling), (None, None));
     }
 }

@@ -67,6 +67,15 @@ models:
     output_tokens: {min: 40, max: 40}
     failures:
       reset_rate: 1.0
+  - id: words-a
+    ttft_ms: 0
+    itl_ms: 0
+    output_tokens: {min: 20, max: 40}
+  - id: vision-a
+    ttft_ms: 0
+    itl_ms: 0
+    output_tokens: {min: 20, max: 40}
+    image_tokens: 1500
   - id: strict-d
     ttft_ms: 0
     itl_ms: 0

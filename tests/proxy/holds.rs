@@ -200,9 +200,10 @@ async fn the_holds_of_a_crashed_proxy_expire() {
                 .unwrap()
         }
     };
-    // A 3-second stream holds 960 + its prompt estimate (~23) of the 1000
-    // tokens on proxy 0 …
-    let holding = chat(gw.proxies[0].base.clone(), 960).await;
+    // A 3-second stream holds 975 + its prompt's bound (14: 6 bytes of
+    // text, a message and the template at 4 each) of the 1000 tokens on
+    // proxy 0 …
+    let holding = chat(gw.proxies[0].base.clone(), 975).await;
     assert_eq!(holding.status(), 200);
     let mut events = holding.bytes_stream();
     events.next().await.unwrap().unwrap();

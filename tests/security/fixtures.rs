@@ -509,3 +509,141 @@ pub fn form_encode(fields: &[(&str, &str)]) -> String {
         .collect::<Vec<_>>()
         .join("&")
 }
+
+/// `maas up` on the embedded store in strict mode, behind it a simulator
+/// (the catalog's backend `sim`), with one key per application.
+pub struct EmbeddedUp {
+    dir: tempfile::TempDir,
+    up: Option<Child>,
+    sim: Child,
+    pub sim_base: String,
+    pub base: String,
+    /// A key of each application, in the order given.
+    pub keys: Vec<String>,
+}
+
+impl EmbeddedUp {
+    /// Applies `catalog` (products and plans; the `sim` backend is added)
+    /// with an account and application per `(account, application,
+    /// product, plan)`, then starts `maas up`.
+    pub fn start(catalog: &str, applications: &[(&str, &str, &str, &str)]) -> EmbeddedUp {
+        let dir = tempfile::tempdir().unwrap();
+        let (sim, sim_base) = crate::harness::spawn_sim(dir.path());
+        let mut document = format!("backends:\n  - {{system_name: sim, urls: [\"{sim_base}\"]}}\n{catalog}accounts:\n");
+        let mut accounts: Vec<&str> = applications.iter().map(|a| a.0).collect();
+        accounts.dedup();
+        for account in accounts {
+            document.push_str(&format!("  - {{name: {account}}}\n"));
+        }
+        document.push_str("applications:\n");
+        for (account, name, product, plan) in applications {
+            document.push_str(&format!(
+                "  - {{account: {account}, name: {name}, product: {product}, plan: {plan}}}\n"
+            ));
+        }
+        let path = dir.path().join("catalog.yaml");
+        std::fs::write(&path, document).unwrap();
+        let maas = |args: &[&str]| embedded_maas(dir.path(), args);
+        maas(&["apply", "-f", path.to_str().unwrap()]);
+        let keys = applications
+            .iter()
+            .map(|(account, name, _, _)| maas(&["create-key", "--app", &format!("{account}/{name}")]))
+            .collect();
+        let (proxy_port, portal_port) = (free_port(), free_port());
+        let mut up = Command::new(env!("CARGO_BIN_EXE_maas"))
+            .arg("up")
+            .env("MAAS_DATA_DIR", dir.path().join("data"))
+            .env("MAAS_PROXY_LISTEN", format!("127.0.0.1:{proxy_port}"))
+            .env("MAAS_METRICS_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env("MAAS_PORTAL_LISTEN", format!("127.0.0.1:{portal_port}"))
+            .env("MAAS_ADMIN_TOKEN", "embedded-test-admin-token")
+            .env("MAAS_LIMITS_MODE", "strict")
+            .env("MAAS_LOG_LEVEL", "warn")
+            .env("MAAS_ACCESS_LOG", "false")
+            .env_remove("MAAS_CONFIG")
+            .env_remove("MAAS_REDIS_URL")
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", proxy_port)).is_err() {
+            assert!(up.try_wait().unwrap().is_none(), "maas up exited");
+            assert!(Instant::now() < deadline, "maas up did not listen within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        EmbeddedUp {
+            dir,
+            up: Some(up),
+            sim,
+            sim_base,
+            base: format!("http://127.0.0.1:{proxy_port}"),
+            keys,
+        }
+    }
+
+    /// Stops `maas up` with SIGTERM (it drains and writes its usage), then
+    /// reads what the store billed `account`/`application` and what the
+    /// simulator served it: `(billed total_tokens, served tokens)`.
+    pub async fn stop_and_count(&mut self, account: &str, application: &str) -> (u64, u64) {
+        let mut up = self.up.take().expect("maas up runs");
+        let sent = Command::new("kill")
+            .args(["-TERM", &up.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let exited = up.wait().unwrap();
+        assert!(exited.success(), "maas up stopped cleanly: {exited}");
+        let store = maas_store::Store::open(
+            &maas_store::StoreLocation::Embedded {
+                data_dir: self.dir.path().join("data"),
+            },
+            maas_store::StoreOptions::default(),
+        )
+        .await
+        .unwrap();
+        let account = store.find_account(account).await.unwrap().unwrap();
+        let app = store.find_application(&account.id, application).await.unwrap().unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let billed = store
+            .usage(&app.id, "total_tokens", maas_store::period::Period::Eternity, now)
+            .await
+            .unwrap();
+        let usage: serde_json::Value = reqwest::get(format!("{}/sim/usage", self.sim_base))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let served = &usage["applications"][&app.id];
+        let served = served["prompt_tokens"].as_u64().unwrap_or(0) + served["completion_tokens"].as_u64().unwrap_or(0);
+        (billed, served)
+    }
+}
+
+impl Drop for EmbeddedUp {
+    fn drop(&mut self) {
+        for child in self.up.iter_mut().chain(std::iter::once(&mut self.sim)) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `maas` on the embedded store of `dir`; its output.
+fn embedded_maas(dir: &std::path::Path, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_maas"))
+        .args(args)
+        .env("MAAS_DATA_DIR", dir.join("data"))
+        .env_remove("MAAS_CONFIG")
+        .env_remove("MAAS_REDIS_URL")
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "maas {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}

@@ -49,6 +49,9 @@ pub struct SimModel {
     /// answers 400 to a request naming it, as OpenAI's API and servers that
     /// refuse unknown fields do.
     pub continuous_usage_stats: bool,
+    /// Prompt tokens one image of a chat message costs, as a vision model
+    /// counts its patches (0: the model reads no images).
+    pub image_tokens: u32,
     pub failures: Failures,
 }
 
@@ -73,6 +76,7 @@ impl Default for SimModel {
             fragment_events: false,
             stamp_events: false,
             continuous_usage_stats: true,
+            image_tokens: 0,
             failures: Failures::default(),
         }
     }

@@ -124,11 +124,34 @@ impl MessageContent {
 
 #[derive(Debug, Deserialize)]
 pub struct ContentPart {
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
     #[serde(default)]
     pub text: Option<String>,
 }
 
+impl MessageContent {
+    /// Image parts (`image_url`).
+    pub fn images(&self) -> u32 {
+        match self {
+            MessageContent::Text(_) => 0,
+            MessageContent::Parts(parts) => {
+                parts.iter().filter(|p| p.kind.as_deref() == Some("image_url")).count() as u32
+            }
+        }
+    }
+}
+
 impl ChatRequest {
+    /// Images across the messages.
+    pub fn images(&self) -> u32 {
+        self.messages
+            .iter()
+            .filter_map(|m| m.content.as_ref())
+            .map(MessageContent::images)
+            .sum()
+    }
+
     pub fn prompt_tokens(&self) -> u32 {
         let texts: Vec<String> = self
             .messages

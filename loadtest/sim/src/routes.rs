@@ -126,7 +126,10 @@ struct Ask {
     kind: Kind,
     endpoint: &'static str,
     options: GenerationOptions,
+    /// Text tokens of the prompt.
     prompt_tokens: u32,
+    /// Images of the prompt, each costing the model's `image_tokens`.
+    images: u32,
     /// Most tokens the client accepts, if it said.
     requested: Option<u32>,
     /// What each choice is: text, a JSON document or a tool call.
@@ -143,7 +146,10 @@ const MAX_CHOICES: u32 = 128;
 
 /// Plans the completion of `ask`: its length, its tokens, any reset.
 fn plan(model: &SimModel, rng: &mut Rng, app: String, ask: &Ask) -> Result<Generation, ApiError> {
-    let (prompt_tokens, requested) = (ask.prompt_tokens, ask.requested);
+    let prompt_tokens = ask
+        .prompt_tokens
+        .saturating_add(ask.images.saturating_mul(model.image_tokens));
+    let requested = ask.requested;
     if !model.continuous_usage_stats
         && ask
             .options
@@ -308,6 +314,7 @@ pub async fn chat(
         kind: Kind::Chat,
         endpoint: "chat",
         prompt_tokens: request.prompt_tokens(),
+        images: request.images(),
         // As vLLM and SGLang read them: `max_completion_tokens or max_tokens`,
         // so a 0 falls through, and with both falsy the model generates
         // until it stops or the context ends.
@@ -333,6 +340,7 @@ pub async fn completions(
         kind: Kind::Completion,
         endpoint: "completions",
         prompt_tokens,
+        images: 0,
         // OpenAI's completions API defaults to 16 tokens.
         requested: Some(request.options.max_tokens.unwrap_or(16)),
         options: request.options,
@@ -352,6 +360,7 @@ pub async fn responses(
         kind: Kind::Response,
         endpoint: "responses",
         prompt_tokens: request.prompt_tokens(),
+        images: 0,
         requested: truthy(request.max_output_tokens),
         options: GenerationOptions {
             model: request.model,

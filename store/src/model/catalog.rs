@@ -4,6 +4,8 @@
 //! same types are read from `catalog.yaml`, stored as JSON and exported back,
 //! so every field that has a default is skipped on output when it holds it.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::money::Money;
@@ -126,6 +128,10 @@ pub struct Product {
     pub methods: Vec<Method>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mapping_rules: Vec<MappingRule>,
+    /// How prompts to each model are counted (keys are `models` entries);
+    /// a model without an entry takes [`ModelSettings::default`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub model_settings: BTreeMap<String, ModelSettings>,
     /// The product's API documentation; an OpenAI-compatible one is
     /// generated when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -148,6 +154,12 @@ impl Product {
         } else {
             self.methods.clone()
         }
+    }
+
+    /// How prompts to `model` are counted: its own settings, else the defaults.
+    pub fn settings_of(&self, model: Option<&str>) -> &ModelSettings {
+        static DEFAULT: std::sync::LazyLock<ModelSettings> = std::sync::LazyLock::new(ModelSettings::default);
+        model.and_then(|m| self.model_settings.get(m)).unwrap_or(&DEFAULT)
     }
 
     /// Mapping rules in force (see [`Product::effective_methods`]).
@@ -289,6 +301,50 @@ impl Default for CorsPolicy {
 #[serde(deny_unknown_fields, default)]
 pub struct MeteringPolicy {
     pub stream_usage: StreamUsage,
+}
+
+/// How the prompts of one model are counted before it answers, so a
+/// request's hold is never below what the model will count: exactly with
+/// the model's tokenizer, else by a bound no byte-level tokenizer exceeds
+/// (a token per byte of text, plus the template's tokens per message), and
+/// for inputs that are not text, a bound per item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSettings {
+    /// The model's `tokenizer.json` (Hugging Face format) on the proxy's
+    /// file system; read when a cheap bound would not fit a budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
+    /// Most tokens one image costs.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    pub image_tokens: u64,
+    /// Most tokens one audio input costs.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    pub audio_tokens: u64,
+    /// Most tokens one video or file costs.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    pub video_tokens: u64,
+    /// Most tokens the chat template adds per message (role markers,
+    /// separators).
+    pub message_tokens: u64,
+    /// Most tokens the template adds once a request: the start of the
+    /// text, the generation prompt, a default system prompt (Llama 3.1's
+    /// dates take about 30).
+    pub template_tokens: u64,
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        ModelSettings {
+            tokenizer: None,
+            image_tokens: 4096,
+            audio_tokens: 4096,
+            video_tokens: 32768,
+            message_tokens: 8,
+            template_tokens: 64,
+        }
+    }
 }
 
 /// What a streamed request asks the model server for (the client sees only

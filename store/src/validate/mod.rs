@@ -346,6 +346,29 @@ fn validate_product(product: &Product, at: &str, errors: &mut ValidationErrors) 
             errors.push(format!("{at}.models[{i}]"), format!("model `{model}` is listed twice"));
         }
     }
+    for (model, settings) in &product.model_settings {
+        if !models.contains(model) {
+            errors.push(
+                format!("{at}.model_settings.{model}"),
+                format!("`{model}` is not one of the product's models"),
+            );
+        }
+        for (field, value) in [
+            ("image_tokens", settings.image_tokens),
+            ("audio_tokens", settings.audio_tokens),
+            ("video_tokens", settings.video_tokens),
+        ] {
+            if value == 0 {
+                errors.push(format!("{at}.model_settings.{model}.{field}"), "must be at least 1");
+            }
+        }
+        if settings.tokenizer.as_deref().is_some_and(|path| path.trim().is_empty()) {
+            errors.push(
+                format!("{at}.model_settings.{model}.tokenizer"),
+                "a path to a tokenizer.json",
+            );
+        }
+    }
     if product.backend.is_empty() {
         errors.push(format!("{at}.backend"), "a product needs a backend");
     }

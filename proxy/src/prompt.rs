@@ -1,0 +1,459 @@
+//! What a prompt can cost, read from the request body in the same pass
+//! as its other facts ([`crate::body`]): the bytes of its text, its token
+//! ids (exact), its images, audio and videos, and its messages. The
+//! [`PromptTally::bound`] built from them is never below what a byte-level
+//! tokenizer counts: a token covers at least one byte of text, a token id is
+//! one token, the chat template adds at most
+//! [`ModelSettings::message_tokens`] a message and
+//! [`ModelSettings::template_tokens`] once, and a media item costs at most
+//! its configured bound.
+//! Tools and functions are rendered into the prompt as JSON, so their
+//! rendered length counts.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use maas_store::model::ModelSettings;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+/// What a prompt holds, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PromptTally {
+    /// UTF-8 bytes of text (strings once unescaped).
+    pub text_bytes: u64,
+    /// Token ids given as numbers: counted exactly.
+    pub token_ids: u64,
+    pub images: u64,
+    pub audio: u64,
+    /// Videos and files.
+    pub videos: u64,
+    /// Messages (chat) or input items (the Responses API).
+    pub messages: u64,
+}
+
+impl PromptTally {
+    pub(crate) fn add(&mut self, other: PromptTally) {
+        self.text_bytes = self.text_bytes.saturating_add(other.text_bytes);
+        self.token_ids = self.token_ids.saturating_add(other.token_ids);
+        self.images = self.images.saturating_add(other.images);
+        self.audio = self.audio.saturating_add(other.audio);
+        self.videos = self.videos.saturating_add(other.videos);
+        self.messages = self.messages.saturating_add(other.messages);
+    }
+
+    /// The most tokens the prompt can cost a model counted as `settings` say.
+    pub fn bound(&self, settings: &ModelSettings) -> u64 {
+        [
+            self.text_bytes,
+            self.token_ids,
+            self.images.saturating_mul(settings.image_tokens),
+            self.audio.saturating_mul(settings.audio_tokens),
+            self.videos.saturating_mul(settings.video_tokens),
+            self.messages.saturating_mul(settings.message_tokens),
+            settings.template_tokens,
+        ]
+        .into_iter()
+        .fold(0, u64::saturating_add)
+    }
+
+    /// Whether the prompt is all token ids and messages: text, if any, is
+    /// what a tokenizer would count.
+    pub fn has_text(&self) -> bool {
+        self.text_bytes > 0
+    }
+}
+
+/// The kind of media a content part with this `type` carries.
+fn media_kind(kind: &str) -> Option<fn(&mut PromptTally)> {
+    match kind {
+        "image_url" | "input_image" | "image" => Some(|t| t.images += 1),
+        "input_audio" | "audio_url" | "audio" => Some(|t| t.audio += 1),
+        "video_url" | "video" | "file" | "input_file" => Some(|t| t.videos += 1),
+        _ => None,
+    }
+}
+
+/// How a value is counted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// As prompt content: text, token ids and media parts.
+    Content,
+    /// As JSON rendered into the prompt (tools): its whole rendered length,
+    /// spaced as templates print it.
+    Rendered,
+}
+
+/// Tallies any JSON value.
+#[derive(Clone, Copy)]
+struct Tally(Reading);
+
+impl<'de> DeserializeSeed<'de> for Tally {
+    type Value = PromptTally;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<PromptTally, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+fn text(bytes: usize) -> PromptTally {
+    PromptTally {
+        text_bytes: bytes as u64,
+        ..PromptTally::default()
+    }
+}
+
+/// Rendered JSON puts quotes, `: ` and `, ` around what the value holds.
+const RENDERED_MEMBER: usize = 6;
+/// The longest rendering of a number.
+const RENDERED_NUMBER: usize = 24;
+
+impl<'de> Visitor<'de> for Tally {
+    type Value = PromptTally;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<PromptTally, E> {
+        Ok(text(value.len() + if self.0 == Reading::Rendered { 2 } else { 0 }))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<PromptTally, E> {
+        Ok(text(if self.0 == Reading::Rendered { 5 } else { 0 }))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<PromptTally, E> {
+        Ok(text(if self.0 == Reading::Rendered { 4 } else { 0 }))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<PromptTally, E> {
+        Ok(self.number())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<PromptTally, E> {
+        Ok(self.number())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<PromptTally, E> {
+        Ok(self.number())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PromptTally, A::Error> {
+        let mut tally = text(if self.0 == Reading::Rendered { 2 } else { 0 });
+        while let Some(item) = seq.next_element_seed(self)? {
+            tally.add(item);
+            if self.0 == Reading::Rendered {
+                tally.add(text(2));
+            }
+        }
+        Ok(tally)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PromptTally, A::Error> {
+        let mut tally = text(if self.0 == Reading::Rendered { 2 } else { 0 });
+        let mut media = None;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if self.0 == Reading::Rendered {
+                tally.add(text(key.len() + RENDERED_MEMBER));
+            }
+            if key == "type" && self.0 == Reading::Content {
+                let kind = map.next_value_seed(TypeName)?;
+                media = kind.as_deref().and_then(media_kind);
+                tally.add(text(kind.map_or(0, |k| k.len())));
+            } else {
+                tally.add(map.next_value_seed(self)?);
+            }
+        }
+        // A media part costs its bound, whatever its URL or data weighs.
+        Ok(match media {
+            Some(count) => {
+                let mut item = PromptTally::default();
+                count(&mut item);
+                item
+            }
+            None => tally,
+        })
+    }
+}
+
+impl Tally {
+    fn number(self) -> PromptTally {
+        match self.0 {
+            Reading::Content => PromptTally {
+                token_ids: 1,
+                ..PromptTally::default()
+            },
+            Reading::Rendered => text(RENDERED_NUMBER),
+        }
+    }
+}
+
+/// A `type` member: its name when it is a string.
+struct TypeName;
+
+impl<'de> DeserializeSeed<'de> for TypeName {
+    type Value = Option<Cow<'de, str>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TypeName {
+    type Value = Option<Cow<'de, str>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a type name")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, value: &'de str) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Borrowed(value)))
+    }
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Owned(value.to_owned())))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+}
+
+/// A body member and how it is tallied.
+pub(crate) fn tally_member<'de, A: MapAccess<'de>>(name: &str, map: &mut A) -> Result<Option<PromptTally>, A::Error> {
+    Ok(Some(match name {
+        // Each entry is a message (an input item); text is text.
+        "messages" | "input" => map.next_value_seed(Messages)?,
+        "instructions" | "suffix" | "system" => map.next_value_seed(Tally(Reading::Content))?,
+        "tools" | "functions" => map.next_value_seed(Tally(Reading::Rendered))?,
+        _ => return Ok(None),
+    }))
+}
+
+/// A list of messages (or input items), or a single text.
+struct Messages;
+
+impl<'de> DeserializeSeed<'de> for Messages {
+    type Value = PromptTally;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<PromptTally, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Messages {
+    type Value = PromptTally;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("messages")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PromptTally, A::Error> {
+        let mut tally = PromptTally::default();
+        while let Some(item) = seq.next_element_seed(Tally(Reading::Content))? {
+            tally.add(item);
+            tally.messages += 1;
+        }
+        Ok(tally)
+    }
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<PromptTally, E> {
+        Tally(Reading::Content).visit_str(value)
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<PromptTally, E> {
+        Ok(PromptTally::default())
+    }
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<PromptTally, E> {
+        Tally(Reading::Content).visit_u64(value)
+    }
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<PromptTally, E> {
+        Tally(Reading::Content).visit_i64(value)
+    }
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<PromptTally, E> {
+        Tally(Reading::Content).visit_f64(value)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<PromptTally, E> {
+        Ok(PromptTally::default())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<PromptTally, A::Error> {
+        Tally(Reading::Content).visit_map(map)
+    }
+}
+
+/// A completions `prompt`: how many prompts it holds (a text, a list of
+/// token ids: one; a list of texts or of token lists: one per entry), and
+/// its tally.
+pub(crate) struct PromptMember;
+
+impl<'de> DeserializeSeed<'de> for PromptMember {
+    type Value = (u64, PromptTally);
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PromptMember {
+    type Value = (u64, PromptTally);
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("`prompt` as a string, a list of strings, or a list of token lists")
+    }
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
+        Ok((1, text(value.len())))
+    }
+    // Any other shape is one prompt at most; the model server judges it.
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok((1, PromptTally::default()))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok((1, PromptTally::default()))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok((1, Tally(Reading::Content).number()))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok((1, Tally(Reading::Content).number()))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok((1, Tally(Reading::Content).number()))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Ok((1, Tally(Reading::Content).visit_map(map)?))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let (mut entries, mut numbers) = (0u64, 0u64);
+        let mut tally = PromptTally::default();
+        while let Some((is_number, item)) = seq.next_element_seed(PromptEntry)? {
+            entries += 1;
+            numbers += u64::from(is_number);
+            tally.add(item);
+        }
+        // A list of token ids is one prompt; anything else, one per entry.
+        Ok((if numbers == entries { 1 } else { entries }, tally))
+    }
+}
+
+/// An entry of a `prompt` list: whether it is a number (a token id), and its tally.
+struct PromptEntry;
+
+impl<'de> DeserializeSeed<'de> for PromptEntry {
+    type Value = (bool, PromptTally);
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PromptEntry {
+    type Value = (bool, PromptTally);
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a prompt or a token id")
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok((true, Tally(Reading::Content).number()))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok((true, Tally(Reading::Content).number()))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok((true, Tally(Reading::Content).number()))
+    }
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
+        Ok((false, text(value.len())))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok((false, PromptTally::default()))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok((false, PromptTally::default()))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Ok((false, Tally(Reading::Content).visit_seq(seq)?))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Ok((false, Tally(Reading::Content).visit_map(map)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tally of a whole body's prompt members.
+    fn tally(body: &str) -> PromptTally {
+        crate::body::inspect_json(body.as_bytes()).unwrap().prompt
+    }
+
+    #[test]
+    fn text_is_counted_in_bytes_once_unescaped() {
+        let t = tally(
+            r#"{"messages":[{"role":"user","content":"héllo\n"},{"role":"assistant","content":[{"type":"text","text":"ok"}]}]}"#,
+        );
+        assert_eq!(t.messages, 2);
+        // "user" + "héllo\n" (7 bytes) + "assistant" + "text" + "ok"
+        assert_eq!(t.text_bytes, 4 + 7 + 9 + 4 + 2);
+        assert_eq!(t.bound(&ModelSettings::default()), 26 + 2 * 8 + 64);
+    }
+
+    #[test]
+    fn token_ids_are_counted_exactly() {
+        let t = tally(r#"{"prompt":[1,2,3,40000]}"#);
+        assert_eq!((t.token_ids, t.text_bytes), (4, 0));
+        let t = tally(r#"{"prompt":[[1,2],[3]],"suffix":"ab"}"#);
+        assert_eq!((t.token_ids, t.text_bytes), (3, 2));
+        let t = tally(r#"{"input":[[5,6,7]]}"#);
+        assert_eq!((t.token_ids, t.messages), (3, 1));
+        let facts = crate::body::inspect_json(br#"{"prompt":[[1,2],[3]]}"#).unwrap();
+        assert_eq!(facts.prompts, 2);
+    }
+
+    #[test]
+    fn media_cost_their_bound_whatever_they_weigh() {
+        let data = "A".repeat(100_000);
+        let body = format!(
+            r#"{{"messages":[{{"role":"user","content":[{{"type":"text","text":"what is it"}},{{"image_url":{{"url":"data:image/png;base64,{data}"}},"type":"image_url"}},{{"type":"input_audio","input_audio":{{"data":"{data}","format":"wav"}}}}]}}]}}"#
+        );
+        let t = tally(&body);
+        assert_eq!((t.images, t.audio, t.videos), (1, 1, 0));
+        assert!(t.text_bytes < 100, "{t:?}");
+        let settings = ModelSettings {
+            image_tokens: 1000,
+            audio_tokens: 500,
+            ..ModelSettings::default()
+        };
+        assert!(t.bound(&settings) >= 1500);
+        let responses = tally(
+            r#"{"input":[{"role":"user","content":[{"type":"input_image","image_url":"https://x/y.png"},{"type":"input_file","file_id":"f"}]}]}"#,
+        );
+        assert_eq!((responses.images, responses.videos), (1, 1));
+    }
+
+    #[test]
+    fn tools_count_as_rendered_json() {
+        let tools = r#"[{"type":"function","function":{"name":"get","parameters":{"type":"object","properties":{"q":{"type":"string"}}}}}]"#;
+        let t = tally(&format!(r#"{{"messages":[],"tools":{tools}}}"#));
+        assert!(t.text_bytes >= tools.len() as u64, "{} < {}", t.text_bytes, tools.len());
+    }
+
+    #[test]
+    fn odd_shapes_never_fail_the_body() {
+        for body in [
+            r#"{"messages":[{"type":5,"content":{"type":["image_url"]}}]}"#,
+            r#"{"messages":"just text"}"#,
+            r#"{"messages":null,"input":{"type":"image"},"tools":null}"#,
+            r#"{"prompt":{"a":1},"instructions":7}"#,
+        ] {
+            crate::body::inspect_json(body.as_bytes()).unwrap();
+        }
+        assert_eq!(tally(r#"{"input":{"type":"image"}}"#).images, 1);
+    }
+}
