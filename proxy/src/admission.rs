@@ -157,16 +157,24 @@ impl MaasProxy {
         }
         let body_bytes = ctx.body.as_ref().map_or(0, Bytes::len);
         let holds = self.state.limiter.hold_policy();
-        let ask = Ask {
-            endpoint,
-            facts: &body.facts,
-            body_bytes,
-            model: route.product.settings_of(ctx.model.as_deref()),
-        };
-        let spend = spend_of(&ask, &auth.plan, holds);
+        let model = route.product.settings_of(ctx.model.as_deref());
+        let ask = Ask::new(endpoint, &body.facts, body_bytes, model);
+        let mut spend = spend_of(&ask, &auth.plan, holds);
+        let headers_before = ctx.extra_headers.len();
+        let mut admitted = self.admit(ctx, &auth, &deltas, &spend).await;
+        if admitted
+            .as_ref()
+            .is_err_and(|refusal| refusal.reason == "insufficient_quota")
+            && let Some(counted) = count_exactly(&catalog, &ask, ctx.body.as_deref(), &route.product.system_name)
+        {
+            // The cheap bound did not fit what is left: the model's own count may.
+            ctx.extra_headers.truncate(headers_before);
+            spend = spend_of(&counted, &auth.plan, holds);
+            admitted = self.admit(ctx, &auth, &deltas, &spend).await;
+        }
         ctx.ceiling = spend.ceiling;
         ctx.prompt_estimate = Some(spend.prompt_estimate);
-        let completion_grant = or_refuse!(self.admit(ctx, &auth, &deltas, &spend).await);
+        let completion_grant = or_refuse!(admitted);
         if let Some(request) = models_request {
             let body = match request {
                 ModelsRequest::List => model_list(&route.product.models),
@@ -398,6 +406,14 @@ impl MaasProxy {
             }
         }
     }
+}
+
+/// `ask` with its prompt counted by its model's tokenizer, when it has
+/// one and that count is below the bound.
+fn count_exactly<'a>(catalog: &ServingCatalog, ask: &Ask<'a>, body: Option<&[u8]>, product: &str) -> Option<Ask<'a>> {
+    let tokenizer = catalog.tokenizers.get(ask.model.tokenizer.as_deref()?)?;
+    METRICS.prompts_tokenized.with_label_values(&[product]).inc();
+    ask.counted_by(body?, tokenizer.as_ref())
 }
 
 /// Whether a body starts like a JSON object or array: a server reads it as

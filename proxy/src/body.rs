@@ -22,7 +22,7 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::prompt::{PromptMember, PromptTally, tally_member};
+use crate::prompt::{Bytes, PromptMember, PromptTally, tally_member};
 use crate::rewrite::Endpoint;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,7 +216,9 @@ impl<'de> Visitor<'de> for FactsVisitor<'_> {
                 }
                 "prompt" => {
                     prompt = true;
-                    (facts.prompts, facts.prompt) = map.next_value_seed(PromptMember)?;
+                    let (prompts, tally) = map.next_value_seed(PromptMember(&Bytes))?;
+                    facts.prompts = prompts;
+                    facts.prompt.add(tally);
                 }
                 "background" => {
                     facts.background = map
@@ -226,7 +228,7 @@ impl<'de> Visitor<'de> for FactsVisitor<'_> {
                 other => {
                     messages |= other == "messages";
                     input |= other == "input";
-                    match tally_member(other, &mut map)? {
+                    match tally_member(other, &mut map, &Bytes)? {
                         Some(tally) => facts.prompt.add(tally),
                         None => {
                             map.next_value::<IgnoredAny>()?;

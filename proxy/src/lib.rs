@@ -42,6 +42,7 @@ pub mod spend;
 pub mod sse;
 pub mod state;
 pub mod stream_meter;
+pub mod tokenizer;
 pub mod upstream;
 pub mod usage;
 

@@ -212,15 +212,15 @@ impl UsageScanner {
         serde_json::from_slice::<String>(&quoted).is_ok_and(|name| name == "usage")
     }
 
+    /// The last `usage` member wins, as in a complete parse; read through a
+    /// tree so a member given twice inside it is read as such a parse does.
     fn read_value(&mut self) {
-        match serde_json::from_slice::<Option<RawUsage>>(&self.value) {
-            Ok(Some(usage)) => {
-                self.found = Some(usage.tokens());
-                self.unreadable = false;
-            }
-            Ok(None) => {}
-            Err(_) => self.unreadable = true,
-        }
+        let read = serde_json::from_slice::<serde_json::Value>(&self.value)
+            .and_then(<Option<RawUsage> as serde::Deserialize>::deserialize);
+        (self.found, self.unreadable) = match read {
+            Ok(usage) => (usage.as_ref().map(RawUsage::tokens), false),
+            Err(_) => (None, true),
+        };
         self.value = Vec::new();
     }
 
@@ -293,7 +293,7 @@ mod tests {
 
     #[test]
     fn the_scanner_finds_no_usage_where_there_is_none() {
-        let bodies: [&[u8]; 8] = [
+        let bodies: [&[u8]; 9] = [
             br#"{"choices":[]}"#,
             br#"{"usage":null}"#,
             br#"{"usage":"lots"}"#,
@@ -302,6 +302,7 @@ mod tests {
             br#"{"usage":{"prompt_tokens":1}"#,
             br#"not json"#,
             br#"{"usage":{"prompt_tokens":1}}}"#,
+            br#"{"usage":{"prompt_tokens":1},"usage":null}"#,
         ];
         for body in bodies {
             assert_eq!(scan(body, 3), None, "{}", String::from_utf8_lossy(body));

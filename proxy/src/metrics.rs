@@ -52,6 +52,7 @@ pub struct ProxyMetrics {
     pub upstream_errors: IntCounterVec,
     pub estimated_tokens: IntCounterVec,
     pub unmetered_answers: IntCounterVec,
+    pub prompts_tokenized: IntCounterVec,
     pub key_lookups: KeyLookups,
     pub changes_applied: IntCounterVec,
 }
@@ -167,6 +168,12 @@ impl ProxyMetrics {
                 "Successful answers whose usage could not be read, billed at the request's ceiling",
                 &["product"],
             ),
+            prompts_tokenized: counter(
+                &registry,
+                "maas_prompts_tokenized_total",
+                "Prompts counted with their model's tokenizer because their cheap bound did not fit a budget",
+                &["product"],
+            ),
             key_lookups: {
                 let outcomes = counter(
                     &registry,
@@ -205,6 +212,7 @@ impl ProxyMetrics {
         for product in products {
             self.estimated_tokens.with_label_values(&[product]);
             self.unmetered_answers.with_label_values(&[product]);
+            self.prompts_tokenized.with_label_values(&[product]);
         }
     }
 

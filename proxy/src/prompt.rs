@@ -16,11 +16,27 @@ use std::fmt;
 use maas_store::model::ModelSettings;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+/// How the text of a prompt is counted: in bytes (the bound), or in the
+/// tokens of the model's tokenizer (exact).
+pub trait TextCount {
+    fn count(&self, text: &str) -> u64;
+}
+
+/// A byte per token: no byte-level tokenizer makes more tokens of a text.
+pub struct Bytes;
+
+impl TextCount for Bytes {
+    fn count(&self, text: &str) -> u64 {
+        text.len() as u64
+    }
+}
+
 /// What a prompt holds, by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PromptTally {
-    /// UTF-8 bytes of text (strings once unescaped).
-    pub text_bytes: u64,
+    /// Text: its UTF-8 bytes once unescaped ([`Bytes`]), or its tokens
+    /// when counted with the model's tokenizer.
+    pub text: u64,
     /// Token ids given as numbers: counted exactly.
     pub token_ids: u64,
     pub images: u64,
@@ -33,7 +49,7 @@ pub struct PromptTally {
 
 impl PromptTally {
     pub(crate) fn add(&mut self, other: PromptTally) {
-        self.text_bytes = self.text_bytes.saturating_add(other.text_bytes);
+        self.text = self.text.saturating_add(other.text);
         self.token_ids = self.token_ids.saturating_add(other.token_ids);
         self.images = self.images.saturating_add(other.images);
         self.audio = self.audio.saturating_add(other.audio);
@@ -44,7 +60,7 @@ impl PromptTally {
     /// The most tokens the prompt can cost a model counted as `settings` say.
     pub fn bound(&self, settings: &ModelSettings) -> u64 {
         [
-            self.text_bytes,
+            self.text,
             self.token_ids,
             self.images.saturating_mul(settings.image_tokens),
             self.audio.saturating_mul(settings.audio_tokens),
@@ -59,7 +75,7 @@ impl PromptTally {
     /// Whether the prompt is all token ids and messages: text, if any, is
     /// what a tokenizer would count.
     pub fn has_text(&self) -> bool {
-        self.text_bytes > 0
+        self.text > 0
     }
 }
 
@@ -83,11 +99,11 @@ enum Reading {
     Rendered,
 }
 
-/// Tallies any JSON value.
+/// Tallies any JSON value, text counted by its counter.
 #[derive(Clone, Copy)]
-struct Tally(Reading);
+struct Tally<'c>(Reading, &'c dyn TextCount);
 
-impl<'de> DeserializeSeed<'de> for Tally {
+impl<'de> DeserializeSeed<'de> for Tally<'_> {
     type Value = PromptTally;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<PromptTally, D::Error> {
@@ -97,7 +113,7 @@ impl<'de> DeserializeSeed<'de> for Tally {
 
 fn text(bytes: usize) -> PromptTally {
     PromptTally {
-        text_bytes: bytes as u64,
+        text: bytes as u64,
         ..PromptTally::default()
     }
 }
@@ -107,14 +123,15 @@ const RENDERED_MEMBER: usize = 6;
 /// The longest rendering of a number.
 const RENDERED_NUMBER: usize = 24;
 
-impl<'de> Visitor<'de> for Tally {
+impl<'de> Visitor<'de> for Tally<'_> {
     type Value = PromptTally;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any JSON value")
     }
     fn visit_str<E: de::Error>(self, value: &str) -> Result<PromptTally, E> {
-        Ok(text(value.len() + if self.0 == Reading::Rendered { 2 } else { 0 }))
+        let quotes = if self.0 == Reading::Rendered { 2 } else { 0 };
+        Ok(text(self.1.count(value) as usize + quotes))
     }
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<PromptTally, E> {
         Ok(text(if self.0 == Reading::Rendered { 5 } else { 0 }))
@@ -146,12 +163,12 @@ impl<'de> Visitor<'de> for Tally {
         let mut media = None;
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             if self.0 == Reading::Rendered {
-                tally.add(text(key.len() + RENDERED_MEMBER));
+                tally.add(text(self.1.count(&key) as usize + RENDERED_MEMBER));
             }
             if key == "type" && self.0 == Reading::Content {
                 let kind = map.next_value_seed(TypeName)?;
                 media = kind.as_deref().and_then(media_kind);
-                tally.add(text(kind.map_or(0, |k| k.len())));
+                tally.add(text(kind.map_or(0, |k| self.1.count(&k) as usize)));
             } else {
                 tally.add(map.next_value_seed(self)?);
             }
@@ -168,7 +185,7 @@ impl<'de> Visitor<'de> for Tally {
     }
 }
 
-impl Tally {
+impl Tally<'_> {
     fn number(self) -> PromptTally {
         match self.0 {
             Reading::Content => PromptTally {
@@ -228,21 +245,26 @@ impl<'de> Visitor<'de> for TypeName {
     }
 }
 
-/// A body member and how it is tallied.
-pub(crate) fn tally_member<'de, A: MapAccess<'de>>(name: &str, map: &mut A) -> Result<Option<PromptTally>, A::Error> {
+/// Tallies the body member `name` if it is part of the prompt, its text
+/// counted by `counter`.
+pub(crate) fn tally_member<'de, A: MapAccess<'de>>(
+    name: &str,
+    map: &mut A,
+    counter: &dyn TextCount,
+) -> Result<Option<PromptTally>, A::Error> {
     Ok(Some(match name {
         // Each entry is a message (an input item); text is text.
-        "messages" | "input" => map.next_value_seed(Messages)?,
-        "instructions" | "suffix" | "system" => map.next_value_seed(Tally(Reading::Content))?,
-        "tools" | "functions" => map.next_value_seed(Tally(Reading::Rendered))?,
+        "messages" | "input" => map.next_value_seed(Messages(counter))?,
+        "instructions" | "suffix" | "system" => map.next_value_seed(Tally(Reading::Content, counter))?,
+        "tools" | "functions" => map.next_value_seed(Tally(Reading::Rendered, counter))?,
         _ => return Ok(None),
     }))
 }
 
 /// A list of messages (or input items), or a single text.
-struct Messages;
+struct Messages<'c>(&'c dyn TextCount);
 
-impl<'de> DeserializeSeed<'de> for Messages {
+impl<'de> DeserializeSeed<'de> for Messages<'_> {
     type Value = PromptTally;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<PromptTally, D::Error> {
@@ -250,7 +272,7 @@ impl<'de> DeserializeSeed<'de> for Messages {
     }
 }
 
-impl<'de> Visitor<'de> for Messages {
+impl<'de> Visitor<'de> for Messages<'_> {
     type Value = PromptTally;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -258,41 +280,41 @@ impl<'de> Visitor<'de> for Messages {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PromptTally, A::Error> {
         let mut tally = PromptTally::default();
-        while let Some(item) = seq.next_element_seed(Tally(Reading::Content))? {
+        while let Some(item) = seq.next_element_seed(Tally(Reading::Content, self.0))? {
             tally.add(item);
             tally.messages += 1;
         }
         Ok(tally)
     }
     fn visit_str<E: de::Error>(self, value: &str) -> Result<PromptTally, E> {
-        Tally(Reading::Content).visit_str(value)
+        Tally(Reading::Content, self.0).visit_str(value)
     }
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<PromptTally, E> {
         Ok(PromptTally::default())
     }
     fn visit_u64<E: de::Error>(self, value: u64) -> Result<PromptTally, E> {
-        Tally(Reading::Content).visit_u64(value)
+        Tally(Reading::Content, self.0).visit_u64(value)
     }
     fn visit_i64<E: de::Error>(self, value: i64) -> Result<PromptTally, E> {
-        Tally(Reading::Content).visit_i64(value)
+        Tally(Reading::Content, self.0).visit_i64(value)
     }
     fn visit_f64<E: de::Error>(self, value: f64) -> Result<PromptTally, E> {
-        Tally(Reading::Content).visit_f64(value)
+        Tally(Reading::Content, self.0).visit_f64(value)
     }
     fn visit_unit<E: de::Error>(self) -> Result<PromptTally, E> {
         Ok(PromptTally::default())
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<PromptTally, A::Error> {
-        Tally(Reading::Content).visit_map(map)
+        Tally(Reading::Content, self.0).visit_map(map)
     }
 }
 
 /// A completions `prompt`: how many prompts it holds (a text, a list of
 /// token ids: one; a list of texts or of token lists: one per entry), and
 /// its tally.
-pub(crate) struct PromptMember;
+pub(crate) struct PromptMember<'c>(pub &'c dyn TextCount);
 
-impl<'de> DeserializeSeed<'de> for PromptMember {
+impl<'de> DeserializeSeed<'de> for PromptMember<'_> {
     type Value = (u64, PromptTally);
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
@@ -300,14 +322,14 @@ impl<'de> DeserializeSeed<'de> for PromptMember {
     }
 }
 
-impl<'de> Visitor<'de> for PromptMember {
+impl<'de> Visitor<'de> for PromptMember<'_> {
     type Value = (u64, PromptTally);
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("`prompt` as a string, a list of strings, or a list of token lists")
     }
     fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
-        Ok((1, text(value.len())))
+        Ok((1, text(self.0.count(value) as usize)))
     }
     // Any other shape is one prompt at most; the model server judges it.
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
@@ -317,21 +339,21 @@ impl<'de> Visitor<'de> for PromptMember {
         Ok((1, PromptTally::default()))
     }
     fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok((1, Tally(Reading::Content).number()))
+        Ok((1, Tally(Reading::Content, self.0).number()))
     }
     fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok((1, Tally(Reading::Content).number()))
+        Ok((1, Tally(Reading::Content, self.0).number()))
     }
     fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok((1, Tally(Reading::Content).number()))
+        Ok((1, Tally(Reading::Content, self.0).number()))
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        Ok((1, Tally(Reading::Content).visit_map(map)?))
+        Ok((1, Tally(Reading::Content, self.0).visit_map(map)?))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let (mut entries, mut numbers) = (0u64, 0u64);
         let mut tally = PromptTally::default();
-        while let Some((is_number, item)) = seq.next_element_seed(PromptEntry)? {
+        while let Some((is_number, item)) = seq.next_element_seed(PromptEntry(self.0))? {
             entries += 1;
             numbers += u64::from(is_number);
             tally.add(item);
@@ -341,10 +363,43 @@ impl<'de> Visitor<'de> for PromptMember {
     }
 }
 
-/// An entry of a `prompt` list: whether it is a number (a token id), and its tally.
-struct PromptEntry;
+/// The tally of a body's prompt members, their text counted by `counter`;
+/// `None` when the body is not a JSON object.
+pub fn prompt_tally(body: &[u8], counter: &dyn TextCount) -> Option<PromptTally> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    de::Deserializer::deserialize_map(&mut deserializer, BodyPrompt(counter)).ok()
+}
 
-impl<'de> DeserializeSeed<'de> for PromptEntry {
+struct BodyPrompt<'c>(&'c dyn TextCount);
+
+impl<'de> Visitor<'de> for BodyPrompt<'_> {
+    type Value = PromptTally;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PromptTally, A::Error> {
+        let mut tally = PromptTally::default();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if key == "prompt" {
+                tally.add(map.next_value_seed(PromptMember(self.0))?.1);
+                continue;
+            }
+            match tally_member(&key, &mut map, self.0)? {
+                Some(member) => tally.add(member),
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(tally)
+    }
+}
+
+/// An entry of a `prompt` list: whether it is a number (a token id), and its tally.
+struct PromptEntry<'c>(&'c dyn TextCount);
+
+impl<'de> DeserializeSeed<'de> for PromptEntry<'_> {
     type Value = (bool, PromptTally);
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
@@ -352,23 +407,23 @@ impl<'de> DeserializeSeed<'de> for PromptEntry {
     }
 }
 
-impl<'de> Visitor<'de> for PromptEntry {
+impl<'de> Visitor<'de> for PromptEntry<'_> {
     type Value = (bool, PromptTally);
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a prompt or a token id")
     }
     fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok((true, Tally(Reading::Content).number()))
+        Ok((true, Tally(Reading::Content, self.0).number()))
     }
     fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok((true, Tally(Reading::Content).number()))
+        Ok((true, Tally(Reading::Content, self.0).number()))
     }
     fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok((true, Tally(Reading::Content).number()))
+        Ok((true, Tally(Reading::Content, self.0).number()))
     }
     fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
-        Ok((false, text(value.len())))
+        Ok((false, text(self.0.count(value) as usize)))
     }
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
         Ok((false, PromptTally::default()))
@@ -377,10 +432,10 @@ impl<'de> Visitor<'de> for PromptEntry {
         Ok((false, PromptTally::default()))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        Ok((false, Tally(Reading::Content).visit_seq(seq)?))
+        Ok((false, Tally(Reading::Content, self.0).visit_seq(seq)?))
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        Ok((false, Tally(Reading::Content).visit_map(map)?))
+        Ok((false, Tally(Reading::Content, self.0).visit_map(map)?))
     }
 }
 
@@ -400,16 +455,16 @@ mod tests {
         );
         assert_eq!(t.messages, 2);
         // "user" + "héllo\n" (7 bytes) + "assistant" + "text" + "ok"
-        assert_eq!(t.text_bytes, 4 + 7 + 9 + 4 + 2);
+        assert_eq!(t.text, 4 + 7 + 9 + 4 + 2);
         assert_eq!(t.bound(&ModelSettings::default()), 26 + 2 * 8 + 64);
     }
 
     #[test]
     fn token_ids_are_counted_exactly() {
         let t = tally(r#"{"prompt":[1,2,3,40000]}"#);
-        assert_eq!((t.token_ids, t.text_bytes), (4, 0));
+        assert_eq!((t.token_ids, t.text), (4, 0));
         let t = tally(r#"{"prompt":[[1,2],[3]],"suffix":"ab"}"#);
-        assert_eq!((t.token_ids, t.text_bytes), (3, 2));
+        assert_eq!((t.token_ids, t.text), (3, 2));
         let t = tally(r#"{"input":[[5,6,7]]}"#);
         assert_eq!((t.token_ids, t.messages), (3, 1));
         let facts = crate::body::inspect_json(br#"{"prompt":[[1,2],[3]]}"#).unwrap();
@@ -424,7 +479,7 @@ mod tests {
         );
         let t = tally(&body);
         assert_eq!((t.images, t.audio, t.videos), (1, 1, 0));
-        assert!(t.text_bytes < 100, "{t:?}");
+        assert!(t.text < 100, "{t:?}");
         let settings = ModelSettings {
             image_tokens: 1000,
             audio_tokens: 500,
@@ -441,7 +496,30 @@ mod tests {
     fn tools_count_as_rendered_json() {
         let tools = r#"[{"type":"function","function":{"name":"get","parameters":{"type":"object","properties":{"q":{"type":"string"}}}}}]"#;
         let t = tally(&format!(r#"{{"messages":[],"tools":{tools}}}"#));
-        assert!(t.text_bytes >= tools.len() as u64, "{} < {}", t.text_bytes, tools.len());
+        assert!(t.text >= tools.len() as u64, "{} < {}", t.text, tools.len());
+    }
+
+    /// Counts a token per character: not bytes.
+    struct Chars;
+
+    impl TextCount for Chars {
+        fn count(&self, text: &str) -> u64 {
+            text.chars().count() as u64
+        }
+    }
+
+    #[test]
+    fn another_counter_counts_the_same_members() {
+        let body = r#"{"model":"m","messages":[{"role":"user","content":"héé"},{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}],"prompt":[1,2],"instructions":"ok"}"#;
+        let bytes = tally(body);
+        let chars = prompt_tally(body.as_bytes(), &Chars).unwrap();
+        assert_eq!(
+            bytes.text,
+            chars.text + 2,
+            "é is two bytes, one char: {bytes:?} {chars:?}"
+        );
+        assert_eq!((chars.images, chars.token_ids, chars.messages), (1, 2, 2));
+        assert_eq!(prompt_tally(b"[1]", &Chars), None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use maas_store::model::{ModelSettings, Plan, TOKEN_METRICS};
 use crate::body::RequestFacts;
 use crate::limits::{HoldPolicy, TokenRequest, prompt_estimate};
 use crate::metering::TokenUsage;
+use crate::prompt::{PromptTally, TextCount, prompt_tally};
 use crate::rewrite::Endpoint;
 
 /// Tokens the request may spend.
@@ -32,16 +33,38 @@ pub struct Spend {
 pub struct Ask<'a> {
     pub endpoint: Endpoint,
     pub facts: &'a RequestFacts,
+    /// The prompt as counted: `facts.prompt` (in bytes), or the same
+    /// members counted by the model's tokenizer ([`Ask::counted_by`]).
+    pub prompt: PromptTally,
     pub body_bytes: usize,
     /// How the requested model counts prompts.
     pub model: &'a ModelSettings,
+}
+
+impl<'a> Ask<'a> {
+    pub fn new(endpoint: Endpoint, facts: &'a RequestFacts, body_bytes: usize, model: &'a ModelSettings) -> Ask<'a> {
+        Ask {
+            endpoint,
+            facts,
+            prompt: facts.prompt,
+            body_bytes,
+            model,
+        }
+    }
+
+    /// The same ask with its prompt's text counted by `counter` in `body`,
+    /// when that makes its bound smaller.
+    pub fn counted_by(&self, body: &[u8], counter: &dyn TextCount) -> Option<Ask<'a>> {
+        let prompt = prompt_tally(body, counter)?;
+        (prompt.bound(self.model) < self.prompt.bound(self.model)).then_some(Ask { prompt, ..*self })
+    }
 }
 
 /// The spend of `ask` on `plan`.
 pub fn spend_of(ask: &Ask<'_>, plan: &Plan, holds: HoldPolicy) -> Spend {
     let (endpoint, facts) = (ask.endpoint, ask.facts);
     let generations = facts.generations(endpoint).max(1);
-    let prompt = facts.prompt.bound(ask.model);
+    let prompt = ask.prompt.bound(ask.model);
     let prompt_estimate = prompt_estimate(ask.body_bytes).min(prompt);
     let metered = endpoint.generates() || endpoint == Endpoint::Embeddings;
     if !metered {
@@ -94,12 +117,7 @@ mod tests {
 
     fn ask<'a>(endpoint: Endpoint, facts: &'a RequestFacts) -> Ask<'a> {
         static MODEL: std::sync::LazyLock<ModelSettings> = std::sync::LazyLock::new(ModelSettings::default);
-        Ask {
-            endpoint,
-            facts,
-            body_bytes: 400,
-            model: &MODEL,
-        }
+        Ask::new(endpoint, facts, 400, &MODEL)
     }
 
     fn plan(max_tokens: Option<u32>, token_limit: bool) -> Plan {
@@ -154,6 +172,30 @@ mod tests {
             .request
             .unwrap();
         assert_eq!(request.completion_min, 4096, "the default bound when none is asked");
+    }
+
+    #[test]
+    fn a_tokenizer_narrows_the_prompt_never_widens_it() {
+        struct Words;
+        impl TextCount for Words {
+            fn count(&self, text: &str) -> u64 {
+                text.split_whitespace().count() as u64
+            }
+        }
+        struct Doubled;
+        impl TextCount for Doubled {
+            fn count(&self, text: &str) -> u64 {
+                2 * text.len() as u64
+            }
+        }
+        let body = br#"{"messages":[{"role":"user","content":"one two three four"}]}"#;
+        let facts = crate::body::inspect_json(body).unwrap();
+        let bounded = ask(Endpoint::ChatCompletions, &facts);
+        let counted = bounded.counted_by(body, &Words).unwrap();
+        assert_eq!(counted.prompt.text, 1 + 4, "user, and four words");
+        let spend = spend_of(&counted, &plan(None, true), HoldPolicy::default());
+        assert_eq!(spend.request.unwrap().prompt, 5 + 8 + 64);
+        assert!(bounded.counted_by(body, &Doubled).is_none());
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct ServingCatalog {
     /// credential locations and CORS origins.
     pub shared_credentials: CredentialSettings,
     pub shared_cors: Option<CorsPolicy>,
+    /// Models' tokenizers by path ([`crate::tokenizer`]).
+    pub tokenizers: HashMap<String, Arc<tokenizers::Tokenizer>>,
 }
 
 impl ServingCatalog {
@@ -93,11 +95,13 @@ impl ServingCatalog {
         let products: Vec<&str> = snapshot.products.iter().map(|p| p.system_name.as_str()).collect();
         let backends: Vec<&str> = snapshot.backends.iter().map(|b| b.system_name.as_str()).collect();
         crate::metrics::METRICS.prepare_for(&products, &backends);
+        let tokenizers = crate::tokenizer::load_for(&snapshot.products).await;
         Ok(ServingCatalog {
             routes,
             upstreams,
             shared_credentials,
             shared_cors,
+            tokenizers,
         })
     }
 }

@@ -122,8 +122,13 @@ fn wait_for_port(port: u16, what: &str, child: &mut Child) {
 
 /// A `maas sim` process serving [`SIM_MODELS`], once it listens; its URL.
 pub fn spawn_sim(dir: &std::path::Path) -> (Child, String) {
-    let models = dir.join("models.yaml");
-    std::fs::write(&models, SIM_MODELS).unwrap();
+    spawn_sim_with(dir, SIM_MODELS)
+}
+
+/// A `maas sim` process serving `models` (its models.yaml), once it listens; its URL.
+pub fn spawn_sim_with(dir: &std::path::Path, models_yaml: &str) -> (Child, String) {
+    let models = dir.join(format!("models-{}.yaml", free_port()));
+    std::fs::write(&models, models_yaml).unwrap();
     let port = free_port();
     let mut sim = Command::new(env!("CARGO_BIN_EXE_maas"))
         .args(["sim", "--listen", &format!("127.0.0.1:{port}"), "--models"])

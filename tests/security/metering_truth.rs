@@ -303,12 +303,21 @@ async fn pipelined_requests_are_each_answered() {
     };
     let first = r#"{"model":"chat-a","max_tokens":7,"messages":[]}"#;
     let second = r#"{"model":"chat-a","max_tokens":8,"messages":[]}"#;
+    let refused = format!(
+        "POST /tinyllama/v1/chat/completions HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer sk-not-a-key\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{first}",
+        first.len()
+    );
     let runs = [
         vec![post(first, false), post(second, true)],
         vec![post(first, false), get(false), post(second, true)],
         vec![get(false), get(false), get(true)],
+        // Refused before its body was read: answered, and the connection
+        // closed (the unread body is never taken for a request).
+        vec![refused, get(false), get(true)],
     ];
     for requests in runs {
+        let refused = requests.iter().any(|r| r.contains("sk-not-a-key"));
         let before = capture.count();
         let mut connection = tokio::net::TcpStream::connect(&address).await.unwrap();
         connection.write_all(requests.concat().as_bytes()).await.unwrap();
@@ -318,6 +327,14 @@ async fn pipelined_requests_are_each_answered() {
             .expect("every answer within 10 s, then the close")
             .unwrap();
         let text = String::from_utf8_lossy(&answer);
+        if refused {
+            assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
+            assert!(
+                text.starts_with("HTTP/1.1 401") && text.contains("Connection: close"),
+                "{text}"
+            );
+            continue;
+        }
         assert_eq!(text.matches("HTTP/1.1 200").count(), requests.len(), "{text}");
         let posts = requests.iter().filter(|r| r.starts_with("POST")).count();
         assert_eq!(capture.count() - before, posts, "each body went upstream once");

@@ -154,3 +154,110 @@ async fn prompts_that_cost_more_than_they_weigh_never_overrun_a_budget_on_the_em
     let (billed, served) = up.stop_and_count("Bounded", "bounded-app").await;
     check("50 at once, embedded", &statuses, billed, served);
 }
+
+/// With the model's tokenizer configured, a prompt whose byte bound does
+/// not fit what is left is counted exactly and admitted, its hold the
+/// tokenizer's count; without it, the same prompt is refused. Either way
+/// the budget is never served past.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_models_tokenizer_admits_what_its_bound_would_not() {
+    let corpus = ["the model serves tokens quickly and every request is metered by the gateway with care"; 64];
+    let dir = tempfile::tempdir().unwrap();
+    let tokenizer = dir.path().join("tokenizer.json");
+    std::fs::write(&tokenizer, maas_sim::tokens::train_tokenizer(&corpus, 400).unwrap()).unwrap();
+    let tokenizer = tokenizer.display().to_string();
+    let models = format!(
+        "models:\n  - {{id: tok-a, ttft_ms: 0, itl_ms: 0, output_tokens: {{min: 20, max: 40}}, tokenizer: \"{tokenizer}\"}}\n"
+    );
+    let (mut sim, sim_base) = crate::harness::spawn_sim_with(dir.path(), &models);
+    let catalog = format!(
+        "backends:\n  - {{system_name: toksim, urls: [\"{sim_base}\"]}}\n\
+         products:\n\
+         \x20 - {{system_name: tok, path_prefix: /tok, models: [tok-a], backend: toksim, \
+                model_settings: {{tok-a: {{tokenizer: \"{tokenizer}\", message_tokens: 4, template_tokens: 4}}}}}}\n\
+         \x20 - {{system_name: untok, path_prefix: /untok, models: [tok-a], backend: toksim, \
+                model_settings: {{tok-a: {{message_tokens: 4, template_tokens: 4}}}}}}\n\
+         plans:\n\
+         \x20 - {{product: tok, system_name: budget, limits: [{{metric: total_tokens, period: eternity, value: 1000}}]}}\n\
+         \x20 - {{product: untok, system_name: budget, limits: [{{metric: total_tokens, period: eternity, value: 1000}}]}}\n"
+    );
+    let gw = crate::harness::Gateway::start(&catalog, 2, "strict").await;
+    let text = corpus[..16].join(" ");
+    assert!(text.len() > 1000, "the byte bound ({}) exceeds the budget", text.len());
+    let body = serde_json::json!({"model": "tok-a", "max_tokens": 5, "messages": [{"role": "user", "content": text}]});
+    let ask = |product: &'static str, key: String, proxy: usize| {
+        let (http, base, body) = (gw.http.clone(), gw.proxies[proxy].base.clone(), body.clone());
+        async move {
+            http.post(format!("{base}/{product}/v1/chat/completions"))
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // Without a tokenizer: the bound does not fit, refused.
+    let (_, untok_key) = gw.app_key("untok-app", "untok", "budget").await;
+    let refused = ask("untok", untok_key, 0).await;
+    assert_eq!(refused.status(), 429);
+    let error: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "insufficient_quota", "{error}");
+    // With it: counted exactly, admitted; the hold shows in the remaining tokens.
+    let (app, key) = gw.app_key("tok-app", "tok", "budget").await;
+    let admitted = ask("tok", key.clone(), 0).await;
+    assert_eq!(admitted.status(), 200);
+    let remaining: u64 = admitted.headers()["x-ratelimit-remaining-tokens"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let answer: serde_json::Value = admitted.json().await.unwrap();
+    let served_prompt = answer["usage"]["prompt_tokens"].as_u64().unwrap();
+    // The simulator: the text's tokens, 3 for the message, 3 for the reply.
+    // The gateway: the same tokens, the role's, 4 for the message, 4 once.
+    let counter = maas_sim::tokens::TextCounter::load(&tokenizer).unwrap();
+    let held_prompt = 1000 - 5 - remaining;
+    assert_eq!(
+        held_prompt,
+        served_prompt - 6 + u64::from(counter.count("user")) + 8,
+        "the hold is the tokenizer's exact count"
+    );
+    assert!(
+        held_prompt < text.len() as u64 / 2,
+        "{held_prompt} tokens of {} bytes",
+        text.len()
+    );
+    // One at a time on both proxies until refused: never past the budget.
+    let mut statuses = vec![200];
+    loop {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let response = ask("tok", key.clone(), statuses.len() % 2).await;
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            break;
+        }
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+        assert!(statuses.len() < 20, "refused at last");
+    }
+    let all: serde_json::Value = reqwest::get(format!("{sim_base}/sim/usage"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let _ = (sim.kill(), sim.wait());
+    let usage = &all["applications"][&app];
+    let served = usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap();
+    assert!(served <= 1000, "served {served} of 1,000 ({statuses:?})");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw.stored(&app, "total_tokens").await != served && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(gw.stored(&app, "total_tokens").await, served, "billed what was served");
+    let metrics = gw.metrics(0).await;
+    assert!(
+        crate::support::metric_value(&metrics, "maas_prompts_tokenized_total", "product", "tok").unwrap_or(0) >= 1,
+        "counted with the tokenizer"
+    );
+}

@@ -52,6 +52,9 @@ pub struct SimModel {
     /// Prompt tokens one image of a chat message costs, as a vision model
     /// counts its patches (0: the model reads no images).
     pub image_tokens: u32,
+    /// A Hugging Face `tokenizer.json` that counts prompt text (else one
+    /// token per word).
+    pub tokenizer: Option<String>,
     pub failures: Failures,
 }
 
@@ -77,6 +80,7 @@ impl Default for SimModel {
             stamp_events: false,
             continuous_usage_stats: true,
             image_tokens: 0,
+            tokenizer: None,
             failures: Failures::default(),
         }
     }

@@ -56,24 +56,43 @@ pub use meter::{APPLICATION_HEADER, AppUsage};
 pub struct SimState {
     pub config: SimConfig,
     models: HashMap<String, usize>,
+    /// How each model counts prompt text, in the order of `config.models`.
+    counters: Vec<tokens::TextCounter>,
     pub meter: meter::Meter,
     sequence: AtomicU64,
 }
 
 impl SimState {
-    pub fn new(config: SimConfig) -> SimState {
+    /// Fails when a model's tokenizer cannot be read.
+    pub fn new(config: SimConfig) -> Result<SimState, String> {
+        let counters = config
+            .models
+            .iter()
+            .enumerate()
+            .map(|(i, model)| match &model.tokenizer {
+                Some(path) => tokens::TextCounter::load(path).map_err(|e| format!("models[{i}].tokenizer: {e}")),
+                None => Ok(tokens::TextCounter::Words),
+            })
+            .collect::<Result<_, _>>()?;
         let models = config
             .models
             .iter()
             .enumerate()
             .map(|(i, m)| (m.id.clone(), i))
             .collect();
-        SimState {
+        Ok(SimState {
             config,
             models,
+            counters,
             meter: meter::Meter::default(),
             sequence: AtomicU64::new(0),
-        }
+        })
+    }
+
+    /// How `model` counts prompt text (words for a model it does not serve).
+    fn counter(&self, model: &str) -> &tokens::TextCounter {
+        static WORDS: tokens::TextCounter = tokens::TextCounter::Words;
+        self.models.get(model).map_or(&WORDS, |&i| &self.counters[i])
     }
 
     fn model(&self, id: &str) -> Option<&SimModel> {
@@ -108,7 +127,7 @@ pub async fn serve(
     config: SimConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let state = Arc::new(SimState::new(config));
+    let state = Arc::new(SimState::new(config).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?);
     let listener = peer::NoDelayListener(listener);
     axum::serve(
         listener,

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::tokens::{chat_prompt_tokens, count_words};
+use crate::tokens::TextCounter;
 
 /// Members read as vLLM's pydantic models read them: `null` for absent, a
 /// whole decimal (`1.0`) for its integer, a negative `seed`.
@@ -153,12 +153,17 @@ impl ChatRequest {
     }
 
     pub fn prompt_tokens(&self) -> u32 {
+        self.prompt_tokens_by(&TextCounter::Words)
+    }
+
+    /// Prompt tokens as `counter` counts text.
+    pub fn prompt_tokens_by(&self, counter: &TextCounter) -> u32 {
         let texts: Vec<String> = self
             .messages
             .iter()
             .map(|m| m.content.as_ref().map(MessageContent::text).unwrap_or_default())
             .collect();
-        chat_prompt_tokens(texts.iter().map(String::as_str))
+        counter.chat(texts.iter().map(String::as_str))
     }
 }
 
@@ -182,9 +187,14 @@ pub enum PromptInput {
 impl PromptInput {
     /// Tokens of every item, one entry per item.
     pub fn item_tokens(&self) -> Vec<u32> {
+        self.item_tokens_by(&TextCounter::Words)
+    }
+
+    /// Tokens of every item, text counted by `counter`.
+    pub fn item_tokens_by(&self, counter: &TextCounter) -> Vec<u32> {
         match self {
-            PromptInput::Text(text) => vec![count_words(text)],
-            PromptInput::Texts(texts) => texts.iter().map(|t| count_words(t)).collect(),
+            PromptInput::Text(text) => vec![counter.count(text)],
+            PromptInput::Texts(texts) => texts.iter().map(|t| counter.count(t)).collect(),
             PromptInput::Tokens(ids) => vec![ids.len() as u32],
             PromptInput::TokenLists(lists) => lists.iter().map(|l| l.len() as u32).collect(),
         }

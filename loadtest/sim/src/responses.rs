@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::openai::{MessageContent, ResponseMeta};
-use crate::tokens::chat_prompt_tokens;
+use crate::tokens::TextCounter;
 
 #[derive(Debug, Deserialize)]
 pub struct ResponsesRequest {
@@ -38,6 +38,11 @@ impl ResponsesRequest {
     /// As a chat: the instructions are a system message, each input item
     /// a message.
     pub fn prompt_tokens(&self) -> u32 {
+        self.prompt_tokens_by(&TextCounter::Words)
+    }
+
+    /// Prompt tokens as `counter` counts text.
+    pub fn prompt_tokens_by(&self, counter: &TextCounter) -> u32 {
         let mut texts: Vec<String> = self.instructions.iter().cloned().collect();
         match &self.input {
             ResponsesInput::Text(text) => texts.push(text.clone()),
@@ -47,7 +52,7 @@ impl ResponsesRequest {
                     .map(|item| item.content.as_ref().map(MessageContent::text).unwrap_or_default()),
             ),
         }
-        chat_prompt_tokens(texts.iter().map(String::as_str))
+        counter.chat(texts.iter().map(String::as_str))
     }
 }
 

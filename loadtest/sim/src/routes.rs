@@ -313,7 +313,7 @@ pub async fn chat(
     let ask = Ask {
         kind: Kind::Chat,
         endpoint: "chat",
-        prompt_tokens: request.prompt_tokens(),
+        prompt_tokens: request.prompt_tokens_by(state.counter(&request.options.model)),
         images: request.images(),
         // As vLLM and SGLang read them: `max_completion_tokens or max_tokens`,
         // so a 0 falls through, and with both falsy the model generates
@@ -332,7 +332,7 @@ pub async fn completions(
     body: Bytes,
 ) -> Answer {
     let request: CompletionRequest = parse(&body)?;
-    let prompts = request.prompt.item_tokens();
+    let prompts = request.prompt.item_tokens_by(state.counter(&request.options.model));
     let [prompt_tokens] = prompts[..] else {
         return Err(bad_request("maas-sim completes one prompt per request").param("prompt"));
     };
@@ -359,7 +359,7 @@ pub async fn responses(
     let ask = Ask {
         kind: Kind::Response,
         endpoint: "responses",
-        prompt_tokens: request.prompt_tokens(),
+        prompt_tokens: request.prompt_tokens_by(state.counter(&request.model)),
         images: 0,
         requested: truthy(request.max_output_tokens),
         options: GenerationOptions {
@@ -390,7 +390,7 @@ pub async fn embeddings(State(state): State<Arc<SimState>>, headers: HeaderMap, 
         .dimensions
         .unwrap_or(model.embedding_dimensions)
         .clamp(1, 65_536) as usize;
-    let items = request.input.item_tokens();
+    let items = request.input.item_tokens_by(state.counter(&request.model));
     let prompt_tokens: u32 = items.iter().sum();
     let data: Vec<Value> = items
         .iter()

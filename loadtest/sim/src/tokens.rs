@@ -1,12 +1,81 @@
 //! The simulator's tokenizer rule and its deterministic text.
 //!
-//! **Tokenizer rule**: a text has one token per whitespace-separated word.
+//! **Tokenizer rule**: a text has one token per whitespace-separated word,
+//! or, for a model configured with a `tokenizer` (a Hugging Face
+//! `tokenizer.json`), as many as that tokenizer makes of it
+//! ([`TextCounter`]).
 //! A chat prompt costs the tokens of every message's text plus 3 per
 //! message (role and separators) plus 3 (the assistant header), the
 //! approximation OpenAI documents for its chat format. A prompt given as
 //! token ids costs one token per id. Generated text is made of tokens that
 //! are each one word with a leading space, so counting the words of the
 //! output gives back the completion tokens.
+
+/// How a model counts the tokens of a text.
+#[derive(Clone, Default)]
+pub enum TextCounter {
+    /// One token per whitespace-separated word.
+    #[default]
+    Words,
+    /// The model's own tokenizer.
+    Tokenizer(std::sync::Arc<tokenizers::Tokenizer>),
+}
+
+impl std::fmt::Debug for TextCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TextCounter::Words => "Words",
+            TextCounter::Tokenizer(_) => "Tokenizer",
+        })
+    }
+}
+
+impl TextCounter {
+    /// Reads a `tokenizer.json`.
+    pub fn load(path: &str) -> Result<TextCounter, String> {
+        let tokenizer = tokenizers::Tokenizer::from_file(path).map_err(|e| format!("{path}: {e}"))?;
+        Ok(TextCounter::Tokenizer(std::sync::Arc::new(tokenizer)))
+    }
+
+    pub fn count(&self, text: &str) -> u32 {
+        match self {
+            TextCounter::Words => count_words(text),
+            TextCounter::Tokenizer(tokenizer) => tokenizer
+                .encode_fast(text, false)
+                .map_or_else(|_| text.len() as u32, |encoding| encoding.len() as u32),
+        }
+    }
+
+    /// Prompt tokens of chat messages given as their texts.
+    pub fn chat<'a>(&self, messages: impl IntoIterator<Item = &'a str>) -> u32 {
+        messages.into_iter().map(|text| self.count(text) + 3).sum::<u32>() + 3
+    }
+}
+
+/// Trains a small byte-level BPE of at most `vocab_size` tokens on
+/// `texts` and returns its `tokenizer.json`: tests make the tokenizer
+/// they count with, nothing is downloaded.
+pub fn train_tokenizer(texts: &[&str], vocab_size: usize) -> Result<String, String> {
+    use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    let mut trainer = BpeTrainerBuilder::new()
+        .show_progress(false)
+        .vocab_size(vocab_size)
+        .min_frequency(0)
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .build();
+    let mut tokenizer = tokenizers::TokenizerBuilder::new()
+        .with_model(BPE::default())
+        .with_normalizer(None::<tokenizers::NormalizerWrapper>)
+        .with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)))
+        .with_post_processor(Some(ByteLevel::default()))
+        .with_decoder(Some(ByteLevel::default()))
+        .build()
+        .map_err(|e| e.to_string())?;
+    tokenizer.train(&mut trainer, texts.iter()).map_err(|e| e.to_string())?;
+    let tokenizer: tokenizers::Tokenizer = tokenizer.into();
+    tokenizer.to_string(false).map_err(|e| e.to_string())
+}
 
 /// SplitMix64: small, fast, and the same sequence everywhere for a seed.
 #[derive(Debug, Clone)]
@@ -52,7 +121,7 @@ pub fn count_words(text: &str) -> u32 {
 
 /// Prompt tokens of chat messages given as their texts.
 pub fn chat_prompt_tokens<'a>(messages: impl IntoIterator<Item = &'a str>) -> u32 {
-    messages.into_iter().map(|text| count_words(text) + 3).sum::<u32>() + 3
+    TextCounter::Words.chat(messages)
 }
 
 /// Generated tokens: one word each, with its leading space as in BPE vocabularies.
@@ -89,6 +158,17 @@ mod tests {
         assert_eq!(text(7), text(7));
         assert_ne!(text(7), text(8));
         assert_eq!(count_words(&text(7)), 20, "every token is one word");
+    }
+
+    #[test]
+    fn a_trained_tokenizer_counts_what_it_learned_cheaply() {
+        let corpus = ["the model serves tokens quickly and every request is metered"; 50];
+        let json = train_tokenizer(&corpus, 300).unwrap();
+        let counter = TextCounter::Tokenizer(std::sync::Arc::new(json.parse().unwrap()));
+        let known = counter.count("the model serves tokens");
+        assert!((1..=8).contains(&known), "{known}");
+        // Text it never saw falls back to a token per byte.
+        assert_eq!(counter.count("zqxj"), 4);
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Any request body: the rewriter never panics; what it forwards is JSON
-//! that asks for usage on streams as the policy says, respects the cap, and leaves every
-//! member it does not own as the client sent it.
+//! that asks for usage on streams as the policy says, respects the cap
+//! (never as 0, which servers read as no limit), and leaves every member it
+//! does not own as the client sent it; both walks of the prompt agree.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use maas_proxy::body::inspect_json;
 use maas_proxy::json_member::remove_member;
+use maas_proxy::prompt::{Bytes, prompt_tally};
 use maas_proxy::rewrite::{Endpoint, ForwardPolicy, StreamUsage, rewrite_request};
 
 fuzz_target!(|input: (&[u8], u8, Option<u16>)| {
@@ -25,9 +27,11 @@ fuzz_target!(|input: (&[u8], u8, Option<u16>)| {
     };
     let cap = cap.map(u64::from);
     // The proxy rewrites only bodies inspect_json accepted.
-    if inspect_json(body).is_err() {
+    let Ok(facts) = inspect_json(body) else {
         return;
-    }
+    };
+    // The prompt's second walk (with a tokenizer) reads the same members.
+    assert_eq!(prompt_tally(body, &Bytes), Some(facts.prompt));
     let policy = ForwardPolicy {
         stream_usage,
         max_tokens_cap: cap,
@@ -55,8 +59,9 @@ fuzz_target!(|input: (&[u8], u8, Option<u16>)| {
                 }
             }
         }
+        // A cap of 0 is forwarded as 1: servers read 0 as no limit.
         if let (Some(cap), Some(max)) = (cap, rewrite.max_tokens) {
-            assert!(max <= cap);
+            assert!(max <= cap.max(1));
         }
         // Every field the upstream may honour ends at most at the cap.
         if let (Some(cap), Some(forwarded)) = (cap, &rewrite.body) {
@@ -70,7 +75,7 @@ fuzz_target!(|input: (&[u8], u8, Option<u16>)| {
                         Endpoint::Responses => field == "max_output_tokens",
                         _ => false,
                     };
-                    assert!(!honoured || asked <= cap as f64, "{field} {asked} > {cap}");
+                    assert!(!honoured || (1.0..=cap.max(1) as f64).contains(&asked), "{field} {asked} past {cap}");
                 }
             }
         }

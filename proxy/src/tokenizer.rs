@@ -1,0 +1,78 @@
+//! Models' own tokenizers (`model_settings.<model>.tokenizer`, a Hugging
+//! Face `tokenizer.json`): loaded when a catalog is, kept across catalog
+//! revisions while the file is unchanged, and used only when a prompt's
+//! cheap bound does not fit what a budget has left ([`crate::prompt`]).
+//! A file that cannot be read is logged and its model's prompts keep the
+//! bound: a tokenizer narrows holds, it never widens them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use maas_store::model::Product;
+use tokenizers::Tokenizer;
+
+use crate::prompt::TextCount;
+
+impl TextCount for Tokenizer {
+    fn count(&self, text: &str) -> u64 {
+        // A text the tokenizer cannot encode keeps its bound.
+        self.encode_fast(text, false)
+            .map_or(text.len() as u64, |encoding| encoding.len() as u64)
+    }
+}
+
+/// Loaded tokenizers by path, with the modification time they were read at.
+type Loaded = HashMap<String, (Option<SystemTime>, Arc<Tokenizer>)>;
+
+static LOADED: Mutex<Option<Loaded>> = Mutex::new(None);
+
+/// The tokenizer of every model of `products` that names one, by path;
+/// files already read and unchanged since are not read again.
+pub async fn load_for(products: &[Product]) -> HashMap<String, Arc<Tokenizer>> {
+    let mut wanted: Vec<(String, String, String)> = Vec::new();
+    for product in products {
+        for (model, settings) in &product.model_settings {
+            if let Some(path) = &settings.tokenizer {
+                wanted.push((product.system_name.clone(), model.clone(), path.clone()));
+            }
+        }
+    }
+    if wanted.is_empty() {
+        return HashMap::new();
+    }
+    // Reading a tokenizer.json of a real model takes a while: off the runtime.
+    tokio::task::spawn_blocking(move || load_blocking(&wanted))
+        .await
+        .unwrap_or_default()
+}
+
+fn load_blocking(wanted: &[(String, String, String)]) -> HashMap<String, Arc<Tokenizer>> {
+    let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+    let cache = loaded.get_or_insert_with(HashMap::new);
+    let mut found = HashMap::new();
+    for (product, model, path) in wanted {
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        if let Some((at, tokenizer)) = cache.get(path)
+            && *at == modified
+        {
+            found.insert(path.clone(), tokenizer.clone());
+            continue;
+        }
+        match Tokenizer::from_file(path) {
+            Ok(tokenizer) => {
+                let tokenizer = Arc::new(tokenizer);
+                cache.insert(path.clone(), (modified, tokenizer.clone()));
+                found.insert(path.clone(), tokenizer);
+            }
+            Err(error) => tracing::error!(
+                product,
+                model,
+                path,
+                %error,
+                "the model's tokenizer cannot be read: its prompts are held at their bound"
+            ),
+        }
+    }
+    found
+}
