@@ -1,6 +1,7 @@
 //! What a finished request is billed, and its settlement: the usage the
 //! model server reported; where a stream was cut before its usage, the
-//! prompt plus an estimate of every delta generated
+//! prompt (counted by the model's tokenizer when it has one, else a
+//! quarter of the body's bytes) plus an estimate of every delta generated
 //! ([`crate::stream_meter`]); and where a successful answer's usage cannot
 //! be read at all, the request's ceiling ([`crate::spend`]). A 2xx that
 //! reached the model server never settles at zero.
@@ -11,6 +12,7 @@ use time::OffsetDateTime;
 use crate::limits::prompt_estimate;
 use crate::metering::TokenUsage;
 use crate::metrics::METRICS;
+use crate::prompt::prompt_tally;
 use crate::service::{MaasProxy, RequestCtx};
 
 /// Where billed tokens come from.
@@ -29,8 +31,12 @@ pub enum Basis {
 pub fn bill_of(ctx: &RequestCtx, status: u16) -> Option<(TokenUsage, Basis)> {
     if let Some(meter) = &ctx.stream_meter {
         // Whole, cut by either side, or failed: the server read the prompt.
-        let prompt = ctx
-            .prompt_estimate
+        let prompt = meter
+            .usage
+            .is_none()
+            .then(|| counted_prompt(ctx))
+            .flatten()
+            .or(ctx.prompt_estimate)
             .unwrap_or_else(|| ctx.body.as_ref().map_or(0, |b| prompt_estimate(b.len())));
         let (usage, estimated) = meter.tokens(prompt);
         return Some((usage, if estimated { Basis::Estimated } else { Basis::Reported }));
@@ -42,6 +48,15 @@ pub fn bill_of(ctx: &RequestCtx, status: u16) -> Option<(TokenUsage, Basis)> {
     ctx.ceiling
         .filter(|_| answered)
         .map(|ceiling| (ceiling, Basis::Ceiling))
+}
+
+/// The prompt counted by its model's tokenizer, when it has one.
+fn counted_prompt(ctx: &RequestCtx) -> Option<u64> {
+    let (catalog, index) = (ctx.catalog.as_ref()?, ctx.product?);
+    let settings = catalog.routes.product(index).product.settings_of(ctx.model.as_deref());
+    let tokenizer = catalog.tokenizers.get(settings.tokenizer.as_deref()?)?;
+    let tally = prompt_tally(ctx.body.as_deref()?, tokenizer.as_ref())?;
+    Some(tally.billable(settings))
 }
 
 impl MaasProxy {

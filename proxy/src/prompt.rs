@@ -72,6 +72,14 @@ impl PromptTally {
         .fold(0, u64::saturating_add)
     }
 
+    /// The prompt's tokens as billed when the model server reports none
+    /// and its text was counted by the model's tokenizer: the count, media
+    /// at their bound, the template's tokens per message (not its
+    /// once-a-request allowance, a bound kept for holds).
+    pub fn billable(&self, settings: &ModelSettings) -> u64 {
+        self.bound(settings).saturating_sub(settings.template_tokens)
+    }
+
     /// Whether the prompt is all token ids and messages: text, if any, is
     /// what a tokenizer would count.
     pub fn has_text(&self) -> bool {

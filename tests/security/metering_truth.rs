@@ -116,7 +116,7 @@ async fn answers_whose_usage_cannot_be_read_bill_the_ceiling() {
 
 /// Sends `body` to `path` over a raw connection with `headers` and hangs
 /// up once `events` events arrived; the events read.
-async fn cut_after(base: &str, key: &str, path: &str, headers: &str, body: &str, events: usize) -> String {
+pub(super) async fn cut_after(base: &str, key: &str, path: &str, headers: &str, body: &str, events: usize) -> String {
     let address = base.trim_start_matches("http://");
     let mut connection = tokio::net::TcpStream::connect(address).await.unwrap();
     let request = format!(

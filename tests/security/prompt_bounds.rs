@@ -177,8 +177,12 @@ async fn a_models_tokenizer_admits_what_its_bound_would_not() {
                 model_settings: {{tok-a: {{tokenizer: \"{tokenizer}\", message_tokens: 4, template_tokens: 4}}}}}}\n\
          \x20 - {{system_name: untok, path_prefix: /untok, models: [tok-a], backend: toksim, \
                 model_settings: {{tok-a: {{message_tokens: 4, template_tokens: 4}}}}}}\n\
+         \x20 - {{system_name: tokcut, path_prefix: /tokcut, models: [tok-a], backend: toksim, \
+                metering: {{stream_usage: final}}, \
+                model_settings: {{tok-a: {{tokenizer: \"{tokenizer}\", message_tokens: 4, template_tokens: 4}}}}}}\n\
          plans:\n\
          \x20 - {{product: tok, system_name: budget, limits: [{{metric: total_tokens, period: eternity, value: 1000}}]}}\n\
+         \x20 - {{product: tokcut, system_name: open}}\n\
          \x20 - {{product: untok, system_name: budget, limits: [{{metric: total_tokens, period: eternity, value: 1000}}]}}\n"
     );
     let gw = crate::harness::Gateway::start(&catalog, 2, "strict").await;
@@ -226,6 +230,21 @@ async fn a_models_tokenizer_admits_what_its_bound_would_not() {
         held_prompt < text.len() as u64 / 2,
         "{held_prompt} tokens of {} bytes",
         text.len()
+    );
+    // A stream cut before its usage bills the prompt as the tokenizer counts it.
+    let (cut_app, cut_key) = gw.app_key("tokcut-app", "tokcut", "open").await;
+    let mut streamed = body.clone();
+    streamed["stream"] = true.into();
+    let path = "/tokcut/v1/chat/completions";
+    super::metering_truth::cut_after(&gw.proxies[1].base, &cut_key, path, "", &streamed.to_string(), 1).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw.stored(&cut_app, "prompt_tokens").await == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        gw.stored(&cut_app, "prompt_tokens").await,
+        served_prompt - 6 + u64::from(counter.count("user")) + 4,
+        "the text's tokens, the role's, and the template's 4 for the message"
     );
     // One at a time on both proxies until refused: never past the budget.
     let mut statuses = vec![200];
