@@ -120,6 +120,15 @@ impl MaasProxy {
                  send the request without `background` (stream it for long generations).",
             )));
         }
+        if let (Endpoint::Responses, Some(member), true) =
+            (endpoint, body.facts.stored_context, auth.plan.limits_tokens())
+        {
+            return Ok(Err(ApiError::unsupported(
+                member,
+                "Context the server stored is added to the prompt where the gateway cannot bound it \
+                 against this plan's token budget; send the whole conversation as `input`.",
+            )));
+        }
         ctx.model = body.facts.model.clone();
         ctx.stream = body.facts.stream;
         ctx.json_body = body.json && endpoint.is_inference();

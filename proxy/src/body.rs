@@ -46,6 +46,10 @@ pub struct RequestFacts {
     pub invoked: Option<Endpoint>,
     /// What the prompt holds ([`crate::prompt`]).
     pub prompt: PromptTally,
+    /// A Responses API member that makes the server add context it
+    /// stored (`previous_response_id`, `conversation`), which the gateway
+    /// cannot see to bound.
+    pub stored_context: Option<&'static str>,
 }
 
 impl Default for RequestFacts {
@@ -61,6 +65,7 @@ impl Default for RequestFacts {
             background: false,
             invoked: None,
             prompt: PromptTally::default(),
+            stored_context: None,
         }
     }
 }
@@ -219,6 +224,15 @@ impl<'de> Visitor<'de> for FactsVisitor<'_> {
                     let (prompts, tally) = map.next_value_seed(PromptMember(&Bytes))?;
                     facts.prompts = prompts;
                     facts.prompt.add(tally);
+                }
+                "previous_response_id" | "conversation" => {
+                    if map.next_value::<Option<IgnoredAny>>()?.is_some() {
+                        facts.stored_context = Some(if key == "conversation" {
+                            "conversation"
+                        } else {
+                            "previous_response_id"
+                        });
+                    }
                 }
                 "background" => {
                     facts.background = map
@@ -644,6 +658,15 @@ mod tests {
         );
         assert_eq!(facts(br#"{"prompt":{"a":[1]}}"#).generations(Endpoint::Completions), 1);
         assert!(facts(br#"{"background":true}"#).background);
+        assert_eq!(
+            facts(br#"{"previous_response_id":"resp_1"}"#).stored_context,
+            Some("previous_response_id")
+        );
+        assert_eq!(
+            facts(br#"{"conversation":{"id":"c"}}"#).stored_context,
+            Some("conversation")
+        );
+        assert_eq!(facts(br#"{"previous_response_id":null}"#).stored_context, None);
         assert_eq!(
             facts(br#"{"prompt":"a","messages":[]}"#).invoked,
             Some(Endpoint::ChatCompletions)

@@ -5,7 +5,7 @@
 //! coding or shape the gateway cannot meter): a 2xx that reached the
 //! model server never costs nothing.
 
-use maas_store::model::{ModelSettings, Plan, TOKEN_METRICS};
+use maas_store::model::{ModelSettings, Plan};
 
 use crate::body::RequestFacts;
 use crate::limits::{HoldPolicy, TokenRequest, prompt_estimate};
@@ -94,7 +94,7 @@ pub fn spend_of(ask: &Ask<'_>, plan: &Plan, holds: HoldPolicy) -> Spend {
     } else {
         (0, 0)
     };
-    let limits_tokens = plan.limits.iter().any(|l| TOKEN_METRICS.contains(&l.metric.as_str()));
+    let limits_tokens = plan.limits_tokens();
     Spend {
         request: limits_tokens.then_some(TokenRequest {
             prompt,

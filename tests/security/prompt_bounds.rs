@@ -280,3 +280,41 @@ async fn a_models_tokenizer_admits_what_its_bound_would_not() {
         "counted with the tokenizer"
     );
 }
+
+/// Context the server stored (`previous_response_id`, `conversation`) joins
+/// the prompt where the gateway cannot bound it: refused on a token budget,
+/// forwarded where no budget is at stake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_stored_on_the_server_is_refused_on_a_token_budget() {
+    let (gw, _capture) = gateway(1).await;
+    let (_, budget_key) = gw.app_key("stored-budget", "bounded", "two-thousand").await;
+    let (_, open_key) = gw.app_key("stored-open", "metered", "capped").await;
+    let post = |path: &str, key: &str, body: serde_json::Value| {
+        gw.http
+            .post(format!("{}{path}", gw.base()))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+    };
+    for (member, value) in [
+        ("previous_response_id", serde_json::json!("resp_123")),
+        ("conversation", serde_json::json!({"id": "conv_123"})),
+        ("conversation", serde_json::json!("conv_123")),
+    ] {
+        let mut body = serde_json::json!({"model": "words-a", "input": "hi", "max_output_tokens": 5});
+        body[member] = value;
+        let refused = post("/bounded/v1/responses", &budget_key, body.clone()).await.unwrap();
+        assert_eq!(refused.status(), 400, "{body}");
+        let error: serde_json::Value = refused.json().await.unwrap();
+        assert_eq!(error["error"]["param"], member, "{error}");
+        body["model"] = "stream-a".into();
+        let open = post("/metered/v1/responses", &open_key, body.clone()).await.unwrap();
+        assert_eq!(open.status(), 200, "{body}");
+    }
+    let body =
+        serde_json::json!({"model": "words-a", "input": "hi", "max_output_tokens": 5, "previous_response_id": null});
+    assert_eq!(
+        post("/bounded/v1/responses", &budget_key, body).await.unwrap().status(),
+        200
+    );
+}

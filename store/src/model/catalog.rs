@@ -494,6 +494,11 @@ fn default_currency() -> String {
 }
 
 impl Plan {
+    /// Whether some limit counts tokens: requests then hold what they may spend.
+    pub fn limits_tokens(&self) -> bool {
+        self.limits.iter().any(|l| TOKEN_METRICS.contains(&l.metric.as_str()))
+    }
+
     pub fn display_name(&self) -> &str {
         if self.name.is_empty() {
             &self.system_name
