@@ -17,7 +17,7 @@ use pingora_error::Result;
 use pingora_proxy::Session;
 use time::OffsetDateTime;
 
-use crate::body::{RequestFacts, inspect_json, is_json_content_type};
+use crate::body::{RequestFacts, inspect_json, is_json_content_type, looks_like_json};
 use crate::cors;
 use crate::credentials::{RequestCredentials, describe_locations, extract_key, strip_query_param};
 use crate::error::ApiError;
@@ -34,6 +34,7 @@ use crate::routing::{ProductRoute, Route, upstream_path};
 use crate::service::{MaasProxy, RequestCtx};
 use crate::spend::{Ask, Spend, spend_of};
 use crate::state::ServingCatalog;
+use crate::tokenizer::count_prompt;
 
 pub(crate) enum Next {
     Proxy,
@@ -174,7 +175,7 @@ impl MaasProxy {
         if admitted
             .as_ref()
             .is_err_and(|refusal| refusal.reason == "insufficient_quota")
-            && let Some(counted) = count_exactly(&catalog, &ask, ctx.body.as_deref(), &route.product.system_name)
+            && let Some(counted) = count_prompt(&catalog, &ask, ctx.body.clone(), &route.product.system_name).await
         {
             // The cheap bound did not fit what is left: the model's own count may.
             ctx.extra_headers.truncate(headers_before);
@@ -415,22 +416,6 @@ impl MaasProxy {
             }
         }
     }
-}
-
-/// `ask` with its prompt counted by its model's tokenizer, when it has
-/// one and that count is below the bound.
-fn count_exactly<'a>(catalog: &ServingCatalog, ask: &Ask<'a>, body: Option<&[u8]>, product: &str) -> Option<Ask<'a>> {
-    let tokenizer = catalog.tokenizers.get(ask.model.tokenizer.as_deref()?)?;
-    METRICS.prompts_tokenized.with_label_values(&[product]).inc();
-    ask.counted_by(body?, tokenizer.as_ref())
-}
-
-/// Whether a body starts like a JSON object or array: a server reads it as
-/// JSON whatever its `Content-Type`, so it is checked as JSON.
-fn looks_like_json(body: &[u8]) -> bool {
-    body.iter()
-        .find(|b| !b.is_ascii_whitespace())
-        .is_some_and(|b| *b == b'{' || *b == b'[')
 }
 
 /// The longest `Retry-After` the OpenAI SDKs wait out before retrying (60 s);

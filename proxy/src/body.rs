@@ -447,6 +447,14 @@ impl<'de> Visitor<'de> for MemberName {
     }
 }
 
+/// Whether a body starts like a JSON object or array: a server reads it as
+/// JSON whatever its `Content-Type`, so it is checked as JSON.
+pub fn looks_like_json(body: &[u8]) -> bool {
+    body.iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{' || *b == b'[')
+}
+
 /// A `Content-Type` without its parameters (`; charset=…`).
 fn essence(value: &[u8]) -> &[u8] {
     value.split(|&b| b == b';').next().unwrap_or_default().trim_ascii()

@@ -85,6 +85,19 @@ pub struct UsageScanner {
     seen_start: bool,
 }
 
+/// The bytes that open or close a string, an object or an array, or
+/// separate members and values.
+const STRUCTURAL: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    let bytes = b"\"{}[],:";
+    while i < bytes.len() {
+        table[bytes[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
 /// A `usage` object is a few hundred bytes; a longer one is not read.
 const USAGE_VALUE_CAP: usize = 64 * 1024;
 /// Longer member names cannot be `usage`, however escaped.
@@ -147,6 +160,16 @@ impl UsageScanner {
     }
 
     fn structural_byte<'a>(&mut self, bytes: &'a [u8]) -> &'a [u8] {
+        if self.seen_start && !self.capturing {
+            // Numbers, literals and whitespace change nothing: skip their run.
+            let run = bytes
+                .iter()
+                .position(|b| STRUCTURAL[usize::from(*b)])
+                .unwrap_or(bytes.len());
+            if run > 0 {
+                return &bytes[run..];
+            }
+        }
         let byte = bytes[0];
         if !self.seen_start {
             if byte.is_ascii_whitespace() {

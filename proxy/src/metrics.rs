@@ -171,8 +171,9 @@ impl ProxyMetrics {
             prompts_tokenized: counter(
                 &registry,
                 "maas_prompts_tokenized_total",
-                "Prompts counted with their model's tokenizer because their cheap bound did not fit a budget",
-                &["product"],
+                "Prompts whose cheap bound did not fit a budget, by outcome: counted with their model's \
+                 tokenizer, or busy (every core tokenizing already: the bound stood)",
+                &["product", "outcome"],
             ),
             key_lookups: {
                 let outcomes = counter(
@@ -212,7 +213,9 @@ impl ProxyMetrics {
         for product in products {
             self.estimated_tokens.with_label_values(&[product]);
             self.unmetered_answers.with_label_values(&[product]);
-            self.prompts_tokenized.with_label_values(&[product]);
+            for outcome in ["counted", "busy"] {
+                self.prompts_tokenized.with_label_values(&[product, outcome]);
+            }
         }
     }
 

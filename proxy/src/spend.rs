@@ -55,7 +55,12 @@ impl<'a> Ask<'a> {
     /// The same ask with its prompt's text counted by `counter` in `body`,
     /// when that makes its bound smaller.
     pub fn counted_by(&self, body: &[u8], counter: &dyn TextCount) -> Option<Ask<'a>> {
-        let prompt = prompt_tally(body, counter)?;
+        self.with_prompt(prompt_tally(body, counter)?)
+    }
+
+    /// The same ask with `prompt` (its members counted another way), when
+    /// that makes its bound smaller.
+    pub fn with_prompt(&self, prompt: PromptTally) -> Option<Ask<'a>> {
         (prompt.bound(self.model) < self.prompt.bound(self.model)).then_some(Ask { prompt, ..*self })
     }
 }

@@ -12,7 +12,10 @@ use std::time::SystemTime;
 use maas_store::model::Product;
 use tokenizers::Tokenizer;
 
-use crate::prompt::TextCount;
+use crate::metrics::METRICS;
+use crate::prompt::{TextCount, prompt_tally};
+use crate::spend::Ask;
+use crate::state::ServingCatalog;
 
 impl TextCount for Tokenizer {
     fn count(&self, text: &str) -> u64 {
@@ -75,4 +78,30 @@ fn load_blocking(wanted: &[(String, String, String)]) -> HashMap<String, Arc<Tok
         }
     }
     found
+}
+
+/// Prompts tokenized at once: a core each. Tokenizing a 256 KiB prompt
+/// takes tens of milliseconds, so it runs off the runtime, and a client
+/// near its budget's end cannot keep every core busy with it.
+static TOKENIZING: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, usize::from))
+});
+
+/// `ask` with its prompt (in `body`) counted by its model's tokenizer, when
+/// it has one, a core is free for it, and that count is below the bound.
+pub async fn count_prompt<'a>(
+    catalog: &ServingCatalog,
+    ask: &Ask<'a>,
+    body: Option<bytes::Bytes>,
+    product: &str,
+) -> Option<Ask<'a>> {
+    let tokenizer = catalog.tokenizers.get(ask.model.tokenizer.as_deref()?)?.clone();
+    let body = body?;
+    let Ok(_permit) = TOKENIZING.try_acquire() else {
+        METRICS.prompts_tokenized.with_label_values(&[product, "busy"]).inc();
+        return None;
+    };
+    METRICS.prompts_tokenized.with_label_values(&[product, "counted"]).inc();
+    let counted = tokio::task::spawn_blocking(move || prompt_tally(&body, tokenizer.as_ref())).await;
+    ask.with_prompt(counted.ok()??)
 }
