@@ -32,7 +32,7 @@ use crate::request_path::normalize;
 use crate::rewrite::{ClientUsage, Endpoint, ForwardPolicy, rewrite_request};
 use crate::routing::{ProductRoute, Route, upstream_path};
 use crate::service::{MaasProxy, RequestCtx};
-use crate::spend::{Ask, Spend, spend_of};
+use crate::spend::{Ask, Spend, refuse_unmeterable, spend_of};
 use crate::state::ServingCatalog;
 use crate::tokenizer::count_prompt;
 
@@ -114,22 +114,7 @@ impl MaasProxy {
             Endpoint::Invocations => or_refuse!(body.facts.invoked.ok_or_else(ApiError::unknown_invocation)),
             endpoint => endpoint,
         };
-        if endpoint == Endpoint::Responses && body.facts.background {
-            return Ok(Err(ApiError::unsupported(
-                "background",
-                "Background responses are generated after the answer, where the gateway cannot meter them; \
-                 send the request without `background` (stream it for long generations).",
-            )));
-        }
-        if let (Endpoint::Responses, Some(member), true) =
-            (endpoint, body.facts.stored_context, auth.plan.limits_tokens())
-        {
-            return Ok(Err(ApiError::unsupported(
-                member,
-                "Context the server stored is added to the prompt where the gateway cannot bound it \
-                 against this plan's token budget; send the whole conversation as `input`.",
-            )));
-        }
+        or_refuse!(refuse_unmeterable(endpoint, &body.facts, &auth.plan));
         ctx.model = body.facts.model.clone();
         ctx.stream = body.facts.stream;
         ctx.json_body = body.json && endpoint.is_inference();

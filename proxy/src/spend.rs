@@ -8,6 +8,7 @@
 use maas_store::model::{ModelSettings, Plan};
 
 use crate::body::RequestFacts;
+use crate::error::ApiError;
 use crate::limits::{HoldPolicy, TokenRequest, prompt_estimate};
 use crate::metering::TokenUsage;
 use crate::prompt::{PromptTally, TextCount, prompt_tally};
@@ -62,6 +63,31 @@ impl<'a> Ask<'a> {
     /// that makes its bound smaller.
     pub fn with_prompt(&self, prompt: PromptTally) -> Option<Ask<'a>> {
         (prompt.bound(self.model) < self.prompt.bound(self.model)).then_some(Ask { prompt, ..*self })
+    }
+}
+
+/// Responses requests whose spending the gateway cannot see: generated
+/// after the answer (`background`), or with context the server stored
+/// added to the prompt (`previous_response_id`, `conversation`), which no
+/// hold on a token budget can bound.
+pub fn refuse_unmeterable(endpoint: Endpoint, facts: &RequestFacts, plan: &Plan) -> Result<(), ApiError> {
+    if endpoint != Endpoint::Responses {
+        return Ok(());
+    }
+    if facts.background {
+        return Err(ApiError::unsupported(
+            "background",
+            "Background responses are generated after the answer, where the gateway cannot meter them; \
+             send the request without `background` (stream it for long generations).",
+        ));
+    }
+    match facts.stored_context {
+        Some(member) if plan.limits_tokens() => Err(ApiError::unsupported(
+            member,
+            "Context the server stored is added to the prompt where the gateway cannot bound it \
+             against this plan's token budget; send the whole conversation as `input`.",
+        )),
+        _ => Ok(()),
     }
 }
 
