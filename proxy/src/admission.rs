@@ -168,7 +168,7 @@ impl MaasProxy {
             admitted = self.admit(ctx, &auth, &deltas, &spend).await;
         }
         ctx.ceiling = spend.ceiling;
-        ctx.prompt_estimate = Some(spend.prompt_estimate);
+        ctx.prompt_estimate = spend.prompt_estimate;
         let completion_grant = or_refuse!(admitted);
         if let Some(request) = models_request {
             let body = match request {

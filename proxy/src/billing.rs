@@ -9,7 +9,6 @@
 use maas_store::model::AuthContext;
 use time::OffsetDateTime;
 
-use crate::limits::prompt_estimate;
 use crate::metering::TokenUsage;
 use crate::metrics::METRICS;
 use crate::prompt::prompt_tally;
@@ -31,13 +30,8 @@ pub enum Basis {
 pub fn bill_of(ctx: &RequestCtx, status: u16) -> Option<(TokenUsage, Basis)> {
     if let Some(meter) = &ctx.stream_meter {
         // Whole, cut by either side, or failed: the server read the prompt.
-        let prompt = meter
-            .usage
-            .is_none()
-            .then(|| counted_prompt(ctx))
-            .flatten()
-            .or(ctx.prompt_estimate)
-            .unwrap_or_else(|| ctx.body.as_ref().map_or(0, |b| prompt_estimate(b.len())));
+        let counted = meter.usage.is_none().then(|| counted_prompt(ctx)).flatten();
+        let prompt = counted.unwrap_or(ctx.prompt_estimate);
         let (usage, estimated) = meter.tokens(prompt);
         return Some((usage, if estimated { Basis::Estimated } else { Basis::Reported }));
     }

@@ -46,10 +46,11 @@ pub struct RequestFacts {
     pub invoked: Option<Endpoint>,
     /// What the prompt holds ([`crate::prompt`]).
     pub prompt: PromptTally,
-    /// A Responses API member that makes the server add context it
-    /// stored (`previous_response_id`, `conversation`), which the gateway
-    /// cannot see to bound.
-    pub stored_context: Option<&'static str>,
+    /// A member that makes the server add to the prompt what the gateway
+    /// cannot see to bound: context it stored (`previous_response_id`,
+    /// `conversation`) or a template given with the request
+    /// (`chat_template`, code that may render anything).
+    pub unboundable: Option<&'static str>,
 }
 
 impl Default for RequestFacts {
@@ -65,7 +66,7 @@ impl Default for RequestFacts {
             background: false,
             invoked: None,
             prompt: PromptTally::default(),
-            stored_context: None,
+            unboundable: None,
         }
     }
 }
@@ -225,13 +226,9 @@ impl<'de> Visitor<'de> for FactsVisitor<'_> {
                     facts.prompts = prompts;
                     facts.prompt.add(tally);
                 }
-                "previous_response_id" | "conversation" => {
+                "previous_response_id" | "conversation" | "chat_template" => {
                     if map.next_value::<Option<IgnoredAny>>()?.is_some() {
-                        facts.stored_context = Some(if key == "conversation" {
-                            "conversation"
-                        } else {
-                            "previous_response_id"
-                        });
+                        facts.unboundable = UNBOUNDABLE.iter().copied().find(|m| *m == key);
                     }
                 }
                 "background" => {
@@ -287,6 +284,9 @@ impl<'de> Visitor<'de> for FactsVisitor<'_> {
         self.not_an_object(de::Unexpected::Unit)
     }
 }
+
+/// The members [`RequestFacts::unboundable`] names.
+const UNBOUNDABLE: [&str; 3] = ["previous_response_id", "conversation", "chat_template"];
 
 /// What a known member must hold (`null` always stands for absent).
 #[derive(Clone, Copy)]
@@ -667,14 +667,14 @@ mod tests {
         assert_eq!(facts(br#"{"prompt":{"a":[1]}}"#).generations(Endpoint::Completions), 1);
         assert!(facts(br#"{"background":true}"#).background);
         assert_eq!(
-            facts(br#"{"previous_response_id":"resp_1"}"#).stored_context,
+            facts(br#"{"previous_response_id":"resp_1"}"#).unboundable,
             Some("previous_response_id")
         );
         assert_eq!(
-            facts(br#"{"conversation":{"id":"c"}}"#).stored_context,
+            facts(br#"{"conversation":{"id":"c"}}"#).unboundable,
             Some("conversation")
         );
-        assert_eq!(facts(br#"{"previous_response_id":null}"#).stored_context, None);
+        assert_eq!(facts(br#"{"previous_response_id":null}"#).unboundable, None);
         assert_eq!(
             facts(br#"{"prompt":"a","messages":[]}"#).invoked,
             Some(Endpoint::ChatCompletions)

@@ -79,12 +79,6 @@ impl PromptTally {
     pub fn billable(&self, settings: &ModelSettings) -> u64 {
         self.bound(settings).saturating_sub(settings.template_tokens)
     }
-
-    /// Whether the prompt is all token ids and messages: text, if any, is
-    /// what a tokenizer would count.
-    pub fn has_text(&self) -> bool {
-        self.text > 0
-    }
 }
 
 /// The kind of media a content part with this `type` carries.
@@ -96,6 +90,9 @@ fn media_kind(kind: &str) -> Option<fn(&mut PromptTally)> {
         _ => None,
     }
 }
+
+/// The members that make a part without `type` a media part.
+const MEDIA_KEYS: [&str; 4] = ["image_url", "input_audio", "audio_url", "video_url"];
 
 /// How a value is counted.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -168,16 +165,21 @@ impl<'de> Visitor<'de> for Tally<'_> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PromptTally, A::Error> {
         let mut tally = text(if self.0 == Reading::Rendered { 2 } else { 0 });
-        let mut media = None;
+        let (mut media, mut typed) = (None, false);
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             if self.0 == Reading::Rendered {
                 tally.add(text(self.1.count(&key) as usize + RENDERED_MEMBER));
             }
             if key == "type" && self.0 == Reading::Content {
                 let kind = map.next_value_seed(TypeName)?;
+                typed = true;
                 media = kind.as_deref().and_then(media_kind);
                 tally.add(text(kind.map_or(0, |k| self.1.count(&k) as usize)));
             } else {
+                // vLLM takes a part without `type` by its media key.
+                if !typed && self.0 == Reading::Content && MEDIA_KEYS.contains(&key.as_ref()) {
+                    media = media_kind(&key);
+                }
                 tally.add(map.next_value_seed(self)?);
             }
         }
@@ -263,7 +265,11 @@ pub(crate) fn tally_member<'de, A: MapAccess<'de>>(
     Ok(Some(match name {
         // Each entry is a message (an input item); text is text.
         "messages" | "input" => map.next_value_seed(Messages(counter))?,
-        "instructions" | "suffix" | "system" => map.next_value_seed(Tally(Reading::Content, counter))?,
+        // vLLM renders documents and template arguments into the prompt,
+        // and reads each row of `prompt_embeds` as a token.
+        "instructions" | "suffix" | "system" | "documents" | "chat_template_kwargs" | "prompt_embeds" => {
+            map.next_value_seed(Tally(Reading::Content, counter))?
+        }
         "tools" | "functions" => map.next_value_seed(Tally(Reading::Rendered, counter))?,
         _ => return Ok(None),
     }))
@@ -498,6 +504,21 @@ mod tests {
             r#"{"input":[{"role":"user","content":[{"type":"input_image","image_url":"https://x/y.png"},{"type":"input_file","file_id":"f"}]}]}"#,
         );
         assert_eq!((responses.images, responses.videos), (1, 1));
+        // vLLM infers the kind of a part without `type` from its key.
+        let untyped = tally(
+            r#"{"messages":[{"role":"user","content":[{"image_url":{"url":"x"}},{"input_audio":{"data":"x"}},{"video_url":{"url":"x"}}]}]}"#,
+        );
+        assert_eq!((untyped.images, untyped.audio, untyped.videos), (1, 1, 1));
+        let text_part = tally(r#"{"messages":[{"content":[{"type":"text","text":"a","image_url":"x"}]}]}"#);
+        assert_eq!(text_part.images, 0, "a typed part is what its type says");
+    }
+
+    #[test]
+    fn every_member_rendered_into_the_prompt_counts() {
+        let t = tally(
+            r#"{"messages":[],"documents":[{"title":"ab","text":"cd"}],"chat_template_kwargs":{"x":"ef"},"prompt_embeds":"gh"}"#,
+        );
+        assert_eq!(t.text, 8);
     }
 
     #[test]

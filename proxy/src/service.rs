@@ -70,8 +70,9 @@ pub struct RequestCtx {
     pub(crate) usage: Option<TokenUsage>,
     /// The most the request can cost ([`crate::spend`]), on metered endpoints.
     pub(crate) ceiling: Option<TokenUsage>,
-    /// The prompt's tokens billed when the model server reports none.
-    pub(crate) prompt_estimate: Option<u64>,
+    /// The prompt's tokens billed when the model server reports none
+    /// ([`crate::spend::Spend::prompt_estimate`]).
+    pub(crate) prompt_estimate: u64,
     pub(crate) rejected: Option<&'static str>,
     pub(crate) upstream_sent_at: Option<Instant>,
     pub(crate) upstream_headers_after: Option<Duration>,
@@ -141,7 +142,7 @@ impl ProxyHttp for MaasProxy {
             usage_scanner: None,
             usage: None,
             ceiling: None,
-            prompt_estimate: None,
+            prompt_estimate: 0,
             hold: None,
             decoder: None,
             rejected: None,

@@ -66,26 +66,25 @@ impl<'a> Ask<'a> {
     }
 }
 
-/// Responses requests whose spending the gateway cannot see: generated
-/// after the answer (`background`), or with context the server stored
-/// added to the prompt (`previous_response_id`, `conversation`), which no
-/// hold on a token budget can bound.
+/// Requests whose spending the gateway cannot see: a response generated
+/// after the answer (`background`), and on a plan with token limits, a
+/// prompt the server adds to ([`RequestFacts::unboundable`]), which no
+/// hold can bound.
 pub fn refuse_unmeterable(endpoint: Endpoint, facts: &RequestFacts, plan: &Plan) -> Result<(), ApiError> {
-    if endpoint != Endpoint::Responses {
-        return Ok(());
-    }
-    if facts.background {
+    if endpoint == Endpoint::Responses && facts.background {
         return Err(ApiError::unsupported(
             "background",
             "Background responses are generated after the answer, where the gateway cannot meter them; \
              send the request without `background` (stream it for long generations).",
         ));
     }
-    match facts.stored_context {
+    match facts.unboundable {
         Some(member) if plan.limits_tokens() => Err(ApiError::unsupported(
             member,
-            "Context the server stored is added to the prompt where the gateway cannot bound it \
-             against this plan's token budget; send the whole conversation as `input`.",
+            &format!(
+                "`{member}` adds to the prompt what the gateway cannot bound against this plan's token \
+                 budget; send the whole prompt in the request."
+            ),
         )),
         _ => Ok(()),
     }

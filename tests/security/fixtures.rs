@@ -647,3 +647,16 @@ fn embedded_maas(dir: &std::path::Path, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
+
+/// Waits until the store holds `expected` `metric` for `app` (usage is
+/// settled after the answer, written in batches).
+pub async fn await_stored(gw: &Gateway, app: &str, metric: &str, expected: impl Fn(u64) -> bool) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stored = gw.stored(app, metric).await;
+        if expected(stored) || Instant::now() > deadline {
+            return stored;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

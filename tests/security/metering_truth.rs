@@ -8,23 +8,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::fixtures::{ANSWER_HEADER, gateway};
+use super::fixtures::{ANSWER_HEADER, await_stored, gateway};
 use super::raw_http::send;
-use crate::harness::Gateway;
 use crate::support::metric_value;
-
-/// Waits until the store holds `expected` `metric` for `app` (usage is
-/// settled after the answer, written in batches).
-async fn await_stored(gw: &Gateway, app: &str, metric: &str, expected: impl Fn(u64) -> bool) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let stored = gw.stored(app, metric).await;
-        if expected(stored) || Instant::now() > deadline {
-            return stored;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_of_any_size_are_metered_exactly() {
@@ -374,12 +360,7 @@ async fn whole_numbers_written_as_decimals_are_read_as_integers() {
         assert_eq!(status, 200, "{body}: {answer}");
         assert!(answer["usage"]["completion_tokens"].as_u64().unwrap() <= 20, "{answer}");
     }
-    assert!(
-        gw.stored(&app, "total_tokens").await > 0 || {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            gw.stored(&app, "total_tokens").await > 0
-        }
-    );
+    assert!(await_stored(&gw, &app, "total_tokens", |t| t > 0).await > 0, "billed");
     let base = gw.base().to_owned();
     for (bounds, param) in [
         (r#""n":1.5"#, "n"),

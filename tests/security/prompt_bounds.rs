@@ -5,16 +5,16 @@
 //! time or fifty at once, on Redis (two strict proxies) and on the
 //! embedded store.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::fixtures::{EmbeddedUp, gateway};
+use super::fixtures::{EmbeddedUp, await_stored, gateway};
 
 /// The plan's budget (catalog.yaml, `bounded/two-thousand`).
 const BUDGET: u64 = 2000;
 /// Tokens of each text prompt as the simulator counts them, about.
 const WORDS: usize = 600;
 
-/// The four kinds of prompt: `(path, body)`.
+/// The kinds of prompt: `(path, body)`.
 fn prompts() -> Vec<(&'static str, String)> {
     let ids = vec!["7"; WORDS].join(",");
     let letters = vec!["a"; WORDS].join(" ");
@@ -41,6 +41,11 @@ fn prompts() -> Vec<(&'static str, String)> {
                 "vision-a",
                 r#"[{"type":"text","text":"what is it"},{"type":"image_url","image_url":{"url":"https://example.com/cat.png"}}]"#,
             ),
+        ),
+        // vLLM takes a part without `type` by its key.
+        (
+            "/bounded/v1/chat/completions",
+            chat("vision-a", r#"[{"image_url":{"url":"https://example.com/cat.png"}}]"#),
         ),
     ]
 }
@@ -101,11 +106,8 @@ async fn prompts_that_cost_more_than_they_weigh_never_overrun_a_budget_on_redis(
     let (app, key) = gw.app_key("bounded-storm", "bounded", "two-thousand").await;
     let statuses = storm(&bases, &key).await;
     let total = served(gw.sim_usage(&app).await);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while gw.stored(&app, "total_tokens").await != total && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    check("50 at once", &statuses, gw.stored(&app, "total_tokens").await, total);
+    let billed = await_stored(&gw, &app, "total_tokens", |t| t == total).await;
+    check("50 at once", &statuses, billed, total);
     // One at a time, each kind until the budget refuses it.
     for (n, (path, body)) in prompts().into_iter().enumerate() {
         let (app, key) = gw.app_key(&format!("bounded-seq-{n}"), "bounded", "two-thousand").await;
@@ -132,12 +134,8 @@ async fn prompts_that_cost_more_than_they_weigh_never_overrun_a_budget_on_redis(
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
         let total = served(gw.sim_usage(&app).await);
-        check(
-            &format!("{path} one at a time"),
-            &statuses,
-            gw.stored(&app, "total_tokens").await,
-            total,
-        );
+        let billed = await_stored(&gw, &app, "total_tokens", |t| t == total).await;
+        check(&format!("{path} one at a time"), &statuses, billed, total);
     }
 }
 
@@ -237,12 +235,8 @@ async fn a_models_tokenizer_admits_what_its_bound_would_not() {
     streamed["stream"] = true.into();
     let path = "/tokcut/v1/chat/completions";
     super::metering_truth::cut_after(&gw.proxies[1].base, &cut_key, path, "", &streamed.to_string(), 1).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while gw.stored(&cut_app, "prompt_tokens").await == 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     assert_eq!(
-        gw.stored(&cut_app, "prompt_tokens").await,
+        await_stored(&gw, &cut_app, "prompt_tokens", |t| t > 0).await,
         served_prompt - 6 + u64::from(counter.count("user")) + 4,
         "the text's tokens, the role's, and the template's 4 for the message"
     );
@@ -269,11 +263,8 @@ async fn a_models_tokenizer_admits_what_its_bound_would_not() {
     let usage = &all["applications"][&app];
     let served = usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap();
     assert!(served <= 1000, "served {served} of 1,000 ({statuses:?})");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while gw.stored(&app, "total_tokens").await != served && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(gw.stored(&app, "total_tokens").await, served, "billed what was served");
+    let billed = await_stored(&gw, &app, "total_tokens", |t| t == served).await;
+    assert_eq!(billed, served, "billed what was served");
     let metrics = gw.metrics(0).await;
     assert!(
         metrics.lines().any(
@@ -284,11 +275,12 @@ async fn a_models_tokenizer_admits_what_its_bound_would_not() {
     );
 }
 
-/// Context the server stored (`previous_response_id`, `conversation`) joins
-/// the prompt where the gateway cannot bound it: refused on a token budget,
-/// forwarded where no budget is at stake.
+/// Context the server stored (`previous_response_id`, `conversation`) and a
+/// template sent with the request (`chat_template`) add to the prompt where
+/// the gateway cannot bound it: refused on a token budget, forwarded where
+/// no budget is at stake.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn context_stored_on_the_server_is_refused_on_a_token_budget() {
+async fn prompts_the_server_adds_to_are_refused_on_a_token_budget() {
     let (gw, _capture) = gateway(1).await;
     let (_, budget_key) = gw.app_key("stored-budget", "bounded", "two-thousand").await;
     let (_, open_key) = gw.app_key("stored-open", "metered", "capped").await;
@@ -303,6 +295,10 @@ async fn context_stored_on_the_server_is_refused_on_a_token_budget() {
         ("previous_response_id", serde_json::json!("resp_123")),
         ("conversation", serde_json::json!({"id": "conv_123"})),
         ("conversation", serde_json::json!("conv_123")),
+        (
+            "chat_template",
+            serde_json::json!("{% for i in range(100000) %}x{% endfor %}"),
+        ),
     ] {
         let mut body = serde_json::json!({"model": "words-a", "input": "hi", "max_output_tokens": 5});
         body[member] = value;

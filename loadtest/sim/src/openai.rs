@@ -128,6 +128,8 @@ pub struct ContentPart {
     pub kind: Option<String>,
     #[serde(default)]
     pub text: Option<String>,
+    #[serde(default)]
+    pub image_url: Option<serde::de::IgnoredAny>,
 }
 
 impl MessageContent {
@@ -136,7 +138,14 @@ impl MessageContent {
         match self {
             MessageContent::Text(_) => 0,
             MessageContent::Parts(parts) => {
-                parts.iter().filter(|p| p.kind.as_deref() == Some("image_url")).count() as u32
+                parts
+                    .iter()
+                    .filter(|p| match p.kind.as_deref() {
+                        // As vLLM reads a part without `type`: by its media key.
+                        None => p.image_url.is_some(),
+                        kind => kind == Some("image_url"),
+                    })
+                    .count() as u32
             }
         }
     }
