@@ -140,6 +140,17 @@ fn proxy_options(config: &MaasConfig, overrides: &ProxyOverrides) -> ProxyOption
         },
         shutdown_timeout: Duration::from_secs(config.proxy.shutdown_timeout_secs),
         upstream_ca_file: config.proxy.upstream_ca_file.clone(),
+        breaker: maas_proxy::breaker::BreakerSettings {
+            failures_to_open: config.store.breaker_failures.max(1),
+            call_timeout: Duration::from_millis(config.store.timeout_ms.max(1)),
+            probe_interval: Duration::from_secs(1),
+        },
+        outage: match config.store.outage {
+            maas_conf::OutageMode::ServeCached => maas_proxy::outage::OutagePolicy::ServeCached {
+                max_key_age: Duration::from_secs(config.store.outage_max_key_age_secs),
+            },
+            maas_conf::OutageMode::FailClosed => maas_proxy::outage::OutagePolicy::FailClosed,
+        },
     }
 }
 
@@ -168,7 +179,7 @@ pub fn proxy(config_path: Option<&Path>, overrides: ProxyOverrides) -> Result<()
     let config = load_config(config_path).map_err(|errors| anyhow::anyhow!("{errors}"))?;
     init_logging(&config);
     let runtime = runtime()?;
-    let store = runtime.block_on(open_store(&config))?;
+    let store = runtime.block_on(commands::open_proxy_store(&config))?;
     let _commands = take_commands(&runtime, &store, &config);
     let options = proxy_options(&config, &overrides);
     // Standard output carries the access log alone.
@@ -188,7 +199,7 @@ pub fn up(config_path: Option<&Path>, demo: bool, settings: &UpSettings) -> Resu
     settings.apply_to(&mut config)?;
     init_logging(&config);
     let runtime = runtime()?;
-    let store = runtime.block_on(open_store(&config))?;
+    let store = runtime.block_on(commands::open_proxy_store(&config))?;
     let _commands = take_commands(&runtime, &store, &config);
     let secret = runtime.block_on(commands::prepare_up(&config, &store, demo))?;
     if demo {

@@ -16,6 +16,7 @@ mod proxy {
     mod k6;
     mod limits;
     mod observability;
+    mod outage;
     mod portal;
     mod resilience;
     mod routing;

@@ -297,6 +297,18 @@ impl MaasConfig {
                 format!("`{}` must be 2-16 letters, digits, `-` or `_`", self.keys.prefix),
             );
         }
+        if !(10..=60_000).contains(&self.store.timeout_ms) {
+            push("store.timeout_ms", "must be between 10 and 60000".into());
+        }
+        if !(1..=1_000).contains(&self.store.breaker_failures) {
+            push("store.breaker_failures", "must be between 1 and 1000".into());
+        }
+        if !(60..=604_800).contains(&self.store.outage_max_key_age_secs) {
+            push(
+                "store.outage_max_key_age_secs",
+                "must be between 60 and 604800 (a week)".into(),
+            );
+        }
         if !(10..=60_000).contains(&self.limits.sync_interval_ms) {
             push("limits.sync_interval_ms", "must be between 10 and 60000".into());
         }

@@ -257,6 +257,24 @@ pub struct StoreSettings {
     pub redis_tls_key_file: Option<PathBuf>,
     /// Directory of the embedded store's file.
     pub data_dir: PathBuf,
+    /// What the proxy does while the store does not answer.
+    pub outage: OutageMode,
+    /// `serve_cached`: how long a key the store vouched for keeps working
+    /// while the store does not answer.
+    pub outage_max_key_age_secs: u64,
+    /// How long a request waits for a store call before it counts as failed.
+    pub timeout_ms: u64,
+    /// Consecutive failed store calls that open the circuit breaker.
+    pub breaker_failures: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutageMode {
+    /// Known keys keep working; limits fall back to each replica's counters.
+    ServeCached,
+    /// Requests that need the store get 503.
+    FailClosed,
 }
 
 impl Default for StoreSettings {
@@ -269,6 +287,10 @@ impl Default for StoreSettings {
             redis_tls_cert_file: None,
             redis_tls_key_file: None,
             data_dir: PathBuf::from("./data"),
+            outage: OutageMode::ServeCached,
+            outage_max_key_age_secs: 3600,
+            timeout_ms: 500,
+            breaker_failures: 3,
         }
     }
 }
@@ -283,6 +305,10 @@ impl fmt::Debug for StoreSettings {
             .field("redis_tls_cert_file", &self.redis_tls_cert_file)
             .field("redis_tls_key_file", &self.redis_tls_key_file)
             .field("data_dir", &self.data_dir)
+            .field("outage", &self.outage)
+            .field("outage_max_key_age_secs", &self.outage_max_key_age_secs)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("breaker_failures", &self.breaker_failures)
             .finish()
     }
 }

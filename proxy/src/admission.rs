@@ -33,7 +33,7 @@ use crate::rewrite::{ClientUsage, Endpoint, ForwardPolicy, rewrite_request};
 use crate::routing::{ProductRoute, Route, upstream_path};
 use crate::service::{MaasProxy, RequestCtx};
 use crate::spend::{Ask, Spend, refuse_unmeterable, spend_of};
-use crate::state::ServingCatalog;
+use crate::state::{KeyLookupError, ServingCatalog};
 use crate::tokenizer::count_prompt;
 
 pub(crate) enum Next {
@@ -274,7 +274,13 @@ impl MaasProxy {
         let auth = match self.state.lookup_key(KeyHash::of(&secret)).await {
             Ok(Some(auth)) => auth,
             Ok(None) => return Ok(Err(ApiError::invalid_key())),
-            Err(error) => {
+            Err(KeyLookupError::Unverifiable(error)) => {
+                METRICS.store_errors.with_label_values(&["lookup_key"]).inc();
+                tracing::warn!(%error, "a key could not be verified: the store does not answer");
+                ctx.extra_headers.push(("retry-after", STORE_RETRY_SECS.to_string()));
+                return Ok(Err(ApiError::keys_unverifiable()));
+            }
+            Err(KeyLookupError::Store(error)) => {
                 METRICS.store_errors.with_label_values(&["lookup_key"]).inc();
                 tracing::error!(%error, "key lookup failed");
                 return Ok(Err(ApiError::store_unavailable()));
@@ -397,11 +403,17 @@ impl MaasProxy {
             Err(error) => {
                 METRICS.store_errors.with_label_values(&["check_limits"]).inc();
                 tracing::error!(%error, "limit check failed");
+                ctx.extra_headers.push(("retry-after", STORE_RETRY_SECS.to_string()));
                 Err(ApiError::store_unavailable())
             }
         }
     }
 }
+
+/// `Retry-After` of a request refused because the store does not answer:
+/// about the breaker's probe interval, so a retry finds the store if it is
+/// back.
+const STORE_RETRY_SECS: u64 = 2;
 
 /// The longest `Retry-After` the OpenAI SDKs wait out before retrying (60 s);
 /// past it they retry sooner than the limit resets.

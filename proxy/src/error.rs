@@ -295,6 +295,19 @@ impl ApiError {
         )
     }
 
+    /// The store does not answer and this replica does not know the key.
+    pub fn keys_unverifiable() -> ApiError {
+        ApiError::new(
+            503,
+            "server_error",
+            "service_unavailable",
+            "keys_unverifiable",
+            "The gateway cannot verify API keys right now: its store does not answer. Keys it verified \
+             before keep working; retry shortly."
+                .into(),
+        )
+    }
+
     pub fn upstream_unavailable(backend: &str) -> ApiError {
         ApiError::new(
             503,

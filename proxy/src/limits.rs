@@ -24,10 +24,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use maas_store::model::UsageLimit;
-use maas_store::{Admission, LimitStatus, Store, StoreResult, TokenHold, UsageRecord};
+use maas_store::{LimitStatus, Store, StoreResult};
 use time::OffsetDateTime;
 
+use crate::breaker::{BreakerSettings, StoreBreaker};
 use crate::local_limits::LocalLimits;
+use crate::outage::OutagePolicy;
 use crate::usage::UsageSink;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,11 +87,13 @@ pub enum Decision {
 
 /// Admission and accounting for every request.
 pub struct Limiter {
-    store: Store,
-    sink: Arc<UsageSink>,
+    pub(crate) store: Store,
+    pub(crate) sink: Arc<UsageSink>,
     mode: LimitMode,
-    holds: HoldPolicy,
+    pub(crate) holds: HoldPolicy,
     local: Mutex<LocalLimits>,
+    pub(crate) breaker: Arc<StoreBreaker>,
+    pub(crate) outage: OutagePolicy,
 }
 
 /// Would `delta` more of a metric fit? The store's arithmetic, so local
@@ -127,7 +131,25 @@ impl Limiter {
             mode,
             holds,
             local: Mutex::new(LocalLimits::default()),
+            breaker: Arc::new(StoreBreaker::new(BreakerSettings::default())),
+            outage: OutagePolicy::default(),
         }
+    }
+
+    /// This limiter, asking the store through `breaker` and doing what
+    /// `outage` says when it does not answer ([`crate::outage`]).
+    pub fn with_outage(mut self, breaker: Arc<StoreBreaker>, outage: OutagePolicy) -> Limiter {
+        self.breaker = breaker;
+        self.outage = outage;
+        self
+    }
+
+    pub fn breaker(&self) -> &Arc<StoreBreaker> {
+        &self.breaker
+    }
+
+    pub fn outage_policy(&self) -> OutagePolicy {
+        self.outage
     }
 
     pub fn mode(&self) -> LimitMode {
@@ -138,7 +160,7 @@ impl Limiter {
         self.holds
     }
 
-    fn local(&self) -> std::sync::MutexGuard<'_, LocalLimits> {
+    pub(crate) fn local(&self) -> std::sync::MutexGuard<'_, LocalLimits> {
         self.local.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -155,35 +177,8 @@ impl Limiter {
         let hold_id = tokens.map(|_| new_hold_id());
         match self.mode {
             LimitMode::Strict => {
-                let deltas: Vec<(&str, u64)> = deltas.iter().map(|(m, v)| (m.as_str(), *v)).collect();
-                let (admission, completion_grant) = match (tokens, &hold_id) {
-                    (Some(request), Some(id)) => {
-                        let hold = TokenHold {
-                            id: id.clone(),
-                            prompt: request.prompt,
-                            completion_max: request.completion_max,
-                            completion_min: request.completion_min,
-                            ttl_secs: self.holds.ttl.as_secs().max(1),
-                        };
-                        self.store
-                            .reserve_and_record(application_id, limits, &deltas, &hold, now)
-                            .await?
-                    }
-                    _ => (
-                        self.store
-                            .check_and_record(application_id, limits, &deltas, now)
-                            .await?,
-                        None,
-                    ),
-                };
-                Ok(match admission {
-                    Admission::Admitted(statuses) => Decision::Admitted(Admitted {
-                        statuses,
-                        completion_grant,
-                        hold: hold_id,
-                    }),
-                    Admission::Rejected(status) => Decision::Rejected(status),
-                })
+                let tokens = tokens.zip(hold_id.as_deref());
+                self.admit_strict(application_id, limits, deltas, tokens, now).await
             }
             LimitMode::Local { .. } => loop {
                 let tokens = tokens.zip(hold_id.as_deref()).map(|(t, id)| (t, id, self.holds.ttl));
@@ -198,7 +193,7 @@ impl Limiter {
                         return Ok(decision);
                     }
                     Err(missing) => {
-                        let statuses = self.store.limit_status(application_id, &missing, now).await?;
+                        let statuses = self.load_counts(application_id, &missing, now).await?;
                         self.local().load(application_id, statuses, now);
                     }
                 }
@@ -211,54 +206,62 @@ impl Limiter {
     /// hold (if that fails, the usage is queued and the hold expires);
     /// otherwise the usage is queued for the next batch.
     pub async fn settle(&self, application_id: &str, hold: Option<&str>, deltas: &[(&str, u64)], now: OffsetDateTime) {
-        match (self.mode, hold) {
-            (LimitMode::Strict, Some(hold)) => {
-                let records: Vec<UsageRecord> = deltas
-                    .iter()
-                    .filter(|(_, value)| *value > 0)
-                    .map(|(metric, value)| UsageRecord {
-                        application_id: application_id.to_owned(),
-                        metric: (*metric).to_owned(),
-                        value: *value,
-                        at: now,
-                    })
-                    .collect();
-                match self.store.settle(application_id, hold, &records).await {
-                    Ok(()) => return,
-                    Err(error) => {
-                        crate::metrics::METRICS
-                            .store_errors
-                            .with_label_values(&["settle"])
-                            .inc();
-                        tracing::warn!(%error, "settling a token hold failed; its usage is queued, the hold expires");
-                    }
+        match self.mode {
+            LimitMode::Strict => self.settle_strict(application_id, hold, deltas, now).await,
+            LimitMode::Local { .. } => {
+                self.local().settle(application_id, hold, deltas, now);
+                for (metric, value) in deltas {
+                    self.sink.push(application_id, metric, *value, now);
                 }
             }
-            (LimitMode::Local { .. }, _) => self.local().settle(application_id, hold, deltas, now),
-            (LimitMode::Strict, None) => {}
-        }
-        for (metric, value) in deltas {
-            self.sink.push(application_id, metric, *value, now);
         }
     }
 
     /// One sync of local mode: write queued usage, then re-read every
     /// tracked counter. Strict mode only writes the queue.
     pub async fn sync(&self) -> StoreResult<()> {
+        // An open breaker's probe says when the store is back; until then
+        // the queue waits.
+        if self.breaker.is_open() {
+            return Ok(());
+        }
         let LimitMode::Local { .. } = self.mode else {
-            self.sink.flush().await?;
+            // The counters an outage would fall back to; idle ones go.
+            let _ = self.local().snapshot();
+            self.flush_queue().await?;
             return Ok(());
         };
         // What was pending before the flush is in the store after it.
         let snapshot = self.local().snapshot();
-        self.sink.flush().await?;
+        self.flush_queue().await?;
         let now = OffsetDateTime::now_utc();
         for (application_id, counters) in snapshot {
             let limits: Vec<UsageLimit> = counters.iter().map(|(l, _, _)| l.clone()).collect();
-            let statuses = self.store.limit_status(&application_id, &limits, now).await?;
+            let statuses = self
+                .breaker
+                .call(self.store.limit_status(&application_id, &limits, now))
+                .await?;
             self.local().apply_sync(&application_id, counters, statuses, now);
         }
         Ok(())
+    }
+
+    /// At shutdown: writes the queued usage whatever the breaker says.
+    pub async fn drain(&self) -> StoreResult<()> {
+        self.flush_queue().await.map(drop)
+    }
+
+    /// Writes the queued usage. Not under the breaker's deadline: a write
+    /// cut short might still land, and its records would be queued twice.
+    async fn flush_queue(&self) -> StoreResult<usize> {
+        let flushed = self.sink.flush().await;
+        match &flushed {
+            Err(error) if crate::breaker::is_unavailable(error) => self.breaker.record_failure("unreachable"),
+            // An empty queue asked nothing of the store.
+            Ok(0) => {}
+            _ => self.breaker.record_success(),
+        }
+        flushed
     }
 }
 

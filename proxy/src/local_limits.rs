@@ -197,6 +197,41 @@ impl LocalLimits {
         }
     }
 
+    /// Strict mode: the store's count of each limit after an admission, the
+    /// base an outage would go on from ([`crate::outage`]). What this
+    /// replica admitted or holds on its own (during an outage) stays.
+    pub(crate) fn observe(&mut self, application_id: &str, statuses: &[LimitStatus], now: OffsetDateTime) {
+        let at = now.unix_timestamp();
+        let app = self.apps.entry(application_id.to_owned()).or_default();
+        app.last_used = Some(Instant::now());
+        for status in statuses {
+            let bucket_start = status.limit.period.bucket_start(at);
+            match app.counters.iter_mut().find(|c| c.is(&status.limit)) {
+                Some(counter) if counter.bucket_start == bucket_start => {
+                    counter.limit.value = status.limit.value;
+                    // The store's count includes what was pending here
+                    // (and what requests in flight hold there: until they
+                    // settle, an outage counts them twice, on the safe side).
+                    counter.base = status.used;
+                    counter.pending = 0;
+                }
+                found => {
+                    let fresh = LocalCounter {
+                        limit: status.limit.clone(),
+                        bucket_start,
+                        base: status.used,
+                        pending: 0,
+                        held: 0,
+                    };
+                    match found {
+                        Some(counter) => *counter = fresh,
+                        None => app.counters.push(fresh),
+                    }
+                }
+            }
+        }
+    }
+
     /// Releases hold `hold` (if any) and counts usage known after the
     /// response, so this replica's token limits see it at once.
     pub(crate) fn settle(

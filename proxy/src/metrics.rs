@@ -30,6 +30,8 @@ pub const UPSTREAM_ERROR_KINDS: [&str; 6] = [
 ];
 /// Store operations the proxy counts failures of, present from the start.
 const STORE_OPERATIONS: [&str; 3] = ["lookup_key", "check_limits", "record_usage"];
+/// What the proxy decides without the store, each present from the start.
+pub const OUTAGE_DECISIONS: [&str; 3] = ["stale_key", "unverified_key", "local_admission"];
 /// Latency buckets from 0.5 ms to 5 min: gateway overhead up to long generations.
 const LATENCY_BUCKETS: [f64; 16] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0,
@@ -55,6 +57,13 @@ pub struct ProxyMetrics {
     pub prompts_tokenized: IntCounterVec,
     pub key_lookups: KeyLookups,
     pub changes_applied: IntCounterVec,
+    /// The store's circuit breaker: 0 closed, 1 open, 2 half-open.
+    pub store_breaker_state: IntGauge,
+    pub store_breaker_transitions: IntCounterVec,
+    /// What the proxy did without the store: `stale_key` (a known key
+    /// served past its cache TTL), `unverified_key` (a key refused with
+    /// 503), `local_admission` (limits checked on this replica's counters).
+    pub outage_decisions: IntCounterVec,
 }
 
 /// How presented keys were resolved; `store` is what a storm of made-up
@@ -96,6 +105,14 @@ impl ProxyMetrics {
         let streams_in_flight =
             IntGauge::new("maas_streams_in_flight", "Event streams being sent to clients now").expect("static");
         registry.register(Box::new(streams_in_flight.clone())).expect("unique");
+        let store_breaker_state = IntGauge::new(
+            "maas_store_breaker_state",
+            "The store's circuit breaker: 0 closed, 1 open (requests do not wait for the store), 2 half-open (probing)",
+        )
+        .expect("static");
+        registry
+            .register(Box::new(store_breaker_state.clone()))
+            .expect("unique");
         ProxyMetrics {
             prompt_tokens: counter(
                 &registry,
@@ -194,6 +211,20 @@ impl ProxyMetrics {
                 "Change-feed events applied to the proxy's caches, by kind (resync: events may have been missed)",
                 &["kind"],
             ),
+            store_breaker_state,
+            store_breaker_transitions: counter(
+                &registry,
+                "maas_store_breaker_transitions_total",
+                "Transitions of the store's circuit breaker, by the state entered",
+                &["to"],
+            ),
+            outage_decisions: counter(
+                &registry,
+                "maas_outage_decisions_total",
+                "Decisions made without the store: stale_key (a known key served past its cache TTL), \
+                 unverified_key (refused with 503), local_admission (limits checked on this replica's counters)",
+                &["decision"],
+            ),
             registry,
         }
     }
@@ -204,6 +235,12 @@ impl ProxyMetrics {
     pub fn prepare_for(&self, products: &[&str], backends: &[&str]) {
         for operation in STORE_OPERATIONS {
             self.store_errors.with_label_values(&[operation]);
+        }
+        for to in ["open", "half_open", "closed"] {
+            self.store_breaker_transitions.with_label_values(&[to]);
+        }
+        for decision in OUTAGE_DECISIONS {
+            self.outage_decisions.with_label_values(&[decision]);
         }
         for backend in backends {
             for kind in UPSTREAM_ERROR_KINDS {
@@ -244,12 +281,10 @@ impl ServeHttp for MetricsApp {
         let (status, content_type, body) = match path {
             "/metrics" => (200, "text/plain; version=0.0.4", METRICS.render()),
             "/health" => (200, "text/plain", b"ok\n".to_vec()),
-            "/ready" if self.state.is_ready() => (200, "text/plain", b"ready\n".to_vec()),
-            "/ready" => (
-                503,
-                "text/plain",
-                b"not ready: the catalog could not be loaded from the store\n".to_vec(),
-            ),
+            "/ready" => match self.state.not_ready_because() {
+                None => (200, "text/plain", b"ready\n".to_vec()),
+                Some(reason) => (503, "text/plain", reason.as_bytes().to_vec()),
+            },
             _ => (404, "text/plain", b"not found: try /metrics\n".to_vec()),
         };
         http::Response::builder()

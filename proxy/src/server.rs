@@ -13,9 +13,11 @@ use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::listening::Service;
 use tokio::runtime::Handle;
 
+use crate::breaker::{BreakerSettings, StoreBreaker};
 use crate::edge::EdgeApp;
 use crate::limits::{HoldPolicy, LimitMode, Limiter};
 use crate::metrics::{METRICS, MetricsApp};
+use crate::outage::OutagePolicy;
 use crate::service::MaasProxy;
 use crate::state::ProxyState;
 use crate::usage::UsageSink;
@@ -39,6 +41,10 @@ pub struct ProxyOptions {
     pub shutdown_timeout: Duration,
     /// CAs trusted for `https://` backends (PEM); the system's by default.
     pub upstream_ca_file: Option<PathBuf>,
+    /// The store's circuit breaker.
+    pub breaker: BreakerSettings,
+    /// What requests get while the store does not answer.
+    pub outage: OutagePolicy,
 }
 
 /// The data plane, ready to serve.
@@ -56,7 +62,9 @@ impl Proxy {
             check_ca_file(path)?;
         }
         let sink = Arc::new(UsageSink::new(store.clone()));
-        let limiter = Limiter::new(store.clone(), sink, options.limit_mode, options.holds);
+        let breaker = Arc::new(StoreBreaker::new(options.breaker));
+        let limiter = Limiter::new(store.clone(), sink, options.limit_mode, options.holds)
+            .with_outage(breaker.clone(), options.outage);
         let state = Arc::new(ProxyState::new(
             store,
             options.environment,
@@ -69,6 +77,7 @@ impl Proxy {
             .await
             .map_err(|e| format!("loading the {} catalog: {e}", options.environment))?;
         tokio::spawn(state.clone().follow_changes());
+        tokio::spawn(breaker.run_probes(state.store.clone()));
         let interval = match options.limit_mode {
             LimitMode::Strict => options.flush_interval,
             LimitMode::Local { sync_interval } => sync_interval,
@@ -158,7 +167,7 @@ async fn write_usage(state: &ProxyState) -> Result<(), String> {
     crate::access_log::flush();
     state
         .limiter
-        .sync()
+        .drain()
         .await
         .map_err(|e| format!("writing the last usage to the store: {e}"))
 }

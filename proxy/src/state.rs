@@ -4,14 +4,16 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use maas_store::model::{AuthContext, CorsPolicy, CredentialLocation, CredentialSettings, KeyHash};
 use maas_store::{Change, Environment, Store, StoreResult};
 use moka::sync::Cache;
 
+use crate::breaker::is_unavailable;
 use crate::limits::Limiter;
 use crate::metrics::METRICS;
+use crate::outage::OutagePolicy;
 use crate::routing::RouteTable;
 use crate::upstream::Upstream;
 
@@ -109,24 +111,59 @@ impl ServingCatalog {
 /// A cached key lookup: `None` is a known-unknown key.
 pub type CachedKey = Option<Arc<AuthContext>>;
 
+/// A key lookup as cached, with when the store answered it.
+#[derive(Clone)]
+struct KeyEntry {
+    key: CachedKey,
+    fetched: Instant,
+}
+
+impl KeyEntry {
+    /// Fresh entries are served without asking the store; the others only
+    /// while it does not answer.
+    fn is_fresh(&self, fresh_after: Instant) -> bool {
+        let ttl = if self.key.is_some() { KEY_TTL } else { NEGATIVE_TTL };
+        self.fetched >= fresh_after && self.fetched.elapsed() < ttl
+    }
+}
+
+/// Why a key could not be looked up.
+#[derive(Debug)]
+pub enum KeyLookupError {
+    /// The store does not answer and nothing this replica knows vouches
+    /// for the key (503, retry later).
+    Unverifiable(maas_store::StoreError),
+    Store(maas_store::StoreError),
+}
+
 pub struct ProxyState {
     pub store: Store,
     pub environment: Environment,
     catalog: RwLock<Arc<ServingCatalog>>,
-    keys: Cache<KeyHash, CachedKey>,
+    keys: Cache<KeyHash, KeyEntry>,
     pub limiter: Limiter,
     pub max_body_bytes: u64,
     pub access_log: bool,
     /// False while the last catalog reload failed (the previous catalog is
     /// still served): readiness reports it.
     catalog_current: AtomicBool,
+    /// Key entries fetched before this are stale: asked of the store again,
+    /// served only while it does not answer. A resync (the change feed
+    /// dropped, events may be lost) moves it instead of emptying the cache,
+    /// so an outage that cuts the feed does not forget every key.
+    keys_fresh_after: std::sync::Mutex<Instant>,
 }
 
-struct KeyExpiry;
+/// Known keys stay in the cache past their TTL, as long as an outage may
+/// serve them ([`OutagePolicy::ServeCached`]); a lookup past the TTL asks
+/// the store again.
+struct KeyExpiry {
+    known: Duration,
+}
 
-impl moka::Expiry<KeyHash, CachedKey> for KeyExpiry {
-    fn expire_after_create(&self, _key: &KeyHash, value: &CachedKey, _now: std::time::Instant) -> Option<Duration> {
-        Some(if value.is_some() { KEY_TTL } else { NEGATIVE_TTL })
+impl moka::Expiry<KeyHash, KeyEntry> for KeyExpiry {
+    fn expire_after_create(&self, _key: &KeyHash, value: &KeyEntry, _now: Instant) -> Option<Duration> {
+        Some(if value.key.is_some() { self.known } else { NEGATIVE_TTL })
     }
 }
 
@@ -142,11 +179,20 @@ impl ProxyState {
             store,
             environment,
             catalog: RwLock::new(Arc::new(ServingCatalog::default())),
-            keys: Cache::builder().max_capacity(1_000_000).expire_after(KeyExpiry).build(),
+            keys: Cache::builder()
+                .max_capacity(1_000_000)
+                .expire_after(KeyExpiry {
+                    known: match limiter.outage_policy() {
+                        OutagePolicy::ServeCached { max_key_age } => max_key_age.max(KEY_TTL),
+                        OutagePolicy::FailClosed => KEY_TTL,
+                    },
+                })
+                .build(),
             limiter,
             max_body_bytes,
             access_log,
             catalog_current: AtomicBool::new(false),
+            keys_fresh_after: std::sync::Mutex::new(Instant::now()),
         }
     }
 
@@ -166,22 +212,57 @@ impl ProxyState {
         Ok(())
     }
 
-    /// Whether the catalog is loaded and its last reload succeeded.
+    /// Whether the catalog is loaded and its last reload succeeded (or
+    /// failed only because the store does not answer, under `serve_cached`).
     pub fn is_ready(&self) -> bool {
         self.catalog_current.load(Ordering::Relaxed)
     }
 
+    /// Why the proxy is not ready, if it is not.
+    pub fn not_ready_because(&self) -> Option<&'static str> {
+        if !self.is_ready() {
+            return Some("not ready: the catalog could not be loaded from the store\n");
+        }
+        if self.limiter.breaker().is_open() && !self.limiter.outage_policy().serves_cached() {
+            return Some("not ready: the store does not answer (store.outage: fail_closed)\n");
+        }
+        None
+    }
+
     /// The key's context from the cache, else from the store (cached,
-    /// including "unknown").
-    pub async fn lookup_key(&self, hash: KeyHash) -> StoreResult<CachedKey> {
-        if let Some(cached) = self.keys.get(&hash) {
+    /// including "unknown"). While the store does not answer, a known key
+    /// the cache still holds is served past its TTL (`serve_cached`).
+    pub async fn lookup_key(&self, hash: KeyHash) -> Result<CachedKey, KeyLookupError> {
+        let cached = self.keys.get(&hash);
+        let fresh_after = *self.keys_fresh_after.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = cached.as_ref().filter(|entry| entry.is_fresh(fresh_after)) {
             METRICS.key_lookups.cached.inc();
-            return Ok(cached);
+            return Ok(entry.key.clone());
         }
         METRICS.key_lookups.store.inc();
-        let found = self.store.lookup_key(&hash).await?.map(Arc::new);
-        self.keys.insert(hash, found.clone());
-        Ok(found)
+        let breaker = self.limiter.breaker();
+        match breaker.call(self.store.lookup_key(&hash)).await {
+            Ok(found) => {
+                let found = found.map(Arc::new);
+                let entry = KeyEntry {
+                    key: found.clone(),
+                    fetched: Instant::now(),
+                };
+                self.keys.insert(hash, entry);
+                Ok(found)
+            }
+            Err(error) if is_unavailable(&error) => {
+                if self.limiter.outage_policy().serves_cached()
+                    && let Some(KeyEntry { key: Some(known), .. }) = cached
+                {
+                    METRICS.outage_decisions.with_label_values(&["stale_key"]).inc();
+                    return Ok(Some(known));
+                }
+                METRICS.outage_decisions.with_label_values(&["unverified_key"]).inc();
+                Err(KeyLookupError::Unverifiable(error))
+            }
+            Err(error) => Err(KeyLookupError::Store(error)),
+        }
     }
 
     /// Applies one change event to the caches; `true` when the catalog
@@ -206,8 +287,12 @@ impl ProxyState {
                 false
             }
             Change::User { .. } => false,
-            Change::Catalog { .. } | Change::Release { .. } | Change::Resync => {
+            Change::Catalog { .. } | Change::Release { .. } => {
                 self.keys.invalidate_all();
+                true
+            }
+            Change::Resync => {
+                *self.keys_fresh_after.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
                 true
             }
         }
@@ -237,7 +322,13 @@ impl ProxyState {
                 reload_pending = match self.reload_catalog().await {
                     Ok(()) => false,
                     Err(error) => {
-                        self.catalog_current.store(false, Ordering::Relaxed);
+                        // A store that does not answer is an outage the
+                        // proxy rides out on what it has (`serve_cached`);
+                        // one that answers with a catalog that cannot be
+                        // served is a fault readiness reports.
+                        if !(is_unavailable(&error) && self.limiter.outage_policy().serves_cached()) {
+                            self.catalog_current.store(false, Ordering::Relaxed);
+                        }
                         crate::metrics::METRICS
                             .store_errors
                             .with_label_values(&["catalog"])

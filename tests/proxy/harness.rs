@@ -100,6 +100,8 @@ pub struct ProxyProcess {
 
 pub struct Gateway {
     pub store: Store,
+    /// The Redis every process of this gateway uses.
+    pub redis_url: String,
     pub prefix: String,
     pub sim_base: String,
     sim: Child,
@@ -145,6 +147,11 @@ impl Gateway {
     /// Applies `catalog` (YAML; `{SIM}` stands for the simulator's URL),
     /// then starts `proxies` proxy processes in limit `mode`.
     pub async fn start(catalog: &str, proxies: usize, mode: &str) -> Gateway {
+        Gateway::start_on(&redis_url(), catalog, proxies, mode).await
+    }
+
+    /// [`start`](Self::start) on the Redis at `redis_url`.
+    pub async fn start_on(redis_url: &str, catalog: &str, proxies: usize, mode: &str) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let prefix = format!(
             "maastest-proxy-{}",
@@ -153,7 +160,7 @@ impl Gateway {
         let (sim, sim_base) = spawn_sim(dir.path());
 
         let location = StoreLocation::Redis {
-            url: redis_url(),
+            url: redis_url.to_owned(),
             prefix: prefix.clone(),
             tls: Default::default(),
         };
@@ -166,6 +173,7 @@ impl Gateway {
 
         let mut gateway = Gateway {
             store,
+            redis_url: redis_url.to_owned(),
             prefix,
             sim_base,
             sim,
@@ -191,7 +199,7 @@ impl Gateway {
         let mut child = Command::new(env!("CARGO_BIN_EXE_maas"))
             .args(["proxy", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
-            .env("MAAS_REDIS_URL", redis_url())
+            .env("MAAS_REDIS_URL", &self.redis_url)
             .env("MAAS_REDIS_PREFIX", &self.prefix)
             .env("MAAS_LIMITS_MODE", mode)
             .env("MAAS_LOG_LEVEL", "warn")
@@ -219,7 +227,7 @@ impl Gateway {
         let port = free_port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_maas"))
             .arg("portal")
-            .env("MAAS_REDIS_URL", redis_url())
+            .env("MAAS_REDIS_URL", &self.redis_url)
             .env("MAAS_REDIS_PREFIX", &self.prefix)
             .env("MAAS_PORTAL_LISTEN", format!("127.0.0.1:{port}"))
             .env("MAAS_ADMIN_TOKEN", admin_token)
@@ -398,7 +406,7 @@ impl Drop for Gateway {
         }
         let _ = self.sim.kill();
         let _ = self.sim.wait();
-        let prefix = self.prefix.clone();
+        let (prefix, url) = (self.prefix.clone(), self.redis_url.clone());
         // Drop may run inside a runtime: clean Redis from a thread of its own.
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -407,13 +415,80 @@ impl Drop for Gateway {
                 .unwrap();
             runtime.block_on(async {
                 if let Ok(backend) =
-                    maas_store::backend::redis::RedisBackend::connect(&redis_url(), &prefix, &Default::default()).await
+                    maas_store::backend::redis::RedisBackend::connect(&url, &prefix, &Default::default()).await
                 {
                     let _ = backend.destroy_all_data().await;
                 }
             });
         })
         .join();
+    }
+}
+
+/// A `redis-server` of the test's own on a free port, to stop, hang and
+/// restart; its append-only file keeps the data across restarts.
+pub struct PrivateRedis {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl PrivateRedis {
+    pub fn start() -> PrivateRedis {
+        let mut redis = PrivateRedis {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        redis.restart();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again) on the same port and data.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "redis-server runs already");
+        let mut child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("redis-server must be installed: apt install redis-server");
+        wait_for_port(self.port, "redis-server", &mut child);
+        self.child = Some(child);
+    }
+
+    /// Kills it (SIGKILL): connections drop, new ones are refused.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends `signal` (`STOP` hangs it, `CONT` wakes it).
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("redis-server runs").id();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -{signal} {pid}");
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.signal("CONT");
+        }
+        self.kill();
     }
 }
 

@@ -299,6 +299,9 @@ pub trait StoreBackend: Send + Sync + 'static {
 
     fn subscribe(&self) -> broadcast::Receiver<Change>;
 
+    /// Whether the engine answers now (the proxy's breaker probes with it).
+    async fn ping(&self) -> StoreResult<()>;
+
     /// Makes everything written so far durable (before shutdown).
     async fn flush(&self) -> StoreResult<()>;
 }

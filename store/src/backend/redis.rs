@@ -50,10 +50,20 @@ impl RedisBackend {
     /// Connects, and subscribes to the change feed before returning so no
     /// change committed after this call is missed.
     pub async fn connect(url: &str, prefix: &str, tls: &RedisTls) -> StoreResult<RedisBackend> {
+        Self::connect_with(url, prefix, tls, Duration::from_secs(5)).await
+    }
+
+    /// [`connect`](Self::connect), commands waiting up to `response_timeout`.
+    pub async fn connect_with(
+        url: &str,
+        prefix: &str,
+        tls: &RedisTls,
+        response_timeout: Duration,
+    ) -> StoreResult<RedisBackend> {
         let client = client(url, tls)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(response_timeout))
             .set_number_of_retries(3)
             .set_max_delay(Duration::from_secs(2));
         let conn = ConnectionManager::new_with_config(client.clone(), config)
@@ -132,6 +142,21 @@ impl RedisBackend {
         invocation.arg(plan.to_string());
         let mut conn = self.conn.clone();
         invocation.invoke_async(&mut conn).await.map_err(unavailable)
+    }
+
+    /// Runs a read, and once more if the connection had dropped: after a
+    /// Redis restart the first command on the old connection fails and
+    /// starts the reconnect, and a read is safe to send twice. (A write is
+    /// not retried: the error does not say whether Redis ran it.)
+    async fn read<T, F, Fut>(&self, run: F) -> StoreResult<T>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        match run(self.conn.clone()).await {
+            Err(error) if error.is_connection_dropped() => run(self.conn.clone()).await.map_err(unavailable),
+            other => other.map_err(unavailable),
+        }
     }
 
     fn ephemeral_key(&self, key: &str) -> String {
@@ -302,33 +327,30 @@ impl StoreBackend for RedisBackend {
     }
 
     async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
-        let mut conn = self.conn.clone();
-        conn.get(self.record_key(key)).await.map_err(unavailable)
+        let key = &self.record_key(key);
+        self.read(|mut conn| async move { conn.get(key).await }).await
     }
 
     async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<Vec<u8>>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.conn.clone();
         let full: Vec<String> = keys.iter().map(|k| self.record_key(k)).collect();
-        redis::cmd("MGET")
-            .arg(full)
-            .query_async(&mut conn)
+        let cmd = &redis::cmd("MGET").arg(full).clone();
+        self.read(|mut conn| async move { cmd.query_async(&mut conn).await })
             .await
-            .map_err(unavailable)
     }
 
     async fn get_linked(&self, key: &str, links: &[Link]) -> StoreResult<Vec<Option<Vec<u8>>>> {
         let plan: Vec<_> = links.iter().map(|l| serde_json::json!([l.from, l.template])).collect();
-        let mut conn = self.conn.clone();
-        self.linked_script
+        let mut invocation = self.linked_script.prepare_invoke();
+        invocation
             .key(self.record_key(key))
             .arg(serde_json::Value::Array(plan).to_string())
-            .arg(self.record_key(""))
-            .invoke_async(&mut conn)
+            .arg(self.record_key(""));
+        let invocation = &invocation;
+        self.read(|mut conn| async move { invocation.invoke_async(&mut conn).await })
             .await
-            .map_err(unavailable)
     }
 
     async fn members(
@@ -338,7 +360,6 @@ impl StoreBackend for RedisBackend {
         limit: usize,
         descending: bool,
     ) -> StoreResult<Vec<String>> {
-        let mut conn = self.conn.clone();
         let bound = after.map(|a| format!("({a}"));
         let mut cmd = if descending {
             let mut cmd = redis::cmd("ZREVRANGEBYLEX");
@@ -354,7 +375,9 @@ impl StoreBackend for RedisBackend {
             cmd
         };
         cmd.arg("LIMIT").arg(0).arg(limit);
-        cmd.query_async(&mut conn).await.map_err(unavailable)
+        let cmd = &cmd;
+        self.read(|mut conn| async move { cmd.query_async(&mut conn).await })
+            .await
     }
 
     async fn commit(&self, batch: WriteBatch) -> StoreResult<Result<(), ConditionFailed>> {
@@ -503,8 +526,10 @@ impl StoreBackend for RedisBackend {
         for key in keys {
             pipe.cmd("GET").arg(self.counter_key(key));
         }
-        let mut conn = self.conn.clone();
-        let values: Vec<Option<u64>> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        let pipe = &pipe;
+        let values: Vec<Option<u64>> = self
+            .read(|mut conn| async move { pipe.query_async(&mut conn).await })
+            .await?;
         Ok(values.into_iter().map(Option::unwrap_or_default).collect())
     }
 
@@ -516,8 +541,8 @@ impl StoreBackend for RedisBackend {
     }
 
     async fn get_ephemeral(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
-        let mut conn = self.conn.clone();
-        conn.get(self.ephemeral_key(key)).await.map_err(unavailable)
+        let key = &self.ephemeral_key(key);
+        self.read(|mut conn| async move { conn.get(key).await }).await
     }
 
     async fn delete_ephemeral(&self, key: &str) -> StoreResult<()> {
@@ -527,6 +552,15 @@ impl StoreBackend for RedisBackend {
 
     fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.changes.subscribe()
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(drop)
+            .map_err(unavailable)
     }
 
     async fn flush(&self) -> StoreResult<()> {

@@ -72,6 +72,12 @@ pub struct StoreOptions {
     /// Prefix of generated API keys.
     pub key_prefix: String,
     pub clock: Arc<dyn Clock>,
+    /// How long a Redis command may wait for its answer before it fails.
+    /// The proxy sets it long: it puts its own deadline on the calls a
+    /// request waits for, and a usage write that failed on this timeout
+    /// may still run when a hung Redis wakes (it would be retried, and
+    /// counted twice).
+    pub redis_response_timeout: std::time::Duration,
 }
 
 impl Default for StoreOptions {
@@ -79,6 +85,7 @@ impl Default for StoreOptions {
         StoreOptions {
             key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
             clock: Arc::new(SystemClock),
+            redis_response_timeout: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -97,7 +104,9 @@ impl Store {
     pub async fn open(location: &StoreLocation, options: StoreOptions) -> StoreResult<Store> {
         let backend: Arc<dyn StoreBackend> = match location {
             StoreLocation::Embedded { data_dir } => Arc::new(EmbeddedBackend::open(data_dir, options.clock.clone())?),
-            StoreLocation::Redis { url, prefix, tls } => Arc::new(RedisBackend::connect(url, prefix, tls).await?),
+            StoreLocation::Redis { url, prefix, tls } => {
+                Arc::new(RedisBackend::connect_with(url, prefix, tls, options.redis_response_timeout).await?)
+            }
         };
         Ok(Store::with_backend(backend, options))
     }
@@ -131,6 +140,11 @@ impl Store {
         ChangeSubscription {
             receiver: self.backend.subscribe(),
         }
+    }
+
+    /// Whether the store answers now.
+    pub async fn ping(&self) -> StoreResult<()> {
+        self.backend.ping().await
     }
 
     /// Makes every write so far durable; call before exiting.

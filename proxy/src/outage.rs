@@ -1,0 +1,616 @@
+//! Limits when the store does not answer (`store.outage`).
+//!
+//! With `serve_cached` (the default), a request the store cannot admit
+//! (its breaker is open, it is unreachable, or it did not answer in time)
+//! is admitted on this replica's own counters instead. Strict mode seeds
+//! those counters from every answer the store gives ([`LocalLimits::observe`]),
+//! so during an outage each replica goes on from the last shared count it
+//! saw. Each replica stops at the limit on its own count, so with `R`
+//! replicas a limit is overshot by at most `(R − 1) · (limit − u)` per
+//! period, `u` the lowest shared count a replica saw (at worst `(R − 1) ·
+//! limit`); one replica alone is exact. Usage of requests admitted this way
+//! is queued ([`crate::usage`]) and written when the store is back.
+//!
+//! A store call that timed out may still run when the store wakes. The
+//! call is not dropped: it finishes in the background, and what it
+//! did decides what is queued, so nothing is counted twice or lost.
+//!
+//! With `fail_closed`, requests the store cannot admit get 503.
+//!
+//! [`LocalLimits::observe`]: crate::local_limits::LocalLimits::observe
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use maas_store::model::UsageLimit;
+use maas_store::{Admission, LimitStatus, StoreError, StoreResult, TokenHold, UsageRecord};
+use time::OffsetDateTime;
+
+use crate::breaker::is_unavailable;
+use crate::limits::{Admitted, Decision, Limiter, TokenRequest};
+use crate::metrics::METRICS;
+
+/// What the proxy does while the store does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutagePolicy {
+    /// Known keys keep working up to `max_key_age` after the store last
+    /// vouched for them; limits fall back to this replica's counters.
+    ServeCached { max_key_age: Duration },
+    /// Requests that need the store get 503.
+    FailClosed,
+}
+
+impl Default for OutagePolicy {
+    fn default() -> Self {
+        OutagePolicy::ServeCached {
+            max_key_age: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl OutagePolicy {
+    pub fn serves_cached(self) -> bool {
+        matches!(self, OutagePolicy::ServeCached { .. })
+    }
+}
+
+type StoreCall<T> = Pin<Box<dyn Future<Output = StoreResult<T>> + Send>>;
+
+/// A store call run under the breaker's deadline.
+enum Called<T> {
+    Answered(StoreResult<T>),
+    /// Not sent: the breaker is open, or the store was unreachable.
+    NotRun(StoreError),
+    /// Sent, no answer yet: the call goes on in the background.
+    Pending(StoreCall<T>),
+}
+
+/// Who counts a locally admitted request's deltas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Uncounted {
+    /// The store did not count them: queue them now.
+    Queue,
+    /// A store call still running may count them; it decides.
+    Undecided,
+}
+
+impl Limiter {
+    async fn call_store<T: Send + 'static>(&self, call: StoreCall<T>) -> Called<T> {
+        if self.breaker.is_open() {
+            return Called::NotRun(StoreError::Unavailable("the store's circuit breaker is open".into()));
+        }
+        let mut call = call;
+        match tokio::time::timeout(self.breaker.settings().call_timeout, &mut call).await {
+            Ok(result) => match self.breaker.observe(Ok(result)) {
+                Err(error) if is_unavailable(&error) => Called::NotRun(error),
+                answered => Called::Answered(answered),
+            },
+            Err(elapsed) => {
+                // Counted as a failure, but the call is kept.
+                let _ = self.breaker.observe::<()>(Err(elapsed));
+                Called::Pending(call)
+            }
+        }
+    }
+
+    /// Strict mode: one atomic check in the store, or, when the store does
+    /// not answer and the policy allows, this replica's counters.
+    pub(crate) async fn admit_strict(
+        &self,
+        application_id: &str,
+        limits: &[UsageLimit],
+        deltas: &[(String, u64)],
+        tokens: Option<(&TokenRequest, &str)>,
+        now: OffsetDateTime,
+    ) -> StoreResult<Decision> {
+        let store = self.store.clone();
+        let (app, owned_limits, owned_deltas) = (application_id.to_owned(), limits.to_vec(), deltas.to_vec());
+        let hold = tokens.map(|(request, id)| TokenHold {
+            id: id.to_owned(),
+            prompt: request.prompt,
+            completion_max: request.completion_max,
+            completion_min: request.completion_min,
+            ttl_secs: self.holds.ttl.as_secs().max(1),
+        });
+        let call: StoreCall<(Admission, Option<u64>)> = Box::pin(async move {
+            let deltas: Vec<(&str, u64)> = owned_deltas.iter().map(|(m, v)| (m.as_str(), *v)).collect();
+            match hold {
+                Some(hold) => store.reserve_and_record(&app, &owned_limits, &deltas, &hold, now).await,
+                None => Ok((store.check_and_record(&app, &owned_limits, &deltas, now).await?, None)),
+            }
+        });
+        let uncounted = match self.call_store(call).await {
+            Called::Answered(Ok((admission, completion_grant))) => {
+                let decision = match admission {
+                    Admission::Admitted(statuses) => {
+                        self.local().observe(application_id, &statuses, now);
+                        Decision::Admitted(Admitted {
+                            statuses,
+                            completion_grant,
+                            hold: tokens.map(|(_, id)| id.to_owned()),
+                        })
+                    }
+                    Admission::Rejected(status) => {
+                        self.local().observe(application_id, std::slice::from_ref(&status), now);
+                        Decision::Rejected(status)
+                    }
+                };
+                return Ok(decision);
+            }
+            Called::Answered(Err(error)) => return Err(error),
+            Called::NotRun(error) if !self.outage.serves_cached() => return Err(error),
+            Called::NotRun(_) => Uncounted::Queue,
+            Called::Pending(call) => {
+                if self.outage.serves_cached() {
+                    self.resolve_in_background(application_id, deltas, call, now);
+                    Uncounted::Undecided
+                } else {
+                    // Refused here; whatever the store does when it wakes
+                    // is its own count.
+                    tokio::spawn(call);
+                    return Err(StoreError::Unavailable("the store did not answer in time".into()));
+                }
+            }
+        };
+        self.admit_without_store(application_id, limits, deltas, tokens, now, uncounted)
+    }
+
+    /// A timed-out admission: if the store admitted it after all, the store
+    /// counted its deltas; otherwise they are queued.
+    fn resolve_in_background(
+        &self,
+        application_id: &str,
+        deltas: &[(String, u64)],
+        call: StoreCall<(Admission, Option<u64>)>,
+        now: OffsetDateTime,
+    ) {
+        let sink = self.sink.clone();
+        let app = application_id.to_owned();
+        let deltas = deltas.to_vec();
+        tokio::spawn(async move {
+            if let Ok((Admission::Admitted(_), _)) = call.await {
+                return;
+            }
+            for (metric, value) in &deltas {
+                sink.push(&app, metric, *value, now);
+            }
+        });
+    }
+
+    /// Admits on this replica's counters; limits it has no count of start
+    /// from zero (a new period, or an application first seen in the outage).
+    fn admit_without_store(
+        &self,
+        application_id: &str,
+        limits: &[UsageLimit],
+        deltas: &[(String, u64)],
+        tokens: Option<(&TokenRequest, &str)>,
+        now: OffsetDateTime,
+        uncounted: Uncounted,
+    ) -> StoreResult<Decision> {
+        METRICS.outage_decisions.with_label_values(&["local_admission"]).inc();
+        let tokens = tokens.map(|(request, id)| (request, id, self.holds.ttl));
+        let mut local = self.local();
+        let decision = match local.try_admit(application_id, limits, deltas, tokens, now) {
+            Ok(decision) => decision,
+            Err(missing) => {
+                local.load(application_id, unknown_counts(&missing, now), now);
+                local
+                    .try_admit(application_id, limits, deltas, tokens, now)
+                    .map_err(|_| StoreError::Unavailable("no local count of the plan's limits".into()))?
+            }
+        };
+        drop(local);
+        if let (Decision::Admitted(_), Uncounted::Queue) = (&decision, uncounted) {
+            for (metric, value) in deltas {
+                self.sink.push(application_id, metric, *value, now);
+            }
+        }
+        Ok(decision)
+    }
+
+    /// Strict mode, a request done: its usage replaces its hold (in the
+    /// store, and on this replica's counters where an outage put it).
+    pub(crate) async fn settle_strict(
+        &self,
+        application_id: &str,
+        hold: Option<&str>,
+        deltas: &[(&str, u64)],
+        now: OffsetDateTime,
+    ) {
+        self.local().settle(application_id, hold, deltas, now);
+        let Some(hold) = hold else {
+            self.queue(application_id, deltas, now);
+            return;
+        };
+        let records: Vec<UsageRecord> = deltas
+            .iter()
+            .filter(|(_, value)| *value > 0)
+            .map(|(metric, value)| UsageRecord {
+                application_id: application_id.to_owned(),
+                metric: (*metric).to_owned(),
+                value: *value,
+                at: now,
+            })
+            .collect();
+        let store = self.store.clone();
+        let (app, hold_id) = (application_id.to_owned(), hold.to_owned());
+        let call: StoreCall<()> = Box::pin(async move { store.settle(&app, &hold_id, &records).await });
+        match self.call_store(call).await {
+            Called::Answered(Ok(())) => {}
+            Called::Answered(Err(error)) | Called::NotRun(error) => {
+                METRICS.store_errors.with_label_values(&["settle"]).inc();
+                tracing::warn!(%error, "settling a token hold failed; its usage is queued, the hold expires");
+                self.queue(application_id, deltas, now);
+            }
+            Called::Pending(call) => {
+                let sink = self.sink.clone();
+                let app = application_id.to_owned();
+                let deltas: Vec<(String, u64)> = deltas.iter().map(|(m, v)| ((*m).to_owned(), *v)).collect();
+                tokio::spawn(async move {
+                    if call.await.is_err() {
+                        for (metric, value) in &deltas {
+                            sink.push(&app, metric, *value, now);
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    fn queue(&self, application_id: &str, deltas: &[(&str, u64)], now: OffsetDateTime) {
+        for (metric, value) in deltas {
+            self.sink.push(application_id, metric, *value, now);
+        }
+    }
+
+    /// Local mode's first sight of limits: the store's counts, or zero
+    /// when the store does not answer and the policy allows.
+    pub(crate) async fn load_counts(
+        &self,
+        application_id: &str,
+        missing: &[UsageLimit],
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<LimitStatus>> {
+        match self
+            .breaker
+            .call(self.store.limit_status(application_id, missing, now))
+            .await
+        {
+            Err(error) if is_unavailable(&error) && self.outage.serves_cached() => {
+                METRICS.outage_decisions.with_label_values(&["local_admission"]).inc();
+                Ok(unknown_counts(missing, now))
+            }
+            other => other,
+        }
+    }
+}
+
+/// Limits whose shared count is unknown, counted from zero.
+fn unknown_counts(limits: &[UsageLimit], now: OffsetDateTime) -> Vec<LimitStatus> {
+    let at = now.unix_timestamp();
+    limits
+        .iter()
+        .map(|limit| LimitStatus {
+            limit: limit.clone(),
+            used: 0,
+            remaining: limit.value,
+            resets_at: OffsetDateTime::from_unix_timestamp(limit.period.bucket_end(limit.period.bucket_start(at)))
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    use async_trait::async_trait;
+    use maas_store::backend::{
+        CheckOutcome, ConditionFailed, CounterAdd, CounterCheck, CounterKey, Link, Reservation, StoreBackend,
+        WriteBatch,
+    };
+    use maas_store::period::Period;
+    use maas_store::{Change, Store, StoreOptions};
+    use tokio::sync::{Notify, broadcast};
+
+    use super::*;
+    use crate::breaker::{BreakerSettings, StoreBreaker};
+    use crate::limits::{HoldPolicy, LimitMode};
+    use crate::usage::UsageSink;
+
+    const UP: u8 = 0;
+    const DOWN: u8 = 1;
+    const HUNG: u8 = 2;
+
+    /// A store that answers, refuses, or hangs until it answers again.
+    struct FlakyBackend {
+        inner: Arc<dyn StoreBackend>,
+        state: AtomicU8,
+        woken: Notify,
+    }
+
+    impl FlakyBackend {
+        fn set(&self, state: u8) {
+            self.state.store(state, Ordering::SeqCst);
+            self.woken.notify_waiters();
+        }
+
+        async fn gate(&self) -> StoreResult<()> {
+            loop {
+                let woken = self.woken.notified();
+                match self.state.load(Ordering::SeqCst) {
+                    UP => return Ok(()),
+                    DOWN => return Err(StoreError::Unavailable("connection refused".into())),
+                    _ => woken.await,
+                }
+            }
+        }
+    }
+
+    #[async_trait]
+    impl StoreBackend for FlakyBackend {
+        fn kind(&self) -> &'static str {
+            "flaky"
+        }
+        async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+            self.gate().await?;
+            self.inner.get(key).await
+        }
+        async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<Vec<u8>>>> {
+            self.gate().await?;
+            self.inner.get_many(keys).await
+        }
+        async fn get_linked(&self, key: &str, links: &[Link]) -> StoreResult<Vec<Option<Vec<u8>>>> {
+            self.gate().await?;
+            self.inner.get_linked(key, links).await
+        }
+        async fn members(
+            &self,
+            collection: &str,
+            after: Option<&str>,
+            limit: usize,
+            descending: bool,
+        ) -> StoreResult<Vec<String>> {
+            self.gate().await?;
+            self.inner.members(collection, after, limit, descending).await
+        }
+        async fn commit(&self, batch: WriteBatch) -> StoreResult<Result<(), ConditionFailed>> {
+            self.gate().await?;
+            self.inner.commit(batch).await
+        }
+        async fn add_counters(&self, adds: &[CounterAdd]) -> StoreResult<()> {
+            self.gate().await?;
+            self.inner.add_counters(adds).await
+        }
+        async fn check_and_add(
+            &self,
+            checks: &[CounterCheck],
+            adds: &[CounterAdd],
+            now: i64,
+            reservation: Option<&Reservation>,
+        ) -> StoreResult<CheckOutcome> {
+            self.gate().await?;
+            self.inner.check_and_add(checks, adds, now, reservation).await
+        }
+        async fn settle(&self, shard: &str, reservation_id: &str, adds: &[CounterAdd], now: i64) -> StoreResult<()> {
+            self.gate().await?;
+            self.inner.settle(shard, reservation_id, adds, now).await
+        }
+        async fn read_counters(&self, keys: &[CounterKey]) -> StoreResult<Vec<u64>> {
+            self.gate().await?;
+            self.inner.read_counters(keys).await
+        }
+        async fn put_ephemeral(&self, key: &str, value: Vec<u8>, ttl_secs: u64) -> StoreResult<()> {
+            self.gate().await?;
+            self.inner.put_ephemeral(key, value, ttl_secs).await
+        }
+        async fn get_ephemeral(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+            self.gate().await?;
+            self.inner.get_ephemeral(key).await
+        }
+        async fn delete_ephemeral(&self, key: &str) -> StoreResult<()> {
+            self.gate().await?;
+            self.inner.delete_ephemeral(key).await
+        }
+        fn subscribe(&self) -> broadcast::Receiver<Change> {
+            self.inner.subscribe()
+        }
+        async fn ping(&self) -> StoreResult<()> {
+            self.gate().await
+        }
+        async fn flush(&self) -> StoreResult<()> {
+            self.inner.flush().await
+        }
+    }
+
+    struct Rig {
+        limiter: Limiter,
+        flaky: Arc<FlakyBackend>,
+        /// The same data, always answering: what the store holds.
+        truth: Store,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn rig(policy: OutagePolicy) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let embedded: Arc<dyn StoreBackend> = Arc::new(
+            maas_store::backend::embedded::EmbeddedBackend::open(dir.path(), Arc::new(maas_store::SystemClock))
+                .unwrap(),
+        );
+        let flaky = Arc::new(FlakyBackend {
+            inner: embedded.clone(),
+            state: AtomicU8::new(UP),
+            woken: Notify::new(),
+        });
+        let store = Store::with_backend(flaky.clone(), StoreOptions::default());
+        let truth = Store::with_backend(embedded, StoreOptions::default());
+        let breaker = Arc::new(StoreBreaker::new(BreakerSettings {
+            failures_to_open: 3,
+            call_timeout: Duration::from_millis(50),
+            probe_interval: Duration::from_millis(20),
+        }));
+        let limiter = Limiter::new(
+            store.clone(),
+            Arc::new(UsageSink::new(store)),
+            LimitMode::Strict,
+            HoldPolicy::default(),
+        )
+        .with_outage(breaker, policy);
+        Rig {
+            limiter,
+            flaky,
+            truth,
+            _dir: dir,
+        }
+    }
+
+    fn hits(value: u64) -> Vec<UsageLimit> {
+        vec![UsageLimit {
+            metric: "hits".into(),
+            period: Period::Eternity,
+            value,
+        }]
+    }
+
+    async fn admitted(limiter: &Limiter, requests: usize, limit: u64) -> usize {
+        let deltas = vec![("hits".to_owned(), 1)];
+        let mut admitted = 0;
+        for _ in 0..requests {
+            let decision = limiter
+                .admit("app", &hits(limit), &deltas, None, OffsetDateTime::now_utc())
+                .await
+                .unwrap();
+            admitted += usize::from(matches!(decision, Decision::Admitted(_)));
+        }
+        admitted
+    }
+
+    async fn stored_hits(rig: &Rig) -> u64 {
+        rig.truth
+            .usage("app", "hits", Period::Eternity, OffsetDateTime::now_utc())
+            .await
+            .unwrap()
+    }
+
+    /// Until the store answers again and the queue is written.
+    async fn recover(rig: &Rig) {
+        rig.flaky.set(UP);
+        rig.limiter.breaker().probe(&rig.limiter.store).await;
+        assert!(!rig.limiter.breaker().is_open());
+        rig.limiter.sync().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_refusing_store_falls_back_to_the_last_count_seen() {
+        let rig = rig(OutagePolicy::default()).await;
+        assert_eq!(admitted(&rig.limiter, 6, 10).await, 6);
+        rig.flaky.set(DOWN);
+        assert_eq!(
+            admitted(&rig.limiter, 10, 10).await,
+            4,
+            "this replica goes on from the 6 the store last said"
+        );
+        assert!(rig.limiter.breaker().is_open());
+        assert_eq!(stored_hits(&rig).await, 6);
+        recover(&rig).await;
+        assert_eq!(stored_hits(&rig).await, 10, "the queued hits are written once");
+        assert_eq!(admitted(&rig.limiter, 2, 10).await, 0);
+    }
+
+    #[tokio::test]
+    async fn admissions_that_timed_out_are_counted_once_whatever_the_store_did() {
+        let rig = rig(OutagePolicy::default()).await;
+        rig.flaky.set(HUNG);
+        let started = std::time::Instant::now();
+        // Three time out (then run when the store wakes), the rest skip it.
+        assert_eq!(admitted(&rig.limiter, 8, 100).await, 8);
+        assert!(
+            started.elapsed() < Duration::from_millis(400),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(rig.limiter.breaker().is_open());
+        recover(&rig).await;
+        // The timed-out calls finish in the background.
+        for _ in 0..50 {
+            if stored_hits(&rig).await == 8 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            rig.limiter.sync().await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        rig.limiter.sync().await.unwrap();
+        assert_eq!(stored_hits(&rig).await, 8, "each admitted request counted exactly once");
+    }
+
+    #[tokio::test]
+    async fn fail_closed_refuses_without_the_store() {
+        let rig = rig(OutagePolicy::FailClosed).await;
+        rig.flaky.set(DOWN);
+        let deltas = vec![("hits".to_owned(), 1)];
+        let outcome = rig
+            .limiter
+            .admit("app", &hits(10), &deltas, None, OffsetDateTime::now_utc())
+            .await;
+        assert!(matches!(outcome, Err(StoreError::Unavailable(_))), "{outcome:?}");
+    }
+
+    #[tokio::test]
+    async fn token_usage_settled_in_an_outage_is_written_once() {
+        let rig = rig(OutagePolicy::default()).await;
+        let limits = vec![UsageLimit {
+            metric: "total_tokens".into(),
+            period: Period::Day,
+            value: 10_000,
+        }];
+        let deltas = vec![("hits".to_owned(), 1)];
+        let request = TokenRequest {
+            prompt: 10,
+            completion_max: 100,
+            completion_min: 1,
+        };
+        let now = OffsetDateTime::now_utc();
+        let Decision::Admitted(before) = rig
+            .limiter
+            .admit("app", &limits, &deltas, Some(&request), now)
+            .await
+            .unwrap()
+        else {
+            panic!("admitted")
+        };
+        rig.flaky.set(HUNG);
+        // Settled while the store hangs: the call goes on in the background.
+        rig.limiter
+            .settle("app", before.hold.as_deref(), &[("total_tokens", 30)], now)
+            .await;
+        rig.flaky.set(DOWN);
+        let mut during = Vec::new();
+        for _ in 0..4 {
+            let Decision::Admitted(admitted) = rig
+                .limiter
+                .admit("app", &limits, &deltas, Some(&request), now)
+                .await
+                .unwrap()
+            else {
+                panic!("admitted on local counters")
+            };
+            during.push(admitted);
+        }
+        for admitted in &during {
+            rig.limiter
+                .settle("app", admitted.hold.as_deref(), &[("total_tokens", 25)], now)
+                .await;
+        }
+        recover(&rig).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        rig.limiter.sync().await.unwrap();
+        let total = rig.truth.usage("app", "total_tokens", Period::Day, now).await.unwrap();
+        assert_eq!(total, 30 + 4 * 25);
+        let hits = rig.truth.usage("app", "hits", Period::Eternity, now).await.unwrap();
+        assert_eq!(hits, 5);
+    }
+}

@@ -1,0 +1,261 @@
+//! Redis fails under load: two proxies keep serving the keys they know,
+//! fall back to local limits within the documented bound, and write every
+//! token once Redis is back (`store.outage: serve_cached`, the default).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::harness::{Gateway, PrivateRedis, error_of, metric_value};
+
+const CATALOG: &str = r#"
+backends:
+  - system_name: sim
+    urls: ["{SIM}"]
+products:
+  - system_name: ha
+    models: [chat-a]
+    backend: sim
+plans:
+  - product: ha
+    system_name: metered
+    limits: [{metric: total_tokens, period: day, value: 100000000}]
+  - product: ha
+    system_name: capped
+    limits: [{metric: hits, period: eternity, value: 40}]
+"#;
+
+/// One request of the steady load: (proxy, streamed, status, latency).
+type Outcome = (usize, bool, u16, Duration);
+
+/// Steady load until `stop`: each worker alternates proxies and streamed
+/// or plain chats on its key.
+fn start_load(
+    gw: &Arc<Gateway>,
+    keys: &[String],
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Vec<(Instant, Outcome)>>> {
+    keys.iter()
+        .enumerate()
+        .map(|(worker, key)| {
+            let (gw, key, stop) = (gw.clone(), key.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                let mut turn = worker;
+                while !stop.load(Ordering::Relaxed) {
+                    let proxy = turn % 2;
+                    let streamed = (turn / 2) % 2 == 1;
+                    turn += 1;
+                    let started = Instant::now();
+                    let base = gw.proxies[proxy].base.clone();
+                    let status = if streamed {
+                        let response = gw.stream_chat(&base, &key, "chat-a").await;
+                        let status = response.status().as_u16();
+                        let text = response.text().await.unwrap_or_default();
+                        if status == 200 && !text.trim_end().ends_with("data: [DONE]") {
+                            599
+                        } else {
+                            status
+                        }
+                    } else {
+                        let response = gw.chat(&base, &key, "chat-a").await;
+                        let status = response.status().as_u16();
+                        let _ = response.bytes().await;
+                        status
+                    };
+                    outcomes.push((started, (proxy, streamed, status, started.elapsed())));
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                outcomes
+            })
+        })
+        .collect()
+}
+
+async fn breaker_state(gw: &Gateway, proxy: usize) -> u64 {
+    let text = gw.metrics(proxy).await;
+    text.lines()
+        .find_map(|line| line.strip_prefix("maas_store_breaker_state "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no maas_store_breaker_state in {text}"))
+}
+
+/// Waits until every proxy's breaker is in `state` (0 closed, 1 open).
+async fn await_breakers(gw: &Gateway, state: u64, within: Duration) {
+    let deadline = Instant::now() + within;
+    for proxy in 0..gw.proxies.len() {
+        while breaker_state(gw, proxy).await != state {
+            assert!(
+                Instant::now() < deadline,
+                "proxy {proxy}'s breaker did not reach state {state} within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn p99(mut latencies: Vec<Duration>) -> Duration {
+    assert!(!latencies.is_empty(), "no requests measured");
+    latencies.sort();
+    latencies[(latencies.len() * 99).div_ceil(100) - 1]
+}
+
+/// Until the store holds what the simulator served each application.
+async fn await_usage_written(gw: &Gateway, apps: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut written = true;
+        for app in apps {
+            let served = gw.sim_usage(app).await;
+            for metric in ["prompt_tokens", "completion_tokens"] {
+                written &= gw.stored(app, metric).await == served[metric].as_u64().unwrap_or(0);
+            }
+        }
+        if written || Instant::now() > deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_hangs_and_dies_under_load_and_nothing_is_lost() {
+    let mut redis = PrivateRedis::start();
+    let gw = Arc::new(Gateway::start_on(&redis.url(), CATALOG, 2, "strict").await);
+    let mut apps = Vec::new();
+    let mut keys = Vec::new();
+    for name in ["steady-a", "steady-b", "steady-c"] {
+        let (app, key) = gw.app_key(name, "ha", "metered").await;
+        apps.push(app);
+        keys.push(key);
+    }
+    let (capped_app, capped) = gw.app_key("capped", "ha", "capped").await;
+    let (_, unknown) = gw.app_key("never-used", "ha", "metered").await;
+    // Ten hits on the capped plan, alternating: proxy 0 last saw 9, proxy 1 saw 10.
+    for i in 0..10 {
+        let response = gw.chat(&gw.proxies[i % 2].base, &capped, "chat-a").await;
+        assert_eq!(response.status(), 200);
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = start_load(&gw, &keys, &stop);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Redis hangs for 10 s.
+    let hang_started = Instant::now();
+    redis.signal("STOP");
+    await_breakers(&gw, 1, Duration::from_secs(5)).await;
+    let breaker_open = Instant::now();
+    let opened_after = breaker_open - hang_started;
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(opened_after)).await;
+    redis.signal("CONT");
+    let hang_ended = Instant::now();
+    await_breakers(&gw, 0, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Redis dies for 15 s, then restarts on its append-only file.
+    redis.kill();
+    let killed = Instant::now();
+    await_breakers(&gw, 1, Duration::from_secs(5)).await;
+    let (status, error) = error_of(gw.chat(gw.base(), &unknown, "chat-a").await).await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (503, Some("service_unavailable")),
+        "a key this replica never saw cannot be verified: {error}"
+    );
+    assert!(
+        error["message"].as_str().unwrap().contains("cannot verify API keys"),
+        "{error}"
+    );
+    let response = gw.chat(gw.base(), &unknown, "chat-a").await;
+    assert_eq!(response.headers()["retry-after"], "2");
+    let mut capped_during = 0;
+    for i in 0..80 {
+        let response = gw.chat(&gw.proxies[i % 2].base, &capped, "chat-a").await;
+        match response.status().as_u16() {
+            200 => capped_during += 1,
+            429 => {}
+            other => panic!("capped plan during the outage: {other}"),
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(15).saturating_sub(killed.elapsed())).await;
+    redis.restart();
+    await_breakers(&gw, 0, Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut outcomes = Vec::new();
+    for worker in load {
+        outcomes.extend(worker.await.unwrap());
+    }
+
+    // Not one request of the steady load failed, streamed or not.
+    let failed: Vec<&(Instant, Outcome)> = outcomes.iter().filter(|(_, o)| o.2 != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {:?}",
+        failed.len(),
+        outcomes.len(),
+        &failed[..failed.len().min(5)]
+    );
+    let streamed = outcomes.iter().filter(|(_, o)| o.1).count();
+    assert!(
+        streamed > 20 && outcomes.len() - streamed > 20,
+        "{streamed} of {}",
+        outcomes.len()
+    );
+
+    // Latency: once the breaker is open, requests do not wait for Redis.
+    let plain = |from: Instant, to: Instant| -> Vec<Duration> {
+        outcomes
+            .iter()
+            .filter(|(at, o)| !o.1 && *at >= from && *at < to)
+            .map(|(_, o)| o.3)
+            .collect()
+    };
+    let before = p99(plain(hang_started - Duration::from_secs(2), hang_started));
+    let hung = p99(plain(breaker_open, hang_ended));
+    eprintln!("hang: breaker open after {opened_after:?}; plain-chat p99 before {before:?}, while open {hung:?}");
+    // Measured alone the difference is about a millisecond; other tests of
+    // this binary share the two cores, hence the slack over the 5 ms aim.
+    assert!(
+        hung <= before + Duration::from_millis(25),
+        "p99 while the breaker is open {hung:?}, before {before:?}"
+    );
+
+    // Every token the simulator served is stored, once.
+    await_usage_written(&gw, &apps).await;
+    for app in &apps {
+        gw.assert_stored_as_served(app).await;
+    }
+    let total_requests = outcomes.len() as u64;
+    let mut stored_hits = 0;
+    for app in &apps {
+        stored_hits += gw.stored(app, "hits").await;
+    }
+    assert_eq!(stored_hits, total_requests, "every request is one hit, counted once");
+
+    // The capped plan: each replica went on from the count it last saw.
+    // Bound: limit + (R − 1) · (limit − u) with u = 9, the lowest count seen.
+    let capped_total = gw.stored(&capped_app, "hits").await;
+    assert_eq!(
+        capped_total,
+        10 + capped_during,
+        "hits admitted in the outage are stored"
+    );
+    assert!(
+        capped_during >= 30,
+        "each replica admits up to the limit on its own count: {capped_during}"
+    );
+    assert!(capped_total <= 40 + 31, "overshoot past the bound: {capped_total}");
+    eprintln!("outage: capped plan 10 before, {capped_during} admitted during (limit 40, bound 71)");
+
+    for proxy in 0..2 {
+        let text = gw.metrics(proxy).await;
+        let local = metric_value(&text, "maas_outage_decisions_total", "decision", "local_admission").unwrap_or(0);
+        let opened = metric_value(&text, "maas_store_breaker_transitions_total", "to", "open").unwrap_or(0);
+        assert!(
+            local > 0 && opened >= 2,
+            "proxy {proxy}: {local} local admissions, opened {opened} times"
+        );
+    }
+}
