@@ -22,6 +22,8 @@ pub mod credentials;
 pub mod decoding;
 pub mod edge;
 pub mod error;
+#[cfg(test)]
+mod flaky_store;
 pub mod json_member;
 pub mod limits;
 mod local_limits;

@@ -341,3 +341,117 @@ impl ProxyState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use maas_store::document::CatalogDocument;
+    use maas_store::{NewAccount, NewApplication, NewKey, StoreError};
+
+    use super::*;
+    use crate::breaker::{BreakerSettings, StoreBreaker};
+    use crate::flaky_store::{DOWN, FlakyBackend, UP};
+    use crate::limits::{HoldPolicy, LimitMode};
+    use crate::usage::UsageSink;
+
+    const CATALOG: &str = r#"{
+      "backends": [{"system_name": "sim", "urls": ["http://127.0.0.1:8000"]}],
+      "products": [{"system_name": "granite", "backend": "sim", "models": ["granite"]}],
+      "plans": [{"product": "granite", "system_name": "standard"}]
+    }"#;
+
+    /// A proxy state on a store that can fail, and two keys of one
+    /// application (as hashes).
+    async fn state(policy: OutagePolicy) -> (ProxyState, Arc<FlakyBackend>, [KeyHash; 2], tempfile::TempDir) {
+        let (flaky, store, _, dir) = FlakyBackend::stores();
+        let document: CatalogDocument = serde_json::from_str(CATALOG).unwrap();
+        store.apply(&document, &Default::default()).await.unwrap();
+        let account = store
+            .create_account(NewAccount {
+                name: "Acme".into(),
+                description: String::new(),
+                sso: None,
+            })
+            .await
+            .unwrap();
+        let app = store
+            .create_application(NewApplication {
+                account_id: account.id,
+                name: "app".into(),
+                description: String::new(),
+                product: "granite".into(),
+                plan: "standard".into(),
+            })
+            .await
+            .unwrap();
+        let mut hashes = Vec::new();
+        for _ in 0..2 {
+            let key = store.create_key(&app.id, NewKey::default()).await.unwrap();
+            hashes.push(KeyHash::of(key.secret.expose()));
+        }
+        let breaker = Arc::new(StoreBreaker::new(BreakerSettings {
+            failures_to_open: 1,
+            call_timeout: Duration::from_millis(50),
+            probe_interval: Duration::from_millis(20),
+        }));
+        let limiter = Limiter::new(
+            store.clone(),
+            Arc::new(UsageSink::new(store.clone())),
+            LimitMode::Strict,
+            HoldPolicy::default(),
+        )
+        .with_outage(breaker, policy);
+        let state = ProxyState::new(store, Environment::Production, limiter, 1 << 20, false);
+        state.reload_catalog().await.unwrap();
+        (state, flaky, [hashes[0], hashes[1]], dir)
+    }
+
+    fn unverifiable(outcome: Result<CachedKey, KeyLookupError>) -> bool {
+        matches!(outcome, Err(KeyLookupError::Unverifiable(StoreError::Unavailable(_))))
+    }
+
+    #[tokio::test]
+    async fn known_keys_outlive_a_resync_while_the_store_is_down() {
+        let (state, flaky, [known, unseen], _dir) = state(OutagePolicy::default()).await;
+        assert!(state.lookup_key(known).await.unwrap().is_some());
+        flaky.set(DOWN);
+        // The change feed dropped: every entry is stale now.
+        state.apply_change(&Change::Resync);
+        assert!(
+            state.lookup_key(known).await.unwrap().is_some(),
+            "a known key is served from the cache while the store is down"
+        );
+        assert!(
+            unverifiable(state.lookup_key(unseen).await),
+            "an unseen key cannot be verified"
+        );
+        flaky.set(UP);
+        state.limiter.breaker().probe(&state.store).await;
+        assert!(state.lookup_key(unseen).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_revoked_key_is_dropped_even_during_an_outage() {
+        let (state, flaky, [known, _], _dir) = state(OutagePolicy::default()).await;
+        assert!(state.lookup_key(known).await.unwrap().is_some());
+        flaky.set(DOWN);
+        state.apply_change(&Change::Resync);
+        state.apply_change(&Change::Key {
+            id: String::new(),
+            hash: known,
+        });
+        assert!(unverifiable(state.lookup_key(known).await));
+    }
+
+    #[tokio::test]
+    async fn fail_closed_serves_no_stale_key() {
+        let (state, flaky, [known, _], _dir) = state(OutagePolicy::FailClosed).await;
+        assert!(state.lookup_key(known).await.unwrap().is_some());
+        flaky.set(DOWN);
+        state.apply_change(&Change::Resync);
+        assert!(unverifiable(state.lookup_key(known).await));
+        assert_eq!(
+            state.not_ready_because(),
+            Some("not ready: the store does not answer (store.outage: fail_closed)\n")
+        );
+    }
+}
