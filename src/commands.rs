@@ -41,23 +41,27 @@ pub fn describe(location: &StoreLocation) -> String {
 
 /// Opens the store the configuration names.
 pub async fn open_store(config: &MaasConfig) -> Result<Store> {
-    open_store_with(config, StoreOptions::default().redis_response_timeout).await
+    open_store_with(config, StoreOptions::default()).await
 }
 
 /// The proxy's store: Redis commands wait long for their answer, since the
 /// proxy puts its own deadline (`store.timeout_ms`) on what requests wait
 /// for, and a usage write given up on might still run when a hung Redis
-/// wakes.
-pub async fn open_proxy_store(config: &MaasConfig) -> Result<Store> {
-    open_store_with(config, std::time::Duration::from_secs(60)).await
+/// wakes; a Redis that is not up yet is waited for.
+pub async fn open_proxy_store(config: &MaasConfig, wait_for_redis: bool) -> Result<Store> {
+    let options = StoreOptions {
+        redis_response_timeout: std::time::Duration::from_secs(60),
+        wait_for_redis,
+        ..StoreOptions::default()
+    };
+    open_store_with(config, options).await
 }
 
-async fn open_store_with(config: &MaasConfig, redis_response_timeout: std::time::Duration) -> Result<Store> {
+async fn open_store_with(config: &MaasConfig, options: StoreOptions) -> Result<Store> {
     let location = config.store.location();
     let options = StoreOptions {
         key_prefix: config.keys.prefix.clone(),
-        redis_response_timeout,
-        ..StoreOptions::default()
+        ..options
     };
     Store::open(&location, options)
         .await

@@ -179,7 +179,7 @@ pub fn proxy(config_path: Option<&Path>, overrides: ProxyOverrides) -> Result<()
     let config = load_config(config_path).map_err(|errors| anyhow::anyhow!("{errors}"))?;
     init_logging(&config);
     let runtime = runtime()?;
-    let store = runtime.block_on(commands::open_proxy_store(&config))?;
+    let store = runtime.block_on(commands::open_proxy_store(&config, true))?;
     let _commands = take_commands(&runtime, &store, &config);
     let options = proxy_options(&config, &overrides);
     // Standard output carries the access log alone.
@@ -199,7 +199,7 @@ pub fn up(config_path: Option<&Path>, demo: bool, settings: &UpSettings) -> Resu
     settings.apply_to(&mut config)?;
     init_logging(&config);
     let runtime = runtime()?;
-    let store = runtime.block_on(commands::open_proxy_store(&config))?;
+    let store = runtime.block_on(commands::open_proxy_store(&config, false))?;
     let _commands = take_commands(&runtime, &store, &config);
     let secret = runtime.block_on(commands::prepare_up(&config, &store, demo))?;
     if demo {

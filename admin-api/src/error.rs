@@ -98,7 +98,7 @@ impl From<StoreError> for ApiError {
             },
             StoreError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
             StoreError::PreconditionFailed { .. } => ApiError::new(StatusCode::CONFLICT, "stale_version", message),
-            StoreError::Unavailable(_) => {
+            StoreError::Unavailable(_) | StoreError::Uncertain(_) => {
                 tracing::error!(%message, "admin API: store unavailable");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", message)
             }

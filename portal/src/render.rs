@@ -159,7 +159,7 @@ impl From<StoreError> for PortalError {
             StoreError::Invalid(_) => {
                 PortalError::new(StatusCode::UNPROCESSABLE_ENTITY, "Please check the form", message)
             }
-            StoreError::Unavailable(_) => {
+            StoreError::Unavailable(_) | StoreError::Uncertain(_) => {
                 tracing::error!(%message, "portal: store unavailable");
                 PortalError::new(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -98,6 +98,11 @@ struct Body {
 impl MaasProxy {
     /// Authenticates, routes and admits a request; `Err` is answered as is.
     pub(crate) async fn prepare(&self, session: &mut Session, ctx: &mut RequestCtx) -> Stage<Next> {
+        if !self.state.has_catalog() {
+            // Started while the store was down: nothing to route by yet.
+            ctx.extra_headers.push(("retry-after", STORE_RETRY_SECS.to_string()));
+            return Ok(Err(ApiError::store_unavailable()));
+        }
         let catalog = self.state.catalog();
         ctx.catalog = Some(catalog.clone());
         let target = or_refuse!(read_target(session));
@@ -276,7 +281,9 @@ impl MaasProxy {
             Ok(None) => return Ok(Err(ApiError::invalid_key())),
             Err(KeyLookupError::Unverifiable(error)) => {
                 METRICS.store_errors.with_label_values(&["lookup_key"]).inc();
-                tracing::warn!(%error, "a key could not be verified: the store does not answer");
+                if !crate::breaker::is_open_refusal(&error) {
+                    tracing::warn!(%error, "a key could not be verified: the store does not answer");
+                }
                 ctx.extra_headers.push(("retry-after", STORE_RETRY_SECS.to_string()));
                 return Ok(Err(ApiError::keys_unverifiable()));
             }
@@ -402,7 +409,9 @@ impl MaasProxy {
             }
             Err(error) => {
                 METRICS.store_errors.with_label_values(&["check_limits"]).inc();
-                tracing::error!(%error, "limit check failed");
+                if !crate::breaker::is_open_refusal(&error) {
+                    tracing::error!(%error, "limit check failed");
+                }
                 ctx.extra_headers.push(("retry-after", STORE_RETRY_SECS.to_string()));
                 Err(ApiError::store_unavailable())
             }

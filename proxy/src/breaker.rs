@@ -75,9 +75,23 @@ impl BreakerState {
     }
 }
 
+/// What a call refused by the open breaker fails with.
+const OPEN: &str = "the store's circuit breaker is open";
+
+/// The error of a call the open breaker refused (not sent to the store).
+pub fn open_refusal() -> StoreError {
+    StoreError::Unavailable(OPEN.into())
+}
+
+/// Whether `error` is [`open_refusal`]'s: the breaker logged the outage
+/// once, so callers need not log each refused call.
+pub fn is_open_refusal(error: &StoreError) -> bool {
+    matches!(error, StoreError::Unavailable(message) if message == OPEN)
+}
+
 /// Whether a store call's outcome says the store is unavailable.
 pub fn is_unavailable(error: &StoreError) -> bool {
-    matches!(error, StoreError::Unavailable(_))
+    error.is_unavailable()
 }
 
 pub struct StoreBreaker {
@@ -161,7 +175,7 @@ impl StoreBreaker {
     /// (then it fails at once). Its outcome feeds the breaker.
     pub async fn call<T>(&self, call: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
         if self.is_open() {
-            return Err(StoreError::Unavailable("the store's circuit breaker is open".into()));
+            return Err(open_refusal());
         }
         self.observe(tokio::time::timeout(self.settings.call_timeout, call).await)
     }

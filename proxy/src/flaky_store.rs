@@ -75,6 +75,10 @@ impl StoreBackend for FlakyBackend {
         self.gate().await?;
         self.inner.add_counters(adds).await
     }
+    async fn add_counters_once(&self, shard: &str, writer: &str, seq: u64, adds: &[CounterAdd]) -> StoreResult<bool> {
+        self.gate().await?;
+        self.inner.add_counters_once(shard, writer, seq, adds).await
+    }
     async fn check_and_add(
         &self,
         checks: &[CounterCheck],
@@ -88,6 +92,16 @@ impl StoreBackend for FlakyBackend {
     async fn settle(&self, shard: &str, reservation_id: &str, adds: &[CounterAdd], now: i64) -> StoreResult<()> {
         self.gate().await?;
         self.inner.settle(shard, reservation_id, adds, now).await
+    }
+    async fn settle_if_held(
+        &self,
+        shard: &str,
+        reservation_id: &str,
+        adds: &[CounterAdd],
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.gate().await?;
+        self.inner.settle_if_held(shard, reservation_id, adds, now).await
     }
     async fn read_counters(&self, keys: &[CounterKey]) -> StoreResult<Vec<u64>> {
         self.gate().await?;

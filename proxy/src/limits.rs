@@ -92,6 +92,8 @@ pub struct Limiter {
     mode: LimitMode,
     pub(crate) holds: HoldPolicy,
     local: Mutex<LocalLimits>,
+    /// Settles whose outcome is unknown ([`crate::outage`]).
+    pub(crate) doubtful: crate::outage::DoubtfulSettles,
     pub(crate) breaker: Arc<StoreBreaker>,
     pub(crate) outage: OutagePolicy,
 }
@@ -131,6 +133,7 @@ impl Limiter {
             mode,
             holds,
             local: Mutex::new(LocalLimits::default()),
+            doubtful: Default::default(),
             breaker: Arc::new(StoreBreaker::new(BreakerSettings::default())),
             outage: OutagePolicy::default(),
         }
@@ -228,6 +231,7 @@ impl Limiter {
         let LimitMode::Local { .. } = self.mode else {
             // The counters an outage would fall back to; idle ones go.
             let _ = self.local().snapshot();
+            self.resend_doubtful_settles().await?;
             self.flush_queue().await?;
             return Ok(());
         };
@@ -248,6 +252,7 @@ impl Limiter {
 
     /// At shutdown: writes the queued usage whatever the breaker says.
     pub async fn drain(&self) -> StoreResult<()> {
+        self.resend_doubtful_settles().await?;
         self.flush_queue().await.map(drop)
     }
 

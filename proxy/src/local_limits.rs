@@ -233,26 +233,29 @@ impl LocalLimits {
     }
 
     /// Releases hold `hold` (if any) and counts usage known after the
-    /// response, so this replica's token limits see it at once.
+    /// response, so this replica's token limits see it at once; whether
+    /// the hold was this replica's.
     pub(crate) fn settle(
         &mut self,
         application_id: &str,
         hold: Option<&str>,
         deltas: &[(&str, u64)],
         now: OffsetDateTime,
-    ) {
+    ) -> bool {
         let at = now.unix_timestamp();
         let Some(app) = self.apps.get_mut(application_id) else {
-            return;
+            return false;
         };
-        if let Some(released) = hold.and_then(|id| app.holds.remove(id)) {
-            release(&mut app.counters, &released);
+        let released = hold.and_then(|id| app.holds.remove(id));
+        if let Some(released) = &released {
+            release(&mut app.counters, released);
         }
         for counter in app.counters.iter_mut() {
             if counter.bucket_start == counter.limit.period.bucket_start(at) {
                 counter.pending = counter.pending.saturating_add(delta_of(deltas, &counter.limit.metric));
             }
         }
+        released.is_some()
     }
 
     /// Forgets idle applications, releases holds never settled, and lists

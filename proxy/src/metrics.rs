@@ -64,6 +64,8 @@ pub struct ProxyMetrics {
     /// served past its cache TTL), `unverified_key` (a key refused with
     /// 503), `local_admission` (limits checked on this replica's counters).
     pub outage_decisions: IntCounterVec,
+    /// Store writes whose connection dropped after they were sent.
+    pub uncertain_writes: IntCounterVec,
 }
 
 /// How presented keys were resolved; `store` is what a storm of made-up
@@ -225,6 +227,13 @@ impl ProxyMetrics {
                  unverified_key (refused with 503), local_admission (limits checked on this replica's counters)",
                 &["decision"],
             ),
+            uncertain_writes: counter(
+                &registry,
+                "maas_store_uncertain_writes_total",
+                "Store writes whose connection dropped after they were sent, by operation: admit (the request's \
+                 hits are counted again, they may count twice), settle (resent only if its hold is still there)",
+                &["operation"],
+            ),
             registry,
         }
     }
@@ -241,6 +250,9 @@ impl ProxyMetrics {
         }
         for decision in OUTAGE_DECISIONS {
             self.outage_decisions.with_label_values(&[decision]);
+        }
+        for operation in ["admit", "settle"] {
+            self.uncertain_writes.with_label_values(&[operation]);
         }
         for backend in backends {
             for kind in UPSTREAM_ERROR_KINDS {
@@ -283,7 +295,7 @@ impl ServeHttp for MetricsApp {
             "/health" => (200, "text/plain", b"ok\n".to_vec()),
             "/ready" => match self.state.not_ready_because() {
                 None => (200, "text/plain", b"ready\n".to_vec()),
-                Some(reason) => (503, "text/plain", reason.as_bytes().to_vec()),
+                Some(reason) => (503, "text/plain", reason.into_bytes()),
             },
             _ => (404, "text/plain", b"not found: try /metrics\n".to_vec()),
         };

@@ -21,6 +21,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use maas_store::model::UsageLimit;
@@ -30,6 +31,7 @@ use time::OffsetDateTime;
 use crate::breaker::is_unavailable;
 use crate::limits::{Admitted, Decision, Limiter, TokenRequest};
 use crate::metrics::METRICS;
+use crate::usage::UsageSink;
 
 /// What the proxy does while the store does not answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,8 +62,10 @@ type StoreCall<T> = Pin<Box<dyn Future<Output = StoreResult<T>> + Send>>;
 /// A store call run under the breaker's deadline.
 enum Called<T> {
     Answered(StoreResult<T>),
-    /// Not sent: the breaker is open, or the store was unreachable.
-    NotRun(StoreError),
+    /// Not sent (the breaker is open, the store refused), or the store
+    /// became unreachable while it ran ([`StoreError::Uncertain`]: it may
+    /// have run).
+    Failed(StoreError),
     /// Sent, no answer yet: the call goes on in the background.
     Pending(StoreCall<T>),
 }
@@ -78,12 +82,12 @@ enum Uncounted {
 impl Limiter {
     async fn call_store<T: Send + 'static>(&self, call: StoreCall<T>) -> Called<T> {
         if self.breaker.is_open() {
-            return Called::NotRun(StoreError::Unavailable("the store's circuit breaker is open".into()));
+            return Called::Failed(crate::breaker::open_refusal());
         }
         let mut call = call;
         match tokio::time::timeout(self.breaker.settings().call_timeout, &mut call).await {
             Ok(result) => match self.breaker.observe(Ok(result)) {
-                Err(error) if is_unavailable(&error) => Called::NotRun(error),
+                Err(error) if is_unavailable(&error) => Called::Failed(error),
                 answered => Called::Answered(answered),
             },
             Err(elapsed) => {
@@ -139,8 +143,14 @@ impl Limiter {
                 return Ok(decision);
             }
             Called::Answered(Err(error)) => return Err(error),
-            Called::NotRun(error) if !self.outage.serves_cached() => return Err(error),
-            Called::NotRun(_) => Uncounted::Queue,
+            Called::Failed(error) if !self.outage.serves_cached() => return Err(error),
+            Called::Failed(error) => {
+                if let StoreError::Uncertain(_) = error {
+                    // Counted here; the store may have counted it too.
+                    METRICS.uncertain_writes.with_label_values(&["admit"]).inc();
+                }
+                Uncounted::Queue
+            }
             Called::Pending(call) => {
                 if self.outage.serves_cached() {
                     self.resolve_in_background(application_id, deltas, call, now);
@@ -169,8 +179,12 @@ impl Limiter {
         let app = application_id.to_owned();
         let deltas = deltas.to_vec();
         tokio::spawn(async move {
-            if let Ok((Admission::Admitted(_), _)) = call.await {
-                return;
+            match call.await {
+                Ok((Admission::Admitted(_), _)) => return,
+                Err(StoreError::Uncertain(_)) => {
+                    METRICS.uncertain_writes.with_label_values(&["admit"]).inc();
+                }
+                _ => {}
             }
             for (metric, value) in &deltas {
                 sink.push(&app, metric, *value, now);
@@ -210,8 +224,9 @@ impl Limiter {
         Ok(decision)
     }
 
-    /// Strict mode, a request done: its usage replaces its hold (in the
-    /// store, and on this replica's counters where an outage put it).
+    /// Strict mode, a request done: its usage replaces its hold, in the
+    /// store in one step, or, for a hold an outage put on this replica's
+    /// counters, in the next usage batch.
     pub(crate) async fn settle_strict(
         &self,
         application_id: &str,
@@ -219,8 +234,8 @@ impl Limiter {
         deltas: &[(&str, u64)],
         now: OffsetDateTime,
     ) {
-        self.local().settle(application_id, hold, deltas, now);
-        let Some(hold) = hold else {
+        let held_here = self.local().settle(application_id, hold, deltas, now);
+        let Some(hold) = hold.filter(|_| !held_here) else {
             self.queue(application_id, deltas, now);
             return;
         };
@@ -234,29 +249,59 @@ impl Limiter {
                 at: now,
             })
             .collect();
+        let settle = Settle {
+            application_id: application_id.to_owned(),
+            hold: hold.to_owned(),
+            records,
+        };
         let store = self.store.clone();
-        let (app, hold_id) = (application_id.to_owned(), hold.to_owned());
-        let call: StoreCall<()> = Box::pin(async move { store.settle(&app, &hold_id, &records).await });
+        let sent = settle.clone();
+        let call: StoreCall<()> =
+            Box::pin(async move { store.settle(&sent.application_id, &sent.hold, &sent.records).await });
         match self.call_store(call).await {
             Called::Answered(Ok(())) => {}
-            Called::Answered(Err(error)) | Called::NotRun(error) => {
-                METRICS.store_errors.with_label_values(&["settle"]).inc();
-                tracing::warn!(%error, "settling a token hold failed; its usage is queued, the hold expires");
-                self.queue(application_id, deltas, now);
-            }
+            Called::Answered(Err(error)) | Called::Failed(error) => self.settle_failed(settle, &error),
             Called::Pending(call) => {
-                let sink = self.sink.clone();
-                let app = application_id.to_owned();
-                let deltas: Vec<(String, u64)> = deltas.iter().map(|(m, v)| ((*m).to_owned(), *v)).collect();
+                let (sink, doubtful) = (self.sink.clone(), self.doubtful.clone());
                 tokio::spawn(async move {
-                    if call.await.is_err() {
-                        for (metric, value) in &deltas {
-                            sink.push(&app, metric, *value, now);
-                        }
+                    if let Err(error) = call.await {
+                        settle_failed(&sink, &doubtful, settle, &error);
                     }
                 });
             }
         }
+    }
+
+    fn settle_failed(&self, settle: Settle, error: &StoreError) {
+        METRICS.store_errors.with_label_values(&["settle"]).inc();
+        if !crate::breaker::is_open_refusal(error) {
+            tracing::warn!(%error, "settling a token hold failed; its usage is written later");
+        }
+        settle_failed(&self.sink, &self.doubtful, settle, error);
+    }
+
+    /// Resends the settles whose outcome was unknown, now that the store
+    /// answers; those it cannot reach stay for the next sync.
+    pub(crate) async fn resend_doubtful_settles(&self) -> StoreResult<()> {
+        let doubtful = std::mem::take(&mut *self.doubtful.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut left = Vec::new();
+        let mut outcome = Ok(());
+        for settle in doubtful {
+            if outcome.is_err() {
+                left.push(settle);
+                continue;
+            }
+            if let Err(error) = self
+                .store
+                .settle_if_held(&settle.application_id, &settle.hold, &settle.records)
+                .await
+            {
+                left.push(settle);
+                outcome = Err(error);
+            }
+        }
+        self.doubtful.lock().unwrap_or_else(|e| e.into_inner()).extend(left);
+        outcome
     }
 
     fn queue(&self, application_id: &str, deltas: &[(&str, u64)], now: OffsetDateTime) {
@@ -284,6 +329,33 @@ impl Limiter {
             }
             other => other,
         }
+    }
+}
+
+/// A settle to send again.
+#[derive(Debug, Clone)]
+pub(crate) struct Settle {
+    application_id: String,
+    hold: String,
+    records: Vec<UsageRecord>,
+}
+
+/// Settles whose outcome is unknown, to resend with
+/// [`Store::settle_if_held`](maas_store::Store::settle_if_held).
+pub(crate) type DoubtfulSettles = Arc<Mutex<Vec<Settle>>>;
+
+/// A settle that failed: one the store may have applied is resent only
+/// if its hold is still there (counted once; lost only if the hold
+/// expired in between, `limits.hold_ttl_secs`); one it did not apply goes
+/// to the next usage batch, and its hold expires.
+fn settle_failed(sink: &UsageSink, doubtful: &DoubtfulSettles, settle: Settle, error: &StoreError) {
+    if let StoreError::Uncertain(_) = error {
+        METRICS.uncertain_writes.with_label_values(&["settle"]).inc();
+        doubtful.lock().unwrap_or_else(|e| e.into_inner()).push(settle);
+        return;
+    }
+    for record in &settle.records {
+        sink.push(&record.application_id, &record.metric, record.value, record.at);
     }
 }
 

@@ -72,10 +72,15 @@ impl Proxy {
             options.max_body_bytes,
             options.access_log,
         ));
-        state
-            .reload_catalog()
-            .await
-            .map_err(|e| format!("loading the {} catalog: {e}", options.environment))?;
+        match state.reload_catalog().await {
+            Ok(()) => {}
+            // Started before the store: serve 503 and retry until it answers.
+            Err(error) if crate::breaker::is_unavailable(&error) => {
+                tracing::warn!(%error, "the store does not answer; the catalog loads when it does");
+                state.start_without_catalog(&error);
+            }
+            Err(error) => return Err(format!("loading the {} catalog: {error}", options.environment)),
+        }
         tokio::spawn(state.clone().follow_changes());
         tokio::spawn(breaker.run_probes(state.store.clone()));
         let interval = match options.limit_mode {

@@ -147,6 +147,11 @@ pub struct ProxyState {
     /// False while the last catalog reload failed (the previous catalog is
     /// still served): readiness reports it.
     catalog_current: AtomicBool,
+    /// Whether any catalog was loaded (a proxy started while the store was
+    /// down has none until it answers).
+    catalog_loaded: AtomicBool,
+    /// Why the last catalog load failed, for `/ready`.
+    catalog_error: std::sync::Mutex<Option<String>>,
     /// Key entries fetched before this are stale: asked of the store again,
     /// served only while it does not answer. A resync (the change feed
     /// dropped, events may be lost) moves it instead of emptying the cache,
@@ -192,6 +197,8 @@ impl ProxyState {
             max_body_bytes,
             access_log,
             catalog_current: AtomicBool::new(false),
+            catalog_loaded: AtomicBool::new(false),
+            catalog_error: std::sync::Mutex::new(None),
             keys_fresh_after: std::sync::Mutex::new(Instant::now()),
         }
     }
@@ -209,7 +216,23 @@ impl ProxyState {
         );
         *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
         self.catalog_current.store(true, Ordering::Relaxed);
+        self.catalog_loaded.store(true, Ordering::Release);
+        *self.catalog_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
         Ok(())
+    }
+
+    /// Whether a catalog was ever loaded.
+    pub fn has_catalog(&self) -> bool {
+        self.catalog_loaded.load(Ordering::Acquire)
+    }
+
+    /// A failed catalog load: served no more as current unless the store
+    /// just does not answer (`serve_cached` rides that out on what it has).
+    fn catalog_failed(&self, error: &maas_store::StoreError) {
+        *self.catalog_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
+        if !(is_unavailable(error) && self.limiter.outage_policy().serves_cached()) {
+            self.catalog_current.store(false, Ordering::Relaxed);
+        }
     }
 
     /// Whether the catalog is loaded and its last reload succeeded (or
@@ -219,14 +242,27 @@ impl ProxyState {
     }
 
     /// Why the proxy is not ready, if it is not.
-    pub fn not_ready_because(&self) -> Option<&'static str> {
+    pub fn not_ready_because(&self) -> Option<String> {
+        if !self.has_catalog() {
+            let error = self.catalog_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            return Some(format!(
+                "not ready: waiting for the store to load the catalog ({})\n",
+                error.as_deref().unwrap_or("not loaded yet")
+            ));
+        }
         if !self.is_ready() {
-            return Some("not ready: the catalog could not be loaded from the store\n");
+            return Some("not ready: the catalog could not be loaded from the store\n".into());
         }
         if self.limiter.breaker().is_open() && !self.limiter.outage_policy().serves_cached() {
-            return Some("not ready: the store does not answer (store.outage: fail_closed)\n");
+            return Some("not ready: the store does not answer (store.outage: fail_closed)\n".into());
         }
         None
+    }
+
+    /// A proxy started while the store did not answer: keeps the error for
+    /// `/ready`; [`follow_changes`](Self::follow_changes) retries the load.
+    pub fn start_without_catalog(&self, error: &maas_store::StoreError) {
+        self.catalog_failed(error);
     }
 
     /// The key's context from the cache, else from the store (cached,
@@ -302,7 +338,7 @@ impl ProxyState {
     /// is retried every second until it succeeds.
     pub async fn follow_changes(self: Arc<Self>) {
         let mut changes = self.store.subscribe();
-        let mut reload_pending = false;
+        let mut reload_pending = !self.has_catalog();
         loop {
             let change = if reload_pending {
                 tokio::select! {
@@ -322,13 +358,7 @@ impl ProxyState {
                 reload_pending = match self.reload_catalog().await {
                     Ok(()) => false,
                     Err(error) => {
-                        // A store that does not answer is an outage the
-                        // proxy rides out on what it has (`serve_cached`);
-                        // one that answers with a catalog that cannot be
-                        // served is a fault readiness reports.
-                        if !(is_unavailable(&error) && self.limiter.outage_policy().serves_cached()) {
-                            self.catalog_current.store(false, Ordering::Relaxed);
-                        }
+                        self.catalog_failed(&error);
                         crate::metrics::METRICS
                             .store_errors
                             .with_label_values(&["catalog"])
@@ -450,7 +480,7 @@ mod tests {
         state.apply_change(&Change::Resync);
         assert!(unverifiable(state.lookup_key(known).await));
         assert_eq!(
-            state.not_ready_because(),
+            state.not_ready_because().as_deref(),
             Some("not ready: the store does not answer (store.outage: fail_closed)\n")
         );
     }

@@ -23,6 +23,10 @@ pub enum StoreError {
     PreconditionFailed { kind: &'static str, id: String },
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A write whose connection dropped or timed out after it was sent:
+    /// the store may or may not have applied it.
+    #[error("store unavailable (the write may have been applied): {0}")]
+    Uncertain(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
 }
@@ -32,6 +36,12 @@ pub type StoreResult<T> = Result<T, StoreError>;
 impl StoreError {
     pub(crate) fn not_found(kind: &'static str, id: impl Into<String>) -> Self {
         StoreError::NotFound { kind, id: id.into() }
+    }
+
+    /// The store could not be reached, or did not answer (whether or not
+    /// a write it was sent took effect).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Uncertain(_))
     }
 
     pub(crate) fn invalid(path: impl Into<String>, message: impl Into<String>) -> Self {

@@ -216,9 +216,10 @@ async fn redis_hangs_and_dies_under_load_and_nothing_is_lost() {
     let hung = p99(plain(breaker_open, hang_ended));
     eprintln!("hang: breaker open after {opened_after:?}; plain-chat p99 before {before:?}, while open {hung:?}");
     // Measured alone the difference is about a millisecond; other tests of
-    // this binary share the two cores, hence the slack over the 5 ms aim.
+    // this binary share the two cores, hence the slack over the 5 ms aim
+    // (a breaker that stayed closed would cost every request 500 ms).
     assert!(
-        hung <= before + Duration::from_millis(25),
+        hung <= before + Duration::from_millis(50),
         "p99 while the breaker is open {hung:?}, before {before:?}"
     );
 
@@ -227,12 +228,24 @@ async fn redis_hangs_and_dies_under_load_and_nothing_is_lost() {
     for app in &apps {
         gw.assert_stored_as_served(app).await;
     }
+    // Every request is one hit. An admission whose connection dropped after
+    // it was sent (Redis killed mid-write) may have been counted by Redis
+    // as well as queued here: the proxies count those.
     let total_requests = outcomes.len() as u64;
     let mut stored_hits = 0;
     for app in &apps {
         stored_hits += gw.stored(app, "hits").await;
     }
-    assert_eq!(stored_hits, total_requests, "every request is one hit, counted once");
+    let mut uncertain = 0;
+    for proxy in 0..2 {
+        let text = gw.metrics(proxy).await;
+        uncertain += metric_value(&text, "maas_store_uncertain_writes_total", "operation", "admit").unwrap_or(0);
+    }
+    assert!(
+        (total_requests..=total_requests + uncertain).contains(&stored_hits),
+        "{stored_hits} hits stored for {total_requests} requests ({uncertain} uncertain admissions)"
+    );
+    eprintln!("outage: {total_requests} requests, {stored_hits} hits stored, {uncertain} uncertain admissions");
 
     // The capped plan: each replica went on from the count it last saw.
     // Bound: limit + (R − 1) · (limit − u) with u = 9, the lowest count seen.
@@ -258,4 +271,52 @@ async fn redis_hangs_and_dies_under_load_and_nothing_is_lost() {
             "proxy {proxy}: {local} local admissions, opened {opened} times"
         );
     }
+}
+
+/// A proxy started while Redis is down stays up, says why it is not
+/// ready, answers 503, and serves once Redis appears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_started_before_redis_becomes_ready_with_it() {
+    let mut redis = PrivateRedis::start();
+    let mut gw = Gateway::start_on(&redis.url(), CATALOG, 0, "strict").await;
+    let (_, key) = gw.app_key("early", "ha", "metered").await;
+    redis.kill();
+    gw.add_proxy("strict");
+    let ready_url = gw.proxies[0].metrics.replace("/metrics", "/ready");
+    let ready = gw.http.get(&ready_url).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body = ready.text().await.unwrap();
+    assert!(body.contains("waiting for the store"), "{body}");
+    let health = gw
+        .http
+        .get(gw.proxies[0].metrics.replace("/metrics", "/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let response = gw.chat(gw.base(), &key, "chat-a").await;
+    assert_eq!(response.headers()["retry-after"], "2");
+    let (status, error) = error_of(response).await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (503, Some("service_unavailable")),
+        "{error}"
+    );
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let ready = gw.http.get(&ready_url).send().await.unwrap();
+        if ready.status() == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready 15 s after Redis came up: {}",
+            ready.text().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(gw.chat(gw.base(), &key, "chat-a").await.status(), 200);
 }

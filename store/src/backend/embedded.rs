@@ -37,6 +37,8 @@ const HELD: TableDefinition<&str, u64> = TableDefinition::new("held");
 const RESERVATIONS: TableDefinition<(&str, &str), (i64, &[u8])> = TableDefinition::new("reservations");
 const EPHEMERAL: TableDefinition<&str, (u64, &[u8])> = TableDefinition::new("ephemeral");
 const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry");
+/// (shard, writer) → the writer's last batch applied to the shard.
+const WRITER_MARKS: TableDefinition<(&str, &str), u64> = TableDefinition::new("writer_marks");
 
 /// Longest time a counter increment stays only in memory.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
@@ -276,6 +278,11 @@ impl Inner {
         Ok(())
     }
 
+    fn is_held(txn: &redb::WriteTransaction, shard: &str, id: &str) -> StoreResult<bool> {
+        let reservations = txn.open_table(RESERVATIONS).map_err(db_error)?;
+        Ok(reservations.get((shard, id)).map_err(db_error)?.is_some())
+    }
+
     fn begin_counter_write(&self) -> StoreResult<redb::WriteTransaction> {
         let mut txn = self.db.begin_write().map_err(db_error)?;
         txn.set_durability(Durability::None).map_err(db_error)?;
@@ -293,6 +300,33 @@ impl Inner {
 /// NUL, and `(c, m) < (c + "\0", "")` for every member `m`.
 fn collection_range(collection: &str) -> (String, String) {
     (collection.to_owned(), format!("{collection}\0"))
+}
+
+impl EmbeddedBackend {
+    /// Releases a reservation and applies `adds`; with `only_held`, only if
+    /// it is still held. Whether it was applied.
+    async fn settle_hold(
+        &self,
+        shard: &str,
+        reservation_id: &str,
+        adds: &[CounterAdd],
+        now: i64,
+        only_held: bool,
+    ) -> StoreResult<bool> {
+        let (shard, id, adds) = (shard.to_owned(), reservation_id.to_owned(), adds.to_vec());
+        self.write(move |inner| {
+            let txn = inner.begin_counter_write()?;
+            if only_held && !Inner::is_held(&txn, &shard, &id)? {
+                return Ok(false);
+            }
+            Inner::release(&txn, &shard, Some(&id), now)?;
+            Inner::release(&txn, &shard, None, now)?;
+            inner.apply_adds(&txn, &adds)?;
+            inner.commit_counters(txn)?;
+            Ok(true)
+        })
+        .await
+    }
 }
 
 #[async_trait]
@@ -450,6 +484,28 @@ impl StoreBackend for EmbeddedBackend {
         .await
     }
 
+    async fn add_counters_once(&self, shard: &str, writer: &str, seq: u64, adds: &[CounterAdd]) -> StoreResult<bool> {
+        let (shard, writer, adds) = (shard.to_owned(), writer.to_owned(), adds.to_vec());
+        self.write(move |inner| {
+            let txn = inner.begin_counter_write()?;
+            {
+                let mut marks = txn.open_table(WRITER_MARKS).map_err(db_error)?;
+                let last = marks
+                    .get((shard.as_str(), writer.as_str()))
+                    .map_err(db_error)?
+                    .map_or(0, |v| v.value());
+                if seq <= last {
+                    return Ok(false);
+                }
+                marks.insert((shard.as_str(), writer.as_str()), seq).map_err(db_error)?;
+            }
+            inner.apply_adds(&txn, &adds)?;
+            inner.commit_counters(txn)?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn check_and_add(
         &self,
         checks: &[CounterCheck],
@@ -516,15 +572,19 @@ impl StoreBackend for EmbeddedBackend {
     }
 
     async fn settle(&self, shard: &str, reservation_id: &str, adds: &[CounterAdd], now: i64) -> StoreResult<()> {
-        let (shard, id, adds) = (shard.to_owned(), reservation_id.to_owned(), adds.to_vec());
-        self.write(move |inner| {
-            let txn = inner.begin_counter_write()?;
-            Inner::release(&txn, &shard, Some(&id), now)?;
-            Inner::release(&txn, &shard, None, now)?;
-            inner.apply_adds(&txn, &adds)?;
-            inner.commit_counters(txn)
-        })
-        .await
+        self.settle_hold(shard, reservation_id, adds, now, false)
+            .await
+            .map(drop)
+    }
+
+    async fn settle_if_held(
+        &self,
+        shard: &str,
+        reservation_id: &str,
+        adds: &[CounterAdd],
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.settle_hold(shard, reservation_id, adds, now, true).await
     }
 
     async fn read_counters(&self, keys: &[CounterKey]) -> StoreResult<Vec<u64>> {

@@ -277,6 +277,11 @@ pub trait StoreBackend: Send + Sync + 'static {
     async fn commit(&self, batch: WriteBatch) -> StoreResult<Result<(), ConditionFailed>>;
 
     async fn add_counters(&self, adds: &[CounterAdd]) -> StoreResult<()>;
+    /// Adds `adds` (all of `shard`) unless `writer`'s batch `seq`, or a
+    /// later one of the same writer, was applied to the shard already;
+    /// `Ok(false)` when it was. A writer that sends its batches in order
+    /// and resends one it is unsure of gets each counted exactly once.
+    async fn add_counters_once(&self, shard: &str, writer: &str, seq: u64, adds: &[CounterAdd]) -> StoreResult<bool>;
     /// All checks and adds must share one shard. Reservations of the shard
     /// due by `now` (unix seconds) are released first; with a reservation,
     /// the checks' holds are taken under its id (see [`decide`]).
@@ -291,6 +296,16 @@ pub trait StoreBackend: Send + Sync + 'static {
     /// applies `adds` (the usage it turned out to have), atomically.
     /// Reservations of the shard due by `now` are released too.
     async fn settle(&self, shard: &str, reservation_id: &str, adds: &[CounterAdd], now: i64) -> StoreResult<()>;
+    /// [`settle`](Self::settle) only if the reservation is still held:
+    /// a settle resent after an uncertain attempt counts once. `Ok(false)`
+    /// (nothing applied) when it is not held: settled already, or expired.
+    async fn settle_if_held(
+        &self,
+        shard: &str,
+        reservation_id: &str,
+        adds: &[CounterAdd],
+        now: i64,
+    ) -> StoreResult<bool>;
     async fn read_counters(&self, keys: &[CounterKey]) -> StoreResult<Vec<u64>>;
 
     async fn put_ephemeral(&self, key: &str, value: Vec<u8>, ttl_secs: u64) -> StoreResult<()>;
@@ -305,6 +320,10 @@ pub trait StoreBackend: Send + Sync + 'static {
     /// Makes everything written so far durable (before shutdown).
     async fn flush(&self) -> StoreResult<()>;
 }
+
+/// How long a shard remembers a writer's last batch: a writer must resend
+/// an unsure batch within this (30 days).
+pub const WRITER_MEMORY_SECS: u64 = 30 * 86_400;
 
 /// Largest count a check compares exactly in every backend (Lua numbers
 /// are doubles): 2^53.

@@ -8,6 +8,7 @@
 //! | `P:{r}:z:<collection>` | sorted set, all scores 0 | members in lexical order, for listing |
 //! | `P:u:{<app id>}:<metric>:<period>:<bucket start>` | string (integer) | usage counters |
 //! | `P:h:{<app id>}`, `P:x:{<app id>}`, `P:v:{<app id>}` | hash, sorted set, hash | token holds: amounts held per counter, deadlines, each hold's amounts |
+//! | `P:w:{<app id>}` | hash | each usage writer's last batch applied to the application (exactly-once writes), kept 30 days |
 //! | `P:e:<key>` | string with TTL | ephemeral records (sessions) |
 //! | `P:changes` | pub/sub channel | change events (JSON) |
 //!
@@ -24,10 +25,10 @@ use redis::{AsyncCommands, Script};
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
-use super::redis_scripts::{CHECK_AND_ADD_SCRIPT, COMMIT_SCRIPT, GET_LINKED_SCRIPT};
+use super::redis_scripts::{ADD_ONCE_SCRIPT, CHECK_AND_ADD_SCRIPT, COMMIT_SCRIPT, GET_LINKED_SCRIPT};
 use super::{
     CheckOutcome, Condition, ConditionFailed, CounterAdd, CounterCheck, CounterKey, Link, MAX_EXACT_COUNT, Op,
-    Reservation, StoreBackend, WriteBatch,
+    Reservation, StoreBackend, WRITER_MEMORY_SECS, WriteBatch,
 };
 use crate::changes::Change;
 use crate::error::{StoreError, StoreResult};
@@ -43,6 +44,7 @@ pub struct RedisBackend {
     commit_script: Script,
     check_script: Script,
     linked_script: Script,
+    add_once_script: Script,
     subscriber: JoinHandle<()>,
 }
 
@@ -50,48 +52,48 @@ impl RedisBackend {
     /// Connects, and subscribes to the change feed before returning so no
     /// change committed after this call is missed.
     pub async fn connect(url: &str, prefix: &str, tls: &RedisTls) -> StoreResult<RedisBackend> {
-        Self::connect_with(url, prefix, tls, Duration::from_secs(5)).await
+        Self::connect_with(url, prefix, tls, RedisConnect::default()).await
     }
 
-    /// [`connect`](Self::connect), commands waiting up to `response_timeout`.
-    pub async fn connect_with(
-        url: &str,
-        prefix: &str,
-        tls: &RedisTls,
-        response_timeout: Duration,
-    ) -> StoreResult<RedisBackend> {
+    /// [`connect`](Self::connect) as `how` says.
+    pub async fn connect_with(url: &str, prefix: &str, tls: &RedisTls, how: RedisConnect) -> StoreResult<RedisBackend> {
         let client = client(url, tls)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(response_timeout))
+            .set_response_timeout(Some(how.response_timeout))
             .set_number_of_retries(3)
             .set_max_delay(Duration::from_secs(2));
-        let conn = ConnectionManager::new_with_config(client.clone(), config)
-            .await
-            .map_err(|e| match unavailable(e) {
-                StoreError::Unavailable(message)
-                    if url.starts_with("rediss://") && tls.ca_file.is_none() && message.contains("certificate") =>
-                {
-                    StoreError::Unavailable(format!(
-                        "{message} (the server's certificate was checked against the system's trust store; \
-                         set store.redis_tls_ca_file or MAAS_REDIS_TLS_CA_FILE to the CA that signed it)"
-                    ))
-                }
-                other => other,
-            })?;
+        let waiting = match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
+            Ok(conn) => Ok(conn),
+            // Not there yet (refused, no answer): connect on first use.
+            Err(e)
+                if how.wait_for_server
+                    && (e.is_connection_refusal() || e.is_timeout() || e.is_connection_dropped()) =>
+            {
+                tracing::warn!(error = %e, "redis does not answer yet; connecting when it does");
+                Err(ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?)
+            }
+            Err(e) => return Err(explain_connect_error(e, url, tls)),
+        };
         let (changes, _) = broadcast::channel(4096);
         let (ready_tx, ready_rx) = oneshot::channel();
         let subscriber = tokio::spawn(run_subscriber(
             client,
             format!("{prefix}:changes"),
             changes.clone(),
-            ready_tx,
+            waiting.is_ok().then_some(ready_tx),
         ));
-        match tokio::time::timeout(Duration::from_secs(5), ready_rx).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => return Err(StoreError::Unavailable(format!("redis subscribe: {e}"))),
-            _ => return Err(StoreError::Unavailable("redis subscribe timed out".into())),
-        }
+        let conn = match waiting {
+            Err(lazy) => lazy,
+            Ok(conn) => {
+                match tokio::time::timeout(Duration::from_secs(5), ready_rx).await {
+                    Ok(Ok(Ok(()))) => {}
+                    Ok(Ok(Err(e))) => return Err(StoreError::Unavailable(format!("redis subscribe: {e}"))),
+                    _ => return Err(StoreError::Unavailable("redis subscribe timed out".into())),
+                }
+                conn
+            }
+        };
         Ok(RedisBackend {
             conn,
             prefix: prefix.to_owned(),
@@ -99,6 +101,7 @@ impl RedisBackend {
             commit_script: Script::new(COMMIT_SCRIPT),
             check_script: Script::new(CHECK_AND_ADD_SCRIPT),
             linked_script: Script::new(GET_LINKED_SCRIPT),
+            add_once_script: Script::new(ADD_ONCE_SCRIPT),
             subscriber,
         })
     }
@@ -141,7 +144,28 @@ impl RedisBackend {
         }
         invocation.arg(plan.to_string());
         let mut conn = self.conn.clone();
-        invocation.invoke_async(&mut conn).await.map_err(unavailable)
+        invocation.invoke_async(&mut conn).await.map_err(unsure)
+    }
+
+    /// Releases a reservation and applies `adds`; with `only_held`, only if
+    /// it is still held. Whether it was applied.
+    async fn settle_hold(
+        &self,
+        shard: &str,
+        reservation_id: &str,
+        adds: &[CounterAdd],
+        now: i64,
+        only_held: bool,
+    ) -> StoreResult<bool> {
+        let mut script = ScriptArgs::default();
+        let [held, expiries, holds] = self.reservation_keys(shard).map(|key| script.key(key));
+        let adds_plan = self.adds_plan(&mut script, adds);
+        let plan = serde_json::json!({
+            "c": [], "a": adds_plan, "h": held, "x": expiries, "v": holds, "now": now, "settle": reservation_id,
+            "only_held": only_held,
+        });
+        let outcome = self.run_check_script(&script, &plan).await?;
+        Ok(outcome.first() != Some(&2))
     }
 
     /// Runs a read, and once more if the connection had dropped: after a
@@ -237,6 +261,49 @@ fn client(url: &str, tls: &RedisTls) -> StoreResult<redis::Client> {
     redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls, root_cert }).map_err(bad_url)
 }
 
+/// How [`RedisBackend::connect_with`] connects.
+#[derive(Debug, Clone, Copy)]
+pub struct RedisConnect {
+    /// How long a command waits for its answer before it fails.
+    pub response_timeout: Duration,
+    /// Whether a server that refuses or does not answer yet is waited for
+    /// (connected on first use) instead of an error.
+    pub wait_for_server: bool,
+}
+
+impl Default for RedisConnect {
+    fn default() -> Self {
+        RedisConnect {
+            response_timeout: Duration::from_secs(5),
+            wait_for_server: false,
+        }
+    }
+}
+
+fn explain_connect_error(e: redis::RedisError, url: &str, tls: &RedisTls) -> StoreError {
+    match unavailable(e) {
+        StoreError::Unavailable(message)
+            if url.starts_with("rediss://") && tls.ca_file.is_none() && message.contains("certificate") =>
+        {
+            StoreError::Unavailable(format!(
+                "{message} (the server's certificate was checked against the system's trust store; \
+                 set store.redis_tls_ca_file or MAAS_REDIS_TLS_CA_FILE to the CA that signed it)"
+            ))
+        }
+        other => other,
+    }
+}
+
+/// A write's error: a connection that dropped or timed out after the
+/// command went out leaves it unknown whether Redis ran it.
+fn unsure(e: redis::RedisError) -> StoreError {
+    if !e.is_connection_refusal() && (e.is_connection_dropped() || e.is_timeout()) {
+        StoreError::Uncertain(format!("redis: {e}"))
+    } else {
+        unavailable(e)
+    }
+}
+
 fn unavailable(e: redis::RedisError) -> StoreError {
     StoreError::Unavailable(format!("redis: {e}"))
 }
@@ -247,9 +314,10 @@ async fn run_subscriber(
     client: redis::Client,
     channel: String,
     changes: broadcast::Sender<Change>,
-    ready: oneshot::Sender<Result<(), String>>,
+    // Told of the first subscription's outcome; without it (the server is
+    // waited for) the first attempt's failure is retried like a reconnect.
+    mut ready: Option<oneshot::Sender<Result<(), String>>>,
 ) {
-    let mut ready = Some(ready);
     let mut backoff = Duration::from_millis(100);
     loop {
         let subscribed = async {
@@ -427,7 +495,7 @@ impl StoreBackend for RedisBackend {
             invocation.arg(arg.as_slice());
         }
         let mut conn = self.conn.clone();
-        let failed: usize = invocation.invoke_async(&mut conn).await.map_err(unavailable)?;
+        let failed: usize = invocation.invoke_async(&mut conn).await.map_err(unsure)?;
         Ok(if failed == 0 {
             Ok(())
         } else {
@@ -448,7 +516,26 @@ impl StoreBackend for RedisBackend {
             }
         }
         let mut conn = self.conn.clone();
-        pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
+        pipe.query_async::<()>(&mut conn).await.map_err(unsure)
+    }
+
+    async fn add_counters_once(&self, shard: &str, writer: &str, seq: u64, adds: &[CounterAdd]) -> StoreResult<bool> {
+        let mut script = ScriptArgs::default();
+        let marks = script.key(format!("{}:w:{{{shard}}}", self.prefix));
+        debug_assert_eq!(marks, 1);
+        let plan = self.adds_plan(&mut script, adds);
+        let mut invocation = self.add_once_script.prepare_invoke();
+        for key in &script.keys {
+            invocation.key(key);
+        }
+        invocation
+            .arg(writer)
+            .arg(seq.min(MAX_EXACT_COUNT))
+            .arg(serde_json::Value::Array(plan).to_string())
+            .arg(WRITER_MEMORY_SECS);
+        let mut conn = self.conn.clone();
+        let applied: i64 = invocation.invoke_async(&mut conn).await.map_err(unsure)?;
+        Ok(applied == 1)
     }
 
     async fn check_and_add(
@@ -508,13 +595,19 @@ impl StoreBackend for RedisBackend {
     }
 
     async fn settle(&self, shard: &str, reservation_id: &str, adds: &[CounterAdd], now: i64) -> StoreResult<()> {
-        let mut script = ScriptArgs::default();
-        let [held, expiries, holds] = self.reservation_keys(shard).map(|key| script.key(key));
-        let adds_plan = self.adds_plan(&mut script, adds);
-        let plan = serde_json::json!({
-            "c": [], "a": adds_plan, "h": held, "x": expiries, "v": holds, "now": now, "settle": reservation_id,
-        });
-        self.run_check_script(&script, &plan).await.map(drop)
+        self.settle_hold(shard, reservation_id, adds, now, false)
+            .await
+            .map(drop)
+    }
+
+    async fn settle_if_held(
+        &self,
+        shard: &str,
+        reservation_id: &str,
+        adds: &[CounterAdd],
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.settle_hold(shard, reservation_id, adds, now, true).await
     }
 
     async fn read_counters(&self, keys: &[CounterKey]) -> StoreResult<Vec<u64>> {

@@ -71,10 +71,11 @@ local function release(id)
   end
   redis.call('ZREM', X, id)
 end
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', X, '-inf', plan.now)) do release(id) end
 if plan.settle then
+  if plan.only_held and redis.call('HEXISTS', V, plan.settle) == 0 then return {2} end
   release(plan.settle)
 end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', X, '-inf', plan.now)) do release(id) end
 local r = plan.r
 local grant = r and r[3] or 0
 local tightest, tightest_used = nil, 0
@@ -123,4 +124,21 @@ for i, c in ipairs(plan.c) do
   table.insert(result, tonumber(redis.call('GET', KEYS[c[1]]) or '0') + tonumber(redis.call('HGET', H, c[6]) or '0'))
 end
 return result
+"#;
+
+/// `add_counters_once`: KEYS[1] the shard's writer marks (hash writer →
+/// last batch applied), the others counters; ARGV: writer, batch, the adds
+/// `[[key index, by, ttl]]` (JSON), how long the marks are kept.
+pub(super) const ADD_ONCE_SCRIPT: &str = r#"
+local last = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local seq = tonumber(ARGV[2])
+if seq <= last then return 0 end
+for _, a in ipairs(cjson.decode(ARGV[3])) do
+  if redis.call('INCRBY', KEYS[a[1]], a[2]) == a[2] and a[3] > 0 then
+    redis.call('EXPIRE', KEYS[a[1]], a[3])
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
 "#;

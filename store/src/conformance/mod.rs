@@ -59,6 +59,8 @@ macro_rules! conformance_suite {
             admin_tokens_round_trip,
             concurrent_check_and_add_never_exceeds_limit,
             period_buckets_roll_over,
+            usage_batches_count_once,
+            resent_settles_count_once,
             token_limits_block_once_spent,
             token_holds_reserve_clamp_and_settle,
             token_holds_of_crashed_requests_expire,

@@ -34,7 +34,7 @@ pub use usage::{Admission, LimitStatus, MAX_SERIES_POINTS, TokenHold, UsagePoint
 pub use versions::{Precondition, check as check_precondition, etag};
 
 use crate::backend::embedded::EmbeddedBackend;
-use crate::backend::redis::RedisBackend;
+use crate::backend::redis::{RedisBackend, RedisConnect};
 use crate::backend::{ConditionFailed, StoreBackend, WriteBatch};
 use crate::changes::ChangeSubscription;
 use crate::clock::{Clock, SystemClock};
@@ -78,6 +78,10 @@ pub struct StoreOptions {
     /// may still run when a hung Redis wakes (it would be retried, and
     /// counted twice).
     pub redis_response_timeout: std::time::Duration,
+    /// A Redis server that refuses or does not answer yet is connected to
+    /// when it does, instead of failing `open` (the proxy starts before
+    /// Redis and becomes ready with it).
+    pub wait_for_redis: bool,
 }
 
 impl Default for StoreOptions {
@@ -86,6 +90,7 @@ impl Default for StoreOptions {
             key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
             clock: Arc::new(SystemClock),
             redis_response_timeout: std::time::Duration::from_secs(5),
+            wait_for_redis: false,
         }
     }
 }
@@ -104,9 +109,18 @@ impl Store {
     pub async fn open(location: &StoreLocation, options: StoreOptions) -> StoreResult<Store> {
         let backend: Arc<dyn StoreBackend> = match location {
             StoreLocation::Embedded { data_dir } => Arc::new(EmbeddedBackend::open(data_dir, options.clock.clone())?),
-            StoreLocation::Redis { url, prefix, tls } => {
-                Arc::new(RedisBackend::connect_with(url, prefix, tls, options.redis_response_timeout).await?)
-            }
+            StoreLocation::Redis { url, prefix, tls } => Arc::new(
+                RedisBackend::connect_with(
+                    url,
+                    prefix,
+                    tls,
+                    RedisConnect {
+                        response_timeout: options.redis_response_timeout,
+                        wait_for_server: options.wait_for_redis,
+                    },
+                )
+                .await?,
+            ),
         };
         Ok(Store::with_backend(backend, options))
     }

@@ -106,6 +106,14 @@ fn status(limit: &UsageLimit, used: u64, at: i64) -> LimitStatus {
 }
 
 /// The increments of `value` to `metric` in every period's bucket at `at`.
+fn settle_adds(application_id: &str, records: &[UsageRecord]) -> Vec<CounterAdd> {
+    records
+        .iter()
+        .filter(|r| r.value > 0 && r.application_id == application_id)
+        .flat_map(|r| adds_for(&r.application_id, &r.metric, r.value, r.at.unix_timestamp()))
+        .collect()
+}
+
 fn adds_for(application_id: &str, metric: &str, value: u64, at: i64) -> impl Iterator<Item = CounterAdd> {
     Period::ALL.into_iter().map(move |period| CounterAdd {
         key: bucket_key(application_id, metric, period, at),
@@ -134,6 +142,42 @@ impl Store {
         }
         let adds: Vec<CounterAdd> = summed.into_values().collect();
         self.backend.add_counters(&adds).await
+    }
+
+    /// [`record_usage`](Self::record_usage) exactly once: `writer` numbers
+    /// its batches in the order it sends them (`seq`, from 1) and resends
+    /// a batch it is unsure of, unchanged, before any later one; each
+    /// application's part of a batch is counted once however often it is
+    /// sent, within 30 days. Returns how many applications' parts were
+    /// counted now (the others were already).
+    pub async fn record_usage_once(&self, writer: &str, seq: u64, records: &[UsageRecord]) -> StoreResult<usize> {
+        let mut by_app: HashMap<&str, HashMap<CounterKey, CounterAdd>> = HashMap::new();
+        for record in records.iter().filter(|r| r.value > 0) {
+            let summed = by_app.entry(record.application_id.as_str()).or_default();
+            for add in adds_for(
+                &record.application_id,
+                &record.metric,
+                record.value,
+                record.at.unix_timestamp(),
+            ) {
+                summed
+                    .entry(add.key.clone())
+                    .and_modify(|existing| existing.by = existing.by.saturating_add(add.by))
+                    .or_insert(add);
+            }
+        }
+        let mut counted = 0;
+        for (application_id, adds) in by_app {
+            let adds: Vec<CounterAdd> = adds.into_values().collect();
+            if self
+                .backend
+                .add_counters_once(application_id, writer, seq, &adds)
+                .await?
+            {
+                counted += 1;
+            }
+        }
+        Ok(counted)
     }
 
     /// Strict mode: atomically checks every limit against `deltas` and, only
@@ -234,13 +278,24 @@ impl Store {
     /// Ends a [`TokenHold`]: releases it and counts the usage the request
     /// turned out to have, atomically: no moment counts both or neither.
     pub async fn settle(&self, application_id: &str, hold_id: &str, records: &[UsageRecord]) -> StoreResult<()> {
-        let adds: Vec<CounterAdd> = records
-            .iter()
-            .filter(|r| r.value > 0 && r.application_id == application_id)
-            .flat_map(|r| adds_for(&r.application_id, &r.metric, r.value, r.at.unix_timestamp()))
-            .collect();
+        let adds = settle_adds(application_id, records);
         self.backend
             .settle(application_id, hold_id, &adds, self.clock.now().unix_timestamp())
+            .await
+    }
+
+    /// [`settle`](Self::settle) resent after an attempt whose outcome is
+    /// unknown: applied only if the hold is still there, so it counts once.
+    /// `Ok(false)` when it is not (settled by that attempt, or expired).
+    pub async fn settle_if_held(
+        &self,
+        application_id: &str,
+        hold_id: &str,
+        records: &[UsageRecord],
+    ) -> StoreResult<bool> {
+        let adds = settle_adds(application_id, records);
+        self.backend
+            .settle_if_held(application_id, hold_id, &adds, self.clock.now().unix_timestamp())
             .await
     }
 
