@@ -151,6 +151,19 @@ fn proxy_options(config: &MaasConfig, overrides: &ProxyOverrides) -> ProxyOption
             },
             maas_conf::OutageMode::FailClosed => maas_proxy::outage::OutagePolicy::FailClosed,
         },
+        // The embedded store lives in this process: nothing to spool for.
+        spool: matches!(config.store.location(), maas_store::StoreLocation::Redis { .. }).then(|| {
+            maas_proxy::spool::SpoolSettings {
+                dir: config
+                    .store
+                    .spool_dir
+                    .clone()
+                    .unwrap_or_else(|| config.store.data_dir.join("spool")),
+                max_bytes: config.store.spool_max_mb.saturating_mul(1 << 20),
+                fsync: config.store.spool_fsync == maas_conf::SpoolFsync::Always,
+            }
+        }),
+        spool_required: config.store.spool_dir.is_some(),
     }
 }
 

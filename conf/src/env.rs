@@ -18,6 +18,7 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("MAAS_STORE", "store.backend (embedded | redis)"),
     ("MAAS_STORE_OUTAGE", "store.outage (serve_cached | fail_closed)"),
     ("MAAS_STORE_TIMEOUT_MS", "store.timeout_ms"),
+    ("MAAS_SPOOL_DIR", "store.spool_dir"),
     ("MAAS_PROXY_LISTEN", "proxy.listen"),
     ("MAAS_METRICS_LISTEN", "proxy.metrics_listen"),
     ("MAAS_PROXY_PUBLIC_URL", "proxy.public_url"),
@@ -153,6 +154,7 @@ pub fn apply_environment(config: &mut MaasConfig, lookup: &dyn Fn(&str) -> Optio
     }
     env.choice("MAAS_STORE_OUTAGE", &mut config.store.outage);
     env.parse("MAAS_STORE_TIMEOUT_MS", &mut config.store.timeout_ms);
+    env.path("MAAS_SPOOL_DIR", &mut config.store.spool_dir);
     env.parse("MAAS_PROXY_LISTEN", &mut config.proxy.listen);
     env.parse("MAAS_METRICS_LISTEN", &mut config.proxy.metrics_listen);
     env.optional("MAAS_PROXY_PUBLIC_URL", &mut config.proxy.public_url);

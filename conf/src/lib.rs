@@ -297,6 +297,9 @@ impl MaasConfig {
                 format!("`{}` must be 2-16 letters, digits, `-` or `_`", self.keys.prefix),
             );
         }
+        if !(1..=1_048_576).contains(&self.store.spool_max_mb) {
+            push("store.spool_max_mb", "must be between 1 and 1048576 (1 TiB)".into());
+        }
         if !(10..=60_000).contains(&self.store.timeout_ms) {
             push("store.timeout_ms", "must be between 10 and 60000".into());
         }

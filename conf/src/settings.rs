@@ -266,6 +266,20 @@ pub struct StoreSettings {
     pub timeout_ms: u64,
     /// Consecutive failed store calls that open the circuit breaker.
     pub breaker_failures: u32,
+    /// Redis only: where the proxy spools usage the store does not take
+    /// (default `<data_dir>/spool`).
+    pub spool_dir: Option<PathBuf>,
+    /// Largest spool file, in MiB; past it usage waits in memory only.
+    pub spool_max_mb: u64,
+    /// `always`: fsync every spooled batch; `never`: leave it to the OS.
+    pub spool_fsync: SpoolFsync,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpoolFsync {
+    Always,
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -291,6 +305,9 @@ impl Default for StoreSettings {
             outage_max_key_age_secs: 3600,
             timeout_ms: 500,
             breaker_failures: 3,
+            spool_dir: None,
+            spool_max_mb: 1024,
+            spool_fsync: SpoolFsync::Always,
         }
     }
 }
@@ -309,6 +326,9 @@ impl fmt::Debug for StoreSettings {
             .field("outage_max_key_age_secs", &self.outage_max_key_age_secs)
             .field("timeout_ms", &self.timeout_ms)
             .field("breaker_failures", &self.breaker_failures)
+            .field("spool_dir", &self.spool_dir)
+            .field("spool_max_mb", &self.spool_max_mb)
+            .field("spool_fsync", &self.spool_fsync)
             .finish()
     }
 }

@@ -43,6 +43,7 @@ pub mod routing;
 pub mod server;
 pub mod service;
 pub mod spend;
+pub mod spool;
 pub mod sse;
 pub mod state;
 pub mod stream_meter;

@@ -92,8 +92,6 @@ pub struct Limiter {
     mode: LimitMode,
     pub(crate) holds: HoldPolicy,
     local: Mutex<LocalLimits>,
-    /// Settles whose outcome is unknown ([`crate::outage`]).
-    pub(crate) doubtful: crate::outage::DoubtfulSettles,
     pub(crate) breaker: Arc<StoreBreaker>,
     pub(crate) outage: OutagePolicy,
 }
@@ -133,7 +131,6 @@ impl Limiter {
             mode,
             holds,
             local: Mutex::new(LocalLimits::default()),
-            doubtful: Default::default(),
             breaker: Arc::new(StoreBreaker::new(BreakerSettings::default())),
             outage: OutagePolicy::default(),
         }
@@ -226,12 +223,12 @@ impl Limiter {
         // An open breaker's probe says when the store is back; until then
         // the queue waits.
         if self.breaker.is_open() {
+            self.sink.spool_pending().await;
             return Ok(());
         }
         let LimitMode::Local { .. } = self.mode else {
             // The counters an outage would fall back to; idle ones go.
             let _ = self.local().snapshot();
-            self.resend_doubtful_settles().await?;
             self.flush_queue().await?;
             return Ok(());
         };
@@ -252,7 +249,6 @@ impl Limiter {
 
     /// At shutdown: writes the queued usage whatever the breaker says.
     pub async fn drain(&self) -> StoreResult<()> {
-        self.resend_doubtful_settles().await?;
         self.flush_queue().await.map(drop)
     }
 

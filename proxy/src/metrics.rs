@@ -66,6 +66,10 @@ pub struct ProxyMetrics {
     pub outage_decisions: IntCounterVec,
     /// Store writes whose connection dropped after they were sent.
     pub uncertain_writes: IntCounterVec,
+    /// Bytes of usage batches waiting on disk for the store.
+    pub usage_spool_bytes: IntGauge,
+    /// Batches the spool refused (full, or failing to write).
+    pub usage_spool_full: IntCounter,
 }
 
 /// How presented keys were resolved; `store` is what a storm of made-up
@@ -115,6 +119,18 @@ impl ProxyMetrics {
         registry
             .register(Box::new(store_breaker_state.clone()))
             .expect("unique");
+        let usage_spool_bytes = IntGauge::new(
+            "maas_usage_spool_bytes",
+            "Bytes of usage batches spooled to disk, waiting for the store",
+        )
+        .expect("static");
+        registry.register(Box::new(usage_spool_bytes.clone())).expect("unique");
+        let usage_spool_full = IntCounter::new(
+            "maas_usage_spool_full_total",
+            "Usage batches the spool refused because it was full (kept in memory only)",
+        )
+        .expect("static");
+        registry.register(Box::new(usage_spool_full.clone())).expect("unique");
         ProxyMetrics {
             prompt_tokens: counter(
                 &registry,
@@ -234,6 +250,8 @@ impl ProxyMetrics {
                  hits are counted again, they may count twice), settle (resent only if its hold is still there)",
                 &["operation"],
             ),
+            usage_spool_bytes,
+            usage_spool_full,
             registry,
         }
     }

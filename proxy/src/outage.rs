@@ -21,7 +21,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use maas_store::model::UsageLimit;
@@ -262,10 +261,10 @@ impl Limiter {
             Called::Answered(Ok(())) => {}
             Called::Answered(Err(error)) | Called::Failed(error) => self.settle_failed(settle, &error),
             Called::Pending(call) => {
-                let (sink, doubtful) = (self.sink.clone(), self.doubtful.clone());
+                let sink = self.sink.clone();
                 tokio::spawn(async move {
                     if let Err(error) = call.await {
-                        settle_failed(&sink, &doubtful, settle, &error);
+                        settle_failed(&sink, settle, &error);
                     }
                 });
             }
@@ -277,31 +276,7 @@ impl Limiter {
         if !crate::breaker::is_open_refusal(error) {
             tracing::warn!(%error, "settling a token hold failed; its usage is written later");
         }
-        settle_failed(&self.sink, &self.doubtful, settle, error);
-    }
-
-    /// Resends the settles whose outcome was unknown, now that the store
-    /// answers; those it cannot reach stay for the next sync.
-    pub(crate) async fn resend_doubtful_settles(&self) -> StoreResult<()> {
-        let doubtful = std::mem::take(&mut *self.doubtful.lock().unwrap_or_else(|e| e.into_inner()));
-        let mut left = Vec::new();
-        let mut outcome = Ok(());
-        for settle in doubtful {
-            if outcome.is_err() {
-                left.push(settle);
-                continue;
-            }
-            if let Err(error) = self
-                .store
-                .settle_if_held(&settle.application_id, &settle.hold, &settle.records)
-                .await
-            {
-                left.push(settle);
-                outcome = Err(error);
-            }
-        }
-        self.doubtful.lock().unwrap_or_else(|e| e.into_inner()).extend(left);
-        outcome
+        settle_failed(&self.sink, settle, error);
     }
 
     fn queue(&self, application_id: &str, deltas: &[(&str, u64)], now: OffsetDateTime) {
@@ -340,18 +315,14 @@ pub(crate) struct Settle {
     records: Vec<UsageRecord>,
 }
 
-/// Settles whose outcome is unknown, to resend with
-/// [`Store::settle_if_held`](maas_store::Store::settle_if_held).
-pub(crate) type DoubtfulSettles = Arc<Mutex<Vec<Settle>>>;
-
-/// A settle that failed: one the store may have applied is resent only
-/// if its hold is still there (counted once; lost only if the hold
-/// expired in between, `limits.hold_ttl_secs`); one it did not apply goes
-/// to the next usage batch, and its hold expires.
-fn settle_failed(sink: &UsageSink, doubtful: &DoubtfulSettles, settle: Settle, error: &StoreError) {
+/// A settle that failed: one the store may have applied is resent (and
+/// spooled) to apply only if its hold is still there (counted once; lost
+/// only if the hold expired in between, `limits.hold_ttl_secs`); one it
+/// did not apply goes to the next usage batch, and its hold expires.
+fn settle_failed(sink: &UsageSink, settle: Settle, error: &StoreError) {
     if let StoreError::Uncertain(_) = error {
         METRICS.uncertain_writes.with_label_values(&["settle"]).inc();
-        doubtful.lock().unwrap_or_else(|e| e.into_inner()).push(settle);
+        sink.push_settle(&settle.hold, settle.records);
         return;
     }
     for record in &settle.records {

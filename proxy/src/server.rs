@@ -19,6 +19,7 @@ use crate::limits::{HoldPolicy, LimitMode, Limiter};
 use crate::metrics::{METRICS, MetricsApp};
 use crate::outage::OutagePolicy;
 use crate::service::MaasProxy;
+use crate::spool::SpoolSettings;
 use crate::state::ProxyState;
 use crate::usage::UsageSink;
 
@@ -45,6 +46,11 @@ pub struct ProxyOptions {
     pub breaker: BreakerSettings,
     /// What requests get while the store does not answer.
     pub outage: OutagePolicy,
+    /// Where usage the store does not take is spooled (none: memory only).
+    pub spool: Option<SpoolSettings>,
+    /// Whether a spool that cannot be opened stops the start (it was
+    /// configured), or only leaves usage in memory (the default place).
+    pub spool_required: bool,
 }
 
 /// The data plane, ready to serve.
@@ -61,7 +67,21 @@ impl Proxy {
         if let Some(path) = &options.upstream_ca_file {
             check_ca_file(path)?;
         }
-        let sink = Arc::new(UsageSink::new(store.clone()));
+        let sink = Arc::new(match &options.spool {
+            None => UsageSink::new(store.clone()),
+            Some(settings) => match UsageSink::with_spool(store.clone(), settings.clone()) {
+                Ok(sink) => sink,
+                Err(error) if options.spool_required => return Err(format!("store.spool_dir: {error}")),
+                Err(error) => {
+                    tracing::error!(
+                        %error,
+                        "no usage spool (set store.spool_dir to a writable directory): usage waits in memory \
+                         while the store does not answer"
+                    );
+                    UsageSink::new(store.clone())
+                }
+            },
+        });
         let breaker = Arc::new(StoreBreaker::new(options.breaker));
         let limiter = Limiter::new(store.clone(), sink, options.limit_mode, options.holds)
             .with_outage(breaker.clone(), options.outage);

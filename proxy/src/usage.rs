@@ -7,20 +7,34 @@
 //! dropped mid-write) is resent unchanged, which the store recognises
 //! ([`Store::record_usage_once`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use maas_store::{Store, StoreResult, UsageRecord};
 use time::OffsetDateTime;
 
+use crate::spool::{Leftovers, Spool, SpoolError, SpoolSettings, SpooledBatch};
+
 /// Records summed per application, metric and second, so a long store
 /// outage costs memory per active application, not per request.
 type PendingKey = (String, String, i64);
 
-/// A batch sent at least once, not yet known to be counted.
+/// A batch made, not yet known to be counted.
 struct Unsent {
-    seq: u64,
-    records: Vec<UsageRecord>,
+    batch: SpooledBatch,
+    /// On disk (this process's spool, or a file taken over).
+    spooled: bool,
+}
+
+/// Batches in the order they must reach the store, and the spool.
+struct Outbox {
+    queue: VecDeque<Unsent>,
+    last_seq: u64,
+    spool: Option<Spool>,
+    leftovers: Leftovers,
+    /// The spool refused a batch (full or failing) since it was last
+    /// emptied: said once, loudly.
+    spool_failing: bool,
 }
 
 pub struct UsageSink {
@@ -28,19 +42,52 @@ pub struct UsageSink {
     /// This process's name as a usage writer (random per start).
     writer: String,
     pending: Mutex<HashMap<PendingKey, u64>>,
-    /// One flush at a time, holding the batch being sent and the number
-    /// of the last batch made: keeps batches in order and lets `flush` be
+    /// Settles to resend, each applied only if its hold is still there.
+    settles: Mutex<Vec<SpooledBatch>>,
+    /// One flush at a time: keeps batches in order and lets `flush` be
     /// called from the sync loop and at shutdown alike.
-    flushing: tokio::sync::Mutex<(Option<Unsent>, u64)>,
+    outbox: tokio::sync::Mutex<Outbox>,
 }
 
 impl UsageSink {
+    /// A sink whose unsent batches live in memory only.
     pub fn new(store: Store) -> UsageSink {
+        UsageSink::with_outbox(store, random_writer(), None, Leftovers::default())
+    }
+
+    /// A sink that appends the batches the store does not take to a spool
+    /// in `settings.dir`, and first resends what earlier processes left
+    /// there.
+    pub fn with_spool(store: Store, settings: SpoolSettings) -> Result<UsageSink, SpoolError> {
+        let writer = random_writer();
+        let (spool, leftovers) = Spool::open(settings, &writer)?;
+        if !leftovers.batches.is_empty() {
+            tracing::warn!(
+                batches = leftovers.batches.len(),
+                files = leftovers.files.len(),
+                "usage spooled by earlier processes: resending it"
+            );
+        }
+        Ok(UsageSink::with_outbox(store, writer, Some(spool), leftovers))
+    }
+
+    fn with_outbox(store: Store, writer: String, spool: Option<Spool>, mut leftovers: Leftovers) -> UsageSink {
+        let queue = std::mem::take(&mut leftovers.batches)
+            .into_iter()
+            .map(|batch| Unsent { batch, spooled: true })
+            .collect();
         UsageSink {
             store,
-            writer: maas_store::ids::hex(&maas_store::ids::random_bytes::<8>()),
+            writer,
             pending: Mutex::new(HashMap::new()),
-            flushing: tokio::sync::Mutex::new((None, 0)),
+            settles: Mutex::new(Vec::new()),
+            outbox: tokio::sync::Mutex::new(Outbox {
+                queue,
+                last_seq: 0,
+                spool,
+                leftovers,
+                spool_failing: false,
+            }),
         }
     }
 
@@ -56,45 +103,141 @@ impl UsageSink {
         *entry = entry.saturating_add(value);
     }
 
+    /// Queues a settle whose outcome is unknown: resent (and spooled) with
+    /// the next batch, applied only if the hold `hold` is still held.
+    pub fn push_settle(&self, hold: &str, records: Vec<UsageRecord>) {
+        if records.is_empty() {
+            return;
+        }
+        self.settles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(SpooledBatch {
+                writer: self.writer.clone(),
+                seq: 0,
+                records,
+                hold: Some(hold.to_owned()),
+            });
+    }
+
     pub fn pending_records(&self) -> usize {
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// Writes the batch a failed flush left, else everything queued so
-    /// far; how many records were written. On failure the batch is kept,
-    /// unchanged, for the next call.
+    /// Writes every batch not yet written, oldest first, then what was
+    /// queued since; how many records were written. On failure the batches
+    /// are kept, unchanged and spooled, for the next call.
     pub async fn flush(&self) -> StoreResult<usize> {
-        let mut flushing = self.flushing.lock().await;
-        let (unsent, last_seq) = &mut *flushing;
-        if unsent.is_none() {
-            let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
-            if batch.is_empty() {
-                return Ok(0);
+        let mut outbox = self.outbox.lock().await;
+        self.make_batch(&mut outbox);
+        let mut written = 0;
+        while let Some(unsent) = outbox.queue.front() {
+            let batch = &unsent.batch;
+            let sent = match (&batch.hold, batch.records.first()) {
+                (Some(hold), Some(first)) => self
+                    .store
+                    .settle_if_held(&first.application_id, hold, &batch.records)
+                    .await
+                    .map(drop),
+                _ => self
+                    .store
+                    .record_usage_once(&batch.writer, batch.seq, &batch.records)
+                    .await
+                    .map(drop),
+            };
+            if let Err(error) = sent {
+                spool_unsent(&mut outbox);
+                return Err(error);
             }
-            *last_seq += 1;
-            let records = batch
-                .into_iter()
-                .filter_map(|((application_id, metric, at), value)| {
-                    Some(UsageRecord {
-                        application_id,
-                        metric,
-                        value,
-                        at: OffsetDateTime::from_unix_timestamp(at).ok()?,
-                    })
-                })
-                .collect();
-            *unsent = Some(Unsent {
-                seq: *last_seq,
-                records,
-            });
+            written += batch.records.len();
+            outbox.queue.pop_front();
         }
-        let Some(batch) = unsent.as_ref() else { return Ok(0) };
-        self.store
-            .record_usage_once(&self.writer, batch.seq, &batch.records)
-            .await?;
-        let written = batch.records.len();
-        *unsent = None;
+        if let Some(spool) = outbox.spool.as_mut()
+            && let Err(error) = spool.clear()
+        {
+            tracing::error!(%error, "emptying the usage spool");
+        }
+        outbox.spool_failing = false;
+        outbox.leftovers.remove_files();
         Ok(written)
+    }
+
+    /// While the store does not answer: what was queued becomes a batch on
+    /// disk, so a proxy killed now loses at most one sync interval of usage.
+    pub async fn spool_pending(&self) {
+        let mut outbox = self.outbox.lock().await;
+        self.make_batch(&mut outbox);
+        spool_unsent(&mut outbox);
+    }
+
+    /// Batches not yet written (for tests and metrics).
+    pub async fn unsent_batches(&self) -> usize {
+        self.outbox.lock().await.queue.len()
+    }
+
+    /// What was queued becomes the next batch.
+    fn make_batch(&self, outbox: &mut Outbox) {
+        let settles = std::mem::take(&mut *self.settles.lock().unwrap_or_else(|e| e.into_inner()));
+        outbox
+            .queue
+            .extend(settles.into_iter().map(|batch| Unsent { batch, spooled: false }));
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        if pending.is_empty() {
+            return;
+        }
+        outbox.last_seq += 1;
+        let records = pending
+            .into_iter()
+            .filter_map(|((application_id, metric, at), value)| {
+                Some(UsageRecord {
+                    application_id,
+                    metric,
+                    value,
+                    at: OffsetDateTime::from_unix_timestamp(at).ok()?,
+                })
+            })
+            .collect();
+        outbox.queue.push_back(Unsent {
+            batch: SpooledBatch {
+                writer: self.writer.clone(),
+                seq: outbox.last_seq,
+                records,
+                hold: None,
+            },
+            spooled: false,
+        });
+    }
+}
+
+fn random_writer() -> String {
+    maas_store::ids::hex(&maas_store::ids::random_bytes::<8>())
+}
+
+/// Appends the batches not yet on disk to the spool, in order; one that
+/// does not fit stays in memory, said once.
+fn spool_unsent(outbox: &mut Outbox) {
+    let Outbox {
+        queue,
+        spool,
+        spool_failing,
+        ..
+    } = outbox;
+    let Some(spool) = spool.as_mut() else { return };
+    for unsent in queue.iter_mut().filter(|u| !u.spooled) {
+        match spool.append(&unsent.batch) {
+            Ok(()) => unsent.spooled = true,
+            Err(error) => {
+                if !*spool_failing {
+                    tracing::error!(
+                        %error,
+                        "USAGE SPOOL: batches stay in memory only; a proxy that stops before the store \
+                         answers loses them (store.spool_max_mb)"
+                    );
+                    *spool_failing = true;
+                }
+                return;
+            }
+        }
     }
 }
 
@@ -119,6 +262,55 @@ mod tests {
             store.usage("app1", "total_tokens", Period::Eternity, at).await.unwrap(),
             12
         );
+    }
+
+    /// A proxy killed during an outage: the next process resends what it
+    /// spooled, once, whether or not some of it had reached the store.
+    #[tokio::test]
+    async fn spooled_batches_outlive_the_process() {
+        let (flaky, store, truth, dir) = crate::flaky_store::FlakyBackend::stores();
+        let settings = SpoolSettings {
+            dir: dir.path().join("spool"),
+            max_bytes: 1 << 20,
+            fsync: true,
+        };
+        let at = OffsetDateTime::now_utc();
+        let first = UsageSink::with_spool(store.clone(), settings.clone()).unwrap();
+        flaky.set(crate::flaky_store::DOWN);
+        first.push("app1", "total_tokens", 5, at);
+        assert!(first.flush().await.is_err());
+        first.push("app1", "total_tokens", 7, at);
+        first.spool_pending().await;
+        // Batch 1 had reached the store after all; then the process dies.
+        truth
+            .record_usage_once(
+                &first.writer,
+                1,
+                &[UsageRecord {
+                    application_id: "app1".into(),
+                    metric: "total_tokens".into(),
+                    value: 5,
+                    at,
+                }],
+            )
+            .await
+            .unwrap();
+        drop(first);
+        flaky.set(crate::flaky_store::UP);
+        let second = UsageSink::with_spool(store, settings.clone()).unwrap();
+        assert_eq!(second.unsent_batches().await, 2);
+        second.flush().await.unwrap();
+        assert_eq!(
+            truth.usage("app1", "total_tokens", Period::Eternity, at).await.unwrap(),
+            12
+        );
+        let files: Vec<_> = std::fs::read_dir(&settings.dir).unwrap().flatten().collect();
+        assert_eq!(
+            files.len(),
+            1,
+            "the dead process's spool is gone, the live one's is empty"
+        );
+        assert_eq!(files[0].metadata().unwrap().len(), 0);
     }
 
     /// A batch that failed is resent as it was, ahead of what came after,
@@ -147,8 +339,9 @@ mod tests {
             .await
             .unwrap();
         flaky.set(crate::flaky_store::UP);
-        assert_eq!(sink.flush().await.unwrap(), 1, "the first batch again");
-        assert_eq!(sink.flush().await.unwrap(), 1, "then the second");
+        assert_eq!(sink.unsent_batches().await, 1);
+        assert_eq!(sink.flush().await.unwrap(), 2, "the first batch again, then the second");
+        assert_eq!(sink.unsent_batches().await, 0);
         assert_eq!(
             truth.usage("app1", "total_tokens", Period::Eternity, at).await.unwrap(),
             12

@@ -320,3 +320,66 @@ async fn a_proxy_started_before_redis_becomes_ready_with_it() {
     }
     assert_eq!(gw.chat(gw.base(), &key, "chat-a").await.status(), 200);
 }
+
+/// A proxy killed during an outage leaves its usage in the spool; the next
+/// proxy started in the same place writes it once Redis is back, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_spooled_by_a_killed_proxy_is_written_once() {
+    let mut redis = PrivateRedis::start();
+    let mut gw = Gateway::start_on(&redis.url(), CATALOG, 1, "strict").await;
+    let (app, key) = gw.app_key("spooled", "ha", "metered").await;
+    let mut requests = 0;
+    for _ in 0..4 {
+        assert_eq!(gw.chat(gw.base(), &key, "chat-a").await.status(), 200);
+        requests += 1;
+    }
+    redis.kill();
+    for i in 0..30 {
+        let response = if i % 2 == 0 {
+            gw.chat(gw.base(), &key, "chat-a").await
+        } else {
+            gw.stream_chat(gw.base(), &key, "chat-a").await
+        };
+        assert_eq!(response.status(), 200, "request {i} during the outage");
+        let _ = response.bytes().await;
+        requests += 1;
+    }
+    // Everything served is on disk within a sync interval or two.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = gw.metrics(0).await;
+        let spooled = text
+            .lines()
+            .find_map(|line| line.strip_prefix("maas_usage_spool_bytes "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if spooled > 0 && gw.sim_usage(&app).await["requests"].as_u64() == Some(requests) {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing spooled: {spooled} bytes");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gw.crash_proxy(0);
+    let spool_dir = gw.dir.path().join("data/spool");
+    let files = std::fs::read_dir(&spool_dir).unwrap().count();
+    assert_eq!(files, 1, "the killed proxy's spool is there");
+
+    redis.restart();
+    gw.add_proxy("strict");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while gw.stored(&app, "hits").await < requests {
+        assert!(Instant::now() < deadline, "the spool was not replayed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(gw.stored(&app, "hits").await, requests, "each request counted once");
+    gw.assert_stored_as_served(&app).await;
+    let left: Vec<_> = std::fs::read_dir(&spool_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(left.len(), 1, "only the new proxy's (empty) spool is left: {left:?}");
+    assert_eq!(std::fs::metadata(&left[0]).unwrap().len(), 0);
+}
