@@ -1,5 +1,6 @@
 //! Kubernetes probes: `/healthz` (liveness: the process answers) and
-//! `/readyz` (readiness: the store answers a read).
+//! `/readyz` (readiness: the store answers a read; if not, it names the
+//! store and its error).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -15,7 +16,10 @@ pub async fn readyz(State(state): State<PortalState>) -> (StatusCode, String) {
         Ok(_) => (StatusCode::OK, "ready\n".to_owned()),
         Err(error) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: the store does not answer ({error})\n"),
+            format!(
+                "not ready: the store ({}) does not answer: {error}\n",
+                state.inner.store.backend_kind()
+            ),
         ),
     }
 }

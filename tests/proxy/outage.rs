@@ -383,3 +383,45 @@ async fn usage_spooled_by_a_killed_proxy_is_written_once() {
     assert_eq!(left.len(), 1, "only the new proxy's (empty) spool is left: {left:?}");
     assert_eq!(std::fs::metadata(&left[0]).unwrap().len(), 0);
 }
+
+/// After a Redis restart the portal and the admin API answer the first
+/// request (a read and a write alike), and `/readyz` names the store while
+/// it is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_answers_the_first_request_after_a_redis_restart() {
+    const TOKEN: &str = "outage-test-admin-token";
+    let mut redis = PrivateRedis::start();
+    let mut gw = Gateway::start_on(&redis.url(), CATALOG, 0, "strict").await;
+    let portal = gw.add_portal(TOKEN);
+    let api = format!("{portal}{}", maas_admin_api::BASE_PATH);
+    let get = |url: String| {
+        let http = gw.http.clone();
+        async move { http.get(url).bearer_auth(TOKEN).send().await.unwrap() }
+    };
+    assert_eq!(get(format!("{api}/products")).await.status(), 200);
+
+    redis.kill();
+    let ready = gw.http.get(format!("{portal}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body = ready.text().await.unwrap();
+    assert!(body.contains("the store (redis) does not answer"), "{body}");
+
+    redis.restart();
+    let first = get(format!("{api}/products")).await;
+    assert_eq!(first.status(), 200, "{}", first.text().await.unwrap());
+    redis.kill();
+    redis.restart();
+    let created = gw
+        .http
+        .post(format!("{api}/accounts"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"name": "after-restart"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
+    assert_eq!(
+        gw.http.get(format!("{portal}/readyz")).send().await.unwrap().status(),
+        200
+    );
+}

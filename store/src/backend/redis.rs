@@ -168,11 +168,12 @@ impl RedisBackend {
         Ok(outcome.first() != Some(&2))
     }
 
-    /// Runs a read, and once more if the connection had dropped: after a
-    /// Redis restart the first command on the old connection fails and
-    /// starts the reconnect, and a read is safe to send twice. (A write is
-    /// not retried: the error does not say whether Redis ran it.)
-    async fn read<T, F, Fut>(&self, run: F) -> StoreResult<T>
+    /// Runs a command that is safe to send twice (a read, or a write whose
+    /// second run changes nothing more: puts, set members, deletes), and
+    /// once more if the connection had dropped: after a Redis restart the
+    /// first command on the old connection fails and starts the reconnect.
+    /// Counter increments are never sent this way.
+    async fn idempotent<T, F, Fut>(&self, run: F) -> StoreResult<T>
     where
         F: Fn(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
@@ -396,7 +397,7 @@ impl StoreBackend for RedisBackend {
 
     async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
         let key = &self.record_key(key);
-        self.read(|mut conn| async move { conn.get(key).await }).await
+        self.idempotent(|mut conn| async move { conn.get(key).await }).await
     }
 
     async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<Vec<u8>>>> {
@@ -405,7 +406,7 @@ impl StoreBackend for RedisBackend {
         }
         let full: Vec<String> = keys.iter().map(|k| self.record_key(k)).collect();
         let cmd = &redis::cmd("MGET").arg(full).clone();
-        self.read(|mut conn| async move { cmd.query_async(&mut conn).await })
+        self.idempotent(|mut conn| async move { cmd.query_async(&mut conn).await })
             .await
     }
 
@@ -417,7 +418,7 @@ impl StoreBackend for RedisBackend {
             .arg(serde_json::Value::Array(plan).to_string())
             .arg(self.record_key(""));
         let invocation = &invocation;
-        self.read(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+        self.idempotent(|mut conn| async move { invocation.invoke_async(&mut conn).await })
             .await
     }
 
@@ -444,7 +445,7 @@ impl StoreBackend for RedisBackend {
         };
         cmd.arg("LIMIT").arg(0).arg(limit);
         let cmd = &cmd;
-        self.read(|mut conn| async move { cmd.query_async(&mut conn).await })
+        self.idempotent(|mut conn| async move { cmd.query_async(&mut conn).await })
             .await
     }
 
@@ -494,8 +495,13 @@ impl StoreBackend for RedisBackend {
         for arg in &script.args {
             invocation.arg(arg.as_slice());
         }
-        let mut conn = self.conn.clone();
-        let failed: usize = invocation.invoke_async(&mut conn).await.map_err(unsure)?;
+        // A batch's conditions and writes give the same state when run
+        // twice, and a second run fails its conditions rather than writing
+        // again: safe to resend when the connection dropped.
+        let invocation = &invocation;
+        let failed: usize = self
+            .idempotent(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await?;
         Ok(if failed == 0 {
             Ok(())
         } else {
@@ -621,26 +627,25 @@ impl StoreBackend for RedisBackend {
         }
         let pipe = &pipe;
         let values: Vec<Option<u64>> = self
-            .read(|mut conn| async move { pipe.query_async(&mut conn).await })
+            .idempotent(|mut conn| async move { pipe.query_async(&mut conn).await })
             .await?;
         Ok(values.into_iter().map(Option::unwrap_or_default).collect())
     }
 
     async fn put_ephemeral(&self, key: &str, value: Vec<u8>, ttl_secs: u64) -> StoreResult<()> {
-        let mut conn = self.conn.clone();
-        conn.set_ex(self.ephemeral_key(key), value, ttl_secs.max(1))
+        let (key, value) = (&self.ephemeral_key(key), &value);
+        self.idempotent(|mut conn| async move { conn.set_ex(key, value.as_slice(), ttl_secs.max(1)).await })
             .await
-            .map_err(unavailable)
     }
 
     async fn get_ephemeral(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
         let key = &self.ephemeral_key(key);
-        self.read(|mut conn| async move { conn.get(key).await }).await
+        self.idempotent(|mut conn| async move { conn.get(key).await }).await
     }
 
     async fn delete_ephemeral(&self, key: &str) -> StoreResult<()> {
-        let mut conn = self.conn.clone();
-        conn.del(self.ephemeral_key(key)).await.map_err(unavailable)
+        let key = &self.ephemeral_key(key);
+        self.idempotent(|mut conn| async move { conn.del(key).await }).await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Change> {
