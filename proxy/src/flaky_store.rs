@@ -89,19 +89,16 @@ impl StoreBackend for FlakyBackend {
         self.gate().await?;
         self.inner.check_and_add(checks, adds, now, reservation).await
     }
-    async fn settle(&self, shard: &str, reservation_id: &str, adds: &[CounterAdd], now: i64) -> StoreResult<()> {
-        self.gate().await?;
-        self.inner.settle(shard, reservation_id, adds, now).await
-    }
-    async fn settle_if_held(
+    async fn settle(
         &self,
         shard: &str,
         reservation_id: &str,
         adds: &[CounterAdd],
         now: i64,
+        only_if_held: bool,
     ) -> StoreResult<bool> {
         self.gate().await?;
-        self.inner.settle_if_held(shard, reservation_id, adds, now).await
+        self.inner.settle(shard, reservation_id, adds, now, only_if_held).await
     }
     async fn read_counters(&self, keys: &[CounterKey]) -> StoreResult<Vec<u64>> {
         self.gate().await?;

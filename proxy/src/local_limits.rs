@@ -40,6 +40,17 @@ impl LocalCounter {
         }
     }
 
+    /// A counter of `limit`'s bucket at `at` that starts from `base`.
+    fn fresh(limit: &UsageLimit, at: i64, base: u64) -> LocalCounter {
+        LocalCounter {
+            limit: limit.clone(),
+            bucket_start: limit.period.bucket_start(at),
+            base,
+            pending: 0,
+            held: 0,
+        }
+    }
+
     fn is(&self, limit: &UsageLimit) -> bool {
         self.limit.metric == limit.metric && self.limit.period == limit.period
     }
@@ -180,14 +191,8 @@ impl LocalLimits {
         let at = now.unix_timestamp();
         let app = self.apps.entry(application_id.to_owned()).or_default();
         for status in statuses {
-            let bucket_start = status.limit.period.bucket_start(at);
-            let fresh = LocalCounter {
-                limit: status.limit.clone(),
-                bucket_start,
-                base: status.used,
-                pending: 0,
-                held: 0,
-            };
+            let fresh = LocalCounter::fresh(&status.limit, at, status.used);
+            let bucket_start = fresh.bucket_start;
             match app.counters.iter_mut().find(|c| c.is(&status.limit)) {
                 // Pending usage of an ended period was pushed to the sink already.
                 Some(counter) if counter.bucket_start != bucket_start => *counter = fresh,
@@ -216,13 +221,7 @@ impl LocalLimits {
                     counter.pending = 0;
                 }
                 found => {
-                    let fresh = LocalCounter {
-                        limit: status.limit.clone(),
-                        bucket_start,
-                        base: status.used,
-                        pending: 0,
-                        held: 0,
-                    };
+                    let fresh = LocalCounter::fresh(&status.limit, at, status.used);
                     match found {
                         Some(counter) => *counter = fresh,
                         None => app.counters.push(fresh),

@@ -363,7 +363,10 @@ impl ProxyState {
                             .store_errors
                             .with_label_values(&["catalog"])
                             .inc();
-                        tracing::error!(%error, "reloading the catalog failed; serving the previous one");
+                        // Retried every second: said once per streak.
+                        if !reload_pending {
+                            tracing::error!(%error, "reloading the catalog failed; serving the previous one");
+                        }
                         true
                     }
                 };

@@ -16,6 +16,7 @@
 
 pub mod embedded;
 pub mod redis;
+mod redis_connect;
 mod redis_scripts;
 
 use async_trait::async_trait;
@@ -294,17 +295,17 @@ pub trait StoreBackend: Send + Sync + 'static {
     ) -> StoreResult<CheckOutcome>;
     /// Releases reservation `reservation_id` of `shard` (if still held) and
     /// applies `adds` (the usage it turned out to have), atomically.
-    /// Reservations of the shard due by `now` are released too.
-    async fn settle(&self, shard: &str, reservation_id: &str, adds: &[CounterAdd], now: i64) -> StoreResult<()>;
-    /// [`settle`](Self::settle) only if the reservation is still held:
-    /// a settle resent after an uncertain attempt counts once. `Ok(false)`
-    /// (nothing applied) when it is not held: settled already, or expired.
-    async fn settle_if_held(
+    /// Reservations of the shard due by `now` are released too. With
+    /// `only_if_held`, nothing is applied unless the reservation is still
+    /// held (a settle resent after an uncertain attempt counts once);
+    /// `Ok(false)` when nothing was.
+    async fn settle(
         &self,
         shard: &str,
         reservation_id: &str,
         adds: &[CounterAdd],
         now: i64,
+        only_if_held: bool,
     ) -> StoreResult<bool>;
     async fn read_counters(&self, keys: &[CounterKey]) -> StoreResult<Vec<u64>>;
 

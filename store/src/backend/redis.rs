@@ -19,12 +19,13 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
+pub use super::redis_connect::RedisConnect;
+use super::redis_connect::{client, explain_connect_error, run_subscriber, unavailable, unsure};
 use super::redis_scripts::{ADD_ONCE_SCRIPT, CHECK_AND_ADD_SCRIPT, COMMIT_SCRIPT, GET_LINKED_SCRIPT};
 use super::{
     CheckOutcome, Condition, ConditionFailed, CounterAdd, CounterCheck, CounterKey, Link, MAX_EXACT_COUNT, Op,
@@ -222,144 +223,6 @@ impl RedisBackend {
 impl Drop for RedisBackend {
     fn drop(&mut self) {
         self.subscriber.abort();
-    }
-}
-
-/// A client for `url`; a `rediss://` URL with PEM files configured trusts
-/// `tls.ca_file` instead of the system's roots and may present a client
-/// certificate.
-fn client(url: &str, tls: &RedisTls) -> StoreResult<redis::Client> {
-    let bad_url = |e: redis::RedisError| StoreError::Unavailable(format!("redis URL: {e}"));
-    if url.starts_with("rediss://") {
-        // The redis client builds its TLS config from the process's default
-        // provider, which rustls cannot pick when several are linked in.
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    }
-    if !tls.is_configured() {
-        return redis::Client::open(url).map_err(bad_url);
-    }
-    if !url.starts_with("rediss://") {
-        return Err(StoreError::Unavailable(
-            "redis TLS files are set but the URL is not rediss://".into(),
-        ));
-    }
-    let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| StoreError::Unavailable(format!("redis TLS: reading {}: {e}", path.display())))
-    };
-    let client_tls = match (&tls.cert_file, &tls.key_file) {
-        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
-            client_cert: read(cert)?,
-            client_key: read(key)?,
-        }),
-        (None, None) => None,
-        _ => {
-            return Err(StoreError::Unavailable(
-                "redis TLS: a client certificate needs both cert_file and key_file".into(),
-            ));
-        }
-    };
-    let root_cert = tls.ca_file.as_deref().map(read).transpose()?;
-    redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls, root_cert }).map_err(bad_url)
-}
-
-/// How [`RedisBackend::connect_with`] connects.
-#[derive(Debug, Clone, Copy)]
-pub struct RedisConnect {
-    /// How long a command waits for its answer before it fails.
-    pub response_timeout: Duration,
-    /// Whether a server that refuses or does not answer yet is waited for
-    /// (connected on first use) instead of an error.
-    pub wait_for_server: bool,
-}
-
-impl Default for RedisConnect {
-    fn default() -> Self {
-        RedisConnect {
-            response_timeout: Duration::from_secs(5),
-            wait_for_server: false,
-        }
-    }
-}
-
-fn explain_connect_error(e: redis::RedisError, url: &str, tls: &RedisTls) -> StoreError {
-    match unavailable(e) {
-        StoreError::Unavailable(message)
-            if url.starts_with("rediss://") && tls.ca_file.is_none() && message.contains("certificate") =>
-        {
-            StoreError::Unavailable(format!(
-                "{message} (the server's certificate was checked against the system's trust store; \
-                 set store.redis_tls_ca_file or MAAS_REDIS_TLS_CA_FILE to the CA that signed it)"
-            ))
-        }
-        other => other,
-    }
-}
-
-/// A write's error: a connection that dropped or timed out after the
-/// command went out leaves it unknown whether Redis ran it.
-fn unsure(e: redis::RedisError) -> StoreError {
-    if !e.is_connection_refusal() && (e.is_connection_dropped() || e.is_timeout()) {
-        StoreError::Uncertain(format!("redis: {e}"))
-    } else {
-        unavailable(e)
-    }
-}
-
-fn unavailable(e: redis::RedisError) -> StoreError {
-    StoreError::Unavailable(format!("redis: {e}"))
-}
-
-/// Keeps one pub/sub connection subscribed, reconnecting forever; after a
-/// reconnect subscribers get `Resync` since events may have been missed.
-async fn run_subscriber(
-    client: redis::Client,
-    channel: String,
-    changes: broadcast::Sender<Change>,
-    // Told of the first subscription's outcome; without it (the server is
-    // waited for) the first attempt's failure is retried like a reconnect.
-    mut ready: Option<oneshot::Sender<Result<(), String>>>,
-) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let subscribed = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        }
-        .await;
-        match subscribed {
-            Ok(pubsub) => {
-                match ready.take() {
-                    Some(ready) => {
-                        let _ = ready.send(Ok(()));
-                    }
-                    None => {
-                        let _ = changes.send(Change::Resync);
-                    }
-                }
-                backoff = Duration::from_millis(100);
-                let mut messages = pubsub.into_on_message();
-                while let Some(message) = messages.next().await {
-                    match serde_json::from_slice::<Change>(message.get_payload_bytes()) {
-                        Ok(change) => {
-                            let _ = changes.send(change);
-                        }
-                        Err(e) => tracing::warn!(error = %e, "undecodable change event; resyncing"),
-                    }
-                }
-                tracing::warn!("redis change feed disconnected; reconnecting");
-                let _ = changes.send(Change::Resync);
-            }
-            Err(e) => {
-                if let Some(ready) = ready.take() {
-                    let _ = ready.send(Err(e.to_string()));
-                    return;
-                }
-                tracing::warn!(error = %e, "redis change feed: reconnect failed");
-            }
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -600,20 +463,15 @@ impl StoreBackend for RedisBackend {
         }
     }
 
-    async fn settle(&self, shard: &str, reservation_id: &str, adds: &[CounterAdd], now: i64) -> StoreResult<()> {
-        self.settle_hold(shard, reservation_id, adds, now, false)
-            .await
-            .map(drop)
-    }
-
-    async fn settle_if_held(
+    async fn settle(
         &self,
         shard: &str,
         reservation_id: &str,
         adds: &[CounterAdd],
         now: i64,
+        only_if_held: bool,
     ) -> StoreResult<bool> {
-        self.settle_hold(shard, reservation_id, adds, now, true).await
+        self.settle_hold(shard, reservation_id, adds, now, only_if_held).await
     }
 
     async fn read_counters(&self, keys: &[CounterKey]) -> StoreResult<Vec<u64>> {

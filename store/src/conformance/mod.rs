@@ -8,6 +8,7 @@
 //! ```
 
 mod catalog;
+mod exactly_once;
 mod tenancy;
 mod usage;
 
@@ -18,6 +19,7 @@ use time::OffsetDateTime;
 use time::macros::datetime;
 
 pub use catalog::*;
+pub use exactly_once::*;
 pub use tenancy::*;
 pub use usage::*;
 

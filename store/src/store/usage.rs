@@ -106,6 +106,29 @@ fn status(limit: &UsageLimit, used: u64, at: i64) -> LimitStatus {
 }
 
 /// The increments of `value` to `metric` in every period's bucket at `at`.
+/// The increments of `records`, one per counter, by application.
+fn summed_adds(records: &[UsageRecord]) -> HashMap<String, Vec<CounterAdd>> {
+    let mut by_app: HashMap<&str, HashMap<CounterKey, CounterAdd>> = HashMap::new();
+    for record in records.iter().filter(|r| r.value > 0) {
+        let summed = by_app.entry(record.application_id.as_str()).or_default();
+        for add in adds_for(
+            &record.application_id,
+            &record.metric,
+            record.value,
+            record.at.unix_timestamp(),
+        ) {
+            summed
+                .entry(add.key.clone())
+                .and_modify(|existing| existing.by = existing.by.saturating_add(add.by))
+                .or_insert(add);
+        }
+    }
+    by_app
+        .into_iter()
+        .map(|(app, adds)| (app.to_owned(), adds.into_values().collect()))
+        .collect()
+}
+
 fn settle_adds(application_id: &str, records: &[UsageRecord]) -> Vec<CounterAdd> {
     records
         .iter()
@@ -126,21 +149,7 @@ impl Store {
     /// Adds usage without checking limits (tokens after a response, local
     /// mode's periodic sync). Records of the same bucket are summed first.
     pub async fn record_usage(&self, records: &[UsageRecord]) -> StoreResult<()> {
-        let mut summed: HashMap<CounterKey, CounterAdd> = HashMap::new();
-        for record in records.iter().filter(|r| r.value > 0) {
-            for add in adds_for(
-                &record.application_id,
-                &record.metric,
-                record.value,
-                record.at.unix_timestamp(),
-            ) {
-                summed
-                    .entry(add.key.clone())
-                    .and_modify(|existing| existing.by = existing.by.saturating_add(add.by))
-                    .or_insert(add);
-            }
-        }
-        let adds: Vec<CounterAdd> = summed.into_values().collect();
+        let adds: Vec<CounterAdd> = summed_adds(records).into_values().flatten().collect();
         self.backend.add_counters(&adds).await
     }
 
@@ -151,27 +160,11 @@ impl Store {
     /// sent, within 30 days. Returns how many applications' parts were
     /// counted now (the others were already).
     pub async fn record_usage_once(&self, writer: &str, seq: u64, records: &[UsageRecord]) -> StoreResult<usize> {
-        let mut by_app: HashMap<&str, HashMap<CounterKey, CounterAdd>> = HashMap::new();
-        for record in records.iter().filter(|r| r.value > 0) {
-            let summed = by_app.entry(record.application_id.as_str()).or_default();
-            for add in adds_for(
-                &record.application_id,
-                &record.metric,
-                record.value,
-                record.at.unix_timestamp(),
-            ) {
-                summed
-                    .entry(add.key.clone())
-                    .and_modify(|existing| existing.by = existing.by.saturating_add(add.by))
-                    .or_insert(add);
-            }
-        }
         let mut counted = 0;
-        for (application_id, adds) in by_app {
-            let adds: Vec<CounterAdd> = adds.into_values().collect();
+        for (application_id, adds) in summed_adds(records) {
             if self
                 .backend
-                .add_counters_once(application_id, writer, seq, &adds)
+                .add_counters_once(&application_id, writer, seq, &adds)
                 .await?
             {
                 counted += 1;
@@ -280,8 +273,9 @@ impl Store {
     pub async fn settle(&self, application_id: &str, hold_id: &str, records: &[UsageRecord]) -> StoreResult<()> {
         let adds = settle_adds(application_id, records);
         self.backend
-            .settle(application_id, hold_id, &adds, self.clock.now().unix_timestamp())
+            .settle(application_id, hold_id, &adds, self.clock.now().unix_timestamp(), false)
             .await
+            .map(drop)
     }
 
     /// [`settle`](Self::settle) resent after an attempt whose outcome is
@@ -295,7 +289,7 @@ impl Store {
     ) -> StoreResult<bool> {
         let adds = settle_adds(application_id, records);
         self.backend
-            .settle_if_held(application_id, hold_id, &adds, self.clock.now().unix_timestamp())
+            .settle(application_id, hold_id, &adds, self.clock.now().unix_timestamp(), true)
             .await
     }
 
