@@ -207,7 +207,14 @@ impl LocalLimits {
     /// replica admitted or holds on its own (during an outage) stays.
     pub(crate) fn observe(&mut self, application_id: &str, statuses: &[LimitStatus], now: OffsetDateTime) {
         let at = now.unix_timestamp();
-        let app = self.apps.entry(application_id.to_owned()).or_default();
+        // Called on every strict admission: no allocation once the
+        // application is known.
+        if !self.apps.contains_key(application_id) {
+            self.apps.insert(application_id.to_owned(), LocalApp::default());
+        }
+        let Some(app) = self.apps.get_mut(application_id) else {
+            return;
+        };
         app.last_used = Some(Instant::now());
         for status in statuses {
             let bucket_start = status.limit.period.bucket_start(at);
