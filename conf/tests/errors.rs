@@ -163,6 +163,41 @@ fn config_mistakes_name_file_line_and_field() {
         error.to_string(),
         "maas.yaml:1: store.redis_tls_key_file: required with store.redis_tls_cert_file (the client certificate's key)"
     );
+    // What the proxy does when Redis fails: each setting checked, by line.
+    let error = config_error("store:\n  outage: serve_stale\n");
+    assert!(
+        error
+            .to_string()
+            .starts_with("maas.yaml:2: store.outage: unknown variant `serve_stale`"),
+        "{error}"
+    );
+    let error = config_error("store:\n  redis_url: redis://cache:6379\n  timeout_ms: 0\n");
+    assert_eq!(
+        error.to_string(),
+        "maas.yaml:3: store.timeout_ms: must be between 10 and 60000"
+    );
+    let error = config_error("store:\n  breaker_failures: 0\n");
+    assert_eq!(
+        error.to_string(),
+        "maas.yaml:2: store.breaker_failures: must be between 1 and 1000"
+    );
+    let error = config_error("store:\n  spool_fsync: sometimes\n");
+    assert!(
+        error
+            .to_string()
+            .starts_with("maas.yaml:2: store.spool_fsync: unknown variant"),
+        "{error}"
+    );
+    let config = parse_config(
+        "maas.yaml",
+        "store:\n  outage: fail_closed\n  spool_dir: /var/spool/maas\n",
+    )
+    .unwrap();
+    assert_eq!(config.store.outage, maas_conf::OutageMode::FailClosed);
+    assert_eq!(
+        config.store.spool_dir.as_deref(),
+        Some(std::path::Path::new("/var/spool/maas"))
+    );
     let tls = "store:\n  redis_url: rediss://cache:6380\n  redis_tls_ca_file: ca.crt\n  redis_tls_cert_file: c.crt\n  redis_tls_key_file: c.key\n";
     let config = parse_config("maas.yaml", tls).unwrap();
     let maas_store::StoreLocation::Redis { tls, .. } = config.store.location() else {

@@ -8,6 +8,10 @@
 //! response ([`metering`]) and record usage ([`usage`]), metrics
 //! ([`metrics`]) and one access-log line ([`access_log`]).
 //!
+//! When the store fails, [`breaker`] stops requests from waiting for it,
+//! [`outage`] admits them on local counters and [`usage`] keeps their usage,
+//! on disk in the [`spool`], until it answers.
+//!
 //! Everything except [`service`] (the thin `ProxyHttp` dispatcher),
 //! [`server`] (wiring) and [`edge`] (Pingora's own refusals as OpenAI
 //! errors) is independent of Pingora and unit-tested alone.
