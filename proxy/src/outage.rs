@@ -3,7 +3,7 @@
 //! With `serve_cached` (the default), a request the store cannot admit
 //! (its breaker is open, it is unreachable, or it did not answer in time)
 //! is admitted on this replica's own counters instead. Strict mode seeds
-//! those counters from every answer the store gives ([`LocalLimits::observe`]),
+//! those counters from every answer the store gives (`LocalLimits::observe`),
 //! so during an outage each replica goes on from the last shared count it
 //! saw. Each replica stops at the limit on its own count, so with `R`
 //! replicas a limit is overshot by at most `(R − 1) · (limit − u)` per
@@ -16,8 +16,6 @@
 //! did decides what is queued, so nothing is counted twice or lost.
 //!
 //! With `fail_closed`, requests the store cannot admit get 503.
-//!
-//! [`LocalLimits::observe`]: crate::local_limits::LocalLimits::observe
 
 use std::future::Future;
 use std::pin::Pin;
