@@ -186,9 +186,7 @@ impl Limiter {
                 match attempt {
                     Ok(decision) => {
                         if let Decision::Admitted(_) = decision {
-                            for (metric, value) in deltas {
-                                self.sink.push(application_id, metric, *value, now);
-                            }
+                            self.sink.push_deltas(application_id, deltas, now);
                         }
                         return Ok(decision);
                     }
@@ -210,9 +208,7 @@ impl Limiter {
             LimitMode::Strict => self.settle_strict(application_id, hold, deltas, now).await,
             LimitMode::Local { .. } => {
                 self.local().settle(application_id, hold, deltas, now);
-                for (metric, value) in deltas {
-                    self.sink.push(application_id, metric, *value, now);
-                }
+                self.sink.push_deltas(application_id, deltas, now);
             }
         }
     }
@@ -227,8 +223,9 @@ impl Limiter {
             return Ok(());
         }
         let LimitMode::Local { .. } = self.mode else {
-            // The counters an outage would fall back to; idle ones go.
-            let _ = self.local().snapshot();
+            // The counters an outage would fall back to; idle ones go (what
+            // is pending on them is the sink's to write, not theirs).
+            self.local().prune(false);
             self.flush_queue().await?;
             return Ok(());
         };

@@ -30,14 +30,7 @@ impl LocalCounter {
     }
 
     fn status(&self) -> LimitStatus {
-        let used = self.used();
-        LimitStatus {
-            limit: self.limit.clone(),
-            used,
-            remaining: self.limit.value.saturating_sub(used),
-            resets_at: OffsetDateTime::from_unix_timestamp(self.limit.period.bucket_end(self.bucket_start))
-                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
-        }
+        LimitStatus::at(&self.limit, self.used(), self.bucket_start)
     }
 
     /// A counter of `limit`'s bucket at `at` that starts from `base`.
@@ -264,9 +257,10 @@ impl LocalLimits {
         released.is_some()
     }
 
-    /// Forgets idle applications, releases holds never settled, and lists
-    /// every tracked counter with what is pending on it.
-    pub(crate) fn snapshot(&mut self) -> Vec<(String, Vec<FlushedCounter>)> {
+    /// Forgets idle applications (where `pending_matters`, only those with
+    /// nothing pending: local mode still has to write it) and releases
+    /// holds never settled.
+    pub(crate) fn prune(&mut self, pending_matters: bool) {
         let now = Instant::now();
         self.apps.retain(|_, app| {
             let expired: Vec<String> = app
@@ -282,8 +276,13 @@ impl LocalLimits {
             }
             app.last_used.is_some_and(|t| t.elapsed() < IDLE)
                 || !app.holds.is_empty()
-                || app.counters.iter().any(|c| c.pending > 0)
+                || (pending_matters && app.counters.iter().any(|c| c.pending > 0))
         });
+    }
+
+    /// Prunes, and lists every tracked counter with what is pending on it.
+    pub(crate) fn snapshot(&mut self) -> Vec<(String, Vec<FlushedCounter>)> {
+        self.prune(true);
         self.apps
             .iter()
             .map(|(id, app)| {
@@ -336,5 +335,37 @@ fn release(counters: &mut [LocalCounter], hold: &LocalHold) {
         if let Some(counter) = counters.get_mut(index).filter(|c| c.bucket_start == bucket_start) {
             counter.held = counter.held.saturating_sub(amount);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use maas_store::period::Period;
+
+    use super::*;
+
+    /// Strict mode counts usage into these counters too (for an outage)
+    /// and never writes it from here: that must not keep an idle
+    /// application forever. Local mode must keep it until written.
+    #[test]
+    fn idle_applications_are_forgotten_unless_local_mode_has_usage_to_write() {
+        let now = OffsetDateTime::now_utc();
+        let limit = UsageLimit {
+            metric: "total_tokens".into(),
+            period: Period::Day,
+            value: 1_000,
+        };
+        let idle = |limits: &mut LocalLimits| {
+            limits.observe("app", &[LimitStatus::at(&limit, 10, now.unix_timestamp())], now);
+            limits.settle("app", None, &[("total_tokens", 5)], now);
+            let app = limits.apps.get_mut("app").unwrap();
+            app.last_used = Instant::now().checked_sub(IDLE + Duration::from_secs(1));
+        };
+        let mut limits = LocalLimits::default();
+        idle(&mut limits);
+        limits.prune(true);
+        assert!(limits.apps.contains_key("app"), "local mode: 5 tokens still to write");
+        limits.prune(false);
+        assert!(limits.apps.is_empty(), "strict mode: nothing of its own to write");
     }
 }

@@ -19,6 +19,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use maas_store::model::UsageLimit;
@@ -183,9 +184,7 @@ impl Limiter {
                 }
                 _ => {}
             }
-            for (metric, value) in &deltas {
-                sink.push(&app, metric, *value, now);
-            }
+            sink.push_deltas(&app, &deltas, now);
         });
     }
 
@@ -214,9 +213,7 @@ impl Limiter {
         };
         drop(local);
         if let (Decision::Admitted(_), Uncounted::Queue) = (&decision, uncounted) {
-            for (metric, value) in deltas {
-                self.sink.push(application_id, metric, *value, now);
-            }
+            self.sink.push_deltas(application_id, deltas, now);
         }
         Ok(decision)
     }
@@ -233,7 +230,7 @@ impl Limiter {
     ) {
         let held_here = self.local().settle(application_id, hold, deltas, now);
         let Some(hold) = hold.filter(|_| !held_here) else {
-            self.queue(application_id, deltas, now);
+            self.sink.push_deltas(application_id, deltas, now);
             return;
         };
         let records: Vec<UsageRecord> = deltas
@@ -246,11 +243,11 @@ impl Limiter {
                 at: now,
             })
             .collect();
-        let settle = Settle {
+        let settle = Arc::new(Settle {
             application_id: application_id.to_owned(),
             hold: hold.to_owned(),
             records,
-        };
+        });
         let store = self.store.clone();
         let sent = settle.clone();
         let call: StoreCall<()> =
@@ -269,18 +266,12 @@ impl Limiter {
         }
     }
 
-    fn settle_failed(&self, settle: Settle, error: &StoreError) {
+    fn settle_failed(&self, settle: Arc<Settle>, error: &StoreError) {
         METRICS.store_errors.with_label_values(&["settle"]).inc();
         if !crate::breaker::is_open_refusal(error) {
             tracing::warn!(%error, "settling a token hold failed; its usage is written later");
         }
         settle_failed(&self.sink, settle, error);
-    }
-
-    fn queue(&self, application_id: &str, deltas: &[(&str, u64)], now: OffsetDateTime) {
-        for (metric, value) in deltas {
-            self.sink.push(application_id, metric, *value, now);
-        }
     }
 
     /// Local mode's first sight of limits: the store's counts, or zero
@@ -305,8 +296,8 @@ impl Limiter {
     }
 }
 
-/// A settle to send again.
-#[derive(Debug, Clone)]
+/// A settle, kept for sending again if it fails.
+#[derive(Debug)]
 pub(crate) struct Settle {
     application_id: String,
     hold: String,
@@ -317,10 +308,10 @@ pub(crate) struct Settle {
 /// spooled) to apply only if its hold is still there (counted once; lost
 /// only if the hold expired in between, `limits.hold_ttl_secs`); one it
 /// did not apply goes to the next usage batch, and its hold expires.
-fn settle_failed(sink: &UsageSink, settle: Settle, error: &StoreError) {
+fn settle_failed(sink: &UsageSink, settle: Arc<Settle>, error: &StoreError) {
     if let StoreError::Uncertain(_) = error {
         METRICS.uncertain_writes.with_label_values(&["settle"]).inc();
-        sink.push_settle(&settle.hold, settle.records);
+        sink.push_settle(&settle.hold, settle.records.clone());
         return;
     }
     for record in &settle.records {
@@ -331,21 +322,11 @@ fn settle_failed(sink: &UsageSink, settle: Settle, error: &StoreError) {
 /// Limits whose shared count is unknown, counted from zero.
 fn unknown_counts(limits: &[UsageLimit], now: OffsetDateTime) -> Vec<LimitStatus> {
     let at = now.unix_timestamp();
-    limits
-        .iter()
-        .map(|limit| LimitStatus {
-            limit: limit.clone(),
-            used: 0,
-            remaining: limit.value,
-            resets_at: OffsetDateTime::from_unix_timestamp(limit.period.bucket_end(limit.period.bucket_start(at)))
-                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
-        })
-        .collect()
+    limits.iter().map(|limit| LimitStatus::at(limit, 0, at)).collect()
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use maas_store::Store;
     use maas_store::period::Period;

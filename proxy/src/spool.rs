@@ -12,6 +12,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use maas_store::UsageRecord;
@@ -75,12 +76,19 @@ impl Spool {
             let path = path.display().to_string();
             move |source| SpoolError::Io { path, source }
         };
-        std::fs::create_dir_all(&settings.dir).map_err(io(&settings.dir))?;
+        // Private, as the embedded store's directory: whoever may write here
+        // could add usage to any application.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&settings.dir)
+            .map_err(io(&settings.dir))?;
         let leftovers = take_over(&settings.dir)?;
         let path = settings.dir.join(format!("usage-{writer}.jsonl"));
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&path)
             .map_err(io(&path))?;
         file.try_lock().map_err(|e| SpoolError::Io {
@@ -243,6 +251,9 @@ mod tests {
         let (_other, held) = Spool::open(settings(dir.path(), 1 << 20), "bbb").unwrap();
         assert!(held.batches.is_empty(), "a running process's spool is not taken");
         drop(first);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("usage-aaa.jsonl")), 0o600);
         let (_third, mut leftovers) = Spool::open(settings(dir.path(), 1 << 20), "ccc").unwrap();
         assert_eq!(leftovers.batches, vec![batch("aaa", 1, 5), batch("aaa", 2, 7)]);
         leftovers.remove_files();
@@ -253,7 +264,14 @@ mod tests {
     fn a_full_spool_refuses_and_a_cleared_one_starts_over() {
         let dir = tempfile::tempdir().unwrap();
         let line = serde_json::to_vec(&batch("aaa", 1, 5)).unwrap().len() as u64 + 1;
-        let (mut spool, _) = Spool::open(settings(dir.path(), line * 3 / 2), "aaa").unwrap();
+        let (mut spool, _) = Spool::open(settings(&dir.path().join("spool"), line * 3 / 2), "aaa").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("spool"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o700, "a directory only the proxy may write to");
         spool.append(&batch("aaa", 1, 5)).unwrap();
         assert!(matches!(
             spool.append(&batch("aaa", 2, 5)),

@@ -120,6 +120,13 @@ impl UsageSink {
             });
     }
 
+    /// Queues every `(metric, value)` of `deltas` for an application.
+    pub fn push_deltas<M: AsRef<str>>(&self, application_id: &str, deltas: &[(M, u64)], at: OffsetDateTime) {
+        for (metric, value) in deltas {
+            self.push(application_id, metric.as_ref(), *value, at);
+        }
+    }
+
     pub fn pending_records(&self) -> usize {
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
     }

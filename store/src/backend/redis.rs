@@ -148,27 +148,6 @@ impl RedisBackend {
         invocation.invoke_async(&mut conn).await.map_err(unsure)
     }
 
-    /// Releases a reservation and applies `adds`; with `only_held`, only if
-    /// it is still held. Whether it was applied.
-    async fn settle_hold(
-        &self,
-        shard: &str,
-        reservation_id: &str,
-        adds: &[CounterAdd],
-        now: i64,
-        only_held: bool,
-    ) -> StoreResult<bool> {
-        let mut script = ScriptArgs::default();
-        let [held, expiries, holds] = self.reservation_keys(shard).map(|key| script.key(key));
-        let adds_plan = self.adds_plan(&mut script, adds);
-        let plan = serde_json::json!({
-            "c": [], "a": adds_plan, "h": held, "x": expiries, "v": holds, "now": now, "settle": reservation_id,
-            "only_held": only_held,
-        });
-        let outcome = self.run_check_script(&script, &plan).await?;
-        Ok(outcome.first() != Some(&2))
-    }
-
     /// Runs a command that is safe to send twice (a read, or a write whose
     /// second run changes nothing more: puts, set members, deletes), and
     /// once more if the connection had dropped: after a Redis restart the
@@ -471,7 +450,16 @@ impl StoreBackend for RedisBackend {
         now: i64,
         only_if_held: bool,
     ) -> StoreResult<bool> {
-        self.settle_hold(shard, reservation_id, adds, now, only_if_held).await
+        let mut script = ScriptArgs::default();
+        let [held, expiries, holds] = self.reservation_keys(shard).map(|key| script.key(key));
+        let adds_plan = self.adds_plan(&mut script, adds);
+        let plan = serde_json::json!({
+            "c": [], "a": adds_plan, "h": held, "x": expiries, "v": holds, "now": now, "settle": reservation_id,
+            "only_held": only_if_held,
+        });
+        // The script answers {2} when `only_held` found no hold.
+        let outcome = self.run_check_script(&script, &plan).await?;
+        Ok(outcome.first() != Some(&2))
     }
 
     async fn read_counters(&self, keys: &[CounterKey]) -> StoreResult<Vec<u64>> {

@@ -96,12 +96,16 @@ fn resets_at(period: Period, at: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(end).unwrap_or(time::macros::datetime!(9999-12-31 23:59:59 UTC))
 }
 
-fn status(limit: &UsageLimit, used: u64, at: i64) -> LimitStatus {
-    LimitStatus {
-        limit: limit.clone(),
-        used,
-        remaining: limit.value.saturating_sub(used),
-        resets_at: resets_at(limit.period, at),
+impl LimitStatus {
+    /// Where `limit` stands with `used` spent, in its period's bucket at
+    /// `at` (unix seconds).
+    pub fn at(limit: &UsageLimit, used: u64, at: i64) -> LimitStatus {
+        LimitStatus {
+            limit: limit.clone(),
+            used,
+            remaining: limit.value.saturating_sub(used),
+            resets_at: resets_at(limit.period, at),
+        }
     }
 }
 
@@ -254,7 +258,7 @@ impl Store {
                     limits
                         .iter()
                         .zip(values)
-                        .map(|(limit, used)| status(limit, used, at))
+                        .map(|(limit, used)| LimitStatus::at(limit, used, at))
                         .collect(),
                 ),
                 bounded.then_some(granted),
@@ -263,7 +267,7 @@ impl Store {
                 let limit = limits
                     .get(index)
                     .ok_or_else(|| StoreError::Corrupt("check-and-add rejected an unknown limit".into()))?;
-                Ok((Admission::Rejected(status(limit, current, at)), None))
+                Ok((Admission::Rejected(LimitStatus::at(limit, current, at)), None))
             }
         }
     }
@@ -309,7 +313,7 @@ impl Store {
         Ok(limits
             .iter()
             .zip(values)
-            .map(|(limit, used)| status(limit, used, at))
+            .map(|(limit, used)| LimitStatus::at(limit, used, at))
             .collect())
     }
 
