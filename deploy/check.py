@@ -27,7 +27,7 @@ except ImportError as missing:
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-OVERLAYS = ["kubernetes/base", "kubernetes/overlays/openshift"]
+OVERLAYS = ["kubernetes/base", "kubernetes/overlays/openshift", "kubernetes/overlays/redis-sentinel"]
 # Created by the operator (deploy/README.md), never committed.
 EXTERNAL_SECRETS = {"maas-secrets", "maas-tls"}
 KNOWN_KUSTOMIZE_FIELDS = {"apiVersion", "kind", "labels", "resources", "configMapGenerator", "images", "patches"}

@@ -52,6 +52,32 @@ fn manifests_and_dashboard_pass_the_offline_checks() {
         !text.contains("kubernetes/overlays/openshift: Ingress"),
         "the OpenShift overlay replaces the Ingress with Routes:\n{text}"
     );
+    // The Sentinel overlay swaps the single Redis for three sentinel-watched
+    // pods and points both Deployments at them with a URL maas reads.
+    assert!(
+        text.contains("kubernetes/overlays/redis-sentinel: StatefulSet maas-redis-sentinel"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("kubernetes/overlays/redis-sentinel: StatefulSet maas-redis\n"),
+        "{text}"
+    );
+    let overlay =
+        std::fs::read_to_string(repo("deploy/kubernetes/overlays/redis-sentinel/kustomization.yaml")).unwrap();
+    let urls: Vec<&str> = overlay
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("value: redis+sentinel://"))
+        .collect();
+    assert_eq!(urls.len(), 2, "the proxy's and the portal's MAAS_REDIS_URL");
+    for url in urls {
+        let url = format!("redis+sentinel://{url}");
+        match maas_store::backend::redis_url::parse(&url) {
+            Ok(maas_store::backend::redis_url::RedisTarget::Sentinel(target)) => {
+                assert_eq!((target.master.as_str(), target.sentinels.len()), ("maas", 3), "{url}");
+            }
+            other => panic!("{url}: {other:?}"),
+        }
+    }
 
     // A broken copy fails, naming each mistake.
     let copy = tempfile::tempdir().unwrap();

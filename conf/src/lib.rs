@@ -248,10 +248,11 @@ impl MaasConfig {
                 "store.redis_url",
                 "required for the Redis store (or set MAAS_REDIS_URL)".into(),
             ),
-            (_, Some(url)) if !["redis://", "rediss://", "unix://"].iter().any(|s| url.starts_with(s)) => push(
-                "store.redis_url",
-                "must start with redis://, rediss:// or unix://".into(),
-            ),
+            (_, Some(url)) => {
+                if let Err(reason) = maas_store::backend::redis_url::parse(url) {
+                    push("store.redis_url", reason);
+                }
+            }
             _ => {}
         }
         let store = &self.store;
@@ -263,10 +264,13 @@ impl MaasConfig {
         let rediss = store
             .redis_url
             .as_deref()
-            .is_some_and(|url| url.starts_with("rediss://"));
+            .is_some_and(maas_store::backend::redis_url::is_tls);
         for (field, file) in tls_files {
             if file.is_some() && !rediss {
-                push(field, "only applies to a rediss:// store.redis_url".into());
+                push(
+                    field,
+                    "only applies to a TLS store.redis_url (rediss://, rediss+sentinel://, rediss+cluster://)".into(),
+                );
             }
         }
         match (&store.redis_tls_cert_file, &store.redis_tls_key_file) {

@@ -333,18 +333,10 @@ impl fmt::Debug for StoreSettings {
     }
 }
 
-/// `redis://user:secret@host` → `redis://user:***@host`
+/// `redis://user:secret@host` → `redis://user:***@host`; a sentinel URL's
+/// `sentinel_password` is hidden too.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
+    maas_store::backend::redis_url::redact(url)
 }
 
 impl StoreSettings {

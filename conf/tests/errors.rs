@@ -156,8 +156,25 @@ fn config_mistakes_name_file_line_and_field() {
     let error = config_error("store:\n  redis_url: redis://cache:6379\n  redis_tls_ca_file: ca.crt\n");
     assert_eq!(
         error.to_string(),
-        "maas.yaml:3: store.redis_tls_ca_file: only applies to a rediss:// store.redis_url"
+        "maas.yaml:3: store.redis_tls_ca_file: only applies to a TLS store.redis_url (rediss://, rediss+sentinel://, rediss+cluster://)"
     );
+    // Sentinel and Cluster URLs: what is wrong, on the URL's line.
+    let error = config_error("store:\n  redis_url: redis+sentinel://s1:26379,s2:26379\n");
+    assert_eq!((error.line, error.field.as_str()), (Some(2), "store.redis_url"));
+    assert!(error.message.contains("names the master"), "{}", error.message);
+    let error = config_error("store:\n  redis_url: redis+sentinel://:secret@s1/m?password=x\n");
+    assert!(
+        error.message.contains("unknown parameter `password`"),
+        "{}",
+        error.message
+    );
+    assert!(!error.to_string().contains("secret"), "{error}");
+    let error = config_error("store:\n  redis_url: redis+cluster://a:7000,b:70000\n");
+    assert!(error.message.contains("`b:70000`: the port"), "{}", error.message);
+    let error = config_error("store:\n  redis_url: sentinel://s1/m\n");
+    assert!(error.message.contains("unknown scheme `sentinel`"), "{}", error.message);
+    let error = config_error("store:\n  redis_url: redis+cluster://a:7000\n  redis_tls_ca_file: ca.crt\n");
+    assert_eq!(error.field, "store.redis_tls_ca_file");
     let error = config_error("store:\n  redis_url: rediss://cache:6380\n  redis_tls_cert_file: client.crt\n");
     assert_eq!(
         error.to_string(),
@@ -208,6 +225,14 @@ fn config_mistakes_name_file_line_and_field() {
         (tls.cert_file.unwrap().to_str(), tls.key_file.unwrap().to_str()),
         (Some("c.crt"), Some("c.key"))
     );
+    for url in [
+        "redis+sentinel://:pw@s1:26379,s2:26379,s3:26379/mymaster/2?sentinel_password=pw2",
+        "rediss+sentinel://s1/mymaster",
+        "redis+cluster://u:pw@n1:7000,n2:7001,n3:7002",
+    ] {
+        let config = parse_config("maas.yaml", &format!("store:\n  redis_url: {url}\n")).unwrap();
+        assert_eq!(config.store.kind(), maas_conf::StoreKind::Redis, "{url}");
+    }
 }
 
 #[test]

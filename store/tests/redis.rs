@@ -6,7 +6,10 @@
 use std::sync::Arc;
 
 use maas_store::backend::redis::{RedisBackend, hash_tag};
+use maas_store::backend::{CounterAdd, CounterKey, StoreBackend, WriteBatch};
+use maas_store::changes::Change;
 use maas_store::conformance::Fixture;
+use maas_store::conformance::servers::{RedisCluster, RedisSentinels};
 use maas_store::ids::random_bytes;
 use maas_store::{Store, StoreOptions};
 
@@ -16,24 +19,31 @@ fn redis_url() -> String {
 
 struct RedisFixture {
     prefix: String,
+    url: String,
 }
 
 impl RedisFixture {
     fn new() -> Self {
+        Self::on(redis_url())
+    }
+
+    /// A fixture on another server, cluster or sentinel-watched master.
+    fn on(url: String) -> Self {
         RedisFixture {
             prefix: format!("maastest-{}", maas_store::ids::hex(&random_bytes::<6>())),
+            url,
         }
     }
 
     async fn connect(&self) -> RedisBackend {
-        RedisBackend::connect(&redis_url(), &self.prefix, &Default::default())
+        RedisBackend::connect(&self.url, &self.prefix, &Default::default())
             .await
             .unwrap_or_else(|e| {
                 panic!(
                     "these tests need a running redis-server at {} ({e}). Install it with \
                  `apt-get install redis-server` and start it with `redis-server --daemonize yes`, \
                  or point MAAS_TEST_REDIS_URL at one.",
-                    redis_url()
+                    self.url
                 )
             })
     }
@@ -93,4 +103,121 @@ async fn key_layout_is_cluster_safe() {
         .await
         .unwrap();
     assert!(left.is_empty());
+}
+
+fn counters(shards: usize, by: u64) -> Vec<CounterAdd> {
+    (0..shards)
+        .map(|i| CounterAdd {
+            key: CounterKey {
+                shard: format!("app_{i}"),
+                name: "hits:m:0".into(),
+            },
+            by: by + i as u64,
+            ttl_secs: Some(600),
+        })
+        .collect()
+}
+
+/// The whole conformance suite on a three-master Redis Cluster, then
+/// counters of many applications spread over every master and read back
+/// in one call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_on_a_cluster() {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3)).await.unwrap();
+    let url = cluster.url();
+    maas_store::conformance_in_sequence!(RedisFixture::on(url.clone()));
+
+    let fixture = RedisFixture::on(url);
+    let backend = fixture.connect().await;
+    let adds = counters(40, 1);
+    backend.add_counters(&adds).await.unwrap();
+    let keys: Vec<CounterKey> = adds.iter().map(|a| a.key.clone()).collect();
+    let values = backend.read_counters(&keys).await.unwrap();
+    assert_eq!(values, (0..40).map(|i| 1 + i as u64).collect::<Vec<_>>());
+    let holding: Vec<String> = cluster.nodes.iter().map(|n| n.cli(&["DBSIZE"])).collect();
+    assert!(
+        holding.iter().all(|size| size.trim() != "0"),
+        "every master holds some counters: {holding:?}"
+    );
+    fixture.cleanup().await;
+    let left: Vec<String> = cluster.nodes.iter().map(|n| n.cli(&["DBSIZE"])).collect();
+    assert!(
+        left.iter().all(|size| size.trim() == "0"),
+        "cleanup reached every master: {left:?}"
+    );
+}
+
+/// The master dies; the sentinels promote the replica and the backend
+/// follows: writes and the change feed work again, on the new master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sentinel_failover_is_followed() {
+    let mut topology = tokio::task::spawn_blocking(RedisSentinels::start).await.unwrap();
+    let fixture = RedisFixture::on(topology.url());
+    let backend = fixture.connect().await;
+    let mut changes = backend.subscribe();
+    let adds = counters(3, 10);
+    let keys: Vec<CounterKey> = adds.iter().map(|a| a.key.clone()).collect();
+    assert!(backend.add_counters_once("app_0", "w1", 1, &adds[..1]).await.unwrap());
+
+    // Replication is asynchronous: the test kills the master once the
+    // replica has the write (the store's own wait is another test's).
+    let counter_key = format!("{}:u:{{app_0}}:hits:m:0", fixture.prefix);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while topology.replica.cli(&["GET", &counter_key]).trim() != "10" {
+        assert!(std::time::Instant::now() < deadline, "the replica never got the write");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let old_master = topology.master.port;
+    topology.master.kill();
+    let topology = tokio::task::spawn_blocking(move || {
+        topology.wait_for_failover(std::time::Duration::from_secs(30));
+        topology
+    })
+    .await
+    .unwrap();
+    assert_ne!(topology.master_port(), old_master);
+
+    // Writes fail while no master answers, then succeed on the new one.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match backend.add_counters_once("app_0", "w1", 2, &adds[..1]).await {
+            Ok(applied) => {
+                assert!(applied);
+                break;
+            }
+            Err(e) => assert!(std::time::Instant::now() < deadline, "no write after the failover: {e}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // A resent batch still counts once: the writer marks were replicated.
+    assert!(!backend.add_counters_once("app_0", "w1", 1, &adds[..1]).await.unwrap());
+    assert_eq!(backend.read_counters(&keys[..1]).await.unwrap(), [20]);
+    assert_eq!(
+        topology.replica.cli(&["GET", &counter_key]).trim(),
+        "20",
+        "the new master holds the counter"
+    );
+
+    // The change feed resubscribed on the new master: a commit reaches it.
+    let change = Change::Account {
+        id: "acc_after_failover".into(),
+    };
+    let mut batch = WriteBatch::default();
+    batch.changes.push(change.clone());
+    backend.commit(batch).await.unwrap().unwrap();
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match changes.recv().await {
+                Ok(c) if c == change => return,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("change feed closed: {e}"),
+            }
+        }
+    })
+    .await;
+    assert!(
+        seen.is_ok(),
+        "the change committed after the failover reached the subscriber"
+    );
+    fixture.cleanup().await;
 }

@@ -17,7 +17,9 @@
 pub mod embedded;
 pub mod redis;
 mod redis_connect;
+mod redis_link;
 mod redis_scripts;
+pub mod redis_url;
 
 use async_trait::async_trait;
 use tokio::sync::broadcast;

@@ -25,8 +25,12 @@ use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
 pub use super::redis_connect::RedisConnect;
-use super::redis_connect::{client, explain_connect_error, run_subscriber, unavailable, unsure};
+use super::redis_connect::{
+    certificates, client, cluster_client, explain_connect_error, run_subscriber, sentinel_client, unavailable, unsure,
+};
+use super::redis_link::{FeedSource, RedisConn, RedisLink, connect_cluster, connect_sentinel};
 use super::redis_scripts::{ADD_ONCE_SCRIPT, CHECK_AND_ADD_SCRIPT, COMMIT_SCRIPT, GET_LINKED_SCRIPT};
+use super::redis_url::{self, RedisTarget};
 use super::{
     CheckOutcome, Condition, ConditionFailed, CounterAdd, CounterCheck, CounterKey, Link, MAX_EXACT_COUNT, Op,
     Reservation, StoreBackend, WRITER_MEMORY_SECS, WriteBatch,
@@ -39,14 +43,16 @@ use crate::store::RedisTls;
 const RESERVATION_KEEP_SECS: i64 = 60;
 
 pub struct RedisBackend {
-    conn: ConnectionManager,
+    link: RedisLink,
     prefix: String,
     changes: broadcast::Sender<Change>,
     commit_script: Script,
     check_script: Script,
     linked_script: Script,
     add_once_script: Script,
-    subscriber: JoinHandle<()>,
+    /// The change feed's subscriber, and the Sentinel follower or the
+    /// Cluster's first connect; stopped with the backend.
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl RedisBackend {
@@ -56,54 +62,77 @@ impl RedisBackend {
         Self::connect_with(url, prefix, tls, RedisConnect::default()).await
     }
 
-    /// [`connect`](Self::connect) as `how` says.
+    /// [`connect`](Self::connect) as `how` says. `url` names one server,
+    /// a Sentinel-watched master or a Cluster (see [`super::redis_url`]).
     pub async fn connect_with(url: &str, prefix: &str, tls: &RedisTls, how: RedisConnect) -> StoreResult<RedisBackend> {
-        let client = client(url, tls)?;
+        let target = redis_url::parse(url).map_err(|e| StoreError::Unavailable(format!("redis URL: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(how.response_timeout))
             .set_number_of_retries(3)
             .set_max_delay(Duration::from_secs(2));
-        let waiting = match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
-            Ok(conn) => Ok(conn),
-            // Not there yet (refused, no answer): connect on first use.
-            Err(e)
-                if how.wait_for_server
-                    && (e.is_connection_refusal() || e.is_timeout() || e.is_connection_dropped()) =>
-            {
-                tracing::warn!(error = %e, "redis does not answer yet; connecting when it does");
-                Err(ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?)
+        let mut tasks = Vec::new();
+        let (link, feed) = match target {
+            RedisTarget::Server(url) => {
+                let client = client(&url, tls)?;
+                let conn = match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
+                    Ok(conn) => conn,
+                    // Not there yet (refused, no answer): connect on first use.
+                    Err(e)
+                        if how.wait_for_server
+                            && (e.is_connection_refusal() || e.is_timeout() || e.is_connection_dropped()) =>
+                    {
+                        tracing::warn!(error = %e, "redis does not answer yet; connecting when it does");
+                        ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?
+                    }
+                    Err(e) => return Err(explain_connect_error(e, &url, tls)),
+                };
+                (RedisLink::Server(conn), FeedSource::Server(Box::new(client)))
             }
-            Err(e) => return Err(explain_connect_error(e, url, tls)),
+            RedisTarget::Sentinel(target) => {
+                let sentinels = sentinel_client(&target, certificates(url, tls)?)?;
+                let (link, follower) = connect_sentinel(&target.master, sentinels, config, how.wait_for_server).await?;
+                tasks.push(follower);
+                (RedisLink::Sentinel(link.clone()), FeedSource::Sentinel(link))
+            }
+            RedisTarget::Cluster(target) => {
+                let certificates = certificates(url, tls)?;
+                let cluster = cluster_client(&target, certificates.clone(), how)?;
+                let nodes = target
+                    .nodes
+                    .iter()
+                    .map(|node| client(node, tls))
+                    .collect::<StoreResult<Vec<_>>>()?;
+                let (link, pending) = connect_cluster(cluster, how.wait_for_server).await?;
+                tasks.extend(pending);
+                (RedisLink::Cluster(link), FeedSource::Nodes(nodes))
+            }
         };
+        let connected = link.conn().is_ok();
         let (changes, _) = broadcast::channel(4096);
         let (ready_tx, ready_rx) = oneshot::channel();
-        let subscriber = tokio::spawn(run_subscriber(
-            client,
+        tasks.push(tokio::spawn(run_subscriber(
+            feed,
             format!("{prefix}:changes"),
             changes.clone(),
-            waiting.is_ok().then_some(ready_tx),
-        ));
-        let conn = match waiting {
-            Err(lazy) => lazy,
-            Ok(conn) => {
-                match tokio::time::timeout(Duration::from_secs(5), ready_rx).await {
-                    Ok(Ok(Ok(()))) => {}
-                    Ok(Ok(Err(e))) => return Err(StoreError::Unavailable(format!("redis subscribe: {e}"))),
-                    _ => return Err(StoreError::Unavailable("redis subscribe timed out".into())),
-                }
-                conn
+            connected.then_some(ready_tx),
+        )));
+        if connected {
+            match tokio::time::timeout(Duration::from_secs(5), ready_rx).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => return Err(StoreError::Unavailable(format!("redis subscribe: {e}"))),
+                _ => return Err(StoreError::Unavailable("redis subscribe timed out".into())),
             }
-        };
+        }
         Ok(RedisBackend {
-            conn,
+            link,
             prefix: prefix.to_owned(),
             changes,
             commit_script: Script::new(COMMIT_SCRIPT),
             check_script: Script::new(CHECK_AND_ADD_SCRIPT),
             linked_script: Script::new(GET_LINKED_SCRIPT),
             add_once_script: Script::new(ADD_ONCE_SCRIPT),
-            subscriber,
+            tasks,
         })
     }
 
@@ -144,7 +173,7 @@ impl RedisBackend {
             invocation.key(key);
         }
         invocation.arg(plan.to_string());
-        let mut conn = self.conn.clone();
+        let mut conn = self.link.conn()?;
         invocation.invoke_async(&mut conn).await.map_err(unsure)
     }
 
@@ -155,13 +184,35 @@ impl RedisBackend {
     /// Counter increments are never sent this way.
     async fn idempotent<T, F, Fut>(&self, run: F) -> StoreResult<T>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(RedisConn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        match run(self.conn.clone()).await {
-            Err(error) if error.is_connection_dropped() => run(self.conn.clone()).await.map_err(unavailable),
+        match run(self.link.conn()?).await {
+            // On Sentinel the second try goes to the master named by then.
+            Err(error) if error.is_connection_dropped() => run(self.link.conn()?).await.map_err(unavailable),
             other => other.map_err(unavailable),
         }
+    }
+
+    /// `items` split by the counter shard `shard` names, on a cluster (where
+    /// a pipeline must stay in one slot); one group elsewhere.
+    fn per_slot<'a, T: Copy>(&self, items: &[T], shard: impl Fn(&T) -> &'a str) -> Vec<Vec<T>> {
+        if !self.link.is_cluster() {
+            return if items.is_empty() {
+                Vec::new()
+            } else {
+                vec![items.to_vec()]
+            };
+        }
+        let mut groups: Vec<(&str, Vec<T>)> = Vec::new();
+        for item in items {
+            let tag = shard(item);
+            match groups.iter_mut().find(|(t, _)| *t == tag) {
+                Some((_, group)) => group.push(*item),
+                None => groups.push((tag, vec![*item])),
+            }
+        }
+        groups.into_iter().map(|(_, group)| group).collect()
     }
 
     fn ephemeral_key(&self, key: &str) -> String {
@@ -175,33 +226,23 @@ impl RedisBackend {
     /// Deletes every key under this backend's prefix (tests use a fresh
     /// prefix each and clean up after themselves).
     pub async fn destroy_all_data(&self) -> StoreResult<()> {
-        let mut conn = self.conn.clone();
-        let pattern = format!("{}:*", self.prefix);
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
-            for key in keys {
-                let _: () = conn.del(key).await.map_err(unavailable)?;
-            }
-            if next == 0 {
-                return Ok(());
-            }
-            cursor = next;
+        let mut conn = self.link.conn()?;
+        let keys = conn
+            .keys_matching(&format!("{}:*", self.prefix))
+            .await
+            .map_err(unavailable)?;
+        for key in keys {
+            let _: () = conn.del(key).await.map_err(unavailable)?;
         }
+        Ok(())
     }
 }
 
 impl Drop for RedisBackend {
     fn drop(&mut self) {
-        self.subscriber.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -352,19 +393,23 @@ impl StoreBackend for RedisBackend {
     }
 
     async fn add_counters(&self, adds: &[CounterAdd]) -> StoreResult<()> {
-        if adds.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
-        for add in adds.iter().filter(|a| a.by > 0) {
-            let key = self.counter_key(&add.key);
-            pipe.cmd("INCRBY").arg(&key).arg(add.by).ignore();
-            if let Some(ttl) = add.ttl_secs {
-                pipe.cmd("EXPIRE").arg(&key).arg(ttl).ignore();
+        let adds: Vec<&CounterAdd> = adds.iter().filter(|a| a.by > 0).collect();
+        let pipelines = self.per_slot(&adds, |a| &a.key.shard).into_iter().map(|adds| {
+            let mut pipe = redis::pipe();
+            for add in adds {
+                let key = self.counter_key(&add.key);
+                pipe.cmd("INCRBY").arg(&key).arg(add.by).ignore();
+                if let Some(ttl) = add.ttl_secs {
+                    pipe.cmd("EXPIRE").arg(&key).arg(ttl).ignore();
+                }
             }
-        }
-        let mut conn = self.conn.clone();
-        pipe.query_async::<()>(&mut conn).await.map_err(unsure)
+            pipe
+        });
+        let sends = pipelines.map(|pipe| async move {
+            let mut conn = self.link.conn()?;
+            pipe.query_async::<()>(&mut conn).await.map_err(unsure)
+        });
+        futures_util::future::try_join_all(sends).await.map(drop)
     }
 
     async fn add_counters_once(&self, shard: &str, writer: &str, seq: u64, adds: &[CounterAdd]) -> StoreResult<bool> {
@@ -381,7 +426,7 @@ impl StoreBackend for RedisBackend {
             .arg(seq.min(MAX_EXACT_COUNT))
             .arg(serde_json::Value::Array(plan).to_string())
             .arg(WRITER_MEMORY_SECS);
-        let mut conn = self.conn.clone();
+        let mut conn = self.link.conn()?;
         let applied: i64 = invocation.invoke_async(&mut conn).await.map_err(unsure)?;
         Ok(applied == 1)
     }
@@ -466,16 +511,27 @@ impl StoreBackend for RedisBackend {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        // One GET each in a pipeline: the keys may live in different slots.
-        let mut pipe = redis::pipe();
-        for key in keys {
-            pipe.cmd("GET").arg(self.counter_key(key));
+        // One GET each in a pipeline per slot: the keys may live in
+        // different slots, and a cluster pipeline must stay in one.
+        let order: Vec<usize> = (0..keys.len()).collect();
+        let groups = self.per_slot(&order, |&i| &keys[i].shard);
+        let reads = groups.iter().map(|group| async move {
+            let mut pipe = redis::pipe();
+            for &i in group {
+                pipe.cmd("GET").arg(self.counter_key(&keys[i]));
+            }
+            let pipe = &pipe;
+            self.idempotent(|mut conn| async move { pipe.query_async::<Vec<Option<u64>>>(&mut conn).await })
+                .await
+        });
+        let answers = futures_util::future::try_join_all(reads).await?;
+        let mut values = vec![0; keys.len()];
+        for (group, answer) in groups.iter().zip(answers) {
+            for (&i, value) in group.iter().zip(answer) {
+                values[i] = value.unwrap_or_default();
+            }
         }
-        let pipe = &pipe;
-        let values: Vec<Option<u64>> = self
-            .idempotent(|mut conn| async move { pipe.query_async(&mut conn).await })
-            .await?;
-        Ok(values.into_iter().map(Option::unwrap_or_default).collect())
+        Ok(values)
     }
 
     async fn put_ephemeral(&self, key: &str, value: Vec<u8>, ttl_secs: u64) -> StoreResult<()> {
@@ -499,7 +555,7 @@ impl StoreBackend for RedisBackend {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.link.conn()?;
         redis::cmd("PING")
             .query_async::<String>(&mut conn)
             .await

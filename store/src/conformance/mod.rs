@@ -9,6 +9,7 @@
 
 mod catalog;
 mod exactly_once;
+pub mod servers;
 mod tenancy;
 mod usage;
 
@@ -38,11 +39,13 @@ pub trait Fixture: Send + Sync {
     fn cleanup(&self) -> impl Future<Output = ()> + Send;
 }
 
-/// Expands to one test per conformance case, each with a fresh fixture.
+/// Calls `$then!($($args)*; <every conformance case>)`: the one list of
+/// cases, shared by [`conformance_suite!`](crate::conformance_suite) and
+/// [`conformance_in_sequence!`](crate::conformance_in_sequence).
 #[macro_export]
-macro_rules! conformance_suite {
-    ($fixture:expr) => {
-        $crate::conformance_suite!(@cases $fixture;
+macro_rules! conformance_cases {
+    ($then:ident ! ($($args:tt)*)) => {
+        $crate::$then!($($args)*;
             catalog_crud_round_trip,
             conditional_catalog_writes,
             catalog_validation_errors,
@@ -74,6 +77,14 @@ macro_rules! conformance_suite {
             data_survives_reopen
         );
     };
+}
+
+/// Expands to one test per conformance case, each with a fresh fixture.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($fixture:expr) => {
+        $crate::conformance_cases!(conformance_suite!(@cases $fixture));
+    };
     (@cases $fixture:expr; $($case:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -83,6 +94,25 @@ macro_rules! conformance_suite {
                 $crate::conformance::Fixture::cleanup(&fixture).await;
             }
         )*
+    };
+}
+
+/// Runs every conformance case in turn inside one async test, each with a
+/// fresh fixture from `$fixture` (for a backend whose servers the test
+/// starts once, such as a Redis Cluster).
+#[macro_export]
+macro_rules! conformance_in_sequence {
+    ($fixture:expr) => {
+        $crate::conformance_cases!(conformance_in_sequence!(@cases $fixture))
+    };
+    (@cases $fixture:expr; $($case:ident),* $(,)?) => {
+        $({
+            let fixture = $fixture;
+            let started = std::time::Instant::now();
+            $crate::conformance::$case(&fixture).await;
+            $crate::conformance::Fixture::cleanup(&fixture).await;
+            eprintln!("conformance {}: ok in {:?}", stringify!($case), started.elapsed());
+        })*
     };
 }
 
