@@ -18,6 +18,7 @@ mod proxy {
     mod observability;
     mod outage;
     mod portal;
+    mod redis_ha;
     mod resilience;
     mod routing;
     mod sdk;

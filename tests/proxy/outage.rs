@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::harness::{Gateway, PrivateRedis, error_of, metric_value};
 
-const CATALOG: &str = r#"
+pub(super) const CATALOG: &str = r#"
 backends:
   - system_name: sim
     urls: ["{SIM}"]
@@ -26,11 +26,11 @@ plans:
 "#;
 
 /// One request of the steady load: (proxy, streamed, status, latency).
-type Outcome = (usize, bool, u16, Duration);
+pub(super) type Outcome = (usize, bool, u16, Duration);
 
 /// Steady load until `stop`: each worker alternates proxies and streamed
 /// or plain chats on its key.
-fn start_load(
+pub(super) fn start_load(
     gw: &Arc<Gateway>,
     keys: &[String],
     stop: &Arc<AtomicBool>,
@@ -81,7 +81,7 @@ async fn breaker_state(gw: &Gateway, proxy: usize) -> u64 {
 }
 
 /// Waits until every proxy's breaker is in `state` (0 closed, 1 open).
-async fn await_breakers(gw: &Gateway, state: u64, within: Duration) {
+pub(super) async fn await_breakers(gw: &Gateway, state: u64, within: Duration) {
     let deadline = Instant::now() + within;
     for proxy in 0..gw.proxies.len() {
         while breaker_state(gw, proxy).await != state {
@@ -101,7 +101,7 @@ fn p99(mut latencies: Vec<Duration>) -> Duration {
 }
 
 /// Until the store holds what the simulator served each application.
-async fn await_usage_written(gw: &Gateway, apps: &[String]) {
+pub(super) async fn await_usage_written(gw: &Gateway, apps: &[String]) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let mut written = true;

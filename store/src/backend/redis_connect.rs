@@ -248,7 +248,16 @@ pub(super) async fn run_subscriber(
                 tracing::warn!(error = %e, "redis change feed: reconnect failed");
             }
         }
-        tokio::time::sleep(backoff).await;
+        // A new master is worth trying at once.
+        match &mut moves {
+            Some(moves) => {
+                if let Ok(Ok(())) = tokio::time::timeout(backoff, moves.changed()).await {
+                    backoff = Duration::from_millis(100);
+                    continue;
+                }
+            }
+            None => tokio::time::sleep(backoff).await,
+        }
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
