@@ -221,3 +221,41 @@ async fn sentinel_failover_is_followed() {
     );
     fixture.cleanup().await;
 }
+
+/// A proxy may start before its Sentinel or Cluster: with
+/// `wait_for_server` the backend is made at once and says what it waits
+/// for; without it, the error names the topology.
+#[tokio::test]
+async fn sentinel_and_cluster_urls_wait_for_their_servers() {
+    use maas_store::backend::redis::RedisConnect;
+    let dead = maas_store::conformance::servers::free_port();
+    for (url, waiting) in [
+        (
+            format!("redis+sentinel://127.0.0.1:{dead}/maas"),
+            "the sentinels have not named",
+        ),
+        (
+            format!("redis+cluster://127.0.0.1:{dead}"),
+            "no cluster node has answered",
+        ),
+    ] {
+        let how = RedisConnect {
+            wait_for_server: true,
+            ..RedisConnect::default()
+        };
+        let backend = RedisBackend::connect_with(&url, "maastest-wait", &Default::default(), how)
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        let error = backend.ping().await.expect_err("nothing answers").to_string();
+        assert!(error.contains(waiting), "{url}: {error}");
+        let error = RedisBackend::connect(&url, "maastest-wait", &Default::default())
+            .await
+            .err()
+            .expect("nothing answers")
+            .to_string();
+        assert!(
+            error.contains("sentinel") || error.contains("cluster"),
+            "{url}: {error}"
+        );
+    }
+}

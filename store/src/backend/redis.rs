@@ -30,6 +30,7 @@ use super::redis_connect::{
 };
 use super::redis_link::{FeedSource, RedisConn, RedisLink, connect_cluster, connect_sentinel};
 use super::redis_scripts::{ADD_ONCE_SCRIPT, CHECK_AND_ADD_SCRIPT, COMMIT_SCRIPT, GET_LINKED_SCRIPT};
+pub use super::redis_url::hash_tag;
 use super::redis_url::{self, RedisTarget};
 use super::{
     CheckOutcome, Condition, ConditionFailed, CounterAdd, CounterCheck, CounterKey, Link, MAX_EXACT_COUNT, Op,
@@ -72,11 +73,17 @@ impl RedisBackend {
             .set_number_of_retries(3)
             .set_max_delay(Duration::from_secs(2));
         let mut tasks = Vec::new();
+        // Whether a server answered already: then the change feed must
+        // subscribe before this returns; otherwise it does when it can.
+        let mut connected = false;
         let (link, feed) = match target {
             RedisTarget::Server(url) => {
                 let client = client(&url, tls)?;
                 let conn = match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
-                    Ok(conn) => conn,
+                    Ok(conn) => {
+                        connected = true;
+                        conn
+                    }
                     // Not there yet (refused, no answer): connect on first use.
                     Err(e)
                         if how.wait_for_server
@@ -93,6 +100,7 @@ impl RedisBackend {
                 let sentinels = sentinel_client(&target, certificates(url, tls)?)?;
                 let (link, follower) = connect_sentinel(&target.master, sentinels, config, how.wait_for_server).await?;
                 tasks.push(follower);
+                connected = link.current().is_some();
                 (RedisLink::Sentinel(link.clone()), FeedSource::Sentinel(link))
             }
             RedisTarget::Cluster(target) => {
@@ -104,11 +112,11 @@ impl RedisBackend {
                     .map(|node| client(node, tls))
                     .collect::<StoreResult<Vec<_>>>()?;
                 let (link, pending) = connect_cluster(cluster, how.wait_for_server).await?;
+                connected = pending.is_none();
                 tasks.extend(pending);
                 (RedisLink::Cluster(link), FeedSource::Nodes(nodes))
             }
         };
-        let connected = link.conn().is_ok();
         let (changes, _) = broadcast::channel(4096);
         let (ready_tx, ready_rx) = oneshot::channel();
         tasks.push(tokio::spawn(run_subscriber(
@@ -567,30 +575,5 @@ impl StoreBackend for RedisBackend {
         // Every command is acknowledged by Redis before it returns; Redis's
         // own persistence (AOF) decides durability.
         Ok(())
-    }
-}
-
-/// The cluster slot of a key, as Redis computes it (for tests that prove
-/// the layout keeps atomic writes in one slot).
-pub fn hash_tag(key: &str) -> &str {
-    if let Some(open) = key.find('{')
-        && let Some(len) = key[open + 1..].find('}')
-        && len > 0
-    {
-        return &key[open + 1..open + 1 + len];
-    }
-    key
-}
-
-#[cfg(test)]
-mod tests {
-    use super::hash_tag;
-
-    #[test]
-    fn hash_tags_follow_redis_rules() {
-        assert_eq!(hash_tag("maas:{r}:product:x"), "r");
-        assert_eq!(hash_tag("maas:u:{app_1}:hits:m:60"), "app_1");
-        assert_eq!(hash_tag("maas:{}:x"), "maas:{}:x");
-        assert_eq!(hash_tag("plain"), "plain");
     }
 }

@@ -259,6 +259,18 @@ fn parse_cluster(tls: bool, rest: &str) -> Result<RedisTarget, String> {
     Ok(RedisTarget::Cluster(ClusterTarget { tls, nodes }))
 }
 
+/// The cluster slot of a key, as Redis computes it (for tests that prove
+/// the layout keeps atomic writes in one slot).
+pub fn hash_tag(key: &str) -> &str {
+    if let Some(open) = key.find('{')
+        && let Some(len) = key[open + 1..].find('}')
+        && len > 0
+    {
+        return &key[open + 1..open + 1 + len];
+    }
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,5 +372,13 @@ mod tests {
         );
         assert_eq!(redact("redis+cluster://a,b"), "redis+cluster://a,b");
         assert!(is_tls("rediss+cluster://a") && is_tls("rediss+sentinel://a/m") && !is_tls("redis://a"));
+    }
+
+    #[test]
+    fn hash_tags_follow_redis_rules() {
+        assert_eq!(hash_tag("maas:{r}:product:x"), "r");
+        assert_eq!(hash_tag("maas:u:{app_1}:hits:m:60"), "app_1");
+        assert_eq!(hash_tag("maas:{}:x"), "maas:{}:x");
+        assert_eq!(hash_tag("plain"), "plain");
     }
 }
