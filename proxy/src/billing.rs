@@ -74,6 +74,7 @@ impl MaasProxy {
                 .limiter
                 .settle(
                     &auth.application.id,
+                    &auth.plan.limits,
                     ctx.hold.as_deref(),
                     &[
                         ("prompt_tokens", usage.prompt_tokens),

@@ -201,11 +201,19 @@ impl Limiter {
 
     /// The response is done: its usage known after the response (tokens)
     /// replaces its hold. Strict mode writes both at once when there is a
-    /// hold (if that fails, the usage is queued and the hold expires);
-    /// otherwise the usage is queued for the next batch.
-    pub async fn settle(&self, application_id: &str, hold: Option<&str>, deltas: &[(&str, u64)], now: OffsetDateTime) {
+    /// hold, in the buckets `limits` check (if that fails, the usage is
+    /// queued and the hold expires); the rest of the usage is queued for
+    /// the next batch.
+    pub async fn settle(
+        &self,
+        application_id: &str,
+        limits: &[UsageLimit],
+        hold: Option<&str>,
+        deltas: &[(&str, u64)],
+        now: OffsetDateTime,
+    ) {
         match self.mode {
-            LimitMode::Strict => self.settle_strict(application_id, hold, deltas, now).await,
+            LimitMode::Strict => self.settle_strict(application_id, limits, hold, deltas, now).await,
             LimitMode::Local { .. } => {
                 self.local().settle(application_id, hold, deltas, now);
                 self.sink.push_deltas(application_id, deltas, now);
@@ -408,7 +416,9 @@ mod tests {
             limiter.admit("app", &limits, &deltas, None, now).await.unwrap(),
             Decision::Admitted(_)
         ));
-        limiter.settle("app", None, &[("total_tokens", 150)], now).await;
+        limiter
+            .settle("app", &limits, None, &[("total_tokens", 150)], now)
+            .await;
         let Decision::Rejected(status) = limiter.admit("app", &limits, &deltas, None, now).await.unwrap() else {
             panic!("a spent token budget must refuse");
         };
@@ -470,7 +480,7 @@ mod tests {
             assert_eq!((status.used, status.remaining), (1_000, 0), "{name}");
 
             limiter
-                .settle("app", first.hold.as_deref(), &[("total_tokens", 150)], now)
+                .settle("app", &limits, first.hold.as_deref(), &[("total_tokens", 150)], now)
                 .await;
             limiter.sync().await.unwrap();
             let Decision::Admitted(third) = admit(tokens(50, 1_000)).await else {
@@ -478,10 +488,10 @@ mod tests {
             };
             assert_eq!(third.completion_grant, Some(400), "{name}: 1000 − 150 − 400 − 50");
             limiter
-                .settle("app", second.hold.as_deref(), &[("total_tokens", 400)], now)
+                .settle("app", &limits, second.hold.as_deref(), &[("total_tokens", 400)], now)
                 .await;
             limiter
-                .settle("app", third.hold.as_deref(), &[("total_tokens", 10)], now)
+                .settle("app", &limits, third.hold.as_deref(), &[("total_tokens", 10)], now)
                 .await;
             limiter.sync().await.unwrap();
             assert_eq!(

@@ -23,7 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use maas_store::model::UsageLimit;
-use maas_store::{Admission, LimitStatus, StoreError, StoreResult, TokenHold, UsageRecord};
+use maas_store::{
+    Admission, LimitCheck, LimitStatus, StoreError, StoreResult, TokenHold, UsageRecord, split_by_limits,
+};
 use time::OffsetDateTime;
 
 use crate::breaker::is_unavailable;
@@ -115,16 +117,18 @@ impl Limiter {
             completion_min: request.completion_min,
             ttl_secs: self.holds.ttl.as_secs().max(1),
         });
-        let call: StoreCall<(Admission, Option<u64>)> = Box::pin(async move {
+        let call: StoreCall<LimitCheck> = Box::pin(async move {
             let deltas: Vec<(&str, u64)> = owned_deltas.iter().map(|(m, v)| (m.as_str(), *v)).collect();
-            match hold {
-                Some(hold) => store.reserve_and_record(&app, &owned_limits, &deltas, &hold, now).await,
-                None => Ok((store.check_and_record(&app, &owned_limits, &deltas, now).await?, None)),
-            }
+            store
+                .check_limits(&app, &owned_limits, &deltas, hold.as_ref(), now)
+                .await
         });
         let uncounted = match self.call_store(call).await {
-            Called::Answered(Ok((admission, completion_grant))) => {
-                let decision = match admission {
+            Called::Answered(Ok(check)) => {
+                // The buckets no limit checks go in the next usage batch.
+                self.sink.push_records(&check.unrecorded);
+                let completion_grant = check.completion_grant;
+                let decision = match check.admission {
                     Admission::Admitted(statuses) => {
                         self.local().observe(application_id, &statuses, now);
                         Decision::Admitted(Admitted {
@@ -170,7 +174,7 @@ impl Limiter {
         &self,
         application_id: &str,
         deltas: &[(String, u64)],
-        call: StoreCall<(Admission, Option<u64>)>,
+        call: StoreCall<LimitCheck>,
         now: OffsetDateTime,
     ) {
         let sink = self.sink.clone();
@@ -178,7 +182,14 @@ impl Limiter {
         let deltas = deltas.to_vec();
         tokio::spawn(async move {
             match call.await {
-                Ok((Admission::Admitted(_), _)) => return,
+                Ok(LimitCheck {
+                    admission: Admission::Admitted(_),
+                    unrecorded,
+                    ..
+                }) => {
+                    sink.push_records(&unrecorded);
+                    return;
+                }
                 Err(StoreError::Uncertain(_)) => {
                     METRICS.uncertain_writes.with_label_values(&["admit"]).inc();
                 }
@@ -224,6 +235,7 @@ impl Limiter {
     pub(crate) async fn settle_strict(
         &self,
         application_id: &str,
+        limits: &[UsageLimit],
         hold: Option<&str>,
         deltas: &[(&str, u64)],
         now: OffsetDateTime,
@@ -236,13 +248,12 @@ impl Limiter {
         let records: Vec<UsageRecord> = deltas
             .iter()
             .filter(|(_, value)| *value > 0)
-            .map(|(metric, value)| UsageRecord {
-                application_id: application_id.to_owned(),
-                metric: (*metric).to_owned(),
-                value: *value,
-                at: now,
-            })
+            .map(|(metric, value)| UsageRecord::new(application_id, metric, *value, now))
             .collect();
+        // The settle counts the buckets the limits check; the next usage
+        // batch the others.
+        let (records, unrecorded) = split_by_limits(&records, limits);
+        self.sink.push_records(&unrecorded);
         let settle = Arc::new(Settle {
             application_id: application_id.to_owned(),
             hold: hold.to_owned(),
@@ -314,9 +325,7 @@ fn settle_failed(sink: &UsageSink, settle: Arc<Settle>, error: &StoreError) {
         sink.push_settle(&settle.hold, settle.records.clone());
         return;
     }
-    for record in &settle.records {
-        sink.push(&record.application_id, &record.metric, record.value, record.at);
-    }
+    sink.push_records(&settle.records);
 }
 
 /// Limits whose shared count is unknown, counted from zero.
@@ -485,7 +494,7 @@ mod tests {
         rig.flaky.set(HUNG);
         // Settled while the store hangs: the call goes on in the background.
         rig.limiter
-            .settle("app", before.hold.as_deref(), &[("total_tokens", 30)], now)
+            .settle("app", &limits, before.hold.as_deref(), &[("total_tokens", 30)], now)
             .await;
         rig.flaky.set(DOWN);
         let mut during = Vec::new();
@@ -502,7 +511,7 @@ mod tests {
         }
         for admitted in &during {
             rig.limiter
-                .settle("app", admitted.hold.as_deref(), &[("total_tokens", 25)], now)
+                .settle("app", &limits, admitted.hold.as_deref(), &[("total_tokens", 25)], now)
                 .await;
         }
         recover(&rig).await;

@@ -229,6 +229,7 @@ mod tests {
                 metric: "total_tokens".into(),
                 value,
                 at: OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap(),
+                periods: Default::default(),
             }],
             hold: None,
         }

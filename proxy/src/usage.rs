@@ -10,14 +10,16 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
+use maas_store::period::PeriodSet;
 use maas_store::{Store, StoreResult, UsageRecord};
 use time::OffsetDateTime;
 
 use crate::spool::{Leftovers, Spool, SpoolError, SpoolSettings, SpooledBatch};
 
-/// Records summed per application, metric and second, so a long store
-/// outage costs memory per active application, not per request.
-type PendingKey = (String, String, i64);
+/// Records summed per application, metric, second and the period buckets
+/// they still need, so a long store outage costs memory per active
+/// application, not per request.
+type PendingKey = (String, String, i64, PeriodSet);
 
 /// A batch made, not yet known to be counted.
 struct Unsent {
@@ -91,16 +93,40 @@ impl UsageSink {
         }
     }
 
-    /// Queues `value` of `metric` for an application; never blocks on I/O.
+    /// Queues `value` of `metric` for an application, in every period's
+    /// bucket; never blocks on I/O.
     pub fn push(&self, application_id: &str, metric: &str, value: u64, at: OffsetDateTime) {
-        if value == 0 {
+        self.push_in(application_id, metric, value, at, PeriodSet::ALL);
+    }
+
+    fn push_in(&self, application_id: &str, metric: &str, value: u64, at: OffsetDateTime, periods: PeriodSet) {
+        if value == 0 || periods.is_empty() {
             return;
         }
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let entry = pending
-            .entry((application_id.to_owned(), metric.to_owned(), at.unix_timestamp()))
+            .entry((
+                application_id.to_owned(),
+                metric.to_owned(),
+                at.unix_timestamp(),
+                periods,
+            ))
             .or_insert(0);
         *entry = entry.saturating_add(value);
+    }
+
+    /// Queues records, each in its own period buckets (what a limit
+    /// script left to write).
+    pub fn push_records(&self, records: &[UsageRecord]) {
+        for record in records {
+            self.push_in(
+                &record.application_id,
+                &record.metric,
+                record.value,
+                record.at,
+                record.periods,
+            );
+        }
     }
 
     /// Queues a settle whose outcome is unknown: resent (and spooled) with
@@ -195,12 +221,13 @@ impl UsageSink {
         outbox.last_seq += 1;
         let records = pending
             .into_iter()
-            .filter_map(|((application_id, metric, at), value)| {
+            .filter_map(|((application_id, metric, at, periods), value)| {
                 Some(UsageRecord {
                     application_id,
                     metric,
                     value,
                     at: OffsetDateTime::from_unix_timestamp(at).ok()?,
+                    periods,
                 })
             })
             .collect();
@@ -298,6 +325,7 @@ mod tests {
                     metric: "total_tokens".into(),
                     value: 5,
                     at,
+                    periods: Default::default(),
                 }],
             )
             .await
@@ -341,6 +369,7 @@ mod tests {
                     metric: "total_tokens".into(),
                     value: 5,
                     at,
+                    periods: Default::default(),
                 }],
             )
             .await

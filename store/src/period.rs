@@ -100,6 +100,68 @@ impl Period {
     }
 }
 
+/// A set of periods: the buckets a usage record is counted in. A limit
+/// script counts the buckets its limits check; the rest of a request's
+/// usage goes in batches (`Store::check_limits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PeriodSet(u8);
+
+impl PeriodSet {
+    pub const ALL: PeriodSet = PeriodSet((1 << Period::ALL.len()) - 1);
+    pub const NONE: PeriodSet = PeriodSet(0);
+
+    fn bit(period: Period) -> u8 {
+        1 << Period::ALL.iter().position(|p| *p == period).unwrap_or(0)
+    }
+
+    pub fn contains(self, period: Period) -> bool {
+        self.0 & Self::bit(period) != 0
+    }
+
+    #[must_use]
+    pub fn with(self, period: Period) -> PeriodSet {
+        PeriodSet(self.0 | Self::bit(period))
+    }
+
+    /// The periods in either.
+    #[must_use]
+    pub fn or(self, other: PeriodSet) -> PeriodSet {
+        PeriodSet(self.0 | other.0)
+    }
+
+    /// The periods in both.
+    #[must_use]
+    pub fn and(self, other: PeriodSet) -> PeriodSet {
+        PeriodSet(self.0 & other.0)
+    }
+
+    /// These periods but not `other`'s.
+    #[must_use]
+    pub fn without(self, other: PeriodSet) -> PeriodSet {
+        PeriodSet(self.0 & !other.0 & Self::ALL.0)
+    }
+
+    pub fn is_all(&self) -> bool {
+        self.0 & Self::ALL.0 == Self::ALL.0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 & Self::ALL.0 == 0
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Period> {
+        Period::ALL.into_iter().filter(move |p| self.contains(*p))
+    }
+}
+
+impl Default for PeriodSet {
+    /// Every period: a record counted nowhere yet.
+    fn default() -> Self {
+        PeriodSet::ALL
+    }
+}
+
 fn date_of(at: i64) -> Date {
     OffsetDateTime::from_unix_timestamp(at)
         .map(|t| t.date())
@@ -184,6 +246,18 @@ mod tests {
             }
         }
         assert_eq!(Period::Week.bucket_start(-1), ts(datetime!(1969-12-29 00:00:00 UTC)));
+    }
+
+    #[test]
+    fn period_sets() {
+        let set = PeriodSet::NONE.with(Period::Minute).with(Period::Month);
+        assert_eq!(set.iter().collect::<Vec<_>>(), [Period::Minute, Period::Month]);
+        let rest = PeriodSet::ALL.without(set);
+        assert!(!rest.contains(Period::Minute) && rest.contains(Period::Day) && rest.contains(Period::Eternity));
+        assert_eq!(rest.iter().count() + set.iter().count(), Period::ALL.len());
+        assert!(PeriodSet::default().is_all() && PeriodSet::ALL.without(PeriodSet::ALL).is_empty());
+        assert_eq!(serde_json::to_string(&set).unwrap(), "17");
+        assert_eq!(serde_json::from_str::<PeriodSet>("17").unwrap(), set);
     }
 
     #[test]

@@ -93,6 +93,7 @@ async fn a_spent_budget_refuses_with_rate_limit_headers() {
             metric: "total_tokens".into(),
             value: 60,
             at: time::OffsetDateTime::now_utc(),
+            periods: Default::default(),
         }])
         .await
         .unwrap();

@@ -18,6 +18,7 @@ pub async fn usage_batches_count_once<F: Fixture>(fixture: &F) {
         metric: "total_tokens".into(),
         value,
         at: now,
+        periods: Default::default(),
     };
     let batch = [record(&one, 10), record(&two, 7), record(&one, 5)];
     assert_eq!(store.record_usage_once("w1", 1, &batch).await.unwrap(), 2);
@@ -64,6 +65,7 @@ pub async fn resent_settles_count_once<F: Fixture>(fixture: &F) {
         metric: "total_tokens".into(),
         value: 42,
         at: now,
+        periods: Default::default(),
     }];
     assert!(store.settle_if_held(&app, "hold-1", &usage).await.unwrap());
     assert!(

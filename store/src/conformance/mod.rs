@@ -68,6 +68,7 @@ macro_rules! conformance_cases {
             resent_settles_count_once,
             token_limits_block_once_spent,
             token_holds_reserve_clamp_and_settle,
+            limit_checks_count_only_limited_buckets,
             token_holds_of_crashed_requests_expire,
             concurrent_token_holds_never_exceed_limit,
             usage_series_and_batches,

@@ -12,8 +12,10 @@ use crate::changes::Change;
 use crate::clock::ManualClock;
 use crate::model::UsageLimit;
 use crate::period::Period;
+use crate::period::PeriodSet;
 use crate::store::{
     Admission, Environment, NewAccount, NewApplication, NewKey, SessionRecord, Store, TokenHold, UsageRecord,
+    split_by_limits,
 };
 
 pub(super) fn limit(metric: &str, period: Period, value: u64) -> UsageLimit {
@@ -171,6 +173,7 @@ pub async fn token_holds_reserve_clamp_and_settle<F: Fixture>(fixture: &F) {
         metric: metric.into(),
         value,
         at: now,
+        periods: Default::default(),
     };
     let actual = [
         record("prompt_tokens", 100),
@@ -190,6 +193,86 @@ pub async fn token_holds_reserve_clamp_and_settle<F: Fixture>(fixture: &F) {
     );
     let (_, granted) = reserve("e", 20, 1_000).await;
     assert_eq!(granted, Some(160), "1000 − (220 used + 250 + 350 held) − 20 = 160");
+}
+
+/// A limit check counts only the buckets its limits check and hands back
+/// the rest; a settle counts what it is given; written back through a
+/// batch, every bucket holds the request once.
+pub async fn limit_checks_count_only_limited_buckets<F: Fixture>(fixture: &F) {
+    let (store, _) = open(fixture).await;
+    let app = live_app(&store).await;
+    let now = store.clock().now();
+    let limits = [
+        limit("hits", Period::Minute, 100),
+        limit("hits", Period::Minute, 50),
+        limit("total_tokens", Period::Day, 1_000),
+    ];
+    let check = store
+        .check_limits(
+            &app,
+            &limits,
+            &[("hits", 1), ("v1-chat", 1)],
+            Some(&hold("h", 10, 100)),
+            now,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(check.admission, Admission::Admitted(_)), "{check:?}");
+    let usage = |metric: &'static str, period| {
+        let (store, app) = (store.clone(), app.clone());
+        async move { store.usage(&app, metric, period, now).await.unwrap() }
+    };
+    assert_eq!(
+        usage("hits", Period::Minute).await,
+        1,
+        "two limits, one bucket, one count"
+    );
+    assert_eq!(usage("hits", Period::Day).await, 0, "no limit checks the day");
+    assert_eq!(usage("v1-chat", Period::Minute).await, 0);
+    let left: Vec<(String, u64, bool, bool)> = check
+        .unrecorded
+        .iter()
+        .map(|r| {
+            (
+                r.metric.clone(),
+                r.value,
+                r.periods.contains(Period::Minute),
+                r.periods.contains(Period::Day),
+            )
+        })
+        .collect();
+    assert_eq!(
+        left,
+        [("hits".into(), 1, false, true), ("v1-chat".into(), 1, true, true)],
+        "what the check left to write"
+    );
+    store.record_usage(&check.unrecorded).await.unwrap();
+    for period in Period::ALL {
+        assert_eq!(usage("hits", period).await, 1, "hits, {period}");
+        assert_eq!(usage("v1-chat", period).await, 1, "v1-chat, {period}");
+    }
+
+    let actual = [
+        UsageRecord::new(&app, "total_tokens", 70, now),
+        UsageRecord::new(&app, "prompt_tokens", 10, now),
+    ];
+    let (limited, rest) = split_by_limits(&actual, &limits);
+    assert_eq!(limited.len(), 1, "only total_tokens is limited: {limited:?}");
+    assert_eq!(limited[0].periods, PeriodSet::NONE.with(Period::Day));
+    store.settle(&app, "h", &limited).await.unwrap();
+    assert_eq!(usage("total_tokens", Period::Day).await, 70);
+    assert_eq!(usage("total_tokens", Period::Month).await, 0);
+    store.record_usage_once("writer-1", 1, &rest).await.unwrap();
+    for period in Period::ALL {
+        assert_eq!(usage("total_tokens", period).await, 70, "total_tokens, {period}");
+        assert_eq!(usage("prompt_tokens", period).await, 10, "prompt_tokens, {period}");
+    }
+    // A refused check leaves nothing to write.
+    let refused = store
+        .check_limits(&app, &[limit("hits", Period::Minute, 1)], &[("hits", 1)], None, now)
+        .await
+        .unwrap();
+    assert!(matches!(refused.admission, Admission::Rejected(_)) && refused.unrecorded.is_empty());
 }
 
 /// A hold whose holder never settles (a crashed proxy) is released at expiry.
@@ -235,6 +318,7 @@ pub async fn token_holds_of_crashed_requests_expire<F: Fixture>(fixture: &F) {
                 metric: "total_tokens".into(),
                 value: 40,
                 at: now,
+                periods: Default::default(),
             }],
         )
         .await
@@ -346,6 +430,7 @@ pub async fn token_limits_block_once_spent<F: Fixture>(fixture: &F) {
         metric: "total_tokens".into(),
         value,
         at: now,
+        periods: Default::default(),
     };
     assert!(matches!(
         store
@@ -389,6 +474,7 @@ pub async fn usage_series_and_batches<F: Fixture>(fixture: &F) {
         metric: metric.into(),
         value,
         at: t + Duration::minutes(minutes),
+        periods: Default::default(),
     };
     store
         .record_usage(&[
@@ -445,6 +531,7 @@ pub async fn usage_series_and_batches<F: Fixture>(fixture: &F) {
             metric: "prompt_tokens".into(),
             value: 100,
             at: t + Duration::minutes(2),
+            periods: Default::default(),
         }])
         .await
         .unwrap();
@@ -565,6 +652,7 @@ pub async fn data_survives_reopen<F: Fixture>(fixture: &F) {
             metric: "total_tokens".into(),
             value: 42,
             at: now,
+            periods: Default::default(),
         }])
         .await
         .unwrap();

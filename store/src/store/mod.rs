@@ -30,7 +30,10 @@ pub use keys::{IssuedKey, NewKey};
 pub use paging::{Page, Paged, all_pages};
 pub use sessions::SessionRecord;
 pub use tenancy::{NewAccount, NewUser, UserUpdate};
-pub use usage::{Admission, LimitStatus, MAX_SERIES_POINTS, TokenHold, UsagePoint, UsageRecord, token_hold};
+pub use usage::{
+    Admission, LimitCheck, LimitStatus, MAX_SERIES_POINTS, TokenHold, UsagePoint, UsageRecord, enforced_periods,
+    split_by_limits, token_hold,
+};
 pub use versions::{Precondition, check as check_precondition, etag};
 
 use crate::backend::embedded::EmbeddedBackend;

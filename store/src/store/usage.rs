@@ -1,5 +1,12 @@
 //! Usage counters: every increment lands in one bucket of each period
 //! (minute … eternity), which serve both limits and charts.
+//!
+//! Enforcement and accounting are apart: an admission or a settle counts,
+//! in its one atomic step, only the buckets a limit checks
+//! ([`enforced_periods`]); the request's other buckets (every other period,
+//! every metric no limit names) come back as records for the caller to
+//! write in batches ([`Store::record_usage_once`]). Each bucket is counted
+//! by exactly one of the two.
 
 use std::collections::HashMap;
 
@@ -10,7 +17,7 @@ use super::Store;
 use crate::backend::{CheckOutcome, CounterAdd, CounterCheck, CounterKey, Grant, Reservation};
 use crate::error::{StoreError, StoreResult};
 use crate::model::{COMPLETION_TOKENS, PROMPT_TOKENS, TOTAL_TOKENS, UsageLimit};
-use crate::period::Period;
+use crate::period::{Period, PeriodSet};
 
 /// `value` of `metric` used by an application at `at`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +27,63 @@ pub struct UsageRecord {
     pub value: u64,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
+    /// The period buckets it is counted in: all, unless a limit script
+    /// counted some already. Records spooled before this field read as all.
+    #[serde(default, skip_serializing_if = "PeriodSet::is_all")]
+    pub periods: PeriodSet,
+}
+
+impl UsageRecord {
+    /// A record counted in every period's bucket.
+    pub fn new(application_id: &str, metric: &str, value: u64, at: OffsetDateTime) -> UsageRecord {
+        UsageRecord {
+            application_id: application_id.to_owned(),
+            metric: metric.to_owned(),
+            value,
+            at,
+            periods: PeriodSet::ALL,
+        }
+    }
+
+    fn only(&self, periods: PeriodSet) -> Option<UsageRecord> {
+        (!periods.is_empty() && self.value > 0).then(|| UsageRecord {
+            periods,
+            ..self.clone()
+        })
+    }
+}
+
+/// The periods whose buckets of `metric` some limit checks: an admission
+/// or a settle counts those itself.
+pub fn enforced_periods(limits: &[UsageLimit], metric: &str) -> PeriodSet {
+    limits
+        .iter()
+        .filter(|limit| limit.metric == metric)
+        .fold(PeriodSet::NONE, |set, limit| set.with(limit.period))
+}
+
+/// Splits `records` into the part `limits` check (for the limit script:
+/// [`Store::settle`]) and the rest (for a usage batch).
+pub fn split_by_limits(records: &[UsageRecord], limits: &[UsageLimit]) -> (Vec<UsageRecord>, Vec<UsageRecord>) {
+    let mut limited = Vec::new();
+    let mut rest = Vec::new();
+    for record in records {
+        let checked = enforced_periods(limits, &record.metric).and(record.periods);
+        limited.extend(record.only(checked));
+        rest.extend(record.only(record.periods.without(checked)));
+    }
+    (limited, rest)
+}
+
+/// What a limit check decided, and the usage it left to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitCheck {
+    pub admission: Admission,
+    /// Completion tokens granted, when a token limit bounds them.
+    pub completion_grant: Option<u64>,
+    /// The admitted request's deltas in the buckets no limit checks: the
+    /// caller writes them (a usage batch); empty when refused.
+    pub unrecorded: Vec<UsageRecord>,
 }
 
 /// Where an application stands against one limit.
@@ -120,6 +184,7 @@ fn summed_adds(records: &[UsageRecord]) -> HashMap<String, Vec<CounterAdd>> {
             &record.metric,
             record.value,
             record.at.unix_timestamp(),
+            record.periods,
         ) {
             summed
                 .entry(add.key.clone())
@@ -137,12 +202,18 @@ fn settle_adds(application_id: &str, records: &[UsageRecord]) -> Vec<CounterAdd>
     records
         .iter()
         .filter(|r| r.value > 0 && r.application_id == application_id)
-        .flat_map(|r| adds_for(&r.application_id, &r.metric, r.value, r.at.unix_timestamp()))
+        .flat_map(|r| adds_for(&r.application_id, &r.metric, r.value, r.at.unix_timestamp(), r.periods))
         .collect()
 }
 
-fn adds_for(application_id: &str, metric: &str, value: u64, at: i64) -> impl Iterator<Item = CounterAdd> {
-    Period::ALL.into_iter().map(move |period| CounterAdd {
+fn adds_for(
+    application_id: &str,
+    metric: &str,
+    value: u64,
+    at: i64,
+    periods: PeriodSet,
+) -> impl Iterator<Item = CounterAdd> {
+    periods.iter().map(move |period| CounterAdd {
         key: bucket_key(application_id, metric, period, at),
         by: value,
         ttl_secs: period.retention_secs(),
@@ -178,41 +249,20 @@ impl Store {
     }
 
     /// Strict mode: atomically checks every limit against `deltas` and, only
-    /// if all admit, counts the deltas. A limit on a metric with no delta
-    /// (tokens, known after the response) admits while not yet spent.
-    pub async fn check_and_record(
-        &self,
-        application_id: &str,
-        limits: &[UsageLimit],
-        deltas: &[(&str, u64)],
-        at: OffsetDateTime,
-    ) -> StoreResult<Admission> {
-        Ok(self.admit(application_id, limits, deltas, None, at).await?.0)
-    }
-
-    /// [`check_and_record`](Self::check_and_record) that also holds tokens
-    /// against the token limits: admitted only if the prompt and at least
-    /// `hold.completion_min` completion tokens fit, and then with the
-    /// completion tokens granted (`None` when no limit bounds them).
-    pub async fn reserve_and_record(
-        &self,
-        application_id: &str,
-        limits: &[UsageLimit],
-        deltas: &[(&str, u64)],
-        hold: &TokenHold,
-        at: OffsetDateTime,
-    ) -> StoreResult<(Admission, Option<u64>)> {
-        self.admit(application_id, limits, deltas, Some(hold), at).await
-    }
-
-    async fn admit(
+    /// if all admit, counts the deltas in the buckets the limits check,
+    /// holding `hold`'s tokens when given. The deltas' other buckets come
+    /// back in [`LimitCheck::unrecorded`] for the caller's usage batches. A
+    /// limit on a metric with no delta (tokens, known after the response)
+    /// admits while not yet spent.
+    pub async fn check_limits(
         &self,
         application_id: &str,
         limits: &[UsageLimit],
         deltas: &[(&str, u64)],
         hold: Option<&TokenHold>,
         at: OffsetDateTime,
-    ) -> StoreResult<(Admission, Option<u64>)> {
+    ) -> StoreResult<LimitCheck> {
+        let now = at;
         let at = at.unix_timestamp();
         let delta_of = |metric: &str| {
             deltas
@@ -243,37 +293,89 @@ impl Store {
                 min: h.completion_min,
             },
         });
-        let adds: Vec<CounterAdd> = deltas
+        let deltas: Vec<UsageRecord> = deltas
             .iter()
-            .filter(|(_, value)| *value > 0)
-            .flat_map(|(metric, value)| adds_for(application_id, metric, *value, at))
+            .map(|(metric, value)| UsageRecord::new(application_id, metric, *value, now))
             .collect();
-        match self
+        let (limited, unrecorded) = split_by_limits(&deltas, limits);
+        let adds = summed_adds(&limited).remove(application_id).unwrap_or_default();
+        let outcome = self
             .backend
             .check_and_add(&checks, &adds, self.clock.now().unix_timestamp(), reservation.as_ref())
-            .await?
-        {
-            CheckOutcome::Admitted { values, granted } => Ok((
-                Admission::Admitted(
+            .await?;
+        match outcome {
+            CheckOutcome::Admitted { values, granted } => Ok(LimitCheck {
+                admission: Admission::Admitted(
                     limits
                         .iter()
                         .zip(values)
                         .map(|(limit, used)| LimitStatus::at(limit, used, at))
                         .collect(),
                 ),
-                bounded.then_some(granted),
-            )),
+                completion_grant: bounded.then_some(granted),
+                unrecorded,
+            }),
             CheckOutcome::Rejected { index, current } => {
                 let limit = limits
                     .get(index)
                     .ok_or_else(|| StoreError::Corrupt("check-and-add rejected an unknown limit".into()))?;
-                Ok((Admission::Rejected(LimitStatus::at(limit, current, at)), None))
+                Ok(LimitCheck {
+                    admission: Admission::Rejected(LimitStatus::at(limit, current, at)),
+                    completion_grant: None,
+                    unrecorded: Vec::new(),
+                })
             }
         }
     }
 
+    /// [`check_limits`](Self::check_limits) that also writes the usage it
+    /// leaves (one more round trip): for callers without a usage batch.
+    pub async fn check_and_record(
+        &self,
+        application_id: &str,
+        limits: &[UsageLimit],
+        deltas: &[(&str, u64)],
+        at: OffsetDateTime,
+    ) -> StoreResult<Admission> {
+        Ok(self
+            .reserve_and_record_inner(application_id, limits, deltas, None, at)
+            .await?
+            .0)
+    }
+
+    /// [`check_and_record`](Self::check_and_record) that also holds tokens
+    /// against the token limits: admitted only if the prompt and at least
+    /// `hold.completion_min` completion tokens fit, and then with the
+    /// completion tokens granted (`None` when no limit bounds them).
+    pub async fn reserve_and_record(
+        &self,
+        application_id: &str,
+        limits: &[UsageLimit],
+        deltas: &[(&str, u64)],
+        hold: &TokenHold,
+        at: OffsetDateTime,
+    ) -> StoreResult<(Admission, Option<u64>)> {
+        self.reserve_and_record_inner(application_id, limits, deltas, Some(hold), at)
+            .await
+    }
+
+    async fn reserve_and_record_inner(
+        &self,
+        application_id: &str,
+        limits: &[UsageLimit],
+        deltas: &[(&str, u64)],
+        hold: Option<&TokenHold>,
+        at: OffsetDateTime,
+    ) -> StoreResult<(Admission, Option<u64>)> {
+        let check = self.check_limits(application_id, limits, deltas, hold, at).await?;
+        self.record_usage(&check.unrecorded).await?;
+        Ok((check.admission, check.completion_grant))
+    }
+
     /// Ends a [`TokenHold`]: releases it and counts the usage the request
     /// turned out to have, atomically: no moment counts both or neither.
+    /// Each record counts in its own `periods`; a caller with a usage batch
+    /// sends only the part its limits check ([`split_by_limits`]).
     pub async fn settle(&self, application_id: &str, hold_id: &str, records: &[UsageRecord]) -> StoreResult<()> {
         let adds = settle_adds(application_id, records);
         self.backend
@@ -392,5 +494,79 @@ impl Store {
                     .map(|start| UsagePoint { start, value })
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Spool files written before records carried their periods still read,
+    /// as records of every period; records of some periods keep them.
+    #[test]
+    fn records_keep_their_periods_through_json() {
+        let at = time::macros::datetime!(2026-12-07 10:00:00 UTC);
+        let old = r#"{"application_id":"a","metric":"hits","value":3,"at":"2026-12-07T10:00:00Z"}"#;
+        let record: UsageRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(record, UsageRecord::new("a", "hits", 3, at));
+        assert!(record.periods.is_all());
+        assert_eq!(
+            serde_json::to_string(&record).unwrap(),
+            old,
+            "all periods are not written"
+        );
+        let some = UsageRecord {
+            periods: PeriodSet::NONE.with(Period::Day),
+            ..record
+        };
+        let back: UsageRecord = serde_json::from_str(&serde_json::to_string(&some).unwrap()).unwrap();
+        assert_eq!(back, some);
+    }
+
+    #[test]
+    fn a_split_counts_every_bucket_once() {
+        let at = time::macros::datetime!(2026-12-07 10:00:00 UTC);
+        let limits = [
+            UsageLimit {
+                metric: "total_tokens".into(),
+                period: Period::Day,
+                value: 10,
+            },
+            UsageLimit {
+                metric: "total_tokens".into(),
+                period: Period::Minute,
+                value: 10,
+            },
+        ];
+        let records = [
+            UsageRecord::new("a", "total_tokens", 5, at),
+            UsageRecord::new("a", "hits", 1, at),
+            UsageRecord::new("a", "prompt_tokens", 0, at),
+        ];
+        let (limited, rest) = split_by_limits(&records, &limits);
+        let periods = |records: &[UsageRecord], metric: &str| {
+            records
+                .iter()
+                .filter(|r| r.metric == metric)
+                .map(|r| r.periods)
+                .fold(PeriodSet::NONE, PeriodSet::or)
+        };
+        assert_eq!(
+            periods(&limited, "total_tokens"),
+            enforced_periods(&limits, "total_tokens")
+        );
+        assert!(periods(&limited, "hits").is_empty() && periods(&rest, "hits").is_all());
+        assert_eq!(
+            periods(&rest, "total_tokens"),
+            PeriodSet::ALL.without(enforced_periods(&limits, "total_tokens"))
+        );
+        assert!(
+            limited.iter().chain(&rest).all(|r| r.value > 0),
+            "zero records are dropped"
+        );
+        // Splitting what is left again changes nothing.
+        let (again, same) = split_by_limits(&rest, &limits);
+        assert!(again.is_empty());
+        assert_eq!(same, rest);
     }
 }
