@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """The side-by-side benchmark: the same load, in one run, direct to
-`maas sim`, through nginx as a plain reverse proxy, through `maas proxy`
+`maas sim`, through nginx as a plain reverse proxy, through a bare Pingora
+proxy with no policy (`proxy/examples/bare_pingora.rs`: the floor maas is
+built on), through `maas proxy`
 with every policy on (key auth, routing by model, limits on every request,
 token metering, Prometheus metrics, JSON access log) and, with --litellm,
 through LiteLLM's proxy with per-key limits. Load comes from `maas bench`.
@@ -18,7 +20,9 @@ into --out (default loadtest/results/).
 Usage: python3 loadtest/compare.py [--rounds 3] [--duration 10] [--litellm PATH]
        [--mode local|strict] [--redis redis://127.0.0.1:6379]
        python3 loadtest/compare.py --smoke --out /tmp/smoke     # seconds, for CI
-Needs: a release build (cargo build --release, or MAAS_BIN), nginx
+Needs: a release build (cargo build --release, or MAAS_BIN) and its
+bare_pingora example (cargo build --release -p maas-proxy --example
+bare_pingora; looked for next to MAAS_BIN, or MAAS_BARE_PINGORA), nginx
 (apt install nginx-light), matplotlib (pip install matplotlib).
 """
 
@@ -34,7 +38,7 @@ import time
 import urllib.request
 
 from gateway import BIN, ROOT, Gateway, machine, pinned, tree, tree_cpu_seconds, tree_rss_mib
-from peers import LiteLLM, Nginx
+from peers import BarePingora, LiteLLM, Nginx
 
 SCENARIOS = {
     "c1": {"model": "load-test", "concurrency": 1, "stream": False, "max_tokens": 16},
@@ -212,6 +216,10 @@ def targets(rows, scale):
         ("added latency p99, c=1, gateway on its own core (≤ 150 µs)", added(rows, "maas", "c1_p99"), "µs",
          lambda v: v <= 150),
         ("throughput vs nginx, c=64 (≥ 0.9×)", ratio(rows, "maas", "nginx", "c64_rps"), "×", lambda v: v >= 0.9),
+        ("CPU per request vs bare Pingora, c=64 (≤ 1.15×)", ratio(rows, "maas", "pingora", "cpu_ms_per_1k"), "×",
+         lambda v: v <= 1.15),
+        ("bare Pingora's throughput vs nginx, c=64 (the floor; no target)", ratio(rows, "pingora", "nginx", "c64_rps"),
+         "×", lambda v: True),
         ("throughput vs LiteLLM, c=64, one core each (≥ 50×)", ratio(rows, "maas", "litellm", "c64_rps"), "×",
          lambda v: v >= 50),
         ("added TTFT p99, less the model's wait (≤ 200 µs)", added(rows, "maas", "ttft_path_p99"), "µs",
@@ -227,16 +235,16 @@ def targets(rows, scale):
 
 
 def report_markdown(rows, scale, storm, args, description):
-    paths = [p for p in ("direct", "nginx", "maas", "litellm") if p in rows]
-    out = [f"# Side-by-side: direct, nginx, maas proxy{', LiteLLM' if 'litellm' in rows else ''}", "",
+    paths = [p for p in ("direct", "nginx", "pingora", "maas", "litellm") if p in rows]
+    out = [f"# Side-by-side: direct, nginx, bare Pingora, maas proxy{', LiteLLM' if 'litellm' in rows else ''}", "",
            description, "",
            "## Non-streamed chat (`load-test`: 16 tokens, no model time)", "",
            "c=1 one core: the gateway moved onto the core of the simulator and the load generator, so the added "
            "latency is the path's own work; c=1 apart: the gateway on its own core, so every hop also wakes an "
            "idle core (the direct path has no such hop).", "",
            "| path | c=1 one core p50 / p99 µs | added p50 / p99 | c=1 apart p50 / p99 µs | added p50 / p99 "
-           "| c=64 req/s | vs nginx | c=64 p99 µs | CPU ms per 1k req | RSS MiB |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+           "| c=64 req/s | vs nginx | c=64 p99 µs | CPU ms per 1k req | CPU vs bare Pingora | RSS MiB |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for path in paths:
         r = rows[path]
         out.append(f"| {path} | {fmt(r.get('one_p50'))} / {fmt(r.get('one_p99'))} "
@@ -244,7 +252,8 @@ def report_markdown(rows, scale, storm, args, description):
                    f"| {fmt(r.get('c1_p50'))} / {fmt(r.get('c1_p99'))} "
                    f"| {fmt(added(rows, path, 'c1_p50'))} / {fmt(added(rows, path, 'c1_p99'))} | {fmt(r.get('c64_rps'))} "
                    f"| {fmt(ratio(rows, path, 'nginx', 'c64_rps'), 2)} | {fmt(r.get('c64_p99'))} "
-                   f"| {fmt(r.get('cpu_ms_per_1k'), 1)} | {fmt(r.get('rss_mib'), 1)} |")
+                   f"| {fmt(r.get('cpu_ms_per_1k'), 1)} | {fmt(ratio(rows, path, 'pingora', 'cpu_ms_per_1k'), 2)} "
+                   f"| {fmt(r.get('rss_mib'), 1)} |")
     out += ["", "## Streamed chat (`stream-test`: TTFT 20 ms, 5 ms between 32 tokens, 16 streams)", "",
             "TTFT less model = time to first token minus the simulator's own wait between opening the stream and "
             "the first token (both stamped), so the simulator's 1 ms timer does not hide what the path adds. "
@@ -287,8 +296,9 @@ def chart(rows, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    paths = [p for p in ("direct", "nginx", "maas", "litellm") if p in rows]
-    colours = {"direct": "#888888", "nginx": "#2b8a3e", "maas": "#1c7ed6", "litellm": "#e8590c"}
+    paths = [p for p in ("direct", "nginx", "pingora", "maas", "litellm") if p in rows]
+    colours = {"direct": "#888888", "nginx": "#2b8a3e", "pingora": "#f08c00", "maas": "#1c7ed6",
+               "litellm": "#e8590c"}
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
     panels = [
         (axes[0][0], "req/s, non-streamed, c=64 (log)", [("c64_rps", "")], True),
@@ -315,7 +325,7 @@ def chart(rows, path):
             axis.set_yscale("log")
         if len(fields) > 1:
             axis.legend(fontsize=8)
-    fig.suptitle("maas proxy (every policy on) vs direct, nginx and LiteLLM", fontsize=12)
+    fig.suptitle("maas proxy (every policy on) vs direct, nginx, bare Pingora and LiteLLM", fontsize=12)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -358,9 +368,12 @@ def main():
     try:
         nginx = Nginx(gateway.sim_port, proxy_cpus)
         peers.append(nginx)
+        pingora = BarePingora(gateway.sim_port, proxy_cpus)
+        peers.append(pingora)
         url = "http://127.0.0.1:{}/v1/chat/completions"
         targets_ = {"direct": (url.format(gateway.sim_port), None, None),
                     "nginx": (url.format(nginx.port), None, nginx.proc.pid),
+                    "pingora": (url.format(pingora.port), None, pingora.proc.pid),
                     "maas": (url.format(gateway.proxy_port), gateway.key, gateway.proxy.pid)}
         if args.litellm:
             litellm = LiteLLM(args.litellm, gateway.sim_port, ["load-test", "stream-test"], "sk-bench-litellm",
@@ -412,7 +425,8 @@ def main():
     nginx_version = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
     description = (f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, maas {commit}; {machine()}; {pinning}. "
                    f"{args.rounds} round(s) of {args.duration:g} s per path and load after {args.warmup:g} s of "
-                   f"warm-up, paths in rotating order; medians. {nginx_version}. The maas proxy: "
+                   f"warm-up, paths in rotating order; medians. {nginx_version}. Bare Pingora: "
+                   "proxy/examples/bare_pingora.rs, forwarding only, one worker. The maas proxy: "
                    f"{'Redis' if args.redis else 'embedded'} store, {args.mode} limits mode, key auth, "
                    "routing by model, a per-minute request limit and a daily token limit checked on every "
                    "request, token metering, Prometheus metrics, JSON access log. "

@@ -1,15 +1,17 @@
 """The gateways MaaS is compared with, started for loadtest/compare.py:
-nginx as a plain reverse proxy, and LiteLLM's proxy with per-key limits
-through its `custom_auth` hook (its database-backed keys need PostgreSQL)."""
+nginx as a plain reverse proxy, a bare Pingora proxy with no policy (the
+floor maas is built on), and LiteLLM's proxy with per-key limits through
+its `custom_auth` hook (its database-backed keys need PostgreSQL)."""
 
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 
-from gateway import free_port, pinned, wait_port
+from gateway import BIN, free_port, pinned, wait_port
 
 NGINX_CONF = """
 {user}
@@ -59,6 +61,28 @@ class Nginx:
         self.proc.terminate()
         self.proc.wait(timeout=30)
         shutil.rmtree(self.work, ignore_errors=True)
+
+
+class BarePingora:
+    """`proxy/examples/bare_pingora.rs`: Pingora 0.9 forwarding every request
+    to the simulator, one worker thread, no policy. Found next to the maas
+    binary under test (`cargo build --release -p maas-proxy --example
+    bare_pingora`, or MAAS_BARE_PINGORA)."""
+
+    def __init__(self, sim_port, cpus=None):
+        binary = os.environ.get("MAAS_BARE_PINGORA") or os.path.join(os.path.dirname(BIN), "examples",
+                                                                      "bare_pingora")
+        if not os.path.exists(binary):
+            sys.exit(f"no bare Pingora build at {binary}: cargo build --release -p maas-proxy --example bare_pingora "
+                     "(or set MAAS_BARE_PINGORA)")
+        self.port = free_port()
+        self.proc = subprocess.Popen([binary, f"127.0.0.1:{self.port}", f"127.0.0.1:{sim_port}", "1"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pinned(cpus))
+        wait_port(self.port, self.proc, "bare Pingora")
+
+    def close(self):
+        self.proc.send_signal(signal.SIGINT)  # Pingora's fast shutdown
+        self.proc.wait(timeout=30)
 
 
 LITELLM_CONFIG = """

@@ -44,7 +44,7 @@ fn the_side_by_side_benchmark_runs_in_smoke_mode() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("compare.json")).unwrap()).unwrap();
     let rows = &json["rows"];
-    for path in ["direct", "nginx", "maas"] {
+    for path in ["direct", "nginx", "pingora", "maas"] {
         for figure in [
             "one_p50",
             "one_p99",
@@ -60,7 +60,7 @@ fn the_side_by_side_benchmark_runs_in_smoke_mode() {
             );
         }
     }
-    for path in ["nginx", "maas"] {
+    for path in ["nginx", "pingora", "maas"] {
         assert!(
             rows[path]["cpu_ms_per_1k"].as_f64().is_some_and(|v| v > 0.0),
             "{path}: {json}"
