@@ -128,6 +128,7 @@ fn proxy_options(config: &MaasConfig, overrides: &ProxyOverrides) -> ProxyOption
         environment: overrides.environment.unwrap_or(config.proxy.environment),
         max_body_bytes: config.proxy.max_body_bytes,
         access_log: config.logging.access_log,
+        overhead_header: config.proxy.overhead_header,
         limit_mode,
         holds: maas_proxy::HoldPolicy {
             ttl: Duration::from_secs(config.limits.hold_ttl_secs),

@@ -53,6 +53,9 @@ pub struct ProxySettings {
     /// PEM file of the CAs trusted for `https://` backends, instead of the
     /// system's trust store (e.g. the cluster's service CA).
     pub upstream_ca_file: Option<PathBuf>,
+    /// Send `x-maas-overhead-us` on proxied responses: the microseconds the
+    /// gateway spent on the request before the response headers left.
+    pub overhead_header: bool,
 }
 
 impl Default for ProxySettings {
@@ -66,6 +69,7 @@ impl Default for ProxySettings {
             threads: 0,
             shutdown_timeout_secs: 30,
             upstream_ca_file: None,
+            overhead_header: false,
         }
     }
 }

@@ -36,6 +36,7 @@ pub mod metering;
 pub mod metrics;
 pub mod models_api;
 pub mod outage;
+pub mod overhead;
 pub mod prompt;
 pub mod ratelimit;
 mod reply;

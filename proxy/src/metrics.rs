@@ -37,6 +37,11 @@ const LATENCY_BUCKETS: [f64; 16] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0,
 ];
 
+/// The gateway's own time is microseconds, not the model's seconds.
+const OVERHEAD_BUCKETS: [f64; 12] = [
+    0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1, 1.0,
+];
+
 pub struct ProxyMetrics {
     pub registry: Registry,
     pub prompt_tokens: IntCounterVec,
@@ -45,6 +50,8 @@ pub struct ProxyMetrics {
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
     pub upstream_duration: HistogramVec,
+    /// The gateway's own time per request, the model server's excluded.
+    pub gateway_overhead: HistogramVec,
     pub time_to_first_token: HistogramVec,
     pub in_flight: IntGauge,
     /// Event streams being sent to clients now.
@@ -92,11 +99,12 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntC
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str) -> HistogramVec {
-    let histogram = HistogramVec::new(
-        HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
-        &["product"],
-    )
-    .expect("metric definitions are static");
+    histogram_in(registry, name, help, &LATENCY_BUCKETS)
+}
+
+fn histogram_in(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> HistogramVec {
+    let histogram = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), &["product"])
+        .expect("metric definitions are static");
     registry
         .register(Box::new(histogram.clone()))
         .expect("metric names are unique");
@@ -165,6 +173,13 @@ impl ProxyMetrics {
                 &registry,
                 "maas_upstream_duration_seconds",
                 "Time from sending upstream to the upstream's response headers",
+            ),
+            gateway_overhead: histogram_in(
+                &registry,
+                "maas_gateway_overhead_seconds",
+                "Time the gateway spent on a request apart from waiting on the model server: before sending \
+                 upstream, and in the response's filters",
+                &OVERHEAD_BUCKETS,
             ),
             time_to_first_token: histogram(
                 &registry,

@@ -31,6 +31,8 @@ pub struct ProxyOptions {
     pub environment: Environment,
     pub max_body_bytes: u64,
     pub access_log: bool,
+    /// Send `x-maas-overhead-us` on proxied responses.
+    pub overhead_header: bool,
     pub limit_mode: LimitMode,
     /// How requests hold tokens on plans with token limits.
     pub holds: HoldPolicy,
@@ -85,13 +87,15 @@ impl Proxy {
         let breaker = Arc::new(StoreBreaker::new(options.breaker));
         let limiter = Limiter::new(store.clone(), sink, options.limit_mode, options.holds)
             .with_outage(breaker.clone(), options.outage);
-        let state = Arc::new(ProxyState::new(
+        let mut state = ProxyState::new(
             store,
             options.environment,
             limiter,
             options.max_body_bytes,
             options.access_log,
-        ));
+        );
+        state.overhead_header = options.overhead_header;
+        let state = Arc::new(state);
         match state.reload_catalog().await {
             Ok(()) => {}
             // Started before the store: serve 503 and retry until it answers.

@@ -21,6 +21,7 @@ use crate::decoding::{ContentDecoder, Encoding};
 use crate::error::ApiError;
 use crate::metering::{TokenUsage, UsageScanner};
 use crate::metrics::METRICS;
+use crate::overhead::GatewayTime;
 use crate::reply::respond_error;
 use crate::rewrite::ClientUsage;
 use crate::state::{ProxyState, ServingCatalog};
@@ -29,6 +30,9 @@ use crate::upstream::Upstream;
 
 /// The header that tells the model server (and `maas sim`) whose request it is.
 pub const APPLICATION_HEADER: &str = "x-maas-application-id";
+/// Microseconds the gateway spent on the request before the response's
+/// headers left (`proxy.overhead_header`).
+pub const OVERHEAD_HEADER: &str = "x-maas-overhead-us";
 /// Attempts per request across replicas (connect failures only).
 const MAX_ATTEMPTS: u32 = 3;
 
@@ -76,6 +80,8 @@ pub struct RequestCtx {
     pub(crate) rejected: Option<&'static str>,
     pub(crate) upstream_sent_at: Option<Instant>,
     pub(crate) upstream_headers_after: Option<Duration>,
+    /// The gateway's own time in the response's filters ([`crate::overhead`]).
+    pub(crate) gateway_time: GatewayTime,
     /// The client asked for `stream: true`.
     pub(crate) stream: bool,
     /// What the client asked to see of usage (everything, unless a stream
@@ -148,6 +154,7 @@ impl ProxyHttp for MaasProxy {
             rejected: None,
             upstream_sent_at: None,
             upstream_headers_after: None,
+            gateway_time: GatewayTime::default(),
             in_flight: false,
             streaming: false,
             stream: false,
@@ -313,7 +320,9 @@ impl ProxyHttp for MaasProxy {
         _response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        ctx.upstream_headers_after = ctx.upstream_sent_at.map(|t| t.elapsed());
+        let now = Instant::now();
+        ctx.upstream_headers_after = ctx.upstream_sent_at.map(|t| now.saturating_duration_since(t));
+        ctx.gateway_time.start_at(now);
         Ok(())
     }
 
@@ -323,6 +332,12 @@ impl ProxyHttp for MaasProxy {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let now = Instant::now();
+        ctx.gateway_time.stop_at(now);
+        if self.state.overhead_header && ctx.upstream_sent_at.is_some() {
+            let overhead = ctx.gateway_time.overhead(ctx.started, ctx.upstream_sent_at, now);
+            response.insert_header(OVERHEAD_HEADER, overhead.as_micros().to_string())?;
+        }
         for (name, value) in &ctx.extra_headers {
             response.insert_header(*name, value.as_str())?;
         }
@@ -375,46 +390,10 @@ impl ProxyHttp for MaasProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
-        if let Some(decoder) = ctx.decoder.as_mut() {
-            let chunk = body.as_deref().unwrap_or_default();
-            match decoder.decode(chunk, end_of_stream) {
-                Ok(decoded) => *body = Some(Bytes::from(decoded)),
-                Err(detail) => {
-                    ctx.decoder = None;
-                    return Error::e_explain(ErrorType::Custom("undecodable_body"), detail);
-                }
-            }
-        }
-        if let Some(meter) = ctx.stream_meter.as_mut() {
-            let had_content = meter.content_chunks > 0;
-            let mut out = match body.as_deref() {
-                Some(chunk) => meter.filter(chunk),
-                None => None,
-            };
-            if !had_content && meter.content_chunks > 0 {
-                METRICS
-                    .time_to_first_token
-                    .with_label_values(&[product_name(&ctx.catalog, ctx.product).unwrap_or("")])
-                    .observe(ctx.started.elapsed().as_secs_f64());
-            }
-            if end_of_stream && let Some(tail) = meter.finish() {
-                let mut filtered = out.take().unwrap_or_default();
-                filtered.extend(tail);
-                out = Some(filtered);
-            }
-            if let Some(filtered) = out {
-                *body = Some(Bytes::from(filtered));
-            }
-        } else if let Some(scanner) = ctx.usage_scanner.as_mut() {
-            if let Some(chunk) = body {
-                scanner.push(chunk);
-            }
-            if end_of_stream {
-                ctx.usage = scanner.usage();
-                ctx.usage_scanner = None;
-            }
-        }
-        Ok(None)
+        let entered = Instant::now();
+        let filtered = filter_response_body(body, end_of_stream, ctx);
+        ctx.gateway_time.add(entered.elapsed());
+        filtered
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
@@ -491,6 +470,11 @@ impl ProxyHttp for MaasProxy {
                 .with_label_values(&[product_label])
                 .observe(upstream.as_secs_f64());
         }
+        METRICS.gateway_overhead.with_label_values(&[product_label]).observe(
+            ctx.gateway_time
+                .overhead(ctx.started, ctx.upstream_sent_at, Instant::now())
+                .as_secs_f64(),
+        );
         if self.state.access_log {
             let request = session.req_header();
             AccessLogLine {
@@ -553,4 +537,52 @@ impl Drop for LeavesFlight {
             METRICS.in_flight.dec();
         }
     }
+}
+
+/// Decodes, meters and reads the usage of one piece of the response body.
+fn filter_response_body(
+    body: &mut Option<Bytes>,
+    end_of_stream: bool,
+    ctx: &mut RequestCtx,
+) -> Result<Option<Duration>> {
+    if let Some(decoder) = ctx.decoder.as_mut() {
+        let chunk = body.as_deref().unwrap_or_default();
+        match decoder.decode(chunk, end_of_stream) {
+            Ok(decoded) => *body = Some(Bytes::from(decoded)),
+            Err(detail) => {
+                ctx.decoder = None;
+                return Error::e_explain(ErrorType::Custom("undecodable_body"), detail);
+            }
+        }
+    }
+    if let Some(meter) = ctx.stream_meter.as_mut() {
+        let had_content = meter.content_chunks > 0;
+        let mut out = match body.as_deref() {
+            Some(chunk) => meter.filter(chunk),
+            None => None,
+        };
+        if !had_content && meter.content_chunks > 0 {
+            METRICS
+                .time_to_first_token
+                .with_label_values(&[product_name(&ctx.catalog, ctx.product).unwrap_or("")])
+                .observe(ctx.started.elapsed().as_secs_f64());
+        }
+        if end_of_stream && let Some(tail) = meter.finish() {
+            let mut filtered = out.take().unwrap_or_default();
+            filtered.extend(tail);
+            out = Some(filtered);
+        }
+        if let Some(filtered) = out {
+            *body = Some(Bytes::from(filtered));
+        }
+    } else if let Some(scanner) = ctx.usage_scanner.as_mut() {
+        if let Some(chunk) = body {
+            scanner.push(chunk);
+        }
+        if end_of_stream {
+            ctx.usage = scanner.usage();
+            ctx.usage_scanner = None;
+        }
+    }
+    Ok(None)
 }

@@ -144,6 +144,8 @@ pub struct ProxyState {
     pub limiter: Limiter,
     pub max_body_bytes: u64,
     pub access_log: bool,
+    /// Send `x-maas-overhead-us` on proxied responses.
+    pub overhead_header: bool,
     /// False while the last catalog reload failed (the previous catalog is
     /// still served): readiness reports it.
     catalog_current: AtomicBool,
@@ -196,6 +198,7 @@ impl ProxyState {
             limiter,
             max_body_bytes,
             access_log,
+            overhead_header: false,
             catalog_current: AtomicBool::new(false),
             catalog_loaded: AtomicBool::new(false),
             catalog_error: std::sync::Mutex::new(None),

@@ -251,3 +251,70 @@ plans:
     assert_eq!(log[1]["request_id"], made_id.as_str());
     assert!(log.iter().all(|line| line["request_id"].is_string()), "{log:?}");
 }
+
+/// The sum of a histogram's series for `product` (seconds).
+fn histogram_sum(text: &str, name: &str, product: &str) -> f64 {
+    text.lines()
+        .filter(|line| line.starts_with(&format!("{name}_sum{{")) && line.contains(&format!("product=\"{product}\"")))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// The gateway's own time is told apart from the model server's: a paced
+/// stream lasting over a second costs the gateway milliseconds, in the
+/// `x-maas-overhead-us` header (when enabled) and in
+/// `maas_gateway_overhead_seconds`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_reports_its_own_time_apart_from_the_models() {
+    let mut gw = Gateway::start(CATALOG, 1, "strict").await;
+    gw.add_proxy_with_env("strict", &[("MAAS_OVERHEAD_HEADER", "true")]);
+    let (_, key) = gw.app_key("timed", "exact", "open").await;
+    let with_header = gw.proxies[1].base.clone();
+
+    let started = std::time::Instant::now();
+    let response = gw.stream_chat(&with_header, &key, "paced-x").await;
+    assert_eq!(response.status(), 200);
+    let overhead_us: u64 = response.headers()["x-maas-overhead-us"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .expect("a number of microseconds");
+    let text = response.text().await.unwrap();
+    let elapsed = started.elapsed();
+    assert!(text.trim_end().ends_with("data: [DONE]"));
+    assert!(elapsed.as_millis() >= 1_000, "the model paced the stream: {elapsed:?}");
+    assert!(
+        overhead_us > 0 && overhead_us < 250_000,
+        "the gateway's time before the headers: {overhead_us} µs"
+    );
+    let plain = gw.chat(&with_header, &key, "paced-x").await;
+    assert!(plain.headers().contains_key("x-maas-overhead-us"));
+    // Off by default; never on answers the gateway gives itself.
+    assert!(
+        !gw.chat(gw.base(), &key, "paced-x")
+            .await
+            .headers()
+            .contains_key("x-maas-overhead-us")
+    );
+    let refused = gw.chat(&with_header, "sk-maas-not-a-key", "paced-x").await;
+    assert_eq!(refused.status(), 401);
+    assert!(!refused.headers().contains_key("x-maas-overhead-us"));
+
+    // Pingora logs a request just after the client has its answer.
+    let mut metrics = gw.metrics(1).await;
+    for _ in 0..100 {
+        if metrics.contains("maas_requests_in_flight 0") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        metrics = gw.metrics(1).await;
+    }
+    let total = histogram_sum(&metrics, "maas_request_duration_seconds", "exact");
+    let own = histogram_sum(&metrics, "maas_gateway_overhead_seconds", "exact");
+    assert!(total > 1.0, "two paced answers took over a second: {total}");
+    assert!(
+        own > 0.0 && own < total / 4.0,
+        "the gateway's own time {own} s of {total} s"
+    );
+    eprintln!("overhead: header {overhead_us} µs on a {elapsed:?} stream; {own:.6} s of {total:.3} s in all");
+}
