@@ -12,9 +12,13 @@
 //! [`outage`] admits them on local counters and [`usage`] keeps their usage,
 //! on disk in the [`spool`], until it answers.
 //!
-//! Everything except [`service`] (the thin `ProxyHttp` dispatcher),
-//! [`server`] (wiring) and [`edge`] (Pingora's own refusals as OpenAI
-//! errors) is independent of Pingora and unit-tested alone.
+//! Pingora appears only in [`service`] (the `ProxyHttp` dispatcher), the
+//! request phase it calls (`admission`, with `request_body` reading the
+//! body and `reply` writing refusals), [`server`] (wiring), [`edge`]
+//! (Pingora's own refusals as OpenAI errors) and [`metrics`]' `/metrics`
+//! endpoint. The protocol and policy logic (paths, bodies, keys, routing,
+//! mapping, limits, metering, streams, usage, the spool) is independent of
+//! Pingora and unit-tested alone.
 
 pub mod access_log;
 mod admission;

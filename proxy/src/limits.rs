@@ -98,7 +98,7 @@ pub struct Limiter {
 
 /// Would `delta` more of a metric fit? The store's arithmetic, so local
 /// and strict modes decide alike.
-pub use maas_store::backend::admits;
+pub use maas_store::limits::admits;
 
 /// Prompt tokens guessed from a request body's size, before the model
 /// server counts them: a quarter of the bytes (English text runs about four

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use maas_store::backend::{Demand, Grant, decide};
+use maas_store::limits::{Demand, Grant, decide};
 use maas_store::model::UsageLimit;
 use maas_store::{LimitStatus, token_hold};
 use time::OffsetDateTime;

@@ -29,6 +29,7 @@ pub mod clock;
 pub mod document;
 pub mod error;
 pub mod ids;
+pub mod limits;
 pub mod model;
 pub mod period;
 mod store;

@@ -51,7 +51,7 @@ end
 return out
 "#;
 
-/// Mirrors [`decide`](super::decide). KEYS: the counters, then the
+/// Mirrors [`decide`](crate::limits::decide). KEYS: the counters, then the
 /// shard's held amounts (hash), reservation expiries (sorted set) and
 /// reservation holds (hash). `plan.c`: checks `[key, max, add, hold,
 /// takes_grant, field]`; `plan.a`: adds `[key, by, ttl]`; `plan.h`, `x`, `v`:

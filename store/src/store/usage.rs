@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::Store;
-use crate::backend::{CheckOutcome, CounterAdd, CounterCheck, CounterKey, Grant, Reservation};
+use crate::backend::{CheckOutcome, CounterAdd, CounterCheck, CounterKey, Reservation};
 use crate::error::{StoreError, StoreResult};
+use crate::limits::Grant;
 use crate::model::{COMPLETION_TOKENS, PROMPT_TOKENS, TOTAL_TOKENS, UsageLimit};
 use crate::period::{Period, PeriodSet};
 

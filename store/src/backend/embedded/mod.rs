@@ -24,11 +24,12 @@ use tokio::task::JoinHandle;
 
 use super::{
     CheckOutcome, Condition, ConditionFailed, CounterAdd, CounterCheck, CounterKey, Link, Op, Reservation,
-    StoreBackend, WriteBatch, decide, fill_template,
+    StoreBackend, WriteBatch, fill_template,
 };
 use crate::changes::Change;
 use crate::clock::Clock;
 use crate::error::{StoreError, StoreResult};
+use crate::limits::decide;
 
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 const MEMBERS: TableDefinition<(&str, &str), ()> = TableDefinition::new("members");

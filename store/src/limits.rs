@@ -1,0 +1,134 @@
+//! Limit arithmetic: whether a request's demand fits under each limit and
+//! how much of a reservation's grant every limit leaves room for. Both
+//! store backends (Redis in Lua, which mirrors [`decide`] line by line) and
+//! the proxy's local limits decide with it, so every mode admits alike.
+
+/// The arithmetic part of a [`CounterCheck`](crate::backend::CounterCheck):
+/// what [`decide`] needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Demand {
+    pub max: u64,
+    pub add: u64,
+    pub hold: u64,
+    pub takes_grant: bool,
+}
+
+/// The flexible part of a reservation: as much as fits, at most `max`;
+/// admission fails when less than `min` fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    pub max: u64,
+    pub min: u64,
+}
+
+/// Whether `need` more fits under `max` with `used` spent; needing nothing
+/// (a metric counted after the response) fits while not yet spent.
+pub fn admits(max: u64, used: u64, need: u64) -> bool {
+    if need == 0 {
+        used < max
+    } else {
+        used.checked_add(need).is_some_and(|total| total <= max)
+    }
+}
+
+/// What a reservation takes of each check: `Ok((granted, amounts))` with
+/// the amount held per check, or `Err((index, used))` of the check that
+/// refused. `used[i]` is check `i`'s counter plus its holds; without a
+/// grant (no reservation) nothing is held. Both backends and the proxy's
+/// local limits decide with this arithmetic (Redis in Lua, which mirrors
+/// it line by line).
+pub fn decide(demands: &[Demand], used: &[u64], grant: Option<Grant>) -> Result<(u64, Vec<u64>), (usize, u64)> {
+    let mut granted = grant.map_or(0, |g| g.max);
+    // The check whose room bounds the grant, reported when it is too small.
+    let mut tightest = None;
+    for (index, (demand, &used)) in demands.iter().zip(used).enumerate() {
+        let hold = if grant.is_some() { demand.hold } else { 0 };
+        let takes_grant = grant.is_some() && demand.takes_grant;
+        let need = demand.add.saturating_add(hold);
+        if !takes_grant {
+            if !admits(demand.max, used, need) {
+                return Err((index, used));
+            }
+            continue;
+        }
+        let Some(room) = demand.max.checked_sub(used).and_then(|left| left.checked_sub(need)) else {
+            return Err((index, used));
+        };
+        if tightest.is_none() || room < granted {
+            granted = granted.min(room);
+            tightest = Some((index, used));
+        }
+    }
+    let Some(grant) = grant else {
+        return Ok((0, vec![0; demands.len()]));
+    };
+    let granted = match tightest {
+        Some(tightest) if granted < grant.min => return Err(tightest),
+        Some(_) => granted,
+        None => 0,
+    };
+    let amounts = demands
+        .iter()
+        .map(|d| d.hold.saturating_add(if d.takes_grant { granted } else { 0 }))
+        .collect();
+    Ok((granted, amounts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(max: u64, add: u64, hold: u64, takes_grant: bool) -> Demand {
+        Demand {
+            max,
+            add,
+            hold,
+            takes_grant,
+        }
+    }
+
+    fn reservation(max: u64, min: u64) -> Option<Grant> {
+        Some(Grant { max, min })
+    }
+
+    #[test]
+    fn plain_checks_count_or_admit_while_unspent() {
+        let checks = [check(10, 1, 0, false), check(100, 0, 0, false)];
+        assert_eq!(decide(&checks, &[9, 99], None), Ok((0, vec![0, 0])));
+        assert_eq!(decide(&checks, &[10, 0], None), Err((0, 10)));
+        assert_eq!(
+            decide(&checks, &[0, 100], None),
+            Err((1, 100)),
+            "a spent metric refuses"
+        );
+    }
+
+    #[test]
+    fn the_grant_is_what_the_tightest_check_has_room_for() {
+        // total_tokens (prompt 30 + grant) and completion_tokens (grant).
+        let checks = [check(1_000, 0, 30, true), check(500, 0, 0, true)];
+        let wanted = reservation(200, 1);
+        assert_eq!(decide(&checks, &[0, 0], wanted), Ok((200, vec![230, 200])));
+        assert_eq!(decide(&checks, &[900, 0], wanted), Ok((70, vec![100, 70])));
+        assert_eq!(decide(&checks, &[0, 450], wanted), Ok((50, vec![80, 50])));
+        assert_eq!(
+            decide(&checks, &[970, 0], wanted),
+            Err((0, 970)),
+            "the prompt fits, no completion does"
+        );
+        assert_eq!(
+            decide(&checks, &[980, 0], wanted),
+            Err((0, 980)),
+            "not even the prompt fits"
+        );
+        assert_eq!(decide(&checks, &[0, 500], wanted), Err((1, 500)));
+    }
+
+    #[test]
+    fn holds_without_a_grant() {
+        // An embedding: its prompt is held, nothing is generated.
+        let checks = [check(100, 0, 40, false)];
+        assert_eq!(decide(&checks, &[60], reservation(0, 0)), Ok((0, vec![40])));
+        assert_eq!(decide(&checks, &[61], reservation(0, 0)), Err((0, 61)));
+    }
+}
