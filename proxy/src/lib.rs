@@ -45,6 +45,7 @@ pub mod prompt;
 pub mod ratelimit;
 mod reply;
 mod request_body;
+pub mod request_ctx;
 pub mod request_id;
 pub mod request_path;
 pub mod rewrite;

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use maas_store::model::AuthContext;
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -17,16 +16,14 @@ use time::OffsetDateTime;
 use crate::access_log::AccessLogLine;
 use crate::admission::Next;
 use crate::body::is_json_content_type;
-use crate::decoding::{ContentDecoder, Encoding};
+use crate::decoding::Encoding;
 use crate::error::ApiError;
-use crate::metering::{TokenUsage, UsageScanner};
+use crate::metering::UsageScanner;
 use crate::metrics::METRICS;
-use crate::overhead::GatewayTime;
 use crate::reply::respond_error;
-use crate::rewrite::ClientUsage;
+pub use crate::request_ctx::RequestCtx;
 use crate::state::{ProxyState, ServingCatalog};
 use crate::stream_meter::{StreamMeter, is_event_stream};
-use crate::upstream::Upstream;
 
 /// The header that tells the model server (and `maas sim`) whose request it is.
 pub const APPLICATION_HEADER: &str = "x-maas-application-id";
@@ -44,60 +41,6 @@ impl MaasProxy {
     pub fn new(state: Arc<ProxyState>) -> MaasProxy {
         MaasProxy { state }
     }
-}
-
-/// Everything one request carries between phases.
-pub struct RequestCtx {
-    pub(crate) started: Instant,
-    pub(crate) catalog: Option<Arc<ServingCatalog>>,
-    pub(crate) product: Option<usize>,
-    pub(crate) auth: Option<Arc<AuthContext>>,
-    pub(crate) upstream: Option<Arc<Upstream>>,
-    pub(crate) replica: usize,
-    pub(crate) attempts: u32,
-    /// Path (and query) to send upstream.
-    pub(crate) upstream_path: String,
-    /// The whole request body, read before the peer is chosen.
-    pub(crate) body: Option<Bytes>,
-    /// The body was read as an OpenAI request: it goes upstream labelled
-    /// JSON, so the model server reads it the way the gateway did.
-    pub(crate) json_body: bool,
-    pub(crate) model: Option<String>,
-    /// Query parameter that carried the key, removed before forwarding.
-    pub(crate) key_query_param: Option<String>,
-    pub(crate) custom_key_header: Option<String>,
-    pub(crate) extra_headers: Vec<(&'static str, String)>,
-    /// `x-request-id` ([`crate::request_id`]), empty until `request_filter`.
-    pub(crate) request_id: String,
-    /// Reads `usage` from a JSON answer of any size as it passes.
-    pub(crate) usage_scanner: Option<UsageScanner>,
-    pub(crate) usage: Option<TokenUsage>,
-    /// The most the request can cost ([`crate::spend`]), on metered endpoints.
-    pub(crate) ceiling: Option<TokenUsage>,
-    /// The prompt's tokens billed when the model server reports none
-    /// ([`crate::spend::Spend::prompt_estimate`]).
-    pub(crate) prompt_estimate: u64,
-    pub(crate) rejected: Option<&'static str>,
-    pub(crate) upstream_sent_at: Option<Instant>,
-    pub(crate) upstream_headers_after: Option<Duration>,
-    /// The gateway's own time in the response's filters ([`crate::overhead`]).
-    pub(crate) gateway_time: GatewayTime,
-    /// The client asked for `stream: true`.
-    pub(crate) stream: bool,
-    /// What the client asked to see of usage (everything, unless a stream
-    /// request was rewritten to ask the upstream for more).
-    pub(crate) client_usage: ClientUsage,
-    pub(crate) stream_meter: Option<StreamMeter>,
-    /// The billed tokens are an estimate (the upstream reported none).
-    pub(crate) tokens_estimated: bool,
-    /// Counted in the in-flight gauge (Pingora may skip `request_filter`).
-    pub(crate) in_flight: bool,
-    /// Counted in the streams-in-flight gauge.
-    pub(crate) streaming: bool,
-    /// Tokens held against the plan's token limits, settled in `logging`.
-    pub(crate) hold: Option<String>,
-    /// Undoes a coding the upstream applied anyway, before metering.
-    pub(crate) decoder: Option<ContentDecoder>,
 }
 
 fn upstream_error(error: &Error, backend: &str) -> ApiError {
@@ -129,42 +72,7 @@ impl ProxyHttp for MaasProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx {
-            started: Instant::now(),
-            catalog: None,
-            product: None,
-            auth: None,
-            upstream: None,
-            replica: 0,
-            attempts: 0,
-            upstream_path: String::new(),
-            body: None,
-            json_body: false,
-            model: None,
-            key_query_param: None,
-            custom_key_header: None,
-            extra_headers: Vec::new(),
-            request_id: String::new(),
-            usage_scanner: None,
-            usage: None,
-            ceiling: None,
-            prompt_estimate: 0,
-            hold: None,
-            decoder: None,
-            rejected: None,
-            upstream_sent_at: None,
-            upstream_headers_after: None,
-            gateway_time: GatewayTime::default(),
-            in_flight: false,
-            streaming: false,
-            stream: false,
-            client_usage: ClientUsage {
-                final_chunk: true,
-                every_chunk: true,
-            },
-            stream_meter: None,
-            tokens_estimated: false,
-        }
+        RequestCtx::new()
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
