@@ -18,7 +18,7 @@ use crate::admission::Next;
 use crate::body::is_json_content_type;
 use crate::decoding::Encoding;
 use crate::error::ApiError;
-use crate::metering::UsageScanner;
+use crate::metering::{TokenUsage, UsageScanner};
 use crate::metrics::METRICS;
 use crate::reply::respond_error;
 pub use crate::request_ctx::RequestCtx;
@@ -347,6 +347,7 @@ impl ProxyHttp for MaasProxy {
         }
     }
 
+    /// The request is done: settle its usage, then count it and log it.
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let _leaves = LeavesFlight(std::mem::take(&mut ctx.in_flight));
         let now = OffsetDateTime::now_utc();
@@ -361,56 +362,10 @@ impl ProxyHttp for MaasProxy {
         // under the key's product.
         let product =
             product_name(&catalog, ctx.product).or_else(|| ctx.auth.as_ref().map(|a| a.application.product.as_str()));
-        let product_label = product.unwrap_or("");
-        let status_label = status.to_string();
-        METRICS
-            .requests
-            .with_label_values(&[product_label, model, &status_label])
-            .inc();
         let duration = ctx.started.elapsed();
-        METRICS
-            .request_duration
-            .with_label_values(&[product_label])
-            .observe(duration.as_secs_f64());
-        if let Some(upstream) = ctx.upstream_headers_after {
-            METRICS
-                .upstream_duration
-                .with_label_values(&[product_label])
-                .observe(upstream.as_secs_f64());
-        }
-        METRICS.gateway_overhead.with_label_values(&[product_label]).observe(
-            ctx.gateway_time
-                .overhead(ctx.started, ctx.upstream_sent_at, Instant::now())
-                .as_secs_f64(),
-        );
+        count_request(ctx, product.unwrap_or(""), model, status, duration);
         if self.state.access_log {
-            let request = session.req_header();
-            AccessLogLine {
-                ts: now
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default(),
-                method: request.method.as_str(),
-                path: request.uri.path(),
-                status,
-                product,
-                application_id: ctx.auth.as_ref().map(|a| a.application.id.as_str()),
-                application: ctx.auth.as_ref().map(|a| a.application.name.as_str()),
-                key: ctx.auth.as_ref().map(|a| a.key.masked()),
-                model: ctx.model.as_deref(),
-                backend: ctx.upstream.as_ref().map(|u| u.name.as_str()),
-                rejected: ctx.rejected,
-                prompt_tokens: usage.prompt_tokens,
-                completion_tokens: usage.completion_tokens,
-                total_tokens: usage.total_tokens,
-                tokens_estimated: ctx.tokens_estimated,
-                stream: ctx.stream,
-                request_bytes: ctx.body.as_ref().map_or(0, Bytes::len),
-                duration_ms: duration.as_secs_f64() * 1000.0,
-                upstream_ms: ctx.upstream_headers_after.map(|d| d.as_secs_f64() * 1000.0),
-                client: session.client_addr().map(|a| a.to_string()),
-                request_id: Some(ctx.request_id.as_str()).filter(|id| !id.is_empty()),
-            }
-            .write();
+            log_request(session, ctx, product, status, usage, duration, now);
         }
     }
 }
@@ -493,4 +448,66 @@ fn filter_response_body(
         }
     }
     Ok(None)
+}
+
+/// The request's Prometheus series: count, durations, the gateway's own time.
+fn count_request(ctx: &RequestCtx, product: &str, model: &str, status: u16, duration: Duration) {
+    METRICS
+        .requests
+        .with_label_values(&[product, model, &status.to_string()])
+        .inc();
+    METRICS
+        .request_duration
+        .with_label_values(&[product])
+        .observe(duration.as_secs_f64());
+    if let Some(upstream) = ctx.upstream_headers_after {
+        METRICS
+            .upstream_duration
+            .with_label_values(&[product])
+            .observe(upstream.as_secs_f64());
+    }
+    METRICS.gateway_overhead.with_label_values(&[product]).observe(
+        ctx.gateway_time
+            .overhead(ctx.started, ctx.upstream_sent_at, Instant::now())
+            .as_secs_f64(),
+    );
+}
+
+/// The request's access-log line.
+fn log_request(
+    session: &Session,
+    ctx: &RequestCtx,
+    product: Option<&str>,
+    status: u16,
+    usage: TokenUsage,
+    duration: Duration,
+    now: OffsetDateTime,
+) {
+    let request = session.req_header();
+    AccessLogLine {
+        ts: now
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        method: request.method.as_str(),
+        path: request.uri.path(),
+        status,
+        product,
+        application_id: ctx.auth.as_ref().map(|a| a.application.id.as_str()),
+        application: ctx.auth.as_ref().map(|a| a.application.name.as_str()),
+        key: ctx.auth.as_ref().map(|a| a.key.masked()),
+        model: ctx.model.as_deref(),
+        backend: ctx.upstream.as_ref().map(|u| u.name.as_str()),
+        rejected: ctx.rejected,
+        prompt_tokens: usage.prompt_tokens,
+        completion_tokens: usage.completion_tokens,
+        total_tokens: usage.total_tokens,
+        tokens_estimated: ctx.tokens_estimated,
+        stream: ctx.stream,
+        request_bytes: ctx.body.as_ref().map_or(0, Bytes::len),
+        duration_ms: duration.as_secs_f64() * 1000.0,
+        upstream_ms: ctx.upstream_headers_after.map(|d| d.as_secs_f64() * 1000.0),
+        client: session.client_addr().map(|a| a.to_string()),
+        request_id: Some(ctx.request_id.as_str()).filter(|id| !id.is_empty()),
+    }
+    .write();
 }
