@@ -118,6 +118,27 @@ pub(super) async fn await_usage_written(gw: &Gateway, apps: &[String]) {
     }
 }
 
+/// Every request is one hit. An admission whose connection dropped after
+/// it was sent (Redis killed mid-write) may have been counted by Redis as
+/// well as queued by a proxy: the proxies count those, and the stored hits
+/// may exceed `requests` by that many. Returns (hits, uncertain).
+pub(super) async fn assert_hits_stored(gw: &Gateway, apps: &[String], requests: u64) -> (u64, u64) {
+    let mut hits = 0;
+    for app in apps {
+        hits += gw.stored(app, "hits").await;
+    }
+    let mut uncertain = 0;
+    for proxy in 0..gw.proxies.len() {
+        let text = gw.metrics(proxy).await;
+        uncertain += metric_value(&text, "maas_store_uncertain_writes_total", "operation", "admit").unwrap_or(0);
+    }
+    assert!(
+        (requests..=requests + uncertain).contains(&hits),
+        "{hits} hits stored for {requests} requests ({uncertain} uncertain admissions)"
+    );
+    (hits, uncertain)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_hangs_and_dies_under_load_and_nothing_is_lost() {
     let mut redis = PrivateRedis::start();
@@ -228,23 +249,8 @@ async fn redis_hangs_and_dies_under_load_and_nothing_is_lost() {
     for app in &apps {
         gw.assert_stored_as_served(app).await;
     }
-    // Every request is one hit. An admission whose connection dropped after
-    // it was sent (Redis killed mid-write) may have been counted by Redis
-    // as well as queued here: the proxies count those.
     let total_requests = outcomes.len() as u64;
-    let mut stored_hits = 0;
-    for app in &apps {
-        stored_hits += gw.stored(app, "hits").await;
-    }
-    let mut uncertain = 0;
-    for proxy in 0..2 {
-        let text = gw.metrics(proxy).await;
-        uncertain += metric_value(&text, "maas_store_uncertain_writes_total", "operation", "admit").unwrap_or(0);
-    }
-    assert!(
-        (total_requests..=total_requests + uncertain).contains(&stored_hits),
-        "{stored_hits} hits stored for {total_requests} requests ({uncertain} uncertain admissions)"
-    );
+    let (stored_hits, uncertain) = assert_hits_stored(&gw, &apps, total_requests).await;
     eprintln!("outage: {total_requests} requests, {stored_hits} hits stored, {uncertain} uncertain admissions");
 
     // The capped plan: each replica went on from the count it last saw.

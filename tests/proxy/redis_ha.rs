@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use maas_store::conformance::servers::{RedisCluster, RedisSentinels};
 
-use super::harness::{Gateway, metric_value};
-use super::outage::{CATALOG, Outcome, await_breakers, await_usage_written, start_load};
+use super::harness::Gateway;
+use super::outage::{CATALOG, Outcome, assert_hits_stored, await_breakers, await_usage_written, start_load};
 
 /// Strict and local proxies on a three-master cluster: requests, streams,
 /// an exact strict limit, a revocation through the change feed, and every
@@ -140,19 +140,7 @@ async fn the_gateway_follows_a_sentinel_failover_under_load() {
         gw.assert_stored_as_served(app).await;
     }
     let total = outcomes.len() as u64;
-    let mut hits = 0;
-    for app in &apps {
-        hits += gw.stored(app, "hits").await;
-    }
-    let mut uncertain = 0;
-    for proxy in 0..2 {
-        let text = gw.metrics(proxy).await;
-        uncertain += metric_value(&text, "maas_store_uncertain_writes_total", "operation", "admit").unwrap_or(0);
-    }
-    assert!(
-        (total..=total + uncertain).contains(&hits),
-        "{hits} hits stored for {total} requests ({uncertain} uncertain admissions)"
-    );
+    let (hits, uncertain) = assert_hits_stored(&gw, &apps, total).await;
     let new_master = topology.replica.cli(&["DBSIZE"]);
     assert_ne!(new_master.trim(), "0", "the promoted replica holds the data");
     eprintln!(

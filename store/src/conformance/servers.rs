@@ -99,6 +99,25 @@ impl Drop for ScratchDir {
     }
 }
 
+/// A redis-server on `port` of loopback, in `dir`, persisting nothing.
+fn server_args(port: u16, dir: &ScratchDir) -> Vec<String> {
+    let dir = dir.0.to_string_lossy();
+    [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        &dir,
+    ]
+    .map(String::from)
+    .into()
+}
+
 fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !done() {
@@ -119,25 +138,17 @@ impl RedisCluster {
         let nodes: Vec<RedisProcess> = (0..masters)
             .map(|_| {
                 let port = free_port();
-                let args = [
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
+                let mut args = server_args(port, &dir);
+                for arg in [
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",
                     &format!("nodes-{port}.conf"),
                     "--cluster-node-timeout",
                     "2000",
-                    "--dir",
-                    &dir.0.to_string_lossy(),
-                ]
-                .map(String::from);
+                ] {
+                    args.push(arg.to_owned());
+                }
                 RedisProcess::spawn(&args, port)
             })
             .collect();
@@ -176,22 +187,8 @@ impl RedisSentinels {
     pub fn start() -> RedisSentinels {
         let dir = ScratchDir::new("sentinel");
         let server = |port: u16, replica_of: Option<u16>| {
-            let mut args: Vec<String> = [
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                &dir.0.to_string_lossy(),
-                "--dbfilename",
-                &format!("dump-{port}.rdb"),
-            ]
-            .map(String::from)
-            .into();
+            let mut args = server_args(port, &dir);
+            args.extend(["--dbfilename".to_owned(), format!("dump-{port}.rdb")]);
             if let Some(master) = replica_of {
                 args.extend(["--replicaof".into(), "127.0.0.1".into(), master.to_string()]);
             }
