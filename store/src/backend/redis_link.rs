@@ -127,7 +127,7 @@ impl RedisLink {
             RedisLink::Server(conn) => Ok(RedisConn::Server(conn.clone())),
             RedisLink::Sentinel(link) => link
                 .current()
-                .map(|master| RedisConn::Server(master.conn))
+                .map(|master| RedisConn::Server(master.conn.clone()))
                 .ok_or_else(|| {
                     StoreError::Unavailable("redis: the sentinels have not named a reachable master yet".into())
                 }),
@@ -146,7 +146,6 @@ impl RedisLink {
 }
 
 /// The master the sentinels named last.
-#[derive(Clone)]
 pub(super) struct Master {
     pub(super) address: (String, u16),
     pub(super) client: redis::Client,
@@ -155,14 +154,15 @@ pub(super) struct Master {
 
 pub(super) struct SentinelLink {
     name: String,
-    current: RwLock<Option<Master>>,
+    // Shared, so a command clones the connection handle and not the client.
+    current: RwLock<Option<Arc<Master>>>,
     /// Bumped each time another master is taken on (the change feed
     /// resubscribes there).
     moved: watch::Sender<u64>,
 }
 
 impl SentinelLink {
-    pub(super) fn current(&self) -> Option<Master> {
+    pub(super) fn current(&self) -> Option<Arc<Master>> {
         self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -176,7 +176,7 @@ impl SentinelLink {
             address = %format!("{}:{}", master.address.0, master.address.1),
             "redis sentinel: sending commands to this master"
         );
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(master);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(master));
         self.moved.send_modify(|generation| *generation += 1);
     }
 }
@@ -236,7 +236,7 @@ async fn follow_master(link: Weak<SentinelLink>, mut sentinels: SentinelClient, 
     loop {
         tokio::time::sleep(SENTINEL_POLL).await;
         let Some(link) = link.upgrade() else { return };
-        let known = link.current().map(|m| m.address);
+        let known = link.current().map(|m| m.address.clone());
         let named = match named_master(&mut sentinels, &mut asking, &link.name).await {
             Ok(named) => named,
             Err(e) => {
@@ -337,7 +337,7 @@ impl FeedSource {
     pub(super) fn client(&self, attempt: usize) -> redis::RedisResult<redis::Client> {
         match self {
             FeedSource::Server(client) => Ok((**client).clone()),
-            FeedSource::Sentinel(link) => link.current().map(|master| master.client).ok_or_else(|| {
+            FeedSource::Sentinel(link) => link.current().map(|master| master.client.clone()).ok_or_else(|| {
                 redis::RedisError::from((redis::ErrorKind::Io, "the sentinels have not named a master yet"))
             }),
             FeedSource::Nodes(nodes) => Ok(nodes[attempt % nodes.len()].clone()),

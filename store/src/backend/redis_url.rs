@@ -91,22 +91,34 @@ pub fn is_tls(url: &str) -> bool {
         .any(|scheme| url.starts_with(scheme))
 }
 
-/// The URL with its passwords replaced by `***`, for logs and errors.
+/// The URL with its passwords replaced by `***`, for logs and errors. The
+/// query is set apart first, so an `@` in a parameter is not taken for the
+/// end of the credentials.
 pub fn redact(url: &str) -> String {
-    let mut out = match (url.find("://"), url.rfind('@')) {
+    let (address, query) = match url.split_once('?') {
+        Some((address, query)) => (address, Some(query)),
+        None => (url, None),
+    };
+    let mut out = match (address.find("://"), address.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
+            let credentials = &address[scheme + 3..at];
             match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
+                Some((user, _)) => format!("{}{user}:***{}", &address[..scheme + 3], &address[at..]),
+                None => address.to_owned(),
             }
         }
-        _ => url.to_owned(),
+        _ => address.to_owned(),
     };
-    if let Some(start) = out.find("sentinel_password=") {
-        let value = start + "sentinel_password=".len();
-        let end = out[value..].find('&').map_or(out.len(), |e| value + e);
-        out.replace_range(value..end, "***");
+    if let Some(query) = query {
+        let parameters: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some(("sentinel_password", _)) => "sentinel_password=***".to_owned(),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&parameters.join("&"));
     }
     out
 }
@@ -371,6 +383,16 @@ mod tests {
             "redis+sentinel://:***@h/m?sentinel_password=***&sentinel_username=u"
         );
         assert_eq!(redact("redis+cluster://a,b"), "redis+cluster://a,b");
+        // An `@` in the query is not where the credentials end; a password
+        // given twice is hidden twice.
+        assert_eq!(
+            redact("redis+sentinel://:p@w@h/m?sentinel_password=a@b&sentinel_password=c"),
+            "redis+sentinel://:***@h/m?sentinel_password=***&sentinel_password=***"
+        );
+        assert_eq!(
+            redact("redis+sentinel://h/m?sentinel_password=x@y"),
+            "redis+sentinel://h/m?sentinel_password=***"
+        );
         assert!(is_tls("rediss+cluster://a") && is_tls("rediss+sentinel://a/m") && !is_tls("redis://a"));
     }
 

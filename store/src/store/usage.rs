@@ -199,7 +199,9 @@ fn summed_adds(records: &[UsageRecord]) -> HashMap<String, Vec<CounterAdd>> {
         .collect()
 }
 
-fn settle_adds(application_id: &str, records: &[UsageRecord]) -> Vec<CounterAdd> {
+/// The increments of one application's `records`, one per record and period
+/// (not summed: an atomic step's few records need no map).
+fn adds_of(application_id: &str, records: &[UsageRecord]) -> Vec<CounterAdd> {
     records
         .iter()
         .filter(|r| r.value > 0 && r.application_id == application_id)
@@ -299,7 +301,7 @@ impl Store {
             .map(|(metric, value)| UsageRecord::new(application_id, metric, *value, now))
             .collect();
         let (limited, unrecorded) = split_by_limits(&deltas, limits);
-        let adds = summed_adds(&limited).remove(application_id).unwrap_or_default();
+        let adds = adds_of(application_id, &limited);
         let outcome = self
             .backend
             .check_and_add(&checks, &adds, self.clock.now().unix_timestamp(), reservation.as_ref())
@@ -378,7 +380,7 @@ impl Store {
     /// Each record counts in its own `periods`; a caller with a usage batch
     /// sends only the part its limits check ([`split_by_limits`]).
     pub async fn settle(&self, application_id: &str, hold_id: &str, records: &[UsageRecord]) -> StoreResult<()> {
-        let adds = settle_adds(application_id, records);
+        let adds = adds_of(application_id, records);
         self.backend
             .settle(application_id, hold_id, &adds, self.clock.now().unix_timestamp(), false)
             .await
@@ -394,7 +396,7 @@ impl Store {
         hold_id: &str,
         records: &[UsageRecord],
     ) -> StoreResult<bool> {
-        let adds = settle_adds(application_id, records);
+        let adds = adds_of(application_id, records);
         self.backend
             .settle(application_id, hold_id, &adds, self.clock.now().unix_timestamp(), true)
             .await
