@@ -417,13 +417,7 @@ async fn open_embedded(dir: &Path) -> Store {
     Store::open(&location, StoreOptions::default()).await.unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use maas_store::conformance::servers::free_port;
 
 /// One HTTP/1.1 exchange on a fresh connection; the whole reply.
 fn http(address: &str, request: &str) -> String {

@@ -224,13 +224,12 @@ mod tests {
         SpooledBatch {
             writer: writer.into(),
             seq,
-            records: vec![UsageRecord {
-                application_id: "app1".into(),
-                metric: "total_tokens".into(),
+            records: vec![UsageRecord::new(
+                "app1",
+                "total_tokens",
                 value,
-                at: OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap(),
-                periods: Default::default(),
-            }],
+                OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap(),
+            )],
             hold: None,
         }
     }

@@ -317,17 +317,7 @@ mod tests {
         first.spool_pending().await;
         // Batch 1 had reached the store after all; then the process dies.
         truth
-            .record_usage_once(
-                &first.writer,
-                1,
-                &[UsageRecord {
-                    application_id: "app1".into(),
-                    metric: "total_tokens".into(),
-                    value: 5,
-                    at,
-                    periods: Default::default(),
-                }],
-            )
+            .record_usage_once(&first.writer, 1, &[UsageRecord::new("app1", "total_tokens", 5, at)])
             .await
             .unwrap();
         drop(first);
@@ -361,17 +351,7 @@ mod tests {
         sink.push("app1", "total_tokens", 7, at);
         // The first batch reached the store after all (its answer was lost).
         truth
-            .record_usage_once(
-                &sink.writer,
-                1,
-                &[UsageRecord {
-                    application_id: "app1".into(),
-                    metric: "total_tokens".into(),
-                    value: 5,
-                    at,
-                    periods: Default::default(),
-                }],
-            )
+            .record_usage_once(&sink.writer, 1, &[UsageRecord::new("app1", "total_tokens", 5, at)])
             .await
             .unwrap();
         flaky.set(crate::flaky_store::UP);

@@ -13,6 +13,7 @@ pub fn redis_url() -> String {
 }
 
 pub use crate::support::{free_port, metric_value, node_dir};
+pub use maas_store::conformance::servers::wait_for_port;
 
 /// Simulated models: fast, with room for long prompts, and one embedding model.
 pub const SIM_MODELS: &str = "seed: 7
@@ -109,17 +110,6 @@ pub struct Gateway {
     portals: Vec<Child>,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
-}
-
-fn wait_for_port(port: u16, what: &str, child: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited early: {status}");
-        }
-        assert!(Instant::now() < deadline, "{what} did not listen on {port} within 20 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A `maas sim` process serving [`SIM_MODELS`], once it listens; its URL.

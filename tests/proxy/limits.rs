@@ -88,13 +88,12 @@ async fn a_spent_budget_refuses_with_rate_limit_headers() {
     let (app_id, key) = gw.app_key("spent-app", "alpha", "fifty-tokens").await;
     // Spend the budget outside the proxy, as another replica would have.
     gw.store
-        .record_usage(&[maas_store::UsageRecord {
-            application_id: app_id.clone(),
-            metric: "total_tokens".into(),
-            value: 60,
-            at: time::OffsetDateTime::now_utc(),
-            periods: Default::default(),
-        }])
+        .record_usage(&[maas_store::UsageRecord::new(
+            &app_id,
+            "total_tokens",
+            60,
+            time::OffsetDateTime::now_utc(),
+        )])
         .await
         .unwrap();
     let response = gw.chat(gw.base(), &key, "chat-a").await;

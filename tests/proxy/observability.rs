@@ -3,6 +3,21 @@
 
 use super::harness::{CATALOG, Gateway, metric_value};
 
+/// Proxy `index`'s metrics once no request is in flight: Pingora logs a
+/// request (and counts it out of flight) just after the client has its
+/// answer.
+async fn metrics_when_idle(gw: &Gateway, index: usize) -> String {
+    let mut text = gw.metrics(index).await;
+    for _ in 0..100 {
+        if text.contains("maas_requests_in_flight 0") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        text = gw.metrics(index).await;
+    }
+    text
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_the_tokens_the_model_served() {
     let gw = Gateway::start(CATALOG, 1, "strict").await;
@@ -29,16 +44,7 @@ async fn metrics_count_the_tokens_the_model_served() {
     }
 
     let truth = gw.sim_usage(&app_id).await;
-    // Pingora logs a request (and counts it out of flight) just after the
-    // client has its answer; wait for the last one.
-    let mut text = gw.metrics(0).await;
-    for _ in 0..100 {
-        if text.contains("maas_requests_in_flight 0") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        text = gw.metrics(0).await;
-    }
+    let text = metrics_when_idle(&gw, 0).await;
     let prompt = metric_value(&text, "llm_prompt_tokens_count", "application_id", &app_id).expect(&text);
     let completion = metric_value(&text, "llm_completion_tokens_count", "application_id", &app_id).expect(&text);
     let total = metric_value(&text, "llm_total_token_count", "application_id", &app_id).expect(&text);
@@ -300,15 +306,7 @@ async fn the_gateway_reports_its_own_time_apart_from_the_models() {
     assert_eq!(refused.status(), 401);
     assert!(!refused.headers().contains_key("x-maas-overhead-us"));
 
-    // Pingora logs a request just after the client has its answer.
-    let mut metrics = gw.metrics(1).await;
-    for _ in 0..100 {
-        if metrics.contains("maas_requests_in_flight 0") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        metrics = gw.metrics(1).await;
-    }
+    let metrics = metrics_when_idle(&gw, 1).await;
     let total = histogram_sum(&metrics, "maas_request_duration_seconds", "exact");
     let own = histogram_sum(&metrics, "maas_gateway_overhead_seconds", "exact");
     assert!(total > 1.0, "two paced answers took over a second: {total}");

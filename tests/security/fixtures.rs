@@ -173,14 +173,7 @@ impl PortalProcess {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("starting maas portal");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("maas portal exited early: {status}");
-            }
-            assert!(Instant::now() < deadline, "maas portal did not listen within 20 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        maas_store::conformance::servers::wait_for_port(port, "maas portal", &mut child);
         PortalProcess { child, base }
     }
 }

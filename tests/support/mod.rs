@@ -4,14 +4,7 @@
 
 pub mod certs;
 
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use maas_store::conformance::servers::free_port;
 
 /// One HTTP/1.1 request from `reader`: its head, lowercased, and its body
 /// (by `Content-Length`); `None` when the connection ended first.

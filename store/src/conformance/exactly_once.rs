@@ -13,13 +13,7 @@ pub async fn usage_batches_count_once<F: Fixture>(fixture: &F) {
     // Counters need no application record.
     let (one, two) = (live_app(&store).await, "app_second".to_owned());
     let now = store.clock().now();
-    let record = |app: &str, value| UsageRecord {
-        application_id: app.to_owned(),
-        metric: "total_tokens".into(),
-        value,
-        at: now,
-        periods: Default::default(),
-    };
+    let record = |app: &str, value| UsageRecord::new(app, "total_tokens", value, now);
     let batch = [record(&one, 10), record(&two, 7), record(&one, 5)];
     assert_eq!(store.record_usage_once("w1", 1, &batch).await.unwrap(), 2);
     assert_eq!(store.record_usage_once("w1", 1, &batch).await.unwrap(), 0, "resent");
@@ -60,13 +54,7 @@ pub async fn resent_settles_count_once<F: Fixture>(fixture: &F) {
         .await
         .unwrap();
     assert!(matches!(admission, Admission::Admitted(_)));
-    let usage = [UsageRecord {
-        application_id: app.clone(),
-        metric: "total_tokens".into(),
-        value: 42,
-        at: now,
-        periods: Default::default(),
-    }];
+    let usage = [UsageRecord::new(&app, "total_tokens", 42, now)];
     assert!(store.settle_if_held(&app, "hold-1", &usage).await.unwrap());
     assert!(
         !store.settle_if_held(&app, "hold-1", &usage).await.unwrap(),

@@ -1,6 +1,7 @@
 //! Redis topologies a test starts for itself on free loopback ports: a
 //! Cluster of masters, and a master with a replica watched by three
-//! sentinels. Every process is killed when its value is dropped.
+//! sentinels. Every process is killed when its value is dropped. Also the
+//! port helpers every test binary that starts processes shares.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -23,17 +24,7 @@ impl RedisProcess {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("redis-server must be installed: apt-get install redis-server");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("redis-server on port {port} exited early: {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not listen on {port} within 20 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_port(port, "redis-server", &mut child);
         RedisProcess {
             child: Some(child),
             port,
@@ -68,6 +59,19 @@ fn cli(port: u16, args: &[&str]) -> String {
         .expect("redis-cli must be installed: apt-get install redis-server (it ships redis-cli)");
     assert!(output.status.success(), "redis-cli {args:?}: {output:?}");
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Waits up to 20 s for `child` (`what`) to listen on loopback `port`;
+/// panics, saying which, when it exits first or never listens.
+pub fn wait_for_port(port: u16, what: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited early: {status}");
+        }
+        assert!(Instant::now() < deadline, "{what} did not listen on {port} within 20 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A loopback port nothing listens on right now.

@@ -168,13 +168,7 @@ pub async fn token_holds_reserve_clamp_and_settle<F: Fixture>(fixture: &F) {
     );
 
     // Settling "a" with 100 + 120 frees 180 of its 400 held tokens.
-    let record = |metric: &str, value| UsageRecord {
-        application_id: app.clone(),
-        metric: metric.into(),
-        value,
-        at: now,
-        periods: Default::default(),
-    };
+    let record = |metric: &str, value| UsageRecord::new(&app, metric, value, now);
     let actual = [
         record("prompt_tokens", 100),
         record("completion_tokens", 120),
@@ -310,17 +304,7 @@ pub async fn token_holds_of_crashed_requests_expire<F: Fixture>(fixture: &F) {
     assert_eq!(granted, Some(10));
     // Settling late finds nothing to release and still counts the usage.
     store
-        .settle(
-            &app,
-            "crashed",
-            &[UsageRecord {
-                application_id: app.clone(),
-                metric: "total_tokens".into(),
-                value: 40,
-                at: now,
-                periods: Default::default(),
-            }],
-        )
+        .settle(&app, "crashed", &[UsageRecord::new(&app, "total_tokens", 40, now)])
         .await
         .unwrap();
     let statuses = store.limit_status(&app, &limits, now).await.unwrap();
@@ -425,13 +409,7 @@ pub async fn token_limits_block_once_spent<F: Fixture>(fixture: &F) {
         limit("hits", Period::Minute, 100),
         limit("total_tokens", Period::Day, 1_000),
     ];
-    let record = |value| UsageRecord {
-        application_id: app.clone(),
-        metric: "total_tokens".into(),
-        value,
-        at: now,
-        periods: Default::default(),
-    };
+    let record = |value| UsageRecord::new(&app, "total_tokens", value, now);
     assert!(matches!(
         store
             .check_and_record(&app, &limits, &[("hits", 1)], now)
@@ -469,13 +447,7 @@ pub async fn usage_series_and_batches<F: Fixture>(fixture: &F) {
     let (store, _) = open(fixture).await;
     let app = live_app(&store).await;
     let t = datetime!(2026-11-26 10:00:00 UTC);
-    let rec = |metric: &str, value, minutes: i64| UsageRecord {
-        application_id: app.clone(),
-        metric: metric.into(),
-        value,
-        at: t + Duration::minutes(minutes),
-        periods: Default::default(),
-    };
+    let rec = |metric: &str, value, minutes: i64| UsageRecord::new(&app, metric, value, t + Duration::minutes(minutes));
     store
         .record_usage(&[
             rec("prompt_tokens", 10, 0),
@@ -526,13 +498,7 @@ pub async fn usage_series_and_batches<F: Fixture>(fixture: &F) {
     // Summed over applications (a product's, an account's); none reads zero.
     let other = "app_other".to_owned();
     store
-        .record_usage(&[UsageRecord {
-            application_id: other.clone(),
-            metric: "prompt_tokens".into(),
-            value: 100,
-            at: t + Duration::minutes(2),
-            periods: Default::default(),
-        }])
+        .record_usage(&[UsageRecord::new(&other, "prompt_tokens", 100, t + Duration::minutes(2))])
         .await
         .unwrap();
     let both = store
@@ -647,13 +613,7 @@ pub async fn data_survives_reopen<F: Fixture>(fixture: &F) {
     let now = store.clock().now();
     store.check_and_record(&app, &[], &[("hits", 7)], now).await.unwrap();
     store
-        .record_usage(&[UsageRecord {
-            application_id: app.clone(),
-            metric: "total_tokens".into(),
-            value: 42,
-            at: now,
-            periods: Default::default(),
-        }])
+        .record_usage(&[UsageRecord::new(&app, "total_tokens", 42, now)])
         .await
         .unwrap();
     let catalog = store.catalog().await.unwrap();
