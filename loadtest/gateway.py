@@ -102,9 +102,12 @@ class Gateway:
     """The simulator (with `models`) and a proxy in front of it; `mode` is
     the limits mode, `redis` an optional Redis URL for the store. The
     simulator runs on `sim_cpus`, the proxy on `proxy_cpus` with
-    `proxy_threads` worker threads (0: one per core)."""
+    `proxy_threads` worker threads (0: one per core); `proxy_prefix` runs
+    the proxy under another program (valgrind), given `ready_seconds` to
+    listen."""
 
-    def __init__(self, models, mode="local", redis=None, sim_cpus=None, proxy_cpus=None, proxy_threads=0):
+    def __init__(self, models, mode="local", redis=None, sim_cpus=None, proxy_cpus=None, proxy_threads=0,
+                 proxy_prefix=(), ready_seconds=20):
         if not os.path.exists(BIN):
             sys.exit(f"no build at {BIN}: cargo build --release (or set MAAS_BIN)")
         self.work = tempfile.mkdtemp(prefix="maas-bench-")
@@ -131,10 +134,11 @@ class Gateway:
                                   capture_output=True, text=True).stdout.strip()
         self.access_log = open(os.path.join(self.work, "access.log"), "w")
         self.proxy = subprocess.Popen(
-            [BIN, "proxy", "--listen", f"127.0.0.1:{proxy_port}", "--metrics-listen", f"127.0.0.1:{metrics_port}"],
+            [*proxy_prefix, BIN, "proxy", "--listen", f"127.0.0.1:{proxy_port}", "--metrics-listen",
+             f"127.0.0.1:{metrics_port}"],
             stdout=self.access_log, env=env, preexec_fn=pinned(proxy_cpus))
         self.procs.append(self.proxy)
-        wait_port(proxy_port, self.proxy, "maas proxy")
+        wait_port(proxy_port, self.proxy, "maas proxy", timeout=ready_seconds)
         self.sim_port, self.proxy_port, self.metrics_port = sim_port, proxy_port, metrics_port
 
     def close(self):

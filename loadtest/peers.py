@@ -67,18 +67,19 @@ class BarePingora:
     """`proxy/examples/bare_pingora.rs`: Pingora 0.9 forwarding every request
     to the simulator, one worker thread, no policy. Found next to the maas
     binary under test (`cargo build --release -p maas-proxy --example
-    bare_pingora`, or MAAS_BARE_PINGORA)."""
+    bare_pingora`, or MAAS_BARE_PINGORA); `prefix` runs it under another
+    program (valgrind), given `ready_seconds` to listen."""
 
-    def __init__(self, sim_port, cpus=None):
+    def __init__(self, sim_port, cpus=None, prefix=(), ready_seconds=20):
         binary = os.environ.get("MAAS_BARE_PINGORA") or os.path.join(os.path.dirname(BIN), "examples",
                                                                       "bare_pingora")
         if not os.path.exists(binary):
             sys.exit(f"no bare Pingora build at {binary}: cargo build --release -p maas-proxy --example bare_pingora "
                      "(or set MAAS_BARE_PINGORA)")
         self.port = free_port()
-        self.proc = subprocess.Popen([binary, f"127.0.0.1:{self.port}", f"127.0.0.1:{sim_port}", "1"],
+        self.proc = subprocess.Popen([*prefix, binary, f"127.0.0.1:{self.port}", f"127.0.0.1:{sim_port}", "1"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pinned(cpus))
-        wait_port(self.port, self.proc, "bare Pingora")
+        wait_port(self.port, self.proc, "bare Pingora", timeout=ready_seconds)
 
     def close(self):
         self.proc.send_signal(signal.SIGINT)  # Pingora's fast shutdown

@@ -1,5 +1,6 @@
 //! `maas`: the one binary of MaaS. See `maas --help`.
 
+mod allocator;
 mod commands;
 mod control;
 mod serve;

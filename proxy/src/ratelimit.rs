@@ -16,13 +16,25 @@ pub fn limit_headers(statuses: &[LimitStatus], now: OffsetDateTime) -> Vec<(&'st
             .min_by_key(|s| (s.remaining, s.resets_at))
     };
     if let Some(status) = tightest(&|metric| metric == HITS) {
-        headers.push(("x-ratelimit-limit-requests", status.limit.value.to_string()));
-        headers.push(("x-ratelimit-remaining-requests", status.remaining.to_string()));
+        headers.push((
+            "x-ratelimit-limit-requests",
+            itoa::Buffer::new().format(status.limit.value).to_owned(),
+        ));
+        headers.push((
+            "x-ratelimit-remaining-requests",
+            itoa::Buffer::new().format(status.remaining).to_owned(),
+        ));
         headers.push(("x-ratelimit-reset-requests", format_reset(status.resets_at - now)));
     }
     if let Some(status) = tightest(&|metric| TOKEN_METRICS.contains(&metric)) {
-        headers.push(("x-ratelimit-limit-tokens", status.limit.value.to_string()));
-        headers.push(("x-ratelimit-remaining-tokens", status.remaining.to_string()));
+        headers.push((
+            "x-ratelimit-limit-tokens",
+            itoa::Buffer::new().format(status.limit.value).to_owned(),
+        ));
+        headers.push((
+            "x-ratelimit-remaining-tokens",
+            itoa::Buffer::new().format(status.remaining).to_owned(),
+        ));
         headers.push(("x-ratelimit-reset-tokens", format_reset(status.resets_at - now)));
     }
     headers
@@ -37,20 +49,29 @@ pub fn retry_after_secs(status: &LimitStatus, now: OffsetDateTime) -> u64 {
 /// A duration the way OpenAI writes it: `850ms`, `6s`, `1m30s`, `2h0m0s`, `3d4h0m0s`.
 pub fn format_reset(duration: time::Duration) -> String {
     let millis = duration.whole_milliseconds().max(0) as u64;
+    let mut text = String::with_capacity(16);
+    let mut push = |value: u64, unit: &str| {
+        text.push_str(itoa::Buffer::new().format(value));
+        text.push_str(unit);
+    };
     if millis < 1000 {
-        return format!("{millis}ms");
+        push(millis, "ms");
+        return text;
     }
     let secs = millis.div_ceil(1000);
     let (days, hours, minutes, seconds) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    // Every unit below the largest is written, zero or not.
     if days > 0 {
-        format!("{days}d{hours}h{minutes}m{seconds}s")
-    } else if hours > 0 {
-        format!("{hours}h{minutes}m{seconds}s")
-    } else if minutes > 0 {
-        format!("{minutes}m{seconds}s")
-    } else {
-        format!("{seconds}s")
+        push(days, "d");
     }
+    if days > 0 || hours > 0 {
+        push(hours, "h");
+    }
+    if days > 0 || hours > 0 || minutes > 0 {
+        push(minutes, "m");
+    }
+    push(seconds, "s");
+    text
 }
 
 #[cfg(test)]

@@ -485,9 +485,7 @@ fn log_request(
 ) {
     let request = session.req_header();
     AccessLogLine {
-        ts: now
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
+        ts: now,
         method: request.method.as_str(),
         path: request.uri.path(),
         status,
@@ -504,9 +502,9 @@ fn log_request(
         tokens_estimated: ctx.tokens_estimated,
         stream: ctx.stream,
         request_bytes: ctx.body.as_ref().map_or(0, Bytes::len),
-        duration_ms: duration.as_secs_f64() * 1000.0,
-        upstream_ms: ctx.upstream_headers_after.map(|d| d.as_secs_f64() * 1000.0),
-        client: session.client_addr().map(|a| a.to_string()),
+        duration,
+        upstream: ctx.upstream_headers_after,
+        client: session.client_addr().and_then(|a| a.as_inet()).copied(),
         request_id: Some(ctx.request_id.as_str()).filter(|id| !id.is_empty()),
     }
     .write();

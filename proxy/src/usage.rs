@@ -7,19 +7,77 @@
 //! dropped mid-write) is resent unchanged, which the store recognises
 //! ([`Store::record_usage_once`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use maas_store::period::PeriodSet;
 use maas_store::{Store, StoreResult, UsageRecord};
+use rustc_hash::FxHashMap;
 use time::OffsetDateTime;
 
 use crate::spool::{Leftovers, Spool, SpoolError, SpoolSettings, SpooledBatch};
 
 /// Records summed per application, metric, second and the period buckets
 /// they still need, so a long store outage costs memory per active
-/// application, not per request.
-type PendingKey = (String, String, i64, PeriodSet);
+/// application, not per request. Nested by name so that adding to a known
+/// series allocates nothing; every request adds a few.
+#[derive(Default)]
+struct Pending {
+    applications: FxHashMap<String, FxHashMap<String, Buckets>>,
+}
+
+/// One series' sums by second and the period buckets still needed.
+type Buckets = FxHashMap<(i64, PeriodSet), u64>;
+
+impl Pending {
+    fn add(&mut self, application_id: &str, metric: &str, at: i64, periods: PeriodSet, value: u64) {
+        if !self.applications.contains_key(application_id) {
+            self.applications
+                .insert(application_id.to_owned(), FxHashMap::default());
+        }
+        let metrics = self.applications.get_mut(application_id).expect("inserted above");
+        if !metrics.contains_key(metric) {
+            metrics.insert(metric.to_owned(), FxHashMap::default());
+        }
+        let buckets = metrics.get_mut(metric).expect("inserted above");
+        let sum = buckets.entry((at, periods)).or_insert(0);
+        *sum = sum.saturating_add(value);
+    }
+
+    /// Series queued.
+    fn len(&self) -> usize {
+        self.applications
+            .values()
+            .flat_map(|m| m.values())
+            .map(|b| b.len())
+            .sum()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.applications.is_empty()
+    }
+
+    fn into_records(self) -> Vec<UsageRecord> {
+        let mut records = Vec::with_capacity(self.len());
+        for (application_id, metrics) in self.applications {
+            for (metric, buckets) in metrics {
+                for ((at, periods), value) in buckets {
+                    let Ok(at) = OffsetDateTime::from_unix_timestamp(at) else {
+                        continue;
+                    };
+                    records.push(UsageRecord {
+                        application_id: application_id.clone(),
+                        metric: metric.clone(),
+                        value,
+                        at,
+                        periods,
+                    });
+                }
+            }
+        }
+        records
+    }
+}
 
 /// A batch made, not yet known to be counted.
 struct Unsent {
@@ -43,7 +101,7 @@ pub struct UsageSink {
     store: Store,
     /// This process's name as a usage writer (random per start).
     writer: String,
-    pending: Mutex<HashMap<PendingKey, u64>>,
+    pending: Mutex<Pending>,
     /// Settles to resend, each applied only if its hold is still there.
     settles: Mutex<Vec<SpooledBatch>>,
     /// One flush at a time: keeps batches in order and lets `flush` be
@@ -81,7 +139,7 @@ impl UsageSink {
         UsageSink {
             store,
             writer,
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Pending::default()),
             settles: Mutex::new(Vec::new()),
             outbox: tokio::sync::Mutex::new(Outbox {
                 queue,
@@ -103,16 +161,13 @@ impl UsageSink {
         if value == 0 || periods.is_empty() {
             return;
         }
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = pending
-            .entry((
-                application_id.to_owned(),
-                metric.to_owned(),
-                at.unix_timestamp(),
-                periods,
-            ))
-            .or_insert(0);
-        *entry = entry.saturating_add(value);
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).add(
+            application_id,
+            metric,
+            at.unix_timestamp(),
+            periods,
+            value,
+        );
     }
 
     /// Queues records, each in its own period buckets (what a limit
@@ -219,18 +274,7 @@ impl UsageSink {
             return;
         }
         outbox.last_seq += 1;
-        let records = pending
-            .into_iter()
-            .filter_map(|((application_id, metric, at, periods), value)| {
-                Some(UsageRecord {
-                    application_id,
-                    metric,
-                    value,
-                    at: OffsetDateTime::from_unix_timestamp(at).ok()?,
-                    periods,
-                })
-            })
-            .collect();
+        let records = pending.into_records();
         outbox.queue.push_back(Unsent {
             batch: SpooledBatch {
                 writer: self.writer.clone(),
