@@ -235,11 +235,14 @@ impl UsageScanner {
         serde_json::from_slice::<String>(&quoted).is_ok_and(|name| name == "usage")
     }
 
-    /// The last `usage` member wins, as in a complete parse; read through a
-    /// tree so a member given twice inside it is read as such a parse does.
+    /// The last `usage` member wins, as in a complete parse. A member given
+    /// twice inside it is read as a parse into a tree reads it (the last
+    /// wins); the derived struct refuses that, so only then is the tree built.
     fn read_value(&mut self) {
-        let read = serde_json::from_slice::<serde_json::Value>(&self.value)
-            .and_then(<Option<RawUsage> as serde::Deserialize>::deserialize);
+        let read = serde_json::from_slice::<Option<RawUsage>>(&self.value).or_else(|_| {
+            serde_json::from_slice::<serde_json::Value>(&self.value)
+                .and_then(<Option<RawUsage> as serde::Deserialize>::deserialize)
+        });
         (self.found, self.unreadable) = match read {
             Ok(usage) => (usage.as_ref().map(RawUsage::tokens), false),
             Err(_) => (None, true),
@@ -260,6 +263,24 @@ impl UsageScanner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_member_given_twice_in_usage_reads_as_the_last() {
+        let body = br#"{"usage":{"prompt_tokens":1,"completion_tokens":2,"prompt_tokens":7}}"#;
+        let mut scanner = UsageScanner::default();
+        scanner.push(body);
+        assert_eq!(
+            scanner.usage(),
+            Some(TokenUsage {
+                prompt_tokens: 7,
+                completion_tokens: 2,
+                total_tokens: 9
+            })
+        );
+        let mut broken = UsageScanner::default();
+        broken.push(br#"{"usage":{"prompt_tokens":1.5}}"#);
+        assert_eq!(broken.usage(), None);
+    }
 
     #[test]
     fn reads_every_usage_shape() {

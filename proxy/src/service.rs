@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::header::{self, HeaderName};
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -65,6 +66,27 @@ fn is_tls_failure(error: &Error) -> bool {
             | ErrorType::HandshakeError
             | ErrorType::TLSWantX509Lookup
     )
+}
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+
+/// Pingora's header edits parse the name and update two maps (values and
+/// the client's spelling): an edit that changes nothing is skipped.
+fn remove_if_present(request: &mut RequestHeader, name: &HeaderName) {
+    if request.headers.contains_key(name) {
+        request.remove_header(name);
+    }
+}
+
+/// Sets `name` to `value` unless it has exactly that one value already.
+fn set_unless_equal(request: &mut RequestHeader, name: HeaderName, value: &str) -> Result<()> {
+    let mut present = request.headers.get_all(&name).iter();
+    let same = present.next().is_some_and(|v| v.as_bytes() == value.as_bytes()) && present.next().is_none();
+    if !same {
+        request.insert_header(name, value)?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -173,32 +195,32 @@ impl ProxyHttp for MaasProxy {
             .parse()
             .map_err(|_| Error::explain(ErrorType::InternalError, "invalid upstream path"))?;
         request.set_uri(uri);
-        request.insert_header("host", upstream.replicas[ctx.replica].authority.as_str())?;
+        request.insert_header(header::HOST, upstream.replicas[ctx.replica].authority.as_str())?;
         // The client's key never reaches the model server.
-        request.remove_header("authorization");
+        remove_if_present(request, &header::AUTHORIZATION);
         if let Some(name) = &ctx.custom_key_header {
             request.remove_header(name.as_str());
         }
         if let Some(authorization) = &upstream.authorization {
-            request.insert_header("authorization", authorization.as_str())?;
+            request.insert_header(header::AUTHORIZATION, authorization.as_str())?;
         }
         // Metering reads the response: ask for it uncompressed (without the
         // header any coding would be acceptable).
-        request.insert_header("accept-encoding", "identity")?;
-        request.insert_header("x-request-id", ctx.request_id.as_str())?;
-        request.remove_header("expect");
+        set_unless_equal(request, header::ACCEPT_ENCODING, "identity")?;
+        set_unless_equal(request, X_REQUEST_ID, &ctx.request_id)?;
+        remove_if_present(request, &header::EXPECT);
         // Nothing is tunnelled: the gateway meters requests and responses.
-        request.remove_header("upgrade");
-        request.remove_header("http2-settings");
+        remove_if_present(request, &header::UPGRADE);
+        remove_if_present(request, &HTTP2_SETTINGS);
         if let Some(auth) = &ctx.auth {
             request.insert_header(APPLICATION_HEADER, auth.application.id.as_str())?;
         }
         if let Some(body) = &ctx.body {
-            request.remove_header("transfer-encoding");
-            request.insert_header("content-length", body.len().to_string())?;
+            remove_if_present(request, &header::TRANSFER_ENCODING);
+            set_unless_equal(request, header::CONTENT_LENGTH, itoa::Buffer::new().format(body.len()))?;
         }
         if ctx.json_body {
-            request.insert_header("content-type", "application/json")?;
+            set_unless_equal(request, header::CONTENT_TYPE, "application/json")?;
         }
         ctx.upstream_sent_at = Some(Instant::now());
         Ok(())
