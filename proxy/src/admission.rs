@@ -66,7 +66,7 @@ macro_rules! or_refuse {
     };
 }
 
-pub(crate) fn header_str<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
+pub(crate) fn header_str(session: &Session, name: http::header::HeaderName) -> Option<&str> {
     session.req_header().headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -213,16 +213,17 @@ impl MaasProxy {
             Some(index) => catalog.routes.product(index).product.cors.as_ref(),
             None => catalog.shared_cors.as_ref(),
         };
-        let (Some(policy), Some(origin)) = (policy, header_str(session, "origin").map(str::to_owned)) else {
+        let (Some(policy), Some(origin)) = (policy, header_str(session, http::header::ORIGIN).map(str::to_owned))
+        else {
             return Ok(Ok(Next::Proxy));
         };
         let is_preflight = target.method == "OPTIONS"
             && session
                 .req_header()
                 .headers
-                .contains_key("access-control-request-method");
+                .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD);
         if is_preflight {
-            let requested = header_str(session, "access-control-request-headers");
+            let requested = header_str(session, http::header::ACCESS_CONTROL_REQUEST_HEADERS);
             let Some(headers) = cors::preflight_headers(policy, &origin, requested) else {
                 let mut error = ApiError::no_route(&target.path);
                 error.status = 403;
@@ -255,7 +256,7 @@ impl MaasProxy {
         let headers = &session.req_header().headers;
         let found = extract_key(
             &RequestCredentials {
-                authorization: headers.get("authorization").map(|v| v.as_bytes()),
+                authorization: headers.get(http::header::AUTHORIZATION).map(|v| v.as_bytes()),
                 custom_header: headers.get(custom_header.as_str()).map(|v| v.as_bytes()),
                 query: target.query.as_deref(),
             },
@@ -326,7 +327,8 @@ impl MaasProxy {
         endpoint: Endpoint,
     ) -> Stage<Body> {
         let headers = &session.req_header().headers;
-        if !headers.contains_key("content-length") && !headers.contains_key("transfer-encoding") {
+        if !headers.contains_key(http::header::CONTENT_LENGTH) && !headers.contains_key(http::header::TRANSFER_ENCODING)
+        {
             return Ok(Ok(Body::default()));
         }
         let declared_json = headers
@@ -434,7 +436,7 @@ fn read_target(session: &Session) -> Result<Target, ApiError> {
     let request = session.req_header();
     // A tunnel (WebSocket and the like) would carry tokens past every
     // check; only h2c, which is dropped before forwarding, is let by.
-    if let Some(upgrade) = request.headers.get("upgrade")
+    if let Some(upgrade) = request.headers.get(http::header::UPGRADE)
         && !upgrade.as_bytes().eq_ignore_ascii_case(b"h2c")
     {
         return Err(ApiError::unsupported(
@@ -445,7 +447,7 @@ fn read_target(session: &Session) -> Result<Target, ApiError> {
     let path = normalize(request.uri.path()).map_err(|refused| ApiError::unsafe_path(refused.0))?;
     Ok(Target {
         method: request.method.as_str().to_owned(),
-        host: header_str(session, "host").map(str::to_owned),
+        host: header_str(session, http::header::HOST).map(str::to_owned),
         path: path.into_owned(),
         query: request.uri.query().map(str::to_owned),
     })

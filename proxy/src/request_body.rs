@@ -18,8 +18,9 @@ const RETRY_BUFFER_BYTES: u64 = 64 * 1024;
 /// then holds the tail, Pingora hands it to `request_body_filter`, and
 /// that filter sends our full copy instead.
 pub(crate) async fn read_body(session: &mut Session, max: u64) -> Result<Result<Bytes, ApiError>> {
-    let declared: Option<u64> = header_str(session, "content-length").and_then(|v| v.trim().parse().ok());
-    let expects_continue = header_str(session, "expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    let declared: Option<u64> = header_str(session, http::header::CONTENT_LENGTH).and_then(|v| v.trim().parse().ok());
+    let expects_continue =
+        header_str(session, http::header::EXPECT).is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
     if declared.is_some_and(|len| len > max) {
         if expects_continue {
             // The client waits for our answer before sending the body.

@@ -103,7 +103,7 @@ impl ProxyHttp for MaasProxy {
         // Requests a client writes back to back on one connection are
         // answered in order (RFC 9112 §9.3.2), not dropped with the connection.
         session.as_downstream_mut().set_pipelining_enabled(true);
-        let client_id = session.req_header().headers.get("x-request-id").map(|v| v.as_bytes());
+        let client_id = session.req_header().headers.get(X_REQUEST_ID).map(|v| v.as_bytes());
         ctx.request_id = crate::request_id::accept_or_make(client_id);
         ctx.extra_headers.push(("x-request-id", ctx.request_id.clone()));
         match self.prepare(session, ctx).await? {
@@ -275,12 +275,12 @@ impl ProxyHttp for MaasProxy {
             return Ok(());
         }
         // Event streams and JSON bodies are metered; anything else passes.
-        let stream = match response.headers.get("content-type").map(|v| v.as_bytes()) {
+        let stream = match response.headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()) {
             Some(t) if is_event_stream(t) => true,
             Some(t) if is_json_content_type(t) => false,
             _ => return Ok(()),
         };
-        match Encoding::of(response.headers.get("content-encoding").map(|v| v.as_bytes())) {
+        match Encoding::of(response.headers.get(header::CONTENT_ENCODING).map(|v| v.as_bytes())) {
             Encoding::Identity => {}
             Encoding::Decodable(decoder) => {
                 // The client gets the decoded body, as from a compliant upstream.
