@@ -16,28 +16,35 @@ pub fn limit_headers(statuses: &[LimitStatus], now: OffsetDateTime) -> Vec<(&'st
             .min_by_key(|s| (s.remaining, s.resets_at))
     };
     if let Some(status) = tightest(&|metric| metric == HITS) {
-        headers.push((
-            "x-ratelimit-limit-requests",
-            itoa::Buffer::new().format(status.limit.value).to_owned(),
-        ));
-        headers.push((
-            "x-ratelimit-remaining-requests",
-            itoa::Buffer::new().format(status.remaining).to_owned(),
-        ));
-        headers.push(("x-ratelimit-reset-requests", format_reset(status.resets_at - now)));
+        push_status(&mut headers, REQUEST_HEADERS, status, now);
     }
     if let Some(status) = tightest(&|metric| TOKEN_METRICS.contains(&metric)) {
-        headers.push((
-            "x-ratelimit-limit-tokens",
-            itoa::Buffer::new().format(status.limit.value).to_owned(),
-        ));
-        headers.push((
-            "x-ratelimit-remaining-tokens",
-            itoa::Buffer::new().format(status.remaining).to_owned(),
-        ));
-        headers.push(("x-ratelimit-reset-tokens", format_reset(status.resets_at - now)));
+        push_status(&mut headers, TOKEN_HEADERS, status, now);
     }
     headers
+}
+
+const REQUEST_HEADERS: [&str; 3] = [
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+];
+const TOKEN_HEADERS: [&str; 3] = [
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+];
+
+/// A limit's value, what is left and when it resets, under its three names.
+fn push_status(
+    headers: &mut Vec<(&'static str, String)>,
+    [limit, remaining, reset]: [&'static str; 3],
+    status: &LimitStatus,
+    now: OffsetDateTime,
+) {
+    headers.push((limit, itoa::Buffer::new().format(status.limit.value).to_owned()));
+    headers.push((remaining, itoa::Buffer::new().format(status.remaining).to_owned()));
+    headers.push((reset, format_reset(status.resets_at - now)));
 }
 
 /// Whole seconds until the refusing limit resets, at least 1.
