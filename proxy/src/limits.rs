@@ -120,7 +120,11 @@ fn new_hold_id() -> String {
     static NONCE: OnceLock<String> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let nonce = NONCE.get_or_init(|| maas_store::ids::hex(&maas_store::ids::random_bytes::<8>()));
-    format!("{nonce}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+    let mut id = String::with_capacity(nonce.len() + 21);
+    id.push_str(nonce);
+    id.push('-');
+    id.push_str(itoa::Buffer::new().format(NEXT.fetch_add(1, Ordering::Relaxed)));
+    id
 }
 
 impl Limiter {
@@ -275,6 +279,16 @@ impl Limiter {
 mod tests {
     use super::*;
     use maas_store::period::Period;
+
+    #[test]
+    fn hold_ids_share_the_process_nonce_and_never_repeat() {
+        let (first, second) = (new_hold_id(), new_hold_id());
+        let (nonce, count) = first.split_once('-').unwrap();
+        assert_eq!(nonce.len(), 16);
+        assert!(second.starts_with(&format!("{nonce}-")));
+        assert_ne!(first, second);
+        assert!(count.parse::<u64>().is_ok());
+    }
 
     fn hits(value: u64) -> Vec<UsageLimit> {
         vec![UsageLimit {
