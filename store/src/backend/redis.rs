@@ -153,13 +153,20 @@ impl RedisBackend {
     }
 
     fn counter_key(&self, key: &CounterKey) -> String {
-        format!("{}:u:{{{}}}:{}", self.prefix, key.shard, key.name)
+        [
+            self.prefix.as_str(),
+            ":u:{",
+            key.shard.as_str(),
+            "}:",
+            key.name.as_str(),
+        ]
+        .concat()
     }
 
     /// The shard's held amounts, reservation expiries and reservation holds,
     /// in the shard's slot.
     fn reservation_keys(&self, shard: &str) -> [String; 3] {
-        ["h", "x", "v"].map(|kind| format!("{}:{kind}:{{{shard}}}", self.prefix))
+        ["h", "x", "v"].map(|kind| [self.prefix.as_str(), ":", kind, ":{", shard, "}"].concat())
     }
 
     fn adds_plan(&self, script: &mut ScriptArgs, adds: &[CounterAdd]) -> Vec<serde_json::Value> {

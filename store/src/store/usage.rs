@@ -148,7 +148,14 @@ pub const MAX_SERIES_POINTS: usize = 10_000;
 fn counter(application_id: &str, metric: &str, period: Period, bucket_start: i64) -> CounterKey {
     CounterKey {
         shard: application_id.to_owned(),
-        name: format!("{metric}:{period}:{bucket_start}"),
+        name: [
+            metric,
+            ":",
+            period.as_str(),
+            ":",
+            itoa::Buffer::new().format(bucket_start),
+        ]
+        .concat(),
     }
 }
 
