@@ -37,7 +37,7 @@ import tempfile
 import time
 import urllib.request
 
-from gateway import BIN, ROOT, Gateway, machine, pinned, tree, tree_cpu_seconds, tree_rss_mib
+from gateway import BIN, ROOT, Gateway, machine, pinned, revision, tree, tree_cpu_seconds, tree_rss_mib
 from peers import BarePingora, LiteLLM, Nginx
 
 SCENARIOS = {
@@ -417,11 +417,7 @@ def main():
             peer.close()
         gateway.close()
 
-    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip() or "unknown"
-    if subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                      text=True).stdout.strip():
-        commit += "-dirty"
+    commit = revision()
     nginx_version = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
     description = (f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, maas {commit}; {machine()}; {pinning}. "
                    f"{args.rounds} round(s) of {args.duration:g} s per path and load after {args.warmup:g} s of "

@@ -64,6 +64,16 @@ def machine():
     return f"{platform.machine()}, {os.cpu_count()} cores ({cpu_model()}), Linux {platform.release()}"
 
 
+def revision():
+    """The commit measured, `-dirty` when tracked files differ from it."""
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or "unknown"
+    if subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                      text=True).stdout.strip():
+        commit += "-dirty"
+    return commit
+
+
 def pinned(cpus):
     """A `preexec_fn` that runs the child on `cpus` (None: anywhere)."""
     if not cpus:

@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 
-from gateway import BIN, ROOT, Gateway, machine
+from gateway import BIN, ROOT, Gateway, machine, revision
 from peers import BarePingora
 
 MODELS = os.path.join(ROOT, "loadtest", "bench.models.yaml")
@@ -106,11 +106,6 @@ def measure(name, url, key, pid, out_dir, args):
     return per_request
 
 
-def commit():
-    done = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"], capture_output=True, text=True)
-    return done.stdout.strip() or "unknown"
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2000)
@@ -153,7 +148,7 @@ def main():
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Instructions per request (callgrind)", "",
-        f"{when}, maas {commit()}; {machine()}. Non-streamed chat (16 tokens), {args.requests} requests at "
+        f"{when}, maas {revision()}; {machine()}. Non-streamed chat (16 tokens), {args.requests} requests at "
         f"concurrency {args.concurrency} after {args.warmup} of warm-up; user-space instructions of the gateway "
         "process (every thread), from `loadtest/instructions.py`. Per-function costs: "
         "`instructions-<path>.txt`.", "",

@@ -46,6 +46,7 @@ pub struct AccessLogLine<'a> {
     pub request_id: Option<&'a str>,
 }
 
+#[cfg(test)]
 impl Default for AccessLogLine<'_> {
     fn default() -> Self {
         AccessLogLine {
@@ -102,7 +103,8 @@ fn write_out(lines: &[u8]) {
 }
 
 impl AccessLogLine<'_> {
-    pub fn to_line(&self) -> Vec<u8> {
+    #[cfg(test)]
+    fn to_line(&self) -> Vec<u8> {
         let mut line = Vec::with_capacity(512);
         self.append_to(&mut line);
         line

@@ -98,21 +98,13 @@ pub struct Limiter {
 
 /// Would `delta` more of a metric fit? The store's arithmetic, so local
 /// and strict modes decide alike.
-pub use maas_store::limits::admits;
+pub use maas_store::limits::{admits, delta_of};
 
 /// Prompt tokens guessed from a request body's size, before the model
 /// server counts them: a quarter of the bytes (English text runs about four
 /// characters per token; the JSON around the prompt makes this generous).
 pub fn prompt_estimate(body_bytes: usize) -> u64 {
     (body_bytes / 4) as u64
-}
-
-pub(crate) fn delta_of<M: AsRef<str>>(deltas: &[(M, u64)], metric: &str) -> u64 {
-    deltas
-        .iter()
-        .filter(|(m, _)| m.as_ref() == metric)
-        .map(|(_, v)| *v)
-        .fold(0, u64::saturating_add)
 }
 
 /// A hold id unique across replicas and restarts.

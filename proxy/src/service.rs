@@ -476,7 +476,7 @@ fn filter_response_body(
 fn count_request(ctx: &RequestCtx, product: &str, model: &str, status: u16, duration: Duration) {
     METRICS
         .requests
-        .with_label_values(&[product, model, &status.to_string()])
+        .with_label_values(&[product, model, itoa::Buffer::new().format(status)])
         .inc();
     METRICS
         .request_duration
@@ -490,7 +490,7 @@ fn count_request(ctx: &RequestCtx, product: &str, model: &str, status: u16, dura
     }
     METRICS.gateway_overhead.with_label_values(&[product]).observe(
         ctx.gateway_time
-            .overhead(ctx.started, ctx.upstream_sent_at, Instant::now())
+            .overhead(ctx.started, ctx.upstream_sent_at, ctx.started + duration)
             .as_secs_f64(),
     );
 }
@@ -530,4 +530,51 @@ fn log_request(
         request_id: Some(ctx.request_id.as_str()).filter(|id| !id.is_empty()),
     }
     .write();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(request: &RequestHeader, name: &HeaderName) -> Vec<String> {
+        request
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_header_edit_is_skipped_only_when_nothing_would_change() {
+        let mut request = RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
+        request.append_header("Accept-Encoding", "identity").unwrap();
+        request.append_header("accept-encoding", "gzip").unwrap();
+        request.append_header("Content-Type", "Application/JSON").unwrap();
+        request.append_header("content-length", "12").unwrap();
+        request.append_header("Authorization", "Bearer sk-client").unwrap();
+
+        // A second value, another spelling of the value, another length: set.
+        set_unless_equal(&mut request, header::ACCEPT_ENCODING, "identity").unwrap();
+        set_unless_equal(&mut request, header::CONTENT_TYPE, "application/json").unwrap();
+        set_unless_equal(&mut request, header::CONTENT_LENGTH, "13").unwrap();
+        assert_eq!(values(&request, &header::ACCEPT_ENCODING), ["identity"]);
+        assert_eq!(values(&request, &header::CONTENT_TYPE), ["application/json"]);
+        assert_eq!(values(&request, &header::CONTENT_LENGTH), ["13"]);
+        // Already exactly right: left as it is.
+        set_unless_equal(&mut request, header::CONTENT_LENGTH, "13").unwrap();
+        assert_eq!(values(&request, &header::CONTENT_LENGTH), ["13"]);
+        // Absent: added.
+        set_unless_equal(&mut request, X_REQUEST_ID, "req_1").unwrap();
+        assert_eq!(values(&request, &X_REQUEST_ID), ["req_1"]);
+
+        // Removal whatever the client's spelling of the name.
+        remove_if_present(&mut request, &header::AUTHORIZATION);
+        remove_if_present(&mut request, &header::EXPECT);
+        assert!(values(&request, &header::AUTHORIZATION).is_empty());
+        let mut wire = Vec::new();
+        request.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8(wire).unwrap().to_ascii_lowercase();
+        assert!(!wire.contains("authorization") && !wire.contains("gzip"), "{wire}");
+    }
 }

@@ -21,6 +21,16 @@ pub struct Grant {
     pub min: u64,
 }
 
+/// How much of `metric` a request's `deltas` add (a metric named twice
+/// counts twice).
+pub fn delta_of<M: AsRef<str>>(deltas: &[(M, u64)], metric: &str) -> u64 {
+    deltas
+        .iter()
+        .filter(|(m, _)| m.as_ref() == metric)
+        .map(|(_, v)| *v)
+        .fold(0, u64::saturating_add)
+}
+
 /// Whether `need` more fits under `max` with `used` spent; needing nothing
 /// (a metric counted after the response) fits while not yet spent.
 pub fn admits(max: u64, used: u64, need: u64) -> bool {

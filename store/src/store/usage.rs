@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 use super::Store;
 use crate::backend::{CheckOutcome, CounterAdd, CounterCheck, CounterKey, Reservation};
 use crate::error::{StoreError, StoreResult};
-use crate::limits::Grant;
+use crate::limits::{Grant, delta_of};
 use crate::model::{COMPLETION_TOKENS, PROMPT_TOKENS, TOTAL_TOKENS, UsageLimit};
 use crate::period::{Period, PeriodSet};
 
@@ -274,13 +274,6 @@ impl Store {
     ) -> StoreResult<LimitCheck> {
         let now = at;
         let at = at.unix_timestamp();
-        let delta_of = |metric: &str| {
-            deltas
-                .iter()
-                .filter(|(m, _)| *m == metric)
-                .map(|(_, v)| *v)
-                .fold(0u64, u64::saturating_add)
-        };
         let checks: Vec<CounterCheck> = limits
             .iter()
             .map(|limit| {
@@ -288,7 +281,7 @@ impl Store {
                 CounterCheck {
                     key: bucket_key(application_id, &limit.metric, limit.period, at),
                     max: limit.value,
-                    add: delta_of(&limit.metric),
+                    add: delta_of(deltas, &limit.metric),
                     hold,
                     takes_grant,
                 }
