@@ -233,8 +233,8 @@ def cross_check(objects, overlay):
 
 
 def registered_metrics():
-    """The metric families `maas proxy` registers (proxy/src/metrics.rs)."""
-    with open(os.path.join(ROOT, "proxy/src/metrics.rs")) as f:
+    """The metric families `maas proxy` registers (proxy/src/record/metrics.rs)."""
+    with open(os.path.join(ROOT, "proxy/src/record/metrics.rs")) as f:
         source = f.read()
     return set(re.findall(r'"((?:maas|llm)_[a-z_]+)"', source))
 

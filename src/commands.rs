@@ -80,7 +80,7 @@ pub fn check(file: &Path, kind: Option<FileKind>) -> ExitCode {
     let result = match kind.unwrap_or_else(|| maas_conf::detect_kind(&text)) {
         FileKind::Catalog => maas_conf::parse_catalog(&source, &text).map(|doc| {
             for product in &doc.products {
-                for note in maas_proxy::mapping::unmetered_notes(product) {
+                for note in maas_proxy::request::mapping::unmetered_notes(product) {
                     println!("{source}: note: {note}");
                 }
             }

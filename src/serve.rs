@@ -141,20 +141,20 @@ fn proxy_options(config: &MaasConfig, overrides: &ProxyOverrides) -> ProxyOption
         },
         shutdown_timeout: Duration::from_secs(config.proxy.shutdown_timeout_secs),
         upstream_ca_file: config.proxy.upstream_ca_file.clone(),
-        breaker: maas_proxy::breaker::BreakerSettings {
+        breaker: maas_proxy::limits::breaker::BreakerSettings {
             failures_to_open: config.store.breaker_failures.max(1),
             call_timeout: Duration::from_millis(config.store.timeout_ms.max(1)),
             probe_interval: Duration::from_secs(1),
         },
         outage: match config.store.outage {
-            maas_conf::OutageMode::ServeCached => maas_proxy::outage::OutagePolicy::ServeCached {
+            maas_conf::OutageMode::ServeCached => maas_proxy::limits::outage::OutagePolicy::ServeCached {
                 max_key_age: Duration::from_secs(config.store.outage_max_key_age_secs),
             },
-            maas_conf::OutageMode::FailClosed => maas_proxy::outage::OutagePolicy::FailClosed,
+            maas_conf::OutageMode::FailClosed => maas_proxy::limits::outage::OutagePolicy::FailClosed,
         },
         // The embedded store lives in this process: nothing to spool for.
         spool: matches!(config.store.location(), maas_store::StoreLocation::Redis { .. }).then(|| {
-            maas_proxy::spool::SpoolSettings {
+            maas_proxy::record::spool::SpoolSettings {
                 dir: config
                     .store
                     .spool_dir

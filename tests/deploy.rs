@@ -87,8 +87,12 @@ fn manifests_and_dashboard_pass_the_offline_checks() {
         .status()
         .unwrap();
     assert!(status.success());
-    std::fs::create_dir_all(copy.path().join("proxy/src")).unwrap();
-    std::fs::copy(repo("proxy/src/metrics.rs"), copy.path().join("proxy/src/metrics.rs")).unwrap();
+    std::fs::create_dir_all(copy.path().join("proxy/src/record")).unwrap();
+    std::fs::copy(
+        repo("proxy/src/record/metrics.rs"),
+        copy.path().join("proxy/src/record/metrics.rs"),
+    )
+    .unwrap();
     let edit = |file: &str, from: &str, to: &str| {
         let path = copy.path().join(file);
         let text = std::fs::read_to_string(&path).unwrap();

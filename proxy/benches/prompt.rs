@@ -7,9 +7,9 @@
 //! `cargo bench -p maas-proxy --bench prompt`
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use maas_proxy::body::inspect_json;
-use maas_proxy::metering::{UsageScanner, usage_of_json};
-use maas_proxy::prompt::prompt_tally;
+use maas_proxy::request::body::inspect_json;
+use maas_proxy::request::prompt::prompt_tally;
+use maas_proxy::response::metering::{UsageScanner, usage_of_json};
 
 const CORPUS: &str = "The gateway checks the key, enforces the plan's request and token limits, \
     meters every token streamed or not, and shows usage to developers and operators. ";

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use maas_proxy::credentials::{RequestCredentials, extract_key};
 use maas_proxy::limits::{Decision, HoldPolicy, LimitMode, Limiter};
-use maas_proxy::routing::Route;
+use maas_proxy::record::usage::UsageSink;
+use maas_proxy::request::credentials::{RequestCredentials, extract_key};
+use maas_proxy::request::routing::Route;
 use maas_proxy::state::ProxyState;
-use maas_proxy::usage::UsageSink;
 use maas_store::document::CatalogDocument;
 use maas_store::model::{KeyHash, StreamUsage};
 use maas_store::{Environment, NewAccount, NewApplication, NewKey, Store, StoreLocation, StoreOptions};
@@ -131,8 +131,8 @@ fn request_path(c: &mut Criterion) {
 /// edit through a `serde_json::Value` tree (parse, insert, serialize), as
 /// the proxy did before, as the baseline.
 fn request_body(c: &mut Criterion) {
-    use maas_proxy::body::inspect_json;
-    use maas_proxy::rewrite::{Endpoint, ForwardPolicy, rewrite_request};
+    use maas_proxy::request::body::inspect_json;
+    use maas_proxy::request::rewrite::{Endpoint, ForwardPolicy, rewrite_request};
     let body = |prompt_bytes: usize| {
         let content = "gateways meter every token exactly ".repeat(prompt_bytes / 35 + 1);
         serde_json::to_vec(&serde_json::json!({

@@ -350,9 +350,9 @@ impl ApiError {
     }
 
     /// A body an endpoint reads as JSON that is not a JSON object the
-    /// gateway can vouch for (see [`crate::body`]).
-    /// A body refused by [`crate::body::inspect_json`], in its words.
-    pub fn invalid_body(refused: &crate::body::BodyRefused) -> ApiError {
+    /// gateway can vouch for (see [`crate::request::body`]).
+    /// A body refused by [`crate::request::body::inspect_json`], in its words.
+    pub fn invalid_body(refused: &crate::request::body::BodyRefused) -> ApiError {
         let mut error = ApiError::invalid_json(&refused.message);
         error.message = refused.message.clone();
         error.code = refused.code;
@@ -374,7 +374,7 @@ impl ApiError {
         error
     }
 
-    /// A path with no safe normal form ([`crate::request_path`]).
+    /// A path with no safe normal form ([`crate::request::request_path`]).
     pub fn unsafe_path(reason: &str) -> ApiError {
         ApiError::new(
             400,

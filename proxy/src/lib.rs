@@ -1,65 +1,37 @@
 //! The MaaS data plane: a Pingora proxy in front of OpenAI-compatible model
-//! servers. Per request, in order: normalise the path ([`request_path`];
-//! bodies are read as the model server reads them, [`body`]), authenticate
-//! the key ([`credentials`],
-//! cached in [`state`]), route by host, path prefix or model
-//! ([`routing`]), match mapping rules ([`mapping`]), check plan limits
-//! ([`limits`]), proxy to a healthy replica ([`upstream`]), meter the
-//! response ([`metering`]) and record usage ([`usage`]), metrics
-//! ([`metrics`]) and one access-log line ([`access_log`]).
+//! servers. The folders follow a request (docs/ARCHITECTURE.md, "The
+//! request path"):
 //!
-//! When the store fails, [`breaker`] stops requests from waiting for it,
-//! [`outage`] admits them on local counters and [`usage`] keeps their usage,
-//! on disk in the [`spool`], until it answers.
+//! - [`phases`]: where Pingora calls in. The `ProxyHttp` dispatcher and the
+//!   request phase, which runs the stages below in order and answers
+//!   refusals; the only place besides [`server`] (wiring) and
+//!   [`record::metrics`]' `/metrics` endpoint that knows Pingora.
+//! - [`request`]: the path's normal form, the key, the product, mapping
+//!   rules, the body's facts and the body sent upstream.
+//! - [`limits`]: plan limits (strict or local), token holds, what a request
+//!   may spend, the rate-limit headers, and admission while the store does
+//!   not answer (circuit breaker, local counters).
+//! - [`upstream`]: replicas, round robin, passive ejection.
+//! - [`response`]: metering JSON answers and event streams as they pass.
+//! - [`record`]: billing and settlement, usage batches (spooled to disk
+//!   while the store is away), metrics and the access log.
 //!
-//! Pingora appears only in [`service`] (the `ProxyHttp` dispatcher), the
-//! request phase it calls (`admission`, with `request_body` reading the
-//! body and `reply` writing refusals), [`server`] (wiring), [`edge`]
-//! (Pingora's own refusals as OpenAI errors) and [`metrics`]' `/metrics`
-//! endpoint. The protocol and policy logic (paths, bodies, keys, routing,
-//! mapping, limits, metering, streams, usage, the spool) is independent of
-//! Pingora and unit-tested alone.
+//! [`state`] holds what every request reads (the served catalog and the
+//! key cache, kept current by the store's change feed); [`error`] the
+//! OpenAI-shaped errors. Everything outside [`phases`] and [`server`] is
+//! independent of Pingora and unit-tested alone.
 
-pub mod access_log;
-mod admission;
-mod billing;
-pub mod body;
-pub mod breaker;
-pub mod cors;
-pub mod credentials;
-pub mod decoding;
-pub mod edge;
 pub mod error;
 #[cfg(test)]
 mod flaky_store;
-pub mod json_member;
 pub mod limits;
-mod local_limits;
-pub mod mapping;
-pub mod metering;
-pub mod metrics;
-pub mod models_api;
-pub mod outage;
-pub mod overhead;
-pub mod prompt;
-pub mod ratelimit;
-mod reply;
-mod request_body;
-pub mod request_ctx;
-pub mod request_id;
-pub mod request_path;
-pub mod rewrite;
-pub mod routing;
+pub mod phases;
+pub mod record;
+pub mod request;
+pub mod response;
 pub mod server;
-pub mod service;
-pub mod spend;
-pub mod spool;
-pub mod sse;
 pub mod state;
-pub mod stream_meter;
-pub mod tokenizer;
 pub mod upstream;
-pub mod usage;
 
 /// An embedded store for unit tests, in a directory removed when the
 /// second value drops.

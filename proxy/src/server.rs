@@ -13,15 +13,15 @@ use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::listening::Service;
 use tokio::runtime::Handle;
 
-use crate::breaker::{BreakerSettings, StoreBreaker};
-use crate::edge::EdgeApp;
+use crate::limits::breaker::{BreakerSettings, StoreBreaker};
+use crate::limits::outage::OutagePolicy;
 use crate::limits::{HoldPolicy, LimitMode, Limiter};
-use crate::metrics::{METRICS, MetricsApp};
-use crate::outage::OutagePolicy;
-use crate::service::MaasProxy;
-use crate::spool::SpoolSettings;
+use crate::phases::edge::EdgeApp;
+use crate::phases::service::MaasProxy;
+use crate::record::metrics::{METRICS, MetricsApp};
+use crate::record::spool::SpoolSettings;
+use crate::record::usage::UsageSink;
 use crate::state::ProxyState;
-use crate::usage::UsageSink;
 
 /// How the proxy is run.
 #[derive(Debug, Clone)]
@@ -99,7 +99,7 @@ impl Proxy {
         match state.reload_catalog().await {
             Ok(()) => {}
             // Started before the store: serve 503 and retry until it answers.
-            Err(error) if crate::breaker::is_unavailable(&error) => {
+            Err(error) if crate::limits::breaker::is_unavailable(&error) => {
                 tracing::warn!(%error, "the store does not answer; the catalog loads when it does");
                 state.start_without_catalog(&error);
             }
@@ -193,7 +193,7 @@ fn check_ca_file(path: &Path) -> Result<(), String> {
 /// Writes what is queued: the access log, then the usage (the caller
 /// flushes the store).
 async fn write_usage(state: &ProxyState) -> Result<(), String> {
-    crate::access_log::flush();
+    crate::record::access_log::flush();
     state
         .limiter
         .drain()

@@ -10,11 +10,11 @@ use maas_store::model::{AuthContext, CorsPolicy, CredentialLocation, CredentialS
 use maas_store::{Change, Environment, Store, StoreResult};
 use moka::sync::Cache;
 
-use crate::breaker::is_unavailable;
 use crate::limits::Limiter;
-use crate::metrics::METRICS;
-use crate::outage::OutagePolicy;
-use crate::routing::RouteTable;
+use crate::limits::breaker::is_unavailable;
+use crate::limits::outage::OutagePolicy;
+use crate::record::metrics::METRICS;
+use crate::request::routing::RouteTable;
 use crate::upstream::Upstream;
 
 /// How long a known key is trusted without hearing from the store; change
@@ -34,7 +34,7 @@ pub struct ServingCatalog {
     /// credential locations and CORS origins.
     pub shared_credentials: CredentialSettings,
     pub shared_cors: Option<CorsPolicy>,
-    /// Models' tokenizers by path ([`crate::tokenizer`]).
+    /// Models' tokenizers by path ([`crate::request::tokenizer`]).
     pub tokenizers: HashMap<String, Arc<tokenizers::Tokenizer>>,
 }
 
@@ -96,8 +96,8 @@ impl ServingCatalog {
         }
         let products: Vec<&str> = snapshot.products.iter().map(|p| p.system_name.as_str()).collect();
         let backends: Vec<&str> = snapshot.backends.iter().map(|b| b.system_name.as_str()).collect();
-        crate::metrics::METRICS.prepare_for(&products, &backends);
-        let tokenizers = crate::tokenizer::load_for(&snapshot.products).await;
+        crate::record::metrics::METRICS.prepare_for(&products, &backends);
+        let tokenizers = crate::request::tokenizer::load_for(&snapshot.products).await;
         Ok(ServingCatalog {
             routes,
             upstreams,
@@ -362,7 +362,7 @@ impl ProxyState {
                     Ok(()) => false,
                     Err(error) => {
                         self.catalog_failed(&error);
-                        crate::metrics::METRICS
+                        crate::record::metrics::METRICS
                             .store_errors
                             .with_label_values(&["catalog"])
                             .inc();
@@ -384,10 +384,10 @@ mod tests {
     use maas_store::{NewAccount, NewApplication, NewKey, StoreError};
 
     use super::*;
-    use crate::breaker::{BreakerSettings, StoreBreaker};
     use crate::flaky_store::{DOWN, FlakyBackend, UP};
+    use crate::limits::breaker::{BreakerSettings, StoreBreaker};
     use crate::limits::{HoldPolicy, LimitMode};
-    use crate::usage::UsageSink;
+    use crate::record::usage::UsageSink;
 
     const CATALOG: &str = r#"{
       "backends": [{"system_name": "sim", "urls": ["http://127.0.0.1:8000"]}],

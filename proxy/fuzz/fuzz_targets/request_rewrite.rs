@@ -5,10 +5,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use maas_proxy::body::inspect_json;
-use maas_proxy::json_member::remove_member;
-use maas_proxy::prompt::{Bytes, prompt_tally};
-use maas_proxy::rewrite::{Endpoint, ForwardPolicy, StreamUsage, rewrite_request};
+use maas_proxy::request::body::inspect_json;
+use maas_proxy::request::json_member::remove_member;
+use maas_proxy::request::prompt::{Bytes, prompt_tally};
+use maas_proxy::request::rewrite::{Endpoint, ForwardPolicy, StreamUsage, rewrite_request};
 
 fuzz_target!(|input: (&[u8], u8, Option<u16>)| {
     let (body, selector, cap) = input;

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use maas_proxy::metering::{UsageScanner, usage_of_json};
+use maas_proxy::response::metering::{UsageScanner, usage_of_json};
 
 fuzz_target!(|input: (&[u8], u16, u16)| {
     let (body, first, second) = input;

@@ -169,25 +169,25 @@ impl RedisBackend {
         ["h", "x", "v"].map(|kind| [self.prefix.as_str(), ":", kind, ":{", shard, "}"].concat())
     }
 
-    fn adds_plan(&self, script: &mut ScriptArgs, adds: &[CounterAdd]) -> Vec<serde_json::Value> {
+    fn adds_plan(&self, script: &mut ScriptArgs, adds: &[CounterAdd]) -> Vec<AddStep> {
         adds.iter()
             .filter(|a| a.by > 0)
             .map(|a| {
-                serde_json::json!([
+                (
                     script.key(self.counter_key(&a.key)),
                     a.by.min(MAX_EXACT_COUNT),
-                    a.ttl_secs.unwrap_or(0)
-                ])
+                    a.ttl_secs.unwrap_or(0),
+                )
             })
             .collect()
     }
 
-    async fn run_check_script(&self, script: &ScriptArgs, plan: &serde_json::Value) -> StoreResult<Vec<u64>> {
+    async fn run_check_script(&self, script: &ScriptArgs, plan: &CheckPlan<'_>) -> StoreResult<Vec<u64>> {
         let mut invocation = self.check_script.prepare_invoke();
         for key in &script.keys {
             invocation.key(key);
         }
-        invocation.arg(plan.to_string());
+        invocation.arg(plan_json(plan)?);
         let mut conn = self.link.conn()?;
         invocation.invoke_async(&mut conn).await.map_err(unsure)
     }
@@ -259,6 +259,35 @@ impl Drop for RedisBackend {
             task.abort();
         }
     }
+}
+
+/// One counter increment for the scripts: `[key index, by, ttl secs]`.
+type AddStep = (usize, u64, u64);
+
+/// One limit for `CHECK_AND_ADD_SCRIPT`: `[key index, max, add, hold,
+/// takes_grant, hold field]`.
+type CheckStep<'a> = (usize, u64, u64, u64, u8, &'a str);
+
+/// The argument of `CHECK_AND_ADD_SCRIPT` (its doc comment says what each
+/// member means), serialized straight from borrowed parts: the hot path of
+/// strict mode builds no JSON tree.
+#[derive(serde::Serialize)]
+struct CheckPlan<'a> {
+    c: Vec<CheckStep<'a>>,
+    a: Vec<AddStep>,
+    h: usize,
+    x: usize,
+    v: usize,
+    now: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    r: Option<(&'a str, i64, u64, u64, i64)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    settle: Option<&'a str>,
+    only_held: bool,
+}
+
+fn plan_json(plan: &impl serde::Serialize) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(plan).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 /// Collects the keys and arguments of one script call, numbering each key
@@ -439,7 +468,7 @@ impl StoreBackend for RedisBackend {
         invocation
             .arg(writer)
             .arg(seq.min(MAX_EXACT_COUNT))
-            .arg(serde_json::Value::Array(plan).to_string())
+            .arg(plan_json(&plan)?)
             .arg(WRITER_MEMORY_SECS);
         let mut conn = self.link.conn()?;
         let applied: i64 = invocation.invoke_async(&mut conn).await.map_err(unsure)?;
@@ -462,32 +491,39 @@ impl StoreBackend for RedisBackend {
         };
         let mut script = ScriptArgs::default();
         let [held, expiries, holds] = self.reservation_keys(shard).map(|key| script.key(key));
-        let checks_plan: Vec<_> = checks
+        let checks_plan = checks
             .iter()
             .map(|c| {
-                serde_json::json!([
+                (
                     script.key(self.counter_key(&c.key)),
                     c.max.min(MAX_EXACT_COUNT),
                     c.add.min(MAX_EXACT_COUNT),
                     c.hold.min(MAX_EXACT_COUNT),
                     u8::from(c.takes_grant),
-                    c.key.name,
-                ])
+                    c.key.name.as_str(),
+                )
             })
             .collect();
         let adds_plan = self.adds_plan(&mut script, adds);
-        let mut plan = serde_json::json!({
-            "c": checks_plan, "a": adds_plan, "h": held, "x": expiries, "v": holds, "now": now,
-        });
-        if let Some(r) = reservation {
-            plan["r"] = serde_json::json!([
-                r.id,
-                r.expires_at,
-                r.grant.max.min(MAX_EXACT_COUNT),
-                r.grant.min.min(MAX_EXACT_COUNT),
-                (r.expires_at - now).max(1) + RESERVATION_KEEP_SECS,
-            ]);
-        }
+        let plan = CheckPlan {
+            c: checks_plan,
+            a: adds_plan,
+            h: held,
+            x: expiries,
+            v: holds,
+            now,
+            r: reservation.map(|r| {
+                (
+                    r.id.as_str(),
+                    r.expires_at,
+                    r.grant.max.min(MAX_EXACT_COUNT),
+                    r.grant.min.min(MAX_EXACT_COUNT),
+                    (r.expires_at - now).max(1) + RESERVATION_KEEP_SECS,
+                )
+            }),
+            settle: None,
+            only_held: false,
+        };
         let result = self.run_check_script(&script, &plan).await?;
         match result.split_first() {
             Some((0, rest)) => Ok(CheckOutcome::Admitted {
@@ -513,10 +549,17 @@ impl StoreBackend for RedisBackend {
         let mut script = ScriptArgs::default();
         let [held, expiries, holds] = self.reservation_keys(shard).map(|key| script.key(key));
         let adds_plan = self.adds_plan(&mut script, adds);
-        let plan = serde_json::json!({
-            "c": [], "a": adds_plan, "h": held, "x": expiries, "v": holds, "now": now, "settle": reservation_id,
-            "only_held": only_if_held,
-        });
+        let plan = CheckPlan {
+            c: Vec::new(),
+            a: adds_plan,
+            h: held,
+            x: expiries,
+            v: holds,
+            now,
+            r: None,
+            settle: Some(reservation_id),
+            only_held: only_if_held,
+        };
         // The script answers {2} when `only_held` found no hold.
         let outcome = self.run_check_script(&script, &plan).await?;
         Ok(outcome.first() != Some(&2))

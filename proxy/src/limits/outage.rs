@@ -9,7 +9,7 @@
 //! replicas a limit is overshot by at most `(R − 1) · (limit − u)` per
 //! period, `u` the lowest shared count a replica saw (at worst `(R − 1) ·
 //! limit`); one replica alone is exact. Usage of requests admitted this way
-//! is queued ([`crate::usage`]) and written when the store is back.
+//! is queued ([`crate::record::usage`]) and written when the store is back.
 //!
 //! A store call that timed out may still run when the store wakes. The
 //! call is not dropped: it finishes in the background, and what it
@@ -28,10 +28,10 @@ use maas_store::{
 };
 use time::OffsetDateTime;
 
-use crate::breaker::is_unavailable;
+use crate::limits::breaker::is_unavailable;
 use crate::limits::{Admitted, Decision, Limiter, TokenRequest};
-use crate::metrics::METRICS;
-use crate::usage::UsageSink;
+use crate::record::metrics::METRICS;
+use crate::record::usage::UsageSink;
 
 /// What the proxy does while the store does not answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +82,7 @@ enum Uncounted {
 impl Limiter {
     async fn call_store<T: Send + 'static>(&self, call: StoreCall<T>) -> Called<T> {
         if self.breaker.is_open() {
-            return Called::Failed(crate::breaker::open_refusal());
+            return Called::Failed(crate::limits::breaker::open_refusal());
         }
         let mut call = call;
         match tokio::time::timeout(self.breaker.settings().call_timeout, &mut call).await {
@@ -279,7 +279,7 @@ impl Limiter {
 
     fn settle_failed(&self, settle: Arc<Settle>, error: &StoreError) {
         METRICS.store_errors.with_label_values(&["settle"]).inc();
-        if !crate::breaker::is_open_refusal(error) {
+        if !crate::limits::breaker::is_open_refusal(error) {
             tracing::warn!(%error, "settling a token hold failed; its usage is written later");
         }
         settle_failed(&self.sink, settle, error);
@@ -341,10 +341,10 @@ mod tests {
     use maas_store::period::Period;
 
     use super::*;
-    use crate::breaker::{BreakerSettings, StoreBreaker};
     use crate::flaky_store::{DOWN, FlakyBackend, HUNG, UP};
+    use crate::limits::breaker::{BreakerSettings, StoreBreaker};
     use crate::limits::{HoldPolicy, LimitMode};
-    use crate::usage::UsageSink;
+    use crate::record::usage::UsageSink;
 
     struct Rig {
         limiter: Limiter,

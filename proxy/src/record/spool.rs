@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use maas_store::UsageRecord;
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::METRICS;
+use crate::record::metrics::METRICS;
 
 /// A batch as the spool holds it: usage counted once by its writer id and
 /// number, or, with `hold`, a settle whose outcome was unknown, resent to

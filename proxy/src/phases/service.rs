@@ -14,17 +14,17 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use time::OffsetDateTime;
 
-use crate::access_log::AccessLogLine;
-use crate::admission::Next;
-use crate::body::is_json_content_type;
-use crate::decoding::Encoding;
 use crate::error::ApiError;
-use crate::metering::{TokenUsage, UsageScanner};
-use crate::metrics::METRICS;
-use crate::reply::respond_error;
-pub use crate::request_ctx::RequestCtx;
+use crate::phases::admission::Next;
+use crate::phases::reply::respond_error;
+pub use crate::phases::request_ctx::RequestCtx;
+use crate::record::access_log::AccessLogLine;
+use crate::record::metrics::METRICS;
+use crate::request::body::is_json_content_type;
+use crate::response::decoding::Encoding;
+use crate::response::metering::{TokenUsage, UsageScanner};
+use crate::response::stream_meter::{StreamMeter, is_event_stream};
 use crate::state::{ProxyState, ServingCatalog};
-use crate::stream_meter::{StreamMeter, is_event_stream};
 
 /// The header that tells the model server (and `maas sim`) whose request it is.
 pub const APPLICATION_HEADER: &str = "x-maas-application-id";
@@ -104,7 +104,7 @@ impl ProxyHttp for MaasProxy {
         // answered in order (RFC 9112 §9.3.2), not dropped with the connection.
         session.as_downstream_mut().set_pipelining_enabled(true);
         let client_id = session.req_header().headers.get(X_REQUEST_ID).map(|v| v.as_bytes());
-        ctx.request_id = crate::request_id::accept_or_make(client_id);
+        ctx.request_id = crate::request::request_id::accept_or_make(client_id);
         ctx.extra_headers.push(("x-request-id", ctx.request_id.clone()));
         match self.prepare(session, ctx).await? {
             Ok(Next::Proxy) => Ok(false),

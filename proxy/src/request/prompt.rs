@@ -1,5 +1,5 @@
 //! What a prompt can cost, read from the request body in the same pass
-//! as its other facts ([`crate::body`]): the bytes of its text, its token
+//! as its other facts ([`crate::request::body`]): the bytes of its text, its token
 //! ids (exact), its images, audio and videos, and its messages. The
 //! [`PromptTally::bound`] built from them is never below what a byte-level
 //! tokenizer counts: a token covers at least one byte of text, a token id is
@@ -459,7 +459,7 @@ mod tests {
 
     /// The tally of a whole body's prompt members.
     fn tally(body: &str) -> PromptTally {
-        crate::body::inspect_json(body.as_bytes()).unwrap().prompt
+        crate::request::body::inspect_json(body.as_bytes()).unwrap().prompt
     }
 
     #[test]
@@ -481,7 +481,7 @@ mod tests {
         assert_eq!((t.token_ids, t.text), (3, 2));
         let t = tally(r#"{"input":[[5,6,7]]}"#);
         assert_eq!((t.token_ids, t.messages), (3, 1));
-        let facts = crate::body::inspect_json(br#"{"prompt":[[1,2],[3]]}"#).unwrap();
+        let facts = crate::request::body::inspect_json(br#"{"prompt":[[1,2],[3]]}"#).unwrap();
         assert_eq!(facts.prompts, 2);
     }
 
@@ -559,7 +559,7 @@ mod tests {
             r#"{"messages":null,"input":{"type":"image"},"tools":null}"#,
             r#"{"prompt":{"a":1},"instructions":7}"#,
         ] {
-            crate::body::inspect_json(body.as_bytes()).unwrap();
+            crate::request::body::inspect_json(body.as_bytes()).unwrap();
         }
         assert_eq!(tally(r#"{"input":{"type":"image"}}"#).images, 1);
     }

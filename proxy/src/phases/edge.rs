@@ -68,7 +68,7 @@ pub fn openai_error_for(head: &[u8]) -> Option<Vec<u8>> {
          x-request-id: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n",
         std::str::from_utf8(&head[..8]).ok()?,
         body.len(),
-        crate::request_id::accept_or_make(None)
+        crate::request::request_id::accept_or_make(None)
     )
     .into_bytes();
     answer.extend_from_slice(&body);

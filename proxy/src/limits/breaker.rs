@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use maas_store::{Store, StoreError, StoreResult};
 
-use crate::metrics::METRICS;
+use crate::record::metrics::METRICS;
 
 /// The breaker's settings (`store.timeout_ms`, `store.breaker_failures`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

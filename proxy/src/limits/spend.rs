@@ -7,18 +7,18 @@
 
 use maas_store::model::{ModelSettings, Plan};
 
-use crate::body::RequestFacts;
 use crate::error::ApiError;
 use crate::limits::{HoldPolicy, TokenRequest, prompt_estimate};
-use crate::metering::TokenUsage;
-use crate::prompt::{PromptTally, TextCount, prompt_tally};
-use crate::rewrite::Endpoint;
+use crate::request::body::RequestFacts;
+use crate::request::prompt::{PromptTally, TextCount, prompt_tally};
+use crate::request::rewrite::Endpoint;
+use crate::response::metering::TokenUsage;
 
 /// Tokens the request may spend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Spend {
     /// What the limiter is asked to hold (plans that limit tokens only);
-    /// its prompt is the prompt's bound ([`crate::prompt`]).
+    /// its prompt is the prompt's bound ([`crate::request::prompt`]).
     pub request: Option<TokenRequest>,
     /// The prompt's tokens as billed when the model server reports none
     /// (a stream cut before its usage): a quarter of the body's bytes,
@@ -219,7 +219,7 @@ mod tests {
             }
         }
         let body = br#"{"messages":[{"role":"user","content":"one two three four"}]}"#;
-        let facts = crate::body::inspect_json(body).unwrap();
+        let facts = crate::request::body::inspect_json(body).unwrap();
         let bounded = ask(Endpoint::ChatCompletions, &facts);
         let counted = bounded.counted_by(body, &Words).unwrap();
         assert_eq!(counted.prompt.text, 1 + 4, "user, and four words");

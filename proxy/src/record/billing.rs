@@ -2,17 +2,17 @@
 //! model server reported; where a stream was cut before its usage, the
 //! prompt (counted by the model's tokenizer when it has one, else a
 //! quarter of the body's bytes) plus an estimate of every delta generated
-//! ([`crate::stream_meter`]); and where a successful answer's usage cannot
-//! be read at all, the request's ceiling ([`crate::spend`]). A 2xx that
+//! ([`crate::response::stream_meter`]); and where a successful answer's usage cannot
+//! be read at all, the request's ceiling ([`crate::limits::spend`]). A 2xx that
 //! reached the model server never settles at zero.
 
 use maas_store::model::AuthContext;
 use time::OffsetDateTime;
 
-use crate::metering::TokenUsage;
-use crate::metrics::METRICS;
-use crate::prompt::prompt_tally;
-use crate::service::{MaasProxy, RequestCtx};
+use crate::phases::service::{MaasProxy, RequestCtx};
+use crate::record::metrics::METRICS;
+use crate::request::prompt::prompt_tally;
+use crate::response::metering::TokenUsage;
 
 /// Where billed tokens come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,7 @@
 pub use maas_store::model::StreamUsage;
 use serde_json::{Map, Value};
 
-use crate::json_member::JsonObject;
+use crate::request::json_member::JsonObject;
 
 /// The OpenAI-style endpoint a path names (by its suffix, so product
 /// prefixes and backend base paths do not matter).
@@ -19,13 +19,13 @@ pub enum Endpoint {
     Responses,
     /// vLLM's SageMaker-style `/invocations`: a chat, completions or
     /// embeddings request told apart by its members
-    /// ([`crate::body::RequestFacts::invoked`]).
+    /// ([`crate::request::body::RequestFacts::invoked`]).
     Invocations,
     Other,
 }
 
 impl Endpoint {
-    /// `path` is normalised ([`crate::request_path`]); the suffix is
+    /// `path` is normalised ([`crate::request::request_path`]); the suffix is
     /// compared without case, as some servers route.
     pub fn of_path(path: &str) -> Endpoint {
         let path = path.trim_end_matches('/').as_bytes();
@@ -126,7 +126,7 @@ pub struct ForwardPolicy<'a> {
 }
 
 /// Decides the forwarded body of a JSON request to `endpoint`, a body
-/// [`crate::body::inspect_json`] accepted (which checks it is JSON). `Err`
+/// [`crate::request::body::inspect_json`] accepted (which checks it is JSON). `Err`
 /// when it is not an object. The body is edited in place ([`JsonObject`]),
 /// never parsed into a tree: every byte the gateway does not change reaches
 /// the upstream as the client sent it.
@@ -181,8 +181,10 @@ pub fn rewrite_request(body: &[u8], endpoint: Endpoint, policy: &ForwardPolicy<'
         .filter(|field| object.get(field).is_some())
         .map(|&field| {
             // A whole decimal (`200.0`) is read as the server reads it.
-            let value =
-                parse(field).and_then(|v| v.as_u64().or_else(|| v.as_f64().and_then(crate::body::whole_number)));
+            let value = parse(field).and_then(|v| {
+                v.as_u64()
+                    .or_else(|| v.as_f64().and_then(crate::request::body::whole_number))
+            });
             (field, value)
         })
         .collect();

@@ -3,8 +3,8 @@
 //! OpenAI's paths take, so that a wrong one is a 405 and not a 400 about
 //! a missing model.
 
-use crate::credentials::percent_decode_bytes;
-use crate::rewrite::Endpoint;
+use crate::request::credentials::percent_decode_bytes;
+use crate::request::rewrite::Endpoint;
 
 /// A request for the models a key may use.
 #[derive(Debug, Clone, PartialEq, Eq)]

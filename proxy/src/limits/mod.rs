@@ -3,7 +3,7 @@
 //! - `strict`: one atomic check-and-add in the store per request; exact
 //!   across any number of replicas, one store round trip per request (two
 //!   when the plan limits tokens: the hold is settled after the response).
-//! - `local`: each replica admits from its own view ([`crate::local_limits`])
+//! - `local`: each replica admits from its own view ([`local`])
 //!   and syncs every `sync_interval`. No store round trip per request.
 //!   Other replicas' admissions and holds since the last sync are
 //!   invisible, so with `R` replicas each admitting at most `λ` requests per
@@ -19,6 +19,18 @@
 //! actual usage replaces the hold ([`Limiter::settle`]); holds of a crashed
 //! proxy expire after `hold_ttl`.
 
+//!
+//! Beside them: what a request may spend ([`spend`]), the `x-ratelimit-*`
+//! headers ([`ratelimit`]), and what happens when the store does not
+//! answer: the circuit breaker around it ([`breaker`]) and admission from
+//! local counters meanwhile ([`outage`]).
+
+pub mod breaker;
+pub(crate) mod local;
+pub mod outage;
+pub mod ratelimit;
+pub mod spend;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -27,10 +39,10 @@ use maas_store::model::UsageLimit;
 use maas_store::{LimitStatus, Store, StoreResult};
 use time::OffsetDateTime;
 
-use crate::breaker::{BreakerSettings, StoreBreaker};
-use crate::local_limits::LocalLimits;
-use crate::outage::OutagePolicy;
-use crate::usage::UsageSink;
+use crate::limits::breaker::{BreakerSettings, StoreBreaker};
+use crate::limits::local::LocalLimits;
+use crate::limits::outage::OutagePolicy;
+use crate::record::usage::UsageSink;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitMode {
@@ -133,7 +145,7 @@ impl Limiter {
     }
 
     /// This limiter, asking the store through `breaker` and doing what
-    /// `outage` says when it does not answer ([`crate::outage`]).
+    /// `outage` says when it does not answer ([`crate::limits::outage`]).
     pub fn with_outage(mut self, breaker: Arc<StoreBreaker>, outage: OutagePolicy) -> Limiter {
         self.breaker = breaker;
         self.outage = outage;
@@ -258,7 +270,7 @@ impl Limiter {
     async fn flush_queue(&self) -> StoreResult<usize> {
         let flushed = self.sink.flush().await;
         match &flushed {
-            Err(error) if crate::breaker::is_unavailable(error) => self.breaker.record_failure("unreachable"),
+            Err(error) if crate::limits::breaker::is_unavailable(error) => self.breaker.record_failure("unreachable"),
             // An empty queue asked nothing of the store.
             Ok(0) => {}
             _ => self.breaker.record_success(),

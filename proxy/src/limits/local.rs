@@ -196,7 +196,7 @@ impl LocalLimits {
     }
 
     /// Strict mode: the store's count of each limit after an admission, the
-    /// base an outage would go on from ([`crate::outage`]). What this
+    /// base an outage would go on from ([`crate::limits::outage`]). What this
     /// replica admitted or holds on its own (during an outage) stays.
     pub(crate) fn observe(&mut self, application_id: &str, statuses: &[LimitStatus], now: OffsetDateTime) {
         let at = now.unix_timestamp();

@@ -5,8 +5,8 @@ use bytes::{Bytes, BytesMut};
 use pingora_error::{Error, ErrorType, Result};
 use pingora_proxy::Session;
 
-use crate::admission::header_str;
 use crate::error::ApiError;
+use crate::phases::admission::header_str;
 
 /// Pingora's retry buffer: request bodies are replayed from our own copy,
 /// handed over when at most this much is left to read.

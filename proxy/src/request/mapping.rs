@@ -133,7 +133,7 @@ pub fn unmetered_notes(product: &Product) -> Vec<String> {
             rule.http_method,
             HttpMethod::Get | HttpMethod::Head | HttpMethod::Options
         );
-        let metered = crate::rewrite::Endpoint::of_path(rule.pattern.trim_end_matches('$')).is_inference();
+        let metered = crate::request::rewrite::Endpoint::of_path(rule.pattern.trim_end_matches('$')).is_inference();
         if rule.unmetered {
             notes.push(format!(
                 "{what}: `unmetered: true`, requests it matches on paths other than the OpenAI inference \

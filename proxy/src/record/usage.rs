@@ -15,7 +15,7 @@ use maas_store::{Store, StoreResult, UsageRecord};
 use rustc_hash::FxHashMap;
 use time::OffsetDateTime;
 
-use crate::spool::{Leftovers, Spool, SpoolError, SpoolSettings, SpooledBatch};
+use crate::record::spool::{Leftovers, Spool, SpoolError, SpoolSettings, SpooledBatch};
 
 /// Records summed per application, metric, second and the period buckets
 /// they still need, so a long store outage costs memory per active

@@ -17,24 +17,24 @@ use pingora_error::Result;
 use pingora_proxy::Session;
 use time::OffsetDateTime;
 
-use crate::body::{RequestFacts, inspect_json, is_json_content_type, looks_like_json};
-use crate::cors;
-use crate::credentials::{RequestCredentials, describe_locations, extract_key, strip_query_param};
 use crate::error::ApiError;
 use crate::limits::Decision;
-use crate::mapping::Deltas;
-use crate::metrics::METRICS;
-use crate::models_api::{ModelsRequest, model_json, model_list, models_request, shared_allowed_methods};
-use crate::ratelimit::{limit_headers, retry_after_secs};
-use crate::reply::respond;
-use crate::request_body::read_body;
-use crate::request_path::normalize;
-use crate::rewrite::{ClientUsage, Endpoint, ForwardPolicy, rewrite_request};
-use crate::routing::{ProductRoute, Route, upstream_path};
-use crate::service::{MaasProxy, RequestCtx};
-use crate::spend::{Ask, Spend, refuse_unmeterable, spend_of};
+use crate::limits::ratelimit::{limit_headers, retry_after_secs};
+use crate::limits::spend::{Ask, Spend, refuse_unmeterable, spend_of};
+use crate::phases::reply::respond;
+use crate::phases::request_body::read_body;
+use crate::phases::service::{MaasProxy, RequestCtx};
+use crate::record::metrics::METRICS;
+use crate::request::body::{RequestFacts, inspect_json, is_json_content_type, looks_like_json};
+use crate::request::cors;
+use crate::request::credentials::{RequestCredentials, describe_locations, extract_key, strip_query_param};
+use crate::request::mapping::Deltas;
+use crate::request::models_api::{ModelsRequest, model_json, model_list, models_request, shared_allowed_methods};
+use crate::request::request_path::normalize;
+use crate::request::rewrite::{ClientUsage, Endpoint, ForwardPolicy, rewrite_request};
+use crate::request::routing::{ProductRoute, Route, upstream_path};
+use crate::request::tokenizer::count_prompt;
 use crate::state::{KeyLookupError, ServingCatalog};
-use crate::tokenizer::count_prompt;
 
 pub(crate) enum Next {
     Proxy,
@@ -282,7 +282,7 @@ impl MaasProxy {
             Ok(None) => return Ok(Err(ApiError::invalid_key())),
             Err(KeyLookupError::Unverifiable(error)) => {
                 METRICS.store_errors.with_label_values(&["lookup_key"]).inc();
-                if !crate::breaker::is_open_refusal(&error) {
+                if !crate::limits::breaker::is_open_refusal(&error) {
                     tracing::warn!(%error, "a key could not be verified: the store does not answer");
                 }
                 ctx.extra_headers.push(("retry-after", STORE_RETRY_SECS.to_string()));
@@ -411,7 +411,7 @@ impl MaasProxy {
             }
             Err(error) => {
                 METRICS.store_errors.with_label_values(&["check_limits"]).inc();
-                if !crate::breaker::is_open_refusal(&error) {
+                if !crate::limits::breaker::is_open_refusal(&error) {
                     tracing::error!(%error, "limit check failed");
                 }
                 ctx.extra_headers.push(("retry-after", STORE_RETRY_SECS.to_string()));

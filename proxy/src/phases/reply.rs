@@ -6,8 +6,8 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
 use crate::error::ApiError;
-use crate::metrics::METRICS;
-use crate::service::RequestCtx;
+use crate::phases::service::RequestCtx;
+use crate::record::metrics::METRICS;
 
 /// Writes a complete response the proxy makes itself.
 pub(crate) async fn respond(

@@ -1,7 +1,7 @@
 //! Models' own tokenizers (`model_settings.<model>.tokenizer`, a Hugging
 //! Face `tokenizer.json`): loaded when a catalog is, kept across catalog
 //! revisions while the file is unchanged, and used only when a prompt's
-//! cheap bound does not fit what a budget has left ([`crate::prompt`]).
+//! cheap bound does not fit what a budget has left ([`crate::request::prompt`]).
 //! A file that cannot be read is logged and its model's prompts keep the
 //! bound: a tokenizer narrows holds, it never widens them.
 
@@ -12,9 +12,9 @@ use std::time::SystemTime;
 use maas_store::model::Product;
 use tokenizers::Tokenizer;
 
-use crate::metrics::METRICS;
-use crate::prompt::{TextCount, prompt_tally};
-use crate::spend::Ask;
+use crate::limits::spend::Ask;
+use crate::record::metrics::METRICS;
+use crate::request::prompt::{TextCount, prompt_tally};
 use crate::state::ServingCatalog;
 
 impl TextCount for Tokenizer {

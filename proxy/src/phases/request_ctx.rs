@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use maas_store::model::AuthContext;
 
-use crate::decoding::ContentDecoder;
-use crate::metering::{TokenUsage, UsageScanner};
-use crate::overhead::GatewayTime;
-use crate::rewrite::ClientUsage;
+use crate::record::overhead::GatewayTime;
+use crate::request::rewrite::ClientUsage;
+use crate::response::decoding::ContentDecoder;
+use crate::response::metering::{TokenUsage, UsageScanner};
+use crate::response::stream_meter::StreamMeter;
 use crate::state::ServingCatalog;
-use crate::stream_meter::StreamMeter;
 use crate::upstream::Upstream;
 
 /// Everything one request carries between phases.
@@ -37,20 +37,20 @@ pub struct RequestCtx {
     pub(crate) key_query_param: Option<String>,
     pub(crate) custom_key_header: Option<String>,
     pub(crate) extra_headers: Vec<(&'static str, String)>,
-    /// `x-request-id` ([`crate::request_id`]), empty until `request_filter`.
+    /// `x-request-id` ([`crate::request::request_id`]), empty until `request_filter`.
     pub(crate) request_id: String,
     /// Reads `usage` from a JSON answer of any size as it passes.
     pub(crate) usage_scanner: Option<UsageScanner>,
     pub(crate) usage: Option<TokenUsage>,
-    /// The most the request can cost ([`crate::spend`]), on metered endpoints.
+    /// The most the request can cost ([`crate::limits::spend`]), on metered endpoints.
     pub(crate) ceiling: Option<TokenUsage>,
     /// The prompt's tokens billed when the model server reports none
-    /// ([`crate::spend::Spend::prompt_estimate`]).
+    /// ([`crate::limits::spend::Spend::prompt_estimate`]).
     pub(crate) prompt_estimate: u64,
     pub(crate) rejected: Option<&'static str>,
     pub(crate) upstream_sent_at: Option<Instant>,
     pub(crate) upstream_headers_after: Option<Duration>,
-    /// The gateway's own time in the response's filters ([`crate::overhead`]).
+    /// The gateway's own time in the response's filters ([`crate::record::overhead`]).
     pub(crate) gateway_time: GatewayTime,
     /// The client asked for `stream: true`.
     pub(crate) stream: bool,

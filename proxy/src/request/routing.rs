@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use maas_store::CatalogSnapshot;
 use maas_store::model::Product;
 
-use crate::mapping::MappingRules;
+use crate::request::mapping::MappingRules;
 
 /// A product as the proxy serves it.
 #[derive(Debug, Clone)]

@@ -1,0 +1,20 @@
+//! Reading a request, in the order the gateway does: the path's one
+//! normal form ([`request_path`]), its id ([`request_id`]), CORS
+//! ([`cors`]), the key ([`credentials`]), the product ([`routing`],
+//! [`models_api`]), mapping rules ([`mapping`]), the body's facts in one
+//! borrowed pass ([`body`], [`prompt`], [`tokenizer`]) and the body sent
+//! upstream ([`rewrite`], by byte surgery: [`json_member`]). None of it
+//! knows Pingora.
+
+pub mod body;
+pub mod cors;
+pub mod credentials;
+pub mod json_member;
+pub mod mapping;
+pub mod models_api;
+pub mod prompt;
+pub mod request_id;
+pub mod request_path;
+pub mod rewrite;
+pub mod routing;
+pub mod tokenizer;
