@@ -390,6 +390,10 @@ fn portal_options(config: &MaasConfig) -> Result<maas_portal::PortalOptions> {
                 maas_conf::TokenAuthMethod::ClientSecretBasic => maas_portal::sso::TokenAuth::Basic,
                 maas_conf::TokenAuthMethod::ClientSecretPost => maas_portal::sso::TokenAuth::Post,
             },
+            organization_change: match config.sso.organization_change {
+                maas_conf::OrganizationChange::Move => maas_portal::sso::OrganizationChange::Move,
+                maas_conf::OrganizationChange::Refuse => maas_portal::sso::OrganizationChange::Refuse,
+            },
         }),
     })
 }

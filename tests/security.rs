@@ -27,6 +27,7 @@ mod security {
     mod request_paths;
     mod sign_in_throttling;
     mod sign_up;
+    mod sso_claims;
     mod sso_providers;
     mod store_files;
     mod token_budgets;

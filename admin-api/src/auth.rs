@@ -138,10 +138,10 @@ pub fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a 
 
 /// The id of the active admin user signed in with `session`.
 async fn session_admin(store: &Store, parts: &Parts, session: &str, writes: bool) -> Result<String, ApiError> {
-    let record = store.get_session(session).await?;
-    let record = record.ok_or_else(ApiError::unauthorized)?;
-    let user_id = record.user_id.as_deref().ok_or_else(ApiError::unauthorized)?;
-    let user = store.get_user(user_id).await?.ok_or_else(ApiError::unauthorized)?;
+    let (record, user) = store
+        .session_with_user(session)
+        .await?
+        .ok_or_else(ApiError::unauthorized)?;
     if user.state != UserState::Active || user.role != UserRole::Admin {
         return Err(ApiError::forbidden(
             "The admin API needs a user with the admin role (or an admin token).",

@@ -204,6 +204,21 @@ pub struct SsoSettings {
     pub auto_approve: bool,
     /// How the client secret goes to the token endpoint.
     pub token_auth_method: TokenAuthMethod,
+    /// What a sign-in does when the provider names another organization
+    /// than the user's account is bound to.
+    pub organization_change: OrganizationChange,
+}
+
+/// `sso.organization_change`: the provider moved a user to another
+/// organization since their last sign-in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrganizationChange {
+    /// The user joins the new organization's account.
+    #[default]
+    Move,
+    /// The sign-in is refused until an administrator moves the user.
+    Refuse,
 }
 
 /// `sso.token_auth_method`: how the portal authenticates at the
@@ -233,6 +248,7 @@ impl Default for SsoSettings {
             admin_value: None,
             auto_approve: true,
             token_auth_method: TokenAuthMethod::Auto,
+            organization_change: OrganizationChange::Move,
         }
     }
 }

@@ -145,11 +145,7 @@ impl Visitor {
         let id = random_token();
         let csrf = random_token();
         let id_token = extra.get("id_token").and_then(Value::as_str).map(str::to_owned);
-        let mut record = SessionRecord {
-            user_id: Some(user.id.clone()),
-            created_at: time::OffsetDateTime::now_utc(),
-            data: extra,
-        };
+        let mut record = SessionRecord::signed_in(&user, extra);
         record.data.insert(SESSION_CSRF_FIELD.into(), json!(csrf));
         let ttl = i64::try_from(state.options().session_ttl.as_secs()).unwrap_or(i64::MAX);
         state
@@ -215,13 +211,7 @@ impl FromRequestParts<PortalState> for Visitor {
 /// The active user of session `id` and the session's CSRF token.
 async fn session_user(state: &PortalState, id: &str) -> Result<Option<(SignedIn, String)>, PortalError> {
     let store = state.store();
-    let Some(record) = store.get_session(id).await? else {
-        return Ok(None);
-    };
-    let Some(user_id) = record.user_id.as_deref() else {
-        return Ok(None);
-    };
-    let Some(user) = store.get_user(user_id).await? else {
+    let Some((record, user)) = store.session_with_user(id).await? else {
         return Ok(None);
     };
     if user.state != UserState::Active {

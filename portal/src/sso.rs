@@ -58,6 +58,21 @@ pub struct SsoOptions {
     pub auto_approve: bool,
     /// How the client authenticates at the token endpoint.
     pub token_auth: TokenAuth,
+    /// What a sign-in does when the provider names another organization
+    /// than the one the user's account is bound to.
+    pub organization_change: OrganizationChange,
+}
+
+/// `sso.organization_change`: the provider moved a user to another
+/// organization since their last sign-in. Either way the user's sessions
+/// in the old account end and the audit log says so.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OrganizationChange {
+    /// The user joins the new organization's account.
+    #[default]
+    Move,
+    /// The sign-in is refused until an administrator moves the user.
+    Refuse,
 }
 
 /// How the portal presents its client secret at the token endpoint
@@ -73,6 +88,14 @@ pub enum TokenAuth {
     /// In the form body (`client_secret_post`).
     Post,
 }
+
+/// An ID token with its [`ExtraClaims`].
+type ExtraIdToken = openidconnect::IdToken<
+    ExtraClaims,
+    CoreGenderClaim,
+    openidconnect::core::CoreJweContentEncryptionAlgorithm,
+    openidconnect::core::CoreJwsSigningAlgorithm,
+>;
 
 /// Claims beyond the standard ones (organization, groups, roles).
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -319,6 +342,7 @@ impl Sso {
             user_id: None,
             created_at: time::OffsetDateTime::now_utc(),
             data: Map::new(),
+            user_epoch: 0,
         };
         for (key, value) in [
             ("state", state.secret().as_str()),
@@ -350,9 +374,14 @@ impl Sso {
             .request_async(http)
             .await
             .map_err(|e| refused(format!("The provider did not accept the sign-in: {e}")))?;
-        let id_token = token
+        // Read again with its additional claims: the organization may be
+        // there when the userinfo endpoint fails.
+        let id_token: ExtraIdToken = token
             .id_token()
-            .ok_or_else(|| refused("The provider sent no ID token."))?;
+            .ok_or_else(|| refused("The provider sent no ID token."))?
+            .to_string()
+            .parse()
+            .map_err(|e| refused(format!("The ID token is not valid: {e}")))?;
         let nonce = Nonce::new(field("nonce"));
         let verifies = id_token.claims(&client.id_token_verifier(), &nonce).is_ok();
         let client = if verifies {
@@ -374,17 +403,24 @@ impl Sso {
                 return Err(refused("The access token does not match the ID token."));
             }
         }
-        let mut extra = Map::new();
-        let mut email = claims.email().map(|e| e.to_string());
-        let mut email_verified = claims.email_verified().unwrap_or(false);
+        let mut extra = claims.additional_claims().claims.clone();
+        let from_id_token = claims
+            .email()
+            .map(|e| (e.to_string(), claims.email_verified().unwrap_or(false)));
+        let mut from_userinfo = None;
         let mut name = claims.name().and_then(|n| n.get(None)).map(|n| n.to_string());
+        let mut userinfo_answered = false;
         if let Ok(request) = client.user_info(token.access_token().clone(), Some(claims.subject().clone())) {
             let info: Result<UserInfoClaims<ExtraClaims, CoreGenderClaim>, _> = request.request_async(http).await;
             match info {
                 Ok(info) => {
-                    extra = info.additional_claims().claims.clone();
-                    email = email.or_else(|| info.email().map(|e| e.to_string()));
-                    email_verified = email_verified || info.email_verified().unwrap_or(false);
+                    userinfo_answered = true;
+                    // Userinfo is the fresher of the two; the ID token's
+                    // claims stay for what it does not say.
+                    extra.extend(info.additional_claims().claims.clone());
+                    from_userinfo = info
+                        .email()
+                        .map(|e| (e.to_string(), info.email_verified().unwrap_or(false)));
                     name = name.or_else(|| info.name().and_then(|n| n.get(None)).map(|n| n.to_string()));
                 }
                 Err(e) => {
@@ -392,6 +428,12 @@ impl Sso {
                 }
             }
         }
+        // An address and whether it is verified come from one source, so
+        // one source's flag never vouches for the other's address.
+        let (email, email_verified) = match from_id_token.or(from_userinfo) {
+            Some((email, verified)) => (Some(email), verified),
+            None => (None, false),
+        };
         Ok(Identity {
             sso: SsoIdentity {
                 issuer: claims.issuer().to_string(),
@@ -401,6 +443,7 @@ impl Sso {
             email_verified,
             name,
             extra,
+            userinfo_answered,
             id_token: id_token.to_string(),
         })
     }
@@ -429,6 +472,9 @@ struct Identity {
     email_verified: bool,
     name: Option<String>,
     extra: Map<String, Value>,
+    /// The userinfo endpoint answered, so `extra` holds every claim the
+    /// provider has for the user: a missing organization claim means none.
+    userinfo_answered: bool,
     id_token: String,
 }
 
@@ -556,7 +602,7 @@ async fn match_user(
     let user = match store.find_user_by_sso(&identity.sso).await? {
         Some(user) => {
             // The provider decides the role at every sign-in.
-            if user.role != role {
+            let user = if user.role != role {
                 let update = UserUpdate {
                     role: Some(role),
                     ..UserUpdate::default()
@@ -564,7 +610,8 @@ async fn match_user(
                 store.update_user(&user.id, update).await?
             } else {
                 user
-            }
+            };
+            follow_organization(&store, options, identity, &email, user).await?
         }
         None => first_sign_in(&store, options, identity, email.clone(), role).await?,
     };
@@ -583,10 +630,75 @@ async fn match_user(
         .ok_or_else(|| refused("Your organization no longer exists."))?;
     // An account from before accounts were bound takes the organization
     // its member's provider names now.
-    let account = store
-        .adopt_binding(&account, &binding_of(identity, options, &email))
-        .await?;
+    let account = match stated_binding(identity, options, &email) {
+        Some(binding) => store.adopt_binding(&account, &binding).await?,
+        None => account,
+    };
     Ok((user, account))
+}
+
+/// The account of a returning user, after the provider moved them to
+/// another organization than the one their account is bound to: per
+/// `sso.organization_change`, they move to the new organization's account
+/// (their sessions in the old one end; applications and keys stay with the
+/// account that owns them) or the sign-in is refused (their sessions end
+/// too). Both are in the audit log. An organization the provider did not
+/// say (the userinfo endpoint failed and the ID token lacks the claim) is
+/// no change.
+async fn follow_organization(
+    store: &maas_store::Store,
+    options: &SsoOptions,
+    identity: &Identity,
+    email: &str,
+    user: maas_store::model::User,
+) -> Result<maas_store::model::User, PortalError> {
+    let Some(now) = stated_binding(identity, options, email) else {
+        return Ok(user);
+    };
+    let Some(account) = store.get_account(&user.account_id).await? else {
+        return Ok(user);
+    };
+    let Some(bound) = &account.sso else {
+        // Never bound: `adopt_binding` decides (a mixed account stays unbound).
+        return Ok(user);
+    };
+    // A user in several organizations (a list claim, in any order) stays
+    // while the account's is among them.
+    if *bound == now || bound.issuer != now.issuer || identity.has(&options.account_claim, &bound.claim_value) {
+        return Ok(user);
+    }
+    let personal = identity.text(&options.account_claim).is_none();
+    if personal && bound.claim_value.eq_ignore_ascii_case(&user.email) {
+        // Still personal: a changed email is not another organization.
+        return Ok(user);
+    }
+    match options.organization_change {
+        OrganizationChange::Move => {
+            let to = store.account_for_sso(&now, &now.claim_value).await?;
+            tracing::info!(user = %user.id, from = %account.id, to = %to.id, "portal: the provider moved a user to another organization");
+            Ok(store.move_user(&user, &to).await?)
+        }
+        OrganizationChange::Refuse => {
+            store.end_sessions(&user).await?;
+            Err(refused(format!(
+                "Your company account now belongs to another organization ({}) than your account here ({}). \
+                 Ask an administrator to move you; until then you cannot sign in.",
+                now.claim_value, account.name
+            )))
+        }
+    }
+}
+
+/// The organization the provider states for `identity` now: its
+/// `account_claim` (from userinfo, else the ID token), else its email, a
+/// personal organization, when no claim is configured or the provider
+/// answered with every claim and none names one; `None` when the claim
+/// could not be read.
+fn stated_binding(identity: &Identity, options: &SsoOptions, email: &str) -> Option<AccountBinding> {
+    let stated = options.account_claim.is_empty()
+        || identity.userinfo_answered
+        || identity.text(&options.account_claim).is_some();
+    stated.then(|| binding_of(identity, options, email))
 }
 
 /// The provider's organization of `identity`: the `account_claim` value,
@@ -619,7 +731,13 @@ async fn first_sign_in(
             "An account with this email signs in with a password. Sign in with it, or ask an administrator.",
         ));
     }
-    let binding = binding_of(identity, options, &email);
+    let Some(binding) = stated_binding(identity, options, &email) else {
+        // Guessing would bind the user to a personal account for good.
+        return Err(refused(
+            "Your company sign-in did not say which organization you belong to (the provider's userinfo \
+             endpoint did not answer). Try again in a moment; if it keeps failing, ask an administrator.",
+        ));
+    };
     let account = store.account_for_sso(&binding, &binding.claim_value).await?;
     let user = store
         .create_user(NewUser {

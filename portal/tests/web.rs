@@ -440,6 +440,7 @@ async fn sso_callbacks_must_match_a_sign_in_started_here() {
             admin_value: None,
             auto_approve: true,
             token_auth: maas_portal::sso::TokenAuth::Auto,
+            organization_change: maas_portal::sso::OrganizationChange::Move,
         }),
         ..PortalOptions::default()
     };
@@ -463,6 +464,7 @@ async fn sso_callbacks_must_match_a_sign_in_started_here() {
         user_id: None,
         created_at: time::OffsetDateTime::now_utc(),
         data: serde_json::Map::new(),
+        user_epoch: 0,
     };
     record.data.insert("state".into(), serde_json::json!("expected-state"));
     let flow = "f".repeat(64);

@@ -6,10 +6,18 @@
 // Usage: node oidc_provider.mjs PORT CLIENT_ID CLIENT_SECRET REDIRECT_URI POST_LOGOUT_URI
 // More people (or other claims for these two) come as JSON in OIDC_PEOPLE,
 // e.g. {"eve": {"email": "...", "email_verified": false, "org_name": "..."}}.
+// OIDC_PEOPLE_FILE names a JSON file of the same shape, read again at every
+// sign-in when it exists, so a test can change someone's claims (move them
+// to another organization) between two sign-ins.
+// A person's `id_token` and `userinfo` members are claims said only there
+// (null removes one); `"userinfo": "fail"` makes the userinfo endpoint fail
+// for them. OIDC_ID_TOKEN_CLAIMS=scope puts the scopes' claims in the ID
+// token as well (as Keycloak and Entra do), not only in userinfo.
 // OIDC_TOKEN_AUTH=client_secret_post makes it a provider that takes the
 // client secret only in the token request's body (and says so in its
 // discovery document).
 // Prints "ready" once it listens; stops on SIGTERM.
+import { existsSync, readFileSync } from "node:fs";
 import Provider from "oidc-provider";
 
 const [port, clientId, clientSecret, redirectUri, postLogoutUri] = process.argv.slice(2);
@@ -21,6 +29,7 @@ const people = {
 
 const tokenAuth = process.env.OIDC_TOKEN_AUTH;
 const provider = new Provider(`http://127.0.0.1:${port}`, {
+  ...(process.env.OIDC_ID_TOKEN_CLAIMS === "scope" ? { conformIdTokenClaims: false } : {}),
   ...(tokenAuth ? { clientAuthMethods: [tokenAuth] } : {}),
   clients: [{
     ...(tokenAuth ? { token_endpoint_auth_method: tokenAuth } : {}),
@@ -37,12 +46,17 @@ const provider = new Provider(`http://127.0.0.1:${port}`, {
     profile: ["name", "org_name", "groups"],
   },
   async findAccount(ctx, id) {
-    const person = people[id];
+    const file = process.env.OIDC_PEOPLE_FILE;
+    const changed = file && existsSync(file) ? JSON.parse(readFileSync(file, "utf8")) : {};
+    const person = changed[id] ?? people[id];
     if (!person) return undefined;
     return {
       accountId: id,
-      async claims() {
-        return { sub: id, email_verified: true, ...person };
+      async claims(use) {
+        const { id_token: inIdToken, userinfo, ...common } = person;
+        if (use === "userinfo" && userinfo === "fail") throw new Error("userinfo is down for this test");
+        const said = { sub: id, email_verified: true, ...common, ...(use === "userinfo" ? userinfo : inIdToken) };
+        return Object.fromEntries(Object.entries(said).filter(([, value]) => value !== null));
       },
     };
   },

@@ -105,6 +105,7 @@ async fn sso_sign_in_then_an_admin_approves_in_the_console() {
             admin_value: Some("maas-admins".into()),
             auto_approve: true,
             token_auth: maas_portal::sso::TokenAuth::Auto,
+            organization_change: maas_portal::sso::OrganizationChange::Move,
         }),
         ..maas_portal::PortalOptions::default()
     };

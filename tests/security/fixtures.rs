@@ -190,6 +190,9 @@ impl Drop for PortalProcess {
 pub struct Idp {
     _child: tokio::process::Child,
     pub issuer: String,
+    /// Claims changed since the start (`OIDC_PEOPLE_FILE`), read by the
+    /// provider at every sign-in.
+    changes: tempfile::TempDir,
 }
 
 impl Idp {
@@ -203,6 +206,7 @@ impl Idp {
         use tokio::io::AsyncBufReadExt;
         let dir = node_dir(&["oidc-provider"]);
         let port = free_port();
+        let changes = tempfile::tempdir().unwrap();
         let mut child = tokio::process::Command::new("node")
             .arg(format!("{dir}/oidc_provider.mjs"))
             .args([
@@ -213,6 +217,7 @@ impl Idp {
                 &format!("{portal_base}/"),
             ])
             .env("OIDC_PEOPLE", people.to_string())
+            .env("OIDC_PEOPLE_FILE", changes.path().join("people.json"))
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -229,7 +234,20 @@ impl Idp {
         Idp {
             _child: child,
             issuer: format!("http://127.0.0.1:{port}"),
+            changes,
         }
+    }
+
+    /// From the next sign-in on, the provider says `claims` (the whole
+    /// person: email, name, org_name, groups) for `login`.
+    pub fn change_person(&self, login: &str, claims: serde_json::Value) {
+        let path = self.changes.path().join("people.json");
+        let mut people: serde_json::Map<String, serde_json::Value> = std::fs::read(&path)
+            .ok()
+            .map(|bytes| serde_json::from_slice(&bytes).unwrap())
+            .unwrap_or_default();
+        people.insert(login.to_owned(), claims);
+        std::fs::write(&path, serde_json::to_vec(&people).unwrap()).unwrap();
     }
 
     /// The `sso:` settings of a portal signing in through this provider.

@@ -106,3 +106,111 @@ async fn company_sign_in_never_joins_a_lookalike_organization() {
     let adopted = gw.store.get_account(&legacy.id).await.unwrap().unwrap();
     assert_eq!(adopted.sso.map(|b| b.claim_value).as_deref(), Some("Beta Corp"));
 }
+
+/// The sign-in's portal session, or a panic naming where the sign-in ended.
+fn session_of(report: &serde_json::Value) -> &str {
+    report["session"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no session: {report}"))
+}
+
+/// Whether a portal visitor still holds a signed-in session: the
+/// applications page answers rather than sending them to sign in.
+async fn signed_in(visitor: &mut Visitor) -> bool {
+    visitor.get("/applications").await.status == 200
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_organization_change_at_the_provider_moves_or_refuses_the_user() {
+    let (gw, _capture) = gateway(0).await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let person = |who: &str, org: &str| json!({"email": email(who), "name": who, "org_name": org, "groups": []});
+    let idp = Idp::start(
+        &base,
+        json!({
+            "kim": person("kim", "Acme Research"),
+            "lou": person("lou", "Acme Research"),
+            "pat": {"email": email("pat"), "name": "Pat", "groups": []},
+        }),
+    )
+    .await;
+    let portal = PortalProcess::start_at(&gw, port, &idp.settings());
+
+    // kim of Acme Research makes an application.
+    let mut before = Visitor::with_session(&portal.base, session_of(&sso_sign_in(&portal.base, "kim").await));
+    let application = before.create_application("kept", "tinyllama/open").await;
+    let kim = gw.store.find_user_by_email(&email("kim")).await.unwrap().unwrap();
+    let acme = kim.account_id.clone();
+    assert!(signed_in(&mut before).await);
+
+    // The provider moves kim to Beta Corp: the next sign-in lands there.
+    idp.change_person("kim", person("kim", "Beta Corp"));
+    let mut after = Visitor::with_session(&portal.base, session_of(&sso_sign_in(&portal.base, "kim").await));
+    let moved = gw.store.find_user_by_email(&email("kim")).await.unwrap().unwrap();
+    assert_ne!(moved.account_id, acme, "kim left Acme Research");
+    let beta = gw.store.get_account(&moved.account_id).await.unwrap().unwrap();
+    assert_eq!(beta.sso.map(|b| b.claim_value).as_deref(), Some("Beta Corp"));
+    assert!(!signed_in(&mut before).await, "the session in Acme Research ended");
+    assert!(signed_in(&mut after).await);
+    assert_eq!(
+        after.get(&format!("/applications/{application}")).await.status,
+        404,
+        "Acme's application is not kim's any more"
+    );
+    let kept = gw.store.get_application(&application).await.unwrap().unwrap();
+    assert_eq!(kept.account_id, acme, "the application and its keys stay with Acme");
+    let audit = gw
+        .store
+        .audit_log(&maas_store::AuditQuery {
+            entity: Some("user".into()),
+            entity_id: Some(kim.id.clone()),
+            limit: 20,
+            ..maas_store::AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert!(audit.iter().any(|e| e.action == "move"), "{audit:?}");
+
+    // The same organization again is no change, nor is a list of
+    // organizations that holds it, whatever its order: the session stays.
+    idp.change_person(
+        "kim",
+        json!({"email": email("kim"), "name": "kim", "org_name": ["Acme Research", "Beta Corp"], "groups": []}),
+    );
+    let again = sso_sign_in(&portal.base, "kim").await;
+    assert!(again["session"].is_string(), "{again}");
+    assert!(signed_in(&mut after).await);
+    let still = gw.store.find_user_by_email(&email("kim")).await.unwrap().unwrap();
+    assert_eq!(still.account_id, moved.account_id);
+
+    // A personal account (no organization claim) whose email changes at
+    // the provider is still the same person's: no move.
+    sso_sign_in(&portal.base, "pat").await;
+    let pat = gw.store.find_user_by_email(&email("pat")).await.unwrap().unwrap();
+    idp.change_person(
+        "pat",
+        json!({"email": email("pat-renamed"), "name": "Pat", "groups": []}),
+    );
+    let renamed = sso_sign_in(&portal.base, "pat").await;
+    assert!(renamed["session"].is_string(), "{renamed}");
+    let pat_after = gw.store.get_user(&pat.id).await.unwrap().unwrap();
+    assert_eq!(pat_after.account_id, pat.account_id);
+
+    // With `organization_change: refuse`, the sign-in is refused with a
+    // page naming both organizations, and the old sessions end too.
+    drop(portal);
+    let settings = format!("{}  organization_change: refuse\n", idp.settings());
+    let portal = PortalProcess::start_at(&gw, port, &settings);
+    let mut lou = Visitor::with_session(&portal.base, session_of(&sso_sign_in(&portal.base, "lou").await));
+    let lou_user = gw.store.find_user_by_email(&email("lou")).await.unwrap().unwrap();
+    assert!(signed_in(&mut lou).await);
+    idp.change_person("lou", person("lou", "Gamma Labs"));
+    let refused = sso_sign_in(&portal.base, "lou").await;
+    assert!(refused["session"].is_null(), "{refused}");
+    let page = refused["body"].as_str().unwrap_or_default();
+    assert!(page.contains("Gamma Labs") && page.contains("Acme Research"), "{page}");
+    assert!(!signed_in(&mut lou).await, "the session in Acme Research ended");
+    let stayed = gw.store.get_user(&lou_user.id).await.unwrap().unwrap();
+    assert_eq!(stayed.account_id, lou_user.account_id, "refused, not moved");
+}

@@ -382,11 +382,7 @@ async fn portal_sessions_of_admins_may_use_the_api() {
                 "session-{n}-{}",
                 maas_store::ids::hex(&maas_store::ids::random_bytes::<8>())
             );
-            let mut record = SessionRecord {
-                user_id: Some(user.id.clone()),
-                created_at: time::OffsetDateTime::now_utc(),
-                data: serde_json::Map::new(),
-            };
+            let mut record = SessionRecord::signed_in(&user, serde_json::Map::new());
             record.data.insert("csrf".into(), json!(format!("csrf-{n}")));
             api.store
                 .put_session(&id, &record, time::Duration::minutes(5))

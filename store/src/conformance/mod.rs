@@ -58,6 +58,7 @@ macro_rules! conformance_cases {
             applications_lifecycle,
             plan_changes_and_actions_follow_one_rule,
             company_sign_in_joins_only_bound_accounts,
+            moved_users_change_account_and_lose_their_sessions,
             key_lookup_by_hash,
             revoked_and_expired_keys_are_not_found,
             key_rotation_overlaps,

@@ -279,6 +279,82 @@ pub async fn company_sign_in_joins_only_bound_accounts<F: Fixture>(fixture: &F) 
     ));
 }
 
+/// A user the provider moved to another organization changes account in
+/// one write: the member lists follow, the application stays with its
+/// account, every session opened before ends, and the audit log says
+/// `move`. Ending sessions alone works the same way.
+pub async fn moved_users_change_account_and_lose_their_sessions<F: Fixture>(fixture: &F) {
+    let (store, _) = open(fixture).await;
+    seed_catalog(&store).await;
+    let from = account(&store, "Old Org").await;
+    let to = account(&store, "New Org").await;
+    let created = store.create_user(user(&from, &email("mover"))).await.unwrap();
+    let application = app(&store, &from, "left-behind", "standard").await;
+    let session = crate::store::SessionRecord::signed_in(&created, serde_json::Map::new());
+    store
+        .put_session("before-move", &session, Duration::hours(1))
+        .await
+        .unwrap();
+    assert!(store.session_with_user("before-move").await.unwrap().is_some());
+
+    let to_account = store.get_account(&to).await.unwrap().unwrap();
+    let moved = store.move_user(&created, &to_account).await.unwrap();
+    assert_eq!(moved.account_id, to);
+    assert_eq!(store.get_user(&created.id).await.unwrap().unwrap(), moved);
+    let members = |account: String| {
+        let store = store.clone();
+        async move {
+            store
+                .list_users(Some(&account), &Page::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|u| u.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert!(members(from.clone()).await.is_empty());
+    assert_eq!(members(to.clone()).await, vec![created.id.clone()]);
+    let kept = store.get_application(&application.id).await.unwrap().unwrap();
+    assert_eq!(kept.account_id, from, "applications stay with their account");
+    assert!(
+        store.session_with_user("before-move").await.unwrap().is_none(),
+        "a session of the old account ended"
+    );
+    let after = crate::store::SessionRecord::signed_in(&moved, serde_json::Map::new());
+    store
+        .put_session("after-move", &after, Duration::hours(1))
+        .await
+        .unwrap();
+    assert!(store.session_with_user("after-move").await.unwrap().is_some());
+    // A stale copy of the user is refused, not written over.
+    assert!(matches!(
+        store.move_user(&created, &to_account).await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    let ended = store.end_sessions(&moved).await.unwrap();
+    assert_eq!(ended.account_id, to);
+    assert!(store.session_with_user("after-move").await.unwrap().is_none());
+    let actions: Vec<String> = store
+        .audit_log(&AuditQuery {
+            entity: Some("user".into()),
+            entity_id: Some(created.id.clone()),
+            limit: 10,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(
+        actions.contains(&"move".to_owned()) && actions.contains(&"end_sessions".to_owned()),
+        "{actions:?}"
+    );
+}
+
 pub async fn accounts_and_users<F: Fixture>(fixture: &F) {
     let (store, _) = open(fixture).await;
     let acme = store

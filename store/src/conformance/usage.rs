@@ -576,6 +576,7 @@ pub async fn sessions_round_trip_and_expire<F: Fixture>(fixture: &F) {
         user_id: Some("usr_1".into()),
         created_at: store.clock().now(),
         data,
+        user_epoch: 0,
     };
     store
         .put_session("session-secret-id", &session, Duration::hours(8))

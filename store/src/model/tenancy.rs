@@ -85,6 +85,14 @@ pub struct User {
     pub password_hash: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// Portal sessions opened at another epoch are over: raised to end
+    /// every session of the user at once (an organization change).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub session_epoch: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

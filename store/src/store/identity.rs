@@ -158,4 +158,48 @@ impl Store {
             .map_err(|_| StoreError::Conflict(format!("user `{}` changed meanwhile; try again", holder.id)))?;
         Ok(Some(after))
     }
+
+    /// Moves `user` into account `to` (the provider moved them to another
+    /// organization) and ends their sessions, which belonged to the old
+    /// account. Applications and their keys stay with the account that
+    /// owns them. Audited as `move`.
+    pub async fn move_user(&self, user: &User, to: &Account) -> StoreResult<User> {
+        let mut after = user.clone();
+        after.account_id = to.id.clone();
+        after.session_epoch = user.session_epoch.wrapping_add(1);
+        let mut batch = WriteBatch::default();
+        batch
+            .require(Condition::Equals(format!("user:{}", user.id), encode(user)?))
+            .require(Condition::Exists(format!("account:{}", to.id)))
+            .put(format!("user:{}", user.id), encode(&after)?)
+            .remove_member(format!("account-users:{}", user.account_id), user.id.clone())
+            .add_member(format!("account-users:{}", to.id), user.id.clone())
+            .publish(Change::User { id: user.id.clone() });
+        let audit = vec![self.audit_entry("move", "user", &user.id, Some(user), Some(&after))];
+        match self.commit(batch, audit).await? {
+            Ok(()) => Ok(after),
+            Err(failed) if failed.0 == 1 => Err(StoreError::not_found("account", &to.id)),
+            Err(_) => Err(StoreError::Conflict(format!(
+                "user `{}` changed meanwhile; try again",
+                user.id
+            ))),
+        }
+    }
+
+    /// Ends every portal session of `user` (their next request finds none).
+    /// Audited as `end_sessions`.
+    pub async fn end_sessions(&self, user: &User) -> StoreResult<User> {
+        let mut after = user.clone();
+        after.session_epoch = user.session_epoch.wrapping_add(1);
+        let mut batch = WriteBatch::default();
+        batch
+            .require(Condition::Equals(format!("user:{}", user.id), encode(user)?))
+            .put(format!("user:{}", user.id), encode(&after)?)
+            .publish(Change::User { id: user.id.clone() });
+        let audit = vec![self.audit_entry("end_sessions", "user", &user.id, Some(user), Some(&after))];
+        self.commit(batch, audit)
+            .await?
+            .map_err(|_| StoreError::Conflict(format!("user `{}` changed meanwhile; try again", user.id)))?;
+        Ok(after)
+    }
 }

@@ -311,6 +311,7 @@ impl Store {
             email_verified: new.email_verified,
             password_hash: new.password_hash,
             created_at: now,
+            session_epoch: 0,
         };
         let mut batch = WriteBatch::default();
         batch
