@@ -264,7 +264,7 @@ async fn update_user(
         display_name: patch.display_name,
         role: patch.role,
         state: patch.state,
-        password_hash: None,
+        ..UserUpdate::default()
     };
     let user = admin.store.update_user_if(&id, update, precondition(&headers)?).await?;
     Ok(shown_as(StatusCode::OK, &user, &UserView::from(user.clone())))

@@ -165,20 +165,84 @@ pub async fn accounts(
     let mut rows = Vec::new();
     for account in accounts {
         let users = crate::developer::members(&state, &account.id).await?;
+        let evidence = (account.sso.is_none()).then(|| organizations_named(&users));
         let users: Vec<Value> = users
             .iter()
             .map(|u| {
                 json!({"id": u.id, "email": u.email, "name": u.display_name, "role": u.role,
-                            "state": u.state, "sso": u.sso.is_some()})
+                            "state": u.state, "sso": u.sso.is_some(), "organization": u.stated_organization})
             })
             .collect();
-        rows.push(json!({"id": account.id, "name": account.name, "users": users}));
+        rows.push(json!({"id": account.id, "name": account.name,
+                         "bound": account.sso.as_ref().map(|b| &b.claim_value),
+                         "evidence": evidence, "users": users}));
     }
     state.page(
         &visitor,
         "admin_accounts.html",
         json!({"page": "admin", "section": "accounts", "accounts": rows}),
     )
+}
+
+/// What the members of an unbound account say of its organization: the
+/// organizations their provider named (each once, with how many members),
+/// and whether they disagree, so the account waits for an admin.
+fn organizations_named(users: &[maas_store::model::User]) -> Value {
+    let mut named: Vec<(&str, usize)> = Vec::new();
+    for organization in users.iter().filter_map(|u| u.stated_organization.as_deref()) {
+        match named.iter_mut().find(|(o, _)| *o == organization) {
+            Some((_, count)) => *count += 1,
+            None => named.push((organization, 1)),
+        }
+    }
+    let unknown = users.iter().filter(|u| u.stated_organization.is_none()).count();
+    json!({
+        "organizations": named.iter().map(|(o, n)| json!({"name": o, "members": n})).collect::<Vec<_>>(),
+        "unknown": unknown,
+        "disagree": named.len() > 1 || (!named.is_empty() && unknown > 0),
+    })
+}
+
+#[derive(Deserialize)]
+pub struct OrganizationForm {
+    organization: String,
+}
+
+/// `bind` an unbound account to an organization its members' provider
+/// named, or `split` it: bind it, and move the members of other
+/// organizations to theirs.
+pub async fn account_action(
+    State(state): State<PortalState>,
+    Path((id, action)): Path<(String, String)>,
+    Posted { visitor, form }: Posted<OrganizationForm>,
+) -> Result<Response, PortalError> {
+    require_admin(&visitor)?;
+    let store = visitor.store(&state);
+    let account = store
+        .get_account(&id)
+        .await?
+        .ok_or_else(|| PortalError::not_found("No such account."))?;
+    let members = crate::developer::members(&state, &account.id).await?;
+    // The provider is the one that named the organization for a member.
+    let issuer = members
+        .iter()
+        .filter(|u| u.stated_organization.as_deref() == Some(form.organization.as_str()))
+        .find_map(|u| u.sso.as_ref().map(|sso| sso.issuer.clone()))
+        .ok_or_else(|| PortalError::bad_request("No member's identity provider names that organization."))?;
+    let binding = maas_store::model::AccountBinding {
+        issuer,
+        claim_value: form.organization,
+    };
+    match action.as_str() {
+        "bind" => {
+            store.bind_account(&account, &binding).await?;
+        }
+        "split" => {
+            store.split_account(&account, &binding).await?;
+        }
+        _ => return Err(PortalError::not_found("No such action.")),
+    }
+    Ok(visitor.redirect("/admin/accounts"))
 }
 
 /// `activate`, `disable`, `make-admin` or `make-member` a user.

@@ -196,6 +196,7 @@ pub fn router(store: Store, options: PortalOptions) -> Result<Router, TemplateEr
         .route("/admin/keys/{id}/revoke", post(console::revoke_key))
         .route("/admin/backends", get(console::backends))
         .route("/admin/accounts", get(console::accounts))
+        .route("/admin/accounts/{id}/{action}", post(console::account_action))
         .route("/admin/users/{id}/{action}", post(console::user_action))
         .route("/admin/products", get(console::products))
         .route("/admin/products/{name}/promote", post(console::promote))

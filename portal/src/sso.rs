@@ -599,21 +599,16 @@ async fn match_user(
     } else {
         UserRole::Member
     };
+    let stated = stated_binding(identity, options, &email).map(|binding| binding.claim_value);
     let user = match store.find_user_by_sso(&identity.sso).await? {
         Some(user) => {
-            // The provider decides the role at every sign-in.
-            let user = if user.role != role {
-                let update = UserUpdate {
-                    role: Some(role),
-                    ..UserUpdate::default()
-                };
-                store.update_user(&user.id, update).await?
-            } else {
-                user
-            };
+            let user = follow_provider(&store, user, role, stated).await?;
             follow_organization(&store, options, identity, &email, user).await?
         }
-        None => first_sign_in(&store, options, identity, email.clone(), role).await?,
+        None => {
+            let user = first_sign_in(&store, options, identity, email.clone(), role).await?;
+            follow_provider(&store, user, role, stated).await?
+        }
     };
     match user.state {
         UserState::Active => {}
@@ -635,6 +630,26 @@ async fn match_user(
         None => account,
     };
     Ok((user, account))
+}
+
+/// `user` as the provider says at this sign-in: the role (decided at
+/// every sign-in) and the organization it names, kept as the evidence an
+/// unbound account is bound by. One write, when either changed.
+async fn follow_provider(
+    store: &maas_store::Store,
+    user: maas_store::model::User,
+    role: UserRole,
+    stated: Option<String>,
+) -> Result<maas_store::model::User, PortalError> {
+    let update = UserUpdate {
+        role: (user.role != role).then_some(role),
+        stated_organization: stated.filter(|now| user.stated_organization.as_ref() != Some(now)),
+        ..UserUpdate::default()
+    };
+    if update.role.is_none() && update.stated_organization.is_none() {
+        return Ok(user);
+    }
+    Ok(store.update_user(&user.id, update).await?)
 }
 
 /// The account of a returning user, after the provider moved them to

@@ -214,3 +214,107 @@ async fn an_organization_change_at_the_provider_moves_or_refuses_the_user() {
     let stayed = gw.store.get_user(&lou_user.id).await.unwrap().unwrap();
     assert_eq!(stayed.account_id, lou_user.account_id, "refused, not moved");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_whose_members_disagree_is_bound_by_an_admin_not_by_the_first_sign_in() {
+    let (gw, _capture) = gateway(0).await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let idp = Idp::start(
+        &base,
+        json!({
+            "uma": {"email": email("uma"), "name": "Uma", "org_name": "Uma Works", "groups": []},
+            "vic": {"email": email("vic"), "name": "Vic", "org_name": "Vic Industries", "groups": []},
+        }),
+    )
+    .await;
+    let portal = PortalProcess::start_at(&gw, port, &idp.settings());
+
+    // An account from before accounts were bound, holding people of two
+    // organizations.
+    let legacy = gw
+        .store
+        .create_account(maas_store::NewAccount {
+            name: "Shared Legacy".into(),
+            description: String::new(),
+            sso: None,
+        })
+        .await
+        .unwrap();
+    for login in ["uma", "vic"] {
+        gw.store
+            .create_user(maas_store::NewUser {
+                account_id: legacy.id.clone(),
+                email: email(login),
+                display_name: login.into(),
+                role: maas_store::model::UserRole::Member,
+                state: maas_store::model::UserState::Active,
+                sso: Some(maas_store::model::SsoIdentity {
+                    issuer: idp.issuer.clone(),
+                    subject: login.into(),
+                }),
+                password_hash: None,
+                email_verified: true,
+            })
+            .await
+            .unwrap();
+    }
+    let bound = || async { gw.store.get_account(&legacy.id).await.unwrap().unwrap().sso };
+
+    // Whoever signs in first does not bind it to their organization.
+    session_of(&sso_sign_in(&portal.base, "uma").await);
+    assert_eq!(bound().await, None, "vic's organization is not known yet");
+    let mut vic = Visitor::with_session(&portal.base, session_of(&sso_sign_in(&portal.base, "vic").await));
+    assert_eq!(bound().await, None, "its members disagree");
+
+    // An admin sees why, and splits it keeping Uma Works.
+    let mut admin = Visitor::with_session(&portal.base, session_of(&sso_sign_in(&portal.base, "root").await));
+    let page = admin.get("/admin/accounts").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("its members disagree")
+            && page.body.contains("Uma Works")
+            && page.body.contains("Vic Industries"),
+        "{}",
+        page.body
+    );
+    let split = admin
+        .submit(
+            "/admin/accounts",
+            &format!("/admin/accounts/{}/split", legacy.id),
+            &[("organization", "Uma Works")],
+        )
+        .await;
+    assert_eq!(split.status, 303, "{}", split.body);
+    assert_eq!(bound().await.map(|b| b.claim_value).as_deref(), Some("Uma Works"));
+    let vic_user = gw.store.find_user_by_email(&email("vic")).await.unwrap().unwrap();
+    let vic_account = gw.store.get_account(&vic_user.account_id).await.unwrap().unwrap();
+    assert_eq!(
+        vic_account.sso.map(|b| b.claim_value).as_deref(),
+        Some("Vic Industries")
+    );
+    assert!(!signed_in(&mut vic).await, "vic's session in the shared account ended");
+
+    // Binding by hand a bound account, or to an organization nobody there
+    // was named, is refused with a page that says so.
+    let again = admin
+        .submit(
+            "/admin/accounts",
+            &format!("/admin/accounts/{}/bind", legacy.id),
+            &[("organization", "Vic Industries")],
+        )
+        .await;
+    assert!(again.status >= 400, "{}", again.status);
+    assert_eq!(bound().await.map(|b| b.claim_value).as_deref(), Some("Uma Works"));
+    let audit = gw
+        .store
+        .audit_log(&maas_store::AuditQuery {
+            entity: Some("account".into()),
+            entity_id: Some(legacy.id.clone()),
+            limit: 20,
+            ..maas_store::AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert!(audit.iter().any(|e| e.action == "bind"), "{audit:?}");
+}

@@ -59,6 +59,7 @@ macro_rules! conformance_cases {
             plan_changes_and_actions_follow_one_rule,
             company_sign_in_joins_only_bound_accounts,
             moved_users_change_account_and_lose_their_sessions,
+            mixed_accounts_are_bound_or_split_by_hand,
             key_lookup_by_hash,
             revoked_and_expired_keys_are_not_found,
             key_rotation_overlaps,

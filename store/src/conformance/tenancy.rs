@@ -210,7 +210,7 @@ pub async fn company_sign_in_joins_only_bound_accounts<F: Fixture>(fixture: &F) 
         issuer: binding.issuer.clone(),
         subject: "legacy-1".into(),
     };
-    store
+    let legacy_user = store
         .create_user(NewUser {
             sso: Some(sso),
             ..user(&legacy, &email("legacy"))
@@ -225,6 +225,16 @@ pub async fn company_sign_in_joins_only_bound_accounts<F: Fixture>(fixture: &F) 
     assert_ne!(lookalike.id, legacy, "the name alone never binds");
     store.delete_account(&lookalike.id).await.unwrap();
     let legacy_account = store.get_account(&legacy).await.unwrap().unwrap();
+    // Only once the provider named the organization for every member.
+    assert_eq!(
+        store.adopt_binding(&legacy_account, &legacy_binding).await.unwrap().sso,
+        None
+    );
+    let stated = UserUpdate {
+        stated_organization: Some("Legacy".into()),
+        ..UserUpdate::default()
+    };
+    store.update_user(&legacy_user.id, stated).await.unwrap();
     let adopted = store.adopt_binding(&legacy_account, &legacy_binding).await.unwrap();
     assert_eq!(adopted.sso.as_ref(), Some(&legacy_binding));
     assert_eq!(
@@ -277,6 +287,91 @@ pub async fn company_sign_in_joins_only_bound_accounts<F: Fixture>(fixture: &F) 
             .await,
         Err(StoreError::Invalid(_))
     ));
+}
+
+/// An unbound account whose members' provider names different
+/// organizations (or none yet) is never bound by a sign-in; an admin binds
+/// it by hand, or splits it: the others move to their organization's
+/// account.
+pub async fn mixed_accounts_are_bound_or_split_by_hand<F: Fixture>(fixture: &F) {
+    let (store, _) = open(fixture).await;
+    let mixed = account(&store, "Mixed Legacy").await;
+    let issuer = "https://idp.example.com".to_owned();
+    let member = |login: &str| NewUser {
+        sso: Some(SsoIdentity {
+            issuer: issuer.clone(),
+            subject: login.into(),
+        }),
+        ..user(&mixed, &email(login))
+    };
+    let uma = store.create_user(member("uma")).await.unwrap();
+    let vic = store.create_user(member("vic")).await.unwrap();
+    let wes = store.create_user(member("wes")).await.unwrap();
+    let states = |organization: &str| UserUpdate {
+        stated_organization: Some(organization.into()),
+        ..UserUpdate::default()
+    };
+    store.update_user(&uma.id, states("Acme")).await.unwrap();
+    let vic = store.update_user(&vic.id, states("Beta")).await.unwrap();
+    let acme = AccountBinding {
+        issuer: issuer.clone(),
+        claim_value: "Acme".into(),
+    };
+    let beta = AccountBinding {
+        issuer: issuer.clone(),
+        claim_value: "Beta".into(),
+    };
+    let account_now = || async { store.get_account(&mixed).await.unwrap().unwrap() };
+    assert_eq!(
+        store.adopt_binding(&account_now().await, &acme).await.unwrap().sso,
+        None
+    );
+    assert_eq!(
+        store.adopt_binding(&account_now().await, &beta).await.unwrap().sso,
+        None
+    );
+
+    // Split, keeping Acme: vic moves to Beta's account, wes (no evidence) stays.
+    let session = crate::store::SessionRecord::signed_in(&vic, serde_json::Map::new());
+    store
+        .put_session("vic-before-split", &session, Duration::hours(1))
+        .await
+        .unwrap();
+    let (bound, moved) = store.split_account(&account_now().await, &acme).await.unwrap();
+    assert_eq!(bound.sso.as_ref(), Some(&acme));
+    assert_eq!(
+        moved.iter().map(|u| u.id.clone()).collect::<Vec<_>>(),
+        vec![vic.id.clone()]
+    );
+    let beta_account = store
+        .find_account_by_binding(&beta)
+        .await
+        .unwrap()
+        .expect("Beta's account");
+    assert_eq!(
+        store.get_user(&vic.id).await.unwrap().unwrap().account_id,
+        beta_account.id
+    );
+    assert_eq!(store.get_user(&wes.id).await.unwrap().unwrap().account_id, mixed);
+    assert_eq!(store.get_user(&uma.id).await.unwrap().unwrap().account_id, mixed);
+    assert!(store.session_with_user("vic-before-split").await.unwrap().is_none());
+
+    // By hand: a bound account, or a binding another account holds, is refused.
+    assert!(matches!(
+        store.bind_account(&bound, &beta).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let other = account(&store, "Other Mixed").await;
+    let other = store.get_account(&other).await.unwrap().unwrap();
+    assert!(matches!(
+        store.bind_account(&other, &acme).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let gamma = AccountBinding {
+        issuer,
+        claim_value: "Gamma".into(),
+    };
+    assert_eq!(store.bind_account(&other, &gamma).await.unwrap().sso, Some(gamma));
 }
 
 /// A user the provider moved to another organization changes account in

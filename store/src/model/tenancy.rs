@@ -85,6 +85,11 @@ pub struct User {
     pub password_hash: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// The organization (claim value, or the email for a personal one)
+    /// the user's identity provider stated at their latest company
+    /// sign-in: the evidence an unbound account is bound by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stated_organization: Option<String>,
     /// Portal sessions opened at another epoch are over: raised to end
     /// every session of the user at once (an organization change).
     #[serde(default, skip_serializing_if = "is_zero")]

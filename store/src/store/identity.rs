@@ -42,39 +42,97 @@ impl Store {
     }
 
     /// Binds an account made before accounts were bound to the
-    /// organization its member's provider names at sign-in: the evidence
-    /// is the provider's claim for someone already in the account, never
-    /// the account's name. Left as it is when it is bound already, when
-    /// another account holds that binding, or when a member signs in
-    /// otherwise (a local account company sign-in once joined by name).
+    /// organization its members' provider names at sign-in: the evidence
+    /// is the provider's claim for the people in the account
+    /// ([`User::stated_organization`]), never the account's name. Left as
+    /// it is when it is bound already, when another account holds that
+    /// binding, or while its members disagree: one signs in otherwise (a
+    /// local account company sign-in once joined by name), another's
+    /// provider names another organization, or one has not signed in
+    /// since (an admin binds or splits it by hand: [`Store::bind_account`],
+    /// [`Store::split_account`]).
     pub async fn adopt_binding(&self, account: &Account, binding: &AccountBinding) -> StoreResult<Account> {
         if account.sso.is_some()
             || self.find_account_by_binding(binding).await?.is_some()
-            || !self.every_member_signs_in_with(account, &binding.issuer).await?
+            || !self.members_agree_on(account, binding).await?
         {
             return Ok(account.clone());
         }
-        match self.bind_account(account, binding).await {
+        match self.bind_account_unchecked(account, binding).await {
             // Bound meanwhile, by this sign-in's twin or another organization's.
             Err(StoreError::Conflict(_)) => Ok(self.get_account(&account.id).await?.unwrap_or_else(|| account.clone())),
             bound => bound,
         }
     }
 
-    async fn every_member_signs_in_with(&self, account: &Account, issuer: &str) -> StoreResult<bool> {
-        for id in self.all_members(&format!("account-users:{}", account.id)).await? {
-            let signs_in_there = self
-                .get_user(&id)
-                .await?
-                .is_some_and(|user| user.sso.as_ref().is_some_and(|sso| sso.issuer == issuer));
-            if !signs_in_there {
+    /// Whether every member of `account` signs in through `binding`'s
+    /// provider, which named `binding`'s organization for them.
+    async fn members_agree_on(&self, account: &Account, binding: &AccountBinding) -> StoreResult<bool> {
+        for user in self.members_of(account).await? {
+            let signs_in_there = user.sso.as_ref().is_some_and(|sso| sso.issuer == binding.issuer);
+            if !signs_in_there || user.stated_organization.as_deref() != Some(binding.claim_value.as_str()) {
                 return Ok(false);
             }
         }
         Ok(true)
     }
 
-    async fn bind_account(&self, account: &Account, binding: &AccountBinding) -> StoreResult<Account> {
+    async fn members_of(&self, account: &Account) -> StoreResult<Vec<User>> {
+        let mut users = Vec::new();
+        for id in self.all_members(&format!("account-users:{}", account.id)).await? {
+            if let Some(user) = self.get_user(&id).await? {
+                users.push(user);
+            }
+        }
+        Ok(users)
+    }
+
+    /// An admin binds unbound `account` to the provider's organization
+    /// `binding` by hand (its members disagree, or one no longer signs
+    /// in). Audited as `bind`.
+    pub async fn bind_account(&self, account: &Account, binding: &AccountBinding) -> StoreResult<Account> {
+        if let Some(bound) = &account.sso {
+            return Err(StoreError::Conflict(format!(
+                "account `{}` is bound to `{}` already",
+                account.id, bound.claim_value
+            )));
+        }
+        if let Some(holder) = self.find_account_by_binding(binding).await? {
+            return Err(StoreError::Conflict(format!(
+                "organization `{}` is bound to account `{}` already",
+                binding.claim_value, holder.name
+            )));
+        }
+        self.bind_account_unchecked(account, binding).await
+    }
+
+    /// Binds unbound `account` to `keep` and moves each member whose
+    /// provider names another organization into that organization's
+    /// account ([`Store::move_user`], which ends their sessions). Members
+    /// the provider has not named an organization for stay. Returns the
+    /// bound account and the members moved.
+    pub async fn split_account(&self, account: &Account, keep: &AccountBinding) -> StoreResult<(Account, Vec<User>)> {
+        let bound = self.bind_account(account, keep).await?;
+        let mut moved = Vec::new();
+        for user in self.members_of(&bound).await? {
+            let Some(stated) = user.stated_organization.clone() else {
+                continue;
+            };
+            let same_provider = user.sso.as_ref().is_some_and(|sso| sso.issuer == keep.issuer);
+            if stated == keep.claim_value || !same_provider {
+                continue;
+            }
+            let theirs = AccountBinding {
+                issuer: keep.issuer.clone(),
+                claim_value: stated.clone(),
+            };
+            let to = self.account_for_sso(&theirs, &stated).await?;
+            moved.push(self.move_user(&user, &to).await?);
+        }
+        Ok((bound, moved))
+    }
+
+    async fn bind_account_unchecked(&self, account: &Account, binding: &AccountBinding) -> StoreResult<Account> {
         let mut after = account.clone();
         after.sso = Some(binding.clone());
         let key = super::tenancy::binding_key(binding);

@@ -60,6 +60,8 @@ pub struct UserUpdate {
     pub role: Option<UserRole>,
     pub state: Option<UserState>,
     pub password_hash: Option<Option<String>>,
+    /// See [`User::stated_organization`].
+    pub stated_organization: Option<String>,
 }
 
 pub(super) fn lower(text: &str) -> String {
@@ -311,6 +313,7 @@ impl Store {
             email_verified: new.email_verified,
             password_hash: new.password_hash,
             created_at: now,
+            stated_organization: None,
             session_epoch: 0,
         };
         let mut batch = WriteBatch::default();
@@ -402,6 +405,9 @@ impl Store {
         after.state = update.state.unwrap_or(after.state);
         if let Some(hash) = update.password_hash {
             after.password_hash = hash;
+        }
+        if let Some(organization) = update.stated_organization {
+            after.stated_organization = Some(organization);
         }
         let mut batch = WriteBatch::default();
         batch
