@@ -375,6 +375,14 @@ fn portal_options(config: &MaasConfig) -> Result<maas_portal::PortalOptions> {
         admin_emails: config.admin.admin_emails.clone(),
         trusted_proxies: maas_portal::security::TrustedProxies::parse(&settings.trusted_proxies)
             .map_err(|e| anyhow::anyhow!("portal.trusted_proxies: {e}"))?,
+        password_checks: maas_portal::passwords::PasswordCheckLimits {
+            concurrent: match settings.password_checks.concurrent {
+                0 => maas_portal::passwords::PasswordCheckLimits::default().concurrent,
+                n => n,
+            },
+            queued: settings.password_checks.queued,
+            wait: Duration::from_secs(settings.password_checks.wait_seconds.max(1)),
+        },
         sso: config.sso.enabled.then(|| maas_portal::sso::SsoOptions {
             display_name: config.sso.display_name.clone(),
             issuer_url: config.sso.issuer_url.clone().unwrap_or_default(),

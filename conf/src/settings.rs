@@ -117,6 +117,31 @@ pub struct PortalSettings {
     /// Cookies marked `Secure`: by default when `public_url` is https.
     pub secure_cookies: Option<bool>,
     pub brand: BrandSettings,
+    /// How many password checks (Argon2, ~19 MiB and tens of ms each) run
+    /// at once and wait for a turn.
+    pub password_checks: PasswordCheckSettings,
+}
+
+/// `portal.password_checks`: past `concurrent` running and `queued`
+/// waiting, or after `wait_seconds` in the queue, a sign-in or sign-up is
+/// answered 503 (busy) at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordCheckSettings {
+    /// Checks at once; 0 means one per core.
+    pub concurrent: usize,
+    pub queued: usize,
+    pub wait_seconds: u64,
+}
+
+impl Default for PasswordCheckSettings {
+    fn default() -> Self {
+        PasswordCheckSettings {
+            concurrent: 0,
+            queued: 64,
+            wait_seconds: 10,
+        }
+    }
 }
 
 /// How the portal presents itself (the walkthrough's "MaaS on RHOAI").
@@ -169,6 +194,7 @@ impl Default for PortalSettings {
             trusted_proxies: Vec::new(),
             secure_cookies: None,
             brand: BrandSettings::default(),
+            password_checks: PasswordCheckSettings::default(),
         }
     }
 }

@@ -2,34 +2,35 @@
 //! Argon2id (the PHC string is stored, never the password).
 //!
 //! What a stranger can learn or do here is bounded:
-//! - attempts are counted per client address (behind
-//!   `portal.trusted_proxies`, the one `X-Forwarded-For` names) **before**
-//!   the slow password check, so concurrent guesses cannot all run past
-//!   the limit, and one address's failures never block another's;
+//! - sign-in attempts are counted in the store (shared by every replica on
+//!   one Redis) **before** the slow password check, so concurrent guesses
+//!   cannot all run past a limit: per client network (an IPv4 address, an
+//!   IPv6 /64; behind `portal.trusted_proxies`, the one `X-Forwarded-For`
+//!   names), per network and email, and per email from networks it never
+//!   signed in from (so guessing one account from many addresses slows
+//!   down, while its owner still signs in from a known network or through
+//!   company sign-in); one network's failures never block another's;
+//! - password checks run a few at a time with a bounded queue
+//!   ([`crate::passwords`]): a flood is told "busy", it does not exhaust
+//!   the CPU;
 //! - sign-up answers the same whether the email or the organization
-//!   exists, is throttled per address, refuses weak passwords (zxcvbn) and
+//!   exists, is throttled per network, refuses weak passwords (zxcvbn) and
 //!   oversized fields, and never makes an admin: the admin role comes
 //!   from an admin, the `maas` CLI on the server, or a provider-verified
 //!   email on `admin.admin_emails`.
 
-use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
-use std::time::{Duration, Instant};
-
-use argon2::Argon2;
-use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use maas_store::model::{UserRole, UserState};
-use maas_store::{NewAccount, NewUser, StoreError};
+use maas_store::{AttemptEnd, AttemptLimit, AttemptStart, NewAccount, NewUser, StoreError};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::PortalState;
+pub use crate::passwords::hash_password;
 use crate::render::PortalError;
-use crate::security::{ClientAddress, encode_query_value, safe_next};
+use crate::security::{ClientAddress, encode_query_value, network_of, safe_next};
 use crate::session::{NoFields, Posted, Visitor};
 
 const AFTER_SIGN_IN: &str = "/applications";
@@ -41,84 +42,24 @@ const MAX_EMAIL: usize = 254;
 /// (10^10 guesses), what its authors suggest for online services.
 const MIN_STRENGTH: u8 = 3;
 
-/// Sign-in attempts allowed per key (an address, or an address and email)
-/// in [`SIGN_IN_WINDOW`]; sign-ups per address in [`SIGN_UP_WINDOW`].
-const MAX_FAILURES_PER_EMAIL: u32 = 10;
-const MAX_FAILURES_PER_ADDRESS: u32 = 50;
-const SIGN_IN_WINDOW: Duration = Duration::from_secs(15 * 60);
-const MAX_SIGN_UPS_PER_ADDRESS: u32 = 10;
-const SIGN_UP_WINDOW: Duration = Duration::from_secs(60 * 60);
+/// Sign-in attempts per network and email, per network, and per email
+/// from networks it never signed in from, in each [`SIGN_IN_WINDOW`];
+/// sign-ups per network in each [`SIGN_UP_WINDOW`].
+const MAX_FAILURES_PER_EMAIL: u64 = 10;
+const MAX_FAILURES_PER_ADDRESS: u64 = 50;
+const MAX_FAILURES_PER_ACCOUNT: u64 = 20;
+const SIGN_IN_WINDOW: u64 = 15 * 60;
+/// The index of the per-email limit among a sign-in's limits.
+const ACCOUNT_LIMIT: usize = 2;
+const MAX_SIGN_UPS_PER_ADDRESS: u64 = 10;
+const SIGN_UP_WINDOW: u64 = 60 * 60;
 
-/// Counts attempts per key in this replica (each replica counts its own,
-/// so N replicas allow N times as many; Argon2 keeps each one slow). An
-/// attempt is counted when it begins.
-pub struct AttemptLimiter {
-    window: Duration,
-    attempts: Mutex<HashMap<String, (u32, Instant)>>,
-}
-
-impl AttemptLimiter {
-    pub fn new(window: Duration) -> AttemptLimiter {
-        AttemptLimiter {
-            window,
-            attempts: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Counts one attempt against every key, or, if any key is at its
-    /// limit, counts none and says how many seconds until it may try again.
-    fn begin(&self, keys: &[(String, u32)]) -> Result<(), u64> {
-        let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
-        if attempts.len() > 100_000 {
-            attempts.retain(|_, (_, since)| since.elapsed() < self.window);
-        }
-        let wait = keys
-            .iter()
-            .filter_map(|(key, max)| {
-                let (count, since) = attempts.get(key)?;
-                let left = self.window.checked_sub(since.elapsed())?;
-                (count >= max).then(|| left.as_secs().max(1))
-            })
-            .max();
-        if let Some(wait) = wait {
-            return Err(wait);
-        }
-        for (key, _) in keys {
-            let entry = attempts.entry(key.clone()).or_insert((0, Instant::now()));
-            if entry.1.elapsed() >= self.window {
-                *entry = (0, Instant::now());
-            }
-            entry.0 += 1;
-        }
-        Ok(())
-    }
-
-    /// A successful attempt: `reset` starts over, `refund` gets its count back.
-    fn succeeded(&self, reset: &str, refund: &str) {
-        let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
-        attempts.remove(reset);
-        if let Some((count, _)) = attempts.get_mut(refund) {
-            *count = count.saturating_sub(1);
-        }
-    }
-}
-
-pub(crate) fn sign_in_limiter() -> AttemptLimiter {
-    AttemptLimiter::new(SIGN_IN_WINDOW)
-}
-
-pub(crate) fn sign_up_limiter() -> AttemptLimiter {
-    AttemptLimiter::new(SIGN_UP_WINDOW)
-}
-
-fn too_many(wait: u64, what: &str) -> Response {
+/// 429 with `Retry-After`, saying `why` in a page.
+fn too_many(wait: u64, why: &str) -> Response {
     let mut response = PortalError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "Too many attempts",
-        format!(
-            "Too many {what} from here. Try again in {} minute(s).",
-            wait.div_ceil(60)
-        ),
+        format!("{why} Try again in {} minute(s).", wait.div_ceil(60)),
     )
     .into_response();
     if let Ok(value) = HeaderValue::from_str(&wait.to_string()) {
@@ -127,44 +68,15 @@ fn too_many(wait: u64, what: &str) -> Response {
     response
 }
 
-/// The Argon2id PHC string of `password`.
-pub async fn hash_password(password: String) -> Result<String, PortalError> {
-    tokio::task::spawn_blocking(move || {
-        Argon2::default()
-            .hash_password(password.as_bytes())
-            .map(|hash| hash.to_string())
-    })
-    .await
-    .ok()
-    .and_then(Result::ok)
-    .ok_or_else(|| {
-        PortalError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Something went wrong",
-            "The password could not be stored.",
-        )
-    })
+/// The network a client counts as (see [`network_of`]).
+fn network(address: Option<std::net::IpAddr>) -> String {
+    address.map_or_else(|| "unknown".to_owned(), network_of)
 }
 
-/// Compared against when the email is unknown, so both cases take as long.
-static UNKNOWN_USER_HASH: LazyLock<String> = LazyLock::new(|| {
-    Argon2::default()
-        .hash_password(b"no such user")
-        .map(|h| h.to_string())
-        .unwrap_or_default()
-});
-
-async fn verify_password(password: String, hash: Option<String>) -> bool {
-    tokio::task::spawn_blocking(move || {
-        let known = hash.is_some();
-        let hash = hash.unwrap_or_else(|| UNKNOWN_USER_HASH.clone());
-        let matches = PasswordHash::new(&hash)
-            .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
-            .unwrap_or(false);
-        known && matches
-    })
-    .await
-    .unwrap_or(false)
+/// An email as sign-in compares it, if it could be an account's.
+fn sign_in_email(typed: &str) -> Option<String> {
+    let email = typed.trim();
+    (email.len() <= MAX_EMAIL && maas_store::validate::is_email(email)).then(|| email.to_lowercase())
 }
 
 #[derive(Deserialize)]
@@ -210,29 +122,55 @@ pub async fn sign_in(
 ) -> Result<Response, PortalError> {
     local_accounts_on(&state)?;
     let next = safe_next(form.next.as_deref(), AFTER_SIGN_IN).to_owned();
-    let ip = address.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
-    let email = form.email.trim().to_lowercase();
-    let keys = [
-        (format!("{ip} {email}"), MAX_FAILURES_PER_EMAIL),
-        (ip.clone(), MAX_FAILURES_PER_ADDRESS),
-    ];
-    let limiter = &state.inner.login_limiter;
-    if let Err(wait) = limiter.begin(&keys) {
-        return Ok(too_many(wait, "failed sign-ins"));
-    }
-    let user = state.store().find_user_by_email(&email).await?;
+    let network = network(address);
+    let email = sign_in_email(&form.email);
+    let store = state.store();
+    let attempt = match begin_sign_in(store, &network, email.as_deref()).await? {
+        AttemptStart::Began(attempt) => attempt,
+        AttemptStart::TooMany {
+            limit,
+            retry_after_secs,
+        } => {
+            let why = if limit == ACCOUNT_LIMIT {
+                "Too many failed sign-ins to this account from places it never signed in from. \
+                 Sign in from a device you used before, or through your company sign-in, or wait."
+            } else {
+                "Too many failed sign-ins from here."
+            };
+            return Ok(too_many(retry_after_secs, why));
+        }
+    };
+    let user = match &email {
+        Some(email) => store.find_user_by_email(email).await?,
+        None => None,
+    };
     let hash = user.as_ref().and_then(|u| u.password_hash.clone());
-    let password_ok = verify_password(form.password, hash).await;
+    // A password no account can have is not worth hashing (up to 2 MiB).
+    let password = Some(form.password).filter(|p| p.chars().count() <= MAX_PASSWORD);
+    let checked = match password {
+        Some(password) => state.inner.password_checks.verify(password, hash).await,
+        None => Ok(false),
+    };
+    let password_ok = match checked {
+        Ok(ok) => ok,
+        Err(busy) => {
+            // Not checked: it does not count.
+            store.end_attempt(attempt, AttemptEnd::Refunded).await?;
+            return Ok(busy.into_response());
+        }
+    };
     let Some(user) = user.filter(|_| password_ok) else {
+        store.end_attempt(attempt, AttemptEnd::Counted).await?;
         let sso = state.sso().map(|s| s.display_name().to_owned());
         let context = json!({"page": "sign-in", "next": next, "next_encoded": encode_query_value(&next),
-            "email": form.email, "sso": sso,
+            "email": form.email.chars().take(MAX_EMAIL).collect::<String>(), "sso": sso,
             "error": "That email and password do not match an account."});
         let mut response = state.page(&visitor, "sign_in.html", context)?;
         *response.status_mut() = StatusCode::UNAUTHORIZED;
         return Ok(response);
     };
-    limiter.succeeded(&keys[0].0, &keys[1].0);
+    store.end_attempt(attempt, AttemptEnd::Refunded).await?;
+    store.remember_network(&user.email, &network).await?;
     if user.state != UserState::Active {
         let message = match user.state {
             UserState::Pending => "Your account waits for an administrator's approval.",
@@ -240,13 +178,33 @@ pub async fn sign_in(
         };
         return Err(PortalError::forbidden(message));
     }
-    let account = state
-        .store()
+    let account = store
         .get_account(&user.account_id)
         .await?
         .ok_or_else(|| PortalError::forbidden("Your organization no longer exists."))?;
     visitor.sign_in(&state, user, account).await?;
     Ok(visitor.redirect(&next))
+}
+
+/// Begins a sign-in attempt from `network` for `email` (`None`: not an
+/// address any account can have), against the limits per network and
+/// email, per network and, unless the email signed in from this network
+/// before, per email (at [`ACCOUNT_LIMIT`]).
+async fn begin_sign_in(
+    store: &maas_store::Store,
+    network: &str,
+    email: Option<&str>,
+) -> Result<AttemptStart, PortalError> {
+    let mut limits = vec![
+        AttemptLimit::new(&["sign-in from", network, email.unwrap_or("")], MAX_FAILURES_PER_EMAIL),
+        AttemptLimit::new(&["sign-in from", network], MAX_FAILURES_PER_ADDRESS),
+    ];
+    if let Some(email) = email
+        && !store.knows_network(email, network).await?
+    {
+        limits.push(AttemptLimit::new(&["sign-in to", email], MAX_FAILURES_PER_ACCOUNT));
+    }
+    Ok(store.begin_attempt(&limits, SIGN_IN_WINDOW).await?)
 }
 
 pub async fn sign_up_page(State(state): State<PortalState>, visitor: Visitor) -> Result<Response, PortalError> {
@@ -334,13 +292,28 @@ pub async fn sign_up(
         *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
         return Ok(response);
     }
-    let ip = address.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
-    if let Err(wait) = state.inner.sign_up_limiter.begin(&[(ip, MAX_SIGN_UPS_PER_ADDRESS)]) {
-        return Ok(too_many(wait, "sign-ups"));
-    }
+    let limits = [AttemptLimit::new(
+        &["sign-up from", &network(address)],
+        MAX_SIGN_UPS_PER_ADDRESS,
+    )];
+    let attempt = match state.store().begin_attempt(&limits, SIGN_UP_WINDOW).await? {
+        AttemptStart::Began(attempt) => attempt,
+        AttemptStart::TooMany { retry_after_secs, .. } => {
+            return Ok(too_many(retry_after_secs, "Too many sign-ups from here."));
+        }
+    };
     let email = form.email.trim().to_owned();
     // Hashed whether or not the account is made: both answers take as long.
-    let password_hash = hash_password(form.password.clone()).await?;
+    let password_hash = match state.inner.password_checks.hash(form.password.clone()).await {
+        Ok(hashed) => {
+            state.store().end_attempt(attempt, AttemptEnd::Counted).await?;
+            hashed?
+        }
+        Err(busy) => {
+            state.store().end_attempt(attempt, AttemptEnd::Refunded).await?;
+            return Ok(busy.into_response());
+        }
+    };
     create_local_account(&visitor.store(&state), &form, &email, password_hash).await?;
     // The same answer whether the email was new or not.
     // New accounts start at the models, to pick one.

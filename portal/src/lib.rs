@@ -27,6 +27,7 @@ pub mod accounts;
 mod assets;
 pub mod console;
 pub mod developer;
+pub mod passwords;
 mod probes;
 pub mod reference;
 mod render;
@@ -68,6 +69,8 @@ pub struct PortalOptions {
     pub sso: Option<sso::SsoOptions>,
     /// Proxies whose `X-Forwarded-For` names the client (`portal.trusted_proxies`).
     pub trusted_proxies: security::TrustedProxies,
+    /// How many password checks run and wait (`portal.password_checks`).
+    pub password_checks: passwords::PasswordCheckLimits,
 }
 
 impl Default for PortalOptions {
@@ -83,6 +86,7 @@ impl Default for PortalOptions {
             admin_emails: Vec::new(),
             sso: None,
             trusted_proxies: security::TrustedProxies::default(),
+            password_checks: passwords::PasswordCheckLimits::default(),
         }
     }
 }
@@ -122,8 +126,7 @@ struct Inner {
     store: Store,
     options: PortalOptions,
     templates: render::Templates,
-    login_limiter: accounts::AttemptLimiter,
-    sign_up_limiter: accounts::AttemptLimiter,
+    password_checks: passwords::PasswordChecks,
     sso: Option<sso::Sso>,
     trusted_proxies: security::TrustedProxies,
 }
@@ -155,8 +158,7 @@ pub fn router(store: Store, options: PortalOptions) -> Result<Router, TemplateEr
         inner: Arc::new(Inner {
             store,
             templates,
-            login_limiter: accounts::sign_in_limiter(),
-            sign_up_limiter: accounts::sign_up_limiter(),
+            password_checks: passwords::PasswordChecks::new(options.password_checks),
             sso: options.sso.clone().map(sso::Sso::new),
             trusted_proxies: options.trusted_proxies.clone(),
             options,

@@ -129,6 +129,22 @@ pub fn client_address(parts: &Parts, trusted: &TrustedProxies) -> Option<IpAddr>
     trusted.client(peer, &forwarded)
 }
 
+/// The network a client's address stands for in sign-in limits: an IPv4
+/// address itself, an IPv6 address's /64 (one host's, or one home's,
+/// whole prefix: anyone given one has 2^64 addresses to rotate through).
+pub fn network_of(address: IpAddr) -> String {
+    match address {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
 /// The client's address, when the server was started with connect info.
 pub struct ClientAddress(pub Option<IpAddr>);
 
@@ -245,6 +261,21 @@ mod tests {
         );
         assert_eq!(ingress.client(ip("10.0.0.5"), &[]), ip("10.0.0.5"));
         assert!(TrustedProxies::parse(&["nope".into()]).is_err());
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_slash_64() {
+        let net = |s: &str| network_of(s.parse().unwrap());
+        assert_eq!(net("2001:db8:1:2::1"), "2001:db8:1:2::/64");
+        assert_eq!(net("2001:db8:1:2:ffff:ffff:ffff:ffff"), "2001:db8:1:2::/64");
+        assert_ne!(net("2001:db8:1:3::1"), net("2001:db8:1:2::1"));
+        assert_eq!(
+            net("::ffff:192.0.2.7"),
+            "192.0.2.7",
+            "a mapped IPv4 address is that address"
+        );
+        assert_eq!(net("192.0.2.7"), "192.0.2.7");
+        assert_ne!(net("192.0.2.8"), net("192.0.2.7"));
     }
 
     #[test]

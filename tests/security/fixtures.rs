@@ -149,11 +149,24 @@ impl PortalProcess {
     }
 
     /// As [`start_at`](PortalProcess::start_at), with `env` besides.
+    /// `settings` may begin with a `portal:` section of its own.
     pub fn launch(gw: &Gateway, port: u16, settings: &str, env: &[(&str, &str)]) -> PortalProcess {
         let base = format!("http://127.0.0.1:{port}");
         let config = gw.dir.path().join(format!("maas-portal-{port}.yaml"));
+        // A `portal:` section in `settings` joins the one written here.
+        let (portal_lines, settings) = match settings.strip_prefix("portal:\n") {
+            Some(rest) => {
+                let end = rest
+                    .lines()
+                    .take_while(|l| l.starts_with(' '))
+                    .map(|l| l.len() + 1)
+                    .sum::<usize>();
+                rest.split_at(end.min(rest.len()))
+            }
+            None => ("", settings),
+        };
         let yaml = format!(
-            "portal:\n  listen: 127.0.0.1:{port}\n  public_url: {base}\nstore:\n  redis_url: {}\n  redis_prefix: {}\n{settings}\n",
+            "portal:\n  listen: 127.0.0.1:{port}\n  public_url: {base}\n{portal_lines}store:\n  redis_url: {}\n  redis_prefix: {}\n{settings}\n",
             redis_url(),
             gw.prefix
         );

@@ -7,6 +7,7 @@
 //! maas_store::conformance_suite!(MyFixture::new().await);
 //! ```
 
+mod attempts;
 mod catalog;
 mod exactly_once;
 pub mod servers;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use time::macros::datetime;
 
+pub use attempts::*;
 pub use catalog::*;
 pub use exactly_once::*;
 pub use tenancy::*;
@@ -76,6 +78,7 @@ macro_rules! conformance_cases {
             usage_series_and_batches,
             change_events_reach_subscribers,
             sessions_round_trip_and_expire,
+            attempts_are_held_when_they_begin_and_counted_when_they_fail,
             audit_log_records_changes_without_secrets,
             data_survives_reopen
         );

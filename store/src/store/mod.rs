@@ -3,6 +3,7 @@
 
 mod admin_tokens;
 mod applications;
+mod attempts;
 mod audit;
 mod catalog;
 mod identity;
@@ -23,6 +24,7 @@ pub use admin_tokens::ADMIN_TOKEN_PREFIX;
 pub use applications::{
     ApplicationAction, ApplicationFilter, ApplicationUpdate, MAX_DESCRIPTION, NewApplication, PlanChangeBy, plan_change,
 };
+pub use attempts::{Attempt, AttemptEnd, AttemptLimit, AttemptStart};
 pub use audit::{Actor, AuditEntry, AuditQuery};
 pub(crate) use catalog::plan_key;
 pub use catalog::{CatalogDiff, CatalogSnapshot, Environment, ProductRelease};
