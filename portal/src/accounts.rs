@@ -22,8 +22,8 @@
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use maas_store::model::{UserRole, UserState};
-use maas_store::{AttemptEnd, AttemptLimit, AttemptStart, NewAccount, NewUser, StoreError};
+use maas_store::model::UserState;
+use maas_store::{AttemptEnd, AttemptLimit, AttemptStart, LocalSignUp};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -53,6 +53,10 @@ const SIGN_IN_WINDOW: u64 = 15 * 60;
 const ACCOUNT_LIMIT: usize = 2;
 const MAX_SIGN_UPS_PER_ADDRESS: u64 = 10;
 const SIGN_UP_WINDOW: u64 = 60 * 60;
+/// A sign-up is answered no sooner than this after its password check
+/// begins (Argon2 takes tens of milliseconds), so its timing does not
+/// tell a new email from a taken one.
+const SIGN_UP_ANSWER_FLOOR: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// 429 with `Retry-After`, saying `why` in a page.
 fn too_many(wait: u64, why: &str) -> Response {
@@ -303,6 +307,7 @@ pub async fn sign_up(
         }
     };
     let email = form.email.trim().to_owned();
+    let answer_at = tokio::time::Instant::now() + SIGN_UP_ANSWER_FLOOR;
     // Hashed whether or not the account is made: both answers take as long.
     let password_hash = match state.inner.password_checks.hash(form.password.clone()).await {
         Ok(hashed) => {
@@ -314,7 +319,18 @@ pub async fn sign_up(
             return Ok(busy.into_response());
         }
     };
-    create_local_account(&visitor.store(&state), &form, &email, password_hash).await?;
+    // One conditional write whether or not the email has an account: the
+    // same work, the same answer.
+    let sign_up = LocalSignUp {
+        organization: form.organization.trim().to_owned(),
+        display_name: form.display_name.trim().to_owned(),
+        email: email.clone(),
+        password_hash,
+    };
+    visitor.store(&state).sign_up(sign_up).await?;
+    // What differs between a new and a taken email (the write, and what
+    // other processes do with the change it publishes) stays below this.
+    tokio::time::sleep_until(answer_at).await;
     // The same answer whether the email was new or not.
     // New accounts start at the models, to pick one.
     let context = json!({"page": "sign-in", "next": "/models", "next_encoded": encode_query_value("/models"),
@@ -322,51 +338,6 @@ pub async fn sign_up(
         "notice": "Thank you. If this email had no account here, it has one now: sign in with your password. \
                    If it had one, sign in with that account's password."});
     state.page(&visitor, "sign_in.html", context)
-}
-
-/// A new organization (named as asked, or `name (2)`… when taken) and its
-/// first member, unless the email has an account already.
-async fn create_local_account(
-    store: &maas_store::Store,
-    form: &SignUpForm,
-    email: &str,
-    password_hash: String,
-) -> Result<(), PortalError> {
-    if store.find_user_by_email(email).await?.is_some() {
-        return Ok(());
-    }
-    let account = store
-        .create_account_with_free_name(NewAccount {
-            name: form.organization.trim().to_owned(),
-            description: String::new(),
-            sso: None,
-        })
-        .await?;
-    let created = store
-        .create_user(NewUser {
-            account_id: account.id.clone(),
-            email: email.to_owned(),
-            display_name: form.display_name.trim().to_owned(),
-            role: UserRole::Member,
-            state: UserState::Active,
-            sso: None,
-            password_hash: Some(password_hash),
-            // Nobody checked that the address is the visitor's.
-            email_verified: false,
-        })
-        .await;
-    if let Err(error) = created {
-        // No account without its first member.
-        if let Err(cleanup) = store.delete_account(&account.id).await {
-            tracing::warn!(error = %cleanup, account = %account.id, "portal: sign-up left an empty account");
-        }
-        return match error {
-            // The same email signed up at the same moment: as if it existed.
-            StoreError::AlreadyExists { .. } => Ok(()),
-            error => Err(error.into()),
-        };
-    }
-    Ok(())
 }
 
 pub async fn sign_out(

@@ -173,9 +173,11 @@ pub async fn accounts(
                             "state": u.state, "sso": u.sso.is_some(), "organization": u.stated_organization})
             })
             .collect();
-        rows.push(json!({"id": account.id, "name": account.name,
+        rows.push(
+            json!({"id": account.id, "name": account.name, "shown": account.display_name,
                          "bound": account.sso.as_ref().map(|b| &b.claim_value),
-                         "evidence": evidence, "users": users}));
+                         "evidence": evidence, "users": users}),
+        );
     }
     state.page(
         &visitor,

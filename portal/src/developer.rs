@@ -453,7 +453,7 @@ pub async fn account(State(state): State<PortalState>, developer: Developer) -> 
                         "sso": u.sso.is_some(), "you": u.id == session.user.id})
         })
         .collect();
-    let context = json!({"page": "account", "account": {"name": session.account.name,
+    let context = json!({"page": "account", "account": {"name": session.account.shown_name(),
         "description": session.account.description}, "members": members});
     state.page(&developer.0, "account.html", context)
 }
@@ -472,11 +472,7 @@ pub async fn update_account(
     let session = signed_in(&visitor)?;
     visitor
         .store(&state)
-        .update_account(
-            &session.account.id,
-            Some(form.name.trim().to_owned()),
-            Some(form.description.trim().to_owned()),
-        )
+        .update_account_as_member(&session.account.id, form.name, form.description.trim().to_owned())
         .await?;
     Ok(visitor.redirect("/account"))
 }

@@ -99,7 +99,7 @@ impl Visitor {
             Some(s) => json!({
                 "name": if s.user.display_name.is_empty() { &s.user.email } else { &s.user.display_name },
                 "email": s.user.email,
-                "account": s.account.name,
+                "account": s.account.shown_name(),
                 "is_admin": s.is_admin(),
             }),
         }

@@ -698,7 +698,8 @@ async fn follow_organization(
             Err(refused(format!(
                 "Your company account now belongs to another organization ({}) than your account here ({}). \
                  Ask an administrator to move you; until then you cannot sign in.",
-                now.claim_value, account.name
+                now.claim_value,
+                account.shown_name()
             )))
         }
     }

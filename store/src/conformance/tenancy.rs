@@ -6,8 +6,8 @@ use super::{Fixture, open, seed_catalog};
 use crate::error::StoreError;
 use crate::model::{AccountBinding, ApplicationState, KeyHash, SsoIdentity, UserRole, UserState};
 use crate::store::{
-    Actor, ApplicationAction, ApplicationFilter, AuditQuery, NewAccount, NewApplication, NewKey, NewUser, Page,
-    PlanChangeBy, Precondition, Store, UserUpdate,
+    Actor, ApplicationAction, ApplicationFilter, AuditQuery, LocalSignUp, NewAccount, NewApplication, NewKey, NewUser,
+    Page, PlanChangeBy, Precondition, Store, UserUpdate,
 };
 
 async fn account(store: &Store, name: &str) -> String {
@@ -267,16 +267,51 @@ pub async fn company_sign_in_joins_only_bound_accounts<F: Fixture>(fixture: &F) 
             .unwrap()
             .is_none()
     );
-    // Names a sign-up asks for are never refused for existing.
-    let named = store
-        .create_account_with_free_name(NewAccount {
-            name: "acme research".into(),
-            description: String::new(),
-            sso: None,
+    // A local sign-up's organization is never refused for existing, and
+    // its members see it as they named it.
+    let sign_up = |email: String| LocalSignUp {
+        organization: "acme research".into(),
+        display_name: "Someone".into(),
+        email,
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into(),
+    };
+    store.sign_up(sign_up(email("signs-up"))).await.unwrap();
+    let signed_up = store.find_user_by_email(&email("signs-up")).await.unwrap().unwrap();
+    let named = store.get_account(&signed_up.account_id).await.unwrap().unwrap();
+    assert_eq!(named.shown_name(), "acme research");
+    assert_ne!(named.name, "acme research", "admins' name is its own");
+    assert!(!signed_up.email_verified && signed_up.role == UserRole::Member);
+    // A taken email: the same answer, nothing written but the audit entry.
+    let accounts_before = store.list_accounts(&Page::default()).await.unwrap().items.len();
+    store.sign_up(sign_up(email("signs-up"))).await.unwrap();
+    assert_eq!(
+        store.list_accounts(&Page::default()).await.unwrap().items.len(),
+        accounts_before
+    );
+    assert_eq!(
+        store.find_user_by_email(&email("signs-up")).await.unwrap().unwrap(),
+        signed_up
+    );
+    let taken = store
+        .audit_log(&AuditQuery {
+            entity: Some("sign_up".into()),
+            limit: 10,
+            ..AuditQuery::default()
         })
         .await
         .unwrap();
-    assert_eq!(named.name, "acme research (2)");
+    let actions: Vec<&str> = taken.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["sign_up_taken", "sign_up"], "newest first");
+    assert!(!taken[0].entity_id.contains('@'), "no address in the log");
+    // Members rename what they see; the unique name stays.
+    let renamed = store
+        .update_account_as_member(&named.id, "Acme R&D".into(), "ours".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        (renamed.shown_name(), renamed.name.as_str()),
+        ("Acme R&D", named.name.as_str())
+    );
     assert!(matches!(
         store
             .create_account(NewAccount {

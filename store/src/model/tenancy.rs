@@ -12,7 +12,14 @@ use super::key::KeyHash;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Account {
     pub id: String,
+    /// Unique (case-insensitive): how admins, the catalog and the CLI name
+    /// the account.
     pub name: String,
+    /// What its members call it, when that differs from `name` (a local
+    /// sign-up's organization, which need not be unique): see
+    /// [`Account::shown_name`].
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub display_name: String,
     #[serde(default)]
     pub description: String,
     /// The identity provider's organization this account is: company
@@ -22,6 +29,17 @@ pub struct Account {
     pub sso: Option<AccountBinding>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+}
+
+impl Account {
+    /// The name its members see: `display_name`, else `name`.
+    pub fn shown_name(&self) -> &str {
+        if self.display_name.is_empty() {
+            &self.name
+        } else {
+            &self.display_name
+        }
+    }
 }
 
 /// An identity provider's organization: its issuer and the value of the

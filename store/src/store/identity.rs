@@ -3,12 +3,26 @@
 //! never one that merely has the same name (anyone may sign up an account
 //! called "Acme"), and a verified email outranks an unverified one.
 
-use super::tenancy::{NewAccount, email_key};
-use super::{Store, encode};
+use sha2::{Digest, Sha256};
+
+use super::tenancy::{NewAccount, account_name_key, check_email, check_name, email_key, lower};
+use super::{Store, encode, now_ms};
 use crate::backend::{Condition, WriteBatch};
 use crate::changes::Change;
 use crate::error::{StoreError, StoreResult};
-use crate::model::{Account, AccountBinding, User, UserState};
+use crate::ids::{hex, new_id, random_bytes};
+use crate::model::{Account, AccountBinding, User, UserRole, UserState};
+
+/// What a local sign-up asks for (see [`Store::sign_up`]).
+#[derive(Debug, Clone)]
+pub struct LocalSignUp {
+    pub organization: String,
+    /// The person's name.
+    pub display_name: String,
+    pub email: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+}
 
 /// Tries before a sign-in racing others for the same account gives up.
 const ATTEMPTS: usize = 5;
@@ -24,7 +38,7 @@ impl Store {
                 return Ok(account);
             }
             let new = NewAccount {
-                name: self.free_account_name(name, Some("SSO")).await?,
+                name: self.free_account_name(name, "SSO").await?,
                 description: String::new(),
                 sso: Some(binding.clone()),
             };
@@ -150,33 +164,84 @@ impl Store {
         Ok(after)
     }
 
-    /// An account named as `new` asks, or, when that name is taken, the
-    /// first of `name (2)`, `name (3)`, … that is free: a sign-up never
-    /// learns which organizations exist.
-    pub async fn create_account_with_free_name(&self, mut new: NewAccount) -> StoreResult<Account> {
-        let asked = new.name.clone();
-        for _ in 0..ATTEMPTS {
-            new.name = self.free_account_name(&asked, None).await?;
-            match self.create_account(new.clone()).await {
-                Err(StoreError::AlreadyExists { field: "name", .. }) => continue,
-                created => return created,
-            }
+    /// A local sign-up: a new account, named for its members as asked
+    /// (`organization`, which need not be unique) and for admins
+    /// `organization (xxxxxx)` with a random suffix, and its first member,
+    /// in one conditional write that does nothing when the email has an
+    /// account already. Either way the work is the same (no lookup
+    /// depends on what exists) and the answer says nothing: `Ok(())`.
+    /// Both end with one more write, an audit entry under a digest of the
+    /// email: `sign_up`, or `sign_up_taken` when the email had an account.
+    pub async fn sign_up(&self, new: LocalSignUp) -> StoreResult<()> {
+        let organization = new.organization.trim();
+        check_name("name", organization, 200)?;
+        check_email(&new.email)?;
+        if !new.display_name.is_empty() {
+            check_name("display_name", &new.display_name, 200)?;
         }
-        Err(StoreError::Conflict(format!(
-            "no free account name for `{asked}`; try again"
-        )))
+        let now = self.now();
+        let short: String = organization.chars().take(180).collect();
+        let account = Account {
+            id: new_id("acc", now_ms(now)),
+            name: format!("{short} ({})", hex(&random_bytes::<3>())),
+            display_name: organization.to_owned(),
+            description: String::new(),
+            sso: None,
+            created_at: now,
+        };
+        let user = User {
+            id: new_id("usr", now_ms(now)),
+            account_id: account.id.clone(),
+            email: new.email.trim().to_owned(),
+            display_name: new.display_name.trim().to_owned(),
+            role: UserRole::Member,
+            state: UserState::Active,
+            sso: None,
+            // Nobody checked that the address is the visitor's.
+            email_verified: false,
+            password_hash: Some(new.password_hash),
+            created_at: now,
+            stated_organization: None,
+            session_epoch: 0,
+        };
+        let mut batch = WriteBatch::default();
+        batch
+            .require(Condition::Absent(email_key(&user.email)))
+            .require(Condition::Absent(account_name_key(&account.name)))
+            .put(email_key(&user.email), encode(&user.id)?)
+            .put(account_name_key(&account.name), encode(&account.id)?)
+            .put(format!("account:{}", account.id), encode(&account)?)
+            .add_member("accounts", account.id.clone())
+            .put(format!("user:{}", user.id), encode(&user)?)
+            .add_member("users", user.id.clone())
+            .add_member(format!("account-users:{}", account.id), user.id.clone())
+            .publish(Change::Account { id: account.id.clone() })
+            .publish(Change::User { id: user.id.clone() });
+        let audit = vec![
+            self.audit_entry("create", "account", &account.id, None, Some(&account)),
+            self.audit_entry("create", "user", &user.id, None, Some(&user)),
+        ];
+        let action = match self.commit(batch, audit).await? {
+            Ok(()) => "sign_up",
+            // The random suffix was taken: as unlikely as it is harmless.
+            Err(failed) if failed.0 == 1 => return Err(StoreError::Conflict("try again".into())),
+            Err(_) => "sign_up_taken",
+        };
+        let digest = hex(&Sha256::digest(lower(&user.email).as_bytes())[..8]);
+        let entry = self.audit_entry::<()>(action, "sign_up", &digest, None, None);
+        self.commit(WriteBatch::default(), vec![entry]).await?.ok();
+        Ok(())
     }
 
-    /// `name`, or the first of `name (LABEL)`, `name (LABEL 2)`, … (or
-    /// `name (2)`, … without a label) that no account has.
-    async fn free_account_name(&self, name: &str, label: Option<&str>) -> StoreResult<String> {
+    /// `name`, or the first of `name (LABEL)`, `name (LABEL 2)`, … that no
+    /// account has.
+    async fn free_account_name(&self, name: &str, label: &str) -> StoreResult<String> {
         let base: String = name.trim().chars().take(180).collect();
         for n in 0..100 {
-            let candidate = match (n, label) {
-                (0, _) => base.clone(),
-                (1, Some(label)) => format!("{base} ({label})"),
-                (n, Some(label)) => format!("{base} ({label} {n})"),
-                (n, None) => format!("{base} ({})", n + 1),
+            let candidate = match n {
+                0 => base.clone(),
+                1 => format!("{base} ({label})"),
+                n => format!("{base} ({label} {n})"),
             };
             if self.find_account(&candidate).await?.is_none() {
                 return Ok(candidate);

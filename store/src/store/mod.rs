@@ -28,6 +28,7 @@ pub use attempts::{Attempt, AttemptEnd, AttemptLimit, AttemptStart};
 pub use audit::{Actor, AuditEntry, AuditQuery};
 pub(crate) use catalog::plan_key;
 pub use catalog::{CatalogDiff, CatalogSnapshot, Environment, ProductRelease};
+pub use identity::LocalSignUp;
 pub use keys::{IssuedKey, NewKey};
 pub use paging::{Page, Paged, all_pages};
 pub use sessions::SessionRecord;

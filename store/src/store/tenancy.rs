@@ -126,7 +126,7 @@ fn check_binding(binding: &AccountBinding) -> StoreResult<()> {
     Ok(())
 }
 
-fn check_email(email: &str) -> StoreResult<()> {
+pub(super) fn check_email(email: &str) -> StoreResult<()> {
     if crate::validate::is_email(email) {
         Ok(())
     } else {
@@ -148,6 +148,7 @@ impl Store {
         let account = Account {
             id: new_id("acc", now_ms(now)),
             name: new.name.trim().to_owned(),
+            display_name: String::new(),
             description: new.description,
             sso: new.sso,
             created_at: now,
@@ -198,6 +199,41 @@ impl Store {
             Some(id) => self.get_account(&id).await,
             None => Ok(None),
         }
+    }
+
+    /// What a member may change of their account: the name its members
+    /// see (never unique, so renaming reveals no other account) and its
+    /// description.
+    pub async fn update_account_as_member(
+        &self,
+        id: &str,
+        shown_name: String,
+        description: String,
+    ) -> StoreResult<Account> {
+        let before = self
+            .get_account(id)
+            .await?
+            .ok_or_else(|| StoreError::not_found("account", id))?;
+        check_name("name", &shown_name, 200)?;
+        check_text("description", &description, MAX_DESCRIPTION)?;
+        let mut after = before.clone();
+        let shown_name = shown_name.trim();
+        after.display_name = if shown_name == after.name {
+            String::new()
+        } else {
+            shown_name.to_owned()
+        };
+        after.description = description;
+        let mut batch = WriteBatch::default();
+        batch
+            .require(Condition::Equals(format!("account:{id}"), encode(&before)?))
+            .put(format!("account:{id}"), encode(&after)?)
+            .publish(Change::Account { id: id.to_owned() });
+        let audit = vec![self.audit_entry("update", "account", id, Some(&before), Some(&after))];
+        self.commit(batch, audit)
+            .await?
+            .map_err(|_| StoreError::Conflict(format!("account `{id}` changed meanwhile; try again")))?;
+        Ok(after)
     }
 
     pub async fn list_accounts(&self, page: &Page) -> StoreResult<Paged<Account>> {
