@@ -18,7 +18,10 @@ use crate::error::ApiError;
 #[allow(dead_code)]
 pub struct WritePreconditions {
     /// `"<etag>"` from a read: apply only to that version (409
-    /// `stale_version` otherwise); `*`: the object must exist.
+    /// `stale_version` otherwise); `*`: the object must exist. Without it
+    /// the write is unconditional: it applies to the object as it is now
+    /// (an approval approves the plan requested now, whatever was reviewed).
+    /// Send the `ETag` of what you reviewed.
     #[param(rename = "If-Match", value_type = String, required = false, pattern = "^(\\*|(W/)?\".*\")$")]
     if_match: Option<String>,
     /// `*`: create only (409 if the object exists).

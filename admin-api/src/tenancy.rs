@@ -6,7 +6,7 @@
 //! | `/accounts/{id}` | `GET`, `PATCH` (`name`, `description`), `DELETE` (with its users, applications and keys) |
 //! | `/applications` | `GET` (list; `account_id`, `product`, `state` filters), `POST` (create: `pending` when the plan needs approval) |
 //! | `/applications/{id}` | `GET`, `PATCH` (`name`, `description`, `plan`: an admin's plan change is at once), `DELETE` |
-//! | `/applications/{id}/approve`, `/suspend`, `/resume`, `/decline` | `POST`: the store's [`ApplicationAction`]s; repeating one is a no-op |
+//! | `/applications/{id}/approve`, `/suspend`, `/resume`, `/decline` | `POST`: the store's [`ApplicationAction`]s; repeating one is a no-op; unconditional unless `If-Match` names the version reviewed |
 //! | `/applications/{id}/keys` | `GET` (list: prefix and last 4 only), `POST` (create: the secret is in this answer only) |
 //! | `/keys/{id}` | `GET`, `DELETE` |
 //! | `/keys/{id}/revoke` | `POST`: refused from now on, kept listed |
@@ -251,7 +251,7 @@ async fn act(admin: &Admin, id: &str, headers: &HeaderMap, action: ApplicationAc
 
 /// Approve a pending application, or the plan its owner asked for
 #[utoipa::path(post, path = "/applications/{id}/approve", tag = "tenants", params(("id" = String, Path, description = "The application's id"), WritePreconditions),
-    responses((status = OK, description = "`pending` → `live`; a live application with a `requested_plan` moves to it", body = Application, headers(("ETag" = String, description = "The version, for `If-Match`")))))]
+    responses((status = OK, description = "`pending` → `live`; a live application with a `requested_plan` moves to it. Without `If-Match` it approves the plan requested *now*: send the `ETag` of the version you reviewed, so a request changed since fails with 409 `stale_version`", body = Application, headers(("ETag" = String, description = "The version, for `If-Match`")))))]
 async fn approve(admin: Admin, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
     act(&admin, &id, &headers, ApplicationAction::Approve).await
 }

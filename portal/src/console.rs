@@ -99,7 +99,7 @@ pub async fn overview(
 fn application_row(app: &Application) -> Value {
     json!({"id": app.id, "name": app.name, "account_id": app.account_id, "product": app.product,
            "plan": app.plan, "requested_plan": app.requested_plan, "state": app.state.as_str(),
-           "created_at": when(app.created_at)})
+           "created_at": when(app.created_at), "version": maas_store::etag(app)})
 }
 
 #[derive(Deserialize)]
@@ -140,20 +140,40 @@ pub async fn applications(
     state.page(&visitor, "admin_applications.html", context)
 }
 
+/// An action on what the admin saw: the application's version on the page.
+#[derive(Deserialize)]
+pub struct SeenVersionForm {
+    version: String,
+}
+
 /// `approve`, `suspend`, `resume` or `decline` an application, by the
-/// store's rules ([`ApplicationAction`]).
+/// store's rules ([`ApplicationAction`]), only as the admin saw it: when
+/// it changed since (its developer asked for another plan), nothing is
+/// done and the admin is shown what it asks now.
 pub async fn application_action(
     State(state): State<PortalState>,
     Path((id, action)): Path<(String, String)>,
-    Posted { visitor, .. }: Posted<NoFields>,
+    Posted { visitor, form }: Posted<SeenVersionForm>,
 ) -> Result<Response, PortalError> {
     require_admin(&visitor)?;
     let action = ApplicationAction::parse(&action).ok_or_else(|| PortalError::not_found("No such action."))?;
-    visitor
+    let acted = visitor
         .store(&state)
-        .act_on_application(&id, action, Precondition::Any)
-        .await?;
-    Ok(visitor.redirect("/admin/applications"))
+        .act_on_application(&id, action, Precondition::Matches(&form.version))
+        .await;
+    match acted {
+        Ok(_) => Ok(visitor.redirect("/admin/applications")),
+        Err(maas_store::StoreError::PreconditionFailed { .. }) => {
+            Ok(visitor.redirect(&format!("/admin/applications/{id}?changed=1")))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ApplicationPageQuery {
+    #[serde(default)]
+    changed: Option<String>,
 }
 
 pub async fn accounts(
@@ -384,6 +404,7 @@ pub async fn application(
     State(state): State<PortalState>,
     AdminUser(visitor): AdminUser,
     Path(id): Path<String>,
+    Query(query): Query<ApplicationPageQuery>,
 ) -> Result<Response, PortalError> {
     let store = state.store();
     let app = store
@@ -404,7 +425,7 @@ pub async fn application(
     let mut row = application_row(&app);
     row["account"] = json!(account.map(|a| a.name).unwrap_or_default());
     let context = json!({"page": "admin", "section": "applications", "app": row, "keys": keys,
-        "today": {"hits": hits, "tokens": tokens}});
+        "today": {"hits": hits, "tokens": tokens}, "changed": query.changed.is_some()});
     state.page(&visitor, "admin_application.html", context)
 }
 

@@ -113,14 +113,23 @@ async fn an_admin_approves_suspends_and_manages_users() {
     let pending = admin.get("/admin/applications?state=pending").await;
     assert!(pending.body.contains("gated app") && pending.body.contains("Acme"));
     let csrf = pending.hidden("csrf");
+    let version = pending.hidden("version");
     let approved = admin
-        .post(&format!("/admin/applications/{id}/approve"), &[("csrf", &csrf)])
+        .post(
+            &format!("/admin/applications/{id}/approve"),
+            &[("csrf", &csrf), ("version", &version)],
+        )
         .await;
     assert_eq!(approved.status, StatusCode::SEE_OTHER, "{}", approved.body);
     let app = portal.store.get_application(&id).await.unwrap().unwrap();
     assert_eq!(app.state, ApplicationState::Live);
+    let fresh = |page: &harness::Answer| page.hidden("version");
+    let version = fresh(&admin.get(&format!("/admin/applications/{id}")).await);
     let again = admin
-        .post(&format!("/admin/applications/{id}/approve"), &[("csrf", &csrf)])
+        .post(
+            &format!("/admin/applications/{id}/approve"),
+            &[("csrf", &csrf), ("version", &version)],
+        )
         .await;
     assert_eq!(
         again.status,
@@ -132,12 +141,19 @@ async fn an_admin_approves_suspends_and_manages_users() {
     assert!(page.body.contains("Live"), "the developer sees it live");
 
     admin
-        .post(&format!("/admin/applications/{id}/suspend"), &[("csrf", &csrf)])
+        .post(
+            &format!("/admin/applications/{id}/suspend"),
+            &[("csrf", &csrf), ("version", &version)],
+        )
         .await;
     let app = portal.store.get_application(&id).await.unwrap().unwrap();
     assert_eq!(app.state, ApplicationState::Suspended);
+    let version = fresh(&admin.get(&format!("/admin/applications/{id}")).await);
     let refused = admin
-        .post(&format!("/admin/applications/{id}/approve"), &[("csrf", &csrf)])
+        .post(
+            &format!("/admin/applications/{id}/approve"),
+            &[("csrf", &csrf), ("version", &version)],
+        )
         .await;
     assert_eq!(
         refused.status,
