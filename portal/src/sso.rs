@@ -428,11 +428,15 @@ impl Sso {
                 }
             }
         }
-        // An address and whether it is verified come from one source, so
-        // one source's flag never vouches for the other's address.
-        let (email, email_verified) = match from_id_token.or(from_userinfo) {
-            Some((email, verified)) => (Some(email), verified),
-            None => (None, false),
+        // An address is verified by what its own source says of it: one
+        // source's flag never vouches for the other's address (the ID
+        // token's comes first; both may vouch when they name the same one).
+        let (email, email_verified) = match (from_id_token, from_userinfo) {
+            (Some((email, by_token)), Some((same, by_userinfo))) if email.eq_ignore_ascii_case(&same) => {
+                (Some(email), by_token || by_userinfo)
+            }
+            (Some((email, verified)), _) | (None, Some((email, verified))) => (Some(email), verified),
+            (None, None) => (None, false),
         };
         Ok(Identity {
             sso: SsoIdentity {

@@ -24,6 +24,13 @@ async fn an_address_is_verified_only_by_its_own_source_and_the_organization_is_n
                 "id_token": {"email": email("boss"), "email_verified": false},
                 "userinfo": {"email": email("mallory"), "email_verified": true},
             },
+            // Both name vera's address (spelled apart); only userinfo says
+            // it is verified: it vouches for its own address, which is hers.
+            "vera": {
+                "name": "Vera", "org_name": "Vera Org", "groups": [],
+                "id_token": {"email": email("vera"), "email_verified": null},
+                "userinfo": {"email": email("vera").to_uppercase(), "email_verified": true},
+            },
             // Userinfo is down; the ID token names the organization.
             "nora": {"email": email("nora"), "name": "Nora", "org_name": "Delta Corp", "groups": [], "userinfo": "fail"},
             // Userinfo is down and the ID token does not name one.
@@ -35,7 +42,12 @@ async fn an_address_is_verified_only_by_its_own_source_and_the_organization_is_n
         &[("OIDC_ID_TOKEN_CLAIMS", "scope")],
     )
     .await;
-    let settings = format!("admin:\n  admin_emails: [{}]\n{}", email("boss"), idp.settings());
+    let settings = format!(
+        "admin:\n  admin_emails: [{}, {}]\n{}",
+        email("boss"),
+        email("vera"),
+        idp.settings()
+    );
     let portal = PortalProcess::start_at(&gw, port, &settings);
 
     let mallory = sso_sign_in(&portal.base, "mallory").await;
@@ -55,6 +67,12 @@ async fn an_address_is_verified_only_by_its_own_source_and_the_organization_is_n
         maas_store::model::UserRole::Member,
         "an unverified address is no admin"
     );
+
+    let vera = sso_sign_in(&portal.base, "vera").await;
+    assert!(vera["session"].is_string(), "{vera}");
+    let vera = gw.store.find_user_by_email(&email("vera")).await.unwrap().unwrap();
+    assert!(vera.email_verified, "userinfo vouched for the same address");
+    assert_eq!(vera.role, maas_store::model::UserRole::Admin);
 
     let nora = sso_sign_in(&portal.base, "nora").await;
     assert!(nora["session"].is_string(), "{nora}");
