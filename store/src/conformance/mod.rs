@@ -10,6 +10,7 @@
 mod attempts;
 mod catalog;
 mod exactly_once;
+mod identity;
 pub mod servers;
 mod tenancy;
 mod usage;
@@ -23,6 +24,7 @@ use time::macros::datetime;
 pub use attempts::*;
 pub use catalog::*;
 pub use exactly_once::*;
+pub use identity::*;
 pub use tenancy::*;
 pub use usage::*;
 
