@@ -445,6 +445,16 @@ pub const CATALOG: &str = include_str!("catalog.yaml");
 
 /// A gateway of `proxies` strict proxies on the suite's catalog, its
 /// capture upstream beside the simulator.
+/// A gateway (no proxy), the company's OpenID provider with `people` (and
+/// `env`) besides its own, and the port where its portal must listen (the
+/// provider sends browsers back there).
+pub async fn company(people: serde_json::Value, env: &[(&str, &str)]) -> (Gateway, Capture, Idp, u16) {
+    let (gw, capture) = gateway(0).await;
+    let port = free_port();
+    let idp = Idp::start_with(&format!("http://127.0.0.1:{port}"), people, env).await;
+    (gw, capture, idp, port)
+}
+
 pub async fn gateway(proxies: usize) -> (Gateway, Capture) {
     let capture = Capture::start().await;
     let gw = Gateway::start(&CATALOG.replace("{CAPTURE}", &capture.base), proxies, "strict").await;

@@ -5,21 +5,17 @@
 
 use serde_json::json;
 
-use super::fixtures::{Idp, PortalProcess, Visitor, email, gateway, sign_up_and_in, sso_sign_in};
-use crate::harness::free_port;
+use super::fixtures::{PortalProcess, Visitor, company, email, sign_up_and_in, sso_sign_in};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn company_sign_in_never_joins_a_lookalike_organization() {
-    let (gw, _capture) = gateway(0).await;
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let idp = Idp::start(
-        &base,
+    let (gw, _capture, idp, port) = company(
         json!({
             "grace": {"email": email("grace"), "name": "Grace", "org_name": "Acme Research", "groups": []},
             "eve": {"email": email("eve"), "name": "Eve", "org_name": "Beta Corp", "groups": []},
             "hal": {"email": email("hal"), "name": "Hal", "org_name": "Hal Labs", "groups": []},
         }),
+        &[],
     )
     .await;
     let portal = PortalProcess::start_at(&gw, port, &idp.settings());
@@ -109,6 +105,23 @@ async fn company_sign_in_never_joins_a_lookalike_organization() {
     assert_eq!(adopted.sso.map(|b| b.claim_value).as_deref(), Some("Beta Corp"));
 }
 
+/// The actions the audit log holds on `entity` `id`, newest first.
+async fn audited(store: &maas_store::Store, entity: &str, id: &str) -> Vec<String> {
+    let query = maas_store::AuditQuery {
+        entity: Some(entity.into()),
+        entity_id: Some(id.into()),
+        limit: 20,
+        ..maas_store::AuditQuery::default()
+    };
+    store
+        .audit_log(&query)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect()
+}
+
 /// The sign-in's portal session, or a panic naming where the sign-in ended.
 fn session_of(report: &serde_json::Value) -> &str {
     report["session"]
@@ -124,17 +137,14 @@ async fn signed_in(visitor: &mut Visitor) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_organization_change_at_the_provider_moves_or_refuses_the_user() {
-    let (gw, _capture) = gateway(0).await;
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
     let person = |who: &str, org: &str| json!({"email": email(who), "name": who, "org_name": org, "groups": []});
-    let idp = Idp::start(
-        &base,
+    let (gw, _capture, idp, port) = company(
         json!({
             "kim": person("kim", "Acme Research"),
             "lou": person("lou", "Acme Research"),
             "pat": {"email": email("pat"), "name": "Pat", "groups": []},
         }),
+        &[],
     )
     .await;
     let portal = PortalProcess::start_at(&gw, port, &idp.settings());
@@ -162,17 +172,8 @@ async fn an_organization_change_at_the_provider_moves_or_refuses_the_user() {
     );
     let kept = gw.store.get_application(&application).await.unwrap().unwrap();
     assert_eq!(kept.account_id, acme, "the application and its keys stay with Acme");
-    let audit = gw
-        .store
-        .audit_log(&maas_store::AuditQuery {
-            entity: Some("user".into()),
-            entity_id: Some(kim.id.clone()),
-            limit: 20,
-            ..maas_store::AuditQuery::default()
-        })
-        .await
-        .unwrap();
-    assert!(audit.iter().any(|e| e.action == "move"), "{audit:?}");
+    let audit = audited(&gw.store, "user", &kim.id).await;
+    assert!(audit.iter().any(|a| a == "move"), "{audit:?}");
 
     // The same organization again is no change, nor is a list of
     // organizations that holds it, whatever its order: the session stays.
@@ -219,15 +220,12 @@ async fn an_organization_change_at_the_provider_moves_or_refuses_the_user() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_account_whose_members_disagree_is_bound_by_an_admin_not_by_the_first_sign_in() {
-    let (gw, _capture) = gateway(0).await;
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let idp = Idp::start(
-        &base,
+    let (gw, _capture, idp, port) = company(
         json!({
             "uma": {"email": email("uma"), "name": "Uma", "org_name": "Uma Works", "groups": []},
             "vic": {"email": email("vic"), "name": "Vic", "org_name": "Vic Industries", "groups": []},
         }),
+        &[],
     )
     .await;
     let portal = PortalProcess::start_at(&gw, port, &idp.settings());
@@ -308,15 +306,6 @@ async fn an_account_whose_members_disagree_is_bound_by_an_admin_not_by_the_first
         .await;
     assert!(again.status >= 400, "{}", again.status);
     assert_eq!(bound().await.map(|b| b.claim_value).as_deref(), Some("Uma Works"));
-    let audit = gw
-        .store
-        .audit_log(&maas_store::AuditQuery {
-            entity: Some("account".into()),
-            entity_id: Some(legacy.id.clone()),
-            limit: 20,
-            ..maas_store::AuditQuery::default()
-        })
-        .await
-        .unwrap();
-    assert!(audit.iter().any(|e| e.action == "bind"), "{audit:?}");
+    let audit = audited(&gw.store, "account", &legacy.id).await;
+    assert!(audit.iter().any(|a| a == "bind"), "{audit:?}");
 }

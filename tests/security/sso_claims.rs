@@ -6,16 +6,11 @@
 
 use serde_json::json;
 
-use super::fixtures::{Idp, PortalProcess, email, gateway, sso_sign_in};
-use crate::harness::free_port;
+use super::fixtures::{PortalProcess, company, email, sso_sign_in};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_address_is_verified_only_by_its_own_source_and_the_organization_is_never_guessed() {
-    let (gw, _capture) = gateway(0).await;
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let idp = Idp::start_with(
-        &base,
+    let (gw, _capture, idp, port) = company(
         json!({
             // The ID token names the boss's address, unverified; userinfo
             // vouches for mallory's own.
