@@ -56,6 +56,10 @@ pub struct SimModel {
     /// token per word).
     pub tokenizer: Option<String>,
     pub failures: Failures,
+    /// A GPU server's scheduler instead of fixed `ttft_ms` and `itl_ms`:
+    /// running places, a KV cache, a prefix cache and a waiting queue
+    /// ([`crate::engine`]).
+    pub server: Option<crate::engine::ServerModel>,
 }
 
 impl SimModel {
@@ -82,6 +86,7 @@ impl Default for SimModel {
             image_tokens: 0,
             tokenizer: None,
             failures: Failures::default(),
+            server: None,
         }
     }
 }
@@ -154,6 +159,11 @@ impl SimConfig {
             }
             if !(1..=65_536).contains(&model.embedding_dimensions) {
                 push(format!("{at}.embedding_dimensions"), "must be between 1 and 65536");
+            }
+            if let Some(server) = &model.server {
+                for (field, message) in server.problems() {
+                    push(format!("{at}.server.{field}"), message);
+                }
             }
             let f = &model.failures;
             for (field, rate) in [("error_rate", f.error_rate), ("reset_rate", f.reset_rate)] {

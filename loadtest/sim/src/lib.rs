@@ -13,7 +13,8 @@
 //!   API streams end with `response.completed` and its usage.
 //! - A stream whose client hung up stops before its next token, and counts
 //!   only what it sent ([`peer`]).
-//! - Per model ([`SimModel`]): time to first token, inter-token latency,
+//! - Per model ([`SimModel`]): time to first token, inter-token latency
+//!   (or a GPU server's scheduler: [`engine`], with vLLM's metrics),
 //!   output length (from `max_tokens`, else drawn from a range), context
 //!   length, and failure injection (error statuses, streams cut mid-way,
 //!   slow headers).
@@ -32,6 +33,7 @@
 //! ```
 
 pub mod config;
+pub mod engine;
 pub mod meter;
 pub mod openai;
 pub mod output;
@@ -58,12 +60,15 @@ pub struct SimState {
     models: HashMap<String, usize>,
     /// How each model counts prompt text, in the order of `config.models`.
     counters: Vec<tokens::TextCounter>,
+    /// The GPU server of each model that has one, in the order of `config.models`.
+    engines: Vec<Option<engine::Engine>>,
     pub meter: meter::Meter,
     sequence: AtomicU64,
 }
 
 impl SimState {
-    /// Fails when a model's tokenizer cannot be read.
+    /// Fails when a model's tokenizer cannot be read. Starts the engine
+    /// of every model with a `server:` (so it needs a tokio runtime).
     pub fn new(config: SimConfig) -> Result<SimState, String> {
         let counters = config
             .models
@@ -80,10 +85,16 @@ impl SimState {
             .enumerate()
             .map(|(i, m)| (m.id.clone(), i))
             .collect();
+        let engines = config
+            .models
+            .iter()
+            .map(|m| m.server.clone().map(engine::Engine::start))
+            .collect();
         Ok(SimState {
             config,
             models,
             counters,
+            engines,
             meter: meter::Meter::default(),
             sequence: AtomicU64::new(0),
         })
@@ -97,6 +108,11 @@ impl SimState {
 
     fn model(&self, id: &str) -> Option<&SimModel> {
         self.models.get(id).map(|&i| &self.config.models[i])
+    }
+
+    /// The GPU server of model `id`, if it has one.
+    fn engine(&self, id: &str) -> Option<&engine::Engine> {
+        self.models.get(id).and_then(|&i| self.engines[i].as_ref())
     }
 }
 

@@ -191,6 +191,6 @@ impl Meter {
 }
 
 /// A label value with backslashes, quotes and newlines escaped.
-fn escape_label(value: &str) -> String {
+pub(crate) fn escape_label(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }

@@ -199,6 +199,17 @@ impl PromptInput {
         self.item_tokens_by(&TextCounter::Words)
     }
 
+    /// The prompt as text: its texts, or its token ids as words.
+    pub fn texts(&self) -> Vec<String> {
+        let ids = |ids: &[u32]| ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ");
+        match self {
+            PromptInput::Text(text) => vec![text.clone()],
+            PromptInput::Texts(texts) => texts.clone(),
+            PromptInput::Tokens(list) => vec![ids(list)],
+            PromptInput::TokenLists(lists) => lists.iter().map(|l| ids(l)).collect(),
+        }
+    }
+
     /// Tokens of every item, text counted by `counter`.
     pub fn item_tokens_by(&self, counter: &TextCounter) -> Vec<u32> {
         match self {

@@ -43,6 +43,11 @@ impl ResponsesRequest {
 
     /// Prompt tokens as `counter` counts text.
     pub fn prompt_tokens_by(&self, counter: &TextCounter) -> u32 {
+        counter.chat(self.prompt_texts().iter().map(String::as_str))
+    }
+
+    /// The instructions, then every input message's text.
+    pub fn prompt_texts(&self) -> Vec<String> {
         let mut texts: Vec<String> = self.instructions.iter().cloned().collect();
         match &self.input {
             ResponsesInput::Text(text) => texts.push(text.clone()),
@@ -52,7 +57,7 @@ impl ResponsesRequest {
                     .map(|item| item.content.as_ref().map(MessageContent::text).unwrap_or_default()),
             ),
         }
-        counter.chat(texts.iter().map(String::as_str))
+        texts
     }
 }
 

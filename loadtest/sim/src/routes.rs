@@ -134,6 +134,9 @@ struct Ask {
     requested: Option<u32>,
     /// What each choice is: text, a JSON document or a tool call.
     shape: Shape,
+    /// The prompt's texts (messages), whose blocks a GPU server's prefix
+    /// cache may hold.
+    prompt_texts: Vec<String>,
 }
 
 /// A limit as Python's `or` reads it: 0 is no limit.
@@ -192,6 +195,7 @@ fn plan(model: &SimModel, rng: &mut Rng, app: String, ask: &Ask) -> Result<Gener
         itl: Duration::from_millis(model.itl_ms),
         fragments: model.fragment_events.then(|| Rng::new(rng.next_u64())),
         stamp: model.stamp_events,
+        sequence: None,
     })
 }
 
@@ -291,9 +295,39 @@ async fn generate(state: Arc<SimState>, headers: &HeaderMap, body: &Bytes, ask: 
     choices(ask.options.n)?;
     let app = application(headers);
     let (model, mut rng) = admit(&state, &ask.options.model, &app, body, ask.options.seed).await?;
-    let generation = plan(model, &mut rng, app, &ask)?;
+    let mut generation = plan(model, &mut rng, app, &ask)?;
+    if let Some(engine) = state.engine(&ask.options.model) {
+        generation.sequence = Some(queue(engine, &generation, &ask)?);
+    }
     let peer = connection.map(|Extension(ConnectInfo(peer))| peer);
     Ok(respond(state.clone(), generation, ask.options.stream, ask.endpoint, peer).await)
+}
+
+/// Queues a planned generation in the model's GPU server: its prompt,
+/// and as many tokens as its longest choice (every choice's KV cache).
+fn queue(
+    engine: &crate::engine::Engine,
+    generation: &Generation,
+    ask: &Ask,
+) -> Result<crate::engine::Sequence, ApiError> {
+    let longest = generation
+        .choices
+        .iter()
+        .map(|c| c.tokens.len() as u32)
+        .max()
+        .unwrap_or(0);
+    let generated: u32 = generation.choices.iter().map(|c| c.tokens.len() as u32).sum();
+    if !engine.fits(generation.prompt_tokens, generated) {
+        return Err(bad_request(format!(
+            "This request needs {} tokens of KV cache ({} in the prompt, {generated} to generate); the server \
+             holds {}.",
+            u64::from(generation.prompt_tokens) + u64::from(generated),
+            generation.prompt_tokens,
+            engine.config().kv_cache_tokens
+        )));
+    }
+    let blocks = crate::engine::block_hashes(ask.prompt_texts.iter().map(String::as_str), engine.config().block_size);
+    Ok(engine.submit(blocks, generation.prompt_tokens, longest.max(1)))
 }
 
 pub async fn chat(
@@ -319,6 +353,16 @@ pub async fn chat(
         // so a 0 falls through, and with both falsy the model generates
         // until it stops or the context ends.
         requested: truthy(request.max_completion_tokens).or(truthy(request.options.max_tokens)),
+        prompt_texts: request
+            .messages
+            .iter()
+            .map(|m| {
+                m.content
+                    .as_ref()
+                    .map(crate::openai::MessageContent::text)
+                    .unwrap_or_default()
+            })
+            .collect(),
         options: request.options,
         shape,
     };
@@ -343,6 +387,7 @@ pub async fn completions(
         images: 0,
         // OpenAI's completions API defaults to 16 tokens.
         requested: Some(request.options.max_tokens.unwrap_or(16)),
+        prompt_texts: request.prompt.texts(),
         options: request.options,
         shape: Shape::Text,
     };
@@ -362,6 +407,7 @@ pub async fn responses(
         prompt_tokens: request.prompt_tokens_by(state.counter(&request.model)),
         images: 0,
         requested: truthy(request.max_output_tokens),
+        prompt_texts: request.prompt_texts(),
         options: GenerationOptions {
             model: request.model,
             max_tokens: request.max_output_tokens,
@@ -436,11 +482,13 @@ pub async fn reset_usage(State(state): State<Arc<SimState>>) -> StatusCode {
 }
 
 pub async fn metrics(State(state): State<Arc<SimState>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.meter.render_prometheus(),
-    )
-        .into_response()
+    let mut text = state.meter.render_prometheus();
+    for model in &state.config.models {
+        if let Some(engine) = state.engine(&model.id) {
+            engine.stats().render(&crate::meter::escape_label(&model.id), &mut text);
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 pub async fn version() -> Response {

@@ -31,6 +31,9 @@ pub struct Generation {
     pub fragments: Option<Rng>,
     /// Stamps token chunks with their emission time.
     pub stamp: bool,
+    /// The request in the model's GPU server, which paces its tokens
+    /// instead of `ttft` and `itl`.
+    pub sequence: Option<crate::engine::Sequence>,
 }
 
 impl Generation {
@@ -46,14 +49,35 @@ impl Generation {
     /// The whole response, after the time generating it would take (the
     /// choices are generated side by side). A client that leaves before
     /// gets nothing, and nothing is counted as sent.
-    pub async fn complete(self, state: Arc<SimState>) -> Value {
+    pub async fn complete(mut self, state: Arc<SimState>) -> Value {
         let mut tally = Tally::new(state, &self);
-        let steps = self.longest().saturating_sub(1) as u32;
-        pause(self.ttft + self.itl * steps).await;
+        match self.sequence.as_mut() {
+            Some(sequence) => {
+                for _ in 0..self.choices.iter().map(|c| c.tokens.len()).max().unwrap_or(0) {
+                    sequence.next_token().await;
+                }
+            }
+            None => {
+                let steps = self.longest().saturating_sub(1) as u32;
+                pause(self.ttft + self.itl * steps).await;
+            }
+        }
         tally.sent = self.completion_tokens();
         tally.ending = Some(Ending::Complete);
         self.meta
             .complete(&self.choices, self.prompt_tokens, self.completion_tokens())
+    }
+}
+
+impl Generation {
+    /// Waits until token `index` is generated.
+    async fn token_ready(&mut self, index: usize) {
+        match self.sequence.as_mut() {
+            Some(sequence) => {
+                sequence.next_token().await;
+            }
+            None => pause(if index == 0 { self.ttft } else { self.itl }).await,
+        }
     }
 }
 
@@ -209,7 +233,7 @@ impl Streaming {
                     self.step = Step::End;
                     return Some(Err(std::io::Error::other("injected connection reset")));
                 }
-                pause(if index == 0 { g.ttft } else { g.itl }).await;
+                self.generation.token_ready(index).await;
                 if self.abandoned() {
                     return None;
                 }

@@ -3,86 +3,12 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use maas_sim::{Failures, SimConfig, SimModel, TokenRange};
+use maas_sim::{Failures, SimConfig, TokenRange};
 use serde_json::{Value, json};
 
-struct Sim {
-    base: String,
-    client: reqwest::Client,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-}
+mod support;
 
-impl Drop for Sim {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-    }
-}
-
-async fn start(config: SimConfig) -> Sim {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(maas_sim::serve(listener, config, async {
-        let _ = stop.await;
-    }));
-    Sim {
-        base,
-        client: reqwest::Client::new(),
-        shutdown: Some(shutdown),
-    }
-}
-
-/// One fast model, `m`, with the given tweaks.
-fn model(edit: impl FnOnce(&mut SimModel)) -> SimConfig {
-    let mut model = SimModel {
-        ttft_ms: 0,
-        itl_ms: 0,
-        output_tokens: TokenRange { min: 20, max: 40 },
-        ..SimModel::named("m")
-    };
-    edit(&mut model);
-    SimConfig {
-        seed: 7,
-        models: vec![model],
-    }
-}
-
-impl Sim {
-    async fn post(&self, path: &str, app: &str, body: Value) -> reqwest::Response {
-        self.client
-            .post(format!("{}{path}", self.base))
-            .header("x-maas-application-id", app)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn get_json(&self, path: &str) -> Value {
-        let response = self.client.get(format!("{}{path}", self.base)).send().await.unwrap();
-        response.json().await.unwrap()
-    }
-
-    async fn usage(&self, app: &str) -> Value {
-        self.get_json("/sim/usage").await["applications"][app].clone()
-    }
-
-    /// The `data:` payloads of a streamed response, `[DONE]` included.
-    async fn events(&self, path: &str, body: Value) -> Vec<String> {
-        let text = self.post(path, "app", body).await.text().await.unwrap();
-        assert!(text.ends_with("\n\n"), "events end with a blank line");
-        text.split("\n\n")
-            .filter(|e| !e.is_empty())
-            .map(|e| {
-                e.strip_prefix("data: ")
-                    .expect("every event is one data line")
-                    .to_owned()
-            })
-            .collect()
-    }
-}
+use support::{model, start};
 
 fn words(text: &str) -> u64 {
     text.split_whitespace().count() as u64

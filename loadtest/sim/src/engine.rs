@@ -1,0 +1,466 @@
+//! A GPU server on the simulator's clock (a model's optional `server:`):
+//! what a vLLM replica's cost for a request depends on, so a gateway can
+//! be tested against queues, KV-cache pressure and prefix caching without
+//! a GPU.
+//!
+//! One scheduler task per model runs engine steps, as vLLM's does: each
+//! step admits waiting requests first come, first served while a running
+//! place ([`ServerModel::max_num_seqs`]) and room in the KV cache are
+//! free, prefills what of their prompts the prefix cache lacks, then
+//! decodes one token for every running sequence. A step lasts the prefill
+//! time of its new tokens plus a decode time that grows with the batch;
+//! the task sleeps for it (tokio's timer, no busy CPU), so a 2-core
+//! machine runs several replicas at hundreds of requests a second.
+//!
+//! The KV cache holds a request's prompt and every token it may generate
+//! from admission to its end (vLLM allocates blocks as it goes and
+//! preempts when out of them; reserving up front keeps the same capacity
+//! without preemption). Free blocks keep recently used prompt blocks: the
+//! prefix cache, keyed by a hash of each full block and everything before
+//! it, evicted least recently used first.
+//!
+//! `GET /metrics` reports it with vLLM's names ([`EngineStats::render`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+/// A model's GPU server. The defaults are Llama-3.1-8B-Instruct (BF16) on
+/// one H100 80 GB; loadtest/README.md says where each number comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerModel {
+    /// Sequences decoded together at most (vLLM's `max_num_seqs`).
+    pub max_num_seqs: u32,
+    /// Tokens the KV cache holds, shared by running sequences; what is
+    /// free of it is the prefix cache.
+    pub kv_cache_tokens: u64,
+    /// Tokens per KV block, the unit of the prefix cache.
+    pub block_size: u32,
+    /// Prompt tokens prefilled per second (those not in the prefix cache).
+    pub prefill_tokens_per_second: f64,
+    /// One decode step with one sequence running.
+    pub decode_step_ms: f64,
+    /// What each further running sequence adds to a decode step.
+    pub decode_step_ms_per_sequence: f64,
+}
+
+impl Default for ServerModel {
+    fn default() -> Self {
+        ServerModel {
+            max_num_seqs: 256,
+            kv_cache_tokens: 450_000,
+            block_size: 16,
+            prefill_tokens_per_second: 40_000.0,
+            decode_step_ms: 11.0,
+            decode_step_ms_per_sequence: 0.037,
+        }
+    }
+}
+
+impl ServerModel {
+    /// How long one engine step takes: prefilling `prefill_tokens`, then
+    /// decoding a batch of `batch` sequences.
+    pub fn step(&self, prefill_tokens: u64, batch: usize) -> Duration {
+        let prefill = prefill_tokens as f64 / self.prefill_tokens_per_second.max(1.0);
+        let decode = if batch == 0 {
+            0.0
+        } else {
+            (self.decode_step_ms + self.decode_step_ms_per_sequence * (batch - 1) as f64) / 1000.0
+        };
+        Duration::from_secs_f64((prefill + decode).max(0.0))
+    }
+
+    /// Problems with the settings, as (field, message).
+    pub fn problems(&self) -> Vec<(&'static str, &'static str)> {
+        let mut problems = Vec::new();
+        if self.max_num_seqs == 0 {
+            problems.push(("max_num_seqs", "must be at least 1"));
+        }
+        if self.block_size == 0 {
+            problems.push(("block_size", "must be at least 1"));
+        }
+        if self.kv_cache_tokens < u64::from(self.block_size) {
+            problems.push(("kv_cache_tokens", "must hold at least one block"));
+        }
+        if !self.prefill_tokens_per_second.is_finite() || self.prefill_tokens_per_second <= 0.0 {
+            problems.push(("prefill_tokens_per_second", "must be above 0"));
+        }
+        let step_ok = |ms: f64| ms.is_finite() && ms >= 0.0;
+        if !step_ok(self.decode_step_ms) || !step_ok(self.decode_step_ms_per_sequence) {
+            problems.push(("decode_step_ms", "steps take 0 ms or more"));
+        }
+        problems
+    }
+}
+
+/// The hashes of a prompt's full blocks, each covering its block and all
+/// before it (so equal hashes mean equal prefixes), as vLLM keys its
+/// prefix cache. The prompt's tokens are its words here.
+pub fn block_hashes<'a>(texts: impl IntoIterator<Item = &'a str>, block_size: u32) -> Vec<u64> {
+    let block_size = block_size.max(1) as usize;
+    let mut hashes = Vec::new();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut in_block = 0;
+    for text in texts {
+        // Messages are kept apart: ("a b", "c") is not ("a", "b c").
+        for word in text.split_whitespace().chain(std::iter::once("\u{1f}")) {
+            for byte in word.bytes().chain(std::iter::once(b' ')) {
+                hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+            in_block += 1;
+            if in_block == block_size {
+                hashes.push(hash);
+                in_block = 0;
+            }
+        }
+    }
+    hashes
+}
+
+/// What the engine reports, shared with `GET /metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct EngineStats {
+    pub running: usize,
+    pub waiting: usize,
+    pub kv_used_tokens: u64,
+    pub kv_cache_tokens: u64,
+    /// Prompt tokens looked up in the prefix cache, and found.
+    pub prefix_queries: u64,
+    pub prefix_hits: u64,
+    /// Times to first token: counts per bucket of [`TTFT_BUCKETS`], then
+    /// the sum and the count.
+    pub ttft_buckets: Vec<u64>,
+    pub ttft_sum: f64,
+    pub ttft_count: u64,
+}
+
+/// vLLM's buckets for `vllm:time_to_first_token_seconds` (up to 80 s).
+pub const TTFT_BUCKETS: [f64; 19] = [
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
+];
+
+impl EngineStats {
+    fn first_token(&mut self, waited: Duration) {
+        let seconds = waited.as_secs_f64();
+        if self.ttft_buckets.len() != TTFT_BUCKETS.len() {
+            self.ttft_buckets = vec![0; TTFT_BUCKETS.len()];
+        }
+        for (bucket, bound) in self.ttft_buckets.iter_mut().zip(TTFT_BUCKETS) {
+            if seconds <= bound {
+                *bucket += 1;
+            }
+        }
+        self.ttft_sum += seconds;
+        self.ttft_count += 1;
+    }
+
+    /// The Prometheus families vLLM exposes for this, for `model`
+    /// (escaped).
+    pub fn render(&self, model: &str, out: &mut String) {
+        let label = format!("model_name=\"{model}\"");
+        let usage = if self.kv_cache_tokens == 0 {
+            0.0
+        } else {
+            self.kv_used_tokens as f64 / self.kv_cache_tokens as f64
+        };
+        let gauges = [
+            (
+                "vllm:num_requests_running",
+                "Requests in the running batch",
+                self.running as f64,
+            ),
+            (
+                "vllm:num_requests_waiting",
+                "Requests waiting to be scheduled",
+                self.waiting as f64,
+            ),
+            ("vllm:kv_cache_usage_perc", "KV-cache usage: 1 means 100 percent", usage),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{label}}} {value}"
+            );
+        }
+        let counters = [
+            (
+                "vllm:prefix_cache_queries_total",
+                "Prompt tokens looked up in the prefix cache",
+                self.prefix_queries,
+            ),
+            (
+                "vllm:prefix_cache_hits_total",
+                "Prompt tokens found in the prefix cache",
+                self.prefix_hits,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{{label}}} {value}"
+            );
+        }
+        let name = "vllm:time_to_first_token_seconds";
+        let _ = writeln!(out, "# HELP {name} Time to first token\n# TYPE {name} histogram");
+        for (i, bound) in TTFT_BUCKETS.iter().enumerate() {
+            let count = self.ttft_buckets.get(i).copied().unwrap_or(0);
+            let _ = writeln!(out, "{name}_bucket{{{label},le=\"{bound}\"}} {count}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{label},le=\"+Inf\"}} {}", self.ttft_count);
+        let _ = writeln!(out, "{name}_sum{{{label}}} {}", self.ttft_sum);
+        let _ = writeln!(out, "{name}_count{{{label}}} {}", self.ttft_count);
+    }
+}
+
+/// A request for the engine.
+struct Arrival {
+    blocks: Vec<u64>,
+    prompt_tokens: u32,
+    new_tokens: u32,
+    kv_tokens: u64,
+    tokens: mpsc::UnboundedSender<()>,
+    at: Instant,
+}
+
+/// A model's running engine.
+#[derive(Clone)]
+pub struct Engine {
+    arrivals: mpsc::UnboundedSender<Arrival>,
+    stats: Arc<Mutex<EngineStats>>,
+    config: ServerModel,
+}
+
+/// One request in the engine: each token it generates arrives here.
+/// Dropping it (the client left) frees its place and its KV cache.
+pub struct Sequence {
+    tokens: mpsc::UnboundedReceiver<()>,
+}
+
+impl Sequence {
+    /// Waits for the next token; `false` once the engine is gone.
+    pub async fn next_token(&mut self) -> bool {
+        self.tokens.recv().await.is_some()
+    }
+}
+
+impl Engine {
+    /// Starts the scheduler task (needs a tokio runtime).
+    pub fn start(config: ServerModel) -> Engine {
+        let (arrivals, receiver) = mpsc::unbounded_channel();
+        let stats = Arc::new(Mutex::new(EngineStats {
+            kv_cache_tokens: config.kv_cache_tokens,
+            ttft_buckets: vec![0; TTFT_BUCKETS.len()],
+            ..EngineStats::default()
+        }));
+        tokio::spawn(schedule(config.clone(), receiver, stats.clone()));
+        Engine {
+            arrivals,
+            stats,
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &ServerModel {
+        &self.config
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether a request of `prompt_tokens` that may generate
+    /// `new_tokens` fits in the KV cache at all.
+    pub fn fits(&self, prompt_tokens: u32, new_tokens: u32) -> bool {
+        u64::from(prompt_tokens) + u64::from(new_tokens) <= self.config.kv_cache_tokens
+    }
+
+    /// Queues a request: `blocks` are its prompt's [`block_hashes`].
+    pub fn submit(&self, blocks: Vec<u64>, prompt_tokens: u32, new_tokens: u32) -> Sequence {
+        let (tokens, receiver) = mpsc::unbounded_channel();
+        let _ = self.arrivals.send(Arrival {
+            blocks,
+            prompt_tokens,
+            new_tokens: new_tokens.max(1),
+            kv_tokens: u64::from(prompt_tokens) + u64::from(new_tokens),
+            tokens,
+            at: Instant::now(),
+        });
+        Sequence { tokens: receiver }
+    }
+}
+
+/// Least recently used full prompt blocks, by hash.
+#[derive(Default)]
+struct PrefixCache {
+    /// Hash → when it was last used (a step counter).
+    blocks: HashMap<u64, u64>,
+    clock: u64,
+}
+
+impl PrefixCache {
+    /// How many of `blocks`, from the first, are cached; all of them are
+    /// (re)cached as used now.
+    fn look_up(&mut self, blocks: &[u64]) -> usize {
+        self.clock += 1;
+        let hits = blocks.iter().take_while(|b| self.blocks.contains_key(b)).count();
+        for block in blocks {
+            self.blocks.insert(*block, self.clock);
+        }
+        hits
+    }
+
+    /// Evicts the least recently used blocks down to `room` blocks.
+    fn shrink_to(&mut self, room: usize) {
+        if self.blocks.len() <= room {
+            return;
+        }
+        let mut ages: Vec<(u64, u64)> = self.blocks.iter().map(|(b, t)| (*t, *b)).collect();
+        ages.sort_unstable();
+        for (_, block) in ages.iter().take(self.blocks.len() - room) {
+            self.blocks.remove(block);
+        }
+    }
+}
+
+struct Running {
+    arrival: Arrival,
+    emitted: u32,
+}
+
+async fn schedule(config: ServerModel, mut arrivals: mpsc::UnboundedReceiver<Arrival>, stats: Arc<Mutex<EngineStats>>) {
+    let mut waiting: VecDeque<Arrival> = VecDeque::new();
+    let mut running: Vec<Running> = Vec::new();
+    let mut prefix = PrefixCache::default();
+    let mut kv_used: u64 = 0;
+    let block = u64::from(config.block_size.max(1));
+    loop {
+        if waiting.is_empty() && running.is_empty() {
+            match arrivals.recv().await {
+                Some(arrival) => waiting.push_back(arrival),
+                None => return,
+            }
+        }
+        while let Ok(arrival) = arrivals.try_recv() {
+            waiting.push_back(arrival);
+        }
+        // Admit, first come first served, while a place and room are free.
+        let mut prefill: u64 = 0;
+        let (mut queries, mut hits) = (0u64, 0u64);
+        while let Some(next) = waiting.front() {
+            if next.tokens.is_closed() {
+                waiting.pop_front();
+                continue;
+            }
+            if running.len() >= config.max_num_seqs as usize || kv_used + next.kv_tokens > config.kv_cache_tokens {
+                break;
+            }
+            let Some(arrival) = waiting.pop_front() else { break };
+            let cached = (prefix.look_up(&arrival.blocks) as u64 * block).min(u64::from(arrival.prompt_tokens));
+            queries += u64::from(arrival.prompt_tokens);
+            hits += cached;
+            prefill += u64::from(arrival.prompt_tokens) - cached;
+            kv_used += arrival.kv_tokens;
+            running.push(Running { arrival, emitted: 0 });
+        }
+        prefix.shrink_to(((config.kv_cache_tokens - kv_used) / block) as usize);
+        {
+            let mut stats = stats.lock().unwrap_or_else(|e| e.into_inner());
+            stats.running = running.len();
+            stats.waiting = waiting.len();
+            stats.kv_used_tokens = kv_used;
+            stats.prefix_queries += queries;
+            stats.prefix_hits += hits;
+        }
+        tokio::time::sleep(config.step(prefill, running.len())).await;
+        // One token for every running sequence.
+        let now = Instant::now();
+        let mut firsts = Vec::new();
+        running.retain_mut(|sequence| {
+            let delivered = sequence.arrival.tokens.send(()).is_ok();
+            if delivered && sequence.emitted == 0 {
+                firsts.push(now.duration_since(sequence.arrival.at));
+            }
+            sequence.emitted += 1;
+            let done = !delivered || sequence.emitted >= sequence.arrival.new_tokens;
+            if done {
+                kv_used -= sequence.arrival.kv_tokens;
+            }
+            !done
+        });
+        let mut stats = stats.lock().unwrap_or_else(|e| e.into_inner());
+        for waited in firsts {
+            stats.first_token(waited);
+        }
+        stats.running = running.len();
+        stats.kv_used_tokens = kv_used;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_prefixes_hash_alike_and_messages_stay_apart() {
+        let a = block_hashes(["one two three four", "five six"], 2);
+        let b = block_hashes(["one two three four", "five seven"], 2);
+        assert_eq!(a.len(), 4, "six words and two message ends: four full blocks of two");
+        assert_eq!(a[..3], b[..3]);
+        assert_ne!(a[3], b[3]);
+        assert_ne!(block_hashes(["a b", "c"], 1), block_hashes(["a", "b c"], 1));
+    }
+
+    #[test]
+    fn decode_steps_grow_with_the_batch_and_prefill_with_its_tokens() {
+        let server = ServerModel::default();
+        let lone = server.step(0, 1).as_secs_f64();
+        let full = server.step(0, 256).as_secs_f64();
+        assert!((1.0 / lone - 91.0).abs() < 1.0, "a lone sequence decodes ~91 tokens/s");
+        let aggregate = 256.0 / full;
+        assert!((12_000.0..13_000.0).contains(&aggregate), "{aggregate} tokens/s at 256");
+        assert_eq!(server.step(40_000, 0), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn impossible_servers_are_named_by_field() {
+        assert!(ServerModel::default().problems().is_empty());
+        let broken = ServerModel {
+            max_num_seqs: 0,
+            block_size: 0,
+            prefill_tokens_per_second: f64::NAN,
+            decode_step_ms: -1.0,
+            ..ServerModel::default()
+        };
+        let fields: Vec<&str> = broken.problems().iter().map(|(field, _)| *field).collect();
+        assert_eq!(
+            fields,
+            [
+                "max_num_seqs",
+                "block_size",
+                "prefill_tokens_per_second",
+                "decode_step_ms"
+            ]
+        );
+        let tiny = ServerModel {
+            kv_cache_tokens: 8,
+            ..ServerModel::default()
+        };
+        assert_eq!(tiny.problems()[0].0, "kv_cache_tokens");
+    }
+
+    #[test]
+    fn the_prefix_cache_forgets_the_least_recently_used() {
+        let mut cache = PrefixCache::default();
+        assert_eq!(cache.look_up(&[1, 2, 3]), 0);
+        assert_eq!(cache.look_up(&[1, 2, 9]), 2);
+        assert_eq!(cache.look_up(&[7]), 0);
+        cache.shrink_to(3);
+        assert_eq!(cache.look_up(&[7]), 1, "just used: kept");
+        assert_eq!(cache.look_up(&[3]), 0, "used first and not since: gone");
+    }
+}

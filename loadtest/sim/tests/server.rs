@@ -1,0 +1,153 @@
+//! A model on a GPU server (`server:`): requests past its running places
+//! wait their turn, a prompt whose prefix is cached is prefilled faster,
+//! a request larger than the KV cache is refused, and `/metrics` says so
+//! with vLLM's names.
+
+use std::time::Duration;
+
+use maas_sim::TokenRange;
+use maas_sim::engine::ServerModel;
+use serde_json::{Value, json};
+
+mod support;
+
+use support::{Sim, model, start};
+
+/// A small, slow server: two running places, 10 ms decode steps (+1 ms a
+/// sequence), 2,000 prompt tokens prefilled a second, blocks of 4 tokens.
+fn server() -> ServerModel {
+    ServerModel {
+        max_num_seqs: 2,
+        kv_cache_tokens: 10_000,
+        block_size: 4,
+        prefill_tokens_per_second: 2_000.0,
+        decode_step_ms: 10.0,
+        decode_step_ms_per_sequence: 1.0,
+    }
+}
+
+/// The value of the first metric line that starts with `series`.
+async fn metric(sim: &Sim, series: &str) -> f64 {
+    let text = sim
+        .client
+        .get(format!("{}/metrics", sim.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no `{series}` in {text}"))
+}
+
+fn chat(prompt: &str, max_tokens: u32) -> Value {
+    json!({"model": "m", "max_tokens": max_tokens, "messages": [{"role": "user", "content": prompt}]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_the_running_places_wait_and_the_metrics_say_so() {
+    let sim = std::sync::Arc::new(
+        start(model(|m| {
+            m.output_tokens = TokenRange { min: 30, max: 30 };
+            m.server = Some(server());
+        }))
+        .await,
+    );
+    let running = "vllm:num_requests_running{model_name=\"m\"}";
+    let waiting = "vllm:num_requests_waiting{model_name=\"m\"}";
+    assert_eq!((metric(&sim, running).await, metric(&sim, waiting).await), (0.0, 0.0));
+    let requests: Vec<_> = (0..4)
+        .map(|i| {
+            let sim = sim.clone();
+            tokio::spawn(async move {
+                let answer: Value = sim
+                    .post("/v1/chat/completions", "app", chat(&format!("question {i}"), 30))
+                    .await
+                    .json()
+                    .await
+                    .unwrap();
+                answer["usage"]["completion_tokens"].as_u64()
+            })
+        })
+        .collect();
+    // Two run (30 steps of ~11 ms each), two wait for them.
+    let mut seen = (0.0, 0.0);
+    for _ in 0..100 {
+        seen = (metric(&sim, running).await, metric(&sim, waiting).await);
+        if seen == (2.0, 2.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(seen, (2.0, 2.0), "two running, two waiting");
+    assert!(metric(&sim, "vllm:kv_cache_usage_perc{model_name=\"m\"}").await > 0.0);
+    for request in requests {
+        assert_eq!(request.await.unwrap(), Some(30));
+    }
+    assert_eq!((metric(&sim, running).await, metric(&sim, waiting).await), (0.0, 0.0));
+    assert_eq!(metric(&sim, "vllm:kv_cache_usage_perc{model_name=\"m\"}").await, 0.0);
+    // Every first token is counted; the two that waited took over 0.25 s.
+    let ttft = "vllm:time_to_first_token_seconds";
+    assert_eq!(metric(&sim, &format!("{ttft}_count{{model_name=\"m\"}}")).await, 4.0);
+    assert_eq!(
+        metric(&sim, &format!("{ttft}_bucket{{model_name=\"m\",le=\"0.25\"}}")).await,
+        2.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_prefix_is_not_prefilled_again() {
+    let sim = start(model(|m| m.server = Some(server()))).await;
+    let system = "word ".repeat(400);
+    let ttft_sum = "vllm:time_to_first_token_seconds_sum{model_name=\"m\"}";
+    let hits = "vllm:prefix_cache_hits_total{model_name=\"m\"}";
+    let body = |question: &str| {
+        json!({"model": "m", "max_tokens": 2, "messages": [
+            {"role": "system", "content": system}, {"role": "user", "content": question}]})
+    };
+    let first = sim.post("/v1/chat/completions", "app", body("first question")).await;
+    assert_eq!(first.status(), 200);
+    let (cold, cold_hits) = (metric(&sim, ttft_sum).await, metric(&sim, hits).await);
+    assert_eq!(cold_hits, 0.0);
+    assert!(cold > 0.2, "400 prompt tokens at 2,000 a second: {cold} s");
+    let second = sim.post("/v1/chat/completions", "app", body("another one")).await;
+    assert_eq!(second.status(), 200);
+    let warm = metric(&sim, ttft_sum).await - cold;
+    assert!(
+        metric(&sim, hits).await >= 400.0,
+        "the system prompt's blocks were cached"
+    );
+    assert!(warm < cold / 4.0, "cached: {warm} s, cold: {cold} s");
+    assert!(metric(&sim, "vllm:prefix_cache_queries_total{model_name=\"m\"}").await > 800.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_are_paced_by_the_server_and_oversized_requests_refused() {
+    let small = ServerModel {
+        kv_cache_tokens: 1_000,
+        ..server()
+    };
+    let sim = start(model(|m| m.server = Some(small))).await;
+    let events = sim
+        .events(
+            "/v1/chat/completions",
+            json!({"model": "m", "max_tokens": 5, "stream": true, "stream_options": {"include_usage": true},
+                   "messages": [{"role": "user", "content": "hello"}]}),
+        )
+        .await;
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(usage["usage"]["completion_tokens"], 5);
+    // Prompt and output past the 1,000 tokens of KV cache (within the context).
+    let huge = sim
+        .post("/v1/chat/completions", "app", chat(&"word ".repeat(995), 200))
+        .await;
+    assert_eq!(huge.status(), 400);
+    let error: Value = huge.json().await.unwrap();
+    assert!(
+        error["error"]["message"].as_str().unwrap().contains("KV cache"),
+        "{error}"
+    );
+}
