@@ -9,6 +9,7 @@ mod support;
 mod proxy {
     mod admin;
     mod auth;
+    mod balancing;
     mod bench;
     mod exactness;
     pub mod harness;

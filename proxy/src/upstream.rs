@@ -1,14 +1,16 @@
 //! Backends as the proxy reaches them: every replica URL resolved once per
-//! catalog revision, round robin over replicas not ejected, passive
+//! catalog revision, a replica picked by the backend's `balance` (round
+//! robin, or fewest requests in flight) among those not ejected, passive
 //! ejection after connect errors. Connection pooling itself is Pingora's
 //! (keyed by peer); idle pooled connections are dropped before the
 //! backend's own idle timeout (`pool_idle_ms`, vLLM closes after 5 s).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use maas_store::model::{Backend, Timeouts};
+use maas_store::model::{Backend, Balance, Timeouts};
 
 /// How long a replica that refused a connection is skipped.
 pub const EJECTION: Duration = Duration::from_secs(5);
@@ -23,6 +25,24 @@ pub struct Replica {
     pub host: String,
     /// Milliseconds since `epoch` until which the replica is skipped.
     ejected_until: AtomicU64,
+    /// Requests this proxy has at the replica now ([`InFlight`]).
+    in_flight: AtomicU32,
+}
+
+/// A request at a replica, counted in its in-flight requests until dropped
+/// (the request ended, or was retried elsewhere).
+#[derive(Debug)]
+pub struct InFlight {
+    upstream: Arc<Upstream>,
+    index: usize,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(replica) = self.upstream.replicas.get(self.index) {
+            replica.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A backend and its replicas.
@@ -35,6 +55,7 @@ pub struct Upstream {
     pub timeouts: Timeouts,
     /// `Authorization` value for the backend's own credential, if any.
     pub authorization: Option<String>,
+    pub balance: Balance,
     next: AtomicUsize,
     epoch: Instant,
 }
@@ -120,6 +141,7 @@ impl Upstream {
                 tls: parsed.tls,
                 host: parsed.host,
                 ejected_until: AtomicU64::new(0),
+                in_flight: AtomicU32::new(0),
             });
         }
         if replicas.is_empty() {
@@ -131,6 +153,7 @@ impl Upstream {
             base_path: base_path.unwrap_or_else(|| "/".into()),
             timeouts: backend.timeouts.clone(),
             authorization,
+            balance: backend.balance,
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
         })
@@ -140,21 +163,46 @@ impl Upstream {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// The next replica in round robin that is not ejected; when all are,
-    /// the one whose ejection ends first (a failing backend is retried
-    /// rather than shut off).
+    /// The replica for the next request, by the backend's `balance`, among
+    /// those not ejected: the next in turn, or the one with the fewest
+    /// requests in flight (the first of them in turn). When all are
+    /// ejected, the one whose ejection ends first (a failing backend is
+    /// retried rather than shut off).
     pub fn pick(&self) -> usize {
         let count = self.replicas.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let now = self.now_ms();
-        (0..count)
+        let mut up = (0..count)
             .map(|offset| (start + offset) % count)
-            .find(|&index| self.replicas[index].ejected_until.load(Ordering::Relaxed) <= now)
-            .unwrap_or_else(|| {
-                (0..count)
-                    .min_by_key(|&index| self.replicas[index].ejected_until.load(Ordering::Relaxed))
-                    .unwrap_or(0)
-            })
+            .filter(|&index| self.replicas[index].ejected_until.load(Ordering::Relaxed) <= now);
+        let picked = match self.balance {
+            Balance::RoundRobin => up.next(),
+            // `min_by_key` keeps the first of equals: the one next in turn.
+            Balance::LeastRequests => up.min_by_key(|&index| self.replicas[index].in_flight.load(Ordering::Relaxed)),
+        };
+        picked.unwrap_or_else(|| {
+            (0..count)
+                .min_by_key(|&index| self.replicas[index].ejected_until.load(Ordering::Relaxed))
+                .unwrap_or(0)
+        })
+    }
+
+    /// Counts a request at replica `index` until the guard is dropped.
+    pub fn begin(self: &Arc<Self>, index: usize) -> InFlight {
+        if let Some(replica) = self.replicas.get(index) {
+            replica.in_flight.fetch_add(1, Ordering::Relaxed);
+        }
+        InFlight {
+            upstream: self.clone(),
+            index,
+        }
+    }
+
+    /// Requests this proxy has at replica `index` now.
+    pub fn in_flight(&self, index: usize) -> u32 {
+        self.replicas
+            .get(index)
+            .map_or(0, |r| r.in_flight.load(Ordering::Relaxed))
     }
 
     /// A connect error: skip this replica for [`EJECTION`].
@@ -190,6 +238,7 @@ mod tests {
             health_path: "/health".into(),
             timeouts: Timeouts::default(),
             api_key_env: None,
+            balance: Balance::RoundRobin,
         }
     }
 
@@ -234,6 +283,32 @@ mod tests {
         // All ejected: still answers, with the replica that was ejected first.
         assert_eq!(upstream.pick(), 1);
         assert_eq!(upstream.replicas[0].authority, "127.0.0.1:1");
+    }
+
+    #[tokio::test]
+    async fn least_requests_picks_the_replica_with_fewest_in_flight() {
+        let backend = Backend {
+            balance: Balance::LeastRequests,
+            ..backend(&["http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3"])
+        };
+        let upstream = Arc::new(Upstream::resolve(&backend, None).await.unwrap());
+        // A long request holds replica 0; the others share the rest in turn.
+        let long = upstream.begin(upstream.pick());
+        assert_eq!(long.index, 0);
+        let picks: Vec<usize> = (0..4).map(|_| upstream.pick()).collect();
+        assert!(!picks.contains(&0), "{picks:?}");
+        assert!(picks.contains(&1) && picks.contains(&2), "ties go in turn: {picks:?}");
+        // Two held at replica 1: replica 2 (one fewer) is next, whatever the turn.
+        let held: Vec<InFlight> = (0..2).map(|_| upstream.begin(1)).collect();
+        assert_eq!((0..3).map(|_| upstream.pick()).collect::<Vec<_>>(), [2, 2, 2]);
+        assert_eq!(upstream.in_flight(1), 2);
+        drop(held);
+        drop(long);
+        assert_eq!((0..3).map(|i| upstream.in_flight(i)).collect::<Vec<_>>(), [0, 0, 0]);
+        // An ejected replica is skipped even when it is the least loaded.
+        let _busy = [upstream.begin(1), upstream.begin(2)];
+        upstream.eject(0);
+        assert_ne!(upstream.pick(), 0);
     }
 
     #[tokio::test]

@@ -320,7 +320,7 @@ impl Gateway {
         self.chat_body(base, key, body).await
     }
 
-    async fn chat_body(&self, base: &str, key: &str, body: serde_json::Value) -> reqwest::Response {
+    pub async fn chat_body(&self, base: &str, key: &str, body: serde_json::Value) -> reqwest::Response {
         self.http
             .post(format!("{base}/v1/chat/completions"))
             .bearer_auth(key)

@@ -24,6 +24,8 @@ pub struct RequestCtx {
     pub(crate) auth: Option<Arc<AuthContext>>,
     pub(crate) upstream: Option<Arc<Upstream>>,
     pub(crate) replica: usize,
+    /// Counts this request at `replica` until the request ends.
+    pub(crate) at_replica: Option<crate::upstream::InFlight>,
     pub(crate) attempts: u32,
     /// Path (and query) to send upstream.
     pub(crate) upstream_path: String,
@@ -80,6 +82,7 @@ impl RequestCtx {
             auth: None,
             upstream: None,
             replica: 0,
+            at_replica: None,
             attempts: 0,
             upstream_path: String::new(),
             body: None,

@@ -123,6 +123,8 @@ impl ProxyHttp for MaasProxy {
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream chosen"))?;
         ctx.attempts += 1;
         ctx.replica = upstream.pick();
+        // A retry elsewhere drops the count at the replica that refused.
+        ctx.at_replica = Some(upstream.begin(ctx.replica));
         let replica = &upstream.replicas[ctx.replica];
         let mut peer = HttpPeer::new(replica.address, replica.tls, replica.host.clone());
         let timeouts = &upstream.timeouts;

@@ -55,6 +55,23 @@ pub struct Backend {
     /// (vLLM `--api-key`, a KServe token); the client's key never goes upstream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_env: Option<String>,
+    /// How a request picks one of the replicas.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub balance: Balance,
+}
+
+/// `balance:` of a backend: how the proxy picks a replica for a request
+/// (replicas it ejected after connect errors are skipped either way).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Each replica in turn.
+    #[default]
+    RoundRobin,
+    /// The replica with the fewest requests in flight from this proxy
+    /// (ties in turn): a replica slowed by long streams gets fewer.
+    LeastRequests,
 }
 
 fn default_health_path() -> String {
