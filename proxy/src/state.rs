@@ -51,7 +51,11 @@ impl ServingCatalog {
                 .map(|key| format!("Bearer {}", key.trim()));
             match Upstream::resolve(backend, authorization).await {
                 Ok(upstream) => {
-                    upstreams.insert(backend.system_name.clone(), Arc::new(upstream));
+                    let upstream = Arc::new(upstream);
+                    if upstream.balance == maas_store::model::Balance::LoadAware {
+                        crate::upstream::spawn_scraper(&upstream);
+                    }
+                    upstreams.insert(backend.system_name.clone(), upstream);
                 }
                 Err(error) => tracing::error!(backend = %backend.system_name, %error, "backend unusable"),
             }

@@ -1,8 +1,9 @@
 //! `balance:` of a backend, against two real simulator replicas: with
 //! `least_requests` a replica busy with a long stream gets no new request
-//! while the other is idle, and gets its turn again once the stream ends.
+//! while the other is idle, and gets its turn again once the stream ends;
+//! with `load_aware` a replica whose own metrics show a queue gets none.
 
-use super::harness::{Gateway, spawn_sim};
+use super::harness::{Gateway, spawn_sim, spawn_sim_with};
 
 /// A process stopped when dropped (a test that fails leaves no orphan).
 struct Stopped(std::process::Child);
@@ -89,4 +90,88 @@ plans:
         }
     }
     assert!(back >= 3, "the replica whose stream ended serves again: {back}");
+}
+
+/// A model on a one-place GPU server: a second request waits in its queue.
+const ONE_PLACE: &str = "seed: 7
+models:
+  - id: gpu-a
+    server: {max_num_seqs: 1, decode_step_ms: 20.0, decode_step_ms_per_sequence: 0.0}
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_aware_sends_requests_away_from_a_replica_whose_queue_grows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_sim, a) = spawn_sim_with(dir.path(), ONE_PLACE);
+    let (b_sim, b) = spawn_sim_with(dir.path(), ONE_PLACE);
+    let _sims = (Stopped(a_sim), Stopped(b_sim));
+    let catalog = format!(
+        r#"
+backends:
+  - system_name: gpus
+    urls: ["{a}", "{b}"]
+    balance: load_aware
+products:
+  - {{system_name: gpus, models: [gpu-a], backend: gpus}}
+plans:
+  - {{product: gpus, system_name: open}}
+"#
+    );
+    let gw = Gateway::start(&catalog, 1, "local").await;
+    let (app, key) = gw.app_key("aware", "gpus", "open").await;
+
+    // Someone else fills replica a: one request runs (50 steps of 20 ms), three wait.
+    let direct: Vec<_> = (0..4)
+        .map(|_| {
+            let (http, url) = (gw.http.clone(), format!("{a}/v1/chat/completions"));
+            tokio::spawn(async move {
+                let body = serde_json::json!({"model": "gpu-a", "max_tokens": 50,
+                    "messages": [{"role": "user", "content": "fill"}]});
+                http.post(url).json(&body).send().await.map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    let waiting = |base: String| {
+        let http = gw.http.clone();
+        async move {
+            let text = http
+                .get(format!("{base}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            text.lines()
+                .find_map(|l| l.strip_prefix("vllm:num_requests_waiting{model_name=\"gpu-a\"} "))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        }
+    };
+    for _ in 0..100 {
+        if waiting(a.clone()).await >= 3.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(waiting(a.clone()).await, 3.0, "replica a has a queue");
+    // The proxy reads /metrics every 200 ms.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    // Six requests through the gateway: none joins a's queue.
+    for i in 0..6 {
+        let answer = gw
+            .chat_body(
+                gw.base(),
+                &key,
+                serde_json::json!({"model": "gpu-a", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]}),
+            )
+            .await;
+        assert_eq!(answer.status(), 200, "request {i}");
+    }
+    assert_eq!(served(&gw, &b, &app).await, 6, "all to the replica without a queue");
+    assert_eq!(served(&gw, &a, &app).await, 0);
+    for request in direct {
+        assert_eq!(request.await.unwrap().ok(), Some(200));
+    }
 }

@@ -72,6 +72,11 @@ pub enum Balance {
     /// The replica with the fewest requests in flight from this proxy
     /// (ties in turn): a replica slowed by long streams gets fewer.
     LeastRequests,
+    /// The replica with the least load its own `/metrics` reports (vLLM's
+    /// waiting requests and KV-cache use, scraped every 200 ms) plus this
+    /// proxy's requests in flight; `least_requests` while any replica's
+    /// metrics are missing or older than a second.
+    LoadAware,
 }
 
 fn default_health_path() -> String {

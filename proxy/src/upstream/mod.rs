@@ -1,7 +1,8 @@
 //! Backends as the proxy reaches them: every replica URL resolved once per
 //! catalog revision, a replica picked by the backend's `balance` (round
-//! robin, or fewest requests in flight) among those not ejected, passive
-//! ejection after connect errors. Connection pooling itself is Pingora's
+//! robin, fewest requests in flight, or least load by the replicas' own
+//! metrics: [`load`]) among those not ejected, passive ejection after
+//! connect errors. Connection pooling itself is Pingora's
 //! (keyed by peer); idle pooled connections are dropped before the
 //! backend's own idle timeout (`pool_idle_ms`, vLLM closes after 5 s).
 
@@ -11,6 +12,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use maas_store::model::{Backend, Balance, Timeouts};
+
+mod load;
+
+pub use load::spawn_scraper;
 
 /// How long a replica that refused a connection is skipped.
 pub const EJECTION: Duration = Duration::from_secs(5);
@@ -27,6 +32,8 @@ pub struct Replica {
     ejected_until: AtomicU64,
     /// Requests this proxy has at the replica now ([`InFlight`]).
     in_flight: AtomicU32,
+    /// What the replica last said of its load (`load_aware` backends).
+    load: load::ReplicaLoad,
 }
 
 /// A request at a replica, counted in its in-flight requests until dropped
@@ -142,6 +149,7 @@ impl Upstream {
                 host: parsed.host,
                 ejected_until: AtomicU64::new(0),
                 in_flight: AtomicU32::new(0),
+                load: load::ReplicaLoad::default(),
             });
         }
         if replicas.is_empty() {
@@ -159,7 +167,7 @@ impl Upstream {
         })
     }
 
-    fn now_ms(&self) -> u64 {
+    pub(crate) fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
 
@@ -175,10 +183,27 @@ impl Upstream {
         let mut up = (0..count)
             .map(|offset| (start + offset) % count)
             .filter(|&index| self.replicas[index].ejected_until.load(Ordering::Relaxed) <= now);
+        let in_flight = |index: usize| self.replicas[index].in_flight.load(Ordering::Relaxed);
+        // `min_by_key` keeps the first of equals: the one next in turn.
         let picked = match self.balance {
             Balance::RoundRobin => up.next(),
-            // `min_by_key` keeps the first of equals: the one next in turn.
-            Balance::LeastRequests => up.min_by_key(|&index| self.replicas[index].in_flight.load(Ordering::Relaxed)),
+            Balance::LeastRequests => up.min_by_key(|&index| in_flight(index)),
+            Balance::LoadAware => {
+                let candidates: Vec<usize> = up.collect();
+                let readings: Option<Vec<load::Reading>> = candidates
+                    .iter()
+                    .map(|&index| self.replicas[index].load.fresh(now))
+                    .collect();
+                match readings {
+                    Some(readings) => candidates
+                        .iter()
+                        .zip(readings)
+                        .min_by_key(|(index, reading)| load::score(*reading, in_flight(**index)))
+                        .map(|(index, _)| *index),
+                    // A replica without fresh metrics: compare what this proxy knows.
+                    None => candidates.into_iter().min_by_key(|&index| in_flight(index)),
+                }
+            }
         };
         picked.unwrap_or_else(|| {
             (0..count)
@@ -309,6 +334,30 @@ mod tests {
         let _busy = [upstream.begin(1), upstream.begin(2)];
         upstream.eject(0);
         assert_ne!(upstream.pick(), 0);
+    }
+
+    #[tokio::test]
+    async fn load_aware_picks_the_least_loaded_by_fresh_metrics_else_by_requests() {
+        let backend = Backend {
+            balance: Balance::LoadAware,
+            ..backend(&["http://127.0.0.1:1", "http://127.0.0.1:2"])
+        };
+        let upstream = Arc::new(Upstream::resolve(&backend, None).await.unwrap());
+        let queued = load::Reading {
+            waiting: 3,
+            ..load::Reading::default()
+        };
+        let now = upstream.now_ms();
+        upstream.replicas[0].load.store(queued, now);
+        // Replica 1 never reported: requests in flight decide, in turn.
+        let _held = upstream.begin(1);
+        assert_eq!((0..3).map(|_| upstream.pick()).collect::<Vec<_>>(), [0, 0, 0]);
+        // Both report: the queue of replica 0 outweighs one request at 1.
+        upstream.replicas[1].load.store(load::Reading::default(), now);
+        assert_eq!((0..3).map(|_| upstream.pick()).collect::<Vec<_>>(), [1, 1, 1]);
+        // Requests sent since the reading count too: 13 at replica 1 outweigh a queue of 3.
+        let _more: Vec<InFlight> = (0..12).map(|_| upstream.begin(1)).collect();
+        assert_eq!(upstream.pick(), 0);
     }
 
     #[tokio::test]

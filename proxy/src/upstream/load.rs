@@ -1,0 +1,258 @@
+//! What each replica of a `load_aware` backend reports about its own load:
+//! its Prometheus `/metrics` (vLLM's names) read every [`SCRAPE_EVERY`] by
+//! a task that lives as long as the catalog revision's [`Upstream`], and
+//! the score a pick compares. Parsing and scoring are pure functions.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::Upstream;
+
+/// How often each replica's `/metrics` is read.
+pub const SCRAPE_EVERY: Duration = Duration::from_millis(200);
+/// Metrics older than this are not trusted: picks fall back to requests
+/// in flight.
+pub const STALE_AFTER_MS: u64 = 1_000;
+/// Longest a scrape may take, and most of an answer read.
+const SCRAPE_TIMEOUT: Duration = Duration::from_millis(500);
+const MAX_METRICS_BYTES: usize = 4 << 20;
+
+/// A replica's load as it last reported it.
+#[derive(Debug, Default)]
+pub struct ReplicaLoad {
+    waiting: AtomicU32,
+    running: AtomicU32,
+    /// KV-cache use, in thousandths.
+    kv_permille: AtomicU32,
+    /// When it was read ([`Upstream`]'s clock, ms); 0: never.
+    read_at_ms: AtomicU64,
+}
+
+/// One reading of a replica's metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Reading {
+    pub waiting: u32,
+    pub running: u32,
+    /// 0 to 1.
+    pub kv_usage: f64,
+}
+
+impl ReplicaLoad {
+    pub(super) fn store(&self, reading: Reading, now_ms: u64) {
+        self.waiting.store(reading.waiting, Ordering::Relaxed);
+        self.running.store(reading.running, Ordering::Relaxed);
+        let permille = (reading.kv_usage.clamp(0.0, 1.0) * 1000.0).round() as u32;
+        self.kv_permille.store(permille, Ordering::Relaxed);
+        self.read_at_ms.store(now_ms.max(1), Ordering::Relaxed);
+    }
+
+    /// The last reading, if it is fresh at `now_ms`.
+    pub fn fresh(&self, now_ms: u64) -> Option<Reading> {
+        let at = self.read_at_ms.load(Ordering::Relaxed);
+        (at != 0 && now_ms.saturating_sub(at) <= STALE_AFTER_MS).then(|| Reading {
+            waiting: self.waiting.load(Ordering::Relaxed),
+            running: self.running.load(Ordering::Relaxed),
+            kv_usage: f64::from(self.kv_permille.load(Ordering::Relaxed)) / 1000.0,
+        })
+    }
+}
+
+/// Lower is better: a waiting request weighs 4, a full KV cache 8 (it will
+/// make requests wait soon), and each request this proxy sent since (or
+/// has in flight) 1, so picks between two readings do not all land on
+/// the same replica.
+pub fn score(reading: Reading, in_flight: u32) -> u64 {
+    u64::from(reading.waiting) * 4 + (reading.kv_usage.clamp(0.0, 1.0) * 8.0).round() as u64 + u64::from(in_flight)
+}
+
+/// vLLM's load from a Prometheus text exposition: waiting and running
+/// requests summed over its models, KV-cache use the highest of them
+/// (`vllm:kv_cache_usage_perc`, or `vllm:gpu_cache_usage_perc` of older
+/// vLLM). `None` when it says neither queue.
+pub fn parse_metrics(text: &str) -> Option<Reading> {
+    let mut reading = Reading::default();
+    let mut seen = false;
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let name = series.split('{').next().unwrap_or(series);
+        let Ok(value) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        let count = if value.is_finite() && value > 0.0 {
+            value.min(f64::from(u32::MAX)) as u32
+        } else {
+            0
+        };
+        match name {
+            "vllm:num_requests_waiting" => {
+                reading.waiting = reading.waiting.saturating_add(count);
+                seen = true;
+            }
+            "vllm:num_requests_running" => {
+                reading.running = reading.running.saturating_add(count);
+                seen = true;
+            }
+            "vllm:kv_cache_usage_perc" | "vllm:gpu_cache_usage_perc" if value.is_finite() => {
+                reading.kv_usage = reading.kv_usage.max(value);
+            }
+            _ => {}
+        }
+    }
+    seen.then_some(reading)
+}
+
+/// Reads every plain-HTTP replica's `/metrics` every [`SCRAPE_EVERY`]
+/// while `upstream` is in use (the task ends once the catalog revision
+/// that holds it is gone). TLS replicas are not read: their picks fall
+/// back to requests in flight.
+pub fn spawn_scraper(upstream: &Arc<Upstream>) {
+    let weak: Weak<Upstream> = Arc::downgrade(upstream);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SCRAPE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(upstream) = weak.upgrade() else { return };
+            // A few replicas, one after another, each read bounded by SCRAPE_TIMEOUT.
+            for replica in upstream.replicas.iter().filter(|replica| !replica.tls) {
+                let text = read_metrics(replica.address, &replica.authority).await;
+                if let Some(reading) = text.as_deref().and_then(parse_metrics) {
+                    replica.load.store(reading, upstream.now_ms());
+                }
+            }
+        }
+    });
+}
+
+/// `GET /metrics` over HTTP/1.1, its body when the answer is 200.
+async fn read_metrics(address: SocketAddr, authority: &str) -> Option<String> {
+    let read = async {
+        let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+        let request =
+            format!("GET /metrics HTTP/1.1\r\nHost: {authority}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut answer = Vec::new();
+        (&mut stream)
+            .take(MAX_METRICS_BYTES as u64)
+            .read_to_end(&mut answer)
+            .await
+            .ok()?;
+        http_body(&answer)
+    };
+    tokio::time::timeout(SCRAPE_TIMEOUT, read).await.ok().flatten()
+}
+
+/// The body of a `200` HTTP/1.1 answer, chunked or not.
+pub fn http_body(answer: &[u8]) -> Option<String> {
+    let end = answer.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&answer[..end]).ok()?;
+    let body = &answer[end + 4..];
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?;
+    if status.split(' ').nth(1) != Some("200") {
+        return None;
+    }
+    let chunked = lines.any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
+        })
+    });
+    if !chunked {
+        return String::from_utf8(body.to_vec()).ok();
+    }
+    let mut out = Vec::new();
+    let mut rest = body;
+    loop {
+        let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&rest[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(rest.get(..size)?);
+        rest = rest.get(size + 2..)?;
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_vllms_load_and_ignores_the_rest() {
+        let text = "# HELP vllm:num_requests_waiting x\n# TYPE vllm:num_requests_waiting gauge\n\
+            vllm:num_requests_waiting{model_name=\"a\"} 3\nvllm:num_requests_waiting{model_name=\"b\"} 2.0\n\
+            vllm:num_requests_running{model_name=\"a\"} 7\nvllm:kv_cache_usage_perc{model_name=\"a\"} 0.25\n\
+            vllm:kv_cache_usage_perc{model_name=\"b\"} 0.5\nsim_requests_total{model=\"a\"} 99\n";
+        assert_eq!(
+            parse_metrics(text),
+            Some(Reading {
+                waiting: 5,
+                running: 7,
+                kv_usage: 0.5
+            })
+        );
+        let old = "vllm:num_requests_waiting 1\nvllm:gpu_cache_usage_perc 0.9\n";
+        assert_eq!(parse_metrics(old).map(|r| r.kv_usage), Some(0.9));
+        assert_eq!(parse_metrics("process_cpu_seconds_total 3\n"), None, "not a vLLM");
+        assert_eq!(
+            parse_metrics("vllm:num_requests_waiting NaN\nvllm:num_requests_waiting -4\ngarbage\n"),
+            Some(Reading::default())
+        );
+    }
+
+    #[test]
+    fn scores_weigh_queues_over_cache_over_own_requests() {
+        let idle = Reading::default();
+        let queued = Reading {
+            waiting: 1,
+            ..Reading::default()
+        };
+        let full = Reading {
+            kv_usage: 1.0,
+            ..Reading::default()
+        };
+        assert!(score(idle, 3) < score(queued, 0));
+        assert!(score(queued, 0) < score(full, 0));
+        assert_eq!(score(idle, 2), 2);
+    }
+
+    #[test]
+    fn http_bodies_plain_and_chunked() {
+        assert_eq!(
+            http_body(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello").as_deref(),
+            Some("hello")
+        );
+        assert_eq!(
+            http_body(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhel\r\n2;x=y\r\nlo\r\n0\r\n\r\n")
+                .as_deref(),
+            Some("hello")
+        );
+        assert_eq!(http_body(b"HTTP/1.1 404 Not Found\r\n\r\nno"), None);
+        assert_eq!(
+            http_body(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
+            None
+        );
+        assert_eq!(http_body(b"garbage"), None);
+    }
+
+    #[test]
+    fn readings_go_stale() {
+        let load = ReplicaLoad::default();
+        assert_eq!(load.fresh(10), None, "never read");
+        load.store(Reading::default(), 100);
+        assert!(load.fresh(100 + STALE_AFTER_MS).is_some());
+        assert_eq!(load.fresh(101 + STALE_AFTER_MS), None);
+    }
+}
