@@ -55,6 +55,9 @@ impl ServingCatalog {
                     if upstream.balance == maas_store::model::Balance::LoadAware {
                         crate::upstream::spawn_scraper(&upstream);
                     }
+                    if let Some(check) = &backend.health_check {
+                        crate::upstream::spawn_prober(&upstream, check.clone(), backend.health_path.clone());
+                    }
                     upstreams.insert(backend.system_name.clone(), upstream);
                 }
                 Err(error) => tracing::error!(backend = %backend.system_name, %error, "backend unusable"),

@@ -175,3 +175,61 @@ plans:
         assert_eq!(request.await.unwrap().ok(), Some(200));
     }
 }
+
+/// A server that answers every request 503 (its `/health` too), as a model
+/// server that is up but not ready does.
+async fn not_ready() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                let _ = socket.read(&mut buffer).await;
+                let answer = "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+                let _ = socket.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    base
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_health_check_fails_gets_no_request() {
+    let sick = not_ready().await;
+    let catalog = format!(
+        r#"
+backends:
+  - system_name: checked
+    urls: ["{{SIM}}", "{sick}"]
+    health_check: {{interval_ms: 100, timeout_ms: 200, unhealthy_after: 1, healthy_after: 1}}
+  - system_name: unchecked
+    urls: ["{{SIM}}", "{sick}"]
+products:
+  - {{system_name: checked, models: [chat-a], backend: checked}}
+  - {{system_name: unchecked, models: [chat-b], backend: unchecked}}
+plans:
+  - {{product: checked, system_name: open}}
+  - {{product: unchecked, system_name: open}}
+"#
+    );
+    let gw = Gateway::start(&catalog, 1, "local").await;
+    let (_, checked) = gw.app_key("checked", "checked", "open").await;
+    let (_, unchecked) = gw.app_key("unchecked", "unchecked", "open").await;
+    // Probes every 100 ms: the not-ready replica is down after the first.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    for i in 0..10 {
+        assert_eq!(
+            gw.chat(gw.base(), &checked, "chat-a").await.status(),
+            200,
+            "request {i}"
+        );
+    }
+    // Without health checks, its 503s reach clients (it accepts connections).
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        statuses.push(gw.chat(gw.base(), &unchecked, "chat-b").await.status().as_u16());
+    }
+    assert!(statuses.contains(&503), "{statuses:?}");
+}

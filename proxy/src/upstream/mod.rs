@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 
 use maas_store::model::{Backend, Balance, Timeouts};
 
+mod health;
 mod load;
 
+pub use health::spawn_prober;
 pub use load::spawn_scraper;
 
 /// How long a replica that refused a connection is skipped.
@@ -34,6 +36,8 @@ pub struct Replica {
     in_flight: AtomicU32,
     /// What the replica last said of its load (`load_aware` backends).
     load: load::ReplicaLoad,
+    /// Down when active health checks say so (`health_check:`).
+    health: health::ReplicaHealth,
 }
 
 /// A request at a replica, counted in its in-flight requests until dropped
@@ -150,6 +154,7 @@ impl Upstream {
                 ejected_until: AtomicU64::new(0),
                 in_flight: AtomicU32::new(0),
                 load: load::ReplicaLoad::default(),
+                health: health::ReplicaHealth::default(),
             });
         }
         if replicas.is_empty() {
@@ -182,7 +187,7 @@ impl Upstream {
         let now = self.now_ms();
         let mut up = (0..count)
             .map(|offset| (start + offset) % count)
-            .filter(|&index| self.replicas[index].ejected_until.load(Ordering::Relaxed) <= now);
+            .filter(|&index| self.is_available(index, now));
         let in_flight = |index: usize| self.replicas[index].in_flight.load(Ordering::Relaxed);
         // `min_by_key` keeps the first of equals: the one next in turn.
         let picked = match self.balance {
@@ -238,15 +243,22 @@ impl Upstream {
         }
     }
 
+    /// Neither ejected after a connect error nor down by health checks.
+    fn is_available(&self, index: usize, now_ms: u64) -> bool {
+        let replica = &self.replicas[index];
+        replica.ejected_until.load(Ordering::Relaxed) <= now_ms && !replica.health.is_down()
+    }
+
     pub fn is_ejected(&self, index: usize) -> bool {
         self.replicas
             .get(index)
             .is_some_and(|r| r.ejected_until.load(Ordering::Relaxed) > self.now_ms())
     }
 
-    /// Replicas not ejected now.
+    /// Replicas neither ejected nor down now.
     pub fn healthy_replicas(&self) -> usize {
-        (0..self.replicas.len()).filter(|&i| !self.is_ejected(i)).count()
+        let now = self.now_ms();
+        (0..self.replicas.len()).filter(|&i| self.is_available(i, now)).count()
     }
 }
 
@@ -264,6 +276,7 @@ mod tests {
             timeouts: Timeouts::default(),
             api_key_env: None,
             balance: Balance::RoundRobin,
+            health_check: None,
         }
     }
 
@@ -358,6 +371,20 @@ mod tests {
         // Requests sent since the reading count too: 13 at replica 1 outweigh a queue of 3.
         let _more: Vec<InFlight> = (0..12).map(|_| upstream.begin(1)).collect();
         assert_eq!(upstream.pick(), 0);
+    }
+
+    #[tokio::test]
+    async fn replicas_down_by_health_checks_are_skipped() {
+        let upstream = Upstream::resolve(&backend(&["http://127.0.0.1:1", "http://127.0.0.1:2"]), None)
+            .await
+            .unwrap();
+        let check = maas_store::model::HealthCheck {
+            unhealthy_after: 1,
+            ..Default::default()
+        };
+        assert!(upstream.replicas[0].health.record(false, &check));
+        assert_eq!((0..4).map(|_| upstream.pick()).collect::<Vec<_>>(), [1, 1, 1, 1]);
+        assert_eq!(upstream.healthy_replicas(), 1);
     }
 
     #[tokio::test]

@@ -58,6 +58,40 @@ pub struct Backend {
     /// How a request picks one of the replicas.
     #[serde(default, skip_serializing_if = "is_default")]
     pub balance: Balance,
+    /// Probe `health_path` of every replica; without it, replicas are
+    /// skipped only after connect errors (passive ejection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+}
+
+/// `health_check:` of a backend: each proxy sends `GET {health_path}` to
+/// every replica every `interval_ms`; a replica is down after
+/// `unhealthy_after` failures in a row (no answer within `timeout_ms`, or
+/// not 2xx) and up again after `healthy_after` successes. A down replica
+/// gets no request while another is up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheck {
+    #[cfg_attr(feature = "openapi", schema(minimum = 100))]
+    pub interval_ms: u64,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    pub timeout_ms: u64,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    pub unhealthy_after: u32,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    pub healthy_after: u32,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            interval_ms: 2_000,
+            timeout_ms: 1_000,
+            unhealthy_after: 2,
+            healthy_after: 2,
+        }
+    }
 }
 
 /// `balance:` of a backend: how the proxy picks a replica for a request

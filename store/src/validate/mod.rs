@@ -282,6 +282,20 @@ fn validate_backend(backend: &Backend, at: &str, errors: &mut ValidationErrors) 
             errors.push(format!("{at}.timeouts.{field}"), "must be greater than 0");
         }
     }
+    if let Some(check) = &backend.health_check {
+        if check.interval_ms < 100 {
+            errors.push(format!("{at}.health_check.interval_ms"), "must be at least 100");
+        }
+        for (field, value) in [
+            ("timeout_ms", check.timeout_ms),
+            ("unhealthy_after", u64::from(check.unhealthy_after)),
+            ("healthy_after", u64::from(check.healthy_after)),
+        ] {
+            if value == 0 {
+                errors.push(format!("{at}.health_check.{field}"), "must be greater than 0");
+            }
+        }
+    }
     if let Some(var) = &backend.api_key_env {
         let valid = !var.is_empty()
             && !var.as_bytes()[0].is_ascii_digit()

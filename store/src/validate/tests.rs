@@ -170,6 +170,11 @@ fn backend_urls_are_checked() {
     ];
     b.timeouts.read_ms = 0;
     b.api_key_env = Some("lower".into());
+    b.health_check = Some(crate::model::HealthCheck {
+        interval_ms: 10,
+        healthy_after: 0,
+        ..Default::default()
+    });
     let got = paths(validate_catalog(&[b], &[], &[], &ByIndex));
     assert_eq!(
         got,
@@ -178,6 +183,8 @@ fn backend_urls_are_checked() {
             "backends[0].urls[2]",
             "backends[0].urls[3]",
             "backends[0].timeouts.read_ms",
+            "backends[0].health_check.interval_ms",
+            "backends[0].health_check.healthy_after",
             "backends[0].api_key_env"
         ]
     );
