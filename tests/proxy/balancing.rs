@@ -233,3 +233,41 @@ plans:
     }
     assert!(statuses.contains(&503), "{statuses:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_with_the_same_prompt_start_go_to_the_same_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let (second_sim, second) = spawn_sim(dir.path());
+    let _second_sim = Stopped(second_sim);
+    let catalog = format!(
+        r#"
+backends:
+  - system_name: cached
+    urls: ["{{SIM}}", "{second}"]
+    prefix_affinity: true
+products:
+  - {{system_name: cached, models: [chat-a], backend: cached}}
+plans:
+  - {{product: cached, system_name: open}}
+"#
+    );
+    let gw = Gateway::start(&catalog, 1, "local").await;
+    let replicas = [gw.sim_base.clone(), second];
+    // Four system prompts, each the prompt of one application's four requests.
+    for team in 0..4 {
+        let (app, key) = gw.app_key(&format!("team-{team}"), "cached", "open").await;
+        let system = format!("You answer for team {team}. ").repeat(60);
+        for question in 0..4 {
+            let body = serde_json::json!({"model": "chat-a", "max_tokens": 2, "messages": [
+                {"role": "system", "content": system},
+                {"role": "user", "content": format!("question {question}")}]});
+            assert_eq!(gw.chat_body(gw.base(), &key, body).await.status(), 200);
+        }
+        let mut counts = Vec::new();
+        for base in &replicas {
+            counts.push(served(&gw, base, &app).await);
+        }
+        counts.sort_unstable();
+        assert_eq!(counts, [0, 4], "team {team}: one replica served its prefix");
+    }
+}

@@ -122,7 +122,7 @@ impl ProxyHttp for MaasProxy {
             .clone()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream chosen"))?;
         ctx.attempts += 1;
-        ctx.replica = upstream.pick();
+        ctx.replica = upstream.pick_for(ctx.body.as_deref());
         // A retry elsewhere drops the count at the replica that refused.
         ctx.at_replica = Some(upstream.begin(ctx.replica));
         let replica = &upstream.replicas[ctx.replica];

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use maas_store::model::{Backend, Balance, Timeouts};
 
+pub mod affinity;
 mod health;
 mod load;
 
@@ -67,6 +68,7 @@ pub struct Upstream {
     /// `Authorization` value for the backend's own credential, if any.
     pub authorization: Option<String>,
     pub balance: Balance,
+    pub prefix_affinity: bool,
     next: AtomicUsize,
     epoch: Instant,
 }
@@ -167,6 +169,7 @@ impl Upstream {
             timeouts: backend.timeouts.clone(),
             authorization,
             balance: backend.balance,
+            prefix_affinity: backend.prefix_affinity,
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
         })
@@ -215,6 +218,24 @@ impl Upstream {
                 .min_by_key(|&index| self.replicas[index].ejected_until.load(Ordering::Relaxed))
                 .unwrap_or(0)
         })
+    }
+
+    /// The replica for a request whose body is `body`: with
+    /// `prefix_affinity`, the one its prompt's start prefers while within
+    /// its share of requests in flight ([`affinity`]); else by `balance`.
+    pub fn pick_for(&self, body: Option<&[u8]>) -> usize {
+        if self.prefix_affinity
+            && let Some(key) = body.and_then(affinity::prefix_key)
+        {
+            let now = self.now_ms();
+            let available: Vec<usize> = (0..self.replicas.len())
+                .filter(|&i| self.is_available(i, now))
+                .collect();
+            if let Some(index) = affinity::preferred(key, &available, |i| self.in_flight(i)) {
+                return index;
+            }
+        }
+        self.pick()
     }
 
     /// Counts a request at replica `index` until the guard is dropped.
@@ -276,6 +297,7 @@ mod tests {
             timeouts: Timeouts::default(),
             api_key_env: None,
             balance: Balance::RoundRobin,
+            prefix_affinity: false,
             health_check: None,
         }
     }

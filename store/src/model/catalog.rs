@@ -58,6 +58,11 @@ pub struct Backend {
     /// How a request picks one of the replicas.
     #[serde(default, skip_serializing_if = "is_default")]
     pub balance: Balance,
+    /// Requests whose prompts start alike go to the same replica (whose
+    /// prefix cache holds that start), unless it has more than its share
+    /// of requests in flight; then `balance` picks.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub prefix_affinity: bool,
     /// Probe `health_path` of every replica; without it, replicas are
     /// skipped only after connect errors (passive ejection).
     #[serde(default, skip_serializing_if = "Option::is_none")]

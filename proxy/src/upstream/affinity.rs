@@ -1,0 +1,128 @@
+//! Prefix affinity: requests whose prompts start with the same bytes (a
+//! shared system prompt, the earliest turns of a conversation) prefer the
+//! same replica, whose prefix cache then already holds those tokens. The
+//! replica is chosen by rendezvous hashing over the backend's replicas in
+//! catalog order, so every proxy prefers the same one; a preferred
+//! replica with more than its share of requests in flight
+//! ([`LOAD_FACTOR`] × the average) passes to the next in rank, so one hot
+//! prefix cannot overload a replica (consistent hashing with bounded
+//! loads).
+
+/// How many bytes of the prompt's JSON are its prefix: about 256 tokens,
+/// 16 of vLLM's blocks.
+pub const PREFIX_BYTES: usize = 1024;
+/// A replica takes a prefix's requests while it has at most this many
+/// times the average requests in flight.
+pub const LOAD_FACTOR: f64 = 1.25;
+
+/// The members whose value is the prompt, tried in this order (chat,
+/// completions, Responses).
+const PROMPT_MEMBERS: [&[u8]; 3] = [b"\"messages\"", b"\"prompt\"", b"\"input\""];
+
+/// The key of a request body's prompt prefix: a hash of the first
+/// [`PREFIX_BYTES`] of the value of its `messages`, `prompt` or `input`
+/// member, as the client wrote them. `None` without one. A member name
+/// inside a string (escaped) is skipped; anything this misreads costs
+/// only a worse-placed request, never a wrong answer.
+pub fn prefix_key(body: &[u8]) -> Option<u64> {
+    PROMPT_MEMBERS.iter().find_map(|member| {
+        let mut from = 0;
+        while let Some(at) = memchr::memmem::find(&body[from..], member).map(|i| i + from) {
+            from = at + member.len();
+            if at > 0 && body[at - 1] == b'\\' {
+                continue;
+            }
+            let rest = &body[from..];
+            let colon = rest.iter().position(|b| !b.is_ascii_whitespace())?;
+            if rest[colon] != b':' {
+                continue;
+            }
+            let value = &rest[colon + 1..];
+            let start = value
+                .iter()
+                .position(|b| !b.is_ascii_whitespace())
+                .unwrap_or(value.len());
+            let value = &value[start..];
+            return Some(fnv1a(&value[..value.len().min(PREFIX_BYTES)]));
+        }
+        None
+    })
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Rendezvous weight of replica `index` for prefix `key`.
+fn weight(key: u64, index: usize) -> u64 {
+    // SplitMix64 of the pair: well spread even for neighbouring keys.
+    let mut x = key ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// The replica for prefix `key` among `available` (indexes), given each
+/// one's requests in flight: the highest-ranked whose load is within its
+/// bound, if any.
+pub fn preferred(key: u64, available: &[usize], in_flight: impl Fn(usize) -> u32) -> Option<usize> {
+    if available.is_empty() {
+        return None;
+    }
+    let total: u64 = available.iter().map(|&i| u64::from(in_flight(i))).sum();
+    // Bounded loads: room for this request too, spread evenly, times the factor.
+    let bound = ((total + 1) as f64 * LOAD_FACTOR / available.len() as f64).ceil() as u64;
+    let mut ranked = available.to_vec();
+    ranked.sort_unstable_by_key(|&i| std::cmp::Reverse(weight(key, i)));
+    ranked.into_iter().find(|&i| u64::from(in_flight(i)) < bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_prompt_start_is_the_same_key() {
+        let system = "You are a careful assistant. ".repeat(50);
+        let body = |question: &str, order: bool| {
+            let messages =
+                format!(r#"[{{"role":"system","content":"{system}"}},{{"role":"user","content":"{question}"}}]"#);
+            if order {
+                format!(r#"{{"model":"m","messages": {messages},"stream":true}}"#)
+            } else {
+                format!(r#"{{"stream":false,"messages":{messages},"model":"m"}}"#)
+            }
+        };
+        let a = prefix_key(body("first?", true).as_bytes());
+        assert!(a.is_some());
+        assert_eq!(a, prefix_key(body("second?", false).as_bytes()), "members in any order");
+        let other = format!(r#"{{"model":"m","messages":[{{"role":"system","content":"Other. {system}"}}]}}"#);
+        assert_ne!(a, prefix_key(other.as_bytes()));
+        // A member name inside a string is not the member.
+        let tricky = r#"{"model":"m","note":"\"messages\": no","prompt":"hello"}"#;
+        assert_eq!(prefix_key(tricky.as_bytes()), prefix_key(br#"{"prompt":"hello"}"#));
+        assert_eq!(prefix_key(br#"{"model":"m"}"#), None);
+        assert_eq!(prefix_key(b"\"messages\""), None, "cut short");
+    }
+
+    #[test]
+    fn a_prefix_stays_on_its_replica_until_it_has_more_than_its_share() {
+        let replicas = [0, 1, 2, 3];
+        let idle = |_: usize| 0;
+        let first = preferred(7, &replicas, idle).unwrap();
+        assert_eq!(preferred(7, &replicas, idle), Some(first), "stable");
+        let spread: std::collections::HashSet<usize> =
+            (0..64).filter_map(|key| preferred(key, &replicas, idle)).collect();
+        assert_eq!(spread.len(), 4, "keys spread over every replica");
+        // Busy beyond its bound: the next in rank takes it.
+        let busy = |i: usize| if i == first { 5 } else { 0 };
+        let next = preferred(7, &replicas, busy).unwrap();
+        assert_ne!(next, first);
+        // Without the preferred replica (ejected), the same next one.
+        let rest: Vec<usize> = replicas.iter().copied().filter(|&i| i != first).collect();
+        assert_eq!(preferred(7, &rest, idle), Some(next));
+        assert_eq!(preferred(7, &[], idle), None);
+    }
+}
