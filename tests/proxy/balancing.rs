@@ -155,8 +155,16 @@ plans:
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert_eq!(waiting(a.clone()).await, 3.0, "replica a has a queue");
-    // The proxy reads /metrics every 200 ms.
+    // The proxy reads /metrics every 200 ms, and shows what it read.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let metrics = gw.metrics(0).await;
+    let series = |name: &str, base: &str| format!("{name}{{backend=\"gpus\",replica=\"{}\"}}", &base[7..]);
+    assert!(
+        metrics.contains(&format!("{} 3", series("maas_upstream_replica_waiting", &a))),
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!("{} 0", series("maas_upstream_replica_waiting", &b))));
+    assert!(metrics.contains(&series("maas_upstream_replica_metrics_age_seconds", &a)));
 
     // Six requests through the gateway: none joins a's queue.
     for i in 0..6 {
@@ -226,6 +234,15 @@ plans:
             "request {i}"
         );
     }
+    let metrics = gw.metrics(0).await;
+    let up = |base: &str| {
+        format!(
+            "maas_upstream_replica_up{{backend=\"checked\",replica=\"{}\"}}",
+            &base[7..]
+        )
+    };
+    assert!(metrics.contains(&format!("{} 0", up(&sick))), "{metrics}");
+    assert!(metrics.contains(&format!("{} 1", up(&gw.sim_base))), "{metrics}");
     // Without health checks, its 503s reach clients (it accepts connections).
     let mut statuses = Vec::new();
     for _ in 0..10 {

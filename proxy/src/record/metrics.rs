@@ -309,6 +309,64 @@ impl ProxyMetrics {
     }
 }
 
+/// Per-replica gauges of the serving catalog's backends, computed when
+/// `/metrics` is read (the replicas change with each catalog revision):
+/// whether each takes requests, this proxy's requests in flight there,
+/// and for `load_aware` backends its last load reading and how old it is.
+pub fn render_replicas(
+    upstreams: &std::collections::HashMap<String, std::sync::Arc<crate::upstream::Upstream>>,
+    out: &mut Vec<u8>,
+) {
+    use std::io::Write;
+    let families: [(&str, &str); 5] = [
+        (
+            "maas_upstream_replica_up",
+            "1 while the replica takes requests (not ejected after a connect error, not down by health checks)",
+        ),
+        (
+            "maas_upstream_replica_in_flight",
+            "Requests this proxy has at the replica",
+        ),
+        (
+            "maas_upstream_replica_waiting",
+            "Requests waiting at the replica, as its metrics last said (load_aware backends)",
+        ),
+        (
+            "maas_upstream_replica_kv_cache_usage",
+            "KV-cache use of the replica, 0 to 1, as its metrics last said (load_aware backends)",
+        ),
+        (
+            "maas_upstream_replica_metrics_age_seconds",
+            "Age of the replica's last load reading (load_aware backends)",
+        ),
+    ];
+    let mut names: Vec<&String> = upstreams.keys().collect();
+    names.sort();
+    for (family, (name, help)) in families.iter().enumerate() {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for backend in &names {
+            let upstream = &upstreams[*backend];
+            for (index, replica) in upstream.replicas.iter().enumerate() {
+                let state = upstream.replica_state(index);
+                let value = match family {
+                    0 => Some(f64::from(u8::from(state.up))),
+                    1 => Some(f64::from(state.in_flight)),
+                    2 => state.reading.map(|r| f64::from(r.waiting)),
+                    3 => state.reading.map(|r| r.kv_usage),
+                    _ => state.reading_age_ms.map(|ms| ms as f64 / 1000.0),
+                };
+                if let Some(value) = value {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{backend=\"{backend}\",replica=\"{}\"}} {value}",
+                        replica.authority
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// The process's metrics: one proxy per process.
 pub static METRICS: LazyLock<ProxyMetrics> = LazyLock::new(ProxyMetrics::new);
 
@@ -324,7 +382,11 @@ impl ServeHttp for MetricsApp {
     async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
         let path = session.req_header().uri.path();
         let (status, content_type, body) = match path {
-            "/metrics" => (200, "text/plain; version=0.0.4", METRICS.render()),
+            "/metrics" => {
+                let mut text = METRICS.render();
+                render_replicas(&self.state.catalog().upstreams, &mut text);
+                (200, "text/plain; version=0.0.4", text)
+            }
             "/health" => (200, "text/plain", b"ok\n".to_vec()),
             "/ready" => match self.state.not_ready_because() {
                 None => (200, "text/plain", b"ready\n".to_vec()),

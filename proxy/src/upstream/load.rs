@@ -50,6 +50,12 @@ impl ReplicaLoad {
         self.read_at_ms.store(now_ms.max(1), Ordering::Relaxed);
     }
 
+    /// How old the last reading is at `now_ms`, if there was one.
+    pub fn age_ms(&self, now_ms: u64) -> Option<u64> {
+        let at = self.read_at_ms.load(Ordering::Relaxed);
+        (at != 0).then(|| now_ms.saturating_sub(at))
+    }
+
     /// The last reading, if it is fresh at `now_ms`.
     pub fn fresh(&self, now_ms: u64) -> Option<Reading> {
         let at = self.read_at_ms.load(Ordering::Relaxed);

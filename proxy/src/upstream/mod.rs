@@ -18,7 +18,7 @@ mod health;
 mod load;
 
 pub use health::spawn_prober;
-pub use load::spawn_scraper;
+pub use load::{Reading, spawn_scraper};
 
 /// How long a replica that refused a connection is skipped.
 pub const EJECTION: Duration = Duration::from_secs(5);
@@ -39,6 +39,18 @@ pub struct Replica {
     load: load::ReplicaLoad,
     /// Down when active health checks say so (`health_check:`).
     health: health::ReplicaHealth,
+}
+
+/// What [`Upstream::replica_state`] tells.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReplicaState {
+    /// Takes requests: not ejected, not down by health checks.
+    pub up: bool,
+    pub in_flight: u32,
+    /// Its fresh load reading (`load_aware`).
+    pub reading: Option<load::Reading>,
+    /// How old its last load reading is, if it ever gave one.
+    pub reading_age_ms: Option<u64>,
 }
 
 /// A request at a replica, counted in its in-flight requests until dropped
@@ -274,6 +286,18 @@ impl Upstream {
         self.replicas
             .get(index)
             .is_some_and(|r| r.ejected_until.load(Ordering::Relaxed) > self.now_ms())
+    }
+
+    /// What this proxy knows of replica `index` now, for `/metrics`.
+    pub fn replica_state(&self, index: usize) -> ReplicaState {
+        let now = self.now_ms();
+        let replica = &self.replicas[index];
+        ReplicaState {
+            up: self.is_available(index, now),
+            in_flight: self.in_flight(index),
+            reading: replica.load.fresh(now),
+            reading_age_ms: replica.load.age_ms(now),
+        }
     }
 
     /// Replicas neither ejected nor down now.
