@@ -174,7 +174,10 @@ pub async fn sign_in(
         return Ok(response);
     };
     store.end_attempt(attempt, AttemptEnd::Refunded).await?;
-    store.remember_network(&user.email, &network).await?;
+    if let Some(email) = &email {
+        // As the limits key it: the address as typed, lowercased.
+        store.remember_network(email, &network).await?;
+    }
     if user.state != UserState::Active {
         let message = match user.state {
             UserState::Pending => "Your account waits for an administrator's approval.",

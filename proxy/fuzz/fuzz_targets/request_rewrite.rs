@@ -1,4 +1,4 @@
-//! Any request body: the rewriter never panics; what it forwards is JSON
+//! Any request body: the rewriter and prefix affinity's key never panic; what it forwards is JSON
 //! that asks for usage on streams as the policy says, respects the cap
 //! (never as 0, which servers read as no limit), and leaves every member it
 //! does not own as the client sent it; both walks of the prompt agree.
@@ -12,6 +12,8 @@ use maas_proxy::request::rewrite::{Endpoint, ForwardPolicy, StreamUsage, rewrite
 
 fuzz_target!(|input: (&[u8], u8, Option<u16>)| {
     let (body, selector, cap) = input;
+    // Prefix affinity reads every body, JSON or not, and never panics.
+    let _ = maas_proxy::upstream::affinity::prefix_key(body);
     let endpoint = selector;
     let stream_usage = match selector / 5 % 3 {
         0 => StreamUsage::Continuous,

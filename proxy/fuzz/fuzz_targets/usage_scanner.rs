@@ -1,4 +1,5 @@
-//! Any answer body, cut anywhere: the streaming scanner never panics, and
+//! Any answer body, cut anywhere: the streaming scanner (and the reading
+//! of a replica's `/metrics`) never panics, and
 //! on a body that is a JSON object it reads the `usage` member a complete
 //! parse reads (the last one when given twice), however the body is cut.
 #![no_main]
@@ -15,6 +16,11 @@ fuzz_target!(|input: (&[u8], u16, u16)| {
     scanner.push(&body[cuts[0]..cuts[1]]);
     scanner.push(&body[cuts[1]..]);
     let scanned = scanner.usage();
+    // A replica's /metrics answer, whatever it is: read without a panic.
+    if let Some(text) = maas_proxy::upstream::load::http_body(body) {
+        let _ = maas_proxy::upstream::load::parse_metrics(&text);
+    }
+    let _ = maas_proxy::upstream::load::parse_metrics(&String::from_utf8_lossy(body));
     let Ok(serde_json::Value::Object(members)) = serde_json::from_slice::<serde_json::Value>(body) else {
         return;
     };

@@ -15,7 +15,7 @@ use maas_store::model::{Backend, Balance, Timeouts};
 
 pub mod affinity;
 mod health;
-mod load;
+pub mod load;
 
 pub use health::spawn_prober;
 pub use load::{Reading, spawn_scraper};
