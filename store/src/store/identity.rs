@@ -5,12 +5,14 @@
 
 use sha2::{Digest, Sha256};
 
-use super::tenancy::{NewAccount, account_name_key, check_email, check_name, email_key, lower};
-use super::{Store, encode, now_ms};
+use super::tenancy::{
+    NewAccount, NewUser, account_record, account_writes, check_name, email_key, lower, user_record, user_writes,
+};
+use super::{Store, encode};
 use crate::backend::{Condition, WriteBatch};
 use crate::changes::Change;
 use crate::error::{StoreError, StoreResult};
-use crate::ids::{hex, new_id, random_bytes};
+use crate::ids::{hex, random_bytes};
 use crate::model::{Account, AccountBinding, User, UserRole, UserState};
 
 /// What a local sign-up asks for (see [`Store::sign_up`]).
@@ -174,49 +176,36 @@ impl Store {
     /// email: `sign_up`, or `sign_up_taken` when the email had an account.
     pub async fn sign_up(&self, new: LocalSignUp) -> StoreResult<()> {
         let organization = new.organization.trim();
-        check_name("name", organization, 200)?;
-        check_email(&new.email)?;
-        if !new.display_name.is_empty() {
-            check_name("display_name", &new.display_name, 200)?;
-        }
         let now = self.now();
         let short: String = organization.chars().take(180).collect();
-        let account = Account {
-            id: new_id("acc", now_ms(now)),
-            name: format!("{short} ({})", hex(&random_bytes::<3>())),
-            display_name: organization.to_owned(),
-            description: String::new(),
-            sso: None,
-            created_at: now,
-        };
-        let user = User {
-            id: new_id("usr", now_ms(now)),
-            account_id: account.id.clone(),
-            email: new.email.trim().to_owned(),
-            display_name: new.display_name.trim().to_owned(),
-            role: UserRole::Member,
-            state: UserState::Active,
-            sso: None,
-            // Nobody checked that the address is the visitor's.
-            email_verified: false,
-            password_hash: Some(new.password_hash),
-            created_at: now,
-            stated_organization: None,
-            session_epoch: 0,
-        };
+        let mut account = account_record(
+            NewAccount {
+                name: format!("{short} ({})", hex(&random_bytes::<3>())),
+                description: String::new(),
+                sso: None,
+            },
+            now,
+        )?;
+        check_name("name", organization, 200)?;
+        account.display_name = organization.to_owned();
+        let user = user_record(
+            NewUser {
+                account_id: account.id.clone(),
+                email: new.email,
+                display_name: new.display_name.trim().to_owned(),
+                role: UserRole::Member,
+                state: UserState::Active,
+                sso: None,
+                password_hash: Some(new.password_hash),
+                // Nobody checked that the address is the visitor's.
+                email_verified: false,
+            },
+            now,
+        )?;
+        // Condition 0: the account's name is free; 1: the email is.
         let mut batch = WriteBatch::default();
-        batch
-            .require(Condition::Absent(email_key(&user.email)))
-            .require(Condition::Absent(account_name_key(&account.name)))
-            .put(email_key(&user.email), encode(&user.id)?)
-            .put(account_name_key(&account.name), encode(&account.id)?)
-            .put(format!("account:{}", account.id), encode(&account)?)
-            .add_member("accounts", account.id.clone())
-            .put(format!("user:{}", user.id), encode(&user)?)
-            .add_member("users", user.id.clone())
-            .add_member(format!("account-users:{}", account.id), user.id.clone())
-            .publish(Change::Account { id: account.id.clone() })
-            .publish(Change::User { id: user.id.clone() });
+        account_writes(&mut batch, &account)?;
+        user_writes(&mut batch, &user)?;
         let audit = vec![
             self.audit_entry("create", "account", &account.id, None, Some(&account)),
             self.audit_entry("create", "user", &user.id, None, Some(&user)),
@@ -224,7 +213,7 @@ impl Store {
         let action = match self.commit(batch, audit).await? {
             Ok(()) => "sign_up",
             // The random suffix was taken: as unlikely as it is harmless.
-            Err(failed) if failed.0 == 1 => return Err(StoreError::Conflict("try again".into())),
+            Err(failed) if failed.0 == 0 => return Err(StoreError::Conflict("try again".into())),
             Err(_) => "sign_up_taken",
         };
         let digest = hex(&Sha256::digest(lower(&user.email).as_bytes())[..8]);

@@ -137,34 +137,86 @@ pub(super) fn check_email(email: &str) -> StoreResult<()> {
     }
 }
 
+/// A new account's record, its fields checked.
+pub(super) fn account_record(new: NewAccount, now: time::OffsetDateTime) -> StoreResult<Account> {
+    check_name("name", &new.name, 200)?;
+    check_text("description", &new.description, MAX_DESCRIPTION)?;
+    if let Some(binding) = &new.sso {
+        check_binding(binding)?;
+    }
+    Ok(Account {
+        id: new_id("acc", now_ms(now)),
+        name: new.name.trim().to_owned(),
+        display_name: String::new(),
+        description: new.description,
+        sso: new.sso,
+        created_at: now,
+    })
+}
+
+/// The writes that create `account`, requiring its name (condition
+/// first) and its binding, if any (next), free.
+pub(super) fn account_writes(batch: &mut WriteBatch, account: &Account) -> StoreResult<()> {
+    batch
+        .require(Condition::Absent(account_name_key(&account.name)))
+        .put(account_name_key(&account.name), encode(&account.id)?)
+        .put(format!("account:{}", account.id), encode(account)?)
+        .add_member("accounts", account.id.clone())
+        .publish(Change::Account { id: account.id.clone() });
+    if let Some(binding) = &account.sso {
+        batch
+            .require(Condition::Absent(binding_key(binding)))
+            .put(binding_key(binding), encode(&account.id)?);
+    }
+    Ok(())
+}
+
+/// A new user's record, its fields checked.
+pub(super) fn user_record(new: NewUser, now: time::OffsetDateTime) -> StoreResult<User> {
+    check_email(&new.email)?;
+    if !new.display_name.is_empty() {
+        check_name("display_name", &new.display_name, 200)?;
+    }
+    Ok(User {
+        id: new_id("usr", now_ms(now)),
+        account_id: new.account_id,
+        email: new.email.trim().to_owned(),
+        display_name: new.display_name,
+        role: new.role,
+        state: new.state,
+        sso: new.sso,
+        email_verified: new.email_verified,
+        password_hash: new.password_hash,
+        created_at: now,
+        stated_organization: None,
+        session_epoch: 0,
+    })
+}
+
+/// The writes that create `user` in its account, requiring its email
+/// (condition first) and its company identity, if any (next), free.
+pub(super) fn user_writes(batch: &mut WriteBatch, user: &User) -> StoreResult<()> {
+    batch
+        .require(Condition::Absent(email_key(&user.email)))
+        .put(email_key(&user.email), encode(&user.id)?);
+    if let Some(identity) = &user.sso {
+        batch
+            .require(Condition::Absent(sso_key(identity)))
+            .put(sso_key(identity), encode(&user.id)?);
+    }
+    batch
+        .put(format!("user:{}", user.id), encode(user)?)
+        .add_member("users", user.id.clone())
+        .add_member(format!("account-users:{}", user.account_id), user.id.clone())
+        .publish(Change::User { id: user.id.clone() });
+    Ok(())
+}
+
 impl Store {
     pub async fn create_account(&self, new: NewAccount) -> StoreResult<Account> {
-        check_name("name", &new.name, 200)?;
-        check_text("description", &new.description, MAX_DESCRIPTION)?;
-        if let Some(binding) = &new.sso {
-            check_binding(binding)?;
-        }
-        let now = self.now();
-        let account = Account {
-            id: new_id("acc", now_ms(now)),
-            name: new.name.trim().to_owned(),
-            display_name: String::new(),
-            description: new.description,
-            sso: new.sso,
-            created_at: now,
-        };
+        let account = account_record(new, self.now())?;
         let mut batch = WriteBatch::default();
-        batch
-            .require(Condition::Absent(account_name_key(&account.name)))
-            .put(account_name_key(&account.name), encode(&account.id)?)
-            .put(format!("account:{}", account.id), encode(&account)?)
-            .add_member("accounts", account.id.clone())
-            .publish(Change::Account { id: account.id.clone() });
-        if let Some(binding) = &account.sso {
-            batch
-                .require(Condition::Absent(binding_key(binding)))
-                .put(binding_key(binding), encode(&account.id)?);
-        }
+        account_writes(&mut batch, &account)?;
         let audit = vec![self.audit_entry("create", "account", &account.id, None, Some(&account))];
         match self.commit(batch, audit).await? {
             Ok(()) => Ok(account),
@@ -333,40 +385,10 @@ impl Store {
     }
 
     pub async fn create_user(&self, new: NewUser) -> StoreResult<User> {
-        check_email(&new.email)?;
-        if !new.display_name.is_empty() {
-            check_name("display_name", &new.display_name, 200)?;
-        }
-        let now = self.now();
-        let user = User {
-            id: new_id("usr", now_ms(now)),
-            account_id: new.account_id,
-            email: new.email.trim().to_owned(),
-            display_name: new.display_name,
-            role: new.role,
-            state: new.state,
-            sso: new.sso,
-            email_verified: new.email_verified,
-            password_hash: new.password_hash,
-            created_at: now,
-            stated_organization: None,
-            session_epoch: 0,
-        };
+        let user = user_record(new, self.now())?;
         let mut batch = WriteBatch::default();
-        batch
-            .require(Condition::Exists(format!("account:{}", user.account_id)))
-            .require(Condition::Absent(email_key(&user.email)))
-            .put(email_key(&user.email), encode(&user.id)?);
-        if let Some(identity) = &user.sso {
-            batch
-                .require(Condition::Absent(sso_key(identity)))
-                .put(sso_key(identity), encode(&user.id)?);
-        }
-        batch
-            .put(format!("user:{}", user.id), encode(&user)?)
-            .add_member("users", user.id.clone())
-            .add_member(format!("account-users:{}", user.account_id), user.id.clone())
-            .publish(Change::User { id: user.id.clone() });
+        batch.require(Condition::Exists(format!("account:{}", user.account_id)));
+        user_writes(&mut batch, &user)?;
         let audit = vec![self.audit_entry("create", "user", &user.id, None, Some(&user))];
         match self.commit(batch, audit).await? {
             Ok(()) => Ok(user),
