@@ -273,20 +273,22 @@ impl Engine {
         self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Whether a request of `prompt_tokens` that may generate
-    /// `new_tokens` fits in the KV cache at all.
-    pub fn fits(&self, prompt_tokens: u32, new_tokens: u32) -> bool {
-        u64::from(prompt_tokens) + u64::from(new_tokens) <= self.config.kv_cache_tokens
+    /// Whether a request of `prompt_tokens` that generates `generated`
+    /// tokens (every choice's) fits in the KV cache at all.
+    pub fn fits(&self, prompt_tokens: u32, generated: u32) -> bool {
+        u64::from(prompt_tokens) + u64::from(generated) <= self.config.kv_cache_tokens
     }
 
-    /// Queues a request: `blocks` are its prompt's [`block_hashes`].
-    pub fn submit(&self, blocks: Vec<u64>, prompt_tokens: u32, new_tokens: u32) -> Sequence {
+    /// Queues a request: `blocks` are its prompt's [`block_hashes`]; it
+    /// takes `steps` decode steps (its longest choice) and holds its prompt
+    /// and the `generated` tokens of all its choices in the KV cache.
+    pub fn submit(&self, blocks: Vec<u64>, prompt_tokens: u32, steps: u32, generated: u32) -> Sequence {
         let (tokens, receiver) = mpsc::unbounded_channel();
         let _ = self.arrivals.send(Arrival {
             blocks,
             prompt_tokens,
-            new_tokens: new_tokens.max(1),
-            kv_tokens: u64::from(prompt_tokens) + u64::from(new_tokens),
+            new_tokens: steps.max(1),
+            kv_tokens: u64::from(prompt_tokens) + u64::from(generated),
             tokens,
             at: Instant::now(),
         });

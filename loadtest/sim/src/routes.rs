@@ -310,13 +310,7 @@ fn queue(
     generation: &Generation,
     ask: &Ask,
 ) -> Result<crate::engine::Sequence, ApiError> {
-    let longest = generation
-        .choices
-        .iter()
-        .map(|c| c.tokens.len() as u32)
-        .max()
-        .unwrap_or(0);
-    let generated: u32 = generation.choices.iter().map(|c| c.tokens.len() as u32).sum();
+    let generated = generation.completion_tokens();
     if !engine.fits(generation.prompt_tokens, generated) {
         return Err(bad_request(format!(
             "This request needs {} tokens of KV cache ({} in the prompt, {generated} to generate); the server \
@@ -327,7 +321,7 @@ fn queue(
         )));
     }
     let blocks = crate::engine::block_hashes(ask.prompt_texts.iter().map(String::as_str), engine.config().block_size);
-    Ok(engine.submit(blocks, generation.prompt_tokens, longest.max(1)))
+    Ok(engine.submit(blocks, generation.prompt_tokens, generation.longest() as u32, generated))
 }
 
 pub async fn chat(

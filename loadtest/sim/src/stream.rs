@@ -37,12 +37,12 @@ pub struct Generation {
 }
 
 impl Generation {
-    fn completion_tokens(&self) -> u32 {
+    pub(crate) fn completion_tokens(&self) -> u32 {
         self.choices.iter().map(|c| c.tokens.len() as u32).sum()
     }
 
     /// Tokens of the longest choice: the steps a stream takes.
-    fn longest(&self) -> usize {
+    pub(crate) fn longest(&self) -> usize {
         self.choices.iter().map(|c| c.tokens.len()).max().unwrap_or(0)
     }
 
@@ -51,16 +51,14 @@ impl Generation {
     /// gets nothing, and nothing is counted as sent.
     pub async fn complete(mut self, state: Arc<SimState>) -> Value {
         let mut tally = Tally::new(state, &self);
+        let longest = self.longest();
         match self.sequence.as_mut() {
             Some(sequence) => {
-                for _ in 0..self.choices.iter().map(|c| c.tokens.len()).max().unwrap_or(0) {
+                for _ in 0..longest {
                     sequence.next_token().await;
                 }
             }
-            None => {
-                let steps = self.longest().saturating_sub(1) as u32;
-                pause(self.ttft + self.itl * steps).await;
-            }
+            None => pause(self.ttft + self.itl * longest.saturating_sub(1) as u32).await,
         }
         tally.sent = self.completion_tokens();
         tally.ending = Some(Ending::Complete);

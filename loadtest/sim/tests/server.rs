@@ -151,3 +151,33 @@ async fn streams_are_paced_by_the_server_and_oversized_requests_refused() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_choice_holds_its_tokens_in_the_kv_cache() {
+    let sim = std::sync::Arc::new(
+        start(model(|m| {
+            m.output_tokens = TokenRange { min: 30, max: 30 };
+            m.server = Some(server());
+        }))
+        .await,
+    );
+    let request = {
+        let sim = sim.clone();
+        tokio::spawn(async move {
+            let body = json!({"model": "m", "n": 2, "messages": [{"role": "user", "content": "question"}]});
+            sim.post("/v1/chat/completions", "app", body).await.status()
+        })
+    };
+    let usage = "vllm:kv_cache_usage_perc{model_name=\"m\"}";
+    let mut seen = 0.0;
+    for _ in 0..100 {
+        seen = metric(&sim, usage).await;
+        if seen > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // A prompt of 7 tokens (1 word, 3 per message, 3) and 2 × 30 generated, of 10,000.
+    assert_eq!(seen, 67.0 / 10_000.0);
+    assert_eq!(request.await.unwrap(), 200);
+}
