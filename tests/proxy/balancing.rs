@@ -17,23 +17,21 @@ impl Drop for Stopped {
 
 /// How many requests of `application` the simulator at `base` served.
 async fn served(gw: &Gateway, base: &str, application: &str) -> u64 {
-    let usage: serde_json::Value = gw
-        .http
-        .get(format!("{base}/sim/usage"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    usage["applications"][application]["requests"].as_u64().unwrap_or(0)
+    gw.sim_usage_at(base, application).await["requests"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// A second replica of the gateway's simulator (same models), stopped with the guard.
+fn second_replica(dir: &std::path::Path) -> (Stopped, String) {
+    let (sim, base) = spawn_sim(dir);
+    (Stopped(sim), base)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_requests_spares_the_replica_busy_with_a_stream() {
     let dir = tempfile::tempdir().unwrap();
-    let (second_sim, second) = spawn_sim(dir.path());
-    let _second_sim = Stopped(second_sim);
+    let (_second_sim, second) = second_replica(dir.path());
     let catalog = format!(
         r#"
 backends:
@@ -132,16 +130,9 @@ plans:
         })
         .collect();
     let waiting = |base: String| {
-        let http = gw.http.clone();
+        let gw = &gw;
         async move {
-            let text = http
-                .get(format!("{base}/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let text = gw.text(&format!("{base}/metrics")).await;
             text.lines()
                 .find_map(|l| l.strip_prefix("vllm:num_requests_waiting{model_name=\"gpu-a\"} "))
                 .and_then(|v| v.parse::<f64>().ok())
@@ -254,8 +245,7 @@ plans:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_with_the_same_prompt_start_go_to_the_same_replica() {
     let dir = tempfile::tempdir().unwrap();
-    let (second_sim, second) = spawn_sim(dir.path());
-    let _second_sim = Stopped(second_sim);
+    let (_second_sim, second) = second_replica(dir.path());
     let catalog = format!(
         r#"
 backends:

@@ -293,16 +293,18 @@ impl Gateway {
 
     /// What the simulator served to `application_id`.
     pub async fn sim_usage(&self, application_id: &str) -> serde_json::Value {
-        let all: serde_json::Value = self
-            .http
-            .get(format!("{}/sim/usage", self.sim_base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        self.sim_usage_at(&self.sim_base, application_id).await
+    }
+
+    /// What the simulator at `base` (another replica) served to `application_id`.
+    pub async fn sim_usage_at(&self, base: &str, application_id: &str) -> serde_json::Value {
+        let all: serde_json::Value = serde_json::from_str(&self.text(&format!("{base}/sim/usage")).await).unwrap();
         all["applications"][application_id].clone()
+    }
+
+    /// The body of `GET url`, as text.
+    pub async fn text(&self, url: &str) -> String {
+        self.http.get(url).send().await.unwrap().text().await.unwrap()
     }
 
     pub async fn chat(&self, base: &str, key: &str, model: &str) -> reqwest::Response {

@@ -28,15 +28,7 @@ fn server() -> ServerModel {
 
 /// The value of the first metric line that starts with `series`.
 async fn metric(sim: &Sim, series: &str) -> f64 {
-    let text = sim
-        .client
-        .get(format!("{}/metrics", sim.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = sim.text("/metrics").await;
     text.lines()
         .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
         .unwrap_or_else(|| panic!("no `{series}` in {text}"))

@@ -353,15 +353,7 @@ async fn models_health_version_and_metrics() {
     let body =
         json!({"model": "granite-3.1-8b-instruct", "max_tokens": 2, "messages": [{"role": "user", "content": "a"}]});
     sim.post("/v1/chat/completions", "x", body).await.text().await.unwrap();
-    let metrics = sim
-        .client
-        .get(format!("{}/metrics", sim.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = sim.text("/metrics").await;
     assert!(
         metrics.contains("sim_requests_total{model=\"granite-3.1-8b-instruct\",endpoint=\"chat\"} 1"),
         "{metrics}"

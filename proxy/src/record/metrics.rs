@@ -317,51 +317,52 @@ pub fn render_replicas(
     upstreams: &std::collections::HashMap<String, std::sync::Arc<crate::upstream::Upstream>>,
     out: &mut Vec<u8>,
 ) {
+    use crate::upstream::ReplicaState;
     use std::io::Write;
-    let families: [(&str, &str); 5] = [
+    type Family = (&'static str, &'static str, fn(&ReplicaState) -> Option<f64>);
+    let families: [Family; 5] = [
         (
             "maas_upstream_replica_up",
             "1 while the replica takes requests (not ejected after a connect error, not down by health checks)",
+            |s| Some(f64::from(u8::from(s.up))),
         ),
         (
             "maas_upstream_replica_in_flight",
             "Requests this proxy has at the replica",
+            |s| Some(f64::from(s.in_flight)),
         ),
         (
             "maas_upstream_replica_waiting",
             "Requests waiting at the replica, as its metrics last said (load_aware backends)",
+            |s| s.reading.map(|r| f64::from(r.waiting)),
         ),
         (
             "maas_upstream_replica_kv_cache_usage",
             "KV-cache use of the replica, 0 to 1, as its metrics last said (load_aware backends)",
+            |s| s.reading.map(|r| r.kv_usage),
         ),
         (
             "maas_upstream_replica_metrics_age_seconds",
             "Age of the replica's last load reading (load_aware backends)",
+            |s| s.reading_age_ms.map(|ms| ms as f64 / 1000.0),
         ),
     ];
-    let mut names: Vec<&String> = upstreams.keys().collect();
-    names.sort();
-    for (family, (name, help)) in families.iter().enumerate() {
+    // One reading of every replica, so the families agree with each other.
+    let mut states: Vec<(&str, &str, ReplicaState)> = upstreams
+        .iter()
+        .flat_map(|(backend, upstream)| {
+            (0..upstream.replicas.len()).map(move |index| {
+                let authority = upstream.replicas[index].authority.as_str();
+                (backend.as_str(), authority, upstream.replica_state(index))
+            })
+        })
+        .collect();
+    states.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    for (name, help, value) in families {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for backend in &names {
-            let upstream = &upstreams[*backend];
-            for (index, replica) in upstream.replicas.iter().enumerate() {
-                let state = upstream.replica_state(index);
-                let value = match family {
-                    0 => Some(f64::from(u8::from(state.up))),
-                    1 => Some(f64::from(state.in_flight)),
-                    2 => state.reading.map(|r| f64::from(r.waiting)),
-                    3 => state.reading.map(|r| r.kv_usage),
-                    _ => state.reading_age_ms.map(|ms| ms as f64 / 1000.0),
-                };
-                if let Some(value) = value {
-                    let _ = writeln!(
-                        out,
-                        "{name}{{backend=\"{backend}\",replica=\"{}\"}} {value}",
-                        replica.authority
-                    );
-                }
+        for (backend, replica, state) in &states {
+            if let Some(value) = value(state) {
+                let _ = writeln!(out, "{name}{{backend=\"{backend}\",replica=\"{replica}\"}} {value}");
             }
         }
     }

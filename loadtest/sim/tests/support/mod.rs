@@ -59,6 +59,12 @@ impl Sim {
             .unwrap()
     }
 
+    /// The body of `GET path`, as text.
+    pub async fn text(&self, path: &str) -> String {
+        let response = self.client.get(format!("{}{path}", self.base)).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
     pub async fn get_json(&self, path: &str) -> Value {
         let response = self.client.get(format!("{}{path}", self.base)).send().await.unwrap();
         response.json().await.unwrap()
