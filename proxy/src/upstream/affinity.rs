@@ -66,17 +66,23 @@ fn weight(key: u64, index: usize) -> u64 {
 
 /// The replica for prefix `key` among `available` (indexes), given each
 /// one's requests in flight: the highest-ranked whose load is within its
-/// bound, if any.
-pub fn preferred(key: u64, available: &[usize], in_flight: impl Fn(usize) -> u32) -> Option<usize> {
-    if available.is_empty() {
+/// bound, if any. Two passes over the replicas, nothing allocated.
+pub fn preferred(
+    key: u64,
+    available: impl Iterator<Item = usize> + Clone,
+    in_flight: impl Fn(usize) -> u32,
+) -> Option<usize> {
+    let (count, total) = available.clone().fold((0u64, 0u64), |(count, total), i| {
+        (count + 1, total + u64::from(in_flight(i)))
+    });
+    if count == 0 {
         return None;
     }
-    let total: u64 = available.iter().map(|&i| u64::from(in_flight(i))).sum();
     // Bounded loads: room for this request too, spread evenly, times the factor.
-    let bound = ((total + 1) as f64 * LOAD_FACTOR / available.len() as f64).ceil() as u64;
-    let mut ranked = available.to_vec();
-    ranked.sort_unstable_by_key(|&i| std::cmp::Reverse(weight(key, i)));
-    ranked.into_iter().find(|&i| u64::from(in_flight(i)) < bound)
+    let bound = ((total + 1) as f64 * LOAD_FACTOR / count as f64).ceil() as u64;
+    available
+        .filter(|&i| u64::from(in_flight(i)) < bound)
+        .max_by_key(|&i| weight(key, i))
 }
 
 #[cfg(test)]
@@ -111,18 +117,19 @@ mod tests {
     fn a_prefix_stays_on_its_replica_until_it_has_more_than_its_share() {
         let replicas = [0, 1, 2, 3];
         let idle = |_: usize| 0;
-        let first = preferred(7, &replicas, idle).unwrap();
-        assert_eq!(preferred(7, &replicas, idle), Some(first), "stable");
-        let spread: std::collections::HashSet<usize> =
-            (0..64).filter_map(|key| preferred(key, &replicas, idle)).collect();
+        let first = preferred(7, replicas.iter().copied(), idle).unwrap();
+        assert_eq!(preferred(7, replicas.iter().copied(), idle), Some(first), "stable");
+        let spread: std::collections::HashSet<usize> = (0..64)
+            .filter_map(|key| preferred(key, replicas.iter().copied(), idle))
+            .collect();
         assert_eq!(spread.len(), 4, "keys spread over every replica");
         // Busy beyond its bound: the next in rank takes it.
         let busy = |i: usize| if i == first { 5 } else { 0 };
-        let next = preferred(7, &replicas, busy).unwrap();
+        let next = preferred(7, replicas.iter().copied(), busy).unwrap();
         assert_ne!(next, first);
         // Without the preferred replica (ejected), the same next one.
         let rest: Vec<usize> = replicas.iter().copied().filter(|&i| i != first).collect();
-        assert_eq!(preferred(7, &rest, idle), Some(next));
-        assert_eq!(preferred(7, &[], idle), None);
+        assert_eq!(preferred(7, rest.iter().copied(), idle), Some(next));
+        assert_eq!(preferred(7, std::iter::empty(), idle), None);
     }
 }

@@ -209,19 +209,13 @@ impl Upstream {
             Balance::RoundRobin => up.next(),
             Balance::LeastRequests => up.min_by_key(|&index| in_flight(index)),
             Balance::LoadAware => {
-                let candidates: Vec<usize> = up.collect();
-                let readings: Option<Vec<load::Reading>> = candidates
-                    .iter()
-                    .map(|&index| self.replicas[index].load.fresh(now))
-                    .collect();
-                match readings {
-                    Some(readings) => candidates
-                        .iter()
-                        .zip(readings)
-                        .min_by_key(|(index, reading)| load::score(*reading, in_flight(**index)))
-                        .map(|(index, _)| *index),
+                let load = |index: usize| self.replicas[index].load.fresh(now);
+                if up.clone().all(|index| load(index).is_some()) {
+                    // A reading that went stale since counts as the worst.
+                    up.min_by_key(|&index| load(index).map_or(u64::MAX, |r| load::score(r, in_flight(index))))
+                } else {
                     // A replica without fresh metrics: compare what this proxy knows.
-                    None => candidates.into_iter().min_by_key(|&index| in_flight(index)),
+                    up.min_by_key(|&index| in_flight(index))
                 }
             }
         };
@@ -240,10 +234,8 @@ impl Upstream {
             && let Some(key) = body.and_then(affinity::prefix_key)
         {
             let now = self.now_ms();
-            let available: Vec<usize> = (0..self.replicas.len())
-                .filter(|&i| self.is_available(i, now))
-                .collect();
-            if let Some(index) = affinity::preferred(key, &available, |i| self.in_flight(i)) {
+            let available = (0..self.replicas.len()).filter(|&i| self.is_available(i, now));
+            if let Some(index) = affinity::preferred(key, available, |i| self.in_flight(i)) {
                 return index;
             }
         }
