@@ -19,6 +19,7 @@ mod proxy {
     mod observability;
     mod outage;
     mod portal;
+    mod queueing;
     mod redis_ha;
     mod resilience;
     mod routing;

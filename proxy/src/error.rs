@@ -285,6 +285,52 @@ impl ApiError {
         )
     }
 
+    /// Every replica of the backend was saturated and the request could
+    /// not wait (longer) in the gateway's queue.
+    pub fn saturated(
+        backend: &str,
+        priority: maas_store::model::Priority,
+        refused: crate::upstream::Refused,
+        retry_after_secs: u64,
+    ) -> ApiError {
+        let priority = priority.as_str();
+        let (reason, why) = match refused {
+            crate::upstream::Refused::Full => (
+                "queue_full",
+                "and as many of this model's requests as may wait are waiting already".to_owned(),
+            ),
+            crate::upstream::Refused::TimedOut { waited } => (
+                "queue_timeout",
+                format!(
+                    "and the request waited {:.1} s for room, as long as this model allows",
+                    waited.as_secs_f64()
+                ),
+            ),
+        };
+        ApiError::new(
+            429,
+            "rate_limit_error",
+            "model_overloaded",
+            reason,
+            format!(
+                "The servers of `{backend}` are at capacity ({priority} priority requests go in turn), {why}. \
+                 Retry in {retry_after_secs} s."
+            ),
+        )
+    }
+
+    /// The client closed its connection before the request was sent on
+    /// (nginx's 499: nobody reads the answer).
+    pub fn client_gone() -> ApiError {
+        ApiError::new(
+            499,
+            "invalid_request_error",
+            "client_closed_request",
+            "client_gone",
+            "The client closed the connection while its request waited.".into(),
+        )
+    }
+
     pub fn store_unavailable() -> ApiError {
         ApiError::new(
             503,

@@ -52,7 +52,8 @@ impl ServingCatalog {
             match Upstream::resolve(backend, authorization).await {
                 Ok(upstream) => {
                     let upstream = Arc::new(upstream);
-                    if upstream.balance == maas_store::model::Balance::LoadAware {
+                    // Saturation reads the same metrics the load-aware pick does.
+                    if upstream.balance == maas_store::model::Balance::LoadAware || upstream.saturation.is_some() {
                         crate::upstream::spawn_scraper(&upstream);
                     }
                     if let Some(check) = &backend.health_check {

@@ -196,6 +196,10 @@ impl MaasProxy {
             completion_grant
         ));
         or_refuse!(choose_upstream(ctx, &catalog, route, &routed, &target));
+        or_refuse!(
+            super::gateway_queue::wait_for_room(session, ctx, &auth, &route.product.system_name, &route.product.queue)
+                .await
+        );
         Ok(Ok(Next::Proxy))
     }
 

@@ -122,9 +122,13 @@ impl ProxyHttp for MaasProxy {
             .clone()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream chosen"))?;
         ctx.attempts += 1;
-        ctx.replica = upstream.pick_for(ctx.body.as_deref());
-        // A retry elsewhere drops the count at the replica that refused.
-        ctx.at_replica = Some(upstream.begin(ctx.replica));
+        // The gateway queue picked the first attempt's replica as it let
+        // the request through (and counts it there already).
+        if ctx.attempts > 1 || ctx.at_replica.is_none() {
+            ctx.replica = upstream.pick_for(ctx.body.as_deref());
+            // A retry elsewhere drops the count at the replica that refused.
+            ctx.at_replica = Some(upstream.begin(ctx.replica));
+        }
         let replica = &upstream.replicas[ctx.replica];
         let mut peer = HttpPeer::new(replica.address, replica.tls, replica.host.clone());
         let timeouts = &upstream.timeouts;

@@ -57,6 +57,8 @@ pub struct ProxyMetrics {
     /// Event streams being sent to clients now.
     pub streams_in_flight: IntGauge,
     pub rejected: IntCounterVec,
+    /// Time in the gateway's queue, by product, priority and outcome.
+    pub queue_wait: HistogramVec,
     pub store_errors: IntCounterVec,
     pub upstream_errors: IntCounterVec,
     pub estimated_tokens: IntCounterVec,
@@ -103,7 +105,11 @@ fn histogram(registry: &Registry, name: &str, help: &str) -> HistogramVec {
 }
 
 fn histogram_in(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> HistogramVec {
-    let histogram = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), &["product"])
+    histogram_by(registry, name, help, buckets, &["product"])
+}
+
+fn histogram_by(registry: &Registry, name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
+    let histogram = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)
         .expect("metric definitions are static");
     registry
         .register(Box::new(histogram.clone()))
@@ -193,6 +199,14 @@ impl ProxyMetrics {
                 "maas_rejected_total",
                 "Requests the gateway refused, by reason",
                 &["reason"],
+            ),
+            queue_wait: histogram_by(
+                &registry,
+                "maas_queue_wait_seconds",
+                "Requests that met a saturated backend: time in the gateway's queue, by product, plan priority \
+                 and outcome (released to a replica, timeout or full: refused with 429)",
+                &LATENCY_BUCKETS,
+                &["product", "priority", "outcome"],
             ),
             store_errors: counter(
                 &registry,
@@ -368,6 +382,47 @@ pub fn render_replicas(
     }
 }
 
+/// The gateway queues' depths, by backend, product and priority, and
+/// whether each replica counts as saturated (backends with `saturation:`).
+pub fn render_queues(
+    upstreams: &std::collections::HashMap<String, std::sync::Arc<crate::upstream::Upstream>>,
+    out: &mut Vec<u8>,
+) {
+    use std::io::Write;
+    let mut queued: Vec<_> = upstreams.iter().filter(|(_, u)| u.saturation.is_some()).collect();
+    queued.sort_by(|a, b| a.0.cmp(b.0));
+    let name = "maas_queue_waiting";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Requests waiting in the gateway's queue for a saturated backend, by product and plan priority\n\
+         # TYPE {name} gauge"
+    );
+    for (backend, upstream) in &queued {
+        for (product, priority, count) in upstream.queue_depths() {
+            let priority = priority.as_str();
+            let _ = writeln!(
+                out,
+                "{name}{{backend=\"{backend}\",product=\"{product}\",priority=\"{priority}\"}} {count}"
+            );
+        }
+    }
+    let name = "maas_upstream_replica_saturated";
+    let _ = writeln!(
+        out,
+        "# HELP {name} 1 while the replica has no room by its backend's saturation thresholds\n# TYPE {name} gauge"
+    );
+    for (backend, upstream) in &queued {
+        for (index, replica) in upstream.replicas.iter().enumerate() {
+            let saturated = u8::from(!upstream.replica_has_room(index));
+            let _ = writeln!(
+                out,
+                "{name}{{backend=\"{backend}\",replica=\"{}\"}} {saturated}",
+                replica.authority
+            );
+        }
+    }
+}
+
 /// The process's metrics: one proxy per process.
 pub static METRICS: LazyLock<ProxyMetrics> = LazyLock::new(ProxyMetrics::new);
 
@@ -385,7 +440,9 @@ impl ServeHttp for MetricsApp {
         let (status, content_type, body) = match path {
             "/metrics" => {
                 let mut text = METRICS.render();
-                render_replicas(&self.state.catalog().upstreams, &mut text);
+                let catalog = self.state.catalog();
+                render_replicas(&catalog.upstreams, &mut text);
+                render_queues(&catalog.upstreams, &mut text);
                 (200, "text/plain; version=0.0.4", text)
             }
             "/health" => (200, "text/plain", b"ok\n".to_vec()),

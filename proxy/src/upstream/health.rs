@@ -65,6 +65,8 @@ pub fn spawn_prober(upstream: &Arc<Upstream>, check: HealthCheck, path: String) 
                     tracing::warn!(backend = %upstream.name, replica = %replica.authority, state, "health check");
                 }
             }
+            // A replica back up has room for requests waiting in the queue.
+            upstream.release();
         }
     });
 }

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use maas_store::model::Saturation;
+
 use super::Upstream;
 
 /// How often each replica's `/metrics` is read.
@@ -30,6 +32,8 @@ pub struct ReplicaLoad {
     kv_permille: AtomicU32,
     /// When it was read ([`Upstream`]'s clock, ms); 0: never.
     read_at_ms: AtomicU64,
+    /// This proxy's requests in flight at the replica when it was read.
+    in_flight_at_read: AtomicU32,
 }
 
 /// One reading of a replica's metrics.
@@ -42,7 +46,14 @@ pub struct Reading {
 }
 
 impl ReplicaLoad {
+    #[cfg(test)]
     pub(super) fn store(&self, reading: Reading, now_ms: u64) {
+        self.store_with_in_flight(reading, now_ms, 0);
+    }
+
+    /// A reading taken while this proxy had `in_flight` requests there.
+    pub(super) fn store_with_in_flight(&self, reading: Reading, now_ms: u64, in_flight: u32) {
+        self.in_flight_at_read.store(in_flight, Ordering::Relaxed);
         self.waiting.store(reading.waiting, Ordering::Relaxed);
         self.running.store(reading.running, Ordering::Relaxed);
         let permille = (reading.kv_usage.clamp(0.0, 1.0) * 1000.0).round() as u32;
@@ -65,6 +76,34 @@ impl ReplicaLoad {
             kv_usage: f64::from(self.kv_permille.load(Ordering::Relaxed)) / 1000.0,
         })
     }
+}
+
+impl ReplicaLoad {
+    /// The last reading if fresh, with this proxy's requests in flight at
+    /// the replica when it was taken.
+    pub fn fresh_with_in_flight(&self, now_ms: u64) -> Option<(Reading, u32)> {
+        let reading = self.fresh(now_ms)?;
+        Some((reading, self.in_flight_at_read.load(Ordering::Relaxed)))
+    }
+}
+
+/// Whether a replica is saturated: this proxy has `saturation.in_flight`
+/// requests there, or its fresh reading (taken with `in_flight_then` of
+/// this proxy's requests there) shows `saturation.waiting` requests
+/// waiting or `saturation.kv_cache_percent` of its KV cache in use.
+/// Requests sent since the reading count as waiting, and those that
+/// ended since as having let a waiting one run: between two readings the
+/// estimate follows what this proxy did, so a burst released on one
+/// reading stops at the threshold rather than at the next reading.
+pub fn is_saturated(saturation: &Saturation, reading: Option<(Reading, u32)>, in_flight: u32) -> bool {
+    if saturation.in_flight.is_some_and(|cap| in_flight >= cap) {
+        return true;
+    }
+    let Some((reading, in_flight_then)) = reading else {
+        return false;
+    };
+    let waiting = i64::from(reading.waiting) + i64::from(in_flight) - i64::from(in_flight_then);
+    waiting >= i64::from(saturation.waiting) || reading.kv_usage * 100.0 >= f64::from(saturation.kv_cache_percent)
 }
 
 /// Lower is better: a waiting request weighs 4, a full KV cache 8 (it will
@@ -130,11 +169,14 @@ pub fn spawn_scraper(upstream: &Arc<Upstream>) {
             let Some(upstream) = weak.upgrade() else { return };
             // A few replicas, one after another, each read bounded by SCRAPE_TIMEOUT.
             for replica in upstream.replicas.iter().filter(|replica| !replica.tls) {
+                let in_flight = replica.in_flight.load(Ordering::Relaxed);
                 let text = read_metrics(replica.address, &replica.authority).await;
                 if let Some(reading) = text.as_deref().and_then(parse_metrics) {
-                    replica.load.store(reading, upstream.now_ms());
+                    replica.load.store_with_in_flight(reading, upstream.now_ms(), in_flight);
                 }
             }
+            // A replica may have room now (or its ejection ended).
+            upstream.release();
         }
     });
 }
@@ -251,6 +293,29 @@ mod tests {
             None
         );
         assert_eq!(http_body(b"garbage"), None);
+    }
+
+    #[test]
+    fn saturation_follows_the_reading_and_what_this_proxy_sent_since() {
+        let saturation = Saturation {
+            waiting: 2,
+            kv_cache_percent: 90,
+            in_flight: Some(10),
+        };
+        let reading = |waiting, kv_usage| Reading {
+            waiting,
+            running: 8,
+            kv_usage,
+        };
+        assert!(!is_saturated(&saturation, None, 9), "no metrics: the cap alone");
+        assert!(is_saturated(&saturation, None, 10));
+        assert!(!is_saturated(&saturation, Some((reading(1, 0.5), 4)), 4));
+        assert!(is_saturated(&saturation, Some((reading(2, 0.5), 4)), 4), "its queue");
+        assert!(is_saturated(&saturation, Some((reading(0, 0.9), 4)), 4), "its KV cache");
+        // One waiting, and one more sent since: two waiting by now.
+        assert!(is_saturated(&saturation, Some((reading(1, 0.5), 4)), 5));
+        // Two waiting, but one of this proxy's requests ended since: one waits.
+        assert!(!is_saturated(&saturation, Some((reading(2, 0.5), 4)), 3));
     }
 
     #[test]

@@ -5,20 +5,24 @@
 //! connect errors. Connection pooling itself is Pingora's
 //! (keyed by peer); idle pooled connections are dropped before the
 //! backend's own idle timeout (`pool_idle_ms`, vLLM closes after 5 s).
+//! A backend with `saturation:` admits requests through its gateway
+//! queue ([`queue`]) when every replica is saturated.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use maas_store::model::{Backend, Balance, Timeouts};
+use maas_store::model::{Backend, Balance, Saturation, Timeouts};
 
 pub mod affinity;
 mod health;
 pub mod load;
+pub mod queue;
 
 pub use health::spawn_prober;
 pub use load::{Reading, spawn_scraper};
+pub use queue::{Admission, Granted, QueueEntry, Refused};
 
 /// How long a replica that refused a connection is skipped.
 pub const EJECTION: Duration = Duration::from_secs(5);
@@ -54,7 +58,8 @@ pub struct ReplicaState {
 }
 
 /// A request at a replica, counted in its in-flight requests until dropped
-/// (the request ended, or was retried elsewhere).
+/// (the request ended, or was retried elsewhere): then a request waiting
+/// in the backend's queue may take its place.
 #[derive(Debug)]
 pub struct InFlight {
     upstream: Arc<Upstream>,
@@ -66,6 +71,7 @@ impl Drop for InFlight {
         if let Some(replica) = self.upstream.replicas.get(self.index) {
             replica.in_flight.fetch_sub(1, Ordering::Relaxed);
         }
+        self.upstream.release();
     }
 }
 
@@ -81,6 +87,9 @@ pub struct Upstream {
     pub authorization: Option<String>,
     pub balance: Balance,
     pub prefix_affinity: bool,
+    /// When the replicas count as saturated (`None`: never, no queue).
+    pub saturation: Option<Saturation>,
+    queue: queue::GatewayQueue,
     next: AtomicUsize,
     epoch: Instant,
 }
@@ -182,6 +191,8 @@ impl Upstream {
             authorization,
             balance: backend.balance,
             prefix_affinity: backend.prefix_affinity,
+            saturation: backend.saturation.clone(),
+            queue: queue::GatewayQueue::default(),
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
         })
@@ -197,15 +208,53 @@ impl Upstream {
     /// ejected, the one whose ejection ends first (a failing backend is
     /// retried rather than shut off).
     pub fn pick(&self) -> usize {
+        self.pick_for(None)
+    }
+
+    /// The replica for a request whose body is `body`: with
+    /// `prefix_affinity`, the one its prompt's start prefers while within
+    /// its share of requests in flight ([`affinity`]); else by `balance`.
+    pub fn pick_for(&self, body: Option<&[u8]>) -> usize {
+        let now = self.now_ms();
+        self.pick_among(body, |index| self.is_available(index, now))
+            .unwrap_or_else(|| {
+                (0..self.replicas.len())
+                    .min_by_key(|&index| self.replicas[index].ejected_until.load(Ordering::Relaxed))
+                    .unwrap_or(0)
+            })
+    }
+
+    /// As [`Upstream::pick_for`], among the replicas with room
+    /// ([`Upstream::has_room`]); `None` when none has.
+    fn pick_with_room(&self, body: Option<&[u8]>) -> Option<usize> {
+        let now = self.now_ms();
+        self.pick_among(body, |index| self.has_room(index, now))
+    }
+
+    /// Whether some replica takes requests and is not saturated.
+    fn any_room(&self) -> bool {
+        let now = self.now_ms();
+        (0..self.replicas.len()).any(|index| self.has_room(index, now))
+    }
+
+    fn pick_among(&self, body: Option<&[u8]>, eligible: impl Fn(usize) -> bool + Clone) -> Option<usize> {
         let count = self.replicas.len();
+        if self.prefix_affinity
+            && let Some(key) = body.and_then(affinity::prefix_key)
+        {
+            let candidates = (0..count).filter(|&index| eligible(index));
+            if let Some(index) = affinity::preferred(key, candidates, |i| self.in_flight(i)) {
+                return Some(index);
+            }
+        }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let now = self.now_ms();
         let mut up = (0..count)
             .map(|offset| (start + offset) % count)
-            .filter(|&index| self.is_available(index, now));
+            .filter(move |&index| eligible(index));
         let in_flight = |index: usize| self.replicas[index].in_flight.load(Ordering::Relaxed);
         // `min_by_key` keeps the first of equals: the one next in turn.
-        let picked = match self.balance {
+        match self.balance {
             Balance::RoundRobin => up.next(),
             Balance::LeastRequests => up.min_by_key(|&index| in_flight(index)),
             Balance::LoadAware => {
@@ -218,28 +267,22 @@ impl Upstream {
                     up.min_by_key(|&index| in_flight(index))
                 }
             }
-        };
-        picked.unwrap_or_else(|| {
-            (0..count)
-                .min_by_key(|&index| self.replicas[index].ejected_until.load(Ordering::Relaxed))
-                .unwrap_or(0)
-        })
+        }
     }
 
-    /// The replica for a request whose body is `body`: with
-    /// `prefix_affinity`, the one its prompt's start prefers while within
-    /// its share of requests in flight ([`affinity`]); else by `balance`.
-    pub fn pick_for(&self, body: Option<&[u8]>) -> usize {
-        if self.prefix_affinity
-            && let Some(key) = body.and_then(affinity::prefix_key)
-        {
-            let now = self.now_ms();
-            let available = (0..self.replicas.len()).filter(|&i| self.is_available(i, now));
-            if let Some(index) = affinity::preferred(key, available, |i| self.in_flight(i)) {
-                return index;
-            }
+    /// Takes requests and, on a backend with `saturation:`, is not
+    /// saturated by its fresh metrics or this proxy's requests in flight
+    /// ([`load::is_saturated`]).
+    fn has_room(&self, index: usize, now_ms: u64) -> bool {
+        if !self.is_available(index, now_ms) {
+            return false;
         }
-        self.pick()
+        let Some(saturation) = &self.saturation else {
+            return true;
+        };
+        let replica = &self.replicas[index];
+        let in_flight = replica.in_flight.load(Ordering::Relaxed);
+        !load::is_saturated(saturation, replica.load.fresh_with_in_flight(now_ms), in_flight)
     }
 
     /// Counts a request at replica `index` until the guard is dropped.
@@ -292,6 +335,16 @@ impl Upstream {
         }
     }
 
+    /// Whether replica `index` takes requests and is not saturated now.
+    pub fn replica_has_room(&self, index: usize) -> bool {
+        self.has_room(index, self.now_ms())
+    }
+
+    /// Requests waiting in the backend's queue, by product and priority.
+    pub fn queue_depths(&self) -> Vec<(std::sync::Arc<str>, maas_store::model::Priority, u32)> {
+        self.queue.depths()
+    }
+
     /// Replicas neither ejected nor down now.
     pub fn healthy_replicas(&self) -> usize {
         let now = self.now_ms();
@@ -315,6 +368,7 @@ mod tests {
             balance: Balance::RoundRobin,
             prefix_affinity: false,
             health_check: None,
+            saturation: None,
         }
     }
 

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::admission::{Priority, QueuePolicy, Saturation};
 use super::money::Money;
 use crate::period::Period;
 
@@ -67,6 +68,10 @@ pub struct Backend {
     /// skipped only after connect errors (passive ejection).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// When every replica is this loaded, requests wait in the gateway
+    /// ([`Saturation`]); without it they all go to the replicas at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saturation: Option<Saturation>,
 }
 
 /// `health_check:` of a backend: each proxy sends `GET {health_path}` to
@@ -197,6 +202,10 @@ pub struct Product {
     /// generated when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub openapi: Option<serde_json::Value>,
+    /// How long and how many of its requests may wait while its backend
+    /// is saturated ([`QueuePolicy`]; its defaults when absent).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub queue: QueuePolicy,
 }
 
 fn root_path() -> String {
@@ -538,9 +547,9 @@ pub struct Plan {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub max_concurrent_requests: Option<u32>,
-    /// Higher is served first when the backend is saturated.
+    /// Served first (`high`) or last (`low`) while the backend is saturated.
     #[serde(default, skip_serializing_if = "is_default")]
-    pub priority: u8,
+    pub priority: Priority,
     #[serde(default = "default_currency")]
     #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Z]{3}$"))]
     pub currency: String,

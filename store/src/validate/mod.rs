@@ -255,6 +255,9 @@ fn check_system_name(name: &str, path: String, errors: &mut ValidationErrors) {
     }
 }
 
+/// Longest a request may wait in the gateway's queue: OpenAI's SDKs give up after 10 minutes.
+const MAX_QUEUE_MS: u64 = 600_000;
+
 fn validate_backend(backend: &Backend, at: &str, errors: &mut ValidationErrors) {
     check_system_name(&backend.system_name, format!("{at}.system_name"), errors);
     if backend.urls.is_empty() {
@@ -296,6 +299,18 @@ fn validate_backend(backend: &Backend, at: &str, errors: &mut ValidationErrors) 
             }
         }
     }
+    if let Some(saturation) = &backend.saturation {
+        let at = format!("{at}.saturation");
+        if saturation.waiting == 0 {
+            errors.push(format!("{at}.waiting"), "must be at least 1");
+        }
+        if !(1..=100).contains(&saturation.kv_cache_percent) {
+            errors.push(format!("{at}.kv_cache_percent"), "must be from 1 to 100");
+        }
+        if saturation.in_flight == Some(0) {
+            errors.push(format!("{at}.in_flight"), "must be at least 1");
+        }
+    }
     if let Some(var) = &backend.api_key_env {
         let valid = !var.is_empty()
             && !var.as_bytes()[0].is_ascii_digit()
@@ -328,6 +343,15 @@ fn check_base_url(url: &str) -> Result<(), String> {
 
 fn validate_product(product: &Product, at: &str, errors: &mut ValidationErrors) {
     check_system_name(&product.system_name, format!("{at}.system_name"), errors);
+    if !(1..=MAX_QUEUE_MS).contains(&product.queue.max_queue_ms) {
+        errors.push(
+            format!("{at}.queue.max_queue_ms"),
+            format!("must be from 1 to {MAX_QUEUE_MS} (10 minutes)"),
+        );
+    }
+    if product.queue.max_waiting == 0 {
+        errors.push(format!("{at}.queue.max_waiting"), "must be at least 1");
+    }
     if let Some(prefix) = &product.path_prefix {
         let path = format!("{at}.path_prefix");
         if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {

@@ -206,3 +206,32 @@ fn ip_ranges_parse_and_match() {
         assert!(IpRange::parse(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn saturation_thresholds_and_queue_bounds_are_checked() {
+    let mut b = backend("gpu");
+    b.saturation = Some(crate::model::Saturation {
+        waiting: 0,
+        kv_cache_percent: 101,
+        in_flight: Some(0),
+    });
+    let mut p = product("chat", "gpu");
+    p.queue = crate::model::QueuePolicy {
+        max_queue_ms: 600_001,
+        max_waiting: 0,
+    };
+    let got = paths(validate_catalog(&[b], &[p], &[], &ByIndex));
+    assert_eq!(
+        got,
+        [
+            "backends[0].saturation.waiting",
+            "backends[0].saturation.kv_cache_percent",
+            "backends[0].saturation.in_flight",
+            "products[0].queue.max_queue_ms",
+            "products[0].queue.max_waiting",
+        ]
+    );
+    let mut b = backend("gpu");
+    b.saturation = Some(crate::model::Saturation::default());
+    assert!(validate_catalog(&[b], &[product("chat", "gpu")], &[], &ByIndex).is_ok());
+}

@@ -1,0 +1,409 @@
+//! The gateway's queue in front of a saturated backend (`saturation:`):
+//! requests that find every replica saturated wait here rather than in the
+//! model servers' own first-come queues, and leave highest plan priority
+//! first and, within a priority, one application at a time in turn, so no
+//! application takes a priority's whole share. The replica is picked as a
+//! request leaves (late binding), by the backend's `balance` among the
+//! replicas with room. A request that waits past its product's
+//! `max_queue_ms`, or finds `max_waiting` of its product's requests
+//! waiting, is refused.
+//!
+//! [`FairQueue`] is the release order alone, with no clock and no lock;
+//! [`GatewayQueue`] adds the waiting requests' channels and counts.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use maas_store::model::Priority;
+use tokio::sync::oneshot;
+
+use super::{InFlight, Upstream};
+
+/// Entries in release order: highest priority first; within a priority the
+/// applications with entries in turn, one entry each per turn, each
+/// application's entries first come, first served.
+#[derive(Debug)]
+pub struct FairQueue<T> {
+    /// By [`level`]: high, normal, low.
+    levels: [Level<T>; 3],
+    len: usize,
+}
+
+#[derive(Debug)]
+struct Level<T> {
+    /// Applications with entries, the next to be served first.
+    turn: VecDeque<Arc<str>>,
+    by_application: HashMap<Arc<str>, VecDeque<(u64, T)>>,
+}
+
+impl<T> Default for Level<T> {
+    fn default() -> Self {
+        Level {
+            turn: VecDeque::new(),
+            by_application: HashMap::new(),
+        }
+    }
+}
+
+impl<T> Default for FairQueue<T> {
+    fn default() -> Self {
+        FairQueue {
+            levels: Default::default(),
+            len: 0,
+        }
+    }
+}
+
+fn level(priority: Priority) -> usize {
+    match priority {
+        Priority::High => 0,
+        Priority::Normal => 1,
+        Priority::Low => 2,
+    }
+}
+
+impl<T> FairQueue<T> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Adds `item` (known by `id`) behind `application`'s other entries of
+    /// its priority; an application with none joins the end of the turn.
+    pub fn push(&mut self, priority: Priority, application: &Arc<str>, id: u64, item: T) {
+        let level = &mut self.levels[level(priority)];
+        let entries = level.by_application.entry(application.clone()).or_default();
+        if entries.is_empty() {
+            level.turn.push_back(application.clone());
+        }
+        entries.push_back((id, item));
+        self.len += 1;
+    }
+
+    /// The next entry to release and its priority.
+    pub fn pop(&mut self) -> Option<(Priority, T)> {
+        for priority in Priority::ALL {
+            let level = &mut self.levels[level(priority)];
+            let Some(application) = level.turn.pop_front() else {
+                continue;
+            };
+            let entries = level.by_application.get_mut(&application)?;
+            let (_, item) = entries.pop_front()?;
+            if entries.is_empty() {
+                level.by_application.remove(&application);
+            } else {
+                level.turn.push_back(application);
+            }
+            self.len -= 1;
+            return Some((priority, item));
+        }
+        None
+    }
+
+    /// Takes out entry `id` (it gave up waiting), if it is still there.
+    pub fn remove(&mut self, priority: Priority, application: &Arc<str>, id: u64) -> Option<T> {
+        let level = &mut self.levels[level(priority)];
+        let entries = level.by_application.get_mut(application)?;
+        let position = entries.iter().position(|(entry, _)| *entry == id)?;
+        let (_, item) = entries.remove(position)?;
+        if entries.is_empty() {
+            level.by_application.remove(application);
+            level.turn.retain(|a| a != application);
+        }
+        self.len -= 1;
+        Some(item)
+    }
+}
+
+/// Who is asking to be admitted, and what bounds their wait.
+#[derive(Debug, Clone)]
+pub struct QueueEntry {
+    pub priority: Priority,
+    pub application: Arc<str>,
+    pub product: Arc<str>,
+    pub max_queue: Duration,
+    pub max_waiting: u32,
+    /// The request body, for prefix affinity's pick at release.
+    pub body: Option<Bytes>,
+}
+
+/// A request let through to a replica, counted there already.
+#[derive(Debug)]
+pub struct Granted {
+    pub replica: usize,
+    pub at_replica: InFlight,
+    /// How long it waited in the queue (zero when it did not).
+    pub waited: Duration,
+}
+
+/// Why a request was not let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Its product's `max_waiting` requests were waiting already.
+    Full,
+    /// It waited its product's `max_queue_ms`.
+    TimedOut { waited: Duration },
+}
+
+struct Waiter {
+    product: Arc<str>,
+    body: Option<Bytes>,
+    queued_at: Instant,
+    grant: oneshot::Sender<Granted>,
+}
+
+#[derive(Default)]
+struct Waiting {
+    queue: FairQueue<Waiter>,
+    /// Requests waiting, by product and priority.
+    counts: HashMap<(Arc<str>, Priority), u32>,
+}
+
+impl Waiting {
+    fn count(&mut self, product: &Arc<str>, priority: Priority, delta: i32) {
+        let count = self.counts.entry((product.clone(), priority)).or_default();
+        *count = count.saturating_add_signed(delta);
+    }
+
+    fn waiting_for(&self, product: &Arc<str>) -> u32 {
+        Priority::ALL
+            .iter()
+            .filter_map(|&p| self.counts.get(&(product.clone(), p)))
+            .sum()
+    }
+}
+
+/// The queue of one backend (for one catalog revision).
+#[derive(Default)]
+pub struct GatewayQueue {
+    waiting: Mutex<Waiting>,
+    /// How many wait, read without the lock on every request's end.
+    len: AtomicUsize,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for GatewayQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayQueue").field("len", &self.len()).finish()
+    }
+}
+
+impl GatewayQueue {
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Requests waiting now, by product and priority (for `/metrics`).
+    pub fn depths(&self) -> Vec<(Arc<str>, Priority, u32)> {
+        let waiting = self.lock();
+        let mut depths: Vec<_> = waiting.counts.iter().map(|((p, q), n)| (p.clone(), *q, *n)).collect();
+        depths.sort();
+        depths
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Waiting> {
+        // A panic while holding it left plain counts behind: still usable.
+        self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A request waiting in the queue. Dropped before it is let through (its
+/// client went away), it leaves the queue.
+pub struct QueuedRequest {
+    upstream: Arc<Upstream>,
+    id: u64,
+    priority: Priority,
+    application: Arc<str>,
+    queued_at: Instant,
+    deadline: tokio::time::Instant,
+    granted: oneshot::Receiver<Granted>,
+    done: bool,
+}
+
+/// What [`Upstream::enter`] decided.
+pub enum Admission {
+    Granted(Granted),
+    Queued(QueuedRequest),
+    Refused(Refused),
+}
+
+impl QueuedRequest {
+    /// Waits to be let through, at most until its deadline.
+    pub async fn wait(mut self) -> Result<Granted, Refused> {
+        let answer = tokio::time::timeout_at(self.deadline, &mut self.granted).await;
+        self.done = true;
+        match answer {
+            Ok(Ok(granted)) => Ok(granted),
+            // Let through as the deadline passed: the grant is in the channel.
+            _ if !self.withdraw() => self.granted.try_recv().map_err(|_| self.timed_out()),
+            _ => Err(self.timed_out()),
+        }
+    }
+
+    fn timed_out(&self) -> Refused {
+        Refused::TimedOut {
+            waited: self.queued_at.elapsed(),
+        }
+    }
+
+    /// Takes the request out of the queue; false when it had left it.
+    fn withdraw(&self) -> bool {
+        let queue = &self.upstream.queue;
+        let mut waiting = queue.lock();
+        let Some(waiter) = waiting.queue.remove(self.priority, &self.application, self.id) else {
+            return false;
+        };
+        waiting.count(&waiter.product, self.priority, -1);
+        queue.len.fetch_sub(1, Ordering::Relaxed);
+        true
+    }
+}
+
+impl Drop for QueuedRequest {
+    fn drop(&mut self) {
+        if !self.done {
+            self.withdraw();
+        }
+    }
+}
+
+impl Upstream {
+    /// Admits a request to a backend with `saturation:`: let through at
+    /// once when nobody waits and a replica has room, else queued behind
+    /// the others, or refused when its product's queue is full.
+    pub fn enter(self: &Arc<Self>, entry: QueueEntry) -> Admission {
+        let queue = &self.queue;
+        let mut waiting = queue.lock();
+        if waiting.queue.is_empty()
+            && let Some(replica) = self.pick_with_room(entry.body.as_deref())
+        {
+            return Admission::Granted(Granted {
+                replica,
+                at_replica: self.begin(replica),
+                waited: Duration::ZERO,
+            });
+        }
+        if waiting.waiting_for(&entry.product) >= entry.max_waiting {
+            return Admission::Refused(Refused::Full);
+        }
+        let id = queue.next_id.fetch_add(1, Ordering::Relaxed);
+        let (grant, granted) = oneshot::channel();
+        let queued_at = Instant::now();
+        waiting.count(&entry.product, entry.priority, 1);
+        let waiter = Waiter {
+            product: entry.product,
+            body: entry.body,
+            queued_at,
+            grant,
+        };
+        waiting.queue.push(entry.priority, &entry.application, id, waiter);
+        queue.len.fetch_add(1, Ordering::Relaxed);
+        drop(waiting);
+        // Room may have come while nobody was there to release.
+        self.release();
+        Admission::Queued(QueuedRequest {
+            upstream: self.clone(),
+            id,
+            priority: entry.priority,
+            application: entry.application,
+            queued_at,
+            deadline: tokio::time::Instant::from_std(queued_at + entry.max_queue),
+            granted,
+            done: false,
+        })
+    }
+
+    /// Lets waiting requests through while a replica has room, each to the
+    /// replica picked for it now. Called whenever room may have come: a
+    /// request ended, a replica reported its load, a health check passed.
+    pub fn release(self: &Arc<Self>) {
+        if self.queue.is_empty() {
+            return;
+        }
+        // Grants whose requests went away meanwhile: dropped (and their
+        // replicas' counts lowered, which releases again) after the lock.
+        let mut undelivered = Vec::new();
+        {
+            let mut waiting = self.queue.lock();
+            while !waiting.queue.is_empty() && self.any_room() {
+                let Some((priority, waiter)) = waiting.queue.pop() else {
+                    break;
+                };
+                self.queue.len.fetch_sub(1, Ordering::Relaxed);
+                waiting.count(&waiter.product, priority, -1);
+                // The room checked above went to a retry meanwhile: the
+                // request is let through all the same, by the usual pick.
+                let body = waiter.body.as_deref();
+                let replica = self.pick_with_room(body).unwrap_or_else(|| self.pick_for(body));
+                let granted = Granted {
+                    replica,
+                    at_replica: self.begin(replica),
+                    waited: waiter.queued_at.elapsed(),
+                };
+                if let Err(granted) = waiter.grant.send(granted) {
+                    undelivered.push(granted);
+                }
+            }
+        }
+        drop(undelivered);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(queue: &mut FairQueue<&'static str>) -> Vec<&'static str> {
+        std::iter::from_fn(|| queue.pop().map(|(_, item)| item)).collect()
+    }
+
+    #[test]
+    fn higher_priorities_leave_first_and_applications_take_turns() {
+        let mut queue = FairQueue::default();
+        let (a, b, c): (Arc<str>, Arc<str>, Arc<str>) = ("a".into(), "b".into(), "c".into());
+        // Application a floods the normal priority before b and c arrive.
+        for (id, item) in ["a1", "a2", "a3", "a4"].into_iter().enumerate() {
+            queue.push(Priority::Normal, &a, id as u64, item);
+        }
+        queue.push(Priority::Normal, &b, 10, "b1");
+        queue.push(Priority::Low, &c, 11, "c-low");
+        queue.push(Priority::Normal, &b, 12, "b2");
+        queue.push(Priority::High, &c, 13, "c-high");
+        assert_eq!(queue.len(), 8);
+        assert_eq!(
+            drain(&mut queue),
+            ["c-high", "a1", "b1", "a2", "b2", "a3", "a4", "c-low"]
+        );
+        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn a_request_that_gives_up_leaves_its_place_and_its_turn() {
+        let mut queue = FairQueue::default();
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        queue.push(Priority::Normal, &a, 1, "a1");
+        queue.push(Priority::Normal, &b, 2, "b1");
+        queue.push(Priority::Normal, &a, 3, "a2");
+        assert_eq!(queue.remove(Priority::Normal, &b, 2), Some("b1"));
+        assert_eq!(queue.remove(Priority::Normal, &b, 2), None, "only once");
+        assert_eq!(queue.remove(Priority::High, &a, 1), None, "by its own priority");
+        assert_eq!(queue.len(), 2);
+        assert_eq!(drain(&mut queue), ["a1", "a2"]);
+        // An application that comes back joins the end of the turn.
+        queue.push(Priority::Low, &a, 4, "a3");
+        queue.push(Priority::Low, &b, 5, "b2");
+        queue.push(Priority::Low, &a, 6, "a4");
+        assert_eq!(queue.remove(Priority::Low, &a, 4), Some("a3"));
+        assert_eq!(drain(&mut queue), ["a4", "b2"]);
+    }
+}

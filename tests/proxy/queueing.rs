@@ -1,0 +1,273 @@
+//! The gateway queue of a saturated backend (`saturation:`), against a
+//! real simulator whose GPU runs one sequence at a time: requests leave
+//! highest plan priority first and in turn across applications; one that
+//! cannot wait is refused 429 with `Retry-After`, costs nothing, leaves
+//! the stream in flight alone; a client that goes away leaves the queue.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+
+use super::harness::{Gateway, error_of, spawn_sim_with};
+
+/// A model on a one-place GPU server, 20 ms per generated token.
+const ONE_PLACE: &str = "seed: 7
+models:
+  - id: gpu-a
+    server: {max_num_seqs: 1, decode_step_ms: 20.0, decode_step_ms_per_sequence: 0.0}
+";
+
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One backend of one replica, saturated by one request of this proxy's.
+fn catalog(replica: &str, queue: &str) -> String {
+    format!(
+        r#"
+backends:
+  - system_name: gpu
+    urls: ["{replica}"]
+    saturation: {{in_flight: 1}}
+products:
+  - {{system_name: gpu, models: [gpu-a], backend: gpu, queue: {queue}}}
+plans:
+  - {{product: gpu, system_name: high, priority: high}}
+  - {{product: gpu, system_name: normal}}
+  - product: gpu
+    system_name: low
+    priority: low
+    limits: [{{metric: total_tokens, period: day, value: 100000}}]
+"#
+    )
+}
+
+fn body(max_tokens: u64) -> serde_json::Value {
+    serde_json::json!({"model": "gpu-a", "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": "hello"}]})
+}
+
+/// Requests waiting in the queue of backend `gpu`, as `/metrics` says.
+async fn waiting(gw: &Gateway) -> u64 {
+    gw.metrics(0)
+        .await
+        .lines()
+        .filter(|l| l.starts_with("maas_queue_waiting{backend=\"gpu\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+async fn until_waiting(gw: &Gateway, count: u64) {
+    for _ in 0..200 {
+        if waiting(gw).await == count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{count} requests never waited: {}", waiting(gw).await);
+}
+
+/// A request sent in the background, its status pushed to `finished`
+/// (labelled) when its answer has been read to the end.
+fn send(
+    gw: &Gateway,
+    key: &str,
+    label: &'static str,
+    max_tokens: u64,
+    finished: &Arc<Mutex<Vec<(&'static str, u16)>>>,
+) -> tokio::task::JoinHandle<()> {
+    let (http, url, key) = (
+        gw.http.clone(),
+        format!("{}/v1/chat/completions", gw.base()),
+        key.to_owned(),
+    );
+    let finished = finished.clone();
+    tokio::spawn(async move {
+        let answer = http
+            .post(url)
+            .bearer_auth(key)
+            .json(&body(max_tokens))
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status().as_u16();
+        let _ = answer.bytes().await;
+        finished.lock().unwrap().push((label, status));
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saturated_requests_leave_by_priority_then_in_turn_across_applications() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, replica) = spawn_sim_with(dir.path(), ONE_PLACE);
+    let _sim = Stopped(sim);
+    let gw = Gateway::start(&catalog(&replica, "{max_queue_ms: 20000, max_waiting: 50}"), 1, "local").await;
+    let (_, first) = gw.app_key("first", "gpu", "normal").await;
+    let (_, high) = gw.app_key("high", "gpu", "high").await;
+    let (_, busy) = gw.app_key("busy", "gpu", "normal").await;
+    let (_, modest) = gw.app_key("modest", "gpu", "normal").await;
+    let (_, low) = gw.app_key("low", "gpu", "low").await;
+    let finished = Arc::new(Mutex::new(Vec::new()));
+    // One request holds the only place (15 tokens, 300 ms)...
+    let mut sent = vec![send(&gw, &first, "first", 15, &finished)];
+    until_waiting(&gw, 0).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // ...while the others queue up in this order, the high one last.
+    let arrivals: [(&str, &'static str); 7] = [
+        (&low, "low-1"),
+        (&low, "low-2"),
+        (&busy, "busy-1"),
+        (&busy, "busy-2"),
+        (&busy, "busy-3"),
+        (&modest, "modest-1"),
+        (&high, "high-1"),
+    ];
+    for (count, (key, label)) in arrivals.into_iter().enumerate() {
+        sent.push(send(&gw, key, label, 2, &finished));
+        until_waiting(&gw, count as u64 + 1).await;
+    }
+    for request in sent {
+        request.await.unwrap();
+    }
+    let order: Vec<_> = finished.lock().unwrap().clone();
+    assert!(order.iter().all(|(_, status)| *status == 200), "{order:?}");
+    let labels: Vec<_> = order.iter().map(|(label, _)| *label).collect();
+    assert_eq!(
+        labels,
+        [
+            "first", "high-1", "busy-1", "modest-1", "busy-2", "busy-3", "low-1", "low-2"
+        ],
+        "high first; normal in turn across applications; low last"
+    );
+    let metrics = gw.metrics(0).await;
+    for (priority, released) in [("high", 1), ("normal", 5), ("low", 2)] {
+        let series = format!(
+            "maas_queue_wait_seconds_count{{outcome=\"released\",priority=\"{priority}\",product=\"gpu\"}} {released}"
+        );
+        assert!(metrics.contains(&series), "{series}\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_cannot_wait_is_refused_costs_nothing_and_cuts_no_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, replica) = spawn_sim_with(dir.path(), ONE_PLACE);
+    let _sim = Stopped(sim);
+    let gw = Gateway::start(&catalog(&replica, "{max_queue_ms: 400, max_waiting: 1}"), 1, "strict").await;
+    let (streamer, streaming_key) = gw.app_key("streamer", "gpu", "low").await;
+    let (waiter, waiting_key) = gw.app_key("waiter", "gpu", "low").await;
+    let (_, third_key) = gw.app_key("third", "gpu", "normal").await;
+
+    // A stream holds the only place for about a second (50 tokens).
+    let mut stream_body = body(50);
+    stream_body["stream"] = true.into();
+    stream_body["stream_options"] = serde_json::json!({"include_usage": true});
+    let stream = gw.chat_body(gw.base(), &streaming_key, stream_body).await;
+    assert_eq!(stream.status(), 200);
+    let mut chunks = stream.bytes_stream();
+    let mut streamed = String::from_utf8(chunks.next().await.unwrap().unwrap().to_vec()).unwrap();
+
+    // Waits its product's 400 ms, then is refused, with when to come back.
+    let started = Instant::now();
+    let refused = gw.chat_body(gw.base(), &waiting_key, body(2)).await;
+    let waited = started.elapsed();
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let (status, error) = error_of(refused).await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (429, Some("model_overloaded")),
+        "{error}"
+    );
+    assert_eq!(error["type"], "rate_limit_error");
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+
+    // One waits (the product's whole queue): the next is refused at once.
+    let finished = Arc::new(Mutex::new(Vec::new()));
+    let queued = send(&gw, &waiting_key, "queued", 2, &finished);
+    until_waiting(&gw, 1).await;
+    let started = Instant::now();
+    let (status, error) = error_of(gw.chat_body(gw.base(), &third_key, body(2)).await).await;
+    assert_eq!(status, 429, "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("waiting already"),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+    queued.await.unwrap();
+    assert_eq!(finished.lock().unwrap().as_slice(), [("queued", 429)]);
+
+    // A client that gives up waiting leaves the queue at once (not at its
+    // deadline, 400 ms on).
+    let gone = send(&gw, &waiting_key, "gone", 2, &finished);
+    until_waiting(&gw, 1).await;
+    let started = Instant::now();
+    gone.abort();
+    until_waiting(&gw, 0).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // The stream in flight all along ran to its end.
+    while let Some(chunk) = chunks.next().await {
+        streamed.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+    }
+    assert!(streamed.trim_end().ends_with("data: [DONE]"), "{streamed}");
+
+    // Billed: the stream, exactly; the refused requests, nothing, and no
+    // hold of theirs is left on the plan's token budget.
+    let served = gw.sim_usage_at(&replica, &streamer).await;
+    for metric in ["prompt_tokens", "completion_tokens"] {
+        let expected = served[metric].as_u64().unwrap();
+        // Usage is written in batches: give the next one time to land.
+        let mut stored = 0;
+        for _ in 0..100 {
+            stored = gw.stored(&streamer, metric).await;
+            if stored == expected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(stored, expected, "{metric}: {served}");
+    }
+    assert_eq!(served["completion_tokens"], 50, "{served}");
+    let served = gw.sim_usage_at(&replica, &waiter).await;
+    assert_eq!(served["requests"].as_u64().unwrap_or(0), 0, "{served}");
+    assert_eq!(gw.stored(&waiter, "total_tokens").await, 0);
+    let plan_limits = [maas_store::model::UsageLimit {
+        metric: "total_tokens".into(),
+        period: maas_store::period::Period::Day,
+        value: 100_000,
+    }];
+    let status = gw
+        .store
+        .limit_status(&waiter, &plan_limits, time::OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    assert_eq!(status[0].remaining, 100_000, "{status:?}");
+
+    // The place is free again: the next request goes straight through.
+    let answer = gw.chat_body(gw.base(), &third_key, body(2)).await;
+    assert_eq!(answer.status(), 200);
+    let metrics = gw.metrics(0).await;
+    for (priority, outcome, count) in [("low", "timeout", 2), ("normal", "full", 1), ("low", "gone", 1)] {
+        let series = format!(
+            "maas_queue_wait_seconds_count{{outcome=\"{outcome}\",priority=\"{priority}\",product=\"gpu\"}} {count}"
+        );
+        assert!(metrics.contains(&series), "{series}\n{metrics}");
+    }
+}
