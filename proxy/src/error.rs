@@ -299,6 +299,12 @@ impl ApiError {
                 "queue_full",
                 "and as many of this model's requests as may wait are waiting already".to_owned(),
             ),
+            crate::upstream::Refused::Displaced => (
+                "queue_displaced",
+                "and the request gave its place in the full queue to one of a higher priority or of an \
+                 application with fewer requests waiting"
+                    .to_owned(),
+            ),
             crate::upstream::Refused::TimedOut { waited } => (
                 "queue_timeout",
                 format!(

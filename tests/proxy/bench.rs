@@ -151,3 +151,38 @@ fn the_soak_survives_redis_faults_for_a_minute() {
     );
     assert!(report["rss_growth_mib"].as_f64().unwrap() <= 16.0, "{log}");
 }
+
+/// The routing benchmark (`loadtest/routing.py --smoke`) for seconds: four
+/// simulated GPUs behind the proxy, both strategies at two loads, the
+/// three priorities past saturation; every figure is measured and written.
+#[test]
+fn the_routing_benchmark_runs_in_smoke_mode() {
+    let out = tempfile::tempdir().unwrap();
+    let log = run_loadtest_script("routing.py", &["--smoke"], out.path());
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("routing.json")).unwrap()).unwrap();
+    assert!(json["capacity_rps"].as_f64().is_some_and(|v| v > 0.0), "{log}");
+    for load in ["0.5", "1.2"] {
+        for strategy in ["round_robin", "load_aware+prefix"] {
+            let row = &json["routing"][load][strategy];
+            for figure in ["ttft_p50_ms", "ttft_p99_ms", "tokens_per_s"] {
+                assert!(
+                    row[figure].as_f64().is_some_and(|v| v > 0.0),
+                    "{load} {strategy} {figure}: {json}"
+                );
+            }
+            assert!(row["prefix_hit_rate"].as_f64().is_some(), "{load} {strategy}: {json}");
+        }
+    }
+    for priority in ["high", "normal", "low"] {
+        let row = &json["priority"]["1.5"][priority];
+        assert!(row["ok"].as_u64().is_some_and(|n| n > 0), "{priority}: {json}");
+        assert_eq!(row["timeouts"], 0, "{priority}: {json}");
+    }
+    let markdown = std::fs::read_to_string(out.path().join("routing.md")).unwrap();
+    for heading in ["## Routing", "## Priority under saturation", "## Goals"] {
+        assert!(markdown.contains(heading), "{heading}:\n{markdown}");
+    }
+    let png = std::fs::read(out.path().join("routing.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "routing.png is a chart");
+}

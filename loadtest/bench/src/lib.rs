@@ -56,12 +56,23 @@ pub struct BenchOptions {
     /// Send this JSON body instead of a chat completion built from the options above.
     #[arg(long)]
     pub body: Option<String>,
+    /// Send these bodies instead, one JSON object per line, in turn in the
+    /// order requests start (a workload of conversations, written in order).
+    #[arg(long, conflicts_with = "body")]
+    pub bodies: Option<std::path::PathBuf>,
     /// Workers, each with its own connection: the requests in flight at most.
     #[arg(long, default_value_t = 1)]
     pub concurrency: usize,
     /// Fixed arrival rate in requests/s instead of a closed loop.
     #[arg(long)]
     pub rate: Option<f64>,
+    /// With --rate: arrivals as a Poisson process of that rate (random,
+    /// exponentially distributed gaps) instead of evenly spaced.
+    #[arg(long, requires = "rate")]
+    pub poisson: bool,
+    /// Seed of --poisson's gaps: the same seed, the same schedule.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
     /// Seconds of measured load (after the warm-up).
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
@@ -89,6 +100,24 @@ pub struct BenchOptions {
 }
 
 impl BenchOptions {
+    /// The bodies requests take in turn: those of --bodies, else one.
+    fn request_bodies(&self) -> anyhow::Result<Vec<Bytes>> {
+        let Some(path) = &self.bodies else {
+            return Ok(vec![self.request_body()]);
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("--bodies {}: {e}", path.display()))?;
+        let mut bodies = Vec::new();
+        for (number, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            serde_json::from_str::<serde_json::Value>(line)
+                .map_err(|e| anyhow::anyhow!("--bodies {} line {}: not JSON: {e}", path.display(), number + 1))?;
+            bodies.push(Bytes::from(line.to_owned()));
+        }
+        if bodies.is_empty() {
+            anyhow::bail!("--bodies {} holds no body", path.display());
+        }
+        Ok(bodies)
+    }
+
     fn request_body(&self) -> Bytes {
         if let Some(body) = &self.body {
             return Bytes::from(body.clone());
@@ -166,19 +195,52 @@ impl Plan {
     }
 }
 
+/// The gaps between arrivals: even (`1 / rate`), or a Poisson process's
+/// (exponential, mean `1 / rate`, from a seeded xorshift: reproducible).
+struct Gaps {
+    rate: f64,
+    poisson: Option<u64>,
+}
+
+impl Gaps {
+    /// A xorshift state from any seed: small seeds' first draws would
+    /// otherwise be tiny (and their gaps huge), so the seed is mixed first
+    /// (splitmix64's finalizer).
+    fn state_of(seed: u64) -> u64 {
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) | 1
+    }
+
+    fn next(&mut self) -> f64 {
+        let Some(state) = self.poisson.as_mut() else {
+            return 1.0 / self.rate;
+        };
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        // Uniform in (0, 1]: never ln(0).
+        let uniform = ((*state >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        -uniform.ln() / self.rate
+    }
+}
+
 /// Releases request `i` at `start + i / rate` from a thread of its own:
 /// tokio's timer rounds sleeps up to the next millisecond, a thread's sleep
 /// is exact to tens of microseconds. A start no worker is free to take
 /// waits in the channel, and its latency counts from when it was due.
-fn schedule_arrivals(start: Instant, deadline: Instant, rate: f64) -> mpsc::UnboundedReceiver<Instant> {
+fn schedule_arrivals(start: Instant, deadline: Instant, mut gaps: Gaps) -> mpsc::UnboundedReceiver<Instant> {
     let (due, arrivals) = mpsc::unbounded_channel();
     std::thread::spawn(move || {
         // The kernel may otherwise wake a sleeper up to 50 µs late, to
         // batch wake-ups; a schedule wants them on time.
         // SAFETY: PR_SET_TIMERSLACK only sets this thread's timer slack.
         unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
-        for slot in 0u64.. {
-            let at = start + Duration::from_secs_f64(slot as f64 / rate);
+        let mut offset = 0.0;
+        loop {
+            let at = start + Duration::from_secs_f64(offset);
+            offset += gaps.next();
             if at >= deadline {
                 break;
             }
@@ -208,7 +270,8 @@ pub fn run_blocking(options: &BenchOptions) -> anyhow::Result<Report> {
 pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
     options.check()?;
     let target = Arc::new(Target::parse(&options.url)?);
-    let body = options.request_body();
+    let bodies = Arc::new(options.request_bodies()?);
+    let next_body = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(options.warmup);
     // With a request count the run ends when it is reached; the deadline
@@ -221,9 +284,13 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
         start,
         measure_from,
         deadline,
-        arrivals: options
-            .rate
-            .map(|rate| tokio::sync::Mutex::new(schedule_arrivals(start, deadline, rate))),
+        arrivals: options.rate.map(|rate| {
+            let gaps = Gaps {
+                rate,
+                poisson: options.poisson.then(|| Gaps::state_of(options.seed)),
+            };
+            tokio::sync::Mutex::new(schedule_arrivals(start, deadline, gaps))
+        }),
         ramp_up: Duration::from_secs_f64(options.ramp_up),
         concurrency: options.concurrency,
         limit: options.requests,
@@ -233,7 +300,8 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
     for index in 0..options.concurrency {
         let requests = Requests {
             target: target.clone(),
-            body: body.clone(),
+            bodies: bodies.clone(),
+            next_body: next_body.clone(),
             key: options.key.clone(),
             made_up_keys: options.random_keys.then(|| MadeUpKeys::seeded(index as u64)),
             expect_status: options.expect_status,
@@ -263,7 +331,9 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
 /// What a worker sends.
 struct Requests {
     target: Arc<Target>,
-    body: Bytes,
+    bodies: Arc<Vec<Bytes>>,
+    /// The next body's index, shared: bodies go out in the order requests start.
+    next_body: Arc<AtomicU64>,
     key: Option<String>,
     made_up_keys: Option<MadeUpKeys>,
     expect_status: u16,
@@ -303,10 +373,11 @@ async fn worker(plan: Arc<Plan>, index: usize, mut requests: Requests) -> (Tally
             },
         };
         let made_up = requests.made_up_keys.as_mut().map(MadeUpKeys::next);
+        let turn = requests.next_body.fetch_add(1, Ordering::Relaxed) as usize;
         let call = Call {
             target: &requests.target,
             key: made_up.as_deref().or(requests.key.as_deref()),
-            body: &requests.body,
+            body: &requests.bodies[turn % requests.bodies.len()],
             expect_status: requests.expect_status,
             timeout: requests.timeout,
         };
@@ -352,6 +423,36 @@ impl MadeUpKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn poisson_gaps_average_the_rate_and_repeat_with_their_seed() {
+        let gaps = |seed| {
+            let mut gaps = Gaps {
+                rate: 50.0,
+                poisson: Some(Gaps::state_of(seed)),
+            };
+            (0..20_000).map(|_| gaps.next()).collect::<Vec<_>>()
+        };
+        let first = gaps(1);
+        assert_eq!(first, gaps(1));
+        assert_ne!(first, gaps(2));
+        // From the first draw on: a small seed does not start with huge gaps.
+        for seed in 0..20 {
+            let start = &gaps(seed)[..20];
+            assert!(start.iter().sum::<f64>() < 20.0 * 0.02 * 3.0, "seed {seed}: {start:?}");
+        }
+        let mean = first.iter().sum::<f64>() / first.len() as f64;
+        assert!((mean - 0.02).abs() < 0.001, "{mean}");
+        // Exponential: about 1/e of the gaps exceed the mean.
+        let long = first.iter().filter(|g| **g > 0.02).count() as f64 / first.len() as f64;
+        assert!((long - (-1.0f64).exp()).abs() < 0.02, "{long}");
+        assert!(first.iter().all(|g| g.is_finite() && *g > 0.0));
+        let mut even = Gaps {
+            rate: 4.0,
+            poisson: None,
+        };
+        assert_eq!(even.next(), 0.25);
+    }
 
     #[test]
     fn made_up_keys_differ() {

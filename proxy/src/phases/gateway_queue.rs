@@ -36,13 +36,14 @@ pub(crate) async fn wait_for_room(
         max_waiting: policy.max_waiting,
         body: ctx.body.clone(),
     };
+    let entered = std::time::Instant::now();
     let outcome = match upstream.enter(entry) {
         Admission::Granted(granted) => Ok(granted),
         Admission::Queued(queued) => {
             tokio::select! {
                 outcome = queued.wait() => outcome,
                 () = client_gone(session) => {
-                    observe_wait(product, priority, "gone", Duration::ZERO);
+                    observe_wait(product, priority, "gone", entered.elapsed());
                     return Err(ApiError::client_gone());
                 }
             }
@@ -58,11 +59,12 @@ pub(crate) async fn wait_for_room(
             Ok(())
         }
         Err(refused) => {
-            let (outcome, waited) = match refused {
-                Refused::Full => ("full", Duration::ZERO),
-                Refused::TimedOut { waited } => ("timeout", waited),
+            let outcome = match refused {
+                Refused::Full => "full",
+                Refused::Displaced => "displaced",
+                Refused::TimedOut { .. } => "timeout",
             };
-            observe(outcome, waited);
+            observe(outcome, entered.elapsed());
             let retry_after = retry_after_secs(policy);
             ctx.extra_headers.push(("retry-after", retry_after.to_string()));
             Err(ApiError::saturated(&upstream.name, priority, refused, retry_after))

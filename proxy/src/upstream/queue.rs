@@ -5,8 +5,12 @@
 //! application takes a priority's whole share. The replica is picked as a
 //! request leaves (late binding), by the backend's `balance` among the
 //! replicas with room. A request that waits past its product's
-//! `max_queue_ms`, or finds `max_waiting` of its product's requests
-//! waiting, is refused.
+//! `max_queue_ms` is refused. One that finds `max_waiting` of its
+//! product's requests waiting takes the place of the newest request of a
+//! lower priority, else of the application with the most waiting at its
+//! own priority (when that is at least two more than its own), so one
+//! application's flood cannot fill the queue against the others; else it
+//! is refused.
 //!
 //! [`FairQueue`] is the release order alone, with no clock and no lock;
 //! [`GatewayQueue`] adds the waiting requests' channels and counts.
@@ -108,9 +112,32 @@ impl<T> FairQueue<T> {
 
     /// Takes out entry `id` (it gave up waiting), if it is still there.
     pub fn remove(&mut self, priority: Priority, application: &Arc<str>, id: u64) -> Option<T> {
+        self.take(priority, application, |entries| {
+            entries.iter().position(|(entry, _)| *entry == id)
+        })
+    }
+
+    /// Takes out `application`'s newest entry of `priority` that `matches`.
+    pub fn remove_newest(
+        &mut self,
+        priority: Priority,
+        application: &Arc<str>,
+        matches: impl Fn(&T) -> bool,
+    ) -> Option<T> {
+        self.take(priority, application, |entries| {
+            entries.iter().rposition(|(_, item)| matches(item))
+        })
+    }
+
+    fn take(
+        &mut self,
+        priority: Priority,
+        application: &Arc<str>,
+        find: impl FnOnce(&VecDeque<(u64, T)>) -> Option<usize>,
+    ) -> Option<T> {
         let level = &mut self.levels[level(priority)];
         let entries = level.by_application.get_mut(application)?;
-        let position = entries.iter().position(|(entry, _)| *entry == id)?;
+        let position = find(entries)?;
         let (_, item) = entries.remove(position)?;
         if entries.is_empty() {
             level.by_application.remove(application);
@@ -147,15 +174,19 @@ pub struct Granted {
 pub enum Refused {
     /// Its product's `max_waiting` requests were waiting already.
     Full,
+    /// It gave its place to a request of a higher priority, or of an
+    /// application with fewer requests waiting, when the queue was full.
+    Displaced,
     /// It waited its product's `max_queue_ms`.
     TimedOut { waited: Duration },
 }
 
 struct Waiter {
     product: Arc<str>,
+    application: Arc<str>,
     body: Option<Bytes>,
     queued_at: Instant,
-    grant: oneshot::Sender<Granted>,
+    decided: oneshot::Sender<Result<Granted, Refused>>,
 }
 
 #[derive(Default)]
@@ -163,12 +194,58 @@ struct Waiting {
     queue: FairQueue<Waiter>,
     /// Requests waiting, by product and priority.
     counts: HashMap<(Arc<str>, Priority), u32>,
+    /// Requests waiting, by product, priority and application.
+    by_application: HashMap<(Arc<str>, Priority, Arc<str>), u32>,
 }
 
 impl Waiting {
-    fn count(&mut self, product: &Arc<str>, priority: Priority, delta: i32) {
-        let count = self.counts.entry((product.clone(), priority)).or_default();
+    fn count(&mut self, waiter: &Waiter, priority: Priority, delta: i32) {
+        let count = self.counts.entry((waiter.product.clone(), priority)).or_default();
         *count = count.saturating_add_signed(delta);
+        let key = (waiter.product.clone(), priority, waiter.application.clone());
+        let count = self.by_application.entry(key.clone()).or_default();
+        *count = count.saturating_add_signed(delta);
+        if *count == 0 {
+            self.by_application.remove(&key);
+        }
+    }
+
+    /// Makes room in `entry`'s full product queue by refusing the newest
+    /// request of the lowest priority below `entry`'s, else of the
+    /// application with the most waiting at `entry`'s own priority, if that
+    /// is at least two more than `entry`'s application has. False when no
+    /// request has to give way.
+    fn displace_for(&mut self, entry: &QueueEntry) -> bool {
+        let own = |key: &(Arc<str>, Priority, Arc<str>)| {
+            key.0 == entry.product && key.1 == entry.priority && key.2 == entry.application
+        };
+        let mine = self
+            .by_application
+            .iter()
+            .find(|(key, _)| own(key))
+            .map_or(0, |(_, n)| *n);
+        let victim = self
+            .by_application
+            .iter()
+            .filter(|((product, priority, _), waiting)| {
+                *product == entry.product
+                    && (*priority < entry.priority || (*priority == entry.priority && **waiting > mine + 1))
+            })
+            .min_by_key(|((_, priority, _), waiting)| (*priority, std::cmp::Reverse(**waiting)))
+            .map(|((_, priority, application), _)| (*priority, application.clone()));
+        let Some((priority, application)) = victim else {
+            return false;
+        };
+        let product = &entry.product;
+        let Some(waiter) = self
+            .queue
+            .remove_newest(priority, &application, |w| w.product == *product)
+        else {
+            return false;
+        };
+        self.count(&waiter, priority, -1);
+        let _ = waiter.decided.send(Err(Refused::Displaced));
+        true
     }
 
     fn waiting_for(&self, product: &Arc<str>) -> u32 {
@@ -226,7 +303,7 @@ pub struct QueuedRequest {
     application: Arc<str>,
     queued_at: Instant,
     deadline: tokio::time::Instant,
-    granted: oneshot::Receiver<Granted>,
+    decided: oneshot::Receiver<Result<Granted, Refused>>,
     done: bool,
 }
 
@@ -240,12 +317,12 @@ pub enum Admission {
 impl QueuedRequest {
     /// Waits to be let through, at most until its deadline.
     pub async fn wait(mut self) -> Result<Granted, Refused> {
-        let answer = tokio::time::timeout_at(self.deadline, &mut self.granted).await;
+        let answer = tokio::time::timeout_at(self.deadline, &mut self.decided).await;
         self.done = true;
         match answer {
-            Ok(Ok(granted)) => Ok(granted),
-            // Let through as the deadline passed: the grant is in the channel.
-            _ if !self.withdraw() => self.granted.try_recv().map_err(|_| self.timed_out()),
+            Ok(Ok(decided)) => decided,
+            // Decided as the deadline passed: the decision is in the channel.
+            _ if !self.withdraw() => self.decided.try_recv().unwrap_or_else(|_| Err(self.timed_out())),
             _ => Err(self.timed_out()),
         }
     }
@@ -263,7 +340,7 @@ impl QueuedRequest {
         let Some(waiter) = waiting.queue.remove(self.priority, &self.application, self.id) else {
             return false;
         };
-        waiting.count(&waiter.product, self.priority, -1);
+        waiting.count(&waiter, self.priority, -1);
         queue.len.fetch_sub(1, Ordering::Relaxed);
         true
     }
@@ -294,18 +371,22 @@ impl Upstream {
             });
         }
         if waiting.waiting_for(&entry.product) >= entry.max_waiting {
-            return Admission::Refused(Refused::Full);
+            if !waiting.displace_for(&entry) {
+                return Admission::Refused(Refused::Full);
+            }
+            queue.len.fetch_sub(1, Ordering::Relaxed);
         }
         let id = queue.next_id.fetch_add(1, Ordering::Relaxed);
-        let (grant, granted) = oneshot::channel();
+        let (decide, decided) = oneshot::channel();
         let queued_at = Instant::now();
-        waiting.count(&entry.product, entry.priority, 1);
         let waiter = Waiter {
             product: entry.product,
+            application: entry.application.clone(),
             body: entry.body,
             queued_at,
-            grant,
+            decided: decide,
         };
+        waiting.count(&waiter, entry.priority, 1);
         waiting.queue.push(entry.priority, &entry.application, id, waiter);
         queue.len.fetch_add(1, Ordering::Relaxed);
         drop(waiting);
@@ -318,7 +399,7 @@ impl Upstream {
             application: entry.application,
             queued_at,
             deadline: tokio::time::Instant::from_std(queued_at + entry.max_queue),
-            granted,
+            decided,
             done: false,
         })
     }
@@ -340,7 +421,7 @@ impl Upstream {
                     break;
                 };
                 self.queue.len.fetch_sub(1, Ordering::Relaxed);
-                waiting.count(&waiter.product, priority, -1);
+                waiting.count(&waiter, priority, -1);
                 // The room checked above went to a retry meanwhile: the
                 // request is let through all the same, by the usual pick.
                 let body = waiter.body.as_deref();
@@ -350,8 +431,8 @@ impl Upstream {
                     at_replica: self.begin(replica),
                     waited: waiter.queued_at.elapsed(),
                 };
-                if let Err(granted) = waiter.grant.send(granted) {
-                    undelivered.push(granted);
+                if let Err(decided) = waiter.decided.send(Ok(granted)) {
+                    undelivered.push(decided);
                 }
             }
         }
@@ -385,6 +466,108 @@ mod tests {
             ["c-high", "a1", "b1", "a2", "b2", "a3", "a4", "c-low"]
         );
         assert!(queue.is_empty());
+    }
+
+    /// One replica, saturated by one request of this proxy's.
+    async fn one_place() -> Arc<Upstream> {
+        let backend = maas_store::model::Backend {
+            system_name: "gpu".into(),
+            name: String::new(),
+            description: String::new(),
+            urls: vec!["http://127.0.0.1:1".into()],
+            health_path: "/health".into(),
+            timeouts: Default::default(),
+            api_key_env: None,
+            balance: Default::default(),
+            prefix_affinity: false,
+            health_check: None,
+            saturation: Some(maas_store::model::Saturation {
+                in_flight: Some(1),
+                ..Default::default()
+            }),
+        };
+        Arc::new(Upstream::resolve(&backend, None).await.unwrap())
+    }
+
+    fn entry(priority: Priority, application: &str) -> QueueEntry {
+        QueueEntry {
+            priority,
+            application: application.into(),
+            product: "chat".into(),
+            max_queue: Duration::from_secs(60),
+            max_waiting: 3,
+            body: None,
+        }
+    }
+
+    fn queued(admission: Admission) -> QueuedRequest {
+        match admission {
+            Admission::Queued(queued) => queued,
+            _ => panic!("expected to wait"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_makes_room_for_higher_priorities_and_smaller_applications() {
+        let upstream = one_place().await;
+        let Admission::Granted(first) = upstream.enter(entry(Priority::Normal, "first")) else {
+            panic!("the free place is taken at once");
+        };
+        let flood: Vec<_> = (0..3)
+            .map(|_| queued(upstream.enter(entry(Priority::Normal, "flood"))))
+            .collect();
+        // Full: another application's request takes the flood's newest place…
+        let other = queued(upstream.enter(entry(Priority::Normal, "other")));
+        // …but not while the flood has only one more waiting than it.
+        assert!(matches!(
+            upstream.enter(entry(Priority::Normal, "other")),
+            Admission::Refused(Refused::Full)
+        ));
+        // A higher priority takes the place of the lower one's biggest application.
+        let high = queued(upstream.enter(entry(Priority::High, "vip")));
+        // Nothing below low, and low applications are not ahead of anyone.
+        assert!(matches!(
+            upstream.enter(entry(Priority::Low, "batch")),
+            Admission::Refused(Refused::Full)
+        ));
+        assert_eq!(upstream.queue.len(), 3);
+        let [oldest, second, newest] = <[QueuedRequest; 3]>::try_from(flood).ok().unwrap();
+        assert_eq!(newest.wait().await.unwrap_err(), Refused::Displaced);
+        assert_eq!(second.wait().await.unwrap_err(), Refused::Displaced);
+        // The place frees: high first, then the normal applications in turn.
+        drop(first);
+        let high = high.wait().await.unwrap();
+        assert!(high.waited > Duration::ZERO);
+        assert_eq!(upstream.queue.len(), 2);
+        drop(high);
+        let oldest = oldest.wait().await.unwrap();
+        assert_eq!(upstream.queue.len(), 1);
+        drop(oldest);
+        other.wait().await.unwrap();
+        assert!(upstream.queue.is_empty());
+        assert!(upstream.queue.depths().iter().all(|(_, _, n)| *n == 0));
+    }
+
+    #[tokio::test]
+    async fn a_request_past_its_wait_or_whose_client_left_is_out_of_the_queue() {
+        let upstream = one_place().await;
+        let Admission::Granted(_held) = upstream.enter(entry(Priority::Normal, "first")) else {
+            panic!("the free place is taken at once");
+        };
+        let short = QueueEntry {
+            max_queue: Duration::from_millis(20),
+            ..entry(Priority::Normal, "impatient")
+        };
+        let waiting = queued(upstream.enter(short));
+        let left = queued(upstream.enter(entry(Priority::Normal, "left")));
+        assert_eq!(upstream.queue.len(), 2);
+        drop(left);
+        assert_eq!(upstream.queue.len(), 1, "a dropped request leaves at once");
+        assert!(
+            matches!(waiting.wait().await, Err(Refused::TimedOut { waited }) if waited >= Duration::from_millis(20))
+        );
+        assert!(upstream.queue.is_empty());
+        assert_eq!(upstream.in_flight(0), 1, "nothing was let through");
     }
 
     #[test]
