@@ -21,6 +21,7 @@ mod proxy {
     mod portal;
     mod queueing;
     mod redis_ha;
+    mod replica_faults;
     mod resilience;
     mod routing;
     mod sdk;
