@@ -190,12 +190,26 @@ async fn a_request_that_cannot_wait_is_refused_costs_nothing_and_cuts_no_stream(
         "{waited:?}"
     );
 
-    // One waits (the product's whole queue): the next is refused at once.
-    let finished = Arc::new(Mutex::new(Vec::new()));
-    let queued = send(&gw, &waiting_key, "queued", 2, &finished);
+    // One waits (the product's whole queue): the next of the same
+    // application and priority is refused at once.
+    let gw = Arc::new(gw);
+    let refused_in_queue = {
+        let (gw, key) = (gw.clone(), waiting_key.clone());
+        tokio::spawn(async move { error_of(gw.chat_body(gw.base(), &key, body(2)).await).await })
+    };
     until_waiting(&gw, 1).await;
+    let metrics = gw.metrics(0).await;
+    let saturated = format!(
+        "maas_upstream_replica_saturated{{backend=\"gpu\",replica=\"{}\"}} 1",
+        &replica[7..]
+    );
+    assert!(metrics.contains(&saturated), "{saturated}\n{metrics}");
+    assert!(
+        metrics.contains("maas_queue_waiting{backend=\"gpu\",product=\"gpu\",priority=\"low\"} 1"),
+        "{metrics}"
+    );
     let started = Instant::now();
-    let (status, error) = error_of(gw.chat_body(gw.base(), &third_key, body(2)).await).await;
+    let (status, error) = error_of(gw.chat_body(gw.base(), &waiting_key, body(2)).await).await;
     assert_eq!(status, 429, "{error}");
     assert!(
         error["message"].as_str().unwrap().contains("waiting already"),
@@ -206,15 +220,24 @@ async fn a_request_that_cannot_wait_is_refused_costs_nothing_and_cuts_no_stream(
         "{:?}",
         started.elapsed()
     );
-    queued.await.unwrap();
-    assert_eq!(finished.lock().unwrap().as_slice(), [("queued", 429)]);
 
-    // A client that gives up waiting leaves the queue at once (not at its
-    // deadline, 400 ms on).
-    let gone = send(&gw, &waiting_key, "gone", 2, &finished);
+    // A request of a higher priority takes the waiting one's place: that
+    // one is refused at once. Its own client then gives up: it leaves the
+    // queue at once too (not at its deadline, 400 ms on).
+    let started = Instant::now();
+    let finished = Arc::new(Mutex::new(Vec::new()));
+    let displacing = send(&gw, &third_key, "normal", 2, &finished);
+    let (status, error) = refused_in_queue.await.unwrap();
+    assert_eq!(status, 429, "{error}");
+    assert!(error["message"].as_str().unwrap().contains("gave its place"), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
     until_waiting(&gw, 1).await;
     let started = Instant::now();
-    gone.abort();
+    displacing.abort();
     until_waiting(&gw, 0).await;
     assert!(
         started.elapsed() < Duration::from_millis(300),
@@ -264,7 +287,12 @@ async fn a_request_that_cannot_wait_is_refused_costs_nothing_and_cuts_no_stream(
     let answer = gw.chat_body(gw.base(), &third_key, body(2)).await;
     assert_eq!(answer.status(), 200);
     let metrics = gw.metrics(0).await;
-    for (priority, outcome, count) in [("low", "timeout", 2), ("normal", "full", 1), ("low", "gone", 1)] {
+    for (priority, outcome, count) in [
+        ("low", "timeout", 1),
+        ("low", "full", 1),
+        ("low", "displaced", 1),
+        ("normal", "gone", 1),
+    ] {
         let series = format!(
             "maas_queue_wait_seconds_count{{outcome=\"{outcome}\",priority=\"{priority}\",product=\"gpu\"}} {count}"
         );

@@ -334,7 +334,7 @@ pub fn render_replicas(
     use crate::upstream::ReplicaState;
     use std::io::Write;
     type Family = (&'static str, &'static str, fn(&ReplicaState) -> Option<f64>);
-    let families: [Family; 5] = [
+    let families: [Family; 6] = [
         (
             "maas_upstream_replica_up",
             "1 while the replica takes requests (not ejected after a connect error, not down by health checks)",
@@ -354,6 +354,12 @@ pub fn render_replicas(
             "maas_upstream_replica_kv_cache_usage",
             "KV-cache use of the replica, 0 to 1, as its metrics last said (load_aware backends)",
             |s| s.reading.map(|r| r.kv_usage),
+        ),
+        (
+            "maas_upstream_replica_score",
+            "The replica's load score for load_aware picks, lower picked first: 4 per request waiting, 8 for a \
+             full KV cache, 1 per request of this proxy's in flight (while its metrics are fresh)",
+            |s| s.reading.map(|r| crate::upstream::load::score(r, s.in_flight) as f64),
         ),
         (
             "maas_upstream_replica_metrics_age_seconds",
