@@ -39,7 +39,15 @@ pub struct ServingCatalog {
 }
 
 impl ServingCatalog {
-    pub async fn load(store: &Store, environment: Environment) -> StoreResult<ServingCatalog> {
+    /// The catalog of the store's current revision. A backend that did not
+    /// change since `previous` (the same definition, credential and
+    /// addresses) keeps its [`Upstream`]: its requests in flight, gateway
+    /// queue, load readings and health go on across the reload.
+    pub async fn load(
+        store: &Store,
+        environment: Environment,
+        previous: &ServingCatalog,
+    ) -> StoreResult<ServingCatalog> {
         let snapshot = store.catalog_for(environment).await?;
         let routes = RouteTable::build(&snapshot);
         let mut upstreams = HashMap::new();
@@ -51,6 +59,14 @@ impl ServingCatalog {
                 .map(|key| format!("Bearer {}", key.trim()));
             match Upstream::resolve(backend, authorization).await {
                 Ok(upstream) => {
+                    if let Some(unchanged) = previous
+                        .upstreams
+                        .get(&backend.system_name)
+                        .filter(|before| before.is_same_as(&upstream))
+                    {
+                        upstreams.insert(backend.system_name.clone(), unchanged.clone());
+                        continue;
+                    }
                     let upstream = Arc::new(upstream);
                     // Saturation reads the same metrics the load-aware pick does.
                     if upstream.balance == maas_store::model::Balance::LoadAware || upstream.saturation.is_some() {
@@ -219,12 +235,16 @@ impl ProxyState {
     }
 
     pub async fn reload_catalog(&self) -> StoreResult<()> {
-        let fresh = ServingCatalog::load(&self.store, self.environment).await?;
+        let previous = self.catalog();
+        let fresh = ServingCatalog::load(&self.store, self.environment, &previous).await?;
         tracing::info!(
             revision = fresh.routes.revision,
             products = fresh.routes.products().len(),
             "serving catalog"
         );
+        crate::record::metrics::METRICS
+            .catalog_revision
+            .set(i64::try_from(fresh.routes.revision).unwrap_or(i64::MAX));
         *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
         self.catalog_current.store(true, Ordering::Relaxed);
         self.catalog_loaded.store(true, Ordering::Release);

@@ -73,6 +73,15 @@ async fn until_waiting(gw: &Gateway, count: u64) {
     panic!("{count} requests never waited: {}", waiting(gw).await);
 }
 
+async fn catalog_revision(gw: &Gateway) -> u64 {
+    gw.metrics(0)
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix("maas_catalog_revision "))
+        .and_then(|v| v.parse().ok())
+        .expect("maas_catalog_revision")
+}
+
 /// A request sent in the background, its status pushed to `finished`
 /// (labelled) when its answer has been read to the end.
 fn send(
@@ -131,6 +140,21 @@ async fn saturated_requests_leave_by_priority_then_in_turn_across_applications()
     for (count, (key, label)) in arrivals.into_iter().enumerate() {
         sent.push(send(&gw, key, label, 2, &finished));
         until_waiting(&gw, count as u64 + 1).await;
+        if count == 2 {
+            // The catalog changes meanwhile (a new plan): the backend's
+            // queue and its count of requests in flight go on.
+            let revision = catalog_revision(&gw).await;
+            let mut plan = gw.store.get_plan("gpu", "normal").await.unwrap().unwrap();
+            plan.system_name = "extra".into();
+            gw.store.put_plan(plan).await.unwrap();
+            for _ in 0..200 {
+                if catalog_revision(&gw).await > revision {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(catalog_revision(&gw).await > revision, "the proxy reloaded its catalog");
+        }
     }
     for request in sent {
         request.await.unwrap();

@@ -56,6 +56,8 @@ pub struct ProxyMetrics {
     pub in_flight: IntGauge,
     /// Event streams being sent to clients now.
     pub streams_in_flight: IntGauge,
+    /// The catalog revision being served.
+    pub catalog_revision: IntGauge,
     pub rejected: IntCounterVec,
     /// Time in the gateway's queue, by product, priority and outcome.
     pub queue_wait: HistogramVec,
@@ -125,6 +127,9 @@ impl ProxyMetrics {
         let streams_in_flight =
             IntGauge::new("maas_streams_in_flight", "Event streams being sent to clients now").expect("static");
         registry.register(Box::new(streams_in_flight.clone())).expect("unique");
+        let catalog_revision =
+            IntGauge::new("maas_catalog_revision", "The catalog revision this proxy serves").expect("static");
+        registry.register(Box::new(catalog_revision.clone())).expect("unique");
         let store_breaker_state = IntGauge::new(
             "maas_store_breaker_state",
             "The store's circuit breaker: 0 closed, 1 open (requests do not wait for the store), 2 half-open (probing)",
@@ -194,6 +199,7 @@ impl ProxyMetrics {
             ),
             in_flight,
             streams_in_flight,
+            catalog_revision,
             rejected: counter(
                 &registry,
                 "maas_rejected_total",

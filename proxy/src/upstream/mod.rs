@@ -87,6 +87,8 @@ pub struct Upstream {
     pub authorization: Option<String>,
     pub balance: Balance,
     pub prefix_affinity: bool,
+    /// The catalog's definition it was built from.
+    definition: Backend,
     /// When the replicas count as saturated (`None`: never, no queue).
     pub saturation: Option<Saturation>,
     queue: queue::GatewayQueue,
@@ -192,10 +194,24 @@ impl Upstream {
             balance: backend.balance,
             prefix_affinity: backend.prefix_affinity,
             saturation: backend.saturation.clone(),
+            definition: backend.clone(),
             queue: queue::GatewayQueue::default(),
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
         })
+    }
+
+    /// Built from the same definition and credential, its replicas at the
+    /// same addresses: `other` would serve exactly as this one does.
+    pub fn is_same_as(&self, other: &Upstream) -> bool {
+        self.definition == other.definition
+            && self.authorization == other.authorization
+            && self.replicas.len() == other.replicas.len()
+            && self
+                .replicas
+                .iter()
+                .zip(&other.replicas)
+                .all(|(a, b)| a.address == b.address)
     }
 
     pub(crate) fn now_ms(&self) -> u64 {
