@@ -75,19 +75,19 @@ fn check_prints_file_line_field_reason_for_each_kind_of_mistake() {
             "unknown variant",
             "{metric: hits, period: minute, value: 60}",
             "{metric: hits, period: minutely, value: 60}",
-            "broken.yaml:68: plans[0].limits[0].period: unknown variant `minutely`",
+            "broken.yaml:77: plans[0].limits[0].period: unknown variant `minutely`",
         ),
         (
             "dangling reference",
             "    backend: vllm-granite",
             "    backend: vllm-mistral",
-            "broken.yaml:30: products[0].backend: no backend named `vllm-mistral`",
+            "broken.yaml:36: products[0].backend: no backend named `vllm-mistral`",
         ),
         (
             "non-positive limit",
             "{metric: hits, period: minute, value: 600}",
             "{metric: hits, period: minute, value: 0}",
-            "broken.yaml:81: plans[1].limits[0].value: must be at least 1",
+            "broken.yaml:90: plans[1].limits[0].value: must be at least 1",
         ),
         (
             "syntax",
