@@ -4,16 +4,18 @@ saturation: four `maas sim` replicas with the GPU-server model behind one
 `maas proxy`, loaded by `maas bench` with multi-turn chats over shared
 system prompts arriving as a Poisson process.
 
-1. Capacity: round robin's completed requests/s under a closed loop of
+1. Capacity: each strategy's completed requests/s under a closed loop of
    twice the replicas' running places.
-2. Routing: at 50 %, 90 % and 120 % of that capacity, `round_robin` and
-   `load_aware` + `prefix_affinity`, in rotating order, --rounds times
-   (medians): TTFT p50/p99, completed tokens/s, the simulators' prefix-cache
-   hit rate (after the warm-up), 429s.
+2. Routing: at 50 %, 90 % and 120 % of round robin's capacity,
+   `round_robin` and `load_aware` + `prefix_affinity`, in rotating order,
+   --rounds times (medians): TTFT p50/p99, completed tokens/s (tokens the
+   proxy metered during the measured window, over its length), the
+   simulators' prefix-cache hit rate (after the warm-up), 429s.
 3. Priority: the same workload split in equal thirds over plans of
-   priority high, normal and low, on a backend with `saturation:` (the
-   gateway queue), at 50 %, 90 % and 150 %: each priority's TTFT p99,
-   429s and timeouts.
+   priority high, normal and low, on a `load_aware` + `prefix_affinity`
+   backend with `saturation:` (the gateway queue), at 50 %, 90 % and
+   150 % of that strategy's own capacity: each priority's TTFT p99,
+   completed tokens/s, 429s and timeouts.
 
 Every run starts the simulators afresh (cold caches) and a proxy on the
 embedded store. Writes routing.md, routing.json and routing.png to --out
@@ -40,12 +42,14 @@ from gateway import BIN, ROOT, free_port, machine, revision, wait_port
 
 REPLICAS = 4
 # A GPU smaller than the H100 defaults (loadtest/README.md): 32 running
-# places, the knee of its latency curve near 16 sequences, a KV cache that
-# holds its running sequences and about a dozen system prompts besides.
-# Scaled so that four replicas, the proxy and the load fit a 2-core machine.
+# places, the knee of its latency curve near 16 sequences, a KV cache of
+# 50,000 tokens: with 20 sequences running, room for about 10 of the 24
+# system prompts besides (as an H100's 450,000 tokens are with 256
+# sequences of 1,600). Scaled so that four replicas, the proxy and the
+# load fit a 2-core machine.
 GPU = {
     "max_num_seqs": 32,
-    "kv_cache_tokens": 80000,
+    "kv_cache_tokens": 50000,
     "block_size": 16,
     "prefill_tokens_per_second": 12000,
     "decode_step_ms": 15.0,
@@ -60,6 +64,11 @@ STRATEGIES = {
 PRIORITIES = ["high", "normal", "low"]
 # The product's queue in the priority runs: requests wait at most this long.
 MAX_QUEUE_MS = 5000
+# The priority runs' saturation: a replica with a request waiting in its
+# own queue takes no more, so requests wait in the gateway, where priority
+# orders them, not in the replicas' first-come queues. (The KV cache is left
+# to the replica: the simulator, like vLLM, admits by free blocks.)
+SATURATION = {"waiting": 1, "kv_cache_percent": 100}
 GOALS = ("at 90 % load, load_aware+prefix TTFT p99 ≤ 0.5× round robin's; at 120 %, completed tokens/s "
          "≥ 1.15× round robin's; at 150 %, high's TTFT p99 ≤ 2× its value at 50 %, low refused with 429 "
          "rather than timing out; at 90 %, low's TTFT p99 ≤ 3× high's")
@@ -148,6 +157,16 @@ class Stack:
         self.procs.append(proxy)
         wait_port(self.port, proxy, "maas proxy")
 
+    def completion_tokens(self):
+        """Completion tokens the proxy metered so far, by application name."""
+        by_application = {}
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith("llm_completion_tokens_count{"):
+                    name = line.split('application_system_name="', 1)[1].split('"', 1)[0]
+                    by_application[name] = by_application.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+        return by_application
+
     def prefix_cache(self):
         """Prefix-cache (hits, queries) in prompt tokens, summed over the replicas."""
         hits = queries = 0.0
@@ -190,24 +209,28 @@ def finish(process, out):
 
 
 def measured(stack, runs, args):
-    """Waits out the warm-up, reads the prefix cache, waits for every run;
-    (reports, prefix-cache hit rate after the warm-up)."""
+    """Waits out the warm-up, reads the prefix cache and the metered tokens,
+    reads them again at the end of the measured window, waits for every
+    run; (reports, prefix-cache hit rate, completed tokens/s by application
+    name), the last two over the measured window."""
     time.sleep(args.warmup)
-    before = stack.prefix_cache()
+    before, tokens_before = stack.prefix_cache(), stack.completion_tokens()
+    time.sleep(args.duration)
+    after, tokens_after = stack.prefix_cache(), stack.completion_tokens()
     reports = [finish(process, out) for process, out in runs]
-    after = stack.prefix_cache()
     queries = after[1] - before[1]
-    return reports, ((after[0] - before[0]) / queries if queries else None)
+    rates = {name: (value - tokens_before.get(name, 0.0)) / args.duration for name, value in tokens_after.items()}
+    return reports, ((after[0] - before[0]) / queries if queries else None), rates
 
 
-def summary(report):
+def summary(report, tokens_per_s):
     errors = report.get("errors") or {}
     refused = sum(n for kind, n in errors.items() if "429" in kind)
     ttft = report.get("ttft_us") or {}
     return {
         "ttft_p50_ms": ttft.get("p50", 0) / 1000 if ttft else None,
         "ttft_p99_ms": ttft.get("p99", 0) / 1000 if ttft else None,
-        "tokens_per_s": report["tokens_per_second"],
+        "tokens_per_s": tokens_per_s,
         "ok": report["ok"],
         "refused_429": refused,
         "timeouts": sum(n for kind, n in errors.items() if "timeout" in kind),
@@ -215,14 +238,16 @@ def summary(report):
     }
 
 
-def capacity(work, bodies, args):
-    stack = Stack(work, STRATEGIES["round_robin"], [("open", "normal")])
+def capacity(work, bodies, strategy, args):
+    """Requests/s `strategy` completes under a closed loop."""
+    stack = Stack(work, STRATEGIES[strategy], [("open", "normal")])
     try:
         runs = [bench(stack, stack.keys["open"], bodies, args, concurrency=2 * REPLICAS * GPU["max_num_seqs"])]
-        (report,), _ = measured(stack, runs, args)
+        _, _, tokens = measured(stack, runs, args)
     finally:
         stack.close()
-    return report["requests_per_second"]
+    # Requests completed within the window (each generates OUTPUT_TOKENS).
+    return tokens.get("open-app", 0.0) / OUTPUT_TOKENS
 
 
 def median_of(rows, field):
@@ -240,10 +265,10 @@ def routing_runs(work, bodies, rate_of, args):
                 stack = Stack(work, STRATEGIES[strategy], [("open", "normal")])
                 try:
                     runs = [bench(stack, stack.keys["open"], bodies, args, rate=rate_of(load), seed=round_index + 1)]
-                    (report,), hit_rate = measured(stack, runs, args)
+                    (report,), hit_rate, tokens = measured(stack, runs, args)
                 finally:
                     stack.close()
-                row = dict(summary(report), prefix_hit_rate=hit_rate)
+                row = dict(summary(report, tokens.get("open-app", 0.0)), prefix_hit_rate=hit_rate)
                 print(f"  {strategy:18} load {load:.0%}: {json.dumps(row)}", flush=True)
                 results.setdefault(f"{load}", {}).setdefault(strategy, []).append(row)
     return {load: {s: {f: median_of(rows, f) for f in rows[0]} for s, rows in by.items()}
@@ -252,7 +277,7 @@ def routing_runs(work, bodies, rate_of, args):
 
 def priority_runs(work, workloads, rate_of, args):
     results = {}
-    backend = STRATEGIES["load_aware+prefix"] + "\n    saturation: {}"
+    backend = STRATEGIES["load_aware+prefix"] + f"\n    saturation: {json.dumps(SATURATION)}"
     plans = [(p, p) for p in PRIORITIES]
     for load in args.priority_loads:
         stack = Stack(work, backend, plans, queue={"max_queue_ms": MAX_QUEUE_MS, "max_waiting": 1000})
@@ -260,10 +285,10 @@ def priority_runs(work, workloads, rate_of, args):
             runs = [bench(stack, stack.keys[p], workloads[p], args, rate=rate_of(load) / 3, seed=10 + i,
                           concurrency=512)
                     for i, p in enumerate(PRIORITIES)]
-            reports, _ = measured(stack, runs, args)
+            reports, _, tokens = measured(stack, runs, args)
         finally:
             stack.close()
-        results[f"{load}"] = {p: summary(r) for p, r in zip(PRIORITIES, reports)}
+        results[f"{load}"] = {p: summary(r, tokens.get(f"{p}-app", 0.0)) for p, r in zip(PRIORITIES, reports)}
         print(f"  priority load {load:.0%}: {json.dumps(results[f'{load}'])}", flush=True)
     return results
 
@@ -316,8 +341,11 @@ def report_markdown(data, checks, args):
         f"{args.warmup:g} s of warm-up on freshly started replicas; routing medians of {args.rounds} rounds in "
         "rotating order.",
         "",
-        f"Round robin's capacity (closed loop, {2 * REPLICAS * GPU['max_num_seqs']} clients): "
-        f"**{data['capacity_rps']:.1f} requests/s**; the loads below are fractions of it.",
+        f"Capacity (closed loop, {2 * REPLICAS * GPU['max_num_seqs']} clients): round robin "
+        f"**{data['capacity_rps']:.1f} requests/s**, load_aware+prefix "
+        f"**{data['capacities_rps']['load_aware+prefix']:.1f} requests/s**. Routing loads are fractions of round "
+        "robin's, priority loads of load_aware+prefix's. Completed tokens/s are the tokens the proxy metered "
+        "during the measured window, over its length.",
         "",
         "## Routing",
         "",
@@ -334,8 +362,9 @@ def report_markdown(data, checks, args):
         "",
         "## Priority under saturation",
         "",
-        f"`load_aware` + `prefix_affinity` + `saturation: {{}}` (5 waiting or 80 % KV cache per replica), "
-        f"`queue: {{max_queue_ms: {MAX_QUEUE_MS}}}`; each plan a third of the load.",
+        f"`load_aware` + `prefix_affinity` + `saturation: {json.dumps(SATURATION)}`, "
+        f"`queue: {{max_queue_ms: {MAX_QUEUE_MS}}}`; each plan a third of the load; loads are fractions of "
+        "load_aware+prefix's capacity.",
         "",
         "| load | priority | TTFT p50 ms | TTFT p99 ms | completed tokens/s | 429s | timeouts |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
@@ -376,11 +405,12 @@ def main():
     parser.add_argument("--warmup", type=float, default=8)
     parser.add_argument("--out", default=os.path.join(ROOT, "loadtest", "results"))
     parser.add_argument("--smoke", action="store_true", help="one short round of everything, for CI")
+    parser.add_argument("--only", choices=["routing", "priority"], help="one part (the capacities are measured)")
     args = parser.parse_args()
     args.loads = [0.5, 0.9, 1.2]
     args.priority_loads = [0.5, 0.9, 1.5]
     if args.smoke:
-        args.rounds, args.duration, args.warmup = 1, 1.5, 0.5
+        args.rounds, args.duration, args.warmup = 1, 3, 1
         args.loads, args.priority_loads = [0.5, 1.2], [1.5]
     if not os.path.exists(BIN):
         sys.exit(f"no build at {BIN}: cargo build --release (or set MAAS_BIN)")
@@ -396,20 +426,24 @@ def main():
         for index, priority in enumerate(PRIORITIES):
             workloads[priority] = os.path.join(work, f"bodies-{priority}.jsonl")
             workload(100 + index, count // 2, workloads[priority])
-        print("capacity (round robin, closed loop)", flush=True)
-        rps = capacity(work, bodies, args)
-        print(f"  {rps:.1f} requests/s", flush=True)
-        rate_of = lambda load: max(rps * load, 0.5)
+        capacities = {}
+        for strategy in STRATEGIES:
+            capacities[strategy] = capacity(work, bodies, strategy, args)
+            print(f"capacity of {strategy} (closed loop): {capacities[strategy]:.1f} requests/s", flush=True)
+        rps = capacities["round_robin"]
         print("routing", flush=True)
-        routing = routing_runs(work, bodies, rate_of, args)
+        routing = {} if args.only == "priority" else routing_runs(work, bodies, lambda load: max(rps * load, 0.5), args)
         print("priority", flush=True)
-        priority = priority_runs(work, workloads, rate_of, args)
+        aware = capacities["load_aware+prefix"]
+        priority = {} if args.only == "routing" else priority_runs(
+            work, workloads, lambda load: max(aware * load, 0.5), args)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     data = {
         "binary": "release" if "/release/" in BIN else "debug",
         "seconds": time.monotonic() - started,
         "capacity_rps": rps,
+        "capacities_rps": capacities,
         "gpu": GPU,
         "routing": routing,
         "priority": priority,

@@ -12,6 +12,7 @@ mod proxy {
     mod balancing;
     mod bench;
     mod exactness;
+    pub mod gpus;
     pub mod harness;
     mod holds;
     mod k6;

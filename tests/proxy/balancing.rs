@@ -3,30 +3,8 @@
 //! while the other is idle, and gets its turn again once the stream ends;
 //! with `load_aware` a replica whose own metrics show a queue gets none.
 
-use super::harness::{Gateway, spawn_sim, spawn_sim_with};
-
-/// A process stopped when dropped (a test that fails leaves no orphan).
-struct Stopped(std::process::Child);
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// How many requests of `application` the simulator at `base` served.
-async fn served(gw: &Gateway, base: &str, application: &str) -> u64 {
-    gw.sim_usage_at(base, application).await["requests"]
-        .as_u64()
-        .unwrap_or(0)
-}
-
-/// A second replica of the gateway's simulator (same models), stopped with the guard.
-fn second_replica(dir: &std::path::Path) -> (Stopped, String) {
-    let (sim, base) = spawn_sim(dir);
-    (Stopped(sim), base)
-}
+use super::gpus::{fill_directly, one_place_replica, second_replica, served};
+use super::harness::Gateway;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_requests_spares_the_replica_busy_with_a_stream() {
@@ -90,19 +68,11 @@ plans:
     assert!(back >= 3, "the replica whose stream ended serves again: {back}");
 }
 
-/// A model on a one-place GPU server: a second request waits in its queue.
-const ONE_PLACE: &str = "seed: 7
-models:
-  - id: gpu-a
-    server: {max_num_seqs: 1, decode_step_ms: 20.0, decode_step_ms_per_sequence: 0.0}
-";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_aware_sends_requests_away_from_a_replica_whose_queue_grows() {
     let dir = tempfile::tempdir().unwrap();
-    let (a_sim, a) = spawn_sim_with(dir.path(), ONE_PLACE);
-    let (b_sim, b) = spawn_sim_with(dir.path(), ONE_PLACE);
-    let _sims = (Stopped(a_sim), Stopped(b_sim));
+    let (_a_sim, a) = one_place_replica(dir.path());
+    let (_b_sim, b) = one_place_replica(dir.path());
     let catalog = format!(
         r#"
 backends:
@@ -119,16 +89,7 @@ plans:
     let (app, key) = gw.app_key("aware", "gpus", "open").await;
 
     // Someone else fills replica a: one request runs (50 steps of 20 ms), three wait.
-    let direct: Vec<_> = (0..4)
-        .map(|_| {
-            let (http, url) = (gw.http.clone(), format!("{a}/v1/chat/completions"));
-            tokio::spawn(async move {
-                let body = serde_json::json!({"model": "gpu-a", "max_tokens": 50,
-                    "messages": [{"role": "user", "content": "fill"}]});
-                http.post(url).json(&body).send().await.map(|r| r.status().as_u16())
-            })
-        })
-        .collect();
+    let direct = fill_directly(&gw, &a, 4, 50);
     let waiting = |base: String| {
         let gw = &gw;
         async move {

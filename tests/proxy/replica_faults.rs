@@ -11,16 +11,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::harness::{Gateway, spawn_sim, spawn_sim_with};
-
-struct Stopped(std::process::Child);
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use super::gpus::{fill_directly, one_place_replica, second_replica, served};
+use super::harness::Gateway;
 
 /// A forwarder in front of a replica. `sick`: every new connection is
 /// answered 503 (health checks fail). `metrics_down`: `GET /metrics` gets
@@ -74,17 +66,10 @@ async fn forwarder(replica: &str) -> Forwarder {
     }
 }
 
-async fn served(gw: &Gateway, base: &str, application: &str) -> u64 {
-    gw.sim_usage_at(base, application).await["requests"]
-        .as_u64()
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hot_prefix_stays_on_its_replica_until_it_has_more_than_its_share() {
     let dir = tempfile::tempdir().unwrap();
-    let (second_sim, second) = spawn_sim(dir.path());
-    let _second_sim = Stopped(second_sim);
+    let (_second_sim, second) = second_replica(dir.path());
     let catalog = format!(
         r#"
 backends:
@@ -136,19 +121,11 @@ plans:
     assert_eq!(served(&gw, &replicas[other], &app).await, 1);
 }
 
-/// A model on a one-place GPU server: a second request waits in its queue.
-const ONE_PLACE: &str = "seed: 7
-models:
-  - id: gpu-a
-    server: {max_num_seqs: 1, decode_step_ms: 20.0, decode_step_ms_per_sequence: 0.0}
-";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_whose_metrics_stop_answering_is_compared_by_requests_in_flight() {
     let dir = tempfile::tempdir().unwrap();
-    let (a_sim, a) = spawn_sim_with(dir.path(), ONE_PLACE);
-    let (b_sim, b) = spawn_sim_with(dir.path(), ONE_PLACE);
-    let _sims = (Stopped(a_sim), Stopped(b_sim));
+    let (_a_sim, a) = one_place_replica(dir.path());
+    let (_b_sim, b) = one_place_replica(dir.path());
     let b_front = forwarder(&b).await;
     let catalog = format!(
         r#"
@@ -166,16 +143,7 @@ plans:
     let gw = Gateway::start(&catalog, 1, "local").await;
     let (app, key) = gw.app_key("aware", "gpus", "open").await;
     // Another client queues three requests at replica a, for a few seconds.
-    let fill: Vec<_> = (0..4)
-        .map(|_| {
-            let (http, url) = (gw.http.clone(), format!("{a}/v1/chat/completions"));
-            tokio::spawn(async move {
-                let body = serde_json::json!({"model": "gpu-a", "max_tokens": 50,
-                    "messages": [{"role": "user", "content": "fill"}]});
-                http.post(url).json(&body).send().await.map(|r| r.status().as_u16())
-            })
-        })
-        .collect();
+    let fill = fill_directly(&gw, &a, 4, 50);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let short =
         || serde_json::json!({"model": "gpu-a", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]});
@@ -208,8 +176,7 @@ plans:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_fails_its_health_checks_gets_no_request_until_it_passes() {
     let dir = tempfile::tempdir().unwrap();
-    let (second_sim, second) = spawn_sim(dir.path());
-    let _second_sim = Stopped(second_sim);
+    let (_second_sim, second) = second_replica(dir.path());
     let front = forwarder(&second).await;
     let catalog = format!(
         r#"
