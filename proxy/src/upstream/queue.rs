@@ -359,6 +359,17 @@ impl Upstream {
     /// once when nobody waits and a replica has room, else queued behind
     /// the others, or refused when its product's queue is full.
     pub fn enter(self: &Arc<Self>, entry: QueueEntry) -> Admission {
+        if self.healthy_replicas() == 0 {
+            // Every replica ejected or down: waiting would end in a 429
+            // that hides an outage. Sent on by the usual pick, the request
+            // fails (or not) as on a backend without a queue.
+            let replica = self.pick_for(entry.body.as_deref());
+            return Admission::Granted(Granted {
+                replica,
+                at_replica: self.begin(replica),
+                waited: Duration::ZERO,
+            });
+        }
         let queue = &self.queue;
         let mut waiting = queue.lock();
         if waiting.queue.is_empty()
@@ -568,6 +579,24 @@ mod tests {
         );
         assert!(upstream.queue.is_empty());
         assert_eq!(upstream.in_flight(0), 1, "nothing was let through");
+    }
+
+    #[tokio::test]
+    async fn with_no_replica_up_nothing_waits_for_room() {
+        let upstream = one_place().await;
+        let Admission::Granted(_held) = upstream.enter(entry(Priority::Normal, "first")) else {
+            panic!("the free place is taken at once");
+        };
+        assert!(matches!(
+            upstream.enter(entry(Priority::Normal, "second")),
+            Admission::Queued(_)
+        ));
+        // Its only replica refused a connection: an outage, not a full house.
+        upstream.eject(0);
+        assert!(matches!(
+            upstream.enter(entry(Priority::Normal, "third")),
+            Admission::Granted(Granted { replica: 0, .. })
+        ));
     }
 
     #[test]
