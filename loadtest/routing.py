@@ -285,10 +285,11 @@ def priority_runs(work, workloads, rate_of, args):
             runs = [bench(stack, stack.keys[p], workloads[p], args, rate=rate_of(load) / 3, seed=10 + i,
                           concurrency=512)
                     for i, p in enumerate(PRIORITIES)]
-            reports, _, tokens = measured(stack, runs, args)
+            reports, hit_rate, tokens = measured(stack, runs, args)
         finally:
             stack.close()
-        results[f"{load}"] = {p: summary(r, tokens.get(f"{p}-app", 0.0)) for p, r in zip(PRIORITIES, reports)}
+        results[f"{load}"] = {p: dict(summary(r, tokens.get(f"{p}-app", 0.0)), prefix_hit_rate=hit_rate)
+                              for p, r in zip(PRIORITIES, reports)}
         print(f"  priority load {load:.0%}: {json.dumps(results[f'{load}'])}", flush=True)
     return results
 
