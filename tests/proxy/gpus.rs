@@ -6,10 +6,11 @@
 use super::harness::{Gateway, spawn_sim, spawn_sim_with};
 
 /// A model on a one-place GPU server, 20 ms per generated token: a second
-/// request waits in its queue.
+/// request waits in its queue. Answers run to `max_tokens` (up to 200).
 pub const ONE_PLACE: &str = "seed: 7
 models:
   - id: gpu-a
+    output_tokens: {min: 200, max: 200}
     server: {max_num_seqs: 1, decode_step_ms: 20.0, decode_step_ms_per_sequence: 0.0}
 ";
 
