@@ -69,7 +69,9 @@ impl ServingCatalog {
                     }
                     let upstream = Arc::new(upstream);
                     // Saturation reads the same metrics the load-aware pick does.
-                    if upstream.balance == maas_store::model::Balance::LoadAware || upstream.saturation.is_some() {
+                    if upstream.backend.balance == maas_store::model::Balance::LoadAware
+                        || upstream.backend.saturation.is_some()
+                    {
                         crate::upstream::spawn_scraper(&upstream);
                     }
                     if let Some(check) = &backend.health_check {

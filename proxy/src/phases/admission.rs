@@ -432,7 +432,7 @@ const STORE_RETRY_SECS: u64 = 2;
 
 /// The longest `Retry-After` the OpenAI SDKs wait out before retrying (60 s);
 /// past it they retry sooner than the limit resets.
-const SDK_RETRY_HORIZON_SECS: u64 = 60;
+pub(super) const SDK_RETRY_HORIZON_SECS: u64 = 60;
 
 /// The method, host and normalised path; a path with no safe normal form
 /// is refused.

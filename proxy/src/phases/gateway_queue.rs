@@ -24,7 +24,7 @@ pub(crate) async fn wait_for_room(
     product: &str,
     policy: &QueuePolicy,
 ) -> Result<(), ApiError> {
-    let Some(upstream) = ctx.upstream.clone().filter(|u| u.saturation.is_some()) else {
+    let Some(upstream) = ctx.upstream.clone().filter(|u| u.backend.saturation.is_some()) else {
         return Ok(());
     };
     let priority = auth.plan.priority;
@@ -67,7 +67,12 @@ pub(crate) async fn wait_for_room(
             observe(outcome, entered.elapsed());
             let retry_after = retry_after_secs(policy);
             ctx.extra_headers.push(("retry-after", retry_after.to_string()));
-            Err(ApiError::saturated(&upstream.name, priority, refused, retry_after))
+            Err(ApiError::saturated(
+                &upstream.backend.system_name,
+                priority,
+                refused,
+                retry_after,
+            ))
         }
     }
 }
@@ -90,10 +95,13 @@ async fn client_gone(session: &mut Session) {
 }
 
 /// When a refused request may come back: after another wait as long as
-/// the product allows (at least a second; at most a minute, the horizon
-/// within which the OpenAI SDKs honour `Retry-After`).
+/// the product allows (at least a second; at most the horizon within
+/// which the OpenAI SDKs honour `Retry-After`).
 pub fn retry_after_secs(policy: &QueuePolicy) -> u64 {
-    policy.max_queue_ms.div_ceil(1000).clamp(1, 60)
+    policy
+        .max_queue_ms
+        .div_ceil(1000)
+        .clamp(1, super::admission::SDK_RETRY_HORIZON_SECS)
 }
 
 #[cfg(test)]

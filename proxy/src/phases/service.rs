@@ -131,7 +131,7 @@ impl ProxyHttp for MaasProxy {
         }
         let replica = &upstream.replicas[ctx.replica];
         let mut peer = HttpPeer::new(replica.address, replica.tls, replica.host.clone());
-        let timeouts = &upstream.timeouts;
+        let timeouts = &upstream.backend.timeouts;
         peer.options.connection_timeout = Some(Duration::from_millis(timeouts.connect_ms));
         peer.options.read_timeout = Some(Duration::from_millis(timeouts.read_ms));
         peer.options.write_timeout = Some(Duration::from_millis(timeouts.write_ms));
@@ -149,9 +149,12 @@ impl ProxyHttp for MaasProxy {
         if let Some(upstream) = &ctx.upstream {
             upstream.eject(ctx.replica);
             let kind = if is_tls_failure(&e) { "tls" } else { "connect" };
-            METRICS.upstream_errors.with_label_values(&[&upstream.name, kind]).inc();
+            METRICS
+                .upstream_errors
+                .with_label_values(&[&upstream.backend.system_name, kind])
+                .inc();
             if kind == "tls" {
-                tracing::warn!(backend = %upstream.name, error = %e, "TLS to the backend failed");
+                tracing::warn!(backend = %upstream.backend.system_name, error = %e, "TLS to the backend failed");
             }
             // Nothing reached the upstream: another replica may take it.
             if ctx.attempts < MAX_ATTEMPTS && upstream.replicas.len() > 1 {
@@ -295,7 +298,7 @@ impl ProxyHttp for MaasProxy {
                 response.remove_header("content-length");
             }
             Encoding::Unsupported => {
-                let backend = ctx.upstream.as_ref().map_or("", |u| u.name.as_str());
+                let backend = ctx.upstream.as_ref().map_or("", |u| u.backend.system_name.as_str());
                 METRICS
                     .upstream_errors
                     .with_label_values(&[backend, "undecodable_encoding"])
@@ -333,7 +336,7 @@ impl ProxyHttp for MaasProxy {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
-        let backend = ctx.upstream.as_ref().map(|u| u.name.clone());
+        let backend = ctx.upstream.as_ref().map(|u| u.backend.system_name.clone());
         let error = match (e.esource(), e.etype()) {
             (_, ErrorType::HTTPStatus(code)) if *code < 500 => Some(ApiError::unreadable_request(*code)),
             // The client is gone: nobody to answer.
@@ -522,7 +525,7 @@ fn log_request(
         application: ctx.auth.as_ref().map(|a| a.application.name.as_str()),
         key: ctx.auth.as_ref().map(|a| a.key.masked()),
         model: ctx.model.as_deref(),
-        backend: ctx.upstream.as_ref().map(|u| u.name.as_str()),
+        backend: ctx.upstream.as_ref().map(|u| u.backend.system_name.as_str()),
         rejected: ctx.rejected,
         prompt_tokens: usage.prompt_tokens,
         completion_tokens: usage.completion_tokens,

@@ -401,7 +401,10 @@ pub fn render_queues(
     out: &mut Vec<u8>,
 ) {
     use std::io::Write;
-    let mut queued: Vec<_> = upstreams.iter().filter(|(_, u)| u.saturation.is_some()).collect();
+    let mut queued: Vec<_> = upstreams
+        .iter()
+        .filter(|(_, u)| u.backend.saturation.is_some())
+        .collect();
     queued.sort_by(|a, b| a.0.cmp(b.0));
     let name = "maas_queue_waiting";
     let _ = writeln!(

@@ -62,7 +62,7 @@ pub fn spawn_prober(upstream: &Arc<Upstream>, check: HealthCheck, path: String) 
                 let ok = probe(replica, &path, Duration::from_millis(check.timeout_ms.max(1))).await;
                 if replica.health.record(ok, &check) {
                     let state = if replica.health.is_down() { "down" } else { "up" };
-                    tracing::warn!(backend = %upstream.name, replica = %replica.authority, state, "health check");
+                    tracing::warn!(backend = %upstream.backend.system_name, replica = %replica.authority, state, "health check");
                 }
             }
             // A replica back up has room for requests waiting in the queue.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use maas_store::model::{Backend, Balance, Saturation, Timeouts};
+use maas_store::model::{Backend, Balance};
 
 pub mod affinity;
 mod health;
@@ -78,19 +78,14 @@ impl Drop for InFlight {
 /// A backend and its replicas.
 #[derive(Debug)]
 pub struct Upstream {
-    pub name: String,
+    /// The catalog's definition it was built from: its name, `balance`,
+    /// `prefix_affinity`, `saturation` (`None`: no queue) and timeouts.
+    pub backend: Backend,
     pub replicas: Vec<Replica>,
     /// The path of the URLs, prepended to every request path.
     pub base_path: String,
-    pub timeouts: Timeouts,
     /// `Authorization` value for the backend's own credential, if any.
     pub authorization: Option<String>,
-    pub balance: Balance,
-    pub prefix_affinity: bool,
-    /// The catalog's definition it was built from.
-    definition: Backend,
-    /// When the replicas count as saturated (`None`: never, no queue).
-    pub saturation: Option<Saturation>,
     queue: queue::GatewayQueue,
     next: AtomicUsize,
     epoch: Instant,
@@ -186,15 +181,10 @@ impl Upstream {
             return Err(format!("backend `{}` has no URL", backend.system_name));
         }
         Ok(Upstream {
-            name: backend.system_name.clone(),
+            backend: backend.clone(),
             replicas,
             base_path: base_path.unwrap_or_else(|| "/".into()),
-            timeouts: backend.timeouts.clone(),
             authorization,
-            balance: backend.balance,
-            prefix_affinity: backend.prefix_affinity,
-            saturation: backend.saturation.clone(),
-            definition: backend.clone(),
             queue: queue::GatewayQueue::default(),
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
@@ -204,7 +194,7 @@ impl Upstream {
     /// Built from the same definition and credential, its replicas at the
     /// same addresses: `other` would serve exactly as this one does.
     pub fn is_same_as(&self, other: &Upstream) -> bool {
-        self.definition == other.definition
+        self.backend == other.backend
             && self.authorization == other.authorization
             && self.replicas.len() == other.replicas.len()
             && self
@@ -255,7 +245,7 @@ impl Upstream {
 
     fn pick_among(&self, body: Option<&[u8]>, eligible: impl Fn(usize) -> bool + Clone) -> Option<usize> {
         let count = self.replicas.len();
-        if self.prefix_affinity
+        if self.backend.prefix_affinity
             && let Some(key) = body.and_then(affinity::prefix_key)
         {
             let candidates = (0..count).filter(|&index| eligible(index));
@@ -270,7 +260,7 @@ impl Upstream {
             .filter(move |&index| eligible(index));
         let in_flight = |index: usize| self.replicas[index].in_flight.load(Ordering::Relaxed);
         // `min_by_key` keeps the first of equals: the one next in turn.
-        match self.balance {
+        match self.backend.balance {
             Balance::RoundRobin => up.next(),
             Balance::LeastRequests => up.min_by_key(|&index| in_flight(index)),
             Balance::LoadAware => {
@@ -293,7 +283,7 @@ impl Upstream {
         if !self.is_available(index, now_ms) {
             return false;
         }
-        let Some(saturation) = &self.saturation else {
+        let Some(saturation) = &self.backend.saturation else {
             return true;
         };
         let replica = &self.replicas[index];
@@ -379,7 +369,7 @@ mod tests {
             description: String::new(),
             urls: urls.iter().map(|u| (*u).to_owned()).collect(),
             health_path: "/health".into(),
-            timeouts: Timeouts::default(),
+            timeouts: maas_store::model::Timeouts::default(),
             api_key_env: None,
             balance: Balance::RoundRobin,
             prefix_affinity: false,
