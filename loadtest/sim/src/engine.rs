@@ -12,22 +12,25 @@
 //! the task sleeps for it (tokio's timer, no busy CPU), so a 2-core
 //! machine runs several replicas at hundreds of requests a second.
 //!
-//! The KV cache holds a request's prompt and every token it may generate
-//! from admission to its end (vLLM allocates blocks as it goes and
-//! preempts when out of them; reserving up front keeps the same capacity
-//! without preemption). Free blocks keep recently used prompt blocks: the
-//! prefix cache, keyed by a hash of each full block and everything before
-//! it, evicted least recently used first.
+//! The KV cache ([`KvCache`]) holds a request's prompt and every token it
+//! may generate from admission to its end (vLLM allocates blocks as it
+//! goes and preempts when out of them; reserving up front keeps the same
+//! capacity without preemption). A prompt's full blocks, keyed by a hash
+//! of each block and everything before it, are shared with every running
+//! request whose prompt starts the same way and stay cached after it ends
+//! until their room is needed: the prefix cache.
 //!
 //! `GET /metrics` reports it with vLLM's names ([`EngineStats::render`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+
+use crate::kv_cache::KvCache;
 
 /// A model's GPU server. The defaults are Llama-3.1-8B-Instruct (BF16) on
 /// one H100 80 GB; loadtest/README.md says where each number comes from.
@@ -222,7 +225,9 @@ struct Arrival {
     blocks: Vec<u64>,
     prompt_tokens: u32,
     new_tokens: u32,
-    kv_tokens: u64,
+    /// KV blocks of its own: its prompt past the full blocks and what it
+    /// generates.
+    private_blocks: u64,
     tokens: mpsc::UnboundedSender<()>,
     at: Instant,
 }
@@ -253,7 +258,8 @@ impl Engine {
     pub fn start(config: ServerModel) -> Engine {
         let (arrivals, receiver) = mpsc::unbounded_channel();
         let stats = Arc::new(Mutex::new(EngineStats {
-            kv_cache_tokens: config.kv_cache_tokens,
+            kv_cache_tokens: config.kv_cache_tokens / u64::from(config.block_size.max(1))
+                * u64::from(config.block_size.max(1)),
             ttft_buckets: vec![0; TTFT_BUCKETS.len()],
             ..EngineStats::default()
         }));
@@ -273,10 +279,13 @@ impl Engine {
         self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Whether a request of `prompt_tokens` that generates `generated`
-    /// tokens (every choice's) fits in the KV cache at all.
-    pub fn fits(&self, prompt_tokens: u32, generated: u32) -> bool {
-        u64::from(prompt_tokens) + u64::from(generated) <= self.config.kv_cache_tokens
+    /// Whether a request whose prompt has the full `blocks` and
+    /// `prompt_tokens` in all, and which generates `generated` tokens
+    /// (every choice's), fits in the KV cache at all.
+    pub fn fits(&self, blocks: &[u64], prompt_tokens: u32, generated: u32) -> bool {
+        let block = u64::from(self.config.block_size.max(1));
+        let needed = blocks.len() as u64 + private_blocks(blocks, prompt_tokens, generated, block);
+        needed <= self.config.kv_cache_tokens / block
     }
 
     /// Queues a request: `blocks` are its prompt's [`block_hashes`]; it
@@ -284,11 +293,13 @@ impl Engine {
     /// and the `generated` tokens of all its choices in the KV cache.
     pub fn submit(&self, blocks: Vec<u64>, prompt_tokens: u32, steps: u32, generated: u32) -> Sequence {
         let (tokens, receiver) = mpsc::unbounded_channel();
+        let block = u64::from(self.config.block_size.max(1));
+        let private_blocks = private_blocks(&blocks, prompt_tokens, generated, block);
         let _ = self.arrivals.send(Arrival {
             blocks,
             prompt_tokens,
             new_tokens: steps.max(1),
-            kv_tokens: u64::from(prompt_tokens) + u64::from(generated),
+            private_blocks,
             tokens,
             at: Instant::now(),
         });
@@ -296,37 +307,13 @@ impl Engine {
     }
 }
 
-/// Least recently used full prompt blocks, by hash.
-#[derive(Default)]
-struct PrefixCache {
-    /// Hash → when it was last used (a step counter).
-    blocks: HashMap<u64, u64>,
-    clock: u64,
-}
-
-impl PrefixCache {
-    /// How many of `blocks`, from the first, are cached; all of them are
-    /// (re)cached as used now.
-    fn look_up(&mut self, blocks: &[u64]) -> usize {
-        self.clock += 1;
-        let hits = blocks.iter().take_while(|b| self.blocks.contains_key(b)).count();
-        for block in blocks {
-            self.blocks.insert(*block, self.clock);
-        }
-        hits
-    }
-
-    /// Evicts the least recently used blocks down to `room` blocks.
-    fn shrink_to(&mut self, room: usize) {
-        if self.blocks.len() <= room {
-            return;
-        }
-        let mut ages: Vec<(u64, u64)> = self.blocks.iter().map(|(b, t)| (*t, *b)).collect();
-        ages.sort_unstable();
-        for (_, block) in ages.iter().take(self.blocks.len() - room) {
-            self.blocks.remove(block);
-        }
-    }
+/// The blocks a request holds alone: its prompt past its full (shared)
+/// blocks and every token it generates.
+fn private_blocks(blocks: &[u64], prompt_tokens: u32, generated: u32, block: u64) -> u64 {
+    let shared = blocks.len() as u64 * block;
+    (u64::from(prompt_tokens) + u64::from(generated))
+        .saturating_sub(shared)
+        .div_ceil(block)
 }
 
 struct Running {
@@ -337,9 +324,8 @@ struct Running {
 async fn schedule(config: ServerModel, mut arrivals: mpsc::UnboundedReceiver<Arrival>, stats: Arc<Mutex<EngineStats>>) {
     let mut waiting: VecDeque<Arrival> = VecDeque::new();
     let mut running: Vec<Running> = Vec::new();
-    let mut prefix = PrefixCache::default();
-    let mut kv_used: u64 = 0;
     let block = u64::from(config.block_size.max(1));
+    let mut kv = KvCache::new(config.kv_cache_tokens / block);
     loop {
         if waiting.is_empty() && running.is_empty() {
             match arrivals.recv().await {
@@ -358,23 +344,24 @@ async fn schedule(config: ServerModel, mut arrivals: mpsc::UnboundedReceiver<Arr
                 waiting.pop_front();
                 continue;
             }
-            if running.len() >= config.max_num_seqs as usize || kv_used + next.kv_tokens > config.kv_cache_tokens {
+            if running.len() >= config.max_num_seqs as usize {
                 break;
             }
+            let Some(found) = kv.admit(&next.blocks, next.private_blocks) else {
+                break;
+            };
             let Some(arrival) = waiting.pop_front() else { break };
-            let cached = (prefix.look_up(&arrival.blocks) as u64 * block).min(u64::from(arrival.prompt_tokens));
+            let cached = (found as u64 * block).min(u64::from(arrival.prompt_tokens));
             queries += u64::from(arrival.prompt_tokens);
             hits += cached;
             prefill += u64::from(arrival.prompt_tokens) - cached;
-            kv_used += arrival.kv_tokens;
             running.push(Running { arrival, emitted: 0 });
         }
-        prefix.shrink_to(((config.kv_cache_tokens - kv_used) / block) as usize);
         {
             let mut stats = stats.lock().unwrap_or_else(|e| e.into_inner());
             stats.running = running.len();
             stats.waiting = waiting.len();
-            stats.kv_used_tokens = kv_used;
+            stats.kv_used_tokens = kv.used_blocks() * block;
             stats.prefix_queries += queries;
             stats.prefix_hits += hits;
         }
@@ -390,7 +377,7 @@ async fn schedule(config: ServerModel, mut arrivals: mpsc::UnboundedReceiver<Arr
             sequence.emitted += 1;
             let done = !delivered || sequence.emitted >= sequence.arrival.new_tokens;
             if done {
-                kv_used -= sequence.arrival.kv_tokens;
+                kv.release(&sequence.arrival.blocks, sequence.arrival.private_blocks);
             }
             !done
         });
@@ -399,7 +386,7 @@ async fn schedule(config: ServerModel, mut arrivals: mpsc::UnboundedReceiver<Arr
             stats.first_token(waited);
         }
         stats.running = running.len();
-        stats.kv_used_tokens = kv_used;
+        stats.kv_used_tokens = kv.used_blocks() * block;
     }
 }
 
@@ -453,16 +440,5 @@ mod tests {
             ..ServerModel::default()
         };
         assert_eq!(tiny.problems()[0].0, "kv_cache_tokens");
-    }
-
-    #[test]
-    fn the_prefix_cache_forgets_the_least_recently_used() {
-        let mut cache = PrefixCache::default();
-        assert_eq!(cache.look_up(&[1, 2, 3]), 0);
-        assert_eq!(cache.look_up(&[1, 2, 9]), 2);
-        assert_eq!(cache.look_up(&[7]), 0);
-        cache.shrink_to(3);
-        assert_eq!(cache.look_up(&[7]), 1, "just used: kept");
-        assert_eq!(cache.look_up(&[3]), 0, "used first and not since: gone");
     }
 }

@@ -34,6 +34,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod kv_cache;
 pub mod meter;
 pub mod openai;
 pub mod output;

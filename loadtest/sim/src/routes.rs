@@ -311,7 +311,8 @@ fn queue(
     ask: &Ask,
 ) -> Result<crate::engine::Sequence, ApiError> {
     let generated = generation.completion_tokens();
-    if !engine.fits(generation.prompt_tokens, generated) {
+    let blocks = crate::engine::block_hashes(ask.prompt_texts.iter().map(String::as_str), engine.config().block_size);
+    if !engine.fits(&blocks, generation.prompt_tokens, generated) {
         return Err(bad_request(format!(
             "This request needs {} tokens of KV cache ({} in the prompt, {generated} to generate); the server \
              holds {}.",
@@ -320,7 +321,6 @@ fn queue(
             engine.config().kv_cache_tokens
         )));
     }
-    let blocks = crate::engine::block_hashes(ask.prompt_texts.iter().map(String::as_str), engine.config().block_size);
     Ok(engine.submit(blocks, generation.prompt_tokens, generation.longest() as u32, generated))
 }
 

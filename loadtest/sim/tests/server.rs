@@ -116,6 +116,55 @@ async fn a_cached_prefix_is_not_prefilled_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_requests_share_their_prompts_blocks() {
+    // Room for one 650-token request and a bit: two with the same 600-word
+    // system prompt run side by side only if they hold it once.
+    let sim = std::sync::Arc::new(
+        start(model(|m| {
+            m.output_tokens = TokenRange { min: 30, max: 30 };
+            m.server = Some(ServerModel {
+                kv_cache_tokens: 1_000,
+                ..server()
+            });
+        }))
+        .await,
+    );
+    let system = "word ".repeat(600);
+    let ask = |question: &'static str| {
+        let (sim, system) = (sim.clone(), system.clone());
+        tokio::spawn(async move {
+            let body = json!({"model": "m", "max_tokens": 30, "messages": [
+                {"role": "system", "content": system}, {"role": "user", "content": question}]});
+            sim.post("/v1/chat/completions", "app", body).await.status()
+        })
+    };
+    let running = "vllm:num_requests_running{model_name=\"m\"}";
+    let first = ask("first question");
+    while metric(&sim, running).await < 1.0 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let second = ask("second question");
+    let mut most = 0.0f64;
+    let mut usage = 0.0f64;
+    for _ in 0..100 {
+        let now = metric(&sim, running).await;
+        if now > most {
+            most = now;
+            usage = metric(&sim, "vllm:kv_cache_usage_perc{model_name=\"m\"}").await;
+        }
+        if most == 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(most, 2.0, "the second request ran beside the first");
+    assert!(usage < 0.8, "the system prompt is held once: {usage}");
+    assert_eq!((first.await.unwrap().as_u16(), second.await.unwrap().as_u16()), (200, 200));
+    let hits = metric(&sim, "vllm:prefix_cache_hits_total{model_name=\"m\"}").await;
+    assert!(hits >= 600.0, "the second found the first's blocks: {hits}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_are_paced_by_the_server_and_oversized_requests_refused() {
     let small = ServerModel {
         kv_cache_tokens: 1_000,
@@ -169,7 +218,8 @@ async fn every_choice_holds_its_tokens_in_the_kv_cache() {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // A prompt of 7 tokens (1 word, 3 per message, 3) and 2 × 30 generated, of 10,000.
-    assert_eq!(seen, 67.0 / 10_000.0);
+    // A prompt of 7 tokens (1 word, 3 per message, 3) and 2 × 30 generated:
+    // 67 tokens, in 17 blocks of 4, of 10,000.
+    assert_eq!(seen, 68.0 / 10_000.0);
     assert_eq!(request.await.unwrap(), 200);
 }
