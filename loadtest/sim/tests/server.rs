@@ -159,7 +159,10 @@ async fn running_requests_share_their_prompts_blocks() {
     }
     assert_eq!(most, 2.0, "the second request ran beside the first");
     assert!(usage < 0.8, "the system prompt is held once: {usage}");
-    assert_eq!((first.await.unwrap().as_u16(), second.await.unwrap().as_u16()), (200, 200));
+    assert_eq!(
+        (first.await.unwrap().as_u16(), second.await.unwrap().as_u16()),
+        (200, 200)
+    );
     let hits = metric(&sim, "vllm:prefix_cache_hits_total{model_name=\"m\"}").await;
     assert!(hits >= 600.0, "the second found the first's blocks: {hits}");
 }

@@ -27,6 +27,11 @@ const MAX_METRICS_BYTES: usize = 4 << 20;
 #[derive(Debug, Default)]
 pub struct ReplicaLoad {
     waiting: AtomicU32,
+    /// Requests waiting in this reading and the one before (the fewer):
+    /// what saturation goes by, since a step-based server shows the
+    /// requests that arrived during its current step as waiting until the
+    /// next one, which is no sign of a full replica.
+    lasting_waiting: AtomicU32,
     running: AtomicU32,
     /// KV-cache use, in thousandths.
     kv_permille: AtomicU32,
@@ -54,6 +59,13 @@ impl ReplicaLoad {
     /// A reading taken while this proxy had `in_flight` requests there.
     pub(super) fn store_with_in_flight(&self, reading: Reading, now_ms: u64, in_flight: u32) {
         self.in_flight_at_read.store(in_flight, Ordering::Relaxed);
+        let before = if self.read_at_ms.load(Ordering::Relaxed) == 0 {
+            reading.waiting
+        } else {
+            self.waiting.load(Ordering::Relaxed)
+        };
+        self.lasting_waiting
+            .store(before.min(reading.waiting), Ordering::Relaxed);
         self.waiting.store(reading.waiting, Ordering::Relaxed);
         self.running.store(reading.running, Ordering::Relaxed);
         let permille = (reading.kv_usage.clamp(0.0, 1.0) * 1000.0).round() as u32;
@@ -79,10 +91,14 @@ impl ReplicaLoad {
 }
 
 impl ReplicaLoad {
-    /// The last reading if fresh, with this proxy's requests in flight at
-    /// the replica when it was taken.
+    /// The last reading if fresh, its queue the one that lasted over two
+    /// readings, with this proxy's requests in flight at the replica when
+    /// it was taken: what saturation is judged by.
     pub fn fresh_with_in_flight(&self, now_ms: u64) -> Option<(Reading, u32)> {
-        let reading = self.fresh(now_ms)?;
+        let reading = Reading {
+            waiting: self.lasting_waiting.load(Ordering::Relaxed),
+            ..self.fresh(now_ms)?
+        };
         Some((reading, self.in_flight_at_read.load(Ordering::Relaxed)))
     }
 }
@@ -316,6 +332,25 @@ mod tests {
         assert!(is_saturated(&saturation, Some((reading(1, 0.5), 4)), 5));
         // Two waiting, but one of this proxy's requests ended since: one waits.
         assert!(!is_saturated(&saturation, Some((reading(2, 0.5), 4)), 3));
+    }
+
+    #[test]
+    fn saturation_goes_by_a_queue_that_lasts_two_readings() {
+        let load = ReplicaLoad::default();
+        let waiting = |waiting| Reading {
+            waiting,
+            running: 8,
+            kv_usage: 0.1,
+        };
+        let judged = |load: &ReplicaLoad, now| load.fresh_with_in_flight(now).map(|(r, _)| r.waiting);
+        load.store(waiting(3), 100);
+        assert_eq!(judged(&load, 100), Some(3), "a first reading stands alone");
+        load.store(waiting(0), 300);
+        load.store(waiting(2), 500);
+        assert_eq!(judged(&load, 500), Some(0), "requests that came during a step");
+        assert_eq!(load.fresh(500).map(|r| r.waiting), Some(2), "scores see the raw queue");
+        load.store(waiting(4), 700);
+        assert_eq!(judged(&load, 700), Some(2), "a queue that stayed");
     }
 
     #[test]
