@@ -129,6 +129,8 @@ fn proxy_options(config: &MaasConfig, overrides: &ProxyOverrides) -> ProxyOption
         max_body_bytes: config.proxy.max_body_bytes,
         access_log: config.logging.access_log,
         overhead_header: config.proxy.overhead_header,
+        report_every: (config.proxy.report_interval_ms > 0)
+            .then(|| Duration::from_millis(config.proxy.report_interval_ms)),
         limit_mode,
         holds: maas_proxy::HoldPolicy {
             ttl: Duration::from_secs(config.limits.hold_ttl_secs),

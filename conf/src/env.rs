@@ -41,6 +41,7 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("MAAS_SHUTDOWN_TIMEOUT_SECS", "proxy.shutdown_timeout_secs"),
     ("MAAS_UPSTREAM_CA_FILE", "proxy.upstream_ca_file"),
     ("MAAS_OVERHEAD_HEADER", "proxy.overhead_header (true | false)"),
+    ("MAAS_REPORT_INTERVAL_MS", "proxy.report_interval_ms"),
     ("MAAS_ACCESS_LOG", "logging.access_log (true | false)"),
     ("MAAS_LOG_LEVEL", "logging.level"),
     ("MAAS_LOG_FORMAT", "logging.format (text | json)"),
@@ -182,6 +183,7 @@ pub fn apply_environment(config: &mut MaasConfig, lookup: &dyn Fn(&str) -> Optio
     env.parse("MAAS_SHUTDOWN_TIMEOUT_SECS", &mut config.proxy.shutdown_timeout_secs);
     env.path("MAAS_UPSTREAM_CA_FILE", &mut config.proxy.upstream_ca_file);
     env.parse("MAAS_OVERHEAD_HEADER", &mut config.proxy.overhead_header);
+    env.parse("MAAS_REPORT_INTERVAL_MS", &mut config.proxy.report_interval_ms);
     env.parse("MAAS_ACCESS_LOG", &mut config.logging.access_log);
     env.string("MAAS_LOG_LEVEL", &mut config.logging.level);
     env.choice("MAAS_LOG_FORMAT", &mut config.logging.format);

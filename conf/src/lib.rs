@@ -187,6 +187,12 @@ impl MaasConfig {
                 push(path, format!("`{url}` is not an http(s) URL"));
             }
         }
+        if (1..100).contains(&self.proxy.report_interval_ms) {
+            push(
+                "proxy.report_interval_ms",
+                "must be at least 100, or 0 for no reports".into(),
+            );
+        }
         if self.proxy.max_body_bytes < 1024 {
             push("proxy.max_body_bytes", "must be at least 1024".into());
         }

@@ -56,6 +56,9 @@ pub struct ProxySettings {
     /// Send `x-maas-overhead-us` on proxied responses: the microseconds the
     /// gateway spent on the request before the response headers left.
     pub overhead_header: bool,
+    /// How often this proxy reports its replicas' live state to the store
+    /// for the admin console (milliseconds); 0: never.
+    pub report_interval_ms: u64,
 }
 
 impl Default for ProxySettings {
@@ -70,6 +73,7 @@ impl Default for ProxySettings {
             shutdown_timeout_secs: 30,
             upstream_ca_file: None,
             overhead_header: false,
+            report_interval_ms: 5_000,
         }
     }
 }

@@ -382,21 +382,46 @@ pub async fn backends(
     State(state): State<PortalState>,
     AdminUser(visitor): AdminUser,
 ) -> Result<Response, PortalError> {
-    let rows: Vec<Value> = state
-        .store()
+    let store = state.store();
+    let reports = store.proxy_reports().await?;
+    let now = store.clock().now().unix_timestamp();
+    let rows: Vec<Value> = store
         .list_backends()
         .await?
         .iter()
         .map(|b| {
             json!({"system_name": b.system_name, "name": b.name, "urls": b.urls, "health_path": b.health_path,
-                        "timeouts": b.timeouts, "api_key_env": b.api_key_env})
+                        "timeouts": b.timeouts, "api_key_env": b.api_key_env,
+                        "live": live_replicas(&b.system_name, &reports, now)})
         })
         .collect();
     state.page(
         &visitor,
         "admin_backends.html",
-        json!({"page": "admin", "section": "backends", "backends": rows}),
+        json!({"page": "admin", "section": "backends", "backends": rows, "proxies": reports.len()}),
     )
+}
+
+/// What every proxy last reported of `backend`'s replicas, one row per
+/// proxy and replica, with how long ago (seconds) the proxy reported and
+/// the replica's last error happened.
+fn live_replicas(backend: &str, reports: &[maas_store::ProxyReport], now: i64) -> Vec<Value> {
+    let mut rows = Vec::new();
+    for report in reports {
+        let Some(seen) = report.backends.iter().find(|b| b.backend == backend) else {
+            continue;
+        };
+        for replica in &seen.replicas {
+            rows.push(json!({
+                "proxy": report.proxy, "silent": report.is_silent(now),
+                "reported_ago": (now - report.reported_at).max(0), "queued": seen.queued,
+                "url": replica.url, "up": replica.up, "in_flight": replica.in_flight, "load": replica.load,
+                "last_error": replica.last_error,
+                "last_error_ago": replica.last_error_at.map(|at| (now - at).max(0)),
+            }));
+        }
+    }
+    rows
 }
 
 /// One application: its details and keys, with revocation.

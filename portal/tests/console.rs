@@ -274,3 +274,73 @@ async fn an_admin_promotes_with_a_diff_and_rolls_back() {
         "staging keeps the new version"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backends_page_shows_what_each_proxy_reported() {
+    use maas_store::{BackendReport, ProxyReport, ReplicaLoadReport, ReplicaReport};
+    let portal = Portal::embedded(options()).await;
+    let mut admin = portal.browser();
+    admin.sign_up("Operators", &email("root")).await;
+    portal.make_admin(&email("root")).await;
+    let page = admin.get("/admin/backends").await;
+    assert!(text(&page.body).contains("No proxy has reported yet."), "{}", page.body);
+
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let replica = |url: &str, up, in_flight| ReplicaReport {
+        url: url.into(),
+        up,
+        in_flight,
+        load: None,
+        last_error: None,
+        last_error_at: None,
+    };
+    for (proxy, in_flight) in [("gw-a 0.0.0.0:8080", 7), ("gw-b 0.0.0.0:8080", 2)] {
+        let report = ProxyReport {
+            proxy: proxy.into(),
+            reported_at: 0,
+            catalog_revision: 3,
+            backends: vec![BackendReport {
+                backend: "vllm".into(),
+                queued: 4,
+                replicas: vec![
+                    ReplicaReport {
+                        load: Some(ReplicaLoadReport {
+                            waiting: 1,
+                            running: 30,
+                            kv_cache_percent: 41.5,
+                            age_ms: 150,
+                        }),
+                        ..replica("http://127.0.0.1:9", true, in_flight)
+                    },
+                    ReplicaReport {
+                        last_error: Some("connect: Connection refused <script>".into()),
+                        last_error_at: Some(now - 12),
+                        ..replica("http://10.0.0.2:8000", false, 0)
+                    },
+                ],
+            }],
+        };
+        portal.store.report_proxy(report).await.unwrap();
+    }
+    let page = admin.get("/admin/backends").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let live = text(&page.body);
+    let live = &live[live.find("Live state").expect("a live section")..];
+    for shown in [
+        "gw-a 0.0.0.0:8080",
+        "gw-b 0.0.0.0:8080",
+        "30 running · 1 waiting · KV cache 41.5 %",
+        "connect: Connection refused <script>",
+    ] {
+        assert!(live.contains(shown), "`{shown}` in {live}");
+    }
+    assert!(page.body.contains("Connection refused &lt;script&gt;"), "escaped");
+    assert!(live.contains("12 s ago") || live.contains("13 s ago"), "{live}");
+    assert_eq!(live.matches(">up<").count(), 2, "{live}");
+    assert_eq!(live.matches(">down<").count(), 2, "{live}");
+    assert!(
+        live.contains(">7<") && live.contains(">2<"),
+        "each proxy's in-flight count: {live}"
+    );
+    assert!(!live.contains("No proxy has reported yet."));
+}

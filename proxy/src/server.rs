@@ -33,6 +33,9 @@ pub struct ProxyOptions {
     pub access_log: bool,
     /// Send `x-maas-overhead-us` on proxied responses.
     pub overhead_header: bool,
+    /// How often to report the replicas' live state to the store
+    /// ([`crate::upstream::report`]); `None`: never.
+    pub report_every: Option<Duration>,
     pub limit_mode: LimitMode,
     /// How requests hold tokens on plans with token limits.
     pub holds: HoldPolicy,
@@ -107,6 +110,13 @@ impl Proxy {
         }
         tokio::spawn(state.clone().follow_changes());
         tokio::spawn(breaker.run_probes(state.store.clone()));
+        if let Some(every) = options.report_every {
+            tokio::spawn(crate::upstream::report::report_forever(
+                state.clone(),
+                crate::upstream::report::proxy_name(&options.listen),
+                every,
+            ));
+        }
         let interval = match options.limit_mode {
             LimitMode::Strict => options.flush_interval,
             LimitMode::Local { sync_interval } => sync_interval,

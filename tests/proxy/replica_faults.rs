@@ -191,7 +191,8 @@ plans:
 "#,
         front.base
     );
-    let gw = Gateway::start(&catalog, 1, "local").await;
+    let mut gw = Gateway::start(&catalog, 0, "local").await;
+    gw.add_proxy_with_env("local", &[("MAAS_REPORT_INTERVAL_MS", "200")]);
     let (app, key) = gw.app_key("checked", "checked", "open").await;
     front.sick.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -199,10 +200,44 @@ plans:
         assert_eq!(gw.chat(gw.base(), &key, "chat-a").await.status(), 200);
     }
     assert_eq!(served(&gw, &second, &app).await, 0, "down: no request");
+    // The proxy tells the store, for the console.
+    let down = reported(&gw, &front.base, |r| !r.up).await;
+    let error = down.last_error.unwrap_or_default();
+    assert!(error.contains("health check: GET /health"), "{error}");
+    assert_eq!(reported(&gw, &gw.sim_base, |r| r.up).await.in_flight, 0);
     front.sick.store(false, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(500)).await;
     for _ in 0..6 {
         assert_eq!(gw.chat(gw.base(), &key, "chat-a").await.status(), 200);
     }
     assert_eq!(served(&gw, &second, &app).await, 3, "up again: its turn");
+    let up = reported(&gw, &front.base, |r| r.up).await;
+    assert!(up.last_error.is_some(), "the last error stays on show");
+}
+
+/// Waits up to 3 s for the proxy's report to show replica `url` as
+/// `wanted` says.
+async fn reported(
+    gw: &Gateway,
+    url: &str,
+    wanted: impl Fn(&maas_store::ReplicaReport) -> bool,
+) -> maas_store::ReplicaReport {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut last = None;
+    while tokio::time::Instant::now() < deadline {
+        let reports = gw.store.proxy_reports().await.unwrap();
+        let replica = reports
+            .iter()
+            .flat_map(|p| &p.backends)
+            .filter(|b| b.backend == "checked")
+            .flat_map(|b| &b.replicas)
+            .find(|r| r.url == url)
+            .cloned();
+        if let Some(replica) = replica.filter(|r| wanted(r)) {
+            return replica;
+        }
+        last = Some(reports);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no report shows {url} as wanted: {last:?}");
 }

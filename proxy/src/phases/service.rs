@@ -149,6 +149,7 @@ impl ProxyHttp for MaasProxy {
         if let Some(upstream) = &ctx.upstream {
             upstream.eject(ctx.replica);
             let kind = if is_tls_failure(&e) { "tls" } else { "connect" };
+            upstream.note_error(ctx.replica, format!("{kind}: {e}"));
             METRICS
                 .upstream_errors
                 .with_label_values(&[&upstream.backend.system_name, kind])
@@ -303,6 +304,12 @@ impl ProxyHttp for MaasProxy {
                     .upstream_errors
                     .with_label_values(&[backend, "undecodable_encoding"])
                     .inc();
+                if let Some(upstream) = &ctx.upstream {
+                    upstream.note_error(
+                        ctx.replica,
+                        "undecodable_encoding: a content coding the proxy cannot meter",
+                    );
+                }
                 tracing::warn!(backend, "upstream sent a content coding the proxy cannot meter");
                 return Ok(());
             }
@@ -359,6 +366,9 @@ impl ProxyHttp for MaasProxy {
                 .upstream_errors
                 .with_label_values(&[backend, error.reason])
                 .inc();
+            if let Some(upstream) = &ctx.upstream {
+                upstream.note_error(ctx.replica, format!("{}: {e}", error.reason));
+            }
         }
         let written = if session.response_written().is_none() {
             respond_error(session, ctx, &error).await

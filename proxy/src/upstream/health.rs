@@ -60,6 +60,9 @@ pub fn spawn_prober(upstream: &Arc<Upstream>, check: HealthCheck, path: String) 
             let Some(upstream) = weak.upgrade() else { return };
             for replica in &upstream.replicas {
                 let ok = probe(replica, &path, Duration::from_millis(check.timeout_ms.max(1))).await;
+                if !ok {
+                    replica.note_error(format!("health check: GET {path} failed or did not answer 2xx"));
+                }
                 if replica.health.record(ok, &check) {
                     let state = if replica.health.is_down() { "down" } else { "up" };
                     tracing::warn!(backend = %upstream.backend.system_name, replica = %replica.authority, state, "health check");

@@ -19,6 +19,7 @@ pub mod affinity;
 mod health;
 pub mod load;
 pub mod queue;
+pub mod report;
 
 pub use health::spawn_prober;
 pub use load::{Reading, spawn_scraper};
@@ -43,6 +44,24 @@ pub struct Replica {
     load: load::ReplicaLoad,
     /// Down when active health checks say so (`health_check:`).
     health: health::ReplicaHealth,
+    /// The last error met there and when (unix seconds), for the console.
+    last_error: std::sync::Mutex<Option<(String, i64)>>,
+}
+
+impl Replica {
+    /// Remembers `error` as the last one met here, now (its first 300
+    /// bytes: a report, not a log).
+    fn note_error(&self, mut error: String) {
+        if error.len() > 300 {
+            let mut end = 300;
+            while !error.is_char_boundary(end) {
+                end -= 1;
+            }
+            error.truncate(end);
+        }
+        let at = time::OffsetDateTime::now_utc().unix_timestamp();
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some((error, at));
+    }
 }
 
 /// What [`Upstream::replica_state`] tells.
@@ -175,6 +194,7 @@ impl Upstream {
                 in_flight: AtomicU32::new(0),
                 load: load::ReplicaLoad::default(),
                 health: health::ReplicaHealth::default(),
+                last_error: Default::default(),
             });
         }
         if replicas.is_empty() {
@@ -307,6 +327,19 @@ impl Upstream {
         self.replicas
             .get(index)
             .map_or(0, |r| r.in_flight.load(Ordering::Relaxed))
+    }
+
+    /// Remembers `error` as the last one met at replica `index`.
+    pub fn note_error(&self, index: usize, error: impl Into<String>) {
+        if let Some(replica) = self.replicas.get(index) {
+            replica.note_error(error.into());
+        }
+    }
+
+    /// The last error met at replica `index` and when (unix seconds).
+    pub fn last_error(&self, index: usize) -> Option<(String, i64)> {
+        let replica = self.replicas.get(index)?;
+        replica.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// A connect error: skip this replica for [`EJECTION`].

@@ -11,6 +11,7 @@ mod attempts;
 mod catalog;
 mod exactly_once;
 mod identity;
+mod proxies;
 pub mod servers;
 mod tenancy;
 mod usage;
@@ -25,6 +26,7 @@ pub use attempts::*;
 pub use catalog::*;
 pub use exactly_once::*;
 pub use identity::*;
+pub use proxies::*;
 pub use tenancy::*;
 pub use usage::*;
 
@@ -80,6 +82,7 @@ macro_rules! conformance_cases {
             usage_series_and_batches,
             change_events_reach_subscribers,
             sessions_round_trip_and_expire,
+            proxy_reports_are_kept_per_proxy_and_forgotten,
             attempts_are_held_when_they_begin_and_counted_when_they_fail,
             audit_log_records_changes_without_secrets,
             data_survives_reopen

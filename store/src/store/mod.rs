@@ -9,6 +9,7 @@ mod catalog;
 mod identity;
 mod keys;
 mod paging;
+mod proxies;
 mod sessions;
 mod tenancy;
 mod usage;
@@ -31,6 +32,9 @@ pub use catalog::{CatalogDiff, CatalogSnapshot, Environment, ProductRelease};
 pub use identity::LocalSignUp;
 pub use keys::{IssuedKey, NewKey};
 pub use paging::{Page, Paged, all_pages};
+pub use proxies::{
+    BackendReport, PROXY_FORGOTTEN_AFTER_SECS, PROXY_SILENT_AFTER_SECS, ProxyReport, ReplicaLoadReport, ReplicaReport,
+};
 pub use sessions::SessionRecord;
 pub use tenancy::{NewAccount, NewUser, UserUpdate};
 pub use usage::{
