@@ -43,13 +43,14 @@ from gateway import BIN, ROOT, free_port, machine, revision, wait_port
 REPLICAS = 4
 # A GPU smaller than the H100 defaults (loadtest/README.md): 32 running
 # places, the knee of its latency curve near 16 sequences, a KV cache of
-# 50,000 tokens: with 20 sequences running, room for about 10 of the 24
-# system prompts besides (as an H100's 450,000 tokens are with 256
-# sequences of 1,600). Scaled so that four replicas, the proxy and the
-# load fit a 2-core machine.
+# 30,000 tokens: running sequences share their system prompt's blocks (as
+# on vLLM), so a replica whose requests share a few prompts keeps room to
+# cache more, while one that gets all 24 prompts (36,000 tokens of them)
+# evicts and prefills again. Scaled so that four replicas, the proxy and
+# the load fit a 2-core machine.
 GPU = {
     "max_num_seqs": 32,
-    "kv_cache_tokens": 50000,
+    "kv_cache_tokens": 30000,
     "block_size": 16,
     "prefill_tokens_per_second": 12000,
     "decode_step_ms": 15.0,
