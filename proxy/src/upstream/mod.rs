@@ -257,6 +257,21 @@ impl Upstream {
         self.pick_among(body, |index| self.has_room(index, now))
     }
 
+    /// Whether prefix affinity, among the replicas taking requests, sends
+    /// a prompt with start `key` to one with room now: what a release
+    /// prefers, so the replica that has room gets a prompt it caches.
+    fn prefers_a_replica_with_room(&self) -> impl Fn(u64) -> bool + '_ {
+        let now = self.now_ms();
+        let available: Vec<usize> = (0..self.replicas.len())
+            .filter(|&i| self.is_available(i, now))
+            .collect();
+        let with_room: Vec<usize> = available.iter().copied().filter(|&i| self.has_room(i, now)).collect();
+        move |key| {
+            affinity::preferred(key, available.iter().copied(), |i| self.in_flight(i))
+                .is_some_and(|i| with_room.contains(&i))
+        }
+    }
+
     /// Whether some replica takes requests and is not saturated.
     fn any_room(&self) -> bool {
         let now = self.now_ms();

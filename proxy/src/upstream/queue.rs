@@ -41,6 +41,9 @@ struct Level<T> {
     /// Applications with entries, the next to be served first.
     turn: VecDeque<Arc<str>>,
     by_application: HashMap<Arc<str>, VecDeque<(u64, T)>>,
+    /// How often each application's first entry was passed over by
+    /// [`FairQueue::pop_matching`] since it became first.
+    passes: HashMap<Arc<str>, usize>,
 }
 
 impl<T> Default for Level<T> {
@@ -48,9 +51,14 @@ impl<T> Default for Level<T> {
         Level {
             turn: VecDeque::new(),
             by_application: HashMap::new(),
+            passes: HashMap::new(),
         }
     }
 }
+
+/// How far [`FairQueue::pop_matching`] looks into an application's
+/// entries, and how often it may pass over the first one.
+pub const MATCH_WINDOW: usize = 8;
 
 impl<T> Default for FairQueue<T> {
     fn default() -> Self {
@@ -92,14 +100,40 @@ impl<T> FairQueue<T> {
 
     /// The next entry to release and its priority.
     pub fn pop(&mut self) -> Option<(Priority, T)> {
+        self.pop_matching(|_| false)
+    }
+
+    /// As [`FairQueue::pop`], except that within the application whose
+    /// turn it is, the first of its next [`MATCH_WINDOW`] entries that
+    /// `fits` goes first (the request whose cached prompt is on the
+    /// replica with room). Priorities and turns stay as they are, and an
+    /// application's first entry is passed over at most [`MATCH_WINDOW`]
+    /// times.
+    pub fn pop_matching(&mut self, fits: impl Fn(&T) -> bool) -> Option<(Priority, T)> {
         for priority in Priority::ALL {
             let level = &mut self.levels[level(priority)];
             let Some(application) = level.turn.pop_front() else {
                 continue;
             };
             let entries = level.by_application.get_mut(&application)?;
-            let (_, item) = entries.pop_front()?;
+            let passes = level.passes.entry(application.clone()).or_default();
+            let position = if *passes < MATCH_WINDOW && !entries.front().is_some_and(|(_, item)| fits(item)) {
+                entries
+                    .iter()
+                    .take(MATCH_WINDOW)
+                    .position(|(_, item)| fits(item))
+                    .unwrap_or(0)
+            } else {
+                0
+            };
+            if position == 0 {
+                *passes = 0;
+            } else {
+                *passes += 1;
+            }
+            let (_, item) = entries.remove(position)?;
             if entries.is_empty() {
+                level.passes.remove(&application);
                 level.by_application.remove(&application);
             } else {
                 level.turn.push_back(application);
@@ -141,6 +175,7 @@ impl<T> FairQueue<T> {
         let (_, item) = entries.remove(position)?;
         if entries.is_empty() {
             level.by_application.remove(application);
+            level.passes.remove(application);
             level.turn.retain(|a| a != application);
         }
         self.len -= 1;
@@ -185,6 +220,9 @@ struct Waiter {
     product: Arc<str>,
     application: Arc<str>,
     body: Option<Bytes>,
+    /// Its prompt's start ([`super::affinity::prefix_key`]), with prefix
+    /// affinity.
+    prefix_key: Option<u64>,
     queued_at: Instant,
     decided: oneshot::Sender<Result<Granted, Refused>>,
 }
@@ -390,10 +428,16 @@ impl Upstream {
         let id = queue.next_id.fetch_add(1, Ordering::Relaxed);
         let (decide, decided) = oneshot::channel();
         let queued_at = Instant::now();
+        let prefix_key = self
+            .backend
+            .prefix_affinity
+            .then(|| entry.body.as_deref().and_then(super::affinity::prefix_key))
+            .flatten();
         let waiter = Waiter {
             product: entry.product,
             application: entry.application.clone(),
             body: entry.body,
+            prefix_key,
             queued_at,
             decided: decide,
         };
@@ -428,7 +472,8 @@ impl Upstream {
         {
             let mut waiting = self.queue.lock();
             while !waiting.queue.is_empty() && self.any_room() {
-                let Some((priority, waiter)) = waiting.queue.pop() else {
+                let fits = self.prefers_a_replica_with_room();
+                let Some((priority, waiter)) = waiting.queue.pop_matching(|w| w.prefix_key.is_some_and(&fits)) else {
                     break;
                 };
                 self.queue.len.fetch_sub(1, Ordering::Relaxed);
@@ -477,6 +522,31 @@ mod tests {
             ["c-high", "a1", "b1", "a2", "b2", "a3", "a4", "c-low"]
         );
         assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn a_release_prefers_what_fits_within_the_turn_and_the_window() {
+        let mut queue = FairQueue::default();
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        for (id, item) in ["a1", "a2", "a3-fits", "a4-fits"].into_iter().enumerate() {
+            queue.push(Priority::Normal, &a, id as u64, item);
+        }
+        queue.push(Priority::Normal, &b, 10, "b1");
+        queue.push(Priority::Low, &b, 11, "b-low-fits");
+        let fits = |item: &&str| item.ends_with("-fits");
+        let order: Vec<&str> = std::iter::from_fn(|| queue.pop_matching(fits).map(|(_, item)| item)).collect();
+        // a's turn gives its first fitting entry; then b's; then a's again;
+        // the low entry fits but waits for its priority.
+        assert_eq!(order, ["a3-fits", "b1", "a4-fits", "a1", "a2", "b-low-fits"]);
+
+        // The first entry is passed over at most MATCH_WINDOW times in a row.
+        let mut queue = FairQueue::default();
+        queue.push(Priority::High, &a, 0, "stuck");
+        for id in 1..=(MATCH_WINDOW as u64 + 2) {
+            queue.push(Priority::High, &a, id, "x-fits");
+        }
+        let order: Vec<&str> = std::iter::from_fn(|| queue.pop_matching(fits).map(|(_, item)| item)).collect();
+        assert_eq!(order.iter().position(|item| *item == "stuck"), Some(MATCH_WINDOW));
     }
 
     /// One replica, saturated by one request of this proxy's.
