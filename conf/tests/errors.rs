@@ -144,6 +144,15 @@ fn config_mistakes_name_file_line_and_field() {
     assert_eq!((error.line, error.field.as_str()), (Some(2), "portal.local_accounts"));
     assert!(error.message.contains("nobody can sign in"), "{}", error.message);
 
+    let error = config_error("proxy:\n  report_interval_ms: 99\n");
+    assert_eq!(
+        (error.line, error.field.as_str()),
+        (Some(2), "proxy.report_interval_ms")
+    );
+    for fine in ["0", "100"] {
+        assert!(parse_config("maas.yaml", &format!("proxy:\n  report_interval_ms: {fine}\n")).is_ok());
+    }
+
     let error = config_error("logging:\n  level: loud\n");
     assert_eq!((error.line, error.field.as_str()), (Some(2), "logging.level"));
 

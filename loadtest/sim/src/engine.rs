@@ -78,6 +78,16 @@ impl ServerModel {
         Duration::from_secs_f64((prefill + decode).max(0.0))
     }
 
+    /// Tokens per KV block (at least 1).
+    pub fn block_tokens(&self) -> u64 {
+        u64::from(self.block_size.max(1))
+    }
+
+    /// Whole blocks the KV cache holds.
+    pub fn kv_blocks(&self) -> u64 {
+        self.kv_cache_tokens / self.block_tokens()
+    }
+
     /// Problems with the settings, as (field, message).
     pub fn problems(&self) -> Vec<(&'static str, &'static str)> {
         let mut problems = Vec::new();
@@ -258,8 +268,7 @@ impl Engine {
     pub fn start(config: ServerModel) -> Engine {
         let (arrivals, receiver) = mpsc::unbounded_channel();
         let stats = Arc::new(Mutex::new(EngineStats {
-            kv_cache_tokens: config.kv_cache_tokens / u64::from(config.block_size.max(1))
-                * u64::from(config.block_size.max(1)),
+            kv_cache_tokens: config.kv_blocks() * config.block_tokens(),
             ttft_buckets: vec![0; TTFT_BUCKETS.len()],
             ..EngineStats::default()
         }));
@@ -283,9 +292,9 @@ impl Engine {
     /// `prompt_tokens` in all, and which generates `generated` tokens
     /// (every choice's), fits in the KV cache at all.
     pub fn fits(&self, blocks: &[u64], prompt_tokens: u32, generated: u32) -> bool {
-        let block = u64::from(self.config.block_size.max(1));
+        let block = self.config.block_tokens();
         let needed = blocks.len() as u64 + private_blocks(blocks, prompt_tokens, generated, block);
-        needed <= self.config.kv_cache_tokens / block
+        needed <= self.config.kv_blocks()
     }
 
     /// Queues a request: `blocks` are its prompt's [`block_hashes`]; it
@@ -293,7 +302,7 @@ impl Engine {
     /// and the `generated` tokens of all its choices in the KV cache.
     pub fn submit(&self, blocks: Vec<u64>, prompt_tokens: u32, steps: u32, generated: u32) -> Sequence {
         let (tokens, receiver) = mpsc::unbounded_channel();
-        let block = u64::from(self.config.block_size.max(1));
+        let block = self.config.block_tokens();
         let private_blocks = private_blocks(&blocks, prompt_tokens, generated, block);
         let _ = self.arrivals.send(Arrival {
             blocks,
@@ -324,8 +333,8 @@ struct Running {
 async fn schedule(config: ServerModel, mut arrivals: mpsc::UnboundedReceiver<Arrival>, stats: Arc<Mutex<EngineStats>>) {
     let mut waiting: VecDeque<Arrival> = VecDeque::new();
     let mut running: Vec<Running> = Vec::new();
-    let block = u64::from(config.block_size.max(1));
-    let mut kv = KvCache::new(config.kv_cache_tokens / block);
+    let block = config.block_tokens();
+    let mut kv = KvCache::new(config.kv_blocks());
     loop {
         if waiting.is_empty() && running.is_empty() {
             match arrivals.recv().await {

@@ -366,7 +366,8 @@ impl ProxyHttp for MaasProxy {
                 .upstream_errors
                 .with_label_values(&[backend, error.reason])
                 .inc();
-            if let Some(upstream) = &ctx.upstream {
+            // Only once a replica was picked: an error before is not its.
+            if let Some(upstream) = ctx.upstream.as_ref().filter(|_| ctx.attempts > 0) {
                 upstream.note_error(ctx.replica, format!("{}: {e}", error.reason));
             }
         }

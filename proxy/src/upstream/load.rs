@@ -59,10 +59,12 @@ impl ReplicaLoad {
     /// A reading taken while this proxy had `in_flight` requests there.
     pub(super) fn store_with_in_flight(&self, reading: Reading, now_ms: u64, in_flight: u32) {
         self.in_flight_at_read.store(in_flight, Ordering::Relaxed);
-        let before = if self.read_at_ms.load(Ordering::Relaxed) == 0 {
-            reading.waiting
-        } else {
+        // Without a fresh reading before (none yet, or the metrics were
+        // down a while), this one stands alone.
+        let before = if self.fresh(now_ms).is_some() {
             self.waiting.load(Ordering::Relaxed)
+        } else {
+            reading.waiting
         };
         self.lasting_waiting
             .store(before.min(reading.waiting), Ordering::Relaxed);
@@ -351,6 +353,13 @@ mod tests {
         assert_eq!(load.fresh(500).map(|r| r.waiting), Some(2), "scores see the raw queue");
         load.store(waiting(4), 700);
         assert_eq!(judged(&load, 700), Some(2), "a queue that stayed");
+        load.store(waiting(0), 900);
+        load.store(waiting(5), 900 + STALE_AFTER_MS + 1);
+        assert_eq!(
+            judged(&load, 900 + STALE_AFTER_MS + 1),
+            Some(5),
+            "after a gap in the metrics, a reading stands alone"
+        );
     }
 
     #[test]

@@ -472,8 +472,10 @@ impl Upstream {
         {
             let mut waiting = self.queue.lock();
             while !waiting.queue.is_empty() && self.any_room() {
-                let fits = self.prefers_a_replica_with_room();
-                let Some((priority, waiter)) = waiting.queue.pop_matching(|w| w.prefix_key.is_some_and(&fits)) else {
+                // Waiters have prefix keys only with prefix affinity.
+                let fits = self.backend.prefix_affinity.then(|| self.prefers_a_replica_with_room());
+                let matching = |w: &Waiter| w.prefix_key.zip(fits.as_ref()).is_some_and(|(key, fits)| fits(key));
+                let Some((priority, waiter)) = waiting.queue.pop_matching(matching) else {
                     break;
                 };
                 self.queue.len.fetch_sub(1, Ordering::Relaxed);
