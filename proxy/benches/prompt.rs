@@ -9,6 +9,7 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use maas_proxy::request::body::inspect_json;
 use maas_proxy::request::prompt::prompt_tally;
+use maas_proxy::request::tokenizer::ModelTokenizer;
 use maas_proxy::response::metering::{UsageScanner, usage_of_json};
 
 const CORPUS: &str = "The gateway checks the key, enforces the plan's request and token limits, \
@@ -27,7 +28,7 @@ fn chat_body(bytes: usize) -> Vec<u8> {
 fn prompts(c: &mut Criterion) {
     let corpus: Vec<&str> = CORPUS.split_inclusive(". ").collect();
     let json = maas_sim::tokens::train_tokenizer(&corpus.repeat(50), 1000).unwrap();
-    let tokenizer: tokenizers::Tokenizer = json.parse().unwrap();
+    let tokenizer = ModelTokenizer(json.parse().unwrap());
     let mut group = c.benchmark_group("prompt");
     for kib in [1, 16, 256] {
         let body = chat_body(kib * 1024);

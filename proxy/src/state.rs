@@ -35,7 +35,7 @@ pub struct ServingCatalog {
     pub shared_credentials: CredentialSettings,
     pub shared_cors: Option<CorsPolicy>,
     /// Models' tokenizers by path ([`crate::request::tokenizer`]).
-    pub tokenizers: HashMap<String, Arc<tokenizers::Tokenizer>>,
+    pub tokenizers: HashMap<String, Arc<crate::request::tokenizer::ModelTokenizer>>,
 }
 
 impl ServingCatalog {

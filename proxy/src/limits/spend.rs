@@ -62,7 +62,8 @@ impl<'a> Ask<'a> {
     /// The same ask with `prompt` (its members counted another way), when
     /// that makes its bound smaller.
     pub fn with_prompt(&self, prompt: PromptTally) -> Option<Ask<'a>> {
-        (prompt.bound(self.model) < self.prompt.bound(self.model)).then_some(Ask { prompt, ..*self })
+        let costs = self.model.prompt_costs();
+        (prompt.bound(&costs) < self.prompt.bound(&costs)).then_some(Ask { prompt, ..*self })
     }
 }
 
@@ -94,7 +95,7 @@ pub fn refuse_unmeterable(endpoint: Endpoint, facts: &RequestFacts, plan: &Plan)
 pub fn spend_of(ask: &Ask<'_>, plan: &Plan, holds: HoldPolicy) -> Spend {
     let (endpoint, facts) = (ask.endpoint, ask.facts);
     let generations = facts.generations(endpoint).max(1);
-    let prompt = ask.prompt.bound(ask.model);
+    let prompt = ask.prompt.bound(&ask.model.prompt_costs());
     let prompt_estimate = prompt_estimate(ask.body_bytes).min(prompt);
     let metered = endpoint.generates() || endpoint == Endpoint::Embeddings;
     if !metered {
@@ -175,7 +176,7 @@ mod tests {
             HoldPolicy::default(),
         );
         let request = spend.request.unwrap();
-        let prompt = facts.prompt.bound(&ModelSettings::default());
+        let prompt = facts.prompt.bound(&ModelSettings::default().prompt_costs());
         assert_eq!(
             (request.prompt, request.completion_max, request.completion_min),
             (prompt, 120, 3)

@@ -50,7 +50,7 @@ fn counted_prompt(ctx: &RequestCtx) -> Option<u64> {
     let settings = catalog.routes.product(index).product.settings_of(ctx.model.as_deref());
     let tokenizer = catalog.tokenizers.get(settings.tokenizer.as_deref()?)?;
     let tally = prompt_tally(ctx.body.as_deref()?, tokenizer.as_ref())?;
-    Some(tally.billable(settings))
+    Some(tally.billable(&settings.prompt_costs()))
 }
 
 impl MaasProxy {

@@ -17,22 +17,27 @@ use crate::record::metrics::METRICS;
 use crate::request::prompt::{TextCount, prompt_tally};
 use crate::state::ServingCatalog;
 
-impl TextCount for Tokenizer {
+/// A model's tokenizer, counting a prompt's text exactly.
+#[derive(Debug)]
+pub struct ModelTokenizer(pub Tokenizer);
+
+impl TextCount for ModelTokenizer {
     fn count(&self, text: &str) -> u64 {
         // A text the tokenizer cannot encode keeps its bound.
-        self.encode_fast(text, false)
+        self.0
+            .encode_fast(text, false)
             .map_or(text.len() as u64, |encoding| encoding.len() as u64)
     }
 }
 
 /// Loaded tokenizers by path, with the modification time they were read at.
-type Loaded = HashMap<String, (Option<SystemTime>, Arc<Tokenizer>)>;
+type Loaded = HashMap<String, (Option<SystemTime>, Arc<ModelTokenizer>)>;
 
 static LOADED: Mutex<Option<Loaded>> = Mutex::new(None);
 
 /// The tokenizer of every model of `products` that names one, by path;
 /// files already read and unchanged since are not read again.
-pub async fn load_for(products: &[Product]) -> HashMap<String, Arc<Tokenizer>> {
+pub async fn load_for(products: &[Product]) -> HashMap<String, Arc<ModelTokenizer>> {
     let mut wanted: Vec<(String, String, String)> = Vec::new();
     for product in products {
         for (model, settings) in &product.model_settings {
@@ -50,7 +55,7 @@ pub async fn load_for(products: &[Product]) -> HashMap<String, Arc<Tokenizer>> {
         .unwrap_or_default()
 }
 
-fn load_blocking(wanted: &[(String, String, String)]) -> HashMap<String, Arc<Tokenizer>> {
+fn load_blocking(wanted: &[(String, String, String)]) -> HashMap<String, Arc<ModelTokenizer>> {
     let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
     let cache = loaded.get_or_insert_with(HashMap::new);
     let mut found = HashMap::new();
@@ -64,7 +69,7 @@ fn load_blocking(wanted: &[(String, String, String)]) -> HashMap<String, Arc<Tok
         }
         match Tokenizer::from_file(path) {
             Ok(tokenizer) => {
-                let tokenizer = Arc::new(tokenizer);
+                let tokenizer = Arc::new(ModelTokenizer(tokenizer));
                 cache.insert(path.clone(), (modified, tokenizer.clone()));
                 found.insert(path.clone(), tokenizer);
             }

@@ -6,54 +6,14 @@
 //! replica with more than its share of requests in flight
 //! ([`LOAD_FACTOR`] × the average) passes to the next in rank, so one hot
 //! prefix cannot overload a replica (consistent hashing with bounded
-//! loads).
+//! loads). The key is the prompt's start ([`prefix_key`], from
+//! `maas-protocol`).
 
-/// How many bytes of the prompt's JSON are its prefix: about 256 tokens,
-/// 16 of vLLM's blocks.
-pub const PREFIX_BYTES: usize = 1024;
+pub use maas_protocol::prompt_prefix::{PREFIX_BYTES, prefix_key};
+
 /// A replica takes a prefix's requests while it has at most this many
 /// times the average requests in flight.
 pub const LOAD_FACTOR: f64 = 1.25;
-
-/// The members whose value is the prompt, tried in this order (chat,
-/// completions, Responses).
-const PROMPT_MEMBERS: [&[u8]; 3] = [b"\"messages\"", b"\"prompt\"", b"\"input\""];
-
-/// The key of a request body's prompt prefix: a hash of the first
-/// [`PREFIX_BYTES`] of the value of its `messages`, `prompt` or `input`
-/// member, as the client wrote them. `None` without one. A member name
-/// inside a string (escaped) is skipped; anything this misreads costs
-/// only a worse-placed request, never a wrong answer.
-pub fn prefix_key(body: &[u8]) -> Option<u64> {
-    PROMPT_MEMBERS.iter().find_map(|member| {
-        let mut from = 0;
-        while let Some(at) = memchr::memmem::find(&body[from..], member).map(|i| i + from) {
-            from = at + member.len();
-            if at > 0 && body[at - 1] == b'\\' {
-                continue;
-            }
-            let rest = &body[from..];
-            let colon = rest.iter().position(|b| !b.is_ascii_whitespace())?;
-            if rest[colon] != b':' {
-                continue;
-            }
-            let value = &rest[colon + 1..];
-            let start = value
-                .iter()
-                .position(|b| !b.is_ascii_whitespace())
-                .unwrap_or(value.len());
-            let value = &value[start..];
-            return Some(fnv1a(&value[..value.len().min(PREFIX_BYTES)]));
-        }
-        None
-    })
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
-        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
 
 /// Rendezvous weight of replica `index` for prefix `key`.
 fn weight(key: u64, index: usize) -> u64 {
@@ -88,30 +48,6 @@ pub fn preferred(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_same_prompt_start_is_the_same_key() {
-        let system = "You are a careful assistant. ".repeat(50);
-        let body = |question: &str, order: bool| {
-            let messages =
-                format!(r#"[{{"role":"system","content":"{system}"}},{{"role":"user","content":"{question}"}}]"#);
-            if order {
-                format!(r#"{{"model":"m","messages": {messages},"stream":true}}"#)
-            } else {
-                format!(r#"{{"stream":false,"messages":{messages},"model":"m"}}"#)
-            }
-        };
-        let a = prefix_key(body("first?", true).as_bytes());
-        assert!(a.is_some());
-        assert_eq!(a, prefix_key(body("second?", false).as_bytes()), "members in any order");
-        let other = format!(r#"{{"model":"m","messages":[{{"role":"system","content":"Other. {system}"}}]}}"#);
-        assert_ne!(a, prefix_key(other.as_bytes()));
-        // A member name inside a string is not the member.
-        let tricky = r#"{"model":"m","note":"\"messages\": no","prompt":"hello"}"#;
-        assert_eq!(prefix_key(tricky.as_bytes()), prefix_key(br#"{"prompt":"hello"}"#));
-        assert_eq!(prefix_key(br#"{"model":"m"}"#), None);
-        assert_eq!(prefix_key(b"\"messages\""), None, "cut short");
-    }
 
     #[test]
     fn a_prefix_stays_on_its_replica_until_it_has_more_than_its_share() {

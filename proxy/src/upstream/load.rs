@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub use maas_protocol::model_metrics::{Reading, http_body, parse_metrics};
 use maas_store::model::Saturation;
 
 use super::Upstream;
@@ -33,21 +34,17 @@ pub struct ReplicaLoad {
     /// next one, which is no sign of a full replica.
     lasting_waiting: AtomicU32,
     running: AtomicU32,
+    /// How many requests the replica runs at once, as its readings show:
+    /// what it ran while a queue lasted (it could not run more: its
+    /// `max_num_seqs`, or what its KV cache held), else the most it has
+    /// run. 0 until it ran something.
+    running_cap: AtomicU32,
     /// KV-cache use, in thousandths.
     kv_permille: AtomicU32,
     /// When it was read ([`Upstream`]'s clock, ms); 0: never.
     read_at_ms: AtomicU64,
     /// This proxy's requests in flight at the replica when it was read.
     in_flight_at_read: AtomicU32,
-}
-
-/// One reading of a replica's metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Reading {
-    pub waiting: u32,
-    pub running: u32,
-    /// 0 to 1.
-    pub kv_usage: f64,
 }
 
 impl ReplicaLoad {
@@ -66,8 +63,14 @@ impl ReplicaLoad {
         } else {
             reading.waiting
         };
-        self.lasting_waiting
-            .store(before.min(reading.waiting), Ordering::Relaxed);
+        let lasting = before.min(reading.waiting);
+        self.lasting_waiting.store(lasting, Ordering::Relaxed);
+        let cap = if lasting > 0 {
+            reading.running
+        } else {
+            self.running_cap.load(Ordering::Relaxed).max(reading.running)
+        };
+        self.running_cap.store(cap, Ordering::Relaxed);
         self.waiting.store(reading.waiting, Ordering::Relaxed);
         self.running.store(reading.running, Ordering::Relaxed);
         let permille = (reading.kv_usage.clamp(0.0, 1.0) * 1000.0).round() as u32;
@@ -92,35 +95,58 @@ impl ReplicaLoad {
     }
 }
 
+/// What saturation is judged by: a replica's last fresh reading, with
+/// the queue that lasted over two readings, how many requests it runs at
+/// once (learnt from its readings), and this proxy's requests in
+/// flight there when it was taken.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LoadSnapshot {
+    pub reading: Reading,
+    pub running_cap: u32,
+    pub in_flight_then: u32,
+}
+
 impl ReplicaLoad {
-    /// The last reading if fresh, its queue the one that lasted over two
-    /// readings, with this proxy's requests in flight at the replica when
-    /// it was taken: what saturation is judged by.
-    pub fn fresh_with_in_flight(&self, now_ms: u64) -> Option<(Reading, u32)> {
+    /// The replica's load as saturation judges it, if fresh at `now_ms`.
+    pub fn snapshot(&self, now_ms: u64) -> Option<LoadSnapshot> {
         let reading = Reading {
             waiting: self.lasting_waiting.load(Ordering::Relaxed),
             ..self.fresh(now_ms)?
         };
-        Some((reading, self.in_flight_at_read.load(Ordering::Relaxed)))
+        Some(LoadSnapshot {
+            reading,
+            running_cap: self.running_cap.load(Ordering::Relaxed),
+            in_flight_then: self.in_flight_at_read.load(Ordering::Relaxed),
+        })
     }
 }
 
 /// Whether a replica is saturated: this proxy has `saturation.in_flight`
-/// requests there, or its fresh reading (taken with `in_flight_then` of
-/// this proxy's requests there) shows `saturation.waiting` requests
-/// waiting or `saturation.kv_cache_percent` of its KV cache in use.
-/// Requests sent since the reading count as waiting, and those that
-/// ended since as having let a waiting one run: between two readings the
-/// estimate follows what this proxy did, so a burst released on one
-/// reading stops at the threshold rather than at the next reading.
-pub fn is_saturated(saturation: &Saturation, reading: Option<(Reading, u32)>, in_flight: u32) -> bool {
+/// requests there, or by its fresh `snapshot` it has `saturation.waiting`
+/// requests waiting or `saturation.kv_cache_percent` of its KV cache in
+/// use. Between two readings the queue follows what this proxy did:
+/// requests sent since fill the places the replica had free (it ran fewer
+/// than its running cap) and then wait; requests that ended since let a
+/// waiting one run. So a burst released on one reading stops at the
+/// threshold, and a replica with free places is not judged full because
+/// one request went to it since it was read. Other proxies' requests show
+/// at the next reading.
+pub fn is_saturated(saturation: &Saturation, snapshot: Option<LoadSnapshot>, in_flight: u32) -> bool {
     if saturation.in_flight.is_some_and(|cap| in_flight >= cap) {
         return true;
     }
-    let Some((reading, in_flight_then)) = reading else {
+    let Some(LoadSnapshot {
+        reading,
+        running_cap,
+        in_flight_then,
+    }) = snapshot
+    else {
         return false;
     };
-    let waiting = i64::from(reading.waiting) + i64::from(in_flight) - i64::from(in_flight_then);
+    let sent_since = i64::from(in_flight) - i64::from(in_flight_then);
+    // The cap is never below what ran (it is raised to it on every reading).
+    let free = i64::from(running_cap.saturating_sub(reading.running));
+    let waiting = i64::from(reading.waiting) + (sent_since - free).max(sent_since.min(0));
     waiting >= i64::from(saturation.waiting) || reading.kv_usage * 100.0 >= f64::from(saturation.kv_cache_percent)
 }
 
@@ -130,47 +156,6 @@ pub fn is_saturated(saturation: &Saturation, reading: Option<(Reading, u32)>, in
 /// the same replica.
 pub fn score(reading: Reading, in_flight: u32) -> u64 {
     u64::from(reading.waiting) * 4 + (reading.kv_usage.clamp(0.0, 1.0) * 8.0).round() as u64 + u64::from(in_flight)
-}
-
-/// vLLM's load from a Prometheus text exposition: waiting and running
-/// requests summed over its models, KV-cache use the highest of them
-/// (`vllm:kv_cache_usage_perc`, or `vllm:gpu_cache_usage_perc` of older
-/// vLLM). `None` when it says neither queue.
-pub fn parse_metrics(text: &str) -> Option<Reading> {
-    let mut reading = Reading::default();
-    let mut seen = false;
-    for line in text.lines() {
-        if line.starts_with('#') {
-            continue;
-        }
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let name = series.split('{').next().unwrap_or(series);
-        let Ok(value) = value.trim().parse::<f64>() else {
-            continue;
-        };
-        let count = if value.is_finite() && value > 0.0 {
-            value.min(f64::from(u32::MAX)) as u32
-        } else {
-            0
-        };
-        match name {
-            "vllm:num_requests_waiting" => {
-                reading.waiting = reading.waiting.saturating_add(count);
-                seen = true;
-            }
-            "vllm:num_requests_running" => {
-                reading.running = reading.running.saturating_add(count);
-                seen = true;
-            }
-            "vllm:kv_cache_usage_perc" | "vllm:gpu_cache_usage_perc" if value.is_finite() => {
-                reading.kv_usage = reading.kv_usage.max(value);
-            }
-            _ => {}
-        }
-    }
-    seen.then_some(reading)
 }
 
 /// Reads every plain-HTTP replica's `/metrics` every [`SCRAPE_EVERY`]
@@ -217,66 +202,9 @@ async fn read_metrics(address: SocketAddr, authority: &str) -> Option<String> {
     tokio::time::timeout(SCRAPE_TIMEOUT, read).await.ok().flatten()
 }
 
-/// The body of a `200` HTTP/1.1 answer, chunked or not.
-pub fn http_body(answer: &[u8]) -> Option<String> {
-    let end = answer.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&answer[..end]).ok()?;
-    let body = &answer[end + 4..];
-    let mut lines = head.split("\r\n");
-    let status = lines.next()?;
-    if status.split(' ').nth(1) != Some("200") {
-        return None;
-    }
-    let chunked = lines.any(|l| {
-        l.split_once(':').is_some_and(|(k, v)| {
-            k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
-        })
-    });
-    if !chunked {
-        return String::from_utf8(body.to_vec()).ok();
-    }
-    let mut out = Vec::new();
-    let mut rest = body;
-    loop {
-        let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&rest[..line_end]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        rest = &rest[line_end + 2..];
-        if size == 0 {
-            break;
-        }
-        out.extend_from_slice(rest.get(..size)?);
-        rest = rest.get(size + 2..)?;
-    }
-    String::from_utf8(out).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_vllms_load_and_ignores_the_rest() {
-        let text = "# HELP vllm:num_requests_waiting x\n# TYPE vllm:num_requests_waiting gauge\n\
-            vllm:num_requests_waiting{model_name=\"a\"} 3\nvllm:num_requests_waiting{model_name=\"b\"} 2.0\n\
-            vllm:num_requests_running{model_name=\"a\"} 7\nvllm:kv_cache_usage_perc{model_name=\"a\"} 0.25\n\
-            vllm:kv_cache_usage_perc{model_name=\"b\"} 0.5\nsim_requests_total{model=\"a\"} 99\n";
-        assert_eq!(
-            parse_metrics(text),
-            Some(Reading {
-                waiting: 5,
-                running: 7,
-                kv_usage: 0.5
-            })
-        );
-        let old = "vllm:num_requests_waiting 1\nvllm:gpu_cache_usage_perc 0.9\n";
-        assert_eq!(parse_metrics(old).map(|r| r.kv_usage), Some(0.9));
-        assert_eq!(parse_metrics("process_cpu_seconds_total 3\n"), None, "not a vLLM");
-        assert_eq!(
-            parse_metrics("vllm:num_requests_waiting NaN\nvllm:num_requests_waiting -4\ngarbage\n"),
-            Some(Reading::default())
-        );
-    }
 
     #[test]
     fn scores_weigh_queues_over_cache_over_own_requests() {
@@ -295,45 +223,72 @@ mod tests {
     }
 
     #[test]
-    fn http_bodies_plain_and_chunked() {
-        assert_eq!(
-            http_body(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello").as_deref(),
-            Some("hello")
-        );
-        assert_eq!(
-            http_body(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhel\r\n2;x=y\r\nlo\r\n0\r\n\r\n")
-                .as_deref(),
-            Some("hello")
-        );
-        assert_eq!(http_body(b"HTTP/1.1 404 Not Found\r\n\r\nno"), None);
-        assert_eq!(
-            http_body(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
-            None
-        );
-        assert_eq!(http_body(b"garbage"), None);
-    }
-
-    #[test]
     fn saturation_follows_the_reading_and_what_this_proxy_sent_since() {
         let saturation = Saturation {
             waiting: 2,
             kv_cache_percent: 90,
             in_flight: Some(10),
         };
-        let reading = |waiting, kv_usage| Reading {
-            waiting,
-            running: 8,
-            kv_usage,
+        // Eight running, all it runs at once.
+        let full = |waiting, kv_usage| {
+            Some(LoadSnapshot {
+                reading: Reading {
+                    waiting,
+                    running: 8,
+                    kv_usage,
+                },
+                running_cap: 8,
+                in_flight_then: 4,
+            })
         };
         assert!(!is_saturated(&saturation, None, 9), "no metrics: the cap alone");
         assert!(is_saturated(&saturation, None, 10));
-        assert!(!is_saturated(&saturation, Some((reading(1, 0.5), 4)), 4));
-        assert!(is_saturated(&saturation, Some((reading(2, 0.5), 4)), 4), "its queue");
-        assert!(is_saturated(&saturation, Some((reading(0, 0.9), 4)), 4), "its KV cache");
+        assert!(!is_saturated(&saturation, full(1, 0.5), 4));
+        assert!(is_saturated(&saturation, full(2, 0.5), 4), "its queue");
+        assert!(is_saturated(&saturation, full(0, 0.9), 4), "its KV cache");
         // One waiting, and one more sent since: two waiting by now.
-        assert!(is_saturated(&saturation, Some((reading(1, 0.5), 4)), 5));
+        assert!(is_saturated(&saturation, full(1, 0.5), 5));
         // Two waiting, but one of this proxy's requests ended since: one waits.
-        assert!(!is_saturated(&saturation, Some((reading(2, 0.5), 4)), 3));
+        assert!(!is_saturated(&saturation, full(2, 0.5), 3));
+        // Five running of the eight it has run: three free places.
+        let roomy = Some(LoadSnapshot {
+            reading: Reading {
+                waiting: 0,
+                running: 5,
+                kv_usage: 0.5,
+            },
+            running_cap: 8,
+            in_flight_then: 4,
+        });
+        assert!(
+            !is_saturated(&saturation, roomy, 4 + 3),
+            "sent since fill the free places"
+        );
+        assert!(!is_saturated(&saturation, roomy, 4 + 4), "then one waits");
+        assert!(is_saturated(&saturation, roomy, 4 + 5), "then two");
+        assert!(!is_saturated(&saturation, roomy, 1), "ended since");
+    }
+
+    #[test]
+    fn the_running_cap_is_what_ran_while_a_queue_lasted_else_the_most_that_ran() {
+        let load = ReplicaLoad::default();
+        let reading = |waiting, running| Reading {
+            waiting,
+            running,
+            kv_usage: 0.1,
+        };
+        let cap = |load: &ReplicaLoad, now| load.snapshot(now).map(|s| s.running_cap);
+        load.store(reading(0, 3), 100);
+        assert_eq!(cap(&load, 100), Some(3), "three ran at once");
+        load.store(reading(0, 6), 300);
+        load.store(reading(0, 2), 500);
+        assert_eq!(cap(&load, 500), Some(6), "the most that ran");
+        load.store(reading(2, 5), 700);
+        assert_eq!(cap(&load, 700), Some(6), "a queue in one reading: a step's arrivals");
+        load.store(reading(1, 5), 900);
+        assert_eq!(cap(&load, 900), Some(5), "a queue that lasted: five is all it runs");
+        load.store(reading(0, 7), 1100);
+        assert_eq!(cap(&load, 1100), Some(7), "it ran more after all");
     }
 
     #[test]
@@ -344,7 +299,7 @@ mod tests {
             running: 8,
             kv_usage: 0.1,
         };
-        let judged = |load: &ReplicaLoad, now| load.fresh_with_in_flight(now).map(|(r, _)| r.waiting);
+        let judged = |load: &ReplicaLoad, now| load.snapshot(now).map(|s| s.reading.waiting);
         load.store(waiting(3), 100);
         assert_eq!(judged(&load, 100), Some(3), "a first reading stands alone");
         load.store(waiting(0), 300);

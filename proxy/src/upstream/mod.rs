@@ -323,7 +323,7 @@ impl Upstream {
         };
         let replica = &self.replicas[index];
         let in_flight = replica.in_flight.load(Ordering::Relaxed);
-        !load::is_saturated(saturation, replica.load.fresh_with_in_flight(now_ms), in_flight)
+        !load::is_saturated(saturation, replica.load.snapshot(now_ms), in_flight)
     }
 
     /// Counts a request at replica `index` until the guard is dropped.

@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+pub use maas_protocol::prompt::PromptCosts;
+pub use maas_protocol::rewrite::StreamUsage;
 use serde::{Deserialize, Serialize};
 
 use super::admission::{Priority, QueuePolicy, Saturation};
@@ -406,34 +408,30 @@ pub struct ModelSettings {
 
 impl Default for ModelSettings {
     fn default() -> Self {
+        let costs = PromptCosts::default();
         ModelSettings {
             tokenizer: None,
-            image_tokens: 4096,
-            audio_tokens: 4096,
-            video_tokens: 32768,
-            message_tokens: 8,
-            template_tokens: 64,
+            image_tokens: costs.image_tokens,
+            audio_tokens: costs.audio_tokens,
+            video_tokens: costs.video_tokens,
+            message_tokens: costs.message_tokens,
+            template_tokens: costs.template_tokens,
         }
     }
 }
 
-/// What a streamed request asks the model server for (the client sees only
-/// the usage it asked for itself either way).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum StreamUsage {
-    /// `include_usage` and vLLM's `continuous_usage_stats`: usage on every
-    /// chunk, so a stream cut short is metered to its last token.
-    #[default]
-    Continuous,
-    /// `include_usage` only (OpenAI, Ollama, TGI, servers that refuse
-    /// unknown `stream_options`): the final usage chunk; a stream cut short
-    /// is estimated from the chunks that passed.
-    Final,
-    /// The request is forwarded as sent; streams without usage are
-    /// estimated (one token per content chunk) and marked estimated.
-    Off,
+impl ModelSettings {
+    /// What these settings say a prompt's template and media cost
+    /// ([`PromptCosts`]: the bound of a request's prompt).
+    pub fn prompt_costs(&self) -> PromptCosts {
+        PromptCosts {
+            image_tokens: self.image_tokens,
+            audio_tokens: self.audio_tokens,
+            video_tokens: self.video_tokens,
+            message_tokens: self.message_tokens,
+            template_tokens: self.template_tokens,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

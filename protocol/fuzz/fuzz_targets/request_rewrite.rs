@@ -5,15 +5,15 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use maas_proxy::request::body::inspect_json;
-use maas_proxy::request::json_member::remove_member;
-use maas_proxy::request::prompt::{Bytes, prompt_tally};
-use maas_proxy::request::rewrite::{Endpoint, ForwardPolicy, StreamUsage, rewrite_request};
+use maas_protocol::body::inspect_json;
+use maas_protocol::json_member::remove_member;
+use maas_protocol::prompt::{Bytes, prompt_tally};
+use maas_protocol::rewrite::{Endpoint, ForwardPolicy, StreamUsage, rewrite_request};
 
 fuzz_target!(|input: (&[u8], u8, Option<u16>)| {
     let (body, selector, cap) = input;
     // Prefix affinity reads every body, JSON or not, and never panics.
-    let _ = maas_proxy::upstream::affinity::prefix_key(body);
+    let _ = maas_protocol::prompt_prefix::prefix_key(body);
     let endpoint = selector;
     let stream_usage = match selector / 5 % 3 {
         0 => StreamUsage::Continuous,

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use maas_proxy::response::sse::SseParser;
+use maas_protocol::sse::SseParser;
 
 fn events(chunks: &[&[u8]]) -> (Vec<Vec<u8>>, Vec<u8>) {
     let mut parser = SseParser::new();

@@ -1,11 +1,11 @@
 //! What a prompt can cost, read from the request body in the same pass
-//! as its other facts ([`crate::request::body`]): the bytes of its text, its token
+//! as its other facts ([`crate::body`]): the bytes of its text, its token
 //! ids (exact), its images, audio and videos, and its messages. The
 //! [`PromptTally::bound`] built from them is never below what a byte-level
 //! tokenizer counts: a token covers at least one byte of text, a token id is
 //! one token, the chat template adds at most
-//! [`ModelSettings::message_tokens`] a message and
-//! [`ModelSettings::template_tokens`] once, and a media item costs at most
+//! [`PromptCosts::message_tokens`] a message and
+//! [`PromptCosts::template_tokens`] once, and a media item costs at most
 //! its configured bound.
 //! Tools and functions are rendered into the prompt as JSON, so their
 //! rendered length counts.
@@ -13,8 +13,37 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use maas_store::model::ModelSettings;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+/// The most tokens a model's template and media add to a prompt: the
+/// counting part of a model's settings in the catalog (`ModelSettings`
+/// in maas-store, whose defaults these are).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PromptCosts {
+    /// Most tokens one image costs.
+    pub image_tokens: u64,
+    /// Most tokens one audio input costs.
+    pub audio_tokens: u64,
+    /// Most tokens one video or file costs.
+    pub video_tokens: u64,
+    /// Most tokens the chat template adds per message.
+    pub message_tokens: u64,
+    /// Most tokens the template adds once a request.
+    pub template_tokens: u64,
+}
+
+impl Default for PromptCosts {
+    fn default() -> Self {
+        PromptCosts {
+            image_tokens: 4096,
+            audio_tokens: 4096,
+            video_tokens: 32768,
+            message_tokens: 8,
+            // Llama 3.1's default system prompt with its dates takes about 30.
+            template_tokens: 64,
+        }
+    }
+}
 
 /// How the text of a prompt is counted: in bytes (the bound), or in the
 /// tokens of the model's tokenizer (exact).
@@ -58,7 +87,7 @@ impl PromptTally {
     }
 
     /// The most tokens the prompt can cost a model counted as `settings` say.
-    pub fn bound(&self, settings: &ModelSettings) -> u64 {
+    pub fn bound(&self, settings: &PromptCosts) -> u64 {
         [
             self.text,
             self.token_ids,
@@ -76,7 +105,7 @@ impl PromptTally {
     /// and its text was counted by the model's tokenizer: the count, media
     /// at their bound, the template's tokens per message (not its
     /// once-a-request allowance, a bound kept for holds).
-    pub fn billable(&self, settings: &ModelSettings) -> u64 {
+    pub fn billable(&self, settings: &PromptCosts) -> u64 {
         self.bound(settings).saturating_sub(settings.template_tokens)
     }
 }
@@ -459,7 +488,7 @@ mod tests {
 
     /// The tally of a whole body's prompt members.
     fn tally(body: &str) -> PromptTally {
-        crate::request::body::inspect_json(body.as_bytes()).unwrap().prompt
+        crate::body::inspect_json(body.as_bytes()).unwrap().prompt
     }
 
     #[test]
@@ -470,7 +499,7 @@ mod tests {
         assert_eq!(t.messages, 2);
         // "user" + "héllo\n" (7 bytes) + "assistant" + "text" + "ok"
         assert_eq!(t.text, 4 + 7 + 9 + 4 + 2);
-        assert_eq!(t.bound(&ModelSettings::default()), 26 + 2 * 8 + 64);
+        assert_eq!(t.bound(&PromptCosts::default()), 26 + 2 * 8 + 64);
     }
 
     #[test]
@@ -481,7 +510,7 @@ mod tests {
         assert_eq!((t.token_ids, t.text), (3, 2));
         let t = tally(r#"{"input":[[5,6,7]]}"#);
         assert_eq!((t.token_ids, t.messages), (3, 1));
-        let facts = crate::request::body::inspect_json(br#"{"prompt":[[1,2],[3]]}"#).unwrap();
+        let facts = crate::body::inspect_json(br#"{"prompt":[[1,2],[3]]}"#).unwrap();
         assert_eq!(facts.prompts, 2);
     }
 
@@ -494,10 +523,10 @@ mod tests {
         let t = tally(&body);
         assert_eq!((t.images, t.audio, t.videos), (1, 1, 0));
         assert!(t.text < 100, "{t:?}");
-        let settings = ModelSettings {
+        let settings = PromptCosts {
             image_tokens: 1000,
             audio_tokens: 500,
-            ..ModelSettings::default()
+            ..PromptCosts::default()
         };
         assert!(t.bound(&settings) >= 1500);
         let responses = tally(
@@ -559,7 +588,7 @@ mod tests {
             r#"{"messages":null,"input":{"type":"image"},"tools":null}"#,
             r#"{"prompt":{"a":1},"instructions":7}"#,
         ] {
-            crate::request::body::inspect_json(body.as_bytes()).unwrap();
+            crate::body::inspect_json(body.as_bytes()).unwrap();
         }
         assert_eq!(tally(r#"{"input":{"type":"image"}}"#).images, 1);
     }

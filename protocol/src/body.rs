@@ -22,8 +22,8 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::request::prompt::{Bytes, PromptMember, PromptTally, tally_member};
-use crate::request::rewrite::Endpoint;
+use crate::prompt::{Bytes, PromptMember, PromptTally, tally_member};
+use crate::rewrite::Endpoint;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestFacts {
@@ -44,7 +44,7 @@ pub struct RequestFacts {
     /// `prompt`: completions, `input`: embeddings), as vLLM's
     /// `/invocations` tells them apart.
     pub invoked: Option<Endpoint>,
-    /// What the prompt holds ([`crate::request::prompt`]).
+    /// What the prompt holds ([`crate::prompt`]).
     pub prompt: PromptTally,
     /// A member that makes the server add to the prompt what the gateway
     /// cannot see to bound: context it stored (`previous_response_id`,

@@ -3,10 +3,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use maas_proxy::request::rewrite::ClientUsage;
-use maas_proxy::response::stream_meter::StreamMeter;
+use maas_protocol::rewrite::ClientUsage;
+use maas_protocol::stream_meter::StreamMeter;
 
-fn run(client: ClientUsage, chunks: &[&[u8]]) -> (Vec<u8>, (maas_proxy::response::metering::TokenUsage, bool)) {
+fn run(client: ClientUsage, chunks: &[&[u8]]) -> (Vec<u8>, (maas_protocol::metering::TokenUsage, bool)) {
     let mut meter = StreamMeter::new(client);
     let mut seen = Vec::new();
     for chunk in chunks {

@@ -4,10 +4,29 @@
 //! remembering what the client itself asked for; cap `max_tokens` at the
 //! plan's limit. Bodies that need no change are forwarded byte for byte.
 
-pub use maas_store::model::StreamUsage;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::request::json_member::JsonObject;
+use crate::json_member::JsonObject;
+
+/// What a streamed request asks the model server for (the client sees only
+/// the usage it asked for itself either way).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum StreamUsage {
+    /// `include_usage` and vLLM's `continuous_usage_stats`: usage on every
+    /// chunk, so a stream cut short is metered to its last token.
+    #[default]
+    Continuous,
+    /// `include_usage` only (OpenAI, Ollama, TGI, servers that refuse
+    /// unknown `stream_options`): the final usage chunk; a stream cut short
+    /// is estimated from the chunks that passed.
+    Final,
+    /// The request is forwarded as sent; streams without usage are
+    /// estimated (one token per content chunk) and marked estimated.
+    Off,
+}
 
 /// The OpenAI-style endpoint a path names (by its suffix, so product
 /// prefixes and backend base paths do not matter).
@@ -19,13 +38,13 @@ pub enum Endpoint {
     Responses,
     /// vLLM's SageMaker-style `/invocations`: a chat, completions or
     /// embeddings request told apart by its members
-    /// ([`crate::request::body::RequestFacts::invoked`]).
+    /// ([`crate::body::RequestFacts::invoked`]).
     Invocations,
     Other,
 }
 
 impl Endpoint {
-    /// `path` is normalised ([`crate::request::request_path`]); the suffix is
+    /// `path` is normalised ([`crate::request_path`]); the suffix is
     /// compared without case, as some servers route.
     pub fn of_path(path: &str) -> Endpoint {
         let path = path.trim_end_matches('/').as_bytes();
@@ -126,7 +145,7 @@ pub struct ForwardPolicy<'a> {
 }
 
 /// Decides the forwarded body of a JSON request to `endpoint`, a body
-/// [`crate::request::body::inspect_json`] accepted (which checks it is JSON). `Err`
+/// [`crate::body::inspect_json`] accepted (which checks it is JSON). `Err`
 /// when it is not an object. The body is edited in place ([`JsonObject`]),
 /// never parsed into a tree: every byte the gateway does not change reaches
 /// the upstream as the client sent it.
@@ -181,10 +200,8 @@ pub fn rewrite_request(body: &[u8], endpoint: Endpoint, policy: &ForwardPolicy<'
         .filter(|field| object.get(field).is_some())
         .map(|&field| {
             // A whole decimal (`200.0`) is read as the server reads it.
-            let value = parse(field).and_then(|v| {
-                v.as_u64()
-                    .or_else(|| v.as_f64().and_then(crate::request::body::whole_number))
-            });
+            let value =
+                parse(field).and_then(|v| v.as_u64().or_else(|| v.as_f64().and_then(crate::body::whole_number)));
             (field, value)
         })
         .collect();

@@ -18,11 +18,11 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::request::body::content_type_is;
-use crate::request::json_member::remove_member;
-use crate::request::rewrite::ClientUsage;
-use crate::response::metering::{RawUsage, TokenUsage};
-use crate::response::sse::{SseEvent, SseParser};
+use crate::body::content_type_is;
+use crate::json_member::remove_member;
+use crate::metering::{RawUsage, TokenUsage};
+use crate::rewrite::ClientUsage;
+use crate::sse::{SseEvent, SseParser};
 
 /// The byte-per-token ratio of the estimates (English text runs about four).
 pub const BYTES_PER_TOKEN: usize = 4;

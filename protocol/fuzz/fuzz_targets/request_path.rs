@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use maas_proxy::request::request_path::normalize;
+use maas_protocol::request_path::normalize;
 
 fuzz_target!(|raw: &str| {
     let Ok(normal) = normalize(raw) else { return };

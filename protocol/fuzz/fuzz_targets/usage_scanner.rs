@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use maas_proxy::response::metering::{UsageScanner, usage_of_json};
+use maas_protocol::metering::{UsageScanner, usage_of_json};
 
 fuzz_target!(|input: (&[u8], u16, u16)| {
     let (body, first, second) = input;
@@ -17,10 +17,10 @@ fuzz_target!(|input: (&[u8], u16, u16)| {
     scanner.push(&body[cuts[1]..]);
     let scanned = scanner.usage();
     // A replica's /metrics answer, whatever it is: read without a panic.
-    if let Some(text) = maas_proxy::upstream::load::http_body(body) {
-        let _ = maas_proxy::upstream::load::parse_metrics(&text);
+    if let Some(text) = maas_protocol::model_metrics::http_body(body) {
+        let _ = maas_protocol::model_metrics::parse_metrics(&text);
     }
-    let _ = maas_proxy::upstream::load::parse_metrics(&String::from_utf8_lossy(body));
+    let _ = maas_protocol::model_metrics::parse_metrics(&String::from_utf8_lossy(body));
     let Ok(serde_json::Value::Object(members)) = serde_json::from_slice::<serde_json::Value>(body) else {
         return;
     };
