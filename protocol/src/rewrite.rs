@@ -142,6 +142,10 @@ pub struct ForwardPolicy<'a> {
     pub max_tokens_cap: Option<u64>,
     /// The `model` to name when the body names none.
     pub default_model: Option<&'a str>,
+    /// The model server's `priority` (vLLM's queue order under
+    /// `--scheduling-policy priority`, lower first) for the request's plan;
+    /// `None` (0) when the backend does not schedule by priority.
+    pub queue_priority: Option<i64>,
 }
 
 /// Decides the forwarded body of a JSON request to `endpoint`, a body
@@ -222,6 +226,12 @@ pub fn rewrite_request(body: &[u8], endpoint: Endpoint, policy: &ForwardPolicy<'
             fields.first().map(|_| bound)
         }
     };
+    // A place in the model server's queue is the plan's to give, never
+    // the client's: a `priority` it sent is replaced.
+    let queue_priority = policy.queue_priority.unwrap_or(0);
+    if endpoint != Endpoint::Other && (queue_priority != 0 || object.get("priority").is_some()) {
+        edits.push(("priority", queue_priority.to_string().into_bytes()));
+    }
     if let Some(model) = policy.default_model
         && object.get("model").is_none_or(|raw| raw == b"null")
     {
@@ -249,6 +259,7 @@ mod tests {
             stream_usage,
             max_tokens_cap: cap,
             default_model: None,
+            queue_priority: None,
         };
         rewrite_request(body, endpoint, &policy)
     }
@@ -371,6 +382,54 @@ mod tests {
         assert_eq!(out.body, None, "a named model stays");
         assert_eq!(Endpoint::of_path("/v1/Chat/COMPLETIONS"), Endpoint::ChatCompletions);
         assert!(Endpoint::Embeddings.is_inference() && !Endpoint::Other.is_inference());
+    }
+
+    #[test]
+    fn the_queue_priority_is_the_plans_never_the_clients() {
+        let plan = |queue_priority| ForwardPolicy {
+            queue_priority,
+            ..ForwardPolicy::default()
+        };
+        let forwarded = |body: &str, endpoint, policy: &ForwardPolicy<'_>| {
+            let out = rewrite_request(body.as_bytes(), endpoint, policy).unwrap();
+            out.body.map(|b| json(&b)["priority"].clone())
+        };
+        let high = plan(Some(-1));
+        assert_eq!(
+            forwarded(r#"{"messages":[]}"#, Endpoint::ChatCompletions, &high),
+            Some((-1).into())
+        );
+        for endpoint in [
+            Endpoint::Completions,
+            Endpoint::Embeddings,
+            Endpoint::Responses,
+            Endpoint::Invocations,
+        ] {
+            let asked = forwarded(r#"{"input":"x","priority":-1000}"#, endpoint, &high);
+            assert_eq!(asked, Some((-1).into()), "{endpoint:?}");
+        }
+        // Without priority scheduling a client's own priority becomes the default.
+        let none = plan(None);
+        assert_eq!(
+            forwarded(r#"{"messages":[]}"#, Endpoint::ChatCompletions, &none),
+            None,
+            "nothing added"
+        );
+        for body in [
+            r#"{"messages":[],"priority":-5}"#,
+            r#"{"messages":[],"priority":"-5"}"#,
+            r#"{"messages":[],"priori\u0074y":-5}"#,
+            r#"{"priority":-5,"messages":[],"priority":-7}"#,
+        ] {
+            let out = rewrite_request(body.as_bytes(), Endpoint::ChatCompletions, &none).unwrap();
+            let sent = json(&out.body.unwrap());
+            assert_eq!(sent["priority"], 0, "{body}");
+        }
+        assert_eq!(
+            forwarded(r#"{"priority":-5}"#, Endpoint::Other, &high),
+            None,
+            "not an inference call"
+        );
     }
 
     fn json(bytes: &[u8]) -> Value {

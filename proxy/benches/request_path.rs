@@ -150,6 +150,7 @@ fn request_body(c: &mut Criterion) {
                     stream_usage: StreamUsage::Continuous,
                     max_tokens_cap: Some(1024),
                     default_model: None,
+                    queue_priority: None,
                 };
                 let rewrite = rewrite_request(&bytes, Endpoint::ChatCompletions, &policy).unwrap();
                 (facts, rewrite)

@@ -307,3 +307,68 @@ async fn a_request_that_cannot_wait_is_refused_costs_nothing_and_cuts_no_stream(
         assert!(metrics.contains(&series), "{series}\n{metrics}");
     }
 }
+
+/// A model on a GPU server that schedules by vLLM's `priority`.
+const PRIORITY_SERVER: &str = "seed: 7
+models:
+  - id: gpu-a
+    output_tokens: {min: 3, max: 3}
+    server: {max_num_seqs: 4, decode_step_ms: 1.0, scheduling_policy: priority}
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_servers_queue_gets_each_plans_priority_and_never_the_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let (replica, base) = super::harness::spawn_sim_with(dir.path(), PRIORITY_SERVER);
+    let _replica = super::gpus::Stopped(replica);
+    // `gpu` schedules by priority; `plain` (the gateway's own simulator,
+    // first come first served) refuses any priority but 0, as vLLM does.
+    let catalog = format!(
+        r#"
+backends:
+  - {{system_name: gpu, urls: ["{base}"], priority_scheduling: true}}
+  - {{system_name: plain, urls: ["{{SIM}}"]}}
+products:
+  - {{system_name: gpu, models: [gpu-a], backend: gpu}}
+  - {{system_name: plain, models: [chat-a], backend: plain}}
+plans:
+  - {{product: gpu, system_name: high, priority: high}}
+  - {{product: gpu, system_name: normal}}
+  - {{product: gpu, system_name: low, priority: low}}
+  - {{product: plain, system_name: low, priority: low}}
+"#
+    );
+    let gw = Gateway::start(&catalog, 1, "local").await;
+    // Each client asks to jump the queue; each plan's priority is sent.
+    for (plan, client_asks) in [("high", 5), ("normal", -100), ("low", -100)] {
+        let (_, key) = gw.app_key(plan, "gpu", plan).await;
+        let mut ask = body(3);
+        ask["priority"] = client_asks.into();
+        let answer = gw.chat_body(gw.base(), &key, ask).await;
+        assert_eq!(answer.status(), 200, "{plan}");
+    }
+    let metrics = gw.text(&format!("{base}/metrics")).await;
+    let admitted = |priority: i64| {
+        let series = format!("sim_requests_admitted_total{{model_name=\"gpu-a\",priority=\"{priority}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    assert_eq!(
+        (admitted(-1), admitted(0), admitted(1)),
+        (Some(1), Some(1), Some(1)),
+        "{metrics}"
+    );
+    assert_eq!((admitted(5), admitted(-100)), (None, None), "{metrics}");
+
+    // Without priority scheduling, a client's priority becomes the default.
+    let (_, key) = gw.app_key("plain", "plain", "low").await;
+    let ask = serde_json::json!({"model": "chat-a", "max_tokens": 3, "priority": -7,
+        "messages": [{"role": "user", "content": "hello"}]});
+    let answer = gw.chat_body(gw.base(), &key, ask.clone()).await;
+    assert_eq!(answer.status(), 200, "{}", answer.text().await.unwrap());
+    // The simulator itself refuses it, as vLLM would.
+    let direct = gw.chat_body(&gw.sim_base, "-", ask).await;
+    assert_eq!(direct.status(), 400);
+}

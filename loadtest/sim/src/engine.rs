@@ -4,9 +4,10 @@
 //! a GPU.
 //!
 //! One scheduler task per model runs engine steps, as vLLM's does: each
-//! step admits waiting requests first come, first served while a running
-//! place ([`ServerModel::max_num_seqs`]) and room in the KV cache are
-//! free, prefills what of their prompts the prefix cache lacks, then
+//! step admits waiting requests first come, first served (or, with
+//! [`SchedulingPolicy::Priority`], lowest `priority` first, then first
+//! come) while a running place ([`ServerModel::max_num_seqs`]) and room in
+//! the KV cache are free, prefills what of their prompts the prefix cache lacks, then
 //! decodes one token for every running sequence. A step lasts the prefill
 //! time of its new tokens plus a decode time that grows with the batch;
 //! the task sleeps for it (tokio's timer, no busy CPU), so a 2-core
@@ -22,7 +23,7 @@
 //!
 //! `GET /metrics` reports it with vLLM's names ([`EngineStats::render`]).
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -50,6 +51,22 @@ pub struct ServerModel {
     pub decode_step_ms: f64,
     /// What each further running sequence adds to a decode step.
     pub decode_step_ms_per_sequence: f64,
+    /// The order waiting requests are admitted in (vLLM's
+    /// `--scheduling-policy`).
+    pub scheduling_policy: SchedulingPolicy,
+}
+
+/// vLLM's `--scheduling-policy`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SchedulingPolicy {
+    /// First come, first served; a request with a `priority` other than 0
+    /// is refused, as vLLM refuses it.
+    #[default]
+    Fcfs,
+    /// The request's `priority` first (lower runs sooner; 0 when absent),
+    /// then first come.
+    Priority,
 }
 
 impl Default for ServerModel {
@@ -61,6 +78,7 @@ impl Default for ServerModel {
             prefill_tokens_per_second: 40_000.0,
             decode_step_ms: 11.0,
             decode_step_ms_per_sequence: 0.037,
+            scheduling_policy: SchedulingPolicy::Fcfs,
         }
     }
 }
@@ -150,6 +168,8 @@ pub struct EngineStats {
     pub ttft_buckets: Vec<u64>,
     pub ttft_sum: f64,
     pub ttft_count: u64,
+    /// Requests admitted to the running batch, by their queue priority.
+    pub admitted_by_priority: BTreeMap<i64, u64>,
 }
 
 /// vLLM's buckets for `vllm:time_to_first_token_seconds` (up to 80 s).
@@ -218,6 +238,14 @@ impl EngineStats {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{{label}}} {value}"
             );
         }
+        let name = "sim_requests_admitted_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Requests admitted to the running batch, by queue priority (the simulator's own)\n# TYPE {name} counter"
+        );
+        for (priority, count) in &self.admitted_by_priority {
+            let _ = writeln!(out, "{name}{{{label},priority=\"{priority}\"}} {count}");
+        }
         let name = "vllm:time_to_first_token_seconds";
         let _ = writeln!(out, "# HELP {name} Time to first token\n# TYPE {name} histogram");
         for (i, bound) in TTFT_BUCKETS.iter().enumerate() {
@@ -232,6 +260,9 @@ impl EngineStats {
 
 /// A request for the engine.
 struct Arrival {
+    /// Its place in the queue, before its arrival (0 unless the policy is
+    /// `priority`).
+    priority: i64,
     blocks: Vec<u64>,
     prompt_tokens: u32,
     new_tokens: u32,
@@ -299,12 +330,18 @@ impl Engine {
 
     /// Queues a request: `blocks` are its prompt's [`block_hashes`]; it
     /// takes `steps` decode steps (its longest choice) and holds its prompt
-    /// and the `generated` tokens of all its choices in the KV cache.
-    pub fn submit(&self, blocks: Vec<u64>, prompt_tokens: u32, steps: u32, generated: u32) -> Sequence {
+    /// and the `generated` tokens of all its choices in the KV cache. Its
+    /// `priority` orders the queue under [`SchedulingPolicy::Priority`].
+    pub fn submit(&self, blocks: Vec<u64>, prompt_tokens: u32, steps: u32, generated: u32, priority: i64) -> Sequence {
         let (tokens, receiver) = mpsc::unbounded_channel();
         let block = self.config.block_tokens();
         let private_blocks = private_blocks(&blocks, prompt_tokens, generated, block);
+        let priority = match self.config.scheduling_policy {
+            SchedulingPolicy::Fcfs => 0,
+            SchedulingPolicy::Priority => priority,
+        };
         let _ = self.arrivals.send(Arrival {
+            priority,
             blocks,
             prompt_tokens,
             new_tokens: steps.max(1),
@@ -331,26 +368,34 @@ struct Running {
 }
 
 async fn schedule(config: ServerModel, mut arrivals: mpsc::UnboundedReceiver<Arrival>, stats: Arc<Mutex<EngineStats>>) {
-    let mut waiting: VecDeque<Arrival> = VecDeque::new();
+    // In admission order: priority, then arrival.
+    let mut waiting: BTreeMap<(i64, u64), Arrival> = BTreeMap::new();
+    let mut arrived: u64 = 0;
+    let mut enqueue = |waiting: &mut BTreeMap<(i64, u64), Arrival>, arrival: Arrival| {
+        arrived += 1;
+        waiting.insert((arrival.priority, arrived), arrival);
+    };
     let mut running: Vec<Running> = Vec::new();
     let block = config.block_tokens();
     let mut kv = KvCache::new(config.kv_blocks());
     loop {
         if waiting.is_empty() && running.is_empty() {
             match arrivals.recv().await {
-                Some(arrival) => waiting.push_back(arrival),
+                Some(arrival) => enqueue(&mut waiting, arrival),
                 None => return,
             }
         }
         while let Ok(arrival) = arrivals.try_recv() {
-            waiting.push_back(arrival);
+            enqueue(&mut waiting, arrival);
         }
-        // Admit, first come first served, while a place and room are free.
+        // Admit in order while a place and room are free.
         let mut prefill: u64 = 0;
         let (mut queries, mut hits) = (0u64, 0u64);
-        while let Some(next) = waiting.front() {
+        let mut admitted: BTreeMap<i64, u64> = BTreeMap::new();
+        while let Some(entry) = waiting.first_entry() {
+            let next = entry.get();
             if next.tokens.is_closed() {
-                waiting.pop_front();
+                entry.remove();
                 continue;
             }
             if running.len() >= config.max_num_seqs as usize {
@@ -359,7 +404,8 @@ async fn schedule(config: ServerModel, mut arrivals: mpsc::UnboundedReceiver<Arr
             let Some(found) = kv.admit(&next.blocks, next.private_blocks) else {
                 break;
             };
-            let Some(arrival) = waiting.pop_front() else { break };
+            let arrival = entry.remove();
+            *admitted.entry(arrival.priority).or_insert(0) += 1;
             let cached = (found as u64 * block).min(u64::from(arrival.prompt_tokens));
             queries += u64::from(arrival.prompt_tokens);
             hits += cached;
@@ -373,6 +419,9 @@ async fn schedule(config: ServerModel, mut arrivals: mpsc::UnboundedReceiver<Arr
             stats.kv_used_tokens = kv.used_blocks() * block;
             stats.prefix_queries += queries;
             stats.prefix_hits += hits;
+            for (priority, count) in admitted {
+                *stats.admitted_by_priority.entry(priority).or_insert(0) += count;
+            }
         }
         tokio::time::sleep(config.step(prefill, running.len())).await;
         // One token for every running sequence.

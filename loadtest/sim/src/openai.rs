@@ -79,6 +79,10 @@ pub struct GenerationOptions {
     pub n: Option<u32>,
     #[serde(default, deserialize_with = "lenient::seed")]
     pub seed: Option<u64>,
+    /// vLLM's place in the queue under `--scheduling-policy priority`
+    /// (lower runs sooner).
+    #[serde(default)]
+    pub priority: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -19,6 +19,9 @@ pub struct ResponsesRequest {
     pub max_output_tokens: Option<u32>,
     #[serde(default, deserialize_with = "crate::openai::lenient::flag")]
     pub stream: bool,
+    /// vLLM's queue priority ([`crate::openai::GenerationOptions::priority`]).
+    #[serde(default)]
+    pub priority: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

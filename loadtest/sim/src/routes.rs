@@ -290,9 +290,26 @@ fn choices(n: Option<u32>) -> Result<(), ApiError> {
     }
 }
 
+/// A `priority` other than 0 is refused unless the model's server
+/// schedules by priority, as vLLM refuses it.
+fn scheduling(state: &SimState, options: &crate::openai::GenerationOptions) -> Result<(), ApiError> {
+    let priority = options.priority.unwrap_or(0);
+    let by_priority = state
+        .engine(&options.model)
+        .is_some_and(|engine| engine.config().scheduling_policy == crate::engine::SchedulingPolicy::Priority);
+    if priority != 0 && !by_priority {
+        return Err(bad_request(format!(
+            "Got priority {priority} but Priority scheduling is not enabled."
+        ))
+        .param("priority"));
+    }
+    Ok(())
+}
+
 /// What chat and completions share once the request is parsed.
 async fn generate(state: Arc<SimState>, headers: &HeaderMap, body: &Bytes, ask: Ask, connection: Connection) -> Answer {
     choices(ask.options.n)?;
+    scheduling(&state, &ask.options)?;
     let app = application(headers);
     let (model, mut rng) = admit(&state, &ask.options.model, &app, body, ask.options.seed).await?;
     let mut generation = plan(model, &mut rng, app, &ask)?;
@@ -321,7 +338,14 @@ fn queue(
             engine.config().kv_cache_tokens
         )));
     }
-    Ok(engine.submit(blocks, generation.prompt_tokens, generation.longest() as u32, generated))
+    let priority = ask.options.priority.unwrap_or(0);
+    Ok(engine.submit(
+        blocks,
+        generation.prompt_tokens,
+        generation.longest() as u32,
+        generated,
+        priority,
+    ))
 }
 
 pub async fn chat(
@@ -409,6 +433,7 @@ pub async fn responses(
             stream_options: None,
             n: None,
             seed: None,
+            priority: request.priority,
         },
         shape: Shape::Text,
     };

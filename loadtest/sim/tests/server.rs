@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use maas_sim::TokenRange;
-use maas_sim::engine::ServerModel;
+use maas_sim::engine::{SchedulingPolicy, ServerModel};
 use serde_json::{Value, json};
 
 mod support;
@@ -23,6 +23,7 @@ fn server() -> ServerModel {
         prefill_tokens_per_second: 2_000.0,
         decode_step_ms: 10.0,
         decode_step_ms_per_sequence: 1.0,
+        scheduling_policy: SchedulingPolicy::Fcfs,
     }
 }
 
@@ -113,6 +114,76 @@ async fn a_cached_prefix_is_not_prefilled_again() {
     );
     assert!(warm < cold / 4.0, "cached: {warm} s, cold: {cold} s");
     assert!(metric(&sim, "vllm:prefix_cache_queries_total{model_name=\"m\"}").await > 800.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_priority_server_runs_lower_priorities_first_and_a_fcfs_one_refuses_them() {
+    let sim = std::sync::Arc::new(
+        start(model(|m| {
+            m.output_tokens = TokenRange { min: 20, max: 20 };
+            m.server = Some(ServerModel {
+                max_num_seqs: 1,
+                scheduling_policy: SchedulingPolicy::Priority,
+                ..server()
+            });
+        }))
+        .await,
+    );
+    let ask = |prompt: &'static str, priority: i64| {
+        let sim = sim.clone();
+        tokio::spawn(async move {
+            let mut body = chat(prompt, 20);
+            body["priority"] = priority.into();
+            let status = sim.post("/v1/chat/completions", "app", body).await.status();
+            (status.as_u16(), std::time::Instant::now())
+        })
+    };
+    let until = |series: &'static str, value: f64| {
+        let sim = sim.clone();
+        async move {
+            for _ in 0..200 {
+                if metric(&sim, series).await == value {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            panic!("{series} never reached {value}");
+        }
+    };
+    let waiting = "vllm:num_requests_waiting{model_name=\"m\"}";
+    let first = ask("runs first", 0);
+    until("vllm:num_requests_running{model_name=\"m\"}", 1.0).await;
+    let low = ask("came second", 5);
+    until(waiting, 1.0).await;
+    let high = ask("came last", -3);
+    until(waiting, 2.0).await;
+    let (first, low, high) = (first.await.unwrap(), low.await.unwrap(), high.await.unwrap());
+    assert_eq!((first.0, low.0, high.0), (200, 200, 200));
+    assert!(
+        first.1 < high.1 && high.1 < low.1,
+        "the lower priority ran before the earlier arrival"
+    );
+    let admitted = "sim_requests_admitted_total{model_name=\"m\",priority=";
+    assert_eq!(metric(&sim, &format!("{admitted}\"-3\"}}")).await, 1.0);
+    assert_eq!(metric(&sim, &format!("{admitted}\"5\"}}")).await, 1.0);
+
+    // First come, first served (vLLM's default) refuses any other priority.
+    let fcfs = start(model(|m| m.server = Some(server()))).await;
+    let mut body = chat("hello", 5);
+    body["priority"] = (-1).into();
+    let refused = fcfs.post("/v1/chat/completions", "app", body.clone()).await;
+    assert_eq!(refused.status().as_u16(), 400);
+    let error: Value = refused.json().await.unwrap();
+    assert_eq!(
+        error["error"]["message"],
+        "Got priority -1 but Priority scheduling is not enabled."
+    );
+    assert_eq!(error["error"]["param"], "priority");
+    body["priority"] = 0.into();
+    assert_eq!(
+        fcfs.post("/v1/chat/completions", "app", body).await.status().as_u16(),
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

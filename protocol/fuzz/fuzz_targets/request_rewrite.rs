@@ -1,7 +1,8 @@
 //! Any request body: the rewriter and prefix affinity's key never panic; what it forwards is JSON
 //! that asks for usage on streams as the policy says, respects the cap
 //! (never as 0, which servers read as no limit), and leaves every member it
-//! does not own as the client sent it; both walks of the prompt agree.
+//! does not own as the client sent it, and carries the policy's queue
+//! priority whatever the client asked; both walks of the prompt agree.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -38,6 +39,7 @@ fuzz_target!(|input: (&[u8], u8, Option<u16>)| {
         stream_usage,
         max_tokens_cap: cap,
         default_model: (selector & 0x80 != 0).then_some("fuzz-model"),
+        queue_priority: (selector & 0x40 != 0).then_some(-1),
     };
     if let Ok(rewrite) = rewrite_request(body, endpoint, &policy) {
         let original: serde_json::Value = match serde_json::from_slice(body) {
@@ -54,12 +56,26 @@ fuzz_target!(|input: (&[u8], u8, Option<u16>)| {
             {
                 assert_eq!(value["stream_options"]["include_usage"], true);
             }
-            let owned = ["stream_options", "max_tokens", "max_completion_tokens", "max_output_tokens", "model"];
+            let owned = [
+                "stream_options",
+                "max_tokens",
+                "max_completion_tokens",
+                "max_output_tokens",
+                "model",
+                "priority",
+            ];
             for (name, member) in original.as_object().expect("accepted bodies are objects") {
                 if !owned.contains(&name.as_str()) {
                     assert_eq!(&value[name], member, "{name} changed");
                 }
             }
+        }
+        // The model server's queue priority is the policy's, never the client's.
+        if endpoint != Endpoint::Other {
+            let forwarded = rewrite.body.as_deref().unwrap_or(body);
+            let value: serde_json::Value = serde_json::from_slice(forwarded).expect("forwarded bodies are JSON");
+            let wanted = policy.queue_priority.unwrap_or(0);
+            assert!(value.get("priority").is_none_or(|p| p.as_i64() == Some(wanted)), "priority {value}");
         }
         // A cap of 0 is forwarded as 1: servers read 0 as no limit.
         if let (Some(cap), Some(max)) = (cap, rewrite.max_tokens) {

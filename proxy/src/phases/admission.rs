@@ -535,7 +535,9 @@ fn product_for(
 /// The body as forwarded: streams ask the upstream for usage; every
 /// `max_tokens` field is capped at the plan's cap and at the share of the
 /// hold's grant of each generation; an inference request without a model
-/// names the product's, so a server hosting several cannot pick another.
+/// names the product's, so a server hosting several cannot pick another;
+/// vLLM's `priority` is the plan's on a backend with
+/// `priority_scheduling`, else 0 if the client sent one.
 fn rewrite_body(
     ctx: &mut RequestCtx,
     auth: &AuthContext,
@@ -559,10 +561,16 @@ fn rewrite_body(
     let default_model = (endpoint.is_inference() && body.facts.model.is_none())
         .then(|| route.product.models.first().map(String::as_str))
         .flatten();
+    let priority_scheduling = ctx
+        .catalog
+        .as_ref()
+        .and_then(|catalog| catalog.upstreams.get(&route.product.backend))
+        .is_some_and(|upstream| upstream.backend.priority_scheduling);
     let policy = ForwardPolicy {
         stream_usage: route.product.metering.stream_usage,
         max_tokens_cap,
         default_model,
+        queue_priority: priority_scheduling.then(|| auth.plan.priority.queue_priority()),
     };
     let rewrite = rewrite_request(bytes, endpoint, &policy).map_err(|detail| ApiError::invalid_json(&detail))?;
     ctx.client_usage = rewrite.client_usage;

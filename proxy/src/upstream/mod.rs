@@ -423,6 +423,7 @@ mod tests {
             prefix_affinity: false,
             health_check: None,
             saturation: None,
+            priority_scheduling: false,
         }
     }
 

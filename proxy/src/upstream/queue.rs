@@ -568,6 +568,7 @@ mod tests {
                 in_flight: Some(1),
                 ..Default::default()
             }),
+            priority_scheduling: false,
         };
         Arc::new(Upstream::resolve(&backend, None).await.unwrap())
     }

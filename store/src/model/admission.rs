@@ -34,6 +34,16 @@ impl Priority {
             Priority::High => "high",
         }
     }
+
+    /// vLLM's `priority` for this plan priority (lower runs sooner; 0, the
+    /// default, is `normal`), sent to backends with `priority_scheduling`.
+    pub fn queue_priority(self) -> i64 {
+        match self {
+            Priority::High => -1,
+            Priority::Normal => 0,
+            Priority::Low => 1,
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for Priority {

@@ -74,6 +74,12 @@ pub struct Backend {
     /// ([`Saturation`]); without it they all go to the replicas at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saturation: Option<Saturation>,
+    /// The replicas run vLLM with `--scheduling-policy priority`: every
+    /// request carries its plan's priority as vLLM's `priority`
+    /// ([`Priority::queue_priority`]), so the replicas' own queues serve
+    /// plans in the gateway's order too.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub priority_scheduling: bool,
 }
 
 /// `health_check:` of a backend: each proxy sends `GET {health_path}` to
