@@ -42,7 +42,8 @@ from gateway import BIN, ROOT, free_port, machine, revision, wait_port
 
 REPLICAS = 4
 # A GPU smaller than the H100 defaults (loadtest/README.md): 32 running
-# places, the knee of its latency curve near 16 sequences, a KV cache of
+# places, 2,048 tokens a step (vLLM's default below 70 GiB of GPU memory),
+# the knee of its latency curve near 16 sequences, a KV cache of
 # 30,000 tokens: running sequences share their system prompt's blocks (as
 # on vLLM), so a replica whose requests share a few prompts keeps room to
 # cache more, while one that gets all 24 prompts (36,000 tokens of them)
@@ -53,6 +54,7 @@ GPU = {
     "kv_cache_tokens": 30000,
     "block_size": 16,
     "prefill_tokens_per_second": 12000,
+    "max_num_batched_tokens": 2048,
     "decode_step_ms": 15.0,
     "decode_step_ms_per_sequence": 0.5,
 }
@@ -115,7 +117,7 @@ class Stack:
     store; `backend` is the backend's extra YAML, `plans` the plans each
     with its priority; `keys` by plan."""
 
-    def __init__(self, work, backend, plans, queue=None):
+    def __init__(self, work, backend, plans, queue=None, priority_scheduling=False):
         self.work = tempfile.mkdtemp(dir=work)
         self.env = dict(os.environ, MAAS_DATA_DIR=os.path.join(self.work, "data"), MAAS_LOG_LEVEL="warn",
                         MAAS_LIMITS_MODE="local")
@@ -123,9 +125,13 @@ class Stack:
             self.env.pop(name, None)
         self.procs = []
         models = os.path.join(self.work, "models.yaml")
+        # vLLM's --scheduling-policy priority, and the backend that sends it plan priorities.
+        server = dict(GPU, scheduling_policy="priority") if priority_scheduling else GPU
+        if priority_scheduling:
+            backend += "\n    priority_scheduling: true"
         with open(models, "w") as f:
             f.write("seed: 1\nmodels:\n  - id: gpu\n    output_tokens: {min: %d, max: %d}\n    server: %s\n"
-                    % (OUTPUT_TOKENS, OUTPUT_TOKENS, json.dumps(GPU)))
+                    % (OUTPUT_TOKENS, OUTPUT_TOKENS, json.dumps(server)))
         self.sim_ports = []
         for _ in range(REPLICAS):
             port = free_port()
@@ -276,12 +282,13 @@ def routing_runs(work, bodies, rate_of, args):
             for load, by in results.items()}
 
 
-def priority_runs(work, workloads, rate_of, args, saturation):
+def priority_runs(work, workloads, rate_of, args, saturation, priority_scheduling):
     results = {}
     backend = STRATEGIES["load_aware+prefix"] + f"\n    saturation: {json.dumps(saturation)}"
     plans = [(p, p) for p in PRIORITIES]
     for load in args.priority_loads:
-        stack = Stack(work, backend, plans, queue={"max_queue_ms": MAX_QUEUE_MS, "max_waiting": 1000})
+        stack = Stack(work, backend, plans, queue={"max_queue_ms": MAX_QUEUE_MS, "max_waiting": 1000},
+                      priority_scheduling=priority_scheduling)
         try:
             runs = [bench(stack, stack.keys[p], workloads[p], args, rate=rate_of(load) / 3, seed=10 + i,
                           concurrency=512)
@@ -291,7 +298,8 @@ def priority_runs(work, workloads, rate_of, args, saturation):
             stack.close()
         results[f"{load}"] = {p: dict(summary(r, tokens.get(f"{p}-app", 0.0)), prefix_hit_rate=hit_rate)
                               for p, r in zip(PRIORITIES, reports)}
-        print(f"  priority load {load:.0%} ({json.dumps(saturation)}): {json.dumps(results[f'{load}'])}", flush=True)
+        print(f"  priority load {load:.0%} ({json.dumps(saturation)}, priority_scheduling: "
+              f"{str(priority_scheduling).lower()}): {json.dumps(results[f'{load}'])}", flush=True)
     return results
 
 
@@ -365,13 +373,19 @@ def report_markdown(data, checks, args):
         "## Priority under saturation",
         "",
         f"`load_aware` + `prefix_affinity` + `saturation: {json.dumps(args.saturation)}`, "
-        f"`queue: {{max_queue_ms: {MAX_QUEUE_MS}}}`; each plan a third of the load; loads are fractions of "
-        "load_aware+prefix's capacity. The goals are judged on this table.",
+        f"`queue: {{max_queue_ms: {MAX_QUEUE_MS}}}`, "
+        f"`priority_scheduling: {str(args.priority_scheduling).lower()}`"
+        + (" (the replicas schedule by vLLM's `priority`, which the gateway sets from the plan)"
+           if args.priority_scheduling else " (the replicas' own queues are first come, first served)")
+        + "; each plan a third of the load; loads are fractions of load_aware+prefix's capacity. "
+        "The goals are judged on this table.",
         "",
     ]
     lines += priority_table(data["priority"])
     for alternative in data.get("priority_alternatives", []):
-        lines += ["", f"The same with `saturation: {json.dumps(alternative['saturation'])}`:", ""]
+        scheduling = str(alternative.get("priority_scheduling", args.priority_scheduling)).lower()
+        lines += ["", f"The same with `saturation: {json.dumps(alternative['saturation'])}`, "
+                      f"`priority_scheduling: {scheduling}`:", ""]
         lines += priority_table(alternative["priority"])
     lines += ["", "## Goals", "", f"Goals: {GOALS}.", ""]
     for name, value, ok in checks:
@@ -417,15 +431,22 @@ def main():
     parser.add_argument("--smoke", action="store_true", help="one short round of everything, for CI")
     parser.add_argument("--saturation", type=json.loads, default=SATURATION,
                         help="the priority runs' backend `saturation:`, as JSON (the goals are judged on it)")
+    parser.add_argument("--priority-scheduling", choices=["on", "off"], default="on",
+                        help="whether the judged priority runs' replicas schedule by priority (vLLM's "
+                             "--scheduling-policy priority) and the backend sends them plan priorities")
     parser.add_argument("--also-saturation", type=json.loads, action="append", default=None,
                         help="another `saturation:` to run the priority loads with, for comparison (repeatable; "
-                             "the full run adds waiting 2)")
+                             "the full run adds waiting 2, and the judged saturation with the other "
+                             "--priority-scheduling)")
     parser.add_argument("--only", choices=["routing", "priority"], help="one part (the capacities are measured)")
     args = parser.parse_args()
     args.loads = [0.5, 0.9, 1.2]
     args.priority_loads = [0.5, 0.9, 1.5]
-    if args.also_saturation is None:
-        args.also_saturation = [] if args.smoke else [dict(SATURATION, waiting=2)]
+    args.priority_scheduling = args.priority_scheduling == "on"
+    judged = args.priority_scheduling
+    alternatives = [(other, judged) for other in args.also_saturation or []]
+    if args.also_saturation is None and not args.smoke:
+        alternatives = [(args.saturation, not judged), (dict(args.saturation, waiting=2), judged)]
     if args.smoke:
         args.rounds, args.duration, args.warmup = 1, 3, 1
         args.loads, args.priority_loads = [0.5, 1.2], [1.5]
@@ -458,10 +479,11 @@ def main():
         aware = capacities["load_aware+prefix"]
         priority_rate = lambda load: max(aware * load, floor)
         priority = {} if args.only == "routing" else priority_runs(work, workloads, priority_rate, args,
-                                                                   args.saturation)
+                                                                   args.saturation, judged)
         alternatives = [] if args.only == "routing" else [
-            {"saturation": other, "priority": priority_runs(work, workloads, priority_rate, args, other)}
-            for other in args.also_saturation]
+            {"saturation": other, "priority_scheduling": scheduling,
+             "priority": priority_runs(work, workloads, priority_rate, args, other, scheduling)}
+            for other, scheduling in alternatives]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     data = {
@@ -472,6 +494,7 @@ def main():
         "gpu": GPU,
         "routing": routing,
         "priority": priority,
+        "priority_scheduling": judged,
         "priority_alternatives": alternatives,
     }
     checks = goals(routing, priority)

@@ -7,9 +7,12 @@
 //! step admits waiting requests first come, first served (or, with
 //! [`SchedulingPolicy::Priority`], lowest `priority` first, then first
 //! come) while a running place ([`ServerModel::max_num_seqs`]) and room in
-//! the KV cache are free, prefills what of their prompts the prefix cache lacks, then
-//! decodes one token for every running sequence. A step lasts the prefill
-//! time of its new tokens plus a decode time that grows with the batch;
+//! the KV cache are free, then computes at most
+//! [`ServerModel::max_num_batched_tokens`] tokens (chunked prefill): one
+//! to decode for every running sequence, then chunks of the prompts the
+//! prefix cache lacks, oldest first, so a long prompt spreads over steps
+//! rather than stalling every running sequence. A step lasts the prefill
+//! time of its chunks plus a decode time that grows with the batch;
 //! the task sleeps for it (tokio's timer, no busy CPU), so a 2-core
 //! machine runs several replicas at hundreds of requests a second.
 //!
@@ -47,6 +50,11 @@ pub struct ServerModel {
     pub block_size: u32,
     /// Prompt tokens prefilled per second (those not in the prefix cache).
     pub prefill_tokens_per_second: f64,
+    /// Most tokens one step computes (vLLM's `max_num_batched_tokens`,
+    /// chunked prefill): running sequences' decode tokens and prefill
+    /// chunks first, then new requests' prefills, a long prompt's spread
+    /// over several steps.
+    pub max_num_batched_tokens: u32,
     /// One decode step with one sequence running.
     pub decode_step_ms: f64,
     /// What each further running sequence adds to a decode step.
@@ -76,6 +84,7 @@ impl Default for ServerModel {
             kv_cache_tokens: 450_000,
             block_size: 16,
             prefill_tokens_per_second: 40_000.0,
+            max_num_batched_tokens: 8192,
             decode_step_ms: 11.0,
             decode_step_ms_per_sequence: 0.037,
             scheduling_policy: SchedulingPolicy::Fcfs,
@@ -114,6 +123,9 @@ impl ServerModel {
         }
         if self.block_size == 0 {
             problems.push(("block_size", "must be at least 1"));
+        }
+        if self.max_num_batched_tokens == 0 {
+            problems.push(("max_num_batched_tokens", "must be at least 1"));
         }
         if self.kv_cache_tokens < u64::from(self.block_size) {
             problems.push(("kv_cache_tokens", "must hold at least one block"));
@@ -365,6 +377,12 @@ fn private_blocks(blocks: &[u64], prompt_tokens: u32, generated: u32, block: u64
 struct Running {
     arrival: Arrival,
     emitted: u32,
+    /// Prompt tokens still to prefill: those the prefix cache lacked (at
+    /// least the last, which vLLM always computes), less the chunks done.
+    prefill_left: u64,
+    /// Whether it yields a token at the end of this step: it decoded, or
+    /// its prefill ended.
+    emits: bool,
 }
 
 async fn schedule(config: ServerModel, mut arrivals: mpsc::UnboundedReceiver<Arrival>, stats: Arc<Mutex<EngineStats>>) {
@@ -388,8 +406,29 @@ async fn schedule(config: ServerModel, mut arrivals: mpsc::UnboundedReceiver<Arr
         while let Ok(arrival) = arrivals.try_recv() {
             enqueue(&mut waiting, arrival);
         }
-        // Admit in order while a place and room are free.
+        // The step's tokens, at most `max_num_batched_tokens`: running
+        // sequences first, in admission order (a chunk of what is left of
+        // a prefill, or one token to decode), then waiting requests in
+        // order while a place, room and tokens are free.
+        let mut budget = u64::from(config.max_num_batched_tokens.max(1));
         let mut prefill: u64 = 0;
+        for sequence in &mut running {
+            sequence.emits = false;
+            if budget == 0 {
+                continue;
+            }
+            let chunk = if sequence.prefill_left > 0 {
+                sequence.prefill_left.min(budget)
+            } else {
+                1
+            };
+            budget -= chunk;
+            if sequence.prefill_left > 0 {
+                sequence.prefill_left -= chunk;
+                prefill += chunk;
+            }
+            sequence.emits = sequence.prefill_left == 0;
+        }
         let (mut queries, mut hits) = (0u64, 0u64);
         let mut admitted: BTreeMap<i64, u64> = BTreeMap::new();
         while let Some(entry) = waiting.first_entry() {
@@ -398,7 +437,7 @@ async fn schedule(config: ServerModel, mut arrivals: mpsc::UnboundedReceiver<Arr
                 entry.remove();
                 continue;
             }
-            if running.len() >= config.max_num_seqs as usize {
+            if budget == 0 || running.len() >= config.max_num_seqs as usize {
                 break;
             }
             let Some(found) = kv.admit(&next.blocks, next.private_blocks) else {
@@ -406,11 +445,20 @@ async fn schedule(config: ServerModel, mut arrivals: mpsc::UnboundedReceiver<Arr
             };
             let arrival = entry.remove();
             *admitted.entry(arrival.priority).or_insert(0) += 1;
-            let cached = (found as u64 * block).min(u64::from(arrival.prompt_tokens));
-            queries += u64::from(arrival.prompt_tokens);
+            let prompt = u64::from(arrival.prompt_tokens);
+            let cached = (found as u64 * block).min(prompt);
+            queries += prompt;
             hits += cached;
-            prefill += u64::from(arrival.prompt_tokens) - cached;
-            running.push(Running { arrival, emitted: 0 });
+            let uncached = (prompt - cached).max(1);
+            let chunk = uncached.min(budget);
+            budget -= chunk;
+            prefill += chunk;
+            running.push(Running {
+                arrival,
+                emitted: 0,
+                prefill_left: uncached - chunk,
+                emits: chunk == uncached,
+            });
         }
         {
             let mut stats = stats.lock().unwrap_or_else(|e| e.into_inner());
@@ -423,11 +471,15 @@ async fn schedule(config: ServerModel, mut arrivals: mpsc::UnboundedReceiver<Arr
                 *stats.admitted_by_priority.entry(priority).or_insert(0) += count;
             }
         }
-        tokio::time::sleep(config.step(prefill, running.len())).await;
-        // One token for every running sequence.
+        let emitting = running.iter().filter(|sequence| sequence.emits).count();
+        tokio::time::sleep(config.step(prefill, emitting)).await;
+        // A token for every sequence that decoded or finished its prefill.
         let now = Instant::now();
         let mut firsts = Vec::new();
         running.retain_mut(|sequence| {
+            if !sequence.emits {
+                return true;
+            }
             let delivered = sequence.arrival.tokens.send(()).is_ok();
             if delivered && sequence.emitted == 0 {
                 firsts.push(now.duration_since(sequence.arrival.at));
@@ -479,6 +531,7 @@ mod tests {
         let broken = ServerModel {
             max_num_seqs: 0,
             block_size: 0,
+            max_num_batched_tokens: 0,
             prefill_tokens_per_second: f64::NAN,
             decode_step_ms: -1.0,
             ..ServerModel::default()
@@ -489,6 +542,7 @@ mod tests {
             [
                 "max_num_seqs",
                 "block_size",
+                "max_num_batched_tokens",
                 "prefill_tokens_per_second",
                 "decode_step_ms"
             ]

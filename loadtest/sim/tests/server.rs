@@ -21,6 +21,7 @@ fn server() -> ServerModel {
         kv_cache_tokens: 10_000,
         block_size: 4,
         prefill_tokens_per_second: 2_000.0,
+        max_num_batched_tokens: 8192,
         decode_step_ms: 10.0,
         decode_step_ms_per_sequence: 1.0,
         scheduling_policy: SchedulingPolicy::Fcfs,
@@ -87,6 +88,58 @@ async fn requests_past_the_running_places_wait_and_the_metrics_say_so() {
     assert_eq!(
         metric(&sim, &format!("{ttft}_bucket{{model_name=\"m\",le=\"0.25\"}}")).await,
         2.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_prompt_is_prefilled_in_chunks_beside_running_streams() {
+    // 100 tokens a step: a 1,000-token prompt takes ten steps of ~60 ms
+    // (50 ms of prefill at 2,000 a second, and the decode), not one of 500 ms.
+    let sim = std::sync::Arc::new(
+        start(model(|m| {
+            m.output_tokens = TokenRange { min: 100, max: 100 };
+            m.server = Some(ServerModel {
+                max_num_batched_tokens: 100,
+                ..server()
+            });
+        }))
+        .await,
+    );
+    let mut stream = sim
+        .post(
+            "/v1/chat/completions",
+            "app",
+            json!({"model": "m", "max_tokens": 100, "stream": true,
+                "messages": [{"role": "user", "content": "go"}]}),
+        )
+        .await;
+    assert_eq!(stream.status(), 200);
+    stream.chunk().await.unwrap().expect("the first token");
+    let long = {
+        let sim = sim.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let answer = sim
+                .post("/v1/chat/completions", "app", chat(&"word ".repeat(1000), 1))
+                .await;
+            (answer.status().as_u16(), started.elapsed())
+        })
+    };
+    let mut last = std::time::Instant::now();
+    let mut longest_gap = Duration::ZERO;
+    while let Some(_chunk) = stream.chunk().await.unwrap() {
+        longest_gap = longest_gap.max(last.elapsed());
+        last = std::time::Instant::now();
+    }
+    let (status, took) = long.await.unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        took >= Duration::from_millis(500),
+        "its prefill takes 0.5 s in all: {took:?}"
+    );
+    assert!(
+        longest_gap < Duration::from_millis(200),
+        "the running stream kept going through the long prefill: a {longest_gap:?} gap"
     );
 }
 
