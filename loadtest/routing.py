@@ -174,6 +174,27 @@ class Stack:
                     by_application[name] = by_application.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
         return by_application
 
+    def where_time_goes(self):
+        """Sums and counts of the gateway queue's wait of released requests,
+        by priority, and of the replicas' own time to first token (from
+        arrival at the replica, summed over them): where a request's TTFT
+        went."""
+        sums = {}
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            for line in response.read().decode().splitlines():
+                for part in ("sum", "count"):
+                    if line.startswith(f"maas_queue_wait_seconds_{part}{{") and 'outcome="released"' in line:
+                        priority = line.split('priority="', 1)[1].split('"', 1)[0]
+                        key = (f"queue_{priority}", part)
+                        sums[key] = sums.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+        for port in self.sim_ports:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                for line in response.read().decode().splitlines():
+                    for part in ("sum", "count"):
+                        if line.startswith(f"vllm:time_to_first_token_seconds_{part}{{"):
+                            sums[("replica", part)] = sums.get(("replica", part), 0.0) + float(line.rsplit(" ", 1)[1])
+        return sums
+
     def prefix_cache(self):
         """Prefix-cache (hits, queries) in prompt tokens, summed over the replicas."""
         hits = queries = 0.0
@@ -221,12 +242,19 @@ def measured(stack, runs, args):
     run; (reports, prefix-cache hit rate, completed tokens/s by application
     name), the last two over the measured window."""
     time.sleep(args.warmup)
-    before, tokens_before = stack.prefix_cache(), stack.completion_tokens()
+    before, tokens_before, spent_before = stack.prefix_cache(), stack.completion_tokens(), stack.where_time_goes()
     time.sleep(args.duration)
-    after, tokens_after = stack.prefix_cache(), stack.completion_tokens()
+    after, tokens_after, spent_after = stack.prefix_cache(), stack.completion_tokens(), stack.where_time_goes()
     reports = [finish(process, out) for process, out in runs]
     queries = after[1] - before[1]
     rates = {name: (value - tokens_before.get(name, 0.0)) / args.duration for name, value in tokens_after.items()}
+    # Mean milliseconds over the measured window: in the gateway queue by priority, and at the replicas.
+    spent = {}
+    for name in {name for name, _ in spent_after}:
+        count = spent_after.get((name, "count"), 0.0) - spent_before.get((name, "count"), 0.0)
+        total = spent_after.get((name, "sum"), 0.0) - spent_before.get((name, "sum"), 0.0)
+        spent[name] = total / count * 1000 if count else None
+    stack.spent_ms = spent
     return reports, ((after[0] - before[0]) / queries if queries else None), rates
 
 
@@ -296,7 +324,10 @@ def priority_runs(work, workloads, rate_of, args, saturation, priority_schedulin
             reports, hit_rate, tokens = measured(stack, runs, args)
         finally:
             stack.close()
-        results[f"{load}"] = {p: dict(summary(r, tokens.get(f"{p}-app", 0.0)), prefix_hit_rate=hit_rate)
+        spent = stack.spent_ms
+        results[f"{load}"] = {p: dict(summary(r, tokens.get(f"{p}-app", 0.0)), prefix_hit_rate=hit_rate,
+                                      gateway_wait_mean_ms=spent.get(f"queue_{p}"),
+                                      replica_ttft_mean_ms=spent.get("replica"))
                               for p, r in zip(PRIORITIES, reports)}
         print(f"  priority load {load:.0%} ({json.dumps(saturation)}, priority_scheduling: "
               f"{str(priority_scheduling).lower()}): {json.dumps(results[f'{load}'])}", flush=True)
@@ -396,12 +427,14 @@ def report_markdown(data, checks, args):
 
 
 def priority_table(priority):
-    lines = ["| load | priority | TTFT p50 ms | TTFT p99 ms | completed tokens/s | 429s | timeouts |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| load | priority | TTFT p50 ms | TTFT p99 ms | completed tokens/s | 429s | timeouts | "
+             "gateway wait, mean ms | replicas' TTFT, mean ms (all) |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for load, by in priority.items():
         for name, row in by.items():
             lines.append(f"| {float(load):.0%} | {name} | {fmt(row['ttft_p50_ms'])} | {fmt(row['ttft_p99_ms'])} | "
-                         f"{fmt(row['tokens_per_s'])} | {fmt(row['refused_429'])} | {fmt(row['timeouts'])} |")
+                         f"{fmt(row['tokens_per_s'])} | {fmt(row['refused_429'])} | {fmt(row['timeouts'])} | "
+                         f"{fmt(row.get('gateway_wait_mean_ms'))} | {fmt(row.get('replica_ttft_mean_ms'))} |")
     return lines
 
 
