@@ -227,10 +227,18 @@ pub fn rewrite_request(body: &[u8], endpoint: Endpoint, policy: &ForwardPolicy<'
         }
     };
     // A place in the model server's queue is the plan's to give, never
-    // the client's: a `priority` it sent is replaced.
-    let queue_priority = policy.queue_priority.unwrap_or(0);
-    if endpoint != Endpoint::Other && (queue_priority != 0 || object.get("priority").is_some()) {
-        edits.push(("priority", queue_priority.to_string().into_bytes()));
+    // the client's: on a priority-scheduled backend every call vLLM may
+    // queue (rerank, score and pooling are `Other` here) carries the
+    // plan's; elsewhere a `priority` sent to an inference endpoint is
+    // reset to vLLM's default, and other paths are not the gateway's to
+    // read.
+    let client_asked = object.get("priority").is_some();
+    let queue_priority = match policy.queue_priority {
+        Some(priority) => (priority != 0 || client_asked).then_some(priority),
+        None => (client_asked && endpoint != Endpoint::Other).then_some(0),
+    };
+    if let Some(priority) = queue_priority {
+        edits.push(("priority", priority.to_string().into_bytes()));
     }
     if let Some(model) = policy.default_model
         && object.get("model").is_none_or(|raw| raw == b"null")
@@ -426,9 +434,19 @@ mod tests {
             assert_eq!(sent["priority"], 0, "{body}");
         }
         assert_eq!(
-            forwarded(r#"{"priority":-5}"#, Endpoint::Other, &high),
+            forwarded(r#"{"priority":-5}"#, Endpoint::Other, &none),
             None,
-            "not an inference call"
+            "not the gateway's to read"
+        );
+        // A priority-scheduled backend queues its other calls (rerank, score) too.
+        let rerank = r#"{"query":"q","documents":["a"],"priority":-5}"#;
+        assert_eq!(forwarded(rerank, Endpoint::Other, &high), Some((-1).into()));
+        let normal = plan(Some(0));
+        assert_eq!(forwarded(rerank, Endpoint::Other, &normal), Some(0.into()));
+        assert_eq!(
+            forwarded(r#"{"query":"q"}"#, Endpoint::Other, &normal),
+            None,
+            "0 is the default"
         );
     }
 

@@ -71,10 +71,14 @@ fuzz_target!(|input: (&[u8], u8, Option<u16>)| {
             }
         }
         // The model server's queue priority is the policy's, never the client's.
-        if endpoint != Endpoint::Other {
+        let wanted = match (policy.queue_priority, endpoint) {
+            (Some(priority), _) => Some(priority),
+            (None, Endpoint::Other) => None,
+            (None, _) => Some(0),
+        };
+        if let Some(wanted) = wanted {
             let forwarded = rewrite.body.as_deref().unwrap_or(body);
             let value: serde_json::Value = serde_json::from_slice(forwarded).expect("forwarded bodies are JSON");
-            let wanted = policy.queue_priority.unwrap_or(0);
             assert!(value.get("priority").is_none_or(|p| p.as_i64() == Some(wanted)), "priority {value}");
         }
         // A cap of 0 is forwarded as 1: servers read 0 as no limit.
