@@ -229,14 +229,36 @@ pub async fn applications(State(state): State<PortalState>, developer: Developer
     )
 }
 
-pub async fn new_application(State(state): State<PortalState>, developer: Developer) -> Result<Response, PortalError> {
+#[derive(Deserialize)]
+pub struct NewApplicationQuery {
+    /// The product whose page the developer came from.
+    product: Option<String>,
+}
+
+pub async fn new_application(
+    State(state): State<PortalState>,
+    axum::extract::Query(query): axum::extract::Query<NewApplicationQuery>,
+    developer: Developer,
+) -> Result<Response, PortalError> {
     let offers = offers(&state).await?;
     let products: Vec<Value> = offers.iter().map(|o| offer_context(&state, o)).collect();
+    let chosen = preselected(&offers, query.product.as_deref());
     state.page(
         &developer.0,
         "application_new.html",
-        json!({"page": "applications", "products": products}),
+        json!({"page": "applications", "products": products, "chosen": chosen}),
     )
+}
+
+/// The one plan a new application's form starts on, as `product/plan`:
+/// the default plan (else the first) of `product` when it is offered, else
+/// of the first product offered.
+fn preselected(offers: &[Offer], product: Option<&str>) -> Option<String> {
+    let offer = product
+        .and_then(|wanted| offers.iter().find(|o| o.product.system_name == wanted))
+        .or_else(|| offers.first())?;
+    let plan = offer.plans.iter().find(|p| p.default).or_else(|| offer.plans.first())?;
+    Some(format!("{}/{}", offer.product.system_name, plan.system_name))
 }
 
 #[derive(Deserialize)]

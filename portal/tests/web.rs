@@ -577,3 +577,77 @@ async fn probes_answer_for_kubernetes() {
     let ready = probe.get("/readyz").await;
     assert_eq!((ready.status, ready.body.as_str()), (StatusCode::OK, "ready\n"));
 }
+
+/// The `value` of every radio button of `body` that is checked.
+fn checked_radios(body: &str) -> Vec<String> {
+    body.split("<input type=\"radio\"")
+        .skip(1)
+        .filter_map(|input| {
+            let tag = &input[..input.find('>')?];
+            let value = tag.split("value=\"").nth(1)?.split('"').next()?;
+            tag.contains(" checked").then(|| value.replace("&#x2f;", "/"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_application_starts_on_one_plan_of_the_model_it_came_from() {
+    let portal = Portal::embedded(PortalOptions::default()).await;
+    let store = &portal.store;
+    let product = serde_json::json!({"system_name": "llama", "name": "Llama 8B", "path_prefix": "/llama",
+        "models": ["llama-8b"], "backend": "vllm"});
+    store
+        .put_product(serde_json::from_value(product).unwrap())
+        .await
+        .unwrap();
+    for plan in [
+        serde_json::json!({"product": "llama", "system_name": "free", "name": "Free", "published": true}),
+        serde_json::json!({"product": "llama", "system_name": "pro", "name": "Pro", "published": true, "default": true}),
+    ] {
+        store.put_plan(serde_json::from_value(plan).unwrap()).await.unwrap();
+    }
+    store.promote("llama", maas_store::Environment::Staging).await.unwrap();
+    store
+        .promote("llama", maas_store::Environment::Production)
+        .await
+        .unwrap();
+    let mut browser = portal.browser();
+    browser.sign_up("Acme", &email("ada")).await;
+
+    // Both the model's page and the models list link to a form for that model.
+    for page in ["/models/llama", "/models"] {
+        let body = browser.get(page).await.body;
+        assert!(
+            body.contains("href=\"/applications/new?product=llama\""),
+            "{page}: {body}"
+        );
+    }
+    let form = browser.get("/applications/new?product=llama").await;
+    assert_eq!(
+        checked_radios(&form.body),
+        ["llama/pro"],
+        "the model's default plan, alone"
+    );
+    let form = browser.get("/applications/new?product=granite").await;
+    assert_eq!(checked_radios(&form.body), ["granite/standard"]);
+    // Without a product, or with one not offered: still exactly one.
+    for path in [
+        "/applications/new",
+        "/applications/new?product=nope",
+        "/applications/new?product=%ZZ",
+    ] {
+        let form = browser.get(path).await;
+        assert_eq!(form.status, StatusCode::OK, "{path}");
+        assert_eq!(checked_radios(&form.body).len(), 1, "{path}: {}", form.body);
+    }
+    // A refused form keeps what was chosen.
+    let refused = browser
+        .submit(
+            "/applications/new?product=llama",
+            "/applications",
+            &[("name", ""), ("plan", "llama/free")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.body);
+    assert_eq!(checked_radios(&refused.body), ["llama/free"]);
+}
