@@ -43,7 +43,7 @@ async fn offers(state: &PortalState) -> Result<Vec<Offer>, PortalError> {
             });
         }
     }
-    offers.sort_by(|a, b| display_name(&a.product).cmp(display_name(&b.product)));
+    offers.sort_by(|a, b| a.product.display_name().cmp(b.product.display_name()));
     Ok(offers)
 }
 
@@ -54,14 +54,6 @@ pub(crate) async fn served_offer(state: &PortalState, name: &str) -> Result<Offe
         .into_iter()
         .find(|o| o.product.system_name == name)
         .ok_or_else(|| PortalError::not_found("No such model is published here."))
-}
-
-fn display_name(product: &Product) -> &str {
-    if product.name.is_empty() {
-        &product.system_name
-    } else {
-        &product.name
-    }
 }
 
 /// Where a developer calls `product`.
@@ -105,7 +97,7 @@ fn plan_context(plan: &Plan) -> Value {
 pub(crate) fn offer_context(state: &PortalState, offer: &Offer) -> Value {
     json!({
         "system_name": offer.product.system_name,
-        "name": display_name(&offer.product),
+        "name": offer.product.display_name(),
         "description": offer.product.description,
         "models": offer.product.models,
         "endpoint": endpoint(state, &offer.product),
@@ -212,13 +204,28 @@ pub async fn applications(State(state): State<PortalState>, developer: Developer
         async move { store.list_applications(filter, &page).await }
     })
     .await?;
+    // Products and plans by their display names; one removed since shows its system name.
+    let products: std::collections::HashMap<String, String> = store
+        .list_products()
+        .await?
+        .iter()
+        .map(|p| (p.system_name.clone(), p.display_name().to_owned()))
+        .collect();
+    let plans: std::collections::HashMap<(String, String), String> = store
+        .list_plans(None)
+        .await?
+        .iter()
+        .map(|p| ((p.product.clone(), p.system_name.clone()), p.display_name().to_owned()))
+        .collect();
     let mut rows = Vec::new();
     for app in apps {
         let keys = store.application_keys(&app.id).await?;
         let now = OffsetDateTime::now_utc();
         let key = keys.iter().filter(|k| k.is_usable_at(now)).map(|k| k.masked()).next();
+        let product = products.get(&app.product).unwrap_or(&app.product);
+        let plan = plans.get(&(app.product.clone(), app.plan.clone())).unwrap_or(&app.plan);
         rows.push(json!({
-            "id": app.id, "name": app.name, "product": app.product, "plan": app.plan,
+            "id": app.id, "name": app.name, "product": product, "plan": plan,
             "state": app.state.as_str(), "state_label": state_label(app.state), "key": key,
         }));
     }

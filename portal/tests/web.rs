@@ -139,6 +139,13 @@ async fn a_developer_signs_up_creates_an_application_and_gets_a_key() {
     assert!(page.body.contains("Waiting for approval"), "{}", page.body);
     let list = browser.get("/applications").await;
     assert!(list.body.contains("chatbot") && list.body.contains("gated"));
+    // Products and plans by their display names.
+    let shown = text(&list.body);
+    assert!(
+        shown.contains("Granite 8B") && shown.contains("Standard") && shown.contains("Premium"),
+        "{shown}"
+    );
+    assert!(!list.body.contains("<td>granite</td>"), "{}", list.body);
     // An unpublished plan cannot be chosen.
     let refused = browser
         .submit(
