@@ -353,6 +353,7 @@ async fn application_page(
         },
         "plan": plan.as_ref().map(plan_context),
         "product": offer.map(|o| offer_context(state, o)),
+        "keys_seen": keys.len(),
         "keys": keys,
         "issued": issued,
     });
@@ -409,6 +410,22 @@ pub struct KeyForm {
     /// For rotation: hours the old key keeps working.
     #[serde(default)]
     grace_hours: Option<u32>,
+    /// How many keys the application had when the form was shown: a form
+    /// sent again (a reload after the POST) finds more and issues nothing.
+    #[serde(default)]
+    keys_seen: Option<usize>,
+}
+
+/// Whether a key form shown when the application had `seen` keys is still
+/// current. Reloading the page a POST answered sends the form again; it
+/// must not issue a second key whose secret nobody saw before the first
+/// one's. (The secret is never kept, so it cannot be shown again after a
+/// redirect: the stale form leads to the application's page instead.)
+async fn key_form_is_current(state: &PortalState, app: &Application, seen: Option<usize>) -> Result<bool, PortalError> {
+    let Some(seen) = seen else {
+        return Ok(true);
+    };
+    Ok(state.store().application_keys(&app.id).await?.len() == seen)
 }
 
 pub async fn create_key(
@@ -417,6 +434,9 @@ pub async fn create_key(
     Posted { visitor, form }: Posted<KeyForm>,
 ) -> Result<Response, PortalError> {
     let app = own_application(&state, signed_in(&visitor)?, &id).await?;
+    if !key_form_is_current(&state, &app, form.keys_seen).await? {
+        return Ok(visitor.redirect(&format!("/applications/{}", app.id)));
+    }
     let issued = visitor
         .store(&state)
         .create_key(
@@ -458,6 +478,9 @@ pub async fn rotate_key(
     Posted { visitor, form }: Posted<KeyForm>,
 ) -> Result<Response, PortalError> {
     let app = own_key(&state, &visitor, &id).await?;
+    if !key_form_is_current(&state, &app, form.keys_seen).await? {
+        return Ok(visitor.redirect(&format!("/applications/{}", app.id)));
+    }
     let grace = time::Duration::hours(i64::from(form.grace_hours.unwrap_or(24).min(720)));
     let issued = visitor.store(&state).rotate_key(&id, grace).await?;
     let mut response = application_page(&state, &visitor, app, Some(issued.secret.into_string())).await?;

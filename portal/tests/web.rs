@@ -80,6 +80,40 @@ async fn a_developer_signs_up_creates_an_application_and_gets_a_key() {
         "listed by prefix and last 4"
     );
 
+    // The same form sent again (a reload of the page that POST answered)
+    // issues no second key: it leads to the application's page.
+    let form = [("csrf", csrf.as_str()), ("label", "desk"), ("keys_seen", "1")];
+    let path = format!("/applications/{id}/keys");
+    let first = browser.post(&path, &form).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    let reloaded = browser.post(&path, &form).await;
+    assert_eq!(reloaded.status, StatusCode::SEE_OTHER, "{}", reloaded.body);
+    assert_eq!(reloaded.location(), format!("/applications/{id}"));
+    assert_eq!(portal.store.application_keys(&id).await.unwrap().len(), 2);
+    let page = browser.get(&format!("/applications/{id}")).await;
+    assert_eq!(page.hidden("keys_seen"), "2", "a fresh form counts both");
+    let extra = shown_secret(&first.body).unwrap();
+    let extra = portal
+        .store
+        .lookup_key(&KeyHash::of(&extra))
+        .await
+        .unwrap()
+        .unwrap()
+        .key;
+    let revoked = browser
+        .post(&format!("/keys/{}/revoke", extra.id), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER);
+    // A rotation sent again rotates nothing more.
+    let stale_rotation = browser
+        .post(
+            &format!("/keys/{}/rotate", context.key.id),
+            &[("csrf", &csrf), ("grace_hours", "24"), ("keys_seen", "1")],
+        )
+        .await;
+    assert_eq!(stale_rotation.status, StatusCode::SEE_OTHER);
+    assert_eq!(portal.store.application_keys(&id).await.unwrap().len(), 2);
+
     // Rotation: a new key, the old one keeps working for the grace period.
     let rotated = browser
         .post(
