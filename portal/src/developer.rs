@@ -462,6 +462,27 @@ async fn own_key(state: &PortalState, visitor: &Visitor, id: &str) -> Result<App
         .map_err(|_| PortalError::not_found("No such key."))
 }
 
+/// Asks before revoking key `id`: a revoked key cannot be brought back,
+/// and without script a button cannot ask (the CSP allows none inline).
+pub async fn confirm_revoke_key(
+    State(state): State<PortalState>,
+    developer: Developer,
+    Path(id): Path<String>,
+) -> Result<Response, PortalError> {
+    let app = own_key(&state, &developer.0, &id).await?;
+    let key = state.store().get_key(&id).await?;
+    let key = key.ok_or_else(|| PortalError::not_found("No such key."))?;
+    if key.revoked_at.is_some() {
+        return Ok(developer.0.redirect(&format!("/applications/{}", app.id)));
+    }
+    state.page(
+        &developer.0,
+        "key_revoke.html",
+        json!({"page": "applications", "app": {"id": app.id, "name": app.name},
+            "key": {"id": key.id, "masked": key.masked(), "label": key.label}}),
+    )
+}
+
 pub async fn revoke_key(
     State(state): State<PortalState>,
     Path(id): Path<String>,

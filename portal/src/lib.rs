@@ -189,7 +189,10 @@ pub fn router(store: Store, options: PortalOptions) -> Result<Router, TemplateEr
         .route("/applications/{id}/statistics", get(statistics::page))
         .route("/applications/{id}/statistics.csv", get(statistics::csv))
         .route("/applications/{id}/keys", post(developer::create_key))
-        .route("/keys/{id}/revoke", post(developer::revoke_key))
+        .route(
+            "/keys/{id}/revoke",
+            get(developer::confirm_revoke_key).post(developer::revoke_key),
+        )
         .route("/keys/{id}/rotate", post(developer::rotate_key))
         .route("/admin", get(console::overview))
         .route("/admin/applications", get(console::applications))

@@ -134,12 +134,38 @@ async fn a_developer_signs_up_creates_an_application_and_gets_a_key() {
         .unwrap()
         .unwrap()
         .key;
-    let revoked = browser
-        .post(&format!("/keys/{}/revoke", new_key.id), &[("csrf", &csrf)])
-        .await;
+    // The page's Revoke asks first (a page: no script runs here) and
+    // revokes nothing until confirmed.
+    let page = browser.get(&format!("/applications/{id}")).await;
+    let ask = format!("/keys/{}/revoke", new_key.id);
+    assert!(page.body.contains(&format!("href=\"{ask}\"")), "{}", page.body);
+    let confirm = browser.get(&ask).await;
+    assert_eq!(confirm.status, StatusCode::OK);
+    assert!(
+        text(&confirm.body).contains("Revoke this key?") && confirm.body.contains(&new_key.masked()),
+        "{}",
+        confirm.body
+    );
+    assert!(
+        portal
+            .store
+            .get_key(&new_key.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none()
+    );
+    let revoked = browser.submit(&ask, &ask, &[]).await;
     assert_eq!(revoked.status, StatusCode::SEE_OTHER);
     let new_key = portal.store.get_key(&new_key.id).await.unwrap().unwrap();
     assert!(new_key.revoked_at.is_some());
+    let again = browser.get(&ask).await;
+    assert_eq!(
+        again.status,
+        StatusCode::SEE_OTHER,
+        "a revoked key has nothing to confirm"
+    );
 
     // Statistics: every period and metric renders, with a chart and a CSV.
     for period in ["24h", "7d", "30d", "12m"] {
