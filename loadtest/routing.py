@@ -237,10 +237,11 @@ def finish(process, out):
 
 
 def measured(stack, runs, args):
-    """Waits out the warm-up, reads the prefix cache and the metered tokens,
-    reads them again at the end of the measured window, waits for every
-    run; (reports, prefix-cache hit rate, completed tokens/s by application
-    name), the last two over the measured window."""
+    """Waits out the warm-up, reads the prefix cache, the metered tokens and
+    where time went, reads them again at the end of the measured window,
+    waits for every run; (reports, prefix-cache hit rate, completed
+    tokens/s by application name, mean ms by where spent), the last three
+    over the measured window."""
     time.sleep(args.warmup)
     before, tokens_before, spent_before = stack.prefix_cache(), stack.completion_tokens(), stack.where_time_goes()
     time.sleep(args.duration)
@@ -254,8 +255,7 @@ def measured(stack, runs, args):
         count = spent_after.get((name, "count"), 0.0) - spent_before.get((name, "count"), 0.0)
         total = spent_after.get((name, "sum"), 0.0) - spent_before.get((name, "sum"), 0.0)
         spent[name] = total / count * 1000 if count else None
-    stack.spent_ms = spent
-    return reports, ((after[0] - before[0]) / queries if queries else None), rates
+    return reports, ((after[0] - before[0]) / queries if queries else None), rates, spent
 
 
 def summary(report, tokens_per_s):
@@ -278,7 +278,7 @@ def capacity(work, bodies, strategy, args):
     stack = Stack(work, STRATEGIES[strategy], [("open", "normal")])
     try:
         runs = [bench(stack, stack.keys["open"], bodies, args, concurrency=2 * REPLICAS * GPU["max_num_seqs"])]
-        _, _, tokens = measured(stack, runs, args)
+        _, _, tokens, _ = measured(stack, runs, args)
     finally:
         stack.close()
     # Requests completed within the window (each generates OUTPUT_TOKENS).
@@ -300,7 +300,7 @@ def routing_runs(work, bodies, rate_of, args):
                 stack = Stack(work, STRATEGIES[strategy], [("open", "normal")])
                 try:
                     runs = [bench(stack, stack.keys["open"], bodies, args, rate=rate_of(load), seed=round_index + 1)]
-                    (report,), hit_rate, tokens = measured(stack, runs, args)
+                    (report,), hit_rate, tokens, _ = measured(stack, runs, args)
                 finally:
                     stack.close()
                 row = dict(summary(report, tokens.get("open-app", 0.0)), prefix_hit_rate=hit_rate)
@@ -321,10 +321,9 @@ def priority_runs(work, workloads, rate_of, args, saturation, priority_schedulin
             runs = [bench(stack, stack.keys[p], workloads[p], args, rate=rate_of(load) / 3, seed=10 + i,
                           concurrency=512)
                     for i, p in enumerate(PRIORITIES)]
-            reports, hit_rate, tokens = measured(stack, runs, args)
+            reports, hit_rate, tokens, spent = measured(stack, runs, args)
         finally:
             stack.close()
-        spent = stack.spent_ms
         results[f"{load}"] = {p: dict(summary(r, tokens.get(f"{p}-app", 0.0)), prefix_hit_rate=hit_rate,
                                       gateway_wait_mean_ms=spent.get(f"queue_{p}"),
                                       replica_ttft_mean_ms=spent.get("replica"))

@@ -453,13 +453,18 @@ pub async fn create_key(
 }
 
 /// Key `id` and its application, if the application is the visitor's.
-async fn own_key(state: &PortalState, visitor: &Visitor, id: &str) -> Result<Application, PortalError> {
+async fn own_key(
+    state: &PortalState,
+    visitor: &Visitor,
+    id: &str,
+) -> Result<(Application, maas_store::model::ApiKey), PortalError> {
     let session = signed_in(visitor)?;
     let key = state.store().get_key(id).await?;
     let key = key.ok_or_else(|| PortalError::not_found("No such key."))?;
-    own_application(state, session, &key.application_id)
+    let app = own_application(state, session, &key.application_id)
         .await
-        .map_err(|_| PortalError::not_found("No such key."))
+        .map_err(|_| PortalError::not_found("No such key."))?;
+    Ok((app, key))
 }
 
 /// Asks before revoking key `id`: a revoked key cannot be brought back,
@@ -469,9 +474,7 @@ pub async fn confirm_revoke_key(
     developer: Developer,
     Path(id): Path<String>,
 ) -> Result<Response, PortalError> {
-    let app = own_key(&state, &developer.0, &id).await?;
-    let key = state.store().get_key(&id).await?;
-    let key = key.ok_or_else(|| PortalError::not_found("No such key."))?;
+    let (app, key) = own_key(&state, &developer.0, &id).await?;
     if key.revoked_at.is_some() {
         return Ok(developer.0.redirect(&format!("/applications/{}", app.id)));
     }
@@ -488,7 +491,7 @@ pub async fn revoke_key(
     Path(id): Path<String>,
     Posted { visitor, .. }: Posted<KeyForm>,
 ) -> Result<Response, PortalError> {
-    let app = own_key(&state, &visitor, &id).await?;
+    let (app, _) = own_key(&state, &visitor, &id).await?;
     visitor.store(&state).revoke_key(&id).await?;
     Ok(visitor.redirect(&format!("/applications/{}", app.id)))
 }
@@ -498,7 +501,7 @@ pub async fn rotate_key(
     Path(id): Path<String>,
     Posted { visitor, form }: Posted<KeyForm>,
 ) -> Result<Response, PortalError> {
-    let app = own_key(&state, &visitor, &id).await?;
+    let (app, _) = own_key(&state, &visitor, &id).await?;
     if !key_form_is_current(&state, &app, form.keys_seen).await? {
         return Ok(visitor.redirect(&format!("/applications/{}", app.id)));
     }

@@ -438,6 +438,9 @@ mod tests {
             None,
             "not the gateway's to read"
         );
+        // Before any rewrite, a `priority` given twice, in any spelling, is refused.
+        let twice = crate::body::inspect_json(br#"{"priority":-5,"priori\u0074y":-7}"#).unwrap_err();
+        assert_eq!(twice.code, "duplicate_member");
         // A priority-scheduled backend queues its other calls (rerank, score) too.
         let rerank = r#"{"query":"q","documents":["a"],"priority":-5}"#;
         assert_eq!(forwarded(rerank, Endpoint::Other, &high), Some((-1).into()));

@@ -292,7 +292,7 @@ fn choices(n: Option<u32>) -> Result<(), ApiError> {
 
 /// A `priority` other than 0 is refused unless the model's server
 /// schedules by priority, as vLLM refuses it.
-fn scheduling(state: &SimState, options: &crate::openai::GenerationOptions) -> Result<(), ApiError> {
+fn check_priority(state: &SimState, options: &crate::openai::GenerationOptions) -> Result<(), ApiError> {
     let priority = options.priority.unwrap_or(0);
     let by_priority = state
         .engine(&options.model)
@@ -309,7 +309,7 @@ fn scheduling(state: &SimState, options: &crate::openai::GenerationOptions) -> R
 /// What chat and completions share once the request is parsed.
 async fn generate(state: Arc<SimState>, headers: &HeaderMap, body: &Bytes, ask: Ask, connection: Connection) -> Answer {
     choices(ask.options.n)?;
-    scheduling(&state, &ask.options)?;
+    check_priority(&state, &ask.options)?;
     let app = application(headers);
     let (model, mut rng) = admit(&state, &ask.options.model, &app, body, ask.options.seed).await?;
     let mut generation = plan(model, &mut rng, app, &ask)?;

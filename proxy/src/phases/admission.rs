@@ -186,6 +186,7 @@ impl MaasProxy {
             ctx.extra_headers = headers;
             return Ok(Ok(Next::Answered));
         }
+        or_refuse!(choose_upstream(ctx, &catalog, route, &routed, &target));
         or_refuse!(rewrite_body(
             ctx,
             &auth,
@@ -195,7 +196,6 @@ impl MaasProxy {
             &spend,
             completion_grant
         ));
-        or_refuse!(choose_upstream(ctx, &catalog, route, &routed, &target));
         or_refuse!(
             super::gateway_queue::wait_for_room(session, ctx, &auth, &route.product.system_name, &route.product.queue)
                 .await
@@ -561,11 +561,8 @@ fn rewrite_body(
     let default_model = (endpoint.is_inference() && body.facts.model.is_none())
         .then(|| route.product.models.first().map(String::as_str))
         .flatten();
-    let priority_scheduling = ctx
-        .catalog
-        .as_ref()
-        .and_then(|catalog| catalog.upstreams.get(&route.product.backend))
-        .is_some_and(|upstream| upstream.backend.priority_scheduling);
+    // The backend was chosen just before (`choose_upstream`).
+    let priority_scheduling = ctx.upstream.as_ref().is_some_and(|u| u.backend.priority_scheduling);
     let policy = ForwardPolicy {
         stream_usage: route.product.metering.stream_usage,
         max_tokens_cap,

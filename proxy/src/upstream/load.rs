@@ -146,7 +146,13 @@ pub fn is_saturated(saturation: &Saturation, snapshot: Option<LoadSnapshot>, in_
     let sent_since = i64::from(in_flight) - i64::from(in_flight_then);
     // The cap is never below what ran (it is raised to it on every reading).
     let free = i64::from(running_cap.saturating_sub(reading.running));
-    let waiting = i64::from(reading.waiting) + (sent_since - free).max(sent_since.min(0));
+    // Sent since: past the free places they wait; ended since: one fewer waits.
+    let queued_since = if sent_since > 0 {
+        (sent_since - free).max(0)
+    } else {
+        sent_since
+    };
+    let waiting = i64::from(reading.waiting) + queued_since;
     waiting >= i64::from(saturation.waiting) || reading.kv_usage * 100.0 >= f64::from(saturation.kv_cache_percent)
 }
 
