@@ -97,6 +97,7 @@ impl From<StoreError> for ApiError {
                     .collect(),
             },
             StoreError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            StoreError::Forbidden(_) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
             StoreError::PreconditionFailed { .. } => ApiError::new(StatusCode::CONFLICT, "stale_version", message),
             StoreError::Unavailable(_) | StoreError::Uncertain(_) => {
                 tracing::error!(%message, "admin API: store unavailable");

@@ -301,6 +301,14 @@ pub struct KeyView {
     pub revoked_at: Option<OffsetDateTime>,
     /// Usable now: neither revoked nor expired.
     pub active: bool,
+    /// When a proxy last saw it used, to the minute (`null`: never, or
+    /// not in this answer: key creation and changes leave it out).
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub last_used_at: Option<OffsetDateTime>,
 }
 
 impl From<ApiKey> for KeyView {
@@ -316,6 +324,7 @@ impl From<ApiKey> for KeyView {
             expires_at: key.expires_at,
             revoked_at: key.revoked_at,
             active,
+            last_used_at: None,
         }
     }
 }
@@ -337,8 +346,17 @@ async fn list_keys(admin: Admin, Path(id): Path<String>) -> Result<Json<ListPage
         return Err(ApiError::not_found("application", &id));
     }
     let keys = admin.store.application_keys(&id).await?;
+    let ids: Vec<String> = keys.iter().map(|k| k.id.clone()).collect();
+    let last_used = admin.store.keys_last_used(&ids).await?;
     Ok(Json(ListPage {
-        data: keys.into_iter().map(KeyView::from).collect(),
+        data: keys
+            .into_iter()
+            .zip(last_used)
+            .map(|(key, last_used_at)| KeyView {
+                last_used_at,
+                ..KeyView::from(key)
+            })
+            .collect(),
         next: None,
     }))
 }
@@ -383,7 +401,17 @@ async fn create_key(admin: Admin, Path(id): Path<String>, body: Option<JsonObjec
     responses((status = OK, body = KeyView)))]
 async fn get_key(admin: Admin, Path(id): Path<String>) -> Result<Json<KeyView>, ApiError> {
     let key = admin.store.get_key(&id).await?;
-    Ok(Json(key.ok_or_else(|| ApiError::not_found("key", &id))?.into()))
+    let key = key.ok_or_else(|| ApiError::not_found("key", &id))?;
+    let last_used_at = admin
+        .store
+        .keys_last_used(std::slice::from_ref(&id))
+        .await?
+        .pop()
+        .flatten();
+    Ok(Json(KeyView {
+        last_used_at,
+        ..KeyView::from(key)
+    }))
 }
 
 /// Revoke a key

@@ -36,8 +36,8 @@ use crate::session::{NoFields, Posted, Visitor};
 const AFTER_SIGN_IN: &str = "/applications";
 const MIN_PASSWORD: usize = 10;
 const MAX_PASSWORD: usize = 1024;
-const MAX_NAME: usize = 200;
-const MAX_EMAIL: usize = 254;
+pub(crate) const MAX_NAME: usize = 200;
+pub(crate) const MAX_EMAIL: usize = 254;
 /// zxcvbn's score a password needs: 3 is "safely unguessable"
 /// (10^10 guesses), what its authors suggest for online services.
 const MIN_STRENGTH: u8 = 3;
@@ -56,7 +56,7 @@ const SIGN_UP_WINDOW: u64 = 60 * 60;
 /// A sign-up is answered no sooner than this after its password check
 /// begins (Argon2 takes tens of milliseconds), so its timing does not
 /// tell a new email from a taken one.
-const SIGN_UP_ANSWER_FLOOR: std::time::Duration = std::time::Duration::from_millis(250);
+pub(crate) const SIGN_UP_ANSWER_FLOOR: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// 429 with `Retry-After`, saying `why` in a page.
 fn too_many(wait: u64, why: &str) -> Response {
@@ -88,7 +88,7 @@ pub struct NextQuery {
     next: Option<String>,
 }
 
-fn local_accounts_on(state: &PortalState) -> Result<(), PortalError> {
+pub(crate) fn local_accounts_on(state: &PortalState) -> Result<(), PortalError> {
     if state.options().local_accounts {
         Ok(())
     } else {
@@ -236,25 +236,41 @@ pub struct SignUpForm {
 fn sign_up_problems(form: &SignUpForm) -> Vec<String> {
     let mut problems = Vec::new();
     let organization = form.organization.trim();
-    let chars = |text: &str| text.chars().count();
-    if organization.is_empty() || chars(organization) > MAX_NAME || organization.chars().any(char::is_control) {
+    if organization.is_empty() || organization.chars().count() > MAX_NAME || organization.chars().any(char::is_control)
+    {
         problems.push(format!(
             "Organization: 1 to {MAX_NAME} characters, no control characters."
         ));
     }
-    if chars(form.display_name.trim()) > MAX_NAME || form.display_name.chars().any(char::is_control) {
+    problems.extend(person_problems(
+        &form.display_name,
+        &form.email,
+        &form.password,
+        &[organization],
+    ));
+    problems
+}
+
+/// What is wrong with a new person's name, email and password (`words`:
+/// more that a guesser would try), decided from the form alone.
+pub(crate) fn person_problems(display_name: &str, email: &str, password: &str, words: &[&str]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let chars = |text: &str| text.chars().count();
+    if chars(display_name.trim()) > MAX_NAME || display_name.chars().any(char::is_control) {
         problems.push(format!(
             "Your name: at most {MAX_NAME} characters, no control characters."
         ));
     }
-    let email = form.email.trim();
+    let email = email.trim();
     if email.len() > MAX_EMAIL || !maas_store::validate::is_email(email) {
         problems.push(format!("Email: a valid address of at most {MAX_EMAIL} characters."));
     }
-    let length = chars(&form.password);
+    let length = chars(password);
+    let mut inputs = vec![email, display_name.trim()];
+    inputs.extend_from_slice(words);
     if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&length) {
         problems.push(format!("Password: {MIN_PASSWORD} to {MAX_PASSWORD} characters."));
-    } else if let Some(weakness) = password_weakness(&form.password, &[email, organization, form.display_name.trim()]) {
+    } else if let Some(weakness) = password_weakness(password, &inputs) {
         problems.push(format!("Password: {weakness}"));
     }
     problems
@@ -299,29 +315,12 @@ pub async fn sign_up(
         *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
         return Ok(response);
     }
-    let limits = [AttemptLimit::new(
-        &["sign-up from", &network(address)],
-        MAX_SIGN_UPS_PER_ADDRESS,
-    )];
-    let attempt = match state.store().begin_attempt(&limits, SIGN_UP_WINDOW).await? {
-        AttemptStart::Began(attempt) => attempt,
-        AttemptStart::TooMany { retry_after_secs, .. } => {
-            return Ok(too_many(retry_after_secs, "Too many sign-ups from here."));
-        }
+    let answer_at = tokio::time::Instant::now() + SIGN_UP_ANSWER_FLOOR;
+    let password_hash = match counted_password_hash(&state, address, form.password.clone()).await? {
+        Ok(hash) => hash,
+        Err(refused) => return Ok(refused),
     };
     let email = form.email.trim().to_owned();
-    let answer_at = tokio::time::Instant::now() + SIGN_UP_ANSWER_FLOOR;
-    // Hashed whether or not the account is made: both answers take as long.
-    let password_hash = match state.inner.password_checks.hash(form.password.clone()).await {
-        Ok(hashed) => {
-            state.store().end_attempt(attempt, AttemptEnd::Counted).await?;
-            hashed?
-        }
-        Err(busy) => {
-            state.store().end_attempt(attempt, AttemptEnd::Refunded).await?;
-            return Ok(busy.into_response());
-        }
-    };
     // One conditional write whether or not the email has an account: the
     // same work, the same answer.
     let sign_up = LocalSignUp {
@@ -341,6 +340,37 @@ pub async fn sign_up(
         "notice": "Thank you. If this email had no account here, it has one now: sign in with your password. \
                    If it had one, sign in with that account's password."});
     state.page(&visitor, "sign_in.html", context)
+}
+
+/// Counts a new account from `address` against the sign-up limit, then
+/// hashes `password` (as long whether or not an account is made); the
+/// answer to send instead when too many came from there or the password
+/// checks are busy.
+pub(crate) async fn counted_password_hash(
+    state: &PortalState,
+    address: Option<std::net::IpAddr>,
+    password: String,
+) -> Result<Result<String, Response>, PortalError> {
+    let limits = [AttemptLimit::new(
+        &["sign-up from", &network(address)],
+        MAX_SIGN_UPS_PER_ADDRESS,
+    )];
+    let attempt = match state.store().begin_attempt(&limits, SIGN_UP_WINDOW).await? {
+        AttemptStart::Began(attempt) => attempt,
+        AttemptStart::TooMany { retry_after_secs, .. } => {
+            return Ok(Err(too_many(retry_after_secs, "Too many sign-ups from here.")));
+        }
+    };
+    match state.inner.password_checks.hash(password).await {
+        Ok(hashed) => {
+            state.store().end_attempt(attempt, AttemptEnd::Counted).await?;
+            Ok(Ok(hashed?))
+        }
+        Err(busy) => {
+            state.store().end_attempt(attempt, AttemptEnd::Refunded).await?;
+            Ok(Err(busy.into_response()))
+        }
+    }
 }
 
 pub async fn sign_out(

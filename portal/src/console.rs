@@ -184,7 +184,7 @@ pub async fn accounts(
     let accounts = all_pages(|page: Page| async move { store.list_accounts(&page).await }).await?;
     let mut rows = Vec::new();
     for account in accounts {
-        let users = crate::developer::members(&state, &account.id).await?;
+        let users = crate::team::members(&state, &account.id).await?;
         let evidence = (account.sso.is_none()).then(|| organizations_named(&users));
         let users: Vec<Value> = users
             .iter()
@@ -244,7 +244,7 @@ pub async fn account_action(
         .get_account(&id)
         .await?
         .ok_or_else(|| PortalError::not_found("No such account."))?;
-    let members = crate::developer::members(&state, &account.id).await?;
+    let members = crate::team::members(&state, &account.id).await?;
     // The provider is the one that named the organization for a member.
     let issuer = members
         .iter()
@@ -438,13 +438,7 @@ pub async fn application(
         .ok_or_else(|| PortalError::not_found("No such application."))?;
     let account = store.get_account(&app.account_id).await?;
     let now = OffsetDateTime::now_utc();
-    let keys: Vec<Value> = store
-        .application_keys(&id)
-        .await?
-        .iter()
-        .map(|k| json!({"id": k.id, "masked": k.masked(), "label": k.label, "created_at": when(k.created_at),
-                        "expires_at": k.expires_at.map(when), "revoked": k.revoked_at.is_some(), "active": k.is_usable_at(now)}))
-        .collect();
+    let keys = crate::keys::key_rows(store, &id).await?;
     let tokens = store.usage(&id, TOTAL_TOKENS, Period::Day, now).await?;
     let hits = store.usage(&id, HITS, Period::Day, now).await?;
     let mut row = application_row(&app);

@@ -1,4 +1,5 @@
-//! The developer's pages: home, the models catalog, applications and keys.
+//! The developer's pages: home, the models catalog and applications (keys
+//! are in [`crate::keys`]).
 //! Developers see only what production serves (released products,
 //! published plans) and only their own account's applications; another
 //! account's application is "not found", not "forbidden".
@@ -7,14 +8,14 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use maas_store::model::{Application, ApplicationState, Plan, Product};
-use maas_store::{ApplicationFilter, Environment, NewApplication, NewKey, Page, PlanChangeBy, Precondition, all_pages};
+use maas_store::{ApplicationFilter, Environment, NewApplication, Page, PlanChangeBy, Precondition, all_pages};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::PortalState;
 use crate::render::PortalError;
-use crate::session::{Developer, Posted, SignedIn, Visitor};
+use crate::session::{Developer, NoFields, Posted, SignedIn, Visitor};
 
 /// A product as developers see it: its production release and published plans.
 pub(crate) struct Offer {
@@ -321,7 +322,7 @@ pub async fn create_application(
 }
 
 /// The application page, with a key's secret when one was just issued.
-async fn application_page(
+pub(crate) async fn application_page(
     state: &PortalState,
     visitor: &Visitor,
     app: Application,
@@ -330,19 +331,7 @@ async fn application_page(
     let store = state.store();
     let offers = offers(state).await?;
     let offer = offers.iter().find(|o| o.product.system_name == app.product);
-    let now = OffsetDateTime::now_utc();
-    let keys: Vec<Value> = store
-        .application_keys(&app.id)
-        .await?
-        .into_iter()
-        .map(|k| {
-            json!({
-                "id": k.id, "masked": k.masked(), "label": k.label, "created_at": when(k.created_at),
-                "expires_at": k.expires_at.map(when), "revoked": k.revoked_at.is_some(),
-                "active": k.is_usable_at(now),
-            })
-        })
-        .collect();
+    let keys = crate::keys::key_rows(store, &app.id).await?;
     let plan = store.get_plan(&app.product, &app.plan).await?;
     let context = json!({
         "page": "applications",
@@ -369,12 +358,49 @@ pub async fn application(
     application_page(&state, &developer.0, app, None).await
 }
 
+/// Asks before deleting application `id`: its keys stop working and it
+/// cannot be brought back.
+pub async fn confirm_delete_application(
+    State(state): State<PortalState>,
+    developer: Developer,
+    Path(id): Path<String>,
+) -> Result<Response, PortalError> {
+    let app = own_application(&state, developer.session(), &id).await?;
+    let now = OffsetDateTime::now_utc();
+    let active_keys = state
+        .store()
+        .application_keys(&app.id)
+        .await?
+        .iter()
+        .filter(|k| k.is_usable_at(now))
+        .count();
+    state.page(
+        &developer.0,
+        "application_delete.html",
+        json!({"page": "applications", "app": {"id": app.id, "name": app.name}, "active_keys": active_keys}),
+    )
+}
+
+/// Deletes application `id` and its keys (the store audits who did).
+pub async fn delete_application(
+    State(state): State<PortalState>,
+    Path(id): Path<String>,
+    Posted { visitor, .. }: Posted<NoFields>,
+) -> Result<Response, PortalError> {
+    let app = own_application(&state, signed_in(&visitor)?, &id).await?;
+    match visitor.store(&state).delete_application(&app.id).await {
+        // Deleted meanwhile (a second tab): what was asked is done.
+        Ok(()) | Err(maas_store::StoreError::NotFound { .. }) => Ok(visitor.redirect("/applications")),
+        Err(error) => Err(error.into()),
+    }
+}
+
 #[derive(Deserialize)]
 pub struct PlanForm {
     plan: String,
 }
 
-fn signed_in(visitor: &Visitor) -> Result<&SignedIn, PortalError> {
+pub(crate) fn signed_in(visitor: &Visitor) -> Result<&SignedIn, PortalError> {
     visitor
         .signed_in
         .as_ref()
@@ -401,154 +427,4 @@ pub async fn change_plan(
             error => error.into(),
         })?;
     Ok(visitor.redirect(&format!("/applications/{}", app.id)))
-}
-
-#[derive(Deserialize)]
-pub struct KeyForm {
-    #[serde(default)]
-    label: String,
-    /// For rotation: hours the old key keeps working.
-    #[serde(default)]
-    grace_hours: Option<u32>,
-    /// How many keys the application had when the form was shown: a form
-    /// sent again (a reload after the POST) finds more and issues nothing.
-    #[serde(default)]
-    keys_seen: Option<usize>,
-}
-
-/// Whether a key form shown when the application had `seen` keys is still
-/// current. Reloading the page a POST answered sends the form again; it
-/// must not issue a second key whose secret nobody saw before the first
-/// one's. (The secret is never kept, so it cannot be shown again after a
-/// redirect: the stale form leads to the application's page instead.)
-async fn key_form_is_current(state: &PortalState, app: &Application, seen: Option<usize>) -> Result<bool, PortalError> {
-    let Some(seen) = seen else {
-        return Ok(true);
-    };
-    Ok(state.store().application_keys(&app.id).await?.len() == seen)
-}
-
-pub async fn create_key(
-    State(state): State<PortalState>,
-    Path(id): Path<String>,
-    Posted { visitor, form }: Posted<KeyForm>,
-) -> Result<Response, PortalError> {
-    let app = own_application(&state, signed_in(&visitor)?, &id).await?;
-    if !key_form_is_current(&state, &app, form.keys_seen).await? {
-        return Ok(visitor.redirect(&format!("/applications/{}", app.id)));
-    }
-    let issued = visitor
-        .store(&state)
-        .create_key(
-            &app.id,
-            NewKey {
-                label: form.label.trim().to_owned(),
-                expires_at: None,
-            },
-        )
-        .await?;
-    let mut response = application_page(&state, &visitor, app, Some(issued.secret.into_string())).await?;
-    *response.status_mut() = StatusCode::CREATED;
-    Ok(response)
-}
-
-/// Key `id` and its application, if the application is the visitor's.
-async fn own_key(
-    state: &PortalState,
-    visitor: &Visitor,
-    id: &str,
-) -> Result<(Application, maas_store::model::ApiKey), PortalError> {
-    let session = signed_in(visitor)?;
-    let key = state.store().get_key(id).await?;
-    let key = key.ok_or_else(|| PortalError::not_found("No such key."))?;
-    let app = own_application(state, session, &key.application_id)
-        .await
-        .map_err(|_| PortalError::not_found("No such key."))?;
-    Ok((app, key))
-}
-
-/// Asks before revoking key `id`: a revoked key cannot be brought back,
-/// and without script a button cannot ask (the CSP allows none inline).
-pub async fn confirm_revoke_key(
-    State(state): State<PortalState>,
-    developer: Developer,
-    Path(id): Path<String>,
-) -> Result<Response, PortalError> {
-    let (app, key) = own_key(&state, &developer.0, &id).await?;
-    if key.revoked_at.is_some() {
-        return Ok(developer.0.redirect(&format!("/applications/{}", app.id)));
-    }
-    state.page(
-        &developer.0,
-        "key_revoke.html",
-        json!({"page": "applications", "app": {"id": app.id, "name": app.name},
-            "key": {"id": key.id, "masked": key.masked(), "label": key.label}}),
-    )
-}
-
-pub async fn revoke_key(
-    State(state): State<PortalState>,
-    Path(id): Path<String>,
-    Posted { visitor, .. }: Posted<KeyForm>,
-) -> Result<Response, PortalError> {
-    let (app, _) = own_key(&state, &visitor, &id).await?;
-    visitor.store(&state).revoke_key(&id).await?;
-    Ok(visitor.redirect(&format!("/applications/{}", app.id)))
-}
-
-pub async fn rotate_key(
-    State(state): State<PortalState>,
-    Path(id): Path<String>,
-    Posted { visitor, form }: Posted<KeyForm>,
-) -> Result<Response, PortalError> {
-    let (app, _) = own_key(&state, &visitor, &id).await?;
-    if !key_form_is_current(&state, &app, form.keys_seen).await? {
-        return Ok(visitor.redirect(&format!("/applications/{}", app.id)));
-    }
-    let grace = time::Duration::hours(i64::from(form.grace_hours.unwrap_or(24).min(720)));
-    let issued = visitor.store(&state).rotate_key(&id, grace).await?;
-    let mut response = application_page(&state, &visitor, app, Some(issued.secret.into_string())).await?;
-    *response.status_mut() = StatusCode::CREATED;
-    Ok(response)
-}
-
-/// The account's settings: its name and its members.
-/// Every user of account `id`.
-pub(crate) async fn members(state: &PortalState, id: &str) -> Result<Vec<maas_store::model::User>, PortalError> {
-    let store = state.store();
-    Ok(all_pages(|page: Page| async move { store.list_users(Some(id), &page).await }).await?)
-}
-
-pub async fn account(State(state): State<PortalState>, developer: Developer) -> Result<Response, PortalError> {
-    let session = developer.session();
-    let members = members(&state, &session.account.id).await?;
-    let members: Vec<Value> = members
-        .iter()
-        .map(|u| {
-            json!({"name": u.display_name, "email": u.email, "role": u.role, "state": u.state,
-                        "sso": u.sso.is_some(), "you": u.id == session.user.id})
-        })
-        .collect();
-    let context = json!({"page": "account", "account": {"name": session.account.shown_name(),
-        "description": session.account.description}, "members": members});
-    state.page(&developer.0, "account.html", context)
-}
-
-#[derive(Deserialize)]
-pub struct AccountForm {
-    name: String,
-    #[serde(default)]
-    description: String,
-}
-
-pub async fn update_account(
-    State(state): State<PortalState>,
-    Posted { visitor, form }: Posted<AccountForm>,
-) -> Result<Response, PortalError> {
-    let session = signed_in(&visitor)?;
-    visitor
-        .store(&state)
-        .update_account_as_member(&session.account.id, form.name, form.description.trim().to_owned())
-        .await?;
-    Ok(visitor.redirect("/account"))
 }

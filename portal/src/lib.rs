@@ -27,6 +27,7 @@ pub mod accounts;
 mod assets;
 pub mod console;
 pub mod developer;
+pub mod keys;
 pub mod passwords;
 mod probes;
 pub mod reference;
@@ -35,6 +36,7 @@ pub mod security;
 pub mod session;
 pub mod sso;
 pub mod statistics;
+pub mod team;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -183,17 +185,29 @@ pub fn router(store: Store, options: PortalOptions) -> Result<Router, TemplateEr
             get(developer::applications).post(developer::create_application),
         )
         .route("/applications/new", get(developer::new_application))
-        .route("/account", get(developer::account).post(developer::update_account))
+        .route("/account", get(team::account).post(team::update_account))
+        .route("/account/invitations", post(team::invite))
+        .route("/account/invitations/{id}/cancel", post(team::cancel_invitation))
+        .route("/account/members/{id}/role", post(team::change_role))
+        .route(
+            "/account/members/{id}/remove",
+            get(team::confirm_remove_member).post(team::remove_member),
+        )
+        .route("/join/{secret}", get(team::join_page).post(team::join))
         .route("/applications/{id}", get(developer::application))
         .route("/applications/{id}/plan", post(developer::change_plan))
         .route("/applications/{id}/statistics", get(statistics::page))
         .route("/applications/{id}/statistics.csv", get(statistics::csv))
-        .route("/applications/{id}/keys", post(developer::create_key))
+        .route(
+            "/applications/{id}/delete",
+            get(developer::confirm_delete_application).post(developer::delete_application),
+        )
+        .route("/applications/{id}/keys", post(keys::create_key))
         .route(
             "/keys/{id}/revoke",
-            get(developer::confirm_revoke_key).post(developer::revoke_key),
+            get(keys::confirm_revoke_key).post(keys::revoke_key),
         )
-        .route("/keys/{id}/rotate", post(developer::rotate_key))
+        .route("/keys/{id}/rotate", post(keys::rotate_key))
         .route("/admin", get(console::overview))
         .route("/admin/applications", get(console::applications))
         .route("/admin/applications/{id}", get(console::application))

@@ -19,7 +19,7 @@ use crate::PortalState;
 use crate::session::Visitor;
 
 /// The built-in templates, by name.
-const BUILT_IN: [(&str, &str); 24] = [
+const BUILT_IN: [(&str, &str); 27] = [
     ("base.html", include_str!("../templates/base.html")),
     ("home.html", include_str!("../templates/home.html")),
     ("sign_in.html", include_str!("../templates/sign_in.html")),
@@ -32,6 +32,12 @@ const BUILT_IN: [(&str, &str); 24] = [
     ),
     ("application.html", include_str!("../templates/application.html")),
     ("key_revoke.html", include_str!("../templates/key_revoke.html")),
+    (
+        "application_delete.html",
+        include_str!("../templates/application_delete.html"),
+    ),
+    ("member_remove.html", include_str!("../templates/member_remove.html")),
+    ("join.html", include_str!("../templates/join.html")),
     ("error.html", include_str!("../templates/error.html")),
     ("macros.html", include_str!("../templates/macros.html")),
     ("statistics.html", include_str!("../templates/statistics.html")),
@@ -160,6 +166,7 @@ impl From<StoreError> for PortalError {
             StoreError::Invalid(_) => {
                 PortalError::new(StatusCode::UNPROCESSABLE_ENTITY, "Please check the form", message)
             }
+            StoreError::Forbidden(reason) => PortalError::forbidden(capitalized(&reason)),
             StoreError::Unavailable(_) | StoreError::Uncertain(_) => {
                 tracing::error!(%message, "portal: store unavailable");
                 PortalError::new(
@@ -244,4 +251,15 @@ impl PortalState {
         visitor.write_cookies(response.headers_mut());
         Ok(response)
     }
+}
+
+/// `reason` as a sentence: its first letter capitalized, a full stop at the end.
+fn capitalized(reason: &str) -> String {
+    let mut chars = reason.chars();
+    let mut sentence: String = chars.next().map(|c| c.to_uppercase().collect()).unwrap_or_default();
+    sentence.push_str(chars.as_str());
+    if !sentence.ends_with('.') {
+        sentence.push('.');
+    }
+    sentence
 }

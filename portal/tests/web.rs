@@ -395,7 +395,9 @@ async fn another_accounts_applications_do_not_exist_for_you() {
         format!("/keys/{}/revoke", key.id),
         format!("/keys/{}/rotate", key.id),
         format!("/applications/{id}/keys"),
+        format!("/applications/{id}/delete"),
     ] {
+        assert!(!eve.get(&path).await.status.is_success(), "{path}");
         let answer = eve.post(&path, &[("csrf", &eve_csrf)]).await;
         assert_eq!(answer.status, StatusCode::NOT_FOUND, "{path}");
         assert!(answer.body.contains("No such"), "an error page: {}", answer.body);
@@ -403,6 +405,10 @@ async fn another_accounts_applications_do_not_exist_for_you() {
     let key = portal.store.get_key(&key.id).await.unwrap().unwrap();
     assert!(key.revoked_at.is_none() && key.expires_at.is_none(), "untouched");
     assert_eq!(portal.store.application_keys(&id).await.unwrap().len(), 1);
+    assert!(
+        portal.store.get_application(&id).await.unwrap().is_some(),
+        "not deleted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -717,4 +723,93 @@ async fn a_new_application_starts_on_one_plan_of_the_model_it_came_from() {
         .await;
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.body);
     assert_eq!(checked_radios(&refused.body), ["llama/free"]);
+}
+
+/// The keys table says when each key was last used (what the proxies
+/// record by the minute), and deleting an application asks first, then
+/// takes its keys with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_show_their_last_use_and_deleting_an_application_asks_first() {
+    let portal = Portal::embedded(PortalOptions::default()).await;
+    let mut browser = portal.browser();
+    browser.sign_up("Acme", &email("ada")).await;
+    let id = create_application(&mut browser, "chatbot", "granite/standard").await;
+    let page = browser.get(&format!("/applications/{id}")).await;
+    let csrf = page.hidden("csrf");
+    let issued = browser
+        .post(&format!("/applications/{id}/keys"), &[("csrf", &csrf)])
+        .await;
+    let secret = shown_secret(&issued.body).unwrap();
+    let key = portal
+        .store
+        .lookup_key(&KeyHash::of(&secret))
+        .await
+        .unwrap()
+        .unwrap()
+        .key;
+    let row = |body: &str| {
+        let at = body.find(&key.masked()).expect("the key is listed");
+        text(&body[at..body[at..].find("</tr>").unwrap() + at])
+    };
+    let page = browser.get(&format!("/applications/{id}")).await;
+    assert!(text(&page.body).contains("Last used"), "{}", page.body);
+    let never = "<td><small>never</small></td>";
+    assert_eq!(
+        row(&page.body).matches(never).count(),
+        2,
+        "never used, never expires: {}",
+        row(&page.body)
+    );
+
+    // 2026-11-26 11:30:42 UTC, as a proxy records it: by the minute.
+    portal
+        .store
+        .record_key_uses(&[(key.id.clone(), 1_795_692_642)])
+        .await
+        .unwrap();
+    let page = browser.get(&format!("/applications/{id}")).await;
+    let used = row(&page.body);
+    assert!(used.contains("<td><small>2026-11-26 11:30 UTC</small></td>"), "{used}");
+    assert_eq!(used.matches(never).count(), 1, "{used}");
+
+    let ask = format!("/applications/{id}/delete");
+    assert!(page.body.contains(&format!("href=\"{ask}\"")), "{}", page.body);
+    let confirm = browser.get(&ask).await;
+    assert_eq!(confirm.status, StatusCode::OK);
+    let shown = text(&confirm.body);
+    assert!(
+        shown.contains("Delete chatbot?") && shown.contains("1 working key stops working"),
+        "{shown}"
+    );
+    assert!(
+        portal.store.get_application(&id).await.unwrap().is_some(),
+        "asking deletes nothing"
+    );
+    let deleted = browser.submit(&ask, &ask, &[]).await;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER);
+    assert_eq!(deleted.location(), "/applications");
+    assert!(portal.store.get_application(&id).await.unwrap().is_none());
+    assert!(
+        portal.store.lookup_key(&KeyHash::of(&secret)).await.unwrap().is_none(),
+        "its key is gone"
+    );
+    assert!(!browser.get("/applications").await.body.contains("chatbot"));
+    assert_eq!(
+        browser.get(&ask).await.status,
+        StatusCode::NOT_FOUND,
+        "nothing left to confirm"
+    );
+    let audit = portal
+        .store
+        .audit_log(&maas_store::AuditQuery {
+            entity_id: Some(id.clone()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        audit.iter().any(|e| e.action == "delete" && e.actor.kind == "user"),
+        "the deletion is audited as the developer's: {audit:?}"
+    );
 }

@@ -130,7 +130,9 @@ impl Proxy {
                 if let Err(error) = syncing.limiter.sync().await {
                     METRICS.store_errors.with_label_values(&["record_usage"]).inc();
                     tracing::warn!(%error, "writing usage failed; kept for the next attempt");
+                    continue;
                 }
+                write_key_uses(&syncing).await;
             }
         });
         Ok(Proxy {
@@ -200,15 +202,27 @@ fn check_ca_file(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Writes what is queued: the access log, then the usage (the caller
-/// flushes the store).
+/// Writes what is queued: the access log, then the usage and the keys'
+/// last use (the caller flushes the store).
 async fn write_usage(state: &ProxyState) -> Result<(), String> {
     crate::record::access_log::flush();
     state
         .limiter
         .drain()
         .await
-        .map_err(|e| format!("writing the last usage to the store: {e}"))
+        .map_err(|e| format!("writing the last usage to the store: {e}"))?;
+    write_key_uses(state).await;
+    Ok(())
+}
+
+/// Writes which keys were used, by the minute; kept for the next try on
+/// failure. Not usage: it neither trips the breaker nor stops a drain.
+async fn write_key_uses(state: &ProxyState) {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    if let Err(error) = state.key_uses.flush(&state.store, now).await {
+        METRICS.store_errors.with_label_values(&["record_key_uses"]).inc();
+        tracing::warn!(%error, "writing when keys were last used failed; kept for the next attempt");
+    }
 }
 
 /// After SIGTERM (Pingora has stopped accepting on the same signal), waits

@@ -168,6 +168,8 @@ pub struct ProxyState {
     catalog: RwLock<Arc<ServingCatalog>>,
     keys: Cache<KeyHash, KeyEntry>,
     pub limiter: Limiter,
+    /// Keys used here, on their way to the store by the minute.
+    pub key_uses: crate::record::key_use::KeyUses,
     pub max_body_bytes: u64,
     pub access_log: bool,
     /// Send `x-maas-overhead-us` on proxied responses.
@@ -222,6 +224,7 @@ impl ProxyState {
                 })
                 .build(),
             limiter,
+            key_uses: Default::default(),
             max_body_bytes,
             access_log,
             overhead_header: false,

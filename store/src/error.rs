@@ -21,6 +21,9 @@ pub enum StoreError {
     /// A conditional write found another version than the one it named.
     #[error("{kind} `{id}` changed since it was read; read it again and reapply the change")]
     PreconditionFailed { kind: &'static str, id: String },
+    /// The acting user may not do this (a member acting as an owner).
+    #[error("not allowed: {0}")]
+    Forbidden(String),
     #[error("store unavailable: {0}")]
     Unavailable(String),
     /// A write whose connection dropped or timed out after it was sent:

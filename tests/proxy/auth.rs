@@ -35,6 +35,22 @@ async fn every_auth_location_works_and_bad_keys_get_401() {
         assert_eq!(body["data"][0]["id"], "chat-a", "{location}");
     }
 
+    // The key's last use reaches the store by the minute, within a flush.
+    let key_id = gw.store.lookup_key(&KeyHash::of(&key)).await.unwrap().unwrap().key.id;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let last_used = loop {
+        if let Some(at) = gw.store.keys_last_used(std::slice::from_ref(&key_id)).await.unwrap()[0] {
+            break at;
+        }
+        assert!(Instant::now() < deadline, "the key's use was not recorded within 5 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let now = time::OffsetDateTime::now_utc();
+    assert!(
+        last_used <= now && now - last_used < time::Duration::minutes(2) && last_used.second() == 0,
+        "{last_used} at {now}"
+    );
+
     let (status, error) = error_of(gw.http.get(&url).send().await.unwrap()).await;
     assert_eq!((status, error["code"].as_str()), (401, Some("missing_api_key")));
     assert!(
@@ -56,7 +72,6 @@ async fn every_auth_location_works_and_bad_keys_get_401() {
     assert_eq!(status, 401);
 
     // Revoked and expired keys.
-    let key_id = gw.store.lookup_key(&KeyHash::of(&key)).await.unwrap().unwrap().key.id;
     gw.store.revoke_key(&key_id).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {

@@ -105,6 +105,22 @@ async fn accounts_applications_and_keys() {
             "{kind}: {listed}"
         );
         assert_eq!(keys["data"][0]["active"], true);
+        assert!(
+            keys["data"][0].get("last_used_at").is_none(),
+            "{kind}: never used: {keys}"
+        );
+        // 2026-11-26 11:30:42 UTC, as a proxy records it: by the minute.
+        api.store
+            .record_key_uses(&[(key_id.clone(), 1_795_692_642)])
+            .await
+            .unwrap();
+        let (_, _, keys) = api.admin("GET", &format!("/applications/{app_id}/keys"), None).await;
+        assert_eq!(
+            keys["data"][0]["last_used_at"], "2026-11-26T11:30:00Z",
+            "{kind}: {keys}"
+        );
+        let (_, _, key) = api.admin("GET", &format!("/keys/{key_id}"), None).await;
+        assert_eq!(key["last_used_at"], "2026-11-26T11:30:00Z", "{kind}: {key}");
         let (status, _, _) = api.admin("POST", &format!("/applications/{app_id}/keys"), None).await;
         assert_eq!(status, StatusCode::CREATED, "{kind}: a key needs no body");
 

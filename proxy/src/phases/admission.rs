@@ -299,9 +299,12 @@ impl MaasProxy {
             }
         };
         drop(secret);
-        if !auth.key.is_usable_at(OffsetDateTime::now_utc()) {
+        let now = OffsetDateTime::now_utc();
+        if !auth.key.is_usable_at(now) {
             return Ok(Err(ApiError::invalid_key()));
         }
+        // Used, whatever is decided next: its owner sees it is in use.
+        self.state.key_uses.note(&auth.key.id, now.unix_timestamp());
         ctx.auth = Some(auth.clone());
         match auth.application.state {
             ApplicationState::Live => {}

@@ -13,6 +13,7 @@ mod exactly_once;
 mod identity;
 mod proxies;
 pub mod servers;
+mod teams;
 mod tenancy;
 mod usage;
 
@@ -27,6 +28,7 @@ pub use catalog::*;
 pub use exactly_once::*;
 pub use identity::*;
 pub use proxies::*;
+pub use teams::*;
 pub use tenancy::*;
 pub use usage::*;
 
@@ -69,6 +71,9 @@ macro_rules! conformance_cases {
             key_lookup_by_hash,
             revoked_and_expired_keys_are_not_found,
             key_rotation_overlaps,
+            key_uses_move_forward_and_go_with_the_key,
+            teams_invite_by_one_time_links_and_keep_an_owner,
+            joining_moves_only_users_who_leave_nothing_behind,
             admin_tokens_round_trip,
             concurrent_check_and_add_never_exceeds_limit,
             period_buckets_roll_over,

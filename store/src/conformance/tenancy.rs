@@ -552,6 +552,65 @@ pub async fn key_rotation_overlaps<F: Fixture>(fixture: &F) {
     ));
 }
 
+/// A key's last use only moves forward, to the minute, and goes with the
+/// key: proxies flushing out of order, or after the key was deleted, can
+/// neither set it back nor leave a record behind.
+pub async fn key_uses_move_forward_and_go_with_the_key<F: Fixture>(fixture: &F) {
+    let (store, _) = open(fixture).await;
+    seed_catalog(&store).await;
+    let acme = account(&store, "Acme").await;
+    let bot = app(&store, &acme, "bot", "standard").await;
+    let used = store.create_key(&bot.id, NewKey::default()).await.unwrap().key.id;
+    let idle = store.create_key(&bot.id, NewKey::default()).await.unwrap().key.id;
+    let ids = vec![used.clone(), idle.clone(), "key_missing".to_owned()];
+    assert_eq!(store.keys_last_used(&ids).await.unwrap(), vec![None, None, None]);
+
+    let minute = |secs: i64| time::OffsetDateTime::from_unix_timestamp(secs).unwrap();
+    let t = 1_800_000_000; // a whole minute
+    store
+        .record_key_uses(&[(used.clone(), t + 59), ("key_missing".to_owned(), t)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.keys_last_used(&ids).await.unwrap(),
+        vec![Some(minute(t)), None, None],
+        "rounded down to the minute; an unknown key gets no record"
+    );
+    store.record_key_uses(&[(used.clone(), t - 600)]).await.unwrap();
+    assert_eq!(
+        store.keys_last_used(&ids[..1]).await.unwrap(),
+        vec![Some(minute(t))],
+        "never back"
+    );
+    store
+        .record_key_uses(&[(used.clone(), t + 61), (idle.clone(), t + 5)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.keys_last_used(&ids[..2]).await.unwrap(),
+        vec![Some(minute(t + 60)), Some(minute(t))]
+    );
+
+    store.delete_key(&used).await.unwrap();
+    assert_eq!(
+        store.keys_last_used(&ids[..1]).await.unwrap(),
+        vec![None],
+        "deleted with its key"
+    );
+    store.record_key_uses(&[(used.clone(), t + 120)]).await.unwrap();
+    assert_eq!(
+        store.keys_last_used(&ids[..1]).await.unwrap(),
+        vec![None],
+        "a late use writes nothing"
+    );
+    store.delete_application(&bot.id).await.unwrap();
+    assert_eq!(
+        store.keys_last_used(&ids[1..2]).await.unwrap(),
+        vec![None],
+        "and with its application"
+    );
+}
+
 pub async fn audit_log_records_changes_without_secrets<F: Fixture>(fixture: &F) {
     let (store, _) = open(fixture).await;
     seed_catalog(&store).await;

@@ -80,6 +80,33 @@ pub struct SsoIdentity {
     pub subject: String,
 }
 
+/// A user's part in their organization: owners invite, change roles and
+/// remove members and rename the organization; members use its
+/// applications and keys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum TeamRole {
+    Owner,
+    #[default]
+    Member,
+}
+
+impl TeamRole {
+    /// Users stored before teams existed could do all an owner can now:
+    /// they keep it.
+    fn before_teams() -> TeamRole {
+        TeamRole::Owner
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TeamRole::Owner => "owner",
+            TeamRole::Member => "member",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     pub id: String,
@@ -89,6 +116,10 @@ pub struct User {
     #[serde(default)]
     pub display_name: String,
     pub role: UserRole,
+    /// Their part in their organization's team (not the console's admin
+    /// role, [`User::role`]).
+    #[serde(default = "TeamRole::before_teams")]
+    pub team_role: TeamRole,
     pub state: UserState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sso: Option<SsoIdentity>,
@@ -207,4 +238,21 @@ pub struct AuthContext {
     pub application: Application,
     pub account: Account,
     pub plan: Plan,
+}
+
+/// A one-time link that lets whoever holds it join an organization in a
+/// role, until it expires. Stored under the SHA-256 of its secret, which
+/// is shown once to the owner who made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invitation {
+    pub id: String,
+    pub account_id: String,
+    pub role: TeamRole,
+    pub hash: KeyHash,
+    /// The owner who made it.
+    pub invited_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
 }

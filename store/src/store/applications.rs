@@ -473,6 +473,7 @@ pub(super) fn stage_key_delete(batch: &mut WriteBatch, key: &ApiKey) {
     batch
         .delete(format!("key:{}", key.hash))
         .delete(format!("key-id:{}", key.id))
+        .delete(super::key_use::key_use_record(&key.id))
         .remove_member(format!("app-keys:{}", key.application_id), key.id.clone())
         .publish(crate::changes::Change::Key {
             id: key.id.clone(),

@@ -13,7 +13,7 @@ use crate::backend::{Condition, WriteBatch};
 use crate::changes::Change;
 use crate::error::{StoreError, StoreResult};
 use crate::ids::{hex, random_bytes};
-use crate::model::{Account, AccountBinding, User, UserRole, UserState};
+use crate::model::{Account, AccountBinding, TeamRole, User, UserRole, UserState};
 
 /// What a local sign-up asks for (see [`Store::sign_up`]).
 #[derive(Debug, Clone)]
@@ -202,6 +202,10 @@ impl Store {
             },
             now,
         )?;
+        let user = User {
+            team_role: TeamRole::Owner,
+            ..user
+        };
         // Condition 0: the account's name is free; 1: the email is.
         let mut batch = WriteBatch::default();
         account_writes(&mut batch, &account)?;

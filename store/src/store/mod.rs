@@ -7,10 +7,12 @@ mod attempts;
 mod audit;
 mod catalog;
 mod identity;
+mod key_use;
 mod keys;
 mod paging;
 mod proxies;
 mod sessions;
+mod teams;
 mod tenancy;
 mod usage;
 mod versions;
@@ -30,12 +32,14 @@ pub use audit::{Actor, AuditEntry, AuditQuery};
 pub(crate) use catalog::plan_key;
 pub use catalog::{CatalogDiff, CatalogSnapshot, Environment, ProductRelease};
 pub use identity::LocalSignUp;
+pub use key_use::{KEY_USE_RESOLUTION_SECS, key_use_slot};
 pub use keys::{IssuedKey, NewKey};
 pub use paging::{Page, Paged, all_pages};
 pub use proxies::{
     BackendReport, PROXY_FORGOTTEN_AFTER_SECS, PROXY_SILENT_AFTER_SECS, ProxyReport, ReplicaLoadReport, ReplicaReport,
 };
 pub use sessions::SessionRecord;
+pub use teams::{INVITATION_PREFIX, IssuedInvitation, Joined, MAX_INVITATION_TTL, MAX_OPEN_INVITATIONS, NewMember};
 pub use tenancy::{NewAccount, NewUser, UserUpdate};
 pub use usage::{
     Admission, LimitCheck, LimitStatus, MAX_SERIES_POINTS, TokenHold, UsagePoint, UsageRecord, enforced_periods,

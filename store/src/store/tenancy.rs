@@ -12,7 +12,7 @@ use crate::backend::{Condition, WriteBatch};
 use crate::changes::Change;
 use crate::error::{StoreError, StoreResult};
 use crate::ids::{hex, new_id};
-use crate::model::{Account, AccountBinding, SsoIdentity, User, UserRole, UserState};
+use crate::model::{Account, AccountBinding, SsoIdentity, TeamRole, User, UserRole, UserState};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -58,6 +58,9 @@ pub struct NewUser {
 pub struct UserUpdate {
     pub display_name: Option<String>,
     pub role: Option<UserRole>,
+    /// Their part in their organization (an admin's fix; owners change it
+    /// with [`Store::set_team_role`], which keeps an owner).
+    pub team_role: Option<TeamRole>,
     pub state: Option<UserState>,
     pub password_hash: Option<Option<String>>,
     /// See [`User::stated_organization`].
@@ -183,6 +186,7 @@ pub(super) fn user_record(new: NewUser, now: time::OffsetDateTime) -> StoreResul
         email: new.email.trim().to_owned(),
         display_name: new.display_name,
         role: new.role,
+        team_role: TeamRole::Member,
         state: new.state,
         sso: new.sso,
         email_verified: new.email_verified,
@@ -384,8 +388,17 @@ impl Store {
             .map_err(|_| StoreError::Conflict(format!("account `{id}` changed meanwhile; try again")))
     }
 
+    /// Creates a user in an account; the first user of an account is its
+    /// owner, the others members.
     pub async fn create_user(&self, new: NewUser) -> StoreResult<User> {
-        let user = user_record(new, self.now())?;
+        let mut user = user_record(new, self.now())?;
+        if self
+            .all_members(&format!("account-users:{}", user.account_id))
+            .await?
+            .is_empty()
+        {
+            user.team_role = TeamRole::Owner;
+        }
         let mut batch = WriteBatch::default();
         batch.require(Condition::Exists(format!("account:{}", user.account_id)));
         user_writes(&mut batch, &user)?;
@@ -460,6 +473,7 @@ impl Store {
             after.display_name = name;
         }
         after.role = update.role.unwrap_or(after.role);
+        after.team_role = update.team_role.unwrap_or(after.team_role);
         after.state = update.state.unwrap_or(after.state);
         if let Some(hash) = update.password_hash {
             after.password_hash = hash;
@@ -493,7 +507,7 @@ impl Store {
             .map_err(|_| StoreError::not_found("user", id))
     }
 
-    fn stage_user_delete(&self, batch: &mut WriteBatch, user: &User) -> StoreResult<()> {
+    pub(super) fn stage_user_delete(&self, batch: &mut WriteBatch, user: &User) -> StoreResult<()> {
         batch
             .delete(format!("user:{}", user.id))
             .delete(email_key(&user.email))

@@ -1,0 +1,137 @@
+//! Which keys this proxy saw used, to the minute, on their way to the
+//! store ([`Store::record_key_uses`]): noted per request in memory, written
+//! with the usage batches, at most once per key and minute.
+
+use std::sync::Mutex;
+
+use maas_store::{Store, StoreResult, key_use_slot};
+use rustc_hash::FxHashMap;
+
+/// A key's latest minute seen here, and the latest one written.
+#[derive(Clone, Copy)]
+struct Slots {
+    seen: i64,
+    written: i64,
+}
+
+#[derive(Default)]
+pub struct KeyUses {
+    keys: Mutex<FxHashMap<String, Slots>>,
+}
+
+impl KeyUses {
+    /// Notes that key `id` was used at unix second `at`; never blocks on I/O
+    /// and allocates only for a key not seen this minute.
+    pub fn note(&self, id: &str, at: i64) {
+        let slot = key_use_slot(at);
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        match keys.get_mut(id) {
+            Some(slots) => slots.seen = slots.seen.max(slot),
+            None => {
+                keys.insert(
+                    id.to_owned(),
+                    Slots {
+                        seen: slot,
+                        written: i64::MIN,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Writes the minutes not yet written; how many keys it wrote. On
+    /// failure they stay for the next call. Keys written and not seen in
+    /// the current minute are forgotten, so memory follows the keys in use.
+    pub async fn flush(&self, store: &Store, now: i64) -> StoreResult<usize> {
+        let due: Vec<(String, i64)> = {
+            let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+            keys.iter()
+                .filter(|(_, s)| s.seen > s.written)
+                .map(|(id, s)| (id.clone(), s.seen))
+                .collect()
+        };
+        if !due.is_empty() {
+            store.record_key_uses(&due).await?;
+        }
+        let current = key_use_slot(now);
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, at) in &due {
+            if let Some(slots) = keys.get_mut(id) {
+                slots.written = slots.written.max(*at);
+            }
+        }
+        keys.retain(|_, s| s.seen > s.written || s.seen >= current);
+        Ok(due.len())
+    }
+
+    /// Keys remembered (for tests).
+    pub fn len(&self) -> usize {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use maas_store::document::CatalogDocument;
+    use maas_store::{NewAccount, NewApplication, NewKey};
+
+    /// A key of a new application on a one-plan catalog.
+    async fn key(store: &Store) -> String {
+        let document: CatalogDocument = serde_json::from_str(
+            r#"{"backends": [{"system_name": "sim", "urls": ["http://127.0.0.1:8000"]}],
+                "products": [{"system_name": "granite", "backend": "sim", "models": ["granite"]}],
+                "plans": [{"product": "granite", "system_name": "standard"}]}"#,
+        )
+        .unwrap();
+        store.apply(&document, &Default::default()).await.unwrap();
+        let account = store
+            .create_account(NewAccount {
+                name: "Acme".into(),
+                description: String::new(),
+                sso: None,
+            })
+            .await
+            .unwrap();
+        let app = store
+            .create_application(NewApplication {
+                account_id: account.id,
+                name: "app".into(),
+                description: String::new(),
+                product: "granite".into(),
+                plan: "standard".into(),
+            })
+            .await
+            .unwrap();
+        store.create_key(&app.id, NewKey::default()).await.unwrap().key.id
+    }
+
+    #[tokio::test]
+    async fn a_key_is_written_once_a_minute_and_forgotten_when_idle() {
+        let (store, _dir) = crate::test_store().await;
+        let key = key(&store).await;
+        let uses = KeyUses::default();
+        let t = 1_800_000_000; // a whole minute
+        for second in 0..50 {
+            uses.note(&key, t + second);
+        }
+        assert_eq!(uses.flush(&store, t + 50).await.unwrap(), 1, "fifty uses, one write");
+        uses.note(&key, t + 55);
+        assert_eq!(
+            uses.flush(&store, t + 56).await.unwrap(),
+            0,
+            "same minute: nothing to write"
+        );
+        assert_eq!(uses.len(), 1, "kept while its minute lasts");
+        uses.note(&key, t + 61);
+        assert_eq!(uses.flush(&store, t + 62).await.unwrap(), 1, "a new minute is written");
+        assert_eq!(uses.flush(&store, t + 130).await.unwrap(), 0);
+        assert!(uses.is_empty(), "idle keys are forgotten");
+        let last = store.keys_last_used(std::slice::from_ref(&key)).await.unwrap();
+        assert_eq!(last[0].map(|at| at.unix_timestamp()), Some(t + 60));
+    }
+}
