@@ -242,3 +242,86 @@ async fn the_python_and_node_examples_on_a_product_page_run_as_shown() {
         "both examples went through the gateway"
     );
 }
+
+/// A team's workflows after day one, in headless Chromium at a desktop
+/// width and a phone's (390 px): a key's last use as the gateway recorded
+/// it, an invitation link, joining by it, roles, removal, and the
+/// confirmations before revoking and deleting; no page scrolls sideways.
+/// Screenshots: target/artifacts/team-{width}-*.png.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_team_invites_joins_and_manages_itself_in_the_browser_at_desktop_and_phone_widths() {
+    let node_dir = require_browser(&["openai", "playwright-core"]);
+    let gw = Gateway::start(CATALOG, 1, "strict").await;
+    let portal = serve_portal(&gw, maas_portal::PortalOptions::default()).await;
+    let shots = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/target/artifacts"));
+    std::fs::create_dir_all(shots).unwrap();
+    let script = format!("{node_dir}/team_flow.mjs");
+    let shots = shots.to_str().unwrap();
+    for width in ["1280", "390"] {
+        let tag = format!("w{width}");
+        let report = run_json_script("node", &[&script, &portal, shots, width, &tag, "alpha/open", "chat-a"]).await;
+        assert_eq!(
+            report["errors"],
+            serde_json::json!([]),
+            "{width}: no console errors: {report}"
+        );
+        assert_eq!(
+            report["overflow"],
+            serde_json::json!([]),
+            "{width}: pages that scroll sideways: {report}"
+        );
+        let last_used = report["last_used"].as_str().unwrap();
+        assert!(
+            last_used.starts_with("20") && last_used.ends_with(" UTC"),
+            "{width}: the call through the gateway shows as the key's last use: {report}"
+        );
+        assert_eq!(report["revoke_question"], "Revoke this key?", "{report}");
+        assert_eq!(report["join_heading"], format!("Join Acme {tag}"), "{report}");
+        assert!(
+            report["bob_sees"].as_str().unwrap().contains("Team assistant"),
+            "{width}: a member sees the team's application: {report}"
+        );
+        assert_eq!(report["bob_can_invite"], 0, "{width}: members do not invite: {report}");
+        assert_eq!(report["link_again"], true, "{width}: the link works once: {report}");
+        assert_eq!(report["link_again_status"], 404, "{report}");
+        assert_eq!(report["bob_role"], "owner", "{report}");
+        assert_eq!(report["members_after"], 1, "{report}");
+        assert_eq!(
+            report["bob_signed_out"], true,
+            "{width}: removed means signed out: {report}"
+        );
+        assert!(
+            report["delete_question"]
+                .as_str()
+                .unwrap()
+                .contains("1 working key stops working"),
+            "{report}"
+        );
+        assert_eq!(report["apps_after"], false, "{report}");
+        // The store agrees with the pages.
+        let bob = report["bob"].as_str().unwrap();
+        assert!(
+            gw.store.find_user_by_email(bob).await.unwrap().is_none(),
+            "{width}: Bob was removed"
+        );
+        let ada = gw
+            .store
+            .find_user_by_email(report["ada"].as_str().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        let apps = gw
+            .store
+            .list_applications(
+                &maas_store::ApplicationFilter {
+                    account_id: Some(ada.account_id.clone()),
+                    ..Default::default()
+                },
+                &maas_store::Page::default(),
+            )
+            .await
+            .unwrap();
+        assert!(apps.items.is_empty(), "{width}: the application was deleted");
+        assert_eq!(ada.team_role, maas_store::model::TeamRole::Owner);
+    }
+}
