@@ -6,7 +6,7 @@
 //! | `/products/{name}/promote` | `POST {"environment": "staging"}` releases the draft (a new version when it changed) to staging; `{"environment": "production"}` serves staging's version in production |
 //! | `/products/{name}/rollback` | `POST {"environment", "version"}`: serve an earlier release |
 //! | `/users` | `GET` (filter `account_id`), `POST` (`account_id`, `email`, `display_name`, `role`, `state`) |
-//! | `/users/{id}` | `GET`, `PATCH` (`display_name`, `role`, `state`), `DELETE` |
+//! | `/users/{id}` | `GET`, `PATCH` (`display_name`, `role`, `team_role`, `state`), `DELETE` |
 //! | `/audit` | `GET` (filters `entity`, `entity_id`, `actor_id`; `before` an entry id; newest first) |
 //! | `/tokens` | `GET` (name, scope, last 4), `POST {"name", "scope": "read" \| "write"}` (the answer carries the `secret`, the only time it is shown) |
 //! | `/tokens/{id}` | `DELETE`: refused from the next request on |
@@ -18,7 +18,7 @@ use axum::Json;
 use axum::extract::Path;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use maas_store::model::{AdminScope, AdminToken, SsoIdentity, User, UserRole, UserState};
+use maas_store::model::{AdminScope, AdminToken, SsoIdentity, TeamRole, User, UserRole, UserState};
 use maas_store::{AuditEntry, AuditQuery, Environment, NewUser, Page, ProductRelease, UserUpdate};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -134,6 +134,8 @@ struct UserView {
     email: String,
     display_name: String,
     role: UserRole,
+    /// Their part in their organization: owners manage its team.
+    team_role: TeamRole,
     state: UserState,
     sso: Option<SsoIdentity>,
     has_password: bool,
@@ -150,6 +152,7 @@ impl From<User> for UserView {
             email: user.email,
             display_name: user.display_name,
             role: user.role,
+            team_role: user.team_role,
             state: user.state,
             sso: user.sso,
             created_at: user.created_at,
@@ -247,6 +250,8 @@ struct UserPatch {
     )]
     display_name: Option<String>,
     role: Option<UserRole>,
+    /// An admin's fix, e.g. an organization left without an owner.
+    team_role: Option<TeamRole>,
     state: Option<UserState>,
 }
 
@@ -263,6 +268,7 @@ async fn update_user(
     let update = UserUpdate {
         display_name: patch.display_name,
         role: patch.role,
+        team_role: patch.team_role,
         state: patch.state,
         ..UserUpdate::default()
     };

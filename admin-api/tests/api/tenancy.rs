@@ -256,15 +256,20 @@ async fn promotion_users_and_the_audit_log() {
             user.get("password_hash").is_none() && user["has_password"] == false,
             "{kind}: {user}"
         );
+        assert_eq!(
+            user["team_role"], "owner",
+            "{kind}: an account's first user owns it: {user}"
+        );
         let user_id = user["id"].as_str().unwrap();
         let (status, _, user) = api
             .admin(
                 "PATCH",
                 &format!("/users/{user_id}"),
-                Some(json!({"state": "disabled"})),
+                Some(json!({"state": "disabled", "team_role": "member"})),
             )
             .await;
         assert_eq!((status, &user["state"]), (StatusCode::OK, &json!("disabled")), "{kind}");
+        assert_eq!(user["team_role"], "member", "{kind}: {user}");
         let (status, _, body) = api
             .admin(
                 "POST",

@@ -192,6 +192,23 @@ pub async fn joining_moves_only_users_who_leave_nothing_behind<F: Fixture>(fixtu
         Err(StoreError::NotFound { .. })
     ));
 
+    // A company sign-in user's organization is the provider's to say.
+    let corp = account(&store, "Corp").await;
+    let mut sso_user = user(&corp, &email("cid"));
+    sso_user.sso = Some(crate::model::SsoIdentity {
+        issuer: "https://idp.example".into(),
+        subject: "cid".into(),
+    });
+    let cid = store.create_user(sso_user).await.unwrap();
+    let for_cid = store
+        .invite(&acme, TeamRole::Member, Duration::days(1), &ada)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.join_as_user(&for_cid.secret, &cid).await,
+        Err(StoreError::Forbidden(_))
+    ));
+
     // Not alone: refused.
     let pair = account(&store, "Pair").await;
     let pia = store.create_user(user(&pair, &email("pia"))).await.unwrap();
