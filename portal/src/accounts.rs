@@ -59,7 +59,7 @@ const SIGN_UP_WINDOW: u64 = 60 * 60;
 pub(crate) const SIGN_UP_ANSWER_FLOOR: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// 429 with `Retry-After`, saying `why` in a page.
-fn too_many(wait: u64, why: &str) -> Response {
+pub(crate) fn too_many(wait: u64, why: &str) -> Response {
     let mut response = PortalError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "Too many attempts",
@@ -265,15 +265,21 @@ pub(crate) fn person_problems(display_name: &str, email: &str, password: &str, w
     if email.len() > MAX_EMAIL || !maas_store::validate::is_email(email) {
         problems.push(format!("Email: a valid address of at most {MAX_EMAIL} characters."));
     }
-    let length = chars(password);
     let mut inputs = vec![email, display_name.trim()];
     inputs.extend_from_slice(words);
-    if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&length) {
-        problems.push(format!("Password: {MIN_PASSWORD} to {MAX_PASSWORD} characters."));
-    } else if let Some(weakness) = password_weakness(password, &inputs) {
-        problems.push(format!("Password: {weakness}"));
-    }
+    problems.extend(password_problem(password, &inputs));
     problems
+}
+
+/// What is wrong with a new password, if anything: its length, or how
+/// easy it is to guess with `words` (the person's name, email, …).
+pub(crate) fn password_problem(password: &str, words: &[&str]) -> Option<String> {
+    let length = password.chars().count();
+    if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&length) {
+        Some(format!("Password: {MIN_PASSWORD} to {MAX_PASSWORD} characters."))
+    } else {
+        password_weakness(password, words).map(|weakness| format!("Password: {weakness}"))
+    }
 }
 
 /// Why `password` is too easy to guess, if it is (zxcvbn, with the other

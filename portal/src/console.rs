@@ -190,7 +190,8 @@ pub async fn accounts(
             .iter()
             .map(|u| {
                 json!({"id": u.id, "email": u.email, "name": u.display_name, "role": u.role,
-                            "state": u.state, "sso": u.sso.is_some(), "organization": u.stated_organization})
+                            "team_role": u.team_role.as_str(), "state": u.state, "sso": u.sso.is_some(),
+                            "has_password": u.password_hash.is_some(), "organization": u.stated_organization})
             })
             .collect();
         rows.push(
@@ -267,13 +268,17 @@ pub async fn account_action(
     Ok(visitor.redirect("/admin/accounts"))
 }
 
-/// `activate`, `disable`, `make-admin` or `make-member` a user.
+/// `activate`, `disable`, `make-admin` or `make-member` a user, or make
+/// them a `reset-password` link.
 pub async fn user_action(
     State(state): State<PortalState>,
     Path((id, action)): Path<(String, String)>,
     Posted { visitor, .. }: Posted<NoFields>,
 ) -> Result<Response, PortalError> {
     require_admin(&visitor)?;
+    if action == "reset-password" {
+        return password_reset_link(&state, &visitor, &id).await;
+    }
     let mut update = UserUpdate::default();
     match action.as_str() {
         "activate" => update.state = Some(UserState::Active),
@@ -288,6 +293,31 @@ pub async fn user_action(
     }
     visitor.store(&state).update_user(&id, update).await?;
     Ok(visitor.redirect("/admin/accounts"))
+}
+
+/// How long an admin's password reset link works.
+const RESET_LINK_HOURS: i64 = 24;
+
+/// Makes user `id` a one-time link to set their password and shows it,
+/// once.
+async fn password_reset_link(state: &PortalState, visitor: &Visitor, id: &str) -> Result<Response, PortalError> {
+    let store = visitor.store(state);
+    let user = store
+        .get_user(id)
+        .await?
+        .ok_or_else(|| PortalError::not_found("No such user."))?;
+    let secret = store
+        .issue_password_reset(&user.id, time::Duration::hours(RESET_LINK_HOURS))
+        .await?;
+    let link = format!(
+        "{}/reset-password/{secret}",
+        state.options().public_url.trim_end_matches('/')
+    );
+    let context = json!({"page": "admin", "section": "accounts", "email": user.email, "link": link,
+        "hours": RESET_LINK_HOURS});
+    let mut response = state.page(visitor, "admin_reset_link.html", context)?;
+    *response.status_mut() = axum::http::StatusCode::CREATED;
+    Ok(response)
 }
 
 /// The top-level fields where `a` and `b` differ, with both values.

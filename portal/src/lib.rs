@@ -30,6 +30,7 @@ pub mod developer;
 pub mod keys;
 pub mod passwords;
 mod probes;
+pub mod profile;
 pub mod reference;
 mod render;
 pub mod security;
@@ -194,6 +195,14 @@ pub fn router(store: Store, options: PortalOptions) -> Result<Router, TemplateEr
             get(team::confirm_remove_member).post(team::remove_member),
         )
         .route("/join/{secret}", get(team::join_page).post(team::join))
+        .route("/profile", get(profile::page).post(profile::rename))
+        .route("/profile/password", post(profile::change_password))
+        .route("/profile/sessions/end-others", post(profile::end_other_sessions))
+        .route("/profile/sessions/{handle}/end", post(profile::end_session))
+        .route(
+            "/reset-password/{secret}",
+            get(profile::reset_page).post(profile::reset),
+        )
         .route("/applications/{id}", get(developer::application))
         .route("/applications/{id}/plan", post(developer::change_plan))
         .route("/applications/{id}/statistics", get(statistics::page))

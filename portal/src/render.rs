@@ -19,7 +19,7 @@ use crate::PortalState;
 use crate::session::Visitor;
 
 /// The built-in templates, by name.
-const BUILT_IN: [(&str, &str); 27] = [
+const BUILT_IN: [(&str, &str); 30] = [
     ("base.html", include_str!("../templates/base.html")),
     ("home.html", include_str!("../templates/home.html")),
     ("sign_in.html", include_str!("../templates/sign_in.html")),
@@ -38,6 +38,12 @@ const BUILT_IN: [(&str, &str); 27] = [
     ),
     ("member_remove.html", include_str!("../templates/member_remove.html")),
     ("join.html", include_str!("../templates/join.html")),
+    ("profile.html", include_str!("../templates/profile.html")),
+    ("password_reset.html", include_str!("../templates/password_reset.html")),
+    (
+        "admin_reset_link.html",
+        include_str!("../templates/admin_reset_link.html"),
+    ),
     ("error.html", include_str!("../templates/error.html")),
     ("macros.html", include_str!("../templates/macros.html")),
     ("statistics.html", include_str!("../templates/statistics.html")),

@@ -51,6 +51,8 @@ pub struct Visitor {
     pub signed_in: Option<SignedIn>,
     /// The client's address, for the audit log.
     pub ip: Option<String>,
+    /// The browser's `User-Agent`, to list the user's sessions by.
+    pub user_agent: String,
     csrf: String,
     /// Cookies to send with the answer.
     set_cookies: Vec<String>,
@@ -148,9 +150,16 @@ impl Visitor {
         let mut record = SessionRecord::signed_in(&user, extra);
         record.data.insert(SESSION_CSRF_FIELD.into(), json!(csrf));
         let ttl = i64::try_from(state.options().session_ttl.as_secs()).unwrap_or(i64::MAX);
-        state
-            .store()
-            .put_session(&id, &record, time::Duration::seconds(ttl))
+        let store = state.store();
+        store.put_session(&id, &record, time::Duration::seconds(ttl)).await?;
+        store
+            .list_session(
+                &user,
+                &id,
+                self.ip.clone(),
+                &self.user_agent,
+                time::Duration::seconds(ttl),
+            )
             .await?;
         let options = state.options();
         self.set_cookie(cookie_header(options, SESSION_COOKIE, &id, Some(ttl)));
@@ -180,9 +189,18 @@ impl FromRequestParts<PortalState> for Visitor {
 
     async fn from_request_parts(parts: &mut Parts, state: &PortalState) -> Result<Visitor, PortalError> {
         let ip = crate::security::client_address(parts, state.trusted_proxies()).map(|a| a.to_string());
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .chars()
+            .take(200)
+            .collect();
         let mut visitor = Visitor {
             signed_in: None,
             ip,
+            user_agent,
             csrf: String::new(),
             set_cookies: Vec::new(),
         };

@@ -1,7 +1,8 @@
 //! Teams over HTTP on a real store: an owner invites by a one-time link,
 //! the invited join (new or existing users), see the organization's
 //! applications, and owners change roles and remove members; members and
-//! strangers cannot.
+//! strangers cannot; and each member's own account (password, sessions,
+//! an admin's reset link).
 
 use maas_portal::PortalOptions;
 use maas_store::model::TeamRole;
@@ -357,4 +358,167 @@ async fn a_signed_in_user_joins_by_moving_when_nothing_is_left_behind() {
         store.get_user(&ada_id).await.unwrap().unwrap().team_role,
         TeamRole::Owner
     );
+}
+
+/// A member's own account: their sessions listed (never by id) and ended
+/// one by one or all but this one; a password change that needs the
+/// current password and signs out the rest; an admin's one-time reset link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_manage_their_password_and_sessions_and_admins_send_reset_links() {
+    let portal = Portal::embedded(PortalOptions::default()).await;
+    let store = portal.store.clone();
+    let mut laptop = portal.browser();
+    laptop.sign_up("Acme", &email("ada")).await;
+    let mut phone = portal.browser();
+    assert_eq!(sign_in(&mut phone, "ada").await.status, StatusCode::SEE_OTHER);
+    let page = laptop.get("/profile").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.body.matches("/end\"").count(), 2, "two sessions: {}", page.body);
+    assert!(text(&page.body).contains("(this one)"));
+    let session_id = |browser: &Browser| browser.cookies["maas_session"].clone();
+    assert!(!page.body.contains(&session_id(&laptop)) && !page.body.contains(&session_id(&phone)));
+
+    // The phone's session ends from the laptop.
+    let phone_handle = maas_store::session_handle(&session_id(&phone));
+    assert!(page.body.contains(&phone_handle));
+    let ended = laptop
+        .submit("/profile", &format!("/profile/sessions/{phone_handle}/end"), &[])
+        .await;
+    assert_eq!(ended.status, StatusCode::SEE_OTHER);
+    assert_eq!(phone.get("/profile").await.status, StatusCode::SEE_OTHER, "signed out");
+    assert_eq!(laptop.get("/profile").await.status, StatusCode::OK, "still signed in");
+    let again = laptop
+        .submit("/profile", &format!("/profile/sessions/{phone_handle}/end"), &[])
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+
+    // Another user's session is nobody's to end here.
+    let mut eve = portal.browser();
+    eve.sign_up("Evil", &email("eve")).await;
+    let laptop_handle = maas_store::session_handle(&session_id(&laptop));
+    let refused = eve
+        .submit("/profile", &format!("/profile/sessions/{laptop_handle}/end"), &[])
+        .await;
+    assert_eq!(refused.status, StatusCode::NOT_FOUND);
+    assert_eq!(laptop.get("/profile").await.status, StatusCode::OK);
+
+    // The password changes only with the current one; the rest sign out.
+    assert_eq!(sign_in(&mut phone, "ada").await.status, StatusCode::SEE_OTHER);
+    let new_password = "violet otter lantern seventeen";
+    let wrong = laptop
+        .submit(
+            "/profile",
+            "/profile/password",
+            &[("current", "not it at all"), ("new", new_password)],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        text(&wrong.body).contains("current password is not that one"),
+        "{}",
+        wrong.body
+    );
+    let weak = laptop
+        .submit(
+            "/profile",
+            "/profile/password",
+            &[("current", PASSWORD), ("new", "password1")],
+        )
+        .await;
+    assert_eq!(weak.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let changed = laptop
+        .submit(
+            "/profile",
+            "/profile/password",
+            &[("current", PASSWORD), ("new", new_password)],
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+    assert!(
+        text(&changed.body).contains("Your password is changed"),
+        "{}",
+        changed.body
+    );
+    assert_eq!(
+        laptop.get("/profile").await.status,
+        StatusCode::OK,
+        "this session goes on"
+    );
+    assert_eq!(
+        phone.get("/profile").await.status,
+        StatusCode::SEE_OTHER,
+        "the others end"
+    );
+    assert_eq!(
+        sign_in(&mut phone, "ada").await.status,
+        StatusCode::UNAUTHORIZED,
+        "the old password is gone"
+    );
+
+    // "Sign out everywhere else".
+    let mut tablet = portal.browser();
+    let signed = tablet
+        .submit(
+            "/sign-in",
+            "/sign-in",
+            &[
+                ("email", &email("ada")),
+                ("password", new_password),
+                ("next", "/applications"),
+            ],
+        )
+        .await;
+    assert_eq!(signed.status, StatusCode::SEE_OTHER);
+    let out = laptop.submit("/profile", "/profile/sessions/end-others", &[]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert_eq!(tablet.get("/profile").await.status, StatusCode::SEE_OTHER);
+    let page = laptop.get("/profile").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.body.matches("/end\"").count(), 1, "only this one: {}", page.body);
+
+    // An admin's reset link: shown once, works once, ends the sessions.
+    portal.make_admin(&email("eve")).await;
+    let ada = store.find_user_by_email(&email("ada")).await.unwrap().unwrap();
+    let made = eve
+        .submit(
+            "/admin/accounts",
+            &format!("/admin/users/{}/reset-password", ada.id),
+            &[],
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
+    let link = shown_link(&made.body).expect("the link is shown");
+    let path = link.strip_prefix("http://localhost:3000").unwrap().to_owned();
+    assert!(path.starts_with("/reset-password/pwr-"), "{path}");
+    let mut anyone = portal.browser();
+    let form = anyone.get(&path).await;
+    assert!(text(&form.body).contains(&email("ada")), "{}", form.body);
+    let reset_password = "quartz meadow falcon ninety";
+    let done = anyone.submit(&path, &path, &[("password", reset_password)]).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert!(text(&done.body).contains("Your password is set"), "{}", done.body);
+    assert_eq!(
+        laptop.get("/profile").await.status,
+        StatusCode::SEE_OTHER,
+        "sessions end"
+    );
+    assert_eq!(anyone.get(&path).await.status, StatusCode::NOT_FOUND, "used once");
+    let signed = anyone
+        .submit(
+            "/sign-in",
+            "/sign-in",
+            &[
+                ("email", &email("ada")),
+                ("password", reset_password),
+                ("next", "/applications"),
+            ],
+        )
+        .await;
+    assert_eq!(signed.status, StatusCode::SEE_OTHER);
+    // Not an admin: no link.
+    let eve_id = store.find_user_by_email(&email("eve")).await.unwrap().unwrap().id;
+    let refused = anyone
+        .submit("/profile", &format!("/admin/users/{eve_id}/reset-password"), &[])
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
 }

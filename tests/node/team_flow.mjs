@@ -3,7 +3,8 @@
 // the gateway with the official openai SDK and sees the key's last use;
 // she invites Bob by a one-time link, Bob joins and sees the team's
 // application; Ada makes Bob an owner, then removes him after a
-// confirmation; revoking the key and deleting the application ask first.
+// confirmation; she changes her password on her profile; revoking the
+// key and deleting the application ask first.
 // On every page: whether the page scrolls sideways (it must not).
 //
 // Usage: node team_flow.mjs PORTAL_URL SCREENSHOT_DIR WIDTH TAG PRODUCT_PLAN_VALUE MODEL
@@ -140,6 +141,17 @@ try {
   report.members_after = await page.locator("table.members tbody tr").count();
   await bobs.page.goto(`${portal}/applications`);
   report.bob_signed_out = bobs.page.url().includes("/sign-in");
+
+  // Ada's own account: her sessions, and a password change.
+  await page.click("header a[href='/profile']");
+  await page.waitForURL(`${portal}/profile`);
+  report.sessions_listed = await page.locator("table.sessions tbody tr").count();
+  await page.fill("input[name=current]", password);
+  await page.fill("input[name=new]", "violet otter lantern seventeen");
+  await page.click("button:has-text('Change the password')");
+  await page.waitForSelector(".notice");
+  report.password_notice = (await page.locator(".notice").textContent()).trim();
+  await visit("profile");
 
   // Deleting the application asks first.
   await page.goto(appUrl);

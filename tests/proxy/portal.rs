@@ -245,7 +245,8 @@ async fn the_python_and_node_examples_on_a_product_page_run_as_shown() {
 
 /// A team's workflows after day one, in headless Chromium at a desktop
 /// width and a phone's (390 px): a key's last use as the gateway recorded
-/// it, an invitation link, joining by it, roles, removal, and the
+/// it, an invitation link, joining by it, roles, removal, a password
+/// change, and the
 /// confirmations before revoking and deleting; no page scrolls sideways.
 /// Screenshots: target/artifacts/team-{width}-*.png.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,6 +299,14 @@ async fn a_team_invites_joins_and_manages_itself_in_the_browser_at_desktop_and_p
             "{report}"
         );
         assert_eq!(report["apps_after"], false, "{report}");
+        assert_eq!(report["sessions_listed"], 1, "{width}: {report}");
+        assert!(
+            report["password_notice"]
+                .as_str()
+                .unwrap()
+                .contains("Your password is changed"),
+            "{report}"
+        );
         // The store agrees with the pages.
         let bob = report["bob"].as_str().unwrap();
         assert!(

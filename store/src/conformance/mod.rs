@@ -11,6 +11,7 @@ mod attempts;
 mod catalog;
 mod exactly_once;
 mod identity;
+mod own_account;
 mod proxies;
 pub mod servers;
 mod teams;
@@ -27,6 +28,7 @@ pub use attempts::*;
 pub use catalog::*;
 pub use exactly_once::*;
 pub use identity::*;
+pub use own_account::*;
 pub use proxies::*;
 pub use teams::*;
 pub use tenancy::*;
@@ -87,6 +89,8 @@ macro_rules! conformance_cases {
             usage_series_and_batches,
             change_events_reach_subscribers,
             sessions_round_trip_and_expire,
+            users_list_and_end_their_own_sessions,
+            password_reset_links_work_once,
             proxy_reports_are_kept_per_proxy_and_forgotten,
             attempts_are_held_when_they_begin_and_counted_when_they_fail,
             audit_log_records_changes_without_secrets,

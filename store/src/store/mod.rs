@@ -10,6 +10,7 @@ mod identity;
 mod key_use;
 mod keys;
 mod paging;
+mod password_resets;
 mod proxies;
 mod sessions;
 mod teams;
@@ -35,10 +36,11 @@ pub use identity::LocalSignUp;
 pub use key_use::{KEY_USE_RESOLUTION_SECS, key_use_slot};
 pub use keys::{IssuedKey, NewKey};
 pub use paging::{Page, Paged, all_pages};
+pub use password_resets::{MAX_PASSWORD_RESET_TTL, PASSWORD_RESET_PREFIX};
 pub use proxies::{
     BackendReport, PROXY_FORGOTTEN_AFTER_SECS, PROXY_SILENT_AFTER_SECS, ProxyReport, ReplicaLoadReport, ReplicaReport,
 };
-pub use sessions::SessionRecord;
+pub use sessions::{MAX_LISTED_SESSIONS, SessionEntry, SessionRecord, session_handle};
 pub use teams::{INVITATION_PREFIX, IssuedInvitation, Joined, MAX_INVITATION_TTL, MAX_OPEN_INVITATIONS, NewMember};
 pub use tenancy::{NewAccount, NewUser, UserUpdate};
 pub use usage::{

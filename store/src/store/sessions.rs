@@ -44,8 +44,44 @@ impl SessionRecord {
     }
 }
 
+/// How session `id` is named where its user sees it: the SHA-256 the
+/// store keys it by, never the id itself.
+pub fn session_handle(id: &str) -> String {
+    hex(&Sha256::digest(id.as_bytes()))
+}
+
 fn session_key(id: &str) -> String {
-    format!("session:{}", hex(&Sha256::digest(id.as_bytes())))
+    format!("session:{}", session_handle(id))
+}
+
+fn user_sessions_key(user_id: &str) -> String {
+    format!("user-sessions:{user_id}")
+}
+
+/// Sessions a user's list keeps; the oldest go first.
+pub const MAX_LISTED_SESSIONS: usize = 50;
+
+/// A session as its user sees it listed: where and when it was opened.
+/// Named by its handle (the SHA-256 the store keys it by), never its id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionEntry {
+    pub handle: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// The browser's `User-Agent`, cut to 200 characters.
+    #[serde(default)]
+    pub agent: String,
+}
+
+impl SessionEntry {
+    /// Whether this entry lists session `id`.
+    pub fn is_session(&self, id: &str) -> bool {
+        self.handle == session_handle(id)
+    }
 }
 
 impl Store {
@@ -87,5 +123,86 @@ impl Store {
 
     pub async fn delete_session(&self, id: &str) -> StoreResult<()> {
         self.backend.delete_ephemeral(&session_key(id)).await
+    }
+
+    /// Lists session `id` of `user`, opened now from `ip` with browser
+    /// `agent`, for `ttl`, among their sessions ([`Store::user_sessions`]).
+    /// The list is best effort (two sign-ins at the same instant may keep
+    /// one): ending every other session goes by the user's epoch instead.
+    pub async fn list_session(
+        &self,
+        user: &User,
+        id: &str,
+        ip: Option<String>,
+        agent: &str,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        let now = self.now();
+        let mut entries = self.listed_sessions(&user.id).await?;
+        entries.retain(|e| e.expires_at > now);
+        entries.push(SessionEntry {
+            handle: session_handle(id),
+            created_at: now,
+            expires_at: now + ttl,
+            ip,
+            agent: agent.chars().filter(|c| !c.is_control()).take(200).collect(),
+        });
+        let excess = entries.len().saturating_sub(MAX_LISTED_SESSIONS);
+        entries.drain(..excess);
+        self.write_session_list(&user.id, &entries).await
+    }
+
+    async fn listed_sessions(&self, user_id: &str) -> StoreResult<Vec<SessionEntry>> {
+        let key = user_sessions_key(user_id);
+        Ok(match self.backend.get_ephemeral(&key).await? {
+            Some(bytes) => decode(&key, &bytes)?,
+            None => Vec::new(),
+        })
+    }
+
+    async fn write_session_list(&self, user_id: &str, entries: &[SessionEntry]) -> StoreResult<()> {
+        let key = user_sessions_key(user_id);
+        let now = self.now();
+        let Some(last) = entries.iter().map(|e| e.expires_at).max().filter(|at| *at > now) else {
+            return self.backend.delete_ephemeral(&key).await;
+        };
+        let secs = u64::try_from((last - now).whole_seconds().max(1)).unwrap_or(1);
+        self.backend.put_ephemeral(&key, encode(&entries)?, secs).await
+    }
+
+    /// `user`'s sessions still open, oldest first: those ended (signed
+    /// out, expired, or of an earlier epoch) drop out of the list.
+    pub async fn user_sessions(&self, user: &User) -> StoreResult<Vec<SessionEntry>> {
+        let listed = self.listed_sessions(&user.id).await?;
+        let mut open = Vec::with_capacity(listed.len());
+        for entry in &listed {
+            let key = format!("session:{}", entry.handle);
+            let Some(bytes) = self.backend.get_ephemeral(&key).await? else {
+                continue;
+            };
+            let record: SessionRecord = decode(&key, &bytes)?;
+            if record.is_current_for(user) {
+                open.push(entry.clone());
+            }
+        }
+        if open.len() != listed.len() {
+            self.write_session_list(&user.id, &open).await?;
+        }
+        Ok(open)
+    }
+
+    /// Ends `user`'s session listed as `handle`; `false` when they have
+    /// no such session open.
+    pub async fn end_user_session(&self, user: &User, handle: &str) -> StoreResult<bool> {
+        let open = self.user_sessions(user).await?;
+        let Some(entry) = open.iter().find(|e| e.handle == handle) else {
+            return Ok(false);
+        };
+        self.backend
+            .delete_ephemeral(&format!("session:{}", entry.handle))
+            .await?;
+        let rest: Vec<SessionEntry> = open.into_iter().filter(|e| e.handle != handle).collect();
+        self.write_session_list(&user.id, &rest).await?;
+        Ok(true)
     }
 }
