@@ -593,6 +593,44 @@ async fn product_pages_carry_examples_and_an_api_reference() {
         serde_json::json!(["granite-8b"])
     );
     assert_eq!(model["example"]["model"], "granite-8b");
+    // Every endpoint the product serves (the OpenAI-compatible set here).
+    let paths: Vec<&String> = document["paths"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        paths,
+        [
+            "/chat/completions",
+            "/completions",
+            "/embeddings",
+            "/models",
+            "/responses"
+        ],
+        "{document}"
+    );
+    let responses = &document["paths"]["/responses"]["post"]["requestBody"]["content"]["application/json"];
+    assert_eq!(
+        responses["schema"]["properties"]["model"]["enum"],
+        serde_json::json!(["granite-8b"])
+    );
+
+    // The product page: each plan's answer cap, as the models list shows
+    // it, and a copy button for every code block.
+    let product_page = browser.get("/models/granite").await;
+    assert!(
+        text(&product_page.body).contains("at most 512 tokens per answer"),
+        "{}",
+        product_page.body
+    );
+    let blocks = product_page.body.matches("<pre class=\"example\"").count();
+    assert!(blocks >= 6, "{}", product_page.body);
+    for from in product_page.body.match_indices("data-copy-from=\"") {
+        let id = &product_page.body[from.0 + 16..];
+        let id = &id[..id.find('"').unwrap()];
+        assert!(
+            product_page.body.contains(&format!("id=\"{id}\"")),
+            "{id} has its block"
+        );
+    }
+    assert_eq!(product_page.body.matches("data-copy-from=").count(), blocks);
 
     let viewer = browser.get("/models/granite/api").await;
     assert_eq!(viewer.status, StatusCode::OK);

@@ -60,6 +60,15 @@ try {
   await page.waitForURL(`${portal}/models`);
   await visit("models");
 
+  // A product page: its code blocks stay inside the page and copy whole.
+  const product = planValue.split("/")[0];
+  await page.context().grantPermissions(["clipboard-read", "clipboard-write"], { origin: portal });
+  await page.goto(`${portal}/models/${product}`);
+  await page.click("button[data-copy-from='example-python']");
+  report.copied = await page.evaluate(() => navigator.clipboard.readText());
+  report.python_block = await page.locator("#example-python").textContent();
+  await visit("product");
+
   await page.goto(`${portal}/applications/new`);
   await page.fill("input[name=name]", "Team assistant");
   await page.check(`input[name=plan][value="${planValue}"]`);

@@ -42,7 +42,7 @@ async fn a_developer_gets_a_key_in_the_browser_and_sees_the_call_in_statistics()
     assert_eq!(statistics["hits"], 1, "and the request: {report}");
     assert!(statistics["bars"].as_u64().unwrap() >= 1, "{report}");
     assert_eq!(
-        report["operations"], 4,
+        report["operations"], 5,
         "the API reference lists the OpenAI-compatible operations: {report}"
     );
     // The numbers on the page are the store's.
@@ -277,6 +277,14 @@ async fn a_team_invites_joins_and_manages_itself_in_the_browser_at_desktop_and_p
             "{width}: the call through the gateway shows as the key's last use: {report}"
         );
         assert_eq!(report["revoke_question"], "Revoke this key?", "{report}");
+        assert_eq!(
+            report["copied"], report["python_block"],
+            "{width}: a code block copies whole"
+        );
+        assert!(
+            report["copied"].as_str().unwrap().contains("from openai import OpenAI"),
+            "{report}"
+        );
         assert_eq!(report["join_heading"], format!("Join Acme {tag}"), "{report}");
         assert!(
             report["bob_sees"].as_str().unwrap().contains("Team assistant"),

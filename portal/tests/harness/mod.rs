@@ -31,7 +31,8 @@ pub async fn seed_catalog(store: &Store) {
     for plan in [
         json!({"product": "granite", "system_name": "standard", "name": "Standard", "published": true, "default": true,
                "limits": [{"metric": "hits", "period": "minute", "value": 60}]}),
-        json!({"product": "granite", "system_name": "premium", "name": "Premium", "published": true, "approval_required": true}),
+        json!({"product": "granite", "system_name": "premium", "name": "Premium", "published": true, "approval_required": true,
+               "max_tokens": 512}),
         json!({"product": "granite", "system_name": "internal", "name": "Internal"}),
     ] {
         store.put_plan(serde_json::from_value(plan).unwrap()).await.unwrap();
