@@ -1,13 +1,16 @@
 //! An application's traffic, as the walkthrough's statistics screen shows
-//! it: a period (24 hours, 7 days, 30 days, 12 months), a metric (hits by
-//! method, tokens, cost), a stacked bar chart, a table and a CSV download.
-//! The chart is an SVG drawn here, so the page needs no script.
+//! it: a period (24 hours, 7 days, 30 days, 12 months), a metric (hits,
+//! tokens, cost in the plan's currency) broken down by method (hits) or
+//! prompt and completion (tokens, cost), by model or by key; a stacked bar
+//! chart, a table and a CSV download. The chart is an SVG drawn here, so
+//! the page needs no script.
 
 use std::fmt::Write as _;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use maas_store::Breakdown;
 use maas_store::model::{COMPLETION_TOKENS, HITS, Money, PROMPT_TOKENS, Plan};
 use maas_store::period::Period;
 use serde::Deserialize;
@@ -27,7 +30,11 @@ const PERIODS: [(&str, &str, Period, i64); 4] = [
     ("12m", "12 months", Period::Month, 365),
 ];
 
-const METRICS: [(&str, &str); 3] = [("hits", "Hits by method"), ("tokens", "Tokens"), ("cost", "Cost")];
+const METRICS: [(&str, &str); 3] = [("hits", "Hits"), ("tokens", "Tokens"), ("cost", "Cost")];
+
+/// What a metric is broken down by; the first is the metric's own split
+/// (hits by method, tokens and cost by prompt and completion).
+const BREAKDOWNS: [(&str, &str); 3] = [("kind", "by method or kind"), ("model", "by model"), ("key", "by key")];
 
 const COLORS: [&str; 10] = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
@@ -37,6 +44,7 @@ const COLORS: [&str; 10] = [
 pub struct StatisticsQuery {
     period: Option<String>,
     metric: Option<String>,
+    by: Option<String>,
 }
 
 /// One stacked series: a name and a value per bucket.
@@ -85,19 +93,193 @@ fn choice(given: Option<&str>, keys: impl IntoIterator<Item = &'static str>) -> 
         .ok_or_else(|| PortalError::bad_request(format!("`{given}` is not one of the choices.")))
 }
 
-/// The application, its traffic for the query, and the period and metric chosen.
+/// The period, metric and breakdown a query chose.
+struct Chosen {
+    period: &'static str,
+    metric: &'static str,
+    by: &'static str,
+}
+
+/// The application, its traffic for the query, and what was chosen.
 async fn load(
     state: &PortalState,
     developer: &Developer,
     id: &str,
     query: &StatisticsQuery,
-) -> Result<(maas_store::model::Application, Traffic, &'static str, &'static str), PortalError> {
+) -> Result<(maas_store::model::Application, Traffic, Chosen), PortalError> {
     let app = own_application(state, developer.session(), id).await?;
-    let period = choice(query.period.as_deref(), PERIODS.iter().map(|p| p.0))?;
-    let metric = choice(query.metric.as_deref(), METRICS.iter().map(|m| m.0))?;
+    let chosen = Chosen {
+        period: choice(query.period.as_deref(), PERIODS.iter().map(|p| p.0))?,
+        metric: choice(query.metric.as_deref(), METRICS.iter().map(|m| m.0))?,
+        by: choice(query.by.as_deref(), BREAKDOWNS.iter().map(|b| b.0))?,
+    };
     let plan = state.store().get_plan(&app.product, &app.plan).await?;
-    let traffic = traffic(state, &app.id, &app.product, plan.as_ref(), period, metric).await?;
-    Ok((app, traffic, period, metric))
+    let mut traffic = traffic(
+        state,
+        &app.id,
+        &app.product,
+        plan.as_ref(),
+        chosen.period,
+        chosen.metric,
+    )
+    .await?;
+    if chosen.by != "kind" {
+        let reader = Reader {
+            store: state.store(),
+            application_id: &app.id,
+            granularity: traffic.granularity,
+            from: traffic.from,
+            to: traffic.to,
+        };
+        let measure = match chosen.metric {
+            "hits" => Measure::Hits,
+            "tokens" => Measure::Tokens,
+            _ => Measure::Cost(
+                plan.as_ref()
+                    .ok_or_else(|| PortalError::not_found("The application's plan no longer exists."))?,
+            ),
+        };
+        let parts = breakdown_parts(state, &app, chosen.by).await?;
+        traffic.series = reader.broken_down(&measure, &parts).await?;
+    }
+    Ok((app, traffic, chosen))
+}
+
+/// A model or a key, as a part of a breakdown.
+enum Part {
+    Model(String),
+    Key(String),
+}
+
+impl Part {
+    fn breakdown(&self) -> Breakdown<'_> {
+        match self {
+            Part::Model(model) => Breakdown::Model(model),
+            Part::Key(key) => Breakdown::Key(key),
+        }
+    }
+}
+
+/// The models of the application's product, or its keys, each named for
+/// people.
+async fn breakdown_parts(
+    state: &PortalState,
+    app: &maas_store::model::Application,
+    by: &str,
+) -> Result<Vec<(String, Part)>, PortalError> {
+    let store = state.store();
+    Ok(if by == "model" {
+        let served = store.release(&app.product, maas_store::Environment::Production).await?;
+        let models = match served {
+            Some(release) => release.config.models,
+            None => store
+                .get_product(&app.product)
+                .await?
+                .map(|p| p.models)
+                .unwrap_or_default(),
+        };
+        models.into_iter().map(|m| (m.clone(), Part::Model(m))).collect()
+    } else {
+        let mut keys = store.application_keys(&app.id).await?;
+        keys.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        keys.into_iter()
+            .map(|k| {
+                let name = if k.label.is_empty() {
+                    k.masked()
+                } else {
+                    format!("{} ({})", k.label, k.masked())
+                };
+                (name, Part::Key(k.id))
+            })
+            .collect()
+    })
+}
+
+/// What a breakdown adds up: requests, tokens, or their cost at a plan's prices.
+enum Measure<'a> {
+    Hits,
+    Tokens,
+    Cost(&'a Plan),
+}
+
+/// Reads one application's series over one span.
+struct Reader<'a> {
+    store: &'a maas_store::Store,
+    application_id: &'a str,
+    granularity: Period,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+}
+
+impl Reader<'_> {
+    async fn series(&self, metric: &str) -> Result<Vec<u64>, PortalError> {
+        let points = self
+            .store
+            .usage_series(self.application_id, metric, self.granularity, self.from, self.to)
+            .await?;
+        Ok(points.into_iter().map(|p| p.value).collect())
+    }
+
+    /// `measure` of the series `name_of` names (the application's own
+    /// totals, or one model's or key's).
+    async fn measured(&self, measure: &Measure<'_>, name_of: impl Fn(&str) -> String) -> Result<Vec<u64>, PortalError> {
+        if let Measure::Hits = measure {
+            return self.series(&name_of(HITS)).await;
+        }
+        let prompt = self.series(&name_of(PROMPT_TOKENS)).await?;
+        let completion = self.series(&name_of(COMPLETION_TOKENS)).await?;
+        let (prompt, completion) = match measure {
+            Measure::Cost(plan) => (
+                priced(prompt, plan.price_per_1k_prompt_tokens),
+                priced(completion, plan.price_per_1k_completion_tokens),
+            ),
+            _ => (prompt, completion),
+        };
+        Ok(prompt
+            .iter()
+            .zip(&completion)
+            .map(|(p, c)| p.saturating_add(*c))
+            .collect())
+    }
+
+    /// One series per part that has any, and what the parts do not
+    /// account for (traffic from before breakdowns were kept, requests
+    /// without a model, keys deleted since) as one more.
+    async fn broken_down(&self, measure: &Measure<'_>, parts: &[(String, Part)]) -> Result<Vec<Series>, PortalError> {
+        let total = self.measured(measure, str::to_owned).await?;
+        let mut rest = total.clone();
+        let mut series = Vec::new();
+        for (name, part) in parts {
+            let by = part.breakdown();
+            let values = self.measured(measure, |metric| by.metric(metric)).await?;
+            if values.iter().all(|v| *v == 0) {
+                continue;
+            }
+            for (left, v) in rest.iter_mut().zip(&values) {
+                *left = left.saturating_sub(*v);
+            }
+            series.push(Series {
+                name: name.clone(),
+                values,
+            });
+        }
+        if rest.iter().any(|v| *v > 0) || series.is_empty() {
+            let name = if series.is_empty() { "All" } else { "Not attributed" };
+            series.push(Series {
+                name: name.into(),
+                values: rest,
+            });
+        }
+        Ok(series)
+    }
+}
+
+/// `tokens` per bucket at `per_1k`, in micro-units.
+fn priced(tokens: Vec<u64>, per_1k: Money) -> Vec<u64> {
+    tokens
+        .into_iter()
+        .map(|t| maas_admin_api::analytics::price(t, per_1k).micros)
+        .collect()
 }
 
 async fn traffic(
@@ -178,12 +360,6 @@ async fn traffic(
                 });
             } else {
                 let plan = plan.ok_or_else(|| PortalError::not_found("The application's plan no longer exists."))?;
-                let priced = |tokens: Vec<u64>, per_1k: Money| {
-                    tokens
-                        .into_iter()
-                        .map(|t| maas_admin_api::analytics::price(t, per_1k).micros)
-                        .collect::<Vec<_>>()
-                };
                 series.push(Series {
                     name: "Prompt tokens".into(),
                     values: priced(prompt, plan.price_per_1k_prompt_tokens),
@@ -328,7 +504,8 @@ pub async fn page(
     Path(id): Path<String>,
     Query(query): Query<StatisticsQuery>,
 ) -> Result<Response, PortalError> {
-    let (app, traffic, period, metric) = load(&state, &developer, &id, &query).await?;
+    let (app, traffic, chosen) = load(&state, &developer, &id, &query).await?;
+    let Chosen { period, metric, by } = chosen;
     let rows: Vec<_> = traffic
         .series
         .iter()
@@ -343,7 +520,15 @@ pub async fn page(
         "app": {"id": app.id, "name": app.name},
         "periods": PERIODS.iter().map(|(k, l, ..)| json!({"key": k, "label": l, "current": *k == period})).collect::<Vec<_>>(),
         "metrics": METRICS.iter().map(|(k, l)| json!({"key": k, "label": l, "current": *k == metric})).collect::<Vec<_>>(),
-        "period": period, "metric": metric,
+        "breakdowns": BREAKDOWNS.iter().map(|(k, l)| {
+            let label = match (*k, metric) {
+                ("kind", "hits") => "by method",
+                ("kind", _) => "prompt and completion",
+                _ => l,
+            };
+            json!({"key": k, "label": label, "current": *k == by})
+        }).collect::<Vec<_>>(),
+        "period": period, "metric": metric, "by": by, "currency": traffic.currency,
         "chart": chart(&traffic),
         "rows": rows, "total": traffic.format(total),
         "from": crate::developer::when(traffic.from), "to": crate::developer::when(traffic.to),
@@ -372,13 +557,16 @@ pub async fn csv(
     Path(id): Path<String>,
     Query(query): Query<StatisticsQuery>,
 ) -> Result<Response, PortalError> {
-    let (app, traffic, period, metric) = load(&state, &developer, &id, &query).await?;
+    let (app, traffic, chosen) = load(&state, &developer, &id, &query).await?;
+    let Chosen { period, metric, by } = chosen;
+    // Amounts name their currency in the header; cells stay numbers.
+    let unit = traffic.currency.as_ref().map(|c| format!(" ({c})")).unwrap_or_default();
     let mut text = String::from("start");
     for series in &traffic.series {
         text.push(',');
-        text.push_str(&csv_cell(&series.name));
+        text.push_str(&csv_cell(&format!("{}{unit}", series.name)));
     }
-    text.push_str(",total\n");
+    let _ = writeln!(text, ",{}", csv_cell(&format!("total{unit}")));
     for (i, start) in traffic.starts.iter().enumerate() {
         text.push_str(&rfc3339(*start));
         let mut total = 0;
@@ -395,7 +583,8 @@ pub async fn csv(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/csv; charset=utf-8"),
     );
-    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{}-{metric}-{period}.csv\"", app.id)) {
+    let name = format!("attachment; filename=\"{}-{metric}-{by}-{period}.csv\"", app.id);
+    if let Ok(value) = HeaderValue::from_str(&name) {
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
     Ok(response)

@@ -851,3 +851,122 @@ async fn keys_show_their_last_use_and_deleting_an_application_asks_first() {
         "the deletion is audited as the developer's: {audit:?}"
     );
 }
+
+/// Statistics break hits, tokens and cost down by key and by model as
+/// well as by method, cost in the plan's currency, and the CSV says the
+/// same; what no key or model accounts for shows as "Not attributed".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_break_traffic_down_by_key_and_by_model() {
+    use maas_store::{Breakdown, UsageRecord};
+
+    let portal = Portal::embedded(PortalOptions::default()).await;
+    let store = portal.store.clone();
+    let mut plan = store.get_plan("granite", "standard").await.unwrap().unwrap();
+    plan.currency = "EUR".into();
+    plan.price_per_1k_prompt_tokens = serde_json::from_value(serde_json::json!("0.5")).unwrap();
+    plan.price_per_1k_completion_tokens = serde_json::from_value(serde_json::json!("2")).unwrap();
+    store.put_plan(plan).await.unwrap();
+    let mut browser = portal.browser();
+    browser.sign_up("Acme", &email("ada")).await;
+    let id = create_application(&mut browser, "chatbot", "granite/standard").await;
+    let laptop = store
+        .create_key(
+            &id,
+            maas_store::NewKey {
+                label: "laptop".into(),
+                expires_at: None,
+            },
+        )
+        .await
+        .unwrap()
+        .key;
+    let ci = store.create_key(&id, maas_store::NewKey::default()).await.unwrap().key;
+    let now = time::OffsetDateTime::now_utc();
+    let mut records = Vec::new();
+    let mut add = |metric: String, value: u64| records.push(UsageRecord::new(&id, &metric, value, now));
+    for (metric, total, on_laptop, on_ci) in [
+        ("hits", 10, 6, 3),
+        ("prompt_tokens", 1000, 600, 300),
+        ("completion_tokens", 500, 300, 150),
+    ] {
+        add(metric.to_owned(), total);
+        add(Breakdown::Key(&laptop.id).metric(metric), on_laptop);
+        add(Breakdown::Key(&ci.id).metric(metric), on_ci);
+        add(Breakdown::Model("granite-8b").metric(metric), on_laptop + on_ci);
+    }
+    store.record_usage_once("test", 1, &records).await.unwrap();
+
+    let rows = |body: &str| -> Vec<(String, String)> {
+        body.split("<tr>")
+            .skip(2)
+            .filter_map(|row| {
+                let cells: Vec<&str> = row.split("<td").skip(2).collect();
+                let name = cells.first()?.split('>').nth(1)?.split('<').next()?.to_owned();
+                let total = cells.get(1)?.split('>').nth(1)?.split('<').next()?.to_owned();
+                Some((text(&name), total))
+            })
+            .collect()
+    };
+    let page = |by: &str, metric: &str| format!("/applications/{id}/statistics?period=24h&metric={metric}&by={by}");
+    let by_key = browser.get(&page("key", "hits")).await;
+    assert_eq!(by_key.status, StatusCode::OK);
+    let laptop_name = format!("laptop ({})", laptop.masked());
+    assert_eq!(
+        rows(&by_key.body),
+        vec![
+            (laptop_name.clone(), "6".into()),
+            (ci.masked(), "3".into()),
+            ("Not attributed".into(), "1".into())
+        ],
+        "{}",
+        by_key.body
+    );
+    let by_model = browser.get(&page("model", "tokens")).await;
+    assert_eq!(
+        rows(&by_model.body),
+        vec![
+            ("granite-8b".into(), "1350".into()),
+            ("Not attributed".into(), "150".into())
+        ]
+    );
+    // Cost at the plan's prices, in its currency: 0.5 and 2 EUR per 1k.
+    let cost = browser.get(&page("key", "cost")).await;
+    let shown = text(&cost.body);
+    assert!(shown.contains("amounts in EUR"), "{shown}");
+    assert_eq!(
+        rows(&cost.body)[0],
+        (laptop_name.clone(), "EUR 0.9".into()),
+        "0.3 + 0.6"
+    );
+    let csv = browser
+        .get(&format!(
+            "/applications/{id}/statistics.csv?period=24h&metric=cost&by=key"
+        ))
+        .await;
+    let header = csv.body.lines().next().unwrap();
+    assert_eq!(
+        header,
+        format!(
+            "start,laptop ({}) (EUR),{} (EUR),Not attributed (EUR),total (EUR)",
+            laptop.masked(),
+            ci.masked()
+        )
+    );
+    let totals = csv.body.lines().skip(1).fold([0.0f64; 4], |mut sum, line| {
+        for (s, cell) in sum.iter_mut().zip(line.split(',').skip(1)) {
+            *s += cell.parse::<f64>().unwrap();
+        }
+        sum
+    });
+    assert_eq!(
+        totals.map(|t| (t * 1000.0).round() / 1000.0),
+        [0.9, 0.45, 0.15, 1.5],
+        "{}",
+        csv.body
+    );
+    assert_eq!(
+        browser.get(&page("team", "hits")).await.status,
+        StatusCode::BAD_REQUEST,
+        "an unknown breakdown"
+    );
+}

@@ -91,6 +91,12 @@ try {
     await new Promise((r) => setTimeout(r, 100));
   }
   await visit("application-last-used");
+  // The call shows under its key in the statistics broken down by key.
+  await page.goto(`${appUrl}/statistics?period=24h&metric=hits&by=key`);
+  report.hits_by_key = await page.locator("table.list tbody tr:not(.total)").evaluateAll(
+    (rows) => rows.map((r) => [...r.querySelectorAll("td")].slice(1).map((td) => td.textContent.trim())));
+  await visit("statistics-by-key");
+  await page.goto(appUrl);
 
   // Revoking asks first; keeping the key changes nothing.
   await page.click("table.keys a:has-text('Revoke')");

@@ -240,3 +240,81 @@ async fn a_thousand_mixed_requests_with_hang_ups_are_metered_exactly() {
     }
     eprintln!("{REQUESTS} requests ({aborted} abandoned mid-stream): {total} tokens, metered exactly");
 }
+
+/// Usage by key and by model (what statistics break traffic down by) adds
+/// up to the application's own: every admitted request counts once under
+/// its key and its model, with the tokens it was billed; refused ones
+/// count nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_by_key_and_by_model_adds_up_to_the_applications() {
+    use maas_store::Breakdown;
+
+    let gw = Gateway::start(CATALOG, 1, "strict").await;
+    let (app, first) = gw.app_key("breakdown", "alpha", "open").await;
+    let second = gw.store.create_key(&app, maas_store::NewKey::default()).await.unwrap();
+    let second_id = second.key.id.clone();
+    let second = second.secret.into_string();
+    let first_id = gw
+        .store
+        .lookup_key(&maas_store::model::KeyHash::of(&first))
+        .await
+        .unwrap()
+        .unwrap()
+        .key
+        .id;
+    let base = format!("{}/alpha", gw.base());
+    for _ in 0..3 {
+        assert_eq!(gw.chat(&base, &first, "chat-a").await.status(), 200);
+    }
+    for _ in 0..2 {
+        let streamed = gw.stream_chat(&base, &second, "chat-a").await;
+        assert_eq!(streamed.status(), 200);
+        streamed.bytes().await.unwrap();
+        let embedded = gw
+            .http
+            .post(format!("{base}/v1/embeddings"))
+            .bearer_auth(&second)
+            .json(&serde_json::json!({"model": "embed-a", "input": "the food was delicious"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(embedded.status(), 200);
+    }
+    // Refused: a model of another product; a wrong key.
+    assert_eq!(gw.chat(&base, &first, "chat-b").await.status(), 404);
+    assert_eq!(gw.chat(&base, &format!("{first}x"), "chat-a").await.status(), 401);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let served = loop {
+        let served = gw.sim_usage(&app).await;
+        let stored = gw.stored(&app, "completion_tokens").await;
+        if served["completion_tokens"].as_u64() == Some(stored) && gw.stored(&app, "hits").await == 7 {
+            break served;
+        }
+        assert!(Instant::now() < deadline, "usage not stored within 10 s: {served}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let of = |by: Breakdown<'_>, metric: &str| {
+        let name = by.metric(metric);
+        let gw = &gw;
+        let app = &app;
+        async move { gw.stored(app, &name).await }
+    };
+    assert_eq!(of(Breakdown::Key(&first_id), "hits").await, 3);
+    assert_eq!(of(Breakdown::Key(&second_id), "hits").await, 4);
+    assert_eq!(of(Breakdown::Model("chat-a"), "hits").await, 5);
+    assert_eq!(of(Breakdown::Model("embed-a"), "hits").await, 2);
+    assert_eq!(
+        of(Breakdown::Model("chat-b"), "hits").await,
+        0,
+        "refused: counted nowhere"
+    );
+    assert_eq!(of(Breakdown::Model("embed-a"), "completion_tokens").await, 0);
+    for metric in ["prompt_tokens", "completion_tokens"] {
+        let total = served[metric].as_u64().unwrap();
+        assert_eq!(gw.stored(&app, metric).await, total, "{metric}");
+        let by_key = of(Breakdown::Key(&first_id), metric).await + of(Breakdown::Key(&second_id), metric).await;
+        let by_model = of(Breakdown::Model("chat-a"), metric).await + of(Breakdown::Model("embed-a"), metric).await;
+        assert_eq!((by_key, by_model), (total, total), "{metric}: {served}");
+    }
+}

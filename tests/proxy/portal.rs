@@ -277,6 +277,10 @@ async fn a_team_invites_joins_and_manages_itself_in_the_browser_at_desktop_and_p
             "{width}: the call through the gateway shows as the key's last use: {report}"
         );
         assert_eq!(report["revoke_question"], "Revoke this key?", "{report}");
+        let by_key = report["hits_by_key"].as_array().unwrap();
+        assert_eq!(by_key.len(), 1, "{width}: one key, nothing unattributed: {report}");
+        assert_eq!(by_key[0][1], "1", "{width}: the one call: {report}");
+        assert!(by_key[0][0].as_str().unwrap().starts_with("sk-maas-"), "{report}");
         assert_eq!(
             report["copied"], report["python_block"],
             "{width}: a code block copies whole"

@@ -175,6 +175,7 @@ impl MaasProxy {
         ctx.ceiling = spend.ceiling;
         ctx.prompt_estimate = spend.prompt_estimate;
         let completion_grant = or_refuse!(admitted);
+        ctx.admitted = true;
         if let Some(request) = models_request {
             let body = match request {
                 ModelsRequest::List => model_list(&route.product.models),

@@ -68,6 +68,8 @@ pub struct RequestCtx {
     pub(crate) streaming: bool,
     /// Tokens held against the plan's token limits, settled in `logging`.
     pub(crate) hold: Option<String>,
+    /// The plan's limits admitted it (it counts as a hit).
+    pub(crate) admitted: bool,
     /// Undoes a coding the upstream applied anyway, before metering.
     pub(crate) decoder: Option<ContentDecoder>,
 }
@@ -97,6 +99,7 @@ impl RequestCtx {
             ceiling: None,
             prompt_estimate: 0,
             hold: None,
+            admitted: false,
             decoder: None,
             rejected: None,
             upstream_sent_at: None,

@@ -88,6 +88,9 @@ impl MaasProxy {
         if let Some((usage, basis)) = bill {
             count_tokens(&auth, usage, basis, model);
         }
+        if ctx.admitted {
+            self.state.limiter.sink.push_breakdown(&auth, model, usage, now);
+        }
         usage
     }
 }

@@ -10,12 +10,14 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
+use maas_store::model::AuthContext;
 use maas_store::period::PeriodSet;
-use maas_store::{Store, StoreResult, UsageRecord};
+use maas_store::{BREAKDOWN_METRICS, Breakdown, Store, StoreResult, UsageRecord};
 use rustc_hash::FxHashMap;
 use time::OffsetDateTime;
 
 use crate::record::spool::{Leftovers, Spool, SpoolError, SpoolSettings, SpooledBatch};
+use crate::response::metering::TokenUsage;
 
 /// Records summed per application, metric, second and the period buckets
 /// they still need, so a long store outage costs memory per active
@@ -205,6 +207,25 @@ impl UsageSink {
     pub fn push_deltas<M: AsRef<str>>(&self, application_id: &str, deltas: &[(M, u64)], at: OffsetDateTime) {
         for (metric, value) in deltas {
             self.push(application_id, metric.as_ref(), *value, at);
+        }
+    }
+
+    /// Queues an admitted request's hit and billed tokens under its key
+    /// and, when it named one of its product's models, that model
+    /// ([`Breakdown`]): what statistics show by key and by model.
+    pub fn push_breakdown(&self, auth: &AuthContext, model: &str, usage: TokenUsage, at: OffsetDateTime) {
+        let app = auth.application.id.as_str();
+        let mut by = vec![Breakdown::Key(&auth.key.id)];
+        if !model.is_empty() {
+            by.push(Breakdown::Model(model));
+        }
+        for breakdown in by {
+            for (metric, value) in BREAKDOWN_METRICS
+                .iter()
+                .zip([1, usage.prompt_tokens, usage.completion_tokens])
+            {
+                self.push(app, &breakdown.metric(metric), value, at);
+            }
         }
     }
 

@@ -44,8 +44,8 @@ pub use sessions::{MAX_LISTED_SESSIONS, SessionEntry, SessionRecord, session_han
 pub use teams::{INVITATION_PREFIX, IssuedInvitation, Joined, MAX_INVITATION_TTL, MAX_OPEN_INVITATIONS, NewMember};
 pub use tenancy::{NewAccount, NewUser, UserUpdate};
 pub use usage::{
-    Admission, LimitCheck, LimitStatus, MAX_SERIES_POINTS, TokenHold, UsagePoint, UsageRecord, enforced_periods,
-    split_by_limits, token_hold,
+    Admission, BREAKDOWN_METRICS, Breakdown, LimitCheck, LimitStatus, MAX_SERIES_POINTS, TokenHold, UsagePoint,
+    UsageRecord, enforced_periods, split_by_limits, token_hold,
 };
 pub use versions::{Precondition, check as check_precondition, etag};
 

@@ -54,6 +54,30 @@ impl UsageRecord {
     }
 }
 
+/// What an application's usage is broken down by, beside its methods: the
+/// model a request named, or the key it came with. No limit counts these
+/// series; they are written with the usage batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Breakdown<'a> {
+    Model(&'a str),
+    Key(&'a str),
+}
+
+/// The metrics each [`Breakdown`] keeps: requests, and the tokens they
+/// were billed (cost follows from the plan's prices).
+pub const BREAKDOWN_METRICS: [&str; 3] = [crate::model::HITS, PROMPT_TOKENS, COMPLETION_TOKENS];
+
+impl Breakdown<'_> {
+    /// The counter name of `metric` for this model or key. Metric names
+    /// of products never hold a `:`, so these never meet them.
+    pub fn metric(self, metric: &str) -> String {
+        match self {
+            Breakdown::Model(model) => format!("model:{model}:{metric}"),
+            Breakdown::Key(key) => format!("key:{key}:{metric}"),
+        }
+    }
+}
+
 /// The periods whose buckets of `metric` some limit checks: an admission
 /// or a settle counts those itself.
 pub fn enforced_periods(limits: &[UsageLimit], metric: &str) -> PeriodSet {
