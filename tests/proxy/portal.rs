@@ -346,3 +346,64 @@ async fn a_team_invites_joins_and_manages_itself_in_the_browser_at_desktop_and_p
         assert_eq!(ada.team_role, maas_store::model::TeamRole::Owner);
     }
 }
+
+/// Every page of the portal and the console at a desktop width and a
+/// phone's: none scrolls sideways, the bar stays within two lines.
+/// Screenshots: target/artifacts/pages-{width}-*.png.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_is_usable_at_desktop_and_phone_widths() {
+    let node_dir = require_browser(&["playwright-core"]);
+    let gw = Gateway::start(CATALOG, 1, "strict").await;
+    let portal = serve_portal(&gw, maas_portal::PortalOptions::default()).await;
+    let (app, key) = gw
+        .app_key("A rather long application name for a phone", "alpha", "open")
+        .await;
+    assert_eq!(
+        gw.chat(&format!("{}/alpha", gw.base()), &key, "chat-a").await.status(),
+        200
+    );
+    let account = gw.store.get_application(&app).await.unwrap().unwrap().account_id;
+    let email = ["ada.lovelace-with-a-long-address", "research.example.com"].join("@");
+    let password = "correct horse battery staple";
+    gw.store
+        .create_user(maas_store::NewUser {
+            account_id: account,
+            email: email.clone(),
+            display_name: "Ada Augusta King, Countess of Lovelace".into(),
+            role: maas_store::model::UserRole::Admin,
+            state: maas_store::model::UserState::Active,
+            sso: None,
+            password_hash: Some(maas_portal::accounts::hash_password(password.into()).await.unwrap()),
+            email_verified: true,
+        })
+        .await
+        .unwrap();
+    let shots = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/target/artifacts"));
+    std::fs::create_dir_all(shots).unwrap();
+    let script = format!("{node_dir}/pages_flow.mjs");
+    for width in ["1280", "390"] {
+        let report = run_json_script(
+            "node",
+            &[
+                &script,
+                &portal,
+                shots.to_str().unwrap(),
+                width,
+                &email,
+                password,
+                &app,
+                "alpha",
+            ],
+        )
+        .await;
+        assert_eq!(report["errors"], serde_json::json!([]), "{width}: {report}");
+        assert_eq!(report["visited"].as_array().unwrap().len(), 20, "{report}");
+        assert_eq!(
+            report["overflow"],
+            serde_json::json!([]),
+            "{width}: pages that scroll sideways: {report}"
+        );
+        let header = report["header_height"].as_f64().unwrap();
+        assert!(header < 100.0, "{width}: the bar takes {header} px: {report}");
+    }
+}
