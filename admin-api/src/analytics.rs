@@ -33,7 +33,7 @@ pub fn routes() -> OpenApiRouter<AdminState> {
         .routes(routes!(cost))
 }
 
-fn instant(field: &str, value: Option<&str>, default: OffsetDateTime) -> Result<OffsetDateTime, ApiError> {
+pub(crate) fn instant(field: &str, value: Option<&str>, default: OffsetDateTime) -> Result<OffsetDateTime, ApiError> {
     match value {
         None => Ok(default),
         Some(text) => OffsetDateTime::parse(text, &Rfc3339)

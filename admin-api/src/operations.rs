@@ -296,9 +296,22 @@ struct AuditParams {
     actor_id: Option<String>,
     /// Entries older than this entry id (the previous page's `next`).
     before: Option<String>,
+    /// RFC 3339: entries at or after this time.
+    #[param(format = DateTime)]
+    since: Option<String>,
+    /// RFC 3339: entries before this time.
+    #[param(format = DateTime)]
+    until: Option<String>,
     /// Entries per page, 1 to 500 (default 100).
     #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
+}
+
+/// `value` as an RFC 3339 time, if given.
+fn optional_instant(field: &str, value: Option<&str>) -> Result<Option<OffsetDateTime>, ApiError> {
+    value
+        .map(|text| crate::analytics::instant(field, Some(text), OffsetDateTime::now_utc()))
+        .transpose()
 }
 
 /// Read the audit log
@@ -316,6 +329,8 @@ async fn audit(
             entity_id: query.entity_id,
             actor_id: query.actor_id,
             before: query.before,
+            since: optional_instant("since", query.since.as_deref())?,
+            until: optional_instant("until", query.until.as_deref())?,
             limit,
         })
         .await?;

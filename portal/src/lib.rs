@@ -220,6 +220,7 @@ pub fn router(store: Store, options: PortalOptions) -> Result<Router, TemplateEr
         .route("/admin", get(console::overview))
         .route("/admin/applications", get(console::applications))
         .route("/admin/applications/{id}", get(console::application))
+        .route("/admin/applications/{id}/plan", post(console::change_plan))
         .route("/admin/applications/{id}/{action}", post(console::application_action))
         .route("/admin/keys/{id}/revoke", post(console::revoke_key))
         .route("/admin/backends", get(console::backends))

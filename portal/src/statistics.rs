@@ -160,6 +160,27 @@ impl Part {
     }
 }
 
+/// An application's traffic chart for the console, as the statistics
+/// page draws it (the period and metric chosen, 7 days of tokens by
+/// default), with the choices to link.
+pub(crate) async fn console_view(
+    state: &PortalState,
+    app: &maas_store::model::Application,
+    period: Option<&str>,
+    metric: Option<&str>,
+) -> Result<serde_json::Value, PortalError> {
+    let period = choice(Some(period.unwrap_or("7d")), PERIODS.iter().map(|p| p.0))?;
+    let metric = choice(Some(metric.unwrap_or("tokens")), METRICS.iter().map(|m| m.0))?;
+    let plan = state.store().get_plan(&app.product, &app.plan).await?;
+    let traffic = traffic(state, &app.id, &app.product, plan.as_ref(), period, metric).await?;
+    let total: u64 = traffic.series.iter().flat_map(|s| &s.values).sum();
+    Ok(json!({
+        "chart": chart(&traffic), "total": traffic.format(total), "period": period, "metric": metric,
+        "periods": PERIODS.iter().map(|(k, l, ..)| json!({"key": k, "label": l, "current": *k == period})).collect::<Vec<_>>(),
+        "metrics": METRICS.iter().map(|(k, l)| json!({"key": k, "label": l, "current": *k == metric})).collect::<Vec<_>>(),
+    }))
+}
+
 /// The models of the application's product, or its keys, each named for
 /// people.
 async fn breakdown_parts(

@@ -55,6 +55,7 @@ async fn only_admins_get_into_the_console() {
         format!("/admin/users/{}/make-admin", user.id),
         "/admin/products/granite/promote".to_owned(),
         "/admin/products/granite/rollback".to_owned(),
+        "/admin/applications/app_x/plan".to_owned(),
     ] {
         let answer = member
             .post(
@@ -188,8 +189,39 @@ async fn an_admin_approves_suspends_and_manages_users() {
     assert_eq!(entries[0].actor.id, root.id);
     assert_eq!(entries[0].actor.kind, "user");
     assert_eq!(entries[0].actor.ip.as_deref(), Some("127.0.0.1"));
+    // The console names who by name and email, and filters by who, what and when.
     let audit = admin.get("/admin/audit?entity=application").await;
-    assert!(text(&audit.body).contains(&format!("user {}", root.id)));
+    let shown = text(&audit.body);
+    assert!(shown.contains(&format!("Ada <{}>", email("root"))), "{shown}");
+    assert!(!shown.contains(&format!("user {}", root.id)), "names, not ids: {shown}");
+    let rows = |body: &str| body.matches("<tr><td><small>").count();
+    let by_root = admin.get(&format!("/admin/audit?actor={}", email("root"))).await;
+    let by_ada = admin.get(&format!("/admin/audit?actor={}", email("ada"))).await;
+    let by_nobody = admin.get(&format!("/admin/audit?actor={}", email("nobody"))).await;
+    assert!(rows(&by_root.body) > 0 && rows(&by_ada.body) > 0, "{}", by_ada.body);
+    assert!(
+        !text(&by_root.body).contains(&format!("Ada <{}>", email("ada"))),
+        "only root's"
+    );
+    assert_eq!(rows(&by_nobody.body), 0, "an unknown email matches nothing");
+    let by_object = admin.get(&format!("/admin/audit?entity_id={id}")).await;
+    assert_eq!(rows(&by_object.body), entries.len().min(100), "{}", by_object.body);
+    let today = time::OffsetDateTime::now_utc().date();
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    let (today, yesterday) = (
+        today.format(&format).unwrap(),
+        today.previous_day().unwrap().format(&format).unwrap(),
+    );
+    let dated = admin
+        .get(&format!("/admin/audit?entity_id={id}&from={today}&to={today}"))
+        .await;
+    assert_eq!(rows(&dated.body), rows(&by_object.body));
+    let before = admin.get(&format!("/admin/audit?entity_id={id}&to={yesterday}")).await;
+    assert_eq!(rows(&before.body), 0, "nothing before today");
+    assert_eq!(
+        admin.get("/admin/audit?from=26/11/2026").await.status,
+        StatusCode::BAD_REQUEST
+    );
 
     // Users: disable the developer, who is then signed out everywhere.
     let ada = portal.store.find_user_by_email(&email("ada")).await.unwrap().unwrap();
@@ -343,4 +375,102 @@ async fn the_backends_page_shows_what_each_proxy_reported() {
         "each proxy's in-flight count: {live}"
     );
     assert!(!live.contains("No proxy has reported yet."));
+}
+
+/// An application's console page shows its traffic and lets the admin
+/// move it to another plan, by the store's one rule for admins (at once),
+/// only as the admin saw it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_sees_an_applications_traffic_and_changes_its_plan() {
+    use maas_store::UsageRecord;
+
+    let portal = Portal::embedded(options()).await;
+    let mut developer = portal.browser();
+    developer.sign_up("Acme", &email("ada")).await;
+    let created = developer
+        .submit(
+            "/applications/new",
+            "/applications",
+            &[("name", "bot"), ("plan", "granite/standard")],
+        )
+        .await;
+    let id = created.location().trim_start_matches("/applications/").to_owned();
+    let now = time::OffsetDateTime::now_utc();
+    let records = [
+        UsageRecord::new(&id, "hits", 4, now),
+        UsageRecord::new(&id, "prompt_tokens", 120, now),
+        UsageRecord::new(&id, "completion_tokens", 30, now),
+    ];
+    portal.store.record_usage_once("test", 1, &records).await.unwrap();
+    let mut admin = portal.browser();
+    admin.sign_up("Operators", &email("root")).await;
+    portal.make_admin(&email("root")).await;
+
+    let path = format!("/admin/applications/{id}");
+    let page = admin.get(&path).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("<svg class=\"chart\""), "a traffic chart");
+    assert!(
+        page.body.contains("<strong class=\"traffic-total\">150</strong>"),
+        "7 days of tokens: {}",
+        page.body
+    );
+    let hits = admin.get(&format!("{path}?period=24h&metric=hits")).await;
+    assert!(
+        hits.body.contains("<strong class=\"traffic-total\">4</strong>"),
+        "{}",
+        hits.body
+    );
+    assert_eq!(
+        admin.get(&format!("{path}?metric=votes")).await.status,
+        StatusCode::BAD_REQUEST
+    );
+
+    // Premium needs approval from a developer; an admin's move is at once.
+    let version = page.hidden("version");
+    let csrf = page.hidden("csrf");
+    let moved = admin
+        .post(
+            &format!("{path}/plan"),
+            &[("csrf", &csrf), ("version", &version), ("plan", "premium")],
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::SEE_OTHER, "{}", moved.body);
+    let app = portal.store.get_application(&id).await.unwrap().unwrap();
+    assert_eq!((app.plan.as_str(), app.requested_plan.as_deref()), ("premium", None));
+    // The page the admin looked at is stale now: nothing is done.
+    let stale = admin
+        .post(
+            &format!("{path}/plan"),
+            &[("csrf", &csrf), ("version", &version), ("plan", "standard")],
+        )
+        .await;
+    assert_eq!(stale.location(), format!("{path}?changed=1"));
+    assert_eq!(
+        portal.store.get_application(&id).await.unwrap().unwrap().plan,
+        "premium"
+    );
+    let version = admin.get(&path).await.hidden("version");
+    let unknown = admin
+        .post(
+            &format!("{path}/plan"),
+            &[("csrf", &csrf), ("version", &version), ("plan", "platinum")],
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST, "{}", unknown.body);
+    let audit = portal
+        .store
+        .audit_log(&AuditQuery {
+            entity_id: Some(id.clone()),
+            limit: 50,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.actor.kind == "user" && e.after.as_ref().is_some_and(|a| a["plan"] == "premium")),
+        "audited as the admin's: {audit:?}"
+    );
 }

@@ -300,6 +300,18 @@ async fn promotion_users_and_the_audit_log() {
             .admin("GET", &format!("/audit?entity=environment&limit=2&before={next}"), None)
             .await;
         assert!(!older["data"].as_array().unwrap().is_empty(), "{kind}: {older}");
+        // By time: the store's clock is real here.
+        let (_, _, recent) = api
+            .admin("GET", "/audit?entity=environment&since=2000-01-01T00:00:00Z", None)
+            .await;
+        assert!(!recent["data"].as_array().unwrap().is_empty(), "{kind}: {recent}");
+        let (_, _, future) = api.admin("GET", "/audit?since=2999-01-01T00:00:00Z", None).await;
+        assert_eq!(future["data"], json!([]), "{kind}: {future}");
+        let (_, _, past) = api.admin("GET", "/audit?until=2000-01-01T00:00:00Z", None).await;
+        assert_eq!(past["data"], json!([]), "{kind}: {past}");
+        let (status, _, body) = api.admin("GET", "/audit?since=yesterday", None).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{kind}: {body}");
+        assert_eq!(body["error"]["fields"][0]["field"], "since", "{kind}: {body}");
         let (_, _, users_audit) = api.admin("GET", "/audit?entity=user", None).await;
         assert!(!users_audit.to_string().contains("password"), "{kind}");
     }

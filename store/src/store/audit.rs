@@ -86,6 +86,10 @@ pub struct AuditQuery {
     pub actor_id: Option<String>,
     /// Entries older than this entry id (the previous page's last id).
     pub before: Option<String>,
+    /// Entries at or after this instant.
+    pub since: Option<OffsetDateTime>,
+    /// Entries before this instant.
+    pub until: Option<OffsetDateTime>,
     pub limit: usize,
 }
 
@@ -123,7 +127,12 @@ impl Store {
             let keys: Vec<String> = ids.iter().map(|id| format!("audit:{id}")).collect();
             let exhausted = ids.len() < limit;
             for entry in self.get_many_json::<AuditEntry>(&keys).await?.into_iter().flatten() {
-                let wanted = query.entity.as_ref().is_none_or(|e| *e == entry.entity)
+                if query.since.is_some_and(|since| entry.at < since) {
+                    // Newest first: everything after this is older still.
+                    return Ok(out);
+                }
+                let wanted = query.until.is_none_or(|until| entry.at < until)
+                    && query.entity.as_ref().is_none_or(|e| *e == entry.entity)
                     && query.entity_id.as_ref().is_none_or(|e| *e == entry.entity_id)
                     && query.actor_id.as_ref().is_none_or(|a| *a == entry.actor.id);
                 if wanted {

@@ -11,9 +11,7 @@ use maas_store::model::{
     Application, ApplicationState, COMPLETION_TOKENS, HITS, PROMPT_TOKENS, TOTAL_TOKENS, UserRole, UserState,
 };
 use maas_store::period::Period;
-use maas_store::{
-    ApplicationAction, ApplicationFilter, AuditQuery, Environment, Page, Precondition, UserUpdate, all_pages,
-};
+use maas_store::{ApplicationFilter, AuditQuery, Environment, Page, UserUpdate, all_pages};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -22,6 +20,10 @@ use crate::PortalState;
 use crate::developer::when;
 use crate::render::PortalError;
 use crate::session::{Developer, NoFields, Posted, Visitor};
+
+mod applications;
+use applications::application_row;
+pub use applications::{application, application_action, applications, change_plan, revoke_key};
 
 /// A signed-in admin; others signed in get 403, visitors are sent to sign in.
 pub struct AdminUser(pub Visitor);
@@ -40,14 +42,17 @@ impl FromRequestParts<PortalState> for AdminUser {
 }
 
 /// The visitor of an admin form, refused unless an admin.
-fn require_admin(visitor: &Visitor) -> Result<(), PortalError> {
+pub(super) fn require_admin(visitor: &Visitor) -> Result<(), PortalError> {
     match &visitor.signed_in {
         Some(s) if s.is_admin() => Ok(()),
         _ => Err(PortalError::forbidden("The admin console is for administrators.")),
     }
 }
 
-async fn all_applications(state: &PortalState, filter: &ApplicationFilter) -> Result<Vec<Application>, PortalError> {
+pub(super) async fn all_applications(
+    state: &PortalState,
+    filter: &ApplicationFilter,
+) -> Result<Vec<Application>, PortalError> {
     let store = state.store();
     Ok(all_pages(|page: Page| async move { store.list_applications(filter, &page).await }).await?)
 }
@@ -94,86 +99,6 @@ pub async fn overview(
         "last_day": last_day, "top": top, "pending": pending,
     });
     state.page(&visitor, "admin_overview.html", context)
-}
-
-fn application_row(app: &Application) -> Value {
-    json!({"id": app.id, "name": app.name, "account_id": app.account_id, "product": app.product,
-           "plan": app.plan, "requested_plan": app.requested_plan, "state": app.state.as_str(),
-           "created_at": when(app.created_at), "version": maas_store::etag(app)})
-}
-
-#[derive(Deserialize)]
-pub struct ApplicationsQuery {
-    state: Option<String>,
-}
-
-pub async fn applications(
-    State(state): State<PortalState>,
-    AdminUser(visitor): AdminUser,
-    Query(query): Query<ApplicationsQuery>,
-) -> Result<Response, PortalError> {
-    let filter_state = match query.state.as_deref().filter(|s| !s.is_empty()) {
-        None => None,
-        Some("pending") => Some(ApplicationState::Pending),
-        Some("live") => Some(ApplicationState::Live),
-        Some("suspended") => Some(ApplicationState::Suspended),
-        Some(other) => {
-            return Err(PortalError::bad_request(format!(
-                "`{other}` is not an application state."
-            )));
-        }
-    };
-    let filter = ApplicationFilter {
-        state: filter_state,
-        ..ApplicationFilter::default()
-    };
-    let apps = all_applications(&state, &filter).await?;
-    let mut rows = Vec::new();
-    for app in &apps {
-        let mut row = application_row(app);
-        let account = state.store().get_account(&app.account_id).await?;
-        row["account"] = json!(account.map(|a| a.name).unwrap_or_default());
-        rows.push(row);
-    }
-    let context = json!({"page": "admin", "section": "applications", "applications": rows,
-        "state": query.state.unwrap_or_default()});
-    state.page(&visitor, "admin_applications.html", context)
-}
-
-/// An action on what the admin saw: the application's version on the page.
-#[derive(Deserialize)]
-pub struct SeenVersionForm {
-    version: String,
-}
-
-/// `approve`, `suspend`, `resume` or `decline` an application, by the
-/// store's rules ([`ApplicationAction`]), only as the admin saw it: when
-/// it changed since (its developer asked for another plan), nothing is
-/// done and the admin is shown what it asks now.
-pub async fn application_action(
-    State(state): State<PortalState>,
-    Path((id, action)): Path<(String, String)>,
-    Posted { visitor, form }: Posted<SeenVersionForm>,
-) -> Result<Response, PortalError> {
-    require_admin(&visitor)?;
-    let action = ApplicationAction::parse(&action).ok_or_else(|| PortalError::not_found("No such action."))?;
-    let acted = visitor
-        .store(&state)
-        .act_on_application(&id, action, Precondition::Matches(&form.version))
-        .await;
-    match acted {
-        Ok(_) => Ok(visitor.redirect("/admin/applications")),
-        Err(maas_store::StoreError::PreconditionFailed { .. }) => {
-            Ok(visitor.redirect(&format!("/admin/applications/{id}?changed=1")))
-        }
-        Err(error) => Err(error.into()),
-    }
-}
-
-#[derive(Deserialize)]
-pub struct ApplicationPageQuery {
-    #[serde(default)]
-    changed: Option<String>,
 }
 
 pub async fn accounts(
@@ -454,40 +379,6 @@ fn live_replicas(backend: &str, reports: &[maas_store::ProxyReport], now: i64) -
     rows
 }
 
-/// One application: its details and keys, with revocation.
-pub async fn application(
-    State(state): State<PortalState>,
-    AdminUser(visitor): AdminUser,
-    Path(id): Path<String>,
-    Query(query): Query<ApplicationPageQuery>,
-) -> Result<Response, PortalError> {
-    let store = state.store();
-    let app = store
-        .get_application(&id)
-        .await?
-        .ok_or_else(|| PortalError::not_found("No such application."))?;
-    let account = store.get_account(&app.account_id).await?;
-    let now = OffsetDateTime::now_utc();
-    let keys = crate::keys::key_rows(store, &id).await?;
-    let tokens = store.usage(&id, TOTAL_TOKENS, Period::Day, now).await?;
-    let hits = store.usage(&id, HITS, Period::Day, now).await?;
-    let mut row = application_row(&app);
-    row["account"] = json!(account.map(|a| a.name).unwrap_or_default());
-    let context = json!({"page": "admin", "section": "applications", "app": row, "keys": keys,
-        "today": {"hits": hits, "tokens": tokens}, "changed": query.changed.is_some()});
-    state.page(&visitor, "admin_application.html", context)
-}
-
-pub async fn revoke_key(
-    State(state): State<PortalState>,
-    Path(id): Path<String>,
-    Posted { visitor, .. }: Posted<NoFields>,
-) -> Result<Response, PortalError> {
-    require_admin(&visitor)?;
-    let key = visitor.store(&state).revoke_key(&id).await?;
-    Ok(visitor.redirect(&format!("/admin/applications/{}", key.application_id)))
-}
-
 #[derive(Deserialize)]
 pub struct ReleaseForm {
     environment: Environment,
@@ -519,8 +410,45 @@ pub async fn rollback(
 
 #[derive(Deserialize)]
 pub struct AuditFilter {
+    /// An email (a user's), or a user or admin token id.
+    actor: Option<String>,
     entity: Option<String>,
+    entity_id: Option<String>,
+    /// `YYYY-MM-DD`, UTC: from the start of this day.
+    from: Option<String>,
+    /// `YYYY-MM-DD`, UTC: to the end of this day.
+    to: Option<String>,
     before: Option<String>,
+}
+
+/// A day's start (UTC) from `YYYY-MM-DD`.
+fn day_start(field: &str, text: &str) -> Result<OffsetDateTime, PortalError> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(text.trim(), &format)
+        .map(|date| date.midnight().assume_utc())
+        .map_err(|_| PortalError::bad_request(format!("{field}: a date such as 2026-11-26.")))
+}
+
+/// Who did it, for people: a user's name and email (their id when the
+/// user is gone), an admin token's id, the CLI or the system.
+async fn actor_label(
+    store: &maas_store::Store,
+    actor: &maas_store::Actor,
+    known: &mut std::collections::HashMap<String, String>,
+) -> Result<String, PortalError> {
+    if actor.kind != "user" {
+        return Ok(format!("{} {}", actor.kind.replace('_', " "), actor.id));
+    }
+    if let Some(label) = known.get(&actor.id) {
+        return Ok(label.clone());
+    }
+    let label = match store.get_user(&actor.id).await? {
+        Some(user) if user.display_name.is_empty() => user.email,
+        Some(user) => format!("{} <{}>", user.display_name, user.email),
+        None => format!("user {} (deleted)", actor.id),
+    };
+    known.insert(actor.id.clone(), label.clone());
+    Ok(label)
 }
 
 pub async fn audit(
@@ -528,28 +456,69 @@ pub async fn audit(
     AdminUser(visitor): AdminUser,
     Query(query): Query<AuditFilter>,
 ) -> Result<Response, PortalError> {
-    let entries = state
-        .store()
-        .audit_log(&AuditQuery {
-            entity: query.entity.clone().filter(|e| !e.is_empty()),
-            before: query.before.clone().filter(|b| !b.is_empty()),
-            limit: 100,
-            ..AuditQuery::default()
-        })
-        .await?;
+    let store = state.store();
+    let given = |value: &Option<String>| {
+        value
+            .as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    // An email names a user (one nobody has matches nothing); anything
+    // else is taken as an id.
+    let (actor_id, nobody) = match given(&query.actor) {
+        Some(actor) if actor.contains('@') => match store.find_user_by_email(&actor).await? {
+            Some(user) => (Some(user.id), false),
+            None => (None, true),
+        },
+        other => (other, false),
+    };
+    let since = given(&query.from).map(|d| day_start("From", &d)).transpose()?;
+    let until = given(&query.to)
+        .map(|d| day_start("To", &d).map(|start| start + time::Duration::days(1)))
+        .transpose()?;
+    let entries = if nobody {
+        Vec::new()
+    } else {
+        store
+            .audit_log(&AuditQuery {
+                entity: given(&query.entity),
+                entity_id: given(&query.entity_id),
+                actor_id,
+                before: given(&query.before),
+                since,
+                until,
+                limit: 100,
+            })
+            .await?
+    };
     let next = (entries.len() == 100)
         .then(|| entries.last().map(|e| e.id.clone()))
         .flatten();
-    let rows: Vec<Value> = entries
-        .iter()
-        .map(|e| {
-            let show = |v: &Option<Value>| v.as_ref().map(|v| serde_json::to_string_pretty(v).unwrap_or_default());
-            json!({"at": when(e.at), "actor": format!("{} {}", e.actor.kind, e.actor.id), "ip": e.actor.ip,
-                   "action": e.action, "entity": e.entity, "entity_id": e.entity_id,
-                   "before": show(&e.before), "after": show(&e.after)})
-        })
-        .collect();
+    let mut known = std::collections::HashMap::new();
+    let mut rows = Vec::with_capacity(entries.len());
+    for e in &entries {
+        let show = |v: &Option<Value>| v.as_ref().map(|v| serde_json::to_string_pretty(v).unwrap_or_default());
+        rows.push(
+            json!({"at": when(e.at), "actor": actor_label(store, &e.actor, &mut known).await?,
+            "actor_id": e.actor.id, "ip": e.actor.ip, "action": e.action, "entity": e.entity,
+            "entity_id": e.entity_id, "before": show(&e.before), "after": show(&e.after)}),
+        );
+    }
+    let filter = json!({"actor": given(&query.actor), "entity": given(&query.entity),
+        "entity_id": given(&query.entity_id), "from": given(&query.from), "to": given(&query.to)});
+    let query_string = [
+        ("actor", &query.actor),
+        ("entity", &query.entity),
+        ("entity_id", &query.entity_id),
+        ("from", &query.from),
+        ("to", &query.to),
+    ]
+    .iter()
+    .filter_map(|(k, v)| given(v).map(|v| format!("{k}={}", crate::security::encode_query_value(&v))))
+    .collect::<Vec<_>>()
+    .join("&");
     let context = json!({"page": "admin", "section": "audit", "entries": rows, "next": next,
-        "entity": query.entity.unwrap_or_default()});
+        "filter": filter, "query": query_string});
     state.page(&visitor, "admin_audit.html", context)
 }
