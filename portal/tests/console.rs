@@ -245,22 +245,36 @@ async fn an_admin_promotes_with_a_diff_and_rolls_back() {
     assert!(page.body.contains("Staging serves the draft."), "{}", page.body);
     let shown = text(&page.body);
     assert!(
-        shown.contains("<code>v1-chat-completions</code>"),
+        shown.contains("v1-chat-completions, v1-completions"),
         "methods in force: {shown}"
     );
     assert!(
         shown.contains("<code>/v1/chat/completions</code>"),
         "mapping rules: {shown}"
     );
-    assert!(shown.contains("stream usage: continuous"), "policies: {shown}");
+    assert!(
+        shown.contains(
+            "<tr class=\"\"><th>Stream usage</th><td>continuous</td><td>continuous</td><td>continuous</td></tr>"
+        ),
+        "policies, in each environment: {shown}"
+    );
     let backends = admin.get("/admin/backends").await;
     assert!(text(&backends.body).contains("http://127.0.0.1:9"), "{}", backends.body);
 
     let mut draft = portal.store.get_product("granite").await.unwrap().unwrap();
     draft.description = "Now with tools".into();
+    draft.models.push("granite-8b-tools".into());
     portal.store.put_product(draft).await.unwrap();
     let page = admin.get("/admin/products").await;
     let shown = text(&page.body);
+    // Plainly which value is the draft's, staging's and production's.
+    assert!(
+        shown.contains(
+            "<tr class=\"differs\"><th>Models</th><td>granite-8b, granite-8b-tools</td><td>granite-8b</td><td>granite-8b</td></tr>"
+        ),
+        "{shown}"
+    );
+    assert!(shown.contains("Staging <small>(version 1)</small>"), "{shown}");
     assert!(
         shown.contains("<code>description</code>") && shown.contains("Now with tools"),
         "{shown}"

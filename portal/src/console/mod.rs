@@ -8,7 +8,7 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use maas_store::model::{
-    Application, ApplicationState, COMPLETION_TOKENS, HITS, PROMPT_TOKENS, TOTAL_TOKENS, UserRole, UserState,
+    Application, ApplicationState, COMPLETION_TOKENS, HITS, PROMPT_TOKENS, Product, TOTAL_TOKENS, UserRole, UserState,
 };
 use maas_store::period::Period;
 use maas_store::{ApplicationFilter, AuditQuery, Environment, Page, UserUpdate, all_pages};
@@ -292,11 +292,6 @@ pub async fn products(
                             "approval_required": p.approval_required, "limits": p.limits.len()})
             })
             .collect();
-        let methods: Vec<Value> = draft
-            .effective_methods()
-            .iter()
-            .map(|m| json!({"system_name": m.system_name, "name": m.friendly_name}))
-            .collect();
         let rules: Vec<Value> = draft
             .effective_mapping_rules()
             .iter()
@@ -305,20 +300,14 @@ pub async fn products(
                             "metric": r.metric, "increment": r.increment, "last": r.last})
             })
             .collect();
-        let locations: Vec<String> = draft
-            .credentials
-            .locations
-            .iter()
-            .map(|l| format!("{l:?}").to_lowercase())
-            .collect();
+        let facts = side_by_side(
+            &draft,
+            staging.as_ref().map(|r| &r.config),
+            production.as_ref().map(|r| &r.config),
+        );
         rows.push(json!({
-            "methods": methods, "mapping_rules": rules,
-            "metrics": draft.metrics.iter().map(|m| m.system_name.clone()).collect::<Vec<_>>(),
-            "credentials": locations.join(", "),
-            "cors": draft.cors.as_ref().map(|c| c.allow_origins.join(", ")),
-            "stream_usage": format!("{:?}", draft.metering.stream_usage).to_lowercase(),
-            "path_prefix": draft.path_prefix,
-            "system_name": name, "name": draft.name, "backend": draft.backend, "models": draft.models,
+            "mapping_rules": rules, "facts": facts,
+            "system_name": name, "name": draft.name,
             "staging": staging.as_ref().map(|r| r.version), "production": production.as_ref().map(|r| r.version),
             "draft_changes": diff(&draft_json, staging_json.as_ref().unwrap_or(&Value::Null)),
             "staging_changes": staging_json.as_ref().map(|s| diff(s, production_json.as_ref().unwrap_or(&Value::Null))),
@@ -331,6 +320,77 @@ pub async fn products(
         "admin_products.html",
         json!({"page": "admin", "section": "products", "products": rows}),
     )
+}
+
+/// What people check on a product card, as text.
+fn product_facts(product: &Product) -> Vec<(&'static str, String)> {
+    let list = |items: Vec<String>| {
+        if items.is_empty() {
+            "—".to_owned()
+        } else {
+            items.join(", ")
+        }
+    };
+    vec![
+        ("Name", product.display_name().to_owned()),
+        ("Backend", product.backend.clone()),
+        ("Models", list(product.models.clone())),
+        (
+            "Endpoint",
+            match &product.path_prefix {
+                Some(prefix) => format!("{prefix}/v1, and /v1 by model"),
+                None => "/v1 by model".to_owned(),
+            },
+        ),
+        (
+            "Keys in",
+            list(
+                product
+                    .credentials
+                    .locations
+                    .iter()
+                    .map(|l| format!("{l:?}").to_lowercase())
+                    .collect(),
+            ),
+        ),
+        (
+            "CORS",
+            product
+                .cors
+                .as_ref()
+                .map_or_else(|| "off".to_owned(), |c| c.allow_origins.join(", ")),
+        ),
+        (
+            "Stream usage",
+            format!("{:?}", product.metering.stream_usage).to_lowercase(),
+        ),
+        (
+            "Methods",
+            list(product.effective_methods().into_iter().map(|m| m.system_name).collect()),
+        ),
+        (
+            "Metrics",
+            list(product.metrics.iter().map(|m| m.system_name.clone()).collect()),
+        ),
+        ("Mapping rules", product.effective_mapping_rules().len().to_string()),
+    ]
+}
+
+/// Each fact of the draft beside what staging and production serve
+/// (`null` where nothing is released), marked where they differ.
+fn side_by_side(draft: &Product, staging: Option<&Product>, production: Option<&Product>) -> Vec<Value> {
+    let staged = staging.map(product_facts);
+    let produced = production.map(product_facts);
+    product_facts(draft)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (label, value))| {
+            let staging = staged.as_ref().map(|f| f[i].1.clone());
+            let production = produced.as_ref().map(|f| f[i].1.clone());
+            let differs = staging.as_ref() != Some(&value) || production.as_ref() != Some(&value);
+            json!({"label": label, "draft": value, "staging": staging, "production": production, "differs": differs})
+        })
+        .collect()
 }
 
 pub async fn backends(
