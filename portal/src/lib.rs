@@ -228,6 +228,10 @@ pub fn router(store: Store, options: PortalOptions) -> Result<Router, TemplateEr
         .route("/admin/accounts/{id}/{action}", post(console::account_action))
         .route("/admin/users/{id}/{action}", post(console::user_action))
         .route("/admin/products", get(console::products))
+        .route(
+            "/admin/products/{name}/edit",
+            get(console::edit_product).post(console::save_product),
+        )
         .route("/admin/products/{name}/promote", post(console::promote))
         .route("/admin/products/{name}/rollback", post(console::rollback))
         .route("/admin/audit", get(console::audit))

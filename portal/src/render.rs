@@ -19,7 +19,7 @@ use crate::PortalState;
 use crate::session::Visitor;
 
 /// The built-in templates, by name.
-const BUILT_IN: [(&str, &str); 30] = [
+const BUILT_IN: [(&str, &str); 31] = [
     ("base.html", include_str!("../templates/base.html")),
     ("home.html", include_str!("../templates/home.html")),
     ("sign_in.html", include_str!("../templates/sign_in.html")),
@@ -43,6 +43,10 @@ const BUILT_IN: [(&str, &str); 30] = [
     (
         "admin_reset_link.html",
         include_str!("../templates/admin_reset_link.html"),
+    ),
+    (
+        "admin_product_edit.html",
+        include_str!("../templates/admin_product_edit.html"),
     ),
     ("error.html", include_str!("../templates/error.html")),
     ("macros.html", include_str!("../templates/macros.html")),

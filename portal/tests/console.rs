@@ -488,3 +488,121 @@ async fn an_admin_sees_an_applications_traffic_and_changes_its_plan() {
         "audited as the admin's: {audit:?}"
     );
 }
+
+/// Products and plans edit in the console as one YAML draft, checked as
+/// `maas apply` checks a file: mistakes shown on the form with line and
+/// field, nothing promoted, only at the version opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_edits_a_product_and_its_plans_as_a_draft() {
+    let portal = Portal::embedded(options()).await;
+    let store = portal.store.clone();
+    let mut admin = portal.browser();
+    admin.sign_up("Operators", &email("root")).await;
+    portal.make_admin(&email("root")).await;
+    let products = admin.get("/admin/products").await;
+    assert!(products.body.contains("href=\"/admin/products/granite/edit\""));
+    let page = admin.get("/admin/products/granite/edit").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let textarea = |body: &str| {
+        let start = body.find("<textarea name=\"yaml\"").unwrap();
+        let start = body[start..].find('>').unwrap() + start + 1;
+        let end = body[start..].find("</textarea>").unwrap() + start;
+        text(&body[start..end])
+    };
+    let yaml = textarea(&page.body);
+    assert!(
+        yaml.contains("system_name: granite") && yaml.contains("system_name: standard"),
+        "{yaml}"
+    );
+    let version = page.hidden("version");
+    let csrf = page.hidden("csrf");
+
+    // A mistake the file format catches: its line and field.
+    let typo = yaml.replacen("value: 60", "value: sixty", 1);
+    let refused = admin
+        .post(
+            "/admin/products/granite/edit",
+            &[("csrf", &csrf), ("version", &version), ("yaml", &typo)],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let line = typo.lines().position(|l| l.contains("value: sixty")).unwrap() + 1;
+    let shown = text(&refused.body);
+    assert!(shown.contains(&format!("line {line}: <code>plans[")), "{shown}");
+    assert!(textarea(&refused.body).contains("value: sixty"), "the text is kept");
+    // A mistake the store catches (a backend nobody has), at its line.
+    let lost = yaml.replacen("backend: vllm", "backend: nowhere", 1);
+    let refused = admin
+        .post(
+            "/admin/products/granite/edit",
+            &[("csrf", &csrf), ("version", &version), ("yaml", &lost)],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let line = lost.lines().position(|l| l.contains("backend: nowhere")).unwrap() + 1;
+    assert!(
+        text(&refused.body).contains(&format!("line {line}: <code>products[0].backend</code>")),
+        "{}",
+        refused.body
+    );
+    // Another product's name is not edited here.
+    let renamed = yaml.replacen("system_name: granite", "system_name: basalt", 1);
+    let refused = admin
+        .post(
+            "/admin/products/granite/edit",
+            &[("csrf", &csrf), ("version", &version), ("yaml", &renamed)],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        text(&refused.body).contains("exactly one product, `granite`"),
+        "{}",
+        refused.body
+    );
+
+    // A good edit: a limit and a price change, saved as a draft.
+    let edited = yaml.replacen("value: 60", "value: 30", 1).replacen(
+        "system_name: standard",
+        "system_name: standard\n  price_per_1k_prompt_tokens: '0.25'",
+        1,
+    );
+    let saved = admin
+        .post(
+            "/admin/products/granite/edit",
+            &[("csrf", &csrf), ("version", &version), ("yaml", &edited)],
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    let plan = store.get_plan("granite", "standard").await.unwrap().unwrap();
+    assert_eq!(plan.limits[0].value, 30);
+    assert_eq!(plan.price_per_1k_prompt_tokens.to_string(), "0.25");
+    // The page opened before is stale now.
+    let stale = admin
+        .post(
+            "/admin/products/granite/edit",
+            &[("csrf", &csrf), ("version", &version), ("yaml", &edited)],
+        )
+        .await;
+    assert_eq!(stale.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        text(&stale.body).contains("changed since you opened it"),
+        "{}",
+        stale.body
+    );
+
+    // Members cannot.
+    let mut member = portal.browser();
+    member.sign_up("Acme", &email("ada")).await;
+    let csrf = member.get("/applications").await.hidden("csrf");
+    let answer = member
+        .post(
+            "/admin/products/granite/edit",
+            &[("csrf", &csrf), ("version", &version), ("yaml", &edited)],
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        member.get("/admin/products/granite/edit").await.status,
+        StatusCode::FORBIDDEN
+    );
+}

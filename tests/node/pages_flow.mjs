@@ -53,6 +53,7 @@ try {
     ["admin-backends", "/admin/backends"],
     ["admin-accounts", "/admin/accounts"],
     ["admin-products", "/admin/products"],
+    ["admin-product-edit", `/admin/products/${product}/edit`],
     ["admin-audit", "/admin/audit"],
   ]) {
     await visit(name, path);

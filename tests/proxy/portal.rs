@@ -397,7 +397,7 @@ async fn every_page_is_usable_at_desktop_and_phone_widths() {
         )
         .await;
         assert_eq!(report["errors"], serde_json::json!([]), "{width}: {report}");
-        assert_eq!(report["visited"].as_array().unwrap().len(), 20, "{report}");
+        assert_eq!(report["visited"].as_array().unwrap().len(), 21, "{report}");
         assert_eq!(
             report["overflow"],
             serde_json::json!([]),

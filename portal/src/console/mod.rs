@@ -22,8 +22,10 @@ use crate::render::PortalError;
 use crate::session::{Developer, NoFields, Posted, Visitor};
 
 mod applications;
+mod editor;
 use applications::application_row;
 pub use applications::{application, application_action, applications, change_plan, revoke_key};
+pub use editor::{edit_page as edit_product, save as save_product};
 
 /// A signed-in admin; others signed in get 403, visitors are sent to sign in.
 pub struct AdminUser(pub Visitor);

@@ -9,6 +9,7 @@
 
 mod attempts;
 mod catalog;
+mod drafts;
 mod exactly_once;
 mod identity;
 mod own_account;
@@ -26,6 +27,7 @@ use time::macros::datetime;
 
 pub use attempts::*;
 pub use catalog::*;
+pub use drafts::*;
 pub use exactly_once::*;
 pub use identity::*;
 pub use own_account::*;
@@ -61,6 +63,7 @@ macro_rules! conformance_cases {
             catalog_validation_errors,
             deletes_guarded_by_applications,
             promotion_and_rollback,
+            product_drafts_save_together_at_the_version_seen,
             apply_export_round_trip,
             apply_promotes_only_what_it_changed,
             seeding_keeps_what_exists,
