@@ -407,3 +407,128 @@ async fn every_page_is_usable_at_desktop_and_phone_widths() {
         assert!(header < 100.0, "{width}: the bar takes {header} px: {report}");
     }
 }
+
+/// An admin's console workflows in Chromium at a desktop width and a
+/// phone's: a plan change and the traffic chart, the product editor (a
+/// mistake shown by line, then a draft promoted to staging), the proxies'
+/// live replicas, the audit log by who and when, and a password reset link
+/// the developer uses. Screenshots: target/artifacts/console-{width}-*.png.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_works_through_the_console_at_desktop_and_phone_widths() {
+    let node_dir = require_browser(&["playwright-core"]);
+    let gw = Gateway::start(CATALOG, 1, "strict").await;
+    let portal = serve_portal(&gw, maas_portal::PortalOptions::default()).await;
+    let (app, key) = gw.app_key("console-walk", "alpha", "open").await;
+    for _ in 0..3 {
+        assert_eq!(
+            gw.chat(&format!("{}/alpha", gw.base()), &key, "chat-a").await.status(),
+            200
+        );
+    }
+    let account = gw.store.get_application(&app).await.unwrap().unwrap().account_id;
+    let password = "correct horse battery staple";
+    let hash = maas_portal::accounts::hash_password(password.into()).await.unwrap();
+    let person = |local: &str, role| maas_store::NewUser {
+        account_id: account.clone(),
+        email: [local, "example.com"].join("@"),
+        display_name: local.to_owned(),
+        role,
+        state: maas_store::model::UserState::Active,
+        sso: None,
+        password_hash: Some(hash.clone()),
+        email_verified: true,
+    };
+    let admin = gw
+        .store
+        .create_user(person("root", maas_store::model::UserRole::Admin))
+        .await
+        .unwrap();
+    let developer = gw
+        .store
+        .create_user(person("dev", maas_store::model::UserRole::Member))
+        .await
+        .unwrap();
+    // The proxy reports its replicas every few seconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while gw.store.proxy_reports().await.unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no proxy report within 15 s");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let shots = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/target/artifacts"));
+    std::fs::create_dir_all(shots).unwrap();
+    let script = format!("{node_dir}/console_flow.mjs");
+    for (width, plan, new_password) in [
+        ("1280", "gated", "violet otter lantern seventeen"),
+        ("390", "open", "quartz meadow falcon ninety"),
+    ] {
+        let tag = format!("w{width}");
+        let report = run_json_script(
+            "node",
+            &[
+                &script,
+                &portal,
+                shots.to_str().unwrap(),
+                width,
+                &admin.email,
+                password,
+                &app,
+                "alpha",
+                plan,
+                &developer.email,
+                new_password,
+                &tag,
+            ],
+        )
+        .await;
+        assert_eq!(report["errors"], serde_json::json!([]), "{width}: {report}");
+        assert_eq!(report["overflow"], serde_json::json!([]), "{width}: {report}");
+        assert_eq!(
+            report["hits_total"], "3",
+            "{width}: the chart counts the calls: {report}"
+        );
+        let stored = gw.store.get_application(&app).await.unwrap().unwrap();
+        assert_eq!(stored.plan, plan, "{width}: {report}");
+        assert!(
+            report["plan_shown"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("alpha · {plan}")),
+            "{report}"
+        );
+        assert!(
+            report["editor_error"].as_str().unwrap().contains("products[0].backend"),
+            "{width}: the mistake names its field: {report}"
+        );
+        let staged = gw
+            .store
+            .release("alpha", maas_store::Environment::Staging)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            staged.config.description,
+            format!("Edited at {tag}"),
+            "{width}: promoted to staging"
+        );
+        let produced = gw
+            .store
+            .release("alpha", maas_store::Environment::Production)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            !produced.config.description.starts_with("Edited"),
+            "production untouched"
+        );
+        assert!(
+            report["backends"].as_str().unwrap().contains(" up "),
+            "{width}: a live replica: {report}"
+        );
+        let audit = report["audit"].as_str().unwrap();
+        assert!(
+            audit.contains("root <root@example.com>") && audit.contains("change_plan application"),
+            "{audit}"
+        );
+        assert_eq!(report["developer_signed_in"], true, "{report}");
+    }
+}
