@@ -47,5 +47,37 @@ pub(crate) async fn test_store() -> (maas_store::Store, tempfile::TempDir) {
     (store, dir)
 }
 
+/// An application of account `Acme` on a one-product catalog (product
+/// `granite`, plan `standard`, backend `sim`) written to `store`; its id.
+#[cfg(test)]
+pub(crate) async fn test_application(store: &maas_store::Store) -> String {
+    let document: maas_store::document::CatalogDocument = serde_json::from_str(
+        r#"{"backends": [{"system_name": "sim", "urls": ["http://127.0.0.1:8000"]}],
+            "products": [{"system_name": "granite", "backend": "sim", "models": ["granite"]}],
+            "plans": [{"product": "granite", "system_name": "standard"}]}"#,
+    )
+    .unwrap();
+    store.apply(&document, &Default::default()).await.unwrap();
+    let account = store
+        .create_account(maas_store::NewAccount {
+            name: "Acme".into(),
+            description: String::new(),
+            sso: None,
+        })
+        .await
+        .unwrap();
+    let app = store
+        .create_application(maas_store::NewApplication {
+            account_id: account.id,
+            name: "app".into(),
+            description: String::new(),
+            product: "granite".into(),
+            plan: "standard".into(),
+        })
+        .await
+        .unwrap();
+    app.id
+}
+
 pub use limits::{HoldPolicy, LimitMode};
 pub use server::{Proxy, ProxyOptions};

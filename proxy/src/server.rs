@@ -130,9 +130,18 @@ impl Proxy {
                 if let Err(error) = syncing.limiter.sync().await {
                     METRICS.store_errors.with_label_values(&["record_usage"]).inc();
                     tracing::warn!(%error, "writing usage failed; kept for the next attempt");
-                    continue;
                 }
-                write_key_uses(&syncing).await;
+            }
+        });
+        // Keys' last use on a loop of its own: it must never hold up usage
+        // (or its spooling during an outage).
+        let noting = state.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(KEY_USE_INTERVAL);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                write_key_uses(&noting).await;
             }
         });
         Ok(Proxy {
@@ -215,11 +224,20 @@ async fn write_usage(state: &ProxyState) -> Result<(), String> {
     Ok(())
 }
 
+/// How often keys' last use is written: well within its minute.
+const KEY_USE_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Writes which keys were used, by the minute; kept for the next try on
-/// failure. Not usage: it neither trips the breaker nor stops a drain.
+/// failure. Not usage: skipped while the store's breaker is open, bounded
+/// by the breaker's call timeout, never tripping it nor stopping a drain.
 async fn write_key_uses(state: &ProxyState) {
+    let breaker = state.limiter.breaker();
+    if breaker.is_open() {
+        return;
+    }
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    if let Err(error) = state.key_uses.flush(&state.store, now).await {
+    let written = tokio::time::timeout(breaker.call_timeout(), state.key_uses.flush(&state.store, now)).await;
+    if let Err(error) = written.unwrap_or_else(|_| Err(maas_store::StoreError::Unavailable("timed out".into()))) {
         METRICS.store_errors.with_label_values(&["record_key_uses"]).inc();
         tracing::warn!(%error, "writing when keys were last used failed; kept for the next attempt");
     }

@@ -413,8 +413,7 @@ impl ProxyState {
 
 #[cfg(test)]
 mod tests {
-    use maas_store::document::CatalogDocument;
-    use maas_store::{NewAccount, NewApplication, NewKey, StoreError};
+    use maas_store::{NewKey, StoreError};
 
     use super::*;
     use crate::flaky_store::{DOWN, FlakyBackend, UP};
@@ -422,39 +421,14 @@ mod tests {
     use crate::limits::{HoldPolicy, LimitMode};
     use crate::record::usage::UsageSink;
 
-    const CATALOG: &str = r#"{
-      "backends": [{"system_name": "sim", "urls": ["http://127.0.0.1:8000"]}],
-      "products": [{"system_name": "granite", "backend": "sim", "models": ["granite"]}],
-      "plans": [{"product": "granite", "system_name": "standard"}]
-    }"#;
-
     /// A proxy state on a store that can fail, and two keys of one
     /// application (as hashes).
     async fn state(policy: OutagePolicy) -> (ProxyState, Arc<FlakyBackend>, [KeyHash; 2], tempfile::TempDir) {
         let (flaky, store, _, dir) = FlakyBackend::stores();
-        let document: CatalogDocument = serde_json::from_str(CATALOG).unwrap();
-        store.apply(&document, &Default::default()).await.unwrap();
-        let account = store
-            .create_account(NewAccount {
-                name: "Acme".into(),
-                description: String::new(),
-                sso: None,
-            })
-            .await
-            .unwrap();
-        let app = store
-            .create_application(NewApplication {
-                account_id: account.id,
-                name: "app".into(),
-                description: String::new(),
-                product: "granite".into(),
-                plan: "standard".into(),
-            })
-            .await
-            .unwrap();
+        let app = crate::test_application(&store).await;
         let mut hashes = Vec::new();
         for _ in 0..2 {
-            let key = store.create_key(&app.id, NewKey::default()).await.unwrap();
+            let key = store.create_key(&app, NewKey::default()).await.unwrap();
             hashes.push(KeyHash::of(key.secret.expose()));
         }
         let breaker = Arc::new(StoreBreaker::new(BreakerSettings {

@@ -84,7 +84,7 @@ try {
   await client.chat.completions.create({ model, messages: [{ role: "user", content: "Hello, team" }] });
   // The gateway writes a key's last use with its next usage flush.
   const lastUsedCell = page.locator("table.keys tbody tr").first().locator("td").nth(3);
-  for (let attempt = 0; attempt < 50; attempt++) {
+  for (let attempt = 0; attempt < 100; attempt++) {
     await page.goto(appUrl);
     report.last_used = (await lastUsedCell.textContent()).trim();
     if (report.last_used !== "never") break;

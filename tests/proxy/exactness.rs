@@ -294,11 +294,23 @@ async fn usage_by_key_and_by_model_adds_up_to_the_applications() {
         assert!(Instant::now() < deadline, "usage not stored within 10 s: {served}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    // Breakdowns are counted by hour, day and month (what statistics draw).
     let of = |by: Breakdown<'_>, metric: &str| {
         let name = by.metric(metric);
         let gw = &gw;
         let app = &app;
-        async move { gw.stored(app, &name).await }
+        async move {
+            let now = time::OffsetDateTime::now_utc();
+            let month = maas_store::period::Period::Month;
+            assert_eq!(
+                gw.store
+                    .usage(app, &name, maas_store::period::Period::Eternity, now)
+                    .await
+                    .unwrap(),
+                0
+            );
+            gw.store.usage(app, &name, month, now).await.unwrap()
+        }
     };
     assert_eq!(of(Breakdown::Key(&first_id), "hits").await, 3);
     assert_eq!(of(Breakdown::Key(&second_id), "hits").await, 4);

@@ -118,6 +118,11 @@ impl StoreBreaker {
         BreakerState::from_u8(self.state.load(Ordering::Acquire))
     }
 
+    /// How long a call may take before it counts as a failure.
+    pub fn call_timeout(&self) -> Duration {
+        self.settings.call_timeout
+    }
+
     /// Whether calls skip the store (open or half-open).
     pub fn is_open(&self) -> bool {
         self.state() != BreakerState::Closed

@@ -77,37 +77,12 @@ impl KeyUses {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use maas_store::document::CatalogDocument;
-    use maas_store::{NewAccount, NewApplication, NewKey};
+    use maas_store::NewKey;
 
-    /// A key of a new application on a one-plan catalog.
+    /// A key of a new application.
     async fn key(store: &Store) -> String {
-        let document: CatalogDocument = serde_json::from_str(
-            r#"{"backends": [{"system_name": "sim", "urls": ["http://127.0.0.1:8000"]}],
-                "products": [{"system_name": "granite", "backend": "sim", "models": ["granite"]}],
-                "plans": [{"product": "granite", "system_name": "standard"}]}"#,
-        )
-        .unwrap();
-        store.apply(&document, &Default::default()).await.unwrap();
-        let account = store
-            .create_account(NewAccount {
-                name: "Acme".into(),
-                description: String::new(),
-                sso: None,
-            })
-            .await
-            .unwrap();
-        let app = store
-            .create_application(NewApplication {
-                account_id: account.id,
-                name: "app".into(),
-                description: String::new(),
-                product: "granite".into(),
-                plan: "standard".into(),
-            })
-            .await
-            .unwrap();
-        store.create_key(&app.id, NewKey::default()).await.unwrap().key.id
+        let app = crate::test_application(store).await;
+        store.create_key(&app, NewKey::default()).await.unwrap().key.id
     }
 
     #[tokio::test]

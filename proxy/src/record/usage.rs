@@ -224,7 +224,7 @@ impl UsageSink {
                 .iter()
                 .zip([1, usage.prompt_tokens, usage.completion_tokens])
             {
-                self.push(app, &breakdown.metric(metric), value, at);
+                self.push_in(app, &breakdown.metric(metric), value, at, Breakdown::periods());
             }
         }
     }

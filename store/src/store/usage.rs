@@ -68,6 +68,13 @@ pub enum Breakdown<'a> {
 pub const BREAKDOWN_METRICS: [&str; 3] = [crate::model::HITS, PROMPT_TOKENS, COMPLETION_TOKENS];
 
 impl Breakdown<'_> {
+    /// The buckets breakdowns are counted in: those statistics draw by
+    /// (hour, day, month), not every period's, so they cost under half
+    /// the writes of the application's own series.
+    pub fn periods() -> PeriodSet {
+        PeriodSet::NONE.with(Period::Hour).with(Period::Day).with(Period::Month)
+    }
+
     /// The counter name of `metric` for this model or key. Metric names
     /// of products never hold a `:`, so these never meet them.
     pub fn metric(self, metric: &str) -> String {
