@@ -545,6 +545,28 @@ async fn an_admin_edits_a_product_and_its_plans_as_a_draft() {
         "{}",
         refused.body
     );
+    // Aliases that multiply (a "billion laughs") are refused, quickly.
+    let mut laughs = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    for (name, previous) in ["b", "c", "d", "e", "f", "g", "h", "i"]
+        .iter()
+        .zip(["a", "b", "c", "d", "e", "f", "g", "h"])
+    {
+        laughs.push_str(&format!("{name}: &{name} [*{previous},*{previous},*{previous},*{previous},*{previous},*{previous},*{previous},*{previous},*{previous}]\n"));
+    }
+    laughs.push_str("products: *i\n");
+    let started = std::time::Instant::now();
+    let refused = admin
+        .post(
+            "/admin/products/granite/edit",
+            &[("csrf", &csrf), ("version", &version), ("yaml", &laughs)],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     // Another product's name is not edited here.
     let renamed = yaml.replacen("system_name: granite", "system_name: basalt", 1);
     let refused = admin
