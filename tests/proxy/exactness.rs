@@ -196,7 +196,21 @@ async fn a_thousand_mixed_requests_with_hang_ups_are_metered_exactly() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Usage is written in batches every 100 ms.
+    // Usage is written in batches every 100 ms; on a busy machine a batch
+    // may take longer, so wait (bounded) until every application's stored
+    // tokens stop short of nothing served, then compare exactly.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut behind = false;
+        for (app_id, _) in &apps {
+            let served = gw.sim_usage(app_id).await["completion_tokens"].as_u64().unwrap_or(0);
+            behind |= gw.stored(app_id, "completion_tokens").await < served;
+        }
+        if !behind || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     tokio::time::sleep(Duration::from_millis(400)).await;
 
     let mut metrics = Vec::new();
