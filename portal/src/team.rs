@@ -29,10 +29,9 @@ pub(crate) async fn members(state: &PortalState, id: &str) -> Result<Vec<User>, 
     Ok(all_pages(|page: Page| async move { store.list_users(Some(id), &page).await }).await?)
 }
 
-/// Whether the signed-in user may change the team here: an owner of an
-/// organization whose members are not the company sign-in's.
+/// Whether the signed-in user may change the team here (the store's rule).
 fn manages_team(session: &SignedIn) -> bool {
-    session.user.team_role == TeamRole::Owner && session.account.sso.is_none()
+    maas_store::manages_team(&session.user, &session.account)
 }
 
 /// The organization page, with an invitation link when one was just made.
@@ -40,13 +39,12 @@ async fn account_page(state: &PortalState, visitor: &Visitor, issued: Option<Str
     let session = signed_in(visitor)?;
     let mut users = members(state, &session.account.id).await?;
     users.sort_by(|a, b| (a.team_role != TeamRole::Owner, &a.email).cmp(&(b.team_role != TeamRole::Owner, &b.email)));
-    let owners = users.iter().filter(|u| u.team_role == TeamRole::Owner).count();
     let members: Vec<Value> = users
         .iter()
         .map(|u| {
             json!({"id": u.id, "name": u.display_name, "email": u.email, "team_role": u.team_role.as_str(),
                 "state": u.state, "sso": u.sso.is_some(), "you": u.id == session.user.id,
-                "last_owner": u.team_role == TeamRole::Owner && owners == 1})
+                "last_owner": maas_store::is_last_owner(u, &users)})
         })
         .collect();
     let manages = manages_team(session);

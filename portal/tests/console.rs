@@ -545,15 +545,18 @@ async fn an_admin_edits_a_product_and_its_plans_as_a_draft() {
         "{}",
         refused.body
     );
-    // Aliases that multiply (a "billion laughs") are refused, quickly.
-    let mut laughs = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    // Aliases that multiply (a "billion laughs"), where the document takes
+    // any value (a product's `openapi`), are refused, quickly.
+    let mut laughs = String::from(
+        "products:\n- system_name: granite\n  backend: vllm\n  models: [granite-8b]\n  openapi:\n    a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
     for (name, previous) in ["b", "c", "d", "e", "f", "g", "h", "i"]
         .iter()
         .zip(["a", "b", "c", "d", "e", "f", "g", "h"])
     {
-        laughs.push_str(&format!("{name}: &{name} [*{previous},*{previous},*{previous},*{previous},*{previous},*{previous},*{previous},*{previous},*{previous}]\n"));
+        let nine = vec![format!("*{previous}"); 9].join(",");
+        laughs.push_str(&format!("    {name}: &{name} [{nine}]\n"));
     }
-    laughs.push_str("products: *i\n");
     let started = std::time::Instant::now();
     let refused = admin
         .post(
@@ -562,6 +565,11 @@ async fn an_admin_edits_a_product_and_its_plans_as_a_draft() {
         )
         .await;
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        text(&refused.body).contains("repetition limit exceeded"),
+        "{}",
+        refused.body
+    );
     assert!(
         started.elapsed() < std::time::Duration::from_secs(5),
         "{:?}",

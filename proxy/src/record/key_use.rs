@@ -2,41 +2,50 @@
 //! store ([`Store::record_key_uses`]): noted per request in memory, written
 //! with the usage batches, at most once per key and minute.
 
-use std::sync::Mutex;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use maas_store::{Store, StoreResult, key_use_slot};
 use rustc_hash::FxHashMap;
 
 /// A key's latest minute seen here, and the latest one written.
-#[derive(Clone, Copy)]
 struct Slots {
-    seen: i64,
-    written: i64,
+    seen: AtomicI64,
+    written: AtomicI64,
 }
 
+/// Keys by id. Requests only read the map (a shared lock) and raise their
+/// key's minute with an atomic, so a busy proxy's requests never wait on
+/// each other here; the map is locked exclusively only for a key new to
+/// it and for the writer's sweep.
 #[derive(Default)]
 pub struct KeyUses {
-    keys: Mutex<FxHashMap<String, Slots>>,
+    keys: RwLock<FxHashMap<String, Slots>>,
 }
 
 impl KeyUses {
     /// Notes that key `id` was used at unix second `at`; never blocks on I/O
-    /// and allocates only for a key not seen this minute.
+    /// and allocates only for a key not seen since it was last forgotten.
     pub fn note(&self, id: &str, at: i64) {
         let slot = key_use_slot(at);
-        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        match keys.get_mut(id) {
-            Some(slots) => slots.seen = slots.seen.max(slot),
-            None => {
-                keys.insert(
-                    id.to_owned(),
-                    Slots {
-                        seen: slot,
-                        written: i64::MIN,
-                    },
-                );
+        {
+            let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(slots) = keys.get(id) {
+                // Most requests find their minute noted: a load, no write.
+                if slots.seen.load(Ordering::Relaxed) < slot {
+                    slots.seen.fetch_max(slot, Ordering::Relaxed);
+                }
+                return;
             }
         }
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        keys.entry(id.to_owned())
+            .or_insert_with(|| Slots {
+                seen: AtomicI64::new(i64::MIN),
+                written: AtomicI64::new(i64::MIN),
+            })
+            .seen
+            .fetch_max(slot, Ordering::Relaxed);
     }
 
     /// Writes the minutes not yet written; how many keys it wrote. On
@@ -44,29 +53,33 @@ impl KeyUses {
     /// the current minute are forgotten, so memory follows the keys in use.
     pub async fn flush(&self, store: &Store, now: i64) -> StoreResult<usize> {
         let due: Vec<(String, i64)> = {
-            let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+            let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
             keys.iter()
-                .filter(|(_, s)| s.seen > s.written)
-                .map(|(id, s)| (id.clone(), s.seen))
+                .map(|(id, s)| (id, s.seen.load(Ordering::Relaxed), s.written.load(Ordering::Relaxed)))
+                .filter(|(_, seen, written)| seen > written)
+                .map(|(id, seen, _)| (id.clone(), seen))
                 .collect()
         };
         if !due.is_empty() {
             store.record_key_uses(&due).await?;
         }
         let current = key_use_slot(now);
-        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
         for (id, at) in &due {
-            if let Some(slots) = keys.get_mut(id) {
-                slots.written = slots.written.max(*at);
+            if let Some(slots) = keys.get(id) {
+                slots.written.fetch_max(*at, Ordering::Relaxed);
             }
         }
-        keys.retain(|_, s| s.seen > s.written || s.seen >= current);
+        keys.retain(|_, s| {
+            let seen = s.seen.load(Ordering::Relaxed);
+            seen > s.written.load(Ordering::Relaxed) || seen >= current
+        });
         Ok(due.len())
     }
 
     /// Keys remembered (for tests).
     pub fn len(&self) -> usize {
-        self.keys.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     pub fn is_empty(&self) -> bool {

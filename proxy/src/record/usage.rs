@@ -212,19 +212,22 @@ impl UsageSink {
 
     /// Queues an admitted request's hit and billed tokens under its key
     /// and, when it named one of its product's models, that model
-    /// ([`Breakdown`]): what statistics show by key and by model.
+    /// ([`Breakdown`]): what statistics show by key and by model. One lock
+    /// and one name buffer for all six series.
     pub fn push_breakdown(&self, auth: &AuthContext, model: &str, usage: TokenUsage, at: OffsetDateTime) {
         let app = auth.application.id.as_str();
-        let mut by = vec![Breakdown::Key(&auth.key.id)];
-        if !model.is_empty() {
-            by.push(Breakdown::Model(model));
-        }
-        for breakdown in by {
-            for (metric, value) in BREAKDOWN_METRICS
-                .iter()
-                .zip([1, usage.prompt_tokens, usage.completion_tokens])
-            {
-                self.push_in(app, &breakdown.metric(metric), value, at, Breakdown::periods());
+        let values = [1, usage.prompt_tokens, usage.completion_tokens];
+        let (at, periods) = (at.unix_timestamp(), Breakdown::periods());
+        let by = [
+            Some(Breakdown::Key(&auth.key.id)),
+            (!model.is_empty()).then_some(Breakdown::Model(model)),
+        ];
+        let mut name = String::with_capacity(96);
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for breakdown in by.into_iter().flatten() {
+            for (metric, value) in BREAKDOWN_METRICS.iter().zip(values).filter(|(_, v)| *v > 0) {
+                breakdown.write_metric(&mut name, metric);
+                pending.add(app, &name, at, periods, value);
             }
         }
     }

@@ -50,6 +50,19 @@ pub async fn users_list_and_end_their_own_sessions<F: Fixture>(fixture: &F) {
     session(&store, &ada, "again", "Firefox").await;
     let ada = store.change_password(&ada, "$argon2id$new".into()).await.unwrap();
     assert_eq!(ada.password_hash.as_deref(), Some("$argon2id$new"));
+    let audit = store
+        .audit_log(&crate::store::AuditQuery {
+            entity_id: Some(ada.id.clone()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(audit[0].action, "change_password");
+    assert!(
+        !serde_json::to_string(&audit).unwrap().contains("argon2id"),
+        "no hash in the audit log"
+    );
     assert!(store.session_with_user("again").await.unwrap().is_none(), "ended");
     assert!(store.user_sessions(&ada).await.unwrap().is_empty());
     assert_eq!(store.user_sessions(&bob).await.unwrap().len(), 1, "Bob's stay");

@@ -305,14 +305,27 @@ impl Store {
     /// Ends every portal session of `user` (their next request finds none).
     /// Audited as `end_sessions`.
     pub async fn end_sessions(&self, user: &User) -> StoreResult<User> {
+        self.change_ending_sessions(user, "end_sessions", |_| {}).await
+    }
+
+    /// `user` changed by `edit`, with every session of theirs ended, if
+    /// the user is still as read (else `Conflict`). Audited as `action`
+    /// (secrets scrubbed, as in every entry).
+    pub(super) async fn change_ending_sessions(
+        &self,
+        user: &User,
+        action: &str,
+        edit: impl FnOnce(&mut User),
+    ) -> StoreResult<User> {
         let mut after = user.clone();
+        edit(&mut after);
         after.session_epoch = user.session_epoch.wrapping_add(1);
         let mut batch = WriteBatch::default();
         batch
             .require(Condition::Equals(format!("user:{}", user.id), encode(user)?))
             .put(format!("user:{}", user.id), encode(&after)?)
             .publish(Change::User { id: user.id.clone() });
-        let audit = vec![self.audit_entry("end_sessions", "user", &user.id, Some(user), Some(&after))];
+        let audit = vec![self.audit_entry(action, "user", &user.id, Some(user), Some(&after))];
         self.commit(batch, audit)
             .await?
             .map_err(|_| StoreError::Conflict(format!("user `{}` changed meanwhile; try again", user.id)))?;

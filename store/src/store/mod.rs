@@ -43,7 +43,10 @@ pub use proxies::{
     BackendReport, PROXY_FORGOTTEN_AFTER_SECS, PROXY_SILENT_AFTER_SECS, ProxyReport, ReplicaLoadReport, ReplicaReport,
 };
 pub use sessions::{MAX_LISTED_SESSIONS, SessionEntry, SessionRecord, session_handle};
-pub use teams::{INVITATION_PREFIX, IssuedInvitation, Joined, MAX_INVITATION_TTL, MAX_OPEN_INVITATIONS, NewMember};
+pub use teams::{
+    INVITATION_PREFIX, IssuedInvitation, Joined, MAX_INVITATION_TTL, MAX_OPEN_INVITATIONS, NewMember, is_last_owner,
+    is_owner, manages_team,
+};
 pub use tenancy::{NewAccount, NewUser, UserUpdate};
 pub use usage::{
     Admission, BREAKDOWN_METRICS, Breakdown, LimitCheck, LimitStatus, MAX_SERIES_POINTS, TokenHold, UsagePoint,

@@ -36,21 +36,12 @@ fn reset_of_user(user_id: &str) -> String {
 impl Store {
     /// Changes `user`'s password hash and ends every session of theirs
     /// (the caller opens a new one for the session that asked). Audited
-    /// as `change_password`, without the hash.
+    /// as `change_password`; the hash is scrubbed from the entry.
     pub async fn change_password(&self, user: &User, password_hash: String) -> StoreResult<User> {
-        let mut after = user.clone();
-        after.password_hash = Some(password_hash);
-        after.session_epoch = user.session_epoch.wrapping_add(1);
-        let mut batch = WriteBatch::default();
-        batch
-            .require(Condition::Equals(format!("user:{}", user.id), encode(user)?))
-            .put(format!("user:{}", user.id), encode(&after)?)
-            .publish(Change::User { id: user.id.clone() });
-        let audit = vec![self.audit_entry::<()>("change_password", "user", &user.id, None, None)];
-        self.commit(batch, audit)
-            .await?
-            .map_err(|_| StoreError::Conflict(format!("user `{}` changed meanwhile; try again", user.id)))?;
-        Ok(after)
+        self.change_ending_sessions(user, "change_password", |after| {
+            after.password_hash = Some(password_hash);
+        })
+        .await
     }
 
     /// A one-time link's secret that lets whoever holds it set user

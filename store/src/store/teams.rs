@@ -68,6 +68,25 @@ fn forbidden(message: &str) -> StoreError {
     StoreError::Forbidden(message.to_owned())
 }
 
+/// Whether `user` counts as one of their organization's owners: an
+/// owner whose account is active (the owners a team must keep one of).
+pub fn is_owner(user: &User) -> bool {
+    user.team_role == TeamRole::Owner && user.state == UserState::Active
+}
+
+/// Whether `user` may change `account`'s team: one of its owners, in an
+/// organization that takes members by invitation (not one bound to a
+/// company identity provider, whose members come from the provider).
+pub fn manages_team(user: &User, account: &Account) -> bool {
+    user.account_id == account.id && is_owner(user) && account.sso.is_none()
+}
+
+/// Whether `member` is the only owner among `members` (so can neither step
+/// down nor leave).
+pub fn is_last_owner(member: &User, members: &[User]) -> bool {
+    is_owner(member) && !members.iter().any(|other| other.id != member.id && is_owner(other))
+}
+
 impl Store {
     /// `by`, read again, if they are an active owner of `account_id` and
     /// the account takes its members from invitations (it is not bound to
@@ -78,9 +97,7 @@ impl Store {
             .await?
             .ok_or_else(|| StoreError::not_found("account", account_id))?;
         let owner = self.get_user(&by.id).await?;
-        let Some(owner) = owner
-            .filter(|u| u.account_id == account.id && u.team_role == TeamRole::Owner && u.state == UserState::Active)
-        else {
+        let Some(owner) = owner.filter(|u| u.account_id == account.id && is_owner(u)) else {
             return Err(forbidden("only the organization's owners may change its members"));
         };
         if account.sso.is_some() {
@@ -401,7 +418,7 @@ impl Store {
             let Some(user) = self.get_user(&id).await? else {
                 continue;
             };
-            if user.team_role == TeamRole::Owner && user.state == UserState::Active {
+            if is_owner(&user) {
                 batch.require(Condition::Equals(format!("user:{id}"), encode(&user)?));
                 others += 1;
             }

@@ -78,9 +78,21 @@ impl Breakdown<'_> {
     /// The counter name of `metric` for this model or key. Metric names
     /// of products never hold a `:`, so these never meet them.
     pub fn metric(self, metric: &str) -> String {
-        match self {
-            Breakdown::Model(model) => format!("model:{model}:{metric}"),
-            Breakdown::Key(key) => format!("key:{key}:{metric}"),
+        let mut name = String::new();
+        self.write_metric(&mut name, metric);
+        name
+    }
+
+    /// [`Breakdown::metric`] into `name` (cleared first), so a caller
+    /// naming several series reuses one buffer.
+    pub fn write_metric(self, name: &mut String, metric: &str) {
+        let (kind, part) = match self {
+            Breakdown::Model(model) => ("model", model),
+            Breakdown::Key(key) => ("key", key),
+        };
+        name.clear();
+        for piece in [kind, ":", part, ":", metric] {
+            name.push_str(piece);
         }
     }
 }

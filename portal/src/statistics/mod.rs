@@ -10,7 +10,6 @@ use std::fmt::Write as _;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use maas_store::Breakdown;
 use maas_store::model::{COMPLETION_TOKENS, HITS, Money, PROMPT_TOKENS, Plan};
 use maas_store::period::Period;
 use serde::Deserialize;
@@ -21,6 +20,9 @@ use crate::PortalState;
 use crate::developer::own_application;
 use crate::render::PortalError;
 use crate::session::Developer;
+
+mod breakdown;
+use breakdown::{Measure, Reader, breakdown_parts};
 
 /// The periods offered, as the walkthrough offers them.
 const PERIODS: [(&str, &str, Period, i64); 4] = [
@@ -48,7 +50,7 @@ pub struct StatisticsQuery {
 }
 
 /// One stacked series: a name and a value per bucket.
-struct Series {
+pub(super) struct Series {
     name: String,
     values: Vec<u64>,
 }
@@ -145,19 +147,20 @@ async fn load(
     Ok((app, traffic, chosen))
 }
 
-/// A model or a key, as a part of a breakdown.
-enum Part {
-    Model(String),
-    Key(String),
+/// The periods offered, `current` marking the one shown.
+fn period_choices(current: &str) -> Vec<serde_json::Value> {
+    PERIODS
+        .iter()
+        .map(|(key, label, ..)| json!({"key": key, "label": label, "current": *key == current}))
+        .collect()
 }
 
-impl Part {
-    fn breakdown(&self) -> Breakdown<'_> {
-        match self {
-            Part::Model(model) => Breakdown::Model(model),
-            Part::Key(key) => Breakdown::Key(key),
-        }
-    }
+/// The metrics offered, `current` marking the one shown.
+fn metric_choices(current: &str) -> Vec<serde_json::Value> {
+    METRICS
+        .iter()
+        .map(|(key, label)| json!({"key": key, "label": label, "current": *key == current}))
+        .collect()
 }
 
 /// An application's traffic chart for the console, as the statistics
@@ -176,127 +179,12 @@ pub(crate) async fn console_view(
     let total: u64 = traffic.series.iter().flat_map(|s| &s.values).sum();
     Ok(json!({
         "chart": chart(&traffic), "total": traffic.format(total), "period": period, "metric": metric,
-        "periods": PERIODS.iter().map(|(k, l, ..)| json!({"key": k, "label": l, "current": *k == period})).collect::<Vec<_>>(),
-        "metrics": METRICS.iter().map(|(k, l)| json!({"key": k, "label": l, "current": *k == metric})).collect::<Vec<_>>(),
+        "periods": period_choices(period), "metrics": metric_choices(metric),
     }))
 }
 
-/// The models of the application's product, or its keys, each named for
-/// people.
-async fn breakdown_parts(
-    state: &PortalState,
-    app: &maas_store::model::Application,
-    by: &str,
-) -> Result<Vec<(String, Part)>, PortalError> {
-    let store = state.store();
-    Ok(if by == "model" {
-        let served = store.release(&app.product, maas_store::Environment::Production).await?;
-        let models = match served {
-            Some(release) => release.config.models,
-            None => store
-                .get_product(&app.product)
-                .await?
-                .map(|p| p.models)
-                .unwrap_or_default(),
-        };
-        models.into_iter().map(|m| (m.clone(), Part::Model(m))).collect()
-    } else {
-        let mut keys = store.application_keys(&app.id).await?;
-        keys.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        keys.into_iter()
-            .map(|k| {
-                let name = if k.label.is_empty() {
-                    k.masked()
-                } else {
-                    format!("{} ({})", k.label, k.masked())
-                };
-                (name, Part::Key(k.id))
-            })
-            .collect()
-    })
-}
-
-/// What a breakdown adds up: requests, tokens, or their cost at a plan's prices.
-enum Measure<'a> {
-    Hits,
-    Tokens,
-    Cost(&'a Plan),
-}
-
-/// Reads one application's series over one span.
-struct Reader<'a> {
-    store: &'a maas_store::Store,
-    application_id: &'a str,
-    granularity: Period,
-    from: OffsetDateTime,
-    to: OffsetDateTime,
-}
-
-impl Reader<'_> {
-    async fn series(&self, metric: &str) -> Result<Vec<u64>, PortalError> {
-        let points = self
-            .store
-            .usage_series(self.application_id, metric, self.granularity, self.from, self.to)
-            .await?;
-        Ok(points.into_iter().map(|p| p.value).collect())
-    }
-
-    /// `measure` of the series `name_of` names (the application's own
-    /// totals, or one model's or key's).
-    async fn measured(&self, measure: &Measure<'_>, name_of: impl Fn(&str) -> String) -> Result<Vec<u64>, PortalError> {
-        if let Measure::Hits = measure {
-            return self.series(&name_of(HITS)).await;
-        }
-        let prompt = self.series(&name_of(PROMPT_TOKENS)).await?;
-        let completion = self.series(&name_of(COMPLETION_TOKENS)).await?;
-        let (prompt, completion) = match measure {
-            Measure::Cost(plan) => (
-                priced(prompt, plan.price_per_1k_prompt_tokens),
-                priced(completion, plan.price_per_1k_completion_tokens),
-            ),
-            _ => (prompt, completion),
-        };
-        Ok(prompt
-            .iter()
-            .zip(&completion)
-            .map(|(p, c)| p.saturating_add(*c))
-            .collect())
-    }
-
-    /// One series per part that has any, and what the parts do not
-    /// account for (traffic from before breakdowns were kept, requests
-    /// without a model, keys deleted since) as one more.
-    async fn broken_down(&self, measure: &Measure<'_>, parts: &[(String, Part)]) -> Result<Vec<Series>, PortalError> {
-        let total = self.measured(measure, str::to_owned).await?;
-        let mut rest = total.clone();
-        let mut series = Vec::new();
-        for (name, part) in parts {
-            let by = part.breakdown();
-            let values = self.measured(measure, |metric| by.metric(metric)).await?;
-            if values.iter().all(|v| *v == 0) {
-                continue;
-            }
-            for (left, v) in rest.iter_mut().zip(&values) {
-                *left = left.saturating_sub(*v);
-            }
-            series.push(Series {
-                name: name.clone(),
-                values,
-            });
-        }
-        if rest.iter().any(|v| *v > 0) || series.is_empty() {
-            let name = if series.is_empty() { "All" } else { "Not attributed" };
-            series.push(Series {
-                name: name.into(),
-                values: rest,
-            });
-        }
-        Ok(series)
-    }
-}
-
 /// `tokens` per bucket at `per_1k`, in micro-units.
-fn priced(tokens: Vec<u64>, per_1k: Money) -> Vec<u64> {
+pub(super) fn priced(tokens: Vec<u64>, per_1k: Money) -> Vec<u64> {
     tokens
         .into_iter()
         .map(|t| maas_admin_api::analytics::price(t, per_1k).micros)
@@ -539,8 +427,7 @@ pub async fn page(
     let context = json!({
         "page": "applications",
         "app": {"id": app.id, "name": app.name},
-        "periods": PERIODS.iter().map(|(k, l, ..)| json!({"key": k, "label": l, "current": *k == period})).collect::<Vec<_>>(),
-        "metrics": METRICS.iter().map(|(k, l)| json!({"key": k, "label": l, "current": *k == metric})).collect::<Vec<_>>(),
+        "periods": period_choices(period), "metrics": metric_choices(metric),
         "breakdowns": BREAKDOWNS.iter().map(|(k, l)| {
             let label = match (*k, metric) {
                 ("kind", "hits") => "by method",
