@@ -11,6 +11,7 @@ mod proxy {
     mod auth;
     mod balancing;
     mod bench;
+    mod budgets;
     mod exactness;
     pub mod gpus;
     pub mod harness;

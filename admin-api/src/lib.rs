@@ -37,6 +37,7 @@
 
 pub mod analytics;
 pub mod auth;
+pub mod budgets;
 pub mod catalog;
 pub mod conditional;
 pub mod docs;
@@ -68,6 +69,7 @@ pub struct AdminState {
 fn api_routes() -> OpenApiRouter<AdminState> {
     catalog::routes()
         .merge(tenancy::routes())
+        .merge(budgets::routes())
         .merge(operations::routes())
         .merge(analytics::routes())
 }

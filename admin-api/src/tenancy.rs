@@ -11,12 +11,14 @@
 //! | `/keys/{id}` | `GET`, `DELETE` |
 //! | `/keys/{id}/revoke` | `POST`: refused from now on, kept listed |
 //! | `/keys/{id}/rotate` | `POST` `{"grace_seconds": n}`: a new key; the old one works for the grace period, then expires |
+//!
+//! Budgets of applications and keys: [`crate::budgets`].
 
 use axum::Json;
 use axum::extract::Path;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use maas_store::model::{Account, ApiKey, Application, ApplicationState};
+use maas_store::model::{Account, ApiKey, Application, ApplicationState, Budget};
 use maas_store::{
     ApplicationAction, ApplicationFilter, ApplicationUpdate, NewAccount, NewApplication, NewKey, Page, PlanChangeBy,
     Precondition,
@@ -301,6 +303,10 @@ pub struct KeyView {
     pub revoked_at: Option<OffsetDateTime>,
     /// Usable now: neither revoked nor expired.
     pub active: bool,
+    /// What it may spend (`PUT /keys/{id}/budgets`).
+    pub budgets: Vec<Budget>,
+    /// The first key of its rotation chain, whose spend it shares.
+    pub spend_lineage: String,
     /// When a proxy last saw it used, to the minute (`null`: never, or
     /// not in this answer: key creation and changes leave it out).
     #[serde(
@@ -314,7 +320,10 @@ pub struct KeyView {
 impl From<ApiKey> for KeyView {
     fn from(key: ApiKey) -> KeyView {
         let active = key.is_usable_at(OffsetDateTime::now_utc());
+        let spend_lineage = key.spend_lineage().to_owned();
         KeyView {
+            budgets: key.budgets,
+            spend_lineage,
             id: key.id,
             application_id: key.application_id,
             display_prefix: key.display_prefix,

@@ -285,6 +285,47 @@ impl ApiError {
         )
     }
 
+    /// A hard spend budget has no room for the request's least cost (its
+    /// prompt and one completion token per generation, at its model's
+    /// prices). `status` is the budget's spend counter, in nanos.
+    pub fn budget_spent(
+        scope: maas_store::model::BudgetScope,
+        status: &maas_store::LimitStatus,
+        currency: &str,
+        needed_nanos: u64,
+    ) -> ApiError {
+        use maas_store::model::budget::nanos_to_money;
+        let period = match status.limit.period {
+            maas_store::period::Period::Day => "daily",
+            maas_store::period::Period::Week => "weekly",
+            maas_store::period::Period::Month => "monthly",
+            _ => "total",
+        };
+        let amount = nanos_to_money(status.limit.value);
+        let used = nanos_to_money(status.used.min(status.limit.value));
+        let needed = nanos_to_money(needed_nanos);
+        let when = if status.limit.period == maas_store::period::Period::Eternity {
+            "It does not start over: ask an admin to raise it.".to_owned()
+        } else {
+            let resets = status
+                .resets_at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            format!("It starts over at {resets}.")
+        };
+        ApiError::new(
+            429,
+            "insufficient_quota",
+            "insufficient_quota",
+            "budget_spent",
+            format!(
+                "The {scope}'s {period} budget of {amount} {currency} is spent: {used} {currency} used \
+                 (requests in flight included), and this request needs at least {needed} {currency}. {when}",
+                scope = scope.as_str(),
+            ),
+        )
+    }
+
     /// Every replica of the backend was saturated and the request could
     /// not wait (longer) in the gateway's queue.
     pub fn saturated(

@@ -10,7 +10,10 @@ pub struct Demand {
     pub max: u64,
     pub add: u64,
     pub hold: u64,
-    pub takes_grant: bool,
+    /// What each granted unit (completion token) adds to this check: 1 on
+    /// a token limit, the completion price on a spend budget, 0 when the
+    /// grant is not counted here.
+    pub grant_rate: u64,
 }
 
 /// The flexible part of a reservation: as much as fits, at most `max`;
@@ -53,9 +56,9 @@ pub fn decide(demands: &[Demand], used: &[u64], grant: Option<Grant>) -> Result<
     let mut tightest = None;
     for (index, (demand, &used)) in demands.iter().zip(used).enumerate() {
         let hold = if grant.is_some() { demand.hold } else { 0 };
-        let takes_grant = grant.is_some() && demand.takes_grant;
+        let rate = if grant.is_some() { demand.grant_rate } else { 0 };
         let need = demand.add.saturating_add(hold);
-        if !takes_grant {
+        if rate == 0 {
             if !admits(demand.max, used, need) {
                 return Err((index, used));
             }
@@ -64,6 +67,7 @@ pub fn decide(demands: &[Demand], used: &[u64], grant: Option<Grant>) -> Result<
         let Some(room) = demand.max.checked_sub(used).and_then(|left| left.checked_sub(need)) else {
             return Err((index, used));
         };
+        let room = room / rate;
         if tightest.is_none() || room < granted {
             granted = granted.min(room);
             tightest = Some((index, used));
@@ -79,7 +83,7 @@ pub fn decide(demands: &[Demand], used: &[u64], grant: Option<Grant>) -> Result<
     };
     let amounts = demands
         .iter()
-        .map(|d| d.hold.saturating_add(if d.takes_grant { granted } else { 0 }))
+        .map(|d| d.hold.saturating_add(granted.saturating_mul(d.grant_rate)))
         .collect();
     Ok((granted, amounts))
 }
@@ -93,7 +97,7 @@ mod tests {
             max,
             add,
             hold,
-            takes_grant,
+            grant_rate: u64::from(takes_grant),
         }
     }
 
@@ -140,5 +144,31 @@ mod tests {
         let checks = [check(100, 0, 40, false)];
         assert_eq!(decide(&checks, &[60], reservation(0, 0)), Ok((0, vec![40])));
         assert_eq!(decide(&checks, &[61], reservation(0, 0)), Err((0, 61)));
+    }
+
+    #[test]
+    fn a_spend_budget_grants_what_its_money_buys() {
+        // A budget of 1,000,000 nanos; the prompt costs 30 × 1,500 and each
+        // completion token 2,000, beside a token limit of 1,000.
+        let spend = Demand {
+            max: 1_000_000,
+            add: 0,
+            hold: 45_000,
+            grant_rate: 2_000,
+        };
+        let checks = [check(1_000, 0, 30, true), spend];
+        let wanted = reservation(800, 1);
+        // (1,000,000 − 45,000) / 2,000 = 477 tokens, fewer than the token limit's 970.
+        assert_eq!(decide(&checks, &[0, 0], wanted), Ok((477, vec![507, 999_000])));
+        // 1,999 nanos left after the prompt buy no completion token.
+        assert_eq!(decide(&checks, &[0, 953_001], wanted), Err((1, 953_001)));
+        assert_eq!(decide(&checks, &[0, 953_000], wanted), Ok((1, vec![31, 47_000])));
+        // A free model's tokens are not counted against money.
+        let free = Demand {
+            hold: 0,
+            grant_rate: 0,
+            ..spend
+        };
+        assert_eq!(decide(&[free], &[999_999], wanted), Ok((0, vec![0])));
     }
 }

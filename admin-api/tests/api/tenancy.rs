@@ -147,6 +147,57 @@ async fn accounts_applications_and_keys() {
             old["expires_at"].is_string() && old["active"] == true,
             "{kind}: valid during the grace: {old}"
         );
+        // Budgets: checked, replaced whole, kept by the rotation.
+        let (status, _, body) = api
+            .admin(
+                "PUT",
+                &format!("/applications/{app_id}/budgets"),
+                Some(json!({"budgets": [{"amount": 25, "period": "month"}, {"amount": "0.5", "period": "day", "mode": "soft"}]})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{kind}: {body}");
+        assert_eq!(
+            body["budgets"],
+            json!([{"amount": 25.0, "period": "month", "mode": "hard"}, {"amount": 0.5, "period": "day", "mode": "soft"}]),
+            "{kind}"
+        );
+        let (status, _, body) = api
+            .admin(
+                "PUT",
+                &format!("/applications/{app_id}/budgets"),
+                Some(json!({"budgets": [{"amount": 0, "period": "week"}]})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{kind}: {body}");
+        assert_eq!(body["error"]["fields"][0]["field"], "budgets[0].amount", "{kind}: {body}");
+        let (status, _, body) = api
+            .admin(
+                "PUT",
+                &format!("/applications/{app_id}/budgets"),
+                Some(json!({"budgets": [{"amount": 1, "period": "year"}]})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{kind}: an unknown period: {body}");
+        let (status, _, body) = api
+            .admin(
+                "PUT",
+                &format!("/keys/{key_id}/budgets"),
+                Some(json!({"budgets": [{"amount": 3, "period": "total"}]})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{kind}: {body}");
+        let (_, _, newest) = api.admin("GET", &format!("/applications/{app_id}/keys"), None).await;
+        let chained = newest["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["id"] != json!(key_id) && k["spend_lineage"] == json!(key_id))
+            .unwrap_or_else(|| panic!("{kind}: the rotated key shares the first's spend: {newest}"));
+        assert_eq!(chained["budgets"], json!([]), "{kind}: rotated before the budget was set");
+        let (status, _, _) = api
+            .admin("PUT", "/keys/key_missing/budgets", Some(json!({"budgets": []})))
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{kind}");
         let (status, _, revoked) = api.admin("POST", &format!("/keys/{key_id}/revoke"), None).await;
         assert_eq!((status, &revoked["active"]), (StatusCode::OK, &json!(false)), "{kind}");
         let (status, _, _) = api

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use maas_store::limits::{Demand, Grant, decide};
 use maas_store::model::UsageLimit;
-use maas_store::{LimitStatus, token_hold};
+use maas_store::{LimitStatus, hold_on};
 use time::OffsetDateTime;
 
 use crate::limits::{Admitted, Decision, TokenRequest, admits, delta_of};
@@ -126,12 +126,12 @@ impl LocalLimits {
                     .iter()
                     .map(|&i| {
                         let counter = &app.counters[i];
-                        let (hold, takes_grant) = token_hold(&counter.limit.metric, request.prompt);
+                        let (hold, grant_rate) = hold_on(&counter.limit.metric, request.prompt, request.rates);
                         Demand {
                             max: counter.limit.value,
                             add: delta_of(deltas, &counter.limit.metric),
                             hold,
-                            takes_grant,
+                            grant_rate,
                         }
                     })
                     .collect();
@@ -143,7 +143,7 @@ impl LocalLimits {
                 match decide(&demands, &used, Some(grant)) {
                     Err((position, _)) => return Ok(Decision::Rejected(app.counters[indexes[position]].status())),
                     Ok((granted, amounts)) => {
-                        if demands.iter().any(|d| d.takes_grant) {
+                        if demands.iter().any(|d| d.grant_rate > 0) {
                             completion_grant = Some(granted);
                         }
                         let amounts: Vec<(usize, i64, u64)> = indexes

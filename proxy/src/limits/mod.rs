@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use maas_store::model::UsageLimit;
+use maas_store::model::{SpendRates, UsageLimit};
 use maas_store::{LimitStatus, Store, StoreResult};
 use time::OffsetDateTime;
 
@@ -78,6 +78,8 @@ pub struct TokenRequest {
     pub completion_max: u64,
     /// Fewest completion tokens worth admitting it for (0 for embeddings).
     pub completion_min: u64,
+    /// What a token of the requested model costs, for spend budgets.
+    pub rates: SpendRates,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -449,6 +451,7 @@ mod tests {
             prompt,
             completion_max,
             completion_min: 1,
+            rates: SpendRates::default(),
         }
     }
 

@@ -116,6 +116,7 @@ impl Limiter {
             completion_max: request.completion_max,
             completion_min: request.completion_min,
             ttl_secs: self.holds.ttl.as_secs().max(1),
+            rates: request.rates,
         });
         let call: StoreCall<LimitCheck> = Box::pin(async move {
             let deltas: Vec<(&str, u64)> = owned_deltas.iter().map(|(m, v)| (m.as_str(), *v)).collect();
@@ -481,6 +482,7 @@ mod tests {
             prompt: 10,
             completion_max: 100,
             completion_min: 1,
+            rates: Default::default(),
         };
         let now = OffsetDateTime::now_utc();
         let Decision::Admitted(before) = rig

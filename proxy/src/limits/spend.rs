@@ -5,7 +5,7 @@
 //! coding or shape the gateway cannot meter): a 2xx that reached the
 //! model server never costs nothing.
 
-use maas_store::model::{ModelSettings, Plan};
+use maas_store::model::{ModelSettings, Plan, SpendRates};
 
 use crate::error::ApiError;
 use crate::limits::{HoldPolicy, TokenRequest, prompt_estimate};
@@ -68,10 +68,10 @@ impl<'a> Ask<'a> {
 }
 
 /// Requests whose spending the gateway cannot see: a response generated
-/// after the answer (`background`), and on a plan with token limits, a
-/// prompt the server adds to ([`RequestFacts::unboundable`]), which no
-/// hold can bound.
-pub fn refuse_unmeterable(endpoint: Endpoint, facts: &RequestFacts, plan: &Plan) -> Result<(), ApiError> {
+/// after the answer (`background`), and where the request must be held
+/// (token limits or a spend budget), a prompt the server adds to
+/// ([`RequestFacts::unboundable`]), which no hold can bound.
+pub fn refuse_unmeterable(endpoint: Endpoint, facts: &RequestFacts, held: bool) -> Result<(), ApiError> {
     if endpoint == Endpoint::Responses && facts.background {
         return Err(ApiError::unsupported(
             "background",
@@ -80,19 +80,20 @@ pub fn refuse_unmeterable(endpoint: Endpoint, facts: &RequestFacts, plan: &Plan)
         ));
     }
     match facts.unboundable {
-        Some(member) if plan.limits_tokens() => Err(ApiError::unsupported(
+        Some(member) if held => Err(ApiError::unsupported(
             member,
             &format!(
                 "`{member}` adds to the prompt what the gateway cannot bound against this plan's token \
-                 budget; send the whole prompt in the request."
+                 limits or the spend budget; send the whole prompt in the request."
             ),
         )),
         _ => Ok(()),
     }
 }
 
-/// The spend of `ask` on `plan`.
-pub fn spend_of(ask: &Ask<'_>, plan: &Plan, holds: HoldPolicy) -> Spend {
+/// The spend of `ask` on `plan`; `budgeted`: the rates of the requested
+/// model when spend budgets apply, which then hold its cost too.
+pub fn spend_of(ask: &Ask<'_>, plan: &Plan, holds: HoldPolicy, budgeted: Option<SpendRates>) -> Spend {
     let (endpoint, facts) = (ask.endpoint, ask.facts);
     let generations = facts.generations(endpoint).max(1);
     let prompt = ask.prompt.bound(&ask.model.prompt_costs());
@@ -125,12 +126,13 @@ pub fn spend_of(ask: &Ask<'_>, plan: &Plan, holds: HoldPolicy) -> Spend {
     } else {
         (0, 0)
     };
-    let limits_tokens = plan.limits_tokens();
+    let held = plan.limits_tokens() || budgeted.is_some();
     Spend {
-        request: limits_tokens.then_some(TokenRequest {
+        request: held.then_some(TokenRequest {
             prompt,
             completion_max,
             completion_min,
+            rates: budgeted.unwrap_or_default(),
         }),
         prompt_estimate,
         ceiling: Some(TokenUsage {
@@ -174,6 +176,7 @@ mod tests {
             &ask(Endpoint::ChatCompletions, &facts),
             &plan(Some(40), true),
             HoldPolicy::default(),
+            None,
         );
         let request = spend.request.unwrap();
         let prompt = facts.prompt.bound(&ModelSettings::default().prompt_costs());
@@ -194,12 +197,17 @@ mod tests {
         };
         let mut plan = plan(None, true);
         plan.clamp_max_tokens = false;
-        let request = spend_of(&ask(Endpoint::ChatCompletions, &facts), &plan, HoldPolicy::default())
-            .request
-            .unwrap();
+        let request = spend_of(
+            &ask(Endpoint::ChatCompletions, &facts),
+            &plan,
+            HoldPolicy::default(),
+            None,
+        )
+        .request
+        .unwrap();
         assert_eq!((request.completion_max, request.completion_min), (300, 300));
         let facts = RequestFacts::default();
-        let request = spend_of(&ask(Endpoint::Completions, &facts), &plan, HoldPolicy::default())
+        let request = spend_of(&ask(Endpoint::Completions, &facts), &plan, HoldPolicy::default(), None)
             .request
             .unwrap();
         assert_eq!(request.completion_min, 4096, "the default bound when none is asked");
@@ -224,9 +232,33 @@ mod tests {
         let bounded = ask(Endpoint::ChatCompletions, &facts);
         let counted = bounded.counted_by(body, &Words).unwrap();
         assert_eq!(counted.prompt.text, 1 + 4, "user, and four words");
-        let spend = spend_of(&counted, &plan(None, true), HoldPolicy::default());
+        let spend = spend_of(&counted, &plan(None, true), HoldPolicy::default(), None);
         assert_eq!(spend.request.unwrap().prompt, 5 + 8 + 64);
         assert!(bounded.counted_by(body, &Doubled).is_none());
+    }
+
+    #[test]
+    fn a_budget_holds_requests_on_plans_without_token_limits() {
+        let facts = RequestFacts {
+            max_tokens: Some(50),
+            ..RequestFacts::default()
+        };
+        let rates = SpendRates {
+            prompt: 1_000,
+            completion: 3_000,
+        };
+        let ask = ask(Endpoint::ChatCompletions, &facts);
+        assert_eq!(
+            spend_of(&ask, &plan(None, false), HoldPolicy::default(), None).request,
+            None
+        );
+        let request = spend_of(&ask, &plan(None, false), HoldPolicy::default(), Some(rates))
+            .request
+            .expect("a budgeted request is held");
+        assert_eq!(
+            (request.completion_max, request.completion_min, request.rates),
+            (50, 1, rates)
+        );
     }
 
     #[test]
@@ -236,6 +268,7 @@ mod tests {
             &ask(Endpoint::Completions, &facts),
             &plan(None, false),
             HoldPolicy::default(),
+            None,
         );
         assert_eq!(spend.request, None);
         assert_eq!(spend.ceiling.unwrap().completion_tokens, 4096);
@@ -243,13 +276,19 @@ mod tests {
             &ask(Endpoint::Embeddings, &facts),
             &plan(None, true),
             HoldPolicy::default(),
+            None,
         );
         assert_eq!(
             embeddings.ceiling.unwrap().total_tokens,
             64,
             "the template's tokens alone"
         );
-        let other = spend_of(&ask(Endpoint::Other, &facts), &plan(None, true), HoldPolicy::default());
+        let other = spend_of(
+            &ask(Endpoint::Other, &facts),
+            &plan(None, true),
+            HoldPolicy::default(),
+            None,
+        );
         assert_eq!((other.request, other.ceiling), (None, None));
     }
 }

@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use maas_store::model::{
-    ApplicationState, AuthContext, CredentialLocation, KeyHash, TOKEN_METRICS, has_valid_checksum,
+    ApplicationState, AuthContext, BudgetScope, CredentialLocation, KeyHash, SpendRates, TOKEN_METRICS, budget_limits,
+    has_valid_checksum,
 };
 use pingora_error::Result;
 use pingora_proxy::Session;
@@ -23,6 +24,7 @@ use crate::limits::ratelimit::{limit_headers, retry_after_secs};
 use crate::limits::spend::{Ask, Spend, refuse_unmeterable, spend_of};
 use crate::phases::reply::respond;
 use crate::phases::request_body::read_body;
+use crate::phases::request_ctx::all_limits;
 use crate::phases::service::{MaasProxy, RequestCtx};
 use crate::record::metrics::METRICS;
 use crate::request::body::{RequestFacts, inspect_json, is_json_content_type, looks_like_json};
@@ -119,7 +121,9 @@ impl MaasProxy {
             Endpoint::Invocations => or_refuse!(body.facts.invoked.ok_or_else(ApiError::unknown_invocation)),
             endpoint => endpoint,
         };
-        or_refuse!(refuse_unmeterable(endpoint, &body.facts, &auth.plan));
+        ctx.budget_limits = budget_limits(&auth.application, &auth.key);
+        let held = auth.plan.limits_tokens() || !ctx.budget_limits.is_empty();
+        or_refuse!(refuse_unmeterable(endpoint, &body.facts, held));
         ctx.model = body.facts.model.clone();
         ctx.stream = body.facts.stream;
         ctx.json_body = body.json && endpoint.is_inference();
@@ -159,17 +163,18 @@ impl MaasProxy {
         let holds = self.state.limiter.hold_policy();
         let model = route.product.settings_of(ctx.model.as_deref());
         let ask = Ask::new(endpoint, &body.facts, body_bytes, model);
-        let mut spend = spend_of(&ask, &auth.plan, holds);
+        let budgeted = price_request(ctx, &auth, route, &ask);
+        let mut spend = spend_of(&ask, &auth.plan, holds, budgeted);
         let headers_before = ctx.extra_headers.len();
         let mut admitted = self.admit(ctx, &auth, &deltas, &spend).await;
         if admitted
             .as_ref()
-            .is_err_and(|refusal| refusal.reason == "insufficient_quota")
+            .is_err_and(|refusal| matches!(refusal.reason, "insufficient_quota" | "budget_spent"))
             && let Some(counted) = count_prompt(&catalog, &ask, ctx.body.clone(), &route.product.system_name).await
         {
             // The cheap bound did not fit what is left: the model's own count may.
             ctx.extra_headers.truncate(headers_before);
-            spend = spend_of(&counted, &auth.plan, holds);
+            spend = spend_of(&counted, &auth.plan, holds, budgeted);
             admitted = self.admit(ctx, &auth, &deltas, &spend).await;
         }
         ctx.ceiling = spend.ceiling;
@@ -368,17 +373,15 @@ impl MaasProxy {
         spend: &Spend,
     ) -> Result<Option<u64>, ApiError> {
         let now = OffsetDateTime::now_utc();
+        let budget = std::mem::take(&mut ctx.budget_limits);
+        let limits = all_limits(&auth.plan, &budget);
         let decision = self
             .state
             .limiter
-            .admit(
-                &auth.application.id,
-                &auth.plan.limits,
-                deltas,
-                spend.request.as_ref(),
-                now,
-            )
+            .admit(&auth.application.id, &limits, deltas, spend.request.as_ref(), now)
             .await;
+        drop(limits);
+        ctx.budget_limits = budget;
         match decision {
             Ok(Decision::Admitted(admitted)) => {
                 ctx.extra_headers.extend(limit_headers(&admitted.statuses, now));
@@ -388,6 +391,12 @@ impl MaasProxy {
             Ok(Decision::Rejected(status)) => {
                 let retry_after = retry_after_secs(&status, now);
                 ctx.extra_headers.push(("retry-after", retry_after.to_string()));
+                if let Some(scope) = BudgetScope::of_metric(&status.limit.metric) {
+                    // Spend does not come back by waiting a minute.
+                    ctx.extra_headers.push(("x-should-retry", "false".into()));
+                    let needed = spend.request.map_or(0, |t| t.rates.cost(t.prompt, t.completion_min));
+                    return Err(ApiError::budget_spent(scope, &status, &auth.plan.currency, needed));
+                }
                 let is_tokens = TOKEN_METRICS.contains(&status.limit.metric.as_str());
                 let quota_short = is_tokens && status.remaining > 0;
                 if quota_short || retry_after > SDK_RETRY_HORIZON_SECS {
@@ -592,6 +601,24 @@ fn rewrite_body(
         ctx.model = Some(model.to_owned());
     }
     Ok(())
+}
+
+/// What a token of the request's model costs (its own prices on the plan,
+/// else the plan's; the product's first model when it names none), kept
+/// for billing; the rates to hold its cost at when spend budgets apply.
+/// Budgets are not checked on requests that cannot spend (no metered
+/// endpoint, a free model).
+fn price_request(ctx: &mut RequestCtx, auth: &AuthContext, route: &ProductRoute, ask: &Ask<'_>) -> Option<SpendRates> {
+    let model = ctx
+        .model
+        .as_deref()
+        .or(route.product.models.first().map(String::as_str));
+    ctx.rates = auth.plan.spend_rates(model);
+    let metered = ask.endpoint.generates() || ask.endpoint == Endpoint::Embeddings;
+    if !metered || ctx.rates.is_free() {
+        ctx.budget_limits.clear();
+    }
+    (!ctx.budget_limits.is_empty()).then_some(ctx.rates)
 }
 
 /// The backend and the path (normalised, below its base path) and query

@@ -2,11 +2,12 @@
 //! (catalog, product, key, body, limits' hold), where it goes upstream,
 //! and what the response's filters meter, for `logging` to settle and log.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use maas_store::model::AuthContext;
+use maas_store::model::{AuthContext, Plan, SpendRates, UsageLimit};
 
 use crate::record::overhead::GatewayTime;
 use crate::request::rewrite::ClientUsage;
@@ -68,6 +69,11 @@ pub struct RequestCtx {
     pub(crate) streaming: bool,
     /// Tokens held against the plan's token limits, settled in `logging`.
     pub(crate) hold: Option<String>,
+    /// The hard spend budgets it was admitted against, as limits
+    /// ([`maas_store::model::budget_limits`]); settled with the plan's.
+    pub(crate) budget_limits: Vec<UsageLimit>,
+    /// What a token of the requested model costs, in nanos.
+    pub(crate) rates: SpendRates,
     /// The plan's limits admitted it (it counts as a hit).
     pub(crate) admitted: bool,
     /// Undoes a coding the upstream applied anyway, before metering.
@@ -99,6 +105,8 @@ impl RequestCtx {
             ceiling: None,
             prompt_estimate: 0,
             hold: None,
+            budget_limits: Vec::new(),
+            rates: SpendRates::default(),
             admitted: false,
             decoder: None,
             rejected: None,
@@ -115,5 +123,15 @@ impl RequestCtx {
             stream_meter: None,
             tokens_estimated: false,
         }
+    }
+}
+
+/// Every limit a request is admitted and settled against: its plan's and
+/// its spend budgets' (`budget`, usually none).
+pub(crate) fn all_limits<'a>(plan: &'a Plan, budget: &'a [UsageLimit]) -> Cow<'a, [UsageLimit]> {
+    if budget.is_empty() {
+        Cow::Borrowed(&plan.limits)
+    } else {
+        Cow::Owned([plan.limits.as_slice(), budget].concat())
     }
 }

@@ -6,9 +6,10 @@
 //! be read at all, the request's ceiling ([`crate::limits::spend`]). A 2xx that
 //! reached the model server never settles at zero.
 
-use maas_store::model::AuthContext;
+use maas_store::model::{AuthContext, spend_deltas};
 use time::OffsetDateTime;
 
+use crate::phases::request_ctx::all_limits;
 use crate::phases::service::{MaasProxy, RequestCtx};
 use crate::record::metrics::METRICS;
 use crate::request::prompt::prompt_tally;
@@ -70,16 +71,21 @@ impl MaasProxy {
             return usage;
         };
         if bill.is_some() || ctx.hold.is_some() {
+            let cost = ctx.rates.cost(usage.prompt_tokens, usage.completion_tokens);
+            let [application_spend, key_spend] = spend_deltas(&auth.key, cost);
+            let limits = all_limits(&auth.plan, &ctx.budget_limits);
             self.state
                 .limiter
                 .settle(
                     &auth.application.id,
-                    &auth.plan.limits,
+                    &limits,
                     ctx.hold.as_deref(),
                     &[
                         ("prompt_tokens", usage.prompt_tokens),
                         ("completion_tokens", usage.completion_tokens),
                         ("total_tokens", usage.total_tokens),
+                        (&application_spend.0, application_spend.1),
+                        (&key_spend.0, key_spend.1),
                     ],
                     now,
                 )

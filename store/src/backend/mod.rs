@@ -137,8 +137,8 @@ pub struct CounterAdd {
 /// One limit checked at admission. `used` below is the counter plus what
 /// requests in flight hold on it ([`Reservation`]s).
 ///
-/// Admits only if `used + add + hold <= max` (plus the grant when
-/// `takes_grant`), and when nothing is added or held (a metric counted
+/// Admits only if `used + add + hold <= max` (plus the grant times
+/// `grant_rate`), and when nothing is added or held (a metric counted
 /// after the response, such as tokens without a reservation) only if
 /// `used < max`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,8 +149,9 @@ pub struct CounterCheck {
     pub add: u64,
     /// Held until the reservation settles or expires (needs a [`Reservation`]).
     pub hold: u64,
-    /// Also holds the reservation's grant.
-    pub takes_grant: bool,
+    /// Also holds the reservation's grant, this much per granted unit
+    /// (1 on a token limit, the completion price on a spend budget).
+    pub grant_rate: u64,
 }
 
 impl CounterCheck {
@@ -159,7 +160,7 @@ impl CounterCheck {
             max: self.max,
             add: self.add,
             hold: self.hold,
-            takes_grant: self.takes_grant,
+            grant_rate: self.grant_rate,
         }
     }
 }
@@ -168,7 +169,7 @@ impl CounterCheck {
 /// [`StoreBackend::settle`] or, if its holder crashed, at `expires_at`.
 ///
 /// The grant is the flexible part (completion tokens): as much as every
-/// check with `takes_grant` has room for.
+/// check with a `grant_rate` has room for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
     /// Unique per request; settling twice is harmless.

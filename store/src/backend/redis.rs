@@ -265,8 +265,8 @@ impl Drop for RedisBackend {
 type AddStep = (usize, u64, u64);
 
 /// One limit for `CHECK_AND_ADD_SCRIPT`: `[key index, max, add, hold,
-/// takes_grant, hold field]`.
-type CheckStep<'a> = (usize, u64, u64, u64, u8, &'a str);
+/// grant rate, hold field]`.
+type CheckStep<'a> = (usize, u64, u64, u64, u64, &'a str);
 
 /// The argument of `CHECK_AND_ADD_SCRIPT` (its doc comment says what each
 /// member means), serialized straight from borrowed parts: the hot path of
@@ -499,7 +499,7 @@ impl StoreBackend for RedisBackend {
                     c.max.min(MAX_EXACT_COUNT),
                     c.add.min(MAX_EXACT_COUNT),
                     c.hold.min(MAX_EXACT_COUNT),
-                    u8::from(c.takes_grant),
+                    c.grant_rate.min(MAX_EXACT_COUNT),
                     c.key.name.as_str(),
                 )
             })

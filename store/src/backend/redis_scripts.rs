@@ -54,7 +54,7 @@ return out
 /// Mirrors [`decide`](crate::limits::decide). KEYS: the counters, then the
 /// shard's held amounts (hash), reservation expiries (sorted set) and
 /// reservation holds (hash). `plan.c`: checks `[key, max, add, hold,
-/// takes_grant, field]`; `plan.a`: adds `[key, by, ttl]`; `plan.h`, `x`, `v`:
+/// grant rate, field]`; `plan.a`: adds `[key, by, ttl]`; `plan.h`, `x`, `v`:
 /// the indexes of the three reservation keys; `plan.now`; `plan.r`: the
 /// reservation `[id, expires_at, grant_max, grant_min, keep_secs]` or absent;
 /// `plan.settle`: a reservation to release first.
@@ -65,7 +65,7 @@ local function release(id)
   local holds = redis.call('HGET', V, id)
   if holds then
     for _, h in ipairs(cjson.decode(holds)) do
-      if redis.call('HINCRBY', H, h[1], -h[2]) <= 0 then redis.call('HDEL', H, h[1]) end
+      if redis.call('HINCRBY', H, h[1], string.format('%.0f', -tonumber(h[2]))) <= 0 then redis.call('HDEL', H, h[1]) end
     end
     redis.call('HDEL', V, id)
   end
@@ -84,14 +84,16 @@ for i, c in ipairs(plan.c) do
   local u = tonumber(redis.call('GET', KEYS[c[1]]) or '0') + tonumber(redis.call('HGET', H, c[6]) or '0')
   used[i] = u
   local hold = r and c[4] or 0
-  local takes = r and c[5] == 1
+  local rate = r and c[5] or 0
   local need = c[3] + hold
-  if need == 0 and not takes then
-    if u >= c[2] then return {i, u} end
+  if rate == 0 then
+    if need == 0 then
+      if u >= c[2] then return {i, u} end
+    elseif u + need > c[2] then return {i, u} end
   else
     if u + need > c[2] then return {i, u} end
-    local room = c[2] - u - need
-    if takes and (tightest == nil or room < grant) then
+    local room = math.floor((c[2] - u - need) / rate)
+    if tightest == nil or room < grant then
       if room < grant then grant = room end
       tightest, tightest_used = i, u
     end
@@ -100,17 +102,20 @@ end
 if r and tightest and grant < r[4] then return {tightest, tightest_used} end
 if not tightest then grant = 0 end
 for _, a in ipairs(plan.a) do
-  if redis.call('INCRBY', KEYS[a[1]], a[2]) == a[2] and a[3] > 0 then
+  if redis.call('INCRBY', KEYS[a[1]], string.format('%.0f', a[2])) == a[2] and a[3] > 0 then
     redis.call('EXPIRE', KEYS[a[1]], a[3])
   end
 end
 if r then
   local holds = {}
   for _, c in ipairs(plan.c) do
-    local amount = c[4] + ((c[5] == 1) and grant or 0)
+    local amount = c[4] + c[5] * grant
     if amount > 0 then
-      redis.call('HINCRBY', H, c[6], amount)
-      table.insert(holds, {c[6], amount})
+      -- '%.0f' writes every integer below 2^53 exactly (a bare number
+      -- would go as 14 significant digits).
+      local text = string.format('%.0f', amount)
+      redis.call('HINCRBY', H, c[6], text)
+      table.insert(holds, {c[6], text})
     end
   end
   redis.call('HSET', V, r[1], cjson.encode(holds))
@@ -134,7 +139,7 @@ local last = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 local seq = tonumber(ARGV[2])
 if seq <= last then return 0 end
 for _, a in ipairs(cjson.decode(ARGV[3])) do
-  if redis.call('INCRBY', KEYS[a[1]], a[2]) == a[2] and a[3] > 0 then
+  if redis.call('INCRBY', KEYS[a[1]], string.format('%.0f', a[2])) == a[2] and a[3] > 0 then
     redis.call('EXPIRE', KEYS[a[1]], a[3])
   end
 end

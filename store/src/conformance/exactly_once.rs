@@ -48,6 +48,7 @@ pub async fn resent_settles_count_once<F: Fixture>(fixture: &F) {
         completion_max: 100,
         completion_min: 1,
         ttl_secs: 600,
+        rates: Default::default(),
     };
     let (admission, _) = store
         .reserve_and_record(&app, &limits, &[("hits", 1)], &hold, now)

@@ -8,6 +8,7 @@
 //! ```
 
 mod attempts;
+mod budgets;
 mod catalog;
 mod drafts;
 mod exactly_once;
@@ -26,6 +27,7 @@ use time::OffsetDateTime;
 use time::macros::datetime;
 
 pub use attempts::*;
+pub use budgets::*;
 pub use catalog::*;
 pub use drafts::*;
 pub use exactly_once::*;
@@ -89,6 +91,10 @@ macro_rules! conformance_cases {
             limit_checks_count_only_limited_buckets,
             token_holds_of_crashed_requests_expire,
             concurrent_token_holds_never_exceed_limit,
+            concurrent_requests_never_spend_past_a_budget,
+            a_budget_starts_over_with_its_period,
+            a_rotated_key_keeps_its_spend,
+            budgets_are_checked_when_set,
             usage_series_and_batches,
             change_events_reach_subscribers,
             sessions_round_trip_and_expire,

@@ -10,7 +10,7 @@ use time::macros::datetime;
 use super::{Fixture, expect_change, open, open_at, seed_catalog};
 use crate::changes::Change;
 use crate::clock::ManualClock;
-use crate::model::UsageLimit;
+use crate::model::{SpendRates, UsageLimit};
 use crate::period::Period;
 use crate::period::PeriodSet;
 use crate::store::{
@@ -114,6 +114,7 @@ fn hold(id: &str, prompt: u64, completion_max: u64) -> TokenHold {
         completion_max,
         completion_min: 1,
         ttl_secs: 600,
+        rates: SpendRates::default(),
     }
 }
 

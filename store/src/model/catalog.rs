@@ -561,6 +561,10 @@ pub struct Plan {
     pub price_per_1k_prompt_tokens: Money,
     #[serde(default, skip_serializing_if = "is_default")]
     pub price_per_1k_completion_tokens: Money,
+    /// Prices of particular models of the product, in place of the two
+    /// above (a large model costing more than a small one on one plan).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub model_prices: BTreeMap<String, super::budget::ModelPrice>,
 }
 
 fn default_currency() -> String {

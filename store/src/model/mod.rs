@@ -1,6 +1,7 @@
 //! The domain model shared by the control plane and the data plane.
 
 pub mod admission;
+pub mod budget;
 pub mod catalog;
 pub mod key;
 pub mod money;
@@ -8,6 +9,10 @@ pub mod pattern;
 pub mod tenancy;
 
 pub use admission::{Priority, QueuePolicy, Saturation};
+pub use budget::{
+    Budget, BudgetMode, BudgetPeriod, BudgetScope, ModelPrice, SPEND, SpendRates, budget_limits, is_spend_metric,
+    key_spend_metric, spend_deltas,
+};
 pub use catalog::*;
 pub use key::{AdminScope, AdminToken, DEFAULT_KEY_PREFIX, KeyHash, KeySecret, has_valid_checksum, valid_key_prefix};
 pub use money::Money;

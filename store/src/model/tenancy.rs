@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::budget::Budget;
 use super::catalog::Plan;
 use super::key::KeyHash;
 
@@ -186,6 +187,9 @@ pub struct Application {
     /// application keeps its current plan until it is approved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_plan: Option<String>,
+    /// What it may spend, set by an admin ([`Budget`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub budgets: Vec<Budget>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -203,6 +207,13 @@ pub struct ApiKey {
     pub last4: String,
     #[serde(default)]
     pub label: String,
+    /// The key this one was rotated from, or the first of its chain: a
+    /// rotated key spends against the same budgets ([`ApiKey::spend_lineage`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<String>,
+    /// What it may spend, set by an admin; passed on when it is rotated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub budgets: Vec<Budget>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(
@@ -223,6 +234,12 @@ impl ApiKey {
     /// Neither revoked nor expired at `now`.
     pub fn is_usable_at(&self, now: OffsetDateTime) -> bool {
         self.revoked_at.is_none() && self.expires_at.is_none_or(|expiry| now < expiry)
+    }
+
+    /// What its spend is counted under: the first key of its rotation
+    /// chain, so rotating a key does not start its spend over.
+    pub fn spend_lineage(&self) -> &str {
+        self.lineage.as_deref().unwrap_or(&self.id)
     }
 
     /// `sk-maas-Ab3x…9fQz`: enough to recognize, useless to attack.

@@ -232,6 +232,7 @@ impl Store {
                 ApplicationState::Live
             },
             requested_plan: None,
+            budgets: Vec::new(),
             created_at: now,
             updated_at: now,
         };
@@ -383,7 +384,7 @@ impl Store {
         }
     }
 
-    async fn application_at(&self, id: &str, precondition: Precondition<'_>) -> StoreResult<Application> {
+    pub(super) async fn application_at(&self, id: &str, precondition: Precondition<'_>) -> StoreResult<Application> {
         let app = self
             .get_application(id)
             .await?
@@ -394,7 +395,7 @@ impl Store {
 
     /// Writes `after` over `before`, on the condition it is still `before`,
     /// keeping the name and plan indexes in step.
-    async fn replace_application(
+    pub(super) async fn replace_application(
         &self,
         before: &Application,
         mut after: Application,
@@ -496,6 +497,7 @@ mod tests {
             plan: plan.into(),
             state,
             requested_plan: requested.map(str::to_owned),
+            budgets: Vec::new(),
             created_at: time::OffsetDateTime::UNIX_EPOCH,
             updated_at: time::OffsetDateTime::UNIX_EPOCH,
         }

@@ -113,7 +113,7 @@ impl Store {
                 max: limit.max,
                 add: 0,
                 hold: 1,
-                takes_grant: false,
+                grant_rate: 0,
             })
             .collect();
         let hold_id = hex(&random_bytes::<12>());

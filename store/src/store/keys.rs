@@ -8,7 +8,7 @@ use crate::backend::{Condition, Link, WriteBatch};
 use crate::changes::Change;
 use crate::error::{StoreError, StoreResult};
 use crate::ids::new_id;
-use crate::model::{ApiKey, AuthContext, KeyHash, KeySecret};
+use crate::model::{ApiKey, AuthContext, Budget, KeyHash, KeySecret};
 
 #[derive(Debug, Clone, Default)]
 pub struct NewKey {
@@ -25,6 +25,18 @@ pub struct IssuedKey {
 
 impl Store {
     pub async fn create_key(&self, application_id: &str, new: NewKey) -> StoreResult<IssuedKey> {
+        self.issue_key(application_id, new, None, Vec::new()).await
+    }
+
+    /// A new key of `application_id`; a rotation passes on the old key's
+    /// spend `lineage` and `budgets`.
+    async fn issue_key(
+        &self,
+        application_id: &str,
+        new: NewKey,
+        lineage: Option<String>,
+        budgets: Vec<Budget>,
+    ) -> StoreResult<IssuedKey> {
         if new.label.chars().count() > 200 || new.label.chars().any(char::is_control) {
             return Err(StoreError::invalid(
                 "label",
@@ -43,6 +55,8 @@ impl Store {
             display_prefix: secret.display_prefix(),
             last4: secret.last4(),
             label: new.label,
+            lineage,
+            budgets,
             created_at: now,
             expires_at: new.expires_at,
             revoked_at: None,
@@ -82,7 +96,12 @@ impl Store {
         Ok(self.get_many_json(&keys).await?.into_iter().flatten().collect())
     }
 
-    async fn change_key(&self, id: &str, action: &str, edit: impl FnOnce(&mut ApiKey)) -> StoreResult<ApiKey> {
+    pub(super) async fn change_key(
+        &self,
+        id: &str,
+        action: &str,
+        edit: impl FnOnce(&mut ApiKey),
+    ) -> StoreResult<ApiKey> {
         let before = self
             .get_key(id)
             .await?
@@ -129,12 +148,14 @@ impl Store {
             return Err(StoreError::Conflict(format!("key `{id}` is revoked or expired")));
         }
         let issued = self
-            .create_key(
+            .issue_key(
                 &old.application_id,
                 NewKey {
                     label: old.label.clone(),
                     expires_at: None,
                 },
+                Some(old.spend_lineage().to_owned()),
+                old.budgets.clone(),
             )
             .await?;
         let ends = self.now() + grace;

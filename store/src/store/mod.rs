@@ -5,6 +5,7 @@ mod admin_tokens;
 mod applications;
 mod attempts;
 mod audit;
+mod budgets;
 mod catalog;
 mod drafts;
 mod identity;
@@ -50,7 +51,7 @@ pub use teams::{
 pub use tenancy::{NewAccount, NewUser, UserUpdate};
 pub use usage::{
     Admission, BREAKDOWN_METRICS, Breakdown, LimitCheck, LimitStatus, MAX_SERIES_POINTS, TokenHold, UsagePoint,
-    UsageRecord, enforced_periods, split_by_limits, token_hold,
+    UsageRecord, enforced_periods, hold_on, split_by_limits,
 };
 pub use versions::{Precondition, check as check_precondition, etag};
 

@@ -17,7 +17,7 @@ use super::Store;
 use crate::backend::{CheckOutcome, CounterAdd, CounterCheck, CounterKey, Reservation};
 use crate::error::{StoreError, StoreResult};
 use crate::limits::{Grant, delta_of};
-use crate::model::{COMPLETION_TOKENS, PROMPT_TOKENS, TOTAL_TOKENS, UsageLimit};
+use crate::model::{COMPLETION_TOKENS, PROMPT_TOKENS, SpendRates, TOTAL_TOKENS, UsageLimit, is_spend_metric};
 use crate::period::{Period, PeriodSet};
 
 /// `value` of `metric` used by an application at `at`.
@@ -149,10 +149,11 @@ pub enum Admission {
     Rejected(LimitStatus),
 }
 
-/// Tokens a request holds against its plan's token limits while in flight:
-/// its prompt, and as many completion tokens as fit up to `completion_max`.
-/// Released with the actual usage by [`Store::settle`], or at expiry if the
-/// holder never settles (a crashed proxy).
+/// What a request holds against its plan's token limits and its spend
+/// budgets while in flight: its prompt, and as many completion tokens as
+/// fit up to `completion_max` (on a budget, at their price). Released with
+/// the actual usage by [`Store::settle`], or at expiry if the holder never
+/// settles (a crashed proxy).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenHold {
     /// Unique per request.
@@ -163,16 +164,19 @@ pub struct TokenHold {
     pub completion_max: u64,
     pub completion_min: u64,
     pub ttl_secs: u64,
+    /// What a token of the requested model costs (budgets hold money).
+    pub rates: SpendRates,
 }
 
-/// What a token limit on `metric` holds for a request: `(fixed, takes the
-/// completion grant)`.
-pub fn token_hold(metric: &str, prompt: u64) -> (u64, bool) {
+/// What a limit on `metric` holds for a request of `prompt` tokens at
+/// `rates`: `(fixed, grant rate)`, the grant being completion tokens.
+pub fn hold_on(metric: &str, prompt: u64, rates: SpendRates) -> (u64, u64) {
     match metric {
-        TOTAL_TOKENS => (prompt, true),
-        COMPLETION_TOKENS => (0, true),
-        PROMPT_TOKENS => (prompt, false),
-        _ => (0, false),
+        TOTAL_TOKENS => (prompt, 1),
+        COMPLETION_TOKENS => (0, 1),
+        PROMPT_TOKENS => (prompt, 0),
+        spend if is_spend_metric(spend) => (prompt.saturating_mul(rates.prompt), rates.completion),
+        _ => (0, 0),
     }
 }
 
@@ -320,17 +324,17 @@ impl Store {
         let checks: Vec<CounterCheck> = limits
             .iter()
             .map(|limit| {
-                let (hold, takes_grant) = hold.map_or((0, false), |h| token_hold(&limit.metric, h.prompt));
+                let (hold, grant_rate) = hold.map_or((0, 0), |h| hold_on(&limit.metric, h.prompt, h.rates));
                 CounterCheck {
                     key: bucket_key(application_id, &limit.metric, limit.period, at),
                     max: limit.value,
                     add: delta_of(deltas, &limit.metric),
                     hold,
-                    takes_grant,
+                    grant_rate,
                 }
             })
             .collect();
-        let bounded = checks.iter().any(|c| c.takes_grant);
+        let bounded = checks.iter().any(|c| c.grant_rate > 0);
         let reservation = hold.map(|h| Reservation {
             id: h.id.clone(),
             expires_at: at.saturating_add(i64::try_from(h.ttl_secs).unwrap_or(i64::MAX)),

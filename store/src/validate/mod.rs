@@ -498,7 +498,12 @@ fn validate_metrics(product: &Product, at: &str, errors: &mut ValidationErrors) 
     let mut names = HashSet::new();
     for (i, metric) in product.metrics.iter().enumerate() {
         check_system_name(&metric.system_name, format!("{at}.metrics[{i}].system_name"), errors);
-        if !names.insert(metric.system_name.as_str()) {
+        if metric.system_name == crate::model::SPEND {
+            errors.push(
+                format!("{at}.metrics[{i}].system_name"),
+                "`spend` is reserved: the gateway counts each application's spend under it",
+            );
+        } else if !names.insert(metric.system_name.as_str()) {
             errors.push(
                 format!("{at}.metrics[{i}].system_name"),
                 format!("`{}` is declared twice", metric.system_name),
@@ -508,7 +513,9 @@ fn validate_metrics(product: &Product, at: &str, errors: &mut ValidationErrors) 
     for (i, method) in product.methods.iter().enumerate() {
         let path = format!("{at}.methods[{i}].system_name");
         check_system_name(&method.system_name, path.clone(), errors);
-        if crate::model::BUILTIN_METRICS.contains(&method.system_name.as_str()) {
+        if crate::model::BUILTIN_METRICS.contains(&method.system_name.as_str())
+            || method.system_name == crate::model::SPEND
+        {
             errors.push(path, format!("`{}` is a metric, not a method", method.system_name));
         } else if !names.insert(method.system_name.as_str()) {
             errors.push(path, format!("`{}` is declared twice", method.system_name));
@@ -585,6 +592,16 @@ fn validate_plan(plan: &Plan, product: Option<&Product>, at: &str, errors: &mut 
             format!("{at}.currency"),
             format!("`{}` is not a 3-letter currency code", plan.currency),
         );
+    }
+    if let Some(product) = product {
+        for model in plan.model_prices.keys() {
+            if !product.models.is_empty() && !product.models.iter().any(|m| m == model) {
+                errors.push(
+                    format!("{at}.model_prices.{model}"),
+                    format!("no model `{model}` in product `{}`", product.system_name),
+                );
+            }
+        }
     }
 }
 
