@@ -2,6 +2,7 @@
 //!
 //! | route | methods |
 //! | --- | --- |
+//! | `/accounts/{id}/budgets` | `PUT` `{"budgets": [...]}`: replaces the organization's budgets, over all its applications (`If-Match` the account's version) |
 //! | `/applications/{id}/budgets` | `PUT` `{"budgets": [...]}`: replaces the application's budgets (`If-Match` the application's version) |
 //! | `/keys/{id}/budgets` | `PUT` `{"budgets": [...]}`: replaces the key's budgets; its rotations keep them and its spend |
 //!
@@ -14,7 +15,7 @@ use axum::Json;
 use axum::extract::Path;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use maas_store::model::{Application, Budget};
+use maas_store::model::{Account, Application, Budget};
 use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -29,6 +30,7 @@ use crate::tenancy::KeyView;
 
 pub fn routes() -> OpenApiRouter<AdminState> {
     OpenApiRouter::new()
+        .routes(routes!(set_account_budgets))
         .routes(routes!(set_application_budgets))
         .routes(routes!(set_key_budgets))
 }
@@ -39,6 +41,24 @@ struct Budgets {
     /// At most 8, one hard and one soft per period; `[]` removes them all.
     #[schema(max_items = 8)]
     budgets: Vec<Budget>,
+}
+
+/// Set an organization's spend budgets
+#[utoipa::path(put, path = "/accounts/{id}/budgets", tag = "tenants", params(("id" = String, Path, description = "The account's id"), WritePreconditions),
+    request_body = Budgets,
+    responses((status = OK, body = Account, headers(("ETag" = String, description = "The version, for `If-Match`")))))]
+async fn set_account_budgets(
+    admin: Admin,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: JsonObject,
+) -> Result<Response, ApiError> {
+    let request: Budgets = body.parse()?;
+    let account = admin
+        .store
+        .set_account_budgets(&id, request.budgets, precondition(&headers)?)
+        .await?;
+    Ok(tagged(StatusCode::OK, &account))
 }
 
 /// Set an application's spend budgets

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use maas_store::Precondition;
-use maas_store::model::{Budget, BudgetMode, BudgetPeriod, Money, SPEND, key_spend_metric};
+use maas_store::model::{ACCOUNT_SPEND, Budget, BudgetMode, BudgetPeriod, Money, SPEND, key_spend_metric};
 use maas_store::period::Period;
 
 use super::harness::{CATALOG, Gateway, error_of};
@@ -174,4 +174,92 @@ async fn a_key_budget_is_kept_through_rotation() {
         assert!(Instant::now() < deadline, "the raised budget never reached the proxy");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// An organization's budget spans its applications: clients of two
+/// applications at once spend it together, never past it, and the
+/// organization's spend is the sum of theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_organization_budget_spans_its_applications() {
+    let gw = Gateway::start(CATALOG, 2, "strict").await;
+    let (first_app, first_key) = gw.app_key("org-first", "gamma", "metered").await;
+    let account = gw.store.get_application(&first_app).await.unwrap().unwrap().account_id;
+    let second_app = gw
+        .store
+        .create_application(maas_store::NewApplication {
+            account_id: account.clone(),
+            name: "org-second".into(),
+            description: String::new(),
+            product: "gamma".into(),
+            plan: "metered".into(),
+        })
+        .await
+        .unwrap()
+        .id;
+    let second_key = gw
+        .store
+        .create_key(&second_app, maas_store::NewKey::default())
+        .await
+        .unwrap()
+        .secret
+        .into_string();
+    gw.store
+        .set_account_budgets(&account, vec![budget("4", BudgetPeriod::Week)], Precondition::Any)
+        .await
+        .unwrap();
+    let keys = [first_key, second_key];
+    let clients = (0..20).map(|i| {
+        let (base, key, gw) = (gw.proxies[i % 2].base.clone(), keys[i % 2].clone(), &gw);
+        async move {
+            let mut answered = 0;
+            let mut refusal = None;
+            while answered < 10 {
+                match call(gw, &base, &key).await {
+                    Ok(()) => answered += 1,
+                    Err(refused) => {
+                        refusal = Some(refused);
+                        break;
+                    }
+                }
+            }
+            refusal
+        }
+    });
+    let refusals: Vec<_> = futures_util::future::join_all(clients).await;
+    let (status, error, retry) = refusals
+        .into_iter()
+        .flatten()
+        .next()
+        .expect("the organization's budget runs out");
+    assert_eq!((status, retry.as_deref()), (429, Some("false")), "{error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("organization's weekly budget of 4 EUR"), "{message}");
+
+    let organization = stored(&gw, &account, ACCOUNT_SPEND, Period::Week).await;
+    assert!(organization <= 4_000_000_000, "spent {organization} nanos of 4 EUR");
+    let mut served_cost = 0;
+    for app in [&first_app, &second_app] {
+        let served = gw.sim_usage(app).await;
+        served_cost += served["prompt_tokens"].as_u64().unwrap_or(0) * PROMPT_RATE
+            + served["completion_tokens"].as_u64().unwrap_or(0) * COMPLETION_RATE;
+    }
+    assert_eq!(
+        organization, served_cost,
+        "the organization's spend is what was served, priced"
+    );
+    // The applications' spend (no budget of their own) comes with the usage batches.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let applications = stored(&gw, &first_app, SPEND, Period::Eternity).await
+            + stored(&gw, &second_app, SPEND, Period::Eternity).await;
+        if applications == organization {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the applications' spend ({applications}) never reached the organization's ({organization})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("organization budget 4 EUR: {organization} nanos spent");
 }

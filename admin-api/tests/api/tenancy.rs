@@ -169,7 +169,10 @@ async fn accounts_applications_and_keys() {
             )
             .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{kind}: {body}");
-        assert_eq!(body["error"]["fields"][0]["field"], "budgets[0].amount", "{kind}: {body}");
+        assert_eq!(
+            body["error"]["fields"][0]["field"], "budgets[0].amount",
+            "{kind}: {body}"
+        );
         let (status, _, body) = api
             .admin(
                 "PUT",
@@ -177,7 +180,11 @@ async fn accounts_applications_and_keys() {
                 Some(json!({"budgets": [{"amount": 1, "period": "year"}]})),
             )
             .await;
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{kind}: an unknown period: {body}");
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{kind}: an unknown period: {body}"
+        );
         let (status, _, body) = api
             .admin(
                 "PUT",
@@ -193,7 +200,20 @@ async fn accounts_applications_and_keys() {
             .iter()
             .find(|k| k["id"] != json!(key_id) && k["spend_lineage"] == json!(key_id))
             .unwrap_or_else(|| panic!("{kind}: the rotated key shares the first's spend: {newest}"));
-        assert_eq!(chained["budgets"], json!([]), "{kind}: rotated before the budget was set");
+        assert_eq!(
+            chained["budgets"],
+            json!([]),
+            "{kind}: rotated before the budget was set"
+        );
+        let (status, _, body) = api
+            .admin(
+                "PUT",
+                &format!("/accounts/{account_id}/budgets"),
+                Some(json!({"budgets": [{"amount": 100, "period": "month"}]})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{kind}: {body}");
+        assert_eq!(body["budgets"][0]["amount"], 100.0, "{kind}: {body}");
         let (status, _, _) = api
             .admin("PUT", "/keys/key_missing/budgets", Some(json!({"budgets": []})))
             .await;

@@ -185,6 +185,67 @@ impl Limiter {
         now: OffsetDateTime,
     ) -> StoreResult<Decision> {
         let hold_id = tokens.map(|_| new_hold_id());
+        self.admit_held(application_id, limits, deltas, tokens, hold_id, now)
+            .await
+    }
+
+    /// [`admit`](Self::admit) behind an organization's hard budgets
+    /// (`account`: its id, the shard of its spend counter, and the budgets
+    /// as limits): the request's cost is held there first, in its own
+    /// atomic step, then against the application's `limits` with the
+    /// completion tokens the organization's budgets left. If the second
+    /// step refuses, the first hold is released. Both holds share one id,
+    /// settled apart ([`Limiter::settle`] on each shard).
+    pub async fn admit_in_account(
+        &self,
+        account: (&str, &[UsageLimit]),
+        application_id: &str,
+        limits: &[UsageLimit],
+        deltas: &[(String, u64)],
+        tokens: Option<&TokenRequest>,
+        now: OffsetDateTime,
+    ) -> StoreResult<Decision> {
+        let (account_id, account_limits) = account;
+        let Some(request) = tokens.filter(|_| !account_limits.is_empty()) else {
+            return self.admit(application_id, limits, deltas, tokens, now).await;
+        };
+        let hold_id = Some(new_hold_id());
+        let account_grant = match self
+            .admit_held(account_id, account_limits, &[], Some(request), hold_id.clone(), now)
+            .await?
+        {
+            Decision::Rejected(status) => return Ok(Decision::Rejected(status)),
+            Decision::Admitted(admitted) => admitted.completion_grant,
+        };
+        let narrowed = TokenRequest {
+            completion_max: account_grant.map_or(request.completion_max, |grant| grant.min(request.completion_max)),
+            ..*request
+        };
+        let decision = self
+            .admit_held(application_id, limits, deltas, Some(&narrowed), hold_id.clone(), now)
+            .await;
+        match decision {
+            Ok(Decision::Admitted(mut admitted)) => {
+                admitted.completion_grant = admitted.completion_grant.or(account_grant);
+                Ok(Decision::Admitted(admitted))
+            }
+            refused => {
+                self.settle(account_id, account_limits, hold_id.as_deref(), &[], now)
+                    .await;
+                refused
+            }
+        }
+    }
+
+    async fn admit_held(
+        &self,
+        application_id: &str,
+        limits: &[UsageLimit],
+        deltas: &[(String, u64)],
+        tokens: Option<&TokenRequest>,
+        hold_id: Option<String>,
+        now: OffsetDateTime,
+    ) -> StoreResult<Decision> {
         match self.mode {
             LimitMode::Strict => {
                 let tokens = tokens.zip(hold_id.as_deref());
@@ -523,6 +584,110 @@ mod tests {
             if let LimitMode::Local { .. } = mode {
                 assert_eq!(limiter.local().held("app"), vec![0], "{name}: nothing stays held");
             }
+        }
+    }
+
+    /// An organization's budget is held across its applications before
+    /// each application's own limits; a refusal by the application
+    /// releases what the organization's step held.
+    #[tokio::test]
+    async fn an_organization_budget_is_held_before_its_applications() {
+        for (name, mode) in [
+            ("org-strict", LimitMode::Strict),
+            (
+                "org-local",
+                LimitMode::Local {
+                    sync_interval: Duration::from_millis(100),
+                },
+            ),
+        ] {
+            let (store, _dir) = crate::test_store().await;
+            let limiter = Limiter::new(
+                store.clone(),
+                Arc::new(UsageSink::new(store.clone())),
+                mode,
+                HoldPolicy::default(),
+            );
+            // 1,000,000 nanos; a request costs 10 × 1,000 + up to 100 × 2,000.
+            let organization = vec![UsageLimit {
+                metric: maas_store::model::ACCOUNT_SPEND.into(),
+                period: Period::Month,
+                value: 1_000_000,
+            }];
+            let one_hit = hits(1);
+            let request = TokenRequest {
+                prompt: 10,
+                completion_max: 100,
+                completion_min: 1,
+                rates: SpendRates {
+                    prompt: 1_000,
+                    completion: 2_000,
+                },
+            };
+            let deltas = vec![("hits".to_owned(), 1)];
+            let now = OffsetDateTime::now_utc();
+            let admit = |app: &'static str, limits: Vec<UsageLimit>| {
+                let (limiter, organization, deltas) = (&limiter, &organization, &deltas);
+                async move {
+                    limiter
+                        .admit_in_account(("acc", organization), app, &limits, deltas, Some(&request), now)
+                        .await
+                        .unwrap()
+                }
+            };
+            let mut held = Vec::new();
+            for app in ["a", "b", "a", "b"] {
+                let Decision::Admitted(admitted) = admit(app, Vec::new()).await else {
+                    panic!("{name}: 210,000 nanos each fit four times")
+                };
+                assert_eq!(admitted.completion_grant, Some(100), "{name}");
+                held.push((app, admitted.hold.unwrap()));
+            }
+            // 160,000 left: 75 completion tokens after the prompt.
+            let Decision::Admitted(fifth) = admit("c", Vec::new()).await else {
+                panic!("{name}: what is left is granted")
+            };
+            assert_eq!(fifth.completion_grant, Some(75), "{name}");
+            let Decision::Rejected(status) = admit("a", Vec::new()).await else {
+                panic!("{name}: the organization's budget is held to the last nano")
+            };
+            assert_eq!(
+                (status.limit.metric.as_str(), status.used),
+                ("account-spend", 1_000_000),
+                "{name}"
+            );
+            // The first two requests settle at 10 + 40 tokens: 90,000 nanos.
+            for (app, hold) in held.drain(..2) {
+                limiter
+                    .settle(app, &[], Some(&hold), &[("total_tokens", 50)], now)
+                    .await;
+                limiter
+                    .settle("acc", &organization, Some(&hold), &[("account-spend", 90_000)], now)
+                    .await;
+            }
+            limiter.sync().await.unwrap();
+            // 240,000 freed. Application d allows one hit: its first request
+            // holds 210,000; its second fits the organization's 30,000 but
+            // d's own limit refuses it, and that gives the 30,000 back.
+            let Decision::Admitted(_) = admit("d", one_hit.clone()).await else {
+                panic!("{name}: 240,000 nanos freed")
+            };
+            let Decision::Rejected(status) = admit("d", one_hit.clone()).await else {
+                panic!("{name}: d's own limit refuses")
+            };
+            assert_eq!(status.limit.metric, "hits", "{name}");
+            let Decision::Admitted(last) = admit("e", Vec::new()).await else {
+                panic!("{name}: the refused request's hold was released")
+            };
+            assert_eq!(
+                last.completion_grant,
+                Some(10),
+                "{name}: 30,000 nanos buy the prompt and 10 tokens"
+            );
+            let Decision::Rejected(status) = admit("e", Vec::new()).await else {
+                panic!("{name}: spent")
+            };
+            assert_eq!(status.used, 1_000_000, "{name}: no leaked hold");
         }
     }
 }

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use maas_store::model::{
-    ApplicationState, AuthContext, BudgetScope, CredentialLocation, KeyHash, SpendRates, TOKEN_METRICS, budget_limits,
-    has_valid_checksum,
+    ApplicationState, AuthContext, BudgetScope, CredentialLocation, KeyHash, SpendRates, TOKEN_METRICS,
+    account_budget_limits, budget_limits, has_valid_checksum,
 };
 use pingora_error::Result;
 use pingora_proxy::Session;
@@ -122,7 +122,8 @@ impl MaasProxy {
             endpoint => endpoint,
         };
         ctx.budget_limits = budget_limits(&auth.application, &auth.key);
-        let held = auth.plan.limits_tokens() || !ctx.budget_limits.is_empty();
+        ctx.account_limits = account_budget_limits(&auth.account);
+        let held = auth.plan.limits_tokens() || !ctx.budget_limits.is_empty() || !ctx.account_limits.is_empty();
         or_refuse!(refuse_unmeterable(endpoint, &body.facts, held));
         ctx.model = body.facts.model.clone();
         ctx.stream = body.facts.stream;
@@ -378,7 +379,14 @@ impl MaasProxy {
         let decision = self
             .state
             .limiter
-            .admit(&auth.application.id, &limits, deltas, spend.request.as_ref(), now)
+            .admit_in_account(
+                (&auth.account.id, &ctx.account_limits),
+                &auth.application.id,
+                &limits,
+                deltas,
+                spend.request.as_ref(),
+                now,
+            )
             .await;
         drop(limits);
         ctx.budget_limits = budget;
@@ -617,8 +625,9 @@ fn price_request(ctx: &mut RequestCtx, auth: &AuthContext, route: &ProductRoute,
     let metered = ask.endpoint.generates() || ask.endpoint == Endpoint::Embeddings;
     if !metered || ctx.rates.is_free() {
         ctx.budget_limits.clear();
+        ctx.account_limits.clear();
     }
-    (!ctx.budget_limits.is_empty()).then_some(ctx.rates)
+    (!ctx.budget_limits.is_empty() || !ctx.account_limits.is_empty()).then_some(ctx.rates)
 }
 
 /// The backend and the path (normalised, below its base path) and query

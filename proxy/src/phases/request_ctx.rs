@@ -72,6 +72,9 @@ pub struct RequestCtx {
     /// The hard spend budgets it was admitted against, as limits
     /// ([`maas_store::model::budget_limits`]); settled with the plan's.
     pub(crate) budget_limits: Vec<UsageLimit>,
+    /// Its organization's hard budgets, as limits in the account's shard
+    /// ([`maas_store::model::account_budget_limits`]), held first.
+    pub(crate) account_limits: Vec<UsageLimit>,
     /// What a token of the requested model costs, in nanos.
     pub(crate) rates: SpendRates,
     /// The plan's limits admitted it (it counts as a hit).
@@ -106,6 +109,7 @@ impl RequestCtx {
             prompt_estimate: 0,
             hold: None,
             budget_limits: Vec::new(),
+            account_limits: Vec::new(),
             rates: SpendRates::default(),
             admitted: false,
             decoder: None,

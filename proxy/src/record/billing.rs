@@ -6,7 +6,7 @@
 //! be read at all, the request's ceiling ([`crate::limits::spend`]). A 2xx that
 //! reached the model server never settles at zero.
 
-use maas_store::model::{AuthContext, spend_deltas};
+use maas_store::model::{ACCOUNT_SPEND, AuthContext, spend_deltas};
 use time::OffsetDateTime;
 
 use crate::phases::request_ctx::all_limits;
@@ -87,6 +87,18 @@ impl MaasProxy {
                         (&application_spend.0, application_spend.1),
                         (&key_spend.0, key_spend.1),
                     ],
+                    now,
+                )
+                .await;
+            // The organization's spend: its budgets' hold settles with it.
+            let held = ctx.hold.as_deref().filter(|_| !ctx.account_limits.is_empty());
+            self.state
+                .limiter
+                .settle(
+                    &auth.account.id,
+                    &ctx.account_limits,
+                    held,
+                    &[(ACCOUNT_SPEND, cost)],
                     now,
                 )
                 .await;

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::catalog::{Plan, UsageLimit};
 use super::money::Money;
-use super::tenancy::{ApiKey, Application};
+use super::tenancy::{Account, ApiKey, Application};
 use crate::backend::MAX_EXACT_COUNT;
 use crate::error::{StoreError, StoreResult};
 use crate::period::Period;
@@ -21,6 +21,11 @@ use crate::period::Period;
 /// The counter of an application's spend, in nanos of its plan's currency.
 /// No product metric can take this name (it is reserved).
 pub const SPEND: &str = "spend";
+
+/// The counter of an organization's spend (all its applications), in the
+/// account's own shard: apart from the applications' counters, so its
+/// budgets are held in a second atomic step ([`account_budget_limits`]).
+pub const ACCOUNT_SPEND: &str = "account-spend";
 
 /// Prefix of a key's spend counter: `key-spend:{lineage}`, in the shard
 /// of the key's application. Product metric names never hold a `:`.
@@ -42,7 +47,7 @@ pub fn key_spend_metric(lineage: &str) -> String {
 
 /// Whether `metric` counts money (nanos) rather than requests or tokens.
 pub fn is_spend_metric(metric: &str) -> bool {
-    metric == SPEND || metric.starts_with(KEY_SPEND_PREFIX)
+    BudgetScope::of_metric(metric).is_some()
 }
 
 /// The period a budget's spend is counted in; it starts over at the next.
@@ -207,6 +212,7 @@ impl Plan {
 /// Whose budget a spend counter is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BudgetScope {
+    Organization,
     Application,
     Key,
 }
@@ -216,6 +222,8 @@ impl BudgetScope {
     pub fn of_metric(metric: &str) -> Option<BudgetScope> {
         if metric == SPEND {
             Some(BudgetScope::Application)
+        } else if metric == ACCOUNT_SPEND {
+            Some(BudgetScope::Organization)
         } else if metric.starts_with(KEY_SPEND_PREFIX) {
             Some(BudgetScope::Key)
         } else {
@@ -225,6 +233,7 @@ impl BudgetScope {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            BudgetScope::Organization => "organization",
             BudgetScope::Application => "application",
             BudgetScope::Key => "key",
         }
@@ -247,6 +256,23 @@ pub fn budget_limits(application: &Application, key: &ApiKey) -> Vec<UsageLimit>
         value: budget.nanos(),
     });
     application_limits.chain(key_limits).collect()
+}
+
+/// The hard budgets of an organization, as limits on its spend counter in
+/// its own shard. A request is held against them first, then against its
+/// application's limits and budgets with the completion grant they left;
+/// if the second step refuses, the first hold is released.
+pub fn account_budget_limits(account: &Account) -> Vec<UsageLimit> {
+    account
+        .budgets
+        .iter()
+        .filter(|budget| budget.mode == BudgetMode::Hard)
+        .map(|budget| UsageLimit {
+            metric: ACCOUNT_SPEND.to_owned(),
+            period: budget.period.period(),
+            value: budget.nanos(),
+        })
+        .collect()
 }
 
 /// What a request that cost `nanos` through `key` adds to the spend
@@ -326,6 +352,7 @@ mod tests {
     fn spend_metrics_are_recognized() {
         assert!(is_spend_metric(SPEND));
         assert!(is_spend_metric(&key_spend_metric("key_1")));
+        assert_eq!(BudgetScope::of_metric(ACCOUNT_SPEND), Some(BudgetScope::Organization));
         assert!(!is_spend_metric("total_tokens") && !is_spend_metric("spends"));
     }
 }

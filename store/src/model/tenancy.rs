@@ -28,6 +28,9 @@ pub struct Account {
     /// its user carries, never one that merely has the same name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sso: Option<AccountBinding>,
+    /// What all its applications may spend together, set by an admin.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub budgets: Vec<Budget>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }

@@ -153,6 +153,7 @@ pub(super) fn account_record(new: NewAccount, now: time::OffsetDateTime) -> Stor
         display_name: String::new(),
         description: new.description,
         sso: new.sso,
+        budgets: Vec::new(),
         created_at: now,
     })
 }
