@@ -19,6 +19,7 @@ fn budget(amount: &str, period: BudgetPeriod) -> Budget {
         amount: Money::parse(amount).unwrap(),
         period,
         mode: BudgetMode::Hard,
+        alert_at_percent: Vec::new(),
     }
 }
 

@@ -9,9 +9,13 @@ use time::macros::datetime;
 use super::open;
 use super::usage::live_app;
 use crate::error::StoreError;
-use crate::model::{ApiKey, Budget, BudgetMode, BudgetPeriod, Money, SPEND, SpendRates, budget_limits, spend_deltas};
+use crate::model::{
+    ApiKey, Budget, BudgetMode, BudgetPeriod, Money, SPEND, SpendRates, budget_limits, key_spend_metric, spend_deltas,
+};
 use crate::period::Period;
-use crate::store::{Admission, NewKey, Precondition, Store, TokenHold, UsageRecord, split_by_limits};
+use crate::store::{
+    Admission, BudgetAlert, DeliveryState, NewKey, Precondition, Store, TokenHold, UsageRecord, split_by_limits,
+};
 
 /// 0.0015 per 1k prompt tokens, 0.002 per 1k completion tokens.
 const RATES: SpendRates = SpendRates {
@@ -24,6 +28,7 @@ fn budget(amount: &str, period: BudgetPeriod) -> Budget {
         amount: Money::parse(amount).expect("an amount"),
         period,
         mode: BudgetMode::Hard,
+        alert_at_percent: Vec::new(),
     }
 }
 
@@ -229,4 +234,138 @@ pub async fn budgets_are_checked_when_set<F: super::Fixture>(fixture: &F) {
         store.set_key_budgets("key_missing", Vec::new()).await,
         Err(StoreError::NotFound { .. })
     ));
+}
+
+fn alerting(amount: &str, period: BudgetPeriod, mode: BudgetMode, alerts: &[u8]) -> Budget {
+    Budget {
+        mode,
+        alert_at_percent: alerts.to_vec(),
+        ..budget(amount, period)
+    }
+}
+
+async fn add_spend(store: &Store, shard: &str, metric: &str, nanos: u64) {
+    let now = store.clock().now();
+    store
+        .record_usage(&[UsageRecord::new(shard, metric, nanos, now)])
+        .await
+        .unwrap();
+}
+
+/// Each threshold of each budget alerts once per period, whoever scans
+/// (two scans at once raise one alert), the keys of a rotation chain
+/// alert once, and a delivery is claimed by one scanner and retried.
+pub async fn budget_alerts_are_raised_once_per_threshold_and_period<F: super::Fixture>(fixture: &F) {
+    let (store, clock) = open(fixture).await;
+    clock.set(datetime!(2026-12-07 10:00:00 UTC));
+    let app = live_app(&store).await;
+    let key = key_of(&store, &app).await;
+    let account = store.get_application(&app).await.unwrap().unwrap().account_id;
+    store
+        .set_application_budgets(
+            &app,
+            vec![alerting("1", BudgetPeriod::Day, BudgetMode::Soft, &[50, 80, 100])],
+            Precondition::Any,
+        )
+        .await
+        .unwrap();
+    store
+        .set_key_budgets(
+            &key.id,
+            vec![alerting("2", BudgetPeriod::Month, BudgetMode::Hard, &[50])],
+        )
+        .await
+        .unwrap();
+    assert!(
+        store.scan_budget_alerts(true).await.unwrap().is_empty(),
+        "nothing spent"
+    );
+
+    add_spend(&store, &app, SPEND, 600_000_000).await;
+    let raised = store.scan_budget_alerts(true).await.unwrap();
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(
+        (
+            raised[0].scope.as_str(),
+            raised[0].threshold_percent,
+            raised[0].spent.to_string()
+        ),
+        ("application", 50, "0.6".to_owned())
+    );
+    assert!(store.scan_budget_alerts(true).await.unwrap().is_empty(), "once");
+
+    // Past 80 % and 100 % at once; two scanners race.
+    add_spend(&store, &app, SPEND, 500_000_000).await;
+    let (a, b) = tokio::join!(store.scan_budget_alerts(true), store.scan_budget_alerts(true));
+    let mut thresholds: Vec<u8> = a
+        .unwrap()
+        .iter()
+        .chain(&b.unwrap())
+        .map(|a| a.threshold_percent)
+        .collect();
+    thresholds.sort_unstable();
+    assert_eq!(thresholds, vec![80, 100], "each threshold once between the two scans");
+
+    // The key's chain: spend through it, then rotate; one alert.
+    let lineage = key_spend_metric(&key.id);
+    add_spend(&store, &app, &lineage, 1_000_000_000).await;
+    let rotated = store.rotate_key(&key.id, Duration::hours(1)).await.unwrap().key;
+    assert_eq!(rotated.budgets.len(), 1);
+    let raised = store.scan_budget_alerts(true).await.unwrap();
+    assert_eq!(raised.len(), 1, "one alert for the chain: {raised:?}");
+    assert_eq!((raised[0].scope.as_str(), raised[0].threshold_percent), ("key", 50));
+
+    // A new day: the daily budget alerts again.
+    clock.set(datetime!(2026-12-08 09:00:00 UTC));
+    add_spend(&store, &app, SPEND, 500_000_000).await;
+    let raised = store.scan_budget_alerts(true).await.unwrap();
+    assert_eq!(
+        raised.iter().map(|a| a.threshold_percent).collect::<Vec<_>>(),
+        vec![50],
+        "a new period"
+    );
+    let listed = store.budget_alerts(Some(&account), 50).await.unwrap();
+    assert_eq!(listed.len(), 5);
+    assert_eq!(listed[0].id, raised[0].id, "newest first");
+    assert!(store.budget_alerts(Some("acc_other"), 50).await.unwrap().is_empty());
+
+    // Delivery: one claim wins; a failure retries after a second.
+    let due = store.due_alert_deliveries(100).await.unwrap();
+    assert_eq!(due.len(), 5);
+    let first = due[0].clone();
+    let (one, two) = tokio::join!(store.claim_alert_delivery(&first), store.claim_alert_delivery(&first));
+    let claimed: Vec<BudgetAlert> = [one.unwrap(), two.unwrap()].into_iter().flatten().collect();
+    assert_eq!(claimed.len(), 1, "one scanner delivers it");
+    let failed = store
+        .finish_alert_delivery(&claimed[0], Err("503 from the receiver".into()), 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        (failed.delivery.attempts, failed.delivery.state),
+        (1, DeliveryState::Pending)
+    );
+    assert!(
+        !store
+            .due_alert_deliveries(100)
+            .await
+            .unwrap()
+            .iter()
+            .any(|a| a.id == first.id)
+    );
+    clock.advance(Duration::seconds(1));
+    let again = store.due_alert_deliveries(100).await.unwrap();
+    let again = again.iter().find(|a| a.id == first.id).expect("due after a second");
+    let claimed = store.claim_alert_delivery(again).await.unwrap().unwrap();
+    let delivered = store.finish_alert_delivery(&claimed, Ok(()), 3).await.unwrap();
+    assert_eq!(
+        (delivered.delivery.attempts, delivered.delivery.state),
+        (2, DeliveryState::Delivered)
+    );
+    assert_eq!(store.due_alert_deliveries(100).await.unwrap().len(), 4);
+    // Without a webhook, alerts are shown and not sent.
+    clock.set(datetime!(2026-12-09 09:00:00 UTC));
+    add_spend(&store, &app, SPEND, 500_000_000).await;
+    let quiet = store.scan_budget_alerts(false).await.unwrap();
+    assert_eq!(quiet[0].delivery.state, DeliveryState::NotSent);
+    assert_eq!(store.due_alert_deliveries(100).await.unwrap().len(), 4);
 }

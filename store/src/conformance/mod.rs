@@ -95,6 +95,7 @@ macro_rules! conformance_cases {
             a_budget_starts_over_with_its_period,
             a_rotated_key_keeps_its_spend,
             budgets_are_checked_when_set,
+            budget_alerts_are_raised_once_per_threshold_and_period,
             usage_series_and_batches,
             change_events_reach_subscribers,
             sessions_round_trip_and_expire,

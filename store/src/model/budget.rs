@@ -111,6 +111,18 @@ pub struct Budget {
     pub period: BudgetPeriod,
     #[serde(default)]
     pub mode: BudgetMode,
+    /// Percentages of `amount` at which an alert is sent, once per period
+    /// each (`[]`: none).
+    #[serde(default = "default_alerts")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 5))]
+    pub alert_at_percent: Vec<u8>,
+}
+
+/// Alerts at half, four fifths and all of a budget.
+pub const DEFAULT_ALERTS: [u8; 3] = [50, 80, 100];
+
+fn default_alerts() -> Vec<u8> {
+    DEFAULT_ALERTS.to_vec()
 }
 
 impl Budget {
@@ -140,6 +152,16 @@ pub fn validate_budgets(field: &str, budgets: &[Budget]) -> StoreResult<()> {
             return Err(StoreError::invalid(
                 format!("{field}[{index}].amount"),
                 format!("must be at most {MAX_BUDGET_UNITS}"),
+            ));
+        }
+        let alerts = &budget.alert_at_percent;
+        if alerts.len() > 5
+            || alerts.iter().any(|p| !(1..=100).contains(p))
+            || alerts.windows(2).any(|pair| pair[0] >= pair[1])
+        {
+            return Err(StoreError::invalid(
+                format!("{field}[{index}].alert_at_percent"),
+                "at most 5 percentages from 1 to 100, in increasing order",
             ));
         }
         let twin = budgets[..index]
@@ -298,6 +320,7 @@ mod tests {
             amount: Money::parse(amount).unwrap(),
             period,
             mode,
+            alert_at_percent: DEFAULT_ALERTS.to_vec(),
         }
     }
 
@@ -338,6 +361,18 @@ mod tests {
         assert!(validate_budgets("budgets", &huge).is_err());
         let many = vec![budget("1", BudgetPeriod::Day, BudgetMode::Hard); MAX_BUDGETS + 1];
         assert!(validate_budgets("budgets", &many).is_err());
+        for alerts in [
+            vec![0],
+            vec![101],
+            vec![80, 50],
+            vec![50, 50],
+            vec![10, 20, 30, 40, 50, 60],
+        ] {
+            let mut odd = budget("1", BudgetPeriod::Day, BudgetMode::Hard);
+            odd.alert_at_percent = alerts.clone();
+            let error = validate_budgets("budgets", &[odd]).unwrap_err().to_string();
+            assert!(error.contains("budgets[0].alert_at_percent"), "{alerts:?}: {error}");
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ impl Store {
         precondition: Precondition<'_>,
     ) -> StoreResult<Application> {
         validate_budgets("budgets", &budgets)?;
+        self.index_budgeted(format!("app:{id}")).await?;
         let before = self.application_at(id, precondition).await?;
         let mut after = before.clone();
         after.budgets = budgets;
@@ -37,6 +38,7 @@ impl Store {
         precondition: Precondition<'_>,
     ) -> StoreResult<Account> {
         validate_budgets("budgets", &budgets)?;
+        self.index_budgeted(format!("account:{id}")).await?;
         let before = self
             .get_account(id)
             .await?
@@ -63,6 +65,7 @@ impl Store {
     /// through any key of the chain counts against them.
     pub async fn set_key_budgets(&self, id: &str, budgets: Vec<Budget>) -> StoreResult<ApiKey> {
         validate_budgets("budgets", &budgets)?;
+        self.index_budgeted(format!("key:{id}")).await?;
         self.change_key(id, "budgets", |key| key.budgets = budgets).await
     }
 }

@@ -158,6 +158,10 @@ impl Store {
                 old.budgets.clone(),
             )
             .await?;
+        if !issued.key.budgets.is_empty() {
+            // The old key is indexed until it goes; the chain alerts once.
+            self.index_budgeted(format!("key:{}", issued.key.id)).await?;
+        }
         let ends = self.now() + grace;
         self.change_key(id, "rotate", |key| {
             key.expires_at = Some(key.expires_at.map_or(ends, |at| at.min(ends)));

@@ -5,6 +5,7 @@ mod admin_tokens;
 mod applications;
 mod attempts;
 mod audit;
+mod budget_alerts;
 mod budgets;
 mod catalog;
 mod drafts;
@@ -32,6 +33,7 @@ pub use applications::{
 };
 pub use attempts::{Attempt, AttemptEnd, AttemptLimit, AttemptStart};
 pub use audit::{Actor, AuditEntry, AuditQuery};
+pub use budget_alerts::{AlertDelivery, BudgetAlert, DELIVERY_LEASE, DeliveryState, retry_backoff};
 pub(crate) use catalog::plan_key;
 pub use catalog::{CatalogDiff, CatalogSnapshot, Environment, ProductRelease};
 pub use drafts::ProductDraft;
