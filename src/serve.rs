@@ -423,6 +423,26 @@ async fn admin_app(
 }
 
 /// `maas up`: the admin API beside the proxy, on the control runtime.
+/// Budget alerts: scanned and sent from the control plane
+/// ([`maas_portal::budget_alerts`]).
+fn spawn_budget_alerts(runtime: &tokio::runtime::Runtime, store: &Store, config: &MaasConfig) {
+    let webhook = config
+        .alerts
+        .webhook_url
+        .clone()
+        .zip(config.secrets.alerts_webhook_secret.as_ref())
+        .map(|(url, secret)| maas_portal::budget_alerts::Webhook {
+            url,
+            secret: secret.expose().to_owned(),
+        });
+    let options = maas_portal::budget_alerts::AlertOptions {
+        webhook,
+        interval: std::time::Duration::from_millis(config.alerts.interval_ms),
+        max_attempts: config.alerts.max_attempts,
+    };
+    runtime.spawn(maas_portal::budget_alerts::run(store.clone(), options));
+}
+
 fn spawn_admin_api(runtime: &tokio::runtime::Runtime, store: &Store, config: &MaasConfig) -> Result<()> {
     let app = runtime.block_on(admin_app(store, config))?;
     let listener = runtime.block_on(bind_portal(config))?;
@@ -437,6 +457,7 @@ fn spawn_admin_api(runtime: &tokio::runtime::Runtime, store: &Store, config: &Ma
             tracing::error!(%error, "the admin API stopped");
         }
     });
+    spawn_budget_alerts(runtime, store, config);
     Ok(())
 }
 
@@ -452,6 +473,7 @@ pub fn portal(config_path: Option<&Path>) -> Result<()> {
     // that finds the port open finds the API ready.
     let app = runtime.block_on(admin_app(&store, &config))?;
     let listener = runtime.block_on(bind_portal(&config))?;
+    spawn_budget_alerts(&runtime, &store, &config);
     eprintln!(
         "maas portal: portal on {} (listening on {}), admin API at {}, store {}",
         config.portal.advertised_url(),

@@ -54,6 +54,12 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "MAAS_SSO_CLIENT_SECRET",
         "secret: OIDC client secret (or sso.client_secret_file)",
     ),
+    ("MAAS_ALERTS_WEBHOOK_URL", "alerts.webhook_url"),
+    ("MAAS_ALERTS_INTERVAL_MS", "alerts.interval_ms"),
+    (
+        "MAAS_ALERTS_WEBHOOK_SECRET",
+        "secret: signs budget alerts' webhook calls (or alerts.webhook_secret_file)",
+    ),
 ];
 
 struct Overrides<'a> {
@@ -189,6 +195,14 @@ pub fn apply_environment(config: &mut MaasConfig, lookup: &dyn Fn(&str) -> Optio
     env.choice("MAAS_LOG_FORMAT", &mut config.logging.format);
     env.string("MAAS_KEY_PREFIX", &mut config.keys.prefix);
 
+    env.optional("MAAS_ALERTS_WEBHOOK_URL", &mut config.alerts.webhook_url);
+    env.parse("MAAS_ALERTS_INTERVAL_MS", &mut config.alerts.interval_ms);
+    let alerts_file = config.alerts.webhook_secret_file.clone();
+    config.secrets.alerts_webhook_secret = env.secret(
+        "MAAS_ALERTS_WEBHOOK_SECRET",
+        alerts_file.as_deref(),
+        "alerts.webhook_secret_file",
+    );
     let admin_file = config.admin.token_file.clone();
     let sso_file = config.sso.client_secret_file.clone();
     config.secrets.admin_token = env.secret("MAAS_ADMIN_TOKEN", admin_file.as_deref(), "admin.token_file");

@@ -180,12 +180,19 @@ impl MaasConfig {
         for (path, url) in [
             ("proxy.public_url", &self.proxy.public_url),
             ("portal.public_url", &self.portal.public_url),
+            ("alerts.webhook_url", &self.alerts.webhook_url),
         ] {
             if let Some(url) = url
                 && !is_http_url(url)
             {
                 push(path, format!("`{url}` is not an http(s) URL"));
             }
+        }
+        if !(100..=3_600_000).contains(&self.alerts.interval_ms) {
+            push("alerts.interval_ms", "must be from 100 to 3600000".into());
+        }
+        if !(1..=20).contains(&self.alerts.max_attempts) {
+            push("alerts.max_attempts", "must be from 1 to 20".into());
         }
         if (1..100).contains(&self.proxy.report_interval_ms) {
             push(
@@ -342,6 +349,17 @@ impl MaasConfig {
     }
 
     fn validate_secrets(&self) -> Result<(), ConfigErrors> {
+        if self.alerts.webhook_url.is_some() && self.secrets.alerts_webhook_secret.is_none() {
+            return Err(ConfigError {
+                source: "environment".into(),
+                line: None,
+                field: "MAAS_ALERTS_WEBHOOK_SECRET".into(),
+                message: "alerts.webhook_url is set but no secret signs its calls: set MAAS_ALERTS_WEBHOOK_SECRET \
+                          or alerts.webhook_secret_file"
+                    .into(),
+            }
+            .into());
+        }
         if self.sso.enabled && self.secrets.sso_client_secret.is_none() {
             return Err(ConfigError {
                 source: "environment".into(),

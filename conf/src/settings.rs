@@ -20,6 +20,7 @@ pub struct MaasConfig {
     pub store: StoreSettings,
     pub keys: KeySettings,
     pub limits: LimitSettings,
+    pub alerts: AlertSettings,
     pub logging: LoggingSettings,
     pub sim: SimSettings,
     /// A catalog file `maas up` applies at start (relative to the working
@@ -463,6 +464,32 @@ impl Default for LimitSettings {
     }
 }
 
+/// Budget alerts (`maas portal` and `maas up` check budgets and send them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertSettings {
+    /// Where alerts are POSTed as signed JSON; without one they are only
+    /// shown in the portal and the console.
+    pub webhook_url: Option<String>,
+    /// File holding the signing secret (else `MAAS_ALERTS_WEBHOOK_SECRET`).
+    pub webhook_secret_file: Option<PathBuf>,
+    /// How often spend is compared with budgets.
+    pub interval_ms: u64,
+    /// Attempts per alert before its delivery is given up.
+    pub max_attempts: u32,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        AlertSettings {
+            webhook_url: None,
+            webhook_secret_file: None,
+            interval_ms: 5_000,
+            max_attempts: 8,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
@@ -527,6 +554,8 @@ impl fmt::Debug for Secret {
 pub struct Secrets {
     pub admin_token: Option<Secret>,
     pub sso_client_secret: Option<Secret>,
+    /// Signs budget alerts' webhook calls.
+    pub alerts_webhook_secret: Option<Secret>,
 }
 
 #[cfg(test)]

@@ -383,3 +383,29 @@ products:
     );
     assert!(errors.0[1].message.starts_with("unknown field `bogus`"), "{errors}");
 }
+
+#[test]
+fn an_alert_webhook_needs_a_secret_and_an_http_url() {
+    let without_secret = |name: &str| match name {
+        "MAAS_ALERTS_WEBHOOK_URL" => Some("https://hooks.example.com/maas".to_owned()),
+        _ => None,
+    };
+    let errors = load_config(None, &without_secret).unwrap_err();
+    assert!(errors.to_string().contains("MAAS_ALERTS_WEBHOOK_SECRET"), "{errors}");
+    let complete = |name: &str| match name {
+        "MAAS_ALERTS_WEBHOOK_URL" => Some("https://hooks.example.com/maas".to_owned()),
+        "MAAS_ALERTS_WEBHOOK_SECRET" => Some("whsec".to_owned()),
+        "MAAS_ALERTS_INTERVAL_MS" => Some("250".to_owned()),
+        _ => None,
+    };
+    let config = load_config(None, &complete).unwrap();
+    assert_eq!(config.alerts.interval_ms, 250);
+    assert_eq!(config.secrets.alerts_webhook_secret.unwrap().expose(), "whsec");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("maas.yaml");
+    std::fs::write(&path, "alerts:\n  webhook_url: ftp://x\n  interval_ms: 10\n").unwrap();
+    let secret_only = |name: &str| (name == "MAAS_ALERTS_WEBHOOK_SECRET").then(|| "whsec".to_owned());
+    let errors = load_config(Some(&path), &secret_only).unwrap_err().to_string();
+    assert!(errors.contains("alerts.webhook_url"), "{errors}");
+    assert!(errors.contains("alerts.interval_ms"), "{errors}");
+}

@@ -230,10 +230,11 @@ pub async fn applications(State(state): State<PortalState>, developer: Developer
             "state": app.state.as_str(), "state_label": state_label(app.state), "key": key,
         }));
     }
+    let budget_alerts = crate::budgets::banners(store, &session.account.id).await?;
     state.page(
         &developer.0,
         "applications.html",
-        json!({"page": "applications", "applications": rows}),
+        json!({"page": "applications", "applications": rows, "budget_alerts": budget_alerts}),
     )
 }
 
@@ -333,7 +334,17 @@ pub(crate) async fn application_page(
     let offer = offers.iter().find(|o| o.product.system_name == app.product);
     let keys = crate::keys::key_rows(store, &app.id).await?;
     let plan = store.get_plan(&app.product, &app.plan).await?;
+    let currency = plan.as_ref().map_or("USD", |p| p.currency.as_str());
+    let (budgets, budget_alerts) = match store.get_account(&app.account_id).await? {
+        Some(account) => (
+            crate::budgets::budget_rows(store, &account, &app, currency).await?,
+            crate::budgets::banners(store, &account.id).await?,
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
     let context = json!({
+        "budgets": budgets,
+        "budget_alerts": budget_alerts,
         "page": "applications",
         "app": {
             "id": app.id, "name": app.name, "description": app.description, "product": app.product,

@@ -25,6 +25,8 @@
 
 pub mod accounts;
 mod assets;
+pub mod budget_alerts;
+pub mod budgets;
 pub mod console;
 pub mod developer;
 pub mod keys;
@@ -235,6 +237,7 @@ pub fn router(store: Store, options: PortalOptions) -> Result<Router, TemplateEr
         .route("/admin/products/{name}/promote", post(console::promote))
         .route("/admin/products/{name}/rollback", post(console::rollback))
         .route("/admin/audit", get(console::audit))
+        .route("/admin/alerts", get(budgets::console_alerts))
         .route("/assets/{file}", get(assets::serve))
         .fallback(|| async { PortalError::not_found("No such page.") })
         .layer(middleware::from_fn_with_state(state.clone(), render::error_pages))

@@ -19,7 +19,7 @@ use crate::PortalState;
 use crate::session::Visitor;
 
 /// The built-in templates, by name.
-const BUILT_IN: [(&str, &str); 31] = [
+const BUILT_IN: [(&str, &str); 32] = [
     ("base.html", include_str!("../templates/base.html")),
     ("home.html", include_str!("../templates/home.html")),
     ("sign_in.html", include_str!("../templates/sign_in.html")),
@@ -31,6 +31,7 @@ const BUILT_IN: [(&str, &str); 31] = [
         include_str!("../templates/application_new.html"),
     ),
     ("application.html", include_str!("../templates/application.html")),
+    ("admin_alerts.html", include_str!("../templates/admin_alerts.html")),
     ("key_revoke.html", include_str!("../templates/key_revoke.html")),
     (
         "application_delete.html",

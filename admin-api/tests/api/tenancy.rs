@@ -158,7 +158,8 @@ async fn accounts_applications_and_keys() {
         assert_eq!(status, StatusCode::OK, "{kind}: {body}");
         assert_eq!(
             body["budgets"],
-            json!([{"amount": 25.0, "period": "month", "mode": "hard"}, {"amount": 0.5, "period": "day", "mode": "soft"}]),
+            json!([{"amount": 25.0, "period": "month", "mode": "hard", "alert_at_percent": [50, 80, 100]},
+                   {"amount": 0.5, "period": "day", "mode": "soft", "alert_at_percent": [50, 80, 100]}]),
             "{kind}"
         );
         let (status, _, body) = api

@@ -7,8 +7,14 @@ use super::{Store, encode};
 use crate::backend::{Condition, WriteBatch};
 use crate::changes::Change;
 use crate::error::{StoreError, StoreResult};
-use crate::model::budget::validate_budgets;
-use crate::model::{Account, ApiKey, Application, Budget};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::BudgetAlert;
+use crate::model::budget::{nanos_to_money, validate_budgets};
+use crate::model::{
+    ACCOUNT_SPEND, Account, ApiKey, Application, Budget, BudgetPeriod, BudgetScope, Money, SPEND, key_spend_metric,
+};
 
 impl Store {
     /// Replaces an application's budgets, if it is at the version
@@ -67,5 +73,123 @@ impl Store {
         validate_budgets("budgets", &budgets)?;
         self.index_budgeted(format!("key:{id}")).await?;
         self.change_key(id, "budgets", |key| key.budgets = budgets).await
+    }
+}
+
+/// Where a budget stands now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BudgetStatus {
+    /// `organization`, `application` or `key`.
+    pub scope: String,
+    pub scope_id: String,
+    pub name: String,
+    pub budget: Budget,
+    /// Spent in the current period (requests settled; those in flight not).
+    pub spent: Money,
+    pub remaining: Money,
+    /// Spent as a percentage of the amount (may pass 100 for a soft budget).
+    pub percent: u64,
+    /// When the period starts over; `null` for a total budget.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub resets_at: Option<OffsetDateTime>,
+}
+
+impl Store {
+    /// The budgets of an organization, its applications and their keys,
+    /// with their spend now: for the portal, the console and the admin API.
+    pub async fn budget_statuses(
+        &self,
+        account: &Account,
+        applications: &[Application],
+    ) -> StoreResult<Vec<BudgetStatus>> {
+        let mut statuses = Vec::new();
+        for budget in &account.budgets {
+            statuses.push(
+                self.budget_status(
+                    BudgetScope::Organization,
+                    &account.id,
+                    account.shown_name(),
+                    budget,
+                    &account.id,
+                    ACCOUNT_SPEND,
+                )
+                .await?,
+            );
+        }
+        for app in applications {
+            for budget in &app.budgets {
+                statuses.push(
+                    self.budget_status(BudgetScope::Application, &app.id, &app.name, budget, &app.id, SPEND)
+                        .await?,
+                );
+            }
+            for key in self.application_keys(&app.id).await? {
+                let metric = key_spend_metric(key.spend_lineage());
+                let name = key.masked();
+                for budget in &key.budgets {
+                    statuses.push(
+                        self.budget_status(BudgetScope::Key, &key.id, &name, budget, &app.id, &metric)
+                            .await?,
+                    );
+                }
+            }
+        }
+        Ok(statuses)
+    }
+
+    async fn budget_status(
+        &self,
+        scope: BudgetScope,
+        id: &str,
+        name: &str,
+        budget: &Budget,
+        shard: &str,
+        metric: &str,
+    ) -> StoreResult<BudgetStatus> {
+        let now = self.now();
+        let period = budget.period.period();
+        let spent = self.usage(shard, metric, period, now).await?;
+        let limit = budget.nanos();
+        let resets_at = (budget.period != BudgetPeriod::Total)
+            .then(|| {
+                let end = period.bucket_end(period.bucket_start(now.unix_timestamp()));
+                OffsetDateTime::from_unix_timestamp(end).ok()
+            })
+            .flatten();
+        Ok(BudgetStatus {
+            scope: scope.as_str().to_owned(),
+            scope_id: id.to_owned(),
+            name: name.to_owned(),
+            budget: budget.clone(),
+            spent: nanos_to_money(spent),
+            remaining: Money::from_micros(limit.saturating_sub(spent) / 1_000),
+            percent: u64::try_from(u128::from(spent) * 100 / u128::from(limit.max(1))).unwrap_or(u64::MAX),
+            resets_at,
+        })
+    }
+
+    /// The alerts to show an organization's members now: of budgets whose
+    /// period is still the one alerted, the highest threshold reached each.
+    pub async fn current_budget_alerts(&self, account_id: &str) -> StoreResult<Vec<BudgetAlert>> {
+        let now = self.now().unix_timestamp();
+        let mut shown: Vec<BudgetAlert> = Vec::new();
+        for alert in self.budget_alerts(Some(account_id), 50).await? {
+            let period = alert.budget.period.period();
+            if period.bucket_start(now) != alert.period_start.unix_timestamp() {
+                continue;
+            }
+            let same = |a: &BudgetAlert| {
+                a.scope_id == alert.scope_id
+                    && a.budget.period == alert.budget.period
+                    && a.budget.mode == alert.budget.mode
+            };
+            match shown.iter_mut().find(|a| same(a)) {
+                Some(kept) if kept.threshold_percent < alert.threshold_percent => *kept = alert,
+                Some(_) => {}
+                None => shown.push(alert),
+            }
+        }
+        Ok(shown)
     }
 }

@@ -34,6 +34,7 @@ pub use applications::{
 pub use attempts::{Attempt, AttemptEnd, AttemptLimit, AttemptStart};
 pub use audit::{Actor, AuditEntry, AuditQuery};
 pub use budget_alerts::{AlertDelivery, BudgetAlert, DELIVERY_LEASE, DeliveryState, retry_backoff};
+pub use budgets::BudgetStatus;
 pub(crate) use catalog::plan_key;
 pub use catalog::{CatalogDiff, CatalogSnapshot, Environment, ProductRelease};
 pub use drafts::ProductDraft;

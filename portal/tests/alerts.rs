@@ -1,0 +1,217 @@
+//! Budget alerts leave for a real webhook receiver: signed (checked by
+//! Python's own `hmac`), retried after failures, sent once per threshold
+//! and period although two control-plane loops scan at once; and they show
+//! in the portal for the organization's members and in the console.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use maas_portal::PortalOptions;
+use maas_portal::budget_alerts::{AlertOptions, Webhook, run};
+use maas_store::model::{Budget, BudgetMode, BudgetPeriod, Money, SPEND};
+use maas_store::{DeliveryState, NewApplication, Precondition, UsageRecord};
+
+mod harness;
+
+use harness::{Portal, email, text};
+
+const SECRET: &str = "whsec-test-secret";
+
+#[derive(Default)]
+struct Receiver {
+    /// Every call: its alert id, signature header and body.
+    calls: Vec<(String, String, Vec<u8>)>,
+    /// Calls answered 503 before the receiver accepts.
+    failures_left: usize,
+}
+
+async fn receive(
+    State(receiver): State<Arc<Mutex<Receiver>>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let mut receiver = receiver.lock().unwrap();
+    receiver
+        .calls
+        .push((header("x-maas-alert-id"), header("x-maas-signature"), body.to_vec()));
+    if receiver.failures_left > 0 {
+        receiver.failures_left -= 1;
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::NO_CONTENT
+    }
+}
+
+/// Whether `signature` signs `body` with [`SECRET`], as a receiver written
+/// in Python would check it.
+fn python_verifies(signature: &str, body: &[u8]) -> bool {
+    let script = "import hmac, hashlib, sys\n\
+                  sig, body = sys.argv[1], sys.stdin.buffer.read()\n\
+                  parts = dict(p.split('=', 1) for p in sig.split(','))\n\
+                  mac = hmac.new(sys.argv[2].encode(), parts['t'].encode() + b'.' + body, hashlib.sha256).hexdigest()\n\
+                  sys.exit(0 if hmac.compare_digest(mac, parts['v1']) else 1)\n";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script, signature, SECRET])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs the receiver's check (install python3)");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(body).unwrap();
+    child.wait().unwrap().success()
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "waited 20 s for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_are_signed_retried_and_sent_once_per_threshold() {
+    let portal = Portal::embedded(PortalOptions::default()).await;
+    let store = portal.store.clone();
+    let mut member = portal.browser();
+    member.sign_up("Acme", &email("ada")).await;
+    let user = store.find_user_by_email(&email("ada")).await.unwrap().unwrap();
+    let account = store.get_account(&user.account_id).await.unwrap().unwrap();
+    let mut stranger = portal.browser();
+    stranger.sign_up("Globex", &email("eve")).await;
+    let before = member.get("/applications").await;
+    assert!(!before.body.contains("budget-alert"), "no banner before any alert");
+    let app = store
+        .create_application(NewApplication {
+            account_id: account.id.clone(),
+            name: "bot".into(),
+            description: String::new(),
+            product: "granite".into(),
+            plan: "standard".into(),
+        })
+        .await
+        .unwrap();
+    let budget = Budget {
+        amount: Money::parse("1").unwrap(),
+        period: BudgetPeriod::Day,
+        mode: BudgetMode::Soft,
+        alert_at_percent: vec![50, 100],
+    };
+    store
+        .set_application_budgets(&app.id, vec![budget], Precondition::Any)
+        .await
+        .unwrap();
+
+    let receiver = Arc::new(Mutex::new(Receiver {
+        failures_left: 2,
+        ..Receiver::default()
+    }));
+    let hook = axum::Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .with_state(receiver.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, hook).await.unwrap() });
+    let options = AlertOptions {
+        webhook: Some(Webhook {
+            url,
+            secret: SECRET.into(),
+        }),
+        interval: Duration::from_millis(100),
+        max_attempts: 5,
+    };
+    // Two control planes scan and send at once.
+    tokio::spawn(run(store.clone(), options.clone()));
+    tokio::spawn(run(store.clone(), options));
+
+    let spend = |nanos: u64| {
+        let store = store.clone();
+        let app = app.id.clone();
+        async move {
+            let now = time::OffsetDateTime::now_utc();
+            store
+                .record_usage(&[UsageRecord::new(&app, SPEND, nanos, now)])
+                .await
+                .unwrap();
+        }
+    };
+    spend(600_000_000).await;
+    // Refused twice, then accepted: three calls, 1 s and 2 s apart.
+    let started = Instant::now();
+    wait_for("the receiver to accept the 50 % alert", || {
+        receiver.lock().unwrap().calls.len() >= 3
+    })
+    .await;
+    let took = started.elapsed();
+    let alerts = store.budget_alerts(Some(&account.id), 10).await.unwrap();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let first = &alerts[0];
+    assert_eq!(first.threshold_percent, 50);
+    assert_eq!(
+        (first.delivery.state, first.delivery.attempts),
+        (DeliveryState::Delivered, 3)
+    );
+    assert!(took >= Duration::from_secs(3), "backed off 1 s then 2 s, took {took:?}");
+    {
+        let receiver = receiver.lock().unwrap();
+        assert_eq!(receiver.calls.len(), 3, "retried twice, then delivered");
+        for (id, signature, body) in &receiver.calls {
+            assert_eq!(id, &first.id);
+            assert!(python_verifies(signature, body), "a valid signature: {signature}");
+            assert!(!python_verifies(signature, b"{\"tampered\":true}"), "bound to the body");
+            let json: serde_json::Value = serde_json::from_slice(body).unwrap();
+            assert_eq!(json["type"], "budget.alert");
+            assert_eq!(json["scope"], "application");
+            assert_eq!(json["threshold_percent"], 50);
+            assert_eq!(json["spent"], 0.6);
+            assert!(json.get("delivery").is_none(), "{json}");
+        }
+    }
+
+    spend(500_000_000).await;
+    wait_for("the 100 % alert", || receiver.lock().unwrap().calls.len() >= 4).await;
+    // More rounds of both loops send nothing more.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    {
+        let receiver = receiver.lock().unwrap();
+        assert_eq!(receiver.calls.len(), 4, "each threshold once");
+        let hundred: serde_json::Value = serde_json::from_slice(&receiver.calls[3].2).unwrap();
+        assert_eq!(
+            (hundred["threshold_percent"].as_u64(), hundred["spent"].as_f64()),
+            (Some(100), Some(1.1))
+        );
+    }
+
+    // The organization's members see the highest threshold reached, and
+    // where the budget stands; another organization sees nothing.
+    let page = member.get("/applications").await;
+    let banner = "Application bot has spent 100 % of its daily budget: 1.1 of 1 USD.";
+    assert!(text(&page.body).contains(banner), "{}", page.body);
+    assert!(!page.body.contains("has spent 50 %"), "only the highest threshold");
+    let page = member.get(&format!("/applications/{}", app.id)).await;
+    let body = text(&page.body);
+    assert!(body.contains(banner) && body.contains("<h2>Budgets</h2>"), "{body}");
+    assert!(
+        body.contains("1 USD daily") && body.contains("1.1 USD") && body.contains("(alerts only)"),
+        "{body}"
+    );
+    assert!(!text(&stranger.get("/applications").await.body).contains("budget-alert"));
+    // The console lists both alerts with their delivery.
+    portal.make_admin(&email("eve")).await;
+    let console = stranger.get("/admin/alerts").await;
+    assert_eq!(console.status, reqwest::StatusCode::OK, "{}", console.body);
+    let body = text(&console.body);
+    assert_eq!(body.matches(">delivered<").count(), 2, "{body}");
+    assert!(
+        body.contains("<td>3</td>") && !body.contains("last: answered"),
+        "{body}"
+    );
+}
