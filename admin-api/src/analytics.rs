@@ -52,7 +52,7 @@ fn range(from: Option<&str>, to: Option<&str>) -> Result<(OffsetDateTime, Offset
 }
 
 /// Every application matching `filter`.
-async fn applications(store: &Store, filter: &ApplicationFilter) -> Result<Vec<Application>, ApiError> {
+pub(crate) async fn applications(store: &Store, filter: &ApplicationFilter) -> Result<Vec<Application>, ApiError> {
     Ok(all_pages(|page| async move { store.list_applications(filter, &page).await }).await?)
 }
 

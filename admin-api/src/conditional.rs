@@ -31,7 +31,25 @@ pub struct WritePreconditions {
 
 /// The precondition a write's headers state.
 pub fn precondition(headers: &HeaderMap) -> Result<Precondition<'_>, ApiError> {
+    // Checked whether or not `If-Match` is there too: a header the write
+    // would ignore must not pass unread.
+    let create_only = match headers.get(header::IF_NONE_MATCH).map(|v| v.as_bytes()) {
+        Some(b"*") => true,
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "If-None-Match",
+                "only `*` is supported on writes",
+            ));
+        }
+        None => false,
+    };
     if let Some(value) = headers.get(header::IF_MATCH) {
+        if create_only {
+            return Err(ApiError::invalid_field(
+                "If-None-Match",
+                "`If-None-Match: *` (create only) contradicts `If-Match`; send one of them",
+            ));
+        }
         let value = value
             .to_str()
             .map_err(|_| ApiError::invalid_field("If-Match", "is not text"))?
@@ -46,14 +64,11 @@ pub fn precondition(headers: &HeaderMap) -> Result<Precondition<'_>, ApiError> {
             .map(Precondition::Matches)
             .ok_or_else(|| ApiError::invalid_field("If-Match", "must be a quoted ETag such as \"9f2c…\""));
     }
-    match headers.get(header::IF_NONE_MATCH).map(|v| v.as_bytes()) {
-        Some(b"*") => Ok(Precondition::Absent),
-        Some(_) => Err(ApiError::invalid_field(
-            "If-None-Match",
-            "only `*` is supported on writes",
-        )),
-        None => Ok(Precondition::Any),
-    }
+    Ok(if create_only {
+        Precondition::Absent
+    } else {
+        Precondition::Any
+    })
 }
 
 /// `value` as JSON with its `ETag`.
@@ -66,4 +81,37 @@ pub fn tagged<T: Serialize>(status: StatusCode, value: &T) -> Response {
 /// password hash).
 pub fn shown_as<S: Serialize, T: Serialize>(status: StatusCode, stored: &S, shown: &T) -> Response {
     (status, [(header::ETAG, format!("\"{}\"", etag(stored)))], Json(shown)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(name, value)| (header::HeaderName::from_static(name), value.parse().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn every_conditional_header_is_read() {
+        assert!(matches!(precondition(&headers(&[])), Ok(Precondition::Any)));
+        assert!(matches!(
+            precondition(&headers(&[("if-match", "*")])),
+            Ok(Precondition::Any)
+        ));
+        assert!(matches!(
+            precondition(&headers(&[("if-match", "\"abc\"")])),
+            Ok(Precondition::Matches("abc"))
+        ));
+        assert!(matches!(
+            precondition(&headers(&[("if-none-match", "*")])),
+            Ok(Precondition::Absent)
+        ));
+        // A bad If-None-Match is refused even beside a good If-Match.
+        assert!(precondition(&headers(&[("if-match", "*"), ("if-none-match", "'x")])).is_err());
+        assert!(precondition(&headers(&[("if-match", "*"), ("if-none-match", "*")])).is_err());
+        assert!(precondition(&headers(&[("if-match", "abc")])).is_err());
+    }
 }

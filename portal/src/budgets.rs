@@ -60,15 +60,15 @@ pub async fn budget_rows(
     store: &Store,
     account: &Account,
     application: &Application,
-    currency: &str,
 ) -> Result<Vec<Value>, PortalError> {
     let statuses = store
         .budget_statuses(account, std::slice::from_ref(application))
         .await?;
-    Ok(statuses.iter().map(|status| status_row(status, currency)).collect())
+    Ok(statuses.iter().map(status_row).collect())
 }
 
-fn status_row(status: &BudgetStatus, currency: &str) -> Value {
+fn status_row(status: &BudgetStatus) -> Value {
+    let currency = &status.currency;
     json!({
         "scope": scope_word(&status.scope),
         "name": status.name,

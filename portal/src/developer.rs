@@ -334,10 +334,9 @@ pub(crate) async fn application_page(
     let offer = offers.iter().find(|o| o.product.system_name == app.product);
     let keys = crate::keys::key_rows(store, &app.id).await?;
     let plan = store.get_plan(&app.product, &app.plan).await?;
-    let currency = plan.as_ref().map_or("USD", |p| p.currency.as_str());
     let (budgets, budget_alerts) = match store.get_account(&app.account_id).await? {
         Some(account) => (
-            crate::budgets::budget_rows(store, &account, &app, currency).await?,
+            crate::budgets::budget_rows(store, &account, &app).await?,
             crate::budgets::banners(store, &account.id).await?,
         ),
         None => (Vec::new(), Vec::new()),

@@ -215,6 +215,80 @@ async fn accounts_applications_and_keys() {
             .await;
         assert_eq!(status, StatusCode::OK, "{kind}: {body}");
         assert_eq!(body["budgets"][0]["amount"], 100.0, "{kind}: {body}");
+        // Where they stand: 12.5 spent by the application, all of it the organization's.
+        let now = time::OffsetDateTime::now_utc();
+        api.store
+            .record_usage(&[
+                maas_store::UsageRecord::new(&app_id, "spend", 12_500_000_000, now),
+                maas_store::UsageRecord::new(&account_id, "account-spend", 12_500_000_000, now),
+            ])
+            .await
+            .unwrap();
+        let (status, _, body) = api.admin("GET", &format!("/accounts/{account_id}/budgets"), None).await;
+        assert_eq!(status, StatusCode::OK, "{kind}: {body}");
+        let rows = body["data"].as_array().unwrap();
+        assert_eq!(
+            rows.len(),
+            4,
+            "{kind}: the organization's, the application's two, the key's: {body}"
+        );
+        let organization = rows.iter().find(|r| r["scope"] == "organization").unwrap();
+        assert_eq!(
+            (
+                &organization["spent"],
+                &organization["remaining"],
+                &organization["percent"]
+            ),
+            (&json!(12.5), &json!(87.5), &json!(12)),
+            "{kind}: {body}"
+        );
+        let monthly = rows
+            .iter()
+            .find(|r| r["scope"] == "application" && r["budget"]["period"] == "month")
+            .unwrap();
+        assert_eq!(
+            (&monthly["spent"], &monthly["remaining"]),
+            (&json!(12.5), &json!(12.5)),
+            "{kind}"
+        );
+        let csv = api
+            .raw("GET", &format!("/accounts/{account_id}/budgets?format=csv"))
+            .await;
+        assert!(
+            csv.starts_with("scope,id,name,period,mode,amount,currency,spent,remaining,percent,resets_at\n")
+                && csv.contains(&format!("application,{app_id},bot,month,hard,25,USD,12.5,12.5,50,")),
+            "{kind}: {csv}"
+        );
+        let metrics = api.raw("GET", "/budgets/metrics").await;
+        assert!(
+            metrics.contains(&format!(
+                "maas_budget_spent{{scope=\"application\",id=\"{app_id}\",name=\"bot\",period=\"month\",mode=\"hard\",currency=\"USD\"}} 12.5"
+            )),
+            "{kind}: {metrics}"
+        );
+        let (status, _, _) = api.admin("GET", "/accounts/acc_missing/budgets", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{kind}");
+        api.store.scan_budget_alerts(false).await.unwrap();
+        let (_, _, alerts) = api
+            .admin("GET", &format!("/budget-alerts?account_id={account_id}"), None)
+            .await;
+        let mut raised: Vec<(String, u64)> = alerts["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["budget"]["period"].as_str().unwrap().to_owned(),
+                    a["threshold_percent"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        raised.sort();
+        let expected = [("day", 50), ("day", 80), ("day", 100), ("month", 50)].map(|(p, t)| (p.to_owned(), t));
+        assert_eq!(
+            raised, expected,
+            "{kind}: the daily 0.5 is spent 25 times over, the monthly 25 half: {alerts}"
+        );
         let (status, _, _) = api
             .admin("PUT", "/keys/key_missing/budgets", Some(json!({"budgets": []})))
             .await;

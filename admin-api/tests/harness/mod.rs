@@ -112,6 +112,19 @@ impl Api {
         (status, headers, body)
     }
 
+    /// `method path` as an admin; the answer's text (CSV, Prometheus).
+    pub async fn raw(&self, method: &str, path: &str) -> String {
+        let response = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.base))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{method} {path}: {}", response.status());
+        response.text().await.unwrap()
+    }
+
     pub async fn admin(
         &self,
         method: &str,

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
-use super::{Store, encode, now_ms};
+use super::{BudgetStatus, Store, encode, now_ms};
 use crate::backend::{Condition, WriteBatch};
 use crate::error::{StoreError, StoreResult};
 use crate::ids::new_id;
@@ -124,11 +124,7 @@ impl Store {
                 self.commit(batch, Vec::new()).await?.ok();
                 continue;
             };
-            let currency = match &budgeted.application {
-                Some(app) => self.get_plan(&app.product, &app.plan).await?.map(|p| p.currency),
-                None => None,
-            }
-            .unwrap_or_else(|| "USD".to_owned());
+            let currency = self.currency_of(&budgeted).await?;
             for budget in &budgeted.budgets {
                 let period = budget.period.period();
                 let spent = self
@@ -188,6 +184,61 @@ impl Store {
             }
         }
         Ok(raised)
+    }
+
+    /// The currency a budget counts in: its application's plan's; an
+    /// organization's, that of its first application's plan.
+    async fn currency_of(&self, budgeted: &Budgeted) -> StoreResult<String> {
+        let application = match &budgeted.application {
+            Some(app) => Some(app.clone()),
+            None => match self
+                .backend
+                .members(&format!("account-apps:{}", budgeted.account_id), None, 1, false)
+                .await?
+                .first()
+            {
+                Some(id) => self.get_application(id).await?,
+                None => None,
+            },
+        };
+        let plan = match application {
+            Some(app) => self.get_plan(&app.product, &app.plan).await?,
+            None => None,
+        };
+        Ok(plan.map_or_else(|| "USD".to_owned(), |p| p.currency))
+    }
+
+    /// Where every budget of `entries` (`account:{id}`, `app:{id}`,
+    /// `key:{id}`; all budgeted ones when `None`) stands now.
+    pub async fn budget_statuses_of(&self, entries: Option<Vec<String>>) -> StoreResult<Vec<BudgetStatus>> {
+        let entries = match entries {
+            Some(entries) => entries,
+            None => self.all_members(BUDGETED).await?,
+        };
+        let now = self.now();
+        let mut statuses = Vec::new();
+        for entry in entries {
+            let Some(budgeted) = self.budgeted(&entry).await? else {
+                continue;
+            };
+            let currency = self.currency_of(&budgeted).await?;
+            for budget in &budgeted.budgets {
+                let period = budget.period.period();
+                let spent = self
+                    .usage(&budgeted.counter.shard, &budgeted.counter.metric, period, now)
+                    .await?;
+                statuses.push(BudgetStatus::at(
+                    &budgeted.scope,
+                    &budgeted.id,
+                    &budgeted.name,
+                    budget,
+                    &currency,
+                    spent,
+                    now,
+                ));
+            }
+        }
+        Ok(statuses)
     }
 
     async fn budgeted(&self, entry: &str) -> StoreResult<Option<Budgeted>> {

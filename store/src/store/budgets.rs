@@ -12,9 +12,7 @@ use time::OffsetDateTime;
 
 use super::BudgetAlert;
 use crate::model::budget::{nanos_to_money, validate_budgets};
-use crate::model::{
-    ACCOUNT_SPEND, Account, ApiKey, Application, Budget, BudgetPeriod, BudgetScope, Money, SPEND, key_spend_metric,
-};
+use crate::model::{Account, ApiKey, Application, Budget, BudgetPeriod, BudgetScope, Money};
 
 impl Store {
     /// Replaces an application's budgets, if it is at the version
@@ -85,6 +83,7 @@ pub struct BudgetStatus {
     pub scope_id: String,
     pub name: String,
     pub budget: Budget,
+    pub currency: String,
     /// Spent in the current period (requests settled; those in flight not).
     pub spent: Money,
     pub remaining: Money,
@@ -95,6 +94,38 @@ pub struct BudgetStatus {
     pub resets_at: Option<OffsetDateTime>,
 }
 
+impl BudgetStatus {
+    /// `budget` with `spent` nanos spent in its period holding `now`.
+    pub(super) fn at(
+        scope: &BudgetScope,
+        id: &str,
+        name: &str,
+        budget: &Budget,
+        currency: &str,
+        spent: u64,
+        now: OffsetDateTime,
+    ) -> BudgetStatus {
+        let period = budget.period.period();
+        let limit = budget.nanos();
+        let resets_at = (budget.period != BudgetPeriod::Total)
+            .then(|| {
+                OffsetDateTime::from_unix_timestamp(period.bucket_end(period.bucket_start(now.unix_timestamp()))).ok()
+            })
+            .flatten();
+        BudgetStatus {
+            scope: scope.as_str().to_owned(),
+            scope_id: id.to_owned(),
+            name: name.to_owned(),
+            budget: budget.clone(),
+            currency: currency.to_owned(),
+            spent: nanos_to_money(spent),
+            remaining: Money::from_micros(limit.saturating_sub(spent) / 1_000),
+            percent: u64::try_from(u128::from(spent) * 100 / u128::from(limit.max(1))).unwrap_or(u64::MAX),
+            resets_at,
+        }
+    }
+}
+
 impl Store {
     /// The budgets of an organization, its applications and their keys,
     /// with their spend now: for the portal, the console and the admin API.
@@ -103,70 +134,14 @@ impl Store {
         account: &Account,
         applications: &[Application],
     ) -> StoreResult<Vec<BudgetStatus>> {
-        let mut statuses = Vec::new();
-        for budget in &account.budgets {
-            statuses.push(
-                self.budget_status(
-                    BudgetScope::Organization,
-                    &account.id,
-                    account.shown_name(),
-                    budget,
-                    &account.id,
-                    ACCOUNT_SPEND,
-                )
-                .await?,
-            );
-        }
+        let mut entries = vec![format!("account:{}", account.id)];
         for app in applications {
-            for budget in &app.budgets {
-                statuses.push(
-                    self.budget_status(BudgetScope::Application, &app.id, &app.name, budget, &app.id, SPEND)
-                        .await?,
-                );
-            }
+            entries.push(format!("app:{}", app.id));
             for key in self.application_keys(&app.id).await? {
-                let metric = key_spend_metric(key.spend_lineage());
-                let name = key.masked();
-                for budget in &key.budgets {
-                    statuses.push(
-                        self.budget_status(BudgetScope::Key, &key.id, &name, budget, &app.id, &metric)
-                            .await?,
-                    );
-                }
+                entries.push(format!("key:{}", key.id));
             }
         }
-        Ok(statuses)
-    }
-
-    async fn budget_status(
-        &self,
-        scope: BudgetScope,
-        id: &str,
-        name: &str,
-        budget: &Budget,
-        shard: &str,
-        metric: &str,
-    ) -> StoreResult<BudgetStatus> {
-        let now = self.now();
-        let period = budget.period.period();
-        let spent = self.usage(shard, metric, period, now).await?;
-        let limit = budget.nanos();
-        let resets_at = (budget.period != BudgetPeriod::Total)
-            .then(|| {
-                let end = period.bucket_end(period.bucket_start(now.unix_timestamp()));
-                OffsetDateTime::from_unix_timestamp(end).ok()
-            })
-            .flatten();
-        Ok(BudgetStatus {
-            scope: scope.as_str().to_owned(),
-            scope_id: id.to_owned(),
-            name: name.to_owned(),
-            budget: budget.clone(),
-            spent: nanos_to_money(spent),
-            remaining: Money::from_micros(limit.saturating_sub(spent) / 1_000),
-            percent: u64::try_from(u128::from(spent) * 100 / u128::from(limit.max(1))).unwrap_or(u64::MAX),
-            resets_at,
-        })
+        self.budget_statuses_of(Some(entries)).await
     }
 
     /// The alerts to show an organization's members now: of budgets whose
