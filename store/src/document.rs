@@ -45,6 +45,10 @@ pub struct AccountSpec {
     /// (set when the account is created).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sso: Option<crate::model::AccountBinding>,
+    /// Spend budgets over all its applications; left as they are when
+    /// absent, removed by `[]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budgets: Option<Vec<crate::model::Budget>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +80,9 @@ pub struct ApplicationSpec {
     /// Left as the store has it (or as the plan starts it) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<ApplicationState>,
+    /// Its spend budgets; left as they are when absent, removed by `[]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budgets: Option<Vec<crate::model::Budget>>,
 }
 
 impl CatalogDocument {
@@ -99,6 +106,25 @@ impl CatalogDocument {
                     format!("duplicate account `{}`", account.name),
                 );
             }
+        }
+        let budgets = |path: String, given: &Option<Vec<crate::model::Budget>>| {
+            if let Some(given) = given
+                && let Err(StoreError::Invalid(found)) = crate::model::budget::validate_budgets(&path, given)
+            {
+                found.0
+            } else {
+                Vec::new()
+            }
+        };
+        let mut budget_errors: Vec<crate::validate::ValidationError> = Vec::new();
+        for (i, account) in self.accounts.iter().enumerate() {
+            budget_errors.extend(budgets(format!("accounts[{i}].budgets"), &account.budgets));
+        }
+        for (i, app) in self.applications.iter().enumerate() {
+            budget_errors.extend(budgets(format!("applications[{i}].budgets"), &app.budgets));
+        }
+        for error in budget_errors {
+            push(error.path, error.message);
         }
         let has_account = |name: &str| accounts.contains(&name.trim().to_lowercase());
         let mut emails = HashSet::new();
@@ -299,13 +325,24 @@ impl Store {
                     .await?;
                     report.tenants_created.push(format!("account {}", spec.name));
                 }
-                Some(_) if keep => report.kept.push(format!("account {}", spec.name)),
+                Some(_) if keep => {
+                    report.kept.push(format!("account {}", spec.name));
+                    continue;
+                }
                 Some(account) if account.description != spec.description || account.name != spec.name.trim() => {
                     self.update_account(&account.id, Some(spec.name.clone()), Some(spec.description.clone()))
                         .await?;
                     report.tenants_updated.push(format!("account {}", spec.name));
                 }
                 Some(_) => {}
+            }
+            if let Some(budgets) = &spec.budgets {
+                let account = self.account_named(&spec.name).await?;
+                if account.budgets != *budgets {
+                    self.set_account_budgets(&account.id, budgets.clone(), Precondition::Any)
+                        .await?;
+                    report.tenants_updated.push(format!("account {} budgets", spec.name));
+                }
             }
         }
         for (i, spec) in document.users.iter().enumerate() {
@@ -404,7 +441,12 @@ impl Store {
                 .transpose()?
                 .flatten()
             {
-                self.act_on_application(&app.id, action, Precondition::Any).await?;
+                app = self.act_on_application(&app.id, action, Precondition::Any).await?;
+                changed = true;
+            }
+            if let Some(budgets) = spec.budgets.as_ref().filter(|b| **b != app.budgets) {
+                self.set_application_budgets(&app.id, budgets.clone(), Precondition::Any)
+                    .await?;
                 changed = true;
             }
             if created {
@@ -444,6 +486,7 @@ impl Store {
                 name: a.name,
                 description: a.description,
                 sso: a.sso,
+                budgets: Some(a.budgets).filter(|b| !b.is_empty()),
             })
             .collect();
         let users = all_pages(|page| async move { self.list_users(None, &page).await }).await?;
@@ -474,6 +517,7 @@ impl Store {
                     product: app.product,
                     plan: app.plan,
                     state: Some(app.state),
+                    budgets: Some(app.budgets).filter(|b| !b.is_empty()),
                 })
             })
             .collect();

@@ -356,6 +356,7 @@ fn full_document() -> CatalogDocument {
             name: "Acme".into(),
             description: "the first".into(),
             sso: None,
+            budgets: Some(vec![serde_json::from_value(serde_json::json!({"amount": 500, "period": "month"})).unwrap()]),
         }],
         users: vec![UserSpec {
             email: super::tenancy::email("dev"),
@@ -370,6 +371,12 @@ fn full_document() -> CatalogDocument {
             product: "granite".into(),
             plan: "gated".into(),
             state: Some(ApplicationState::Live),
+            budgets: Some(vec![
+                serde_json::from_value(
+                    serde_json::json!({"amount": 20, "period": "day", "mode": "soft", "alert_at_percent": [90]}),
+                )
+                .unwrap(),
+            ]),
         }],
     }
 }
@@ -391,6 +398,15 @@ pub async fn apply_export_round_trip<F: Fixture>(fixture: &F) {
         ApplicationState::Live,
         "the document's state wins over the plan's approval"
     );
+    assert_eq!(Some(&app[0].budgets), document.applications[0].budgets.as_ref(), "budgets from the file");
+    let account = store.find_account("Acme").await.unwrap().unwrap();
+    assert_eq!(Some(&account.budgets), document.accounts[0].budgets.as_ref());
+    let mut bad = document.clone();
+    bad.applications[0].budgets = Some(vec![
+        serde_json::from_value(serde_json::json!({"amount": 0, "period": "week"})).unwrap(),
+    ]);
+    let error = bad.validate().unwrap_err().to_string();
+    assert!(error.contains("applications[0].budgets[0].amount"), "{error}");
 
     let exported = store.export(true).await.unwrap();
     let again = store.apply(&exported, &ApplyOptions::default()).await.unwrap();
