@@ -104,6 +104,7 @@ async fn alerts_are_signed_retried_and_sent_once_per_threshold() {
         period: BudgetPeriod::Day,
         mode: BudgetMode::Soft,
         alert_at_percent: vec![50, 100],
+        set_by: Default::default(),
     };
     store
         .set_application_budgets(&app.id, vec![budget], Precondition::Any)

@@ -20,6 +20,7 @@ fn budget(amount: &str, period: BudgetPeriod) -> Budget {
         period,
         mode: BudgetMode::Hard,
         alert_at_percent: Vec::new(),
+        set_by: Default::default(),
     }
 }
 

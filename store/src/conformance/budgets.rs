@@ -29,6 +29,7 @@ fn budget(amount: &str, period: BudgetPeriod) -> Budget {
         period,
         mode: BudgetMode::Hard,
         alert_at_percent: Vec::new(),
+        set_by: Default::default(),
     }
 }
 
@@ -368,4 +369,91 @@ pub async fn budget_alerts_are_raised_once_per_threshold_and_period<F: super::Fi
     let quiet = store.scan_budget_alerts(false).await.unwrap();
     assert_eq!(quiet[0].delivery.state, DeliveryState::NotSent);
     assert_eq!(store.due_alert_deliveries(100).await.unwrap().len(), 4);
+}
+
+/// Owners add budgets of their own to the organization's applications and
+/// keys; an admin's stay whatever an owner sends; members and other
+/// organizations cannot.
+pub async fn owners_add_budgets_but_never_lift_an_admins<F: super::Fixture>(fixture: &F) {
+    let (store, _) = open(fixture).await;
+    let app = live_app(&store).await;
+    let account = store.get_application(&app).await.unwrap().unwrap().account_id;
+    let owner = store
+        .create_user(super::tenancy::user(&account, &super::tenancy::email("owner")))
+        .await
+        .unwrap();
+    let member = store
+        .create_user(super::tenancy::user(&account, &super::tenancy::email("member")))
+        .await
+        .unwrap();
+    assert_eq!(member.team_role, crate::model::TeamRole::Member);
+    let admins = budget("10", BudgetPeriod::Month);
+    store
+        .set_application_budgets(&app, vec![admins.clone()], Precondition::Any)
+        .await
+        .unwrap();
+    let after = store
+        .set_application_budgets_as_owner(&owner.id, &app, vec![budget("2", BudgetPeriod::Day)], Precondition::Any)
+        .await
+        .unwrap();
+    assert_eq!(after.budgets.len(), 2);
+    assert_eq!(after.budgets[0], admins);
+    assert_eq!(after.budgets[1].set_by, crate::model::BudgetAuthor::Owner);
+    let after = store
+        .set_application_budgets_as_owner(&owner.id, &app, Vec::new(), Precondition::Any)
+        .await
+        .unwrap();
+    assert_eq!(after.budgets, vec![admins], "an owner removes only their own");
+    assert!(matches!(
+        store
+            .set_application_budgets_as_owner(&member.id, &app, Vec::new(), Precondition::Any)
+            .await,
+        Err(StoreError::Forbidden(_))
+    ));
+    let key = key_of(&store, &app).await;
+    let keyed = store
+        .set_key_budgets_as_owner(&owner.id, &key.id, vec![budget("1", BudgetPeriod::Total)])
+        .await
+        .unwrap();
+    assert_eq!(keyed.budgets.len(), 1);
+    let other = live_app_of(&store, "Globex").await;
+    let stranger = store
+        .create_user(super::tenancy::user(
+            &store.get_application(&other).await.unwrap().unwrap().account_id,
+            &super::tenancy::email("stranger"),
+        ))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .set_application_budgets_as_owner(&stranger.id, &app, Vec::new(), Precondition::Any)
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.set_key_budgets_as_owner(&stranger.id, &key.id, Vec::new()).await,
+        Err(StoreError::NotFound { kind: "key", .. })
+    ));
+}
+
+async fn live_app_of(store: &Store, organization: &str) -> String {
+    let account = store
+        .create_account(crate::store::NewAccount {
+            name: organization.into(),
+            description: String::new(),
+            sso: None,
+        })
+        .await
+        .unwrap();
+    store
+        .create_application(crate::store::NewApplication {
+            account_id: account.id,
+            name: "bot".into(),
+            description: String::new(),
+            product: "granite".into(),
+            plan: "standard".into(),
+        })
+        .await
+        .unwrap()
+        .id
 }

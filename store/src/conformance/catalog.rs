@@ -356,7 +356,9 @@ fn full_document() -> CatalogDocument {
             name: "Acme".into(),
             description: "the first".into(),
             sso: None,
-            budgets: Some(vec![serde_json::from_value(serde_json::json!({"amount": 500, "period": "month"})).unwrap()]),
+            budgets: Some(vec![
+                serde_json::from_value(serde_json::json!({"amount": 500, "period": "month"})).unwrap(),
+            ]),
         }],
         users: vec![UserSpec {
             email: super::tenancy::email("dev"),
@@ -398,7 +400,11 @@ pub async fn apply_export_round_trip<F: Fixture>(fixture: &F) {
         ApplicationState::Live,
         "the document's state wins over the plan's approval"
     );
-    assert_eq!(Some(&app[0].budgets), document.applications[0].budgets.as_ref(), "budgets from the file");
+    assert_eq!(
+        Some(&app[0].budgets),
+        document.applications[0].budgets.as_ref(),
+        "budgets from the file"
+    );
     let account = store.find_account("Acme").await.unwrap().unwrap();
     assert_eq!(Some(&account.budgets), document.accounts[0].budgets.as_ref());
     let mut bad = document.clone();

@@ -96,6 +96,7 @@ macro_rules! conformance_cases {
             a_rotated_key_keeps_its_spend,
             budgets_are_checked_when_set,
             budget_alerts_are_raised_once_per_threshold_and_period,
+            owners_add_budgets_but_never_lift_an_admins,
             usage_series_and_batches,
             change_events_reach_subscribers,
             sessions_round_trip_and_expire,

@@ -116,6 +116,39 @@ pub struct Budget {
     #[serde(default = "default_alerts")]
     #[cfg_attr(feature = "openapi", schema(max_items = 5))]
     pub alert_at_percent: Vec<u8>,
+    /// Who set it: an admin's binds the organization's owners, who may
+    /// only add budgets of their own (stricter, never looser).
+    #[serde(default, skip_serializing_if = "is_admin")]
+    pub set_by: BudgetAuthor,
+}
+
+/// Who set a budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetAuthor {
+    #[default]
+    Admin,
+    Owner,
+}
+
+fn is_admin(author: &BudgetAuthor) -> bool {
+    *author == BudgetAuthor::Admin
+}
+
+/// `current` with the budgets an owner sets (`owned`) in place of the
+/// owners' earlier ones: an admin's stay whatever the owner sends, so an
+/// owner can add limits but never lift one.
+pub fn with_owner_budgets(current: &[Budget], owned: Vec<Budget>) -> Vec<Budget> {
+    current
+        .iter()
+        .filter(|b| b.set_by == BudgetAuthor::Admin)
+        .cloned()
+        .chain(owned.into_iter().map(|b| Budget {
+            set_by: BudgetAuthor::Owner,
+            ..b
+        }))
+        .collect()
 }
 
 /// Alerts at half, four fifths and all of a budget.
@@ -166,7 +199,7 @@ pub fn validate_budgets(field: &str, budgets: &[Budget]) -> StoreResult<()> {
         }
         let twin = budgets[..index]
             .iter()
-            .any(|b| b.period == budget.period && b.mode == budget.mode);
+            .any(|b| b.period == budget.period && b.mode == budget.mode && b.set_by == budget.set_by);
         if twin {
             return Err(StoreError::invalid(
                 format!("{field}[{index}].period"),
@@ -321,6 +354,7 @@ mod tests {
             period,
             mode,
             alert_at_percent: DEFAULT_ALERTS.to_vec(),
+            set_by: BudgetAuthor::Admin,
         }
     }
 
@@ -373,6 +407,32 @@ mod tests {
             let error = validate_budgets("budgets", &[odd]).unwrap_err().to_string();
             assert!(error.contains("budgets[0].alert_at_percent"), "{alerts:?}: {error}");
         }
+    }
+
+    #[test]
+    fn owners_add_budgets_and_keep_the_admins() {
+        let admins = budget("10", BudgetPeriod::Month, BudgetMode::Hard);
+        let earlier = Budget {
+            set_by: BudgetAuthor::Owner,
+            ..budget("1", BudgetPeriod::Day, BudgetMode::Hard)
+        };
+        let current = [admins.clone(), earlier];
+        let after = with_owner_budgets(&current, vec![budget("5", BudgetPeriod::Month, BudgetMode::Hard)]);
+        assert_eq!(
+            after.len(),
+            2,
+            "the owner's earlier budget is replaced, the admin's kept"
+        );
+        assert_eq!(after[0], admins);
+        assert_eq!(
+            (after[1].set_by, after[1].amount.to_string()),
+            (BudgetAuthor::Owner, "5".to_owned())
+        );
+        validate_budgets("budgets", &after).expect("an owner's monthly beside an admin's");
+        assert!(
+            with_owner_budgets(&current, Vec::new()).contains(&admins),
+            "nothing an owner sends lifts it"
+        );
     }
 
     #[test]

@@ -10,8 +10,8 @@ pub mod tenancy;
 
 pub use admission::{Priority, QueuePolicy, Saturation};
 pub use budget::{
-    ACCOUNT_SPEND, Budget, BudgetMode, BudgetPeriod, BudgetScope, ModelPrice, SPEND, SpendRates, account_budget_limits,
-    budget_limits, is_spend_metric, key_spend_metric, spend_deltas,
+    ACCOUNT_SPEND, Budget, BudgetAuthor, BudgetMode, BudgetPeriod, BudgetScope, ModelPrice, SPEND, SpendRates,
+    account_budget_limits, budget_limits, is_spend_metric, key_spend_metric, spend_deltas,
 };
 pub use catalog::*;
 pub use key::{AdminScope, AdminToken, DEFAULT_KEY_PREFIX, KeyHash, KeySecret, has_valid_checksum, valid_key_prefix};

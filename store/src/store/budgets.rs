@@ -11,7 +11,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::BudgetAlert;
-use crate::model::budget::{nanos_to_money, validate_budgets};
+use crate::model::budget::{nanos_to_money, validate_budgets, with_owner_budgets};
 use crate::model::{Account, ApiKey, Application, Budget, BudgetPeriod, BudgetScope, Money};
 
 impl Store {
@@ -166,5 +166,64 @@ impl Store {
             }
         }
         Ok(shown)
+    }
+}
+
+impl Store {
+    /// The application of `application_id` if `user_id` is an owner of its
+    /// organization (read again now): owners set budgets of their own.
+    async fn owned_application(&self, user_id: &str, application_id: &str) -> StoreResult<Application> {
+        let user = self
+            .get_user(user_id)
+            .await?
+            .ok_or_else(|| StoreError::not_found("user", user_id))?;
+        let app = self
+            .get_application(application_id)
+            .await?
+            .filter(|app| app.account_id == user.account_id)
+            .ok_or_else(|| StoreError::not_found("application", application_id))?;
+        if !super::is_owner(&user) {
+            return Err(StoreError::Forbidden(
+                "only the organization's owners set its budgets".into(),
+            ));
+        }
+        Ok(app)
+    }
+
+    /// An owner's budgets on one of the organization's applications, in
+    /// place of the owners' earlier ones; an admin's stay
+    /// ([`with_owner_budgets`]).
+    pub async fn set_application_budgets_as_owner(
+        &self,
+        user_id: &str,
+        application_id: &str,
+        owned: Vec<Budget>,
+        precondition: Precondition<'_>,
+    ) -> StoreResult<Application> {
+        let app = self.owned_application(user_id, application_id).await?;
+        let budgets = with_owner_budgets(&app.budgets, owned);
+        self.set_application_budgets(&app.id, budgets, precondition).await
+    }
+
+    /// An owner's budgets on one of the organization's keys, as
+    /// [`Store::set_application_budgets_as_owner`].
+    pub async fn set_key_budgets_as_owner(
+        &self,
+        user_id: &str,
+        key_id: &str,
+        owned: Vec<Budget>,
+    ) -> StoreResult<ApiKey> {
+        let key = self
+            .get_key(key_id)
+            .await?
+            .ok_or_else(|| StoreError::not_found("key", key_id))?;
+        self.owned_application(user_id, &key.application_id)
+            .await
+            .map_err(|error| match error {
+                StoreError::NotFound { .. } => StoreError::not_found("key", key_id),
+                other => other,
+            })?;
+        let budgets = with_owner_budgets(&key.budgets, owned);
+        self.set_key_budgets(key_id, budgets).await
     }
 }
