@@ -3,15 +3,18 @@
 //! organization's members when spend reached an alert's threshold, and the
 //! console's list of alerts with their webhook delivery.
 
-use axum::extract::State;
+use std::collections::HashMap;
+
+use axum::extract::{Path, State};
 use axum::response::Response;
-use maas_store::model::{Account, Application, BudgetMode};
+use maas_store::model::{Account, Application, Budget, BudgetAuthor, BudgetMode, BudgetPeriod, Money};
 use maas_store::{BudgetAlert, BudgetStatus, DeliveryState, Store};
 use serde_json::{Value, json};
 
 use crate::PortalError;
 use crate::PortalState;
 use crate::console::AdminUser;
+use crate::session::Posted;
 
 fn period_word(alert_period: maas_store::model::BudgetPeriod) -> &'static str {
     match alert_period {
@@ -74,6 +77,7 @@ fn status_row(status: &BudgetStatus) -> Value {
         "name": status.name,
         "period": period_word(status.budget.period),
         "hard": status.budget.mode == BudgetMode::Hard,
+        "by_owner": status.budget.set_by == BudgetAuthor::Owner,
         "amount": format!("{} {currency}", status.budget.amount),
         "spent": format!("{} {currency}", status.spent),
         "remaining": format!("{} {currency}", status.remaining),
@@ -116,4 +120,180 @@ pub async fn console_alerts(
         "admin_alerts.html",
         json!({"page": "admin", "section": "alerts", "alerts": rows}),
     )
+}
+
+/// Rows of the budgets form: `period_{i}`, `amount_{i}` (empty: no
+/// budget), `mode_{i}` (`hard`, `soft`) and `alerts_{i}` (percentages,
+/// comma-separated), for `i` from 0.
+pub fn parse_budget_form(fields: &HashMap<String, String>) -> Result<Vec<Budget>, String> {
+    let mut budgets = Vec::new();
+    for row in 0..MAX_FORM_ROWS {
+        let field = |name: &str| {
+            fields
+                .get(&format!("{name}_{row}"))
+                .map(|v| v.trim())
+                .unwrap_or_default()
+        };
+        let amount = field("amount");
+        if amount.is_empty() {
+            continue;
+        }
+        let line = row + 1;
+        let amount = Money::parse(amount).map_err(|e| format!("Row {line}: the amount {e}."))?;
+        let period = match field("period") {
+            "day" => BudgetPeriod::Day,
+            "week" => BudgetPeriod::Week,
+            "month" => BudgetPeriod::Month,
+            "total" => BudgetPeriod::Total,
+            other => {
+                return Err(format!(
+                    "Row {line}: `{other}` is not a period (day, week, month or total)."
+                ));
+            }
+        };
+        let mode = match field("mode") {
+            "" | "hard" => BudgetMode::Hard,
+            "soft" => BudgetMode::Soft,
+            other => return Err(format!("Row {line}: `{other}` is neither hard nor soft.")),
+        };
+        let alert_at_percent = field("alerts")
+            .split([',', ' ', '%'])
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                p.parse::<u8>()
+                    .map_err(|_| format!("Row {line}: `{p}` is not a percentage from 1 to 100."))
+            })
+            .collect::<Result<Vec<u8>, String>>()?;
+        budgets.push(Budget {
+            amount,
+            period,
+            mode,
+            alert_at_percent,
+            set_by: BudgetAuthor::Admin,
+        });
+    }
+    Ok(budgets)
+}
+
+/// Rows a budgets form offers: those given, then empty ones to add.
+const MAX_FORM_ROWS: usize = 10;
+
+/// The form's rows for `budgets`, plus two empty ones.
+pub fn form_rows(budgets: &[&Budget]) -> Vec<Value> {
+    budgets
+        .iter()
+        .map(|b| {
+            json!({"period": b.period.as_str(), "amount": b.amount.to_string(),
+                "mode": if b.mode == BudgetMode::Hard { "hard" } else { "soft" },
+                "alerts": b.alert_at_percent.iter().map(u8::to_string).collect::<Vec<_>>().join(", ")})
+        })
+        .chain((0..2).map(|_| json!({"period": "month", "amount": "", "mode": "hard", "alerts": "50, 80, 100"})))
+        .take(MAX_FORM_ROWS)
+        .collect()
+}
+
+/// What a refused budgets form says.
+fn refused(error: maas_store::StoreError) -> PortalError {
+    match error {
+        maas_store::StoreError::Invalid(errors) => PortalError::bad_request(format!(
+            "The budgets were not saved: {errors}. Go back and correct them."
+        )),
+        maas_store::StoreError::PreconditionFailed { .. } => PortalError::new(
+            axum::http::StatusCode::CONFLICT,
+            "That did not work",
+            "The application changed since the page was loaded; reload it and set the budgets again.",
+        ),
+        other => other.into(),
+    }
+}
+
+/// An admin sets all of an application's budgets (console).
+pub async fn console_set_budgets(
+    State(state): State<PortalState>,
+    Path(id): Path<String>,
+    Posted { visitor, form }: Posted<HashMap<String, String>>,
+) -> Result<Response, PortalError> {
+    crate::console::require_admin(&visitor)?;
+    let budgets = parse_budget_form(&form).map_err(PortalError::bad_request)?;
+    let version = form.get("version").map(String::as_str).unwrap_or_default();
+    visitor
+        .store(&state)
+        .set_application_budgets(&id, budgets, maas_store::Precondition::Matches(version))
+        .await
+        .map_err(refused)?;
+    Ok(visitor.redirect(&format!("/admin/applications/{id}")))
+}
+
+/// An organization's owner sets the budgets of their own on one of its
+/// applications; an admin's stay ([`maas_store::model::budget::with_owner_budgets`]).
+pub async fn owner_set_budgets(
+    State(state): State<PortalState>,
+    Path(id): Path<String>,
+    Posted { visitor, form }: Posted<HashMap<String, String>>,
+) -> Result<Response, PortalError> {
+    let session = crate::developer::signed_in(&visitor)?;
+    let app = crate::developer::own_application(&state, session, &id).await?;
+    let budgets = parse_budget_form(&form).map_err(PortalError::bad_request)?;
+    let version = form.get("version").map(String::as_str).unwrap_or_default();
+    visitor
+        .store(&state)
+        .set_application_budgets_as_owner(
+            &session.user.id,
+            &app.id,
+            budgets,
+            maas_store::Precondition::Matches(version),
+        )
+        .await
+        .map_err(refused)?;
+    Ok(visitor.redirect(&format!("/applications/{}", app.id)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn the_form_reads_rows_and_names_the_bad_one() {
+        let budgets = parse_budget_form(&form(&[
+            ("period_0", "month"),
+            ("amount_0", "25.5"),
+            ("mode_0", "hard"),
+            ("alerts_0", "50, 80,100"),
+            ("period_1", "day"),
+            ("amount_1", ""),
+            ("period_2", "day"),
+            ("amount_2", "1"),
+            ("mode_2", "soft"),
+            ("alerts_2", ""),
+        ]))
+        .unwrap();
+        assert_eq!(budgets.len(), 2, "an empty amount is no budget");
+        assert_eq!(
+            (budgets[0].amount.to_string(), budgets[0].alert_at_percent.clone()),
+            ("25.5".into(), vec![50, 80, 100])
+        );
+        assert_eq!(
+            (budgets[1].mode, budgets[1].alert_at_percent.len()),
+            (BudgetMode::Soft, 0)
+        );
+        for (pairs, says) in [
+            (vec![("period_0", "year"), ("amount_0", "1")], "Row 1: `year`"),
+            (vec![("period_3", "day"), ("amount_3", "-1")], "Row 4: the amount"),
+            (
+                vec![("period_0", "day"), ("amount_0", "1"), ("alerts_0", "50, 300")],
+                "`300`",
+            ),
+            (
+                vec![("period_0", "day"), ("amount_0", "1"), ("mode_0", "strict")],
+                "`strict`",
+            ),
+        ] {
+            let error = parse_budget_form(&form(&pairs)).unwrap_err();
+            assert!(error.contains(says), "{error}");
+        }
+    }
 }

@@ -341,14 +341,26 @@ pub(crate) async fn application_page(
         ),
         None => (Vec::new(), Vec::new()),
     };
+    let owner = visitor
+        .signed_in
+        .as_ref()
+        .is_some_and(|s| maas_store::is_owner(&s.user));
+    let owned: Vec<&maas_store::model::Budget> = app
+        .budgets
+        .iter()
+        .filter(|b| b.set_by == maas_store::model::BudgetAuthor::Owner)
+        .collect();
     let context = json!({
         "budgets": budgets,
         "budget_alerts": budget_alerts,
+        "can_set_budgets": owner,
+        "budget_form": crate::budgets::form_rows(&owned),
         "page": "applications",
         "app": {
             "id": app.id, "name": app.name, "description": app.description, "product": app.product,
             "state": app.state.as_str(), "state_label": state_label(app.state),
             "requested_plan": app.requested_plan, "created_at": when(app.created_at),
+            "version": maas_store::etag(&app),
         },
         "plan": plan.as_ref().map(plan_context),
         "product": offer.map(|o| offer_context(state, o)),

@@ -207,6 +207,7 @@ pub fn router(store: Store, options: PortalOptions) -> Result<Router, TemplateEr
         )
         .route("/applications/{id}", get(developer::application))
         .route("/applications/{id}/plan", post(developer::change_plan))
+        .route("/applications/{id}/budgets", post(budgets::owner_set_budgets))
         .route("/applications/{id}/statistics", get(statistics::page))
         .route("/applications/{id}/statistics.csv", get(statistics::csv))
         .route(
@@ -223,6 +224,7 @@ pub fn router(store: Store, options: PortalOptions) -> Result<Router, TemplateEr
         .route("/admin/applications", get(console::applications))
         .route("/admin/applications/{id}", get(console::application))
         .route("/admin/applications/{id}/plan", post(console::change_plan))
+        .route("/admin/applications/{id}/budgets", post(budgets::console_set_budgets))
         .route("/admin/applications/{id}/{action}", post(console::application_action))
         .route("/admin/keys/{id}/revoke", post(console::revoke_key))
         .route("/admin/backends", get(console::backends))

@@ -216,3 +216,138 @@ async fn alerts_are_signed_retried_and_sent_once_per_threshold() {
         "{body}"
     );
 }
+
+/// An admin sets an application's budgets in the console; its owner adds
+/// one of their own on the application's page and cannot remove the
+/// admin's; a bad row and a stale page are refused with a message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_and_owners_set_budgets_through_the_forms() {
+    let portal = Portal::embedded(PortalOptions::default()).await;
+    let store = portal.store.clone();
+    let mut owner = portal.browser();
+    owner.sign_up("Acme", &email("ada")).await;
+    let user = store.find_user_by_email(&email("ada")).await.unwrap().unwrap();
+    let app = store
+        .create_application(NewApplication {
+            account_id: user.account_id.clone(),
+            name: "bot".into(),
+            description: String::new(),
+            product: "granite".into(),
+            plan: "standard".into(),
+        })
+        .await
+        .unwrap();
+    let mut admin = portal.browser();
+    admin.sign_up("Operators", &email("root")).await;
+    portal.make_admin(&email("root")).await;
+
+    let page = admin.get(&format!("/admin/applications/{}", app.id)).await;
+    assert!(
+        page.body.contains("Set this application&#x27;s budgets")
+            || page.body.contains("Set this application's budgets"),
+        "{}",
+        page.body
+    );
+    let (csrf, version) = (page.hidden("csrf"), page.hidden("version"));
+    let saved = admin
+        .post(
+            &format!("/admin/applications/{}/budgets", app.id),
+            &[
+                ("csrf", &csrf),
+                ("version", &version),
+                ("amount_0", "10"),
+                ("period_0", "month"),
+                ("mode_0", "hard"),
+                ("alerts_0", "50, 80"),
+                ("amount_1", ""),
+                ("period_1", "day"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status, reqwest::StatusCode::SEE_OTHER, "{}", saved.body);
+    let stored = store.get_application(&app.id).await.unwrap().unwrap().budgets;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        (stored[0].amount.to_string(), stored[0].alert_at_percent.clone()),
+        ("10".to_owned(), vec![50, 80])
+    );
+    let stale = admin
+        .post(
+            &format!("/admin/applications/{}/budgets", app.id),
+            &[
+                ("csrf", &csrf),
+                ("version", &version),
+                ("amount_0", "99"),
+                ("period_0", "month"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        stale.status,
+        reqwest::StatusCode::CONFLICT,
+        "the page was read before the change"
+    );
+
+    let page = owner.get(&format!("/applications/{}", app.id)).await;
+    let body = text(&page.body);
+    assert!(
+        body.contains("Add budgets of your own") && body.contains("10 USD monthly"),
+        "{body}"
+    );
+    let (csrf, version) = (page.hidden("csrf"), page.hidden("version"));
+    let bad = owner
+        .post(
+            &format!("/applications/{}/budgets", app.id),
+            &[
+                ("csrf", &csrf),
+                ("version", &version),
+                ("amount_0", "2"),
+                ("period_0", "year"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, reqwest::StatusCode::BAD_REQUEST);
+    assert!(
+        text(&bad.body).contains("Row 1: `year` is not a period"),
+        "{}",
+        bad.body
+    );
+    let added = owner
+        .post(
+            &format!("/applications/{}/budgets", app.id),
+            &[
+                ("csrf", &csrf),
+                ("version", &version),
+                ("amount_0", "2"),
+                ("period_0", "day"),
+                ("mode_0", "hard"),
+            ],
+        )
+        .await;
+    assert_eq!(added.status, reqwest::StatusCode::SEE_OTHER, "{}", added.body);
+    let page = owner.get(&format!("/applications/{}", app.id)).await;
+    assert!(text(&page.body).contains("(set by an owner)"), "{}", page.body);
+    let version = page.hidden("version");
+    let emptied = owner
+        .post(
+            &format!("/applications/{}/budgets", app.id),
+            &[("csrf", &csrf), ("version", &version)],
+        )
+        .await;
+    assert_eq!(emptied.status, reqwest::StatusCode::SEE_OTHER);
+    let stored = store.get_application(&app.id).await.unwrap().unwrap().budgets;
+    assert_eq!(stored.len(), 1, "the owner's went, the admin's stays: {stored:?}");
+    assert_eq!(stored[0].set_by, maas_store::model::BudgetAuthor::Admin);
+    // Another organization's owner finds no such application.
+    let mut stranger = portal.browser();
+    stranger.sign_up("Globex", &email("eve")).await;
+    let page = stranger.get("/applications").await;
+    let csrf = page.hidden("csrf");
+    let foreign = stranger
+        .post(
+            &format!("/applications/{}/budgets", app.id),
+            &[("csrf", &csrf), ("version", &version)],
+        )
+        .await;
+    assert_eq!(foreign.status, reqwest::StatusCode::NOT_FOUND);
+}

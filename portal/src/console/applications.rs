@@ -130,10 +130,15 @@ pub async fn application(
     let traffic =
         crate::statistics::console_view(&state, &app, query.period.as_deref(), query.metric.as_deref()).await?;
     let mut row = application_row(&app);
+    let budgets = match &account {
+        Some(account) => crate::budgets::budget_rows(store, account, &app).await?,
+        None => Vec::new(),
+    };
+    let budget_form = crate::budgets::form_rows(&app.budgets.iter().collect::<Vec<_>>());
     row["account"] = json!(account.map(|a| a.name).unwrap_or_default());
     let context = json!({"page": "admin", "section": "applications", "app": row, "keys": keys,
         "today": {"hits": hits, "tokens": tokens}, "changed": query.changed.is_some(), "plans": plans,
-        "traffic": traffic});
+        "traffic": traffic, "budgets": budgets, "budget_form": budget_form});
     state.page(&visitor, "admin_application.html", context)
 }
 

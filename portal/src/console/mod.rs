@@ -44,7 +44,7 @@ impl FromRequestParts<PortalState> for AdminUser {
 }
 
 /// The visitor of an admin form, refused unless an admin.
-pub(super) fn require_admin(visitor: &Visitor) -> Result<(), PortalError> {
+pub(crate) fn require_admin(visitor: &Visitor) -> Result<(), PortalError> {
     match &visitor.signed_in {
         Some(s) if s.is_admin() => Ok(()),
         _ => Err(PortalError::forbidden("The admin console is for administrators.")),
