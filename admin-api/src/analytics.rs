@@ -5,7 +5,7 @@
 //! | --- | --- |
 //! | `GET /analytics/usage` | a series: `scope` (`application`, `product`, `account`) and `id`, `metric` (default `total_tokens`), `granularity` (`minute`, `hour`, `day`, `week`, `month`, `year`; default `hour`), `from`/`to` (RFC 3339; default the last 24 h); `format=csv` for CSV |
 //! | `GET /analytics/top` | applications ranked by `metric` in the `period` bucket holding `at` (default now), `limit` (default 10) |
-//! | `GET /analytics/cost` | one application's prompt and completion tokens over `from`/`to` priced by its plan |
+//! | `GET /analytics/cost` | one application's prompt and completion tokens over `from`/`to` priced by its plan (each model of its `model_prices` at its own prices) |
 
 use axum::Json;
 use axum::http::header;
@@ -303,16 +303,34 @@ async fn cost(admin: Admin, QueryParams(query): QueryParams<CostQuery>) -> Resul
         .get_plan(&app.product, &app.plan)
         .await?
         .ok_or_else(|| ApiError::not_found("plan", &format!("{}/{}", app.product, app.plan)))?;
-    let mut sums = [0u64; 2];
-    for (sum, metric) in sums.iter_mut().zip([PROMPT_TOKENS, COMPLETION_TOKENS]) {
-        let series = admin
-            .store
-            .usage_series(&app.id, metric, Period::Hour, from, to)
-            .await?;
-        *sum = series.iter().map(|p| p.value).fold(0, u64::saturating_add);
+    let sum_of = |metric: String| {
+        let (store, id) = (&admin.store, &app.id);
+        async move {
+            let series = store.usage_series(id, &metric, Period::Hour, from, to).await?;
+            Ok::<u64, ApiError>(series.iter().map(|p| p.value).fold(0, u64::saturating_add))
+        }
+    };
+    let sums = [
+        sum_of(PROMPT_TOKENS.to_owned()).await?,
+        sum_of(COMPLETION_TOKENS.to_owned()).await?,
+    ];
+    // Models priced apart are priced from their own tokens (counted by
+    // model, hour by hour); the rest at the plan's prices.
+    let (mut prompt_micros, mut completion_micros) = (0u64, 0u64);
+    let mut left = sums;
+    for (model, prices) in &plan.model_prices {
+        let by = maas_store::Breakdown::Model(model);
+        let tokens = [
+            sum_of(by.metric(PROMPT_TOKENS)).await?,
+            sum_of(by.metric(COMPLETION_TOKENS)).await?,
+        ];
+        prompt_micros += price(tokens[0], prices.price_per_1k_prompt_tokens).micros;
+        completion_micros += price(tokens[1], prices.price_per_1k_completion_tokens).micros;
+        left = [left[0].saturating_sub(tokens[0]), left[1].saturating_sub(tokens[1])];
     }
-    let prompt_cost = price(sums[0], plan.price_per_1k_prompt_tokens);
-    let completion_cost = price(sums[1], plan.price_per_1k_completion_tokens);
+    let prompt_cost = Money::from_micros(prompt_micros + price(left[0], plan.price_per_1k_prompt_tokens).micros);
+    let completion_cost =
+        Money::from_micros(completion_micros + price(left[1], plan.price_per_1k_completion_tokens).micros);
     let total = Money::from_micros(prompt_cost.micros.saturating_add(completion_cost.micros));
     Ok(Json(Cost {
         application_id: app.id,

@@ -126,8 +126,14 @@ async fn concurrent_requests_spend_the_budget_exactly_and_never_past_it() {
     );
     // The other periods' buckets reach the store with the next usage batch.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while stored(&gw, &app, SPEND, Period::Eternity).await != spent {
-        assert!(Instant::now() < deadline, "the total's bucket never caught up");
+    let by_model = maas_store::Breakdown::Model("stream-a").metric(SPEND);
+    while stored(&gw, &app, SPEND, Period::Eternity).await != spent
+        || stored(&gw, &app, &by_model, Period::Day).await != spent
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the total's bucket and the model's spend never caught up"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -760,3 +760,67 @@ async fn tenant_edits_are_conditional_on_their_etag() {
         );
     }
 }
+
+/// A plan that prices a model apart: its tokens (counted by model) at its
+/// own prices, the rest at the plan's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cost_prices_each_model_apart() {
+    for api in Api::both().await {
+        let kind = api.kind();
+        seed(&api).await;
+        let (status, _, body) = api
+            .admin(
+                "PUT",
+                "/products/granite/plans/priced",
+                Some(
+                    json!({"price_per_1k_prompt_tokens": 1, "price_per_1k_completion_tokens": 2,
+                    "model_prices": {"g": {"price_per_1k_prompt_tokens": 10, "price_per_1k_completion_tokens": 20}}}),
+                ),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{kind}: {body}");
+        let (_, _, account) = api.admin("POST", "/accounts", Some(json!({"name": "Priced"}))).await;
+        let (status, _, app) = api
+            .admin(
+                "POST",
+                "/applications",
+                Some(json!({"account_id": account["id"], "name": "bot", "product": "granite", "plan": "priced"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{kind}: {app}");
+        let app_id = app["id"].as_str().unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let model = maas_store::Breakdown::Model("g");
+        api.store
+            .record_usage(&[
+                maas_store::UsageRecord::new(app_id, "prompt_tokens", 3_000, now),
+                maas_store::UsageRecord::new(app_id, "completion_tokens", 1_000, now),
+                maas_store::UsageRecord::new(app_id, &model.metric("prompt_tokens"), 1_000, now),
+                maas_store::UsageRecord::new(app_id, &model.metric("completion_tokens"), 500, now),
+            ])
+            .await
+            .unwrap();
+        let (status, _, cost) = api
+            .admin("GET", &format!("/analytics/cost?application_id={app_id}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{kind}: {cost}");
+        // g: 1,000 × 10/1k + 500 × 20/1k = 20; the rest: 2,000 × 1/1k + 500 × 2/1k = 3.
+        assert_eq!(
+            (&cost["prompt_cost"], &cost["completion_cost"], &cost["cost"]),
+            (&json!("12"), &json!("11"), &json!("23")),
+            "{kind}: {cost}"
+        );
+        let (status, _, body) = api
+            .admin(
+                "PUT",
+                "/products/granite/plans/mispriced",
+                Some(json!({"model_prices": {"nope": {"price_per_1k_prompt_tokens": 1}}})),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{kind}: a model the product lacks: {body}"
+        );
+    }
+}

@@ -2,11 +2,11 @@
 //! under a [`Breakdown`], and what no model or key accounts for.
 
 use maas_store::Breakdown;
-use maas_store::model::{COMPLETION_TOKENS, HITS, PROMPT_TOKENS, Plan};
+use maas_store::model::{COMPLETION_TOKENS, HITS, PROMPT_TOKENS, Plan, SPEND};
 use maas_store::period::Period;
 use time::OffsetDateTime;
 
-use super::{Series, priced};
+use super::{Series, priced, spent_micros};
 use crate::PortalState;
 use crate::render::PortalError;
 
@@ -90,6 +90,13 @@ impl Reader<'_> {
     async fn measured(&self, measure: &Measure<'_>, name_of: impl Fn(&str) -> String) -> Result<Vec<u64>, PortalError> {
         if let Measure::Hits = measure {
             return self.series(&name_of(HITS)).await;
+        }
+        if let Measure::Cost(plan) = measure
+            && !plan.model_prices.is_empty()
+        {
+            // Models priced apart: what was counted as spent, at each
+            // request's own prices (tokens alone cannot say).
+            return Ok(spent_micros(self.series(&name_of(SPEND)).await?));
         }
         let prompt = self.series(&name_of(PROMPT_TOKENS)).await?;
         let completion = self.series(&name_of(COMPLETION_TOKENS)).await?;

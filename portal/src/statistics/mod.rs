@@ -184,6 +184,11 @@ pub(crate) async fn console_view(
 }
 
 /// `tokens` per bucket at `per_1k`, in micro-units.
+/// Spend counted in nanos, as micro-units (rounded up, as costs are shown).
+pub(super) fn spent_micros(nanos: Vec<u64>) -> Vec<u64> {
+    nanos.into_iter().map(|n| n.div_ceil(1_000)).collect()
+}
+
 pub(super) fn priced(tokens: Vec<u64>, per_1k: Money) -> Vec<u64> {
     tokens
         .into_iter()
@@ -267,6 +272,14 @@ async fn traffic(
                     name: "Completion tokens".into(),
                     values: completion,
                 });
+            } else if let Some(plan) = plan.filter(|p| !p.model_prices.is_empty()) {
+                // Models priced apart: the spend counted at each request's prices.
+                let spend = values(series_of(maas_store::model::SPEND.to_owned()).await?);
+                series.push(Series {
+                    name: "Cost".into(),
+                    values: spent_micros(spend),
+                });
+                currency = Some(plan.currency.clone());
             } else {
                 let plan = plan.ok_or_else(|| PortalError::not_found("The application's plan no longer exists."))?;
                 series.push(Series {

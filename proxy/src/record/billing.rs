@@ -107,7 +107,8 @@ impl MaasProxy {
             count_tokens(&auth, usage, basis, model);
         }
         if ctx.admitted {
-            self.state.limiter.sink.push_breakdown(&auth, model, usage, now);
+            let cost = ctx.rates.cost(usage.prompt_tokens, usage.completion_tokens);
+            self.state.limiter.sink.push_breakdown(&auth, model, usage, cost, now);
         }
         usage
     }

@@ -214,9 +214,9 @@ impl UsageSink {
     /// and, when it named one of its product's models, that model
     /// ([`Breakdown`]): what statistics show by key and by model. One lock
     /// and one name buffer for all six series.
-    pub fn push_breakdown(&self, auth: &AuthContext, model: &str, usage: TokenUsage, at: OffsetDateTime) {
+    pub fn push_breakdown(&self, auth: &AuthContext, model: &str, usage: TokenUsage, cost: u64, at: OffsetDateTime) {
         let app = auth.application.id.as_str();
-        let values = [1, usage.prompt_tokens, usage.completion_tokens];
+        let values = [1, usage.prompt_tokens, usage.completion_tokens, cost];
         let (at, periods) = (at.unix_timestamp(), Breakdown::periods());
         let by = [
             Some(Breakdown::Key(&auth.key.id)),

@@ -63,9 +63,14 @@ pub enum Breakdown<'a> {
     Key(&'a str),
 }
 
-/// The metrics each [`Breakdown`] keeps: requests, and the tokens they
-/// were billed (cost follows from the plan's prices).
-pub const BREAKDOWN_METRICS: [&str; 3] = [crate::model::HITS, PROMPT_TOKENS, COMPLETION_TOKENS];
+/// The metrics each [`Breakdown`] keeps: requests, the tokens they were
+/// billed, and what they cost (nanos, at each model's prices).
+pub const BREAKDOWN_METRICS: [&str; 4] = [
+    crate::model::HITS,
+    PROMPT_TOKENS,
+    COMPLETION_TOKENS,
+    crate::model::SPEND,
+];
 
 impl Breakdown<'_> {
     /// The buckets breakdowns are counted in: those statistics draw by
