@@ -50,6 +50,68 @@ async fn stored(gw: &Gateway, app: &str, metric: &str, period: Period) -> u64 {
         .unwrap()
 }
 
+/// `clients` clients at once, spread over the gateway's proxies, each
+/// calling until refused (at most 10 times: without budgets they would
+/// call forever); how many were answered.
+async fn spend_down(gw: &Gateway, key: &str, clients: usize) -> usize {
+    let calls = (0..clients).map(|i| {
+        let base = gw.proxies[i % gw.proxies.len()].base.clone();
+        async move {
+            let mut answered = 0;
+            while answered < 10 && call(gw, &base, key).await.is_ok() {
+                answered += 1;
+            }
+            answered
+        }
+    });
+    futures_util::future::join_all(calls).await.into_iter().sum()
+}
+
+/// Local mode: one replica alone is exact; with two, each admits from its
+/// own view, so the budget is overshot by at most (R − 1) · budget, the
+/// bound docs/configuration.md states.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_mode_stays_within_its_bound_in_money() {
+    let budget_nanos = 4_000_000_000;
+    let mut spent = Vec::new();
+    for replicas in [1, 2] {
+        let mut gw = Gateway::start(CATALOG, 1, "local").await;
+        if replicas == 2 {
+            gw.add_proxy("local");
+        }
+        let (app, key) = gw.app_key(&format!("local-{replicas}"), "gamma", "metered").await;
+        gw.store
+            .set_application_budgets(&app, vec![budget("4", BudgetPeriod::Day)], Precondition::Any)
+            .await
+            .unwrap();
+        spend_down(&gw, &key, 20).await;
+        // Usage reaches the store with the next sync (every 100 ms).
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let stored = stored(&gw, &app, SPEND, Period::Day).await;
+        let served = gw.sim_usage(&app).await;
+        let priced = served["prompt_tokens"].as_u64().unwrap() * PROMPT_RATE
+            + served["completion_tokens"].as_u64().unwrap() * COMPLETION_RATE;
+        assert_eq!(
+            stored, priced,
+            "{replicas} replica(s): spend is what was served, priced"
+        );
+        assert!(
+            stored <= replicas * budget_nanos,
+            "{replicas} local replica(s) overran the bound: {stored} nanos"
+        );
+        spent.push(stored);
+    }
+    assert!(
+        spent[0] > budget_nanos - 200 * PROMPT_RATE - COMPLETION_RATE,
+        "one replica spends it to the end: {}",
+        spent[0]
+    );
+    eprintln!(
+        "local mode, budget 4 EUR: one replica spent {} nanos, two spent {} (bound 8 EUR)",
+        spent[0], spent[1]
+    );
+}
+
 /// 40 clients at once on two proxies, each calling until refused, then one
 /// client until refused: the budget is spent to less than one request's
 /// least cost, never past it, and spend is exactly what the simulator
@@ -64,18 +126,7 @@ async fn concurrent_requests_spend_the_budget_exactly_and_never_past_it() {
         .set_application_budgets(&app, vec![budget("8", BudgetPeriod::Day)], Precondition::Any)
         .await
         .unwrap();
-    let clients = (0..40).map(|i| {
-        let (base, key, gw) = (gw.proxies[i % 2].base.clone(), key.clone(), &gw);
-        async move {
-            // Bounded: without budgets 40 clients would call forever.
-            let mut answered = 0;
-            while answered < 10 && call(gw, &base, &key).await.is_ok() {
-                answered += 1;
-            }
-            answered
-        }
-    });
-    let answered: usize = futures_util::future::join_all(clients).await.into_iter().sum();
+    let answered = spend_down(&gw, &key, 40).await;
     // With nothing in flight, one more client spends what is left.
     let mut last = None;
     for _ in 0..50 {
