@@ -7,7 +7,7 @@ use time::Duration;
 use time::macros::datetime;
 
 use super::open;
-use super::usage::live_app;
+use super::usage::{live_app, live_app_of};
 use crate::error::StoreError;
 use crate::model::{
     ApiKey, Budget, BudgetMode, BudgetPeriod, Money, SPEND, SpendRates, budget_limits, key_spend_metric, spend_deltas,
@@ -434,26 +434,4 @@ pub async fn owners_add_budgets_but_never_lift_an_admins<F: super::Fixture>(fixt
         store.set_key_budgets_as_owner(&stranger.id, &key.id, Vec::new()).await,
         Err(StoreError::NotFound { kind: "key", .. })
     ));
-}
-
-async fn live_app_of(store: &Store, organization: &str) -> String {
-    let account = store
-        .create_account(crate::store::NewAccount {
-            name: organization.into(),
-            description: String::new(),
-            sso: None,
-        })
-        .await
-        .unwrap();
-    store
-        .create_application(crate::store::NewApplication {
-            account_id: account.id,
-            name: "bot".into(),
-            description: String::new(),
-            product: "granite".into(),
-            plan: "standard".into(),
-        })
-        .await
-        .unwrap()
-        .id
 }

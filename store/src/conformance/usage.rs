@@ -28,9 +28,14 @@ pub(super) fn limit(metric: &str, period: Period, value: u64) -> UsageLimit {
 
 pub(super) async fn live_app(store: &Store) -> String {
     seed_catalog(store).await;
+    live_app_of(store, "Acme").await
+}
+
+/// An application on granite's standard plan of a new account `organization`.
+pub(super) async fn live_app_of(store: &Store, organization: &str) -> String {
     let account = store
         .create_account(NewAccount {
-            name: "Acme".into(),
+            name: organization.into(),
             description: String::new(),
             sso: None,
         })

@@ -163,6 +163,12 @@ impl Budget {
     pub fn nanos(&self) -> u64 {
         self.amount.micros.saturating_mul(1_000)
     }
+
+    /// `spent` nanos as a whole percentage of the amount (past 100 when
+    /// overspent, as a soft budget may be).
+    pub fn percent_spent(&self, spent: u64) -> u64 {
+        u64::try_from(u128::from(spent) * 100 / u128::from(self.nanos().max(1))).unwrap_or(u64::MAX)
+    }
 }
 
 /// Checks a list of budgets as given to an application or a key; `field`

@@ -127,12 +127,9 @@ impl Store {
             let currency = self.currency_of(&budgeted).await?;
             for budget in &budgeted.budgets {
                 let period = budget.period.period();
-                let spent = self
-                    .usage(&budgeted.counter.shard, &budgeted.counter.metric, period, now)
-                    .await?;
-                let limit = budget.nanos().max(1);
-                let percent = u128::from(spent) * 100 / u128::from(limit);
-                for &threshold in budget.alert_at_percent.iter().filter(|&&t| u128::from(t) <= percent) {
+                let spent = self.spent_now(&budgeted, budget).await?;
+                let percent = budget.percent_spent(spent);
+                for &threshold in budget.alert_at_percent.iter().filter(|&&t| u64::from(t) <= percent) {
                     let start = period.bucket_start(now.unix_timestamp());
                     let alert = BudgetAlert {
                         id: new_id("alert", now_ms(now)),
@@ -223,10 +220,7 @@ impl Store {
             };
             let currency = self.currency_of(&budgeted).await?;
             for budget in &budgeted.budgets {
-                let period = budget.period.period();
-                let spent = self
-                    .usage(&budgeted.counter.shard, &budgeted.counter.metric, period, now)
-                    .await?;
+                let spent = self.spent_now(&budgeted, budget).await?;
                 statuses.push(BudgetStatus::at(
                     &budgeted.scope,
                     &budgeted.id,
@@ -239,6 +233,13 @@ impl Store {
             }
         }
         Ok(statuses)
+    }
+
+    /// What `budgeted` spent in `budget`'s current period, in nanos.
+    async fn spent_now(&self, budgeted: &Budgeted, budget: &Budget) -> StoreResult<u64> {
+        let counter = &budgeted.counter;
+        self.usage(&counter.shard, &counter.metric, budget.period.period(), self.now())
+            .await
     }
 
     async fn budgeted(&self, entry: &str) -> StoreResult<Option<Budgeted>> {

@@ -120,7 +120,7 @@ impl BudgetStatus {
             currency: currency.to_owned(),
             spent: nanos_to_money(spent),
             remaining: Money::from_micros(limit.saturating_sub(spent) / 1_000),
-            percent: u64::try_from(u128::from(spent) * 100 / u128::from(limit.max(1))).unwrap_or(u64::MAX),
+            percent: budget.percent_spent(spent),
             resets_at,
         }
     }
