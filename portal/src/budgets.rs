@@ -248,6 +248,134 @@ pub async fn owner_set_budgets(
     Ok(visitor.redirect(&format!("/applications/{}", app.id)))
 }
 
+/// A key's budgets page: where they stand, and the form (all of them for
+/// an admin, an owner's own for an owner).
+async fn key_budgets_page(
+    state: &PortalState,
+    visitor: &crate::session::Visitor,
+    key: &maas_store::model::ApiKey,
+    app: &Application,
+    console: bool,
+) -> Result<Response, PortalError> {
+    let store = state.store();
+    let statuses = store.budget_statuses_of(Some(vec![format!("key:{}", key.id)])).await?;
+    let editable: Vec<&Budget> = key
+        .budgets
+        .iter()
+        .filter(|b| console || b.set_by == BudgetAuthor::Owner)
+        .collect();
+    let (action, back) = if console {
+        (
+            format!("/admin/keys/{}/budgets", key.id),
+            format!("/admin/applications/{}", app.id),
+        )
+    } else {
+        (format!("/keys/{}/budgets", key.id), format!("/applications/{}", app.id))
+    };
+    let can_edit = console
+        || visitor
+            .signed_in
+            .as_ref()
+            .is_some_and(|s| maas_store::is_owner(&s.user));
+    let context = json!({
+        "can_edit": can_edit,
+        "page": if console { "admin" } else { "applications" },
+        "section": "applications",
+        "console": console,
+        "key": {"id": key.id, "masked": key.masked(), "label": key.label},
+        "app": {"id": app.id, "name": app.name},
+        "budgets": statuses.iter().map(status_row).collect::<Vec<_>>(),
+        "budget_form": form_rows(&editable),
+        "action": action,
+        "back": back,
+    });
+    state.page(visitor, "key_budgets.html", context)
+}
+
+/// The console's page of one key's budgets.
+pub async fn console_key_budgets(
+    State(state): State<PortalState>,
+    AdminUser(visitor): AdminUser,
+    Path(id): Path<String>,
+) -> Result<Response, PortalError> {
+    let store = state.store();
+    let key = store
+        .get_key(&id)
+        .await?
+        .ok_or_else(|| PortalError::not_found("No such key."))?;
+    let app = store
+        .get_application(&key.application_id)
+        .await?
+        .ok_or_else(|| PortalError::not_found("No such key."))?;
+    key_budgets_page(&state, &visitor, &key, &app, true).await
+}
+
+/// An admin sets all of a key's budgets.
+pub async fn console_set_key_budgets(
+    State(state): State<PortalState>,
+    Path(id): Path<String>,
+    Posted { visitor, form }: Posted<HashMap<String, String>>,
+) -> Result<Response, PortalError> {
+    crate::console::require_admin(&visitor)?;
+    let budgets = parse_budget_form(&form).map_err(PortalError::bad_request)?;
+    let key = visitor
+        .store(&state)
+        .set_key_budgets(&id, budgets)
+        .await
+        .map_err(refused)?;
+    Ok(visitor.redirect(&format!("/admin/applications/{}", key.application_id)))
+}
+
+/// An owner's page of one of the organization's keys' budgets.
+pub async fn owner_key_budgets(
+    State(state): State<PortalState>,
+    developer: crate::session::Developer,
+    Path(id): Path<String>,
+) -> Result<Response, PortalError> {
+    let (app, key) = crate::keys::own_key(&state, &developer.0, &id).await?;
+    key_budgets_page(&state, &developer.0, &key, &app, false).await
+}
+
+/// An owner sets budgets of their own on a key; an admin's stay.
+pub async fn owner_set_key_budgets(
+    State(state): State<PortalState>,
+    Path(id): Path<String>,
+    Posted { visitor, form }: Posted<HashMap<String, String>>,
+) -> Result<Response, PortalError> {
+    let (app, key) = crate::keys::own_key(&state, &visitor, &id).await?;
+    let session = crate::developer::signed_in(&visitor)?;
+    let budgets = parse_budget_form(&form).map_err(PortalError::bad_request)?;
+    visitor
+        .store(&state)
+        .set_key_budgets_as_owner(&session.user.id, &key.id, budgets)
+        .await
+        .map_err(refused)?;
+    Ok(visitor.redirect(&format!("/applications/{}", app.id)))
+}
+
+/// An admin sets an organization's budgets (from an application's page of
+/// the console), at the version of the account the page showed.
+pub async fn console_set_account_budgets(
+    State(state): State<PortalState>,
+    Path(id): Path<String>,
+    Posted { visitor, form }: Posted<HashMap<String, String>>,
+) -> Result<Response, PortalError> {
+    crate::console::require_admin(&visitor)?;
+    let budgets = parse_budget_form(&form).map_err(PortalError::bad_request)?;
+    let version = form.get("version").map(String::as_str).unwrap_or_default();
+    visitor
+        .store(&state)
+        .set_account_budgets(&id, budgets, maas_store::Precondition::Matches(version))
+        .await
+        .map_err(refused)?;
+    let back = form
+        .get("back")
+        .filter(|b| b.starts_with("/admin/applications/") && !b.contains("//"))
+        .cloned()
+        .unwrap_or_else(|| "/admin/accounts".to_owned());
+    Ok(visitor.redirect(&back))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

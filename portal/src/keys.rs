@@ -86,7 +86,11 @@ pub async fn create_key(
 }
 
 /// Key `id` and its application, if the application is the visitor's.
-async fn own_key(state: &PortalState, visitor: &Visitor, id: &str) -> Result<(Application, ApiKey), PortalError> {
+pub(crate) async fn own_key(
+    state: &PortalState,
+    visitor: &Visitor,
+    id: &str,
+) -> Result<(Application, ApiKey), PortalError> {
     let session = signed_in(visitor)?;
     let key = state.store().get_key(id).await?;
     let key = key.ok_or_else(|| PortalError::not_found("No such key."))?;

@@ -220,6 +220,10 @@ pub fn router(store: Store, options: PortalOptions) -> Result<Router, TemplateEr
             get(keys::confirm_revoke_key).post(keys::revoke_key),
         )
         .route("/keys/{id}/rotate", post(keys::rotate_key))
+        .route(
+            "/keys/{id}/budgets",
+            get(budgets::owner_key_budgets).post(budgets::owner_set_key_budgets),
+        )
         .route("/admin", get(console::overview))
         .route("/admin/applications", get(console::applications))
         .route("/admin/applications/{id}", get(console::application))
@@ -227,6 +231,14 @@ pub fn router(store: Store, options: PortalOptions) -> Result<Router, TemplateEr
         .route("/admin/applications/{id}/budgets", post(budgets::console_set_budgets))
         .route("/admin/applications/{id}/{action}", post(console::application_action))
         .route("/admin/keys/{id}/revoke", post(console::revoke_key))
+        .route(
+            "/admin/keys/{id}/budgets",
+            get(budgets::console_key_budgets).post(budgets::console_set_key_budgets),
+        )
+        .route(
+            "/admin/accounts/{id}/budgets",
+            post(budgets::console_set_account_budgets),
+        )
         .route("/admin/backends", get(console::backends))
         .route("/admin/accounts", get(console::accounts))
         .route("/admin/accounts/{id}/{action}", post(console::account_action))

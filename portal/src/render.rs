@@ -19,7 +19,7 @@ use crate::PortalState;
 use crate::session::Visitor;
 
 /// The built-in templates, by name.
-const BUILT_IN: [(&str, &str); 32] = [
+const BUILT_IN: [(&str, &str); 33] = [
     ("base.html", include_str!("../templates/base.html")),
     ("home.html", include_str!("../templates/home.html")),
     ("sign_in.html", include_str!("../templates/sign_in.html")),
@@ -32,6 +32,7 @@ const BUILT_IN: [(&str, &str); 32] = [
     ),
     ("application.html", include_str!("../templates/application.html")),
     ("admin_alerts.html", include_str!("../templates/admin_alerts.html")),
+    ("key_budgets.html", include_str!("../templates/key_budgets.html")),
     ("key_revoke.html", include_str!("../templates/key_revoke.html")),
     (
         "application_delete.html",

@@ -338,6 +338,68 @@ async fn admins_and_owners_set_budgets_through_the_forms() {
     let stored = store.get_application(&app.id).await.unwrap().unwrap().budgets;
     assert_eq!(stored.len(), 1, "the owner's went, the admin's stays: {stored:?}");
     assert_eq!(stored[0].set_by, maas_store::model::BudgetAuthor::Admin);
+    // The organization's budgets from the console, and a key's.
+    let page = admin.get(&format!("/admin/applications/{}", app.id)).await;
+    let body = text(&page.body);
+    let account_version = maas_store::etag(&store.get_account(&user.account_id).await.unwrap().unwrap());
+    assert!(
+        body.contains(&account_version),
+        "the organization's form carries its version"
+    );
+    let csrf = page.hidden("csrf");
+    let back = format!("/admin/applications/{}", app.id);
+    let saved = admin
+        .post(
+            &format!("/admin/accounts/{}/budgets", user.account_id),
+            &[
+                ("csrf", &csrf),
+                ("version", &account_version),
+                ("back", &back),
+                ("amount_0", "50"),
+                ("period_0", "week"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status, reqwest::StatusCode::SEE_OTHER, "{}", saved.body);
+    assert_eq!(saved.location(), back);
+    let account = store.get_account(&user.account_id).await.unwrap().unwrap();
+    assert_eq!(account.budgets.len(), 1);
+    let key = store
+        .create_key(&app.id, maas_store::NewKey::default())
+        .await
+        .unwrap()
+        .key;
+    let page = admin.get(&format!("/admin/keys/{}/budgets", key.id)).await;
+    assert_eq!(page.status, reqwest::StatusCode::OK, "{}", page.body);
+    let saved = admin
+        .post(
+            &format!("/admin/keys/{}/budgets", key.id),
+            &[("csrf", &page.hidden("csrf")), ("amount_0", "3"), ("period_0", "total")],
+        )
+        .await;
+    assert_eq!(saved.status, reqwest::StatusCode::SEE_OTHER, "{}", saved.body);
+    let page = owner.get(&format!("/keys/{}/budgets", key.id)).await;
+    let body = text(&page.body);
+    assert!(
+        body.contains("Budgets of your own") && body.contains("3 USD total"),
+        "{body}"
+    );
+    let saved = owner
+        .post(
+            &format!("/keys/{}/budgets", key.id),
+            &[("csrf", &page.hidden("csrf")), ("amount_0", "1"), ("period_0", "day")],
+        )
+        .await;
+    assert_eq!(saved.status, reqwest::StatusCode::SEE_OTHER, "{}", saved.body);
+    let budgets = store.get_key(&key.id).await.unwrap().unwrap().budgets;
+    assert_eq!(budgets.len(), 2, "the admin's and the owner's: {budgets:?}");
+    let page = owner.get(&format!("/applications/{}", app.id)).await;
+    let body = text(&page.body);
+    assert!(
+        body.contains("50 USD weekly"),
+        "the organization's budget shows: {body}"
+    );
+
     // Another organization's owner finds no such application.
     let mut stranger = portal.browser();
     stranger.sign_up("Globex", &email("eve")).await;
@@ -350,4 +412,10 @@ async fn admins_and_owners_set_budgets_through_the_forms() {
         )
         .await;
     assert_eq!(foreign.status, reqwest::StatusCode::NOT_FOUND);
+    let foreign = stranger.get(&format!("/keys/{}/budgets", key.id)).await;
+    assert_eq!(
+        foreign.status,
+        reqwest::StatusCode::NOT_FOUND,
+        "another organization's key"
+    );
 }

@@ -135,10 +135,15 @@ pub async fn application(
         None => Vec::new(),
     };
     let budget_form = crate::budgets::form_rows(&app.budgets.iter().collect::<Vec<_>>());
+    let organization = account.as_ref().map(|account| {
+        json!({"id": account.id, "version": maas_store::etag(account),
+            "form": crate::budgets::form_rows(&account.budgets.iter().collect::<Vec<_>>())})
+    });
     row["account"] = json!(account.map(|a| a.name).unwrap_or_default());
     let context = json!({"page": "admin", "section": "applications", "app": row, "keys": keys,
         "today": {"hits": hits, "tokens": tokens}, "changed": query.changed.is_some(), "plans": plans,
-        "traffic": traffic, "budgets": budgets, "budget_form": budget_form});
+        "traffic": traffic, "budgets": budgets, "budget_form": budget_form,
+        "organization": organization});
     state.page(&visitor, "admin_application.html", context)
 }
 
