@@ -969,4 +969,38 @@ async fn statistics_break_traffic_down_by_key_and_by_model() {
         StatusCode::BAD_REQUEST,
         "an unknown breakdown"
     );
+
+    // Once the plan prices its model apart, cost is the spend counted at
+    // each request's prices (tokens alone cannot say which price was paid).
+    let mut plan = store.get_plan("granite", "standard").await.unwrap().unwrap();
+    plan.model_prices = serde_json::from_value(serde_json::json!({
+        "granite-8b": {"price_per_1k_prompt_tokens": 5, "price_per_1k_completion_tokens": 20}
+    }))
+    .unwrap();
+    store.put_plan(plan).await.unwrap();
+    let spend = [
+        UsageRecord::new(&id, "spend", 9_000_000_000, now),
+        UsageRecord::new(&id, &Breakdown::Key(&laptop.id).metric("spend"), 6_000_000_000, now),
+        UsageRecord::new(&id, &Breakdown::Model("granite-8b").metric("spend"), 7_500_000_000, now),
+    ];
+    store.record_usage_once("test", 2, &spend).await.unwrap();
+    let by_kind = browser.get(&page("kind", "cost")).await;
+    assert!(
+        text(&by_kind.body).contains("EUR 9"),
+        "the application's spend: {}",
+        by_kind.body
+    );
+    assert_eq!(
+        rows(&browser.get(&page("key", "cost")).await.body)[0],
+        (laptop_name.clone(), "EUR 6".into()),
+        "the key's spend"
+    );
+    assert_eq!(
+        rows(&browser.get(&page("model", "cost")).await.body),
+        vec![
+            ("granite-8b".into(), "EUR 7.5".into()),
+            ("Not attributed".into(), "EUR 1.5".into())
+        ],
+        "the model's spend, and what no model accounts for"
+    );
 }

@@ -319,9 +319,12 @@ impl ApiError {
             "insufficient_quota",
             "budget_spent",
             format!(
-                "The {scope}'s {period} budget of {amount} {currency} is spent: {used} {currency} used \
-                 (requests in flight included), and this request needs at least {needed} {currency}. {when}",
+                "The {scope}'s {period} budget of {amount} {currency} has {left} {currency} left ({used} {currency} \
+                 used, requests in flight included), less than this request needs: at least {needed} {currency}. \
+                 {when}",
                 scope = scope.as_str(),
+                // What is left rounds down, what is used and needed up.
+                left = maas_store::model::Money::from_micros(status.limit.value.saturating_sub(status.used) / 1_000),
             ),
         )
     }

@@ -144,8 +144,9 @@ async fn concurrent_requests_spend_the_budget_exactly_and_never_past_it() {
     assert_eq!(error["type"], "insufficient_quota", "{error}");
     let message = error["message"].as_str().unwrap();
     assert!(
-        message.contains("application's daily budget of 8 EUR"),
-        "the message names the budget: {message}"
+        message.contains("application's daily budget of 8 EUR has ")
+            && message.contains("less than this request needs"),
+        "the message names the budget and what is left: {message}"
     );
     assert_eq!(retry.as_deref(), Some("false"), "SDKs must not retry a spent budget");
 
