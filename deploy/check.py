@@ -233,10 +233,13 @@ def cross_check(objects, overlay):
 
 
 def registered_metrics():
-    """The metric families `maas proxy` registers (proxy/src/record/metrics.rs)."""
+    """The metric families `maas proxy` registers (proxy/src/record/metrics.rs),
+    and the budget gauges the admin API serves (admin-api/src/budgets.rs)."""
     with open(os.path.join(ROOT, "proxy/src/record/metrics.rs")) as f:
         source = f.read()
-    return set(re.findall(r'"((?:maas|llm)_[a-z_]+)"', source))
+    with open(os.path.join(ROOT, "admin-api/src/budgets.rs")) as f:
+        budgets = f.read()
+    return set(re.findall(r'"((?:maas|llm)_[a-z_]+)"', source)) | set(re.findall(r'"(maas_budget_[a-z_]+)"', budgets))
 
 
 def lint_dashboard(path):
@@ -262,7 +265,7 @@ def lint_dashboard(path):
             for name in re.findall(r"\b((?:maas|llm)_[a-z_]+)", expr):
                 family = re.sub(r"_(bucket|sum|count)$", "", name) if name not in known else name
                 if family not in known:
-                    problem(f"{where}: panel {panel.get('title')}: the proxy exports no metric {name}")
+                    problem(f"{where}: panel {panel.get('title')}: neither the proxy nor the admin API exports {name}")
                 used.add(family)
     for variable in dashboard.get("templating", {}).get("list", []):
         for name in re.findall(r"\b((?:maas|llm)_[a-z_]+)", str(variable.get("query", ""))):
