@@ -87,12 +87,12 @@ fn manifests_and_dashboard_pass_the_offline_checks() {
         .status()
         .unwrap();
     assert!(status.success());
-    std::fs::create_dir_all(copy.path().join("proxy/src/record")).unwrap();
-    std::fs::copy(
-        repo("proxy/src/record/metrics.rs"),
-        copy.path().join("proxy/src/record/metrics.rs"),
-    )
-    .unwrap();
+    // The metric names the dashboard may chart: the proxy's, the admin API's gauges.
+    for source in ["proxy/src/record/metrics.rs", "admin-api/src/budgets.rs"] {
+        let target = copy.path().join(source);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(repo(source), target).unwrap();
+    }
     let edit = |file: &str, from: &str, to: &str| {
         let path = copy.path().join(file);
         let text = std::fs::read_to_string(&path).unwrap();
@@ -125,6 +125,11 @@ fn manifests_and_dashboard_pass_the_offline_checks() {
         "maas_rejected_total",
         "maas_refused_total",
     );
+    edit(
+        "deploy/grafana/maas-dashboard.json",
+        "maas_budget_remaining",
+        "maas_budget_left",
+    );
     let broken = check_py(copy.path());
     let errors = String::from_utf8_lossy(&broken.stderr);
     assert!(!broken.status.success(), "a broken copy passed");
@@ -134,7 +139,8 @@ fn manifests_and_dashboard_pass_the_offline_checks() {
         "must stay below terminationGracePeriodSeconds 60 s",
         "Route maas-api: spec.tls.termination must be edge, passthrough or reencrypt",
         "kubernetes/overlays/openshift: StatefulSet maas-redis fixes fsGroup 999, which the restricted-v2 SCC refuses",
-        "the proxy exports no metric maas_refused_total",
+        "neither the proxy nor the admin API exports maas_refused_total",
+        "neither the proxy nor the admin API exports maas_budget_left",
     ] {
         assert!(errors.contains(expected), "{expected}:\n{errors}");
     }
