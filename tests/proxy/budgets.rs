@@ -84,7 +84,7 @@ async fn local_mode_stays_within_its_bound_in_money() {
             .set_application_budgets(&app, vec![budget("4", BudgetPeriod::Day)], Precondition::Any)
             .await
             .unwrap();
-        spend_down(&gw, &key, 20).await;
+        spend_down(&gw, &key, 12).await;
         // Usage reaches the store with the next sync (every 100 ms).
         tokio::time::sleep(Duration::from_millis(400)).await;
         let stored = stored(&gw, &app, SPEND, Period::Day).await;
@@ -112,7 +112,7 @@ async fn local_mode_stays_within_its_bound_in_money() {
     );
 }
 
-/// 40 clients at once on two proxies, each calling until refused, then one
+/// 24 clients at once on two proxies, each calling until refused, then one
 /// client until refused: the budget is spent to less than one request's
 /// least cost, never past it, and spend is exactly what the simulator
 /// served at stream-a's own prices.
@@ -126,7 +126,7 @@ async fn concurrent_requests_spend_the_budget_exactly_and_never_past_it() {
         .set_application_budgets(&app, vec![budget("8", BudgetPeriod::Day)], Precondition::Any)
         .await
         .unwrap();
-    let answered = spend_down(&gw, &key, 40).await;
+    let answered = spend_down(&gw, &key, 24).await;
     // With nothing in flight, one more client spends what is left.
     let mut last = None;
     for _ in 0..50 {
@@ -268,7 +268,7 @@ async fn an_organization_budget_spans_its_applications() {
         .await
         .unwrap();
     let keys = [first_key, second_key];
-    let clients = (0..20).map(|i| {
+    let clients = (0..12).map(|i| {
         let (base, key, gw) = (gw.proxies[i % 2].base.clone(), keys[i % 2].clone(), &gw);
         async move {
             let mut answered = 0;

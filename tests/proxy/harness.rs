@@ -58,6 +58,11 @@ models:
     itl_ms: 100
     output_tokens: {min: 10, max: 30}
     fragment_events: true
+  - id: hangup-x
+    ttft_ms: 100
+    itl_ms: 300
+    output_tokens: {min: 10, max: 30}
+    fragment_events: true
   - id: stream-a
     ttft_ms: 5
     itl_ms: 2
