@@ -403,13 +403,40 @@ pub async fn owners_add_budgets_but_never_lift_an_admins<F: super::Fixture>(fixt
         .set_application_budgets_as_owner(&owner.id, &app, Vec::new(), Precondition::Any)
         .await
         .unwrap();
-    assert_eq!(after.budgets, vec![admins], "an owner removes only their own");
+    assert_eq!(after.budgets, vec![admins.clone()], "an owner removes only their own");
     assert!(matches!(
         store
             .set_application_budgets_as_owner(&member.id, &app, Vec::new(), Precondition::Any)
             .await,
         Err(StoreError::Forbidden(_))
     ));
+    // An owner's change racing an admin's never drops the admin's budget:
+    // the owner's is applied to the budgets as stored when it is written.
+    for round in 0..15 {
+        store
+            .set_application_budgets(&app, Vec::new(), Precondition::Any)
+            .await
+            .unwrap();
+        let (by_admin, by_owner) = tokio::join!(
+            store.set_application_budgets(&app, vec![admins.clone()], Precondition::Any),
+            store.set_application_budgets_as_owner(
+                &owner.id,
+                &app,
+                vec![budget("2", BudgetPeriod::Day)],
+                Precondition::Any
+            ),
+        );
+        by_admin.unwrap();
+        assert!(
+            matches!(by_owner, Ok(_) | Err(StoreError::Conflict(_))),
+            "round {round}: {by_owner:?}"
+        );
+        let stored = store.get_application(&app).await.unwrap().unwrap().budgets;
+        assert!(
+            stored.contains(&admins),
+            "round {round}: the admin's budget was lost: {stored:?}"
+        );
+    }
     let key = key_of(&store, &app).await;
     let keyed = store
         .set_key_budgets_as_owner(&owner.id, &key.id, vec![budget("1", BudgetPeriod::Total)])

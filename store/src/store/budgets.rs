@@ -1,11 +1,9 @@
 //! Setting the spend budgets of organizations, applications and keys
-//! (admins). What a
-//! budget is and how it is enforced: [`crate::model::budget`].
+//! (admins, and owners within them), and where they stand. What a budget
+//! is and how it is enforced: [`crate::model::budget`].
 
+use super::Store;
 use super::versions::{Precondition, check as check_precondition};
-use super::{Store, encode};
-use crate::backend::{Condition, WriteBatch};
-use crate::changes::Change;
 use crate::error::{StoreError, StoreResult};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -24,12 +22,35 @@ impl Store {
         budgets: Vec<Budget>,
         precondition: Precondition<'_>,
     ) -> StoreResult<Application> {
-        validate_budgets("budgets", &budgets)?;
+        self.edit_application_budgets(id, precondition, |_| budgets.clone())
+            .await
+    }
+
+    /// The one way an application's budgets change: `edit` maps them as
+    /// stored to the new ones, written only over the version it read, so a
+    /// change made meanwhile (an admin's budget) is never overwritten
+    /// unseen. Without a version asked for, a lost race is tried again.
+    async fn edit_application_budgets(
+        &self,
+        id: &str,
+        precondition: Precondition<'_>,
+        edit: impl Fn(&[Budget]) -> Vec<Budget>,
+    ) -> StoreResult<Application> {
         self.index_budgeted(format!("app:{id}")).await?;
-        let before = self.application_at(id, precondition).await?;
-        let mut after = before.clone();
-        after.budgets = budgets;
-        self.replace_application(&before, after, "budgets").await
+        let mut tries = 0;
+        loop {
+            let before = self.application_at(id, precondition).await?;
+            let budgets = edit(&before.budgets);
+            validate_budgets("budgets", &budgets)?;
+            let after = Application {
+                budgets,
+                ..before.clone()
+            };
+            match self.replace_application(&before, after, "budgets").await {
+                Err(StoreError::Conflict(_)) if matches!(precondition, Precondition::Any) && tries < 3 => tries += 1,
+                written => return written,
+            }
+        }
     }
 
     /// Replaces an organization's budgets, if it is at the version
@@ -48,15 +69,11 @@ impl Store {
             .await?
             .ok_or_else(|| StoreError::not_found("account", id))?;
         check_precondition("account", id, Some(&before), precondition)?;
-        let mut after = before.clone();
-        after.budgets = budgets;
-        let mut batch = WriteBatch::default();
-        batch
-            .require(Condition::Equals(format!("account:{id}"), encode(&before)?))
-            .put(format!("account:{id}"), encode(&after)?)
-            .publish(Change::Account { id: id.to_owned() });
-        let audit = vec![self.audit_entry("budgets", "account", id, Some(&before), Some(&after))];
-        match self.commit(batch, audit).await? {
+        let after = Account {
+            budgets,
+            ..before.clone()
+        };
+        match self.replace_account(&before, &after, "budgets").await? {
             Ok(()) => Ok(after),
             Err(_) => Err(StoreError::PreconditionFailed {
                 kind: "account",
@@ -68,9 +85,20 @@ impl Store {
     /// Replaces a key's budgets; its rotations carry them on, and spend
     /// through any key of the chain counts against them.
     pub async fn set_key_budgets(&self, id: &str, budgets: Vec<Budget>) -> StoreResult<ApiKey> {
-        validate_budgets("budgets", &budgets)?;
+        self.edit_key_budgets(id, |_| budgets).await
+    }
+
+    /// A key's budgets as `edit` maps those stored, under the conditional
+    /// write of [`Store::change_key`] on the version it read.
+    async fn edit_key_budgets(&self, id: &str, edit: impl FnOnce(&[Budget]) -> Vec<Budget>) -> StoreResult<ApiKey> {
         self.index_budgeted(format!("key:{id}")).await?;
-        self.change_key(id, "budgets", |key| key.budgets = budgets).await
+        self.change_key(id, "budgets", |key| {
+            let budgets = edit(&key.budgets);
+            validate_budgets("budgets", &budgets)?;
+            key.budgets = budgets;
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -201,8 +229,10 @@ impl Store {
         precondition: Precondition<'_>,
     ) -> StoreResult<Application> {
         let app = self.owned_application(user_id, application_id).await?;
-        let budgets = with_owner_budgets(&app.budgets, owned);
-        self.set_application_budgets(&app.id, budgets, precondition).await
+        self.edit_application_budgets(&app.id, precondition, |current| {
+            with_owner_budgets(current, owned.clone())
+        })
+        .await
     }
 
     /// An owner's budgets on one of the organization's keys, as
@@ -223,7 +253,7 @@ impl Store {
                 StoreError::NotFound { .. } => StoreError::not_found("key", key_id),
                 other => other,
             })?;
-        let budgets = with_owner_budgets(&key.budgets, owned);
-        self.set_key_budgets(key_id, budgets).await
+        self.edit_key_budgets(key_id, |current| with_owner_budgets(current, owned))
+            .await
     }
 }

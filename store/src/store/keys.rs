@@ -100,14 +100,14 @@ impl Store {
         &self,
         id: &str,
         action: &str,
-        edit: impl FnOnce(&mut ApiKey),
+        edit: impl FnOnce(&mut ApiKey) -> StoreResult<()>,
     ) -> StoreResult<ApiKey> {
         let before = self
             .get_key(id)
             .await?
             .ok_or_else(|| StoreError::not_found("key", id))?;
         let mut after = before.clone();
-        edit(&mut after);
+        edit(&mut after)?;
         let record = format!("key:{}", before.hash);
         let mut batch = WriteBatch::default();
         batch
@@ -129,12 +129,17 @@ impl Store {
         let now = self.now();
         self.change_key(id, "revoke", |key| {
             key.revoked_at.get_or_insert(now);
+            Ok(())
         })
         .await
     }
 
     pub async fn set_key_expiry(&self, id: &str, expires_at: Option<OffsetDateTime>) -> StoreResult<ApiKey> {
-        self.change_key(id, "update", |key| key.expires_at = expires_at).await
+        self.change_key(id, "update", |key| {
+            key.expires_at = expires_at;
+            Ok(())
+        })
+        .await
     }
 
     /// Issues a new key for the same application; the old one keeps working
@@ -165,6 +170,7 @@ impl Store {
         let ends = self.now() + grace;
         self.change_key(id, "rotate", |key| {
             key.expires_at = Some(key.expires_at.map_or(ends, |at| at.min(ends)));
+            Ok(())
         })
         .await?;
         Ok(issued)

@@ -281,16 +281,28 @@ impl Store {
             shown_name.to_owned()
         };
         after.description = description;
-        let mut batch = WriteBatch::default();
-        batch
-            .require(Condition::Equals(format!("account:{id}"), encode(&before)?))
-            .put(format!("account:{id}"), encode(&after)?)
-            .publish(Change::Account { id: id.to_owned() });
-        let audit = vec![self.audit_entry("update", "account", id, Some(&before), Some(&after))];
-        self.commit(batch, audit)
+        self.replace_account(&before, &after, "update")
             .await?
             .map_err(|_| StoreError::Conflict(format!("account `{id}` changed meanwhile; try again")))?;
         Ok(after)
+    }
+
+    /// Writes `after` over `before` (its name unchanged), on the condition
+    /// it is still `before`, audited as `action`.
+    pub(super) async fn replace_account(
+        &self,
+        before: &Account,
+        after: &Account,
+        action: &str,
+    ) -> StoreResult<Result<(), crate::backend::ConditionFailed>> {
+        let id = before.id.as_str();
+        let mut batch = WriteBatch::default();
+        batch
+            .require(Condition::Equals(format!("account:{id}"), encode(before)?))
+            .put(format!("account:{id}"), encode(after)?)
+            .publish(Change::Account { id: id.to_owned() });
+        let audit = vec![self.audit_entry(action, "account", id, Some(before), Some(after))];
+        self.commit(batch, audit).await
     }
 
     pub async fn list_accounts(&self, page: &Page) -> StoreResult<Paged<Account>> {
