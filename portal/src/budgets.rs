@@ -16,15 +16,6 @@ use crate::PortalState;
 use crate::console::AdminUser;
 use crate::session::Posted;
 
-fn period_word(alert_period: maas_store::model::BudgetPeriod) -> &'static str {
-    match alert_period {
-        maas_store::model::BudgetPeriod::Day => "daily",
-        maas_store::model::BudgetPeriod::Week => "weekly",
-        maas_store::model::BudgetPeriod::Month => "monthly",
-        maas_store::model::BudgetPeriod::Total => "total",
-    }
-}
-
 fn scope_word(scope: &str) -> &str {
     match scope {
         "organization" => "Organization",
@@ -41,7 +32,7 @@ pub fn alert_text(alert: &BudgetAlert) -> String {
         scope_word(&alert.scope),
         alert.name,
         alert.threshold_percent,
-        period_word(alert.budget.period),
+        alert.budget.period.adjective(),
         alert.spent,
         alert.budget.amount,
         alert.currency
@@ -75,7 +66,7 @@ fn status_row(status: &BudgetStatus) -> Value {
     json!({
         "scope": scope_word(&status.scope),
         "name": status.name,
-        "period": period_word(status.budget.period),
+        "period": status.budget.period.adjective(),
         "hard": status.budget.mode == BudgetMode::Hard,
         "by_owner": status.budget.set_by == BudgetAuthor::Owner,
         "amount": format!("{} {currency}", status.budget.amount),
@@ -207,6 +198,13 @@ fn refused(error: maas_store::StoreError) -> PortalError {
     }
 }
 
+/// A posted budgets form: its rows as budgets, and the version of the
+/// object the page showed.
+fn read_form(form: &HashMap<String, String>) -> Result<(Vec<Budget>, &str), PortalError> {
+    let budgets = parse_budget_form(form).map_err(PortalError::bad_request)?;
+    Ok((budgets, form.get("version").map(String::as_str).unwrap_or_default()))
+}
+
 /// An admin sets all of an application's budgets (console).
 pub async fn console_set_budgets(
     State(state): State<PortalState>,
@@ -214,8 +212,7 @@ pub async fn console_set_budgets(
     Posted { visitor, form }: Posted<HashMap<String, String>>,
 ) -> Result<Response, PortalError> {
     crate::console::require_admin(&visitor)?;
-    let budgets = parse_budget_form(&form).map_err(PortalError::bad_request)?;
-    let version = form.get("version").map(String::as_str).unwrap_or_default();
+    let (budgets, version) = read_form(&form)?;
     visitor
         .store(&state)
         .set_application_budgets(&id, budgets, maas_store::Precondition::Matches(version))
@@ -233,8 +230,7 @@ pub async fn owner_set_budgets(
 ) -> Result<Response, PortalError> {
     let session = crate::developer::signed_in(&visitor)?;
     let app = crate::developer::own_application(&state, session, &id).await?;
-    let budgets = parse_budget_form(&form).map_err(PortalError::bad_request)?;
-    let version = form.get("version").map(String::as_str).unwrap_or_default();
+    let (budgets, version) = read_form(&form)?;
     visitor
         .store(&state)
         .set_application_budgets_as_owner(
@@ -317,7 +313,7 @@ pub async fn console_set_key_budgets(
     Posted { visitor, form }: Posted<HashMap<String, String>>,
 ) -> Result<Response, PortalError> {
     crate::console::require_admin(&visitor)?;
-    let budgets = parse_budget_form(&form).map_err(PortalError::bad_request)?;
+    let (budgets, _) = read_form(&form)?;
     let key = visitor
         .store(&state)
         .set_key_budgets(&id, budgets)
@@ -344,7 +340,7 @@ pub async fn owner_set_key_budgets(
 ) -> Result<Response, PortalError> {
     let (app, key) = crate::keys::own_key(&state, &visitor, &id).await?;
     let session = crate::developer::signed_in(&visitor)?;
-    let budgets = parse_budget_form(&form).map_err(PortalError::bad_request)?;
+    let (budgets, _) = read_form(&form)?;
     visitor
         .store(&state)
         .set_key_budgets_as_owner(&session.user.id, &key.id, budgets)
@@ -353,27 +349,26 @@ pub async fn owner_set_key_budgets(
     Ok(visitor.redirect(&format!("/applications/{}", app.id)))
 }
 
-/// An admin sets an organization's budgets (from an application's page of
-/// the console), at the version of the account the page showed.
-pub async fn console_set_account_budgets(
+/// An admin sets the budgets of an application's organization from the
+/// application's console page, at the version of the account it showed.
+pub async fn console_set_organization_budgets(
     State(state): State<PortalState>,
     Path(id): Path<String>,
     Posted { visitor, form }: Posted<HashMap<String, String>>,
 ) -> Result<Response, PortalError> {
     crate::console::require_admin(&visitor)?;
-    let budgets = parse_budget_form(&form).map_err(PortalError::bad_request)?;
-    let version = form.get("version").map(String::as_str).unwrap_or_default();
+    let (budgets, version) = read_form(&form)?;
+    let app = state
+        .store()
+        .get_application(&id)
+        .await?
+        .ok_or_else(|| PortalError::not_found("No such application."))?;
     visitor
         .store(&state)
-        .set_account_budgets(&id, budgets, maas_store::Precondition::Matches(version))
+        .set_account_budgets(&app.account_id, budgets, maas_store::Precondition::Matches(version))
         .await
         .map_err(refused)?;
-    let back = form
-        .get("back")
-        .filter(|b| b.starts_with("/admin/applications/") && !b.contains("//"))
-        .cloned()
-        .unwrap_or_else(|| "/admin/accounts".to_owned());
-    Ok(visitor.redirect(&back))
+    Ok(visitor.redirect(&format!("/admin/applications/{id}")))
 }
 
 #[cfg(test)]

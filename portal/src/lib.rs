@@ -229,15 +229,15 @@ pub fn router(store: Store, options: PortalOptions) -> Result<Router, TemplateEr
         .route("/admin/applications/{id}", get(console::application))
         .route("/admin/applications/{id}/plan", post(console::change_plan))
         .route("/admin/applications/{id}/budgets", post(budgets::console_set_budgets))
+        .route(
+            "/admin/applications/{id}/organization-budgets",
+            post(budgets::console_set_organization_budgets),
+        )
         .route("/admin/applications/{id}/{action}", post(console::application_action))
         .route("/admin/keys/{id}/revoke", post(console::revoke_key))
         .route(
             "/admin/keys/{id}/budgets",
             get(budgets::console_key_budgets).post(budgets::console_set_key_budgets),
-        )
-        .route(
-            "/admin/accounts/{id}/budgets",
-            post(budgets::console_set_account_budgets),
         )
         .route("/admin/backends", get(console::backends))
         .route("/admin/accounts", get(console::accounts))

@@ -350,11 +350,10 @@ async fn admins_and_owners_set_budgets_through_the_forms() {
     let back = format!("/admin/applications/{}", app.id);
     let saved = admin
         .post(
-            &format!("/admin/accounts/{}/budgets", user.account_id),
+            &format!("/admin/applications/{}/organization-budgets", app.id),
             &[
                 ("csrf", &csrf),
                 ("version", &account_version),
-                ("back", &back),
                 ("amount_0", "50"),
                 ("period_0", "week"),
             ],

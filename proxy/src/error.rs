@@ -295,12 +295,9 @@ impl ApiError {
         needed_nanos: u64,
     ) -> ApiError {
         use maas_store::model::budget::nanos_to_money;
-        let period = match status.limit.period {
-            maas_store::period::Period::Day => "daily",
-            maas_store::period::Period::Week => "weekly",
-            maas_store::period::Period::Month => "monthly",
-            _ => "total",
-        };
+        let period = maas_store::model::BudgetPeriod::of(status.limit.period)
+            .unwrap_or(maas_store::model::BudgetPeriod::Total)
+            .adjective();
         let amount = nanos_to_money(status.limit.value);
         let used = nanos_to_money(status.used.min(status.limit.value));
         let needed = nanos_to_money(needed_nanos);

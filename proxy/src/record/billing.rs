@@ -70,8 +70,8 @@ impl MaasProxy {
         let Some(auth) = ctx.auth.clone() else {
             return usage;
         };
+        let cost = ctx.rates.cost(usage.prompt_tokens, usage.completion_tokens);
         if bill.is_some() || ctx.hold.is_some() {
-            let cost = ctx.rates.cost(usage.prompt_tokens, usage.completion_tokens);
             let [application_spend, key_spend] = spend_deltas(&auth.key, cost);
             let limits = all_limits(&auth.plan, &ctx.budget_limits);
             self.state
@@ -92,22 +92,23 @@ impl MaasProxy {
                 .await;
             // The organization's spend: its budgets' hold settles with it.
             let held = ctx.hold.as_deref().filter(|_| !ctx.account_limits.is_empty());
-            self.state
-                .limiter
-                .settle(
-                    &auth.account.id,
-                    &ctx.account_limits,
-                    held,
-                    &[(ACCOUNT_SPEND, cost)],
-                    now,
-                )
-                .await;
+            if cost > 0 || held.is_some() {
+                self.state
+                    .limiter
+                    .settle(
+                        &auth.account.id,
+                        &ctx.account_limits,
+                        held,
+                        &[(ACCOUNT_SPEND, cost)],
+                        now,
+                    )
+                    .await;
+            }
         }
         if let Some((usage, basis)) = bill {
             count_tokens(&auth, usage, basis, model);
         }
         if ctx.admitted {
-            let cost = ctx.rates.cost(usage.prompt_tokens, usage.completion_tokens);
             self.state.limiter.sink.push_breakdown(&auth, model, usage, cost, now);
         }
         usage

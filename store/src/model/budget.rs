@@ -9,6 +9,8 @@
 //! ([`crate::limits::decide`] with the completion price as the grant's
 //! rate), so concurrent requests can never spend past it between them.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use super::catalog::{Plan, UsageLimit};
@@ -77,6 +79,21 @@ impl BudgetPeriod {
             BudgetPeriod::Week => Period::Week,
             BudgetPeriod::Month => Period::Month,
             BudgetPeriod::Total => Period::Eternity,
+        }
+    }
+
+    /// The budget period counted in `period`'s buckets, if any.
+    pub fn of(period: Period) -> Option<BudgetPeriod> {
+        BudgetPeriod::ALL.into_iter().find(|p| p.period() == period)
+    }
+
+    /// How people name a budget of this period: `daily`, …, `total`.
+    pub fn adjective(self) -> &'static str {
+        match self {
+            BudgetPeriod::Day => "daily",
+            BudgetPeriod::Week => "weekly",
+            BudgetPeriod::Month => "monthly",
+            BudgetPeriod::Total => "total",
         }
     }
 
@@ -337,12 +354,16 @@ pub fn account_budget_limits(account: &Account) -> Vec<UsageLimit> {
 }
 
 /// What a request that cost `nanos` through `key` adds to the spend
-/// counters: the application's and the key's (rotations share one).
-pub fn spend_deltas(key: &ApiKey, nanos: u64) -> [(String, u64); 2] {
-    [
-        (SPEND.to_owned(), nanos),
-        (key_spend_metric(key.spend_lineage()), nanos),
-    ]
+/// counters: the application's and the key's (rotations share one). A
+/// free request adds nothing and names no key counter (no allocation on
+/// the request path).
+pub fn spend_deltas(key: &ApiKey, nanos: u64) -> [(Cow<'static, str>, u64); 2] {
+    let key_metric = if nanos > 0 {
+        Cow::Owned(key_spend_metric(key.spend_lineage()))
+    } else {
+        Cow::Borrowed("")
+    };
+    [(Cow::Borrowed(SPEND), nanos), (key_metric, nanos)]
 }
 
 /// Nanos as an amount of money, rounded up to the micro (what is shown).
@@ -447,6 +468,15 @@ mod tests {
         assert_eq!(read, budget("2.5", BudgetPeriod::Week, BudgetMode::Hard));
         assert!(serde_json::from_str::<Budget>(r#"{"amount": 1, "period": "year"}"#).is_err());
         assert!(serde_json::from_str::<Budget>(r#"{"amount": -1, "period": "day"}"#).is_err());
+    }
+
+    #[test]
+    fn periods_name_their_buckets() {
+        for period in BudgetPeriod::ALL {
+            assert_eq!(BudgetPeriod::of(period.period()), Some(period));
+        }
+        assert_eq!(BudgetPeriod::of(Period::Hour), None);
+        assert_eq!(BudgetPeriod::Total.adjective(), "total");
     }
 
     #[test]
