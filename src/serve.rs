@@ -167,7 +167,41 @@ fn proxy_options(config: &MaasConfig, overrides: &ProxyOverrides) -> ProxyOption
             }
         }),
         spool_required: config.store.spool_dir.is_some(),
+        access_tokens: access_token_settings(config),
     }
+}
+
+/// `access_tokens:` as the proxy takes it; none when not enabled.
+fn access_token_settings(config: &MaasConfig) -> Option<maas_proxy::identity::AccessTokenSettings> {
+    use maas_proxy::identity::jwks::KeySource;
+    use maas_proxy::identity::jwt::{JwsAlg, TokenRules};
+    let tokens = &config.access_tokens;
+    if !tokens.enabled {
+        return None;
+    }
+    // Validated: enabled access tokens have an issuer and an audience.
+    let issuer = config.access_token_issuer()?.to_owned();
+    Some(maas_proxy::identity::AccessTokenSettings {
+        rules: TokenRules {
+            issuer: issuer.clone(),
+            audience: tokens.audience.clone()?,
+            algorithms: tokens
+                .algorithms
+                .iter()
+                .filter_map(|name| JwsAlg::parse(name))
+                .collect(),
+            leeway_secs: i64::from(tokens.leeway_secs),
+        },
+        keys: KeySource {
+            issuer,
+            jwks_url: tokens.jwks_url.clone(),
+            min_refresh: Duration::from_secs(u64::from(tokens.jwks_min_refresh_secs)),
+            max_age: Duration::from_secs(u64::from(tokens.jwks_max_age_secs)),
+            timeout: Duration::from_secs(5),
+        },
+        organization_claim: config.access_token_organization_claim().to_owned(),
+        groups_claim: tokens.groups_claim.clone(),
+    })
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -490,4 +524,17 @@ pub fn portal(config_path: Option<&Path>) -> Result<()> {
         .context("serving the admin API")?;
     runtime.block_on(store.flush()).context("flushing the store")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// maas.yaml accepts exactly the algorithms the proxy verifies.
+    #[test]
+    fn configurable_token_algorithms_are_the_verified_ones() {
+        let verified: Vec<&str> = maas_proxy::identity::jwt::JwsAlg::ALL
+            .iter()
+            .map(|a| a.name())
+            .collect();
+        assert_eq!(verified, maas_conf::TOKEN_ALGORITHMS);
+    }
 }

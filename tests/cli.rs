@@ -815,7 +815,7 @@ fn create_key_prints_a_working_key_once() {
             .await
             .unwrap()
             .expect("the key works");
-        assert_eq!(context.key.label, "ci");
+        assert_eq!(context.key().unwrap().label, "ci");
     });
 }
 

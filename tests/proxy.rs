@@ -29,5 +29,6 @@ mod proxy {
     mod sdk;
     mod shutdown;
     mod streaming;
+    mod tokens;
     mod upstream_tls;
 }

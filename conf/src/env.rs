@@ -54,6 +54,15 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "MAAS_SSO_CLIENT_SECRET",
         "secret: OIDC client secret (or sso.client_secret_file)",
     ),
+    ("MAAS_ACCESS_TOKENS_ENABLED", "access_tokens.enabled (true | false)"),
+    ("MAAS_ACCESS_TOKENS_ISSUER_URL", "access_tokens.issuer_url"),
+    ("MAAS_ACCESS_TOKENS_AUDIENCE", "access_tokens.audience"),
+    ("MAAS_ACCESS_TOKENS_JWKS_URL", "access_tokens.jwks_url"),
+    ("MAAS_ACCESS_TOKENS_LEEWAY_SECS", "access_tokens.leeway_secs"),
+    (
+        "MAAS_ACCESS_TOKENS_JWKS_MIN_REFRESH_SECS",
+        "access_tokens.jwks_min_refresh_secs",
+    ),
     ("MAAS_ALERTS_WEBHOOK_URL", "alerts.webhook_url"),
     ("MAAS_ALERTS_INTERVAL_MS", "alerts.interval_ms"),
     (
@@ -195,6 +204,15 @@ pub fn apply_environment(config: &mut MaasConfig, lookup: &dyn Fn(&str) -> Optio
     env.choice("MAAS_LOG_FORMAT", &mut config.logging.format);
     env.string("MAAS_KEY_PREFIX", &mut config.keys.prefix);
 
+    env.parse("MAAS_ACCESS_TOKENS_ENABLED", &mut config.access_tokens.enabled);
+    env.optional("MAAS_ACCESS_TOKENS_ISSUER_URL", &mut config.access_tokens.issuer_url);
+    env.optional("MAAS_ACCESS_TOKENS_AUDIENCE", &mut config.access_tokens.audience);
+    env.optional("MAAS_ACCESS_TOKENS_JWKS_URL", &mut config.access_tokens.jwks_url);
+    env.parse("MAAS_ACCESS_TOKENS_LEEWAY_SECS", &mut config.access_tokens.leeway_secs);
+    env.parse(
+        "MAAS_ACCESS_TOKENS_JWKS_MIN_REFRESH_SECS",
+        &mut config.access_tokens.jwks_min_refresh_secs,
+    );
     env.optional("MAAS_ALERTS_WEBHOOK_URL", &mut config.alerts.webhook_url);
     env.parse("MAAS_ALERTS_INTERVAL_MS", &mut config.alerts.interval_ms);
     let alerts_file = config.alerts.webhook_secret_file.clone();

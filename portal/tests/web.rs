@@ -76,7 +76,7 @@ async fn a_developer_signs_up_creates_an_application_and_gets_a_key() {
     let again = browser.get(&format!("/applications/{id}")).await;
     assert!(!again.body.contains(&secret), "shown only once");
     assert!(
-        again.body.contains(&context.key.masked()),
+        again.body.contains(&context.key().unwrap().masked()),
         "listed by prefix and last 4"
     );
 
@@ -99,7 +99,9 @@ async fn a_developer_signs_up_creates_an_application_and_gets_a_key() {
         .await
         .unwrap()
         .unwrap()
-        .key;
+        .key()
+        .unwrap()
+        .clone();
     let revoked = browser
         .post(&format!("/keys/{}/revoke", extra.id), &[("csrf", &csrf)])
         .await;
@@ -107,7 +109,7 @@ async fn a_developer_signs_up_creates_an_application_and_gets_a_key() {
     // A rotation sent again rotates nothing more.
     let stale_rotation = browser
         .post(
-            &format!("/keys/{}/rotate", context.key.id),
+            &format!("/keys/{}/rotate", context.key().unwrap().id),
             &[("csrf", &csrf), ("grace_hours", "24"), ("keys_seen", "1")],
         )
         .await;
@@ -117,14 +119,14 @@ async fn a_developer_signs_up_creates_an_application_and_gets_a_key() {
     // Rotation: a new key, the old one keeps working for the grace period.
     let rotated = browser
         .post(
-            &format!("/keys/{}/rotate", context.key.id),
+            &format!("/keys/{}/rotate", context.key().unwrap().id),
             &[("csrf", &csrf), ("grace_hours", "24")],
         )
         .await;
     assert_eq!(rotated.status, StatusCode::CREATED);
     let new_secret = shown_secret(&rotated.body).unwrap();
     assert_ne!(new_secret, secret);
-    let old = portal.store.get_key(&context.key.id).await.unwrap().unwrap();
+    let old = portal.store.get_key(&context.key().unwrap().id).await.unwrap().unwrap();
     assert!(old.expires_at.is_some() && old.is_usable_at(time::OffsetDateTime::now_utc()));
     // Revocation: refused from now on.
     let new_key = portal
@@ -133,7 +135,9 @@ async fn a_developer_signs_up_creates_an_application_and_gets_a_key() {
         .await
         .unwrap()
         .unwrap()
-        .key;
+        .key()
+        .unwrap()
+        .clone();
     // The page's Revoke asks first (a page: no script runs here) and
     // revokes nothing until confirmed.
     let page = browser.get(&format!("/applications/{id}")).await;
@@ -382,7 +386,9 @@ async fn another_accounts_applications_do_not_exist_for_you() {
         .await
         .unwrap()
         .unwrap()
-        .key;
+        .key()
+        .unwrap()
+        .clone();
 
     let mut eve = portal.browser();
     eve.sign_up("Evil Corp", &email("eve")).await;
@@ -784,7 +790,9 @@ async fn keys_show_their_last_use_and_deleting_an_application_asks_first() {
         .await
         .unwrap()
         .unwrap()
-        .key;
+        .key()
+        .unwrap()
+        .clone();
     let row = |body: &str| {
         let at = body.find(&key.masked()).expect("the key is listed");
         text(&body[at..body[at..].find("</tr>").unwrap() + at])

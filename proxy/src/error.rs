@@ -78,6 +78,51 @@ impl ApiError {
         )
     }
 
+    /// An access token that is not valid, and what is wrong with it.
+    pub fn invalid_token(why: &str) -> ApiError {
+        ApiError::new(
+            401,
+            "invalid_request_error",
+            "invalid_api_key",
+            "invalid_token",
+            format!("Invalid access token: {why}."),
+        )
+    }
+
+    pub fn tokens_not_configured() -> ApiError {
+        ApiError::new(
+            401,
+            "invalid_request_error",
+            "invalid_api_key",
+            "invalid_token",
+            "This gateway verifies no access tokens (no issuer is configured in `access_tokens`); use an API key."
+                .into(),
+        )
+    }
+
+    /// A valid token whose groups give none of the product's plans.
+    pub fn not_entitled(product: &str) -> ApiError {
+        ApiError::new(
+            403,
+            "permission_error",
+            "not_entitled",
+            "not_entitled",
+            format!("Your access token's groups give no plan of product `{product}`; ask to join a group that does."),
+        )
+    }
+
+    pub fn token_keys_unavailable() -> ApiError {
+        ApiError::new(
+            503,
+            "server_error",
+            "service_unavailable",
+            "token_keys_unavailable",
+            "The gateway cannot verify access tokens right now: the identity provider's keys could not be \
+             fetched. Retry shortly."
+                .into(),
+        )
+    }
+
     pub fn malformed_credentials(what: &str) -> ApiError {
         ApiError::new(
             401,

@@ -6,6 +6,8 @@
 //!   request phase, which runs the stages below in order and answers
 //!   refusals; the only place besides [`server`] (wiring) and
 //!   [`record::metrics`]' `/metrics` endpoint that knows Pingora.
+//! - [`identity`]: access tokens of the company identity provider, for
+//!   products that take them instead of API keys.
 //! - [`request`]: the path's normal form, the key, the product, mapping
 //!   rules, the body's facts and the body sent upstream.
 //! - [`limits`]: plan limits (strict or local), token holds, what a request
@@ -24,6 +26,7 @@
 pub mod error;
 #[cfg(test)]
 mod flaky_store;
+pub mod identity;
 pub mod limits;
 pub mod phases;
 pub mod record;

@@ -53,6 +53,8 @@ pub struct ProxyOptions {
     pub outage: OutagePolicy,
     /// Where usage the store does not take is spooled (none: memory only).
     pub spool: Option<SpoolSettings>,
+    /// The issuer whose access tokens products with `oidc` take.
+    pub access_tokens: Option<crate::identity::AccessTokenSettings>,
     /// Whether a spool that cannot be opened stops the start (it was
     /// configured), or only leaves usage in memory (the default place).
     pub spool_required: bool,
@@ -98,6 +100,12 @@ impl Proxy {
             options.access_log,
         );
         state.overhead_header = options.overhead_header;
+        if let Some(settings) = &options.access_tokens {
+            state.tokens = Some(crate::identity::TokenVerifier::new(
+                settings.clone(),
+                Handle::current(),
+            )?);
+        }
         let state = Arc::new(state);
         match state.reload_catalog().await {
             Ok(()) => {}

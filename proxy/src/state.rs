@@ -174,6 +174,9 @@ pub struct ProxyState {
     pub access_log: bool,
     /// Send `x-maas-overhead-us` on proxied responses.
     pub overhead_header: bool,
+    /// Verifies access tokens (`access_tokens:` in maas.yaml); none when
+    /// no issuer is configured, and products taking `oidc` refuse tokens.
+    pub tokens: Option<crate::identity::TokenVerifier>,
     /// False while the last catalog reload failed (the previous catalog is
     /// still served): readiness reports it.
     catalog_current: AtomicBool,
@@ -228,6 +231,7 @@ impl ProxyState {
             max_body_bytes,
             access_log,
             overhead_header: false,
+            tokens: None,
             catalog_current: AtomicBool::new(false),
             catalog_loaded: AtomicBool::new(false),
             catalog_error: std::sync::Mutex::new(None),
@@ -337,6 +341,12 @@ impl ProxyState {
         }
     }
 
+    fn forget_token_callers(&self) {
+        if let Some(tokens) = &self.tokens {
+            tokens.forget_callers();
+        }
+    }
+
     /// Applies one change event to the caches; `true` when the catalog
     /// must be reloaded.
     pub fn apply_change(&self, change: &Change) -> bool {
@@ -356,15 +366,18 @@ impl ProxyState {
             // Applications, accounts and plans are inside cached contexts.
             Change::Application { .. } | Change::Account { .. } => {
                 self.keys.invalidate_all();
+                self.forget_token_callers();
                 false
             }
             Change::User { .. } => false,
             Change::Catalog { .. } | Change::Release { .. } => {
                 self.keys.invalidate_all();
+                self.forget_token_callers();
                 true
             }
             Change::Resync => {
                 *self.keys_fresh_after.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                self.forget_token_callers();
                 true
             }
         }

@@ -36,7 +36,16 @@ async fn every_auth_location_works_and_bad_keys_get_401() {
     }
 
     // The key's last use reaches the store by the minute, within a flush.
-    let key_id = gw.store.lookup_key(&KeyHash::of(&key)).await.unwrap().unwrap().key.id;
+    let key_id = gw
+        .store
+        .lookup_key(&KeyHash::of(&key))
+        .await
+        .unwrap()
+        .unwrap()
+        .key()
+        .unwrap()
+        .id
+        .clone();
     let deadline = Instant::now() + Duration::from_secs(10);
     let last_used = loop {
         if let Some(at) = gw.store.keys_last_used(std::slice::from_ref(&key_id)).await.unwrap()[0] {
@@ -93,8 +102,10 @@ async fn every_auth_location_works_and_bad_keys_get_401() {
         .await
         .unwrap()
         .unwrap()
-        .key
-        .id;
+        .key()
+        .unwrap()
+        .id
+        .clone();
     gw.store
         .set_key_expiry(
             &expiring_id,
@@ -139,7 +150,16 @@ async fn revocation_reaches_a_second_proxy_within_a_second() {
         let response = gw.chat(&proxy.base, &key, "chat-a").await;
         assert_eq!(response.status(), 200);
     }
-    let key_id = gw.store.lookup_key(&KeyHash::of(&key)).await.unwrap().unwrap().key.id;
+    let key_id = gw
+        .store
+        .lookup_key(&KeyHash::of(&key))
+        .await
+        .unwrap()
+        .unwrap()
+        .key()
+        .unwrap()
+        .id
+        .clone();
     let revoked_at = Instant::now();
     gw.store.revoke_key(&key_id).await.unwrap();
     for proxy in &gw.proxies {

@@ -275,8 +275,10 @@ async fn usage_by_key_and_by_model_adds_up_to_the_applications() {
         .await
         .unwrap()
         .unwrap()
-        .key
-        .id;
+        .key()
+        .unwrap()
+        .id
+        .clone();
     let base = format!("{}/alpha", gw.base());
     for _ in 0..3 {
         assert_eq!(gw.chat(&base, &first, "chat-a").await.status(), 200);

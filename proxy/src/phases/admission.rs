@@ -7,8 +7,6 @@
 //! JSON whatever its `Content-Type` says, because that is how the model
 //! server reads it. Every later stage sees only the normalised request.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use maas_store::model::{
     ApplicationState, AuthContext, BudgetScope, CredentialLocation, KeyHash, SpendRates, TOKEN_METRICS,
@@ -26,6 +24,7 @@ use crate::phases::reply::respond;
 use crate::phases::request_body::read_body;
 use crate::phases::request_ctx::all_limits;
 use crate::phases::service::{MaasProxy, RequestCtx};
+use crate::phases::token_auth::{Caller, presented_token};
 use crate::record::metrics::METRICS;
 use crate::request::body::{RequestFacts, inspect_json, is_json_content_type, looks_like_json};
 use crate::request::cors;
@@ -82,10 +81,10 @@ struct Target {
 }
 
 /// What routing found: a product's endpoint, or the shared `/v1`.
-struct Routed {
-    index: Option<usize>,
+pub(crate) struct Routed {
+    pub(crate) index: Option<usize>,
     /// The path below the product's prefix (the shared endpoint's whole path).
-    api_path: String,
+    pub(crate) api_path: String,
 }
 
 /// The body as the model server will read it.
@@ -114,17 +113,13 @@ impl MaasProxy {
             return Ok(Ok(Next::Answered));
         }
         or_refuse!(check_method(ctx, &catalog, &target, &routed));
-        let auth = next!(self.authenticate(session, ctx, &catalog, &target, &routed).await);
+        let caller = next!(self.authenticate(session, ctx, &catalog, &target, &routed).await);
         let endpoint = Endpoint::of_path(&routed.api_path);
         let body = next!(self.read_request_body(session, ctx, &routed, endpoint).await);
         let endpoint = match endpoint {
             Endpoint::Invocations => or_refuse!(body.facts.invoked.ok_or_else(ApiError::unknown_invocation)),
             endpoint => endpoint,
         };
-        ctx.budget_limits = budget_limits(&auth.application, &auth.key);
-        ctx.account_limits = account_budget_limits(&auth.account);
-        let held = auth.plan.limits_tokens() || !ctx.budget_limits.is_empty() || !ctx.account_limits.is_empty();
-        or_refuse!(refuse_unmeterable(endpoint, &body.facts, held));
         ctx.model = body.facts.model.clone();
         ctx.stream = body.facts.stream;
         ctx.json_body = body.json && endpoint.is_inference();
@@ -133,14 +128,35 @@ impl MaasProxy {
             ctx.model = Some(id.clone());
         }
         let is_model_list = models_request == Some(ModelsRequest::List);
-        let product_index = or_refuse!(product_for(
-            &catalog,
-            &routed,
-            &auth,
-            ctx.model.as_deref(),
-            is_model_list
-        ));
+        let (auth, product_index) = match caller {
+            Caller::Key(auth) => {
+                let index = or_refuse!(product_for(
+                    &catalog,
+                    &routed,
+                    &auth,
+                    ctx.model.as_deref(),
+                    is_model_list
+                ));
+                (auth, index)
+            }
+            Caller::Token(token) => {
+                let index = match routed.index {
+                    Some(index) => index,
+                    None => or_refuse!(MaasProxy::token_product(
+                        &catalog,
+                        &token,
+                        ctx.model.as_deref(),
+                        is_model_list
+                    )),
+                };
+                (or_refuse!(self.admit_token(ctx, &catalog, index, &token).await), index)
+            }
+        };
         ctx.product = Some(product_index);
+        ctx.budget_limits = budget_limits(&auth.application, auth.key());
+        ctx.account_limits = account_budget_limits(&auth.account);
+        let held = auth.plan.limits_tokens() || !ctx.budget_limits.is_empty() || !ctx.account_limits.is_empty();
+        or_refuse!(refuse_unmeterable(endpoint, &body.facts, held));
         let route = catalog.routes.product(product_index);
         if let Some(model) = ctx.model.as_deref()
             && !route.product.models.is_empty()
@@ -250,7 +266,8 @@ impl MaasProxy {
     }
 
     /// The key from the product's locations, checked, looked up, and its
-    /// application's state and subscription checked.
+    /// application's state and subscription checked; or, on a product
+    /// taking them, an access token, verified.
     async fn authenticate(
         &self,
         session: &Session,
@@ -258,13 +275,17 @@ impl MaasProxy {
         catalog: &ServingCatalog,
         target: &Target,
         routed: &Routed,
-    ) -> Stage<Arc<AuthContext>> {
+    ) -> Stage<Caller> {
+        let headers = &session.req_header().headers;
+        let authorization = headers.get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
+        if let Some(token) = presented_token(authorization, catalog, routed) {
+            return Ok(self.verify_token(ctx, token).await);
+        }
         let credentials = match routed.index {
             Some(index) => &catalog.routes.product(index).product.credentials,
             None => &catalog.shared_credentials,
         };
         let custom_header = credentials.header_name.to_ascii_lowercase();
-        let headers = &session.req_header().headers;
         let found = extract_key(
             &RequestCredentials {
                 authorization: headers.get(http::header::AUTHORIZATION).map(|v| v.as_bytes()),
@@ -307,17 +328,13 @@ impl MaasProxy {
         };
         drop(secret);
         let now = OffsetDateTime::now_utc();
-        if !auth.key.is_usable_at(now) {
+        let Some(key) = auth.key().filter(|key| key.is_usable_at(now)) else {
             return Ok(Err(ApiError::invalid_key()));
-        }
+        };
         // Used, whatever is decided next: its owner sees it is in use.
-        self.state.key_uses.note(&auth.key.id, now.unix_timestamp());
+        self.state.key_uses.note(&key.id, now.unix_timestamp());
         ctx.auth = Some(auth.clone());
-        match auth.application.state {
-            ApplicationState::Live => {}
-            ApplicationState::Pending => return Ok(Err(ApiError::application_pending(&auth.application.name))),
-            ApplicationState::Suspended => return Ok(Err(ApiError::application_suspended(&auth.application.name))),
-        }
+        or_refuse!(check_application_state(&auth));
         if let Some(index) = routed.index {
             let product = &catalog.routes.product(index).product;
             if product.system_name != auth.application.product {
@@ -325,7 +342,7 @@ impl MaasProxy {
                 return Ok(Err(ApiError::not_subscribed(model)));
             }
         }
-        Ok(Ok(auth))
+        Ok(Ok(Caller::Key(auth)))
     }
 
     /// The whole body, before the peer is chosen, read as the model server
@@ -449,11 +466,20 @@ impl MaasProxy {
 /// `Retry-After` of a request refused because the store does not answer:
 /// about the breaker's probe interval, so a retry finds the store if it is
 /// back.
-const STORE_RETRY_SECS: u64 = 2;
+pub(crate) const STORE_RETRY_SECS: u64 = 2;
 
 /// The longest `Retry-After` the OpenAI SDKs wait out before retrying (60 s);
 /// past it they retry sooner than the limit resets.
 pub(super) const SDK_RETRY_HORIZON_SECS: u64 = 60;
+
+/// Only a live application's callers are served.
+pub(crate) fn check_application_state(auth: &AuthContext) -> Result<(), ApiError> {
+    match auth.application.state {
+        ApplicationState::Live => Ok(()),
+        ApplicationState::Pending => Err(ApiError::application_pending(&auth.application.name)),
+        ApplicationState::Suspended => Err(ApiError::application_suspended(&auth.application.name)),
+    }
+}
 
 /// The method, host and normalised path; a path with no safe normal form
 /// is refused.

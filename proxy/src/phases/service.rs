@@ -526,6 +526,7 @@ fn log_request(
     now: OffsetDateTime,
 ) {
     let request = session.req_header();
+    let token_caller = ctx.auth.as_ref().and_then(|a| a.credential.token());
     AccessLogLine {
         ts: now,
         method: request.method.as_str(),
@@ -534,7 +535,9 @@ fn log_request(
         product,
         application_id: ctx.auth.as_ref().map(|a| a.application.id.as_str()),
         application: ctx.auth.as_ref().map(|a| a.application.name.as_str()),
-        key: ctx.auth.as_ref().map(|a| a.key.masked()),
+        key: ctx.auth.as_ref().and_then(|a| a.key()).map(|key| key.masked()),
+        token_client: token_caller.map(|caller| caller.client_id.as_str()),
+        user: token_caller.and_then(|caller| caller.user.as_deref()),
         model: ctx.model.as_deref(),
         backend: ctx.upstream.as_ref().map(|u| u.backend.system_name.as_str()),
         rejected: ctx.rejected,

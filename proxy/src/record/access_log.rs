@@ -30,6 +30,10 @@ pub struct AccessLogLine<'a> {
     pub application_id: Option<&'a str>,
     pub application: Option<&'a str>,
     pub key: Option<String>,
+    /// The identity provider's client of an access token, and the person
+    /// it was issued to (`sub`), for callers without a key.
+    pub token_client: Option<&'a str>,
+    pub user: Option<&'a str>,
     pub model: Option<&'a str>,
     pub backend: Option<&'a str>,
     pub rejected: Option<&'a str>,
@@ -58,6 +62,8 @@ impl Default for AccessLogLine<'_> {
             application_id: None,
             application: None,
             key: None,
+            token_client: None,
+            user: None,
             model: None,
             backend: None,
             rejected: None,
@@ -133,6 +139,8 @@ impl AccessLogLine<'_> {
         line.optional("application_id", self.application_id);
         line.optional("application", self.application);
         line.optional("key", self.key.as_deref());
+        line.optional("token_client", self.token_client);
+        line.optional("user", self.user);
         line.optional("model", self.model);
         line.optional("backend", self.backend);
         line.optional("rejected", self.rejected);

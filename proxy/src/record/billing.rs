@@ -72,7 +72,7 @@ impl MaasProxy {
         };
         let cost = ctx.rates.cost(usage.prompt_tokens, usage.completion_tokens);
         if bill.is_some() || ctx.hold.is_some() {
-            let [application_spend, key_spend] = spend_deltas(&auth.key, cost);
+            let [application_spend, key_spend] = spend_deltas(auth.key(), cost);
             let limits = all_limits(&auth.plan, &ctx.budget_limits);
             self.state
                 .limiter

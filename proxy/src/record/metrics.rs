@@ -67,6 +67,10 @@ pub struct ProxyMetrics {
     pub unmetered_answers: IntCounterVec,
     pub prompts_tokenized: IntCounterVec,
     pub key_lookups: KeyLookups,
+    /// Access tokens presented, by outcome (`accepted`, or why refused).
+    pub access_tokens: IntCounterVec,
+    /// Fetches of the issuer's signing keys, by outcome (`ok`, `error`).
+    pub jwks_fetches: IntCounterVec,
     pub changes_applied: IntCounterVec,
     /// The store's circuit breaker: 0 closed, 1 open, 2 half-open.
     pub store_breaker_state: IntGauge,
@@ -258,6 +262,18 @@ impl ProxyMetrics {
                     store: outcomes.with_label_values(&["store"]),
                 }
             },
+            access_tokens: counter(
+                &registry,
+                "maas_access_tokens_total",
+                "Access tokens presented instead of API keys, by outcome: accepted, or the reason refused",
+                &["outcome"],
+            ),
+            jwks_fetches: counter(
+                &registry,
+                "maas_jwks_fetches_total",
+                "Fetches of the token issuer's signing keys (JWKS), by outcome: ok, error",
+                &["outcome"],
+            ),
             changes_applied: counter(
                 &registry,
                 "maas_store_changes_total",

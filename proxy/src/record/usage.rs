@@ -219,7 +219,7 @@ impl UsageSink {
         let values = [1, usage.prompt_tokens, usage.completion_tokens, cost];
         let (at, periods) = (at.unix_timestamp(), Breakdown::periods());
         let by = [
-            Some(Breakdown::Key(&auth.key.id)),
+            auth.key().map(|key| Breakdown::Key(&key.id)),
             (!model.is_empty()).then_some(Breakdown::Model(model)),
         ];
         let mut name = String::with_capacity(96);

@@ -66,7 +66,8 @@ fn has_scheme(value: &[u8], scheme: &[u8]) -> bool {
     value.len() > scheme.len() && value[..scheme.len()].eq_ignore_ascii_case(scheme) && value[scheme.len()] == b' '
 }
 
-fn bearer(value: &[u8]) -> Option<&str> {
+/// The credential of an `Authorization: Bearer` header.
+pub fn bearer(value: &[u8]) -> Option<&str> {
     if !has_scheme(value, b"bearer") {
         return None;
     }

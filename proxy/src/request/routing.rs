@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use maas_store::CatalogSnapshot;
-use maas_store::model::Product;
+use maas_store::model::{Plan, Product};
 
 use crate::request::mapping::MappingRules;
 
@@ -14,6 +14,8 @@ use crate::request::mapping::MappingRules;
 pub struct ProductRoute {
     pub product: Product,
     pub rules: MappingRules,
+    /// Its plans, for token callers (whose plan comes from their groups).
+    pub plans: Vec<Plan>,
 }
 
 /// Routes of one catalog revision; rebuilt when the catalog changes.
@@ -50,6 +52,12 @@ impl RouteTable {
             .map(|product| ProductRoute {
                 rules: MappingRules::compile(product),
                 product: product.clone(),
+                plans: catalog
+                    .plans
+                    .iter()
+                    .filter(|plan| plan.product == product.system_name)
+                    .cloned()
+                    .collect(),
             })
             .collect();
         let mut by_model = HashMap::new();

@@ -49,7 +49,7 @@ fn ask(id: &str, prompt: u64, completion_max: u64) -> TokenHold {
 /// nanos, or `None` when refused.
 async fn spend_once(store: &Store, app: &str, key: &ApiKey, hold: TokenHold) -> Option<u64> {
     let application = store.get_application(app).await.unwrap().unwrap();
-    let limits = budget_limits(&application, key);
+    let limits = budget_limits(&application, Some(key));
     let now = store.clock().now();
     let (admission, granted) = store
         .reserve_and_record(app, &limits, &[("hits", 1)], &hold, now)
@@ -59,7 +59,7 @@ async fn spend_once(store: &Store, app: &str, key: &ApiKey, hold: TokenHold) -> 
         return None;
     }
     let cost = RATES.cost(hold.prompt, granted.unwrap_or(hold.completion_max));
-    let records: Vec<UsageRecord> = spend_deltas(key, cost)
+    let records: Vec<UsageRecord> = spend_deltas(Some(key), cost)
         .iter()
         .map(|(metric, value)| UsageRecord::new(app, metric, *value, now))
         .collect();

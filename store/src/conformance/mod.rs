@@ -18,6 +18,7 @@ mod proxies;
 pub mod servers;
 mod teams;
 mod tenancy;
+mod token_clients;
 mod usage;
 
 use std::future::Future;
@@ -36,6 +37,7 @@ pub use own_account::*;
 pub use proxies::*;
 pub use teams::*;
 pub use tenancy::*;
+pub use token_clients::*;
 pub use usage::*;
 
 use crate::changes::{Change, ChangeSubscription};
@@ -75,6 +77,7 @@ macro_rules! conformance_cases {
             company_sign_in_joins_only_bound_accounts,
             moved_users_change_account_and_lose_their_sessions,
             mixed_accounts_are_bound_or_split_by_hand,
+            token_clients_get_one_application_each,
             key_lookup_by_hash,
             revoked_and_expired_keys_are_not_found,
             key_rotation_overlaps,

@@ -428,7 +428,7 @@ pub async fn key_lookup_by_hash<F: Fixture>(fixture: &F) {
         .await
         .unwrap()
         .expect("the key resolves");
-    assert_eq!(context.key.id, issued.key.id);
+    assert_eq!(context.key().unwrap().id, issued.key.id);
     assert_eq!(context.application, bot);
     assert_eq!(context.account.name, "Acme");
     assert_eq!(context.plan.system_name, "standard");

@@ -318,18 +318,20 @@ impl BudgetScope {
     }
 }
 
-/// The hard budgets a request with `key` of `application` is admitted
-/// against, as limits on their spend counters (nanos) in the application's
-/// shard, checked and held in the same atomic step as the plan's limits.
-pub fn budget_limits(application: &Application, key: &ApiKey) -> Vec<UsageLimit> {
+/// The hard budgets a request with `key` (none for a token caller) of
+/// `application` is admitted against, as limits on their spend counters
+/// (nanos) in the application's shard, checked and held in the same
+/// atomic step as the plan's limits.
+pub fn budget_limits(application: &Application, key: Option<&ApiKey>) -> Vec<UsageLimit> {
     let hard = |budget: &&Budget| budget.mode == BudgetMode::Hard;
     let application_limits = application.budgets.iter().filter(hard).map(|budget| UsageLimit {
         metric: SPEND.to_owned(),
         period: budget.period.period(),
         value: budget.nanos(),
     });
-    let key_limits = key.budgets.iter().filter(hard).map(|budget| UsageLimit {
-        metric: key_spend_metric(key.spend_lineage()),
+    let key_budgets = key.map_or(&[][..], |key| &key.budgets[..]);
+    let key_limits = key_budgets.iter().filter(hard).map(|budget| UsageLimit {
+        metric: key_spend_metric(key.map_or("", ApiKey::spend_lineage)),
         period: budget.period.period(),
         value: budget.nanos(),
     });
@@ -353,17 +355,16 @@ pub fn account_budget_limits(account: &Account) -> Vec<UsageLimit> {
         .collect()
 }
 
-/// What a request that cost `nanos` through `key` adds to the spend
-/// counters: the application's and the key's (rotations share one). A
-/// free request adds nothing and names no key counter (no allocation on
-/// the request path).
-pub fn spend_deltas(key: &ApiKey, nanos: u64) -> [(Cow<'static, str>, u64); 2] {
-    let key_metric = if nanos > 0 {
-        Cow::Owned(key_spend_metric(key.spend_lineage()))
-    } else {
-        Cow::Borrowed("")
+/// What a request that cost `nanos` through `key` (none for a token
+/// caller) adds to the spend counters: the application's and the key's
+/// (rotations share one). A free request adds nothing and names no key
+/// counter (no allocation on the request path).
+pub fn spend_deltas(key: Option<&ApiKey>, nanos: u64) -> [(Cow<'static, str>, u64); 2] {
+    let key_spend = match key {
+        Some(key) if nanos > 0 => (Cow::Owned(key_spend_metric(key.spend_lineage())), nanos),
+        _ => (Cow::Borrowed(""), 0),
     };
-    [(Cow::Borrowed(SPEND), nanos), (key_metric, nanos)]
+    [(Cow::Borrowed(SPEND), nanos), key_spend]
 }
 
 /// Nanos as an amount of money, rounded up to the micro (what is shown).

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::admission::{Priority, QueuePolicy, Saturation};
 use super::money::Money;
+use super::token_access::{AuthMethod, TokenPlanRule};
 use crate::period::Period;
 
 /// The metric every request counts; methods are its children (3scale).
@@ -192,6 +193,16 @@ pub struct Product {
     pub backend_path: String,
     #[serde(default, skip_serializing_if = "is_default")]
     pub credentials: CredentialSettings,
+    /// The credentials it takes: API keys, the identity provider's access
+    /// tokens, or both ([`AuthMethod`]); API keys alone by default.
+    #[serde(
+        default = "super::token_access::api_key_only",
+        skip_serializing_if = "super::token_access::is_api_key_only"
+    )]
+    pub auth: Vec<AuthMethod>,
+    /// The plan a token caller is on, by its groups ([`TokenPlanRule`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub token_plans: Vec<TokenPlanRule>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<CorsPolicy>,
     #[serde(default, skip_serializing_if = "is_default")]
@@ -258,6 +269,10 @@ impl Product {
         BUILTIN_METRICS.contains(&name)
             || self.metrics.iter().any(|m| m.system_name == name)
             || self.effective_methods().iter().any(|m| m.system_name == name)
+    }
+
+    pub fn accepts(&self, method: AuthMethod) -> bool {
+        self.auth.contains(&method)
     }
 
     /// Display name, falling back to the system name.

@@ -7,6 +7,7 @@ pub mod key;
 pub mod money;
 pub mod pattern;
 pub mod tenancy;
+pub mod token_access;
 
 pub use admission::{Priority, QueuePolicy, Saturation};
 pub use budget::{
@@ -18,3 +19,4 @@ pub use key::{AdminScope, AdminToken, DEFAULT_KEY_PREFIX, KeyHash, KeySecret, ha
 pub use money::Money;
 pub use pattern::PathPattern;
 pub use tenancy::*;
+pub use token_access::{AuthMethod, Credential, TokenCaller, TokenPlanRule, token_application_name, token_plan};

@@ -193,6 +193,11 @@ pub struct Application {
     /// What it may spend, set by an admin ([`Budget`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub budgets: Vec<Budget>,
+    /// The identity provider's client whose access tokens call as this
+    /// application (made on the client's first call); none for an
+    /// application of API keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_client: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -251,13 +256,22 @@ impl ApiKey {
     }
 }
 
-/// Everything the proxy needs about a key, resolved in one store call.
+/// Everything the proxy needs about a caller: its credential (an API key,
+/// resolved in one store call, or an access token), application, account
+/// and plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthContext {
-    pub key: ApiKey,
+    pub credential: super::Credential,
     pub application: Application,
     pub account: Account,
     pub plan: Plan,
+}
+
+impl AuthContext {
+    /// The API key, when the caller used one.
+    pub fn key(&self) -> Option<&ApiKey> {
+        self.credential.key()
+    }
 }
 
 /// A one-time link that lets whoever holds it join an organization in a

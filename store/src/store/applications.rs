@@ -233,6 +233,7 @@ impl Store {
             },
             requested_plan: None,
             budgets: Vec::new(),
+            token_client: None,
             created_at: now,
             updated_at: now,
         };
@@ -466,6 +467,13 @@ impl Store {
                 app.id.clone(),
             )
             .publish(Change::Application { id: app.id.clone() });
+        if let Some(client_id) = &app.token_client {
+            batch.delete(super::token_clients::token_client_key(
+                &app.account_id,
+                &app.product,
+                client_id,
+            ));
+        }
         Ok(())
     }
 }
@@ -498,6 +506,7 @@ mod tests {
             state,
             requested_plan: requested.map(str::to_owned),
             budgets: Vec::new(),
+            token_client: None,
             created_at: time::OffsetDateTime::UNIX_EPOCH,
             updated_at: time::OffsetDateTime::UNIX_EPOCH,
         }

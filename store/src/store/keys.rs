@@ -8,7 +8,7 @@ use crate::backend::{Condition, Link, WriteBatch};
 use crate::changes::Change;
 use crate::error::{StoreError, StoreResult};
 use crate::ids::new_id;
-use crate::model::{ApiKey, AuthContext, Budget, KeyHash, KeySecret};
+use crate::model::{ApiKey, AuthContext, Budget, Credential, KeyHash, KeySecret};
 
 #[derive(Debug, Clone, Default)]
 pub struct NewKey {
@@ -225,7 +225,7 @@ impl Store {
             application: decode(&format!("app:{}", key.application_id), &application)?,
             account: decode("account", &account)?,
             plan: decode("plan", &plan)?,
-            key,
+            credential: Credential::Key(key),
         }))
     }
 }

@@ -18,6 +18,7 @@ mod proxies;
 mod sessions;
 mod teams;
 mod tenancy;
+mod token_clients;
 mod usage;
 mod versions;
 

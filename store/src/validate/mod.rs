@@ -9,7 +9,9 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use crate::model::{Backend, CorsPolicy, CredentialSettings, MappingRule, PathPattern, Plan, Product, TOKEN_METRICS};
+use crate::model::{
+    AuthMethod, Backend, CorsPolicy, CredentialSettings, MappingRule, PathPattern, Plan, Product, TOKEN_METRICS,
+};
 
 /// One problem with one field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,7 +178,52 @@ pub fn validate_catalog(
             );
         }
     }
+    for (i, product) in products.iter().enumerate() {
+        let at = labels.product(i, product);
+        for (r, rule) in product.token_plans.iter().enumerate() {
+            if !plan_names.contains(&(product.system_name.as_str(), rule.plan.as_str())) {
+                errors.push(
+                    format!("{at}.token_plans[{r}].plan"),
+                    format!("product `{}` has no plan `{}`", product.system_name, rule.plan),
+                );
+            }
+        }
+    }
     errors.into_result()
+}
+
+/// `auth` names each method once, and a product taking tokens says which
+/// plan they get (a token no rule matches is refused, so none would pass).
+fn validate_auth(product: &Product, at: &str, errors: &mut ValidationErrors) {
+    if product.auth.is_empty() {
+        errors.push(format!("{at}.auth"), "list `api_key`, `oidc` or both");
+    }
+    for (i, method) in product.auth.iter().enumerate() {
+        if product.auth[..i].contains(method) {
+            errors.push(format!("{at}.auth[{i}]"), "listed twice");
+        }
+    }
+    let takes_tokens = product.accepts(AuthMethod::Oidc);
+    if takes_tokens && product.token_plans.is_empty() {
+        errors.push(
+            format!("{at}.token_plans"),
+            "a product with `oidc` in `auth` needs at least one rule: `{group, plan}`, or `{plan}` for every token",
+        );
+    }
+    if !takes_tokens && !product.token_plans.is_empty() {
+        errors.push(
+            format!("{at}.token_plans"),
+            "only products with `oidc` in `auth` take tokens: add it, or remove these rules",
+        );
+    }
+    for (r, rule) in product.token_plans.iter().enumerate() {
+        if rule.group.as_deref().is_some_and(|g| g.trim().is_empty()) {
+            errors.push(
+                format!("{at}.token_plans[{r}].group"),
+                "a group name; leave `group` out for a rule every token matches",
+            );
+        }
+    }
 }
 
 /// Lowercase letters, digits, `-`, `_`, `.`; 1 to 64 long; letter or digit first.
@@ -414,6 +461,7 @@ fn validate_product(product: &Product, at: &str, errors: &mut ValidationErrors) 
         errors.push(format!("{at}.backend_path"), "must start with `/`");
     }
     validate_credentials(&product.credentials, &format!("{at}.credentials"), errors);
+    validate_auth(product, at, errors);
     if let Some(cors) = &product.cors {
         validate_cors(cors, &format!("{at}.cors"), errors);
     }

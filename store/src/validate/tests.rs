@@ -235,3 +235,44 @@ fn saturation_thresholds_and_queue_bounds_are_checked() {
     b.saturation = Some(crate::model::Saturation::default());
     assert!(validate_catalog(&[b], &[product("chat", "gpu")], &[], &ByIndex).is_ok());
 }
+
+#[test]
+fn token_access_names_real_plans() {
+    let mut p = product("granite", "vllm");
+    p.auth = vec![crate::model::AuthMethod::ApiKey, crate::model::AuthMethod::Oidc];
+    p.token_plans = serde_json::from_value(serde_json::json!([
+        {"group": "ml-platform", "plan": "gold"}, {"plan": "standard"}, {"group": " ", "plan": "standard"}
+    ]))
+    .unwrap();
+    let errors = paths(validate_catalog(
+        &[backend("vllm")],
+        &[p.clone()],
+        &[plan("granite", "standard")],
+        &ByIndex,
+    ));
+    assert_eq!(
+        errors,
+        ["products[0].token_plans[2].group", "products[0].token_plans[0].plan"]
+    );
+
+    p.token_plans.clear();
+    p.auth.push(crate::model::AuthMethod::Oidc);
+    let errors = paths(validate_catalog(&[backend("vllm")], &[p.clone()], &[], &ByIndex));
+    assert_eq!(errors, ["products[0].auth[2]", "products[0].token_plans"]);
+
+    let mut keys_only = product("granite", "vllm");
+    keys_only.token_plans = serde_json::from_value(serde_json::json!([{"plan": "standard"}])).unwrap();
+    let errors = paths(validate_catalog(
+        &[backend("vllm")],
+        &[keys_only],
+        &[plan("granite", "standard")],
+        &ByIndex,
+    ));
+    assert_eq!(errors, ["products[0].token_plans"]);
+    let mut none = product("granite", "vllm");
+    none.auth.clear();
+    assert_eq!(
+        paths(validate_catalog(&[backend("vllm")], &[none], &[], &ByIndex)),
+        ["products[0].auth"]
+    );
+}

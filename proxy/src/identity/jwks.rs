@@ -1,0 +1,346 @@
+//! The issuer's signing keys: its JWKS document parsed into keys ready to
+//! verify ([`parse_key_set`], pure), and the cache the proxy keeps of it
+//! ([`IssuerKeys`]): fetched on first use, again when it is older than
+//! `max_age`, and at once when a token names a key it does not hold (the
+//! issuer rotated), but never more often than once per `min_refresh`,
+//! so tokens naming made-up key ids cannot make the gateway hammer the
+//! identity provider. A failed fetch keeps the keys it had.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::signature::{self, ParsedPublicKey, RsaParameters, RsaPublicKeyComponents};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use tokio::runtime::Handle;
+
+use super::jwt::{JwsAlg, TokenError, UnverifiedToken, VerifyingKey, candidates};
+
+/// The most keys read from one document, and its largest size.
+const MAX_KEYS: usize = 64;
+const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
+
+#[derive(Deserialize)]
+struct KeySetDocument {
+    keys: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct Jwk {
+    kty: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    alg: Option<String>,
+    #[serde(default, rename = "use")]
+    usage: Option<String>,
+    #[serde(default)]
+    crv: Option<String>,
+    #[serde(default)]
+    n: Option<String>,
+    #[serde(default)]
+    e: Option<String>,
+    #[serde(default)]
+    x: Option<String>,
+    #[serde(default)]
+    y: Option<String>,
+}
+
+/// The verifying keys of a JWKS document, one per (key, algorithm) among
+/// `algorithms`: a JWK naming its `alg` gets that one only, an RSA key
+/// without one every RSA algorithm allowed. Encryption keys, key types
+/// not verified here and malformed keys are skipped, so one odd key does
+/// not take the issuer's others down with it.
+pub fn parse_key_set(document: &[u8], algorithms: &[JwsAlg]) -> Result<Vec<VerifyingKey>, String> {
+    if document.len() > MAX_DOCUMENT_BYTES {
+        return Err(format!("the key set is larger than {MAX_DOCUMENT_BYTES} bytes"));
+    }
+    let set: KeySetDocument =
+        serde_json::from_slice(document).map_err(|error| format!("the key set is not a JWKS document: {error}"))?;
+    let mut keys = Vec::new();
+    for value in set.keys.into_iter().take(MAX_KEYS) {
+        let Ok(jwk) = serde_json::from_value::<Jwk>(value) else {
+            continue;
+        };
+        if jwk.usage.as_deref().is_some_and(|usage| usage != "sig") {
+            continue;
+        }
+        for alg in algorithms_of(&jwk, algorithms) {
+            if let Some(key) = verifying_key(&jwk, alg) {
+                keys.push(VerifyingKey {
+                    kid: jwk.kid.clone(),
+                    alg,
+                    key,
+                });
+            }
+        }
+    }
+    Ok(keys)
+}
+
+fn algorithms_of(jwk: &Jwk, allowed: &[JwsAlg]) -> Vec<JwsAlg> {
+    let of_type: &[JwsAlg] = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
+        ("RSA", _) => &[
+            JwsAlg::RS256,
+            JwsAlg::RS384,
+            JwsAlg::RS512,
+            JwsAlg::PS256,
+            JwsAlg::PS384,
+            JwsAlg::PS512,
+        ],
+        ("EC", Some("P-256")) => &[JwsAlg::ES256],
+        ("EC", Some("P-384")) => &[JwsAlg::ES384],
+        ("OKP", Some("Ed25519")) => &[JwsAlg::EdDSA],
+        _ => &[],
+    };
+    of_type
+        .iter()
+        .copied()
+        .filter(|alg| allowed.contains(alg))
+        .filter(|alg| jwk.alg.as_deref().is_none_or(|named| named == alg.name()))
+        .collect()
+}
+
+fn verifying_key(jwk: &Jwk, alg: JwsAlg) -> Option<ParsedPublicKey> {
+    let bytes = |part: &Option<String>| part.as_deref().and_then(|p| URL_SAFE_NO_PAD.decode(p).ok());
+    let rsa = |params: &'static RsaParameters| {
+        let (n, e) = (bytes(&jwk.n)?, bytes(&jwk.e)?);
+        RsaPublicKeyComponents { n: &n[..], e: &e[..] }
+            .to_parsed_public_key(params)
+            .ok()
+    };
+    let ec = |algorithm: &'static signature::EcdsaVerificationAlgorithm, size: usize| {
+        let (x, y) = (bytes(&jwk.x)?, bytes(&jwk.y)?);
+        if x.len() != size || y.len() != size {
+            return None;
+        }
+        let point = [&[4u8][..], &x, &y].concat();
+        ParsedPublicKey::new(algorithm, point).ok()
+    };
+    match alg {
+        JwsAlg::RS256 => rsa(&signature::RSA_PKCS1_2048_8192_SHA256),
+        JwsAlg::RS384 => rsa(&signature::RSA_PKCS1_2048_8192_SHA384),
+        JwsAlg::RS512 => rsa(&signature::RSA_PKCS1_2048_8192_SHA512),
+        JwsAlg::PS256 => rsa(&signature::RSA_PSS_2048_8192_SHA256),
+        JwsAlg::PS384 => rsa(&signature::RSA_PSS_2048_8192_SHA384),
+        JwsAlg::PS512 => rsa(&signature::RSA_PSS_2048_8192_SHA512),
+        JwsAlg::ES256 => ec(&signature::ECDSA_P256_SHA256_FIXED, 32),
+        JwsAlg::ES384 => ec(&signature::ECDSA_P384_SHA384_FIXED, 48),
+        JwsAlg::EdDSA => {
+            let x = bytes(&jwk.x).filter(|x| x.len() == 32)?;
+            ParsedPublicKey::new(&signature::ED25519, x).ok()
+        }
+    }
+}
+
+/// Where and how often the issuer's keys are fetched.
+#[derive(Debug, Clone)]
+pub struct KeySource {
+    pub issuer: String,
+    /// The JWKS address; else the `jwks_uri` of the issuer's discovery
+    /// document (`{issuer}/.well-known/openid-configuration`).
+    pub jwks_url: Option<String>,
+    pub min_refresh: Duration,
+    pub max_age: Duration,
+    pub timeout: Duration,
+}
+
+/// The keys as last fetched.
+#[derive(Debug, Default)]
+pub struct KeySet {
+    pub keys: Vec<VerifyingKey>,
+    fetched: Option<Instant>,
+}
+
+#[derive(Default)]
+struct RefreshState {
+    last_attempt: Option<Instant>,
+    jwks_url: Option<String>,
+}
+
+/// The proxy's copy of the issuer's keys.
+pub struct IssuerKeys {
+    source: KeySource,
+    algorithms: Vec<JwsAlg>,
+    client: reqwest::Client,
+    /// The control runtime: fetches run there, not on Pingora's.
+    runtime: Handle,
+    current: RwLock<Arc<KeySet>>,
+    refresh: tokio::sync::Mutex<RefreshState>,
+}
+
+impl IssuerKeys {
+    pub fn new(source: KeySource, algorithms: Vec<JwsAlg>, runtime: Handle) -> Result<IssuerKeys, String> {
+        let client = reqwest::Client::builder()
+            .timeout(source.timeout)
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .build()
+            .map_err(|error| format!("no HTTP client for the issuer's keys: {error}"))?;
+        Ok(IssuerKeys {
+            source,
+            algorithms,
+            client,
+            runtime,
+            current: RwLock::new(Arc::new(KeySet::default())),
+            refresh: tokio::sync::Mutex::new(RefreshState::default()),
+        })
+    }
+
+    fn current(&self) -> Arc<KeySet> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The key set to verify `token` with, refreshed first when
+    /// it is too old or lacks the token's key (each at most once per
+    /// `min_refresh`).
+    pub async fn for_token(&self, token: &UnverifiedToken<'_>) -> Result<Arc<KeySet>, TokenError> {
+        let mut set = self.current();
+        let stale = set.fetched.is_none_or(|at| at.elapsed() >= self.source.max_age);
+        if stale || candidates(&set.keys, token).is_empty() {
+            set = self.refresh(&set).await;
+        }
+        if set.fetched.is_none() {
+            return Err(TokenError::KeysUnavailable);
+        }
+        Ok(set)
+    }
+
+    /// Fetches the set again unless another call just did (then its result
+    /// is used) or the last attempt was under `min_refresh` ago.
+    async fn refresh(&self, seen: &Arc<KeySet>) -> Arc<KeySet> {
+        let mut state = self.refresh.lock().await;
+        let now = self.current();
+        if !Arc::ptr_eq(&now, seen) {
+            return now;
+        }
+        if state
+            .last_attempt
+            .is_some_and(|at| at.elapsed() < self.source.min_refresh)
+        {
+            return now;
+        }
+        state.last_attempt = Some(Instant::now());
+        match self.fetch(&mut state).await {
+            Ok(keys) => {
+                crate::record::metrics::METRICS
+                    .jwks_fetches
+                    .with_label_values(&["ok"])
+                    .inc();
+                tracing::info!(issuer = %self.source.issuer, keys = keys.len(), "fetched the issuer's signing keys");
+                let fresh = Arc::new(KeySet {
+                    keys,
+                    fetched: Some(Instant::now()),
+                });
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+                fresh
+            }
+            Err(error) => {
+                crate::record::metrics::METRICS
+                    .jwks_fetches
+                    .with_label_values(&["error"])
+                    .inc();
+                tracing::warn!(issuer = %self.source.issuer, %error, "the issuer's signing keys could not be fetched; the ones held are kept");
+                now
+            }
+        }
+    }
+
+    async fn fetch(&self, state: &mut RefreshState) -> Result<Vec<VerifyingKey>, String> {
+        let url = match (&self.source.jwks_url, &state.jwks_url) {
+            (Some(url), _) | (None, Some(url)) => url.clone(),
+            (None, None) => {
+                let url = self.discover().await?;
+                state.jwks_url = Some(url.clone());
+                url
+            }
+        };
+        let body = self.get(url).await?;
+        parse_key_set(&body, &self.algorithms)
+    }
+
+    /// The `jwks_uri` of the issuer's discovery document, which must name
+    /// the same issuer.
+    async fn discover(&self) -> Result<String, String> {
+        #[derive(Deserialize)]
+        struct Discovery {
+            issuer: String,
+            jwks_uri: String,
+        }
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            self.source.issuer.trim_end_matches('/')
+        );
+        let body = self.get(url.clone()).await?;
+        let discovery: Discovery =
+            serde_json::from_slice(&body).map_err(|error| format!("{url} is not a discovery document: {error}"))?;
+        if discovery.issuer != self.source.issuer {
+            return Err(format!(
+                "{url} names issuer `{}`, not `{}`",
+                discovery.issuer, self.source.issuer
+            ));
+        }
+        Ok(discovery.jwks_uri)
+    }
+
+    async fn get(&self, url: String) -> Result<bytes::Bytes, String> {
+        let client = self.client.clone();
+        let fetch = async move {
+            let response = client.get(&url).send().await.map_err(|e| format!("{url}: {e}"))?;
+            if !response.status().is_success() {
+                return Err(format!("{url} answered {}", response.status()));
+            }
+            let body = response.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+            if body.len() > MAX_DOCUMENT_BYTES {
+                return Err(format!("{url} sent more than {MAX_DOCUMENT_BYTES} bytes"));
+            }
+            Ok(body)
+        };
+        self.runtime
+            .spawn(fetch)
+            .await
+            .map_err(|error| format!("the key fetch stopped: {error}"))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::identity::jwt::tests::{TestKey, b64};
+
+    #[test]
+    fn keys_get_the_algorithms_of_their_type() {
+        let rsa = TestKey::rsa();
+        let mut named = TestKey::rsa().jwk("named");
+        named["alg"] = json!("PS256");
+        let mut encryption = TestKey::rsa().jwk("enc");
+        encryption["use"] = json!("enc");
+        let document = json!({"keys": [
+            rsa.jwk("r"), named, encryption, TestKey::ec().jwk("e"), TestKey::ed().jwk("d"),
+            {"kty": "oct", "k": b64(b"secret"), "kid": "hmac"},
+            {"kty": "RSA", "kid": "broken", "n": "!!", "e": "AQAB"},
+            {"kty": "EC", "crv": "P-256", "kid": "short", "x": b64(&[1; 31]), "y": b64(&[1; 32])},
+            {"kid": "no-type"}, 7
+        ]});
+        let keys = parse_key_set(document.to_string().as_bytes(), &JwsAlg::ALL).unwrap();
+        let of = |kid: &str| {
+            keys.iter()
+                .filter(|k| k.kid.as_deref() == Some(kid))
+                .map(|k| k.alg.name())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(of("r"), ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"]);
+        assert_eq!(of("named"), ["PS256"]);
+        assert_eq!(of("e"), ["ES256"]);
+        assert_eq!(of("d"), ["EdDSA"]);
+        for skipped in ["enc", "hmac", "broken", "short", "no-type"] {
+            assert!(of(skipped).is_empty(), "{skipped}");
+        }
+        let only_es = parse_key_set(document.to_string().as_bytes(), &[JwsAlg::ES256]).unwrap();
+        assert_eq!(only_es.len(), 1);
+        assert!(parse_key_set(b"{\"keys\": 1}", &JwsAlg::ALL).is_err());
+        assert!(parse_key_set(b"not json", &JwsAlg::ALL).is_err());
+    }
+}
