@@ -100,6 +100,20 @@ impl ApiError {
         )
     }
 
+    /// A product that takes access tokens only, asked with a key or nothing.
+    pub fn tokens_only(product: &str) -> ApiError {
+        ApiError::new(
+            401,
+            "invalid_request_error",
+            "invalid_api_key",
+            "missing_token",
+            format!(
+                "Product `{product}` takes access tokens of the company identity provider, not API keys: send one \
+                 as `Authorization: Bearer <token>`."
+            ),
+        )
+    }
+
     /// A valid token whose groups give none of the product's plans.
     pub fn not_entitled(product: &str) -> ApiError {
         ApiError::new(

@@ -32,6 +32,13 @@ products:
     path_prefix: /beta
     models: [chat-b]
     backend: sim
+  # Tokens only, of any group.
+  - system_name: omega
+    path_prefix: /omega
+    models: [chat-x]
+    backend: sim
+    auth: [oidc]
+    token_plans: [{plan: open}]
 plans:
   - product: alpha
     system_name: gold
@@ -40,6 +47,7 @@ plans:
     system_name: standard
     limits: [{metric: hits, period: minute, value: 100}]
   - {product: beta, system_name: open}
+  - {product: omega, system_name: open}
 ";
 
 /// An `oidc-provider` process issuing client-credentials tokens.
@@ -262,6 +270,61 @@ async fn access_tokens_admit_entitled_clients_and_refuse_bad_tokens() {
     assert_eq!(status, 401, "{error}");
     assert_eq!(error["code"], "invalid_api_key");
 
+    // The shared endpoint: the model names the product, the groups its plan.
+    let sales = issuer.token("sales-bot").await;
+    let response = chat(&gw, "", "chat-x", &sales).await;
+    assert_eq!(response.status(), 200, "omega takes every token of the issuer");
+    let (status, error) = error_of(chat(&gw, "", "chat-a", &sales).await).await;
+    assert_eq!((status, error["code"].as_str()), (403, Some("not_entitled")));
+    let (status, error) = error_of(chat(&gw, "", "chat-b", &token).await).await;
+    assert_eq!(status, 403, "beta takes keys only: {error}");
+    let response = chat(&gw, "", "chat-a", &token).await;
+    assert_eq!(response.status(), 200);
+    let listed: Value = gw
+        .http
+        .get(format!("{}/v1/models", gw.base()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["data"][0]["id"], "chat-a", "{listed}");
+    // A product of tokens only refuses keys, and says what it takes.
+    let (_, omega_key) = gw.app_key("keyed", "omega", "open").await;
+    let (status, error) = error_of(chat(&gw, "omega", "chat-x", &omega_key).await).await;
+    assert_eq!(status, 401);
+    assert!(error["message"].as_str().unwrap().contains("access tokens"), "{error}");
+    let (status, _) = error_of(chat(&gw, "", "chat-x", &omega_key).await).await;
+    assert_eq!(status, 401, "nor on the shared endpoint");
+    // An application an admin suspended refuses its client's tokens.
+    let seen = metric_value(&gw.metrics(0).await, "maas_store_changes_total", "kind", "application").unwrap_or(0);
+    gw.store
+        .act_on_application(
+            &app.id,
+            maas_store::ApplicationAction::Suspend,
+            maas_store::Precondition::Any,
+        )
+        .await
+        .unwrap();
+    gw.await_changes(0, "application", seen + 1).await;
+    let (status, error) = error_of(chat(&gw, "alpha", "chat-a", &token).await).await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (403, Some("application_suspended")),
+        "{error}"
+    );
+    gw.store
+        .act_on_application(
+            &app.id,
+            maas_store::ApplicationAction::Resume,
+            maas_store::Precondition::Any,
+        )
+        .await
+        .unwrap();
+    gw.await_changes(0, "application", seen + 2).await;
+
     // Another issuer with the very same signing key: the signature verifies,
     // the issuer does not.
     let impostor = Issuer::start(free_port(), &clients, &key).await;
@@ -319,6 +382,27 @@ async fn access_tokens_admit_entitled_clients_and_refuse_bad_tokens() {
     assert!(
         after <= fetches + 2,
         "{after} fetches after {fetches}: refreshes are rate-bounded"
+    );
+
+    // An issuer that does not answer: tokens wait (503), nothing is let by.
+    let silent = free_port();
+    gw.add_proxy_with_env(
+        "strict",
+        &[
+            ("MAAS_ACCESS_TOKENS_ENABLED", "true"),
+            ("MAAS_ACCESS_TOKENS_ISSUER_URL", &format!("http://127.0.0.1:{silent}")),
+            ("MAAS_ACCESS_TOKENS_AUDIENCE", AUDIENCE),
+        ],
+    );
+    let response = gw
+        .chat(&format!("{}/alpha", gw.proxies[1].base), &rotated, "chat-a")
+        .await;
+    assert_eq!(response.headers()["retry-after"], "2");
+    let (status, error) = error_of(response).await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (503, Some("service_unavailable")),
+        "{error}"
     );
 
     // The access log names the client; a key caller's line names its key.

@@ -24,7 +24,7 @@ use crate::phases::reply::respond;
 use crate::phases::request_body::read_body;
 use crate::phases::request_ctx::all_limits;
 use crate::phases::service::{MaasProxy, RequestCtx};
-use crate::phases::token_auth::{Caller, presented_token};
+use crate::phases::token_auth::{Caller, presented_token, takes_keys};
 use crate::record::metrics::METRICS;
 use crate::request::body::{RequestFacts, inspect_json, is_json_content_type, looks_like_json};
 use crate::request::cors;
@@ -137,6 +137,7 @@ impl MaasProxy {
                     ctx.model.as_deref(),
                     is_model_list
                 ));
+                or_refuse!(takes_keys(&catalog.routes.product(index).product));
                 (auth, index)
             }
             Caller::Token(token) => {
@@ -280,6 +281,9 @@ impl MaasProxy {
         let authorization = headers.get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
         if let Some(token) = presented_token(authorization, catalog, routed) {
             return Ok(self.verify_token(ctx, token).await);
+        }
+        if let Some(index) = routed.index {
+            or_refuse!(takes_keys(&catalog.routes.product(index).product));
         }
         let credentials = match routed.index {
             Some(index) => &catalog.routes.product(index).product.credentials,

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use maas_store::model::{AuthContext, AuthMethod, token_plan};
+use maas_store::model::{AuthContext, AuthMethod, Product, token_plan};
 
 use crate::error::ApiError;
 use crate::identity::jwt::TokenError;
@@ -41,6 +41,15 @@ pub(crate) fn presented_token<'h>(
             .any(|route| route.product.accepts(AuthMethod::Oidc)),
     };
     takes_tokens.then_some(credential)
+}
+
+/// A product with `auth: [oidc]` takes no API key, and says what it takes.
+pub(crate) fn takes_keys(product: &Product) -> Result<(), ApiError> {
+    if product.accepts(AuthMethod::ApiKey) {
+        Ok(())
+    } else {
+        Err(ApiError::tokens_only(&product.system_name))
+    }
 }
 
 impl MaasProxy {
