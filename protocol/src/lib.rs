@@ -8,11 +8,14 @@
 //!   the body sent upstream ([`rewrite`], by byte surgery: [`json_member`]);
 //! - a response: the `usage` of JSON answers ([`metering`]), server-sent
 //!   event streams parsed ([`sse`]) and metered ([`stream_meter`]);
-//! - a model server's load from its `/metrics` ([`model_metrics`]).
+//! - a model server's load from its `/metrics` ([`model_metrics`]);
+//! - an access token read and its claims checked, before any key
+//!   ([`access_token`]).
 //!
 //! `maas-proxy` re-exports these where it uses them (`request`, `response`,
 //! `upstream`).
 
+pub mod access_token;
 pub mod body;
 pub mod json_member;
 pub mod metering;

@@ -153,11 +153,8 @@ impl TokenVerifier {
         let rules = &self.settings.rules;
         let parsed = jwt::parse(token, rules)?;
         let set = self.keys.for_token(&parsed).await?;
-        let claims = parsed.verify(
-            &candidates(&set.keys, &parsed),
-            rules,
-            OffsetDateTime::now_utc().unix_timestamp(),
-        )?;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let claims = jwt::verify(&parsed, &candidates(&set.keys, &parsed), rules, now)?;
         VerifiedToken::from_claims(&claims, &self.settings)
     }
 
