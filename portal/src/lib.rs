@@ -152,6 +152,12 @@ impl PortalState {
     pub fn trusted_proxies(&self) -> &security::TrustedProxies {
         &self.inner.trusted_proxies
     }
+
+    /// The provider people sign in with, whose subjects name the people
+    /// behind access tokens when both come from it.
+    pub fn token_issuer(&self) -> Option<&str> {
+        self.inner.options.sso.as_ref().map(|sso| sso.issuer_url.as_str())
+    }
 }
 
 /// The portal's pages. Fails when a template (built in or overridden)

@@ -860,6 +860,50 @@ async fn keys_show_their_last_use_and_deleting_an_application_asks_first() {
     );
 }
 
+/// A token application's traffic breaks down by the people who called as
+/// it (their tokens' subjects), where a key application's shows keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_of_a_token_application_break_down_by_person() {
+    use maas_store::{Breakdown, UsageRecord};
+
+    let portal = Portal::embedded(PortalOptions::default()).await;
+    let store = portal.store.clone();
+    let mut browser = portal.browser();
+    browser.sign_up("Acme", &email("ada")).await;
+    let user = store.find_user_by_email(&email("ada")).await.unwrap().unwrap();
+    let account = store.get_account(&user.account_id).await.unwrap().unwrap();
+    let app = store
+        .application_for_token_client(&account, "granite", "notebook", "standard")
+        .await
+        .unwrap();
+    for subject in ["sub-grace", "sub-ada"] {
+        store.note_token_user(&app.id, subject).await.unwrap();
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let records = vec![
+        UsageRecord::new(&app.id, "hits", 9, now),
+        UsageRecord::new(&app.id, &Breakdown::User("sub-ada").metric("hits"), 5, now),
+        UsageRecord::new(&app.id, &Breakdown::User("sub-grace").metric("hits"), 3, now),
+    ];
+    store.record_usage_once("test", 1, &records).await.unwrap();
+    let page = browser
+        .get(&format!(
+            "/applications/{}/statistics.csv?period=24h&metric=hits&by=key",
+            app.id
+        ))
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let header = page.body.lines().next().unwrap();
+    assert_eq!(header, "start,sub-ada,sub-grace,Not attributed,total", "{}", page.body);
+    let html = browser
+        .get(&format!(
+            "/applications/{}/statistics?period=24h&metric=hits&by=key",
+            app.id
+        ))
+        .await;
+    assert!(text(&html.body).contains("by person"), "{}", html.body);
+}
+
 /// Statistics break hits, tokens and cost down by key and by model as
 /// well as by method, cost in the plan's currency, and the CSV says the
 /// same; what no key or model accounts for shows as "Not attributed".

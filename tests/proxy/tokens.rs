@@ -72,7 +72,7 @@ impl Issuer {
             .spawn()
             .expect("node (apt install nodejs; .ci/run does it)");
         let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await;
+        let ready = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
         assert!(
             matches!(ready, Ok(Ok(Some(ref line))) if line == "ready"),
             "the OpenID provider did not start: {ready:?}"
@@ -232,6 +232,36 @@ async fn access_tokens_admit_entitled_clients_and_refuse_bad_tokens() {
         response.headers()["x-ratelimit-limit-requests"],
         "100",
         "the standard plan"
+    );
+
+    // The official Python SDK takes the token as its API key, streams on
+    // it, and reads a refusal as the error class OpenAI would raise.
+    super::harness::require_python_openai();
+    let script = r#"
+import json, sys
+import openai
+base, token, refused = sys.argv[1], sys.argv[2], sys.argv[3]
+client = openai.OpenAI(base_url=base + "/v1", api_key=token, max_retries=0)
+answer = client.chat.completions.create(model="chat-a", messages=[{"role": "user", "content": "Hi"}])
+stream = client.chat.completions.create(model="chat-a", messages=[{"role": "user", "content": "Hi"}],
+                                        stream=True, stream_options={"include_usage": True})
+streamed = [chunk.usage.total_tokens for chunk in stream if chunk.usage]
+try:
+    openai.OpenAI(base_url=base + "/v1", api_key=refused, max_retries=0).chat.completions.create(
+        model="chat-a", messages=[{"role": "user", "content": "Hi"}])
+    error = None
+except openai.PermissionDeniedError as e:
+    error = ["PermissionDeniedError", e.code]
+print(json.dumps({"total": answer.usage.total_tokens, "streamed": streamed, "error": error}))
+"#;
+    let sales_token = issuer.token("sales-bot").await;
+    let report = super::harness::run_json_script("python3", &["-c", script, gw.base(), &token, &sales_token]).await;
+    assert!(report["total"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["streamed"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(
+        report["error"],
+        json!(["PermissionDeniedError", "not_entitled"]),
+        "{report}"
     );
 
     // Refusals, each with the reason the token is refused.

@@ -14,6 +14,8 @@ use crate::render::PortalError;
 pub(super) enum Part {
     Model(String),
     Key(String),
+    /// A person calling with an access token (its `sub`).
+    User(String),
 }
 
 impl Part {
@@ -21,12 +23,16 @@ impl Part {
         match self {
             Part::Model(model) => Breakdown::Model(model),
             Part::Key(key) => Breakdown::Key(key),
+            Part::User(user) => Breakdown::User(user),
         }
     }
 }
 
-/// The models of the application's product, or its keys, each named for
-/// people.
+/// The most people a breakdown of a token application shows.
+const MAX_USERS: usize = 50;
+
+/// The models of the application's product, or its keys (a token
+/// application's people instead), each named for people.
 pub(super) async fn breakdown_parts(
     state: &PortalState,
     app: &maas_store::model::Application,
@@ -44,6 +50,12 @@ pub(super) async fn breakdown_parts(
                 .unwrap_or_default(),
         };
         models.into_iter().map(|m| (m.clone(), Part::Model(m))).collect()
+    } else if app.token_client.is_some() {
+        let mut parts = Vec::new();
+        for subject in store.token_users(&app.id, MAX_USERS).await? {
+            parts.push((person_name(state, &subject).await?, Part::User(subject)));
+        }
+        parts
     } else {
         let mut keys = store.application_keys(&app.id).await?;
         keys.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
@@ -57,6 +69,22 @@ pub(super) async fn breakdown_parts(
                 (name, Part::Key(k.id))
             })
             .collect()
+    })
+}
+
+/// A person as the portal knows them (their email, when they signed in
+/// here through the same provider), else as the token names them.
+async fn person_name(state: &PortalState, subject: &str) -> Result<String, PortalError> {
+    let Some(issuer) = state.token_issuer() else {
+        return Ok(subject.to_owned());
+    };
+    let identity = maas_store::model::SsoIdentity {
+        issuer: issuer.to_owned(),
+        subject: subject.to_owned(),
+    };
+    Ok(match state.store().find_user_by_sso(&identity).await? {
+        Some(user) => user.email,
+        None => subject.to_owned(),
     })
 }
 

@@ -445,6 +445,7 @@ pub async fn page(
             let label = match (*k, metric) {
                 ("kind", "hits") => "by method",
                 ("kind", _) => "prompt and completion",
+                ("key", _) if app.token_client.is_some() => "by person",
                 _ => l,
             };
             json!({"key": k, "label": label, "current": *k == by})

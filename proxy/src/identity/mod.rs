@@ -128,11 +128,16 @@ pub struct TokenVerifier {
     keys: IssuerKeys,
     /// (organization, client, product) → its account and application.
     callers: Cache<(String, String, String), Arc<(Account, Application)>>,
+    /// (application, person) pairs noted in the store lately.
+    noted_users: Cache<(String, String), ()>,
 }
 
 /// How long a caller's account and application are served from memory;
 /// a change event about either empties the cache sooner.
 const CALLER_TTL: Duration = Duration::from_secs(60);
+
+/// How long a person noted calling as an application is not noted again.
+const USER_NOTE_TTL: Duration = Duration::from_secs(3600);
 
 impl TokenVerifier {
     pub fn new(settings: AccessTokenSettings, runtime: Handle) -> Result<TokenVerifier, String> {
@@ -141,6 +146,10 @@ impl TokenVerifier {
             settings,
             keys,
             callers: Cache::builder().max_capacity(100_000).time_to_live(CALLER_TTL).build(),
+            noted_users: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(USER_NOTE_TTL)
+                .build(),
         })
     }
 
@@ -199,6 +208,9 @@ impl TokenVerifier {
                 known
             }
         };
+        if let Some(user) = &caller.user {
+            self.note_user(store, &known.1.id, user).await;
+        }
         Ok(Arc::new(AuthContext {
             credential: Credential::Token(TokenCaller {
                 issuer: caller.issuer.clone(),
@@ -209,6 +221,20 @@ impl TokenVerifier {
             account: known.0.clone(),
             plan: plan.clone(),
         }))
+    }
+
+    /// Notes a person's first call as an application (again after
+    /// [`USER_NOTE_TTL`]), so statistics list them; a failure is logged,
+    /// never the caller's problem.
+    async fn note_user(&self, store: &Store, application_id: &str, user: &str) {
+        let pair = (application_id.to_owned(), user.to_owned());
+        if self.noted_users.contains_key(&pair) {
+            return;
+        }
+        match store.note_token_user(application_id, user).await {
+            Ok(()) => self.noted_users.insert(pair, ()),
+            Err(error) => tracing::warn!(%error, "a token caller could not be noted for statistics"),
+        }
     }
 
     /// Forgets every cached caller (an application or account changed).

@@ -211,15 +211,20 @@ impl UsageSink {
     }
 
     /// Queues an admitted request's hit and billed tokens under its key
-    /// and, when it named one of its product's models, that model
-    /// ([`Breakdown`]): what statistics show by key and by model. One lock
-    /// and one name buffer for all six series.
+    /// (or, with an access token, its person) and, when it named one of
+    /// its product's models, that model ([`Breakdown`]): what statistics
+    /// show by key, person and model. One lock and one name buffer for
+    /// every series.
     pub fn push_breakdown(&self, auth: &AuthContext, model: &str, usage: TokenUsage, cost: u64, at: OffsetDateTime) {
         let app = auth.application.id.as_str();
         let values = [1, usage.prompt_tokens, usage.completion_tokens, cost];
         let (at, periods) = (at.unix_timestamp(), Breakdown::periods());
         let by = [
             auth.key().map(|key| Breakdown::Key(&key.id)),
+            auth.credential
+                .token()
+                .and_then(|caller| caller.user.as_deref())
+                .map(Breakdown::User),
             (!model.is_empty()).then_some(Breakdown::Model(model)),
         ];
         let mut name = String::with_capacity(96);
@@ -364,6 +369,45 @@ mod tests {
             store.usage("app1", "total_tokens", Period::Eternity, at).await.unwrap(),
             12
         );
+    }
+
+    /// A token caller's traffic is broken down by its person and model,
+    /// never under a key.
+    #[tokio::test]
+    async fn token_callers_are_broken_down_by_person() {
+        use maas_store::Breakdown;
+        use maas_store::model::{AuthContext, Credential, TokenCaller};
+
+        let (store, _dir) = crate::test_store().await;
+        let app_id = crate::test_application(&store).await;
+        let application = store.get_application(&app_id).await.unwrap().unwrap();
+        let auth = AuthContext {
+            credential: Credential::Token(TokenCaller {
+                issuer: "https://idp.example.com".into(),
+                client_id: "notebook".into(),
+                user: Some("ada".into()),
+            }),
+            account: store.get_account(&application.account_id).await.unwrap().unwrap(),
+            plan: store.get_plan("granite", "standard").await.unwrap().unwrap(),
+            application,
+        };
+        let sink = UsageSink::new(store.clone());
+        let at = OffsetDateTime::now_utc();
+        let usage = TokenUsage {
+            prompt_tokens: 3,
+            completion_tokens: 4,
+            total_tokens: 7,
+        };
+        sink.push_breakdown(&auth, "granite", usage, 0, at);
+        sink.flush().await.unwrap();
+        let of = |b: Breakdown<'_>, metric: &str| {
+            let (store, app, name) = (store.clone(), app_id.clone(), b.metric(metric));
+            async move { store.usage(&app, &name, Period::Day, at).await.unwrap() }
+        };
+        assert_eq!(of(Breakdown::User("ada"), "hits").await, 1);
+        assert_eq!(of(Breakdown::User("ada"), "completion_tokens").await, 4);
+        assert_eq!(of(Breakdown::Model("granite"), "prompt_tokens").await, 3);
+        assert_eq!(of(Breakdown::Key("notebook"), "hits").await, 0);
     }
 
     /// A proxy killed during an outage: the next process resends what it

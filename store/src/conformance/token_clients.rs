@@ -108,8 +108,21 @@ pub async fn token_clients_get_one_application_each<F: Fixture>(fixture: &F) {
         (made.id.as_str(), ApplicationState::Suspended)
     );
 
-    // Deleted, it is made again on the next call.
+    // The people who called as it are noted once each, for statistics.
+    for user in ["grace", "ada", "grace"] {
+        store.note_token_user(&made.id, user).await.unwrap();
+    }
+    assert_eq!(store.token_users(&made.id, 10).await.unwrap(), ["ada", "grace"]);
+    assert_eq!(store.token_users(&made.id, 1).await.unwrap(), ["ada"]);
+
+    // Deleted, it is made again on the next call, with nobody noted.
     store.delete_application(&made.id).await.unwrap();
+    assert!(store.token_users(&made.id, 10).await.unwrap().is_empty());
+    store.note_token_user(&made.id, "late").await.unwrap();
+    assert!(
+        store.token_users(&made.id, 10).await.unwrap().is_empty(),
+        "a deleted application notes no one"
+    );
     let remade = store
         .application_for_token_client(&acme, "granite", "ci-bot", "standard")
         .await

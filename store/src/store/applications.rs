@@ -473,6 +473,10 @@ impl Store {
                 &app.product,
                 client_id,
             ));
+            let users = super::token_clients::token_users_key(&app.id);
+            for user in self.all_members(&users).await? {
+                batch.remove_member(users.clone(), user);
+            }
         }
         Ok(())
     }

@@ -24,6 +24,11 @@ pub(super) fn token_client_key(account_id: &str, product: &str, client_id: &str)
     format!("app-client:{account_id}:{product}:{client_id}")
 }
 
+/// The collection of people who called as a token application.
+pub(super) fn token_users_key(application_id: &str) -> String {
+    format!("app-users:{application_id}")
+}
+
 impl Store {
     /// The application of token client `client_id` of `account` on
     /// `product`, on `plan`: made live on its first call (the admin's
@@ -72,6 +77,27 @@ impl Store {
         Err(StoreError::Conflict(format!(
             "the application of client `{client_id}` changed meanwhile; try again"
         )))
+    }
+
+    /// Notes that person `user` (a token's `sub`) called as token
+    /// application `application_id`, so statistics can break its traffic
+    /// down by person ([`crate::Breakdown::User`]). Idempotent.
+    pub async fn note_token_user(&self, application_id: &str, user: &str) -> StoreResult<()> {
+        let mut batch = WriteBatch::default();
+        batch
+            .require(Condition::Exists(format!("app:{application_id}")))
+            .add_member(token_users_key(application_id), user.to_owned());
+        // A deleted application has no one to note: nothing to write.
+        let _ = self.commit(batch, Vec::new()).await?;
+        Ok(())
+    }
+
+    /// The people noted calling as a token application, in lexical order,
+    /// at most `limit` (the breakdown shows that many).
+    pub async fn token_users(&self, application_id: &str, limit: usize) -> StoreResult<Vec<String>> {
+        self.backend
+            .members(&token_users_key(application_id), None, limit.clamp(1, 1000), false)
+            .await
     }
 
     /// Writes a new token application, on the condition that the index

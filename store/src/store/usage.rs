@@ -61,6 +61,8 @@ impl UsageRecord {
 pub enum Breakdown<'a> {
     Model(&'a str),
     Key(&'a str),
+    /// A person calling with an access token (its `sub`).
+    User(&'a str),
 }
 
 /// The metrics each [`Breakdown`] keeps: requests, the tokens they were
@@ -94,6 +96,7 @@ impl Breakdown<'_> {
         let (kind, part) = match self {
             Breakdown::Model(model) => ("model", model),
             Breakdown::Key(key) => ("key", key),
+            Breakdown::User(user) => ("user", user),
         };
         name.clear();
         for piece in [kind, ":", part, ":", metric] {
