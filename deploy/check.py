@@ -232,14 +232,28 @@ def cross_check(objects, overlay):
                     f"terminationGracePeriodSeconds {grace} s, or streams are killed")
 
 
+METRIC = r"(?:maas|llm|gen_ai)_[a-z_]+"
+
+
 def registered_metrics():
-    """The metric families `maas proxy` registers (proxy/src/record/metrics.rs),
-    and the budget gauges the admin API serves (admin-api/src/budgets.rs)."""
+    """The metric families `maas proxy` registers (proxy/src/record/metrics.rs,
+    and the GenAI histograms of proxy/src/record/genai.rs, by their
+    `prometheus:` names), and the budget gauges the admin API serves
+    (admin-api/src/budgets.rs)."""
     with open(os.path.join(ROOT, "proxy/src/record/metrics.rs")) as f:
-        source = f.read()
+        names = set(re.findall(r'"((?:maas|llm)_[a-z_]+)"', f.read()))
+    with open(os.path.join(ROOT, "proxy/src/record/genai.rs")) as f:
+        names |= set(re.findall(r'prometheus: "(gen_ai_[a-z_]+)"', f.read()))
     with open(os.path.join(ROOT, "admin-api/src/budgets.rs")) as f:
-        budgets = f.read()
-    return set(re.findall(r'"((?:maas|llm)_[a-z_]+)"', source)) | set(re.findall(r'"(maas_budget_[a-z_]+)"', budgets))
+        names |= set(re.findall(r'"(maas_budget_[a-z_]+)"', f.read()))
+    return names
+
+
+def genai_labels():
+    """The GenAI series' label names, which expressions group by."""
+    with open(os.path.join(ROOT, "proxy/src/record/genai.rs")) as f:
+        source = f.read()
+    return set(re.findall(r'"(gen_ai_[a-z_]+|error_type)"', source)) - registered_metrics()
 
 
 def lint_dashboard(path):
@@ -250,6 +264,7 @@ def lint_dashboard(path):
         if field not in dashboard:
             problem(f"{where}: no {field}")
     known = registered_metrics()
+    labels = genai_labels()
     ids, used = set(), set()
     for panel in dashboard.get("panels", []):
         if panel.get("id") in ids:
@@ -262,13 +277,15 @@ def lint_dashboard(path):
             expr = target.get("expr", "")
             if expr.count("(") != expr.count(")") or expr.count("{") != expr.count("}"):
                 problem(f"{where}: panel {panel.get('title')}: unbalanced expression {expr}")
-            for name in re.findall(r"\b((?:maas|llm)_[a-z_]+)", expr):
+            for name in re.findall(rf"\b({METRIC})", expr):
+                if name in labels:
+                    continue
                 family = re.sub(r"_(bucket|sum|count)$", "", name) if name not in known else name
                 if family not in known:
                     problem(f"{where}: panel {panel.get('title')}: neither the proxy nor the admin API exports {name}")
                 used.add(family)
     for variable in dashboard.get("templating", {}).get("list", []):
-        for name in re.findall(r"\b((?:maas|llm)_[a-z_]+)", str(variable.get("query", ""))):
+        for name in re.findall(rf"\b({METRIC})", str(variable.get("query", ""))):
             if name not in known:
                 problem(f"{where}: variable {variable.get('name')}: the proxy exports no metric {name}")
     return used, known

@@ -168,6 +168,16 @@ fn proxy_options(config: &MaasConfig, overrides: &ProxyOverrides) -> ProxyOption
         }),
         spool_required: config.store.spool_dir.is_some(),
         access_tokens: access_token_settings(config),
+        otlp: config
+            .telemetry
+            .otlp_endpoint
+            .clone()
+            .map(|endpoint| maas_proxy::record::otlp::OtlpSettings {
+                endpoint,
+                service_name: config.telemetry.service_name.clone(),
+                metrics_interval: Duration::from_millis(config.telemetry.metrics_interval_ms),
+            }),
+        trace_ratio: config.telemetry.trace_sample_ratio,
     }
 }
 

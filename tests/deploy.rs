@@ -88,7 +88,11 @@ fn manifests_and_dashboard_pass_the_offline_checks() {
         .unwrap();
     assert!(status.success());
     // The metric names the dashboard may chart: the proxy's, the admin API's gauges.
-    for source in ["proxy/src/record/metrics.rs", "admin-api/src/budgets.rs"] {
+    for source in [
+        "proxy/src/record/metrics.rs",
+        "proxy/src/record/genai.rs",
+        "admin-api/src/budgets.rs",
+    ] {
         let target = copy.path().join(source);
         std::fs::create_dir_all(target.parent().unwrap()).unwrap();
         std::fs::copy(repo(source), target).unwrap();
@@ -130,6 +134,11 @@ fn manifests_and_dashboard_pass_the_offline_checks() {
         "maas_budget_remaining",
         "maas_budget_left",
     );
+    edit(
+        "deploy/grafana/maas-dashboard.json",
+        "gen_ai_server_time_per_output_token_seconds_bucket",
+        "gen_ai_server_time_per_token_seconds_bucket",
+    );
     let broken = check_py(copy.path());
     let errors = String::from_utf8_lossy(&broken.stderr);
     assert!(!broken.status.success(), "a broken copy passed");
@@ -141,6 +150,7 @@ fn manifests_and_dashboard_pass_the_offline_checks() {
         "kubernetes/overlays/openshift: StatefulSet maas-redis fixes fsGroup 999, which the restricted-v2 SCC refuses",
         "neither the proxy nor the admin API exports maas_refused_total",
         "neither the proxy nor the admin API exports maas_budget_left",
+        "neither the proxy nor the admin API exports gen_ai_server_time_per_token_seconds_bucket",
     ] {
         assert!(errors.contains(expected), "{expected}:\n{errors}");
     }

@@ -29,6 +29,7 @@ mod proxy {
     mod sdk;
     mod shutdown;
     mod streaming;
+    mod telemetry;
     mod tokens;
     mod upstream_tls;
 }

@@ -63,6 +63,9 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "MAAS_ACCESS_TOKENS_JWKS_MIN_REFRESH_SECS",
         "access_tokens.jwks_min_refresh_secs",
     ),
+    ("MAAS_OTLP_ENDPOINT", "telemetry.otlp_endpoint"),
+    ("MAAS_OTLP_METRICS_INTERVAL_MS", "telemetry.metrics_interval_ms"),
+    ("MAAS_TRACE_SAMPLE_RATIO", "telemetry.trace_sample_ratio"),
     ("MAAS_ALERTS_WEBHOOK_URL", "alerts.webhook_url"),
     ("MAAS_ALERTS_INTERVAL_MS", "alerts.interval_ms"),
     (
@@ -213,6 +216,12 @@ pub fn apply_environment(config: &mut MaasConfig, lookup: &dyn Fn(&str) -> Optio
         "MAAS_ACCESS_TOKENS_JWKS_MIN_REFRESH_SECS",
         &mut config.access_tokens.jwks_min_refresh_secs,
     );
+    env.optional("MAAS_OTLP_ENDPOINT", &mut config.telemetry.otlp_endpoint);
+    env.parse(
+        "MAAS_OTLP_METRICS_INTERVAL_MS",
+        &mut config.telemetry.metrics_interval_ms,
+    );
+    env.parse("MAAS_TRACE_SAMPLE_RATIO", &mut config.telemetry.trace_sample_ratio);
     env.optional("MAAS_ALERTS_WEBHOOK_URL", &mut config.alerts.webhook_url);
     env.parse("MAAS_ALERTS_INTERVAL_MS", &mut config.alerts.interval_ms);
     let alerts_file = config.alerts.webhook_secret_file.clone();

@@ -12,6 +12,7 @@
 pub mod env;
 pub mod error;
 pub mod settings;
+pub mod telemetry;
 pub mod yaml;
 
 use std::path::Path;
@@ -19,6 +20,7 @@ use std::path::Path;
 pub use error::{ConfigError, ConfigErrors};
 pub use maas_store::document::CatalogDocument;
 pub use settings::*;
+pub use telemetry::TelemetrySettings;
 use yaml::LocationIndex;
 
 /// The demo catalog `maas up --demo` applies: two simulated models.
@@ -235,6 +237,7 @@ impl MaasConfig {
             );
         }
         self.validate_access_tokens(&mut push);
+        self.telemetry.validate(&mut push);
         if !self.sso.scopes.iter().any(|s| s == "openid") {
             push("sso.scopes", "must include `openid`".into());
         }
@@ -451,7 +454,7 @@ impl MaasConfig {
     }
 }
 
-fn is_http_url(url: &str) -> bool {
+pub(crate) fn is_http_url(url: &str) -> bool {
     url.parse::<http::Uri>()
         .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(|h| !h.is_empty()))
 }

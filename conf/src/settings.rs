@@ -22,6 +22,7 @@ pub struct MaasConfig {
     pub limits: LimitSettings,
     pub alerts: AlertSettings,
     pub access_tokens: AccessTokenSettings,
+    pub telemetry: crate::telemetry::TelemetrySettings,
     pub logging: LoggingSettings,
     pub sim: SimSettings,
     /// A catalog file `maas up` applies at start (relative to the working

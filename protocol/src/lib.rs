@@ -10,7 +10,8 @@
 //!   event streams parsed ([`sse`]) and metered ([`stream_meter`]);
 //! - a model server's load from its `/metrics` ([`model_metrics`]);
 //! - an access token read and its claims checked, before any key
-//!   ([`access_token`]).
+//!   ([`access_token`]);
+//! - W3C trace context continued and sampled ([`trace_context`]).
 //!
 //! `maas-proxy` re-exports these where it uses them (`request`, `response`,
 //! `upstream`).
@@ -26,3 +27,4 @@ pub mod request_path;
 pub mod rewrite;
 pub mod sse;
 pub mod stream_meter;
+pub mod trace_context;

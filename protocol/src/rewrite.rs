@@ -44,6 +44,17 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// `gen_ai.operation.name` of a request to this endpoint (OpenTelemetry's
+    /// GenAI conventions); empty for what is not a model call.
+    pub fn operation_name(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions | Endpoint::Responses => "chat",
+            Endpoint::Completions => "text_completion",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Invocations | Endpoint::Other => "",
+        }
+    }
+
     /// `path` is normalised ([`crate::request_path`]); the suffix is
     /// compared without case, as some servers route.
     pub fn of_path(path: &str) -> Endpoint {

@@ -55,6 +55,10 @@ pub struct ProxyOptions {
     pub spool: Option<SpoolSettings>,
     /// The issuer whose access tokens products with `oidc` take.
     pub access_tokens: Option<crate::identity::AccessTokenSettings>,
+    /// Where the GenAI metrics and spans are exported (OTLP/HTTP).
+    pub otlp: Option<crate::record::otlp::OtlpSettings>,
+    /// Share of new traces given a span (with `otlp`); 0: tracing off.
+    pub trace_ratio: f64,
     /// Whether a spool that cannot be opened stops the start (it was
     /// configured), or only leaves usage in memory (the default place).
     pub spool_required: bool,
@@ -100,6 +104,10 @@ impl Proxy {
             options.access_log,
         );
         state.overhead_header = options.overhead_header;
+        if let Some(settings) = &options.otlp {
+            crate::record::otlp::spawn_exporter(settings.clone(), &Handle::current())?;
+            state.trace_ratio = (options.trace_ratio > 0.0).then_some(options.trace_ratio);
+        }
         if let Some(settings) = &options.access_tokens {
             state.tokens = Some(crate::identity::TokenVerifier::new(
                 settings.clone(),

@@ -177,6 +177,9 @@ pub struct ProxyState {
     /// Verifies access tokens (`access_tokens:` in maas.yaml); none when
     /// no issuer is configured, and products taking `oidc` refuse tokens.
     pub tokens: Option<crate::identity::TokenVerifier>,
+    /// The share of new traces whose requests get a span, when tracing is
+    /// on (`telemetry.trace_sample_ratio` with a collector); none: off.
+    pub trace_ratio: Option<f64>,
     /// False while the last catalog reload failed (the previous catalog is
     /// still served): readiness reports it.
     catalog_current: AtomicBool,
@@ -232,6 +235,7 @@ impl ProxyState {
             access_log,
             overhead_header: false,
             tokens: None,
+            trace_ratio: None,
             catalog_current: AtomicBool::new(false),
             catalog_loaded: AtomicBool::new(false),
             catalog_error: std::sync::Mutex::new(None),

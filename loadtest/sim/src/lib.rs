@@ -22,6 +22,7 @@
 //!   `x-maas-application-id` header the gateway adds upstream, at
 //!   `GET /sim/usage` (`DELETE` resets): the truth the gateway's metering is
 //!   compared with. Prompt tokens follow the rule in [`tokens`].
+//! - Echoes the W3C `traceparent` it received as `x-sim-traceparent`.
 //! - Deterministic: the same seed and the same sequence of requests give the
 //!   same outputs and failures.
 //!
@@ -135,7 +136,20 @@ pub fn router(state: Arc<SimState>) -> Router {
         .fallback(routes::not_found)
         // Long-context prompts are large; vLLM takes them, so must we.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .layer(axum::middleware::map_response(echo_traceparent))
         .with_state(state)
+}
+
+/// Answers say which trace context reached the model server
+/// (`x-sim-traceparent`), so tests see what a traced vLLM would continue.
+async fn echo_traceparent(
+    request_headers: axum::http::HeaderMap,
+    mut response: axum::response::Response,
+) -> axum::response::Response {
+    if let Some(value) = request_headers.get("traceparent") {
+        response.headers_mut().insert("x-sim-traceparent", value.clone());
+    }
+    response
 }
 
 /// Serves until `shutdown` resolves.

@@ -120,6 +120,7 @@ impl MaasProxy {
             Endpoint::Invocations => or_refuse!(body.facts.invoked.ok_or_else(ApiError::unknown_invocation)),
             endpoint => endpoint,
         };
+        ctx.operation = endpoint.operation_name();
         ctx.model = body.facts.model.clone();
         ctx.stream = body.facts.stream;
         ctx.json_body = body.json && endpoint.is_inference();

@@ -81,6 +81,12 @@ pub struct RequestCtx {
     pub(crate) admitted: bool,
     /// Undoes a coding the upstream applied anyway, before metering.
     pub(crate) decoder: Option<ContentDecoder>,
+    /// The trace it continues or starts, when tracing is on.
+    pub(crate) trace: Option<maas_protocol::trace_context::TraceContext>,
+    /// `gen_ai.operation.name` of its endpoint; empty for no model call.
+    pub(crate) operation: &'static str,
+    /// When a stream's first output token passed.
+    pub(crate) first_token_after: Option<Duration>,
 }
 
 impl RequestCtx {
@@ -88,6 +94,9 @@ impl RequestCtx {
     pub(crate) fn new() -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
+            trace: None,
+            operation: "",
+            first_token_after: None,
             catalog: None,
             product: None,
             auth: None,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{self, HeaderName};
+use maas_protocol::trace_context::TraceContext;
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -19,6 +20,7 @@ use crate::phases::admission::Next;
 use crate::phases::reply::respond_error;
 pub use crate::phases::request_ctx::RequestCtx;
 use crate::record::access_log::AccessLogLine;
+use crate::record::genai::{self, GenAiCall, SpanFacts};
 use crate::record::metrics::METRICS;
 use crate::request::body::is_json_content_type;
 use crate::response::decoding::Encoding;
@@ -69,6 +71,8 @@ fn is_tls_failure(error: &Error) -> bool {
 }
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// W3C Trace Context.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// Pingora's header edits parse the name and update two maps (values and
@@ -106,6 +110,13 @@ impl ProxyHttp for MaasProxy {
         let client_id = session.req_header().headers.get(X_REQUEST_ID).map(|v| v.as_bytes());
         ctx.request_id = crate::request::request_id::accept_or_make(client_id);
         ctx.extra_headers.push(("x-request-id", ctx.request_id.clone()));
+        if let Some(ratio) = self.state.trace_ratio {
+            let parent = session.req_header().headers.get(TRACEPARENT).map(|v| v.as_bytes());
+            let mut random = [0u8; 24];
+            // A failing system RNG leaves zeros, which start() replaces.
+            let _ = aws_lc_rs::rand::fill(&mut random);
+            ctx.trace = Some(TraceContext::start(parent, ratio, random));
+        }
         match self.prepare(session, ctx).await? {
             Ok(Next::Proxy) => Ok(false),
             Ok(Next::Answered) => Ok(true),
@@ -231,6 +242,10 @@ impl ProxyHttp for MaasProxy {
         }
         if ctx.json_body {
             set_unless_equal(request, header::CONTENT_TYPE, "application/json")?;
+        }
+        if let Some(trace) = &ctx.trace {
+            // The model server's spans are children of the gateway's.
+            request.insert_header(TRACEPARENT, trace.traceparent())?;
         }
         ctx.upstream_sent_at = Some(Instant::now());
         Ok(())
@@ -406,6 +421,7 @@ impl ProxyHttp for MaasProxy {
             product_name(&catalog, ctx.product).or_else(|| ctx.auth.as_ref().map(|a| a.application.product.as_str()));
         let duration = ctx.started.elapsed();
         count_request(ctx, product.unwrap_or(""), model, status, duration);
+        record_genai(ctx, product.unwrap_or(""), model, status, usage, duration);
         if self.state.access_log {
             log_request(session, ctx, product, status, usage, duration, now);
         }
@@ -467,6 +483,7 @@ fn filter_response_body(
             None => None,
         };
         if !had_content && meter.content_chunks > 0 {
+            ctx.first_token_after = Some(ctx.started.elapsed());
             METRICS
                 .time_to_first_token
                 .with_label_values(&[product_name(&ctx.catalog, ctx.product).unwrap_or("")])
@@ -513,6 +530,41 @@ fn count_request(ctx: &RequestCtx, product: &str, model: &str, status: u16, dura
             .overhead(ctx.started, ctx.upstream_sent_at, ctx.started + duration)
             .as_secs_f64(),
     );
+}
+
+/// OpenTelemetry's GenAI histograms of a request a model server answered,
+/// and its span when its trace is sampled (refusals included: a trace
+/// shows why a request went no further).
+fn record_genai(ctx: &RequestCtx, product: &str, model: &str, status: u16, usage: TokenUsage, duration: Duration) {
+    let call = GenAiCall {
+        operation: ctx.operation,
+        provider: ctx.upstream.as_ref().map_or("", |u| u.backend.system_name.as_str()),
+        model,
+        usage,
+        status,
+        duration,
+        first_token_after: ctx.first_token_after,
+    };
+    if !ctx.operation.is_empty() && ctx.upstream_sent_at.is_some() {
+        genai::record(&call);
+    }
+    if let Some(trace) = ctx.trace.filter(|trace| trace.sampled) {
+        let facts = SpanFacts {
+            product,
+            application_id: ctx.auth.as_ref().map_or("", |a| a.application.id.as_str()),
+            plan: ctx.auth.as_ref().map_or("", |a| a.plan.system_name.as_str()),
+            decision: if ctx.admitted {
+                "admitted"
+            } else {
+                ctx.rejected.unwrap_or("refused")
+            },
+            upstream: ctx.upstream_headers_after,
+            request_id: &ctx.request_id,
+        };
+        let end = crate::record::otlp::unix_nanos(std::time::SystemTime::now());
+        let start = end.saturating_sub(duration.as_nanos() as u64);
+        genai::queue_span(genai::span_of(trace, &call, &facts, start));
+    }
 }
 
 /// The request's access-log line.

@@ -71,6 +71,10 @@ pub struct ProxyMetrics {
     pub access_tokens: IntCounterVec,
     /// Fetches of the issuer's signing keys, by outcome (`ok`, `error`).
     pub jwks_fetches: IntCounterVec,
+    /// OTLP exports, by signal (`metrics`, `traces`) and outcome.
+    pub otlp_exports: IntCounterVec,
+    /// Spans not exported: the queue was full, or the collector refused them.
+    pub spans_dropped: IntCounter,
     pub changes_applied: IntCounterVec,
     /// The store's circuit breaker: 0 closed, 1 open, 2 half-open.
     pub store_breaker_state: IntGauge,
@@ -274,6 +278,21 @@ impl ProxyMetrics {
                 "Fetches of the token issuer's signing keys (JWKS), by outcome: ok, error",
                 &["outcome"],
             ),
+            otlp_exports: counter(
+                &registry,
+                "maas_otlp_exports_total",
+                "OTLP/HTTP exports to the collector, by signal (metrics, traces) and outcome (ok, error)",
+                &["signal", "outcome"],
+            ),
+            spans_dropped: {
+                let dropped = IntCounter::new(
+                    "maas_spans_dropped_total",
+                    "Request spans not exported: the export queue was full or the collector refused them",
+                )
+                .expect("static");
+                registry.register(Box::new(dropped.clone())).expect("unique");
+                dropped
+            },
             changes_applied: counter(
                 &registry,
                 "maas_store_changes_total",
