@@ -190,3 +190,26 @@ fn the_routing_benchmark_runs_in_smoke_mode() {
     let png = std::fs::read(out.path().join("routing.png")).unwrap();
     assert!(png.starts_with(b"\x89PNG"), "routing.png is a chart");
 }
+
+/// The telemetry benchmark (`loadtest/telemetry.py --smoke`) for seconds:
+/// tracing off, every request traced and one in ten, each through its own
+/// gateway exporting to the script's OTLP sink.
+#[test]
+fn the_telemetry_benchmark_runs_in_smoke_mode() {
+    let out = tempfile::tempdir().unwrap();
+    run_loadtest_script("telemetry.py", &["--smoke"], out.path());
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("telemetry.json")).unwrap()).unwrap();
+    for variant in ["off", "traced", "tenth"] {
+        for figure in ["c1_p50", "c64_rps", "c64_cpu"] {
+            assert!(
+                json["rows"][variant][figure].as_f64().is_some_and(|v| v > 0.0),
+                "{variant} {figure}: {json}"
+            );
+        }
+    }
+    let traces = json["received"]["/v1/traces"]["exports"].as_u64().unwrap_or(0);
+    assert!(traces > 0, "spans reached the sink: {json}");
+    let table = std::fs::read_to_string(out.path().join("telemetry.md")).unwrap();
+    assert!(table.contains("every request traced"), "{table}");
+}

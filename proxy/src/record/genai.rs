@@ -117,6 +117,22 @@ pub static GENAI: LazyLock<GenAiMetrics> = LazyLock::new(|| {
     }
 });
 
+/// The four histograms as they stand, for export: collected alone, not
+/// with the whole registry's every series.
+pub fn families() -> Vec<prometheus::proto::MetricFamily> {
+    use prometheus::core::Collector;
+    let metrics = &*GENAI;
+    [
+        &metrics.token_usage,
+        &metrics.request_duration,
+        &metrics.time_to_first_token,
+        &metrics.time_per_output_token,
+    ]
+    .into_iter()
+    .flat_map(|histogram| histogram.collect())
+    .collect()
+}
+
 /// What the GenAI instruments and span record of one request.
 #[derive(Debug, Clone)]
 pub struct GenAiCall<'a> {
