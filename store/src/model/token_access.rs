@@ -89,9 +89,11 @@ impl Credential {
 }
 
 /// The name of the application a token client gets in its organization
-/// on a product, made on the client's first call.
+/// on a product, made on the client's first call; a long client id is
+/// cut so the name stays within an application name's 200 characters.
 pub fn token_application_name(client_id: &str, product: &str) -> String {
-    format!("{client_id} ({product})")
+    let client: String = client_id.chars().take(120).collect();
+    format!("{client} ({product})")
 }
 
 #[cfg(test)]
@@ -121,6 +123,13 @@ mod tests {
         let with_default = [rule(Some("ml-platform"), "gold"), rule(None, "free")];
         assert_eq!(token_plan(&with_default, &groups(&["sales"])), Some("free"));
         assert_eq!(token_plan(&[], &groups(&["developers"])), None);
+    }
+
+    #[test]
+    fn application_names_fit_whatever_the_client_id() {
+        assert_eq!(token_application_name("ci-bot", "granite"), "ci-bot (granite)");
+        let long = token_application_name(&"é".repeat(256), &"p".repeat(64));
+        assert!(long.chars().count() <= 200, "{}", long.chars().count());
     }
 
     #[test]
