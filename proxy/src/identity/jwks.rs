@@ -1,11 +1,12 @@
 //! The issuer's signing keys: its JWKS document parsed into keys ready to
 //! verify ([`parse_key_set`], pure), and the cache the proxy keeps of it
-//! ([`IssuerKeys`]): fetched on first use, again when it is older than
-//! `max_age`, and at once when a token names a key it does not hold (the
-//! issuer rotated), but never more often than once per `min_refresh`,
+//! ([`IssuerKeys`]): fetched on first use, again in the background when it
+//! is older than `max_age`, and at once when a token names a key it does
+//! not hold (the issuer rotated), but never more often than once per `min_refresh`,
 //! so tokens naming made-up key ids cannot make the gateway hammer the
 //! identity provider. A failed fetch keeps the keys it had.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -168,6 +169,8 @@ pub struct IssuerKeys {
     runtime: Handle,
     current: RwLock<Arc<KeySet>>,
     refresh: tokio::sync::Mutex<RefreshState>,
+    /// A refresh of a stale set is under way in the background.
+    refreshing: AtomicBool,
 }
 
 impl IssuerKeys {
@@ -184,6 +187,7 @@ impl IssuerKeys {
             runtime,
             current: RwLock::new(Arc::new(KeySet::default())),
             refresh: tokio::sync::Mutex::new(RefreshState::default()),
+            refreshing: AtomicBool::new(false),
         })
     }
 
@@ -191,19 +195,37 @@ impl IssuerKeys {
         self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// The key set to verify `token` with, refreshed first when
-    /// it is too old or lacks the token's key (each at most once per
-    /// `min_refresh`).
-    pub async fn for_token(&self, token: &UnverifiedToken<'_>) -> Result<Arc<KeySet>, TokenError> {
-        let mut set = self.current();
-        let stale = set.fetched.is_none_or(|at| at.elapsed() >= self.source.max_age);
-        if stale || candidates(&set.keys, token).is_empty() {
-            set = self.refresh(&set).await;
+    /// The key set to verify `token` with. A set holding the token's key
+    /// is used at once, and refreshed in the background when it is older
+    /// than `max_age`, so no request waits on that fetch; one lacking it
+    /// (never fetched, or the issuer rotated) is fetched again first, at
+    /// most once per `min_refresh`.
+    pub async fn for_token(self: &Arc<Self>, token: &UnverifiedToken<'_>) -> Result<Arc<KeySet>, TokenError> {
+        let set = self.current();
+        if !candidates(&set.keys, token).is_empty() {
+            if set.fetched.is_none_or(|at| at.elapsed() >= self.source.max_age) {
+                self.refresh_in_background(&set);
+            }
+            return Ok(set);
         }
+        let set = self.refresh(&set).await;
         if set.fetched.is_none() {
             return Err(TokenError::KeysUnavailable);
         }
         Ok(set)
+    }
+
+    /// One background refresh at a time, however many requests find the
+    /// set stale while it runs.
+    fn refresh_in_background(self: &Arc<Self>, seen: &Arc<KeySet>) {
+        if self.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (keys, seen) = (self.clone(), seen.clone());
+        self.runtime.spawn(async move {
+            keys.refresh(&seen).await;
+            keys.refreshing.store(false, Ordering::Release);
+        });
     }
 
     /// Fetches the set again unless another call just did (then its result
@@ -309,6 +331,73 @@ mod tests {
 
     use super::*;
     use crate::identity::jwt::tests::{TestKey, b64};
+
+    /// A JWKS server answering its first request and hanging on every
+    /// later one; how many it got.
+    async fn hanging_after_one(document: String) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+        let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = served.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                let document = document.clone();
+                tokio::spawn(async move {
+                    let mut request = [0u8; 4096];
+                    let _ = socket.read(&mut request).await;
+                    if n > 0 {
+                        std::future::pending::<()>().await;
+                    }
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{document}",
+                        document.len()
+                    );
+                    let _ = socket.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        (url, served)
+    }
+
+    /// A stale set holding the token's key serves the request at once and
+    /// is refreshed behind it, once, however many requests come meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stale_keys_serve_while_one_refresh_runs_behind() {
+        use crate::identity::jwt::tests::{claims, rules};
+
+        let key = TestKey::rsa();
+        let (url, served) = hanging_after_one(json!({"keys": [key.jwk("k1")]}).to_string()).await;
+        let source = KeySource {
+            issuer: "https://idp.example.com".into(),
+            jwks_url: Some(url),
+            min_refresh: Duration::ZERO,
+            max_age: Duration::ZERO,
+            timeout: Duration::from_secs(30),
+        };
+        let keys = Arc::new(IssuerKeys::new(source, JwsAlg::ALL.to_vec(), Handle::current()).unwrap());
+        let token = key.sign("RS256", Some("k1"), &claims());
+        let parsed = crate::identity::jwt::parse(&token, &rules()).unwrap();
+        let first = keys.for_token(&parsed).await.unwrap();
+        assert!(!candidates(&first.keys, &parsed).is_empty(), "fetched first");
+        for _ in 0..20 {
+            // The refresh hangs; the requests do not wait for it.
+            let set = tokio::time::timeout(Duration::from_secs(5), keys.for_token(&parsed))
+                .await
+                .expect("a stale set with the key answers at once")
+                .unwrap();
+            assert!(Arc::ptr_eq(&set, &first));
+        }
+        for _ in 0..50 {
+            if served.load(Ordering::SeqCst) >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(served.load(Ordering::SeqCst), 2, "one fetch, then one refresh behind");
+    }
 
     #[test]
     fn keys_get_the_algorithms_of_their_type() {

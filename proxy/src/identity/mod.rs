@@ -125,7 +125,7 @@ pub enum TokenRefusal {
 /// Verifies tokens and finds their callers' applications.
 pub struct TokenVerifier {
     settings: AccessTokenSettings,
-    keys: IssuerKeys,
+    keys: Arc<IssuerKeys>,
     /// (organization, client, product) → its account and application.
     callers: Cache<(String, String, String), Arc<(Account, Application)>>,
     /// (application, person) pairs noted in the store lately.
@@ -141,7 +141,11 @@ const USER_NOTE_TTL: Duration = Duration::from_secs(3600);
 
 impl TokenVerifier {
     pub fn new(settings: AccessTokenSettings, runtime: Handle) -> Result<TokenVerifier, String> {
-        let keys = IssuerKeys::new(settings.keys.clone(), settings.rules.algorithms.clone(), runtime)?;
+        let keys = Arc::new(IssuerKeys::new(
+            settings.keys.clone(),
+            settings.rules.algorithms.clone(),
+            runtime,
+        )?);
         Ok(TokenVerifier {
             settings,
             keys,
