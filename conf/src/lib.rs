@@ -9,6 +9,7 @@
 //! Both reject unknown fields, and every error names file, line and field:
 //! `conf/catalog.yaml:12: plans[0].limits[1].value: must be at least 1`.
 
+pub mod access_tokens;
 pub mod env;
 pub mod error;
 pub mod settings;
@@ -17,6 +18,7 @@ pub mod yaml;
 
 use std::path::Path;
 
+pub use access_tokens::{AccessTokenSettings, TOKEN_ALGORITHMS};
 pub use error::{ConfigError, ConfigErrors};
 pub use maas_store::document::CatalogDocument;
 pub use settings::*;
@@ -349,81 +351,6 @@ impl MaasConfig {
             Ok(())
         } else {
             Err(maas_store::validate::ValidationErrors(errors))
-        }
-    }
-
-    /// The issuer whose tokens are taken, as configured or as SSO's.
-    pub fn access_token_issuer(&self) -> Option<&str> {
-        self.access_tokens
-            .issuer_url
-            .as_deref()
-            .or(self.sso.issuer_url.as_deref())
-    }
-
-    /// The claim naming a token caller's organization.
-    pub fn access_token_organization_claim(&self) -> &str {
-        self.access_tokens
-            .organization_claim
-            .as_deref()
-            .unwrap_or(&self.sso.account_claim)
-    }
-
-    fn validate_access_tokens(&self, push: &mut impl FnMut(&str, String)) {
-        let tokens = &self.access_tokens;
-        for (path, url) in [
-            ("access_tokens.issuer_url", &tokens.issuer_url),
-            ("access_tokens.jwks_url", &tokens.jwks_url),
-        ] {
-            if let Some(url) = url
-                && !is_http_url(url)
-            {
-                push(path, format!("`{url}` is not an http(s) URL"));
-            }
-        }
-        for (i, alg) in tokens.algorithms.iter().enumerate() {
-            if !settings::TOKEN_ALGORITHMS.contains(&alg.as_str()) {
-                push(
-                    &format!("access_tokens.algorithms[{i}]"),
-                    format!(
-                        "`{alg}` is not accepted: use {} (never `none` or an HMAC)",
-                        settings::TOKEN_ALGORITHMS.join(", ")
-                    ),
-                );
-            }
-        }
-        if tokens.leeway_secs > 300 {
-            push("access_tokens.leeway_secs", "must be at most 300".into());
-        }
-        if tokens.jwks_min_refresh_secs == 0 {
-            push("access_tokens.jwks_min_refresh_secs", "must be at least 1".into());
-        }
-        if tokens.jwks_max_age_secs < tokens.jwks_min_refresh_secs {
-            push(
-                "access_tokens.jwks_max_age_secs",
-                "must be at least jwks_min_refresh_secs".into(),
-            );
-        }
-        if tokens.groups_claim.trim().is_empty() {
-            push("access_tokens.groups_claim", "must name a claim".into());
-        }
-        if !tokens.enabled {
-            return;
-        }
-        if self.access_token_issuer().is_none() {
-            push(
-                "access_tokens.issuer_url",
-                "required when access tokens are enabled (or set sso.issuer_url)".into(),
-            );
-        }
-        if tokens.audience.as_deref().is_none_or(|a| a.trim().is_empty()) {
-            push(
-                "access_tokens.audience",
-                "required when access tokens are enabled: the `aud` the identity provider puts in tokens for this gateway"
-                    .into(),
-            );
-        }
-        if tokens.algorithms.is_empty() {
-            push("access_tokens.algorithms", "must list at least one algorithm".into());
         }
     }
 

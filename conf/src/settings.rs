@@ -21,7 +21,7 @@ pub struct MaasConfig {
     pub keys: KeySettings,
     pub limits: LimitSettings,
     pub alerts: AlertSettings,
-    pub access_tokens: AccessTokenSettings,
+    pub access_tokens: crate::access_tokens::AccessTokenSettings,
     pub telemetry: crate::telemetry::TelemetrySettings,
     pub logging: LoggingSettings,
     pub sim: SimSettings,
@@ -462,58 +462,6 @@ impl Default for LimitSettings {
             sync_interval_ms: 100,
             hold_ttl_secs: 900,
             default_max_tokens: 4096,
-        }
-    }
-}
-
-/// The JWS algorithms `access_tokens.algorithms` may name: asymmetric
-/// ones only (never `none`, never an HMAC keyed by a public key).
-pub const TOKEN_ALGORITHMS: [&str; 9] = [
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
-];
-
-/// `access_tokens`: the identity provider whose JWT access tokens the
-/// gateway takes instead of API keys, on products with `oidc` in `auth`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AccessTokenSettings {
-    pub enabled: bool,
-    /// The issuer tokens must name (`iss`); `sso.issuer_url` when unset.
-    pub issuer_url: Option<String>,
-    /// What tokens' `aud` must name: the resource the IdP issues them for.
-    pub audience: Option<String>,
-    /// The issuer's key set; by default the `jwks_uri` of its discovery
-    /// document (`{issuer}/.well-known/openid-configuration`).
-    pub jwks_url: Option<String>,
-    /// Signature algorithms accepted ([`TOKEN_ALGORITHMS`] by default).
-    pub algorithms: Vec<String>,
-    /// Clock skew forgiven on `exp` and `nbf`.
-    pub leeway_secs: u32,
-    /// Claim naming the caller's organization; `sso.account_claim` when unset.
-    pub organization_claim: Option<String>,
-    /// Claim listing the caller's groups, matched by products' `token_plans`
-    /// (a dotted path reaches a nested one: `realm_access.roles`).
-    pub groups_claim: String,
-    /// Keys are fetched again at most this often, however many tokens name
-    /// a key the gateway has not seen.
-    pub jwks_min_refresh_secs: u32,
-    /// Keys older than this are fetched again on the next token.
-    pub jwks_max_age_secs: u32,
-}
-
-impl Default for AccessTokenSettings {
-    fn default() -> Self {
-        AccessTokenSettings {
-            enabled: false,
-            issuer_url: None,
-            audience: None,
-            jwks_url: None,
-            algorithms: TOKEN_ALGORITHMS.iter().map(|a| (*a).to_owned()).collect(),
-            leeway_secs: 30,
-            organization_claim: None,
-            groups_claim: "groups".into(),
-            jwks_min_refresh_secs: 10,
-            jwks_max_age_secs: 3600,
         }
     }
 }

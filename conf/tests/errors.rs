@@ -409,3 +409,47 @@ fn an_alert_webhook_needs_a_secret_and_an_http_url() {
     assert!(errors.contains("alerts.webhook_url"), "{errors}");
     assert!(errors.contains("alerts.interval_ms"), "{errors}");
 }
+
+/// Access tokens and telemetry: each mistake named by its field and line,
+/// no HMAC or `none` algorithm, an issuer taken from SSO when not given.
+#[test]
+fn access_tokens_and_telemetry_are_checked_by_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("maas.yaml");
+    std::fs::write(
+        &path,
+        "access_tokens:\n  enabled: true\n  algorithms: [RS256, HS256]\n  leeway_secs: 900\n\
+         telemetry:\n  otlp_endpoint: grpc://collector:4317\n  trace_sample_ratio: 1.5\n",
+    )
+    .unwrap();
+    let errors = load_config(Some(&path), &|_: &str| None).unwrap_err().to_string();
+    for expected in [
+        "access_tokens.issuer_url",
+        "access_tokens.audience",
+        "access_tokens.algorithms[1]",
+        "access_tokens.leeway_secs",
+        "telemetry.otlp_endpoint",
+        "telemetry.trace_sample_ratio",
+    ] {
+        assert!(errors.contains(expected), "{expected}: {errors}");
+    }
+    assert!(
+        errors.contains("maas.yaml:3: access_tokens.algorithms[1]"),
+        "names the line: {errors}"
+    );
+    let from_env = |name: &str| match name {
+        "MAAS_ACCESS_TOKENS_ENABLED" => Some("true".to_owned()),
+        "MAAS_ACCESS_TOKENS_AUDIENCE" => Some("https://maas.example.com".to_owned()),
+        "MAAS_SSO_ISSUER_URL" => Some("https://idp.example.com/realms/maas".to_owned()),
+        "MAAS_TRACE_SAMPLE_RATIO" => Some("0.25".to_owned()),
+        "MAAS_OTLP_ENDPOINT" => Some("http://collector:4318".to_owned()),
+        _ => None,
+    };
+    let config = load_config(None, &from_env).unwrap();
+    assert_eq!(
+        config.access_token_issuer(),
+        Some("https://idp.example.com/realms/maas")
+    );
+    assert_eq!(config.access_token_organization_claim(), "org_name");
+    assert!(config.telemetry.traces());
+}
