@@ -49,6 +49,19 @@ impl JwsAlg {
         JwsAlg::ALL.into_iter().find(|alg| alg.name() == name)
     }
 
+    /// The JWK key type (`kty`) and curve (`crv`; none for RSA) of the
+    /// keys that verify this algorithm: a key verifies no other.
+    pub fn key_type(self) -> (&'static str, Option<&'static str>) {
+        match self {
+            JwsAlg::RS256 | JwsAlg::RS384 | JwsAlg::RS512 | JwsAlg::PS256 | JwsAlg::PS384 | JwsAlg::PS512 => {
+                ("RSA", None)
+            }
+            JwsAlg::ES256 => ("EC", Some("P-256")),
+            JwsAlg::ES384 => ("EC", Some("P-384")),
+            JwsAlg::EdDSA => ("OKP", Some("Ed25519")),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             JwsAlg::RS256 => "RS256",

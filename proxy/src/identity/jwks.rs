@@ -81,24 +81,11 @@ pub fn parse_key_set(document: &[u8], algorithms: &[JwsAlg]) -> Result<Vec<Verif
 }
 
 fn algorithms_of(jwk: &Jwk, allowed: &[JwsAlg]) -> Vec<JwsAlg> {
-    let of_type: &[JwsAlg] = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
-        ("RSA", _) => &[
-            JwsAlg::RS256,
-            JwsAlg::RS384,
-            JwsAlg::RS512,
-            JwsAlg::PS256,
-            JwsAlg::PS384,
-            JwsAlg::PS512,
-        ],
-        ("EC", Some("P-256")) => &[JwsAlg::ES256],
-        ("EC", Some("P-384")) => &[JwsAlg::ES384],
-        ("OKP", Some("Ed25519")) => &[JwsAlg::EdDSA],
-        _ => &[],
-    };
-    of_type
+    let curve = if jwk.kty == "RSA" { None } else { jwk.crv.as_deref() };
+    allowed
         .iter()
         .copied()
-        .filter(|alg| allowed.contains(alg))
+        .filter(|alg| alg.key_type() == (jwk.kty.as_str(), curve))
         .filter(|alg| jwk.alg.as_deref().is_none_or(|named| named == alg.name()))
         .collect()
 }

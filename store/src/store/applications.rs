@@ -237,8 +237,18 @@ impl Store {
             created_at: now,
             updated_at: now,
         };
+        self.insert_application(app, WriteBatch::default()).await
+    }
+
+    /// Writes a new application with its name, collection and plan
+    /// indexes, on the conditions that its account and plan exist and its
+    /// name is free in the account, after `own` (the caller's conditions
+    /// and writes; one failing is reported as the name taken, which a
+    /// caller racing others retries).
+    pub(super) async fn insert_application(&self, app: Application, own: WriteBatch) -> StoreResult<Application> {
         let pid = plan_id(&app.product, &app.plan);
-        let mut batch = WriteBatch::default();
+        let first = own.conditions.len();
+        let mut batch = own;
         batch
             .require(Condition::Exists(format!("account:{}", app.account_id)))
             .require(Condition::Exists(format!("plan:{pid}")))
@@ -253,14 +263,12 @@ impl Store {
         let audit = vec![self.audit_entry("create", "application", &app.id, None, Some(&app))];
         match self.commit(batch, audit).await? {
             Ok(()) => Ok(app),
-            Err(failed) => Err(match failed.0 {
-                0 => StoreError::not_found("account", app.account_id),
-                1 => StoreError::not_found("plan", pid),
-                _ => StoreError::AlreadyExists {
-                    kind: "application",
-                    field: "name",
-                    value: app.name,
-                },
+            Err(failed) if failed.0 == first => Err(StoreError::not_found("account", app.account_id)),
+            Err(failed) if failed.0 == first + 1 => Err(StoreError::not_found("plan", pid)),
+            Err(_) => Err(StoreError::AlreadyExists {
+                kind: "application",
+                field: "name",
+                value: app.name,
             }),
         }
     }

@@ -5,11 +5,8 @@
 //! the stored plan follows, so the portal and statistics show the plan
 //! the client last called on.
 
-use super::applications::app_name_key;
-use super::catalog::plan_id;
 use super::{Store, encode, now_ms};
 use crate::backend::{Condition, WriteBatch};
-use crate::changes::Change;
 use crate::error::{StoreError, StoreResult};
 use crate::ids::new_id;
 use crate::model::{Account, Application, ApplicationState, token_application_name};
@@ -127,36 +124,12 @@ impl Store {
             updated_at: now,
         };
         let index = token_client_key(&account.id, product, client_id);
-        let pid = plan_id(product, plan);
-        let mut batch = WriteBatch::default();
-        batch.require(match stale {
+        let mut own = WriteBatch::default();
+        own.require(match stale {
             None => Condition::Absent(index.clone()),
             Some(id) => Condition::Equals(index.clone(), encode(&id)?),
-        });
-        batch
-            .require(Condition::Exists(format!("account:{}", app.account_id)))
-            .require(Condition::Exists(format!("plan:{pid}")))
-            .require(Condition::Absent(app_name_key(&app.account_id, &app.name)))
-            .put(index, encode(&app.id)?)
-            .put(app_name_key(&app.account_id, &app.name), encode(&app.id)?)
-            .put(format!("app:{}", app.id), encode(&app)?)
-            .add_member("apps", app.id.clone())
-            .add_member(format!("account-apps:{}", app.account_id), app.id.clone())
-            .add_member(format!("product-apps:{}", app.product), app.id.clone())
-            .add_member(format!("plan-apps:{pid}"), app.id.clone())
-            .publish(Change::Application { id: app.id.clone() });
-        let audit = vec![self.audit_entry("create", "application", &app.id, None, Some(&app))];
-        match self.commit(batch, audit).await? {
-            Ok(()) => Ok(app),
-            Err(failed) => Err(match failed.0 {
-                1 => StoreError::not_found("account", app.account_id),
-                2 => StoreError::not_found("plan", pid),
-                _ => StoreError::AlreadyExists {
-                    kind: "application",
-                    field: "name",
-                    value: app.name,
-                },
-            }),
-        }
+        })
+        .put(index, encode(&app.id)?);
+        self.insert_application(app, own).await
     }
 }
