@@ -152,7 +152,18 @@ async fn alerts_are_signed_retried_and_sent_once_per_threshold() {
     })
     .await;
     let took = started.elapsed();
-    let alerts = store.budget_alerts(Some(&account.id), 10).await.unwrap();
+    // The sender records the delivery once the receiver has answered: a
+    // moment after the receiver counted the call.
+    let mut alerts = store.budget_alerts(Some(&account.id), 10).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alerts
+        .first()
+        .is_some_and(|alert| alert.delivery.state != DeliveryState::Delivered)
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        alerts = store.budget_alerts(Some(&account.id), 10).await.unwrap();
+    }
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     let first = &alerts[0];
     assert_eq!(first.threshold_percent, 50);
