@@ -249,7 +249,9 @@ pub async fn new_application(
     axum::extract::Query(query): axum::extract::Query<NewApplicationQuery>,
     developer: Developer,
 ) -> Result<Response, PortalError> {
-    let offers = offers(&state).await?;
+    let mut offers = offers(&state).await?;
+    // A product of access tokens only has no applications to make here.
+    offers.retain(|offer| offer.product.accepts(maas_store::model::AuthMethod::ApiKey));
     let products: Vec<Value> = offers.iter().map(|o| offer_context(&state, o)).collect();
     let chosen = preselected(&offers, query.product.as_deref());
     state.page(

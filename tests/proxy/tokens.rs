@@ -321,13 +321,23 @@ print(json.dumps({"total": answer.usage.total_tokens, "streamed": streamed, "err
         .await
         .unwrap();
     assert_eq!(listed["data"][0]["id"], "chat-a", "{listed}");
-    // A product of tokens only refuses keys, and says what it takes.
-    let (_, omega_key) = gw.app_key("keyed", "omega", "open").await;
-    let (status, error) = error_of(chat(&gw, "omega", "chat-x", &omega_key).await).await;
+    // A product of tokens only has no key subscriptions, refuses any key
+    // on its route, and says what it takes.
+    let subscribed = gw
+        .store
+        .create_application(maas_store::NewApplication {
+            account_id: acme.id.clone(),
+            name: "keyed".into(),
+            description: String::new(),
+            product: "omega".into(),
+            plan: "open".into(),
+        })
+        .await;
+    assert!(subscribed.is_err(), "no application with keys on a product of tokens");
+    let (_, alpha_key) = gw.app_key("keyed", "alpha", "gold").await;
+    let (status, error) = error_of(chat(&gw, "omega", "chat-x", &alpha_key).await).await;
     assert_eq!(status, 401);
     assert!(error["message"].as_str().unwrap().contains("access tokens"), "{error}");
-    let (status, _) = error_of(chat(&gw, "", "chat-x", &omega_key).await).await;
-    assert_eq!(status, 401, "nor on the shared endpoint");
     // An application an admin suspended refuses its client's tokens.
     let seen = metric_value(&gw.metrics(0).await, "maas_store_changes_total", "kind", "application").unwrap_or(0);
     gw.store

@@ -4,8 +4,8 @@
 
 use super::tenancy::app;
 use super::{Fixture, open, seed_catalog};
-use crate::model::{AccountBinding, ApplicationState};
-use crate::store::{ApplicationAction, ApplicationFilter, Page, Precondition};
+use crate::model::{AccountBinding, ApplicationState, AuthMethod, TokenPlanRule};
+use crate::store::{ApplicationAction, ApplicationFilter, NewApplication, Page, Precondition};
 
 /// A client's first calls, even at once, make one live application; the
 /// same client in another organization gets its own; a group change
@@ -140,4 +140,36 @@ pub async fn token_clients_get_one_application_each<F: Fixture>(fixture: &F) {
             .is_err(),
         "a plan the product lacks is refused"
     );
+
+    // A product of tokens only has no subscriptions with keys: its token
+    // clients' applications are the only ones.
+    // (Rules name plans, plans name their product: the product first.)
+    let mut tokens_only = super::product("omega", "vllm");
+    store.put_product(tokens_only.clone()).await.unwrap();
+    store
+        .put_plan(super::plan("omega", "open", serde_json::json!([])))
+        .await
+        .unwrap();
+    tokens_only.auth = vec![AuthMethod::Oidc];
+    tokens_only.token_plans = vec![TokenPlanRule {
+        group: None,
+        plan: "open".into(),
+    }];
+    store.put_product(tokens_only).await.unwrap();
+    let refused = store
+        .create_application(NewApplication {
+            account_id: acme.id.clone(),
+            name: "keyed".into(),
+            description: String::new(),
+            product: "omega".into(),
+            plan: "open".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("access tokens"), "{refused}");
+    let made = store
+        .application_for_token_client(&acme, "omega", "ci-bot", "open")
+        .await
+        .unwrap();
+    assert_eq!(made.token_client.as_deref(), Some("ci-bot"));
 }

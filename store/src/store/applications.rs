@@ -15,7 +15,7 @@ use crate::backend::{Condition, WriteBatch};
 use crate::changes::Change;
 use crate::error::{StoreError, StoreResult};
 use crate::ids::new_id;
-use crate::model::{ApiKey, Application, ApplicationState, Plan};
+use crate::model::{ApiKey, Application, ApplicationState, AuthMethod, Plan};
 
 /// The longest description of an account or application, in characters.
 pub const MAX_DESCRIPTION: usize = 2000;
@@ -217,6 +217,20 @@ impl Store {
     pub async fn create_application(&self, new: NewApplication) -> StoreResult<Application> {
         check_name("name", &new.name, 200)?;
         check_text("description", &new.description, MAX_DESCRIPTION)?;
+        if let Some(product) = self.get_product(&new.product).await?
+            && !product.accepts(AuthMethod::ApiKey)
+        {
+            // Its callers bring the identity provider's tokens; their
+            // applications are made on their first call.
+            return Err(StoreError::invalid(
+                "product",
+                format!(
+                    "product `{}` takes the identity provider's access tokens, not API keys: call it with a \
+                     token; its application is made on the first call",
+                    new.product
+                ),
+            ));
+        }
         let plan = self.existing_plan(&new.product, &new.plan).await?;
         let now = self.now();
         let app = Application {
