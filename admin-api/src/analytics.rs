@@ -42,6 +42,18 @@ pub(crate) fn instant(field: &str, value: Option<&str>, default: OffsetDateTime)
 }
 
 /// `from`..`to`, by default the last 24 hours.
+/// `format=`: JSON (the default) or CSV.
+pub(crate) fn wants_csv(format: Option<&str>) -> Result<bool, ApiError> {
+    match format {
+        None | Some("json") => Ok(false),
+        Some("csv") => Ok(true),
+        Some(other) => Err(ApiError::invalid_field(
+            "format",
+            format!("`{other}` is not json or csv"),
+        )),
+    }
+}
+
 fn range(from: Option<&str>, to: Option<&str>) -> Result<(OffsetDateTime, OffsetDateTime), ApiError> {
     let to = instant("to", to, OffsetDateTime::now_utc())?;
     let from = instant("from", from, to - time::Duration::days(1))?;
@@ -113,16 +125,7 @@ async fn usage(admin: Admin, QueryParams(query): QueryParams<UsageQuery>) -> Res
     let (from, to) = range(query.from.as_deref(), query.to.as_deref())?;
     let metric = query.metric.unwrap_or_else(|| TOTAL_TOKENS.to_owned());
     let granularity = query.granularity.unwrap_or(Period::Hour);
-    let csv = match query.format.as_deref() {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(other) => {
-            return Err(ApiError::invalid_field(
-                "format",
-                format!("`{other}` is not json or csv"),
-            ));
-        }
-    };
+    let csv = wants_csv(query.format.as_deref())?;
     let mut filter = ApplicationFilter::default();
     let ids: Vec<String> = match query.scope {
         Scope::Application => match admin.store.get_application(&query.id).await? {

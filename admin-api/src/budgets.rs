@@ -26,6 +26,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AdminState;
+use crate::analytics::wants_csv;
 use crate::auth::Admin;
 use crate::conditional::{WritePreconditions, precondition, tagged};
 use crate::error::{ApiError, ErrorBody};
@@ -119,16 +120,7 @@ async fn account_budgets(
     Path(id): Path<String>,
     QueryParams(query): QueryParams<StatusQuery>,
 ) -> Result<Response, ApiError> {
-    let csv = match query.format.as_deref() {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(other) => {
-            return Err(ApiError::invalid_field(
-                "format",
-                format!("`{other}` is not json or csv"),
-            ));
-        }
-    };
+    let csv = wants_csv(query.format.as_deref())?;
     let account = admin.store.get_account(&id).await?;
     let account = account.ok_or_else(|| ApiError::not_found("account", &id))?;
     let filter = ApplicationFilter {

@@ -114,14 +114,15 @@ impl ApiError {
         )
     }
 
-    /// A valid token whose groups give none of the product's plans.
-    pub fn not_entitled(product: &str) -> ApiError {
+    /// A valid token whose groups give no plan of `what` (a product, or
+    /// any product).
+    pub fn not_entitled(what: &str) -> ApiError {
         ApiError::new(
             403,
             "permission_error",
             "not_entitled",
             "not_entitled",
-            format!("Your access token's groups give no plan of product `{product}`; ask to join a group that does."),
+            format!("Your access token's groups give no plan of {what}; ask to join a group that does."),
         )
     }
 

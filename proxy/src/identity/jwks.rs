@@ -158,6 +158,10 @@ pub struct IssuerKeys {
     refresh: tokio::sync::Mutex<RefreshState>,
     /// A refresh of a stale set is under way in the background.
     refreshing: AtomicBool,
+    /// When the last background refresh began: while the issuer does not
+    /// answer, a stale set is retried once per `min_refresh`, not by a task
+    /// per request.
+    background_started: std::sync::Mutex<Option<Instant>>,
 }
 
 impl IssuerKeys {
@@ -175,6 +179,7 @@ impl IssuerKeys {
             current: RwLock::new(Arc::new(KeySet::default())),
             refresh: tokio::sync::Mutex::new(RefreshState::default()),
             refreshing: AtomicBool::new(false),
+            background_started: std::sync::Mutex::new(None),
         })
     }
 
@@ -205,8 +210,15 @@ impl IssuerKeys {
     /// One background refresh at a time, however many requests find the
     /// set stale while it runs.
     fn refresh_in_background(self: &Arc<Self>, seen: &Arc<KeySet>) {
-        if self.refreshing.swap(true, Ordering::AcqRel) {
-            return;
+        {
+            let mut started = self.background_started.lock().unwrap_or_else(|e| e.into_inner());
+            if started.is_some_and(|at| at.elapsed() < self.source.min_refresh) {
+                return;
+            }
+            if self.refreshing.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            *started = Some(Instant::now());
         }
         let (keys, seen) = (self.clone(), seen.clone());
         self.runtime.spawn(async move {

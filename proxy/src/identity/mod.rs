@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use maas_store::Store;
-use maas_store::model::{Account, AccountBinding, Application, AuthContext, Credential, Plan, TokenCaller, token_plan};
+use maas_store::model::{AccountBinding, AuthContext, Credential, Plan, TokenCaller, token_plan};
 use moka::sync::Cache;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -115,8 +115,6 @@ fn claim<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
 /// Why a token caller was not admitted.
 #[derive(Debug)]
 pub enum TokenRefusal {
-    /// The token itself (401, or 503 while the issuer's keys are unknown).
-    Token(TokenError),
     /// Valid, but none of the product's `token_plans` matches its groups.
     NotEntitled,
     Store(maas_store::StoreError),
@@ -126,11 +124,14 @@ pub enum TokenRefusal {
 pub struct TokenVerifier {
     settings: AccessTokenSettings,
     keys: Arc<IssuerKeys>,
-    /// (organization, client, product) → its account and application.
-    callers: Cache<(String, String, String), Arc<(Account, Application)>>,
+    /// (organization, client, product, person) → the caller's context, as
+    /// the last request on that plan made it.
+    callers: Cache<CallerKey, Arc<AuthContext>>,
     /// (application, person) pairs noted in the store lately.
     noted_users: Cache<(String, String), ()>,
 }
+
+type CallerKey = (String, String, String, Option<String>);
 
 /// How long a caller's account and application are served from memory;
 /// a change event about either empties the cache sooner.
@@ -187,44 +188,46 @@ impl TokenVerifier {
             .iter()
             .find(|plan| plan.system_name == plan_name)
             .ok_or(TokenRefusal::NotEntitled)?;
-        let cache_key = (caller.organization.clone(), caller.client_id.clone(), product.clone());
-        let known = self
-            .callers
-            .get(&cache_key)
-            .filter(|known| known.1.plan == plan.system_name);
-        let known = match known {
-            Some(known) => known,
-            None => {
-                let binding = AccountBinding {
-                    issuer: caller.issuer.clone(),
-                    claim_value: caller.organization.clone(),
-                };
-                let account = store
-                    .account_for_sso(&binding, &caller.organization)
-                    .await
-                    .map_err(TokenRefusal::Store)?;
-                let application = store
-                    .application_for_token_client(&account, product, &caller.client_id, &plan.system_name)
-                    .await
-                    .map_err(TokenRefusal::Store)?;
-                let known = Arc::new((account, application));
-                self.callers.insert(cache_key, known.clone());
-                known
-            }
-        };
-        if let Some(user) = &caller.user {
-            self.note_user(store, &known.1.id, user).await;
+        let cache_key = (
+            caller.organization.clone(),
+            caller.client_id.clone(),
+            product.clone(),
+            caller.user.clone(),
+        );
+        // The groups may give another plan than the cached context's: then
+        // the application moves, through the store.
+        if let Some(known) = self.callers.get(&cache_key)
+            && known.plan.system_name == plan.system_name
+        {
+            return Ok(known);
         }
-        Ok(Arc::new(AuthContext {
+        let binding = AccountBinding {
+            issuer: caller.issuer.clone(),
+            claim_value: caller.organization.clone(),
+        };
+        let account = store
+            .account_for_sso(&binding, &caller.organization)
+            .await
+            .map_err(TokenRefusal::Store)?;
+        let application = store
+            .application_for_token_client(&account, product, &caller.client_id, &plan.system_name)
+            .await
+            .map_err(TokenRefusal::Store)?;
+        if let Some(user) = &caller.user {
+            self.note_user(store, &application.id, user).await;
+        }
+        let context = Arc::new(AuthContext {
             credential: Credential::Token(TokenCaller {
                 issuer: caller.issuer.clone(),
                 client_id: caller.client_id.clone(),
                 user: caller.user.clone(),
             }),
-            application: known.1.clone(),
-            account: known.0.clone(),
+            application,
+            account,
             plan: plan.clone(),
-        }))
+        });
+        self.callers.insert(cache_key, context.clone());
+        Ok(context)
     }
 
     /// Notes a person's first call as an application (again after

@@ -104,9 +104,11 @@ impl MaasProxy {
             Ok(auth) => auth,
             Err(TokenRefusal::NotEntitled) => {
                 METRICS.access_tokens.with_label_values(&["not_entitled"]).inc();
-                return Err(ApiError::not_entitled(&route.product.system_name));
+                return Err(ApiError::not_entitled(&format!(
+                    "product `{}`",
+                    route.product.system_name
+                )));
             }
-            Err(TokenRefusal::Token(error)) => return Err(ApiError::invalid_token(&error.to_string())),
             Err(TokenRefusal::Store(error)) => {
                 METRICS.store_errors.with_label_values(&["token_caller"]).inc();
                 tracing::error!(%error, "a token caller's application could not be found or made");
@@ -138,7 +140,7 @@ impl MaasProxy {
                     route.product.accepts(AuthMethod::Oidc)
                         && token_plan(&route.product.token_plans, &caller.groups).is_some()
                 })
-                .ok_or_else(|| ApiError::not_entitled("any"));
+                .ok_or_else(|| ApiError::not_entitled("any product served here"));
         }
         let model = model.ok_or_else(ApiError::model_required)?;
         catalog
